@@ -1,0 +1,38 @@
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+import whisperfast  # noqa: F401  (BLAS preload before mlx)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def manifest() -> list[dict]:
+    with open(SAMPLES / "manifest.tsv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # Conversions go to a fresh cache, so every run exercises verify + convert once.
+    os.environ["WHISPERFAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from whisperfast.pipeline import load
+
+    return load("tiny.en")
+
+
+def base_installed() -> bool:
+    from whisperfast.models import EMBEDDED, _embedded_paths
+
+    return _embedded_paths(EMBEDDED["base"]) is not None
+
+
+needs_base = pytest.mark.skipif(not base_installed(), reason="base model not installed (uv sync --extra base)")

@@ -1,0 +1,132 @@
+"""The command line: output contracts and every error case, as a user meets them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from whisperfast.cli import app
+
+from .conftest import ROOT, SAMPLES
+
+runner = CliRunner()
+JFK = SAMPLES / "jfk.wav"
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_output_has_the_documented_keys():
+    r = run("transcribe", JFK, "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)  # stdout is only JSON
+    assert {"text", "language", "segments", "model", "device", "dtype", "timings"} <= set(d)
+    assert set(d["timings"]) >= {"load", "mel", "encode", "decode", "total", "tokens", "rtf"}
+    assert d["model"] == "tiny.en" and "fellow Americans" in d["text"]
+    assert {"start", "end", "text"} <= set(d["segments"][0])
+    assert "total" in r.stderr  # the timing table goes to stderr
+
+
+def test_word_timestamps_in_json():
+    d = json.loads(run("transcribe", JFK, "--json", "--word-timestamps", "-q").stdout)
+    words = [w for s in d["segments"] for w in s["words"]]
+    assert [w["word"].strip(" ,.") for w in words[:3]] == ["And", "so", "my"]
+    assert all(w["start"] <= w["end"] for w in words)
+
+
+def test_output_files_are_written_and_never_clobbered(tmp_path):
+    r = run("transcribe", JFK, "-f", "all", "-o", tmp_path, "-q")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jfk.json", "jfk.srt", "jfk.txt", "jfk.vtt"]
+    assert (tmp_path / "jfk.vtt").read_text().startswith("WEBVTT")
+    assert "00:00:00,000 -->" in (tmp_path / "jfk.srt").read_text()
+    before = (tmp_path / "jfk.txt").read_text()
+    assert "fellow Americans" in before
+    again = run("transcribe", JFK, "-f", "txt", "-o", tmp_path)
+    assert_one_line_error(again, "exists")
+    assert (tmp_path / "jfk.txt").read_text() == before
+    assert run("transcribe", JFK, "-f", "txt", "-o", tmp_path, "--overwrite", "-q").exit_code == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def _nan_wav(p):
+    sf.write(p, np.array([0.0, np.nan] * 800, np.float32), 16000, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("name, make, fragment", [
+    ("missing.wav", None, "no such file"),
+    ("empty.wav", lambda p: p.write_bytes(b""), "file is empty"),
+    ("zero.wav", lambda p: sf.write(p, np.zeros(0, np.float32), 16000), "no audio samples"),
+    ("corrupt.wav", lambda p: p.write_bytes(os.urandom(4000)), "unsupported or corrupt"),
+    ("notes.mp3", lambda p: p.write_text("not audio at all\n" * 50), "unsupported or corrupt"),
+    ("nan.wav", _nan_wav, "NaN"),
+])
+def test_bad_audio_fails_with_one_line(tmp_path, name, make, fragment):
+    p = tmp_path / name
+    if make:
+        make(p)
+    assert_one_line_error(run("transcribe", p, "-f", "txt"), fragment)
+    assert not (tmp_path / (p.stem + ".txt")).exists()  # no half-written output
+
+
+def test_silence_is_an_empty_transcript(tmp_path):
+    p = tmp_path / "silence.wav"
+    sf.write(p, np.zeros(3 * 16000, np.float32), 16000)
+    r = run("transcribe", p, "--json", "-q")
+    assert r.exit_code == 0 and json.loads(r.stdout)["text"] == ""
+
+
+def test_one_bad_file_does_not_stop_the_others(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"")
+    r = run("transcribe", bad, JFK, "-q")
+    assert r.exit_code == 1
+    assert "fellow Americans" in r.stdout and "Error:" in r.stderr
+
+
+@pytest.mark.parametrize("model, fragment", [
+    ("no-such-model", "unknown model"),
+    ("mlx-community/whisper-no-such-repo", "unreachable"),  # HF_HUB_OFFLINE=1 (conftest)
+])
+def test_bad_model_fails_with_one_line(model, fragment):
+    assert_one_line_error(run("transcribe", JFK, "--model", model), fragment)
+
+
+def test_unknown_language_and_gpu_on_cpu_build():
+    assert_one_line_error(run("transcribe", JFK, "--language", "klingon"), "unknown language")
+    assert_one_line_error(run("transcribe", JFK, "--device", "gpu"), "no GPU backend")
+
+
+@pytest.mark.parametrize("args", [["transcribe"], ["transcribe", JFK, "--task", "summarize"], ["frobnicate"]])
+def test_usage_errors_exit_2(args):
+    assert run(*args).exit_code == 2
+
+
+def test_models_and_info():
+    d = json.loads(run("models", "--json").stdout)
+    assert any(m["name"] == "tiny.en" and m["available"] for m in d)
+    info = json.loads(run("info", "--json").stdout)
+    assert info["mlx"] and info["device"] == "cpu" and "blas" in info
+
+
+def test_installed_entry_point_in_a_subprocess(tmp_path):
+    """The real console script: exit codes and streams, as a shell sees them."""
+    exe = [sys.executable, "-m", "whisperfast"]
+    ok = subprocess.run([*exe, "transcribe", str(JFK), "-q"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "fellow Americans" in ok.stdout and ok.stderr == ""
+    bad = subprocess.run([*exe, "transcribe", str(tmp_path / "nope.wav")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr

@@ -1,0 +1,176 @@
+"""The `whisperfast` command: parses arguments, calls the library, prints.
+
+stdout carries only the transcript (or JSON with --json); tables, progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import whisperfast  # noqa: F401  (BLAS preload, before mlx)
+
+from . import models, output, runtime
+from .errors import WhisperfastError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Whisper speech-to-text on MLX, with fused kernels proven transcript-equal.")
+err = Console(stderr=True)
+
+
+class Task(str, Enum):
+    transcribe = "transcribe"
+    translate = "translate"
+
+
+class Format(str, Enum):
+    txt = "txt"
+    srt = "srt"
+    vtt = "vtt"
+    json = "json"
+    all = "all"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class DType(str, Enum):
+    float16 = "float16"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+def _error(msg: str) -> None:
+    err.print(f"[red]Error:[/red] {msg}", highlight=False, markup=True, soft_wrap=True)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run a library call; a failure becomes one `Error:` line and exit 1, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except WhisperfastError as e:
+        _error(str(e))
+    except Exception as e:  # noqa: BLE001 (a traceback is for WHISPERFAST_DEBUG=1)
+        if os.environ.get("WHISPERFAST_DEBUG"):
+            raise
+        _error(f"internal error: {type(e).__name__}: {e} (set WHISPERFAST_DEBUG=1 for a traceback)")
+    raise typer.Exit(1)
+
+
+def _timing_table(title: str, columns: dict) -> Table:
+    """columns: {label: Timings}; with two columns a ratio column is added."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("stage")
+    for label in columns:
+        table.add_column(label, justify="right")
+    ts = list(columns.values())
+    if len(ts) == 2:
+        table.add_column("speed-up", justify="right")
+    rows = [("load", "load", "s"), ("mel", "mel", "s"), ("encode", "encode", "s"), ("decode", "decode", "s"),
+            ("total", "total", "s"), ("tokens", "tokens", ""), ("tokens/s", "tokens_per_s", ""), ("real-time factor", "rtf", "")]
+    for label, attr, unit in rows:
+        vals = [getattr(t, attr) for t in ts]
+        cells = [f"{v * 1000:.0f} ms" if unit == "s" else (str(v) if isinstance(v, int) else f"{v:.3f}") for v in vals]
+        if len(ts) == 2:
+            a, b = vals
+            cells.append(f"{a / b:.2f}x" if unit == "s" and b > 0 else "")
+        table.add_row(label, *cells)
+    return table
+
+
+@app.command()
+def transcribe(
+    files: List[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, MP3; any rate and channel count)."),
+    model: str = typer.Option(models.DEFAULT_MODEL, "--model", "-m", help="tiny.en, base, a model directory, or a Hugging Face repo id."),
+    language: Optional[str] = typer.Option(None, help="Spoken language (default: detect, or en for .en models)."),
+    task: Task = typer.Option(Task.transcribe, help="transcribe, or translate to English."),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Add per-word start/end times."),
+    output_format: Optional[Format] = typer.Option(None, "--output-format", "-f", help="Also write files in this format."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", file_okay=False, help="Where to write files (default: beside the input)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace output files that already exist."),
+    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: float16 on a GPU, float32 on the CPU)."),
+    device: Optional[Device] = typer.Option(None, help="cpu or gpu (default: MLX's default device)."),
+    fast: bool = typer.Option(False, "--fast", help="Rewrite norms and attention onto fused mx.fast kernels."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
+):
+    """Transcribe audio files; print the text on stdout and a timing table on stderr."""
+    from . import pipeline
+
+    _guard(runtime.use_device, device.value if device else None)
+    formats = output.expand_formats(output_format.value) if output_format or output_dir else ()
+    if output_dir is not None and output_format is None:
+        formats = ("txt",)
+    for f in files:  # refuse to clobber before any work is done
+        _guard(output.check_writable, output.output_paths(f, formats, output_dir), overwrite)
+
+    loaded = _guard(pipeline.load, model, dtype=_guard(runtime.parse_dtype, dtype.value if dtype else None),
+                    fast=fast, word_timestamps=word_timestamps)
+    options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps,
+                                         verbose=False if (sys.stderr.isatty() and not quiet and len(files) == 1) else None)
+    failed = 0
+    for i, f in enumerate(files):
+        if len(files) > 1 and not quiet and sys.stderr.isatty():
+            err.print(f"[{i + 1}/{len(files)}] {f}", highlight=False)
+        try:
+            t = _guard(pipeline.transcribe, loaded, f, options)
+        except typer.Exit:
+            failed += 1
+            continue
+        if as_json:
+            print(json.dumps(output.to_json(t), ensure_ascii=False), flush=True)
+        else:
+            print(t.text, flush=True)
+        if not quiet:
+            title = f"{f.name}: {t.model} · {t.device} · {t.dtype}{' · fused' if fast else ''}"
+            err.print(_timing_table(title, {"time": t.timings}))
+        try:
+            _guard(output.write_outputs, t, output.output_paths(f, formats, output_dir))
+        except typer.Exit:
+            failed += 1
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("models")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
+    """List the models available without a network."""
+    from dataclasses import asdict
+
+    found = _guard(models.list_models)
+    if as_json:
+        print(json.dumps([asdict(m) for m in found], indent=1))
+        return
+    table = Table("name", "kind", "available", "where / how")
+    for m in found:
+        table.add_row(m.name, m.kind, "yes" if m.available else "no", m.path or m.note)
+    Console().print(table)
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
+    """Versions, device, and the BLAS that MLX's CPU backend uses."""
+    data = runtime.info()
+    if as_json:
+        print(json.dumps(data, indent=1))
+        return
+    table = Table("key", "value", show_header=False)
+    for k, v in data.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    Console().print(table)
+    if not data["blas"]["optimized"]:
+        _error(f"MLX's CPU matmuls use a slow reference BLAS: {data['blas']['note']}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,72 @@
+"""Transcript files: txt, srt, vtt, json. Written atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from mlx_whisper.writers import WriteSRT, WriteTXT, WriteVTT
+
+from .errors import WhisperfastError
+from .pipeline import Transcript
+
+FORMATS = ("txt", "srt", "vtt", "json")
+_WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT}
+
+
+def to_json(t: Transcript) -> dict:
+    return asdict(t)
+
+
+def render(t: Transcript, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(to_json(t), ensure_ascii=False, indent=1) + "\n"
+    # mlx-whisper's writers take its result dict: segments with start/end/text (and words).
+    result = {"text": t.text, "language": t.language,
+              "segments": [{k: v for k, v in asdict(s).items() if v is not None} for s in t.segments]}
+    buf = io.StringIO()
+    _WRITERS[fmt](".").write_result(result, file=buf, options={})
+    return buf.getvalue()
+
+
+def expand_formats(fmt: str) -> tuple[str, ...]:
+    if fmt == "all":
+        return FORMATS
+    if fmt not in FORMATS:
+        raise WhisperfastError(f"unknown output format '{fmt}' (use {', '.join(FORMATS)} or all)")
+    return (fmt,)
+
+
+def output_paths(source: Path, formats: tuple[str, ...], output_dir: Path | None) -> list[Path]:
+    folder = output_dir if output_dir is not None else source.parent
+    return [folder / f"{source.stem}.{fmt}" for fmt in formats]
+
+
+def check_writable(paths: list[Path], overwrite: bool) -> None:
+    """Fail before any work is done rather than after, and never clobber by surprise."""
+    for p in paths:
+        if p.exists() and not overwrite:
+            raise WhisperfastError(f"{p} exists (pass --overwrite to replace it)")
+        if p.parent.exists() and not p.parent.is_dir():
+            raise WhisperfastError(f"{p.parent} is not a directory")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(t: Transcript, paths: list[Path]) -> None:
+    for p in paths:
+        write_atomic(p, render(t, p.suffix[1:]))
