@@ -101,6 +101,7 @@ def transcribe(
     dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: float16 on a GPU, float32 on the CPU)."),
     device: Optional[Device] = typer.Option(None, help="cpu or gpu (default: MLX's default device)."),
     fast: bool = typer.Option(False, "--fast", help="Rewrite norms and attention onto fused mx.fast kernels."),
+    compare: bool = typer.Option(False, "--compare", help="Run baseline and fused on each file; show both timings."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
 ):
@@ -115,7 +116,12 @@ def transcribe(
         _guard(output.check_writable, output.output_paths(f, formats, output_dir), overwrite)
 
     loaded = _guard(pipeline.load, model, dtype=_guard(runtime.parse_dtype, dtype.value if dtype else None),
-                    fast=fast, word_timestamps=word_timestamps)
+                    fast=fast and not compare, word_timestamps=word_timestamps)
+    fused = _guard(pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
+    if (fast or compare) and not quiet:
+        counts = (fused or loaded).rewrites["counts"]
+        err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")
+                                            for k, c in counts.items()), highlight=False)
     options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps,
                                          verbose=False if (sys.stderr.isatty() and not quiet and len(files) == 1) else None)
     failed = 0
@@ -123,17 +129,25 @@ def transcribe(
         if len(files) > 1 and not quiet and sys.stderr.isatty():
             err.print(f"[{i + 1}/{len(files)}] {f}", highlight=False)
         try:
-            t = _guard(pipeline.transcribe, loaded, f, options)
+            if compare:
+                c = _guard(pipeline.compare, loaded, fused, f, options)
+                t, columns = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}
+                record = {**output.to_json(t), "tokens_match": c.tokens_match, "transcripts_match": c.transcripts_match,
+                          **{lane: {"text": x.text, "timings": output.to_json(x)["timings"]} for lane, x in (("baseline", c.baseline), ("fused", c.fused))}}
+            else:
+                t = _guard(pipeline.transcribe, loaded, f, options)
+                columns, record = {"time": t.timings}, output.to_json(t)
         except typer.Exit:
             failed += 1
             continue
-        if as_json:
-            print(json.dumps(output.to_json(t), ensure_ascii=False), flush=True)
-        else:
-            print(t.text, flush=True)
+        print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
         if not quiet:
-            title = f"{f.name}: {t.model} · {t.device} · {t.dtype}{' · fused' if fast else ''}"
-            err.print(_timing_table(title, {"time": t.timings}))
+            title = f"{f.name}: {t.model} · {t.device} · {t.dtype}{' · fused' if fast and not compare else ''}"
+            err.print(_timing_table(title, columns))
+            if compare:
+                same = "identical" if c.tokens_match else "DIFFERENT"
+                err.print(f"baseline vs fused tokens: {same}" + ("" if t.device != "cpu" else
+                          " (on the CPU mx.fast ops fall back to composed ops: expect a ratio near 1.0)"), highlight=False)
         try:
             _guard(output.write_outputs, t, output.output_paths(f, formats, output_dir))
         except typer.Exit:

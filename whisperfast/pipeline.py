@@ -93,19 +93,24 @@ class LoadedModel:
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
          word_timestamps: bool = False) -> LoadedModel:
-    """Load `name`; with `fast`, rewrite it onto fused kernels (alignment layers stay
-    composed when `word_timestamps`, since they must return attention weights)."""
+    """Load `name`; with `fast`, rewrite it onto fused kernels (see `rewritten`)."""
     t0 = time.perf_counter()
     dtype = dtype or models.default_dtype()
     whisper = models.load_model(name, dtype)
     _warm_tokenizer(whisper)
-    report = None
-    if fast:
-        from .kernels import rewrite_whisper
+    loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0)
+    return rewritten(loaded, word_timestamps=word_timestamps) if fast else loaded
 
-        whisper, rep = rewrite_whisper(whisper, word_timestamps=word_timestamps)
-        report = rep.to_dict()
-    return LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0, report)
+
+def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool = False) -> LoadedModel:
+    """The same weights on a rewritten graph; `model` is left as it was. With word
+    timestamps, the alignment layers stay composed: they must return attention weights."""
+    from .kernels import rewrite_whisper
+
+    t0 = time.perf_counter()
+    whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode)
+    return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
+                   rewrites=report.to_dict())
 
 
 def _warm_tokenizer(whisper: Whisper) -> None:
@@ -199,3 +204,20 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
                       device=runtime.device_name(), dtype=model.dtype, timings=timings, duration=duration,
                       tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites)
 
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Transcript
+    fused: Transcript
+    tokens_match: bool
+    transcripts_match: bool
+
+
+def compare(baseline: LoadedModel, fused: LoadedModel, audio: str | Path | np.ndarray,
+            options: TranscribeOptions = TranscribeOptions()) -> Comparison:
+    """Both models on the same input, in one process; the audio is decoded once."""
+    if not isinstance(audio, np.ndarray):
+        audio = load_audio(audio)
+    a, b = transcribe(baseline, audio, options), transcribe(fused, audio, options)
+    return Comparison(a, b, a.tokens == b.tokens, a.text == b.text)

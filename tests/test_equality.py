@@ -1,0 +1,83 @@
+"""Model level: the fused model says exactly what mlx-whisper's model says, on real speech.
+
+Run on the GPU too (benchmarks/README.md), where the fused kernels are real and a wrong
+mask or scale would show."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+from whisperfast.audio import load_audio
+from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe
+
+from .conftest import SAMPLES, manifest, needs_base
+
+FILES = [r["file"] for r in manifest()]
+_cache = {}
+
+
+def pair(name, dtype, word_timestamps=False):
+    key = (name, dtype, word_timestamps)
+    if key not in _cache:
+        base = _cache.get((name, dtype, False), (None,))[0] or load(name, dtype=dtype)
+        _cache[key] = (base, rewritten(base, word_timestamps=word_timestamps))
+    return _cache[key]
+
+
+def assert_same_tokens(name, dtype, file, options=TranscribeOptions()):
+    base, fused = pair(name, dtype, options.word_timestamps)
+    audio = load_audio(SAMPLES / file)
+    a, b = transcribe(base, audio, options), transcribe(fused, audio, options)
+    assert a.tokens == b.tokens and a.text == b.text, (a.text, b.text)
+    return a, b
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_logits_agree_on_every_sample(file):
+    base, fused = pair("tiny.en", mx.float32)
+    mel = log_mel_spectrogram(load_audio(SAMPLES / file), padding=N_SAMPLES)
+    mel = pad_or_trim(mel[:N_FRAMES], N_FRAMES, axis=-2)[None]
+    fa, fb = base.whisper.encoder(mel), fused.whisper.encoder(mel)
+    tokens = mx.array([transcribe(base, load_audio(SAMPLES / file)).tokens[:40] or [50257]])
+    la, lb = base.whisper.logits(tokens, fa), fused.whisper.logits(tokens, fb)
+    assert float(mx.abs(fa - fb).max()) < 1e-3
+    assert float(mx.abs(la - lb).max()) < 1e-2  # logits are O(10); fp32 reassociation only
+    assert np.array_equal(np.array(la.argmax(-1)), np.array(lb.argmax(-1)))
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_tiny_en_fp32_transcripts_identical(file):
+    assert_same_tokens("tiny.en", mx.float32, file)
+
+
+def test_tiny_en_fp16_jfk_identical():
+    a, _ = assert_same_tokens("tiny.en", mx.float16, "jfk.wav")
+    assert a.dtype == "float16" and "fellow Americans" in a.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file", FILES)
+def test_tiny_en_fp16_transcripts_identical(file):
+    assert_same_tokens("tiny.en", mx.float16, file)
+
+
+def test_word_timestamps_identical():
+    a, b = assert_same_tokens("tiny.en", mx.float32, "jfk.wav", TranscribeOptions(word_timestamps=True))
+    words = lambda t: [(w.word, w.start, w.end, round(w.probability, 4)) for s in t.segments for w in s.words]
+    assert words(a) == words(b) and len(words(a)) == 22
+    assert b.rewrites["counts"]["attention"]["skipped"] > 0  # alignment layers kept composed
+
+
+@needs_base
+def test_base_fp32_jfk_and_mandarin_identical():
+    assert_same_tokens("base", mx.float32, "jfk.wav")
+    assert_same_tokens("base", mx.float32, "zh_aishell1_BAC009S0724W0121.wav")
+
+
+@pytest.mark.slow
+@needs_base
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+@pytest.mark.parametrize("file", FILES)
+def test_base_transcripts_identical(dtype, file):
+    assert_same_tokens("base", dtype, file)

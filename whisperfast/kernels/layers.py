@@ -1,0 +1,138 @@
+"""Drop-in layers whose math runs through `ops`, fused or composed. Parameter names match
+the layers they replace, so the same weights load into either graph."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from . import ops
+from .rope_scaling import rope_schedule
+
+MODES = ("fused", "composed")
+
+
+def _check(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    return mode
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dims: int, eps: float = 1e-5, affine: bool = True, bias: bool = True, mode: str = "fused"):
+        super().__init__()
+        if affine:
+            self.weight = mx.ones((dims,))
+            if bias:
+                self.bias = mx.zeros((dims,))
+        self.dims, self.eps, self.mode = dims, eps, _check(mode)
+
+    def __call__(self, x):
+        fn = ops.fused_layer_norm if self.mode == "fused" else ops.composed_layer_norm
+        return fn(x, self.get("weight"), self.get("bias"), self.eps)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dims: int, eps: float = 1e-5, mode: str = "fused"):
+        super().__init__()
+        self.weight = mx.ones((dims,))
+        self.eps, self.mode = eps, _check(mode)
+
+    def __call__(self, x):
+        fn = ops.fused_rms_norm if self.mode == "fused" else ops.composed_rms_norm
+        return fn(x, self["weight"], self.eps)
+
+
+class RoPE(nn.Module):
+    """nn.RoPE's interface plus Hugging Face style `scaling` (see rope_scaling.py)."""
+
+    def __init__(self, dims: int, traditional: bool = False, base: float = 10000, scale: float = 1.0,
+                 scaling: Optional[dict] = None, max_position: Optional[int] = None, mode: str = "fused"):
+        super().__init__()
+        self.dims, self.traditional, self.base, self.scale = dims, traditional, base, scale
+        self._scaling, self._schedule = scaling, rope_schedule(dims, base, scaling, max_position)
+        self._inv_freq = mx.array(self._schedule.inv_freq)
+        # A schedule that cannot be precomputed runs composed, whatever the mode.
+        self.mode = _check(mode) if self._schedule.fallback is None else "composed"
+
+    @property
+    def fallback(self) -> Optional[str]:
+        return self._schedule.fallback
+
+    def __call__(self, x, offset: int = 0):
+        s = self._schedule
+        if s.fallback is not None:  # dynamic NTK: the schedule follows the live length
+            s = rope_schedule(self.dims, self.base, self._scaling, offset + x.shape[-2])
+            inv_freq = mx.array(s.inv_freq)
+        else:
+            inv_freq = self._inv_freq
+        if s.mscale != 1.0:  # longrope / yarn magnitude correction
+            x = mx.concatenate([x[..., : self.dims] * s.mscale, x[..., self.dims :]], axis=-1)
+        scale = self.scale * s.scale
+        if self._scaling is None and self.mode == "fused":
+            return ops.fused_rope(x, self.dims, offset, self.base, scale, self.traditional)
+        if self._scaling is None:
+            return ops.composed_rope(x, self.dims, offset, self.base, scale, self.traditional)
+        fn = ops.fused_rope_inv_freq if self.mode == "fused" and s.fallback is None else ops.composed_rope_inv_freq
+        return fn(x, self.dims, offset, inv_freq, scale, self.traditional)
+
+
+class MultiHeadAttention(nn.MultiHeadAttention):
+    """nn.MultiHeadAttention (same parameters) with the attention op chosen by mode."""
+
+    def __init__(self, *args, mode: str = "fused", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mode = _check(mode)
+
+    def __call__(self, queries, keys, values, mask=None):
+        q = mx.unflatten(self.query_proj(queries), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
+        k = mx.unflatten(self.key_proj(keys), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
+        v = mx.unflatten(self.value_proj(values), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
+        fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
+        out = fn(q, k, v, ops.attention_scale(q.shape[-1]), mask)
+        return self.out_proj(out.transpose(0, 2, 1, 3).flatten(-2, -1))
+
+
+class WhisperAttention(nn.Module):
+    """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
+    SDPA op. It returns `qk = None`: no attention weights are materialized; layers whose
+    weights word timestamps need are left as mlx-whisper built them."""
+
+    def __init__(self, n_state: int, n_head: int, mode: str = "fused"):
+        super().__init__()
+        self.n_head, self.mode = n_head, _check(mode)
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def __call__(self, x, xa=None, mask=None, kv_cache=None):
+        q = self.query(x)
+        if xa is None:
+            k, v = self.key(x), self.value(x)
+            if kv_cache is not None:
+                k = mx.concatenate([kv_cache[0], k], axis=1)
+                v = mx.concatenate([kv_cache[1], v], axis=1)
+        elif kv_cache is None:
+            k, v = self.key(xa), self.value(xa)
+        else:
+            k, v = kv_cache
+        wv, qk = self.qkv_attention(q, k, v, mask)
+        return self.out(wv), (k, v), qk
+
+    def qkv_attention(self, q, k, v, mask=None):
+        """q (B, L, n_state); k, v (B, S, n_state). `mask` is Whisper's additive causal mask
+        or None; it only says "causal", which the kernel builds itself (lower-right aligned,
+        so KV-cached keys are all visible). A single query needs no mask at all."""
+        n_batch, n_ctx, n_state = q.shape
+        head_dim = n_state // self.n_head
+        q = q.reshape(n_batch, n_ctx, self.n_head, head_dim).transpose(0, 2, 1, 3)
+        k = k.reshape(n_batch, k.shape[1], self.n_head, head_dim).transpose(0, 2, 1, 3)
+        v = v.reshape(n_batch, v.shape[1], self.n_head, head_dim).transpose(0, 2, 1, 3)
+        # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
+        causal = "causal" if mask is not None and n_ctx > 1 else None
+        fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
+        out = fn(q, k, v, head_dim**-0.5, causal)
+        return out.transpose(0, 2, 1, 3).reshape(n_batch, n_ctx, n_state), None
