@@ -156,6 +156,68 @@ def transcribe(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    audio: Optional[List[Path]] = typer.Argument(None, help="Audio files (default: samples/jfk.wav)."),
+    model: str = typer.Option(models.DEFAULT_MODEL, "--model", "-m"),
+    dtype: Optional[DType] = typer.Option(None, help="Compute dtype (default: float16 on a GPU, float32 on the CPU)."),
+    device: Optional[Device] = typer.Option(None),
+    runs: int = typer.Option(5, "--runs", min=1, help="Timed runs per lane."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed rounds first."),
+    lanes: str = typer.Option("stock,fused,composed", "--lanes", help="Comma-separated: stock, fused, composed, faster-whisper."),
+    kernels: Optional[bool] = typer.Option(None, "--kernels/--no-kernels", help="--kernels: only the kernel table; --no-kernels: skip it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
+):
+    """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
+    from dataclasses import asdict
+
+    from . import bench as bench_lib
+
+    _guard(runtime.use_device, device.value if device else None)
+    paths = audio or [Path("samples/jfk.wav")]
+    show = sys.stderr.isatty()
+    progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
+    report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
+                    lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
+                    pipeline=kernels is not True, kernels=kernels is not False, progress=progress)
+    if as_json:
+        print(json.dumps(asdict(report), indent=1))
+    _print_bench(report, Console(stderr=as_json))
+    if plot_path is not None:
+        from .plot import plot
+
+        _guard(plot, report, plot_path)
+        err.print(f"plot: {plot_path}", highlight=False)
+
+
+def _print_bench(report, console: Console) -> None:
+    console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
+    if report.lanes:
+        t = Table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
+        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "= stock"):
+            t.add_column(c, justify="left" if c == "lane" else "right")
+        fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
+        med = lambda s: "" if s is None else f"{s.median:.2f}"
+        for name, lane in report.lanes.items():
+            t.add_row(name, fmt(lane.total_ms), med(lane.mel_ms), med(lane.encode_ms), med(lane.decode_ms),
+                      med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
+                      "" if lane.peak_memory_mb is None else f"{lane.peak_memory_mb:.0f}",
+                      {True: "yes", False: "NO", None: ""}[lane.matches_stock])
+        console.print(t)
+        for k, v in report.speedup.items():
+            console.print(f"speed-up {k}: {v:.2f}x", highlight=False)
+    if report.kernels:
+        t = Table(title="kernels: composed vs fused (median ms)", title_justify="left")
+        for c in ("op", "shape", "composed", "fused", "speed-up", "max |diff|"):
+            t.add_column(c, justify="left" if c in ("op", "shape") else "right")
+        for k in report.kernels:
+            t.add_row(k.op, k.shape, f"{k.composed_ms:.3f}", f"{k.fused_ms:.3f}", f"{k.speedup:.2f}x", f"{k.max_abs_diff:.2e}")
+        console.print(t)
+    for n in report.notes:
+        console.print(f"note: {n}", highlight=False)
+
+
 @app.command("models")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
     """List the models available without a network."""

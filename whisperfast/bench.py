@@ -1,0 +1,237 @@
+"""`whisperfast bench`: lanes (stock, fused, composed) on the whole pipeline, alternated run
+by run so that ratios hold on a noisy machine, plus per-kernel micro-benchmarks.
+
+Timing: MLX is lazy, so every timed region ends in `mx.eval` of what it produced (the
+pipeline's stage timings do the same); nothing is timed while merely queued.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from . import runtime
+from .audio import load_audio
+from .errors import WhisperfastError
+from .kernels import ops
+from .models import default_dtype
+from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcribe
+
+LANES = ("stock", "fused", "composed", "faster-whisper")
+
+
+@dataclass(frozen=True)
+class Stat:
+    median: float
+    min: float
+    max: float
+
+    @staticmethod
+    def of(xs: list[float]) -> "Stat":
+        return Stat(statistics.median(xs), min(xs), max(xs))
+
+
+@dataclass(frozen=True)
+class Lane:
+    total_ms: Stat
+    mel_ms: Optional[Stat]
+    encode_ms: Optional[Stat]
+    decode_ms: Optional[Stat]
+    decode_ms_per_token: Optional[Stat]
+    tokens: int
+    tokens_per_s: Optional[Stat]
+    rtf: Stat
+    peak_memory_mb: Optional[float]
+    transcript: str
+    matches_stock: Optional[bool]  # same tokens as stock (text only, for faster-whisper)
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    op: str
+    shape: str
+    dtype: str
+    composed_ms: float
+    fused_ms: float
+    speedup: float
+    max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    device: str
+    mlx_version: str
+    dtype: str
+    blas: str
+    model: str
+    audio: list[str]
+    audio_seconds: float
+    runs: int
+    warmup: int
+    lanes: dict[str, Lane] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)  # lane vs stock, ratio of median totals
+    kernels: list[KernelRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- whole pipeline ------------------------------------------------------------------------
+
+def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], tuple[str, None]]:
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise WhisperfastError("lane 'faster-whisper' needs the faster-whisper package (pip install faster-whisper)") from None
+    from .models import EMBEDDED, _embedded_paths
+
+    if model.name not in EMBEDDED or len(EMBEDDED[model.name].parts) != 1:
+        raise WhisperfastError("lane 'faster-whisper' runs the embedded tiny.en bundle only")
+    fw = WhisperModel(str(_embedded_paths(EMBEDDED[model.name])[0].parent), device="cpu", compute_type=model.dtype)
+
+    def run(audio):
+        segments, _ = fw.transcribe(audio, beam_size=1, language="en" if not model.whisper.is_multilingual else None)
+        return " ".join(s.text.strip() for s in segments), None
+
+    return run
+
+
+def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, ...], runs: int, warmup: int,
+                 progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, Lane], list[str]]:
+    """Alternate lanes A B C A B C ... after `warmup` rounds; summarize each lane."""
+    if not audio:
+        raise WhisperfastError("no audio to benchmark")
+    bad = [x for x in lanes if x not in LANES]
+    if bad:
+        raise WhisperfastError(f"unknown lane(s) {', '.join(bad)}; choose from {', '.join(LANES)}")
+    models = {"stock": model, "fused": rewritten(model), "composed": rewritten(model, mode="composed")}
+    fw = _faster_whisper_runner(model) if "faster-whisper" in lanes else None
+    samples: dict[str, list] = {x: [] for x in lanes}
+    peaks = {x: 0 for x in lanes}
+    for r in range(warmup + runs):
+        for lane in lanes:
+            progress(f"{'warm-up' if r < warmup else 'run'} {r + 1 - (warmup if r >= warmup else 0)} · {lane}")
+            mx.reset_peak_memory()
+            if lane == "faster-whisper":
+                t0 = time.perf_counter()
+                texts = [fw(a)[0] for a in audio]
+                result = (texts, None, time.perf_counter() - t0)
+            else:
+                ts = [transcribe(models[lane], a, TranscribeOptions()) for a in audio]
+                result = ([t.text for t in ts], ts, sum(t.timings.total for t in ts))
+            peaks[lane] = max(peaks[lane], mx.get_peak_memory())
+            if r >= warmup:
+                samples[lane].append(result)
+    seconds = sum(len(a) for a in audio) / 16000
+    stock_tokens = [t.tokens for t in samples["stock"][0][1]] if "stock" in lanes else None
+    stock_text = samples["stock"][0][0] if "stock" in lanes else None
+    out = {}
+    for lane, rs in samples.items():
+        texts, ts, _ = rs[0]
+        totals = [r[2] * 1000 for r in rs]
+        stage = (lambda f: Stat.of([sum(f(t) for t in r[1]) * 1000 for r in rs])) if ts else (lambda f: None)
+        n_tokens = sum(t.timings.tokens for t in ts) if ts else 0
+        if stock_tokens is None:
+            match = None
+        elif ts:
+            match = [t.tokens for t in ts] == stock_tokens
+        else:
+            match = [" ".join(x.split()) for x in texts] == [" ".join(x.split()) for x in stock_text]
+        out[lane] = Lane(
+            total_ms=Stat.of(totals), mel_ms=stage(lambda t: t.timings.mel), encode_ms=stage(lambda t: t.timings.encode),
+            decode_ms=stage(lambda t: t.timings.decode),
+            decode_ms_per_token=Stat.of([sum(t.timings.decode for t in r[1]) * 1000 / max(n_tokens, 1) for r in rs]) if ts else None,
+            tokens=n_tokens,
+            tokens_per_s=Stat.of([n_tokens / max(sum(t.timings.decode for t in r[1]), 1e-9) for r in rs]) if ts else None,
+            rtf=Stat.of([x / 1000 / seconds for x in totals]), peak_memory_mb=peaks[lane] / 2**20 if ts else None,
+            transcript=" ".join(texts), matches_stock=match)
+    notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
+    return out, notes
+
+
+# -- kernels --------------------------------------------------------------------------------
+
+def kernel_cases(dtype: mx.Dtype) -> list[tuple[str, str, Callable, Callable, tuple]]:
+    """(op, shape label, fused fn, composed fn, args): the reference notebook shapes plus
+    Whisper tiny (n_state 384, 6 heads) and base (512, 8 heads) as they run."""
+    r = lambda *s: mx.random.normal(s).astype(dtype)
+    cases = [("rms_norm", "4x128x1024", ops.fused_rms_norm, ops.composed_rms_norm, (r(4, 128, 1024), r(1024), 1e-5)),
+             ("layer_norm", "4x128x1024", ops.fused_layer_norm, ops.composed_layer_norm, (r(4, 128, 1024), r(1024), r(1024), 1e-5)),
+             ("sdpa", "2x8x128x64", ops.fused_scaled_dot_product_attention, ops.composed_scaled_dot_product_attention,
+              (r(2, 8, 128, 64), r(2, 8, 128, 64), r(2, 8, 128, 64), 0.125, None)),
+             ("sdpa causal", "2x8x128x64", ops.fused_scaled_dot_product_attention, ops.composed_scaled_dot_product_attention,
+              (r(2, 8, 128, 64), r(2, 8, 128, 64), r(2, 8, 128, 64), 0.125, "causal"))]
+    for name, n_state, heads in (("tiny", 384, 6), ("base", 512, 8)):
+        cases += [
+            ("layer_norm", f"{name} 1x1500x{n_state}", ops.fused_layer_norm, ops.composed_layer_norm,
+             (r(1, 1500, n_state), r(n_state), r(n_state), 1e-5)),
+            ("layer_norm", f"{name} decode 1x1x{n_state}", ops.fused_layer_norm, ops.composed_layer_norm,
+             (r(1, 1, n_state), r(n_state), r(n_state), 1e-5)),
+            ("sdpa encoder self", f"{name} 1x{heads}x1500x64", ops.fused_scaled_dot_product_attention,
+             ops.composed_scaled_dot_product_attention, (r(1, heads, 1500, 64), r(1, heads, 1500, 64), r(1, heads, 1500, 64), 0.125, None)),
+            ("sdpa decoder self step", f"{name} q 1x{heads}x1x64, kv cache 96", ops.fused_scaled_dot_product_attention,
+             ops.composed_scaled_dot_product_attention, (r(1, heads, 1, 64), r(1, heads, 96, 64), r(1, heads, 96, 64), 0.125, None)),
+            ("sdpa cross step", f"{name} q 1x{heads}x1x64, kv 1500", ops.fused_scaled_dot_product_attention,
+             ops.composed_scaled_dot_product_attention, (r(1, heads, 1, 64), r(1, heads, 1500, 64), r(1, heads, 1500, 64), 0.125, None)),
+        ]
+    return cases
+
+
+def _time_ms(fn: Callable, args: tuple, runs: int, budget_s: float = 0.25) -> float:
+    t0 = time.perf_counter()
+    mx.eval(fn(*args))  # warm-up: compile, allocate
+    runs = max(3, min(runs, int(budget_s / max(time.perf_counter() - t0, 1e-6))))  # slow ops: fewer runs
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        mx.eval(fn(*args))
+        ts.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(ts)
+
+
+def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None] = lambda _: None) -> list[KernelRow]:
+    rows = []
+    for op, shape, fused, composed, args in kernel_cases(dtype):
+        progress(f"kernel {op} {shape}")
+        mx.eval([a for a in args if isinstance(a, mx.array)])
+        diff = float(mx.abs(fused(*args).astype(mx.float32) - composed(*args).astype(mx.float32)).max())
+        # alternate the two, as the lanes do
+        c, f = [], []
+        for _ in range(2):
+            c.append(_time_ms(composed, args, runs))
+            f.append(_time_ms(fused, args, runs))
+        c_ms, f_ms = statistics.median(c), statistics.median(f)
+        rows.append(KernelRow(op, shape, runtime.dtype_name(dtype), c_ms, f_ms, c_ms / f_ms if f_ms > 0 else 0.0, diff))
+    return rows
+
+
+def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
+        runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
+        progress: Callable[[str], None] = lambda _: None) -> BenchReport:
+    if runs < 1 or warmup < 0:
+        raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
+    dtype = dtype or default_dtype()
+    audio = [load_audio(p) for p in audio_paths] if pipeline else []
+    model = load(model_name, dtype=dtype) if pipeline else None
+    dname = runtime.dtype_name(dtype)
+    info = runtime.info()
+    report = BenchReport(device=info["device"], mlx_version=info["mlx"], dtype=dname, blas=info["blas"]["blas"],
+                         model=model_name, audio=[str(p) for p in audio_paths],
+                         audio_seconds=sum(len(a) for a in audio) / 16000, runs=runs, warmup=warmup)
+    notes = []
+    if info["device"] == "cpu":
+        notes.append("CPU: every mx.fast op falls back to composed ops, so fused/composed ratios near 1.0 are expected")
+    if pipeline:
+        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress)
+        notes += lane_notes
+        stock = lane_results.get("stock")
+        speedup = {f"{x} vs stock": stock.total_ms.median / v.total_ms.median for x, v in lane_results.items()
+                   if stock and x != "stock"}
+        report = replace(report, lanes=lane_results, speedup=speedup)
+    if kernels:
+        report = replace(report, kernels=run_kernels(dtype, progress=progress))
+    return replace(report, notes=notes)
