@@ -163,3 +163,31 @@ def test_llama_rms_norm_and_rope_paths(rope):
     np.testing.assert_allclose(np.array(fused(tokens, offset=40)), np.array(ref), atol=1e-4, rtol=1e-4)
     # the same weights drive all three graphs
     assert all(params(fused)[k] is v for k, v in params(model).items())
+
+
+def test_static_kv_cache_decoder_matches_stock_step_by_step():
+    from whisperfast.decoding import FastWhisper, decoder_forward
+    from whisperfast.kernels.layers import KVCache
+
+    m = tiny_whisper(seed=1)
+    fused, _ = rewrite_whisper(m)
+    assert isinstance(fused, FastWhisper) and type(m) is mw.Whisper
+    xa = mx.random.normal((2, 12, 32))
+    prompt = mx.array([[50257, 50362, 11]] * 2)
+    ref, kv, _ = m.decoder(prompt, xa)
+    cache = [[KVCache(16), None] for _ in fused.decoder.blocks]
+    ours = decoder_forward(fused.decoder, prompt, xa, cache)
+    np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4, rtol=1e-4)
+    for tok in (5, 7, 9):  # single-token steps attend to every cached position
+        step = mx.array([[tok]] * 2)
+        ref, kv, _ = m.decoder(step, xa, kv_cache=kv)
+        ours = decoder_forward(fused.decoder, step, xa, cache)
+        np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4, rtol=1e-4)
+    assert cache[0][0].offset == 6 and cache[0][0].keys.shape == (2, 4, 16, 8)
+    # two tokens at once after a cached prefix: causal must be lower-right aligned
+    two = mx.array([[3, 4]] * 2)
+    full, _, _ = m.decoder(mx.array([[50257, 50362, 11, 5, 7, 9, 3, 4]] * 2), xa)
+    ours = decoder_forward(fused.decoder, two, xa, cache)
+    np.testing.assert_allclose(np.array(ours), np.array(full[:, -2:]), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="KV cache full"):
+        cache[0][0].update(mx.zeros((2, 4, 9, 8)), mx.zeros((2, 4, 9, 8)))

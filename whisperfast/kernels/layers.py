@@ -95,10 +95,35 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         return self.out_proj(out.transpose(0, 2, 1, 3).flatten(-2, -1))
 
 
+class KVCache:
+    """Self-attention keys and values, preallocated (B, n_head, n_ctx, head_dim) and written
+    in place by slice, as mlx-lm's caches are: no concatenation per step, and the keys are
+    slices of one fixed buffer, the layout MLX's fused decode kernels look for."""
+
+    def __init__(self, n_ctx: int):
+        self.n_ctx, self.offset = n_ctx, 0
+        self.keys = self.values = None
+
+    def update(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        B, H, L, D = k.shape
+        if self.keys is None:
+            self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), k.dtype), mx.zeros((B, H, self.n_ctx, D), v.dtype)
+        if self.offset + L > self.n_ctx:
+            raise ValueError(f"KV cache full: {self.offset} + {L} > n_ctx {self.n_ctx}")
+        self.keys[..., self.offset : self.offset + L, :] = k
+        self.values[..., self.offset : self.offset + L, :] = v
+        self.offset += L
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+
 class WhisperAttention(nn.Module):
     """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
     SDPA op. It returns `qk = None`: no attention weights are materialized; layers whose
-    weights word timestamps need are left as mlx-whisper built them."""
+    weights word timestamps need are left as mlx-whisper built them.
+
+    Caches: cross-attention keeps its K/V heads-first, computed once per window; a `KVCache`
+    given for self-attention is written in place; a tuple cache keeps mlx-whisper's
+    (B, S, n_state) layout, which its TextDecoder reads its position offset from."""
 
     def __init__(self, n_state: int, n_head: int, mode: str = "fused"):
         super().__init__()
@@ -110,29 +135,36 @@ class WhisperAttention(nn.Module):
 
     def __call__(self, x, xa=None, mask=None, kv_cache=None):
         q = self.query(x)
-        if xa is None:
-            k, v = self.key(x), self.value(x)
-            if kv_cache is not None:
-                k = mx.concatenate([kv_cache[0], k], axis=1)
-                v = mx.concatenate([kv_cache[1], v], axis=1)
-        elif kv_cache is None:
-            k, v = self.key(xa), self.value(xa)
-        else:
-            k, v = kv_cache
+        if xa is not None:
+            if kv_cache is None:
+                kv_cache = (self._heads(self.key(xa)), self._heads(self.value(xa)))
+            return self.out(self._attend(q, *kv_cache, causal=False)), kv_cache, None
+        if isinstance(kv_cache, KVCache):
+            k, v = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)))
+            return self.out(self._attend(q, k, v, causal=mask is not None)), kv_cache, None
+        k, v = self.key(x), self.value(x)
+        if kv_cache is not None:
+            k = mx.concatenate([kv_cache[0], k], axis=1)
+            v = mx.concatenate([kv_cache[1], v], axis=1)
         wv, qk = self.qkv_attention(q, k, v, mask)
         return self.out(wv), (k, v), qk
 
-    def qkv_attention(self, q, k, v, mask=None):
-        """q (B, L, n_state); k, v (B, S, n_state). `mask` is Whisper's additive causal mask
-        or None; it only says "causal", which the kernel builds itself (lower-right aligned,
-        so KV-cached keys are all visible). A single query needs no mask at all."""
-        n_batch, n_ctx, n_state = q.shape
+    def _heads(self, x: mx.array) -> mx.array:
+        """(B, S, n_state) -> (B, n_head, S, head_dim)"""
+        B, S, n_state = x.shape
+        return x.reshape(B, S, self.n_head, n_state // self.n_head).transpose(0, 2, 1, 3)
+
+    def _attend(self, q: mx.array, k: mx.array, v: mx.array, causal: bool) -> mx.array:
+        """q (B, L, n_state); k, v heads-first. Whisper's mask only ever says "causal", which
+        the kernel builds itself, lower-right aligned so cached keys stay visible; a single
+        query needs no mask at all (and MLX's CUDA decode kernel takes no array mask)."""
+        B, L, n_state = q.shape
         head_dim = n_state // self.n_head
-        q = q.reshape(n_batch, n_ctx, self.n_head, head_dim).transpose(0, 2, 1, 3)
-        k = k.reshape(n_batch, k.shape[1], self.n_head, head_dim).transpose(0, 2, 1, 3)
-        v = v.reshape(n_batch, v.shape[1], self.n_head, head_dim).transpose(0, 2, 1, 3)
-        # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
-        causal = "causal" if mask is not None and n_ctx > 1 else None
         fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
-        out = fn(q, k, v, head_dim**-0.5, causal)
-        return out.transpose(0, 2, 1, 3).reshape(n_batch, n_ctx, n_state), None
+        # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
+        out = fn(self._heads(q), k, v, head_dim**-0.5, "causal" if causal and L > 1 else None)
+        return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
+
+    def qkv_attention(self, q, k, v, mask=None):
+        """mlx-whisper's signature: q (B, L, n_state); k, v (B, S, n_state)."""
+        return self._attend(q, self._heads(k), self._heads(v), causal=mask is not None), None

@@ -181,4 +181,9 @@ def rewrite_whisper(model: mw.Whisper, word_timestamps: bool = False, mode: str 
     if word_timestamps:
         for layer in sorted({int(l) for l, _ in model.alignment_heads.tolist()}):
             keep[f"decoder.blocks.{layer}.cross_attn"] = "returns attention weights (qk) for word timestamps (alignment heads)"
-    return rewrite(model, only=only, mode=mode, keep=keep)
+    new, report = rewrite(model, only=only, mode=mode, keep=keep)
+    from ..decoding import FastWhisper, supports_static_cache
+
+    if mode == "fused" and supports_static_cache(new):
+        new.__class__ = FastWhisper  # the copy only: decode through preallocated KV caches
+    return new, report
