@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU record: op-level and model-level equality tests, SDPA kernel paths, and the bench
+# (tiny.en and base, fp16 and fp32, JFK and a 60 s clip). Run from the repo root on the GPU
+# machine after its wheels are installed; writes into ${WORK:-/tmp/gpuwork}.
+set -u
+out=${WORK:-/tmp/gpuwork}; mkdir -p "$out"
+py=python3
+export PYTHONUNBUFFERED=1
+case "${1:-all}" in
+tests|all)
+  $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
+  $py benchmarks/sdpa_paths.py 2>&1 | tee "$out/sdpa_paths.txt"
+  $py -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_rewrite.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -25
+  ;;
+esac
+case "${1:-all}" in
+bench|all)
+  $py benchmarks/make_clip.py /tmp/clip60.wav
+  for m in tiny.en base; do for dt in float16 float32; do
+    $py -m whisperfast bench samples/jfk.wav -m $m --dtype $dt --runs 7 --warmup 2 --json --no-kernels > "$out/bench-$m-$dt-jfk.json" 2>/dev/null
+    $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-$dt-jfk.json"
+  done; done
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip60.wav -m $m --dtype float16 --runs 3 --warmup 1 --json --no-kernels > "$out/bench-$m-float16-clip60.json" 2>/dev/null
+    $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-float16-clip60.json"
+  done
+  $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --plot "$out/bench-tiny.en-float16-jfk.png" > "$out/bench-tiny.en-float16-jfk-kernels.json" 2>"$out/bench-table.txt"
+  cat "$out/bench-table.txt"
+  ;;
+esac
