@@ -64,8 +64,10 @@ def test_tiny_en_fp16_transcripts_identical(file):
 
 def test_word_timestamps_identical():
     a, b = assert_same_tokens("tiny.en", mx.float32, "jfk.wav", TranscribeOptions(word_timestamps=True))
-    words = lambda t: [(w.word, w.start, w.end, round(w.probability, 4)) for s in t.segments for w in s.words]
+    words = lambda t: [(w.word, w.start, w.end) for s in t.segments for w in s.words]
     assert words(a) == words(b) and len(words(a)) == 22
+    probs = lambda t: [w.probability for s in t.segments for w in s.words]
+    assert np.allclose(probs(a), probs(b), atol=1e-3)
     assert b.rewrites["counts"]["attention"]["skipped"] > 0  # alignment layers kept composed
 
 
