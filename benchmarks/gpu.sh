@@ -10,7 +10,7 @@ case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
   $py benchmarks/sdpa_paths.py 2>&1 | tee "$out/sdpa_paths.txt"
-  $py -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_rewrite.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -25
+  $py -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_rewrite.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -25
   ;;
 esac
 case "${1:-all}" in
@@ -24,6 +24,8 @@ bench|all)
     $py -m whisperfast bench /tmp/clip60.wav -m $m --dtype float16 --runs 3 --warmup 1 --json --no-kernels > "$out/bench-$m-float16-clip60.json" 2>/dev/null
     $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-float16-clip60.json"
   done
+  # the fused lane without compiled steps: what mx.compile adds on top of the static cache
+  WHISPERFAST_COMPILE=0 $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --no-kernels > "$out/bench-tiny.en-float16-jfk-nocompile.json" 2>/dev/null
   $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --plot "$out/bench-tiny.en-float16-jfk.png" > "$out/bench-tiny.en-float16-jfk-kernels.json" 2>"$out/bench-table.txt"
   cat "$out/bench-table.txt"
   ;;

@@ -190,4 +190,4 @@ def test_static_kv_cache_decoder_matches_stock_step_by_step():
     ours = decoder_forward(fused.decoder, two, xa, cache)
     np.testing.assert_allclose(np.array(ours), np.array(full[:, -2:]), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="KV cache full"):
-        cache[0][0].update(mx.zeros((2, 4, 9, 8)), mx.zeros((2, 4, 9, 8)))
+        cache[0][0].update(mx.zeros((2, 4, 9, 8)), mx.zeros((2, 4, 9, 8)), True)

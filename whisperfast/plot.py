@@ -15,6 +15,7 @@ def plot(report: BenchReport, path: Path) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.ticker
         import matplotlib.pyplot as plt
     except ImportError:
         raise WhisperfastError("--plot needs matplotlib (uv sync --extra plot)") from None
@@ -51,6 +52,7 @@ def plot(report: BenchReport, path: Path) -> None:
         ax.set_yticks(list(y), labels, fontsize=6)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ms (median, log scale)")
         ax.set_title("kernels: composed vs fused")
         ax.legend(loc="lower right", fontsize=8)

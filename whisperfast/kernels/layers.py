@@ -104,7 +104,8 @@ class KVCache:
         self.n_ctx, self.offset = n_ctx, 0
         self.keys = self.values = None
 
-    def update(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+    def update(self, k: mx.array, v: mx.array, causal: bool):
+        """Append k, v (B, H, L, D); return the keys and values so far and the SDPA mask."""
         B, H, L, D = k.shape
         if self.keys is None:
             self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), k.dtype), mx.zeros((B, H, self.n_ctx, D), v.dtype)
@@ -113,7 +114,23 @@ class KVCache:
         self.keys[..., self.offset : self.offset + L, :] = k
         self.values[..., self.offset : self.offset + L, :] = v
         self.offset += L
-        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], "causal" if causal and L > 1 else None
+
+
+class PositionalKV:
+    """The same buffers, written at a position held in an array, for `mx.compile`d steps:
+    every shape stays fixed (the whole buffer is attended, later slots masked), so one
+    trace serves every step. One new token per call."""
+
+    def __init__(self, keys: mx.array, values: mx.array, pos: mx.array):
+        self.keys, self.values, self.pos = keys, values, pos
+
+    def update(self, k: mx.array, v: mx.array, causal: bool):
+        start = self.pos.reshape(1)
+        self.keys = mx.slice_update(self.keys, k, start, axes=(2,))
+        self.values = mx.slice_update(self.values, v, start, axes=(2,))
+        visible = mx.arange(self.keys.shape[2]) <= self.pos
+        return self.keys, self.values, mx.where(visible, 0.0, -mx.inf).astype(k.dtype)
 
 
 class WhisperAttention(nn.Module):
@@ -138,10 +155,10 @@ class WhisperAttention(nn.Module):
         if xa is not None:
             if kv_cache is None:
                 kv_cache = (self._heads(self.key(xa)), self._heads(self.value(xa)))
-            return self.out(self._attend(q, *kv_cache, causal=False)), kv_cache, None
-        if isinstance(kv_cache, KVCache):
-            k, v = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)))
-            return self.out(self._attend(q, k, v, causal=mask is not None)), kv_cache, None
+            return self.out(self._attend(q, *kv_cache, None)), kv_cache, None
+        if isinstance(kv_cache, (KVCache, PositionalKV)):
+            k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
+            return self.out(self._attend(q, k, v, attn_mask)), kv_cache, None
         k, v = self.key(x), self.value(x)
         if kv_cache is not None:
             k = mx.concatenate([kv_cache[0], k], axis=1)
@@ -154,17 +171,19 @@ class WhisperAttention(nn.Module):
         B, S, n_state = x.shape
         return x.reshape(B, S, self.n_head, n_state // self.n_head).transpose(0, 2, 1, 3)
 
-    def _attend(self, q: mx.array, k: mx.array, v: mx.array, causal: bool) -> mx.array:
-        """q (B, L, n_state); k, v heads-first. Whisper's mask only ever says "causal", which
-        the kernel builds itself, lower-right aligned so cached keys stay visible; a single
-        query needs no mask at all (and MLX's CUDA decode kernel takes no array mask)."""
+    def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
+        """q (B, L, n_state); k, v heads-first; mask: None, "causal" or an additive array."""
         B, L, n_state = q.shape
         head_dim = n_state // self.n_head
         fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
         # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
-        out = fn(self._heads(q), k, v, head_dim**-0.5, "causal" if causal and L > 1 else None)
+        out = fn(self._heads(q), k, v, head_dim**-0.5, mask)
         return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
 
     def qkv_attention(self, q, k, v, mask=None):
-        """mlx-whisper's signature: q (B, L, n_state); k, v (B, S, n_state)."""
-        return self._attend(q, self._heads(k), self._heads(v), causal=mask is not None), None
+        """mlx-whisper's signature: q (B, L, n_state); k, v (B, S, n_state). Whisper's mask
+        only ever says "causal", which the kernel builds itself (lower-right aligned, so
+        cached keys stay visible); a single query needs none (MLX's CUDA decode kernel
+        takes no array mask)."""
+        causal = "causal" if mask is not None and q.shape[1] > 1 else None
+        return self._attend(q, self._heads(k), self._heads(v), causal), None
