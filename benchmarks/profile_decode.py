@@ -4,10 +4,9 @@ Usage: python benchmarks/profile_decode.py [model] [dtype]"""
 import sys
 import time
 
-import mlx.core as mx
-import numpy as np
+import whisperfast  # noqa: F401  (before mlx: the CPU BLAS preload)
 
-import whisperfast  # noqa: F401
+import mlx.core as mx
 from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions
 
