@@ -183,7 +183,8 @@ def bench(
                     pipeline=kernels is not True, kernels=kernels is not False, progress=progress)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
-    _print_bench(report, Console(stderr=as_json))
+    wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
+    _print_bench(report, Console(stderr=as_json, width=wide))
     if plot_path is not None:
         from .plot import plot
 

@@ -81,13 +81,16 @@ def _embedded_paths(e: Embedded) -> list[Path] | None:
     return [d / part for d, part in zip(dirs, e.parts)]
 
 
-def _write_mlx_dir(dest: Path, converted: ct2.Converted, extra_config: dict) -> None:
-    """Write atomically: a crash leaves no half-written cache entry behind."""
+def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list | None) -> None:
+    """A plain mlx-whisper model directory (mlx_whisper.load_models reads it too), plus
+    `alignment_heads.json`; written atomically, so a crash leaves no half-written entry."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
         mx.save_safetensors(str(tmp / "weights.safetensors"), {k: mx.array(v) for k, v in converted.weights.items()})
-        (tmp / "config.json").write_text(json.dumps({**converted.dims, **extra_config}, indent=1))
+        (tmp / "config.json").write_text(json.dumps({**converted.dims, "model_type": "whisper"}, indent=1))
+        if alignment_heads:
+            (tmp / "alignment_heads.json").write_text(json.dumps(alignment_heads))
         try:
             tmp.rename(dest)
         except OSError:  # another process won the race; its copy is identical
@@ -106,12 +109,8 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
         raise ModelError(f"model.bin checksum mismatch: got {digest[:12]}…, expected {sha256[:12]}… (reinstall the model package)")
     dest = cache_dir() / digest
     if not (dest / "weights.safetensors").exists():
-        extra = {}
-        if config_path.exists():
-            heads = json.loads(config_path.read_text()).get("alignment_heads")
-            if heads:
-                extra["alignment_heads"] = heads
-        _write_mlx_dir(dest, ct2.convert(ct2.read_model_bin(data)), extra)
+        heads = json.loads(config_path.read_text()).get("alignment_heads") if config_path.exists() else None
+        _write_mlx_dir(dest, ct2.convert(ct2.read_model_bin(data)), heads)
     return dest
 
 
@@ -160,7 +159,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None) -> Whis
     path = _resolve(name)
     config = json.loads((path / "config.json").read_text())
     quantization = config.get("quantization")
-    heads = config.get("alignment_heads")
+    heads_file = path / "alignment_heads.json"
+    heads = json.loads(heads_file.read_text()) if heads_file.exists() else None
     fields = ModelDimensions.__dataclass_fields__
     try:
         dims = ModelDimensions(**{k: config[k] for k in fields})
