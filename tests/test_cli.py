@@ -130,3 +130,22 @@ def test_installed_entry_point_in_a_subprocess(tmp_path):
     assert ok.returncode == 0 and "fellow Americans" in ok.stdout and ok.stderr == ""
     bad = subprocess.run([*exe, "transcribe", str(tmp_path / "nope.wav")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
+
+
+def test_compare_reports_both_lanes_and_their_agreement():
+    r = run("transcribe", JFK, "--compare", "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["tokens_match"] is True and d["transcripts_match"] is True
+    assert d["baseline"]["text"] == d["fused"]["text"] == d["text"]
+    assert set(d["baseline"]["timings"]) == set(d["fused"]["timings"]) >= {"load", "mel", "encode", "decode", "total"}
+    assert d["rewrites"]["counts"]["attention"]["rewritten"] == 12
+    assert d["rewrites"]["counts"]["rope"]["sites"] == 0
+    assert "baseline" in r.stderr and "speed-up" in r.stderr and "ratio near 1.0" in r.stderr
+
+
+def test_fast_with_word_timestamps_keeps_alignment_layers():
+    d = json.loads(run("transcribe", JFK, "--fast", "--word-timestamps", "--json", "-q").stdout)
+    kept = [s for s in d["rewrites"]["sites"] if s["action"] == "skipped"]
+    assert kept and all("word timestamps" in s["reason"] and s["path"].endswith("cross_attn") for s in kept)
+    assert sum(len(s["words"]) for s in d["segments"]) == 22

@@ -67,9 +67,9 @@ def _guard(fn, *args, **kwargs):
     raise typer.Exit(1)
 
 
-def _timing_table(title: str, columns: dict) -> Table:
+def _timing_table(columns: dict) -> Table:
     """columns: {label: Timings}; with two columns a ratio column is added."""
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("stage")
     for label in columns:
         table.add_column(label, justify="right")
@@ -83,7 +83,7 @@ def _timing_table(title: str, columns: dict) -> Table:
         cells = [f"{v * 1000:.0f} ms" if unit == "s" else (str(v) if isinstance(v, int) else f"{v:.3f}") for v in vals]
         if len(ts) == 2:
             a, b = vals
-            cells.append(f"{a / b:.2f}x" if unit == "s" and b > 0 else "")
+            cells.append(f"{a / b:.2f}x" if unit == "s" and attr != "load" and b > 0 else "")
         table.add_row(label, *cells)
     return table
 
@@ -123,7 +123,7 @@ def transcribe(
         err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")
                                             for k, c in counts.items()), highlight=False)
     options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps,
-                                         verbose=False if (sys.stderr.isatty() and not quiet and len(files) == 1) else None)
+                                         progress=sys.stderr.isatty() and not quiet and len(files) == 1)
     failed = 0
     for i, f in enumerate(files):
         if len(files) > 1 and not quiet and sys.stderr.isatty():
@@ -132,8 +132,7 @@ def transcribe(
             if compare:
                 c = _guard(pipeline.compare, loaded, fused, f, options)
                 t, columns = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}
-                record = {**output.to_json(t), "tokens_match": c.tokens_match, "transcripts_match": c.transcripts_match,
-                          **{lane: {"text": x.text, "timings": output.to_json(x)["timings"]} for lane, x in (("baseline", c.baseline), ("fused", c.fused))}}
+                record = output.comparison_to_json(c)
             else:
                 t = _guard(pipeline.transcribe, loaded, f, options)
                 columns, record = {"time": t.timings}, output.to_json(t)
@@ -142,8 +141,8 @@ def transcribe(
             continue
         print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
         if not quiet:
-            title = f"{f.name}: {t.model} · {t.device} · {t.dtype}{' · fused' if fast and not compare else ''}"
-            err.print(_timing_table(title, columns))
+            err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{' · fused' if fast and not compare else ''}", highlight=False)
+            err.print(_timing_table(columns))
             if compare:
                 same = "identical" if c.tokens_match else "DIFFERENT"
                 err.print(f"baseline vs fused tokens: {same}" + ("" if t.device != "cpu" else

@@ -12,7 +12,7 @@ from pathlib import Path
 from mlx_whisper.writers import WriteSRT, WriteTXT, WriteVTT
 
 from .errors import WhisperfastError
-from .pipeline import Transcript
+from .pipeline import Comparison, Transcript
 
 FORMATS = ("txt", "srt", "vtt", "json")
 _WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT}
@@ -20,6 +20,12 @@ _WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT}
 
 def to_json(t: Transcript) -> dict:
     return asdict(t)
+
+
+def comparison_to_json(c: Comparison) -> dict:
+    """The fused transcript, plus each lane's text and timings and whether they agree."""
+    lanes = {lane: {"text": t.text, "timings": asdict(t.timings)} for lane, t in (("baseline", c.baseline), ("fused", c.fused))}
+    return {**to_json(c.fused), **lanes, "tokens_match": c.tokens_match, "transcripts_match": c.transcripts_match}
 
 
 def render(t: Transcript, fmt: str) -> str:

@@ -31,7 +31,7 @@ class TranscribeOptions:
     temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    verbose: bool | None = None  # False: mlx-whisper's progress bar on stderr
+    progress: bool = False  # mlx-whisper's progress bar (audio frames) on stderr
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,10 @@ class _Timed:
         return getattr(self._model, name)
 
     def encoder(self, mel: mx.array) -> mx.array:
+        t = time.perf_counter()
         mx.eval(mel)
         now = time.perf_counter()
-        self.mel = now - self._t0 if self._first else self.mel
+        self.mel += now - (self._t0 if self._first else t)
         self._first = False
         features = self._model.encoder(mel)
         mx.eval(features)
@@ -161,7 +162,7 @@ def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: Tra
     holder.model, holder.model_path = model, "<whisperfast>"
     try:
         return _mw_transcribe.transcribe(
-            audio, path_or_hf_repo="<whisperfast>", verbose=options.verbose, temperature=options.temperature,
+            audio, path_or_hf_repo="<whisperfast>", verbose=False if options.progress else None, temperature=options.temperature,
             word_timestamps=options.word_timestamps, condition_on_previous_text=options.condition_on_previous_text,
             initial_prompt=options.initial_prompt, language=options.language, task=options.task, fp16=fp16,
             **decode_options,
