@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import whisperfast  # noqa: F401  (BLAS preload, before mlx)
@@ -125,34 +126,40 @@ def transcribe(
     options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps,
                                          progress=sys.stderr.isatty() and not quiet and len(files) == 1)
     failed = 0
-    for i, f in enumerate(files):
-        if len(files) > 1 and not quiet and sys.stderr.isatty():
-            err.print(f"[{i + 1}/{len(files)}] {f}", highlight=False)
-        try:
-            if compare:
-                c = _guard(pipeline.compare, loaded, fused, f, options)
-                t, columns = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}
-                record = output.comparison_to_json(c)
-            else:
-                t = _guard(pipeline.transcribe, loaded, f, options)
-                columns, record = {"time": t.timings}, output.to_json(t)
-        except typer.Exit:
-            failed += 1
-            continue
-        print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
-        if not quiet:
-            err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{' · fused' if fast and not compare else ''}", highlight=False)
-            err.print(_timing_table(columns))
-            if compare:
-                same = "identical" if c.tokens_match else "DIFFERENT"
-                err.print(f"baseline vs fused tokens: {same}" + ("" if t.device != "cpu" else
-                          " (on the CPU mx.fast ops fall back to composed ops: expect a ratio near 1.0)"), highlight=False)
-        try:
-            _guard(output.write_outputs, t, output.output_paths(f, formats, output_dir))
-        except typer.Exit:
-            failed += 1
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=len(files) < 2 or quiet or not sys.stderr.isatty())
+    with bar:
+        job = bar.add_task("transcribing", total=len(files))
+        for f in files:
+            bar.update(job, description=f.name)
+            failed += _transcribe_one(f, loaded, fused, options, formats, output_dir, as_json, quiet, fast)
+            bar.advance(job)
     if failed:
         raise typer.Exit(1)
+
+
+def _transcribe_one(f: Path, loaded, fused, options, formats, output_dir, as_json: bool, quiet: bool, fast: bool) -> int:
+    """One file: transcribe (or compare), print, write files. Returns 1 on failure, else 0."""
+    from . import pipeline
+
+    try:
+        if fused is not None:
+            c = _guard(pipeline.compare, loaded, fused, f, options)
+            t, columns, record = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}, output.comparison_to_json(c)
+        else:
+            t = _guard(pipeline.transcribe, loaded, f, options)
+            columns, record = {"time": t.timings}, output.to_json(t)
+        print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
+        if not quiet:
+            err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{' · fused' if fast and fused is None else ''}", highlight=False)
+            err.print(_timing_table(columns))
+            if fused is not None:
+                err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}" + ("" if t.device != "cpu" else
+                          " (on the CPU mx.fast ops fall back to composed ops: expect a ratio near 1.0)"), highlight=False)
+        _guard(output.write_outputs, t, output.output_paths(f, formats, output_dir))
+    except typer.Exit:
+        return 1
+    return 0
 
 
 @app.command()
