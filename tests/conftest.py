@@ -8,6 +8,8 @@ import pytest
 # float32 matmuls as TF32 by default (10-bit mantissa, ~1e-3 relative), which would blur
 # every float32 comparison; the tests ask for full float32. Benchmarks keep the default.
 os.environ.setdefault("MLX_ENABLE_TF32", "0")
+# huggingface_hub reads this once, at import: the offline-hub tests must not depend on the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import whisperfast  # noqa: E402,F401  (BLAS preload before mlx)
 
@@ -24,7 +26,6 @@ def manifest() -> list[dict]:
 def _isolated_cache(tmp_path_factory):
     # Conversions go to a fresh cache, so every run exercises verify + convert once.
     os.environ["WHISPERFAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")
