@@ -191,3 +191,14 @@ def test_static_kv_cache_decoder_matches_stock_step_by_step():
     np.testing.assert_allclose(np.array(ours), np.array(full[:, -2:]), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="KV cache full"):
         cache[0][0].update(mx.zeros((2, 4, 9, 8)), mx.zeros((2, 4, 9, 8)), True)
+
+
+@pytest.mark.parametrize("mask", [None, "causal"])
+def test_heads_split_across_cpu_streams_change_nothing(mask):
+    from whisperfast.kernels import ops
+    from whisperfast.kernels.layers import _heads_across_cpu_streams
+
+    q, k, v = (mx.random.normal((1, 6, 40, 64), key=mx.random.key(i)) for i in range(3))
+    whole = ops.fused_scaled_dot_product_attention(q, k, v, 0.125, mask)
+    split = _heads_across_cpu_streams(ops.fused_scaled_dot_product_attention, q, k, v, 0.125, mask)
+    assert np.array_equal(np.array(whole), np.array(split))
