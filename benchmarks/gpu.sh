@@ -20,12 +20,12 @@ bench|all)
     $py -m whisperfast bench samples/jfk.wav -m $m --dtype $dt --runs 7 --warmup 2 --json --no-kernels > "$out/bench-$m-$dt-jfk.json" 2>/dev/null
     $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-$dt-jfk.json"
   done; done
-  for m in tiny.en base; do
-    $py -m whisperfast bench /tmp/clip60.wav -m $m --dtype float16 --runs 3 --warmup 1 --json --no-kernels > "$out/bench-$m-float16-clip60.json" 2>/dev/null
-    $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-float16-clip60.json"
-  done
-  # the fused lane without compiled steps: what mx.compile adds on top of the static cache
-  WHISPERFAST_COMPILE=0 $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --no-kernels > "$out/bench-tiny.en-float16-jfk-nocompile.json" 2>/dev/null
+  for m in tiny.en base; do for dt in float16 float32; do
+    $py -m whisperfast bench /tmp/clip60.wav -m $m --dtype $dt --runs 3 --warmup 1 --json --no-kernels > "$out/bench-$m-$dt-clip60.json" 2>/dev/null
+    $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: round(v['total_ms']['median'],1) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$out/bench-$m-$dt-clip60.json"
+  done; done
+  # the fused lane with the opt-in compiled step, for comparison
+  WHISPERFAST_COMPILE=1 $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --no-kernels > "$out/bench-tiny.en-float16-jfk-compiled.json" 2>/dev/null
   $py -m whisperfast bench samples/jfk.wav --dtype float16 --runs 7 --warmup 2 --json --plot "$out/bench-tiny.en-float16-jfk.png" > "$out/bench-tiny.en-float16-jfk-kernels.json" 2>"$out/bench-table.txt"
   cat "$out/bench-table.txt"
   ;;
