@@ -3,7 +3,6 @@ and the compiled single-token step."""
 
 import mlx.core as mx
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mlx_whisper.decoding import ApplyTimestampRules

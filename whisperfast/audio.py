@@ -45,4 +45,4 @@ def load_audio(path: str | Path) -> np.ndarray:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{path}: unsupported or corrupt audio ({str(e).splitlines()[0]})") from None
-    return check_samples(to_mono_16k(check_samples(data, str(path)), sample_rate), str(path))
+    return to_mono_16k(check_samples(data, str(path)), sample_rate)

@@ -24,7 +24,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_unflatten
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
 from . import ct2
@@ -202,6 +202,3 @@ def list_models() -> list[ModelInfo]:
         pass
     return out
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(v.size for _, v in tree_flatten(model.parameters()))

@@ -173,9 +173,7 @@ def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: Tra
 
 def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
     """Transcribe a file path, or a float32 mono 16 kHz waveform, of any length."""
-    if not isinstance(audio, np.ndarray):
-        audio = load_audio(audio)
-    audio = check_samples(np.asarray(audio, dtype=np.float32))
+    audio = check_samples(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray) else load_audio(audio)
     if options.task not in ("transcribe", "translate"):
         raise WhisperfastError(f"unknown task '{options.task}' (use transcribe or translate)")
     if options.language is not None:

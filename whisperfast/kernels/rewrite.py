@@ -156,21 +156,14 @@ def rewrite(model: nn.Module, only: Optional[Iterable[str]] = None, mode: str = 
             reason = m.fallback
         if reason:
             sites.append(Site(kind, path, type(m).__name__, "skipped", reason))
-            return _copy_children(m)
+            return _copy(m)
         if _current_mode(m) == mode:
             sites.append(Site(kind, path, type(m).__name__, f"already_{mode}"))
-            return _copy_children(m)
+            return _copy(m)
         sites.append(Site(kind, path, type(m).__name__, "rewritten"))
         return _replacement(m, mode)
 
     return _walk(model, "", visit), RewriteReport(mode, tuple(sites))
-
-
-def _copy_children(m: nn.Module) -> nn.Module:
-    new = copy.copy(m)
-    for k, v in m.items():
-        dict.__setitem__(new, k, _copy(v))
-    return new
 
 
 def rewrite_whisper(model: mw.Whisper, word_timestamps: bool = False, mode: str = "fused",
