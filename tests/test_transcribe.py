@@ -65,6 +65,14 @@ def test_stereo_44k_file_matches_mono(tiny, tmp_path):
     assert normalize(transcribe(tiny, p).text) == normalize(JFK)
 
 
+@pytest.mark.parametrize("fmt, subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_compressed_formats(tiny, tmp_path, fmt, subtype):
+    audio, sr = sf.read(SAMPLES / "jfk.wav", dtype="float32")
+    p = tmp_path / f"jfk.{fmt.lower()}"
+    sf.write(p, audio, sr, format=fmt, subtype=subtype)
+    assert normalize(transcribe(tiny, p).text) == normalize(JFK)
+
+
 def long_clip(seconds: float = 60.0) -> tuple[np.ndarray, str]:
     """English samples back to back, with 0.6 s gaps, until `seconds`."""
     rows = [r for r in manifest() if r["language"] == "en"]
