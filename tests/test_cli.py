@@ -63,6 +63,14 @@ def test_output_files_are_written_and_never_clobbered(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_unwritable_output_dir_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run("transcribe", JFK, "-o", blocker / "sub", "-q")
+    assert r.exit_code == 1 and r.stderr.startswith("Error:") and "cannot write" in r.stderr
+    assert "fellow Americans" in r.stdout  # the transcript was not lost
+
+
 def _nan_wav(p):
     sf.write(p, np.array([0.0, np.nan] * 800, np.float32), 16000, subtype="FLOAT")
 

@@ -110,9 +110,8 @@ def transcribe(
     from . import pipeline
 
     _guard(runtime.use_device, device.value if device else None)
-    formats = output.expand_formats(output_format.value) if output_format or output_dir else ()
-    if output_dir is not None and output_format is None:
-        formats = ("txt",)
+    # -o alone writes .txt; neither -f nor -o writes nothing but stdout
+    formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
     for f in files:  # refuse to clobber before any work is done
         _guard(output.check_writable, output.output_paths(f, formats, output_dir), overwrite)
 

@@ -75,4 +75,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 def write_outputs(t: Transcript, paths: list[Path]) -> None:
     for p in paths:
-        write_atomic(p, render(t, p.suffix[1:]))
+        try:
+            write_atomic(p, render(t, p.suffix[1:]))
+        except OSError as e:
+            raise WhisperfastError(f"cannot write {p}: {e.strerror or e}") from None
