@@ -82,7 +82,7 @@ class BenchReport:
 
 # -- whole pipeline ------------------------------------------------------------------------
 
-def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], tuple[str, None]]:
+def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
     try:
         from faster_whisper import WhisperModel
     except ImportError:
@@ -95,7 +95,7 @@ def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], tuple[s
 
     def run(audio):
         segments, _ = fw.transcribe(audio, beam_size=1, language="en" if not model.whisper.is_multilingual else None)
-        return " ".join(s.text.strip() for s in segments), None
+        return " ".join(s.text.strip() for s in segments)
 
     return run
 
@@ -118,7 +118,7 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             mx.reset_peak_memory()
             if lane == "faster-whisper":
                 t0 = time.perf_counter()
-                texts = [fw(a)[0] for a in audio]
+                texts = [fw(a) for a in audio]
                 result = (texts, None, time.perf_counter() - t0)
             else:
                 ts = [transcribe(models[lane], a, TranscribeOptions()) for a in audio]

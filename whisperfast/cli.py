@@ -19,7 +19,7 @@ from rich.table import Table
 
 import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 
-from . import models, output, runtime
+from . import models, output, pipeline, runtime
 from .errors import WhisperfastError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -107,8 +107,6 @@ def transcribe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
-    from . import pipeline
-
     _guard(runtime.use_device, device.value if device else None)
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
@@ -139,8 +137,6 @@ def transcribe(
 
 def _transcribe_one(f: Path, loaded, fused, options, formats, output_dir, as_json: bool, quiet: bool, fast: bool) -> int:
     """One file: transcribe (or compare), print, write files. Returns 1 on failure, else 0."""
-    from . import pipeline
-
     try:
         if fused is not None:
             c = _guard(pipeline.compare, loaded, fused, f, options)

@@ -156,7 +156,7 @@ class _Timed:
         return type(self._model).detect_language(self, mel, tokenizer)
 
 
-def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: TranscribeOptions, **decode_options) -> dict:
+def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: TranscribeOptions) -> dict:
     # mlx-whisper's transcribe() takes its model from ModelHolder; lend ours for this call.
     holder = _mw_transcribe.ModelHolder
     holder.model, holder.model_path = model, "<whisperfast>"
@@ -165,7 +165,6 @@ def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: Tra
             audio, path_or_hf_repo="<whisperfast>", verbose=False if options.progress else None, temperature=options.temperature,
             word_timestamps=options.word_timestamps, condition_on_previous_text=options.condition_on_previous_text,
             initial_prompt=options.initial_prompt, language=options.language, task=options.task, fp16=fp16,
-            **decode_options,
         )
     finally:
         holder.model = holder.model_path = None
@@ -202,7 +201,6 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
     return Transcript(text=result["text"].strip(), language=result["language"], segments=segments, model=model.name,
                       device=runtime.device_name(), dtype=model.dtype, timings=timings, duration=duration,
                       tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites)
-
 
 
 @dataclass(frozen=True)

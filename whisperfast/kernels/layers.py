@@ -22,6 +22,11 @@ def _check(mode: str) -> str:
     return mode
 
 
+def _op(mode: str, name: str):
+    """ops.fused_<name> or ops.composed_<name>: the two share one signature."""
+    return getattr(ops, f"{mode}_{name}")
+
+
 class LayerNorm(nn.Module):
     def __init__(self, dims: int, eps: float = 1e-5, affine: bool = True, bias: bool = True, mode: str = "fused"):
         super().__init__()
@@ -32,8 +37,7 @@ class LayerNorm(nn.Module):
         self.dims, self.eps, self.mode = dims, eps, _check(mode)
 
     def __call__(self, x):
-        fn = ops.fused_layer_norm if self.mode == "fused" else ops.composed_layer_norm
-        return fn(x, self.get("weight"), self.get("bias"), self.eps)
+        return _op(self.mode, "layer_norm")(x, self.get("weight"), self.get("bias"), self.eps)
 
 
 class RMSNorm(nn.Module):
@@ -43,8 +47,7 @@ class RMSNorm(nn.Module):
         self.eps, self.mode = eps, _check(mode)
 
     def __call__(self, x):
-        fn = ops.fused_rms_norm if self.mode == "fused" else ops.composed_rms_norm
-        return fn(x, self["weight"], self.eps)
+        return _op(self.mode, "rms_norm")(x, self["weight"], self.eps)
 
 
 class RoPE(nn.Module):
@@ -73,12 +76,9 @@ class RoPE(nn.Module):
         if s.mscale != 1.0:  # longrope / yarn magnitude correction
             x = mx.concatenate([x[..., : self.dims] * s.mscale, x[..., self.dims :]], axis=-1)
         scale = self.scale * s.scale
-        if self._scaling is None and self.mode == "fused":
-            return ops.fused_rope(x, self.dims, offset, self.base, scale, self.traditional)
-        if self._scaling is None:
-            return ops.composed_rope(x, self.dims, offset, self.base, scale, self.traditional)
-        fn = ops.fused_rope_inv_freq if self.mode == "fused" and s.fallback is None else ops.composed_rope_inv_freq
-        return fn(x, self.dims, offset, inv_freq, scale, self.traditional)
+        if self._scaling is None:  # nn.RoPE's own schedule, from the base
+            return _op(self.mode, "rope")(x, self.dims, offset, self.base, scale, self.traditional)
+        return _op(self.mode, "rope_inv_freq")(x, self.dims, offset, inv_freq, scale, self.traditional)
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
@@ -92,8 +92,7 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         q = mx.unflatten(self.query_proj(queries), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
         k = mx.unflatten(self.key_proj(keys), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
         v = mx.unflatten(self.value_proj(values), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
-        fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
-        out = fn(q, k, v, ops.attention_scale(q.shape[-1]), mask)
+        out = _op(self.mode, "scaled_dot_product_attention")(q, k, v, ops.attention_scale(q.shape[-1]), mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).flatten(-2, -1))
 
 
@@ -177,7 +176,7 @@ class WhisperAttention(nn.Module):
         """q (B, L, n_state); k, v heads-first; mask: None, "causal" or an additive array."""
         B, L, n_state = q.shape
         head_dim = n_state // self.n_head
-        fn = ops.fused_scaled_dot_product_attention if self.mode == "fused" else ops.composed_scaled_dot_product_attention
+        fn = _op(self.mode, "scaled_dot_product_attention")
         # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
         args = (self._heads(q), k, v, head_dim**-0.5, mask)
         parallel = self.mode == "fused" and L > 1 and mx.default_device() == mx.cpu and len(_cpu_streams()) > 1
