@@ -12,7 +12,9 @@ cache = KVCache(448)
 for _ in range(40):
     k, v, _ = cache.update(r(1, 6, 1, 64), r(1, 6, 1, 64), False)
 mx.eval(k, v)
+qkv = r(1, 1, 3 * 384)  # FlatStep's query: a slice of the fused q|k|v row, reshaped to heads
 cases = {
+    "decoder step, q from a q|k|v slice, static-cache slice 40": (qkv[..., :384].reshape(1, 6, 1, 64), k, v, None),
     "encoder self 1x6x1500x64": (r(1, 6, 1500, 64), r(1, 6, 1500, 64), r(1, 6, 1500, 64), None),
     "decoder prompt causal 1x6x3x64": (r(1, 6, 3, 64), r(1, 6, 3, 64), r(1, 6, 3, 64), "causal"),
     "decoder step, static-cache slice 40": (r(1, 6, 1, 64), k, v, None),

@@ -1,20 +1,21 @@
 """The fused lane's decoding: mlx-whisper's own DecodingTask (options, logit filters,
 temperature fallback, timestamp rules: all reused, none forked) driving the decoder
 through preallocated self-attention KV caches instead of concatenation per token, with
-the timestamp rules on the device, and, opt-in, single-token steps through one
-`mx.compile`d function of fixed shapes."""
+the timestamp rules on the device and single-token steps issued as one flat function."""
 
 from __future__ import annotations
 
-import os
+import copy
 from dataclasses import replace
 from typing import List, Union
 
 import mlx.core as mx
-from mlx_whisper.decoding import ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference
+import mlx.nn as nn
+from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
+                                  Inference, SuppressBlank, SuppressTokens)
 from mlx_whisper.whisper import TextDecoder, Whisper
 
-from .kernels.layers import KVCache, PositionalKV, WhisperAttention
+from .kernels.layers import KVCache, WhisperAttention, _op
 
 
 def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list) -> mx.array:
@@ -32,19 +33,58 @@ def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache:
     return _blocks(decoder, x, xa, cache)
 
 
-def _step(decoder: TextDecoder, token: mx.array, xa: mx.array, pos: mx.array, keys: list, values: list, cross: list):
-    """One token (B, 1) at position `pos` (int32 scalar): logits and the updated buffers."""
-    cache = [[PositionalKV(k, v, pos), c] for k, v, c in zip(keys, values, cross)]
-    x = decoder.token_embedding(token) + mx.take(decoder.positional_embedding, pos.reshape(1), axis=0)
-    logits = _blocks(decoder, x, xa, cache)
-    return logits, [c[0].keys for c in cache], [c[0].values for c in cache]
+class FlatStep:
+    """One single-token decode step as one function over the decoder's own weight arrays.
 
+    The module graph spends its time on the host, not the GPU: measured on an H100 (mlx
+    0.32.4, tiny.en fp16, benchmarks/overhead.py) a step is ~350 primitives, MLX costs
+    4-11 µs to dispatch each and 13-27 µs per matmul, while the math is ~0.02 ms. So this
+    issues as few primitives as the math allows:
+    - q|k|v in one matmul: the three weights concatenated (k's missing bias is a zero);
+    - heads by one reshape: with one query row, (B, 1, n_state) -> (B, n_head, 1, head_dim)
+      needs no transpose, and neither does the way back;
+    - biases shaped (1, 1, n) up front, so addmm broadcasts nothing.
+    It writes the same `KVCache` buffers as the module path (which still runs the prompt)
+    and reads the cross K/V that path computed once per window. Norms and SDPA go through
+    the ops each rewritten layer was given, fused or composed."""
 
-def compile_steps() -> bool:
-    """Opt-in (WHISPERFAST_COMPILE=1). Measured on an H100 (mlx 0.32.4, tiny.en fp16): the
-    compiled step ran 1.6 ms on the GPU against 1.15 ms uncompiled (the full-buffer mask
-    keeps SDPA off its fused decode kernel), and its first trace JIT-compiles for ~38 s."""
-    return os.environ.get("WHISPERFAST_COMPILE") == "1"
+    def __init__(self, decoder: TextDecoder):
+        def linear(m, n):  # (weight^T, bias as (1, 1, n) or None)
+            return m.weight.T, None if "bias" not in m else m.bias.reshape(1, 1, n)
+
+        def norm(m):
+            fn = _op(getattr(m, "mode", "fused"), "layer_norm")
+            return lambda x: fn(x, m.weight, m.bias, m.eps)
+
+        n_state = decoder.token_embedding.weight.shape[1]
+        self.layers = []
+        for b in decoder.blocks:
+            a, c = b.attn, b.cross_attn
+            zero = mx.zeros((n_state,), a.query.weight.dtype)
+            wqkv = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
+            bqkv = mx.concatenate([a.query.bias, zero, a.value.bias]).reshape(1, 1, 3 * n_state)
+            self.layers.append((norm(b.attn_ln), (wqkv, bqkv), linear(a.out, n_state), norm(b.cross_attn_ln),
+                                linear(c.query, n_state), linear(c.out, n_state), norm(b.mlp_ln),
+                                linear(b.mlp1, 4 * n_state), linear(b.mlp2, n_state),
+                                _op(a.mode, "scaled_dot_product_attention"), _op(c.mode, "scaled_dot_product_attention")))
+        mx.eval([[w for w in (L[1] + L[2] + L[4] + L[5] + L[7] + L[8]) if w is not None] for L in self.layers])
+        self.decoder, self.n_state, self.n_head = decoder, n_state, decoder.blocks[0].attn.n_head
+
+    def __call__(self, tokens: mx.array, cache: list) -> mx.array:
+        """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in."""
+        dec, D, H = self.decoder, self.n_state, self.n_head
+        B, t = tokens.shape[0], cache[0][0].offset
+        heads = (B, H, 1, D // H)  # one query row: the head split is a reshape
+        x = dec.token_embedding(tokens) + dec.positional_embedding[t : t + 1]
+        for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
+            qkv = mx.addmm(qkv[1], ln1(x), qkv[0])
+            k, v, mask = kv.update(qkv[..., D : 2 * D].reshape(heads), qkv[..., 2 * D :].reshape(heads), False)
+            o = sdpa(qkv[..., :D].reshape(heads), k, v, (D // H) ** -0.5, mask)
+            x = x + mx.addmm(out[1], o.reshape(B, 1, D), out[0])
+            o = cross_sdpa(mx.addmm(cq[1], ln2(x), cq[0]).reshape(heads), *cross, (D // H) ** -0.5, None)
+            x = x + mx.addmm(co[1], o.reshape(B, 1, D), co[0])
+            x = x + mx.addmm(fc2[1], nn.gelu(mx.addmm(fc1[1], ln3(x), fc1[0])), fc2[0])
+        return dec.token_embedding.as_linear(dec.ln(x))
 
 
 class StaticInference(Inference):
@@ -52,19 +92,15 @@ class StaticInference(Inference):
         decoder = self.model.decoder
         if self.kv_cache is None:
             self.kv_cache = [[KVCache(self.model.dims.n_text_ctx), None] for _ in decoder.blocks]
-        first = self.kv_cache[0][0]
-        if tokens.shape[-1] > 1 or first.offset == 0 or not compile_steps():
+        # One flat step per decoder, built on first use and kept on the decoder module; None
+        # where layers kept for word timestamps hold mlx-whisper's own cross-attention.
+        if "_whisperfast_step" not in decoder.__dict__:
+            flat = all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)
+            decoder.__dict__["_whisperfast_step"] = FlatStep(decoder) if flat else None
+        step = decoder.__dict__["_whisperfast_step"]
+        if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
             return decoder_forward(decoder, tokens, audio_features, self.kv_cache).astype(mx.float32)
-        if first.offset >= first.n_ctx:
-            raise ValueError(f"KV cache full at n_ctx {first.n_ctx}")
-        # One trace per decoder (the same shapes every step); kept on the decoder module.
-        step = decoder.__dict__.setdefault("_whisperfast_step", mx.compile(lambda *a: _step(decoder, *a)))
-        pos = mx.array(first.offset, dtype=mx.int32)
-        logits, keys, values = step(tokens, audio_features, pos, [c[0].keys for c in self.kv_cache],
-                                    [c[0].values for c in self.kv_cache], [c[1] for c in self.kv_cache])
-        for c, k, v in zip(self.kv_cache, keys, values):
-            c[0].keys, c[0].values, c[0].offset = k, v, c[0].offset + 1
-        return logits.astype(mx.float32)
+        return step(tokens, self.kv_cache).astype(mx.float32)
 
     def rearrange_kv_cache(self, source_indices):
         if source_indices != list(range(len(source_indices))):
@@ -110,8 +146,58 @@ class DeviceTimestampRules(ApplyTimestampRules):
         return logits + mx.where(text, -mx.inf, mask)
 
 
+class CompiledGreedyTail:
+    """mlx-whisper's logit filters and greedy update, unchanged, traced into one `mx.compile`d
+    function: ~50 small primitives per token become a handful of fused kernels. Stands in
+    for the task's decoder while its filter list is emptied, so mlx-whisper's own loop runs.
+
+    A trace needs fixed shapes, and the history grows by a token a step; so from the second
+    sampled token on, the trace sees the last two tokens, through copies of the filters
+    told that sampling began at 0. That is all these filters read there: SuppressBlank acts
+    only at `sample_begin`, SuppressTokens reads no tokens, the timestamp rules read the
+    last two and whether two were sampled, and the greedy update reads the last one. One
+    trace then serves every step of every window; earlier steps run uncompiled."""
+
+    FILTERS = (SuppressBlank, SuppressTokens, DeviceTimestampRules)
+
+    def __init__(self, filters: list, decoder: GreedyDecoder, sample_begin: int):
+        self.filters, self.decoder, self.sample_begin = filters, decoder, sample_begin
+        recent = [copy.copy(f) for f in filters]
+        for f in recent:
+            f.sample_begin = 0
+        self._compiled = mx.compile(lambda logits, last2, sum_logprobs: self._apply(logits, last2, sum_logprobs, recent))
+
+    @classmethod
+    def applies(cls, task: DecodingTask) -> bool:
+        return (type(task.decoder) is GreedyDecoder and task.decoder.temperature == 0
+                and all(type(f) in cls.FILTERS for f in task.logit_filters))
+
+    def _apply(self, logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, filters=None):
+        for f in self.filters if filters is None else filters:
+            logits = f.apply(logits, tokens)
+        return self.decoder.update(tokens, logits, sum_logprobs)
+
+    def update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array):
+        if tokens.shape[1] < self.sample_begin + 2:
+            return self._apply(logits, tokens, sum_logprobs)
+        recent, completed, sum_logprobs = self._compiled(logits, tokens[:, -2:], sum_logprobs)
+        return mx.concatenate([tokens, recent[:, -1:]], axis=1), completed, sum_logprobs
+
+    def reset(self):
+        self.decoder.reset()
+
+    def finalize(self, tokens: mx.array, sum_logprobs: mx.array):
+        return self.decoder.finalize(tokens, sum_logprobs)
+
+
+def compile_tail() -> bool:
+    """On the GPU only: a CPU trace JIT-compiles C++ on first use (seconds, for a CLI run),
+    and there the ~50 primitives cost ~0.1 ms of a ~25 ms step."""
+    return mx.default_device() == mx.gpu
+
+
 class StaticCacheTask(DecodingTask):
-    def __init__(self, model: Whisper, options: DecodingOptions):
+    def __init__(self, model: Whisper, options: DecodingOptions, compiled_tail: bool | None = None):
         super().__init__(model, options)
         self.inference = StaticInference(model)
         self.logit_filters = [
@@ -119,6 +205,9 @@ class StaticCacheTask(DecodingTask):
             if type(f) is ApplyTimestampRules else f
             for f in self.logit_filters
         ]
+        if (compile_tail() if compiled_tail is None else compiled_tail) and CompiledGreedyTail.applies(self):
+            self.decoder = CompiledGreedyTail(self.logit_filters, self.decoder, self.sample_begin)
+            self.logit_filters = []
 
 
 def decode(model: Whisper, mel: mx.array, options: DecodingOptions = DecodingOptions(),

@@ -118,22 +118,6 @@ class KVCache:
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], "causal" if causal and L > 1 else None
 
 
-class PositionalKV:
-    """The same buffers, written at a position held in an array, for `mx.compile`d steps:
-    every shape stays fixed (the whole buffer is attended, later slots masked), so one
-    trace serves every step. One new token per call."""
-
-    def __init__(self, keys: mx.array, values: mx.array, pos: mx.array):
-        self.keys, self.values, self.pos = keys, values, pos
-
-    def update(self, k: mx.array, v: mx.array, causal: bool):
-        start = self.pos.reshape(1)
-        self.keys = mx.slice_update(self.keys, k, start, axes=(2,))
-        self.values = mx.slice_update(self.values, v, start, axes=(2,))
-        visible = mx.arange(self.keys.shape[2]) <= self.pos
-        return self.keys, self.values, mx.where(visible, 0.0, -mx.inf).astype(k.dtype)
-
-
 class WhisperAttention(nn.Module):
     """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
     SDPA op. It returns `qk = None`: no attention weights are materialized; layers whose
@@ -157,7 +141,7 @@ class WhisperAttention(nn.Module):
             if kv_cache is None:
                 kv_cache = (self._heads(self.key(xa)), self._heads(self.value(xa)))
             return self.out(self._attend(q, *kv_cache, None)), kv_cache, None
-        if isinstance(kv_cache, (KVCache, PositionalKV)):
+        if isinstance(kv_cache, KVCache):
             k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
             return self.out(self._attend(q, k, v, attn_mask)), kv_cache, None
         k, v = self.key(x), self.value(x)
