@@ -51,15 +51,6 @@ def test_tiny_en_fp32_transcripts_identical(file):
     assert_same_tokens("tiny.en", mx.float32, file)
 
 
-@pytest.mark.parametrize("file", ["jfk.wav", FILES[1]])
-def test_compiled_tail_transcripts_identical(file, monkeypatch):
-    """The GPU's compiled filters + greedy update (compile_tail), forced on the CPU."""
-    import whisperfast.decoding
-
-    monkeypatch.setattr(whisperfast.decoding, "compile_tail", lambda: True)
-    assert_same_tokens("tiny.en", mx.float32, file)
-
-
 def test_tiny_en_fp16_jfk_identical():
     a, _ = assert_same_tokens("tiny.en", mx.float16, "jfk.wav")
     assert a.dtype == "float16" and "fellow Americans" in a.text

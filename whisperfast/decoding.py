@@ -5,14 +5,12 @@ the timestamp rules on the device and single-token steps issued as one flat func
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import List, Union
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
-                                  Inference, SuppressBlank, SuppressTokens)
+from mlx_whisper.decoding import ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference
 from mlx_whisper.whisper import TextDecoder, Whisper
 
 from .kernels.layers import KVCache, WhisperAttention, _op
@@ -146,68 +144,51 @@ class DeviceTimestampRules(ApplyTimestampRules):
         return logits + mx.where(text, -mx.inf, mask)
 
 
-class CompiledGreedyTail:
-    """mlx-whisper's logit filters and greedy update, unchanged, traced into one `mx.compile`d
-    function: ~50 small primitives per token become a handful of fused kernels. Stands in
-    for the task's decoder while its filter list is emptied, so mlx-whisper's own loop runs.
-
-    A trace needs fixed shapes, and the history grows by a token a step; so from the second
-    sampled token on, the trace sees the last two tokens, through copies of the filters
-    told that sampling began at 0. That is all these filters read there: SuppressBlank acts
-    only at `sample_begin`, SuppressTokens reads no tokens, the timestamp rules read the
-    last two and whether two were sampled, and the greedy update reads the last one. One
-    trace then serves every step of every window; earlier steps run uncompiled."""
-
-    FILTERS = (SuppressBlank, SuppressTokens, DeviceTimestampRules)
-
-    def __init__(self, filters: list, decoder: GreedyDecoder, sample_begin: int):
-        self.filters, self.decoder, self.sample_begin = filters, decoder, sample_begin
-        recent = [copy.copy(f) for f in filters]
-        for f in recent:
-            f.sample_begin = 0
-        self._compiled = mx.compile(lambda logits, last2, sum_logprobs: self._apply(logits, last2, sum_logprobs, recent))
-
-    @classmethod
-    def applies(cls, task: DecodingTask) -> bool:
-        return (type(task.decoder) is GreedyDecoder and task.decoder.temperature == 0
-                and all(type(f) in cls.FILTERS for f in task.logit_filters))
-
-    def _apply(self, logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, filters=None):
-        for f in self.filters if filters is None else filters:
-            logits = f.apply(logits, tokens)
-        return self.decoder.update(tokens, logits, sum_logprobs)
-
-    def update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array):
-        if tokens.shape[1] < self.sample_begin + 2:
-            return self._apply(logits, tokens, sum_logprobs)
-        recent, completed, sum_logprobs = self._compiled(logits, tokens[:, -2:], sum_logprobs)
-        return mx.concatenate([tokens, recent[:, -1:]], axis=1), completed, sum_logprobs
-
-    def reset(self):
-        self.decoder.reset()
-
-    def finalize(self, tokens: mx.array, sum_logprobs: mx.array):
-        return self.decoder.finalize(tokens, sum_logprobs)
-
-
-def compile_tail() -> bool:
-    """On the GPU only: a CPU trace JIT-compiles C++ on first use (seconds, for a CLI run),
-    and there the ~50 primitives cost ~0.1 ms of a ~25 ms step."""
-    return mx.default_device() == mx.gpu
-
-
 class StaticCacheTask(DecodingTask):
-    def __init__(self, model: Whisper, options: DecodingOptions, compiled_tail: bool | None = None):
+    """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
         super().__init__(model, options)
+        # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
+        # Steps run past the end are harmless: after EOT the greedy update only appends EOT
+        # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
+        # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
+        # Sampling (temperature > 0) checks every step: extra steps would draw random numbers.
+        self.eot_check = 4 if mx.default_device() == mx.gpu and options.temperature == 0 else 1
         self.inference = StaticInference(model)
         self.logit_filters = [
             DeviceTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
             if type(f) is ApplyTimestampRules else f
             for f in self.logit_filters
         ]
-        if (compile_tail() if compiled_tail is None else compiled_tail) and CompiledGreedyTail.applies(self):
-            self.decoder = CompiledGreedyTail(self.logit_filters, self.decoder, self.sample_begin)
-            self.logit_filters = []
+
+    def _main_loop(self, audio_features: mx.array, tokens: mx.array):
+        """mlx-whisper 0.4.3's _main_loop, the same steps and results, but for when
+        `completed` is read. The next step is always queued before the host waits."""
+        sum_logprobs = mx.zeros(tokens.shape[0])
+
+        def step(inputs, tokens, sum_logprobs):
+            pre_logits = self.inference.logits(inputs, audio_features)
+            logits = pre_logits[:, -1]
+            for logit_filter in self.logit_filters:
+                logits = logit_filter.apply(logits, tokens)
+            return (*self.decoder.update(tokens, logits, sum_logprobs), pre_logits)
+
+        tokens, completed, sum_logprobs, pre_logits = step(tokens, tokens, sum_logprobs)
+        if self.tokenizer.no_speech is not None:
+            no_speech_probs = mx.softmax(pre_logits[:, self.sot_index], axis=-1)[:, self.tokenizer.no_speech]
+        else:
+            no_speech_probs = mx.full(tokens.shape[0], mx.nan)
+        mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
+        for i in range(1, self.sample_len):
+            if tokens.shape[-1] > self.n_ctx:
+                break
+            queued = step(tokens[:, -1:], tokens, sum_logprobs)[:3]
+            mx.async_eval(*queued)
+            if i % self.eot_check == 0 and completed:
+                break
+            tokens, completed, sum_logprobs = queued
+        return tokens, sum_logprobs, no_speech_probs
 
 
 def decode(model: Whisper, mel: mx.array, options: DecodingOptions = DecodingOptions(),
