@@ -16,10 +16,9 @@ from collections import Counter
 import whisperfast  # noqa: F401  (before mlx: the CPU BLAS preload)
 
 import mlx.core as mx
-from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions
 
-from whisperfast.audio import load_audio
+from whisperfast.audio import first_window_mel
 from whisperfast.decoding import FlatStep, StaticCacheTask, decoder_forward
 from whisperfast.kernels.layers import KVCache
 from whisperfast.pipeline import load, rewritten
@@ -63,8 +62,7 @@ report["floor"] = floor
 # 2. one fused step's primitives
 stock = load(name, dtype=dt)
 fused = rewritten(stock).whisper
-mel = log_mel_spectrogram(load_audio("samples/jfk.wav"), padding=N_SAMPLES)
-mel = pad_or_trim(mel[:N_FRAMES], N_FRAMES, axis=-2).astype(dt)[None]
+mel = first_window_mel("samples/jfk.wav", dt)
 xa = fused.encoder(mel)
 mx.eval(xa)
 task = StaticCacheTask(fused, DecodingOptions(language="en", fp16=dtype == "float16"))

@@ -7,10 +7,9 @@ import time
 import whisperfast  # noqa: F401  (before mlx: the CPU BLAS preload)
 
 import mlx.core as mx
-from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions
 
-from whisperfast.audio import load_audio
+from whisperfast.audio import first_window_mel
 from whisperfast.decoding import StaticCacheTask
 from whisperfast.pipeline import load, rewritten
 from whisperfast.runtime import parse_dtype
@@ -18,8 +17,7 @@ from whisperfast.runtime import parse_dtype
 name, dtype = (sys.argv[1:] + ["tiny.en", "float16"])[:2]
 stock = load(name, dtype=parse_dtype(dtype))
 fused = rewritten(stock).whisper
-mel = log_mel_spectrogram(load_audio("samples/jfk.wav"), padding=N_SAMPLES)
-mel = pad_or_trim(mel[:N_FRAMES], N_FRAMES, axis=-2).astype(parse_dtype(dtype))[None]
+mel = first_window_mel("samples/jfk.wav", parse_dtype(dtype))
 opts = DecodingOptions(language="en", fp16=dtype == "float16")
 
 

@@ -46,3 +46,13 @@ def load_audio(path: str | Path) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{path}: unsupported or corrupt audio ({str(e).splitlines()[0]})") from None
     return to_mono_16k(check_samples(data, str(path)), sample_rate)
+
+
+def first_window_mel(path: str | Path, dtype=None):
+    """The first 30 s of a file as the encoder takes it: an mx.array (1, N_FRAMES, 80),
+    zero-padded like mlx-whisper's transcribe pads its first window."""
+    import mlx.core as mx
+    from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+    mel = log_mel_spectrogram(load_audio(path), padding=N_SAMPLES)
+    return pad_or_trim(mel[:N_FRAMES], N_FRAMES, axis=-2).astype(dtype or mx.float32)[None]

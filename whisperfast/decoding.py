@@ -1,7 +1,9 @@
 """The fused lane's decoding: mlx-whisper's own DecodingTask (options, logit filters,
-temperature fallback, timestamp rules: all reused, none forked) driving the decoder
-through preallocated self-attention KV caches instead of concatenation per token, with
-the timestamp rules on the device and single-token steps issued as one flat function."""
+greedy update, temperature fallback: all reused) driving the decoder through preallocated
+self-attention KV caches instead of concatenation per token. Three pieces are its own,
+each checked against mlx-whisper's: the timestamp rules as array ops on the device,
+single-token steps issued as one flat function, and a main loop that reads the end of
+text back lazily."""
 
 from __future__ import annotations
 
@@ -47,8 +49,11 @@ class FlatStep:
     the ops each rewritten layer was given, fused or composed."""
 
     def __init__(self, decoder: TextDecoder):
+        made = []  # arrays built here: evaluated once, not in the first step
+
         def linear(m, n):  # (weight^T, bias as (1, 1, n) or None)
-            return m.weight.T, None if "bias" not in m else m.bias.reshape(1, 1, n)
+            made.append(m.bias.reshape(1, 1, n) if "bias" in m else None)
+            return m.weight.T, made[-1]
 
         def norm(m):
             fn = _op(getattr(m, "mode", "fused"), "layer_norm")
@@ -61,12 +66,14 @@ class FlatStep:
             zero = mx.zeros((n_state,), a.query.weight.dtype)
             wqkv = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
             bqkv = mx.concatenate([a.query.bias, zero, a.value.bias]).reshape(1, 1, 3 * n_state)
+            made += [wqkv, bqkv]
             self.layers.append((norm(b.attn_ln), (wqkv, bqkv), linear(a.out, n_state), norm(b.cross_attn_ln),
                                 linear(c.query, n_state), linear(c.out, n_state), norm(b.mlp_ln),
                                 linear(b.mlp1, 4 * n_state), linear(b.mlp2, n_state),
                                 _op(a.mode, "scaled_dot_product_attention"), _op(c.mode, "scaled_dot_product_attention")))
-        mx.eval([[w for w in (L[1] + L[2] + L[4] + L[5] + L[7] + L[8]) if w is not None] for L in self.layers])
+        mx.eval([w for w in made if w is not None])
         self.decoder, self.n_state, self.n_head = decoder, n_state, decoder.blocks[0].attn.n_head
+        self.scale = (n_state // self.n_head) ** -0.5
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in."""
@@ -77,9 +84,9 @@ class FlatStep:
         for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
             qkv = mx.addmm(qkv[1], ln1(x), qkv[0])
             k, v, mask = kv.update(qkv[..., D : 2 * D].reshape(heads), qkv[..., 2 * D :].reshape(heads), False)
-            o = sdpa(qkv[..., :D].reshape(heads), k, v, (D // H) ** -0.5, mask)
+            o = sdpa(qkv[..., :D].reshape(heads), k, v, self.scale, mask)
             x = x + mx.addmm(out[1], o.reshape(B, 1, D), out[0])
-            o = cross_sdpa(mx.addmm(cq[1], ln2(x), cq[0]).reshape(heads), *cross, (D // H) ** -0.5, None)
+            o = cross_sdpa(mx.addmm(cq[1], ln2(x), cq[0]).reshape(heads), *cross, self.scale, None)
             x = x + mx.addmm(co[1], o.reshape(B, 1, D), co[0])
             x = x + mx.addmm(fc2[1], nn.gelu(mx.addmm(fc1[1], ln3(x), fc1[0])), fc2[0])
         return dec.token_embedding.as_linear(dec.ln(x))
