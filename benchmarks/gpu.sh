@@ -26,6 +26,15 @@ ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting i
   ;;
 esac
 case "${1:-all}" in
+cuda)  # the CUDA decode step: its tests, then the bench with it off and on
+  $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py 2>&1 | tee "$out/cuda_tests.txt" | tail -30
+  for i in 1 2; do for e in 0 1; do
+    WHISPERFAST_CUDA_STEP=$e $py -m whisperfast bench samples/jfk.wav --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json --no-kernels > "$out/cuda-step-$e-$i.json" 2>"$out/cuda-step-$e-$i.err" || tail -5 "$out/cuda-step-$e-$i.err"
+    summary "$out/cuda-step-$e-$i.json"
+  done; done
+  ;;
+esac
+case "${1:-all}" in
 bench|all)
   $py benchmarks/make_clip.py /tmp/clip60.wav
   for m in tiny.en base; do for dt in float16 float32; do

@@ -15,6 +15,7 @@ import mlx.nn as nn
 from mlx_whisper.decoding import ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference
 from mlx_whisper.whisper import TextDecoder, Whisper
 
+from .kernels.cuda_step import cuda_step
 from .kernels.layers import KVCache, WhisperAttention, _op
 
 
@@ -187,10 +188,17 @@ class StaticCacheTask(DecodingTask):
         else:
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
+        cuda = cuda_step(self, tokens.shape[0])
+        if cuda is not None:  # its kernels read the window's cross K/V row-contiguous
+            cache = self.inference.kv_cache
+            cache[:] = [(kv, tuple(mx.contiguous(a) for a in cross)) for kv, cross in cache]
         for i in range(1, self.sample_len):
             if tokens.shape[-1] > self.n_ctx:
                 break
-            queued = step(tokens[:, -1:], tokens, sum_logprobs)[:3]
+            if cuda is not None:
+                queued = cuda(tokens, sum_logprobs, self.inference.kv_cache)
+            else:
+                queued = step(tokens[:, -1:], tokens, sum_logprobs)[:3]
             mx.async_eval(*queued)
             if i % self.eot_check == 0 and completed:
                 break
