@@ -37,7 +37,7 @@ tokens, _, sums = task.decoder.update(tokens, logits, mx.zeros(1))
 cache = task.inference.kv_cache
 cache[:] = [(kv, tuple(mx.contiguous(a) for a in c)) for kv, c in cache]
 mx.eval(tokens, sums, cache[0][1])
-step = cs.cuda_step(task, 1)
+step = cs.cuda_step(task, 1, feats.dtype)
 build, run = [], []
 for _ in range(40):
     t0 = time.perf_counter()

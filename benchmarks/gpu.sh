@@ -26,12 +26,14 @@ ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting i
   ;;
 esac
 case "${1:-all}" in
-cuda)  # the CUDA decode step: its tests, then the bench with it off and on
-  $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py 2>&1 | tee "$out/cuda_tests.txt" | tail -30
-  for i in 1 2; do for e in 0 1; do
-    WHISPERFAST_CUDA_STEP=$e $py -m whisperfast bench samples/jfk.wav --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json --no-kernels > "$out/cuda-step-$e-$i.json" 2>"$out/cuda-step-$e-$i.err" || tail -5 "$out/cuda-step-$e-$i.err"
-    summary "$out/cuda-step-$e-$i.json"
-  done; done
+cuda)  # the CUDA decode step: its tests, then the bench with it off, as a kernel chain, as one launch
+  $py -c "import mlx.core as mx; print(mx.device_info())"
+  $py -m pytest -q -x -p no:cacheprovider tests/test_cuda_step.py ${CUDA_TESTS_K:+-k "$CUDA_TESTS_K"} 2>&1 | tee "$out/cuda_tests.txt" | tail -30
+  for e in 0 kernels 1 "1 WHISPERFAST_STEP_BLOCKS=64" "1 WHISPERFAST_STEP_BLOCKS=128"; do
+    n=${e// /-}; n=${n//WHISPERFAST_STEP_BLOCKS=/}
+    env WHISPERFAST_CUDA_STEP=$e $py -m whisperfast bench samples/jfk.wav --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json --no-kernels > "$out/cuda-step-$n.json" 2>"$out/cuda-step-$n.err" || tail -5 "$out/cuda-step-$n.err"
+    summary "$out/cuda-step-$n.json"
+  done
   ;;
 esac
 case "${1:-all}" in

@@ -47,6 +47,37 @@ def test_cuda_logits_match_the_flat_step(dtype, batch):
         np.testing.assert_allclose(np.array(a.values[..., :8, :]), np.array(b.values[..., :8, :]), atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+def test_one_launch_step_equals_the_kernel_chain(dtype):
+    """The one-launch step (grid-wide barriers) runs the same device code as the chain of
+    launches, with other block sizes (so other summation orders): the same tokens, and the
+    same logprob sums to float32 rounding, step after step."""
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    from whisperfast.kernels import rewrite_whisper
+
+    from .test_rewrite import tiny_whisper
+
+    m = tiny_whisper(seed=4)
+    m.set_dtype(dtype)
+    fused, _ = rewrite_whisper(m)
+    xa = mx.random.normal((1, 12, 32)).astype(dtype)
+    prompt = mx.array([[50257, 50362, 50363]]).astype(mx.int64)
+    chain, one = StaticInference(fused), StaticInference(fused)
+    chain.logits(prompt, xa)
+    one.logits(prompt, xa)
+    tokens = mx.concatenate([prompt, mx.array([[50400]])], axis=1)
+    rules = timestamp_rules(get_tokenizer(False, language="en"), 3, True)
+    suppress = mx.zeros((51864,))
+    step, state = CudaStep(fused.decoder), {}
+    a = b = (tokens, None, mx.zeros((1,)))
+    for _ in range(8):
+        a = greedy_update(step.logits(a[0], chain.kv_cache), a[0], a[2], suppress, rules)
+        b = step.one_launch(b[0], b[2], one.kv_cache, state, suppress, rules)
+        assert a[0].tolist() == b[0].tolist() and bool(a[1]) == bool(b[1])
+        np.testing.assert_allclose(np.array(b[2]), np.array(a[2]), rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=30, deadline=None)
 @given(case=history())
 def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case):
@@ -77,11 +108,12 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, monkeypatch):
     fused = rewritten(tiny).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")  # the fp16 option casts it to the weights'
     results = {}
-    for env in ("0", "1"):
+    for env in ("0", "1", "one"):  # the flat step, the kernel chain, the one-launch step
         monkeypatch.setenv("WHISPERFAST_CUDA_STEP", env)
         options = DecodingOptions(language="en", fp16=tiny.dtype == "float16")
         results[env] = StaticCacheTask(fused, options).run(mel)[0]
     assert "_whisperfast_cuda" in fused.decoder.__dict__  # the kernels ran
-    assert results["1"].tokens == results["0"].tokens
+    assert results["one"].tokens == results["1"].tokens == results["0"].tokens
+    assert abs(results["one"].avg_logprob - results["1"].avg_logprob) < 1e-3  # fp16 sums, other orders
     assert abs(results["1"].avg_logprob - results["0"].avg_logprob) < 1e-3
     assert "fellow Americans" in results["1"].text

@@ -188,7 +188,7 @@ class StaticCacheTask(DecodingTask):
         else:
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
-        cuda = cuda_step(self, tokens.shape[0])
+        cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
         if cuda is not None:  # its kernels read the window's cross K/V row-contiguous
             cache = self.inference.kv_cache
             cache[:] = [(kv, tuple(mx.contiguous(a) for a in cross)) for kv, cross in cache]

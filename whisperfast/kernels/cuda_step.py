@@ -102,6 +102,72 @@ class CudaStep:
             x = _gemv(_gemv(x, p["w1"], p["b1"], ln=p["ln3"], gelu=True), p["w2"], p["b2"], res=x)
         return _gemv(x, self.emb, None, ln=self.ln, out_dtype=mx.float32)
 
+    def one_launch(self, tokens: mx.array, sum_logprobs: mx.array, cache: list, state: dict, suppress: mx.array,
+                   rules: dict):
+        """The whole step, filters and update included, as one kernel for batch 1: the
+        phases meet at grid-wide barriers instead of launch boundaries. `state` holds this
+        decode's caches, all layers in one array each, built from `cache` on the first step
+        (the KVCache objects are not updated after that) and a barrier counter."""
+        (B, L), (n_vocab, D), H = tokens.shape, self.emb.shape, self.n_head
+        if not state:
+            if B != 1 or L != rules["SAMPLE_BEGIN"] + 1:
+                raise ValueError("one_launch takes batch 1 from the first step after the prompt")
+            self._pack()
+            state.update(kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]),
+                         ck=mx.stack([c[0] for _, c in cache]), cv=mx.stack([c[1] for _, c in cache]),
+                         counter=mx.zeros((32,), mx.uint32))
+            # The counter must be a buffer of its own, in device memory: MLX puts arrays of
+            # <= 8 bytes in a shared managed pool marked read-mostly, where atomics crawl.
+            mx.eval(state)
+        kc, ck, G = state["kc"], state["ck"], _resident_blocks()
+        if L > kc.shape[3]:
+            raise ValueError(f"{L} tokens overflow the cache (n_ctx {kc.shape[3]})")
+        T = self.emb.dtype
+        template = [("T", T), ("D", D), ("H", H), ("NL", len(self.layers)), ("CTX", kc.shape[3]), ("S", ck.shape[3]),
+                    ("NV", n_vocab)] + list(rules.items())
+        outs = _run("decode_step", DECODE_STEP_INPUTS, DECODE_STEP_OUTPUTS,
+                    "wf::decode_step<T, D, H, NL, CTX, S, NV, TS, EOT, NO_TS, SAMPLE_BEGIN, RULES>(" +
+                    ", ".join(DECODE_STEP_INPUTS[:1] + ("tokens_shape[1]",) + DECODE_STEP_INPUTS[1:] + DECODE_STEP_OUTPUTS) + ");",
+                    [tokens, self.emb, self.pos, self.lnf, self.packed, state["kc"], state["vc"], ck, state["cv"],
+                     sum_logprobs, suppress, state["counter"]], template, G, 256,
+                    [(B, L + 1), (B, 4), (16,), kc.shape, kc.shape, (B, D), (B, 3 * D), (B, D), (B, 4 * D), (B, n_vocab),
+                     (8 * G,)],  # sum and completed padded past 8 bytes: out of that pool too
+                    [tokens.dtype, mx.float32, mx.bool_, T, T, T, T, T, T, mx.float32, mx.float32])
+        tokens, sum_logprobs, completed, state["kc"], state["vc"] = outs[:5]
+        return tokens, completed[0], sum_logprobs[:, 0]
+
+    def _pack(self):
+        """Each layer's weights in one row, in decode_step.cu's LayerOffsets order."""
+        if hasattr(self, "packed"):
+            return
+        rows = []
+        for p in self.layers:
+            parts = [p["ln1"].weight, p["ln1"].bias, p["wqkv"], p["bqkv"], p["wo"], p["bo"], p["ln2"].weight,
+                     p["ln2"].bias, p["wq"], p["bq"], p["wco"], p["bco"], p["ln3"].weight, p["ln3"].bias,
+                     p["w1"], p["b1"], p["w2"], p["b2"]]
+            rows.append(mx.concatenate([a.reshape(-1) for a in parts]))
+        self.packed = mx.stack(rows)
+        self.lnf = mx.concatenate([self.ln.weight, self.ln.bias])
+        mx.eval(self.packed, self.lnf)
+
+
+DECODE_STEP_INPUTS = ("tokens", "emb", "pos", "lnf", "lw", "kc", "vc", "ck", "cv", "sum_in", "suppress", "counter")
+DECODE_STEP_OUTPUTS = ("tokens_out", "sum_out", "completed", "kc2", "vc2", "x", "qkv", "o", "h", "logits", "part")
+
+
+@lru_cache(maxsize=1)
+def _resident_blocks() -> int:
+    """Blocks for the one-launch step: one per SM, so all are resident at once."""
+    if os.environ.get("WHISPERFAST_STEP_BLOCKS"):
+        return int(os.environ["WHISPERFAST_STEP_BLOCKS"])
+    info = mx.device_info()
+    for key in ("multi_processor_count", "multiprocessor_count", "num_sms", "sm_count"):
+        if key in info:
+            return max(1, min(int(info[key]), 128))
+    return 32
+
+
+
 
 def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
     """SuppressTokens (`suppress`, the additive mask), ApplyTimestampRules (when
@@ -124,13 +190,15 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool) -> dict:
     return dict(TS=tokenizer.timestamp_begin, EOT=tokenizer.eot, NO_TS=no_ts, SAMPLE_BEGIN=sample_begin, RULES=enabled)
 
 
-def cuda_step(task, batch: int) -> Optional[callable]:
-    """The task's steps after the first as CudaStep, or None where it does not apply."""
+def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[callable]:
+    """The task's steps after the first as CudaStep, or None where it does not apply
+    (`features`: the audio features' dtype, which must be the decoder's)."""
     model, filters = task.model, task.logit_filters
     cuda = getattr(mx, "cuda", None)
     if (os.environ.get("WHISPERFAST_CUDA_STEP", "1") == "0" or mx.default_device() != mx.gpu
             or cuda is None or not cuda.is_available() or not isinstance(task.decoder, GreedyDecoder)
-            or task.decoder.temperature != 0 or batch > MAX_BATCH):
+            or task.decoder.temperature != 0 or batch > MAX_BATCH
+            or features != task.model.decoder.token_embedding.weight.dtype):
         return None
     from ..decoding import DeviceTimestampRules, supports_static_cache
     from .layers import WhisperAttention
@@ -151,5 +219,8 @@ def cuda_step(task, batch: int) -> Optional[callable]:
     if "_whisperfast_cuda" not in decoder.__dict__:
         decoder.__dict__["_whisperfast_cuda"] = CudaStep(decoder)
     step = decoder.__dict__["_whisperfast_cuda"]
+    if batch == 1 and os.environ.get("WHISPERFAST_CUDA_STEP") == "one":  # opt-in: measured no faster
+        state = {}  # this decode's: packed caches and the barrier counter
+        return lambda tokens, sum_logprobs, cache: step.one_launch(tokens, sum_logprobs, cache, state, suppress, rules)
     return lambda tokens, sum_logprobs, cache: greedy_update(step.logits(tokens, cache), tokens, sum_logprobs,
                                                              suppress, rules)
