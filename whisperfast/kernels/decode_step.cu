@@ -142,11 +142,17 @@ __device__ void embed(const Tok* tokens, int L, const T* emb, const T* pos, T* x
   }
 }
 
-// Softmax attention of one query row (q, pre-scaled) over S keys; keys(j) and values(j)
-// point at rows of HD elements. p holds S scores, part blockDim.x partial sums.
-template <typename T, int HD, typename KF, typename VF>
-__device__ void attend(const float* q, int S, float* p, float* red, float* part, KF keys, VF values, T* o) {
+// Softmax attention of one query row over S <= CAP keys, for one (batch, head) of the
+// block: query(d) gives its elements, keys(j) and values(j) point at rows of HD elements.
+template <typename T, int HD, int CAP, typename QF, typename KF, typename VF>
+__device__ void attend(int S, QF query, KF keys, VF values, T* o) {
   constexpr int V = 16 / sizeof(T);
+  __shared__ float q[HD];
+  __shared__ float p[CAP];  // the scores
+  __shared__ float red[32];
+  __shared__ float part[1024];  // per-thread partial outputs
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) q[d] = rsqrtf(float(HD)) * query(d);
+  __syncthreads();
   for (int j = threadIdx.x; j < S; j += blockDim.x) {
     const uint4* k4 = reinterpret_cast<const uint4*>(keys(j));
     float s = 0.f;
@@ -187,16 +193,11 @@ __device__ void attend(const float* q, int S, float* p, float* red, float* part,
 template <typename T, int B, int H, int HD, int CTX>
 __device__ void self_attention(const T* qkv, const T* kc, const T* vc, int t, T* o, T* kc2, T* vc2) {
   constexpr int D = H * HD, V = 16 / sizeof(T);
-  __shared__ float q[HD];
-  __shared__ float p[CTX];
-  __shared__ float red[32];
-  __shared__ float part[1024];
   for (int bh = blockIdx.x; bh < B * H; bh += gridDim.x) {
     const int b = bh / H, h = bh % H;
     const T* row = qkv + size_t(b) * 3 * D;
     const T *knew = row + D + h * HD, *vnew = row + 2 * D + h * HD;
     const size_t base = size_t(bh) * CTX * HD;
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) q[d] = rsqrtf(float(HD)) * ld(row + h * HD + d);
     const uint4 *ks = reinterpret_cast<const uint4*>(kc + base), *vs = reinterpret_cast<const uint4*>(vc + base);
     uint4 *kd = reinterpret_cast<uint4*>(kc2 + base), *vd = reinterpret_cast<uint4*>(vc2 + base);
     for (int i = threadIdx.x; i < t * HD / V; i += blockDim.x) {
@@ -207,8 +208,7 @@ __device__ void self_attention(const T* qkv, const T* kc, const T* vc, int t, T*
       kc2[base + size_t(t) * HD + d] = static_cast<T>(ld(knew + d));
       vc2[base + size_t(t) * HD + d] = static_cast<T>(ld(vnew + d));
     }
-    __syncthreads();
-    attend<T, HD>(q, t + 1, p, red, part,
+    attend<T, HD, CTX>(t + 1, [&](int d) { return ld(row + h * HD + d); },
         [&](int j) { return j < t ? kc + base + size_t(j) * HD : knew; },
         [&](int j) { return j < t ? vc + base + size_t(j) * HD : vnew; },
         o + size_t(b) * D + h * HD);
@@ -219,16 +219,10 @@ __device__ void self_attention(const T* qkv, const T* kc, const T* vc, int t, T*
 template <typename T, int B, int H, int HD, int S>
 __device__ void cross_attention(const T* qin, const T* ck, const T* cv, T* o) {
   constexpr int D = H * HD;
-  __shared__ float q[HD];
-  __shared__ float p[S];
-  __shared__ float red[32];
-  __shared__ float part[1024];
   for (int bh = blockIdx.x; bh < B * H; bh += gridDim.x) {
     const int b = bh / H, h = bh % H;
     const size_t base = size_t(bh) * S * HD;
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) q[d] = rsqrtf(float(HD)) * ld(qin + size_t(b) * D + h * HD + d);
-    __syncthreads();
-    attend<T, HD>(q, S, p, red, part,
+    attend<T, HD, S>(S, [&](int d) { return ld(qin + size_t(b) * D + h * HD + d); },
         [&](int j) { return ck + base + size_t(j) * HD; },
         [&](int j) { return cv + base + size_t(j) * HD; },
         o + size_t(b) * D + h * HD);
@@ -322,7 +316,7 @@ __device__ void filter_pick(const float* z, const float* suppress, const Tok* to
     last_ts = tok_row[L - 1] >= TS;
     if (L - SAMPLE_BEGIN >= 2) penult_ts = tok_row[L - 2] >= TS;
   }
-  float best = -kInf, sum = 0.f;
+  float best = -kInf, top = -kInf, sum = 0.f;  // top: lse_merge's maximum, the same as best
   int arg = 0x7fffffff;
   for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
     float l = ld(z + v) + suppress[v];
@@ -331,12 +325,10 @@ __device__ void filter_pick(const float* z, const float* suppress, const Tok* to
           (text_banned && v < TS))
         l = -kInf;
     }
-    const float before = best;
     arg_better(best, arg, l, v);
-    if (best != before) sum = (before == -kInf ? 0.f : sum * expf(before - best)) + 1.f;
-    else if (l != -kInf) sum += expf(l - best);
+    lse_merge(top, sum, l, 1.f);
   }
-  float m = best;
+  const float m = best;
   block_argmax(best, arg, red, redi);
   sum = block_sum(m == -kInf ? 0.f : sum * expf(m - best), red);
   if (threadIdx.x == 0) {
@@ -348,14 +340,12 @@ __device__ void filter_pick(const float* z, const float* suppress, const Tok* to
 template <int EOT, typename Tok>
 __device__ bool greedy_finish(const Tok* tok_row, int L, const float* picks, int n, const float* sum_in, Tok* out_row,
                               float* sum_out) {
-  float best = -kInf, s = 0.f;
+  float best = -kInf, top = -kInf, s = 0.f;
   int arg = 0x7fffffff;
   for (int i = 0; i < n; ++i) {
     const float b = ldv(picks + 3 * i), si = ldv(picks + 3 * i + 2);
-    const int a = __float_as_int(ldv(picks + 3 * i + 1));
-    if (b > best) s = (best == -kInf ? 0.f : s * expf(best - b)) + si;
-    else if (b != -kInf) s += si * expf(b - best);
-    arg_better(best, arg, b, a);
+    lse_merge(top, s, b, si);
+    arg_better(best, arg, b, __float_as_int(ldv(picks + 3 * i + 1)));
   }
   const Tok last = tok_row[L - 1];
   const Tok next = last == EOT ? static_cast<Tok>(EOT) : static_cast<Tok>(arg);
