@@ -15,7 +15,7 @@ import mlx.nn as nn
 from mlx_whisper.decoding import ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference
 from mlx_whisper.whisper import TextDecoder, Whisper
 
-from .kernels.cuda_step import cuda_step
+from .kernels.cuda_step import cuda_step, prompt_logits
 from .kernels.layers import KVCache, WhisperAttention, _op
 
 
@@ -162,6 +162,8 @@ class StaticCacheTask(DecodingTask):
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
         # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
         # Sampling (temperature > 0) checks every step: extra steps would draw random numbers.
+        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~45 µs and the
+        # GPU ~190 µs, so while the host waits there is always a step queued behind.
         self.eot_check = 4 if mx.default_device() == mx.gpu and options.temperature == 0 else 1
         self.inference = StaticInference(model)
         self.logit_filters = [
@@ -172,8 +174,10 @@ class StaticCacheTask(DecodingTask):
 
     def _main_loop(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper 0.4.3's _main_loop, the same steps and results, but for when
-        `completed` is read. The next step is always queued before the host waits."""
+        `completed` is read. The next step is always queued before the host waits. Where
+        the CUDA kernel applies (kernels/cuda_step.py) it runs every token, the prompt's too."""
         sum_logprobs = mx.zeros(tokens.shape[0])
+        cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
 
         def step(inputs, tokens, sum_logprobs):
             pre_logits = self.inference.logits(inputs, audio_features)
@@ -182,25 +186,27 @@ class StaticCacheTask(DecodingTask):
                 logits = logit_filter.apply(logits, tokens)
             return (*self.decoder.update(tokens, logits, sum_logprobs), pre_logits)
 
-        tokens, completed, sum_logprobs, pre_logits = step(tokens, tokens, sum_logprobs)
+        if cuda is not None and tokens.shape[1] <= cuda.MAX_PROMPT:
+            tokens, completed, sum_logprobs, pre_logits = cuda.prompt(tokens, audio_features)
+        else:
+            tokens, completed, sum_logprobs, pre_logits = step(tokens, tokens, sum_logprobs)
+            if cuda is not None:
+                cuda.resume(self.inference.kv_cache, tokens.shape[0])
         if self.tokenizer.no_speech is not None:
             no_speech_probs = mx.softmax(pre_logits[:, self.sot_index], axis=-1)[:, self.tokenizer.no_speech]
         else:
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
-        cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
-        if cuda is not None:  # its kernels read the window's cross K/V row-contiguous
-            cache = self.inference.kv_cache
-            cache[:] = [(kv, tuple(mx.contiguous(a) for a in cross)) for kv, cross in cache]
+        eot_check = 1 if cuda is not None else self.eot_check
         for i in range(1, self.sample_len):
             if tokens.shape[-1] > self.n_ctx:
                 break
             if cuda is not None:
-                queued = cuda(tokens, sum_logprobs, self.inference.kv_cache)
+                queued = cuda(tokens, sum_logprobs)
             else:
                 queued = step(tokens[:, -1:], tokens, sum_logprobs)[:3]
             mx.async_eval(*queued)
-            if i % self.eot_check == 0 and completed:
+            if i % eot_check == 0 and completed:
                 break
             tokens, completed, sum_logprobs = queued
         return tokens, sum_logprobs, no_speech_probs
@@ -218,6 +224,11 @@ def decode(model: Whisper, mel: mx.array, options: DecodingOptions = DecodingOpt
 
 
 class FastWhisper(Whisper):
-    """A rewritten Whisper whose `decode` uses static KV caches."""
+    """A rewritten Whisper whose `decode` uses static KV caches, and whose `logits` for a
+    short prompt (language detection's) run on the CUDA kernel where it applies."""
 
     decode = decode
+
+    def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
+        out = prompt_logits(self, tokens, audio_features)
+        return super().logits(tokens, audio_features) if out is None else out

@@ -1,8 +1,11 @@
-// One Whisper decoder step for a single new token, in a few CUDA kernels (cuda_step.py).
+// One Whisper decoder step in one CUDA launch (cuda_step.py): the new token through every
+// layer, the logits, mlx-whisper's logit filters and its greedy update.
 //
-// MLX launches a kernel per primitive and pays 4-17 us of host time for each; a stock
-// step is ~350 of them while its math takes ~20 us on an H100. These kernels do the same
-// math in 8 launches a layer: the weight rows are read once per step, whole rows per warp.
+// Why one launch: MLX pays ~8 us of host time per graph node and a step of the module graph
+// is ~230 nodes, while the step's math is ~20 us on an H100. Here the step's phases meet at
+// grid-wide barriers instead of launch boundaries, and every phase spreads its work over the
+// whole grid (one block per SM, all resident): matrix rows over all warps, attention over
+// (head, chunk of keys) pairs merged flash-decoding style by the phase after.
 //
 // Numerics follow MLX's fp16 graph: statistics and dot products accumulate in fp32, and
 // every value that is a tensor there (norm output, matmul output, residual sum) is rounded
@@ -13,6 +16,7 @@
 namespace wf {
 
 constexpr float kInf = cuda::std::numeric_limits<float>::infinity();
+enum { kThreads = 512 };
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -43,16 +47,11 @@ __device__ float block_max(float v, float* red) {
   return warp_max(lane < nw ? red[lane] : -kInf);
 }
 
-// Activations are read with ld.global.cg (L2, not the SM's L1): in the one-launch step other
-// blocks wrote them after this block may have cached an older value.
+// Activations are read with ld.global.cg (L2, not the SM's L1): other blocks wrote them
+// after this block may have cached an older value. Weights are read-only: plain loads.
 template <typename T>
 __device__ __forceinline__ float ld(const T* p) {
   return static_cast<float>(__ldcg(p));
-}
-
-// Block partials (shared memory, or global memory other blocks wrote): volatile, past L1.
-__device__ __forceinline__ float ldv(const float* p) {
-  return *reinterpret_cast<const volatile float*>(p);
 }
 
 template <typename T>
@@ -60,101 +59,96 @@ __device__ __forceinline__ float round_to(float x) {
   return static_cast<float>(static_cast<T>(x));
 }
 
-// sum_k xs[k] * w[k] over one weight row, 16-byte loads spread over the warp's lanes.
-template <typename T, int K>
-__device__ __forceinline__ float dot_row(const T* w, const float* xs, int lane) {
+// acc[b] = sum_k xs[b, k] * w[k] over one weight row, 16-byte loads spread over the warp's
+// lanes (two in flight per lane and row: registers stay under 128 a thread at kThreads).
+template <typename T, int B, int K>
+__device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
   constexpr int V = 16 / sizeof(T);
   static_assert(K % V == 0, "rows must be whole 16-byte vectors");
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
-  float acc = 0.f;
+#pragma unroll
+  for (int b = 0; b < B; ++b) acc[b] = 0.f;
+#pragma unroll 2
   for (int i = lane; i < K / V; i += 32) {
     uint4 raw = w4[i];
     const T* wv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-    for (int j = 0; j < V; ++j) acc += static_cast<float>(wv[j]) * xs[i * V + j];
+    for (int j = 0; j < V; ++j)
+#pragma unroll
+      for (int b = 0; b < B; ++b) acc[b] += static_cast<float>(wv[j]) * xs[b * K + i * V + j];
   }
-  return acc;
 }
 
-// y[b, n] = f(x[b]) . w[n] + bias[n] for B rows of x (B, K) and w (N, K): R rows of w per
-// warp per turn (loads in flight), reused across the batch. f is LayerNorm (eps 1e-5, as
-// Whisper's) when LN; GELU (erf form, nn.gelu) follows when GELU; res[b, n] is added when RES.
-template <typename T, typename O, int B, int K, int N, bool LN, bool BIAS, bool GELU, bool RES>
-__device__ void gemv(const T* x, const T* g, const T* beta, const T* w, const T* bias, const T* res, O* y) {
+// Rows [n0, n1) of w (N, K) against the B rows of xs (B, K) in shared memory: `warp` of
+// `warps` taking part, R rows per warp per turn (their loads in flight together). Calls
+// emit(n, b, w[n] . xs[b], pre(n, b)) once per row and batch row, in lane n % R of the row's
+// warp; pre (a bias, a residual: a float2) is loaded before the row, so its latency hides.
+template <typename T, int B, int K, typename P, typename F>
+__device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
   constexpr int R = 4;
-  __shared__ float xs[B * K];
-  __shared__ float red[32];
-  for (int i = threadIdx.x; i < B * K; i += blockDim.x) xs[i] = ld(x + i);
-  __syncthreads();
-  if constexpr (LN) {
-    // mx.fast.layer_norm: fp32 mean and variance, output rounded to T
-    for (int b = 0; b < B; ++b) {
-      float* r = xs + b * K;
-      float s = 0.f;
-      for (int k = threadIdx.x; k < K; k += blockDim.x) s += r[k];
-      const float mean = block_sum(s, red) / K;
-      float q = 0.f;
-      for (int k = threadIdx.x; k < K; k += blockDim.x) q += (r[k] - mean) * (r[k] - mean);
-      const float rstd = rsqrtf(block_sum(q, red) / K + 1e-5f);
-      for (int k = threadIdx.x; k < K; k += blockDim.x)
-        r[k] = round_to<T>((r[k] - mean) * rstd * static_cast<float>(g[k]) + static_cast<float>(beta[k]));
-    }
-    __syncthreads();
-  }
   const int lane = threadIdx.x & 31;
-  const int warps = (gridDim.x * blockDim.x) >> 5;
-  for (int n0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * R; n0 < N; n0 += warps * R) {
+  for (int n = n0 + warp * R; n < n1; n += warps * R) {
+    float2 e[B];
+    if (lane < R && n + lane < n1) {
+#pragma unroll
+      for (int b = 0; b < B; ++b) e[b] = pre(n + lane, b);
+    }
     float acc[R][B];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int n = min(n0 + r, N - 1);  // past the end: recompute the last row, never stored
-#pragma unroll
-      for (int b = 0; b < B; ++b) acc[r][b] = dot_row<T, K>(w + size_t(n) * K, xs + b * K, lane);
-    }
+    for (int r = 0; r < R; ++r)  // past the end: recompute the last row, never emitted
+      dot_row<T, B, K>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
       for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
     }
-    if (lane < R && n0 + lane < N) {
-      const int n = n0 + lane;
+    if (lane < R && n + lane < n1) {
 #pragma unroll
       for (int b = 0; b < B; ++b) {
         float a = acc[0][b];
 #pragma unroll
         for (int r = 1; r < R; ++r) a = lane == r ? acc[r][b] : a;
-        float v = round_to<T>(a + (BIAS ? static_cast<float>(bias[n]) : 0.f));
-        if constexpr (GELU) v = round_to<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
-        if constexpr (RES) v = round_to<T>(ld(res + b * N + n) + v);
-        y[b * N + n] = static_cast<O>(v);
+        emit(n + lane, b, a, e[b]);
       }
     }
   }
 }
 
-// x[b] = token_embedding[tokens[b, L-1]] + positional_embedding[L-1]
-template <typename T, int B, int D, typename Tok>
-__device__ void embed(const Tok* tokens, int L, const T* emb, const T* pos, T* x) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < B * D; i += gridDim.x * blockDim.x) {
-    const int b = i / D, d = i % D;
-    const size_t tok = static_cast<size_t>(tokens[b * L + L - 1]);
-    x[i] = static_cast<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(L - 1) * D + d]));
-  }
+// xs (B, K) <- src (B, K); the caller syncs.
+template <typename T, int N>
+__device__ void load(const T* src, float* xs) {
+  for (int i = threadIdx.x; i < N; i += blockDim.x) xs[i] = ld(src + i);
 }
 
-// Softmax attention of one query row over S <= CAP keys, for one (batch, head) of the
-// block: query(d) gives its elements, keys(j) and values(j) point at rows of HD elements.
-template <typename T, int HD, int CAP, typename QF, typename KF, typename VF>
-__device__ void attend(int S, QF query, KF keys, VF values, T* o) {
-  constexpr int V = 16 / sizeof(T);
-  __shared__ float q[HD];
-  __shared__ float p[CAP];  // the scores
-  __shared__ float red[32];
-  __shared__ float part[1024];  // per-thread partial outputs
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) q[d] = rsqrtf(float(HD)) * query(d);
+// mx.fast.layer_norm of each of the B rows of xs (eps 1e-5, as Whisper's): fp32 mean and
+// variance, output rounded to T.
+template <typename T, int B, int K>
+__device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
   __syncthreads();
-  for (int j = threadIdx.x; j < S; j += blockDim.x) {
-    const uint4* k4 = reinterpret_cast<const uint4*>(keys(j));
+  for (int b = 0; b < B; ++b) {
+    float* r = xs + b * K;
+    float s = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) s += r[k];
+    const float mean = block_sum(s, red) / K;
+    float q = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) q += (r[k] - mean) * (r[k] - mean);
+    const float rstd = rsqrtf(block_sum(q, red) / K + 1e-5f);
+    for (int k = threadIdx.x; k < K; k += blockDim.x)
+      r[k] = round_to<T>((r[k] - mean) * rstd * static_cast<float>(g[k]) + static_cast<float>(beta[k]));
+  }
+  __syncthreads();
+}
+
+// ---- attention ------------------------------------------------------------------------
+// A (head, chunk of keys) pair gives a flash-decoding partial: out = (m, l, acc[HD]) with m
+// the chunk's maximum score, l = sum_j exp(s_j - m), acc = sum_j exp(s_j - m) v_j, for q
+// (HD floats in shared memory, already scaled). key(j) and value(j) point at rows of HD.
+template <typename T, int HD, typename KF, typename VF>
+__device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, float* p, float* part, float* red,
+                            float* out) {
+  constexpr int V = 16 / sizeof(T);
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    const uint4* k4 = reinterpret_cast<const uint4*>(key(j));
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < HD / V; ++i) {
@@ -163,13 +157,13 @@ __device__ void attend(int S, QF query, KF keys, VF values, T* o) {
 #pragma unroll
       for (int e = 0; e < V; ++e) s += q[i * V + e] * static_cast<float>(kv[e]);
     }
-    p[j] = s;
+    p[j - j0] = s;
   }
   float m = -kInf;
-  for (int j = threadIdx.x; j < S; j += blockDim.x) m = fmaxf(m, p[j]);
+  for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) m = fmaxf(m, p[j]);  // this thread's own writes
   m = block_max(m, red);
   float l = 0.f;
-  for (int j = threadIdx.x; j < S; j += blockDim.x) {
+  for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) {
     p[j] = expf(p[j] - m);
     l += p[j];
   }
@@ -177,219 +171,179 @@ __device__ void attend(int S, QF query, KF keys, VF values, T* o) {
   const int d = threadIdx.x % HD, grp = threadIdx.x / HD, groups = blockDim.x / HD;
   float acc = 0.f;
 #pragma unroll 4
-  for (int j = grp; j < S; j += groups) acc += p[j] * ld(values(j) + d);
+  for (int j = j0 + grp; j < j1; j += groups) acc += p[j - j0] * ld(value(j) + d);
   part[threadIdx.x] = acc;
   __syncthreads();
   if (grp == 0) {
     for (int r = 1; r < groups; ++r) acc += part[r * HD + d];
-    o[d] = static_cast<T>(acc / l);
+    out[2 + d] = acc;
   }
-  __syncthreads();  // p, part and red are reused by the block's next (batch, head)
+  if (threadIdx.x == 0) out[0] = m, out[1] = l;
+  __syncthreads();  // p, part and red are reused by the block's next partial
 }
 
-// Self-attention for the new token at position t: qkv (B, 3D) holds its q|k|v; the cache
-// (B, H, CTX, HD) holds positions < t. Writes the cache with row t added to kc2/vc2 (a
-// fresh buffer each step: MLX arrays are values, so rows < t are copied over).
-template <typename T, int B, int H, int HD, int CTX>
-__device__ void self_attention(const T* qkv, const T* kc, const T* vc, int t, T* o, T* kc2, T* vc2) {
-  constexpr int D = H * HD, V = 16 / sizeof(T);
-  for (int bh = blockIdx.x; bh < B * H; bh += gridDim.x) {
-    const int b = bh / H, h = bh % H;
-    const T* row = qkv + size_t(b) * 3 * D;
-    const T *knew = row + D + h * HD, *vnew = row + 2 * D + h * HD;
-    const size_t base = size_t(bh) * CTX * HD;
-    const uint4 *ks = reinterpret_cast<const uint4*>(kc + base), *vs = reinterpret_cast<const uint4*>(vc + base);
-    uint4 *kd = reinterpret_cast<uint4*>(kc2 + base), *vd = reinterpret_cast<uint4*>(vc2 + base);
-    for (int i = threadIdx.x; i < t * HD / V; i += blockDim.x) {
-      kd[i] = ks[i];
-      vd[i] = vs[i];
+// xs (B, H*HD) <- the attention outputs, rounded to T, from C partials per (b, h):
+// att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order.
+template <typename T, int B, int H, int HD>
+__device__ void merge_heads(const float* att, int C, float* xs) {
+  for (int i = threadIdx.x; i < B * H * HD; i += blockDim.x) {
+    const int b = i / (H * HD), h = i / HD % H, e = i % HD;
+    float m = -kInf, l = 0.f, acc = 0.f;
+#pragma unroll 8
+    for (int c = 0; c < C; ++c) {  // unrolled: the chunks' loads in flight together
+      const float* a = att + (size_t(h * C + c) * B + b) * (HD + 2);
+      const float mc = ld(a);
+      if (mc == -kInf) continue;  // an empty chunk
+      const float mm = fmaxf(m, mc), f = expf(m - mm), g = expf(mc - mm);  // exp(-inf) = 0
+      l = l * f + ld(a + 1) * g;
+      acc = acc * f + ld(a + 2 + e) * g;
+      m = mm;
     }
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-      kc2[base + size_t(t) * HD + d] = static_cast<T>(ld(knew + d));
-      vc2[base + size_t(t) * HD + d] = static_cast<T>(ld(vnew + d));
+    xs[i] = round_to<T>(acc / l);
+  }
+}
+
+// ---- mlx-whisper's logit filters and greedy update --------------------------------------
+// (max, sum of exp(x - max), first index of the max) over a set of logits: the softmax
+// statistics and mx.argmax's pick in one pass. -inf entries carry no mass.
+struct Pick {
+  float m, s;
+  int i;
+  __device__ void add(float m2, float s2, int i2) {
+    if (m2 > m) {
+      s = (m == -kInf ? 0.f : s * expf(m - m2)) + s2;
+      m = m2, i = i2;
+    } else {
+      if (m2 != -kInf) s += s2 * expf(m2 - m);
+      if (m2 == m && i2 < i) i = i2;
     }
-    attend<T, HD, CTX>(t + 1, [&](int d) { return ld(row + h * HD + d); },
-        [&](int j) { return j < t ? kc + base + size_t(j) * HD : knew; },
-        [&](int j) { return j < t ? vc + base + size_t(j) * HD : vnew; },
-        o + size_t(b) * D + h * HD);
   }
+  __device__ float lse() const { return m + logf(s); }
+};
+
+__device__ __forceinline__ Pick no_pick() { return {-kInf, 0.f, 0x7fffffff}; }
+
+// SuppressTokens (an additive mask; SuppressBlank's too at the first sample), then
+// ApplyTimestampRules (when RULES), then GreedyDecoder.update at temperature 0, for one row,
+// in one pass:
+// whether the rules ban text depends on the softmax of the whole row, so the pass keeps the
+// pick with text (`keep`) and without (`late`), and `finish` chooses once it is known.
+enum { kAll, kText, kTs, kKeep, kLate, kPicks };
+
+// The row's timestamp history: the first sample (no token sampled yet) must be a timestamp
+// up to TS + MAX_INIT; after a lone timestamp no text may follow; after a pair, no
+// timestamp.
+struct History {
+  bool first, last_ts, penult_ts;
+};
+
+template <int TS, int SAMPLE_BEGIN, typename Tok>
+__device__ __forceinline__ History timestamp_history(const Tok* row, int L) {
+  return {L == SAMPLE_BEGIN, L > SAMPLE_BEGIN && row[L - 1] >= TS, L - SAMPLE_BEGIN < 2 || row[L - 2] >= TS};
 }
 
-// Cross-attention of q (B, D) over the window's K/V, each (B, H, S, HD), row-contiguous.
-template <typename T, int B, int H, int HD, int S>
-__device__ void cross_attention(const T* qin, const T* ck, const T* cv, T* o) {
-  constexpr int D = H * HD;
-  for (int bh = blockIdx.x; bh < B * H; bh += gridDim.x) {
-    const int b = bh / H, h = bh % H;
-    const size_t base = size_t(bh) * S * HD;
-    attend<T, HD, S>(S, [&](int d) { return ld(qin + size_t(b) * D + h * HD + d); },
-        [&](int j) { return ck + base + size_t(j) * HD; },
-        [&](int j) { return cv + base + size_t(j) * HD; },
-        o + size_t(b) * D + h * HD);
-  }
+template <int TS, int EOT, int NO_TS, int MAX_INIT, bool RULES>
+__device__ __forceinline__ void filter_add(Pick* f, int v, float l, History r) {
+  f[kAll].add(l, 1.f, v);
+  f[v < TS ? kText : kTs].add(l, 1.f, v);
+  if (RULES && (v == NO_TS || (r.first && (v < TS || v > TS + MAX_INIT)) ||
+                (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT)))
+    l = -kInf;
+  f[kKeep].add(l, 1.f, v);
+  if (v >= TS) f[kLate].add(l, 1.f, v);
 }
 
-// ---- mlx-whisper's logit filters and greedy update, over vocabulary slices ----------------
-// For a step after the first: SuppressTokens (`suppress`, its additive mask), then
-// ApplyTimestampRules when RULES, then GreedyDecoder.update at temperature 0. Pass 1 takes
-// per-slice statistics of the suppressed logits, pass 2 the filtered argmax and exp-sum;
-// `finish` merges the slices. One block does every slice, or the grid splits them.
-
-// Online (max, sum of exp(x - max)) pairs, merged; -inf maxima carry no mass.
-__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
-  if (m2 == -kInf) return;
-  if (m2 > m) {
-    s = (m == -kInf ? 0.f : s * expf(m - m2)) + s2;
-    m = m2;
-  } else {
-    s += s2 * expf(m2 - m);
-  }
+__device__ __forceinline__ Pick shfl(const Pick& p, int o) {
+  return {__shfl_xor_sync(0xffffffffu, p.m, o), __shfl_xor_sync(0xffffffffu, p.s, o),
+          __shfl_xor_sync(0xffffffffu, p.i, o)};
 }
 
-__device__ void block_lse(float& m, float& s, float* red) {
-  const float mb = block_max(m, red);
-  s = block_sum(m == -kInf ? 0.f : s * expf(m - mb), red);
-  m = mb;
-}
-
-// (value, index) maximum with the lowest index on ties, as mx.argmax picks.
-__device__ __forceinline__ void arg_better(float& v, int& i, float v2, int i2) {
-  if (v2 > v || (v2 == v && i2 < i)) {
-    v = v2;
-    i = i2;
-  }
-}
-
-__device__ void block_argmax(float& v, int& i, float* red, int* redi) {
+// Merges every thread's f[0..kPicks) over the block; thread 0 gets the result. `sh` is
+// 32 * kPicks Picks of shared scratch.
+__device__ void block_merge(Pick* f, Pick* sh) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-  __syncthreads();
-  if (lane == 0) {
-    red[w] = v;
-    redi[w] = i;
-  }
-  __syncthreads();
-  v = lane < nw ? red[lane] : -kInf;
-  i = lane < nw ? redi[lane] : 0x7fffffff;
-  for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
-}
-
-// Pass 1 over z[v0, v1) (one row): writes (max, sum) over all tokens, the text maximum and
-// (max, sum) over timestamps to out[0..4].
-template <int TS>
-__device__ void filter_stats(const float* z, const float* suppress, int v0, int v1, float* out) {
-  __shared__ float red[32];
-  float m = -kInf, s = 0.f, mt = -kInf, mts = -kInf, sts = 0.f;
-  for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
-    const float l = ld(z + v) + suppress[v];
-    lse_merge(m, s, l, 1.f);
-    if (v < TS) mt = fmaxf(mt, l);
-    else lse_merge(mts, sts, l, 1.f);
-  }
-  block_lse(m, s, red);
-  mt = block_max(mt, red);
-  block_lse(mts, sts, red);
-  if (threadIdx.x == 0) {
-    out[0] = m, out[1] = s, out[2] = mt, out[3] = mts, out[4] = sts;
-  }
-}
-
-// Pass 2 over z[v0, v1): with the merged pass-1 statistics of n parts, applies the timestamp
-// rules and writes (max, first argmax, sum of exp(x - max)) of the filtered logits to out.
-template <int TS, int EOT, int NO_TS, int SAMPLE_BEGIN, bool RULES, typename Tok>
-__device__ void filter_pick(const float* z, const float* suppress, const Tok* tok_row, int L, const float* stats, int n,
-                            int v0, int v1, float* out) {
-  __shared__ float red[32];
-  __shared__ int redi[32];
-  bool text_banned = false, last_ts = false, penult_ts = true;
-  if constexpr (RULES) {
-    float m = -kInf, s = 0.f, mt = -kInf, mts = -kInf, sts = 0.f;
-    for (int i = 0; i < n; ++i) {
-      lse_merge(m, s, ldv(stats + 5 * i), ldv(stats + 5 * i + 1));
-      mt = fmaxf(mt, ldv(stats + 5 * i + 2));
-      lse_merge(mts, sts, ldv(stats + 5 * i + 3), ldv(stats + 5 * i + 4));
+  for (int o = 16; o > 0; o >>= 1)
+    for (int k = 0; k < kPicks; ++k) {
+      const Pick p = shfl(f[k], o);
+      f[k].add(p.m, p.s, p.i);
     }
-    // ApplyTimestampRules: logsumexp of the timestamp logprobs against the best text logprob
-    const float lse = m + logf(s);
-    const float ts_logprob = mts == -kInf ? -kInf : (mts - lse) + logf(sts);
-    text_banned = ts_logprob > mt - lse;
-    last_ts = tok_row[L - 1] >= TS;
-    if (L - SAMPLE_BEGIN >= 2) penult_ts = tok_row[L - 2] >= TS;
-  }
-  float best = -kInf, top = -kInf, sum = 0.f;  // top: lse_merge's maximum, the same as best
-  int arg = 0x7fffffff;
-  for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
-    float l = ld(z + v) + suppress[v];
-    if constexpr (RULES) {
-      if (v == NO_TS || (last_ts && penult_ts && v >= TS) || (last_ts && !penult_ts && v < EOT) ||
-          (text_banned && v < TS))
-        l = -kInf;
-    }
-    arg_better(best, arg, l, v);
-    lse_merge(top, sum, l, 1.f);
-  }
-  const float m = best;
-  block_argmax(best, arg, red, redi);
-  sum = block_sum(m == -kInf ? 0.f : sum * expf(m - best), red);
-  if (threadIdx.x == 0) {
-    out[0] = best, out[1] = __int_as_float(arg), out[2] = sum;
+  __syncthreads();
+  if (lane == 0)
+    for (int k = 0; k < kPicks; ++k) sh[w * kPicks + k] = f[k];
+  __syncthreads();
+  if (w == 0) {
+    for (int k = 0; k < kPicks; ++k) f[k] = lane < nw ? sh[lane * kPicks + k] : no_pick();
+    for (int o = 16; o > 0; o >>= 1)
+      for (int k = 0; k < kPicks; ++k) {
+        const Pick p = shfl(f[k], o);
+        f[k].add(p.m, p.s, p.i);
+      }
   }
 }
 
-// Merges n pass-2 parts for one row (thread 0 of one block): next token, logprob sum, row done.
-template <int EOT, typename Tok>
-__device__ bool greedy_finish(const Tok* tok_row, int L, const float* picks, int n, const float* sum_in, Tok* out_row,
-                              float* sum_out) {
-  float best = -kInf, top = -kInf, s = 0.f;
-  int arg = 0x7fffffff;
-  for (int i = 0; i < n; ++i) {
-    const float b = ldv(picks + 3 * i), si = ldv(picks + 3 * i + 2);
-    lse_merge(top, s, b, si);
-    arg_better(best, arg, b, __float_as_int(ldv(picks + 3 * i + 1)));
+// The row's next token, logprob sum and whether it is done, from its merged picks.
+template <int TS, int EOT, bool RULES, typename Tok>
+__device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, Tok* out_row, float* sum_out) {
+  bool text_banned = false;
+  if (RULES) {  // the timestamps' total logprob against the best text token's
+    const float lse = f[kAll].lse();
+    const float ts_logprob = f[kTs].m == -kInf ? -kInf : (f[kTs].m - lse) + logf(f[kTs].s);
+    text_banned = ts_logprob > f[kText].m - lse;
   }
+  const Pick& p = f[text_banned ? kLate : kKeep];
   const Tok last = tok_row[L - 1];
-  const Tok next = last == EOT ? static_cast<Tok>(EOT) : static_cast<Tok>(arg);
+  const Tok next = last == EOT ? static_cast<Tok>(EOT) : static_cast<Tok>(p.m == -kInf ? 0 : p.i);  // argmax of -infs: 0
   out_row[L] = next;
-  *sum_out = *sum_in + (best - (best + logf(s))) * static_cast<float>(last != EOT);
+  *sum_out = sum_in + (p.m - p.lse()) * static_cast<float>(last != EOT);
   return next == EOT;
 }
 
-// The filters + greedy update in one block, for B rows: tokens (B, L) -> tokens_out (B, L+1).
-template <int B, int NV, int TS, int EOT, int NO_TS, int SAMPLE_BEGIN, bool RULES, typename Tok>
+// The filters + update alone, in one block, for logits (B, NV): tokens (B, L) -> (B, L+1).
+template <int B, int NV, int TS, int EOT, int NO_TS, int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
 __device__ void greedy(const float* logits, const Tok* tokens, int L, const float* sum_in, const float* suppress,
                        Tok* tokens_out, float* sum_out, bool* completed) {
-  __shared__ float stats[5], pick[3];
+  __shared__ Pick sh[32 * kPicks];
   bool done = true;
   for (int b = 0; b < B; ++b) {
-    const float* z = logits + size_t(b) * NV;
-    filter_stats<TS>(z, suppress, 0, NV, stats);
-    __syncthreads();
-    filter_pick<TS, EOT, NO_TS, SAMPLE_BEGIN, RULES>(z, suppress, tokens + b * L, L, stats, 1, 0, NV, pick);
-    __syncthreads();
+    const History r = timestamp_history<TS, SAMPLE_BEGIN>(tokens + b * L, L);
+    Pick f[kPicks];
+    for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
+    for (int v = threadIdx.x; v < NV; v += blockDim.x)
+      filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f, v, logits[size_t(b) * NV + v] + suppress[v], r);
+    block_merge(f, sh);
     for (int i = threadIdx.x; i < L; i += blockDim.x) tokens_out[b * (L + 1) + i] = tokens[b * L + i];
     if (threadIdx.x == 0)
-      done = greedy_finish<EOT>(tokens + b * L, L, pick, 1, sum_in + b, tokens_out + b * (L + 1), sum_out + b) && done;
-    __syncthreads();
+      done = finish<TS, EOT, RULES>(f, tokens + b * L, L, sum_in[b], tokens_out + b * (L + 1), sum_out + b) && done;
   }
   if (threadIdx.x == 0) *completed = done;
 }
 
-// ---- the whole step in one launch ------------------------------------------------------
-// Every block arrives at each barrier once; `count` only grows (a launch passes
-// gridDim.x * BARRIERS), so launch k waits for k * BARRIERS * gridDim.x + its arrivals.
-// All blocks must be resident at once: the grid is sized to the GPU (cuda_step.py).
-__device__ void grid_sync(unsigned* count, unsigned& target) {
+// ---- the step ---------------------------------------------------------------------------
+__device__ __forceinline__ unsigned long long clock_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Every block arrives at each barrier once and `count` only grows: a launch starts at a
+// multiple of its ARRIVALS * gridDim.x and waits for that plus its own arrivals. All blocks
+// must be resident at once (cuda_step.py sizes the grid to the SMs); one that never arrives
+// traps after 2 s.
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long* stamp) {
   __syncthreads();
   target += gridDim.x;
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(count, 1u);
-    long spins = 0;
-    while (atomicAdd(count, 0u) < target) {
-      __nanosleep(32);
-      if (++spins > (1l << 26)) __trap();  // a block never arrived: fail instead of hanging
-    }
-    __threadfence();
+  if (threadIdx.x == 0) {  // CUTLASS's grid barrier: a release add after the block's barrier, acquire loads
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(count), "r"(1u) : "memory");
+    const unsigned long long t0 = clock_ns();
+    for (int spin = 1; load_acquire(count) < target; ++spin)
+      if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
+    if (blockIdx.x == 0) *stamp = clock_ns();
   }
   __syncthreads();
 }
@@ -405,51 +359,195 @@ struct LayerOffsets {
                           bfc2 = fc2 + 4 * D * D, size = bfc2 + D;
 };
 
-template <typename T, int D, int H, int NL, int CTX, int S, int NV, int TS, int EOT, int NO_TS, int SAMPLE_BEGIN,
-          bool RULES, typename Tok>
+// The float32 scratch a decode keeps across its launches, written in place: the barrier
+// counter at 0; from float 32, a uint64 %globaltimer stamp per barrier (block 0's view:
+// benchmarks/cuda_step_profile.py reads them); then the residual stream x (B, D) and the MLP
+// activation h (B, 4D) in T, the attention partials, and each block's filter picks.
+template <typename T, int B, int D, int H, int NL>
+struct Scratch {
+  static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
+  static constexpr size_t stamps = 32, x = stamps + 2 * (ARRIVALS + 1) + 4, h = x + B * D * sizeof(T) / 4 + 4,
+                          att = h + 4 * B * D * sizeof(T) / 4 + 4;
+  static __host__ __device__ size_t picks(int G) { return att + size_t(G + H) * B * (HD + 2); }
+  static __host__ __device__ size_t size(int G) { return picks(G) + size_t(G) * B * kPicks * 3; }
+};
+
+// tokens (B, L): the last token is new, the caches hold positions < t = L - 1. kc, vc (NL, B,
+// H, CTX, HD): the self-attention caches, row t written in place. ck, cv (NL, B, H, S, HD): the
+// window's cross K/V, in CC chunks per head (cuda_step.py). Out: tokens_out (B, L+1), sum_out (>= B), completed, logits (B, NV).
+template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
+          int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos, const T* lnf, const T* lw,
-                            const T* kc, const T* vc, const T* ck, const T* cv, const float* sum_in,
-                            const float* suppress, const unsigned* counter, Tok* tokens_out, float* sum_out,
-                            bool* completed, T* kc2, T* vc2, T* x, T* qkv, T* o, T* h, float* logits, float* part) {
+                            const T* kc_in, const T* vc_in, const T* ck, const T* cv, const float* sum_in,
+                            const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
+                            float* sum_out, bool* completed, float* logits) {
   using W = LayerOffsets<D>;
-  constexpr int HD = D / H, BARRIERS = 4 + 8 * NL;
-  constexpr size_t KV = size_t(H) * CTX * HD, CK = size_t(H) * S * HD;
-  unsigned* count = const_cast<unsigned*>(counter);  // a scratch counter that lives across steps
+  using Sc = Scratch<T, B, D, H, NL>;
+  constexpr int HD = D / H;
+  constexpr size_t KV = size_t(B) * H * CTX * HD, CK = size_t(B) * H * S * HD;
+  __shared__ float xs[B * 4 * D], q[B * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
+  __shared__ Pick sh[32 * kPicks];
+  __shared__ unsigned arrived;
+  constexpr int kWarps = kThreads / 32;
+  const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
+  if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
+  float* scratch = const_cast<float*>(scratch_in);  // persistent across launches, like the caches
+  unsigned* count = reinterpret_cast<unsigned*>(scratch);
+  unsigned long long* stamps = reinterpret_cast<unsigned long long*>(scratch + Sc::stamps);
+  T *x = reinterpret_cast<T*>(scratch + Sc::x), *h = reinterpret_cast<T*>(scratch + Sc::h);
+  T *kc = const_cast<T*>(kc_in), *vc = const_cast<T*>(vc_in);
+  float *att = scratch + Sc::att, *picks = scratch + Sc::picks(G);
   const int t = L - 1;
-  unsigned target = unsigned(t - SAMPLE_BEGIN) * BARRIERS * gridDim.x;  // launches before this one
-  embed<T, 1, D>(tokens, L, emb, pos, x);
-  grid_sync(count, target);
+  if (threadIdx.x == 0) {  // no block of this launch has passed its first barrier yet
+    arrived = load_acquire(count) / (Sc::ARRIVALS * G) * (Sc::ARRIVALS * G);
+    if (blockIdx.x == 0) stamps[0] = clock_ns();
+  }
+  __syncthreads();
+  unsigned target = arrived;  // the decode's earlier launches
+  unsigned long long* stamp = stamps + 1;
+  const float scale = rsqrtf(float(HD));
+  // chunks of keys per head: self-attention's >= 64 positions each, at most the grid's
+  const int cs = max(1, min(G / H, (t + 64) / 64)), cc = CC;
+  // pre: a weight row's bias, and the residual where the row adds to x
+  auto bias = [](const T* bv) { return [bv](int n, int) { return make_float2(static_cast<float>(bv[n]), 0.f); }; };
+  auto bias_x = [x](const T* bv) {
+    return [bv, x](int n, int b) { return make_float2(static_cast<float>(bv[n]), ld(x + b * D + n)); };
+  };
+  auto residual = [x](int n, int b, float a, float2 e) {
+    x[b * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
+  };
+
   for (int l = 0; l < NL; ++l) {
     const T* w = lw + l * W::size;
-    gemv<T, T, 1, D, 3 * D, true, true, false, false>(x, w + W::ln1, w + W::ln1 + D, w + W::qkv, w + W::bqkv, nullptr, qkv);
-    grid_sync(count, target);
-    self_attention<T, 1, H, HD, CTX>(qkv, kc + l * KV, vc + l * KV, t, o, kc2 + l * KV, vc2 + l * KV);
-    grid_sync(count, target);
-    gemv<T, T, 1, D, D, false, true, false, true>(o, nullptr, nullptr, w + W::out, w + W::bout, x, x);
-    grid_sync(count, target);
-    gemv<T, T, 1, D, D, true, true, false, false>(x, w + W::ln2, w + W::ln2 + D, w + W::cq, w + W::bcq, nullptr, qkv);
-    grid_sync(count, target);
-    cross_attention<T, 1, H, HD, S>(qkv, ck + l * CK, cv + l * CK, o);
-    grid_sync(count, target);
-    gemv<T, T, 1, D, D, false, true, false, true>(o, nullptr, nullptr, w + W::co, w + W::bco, x, x);
-    grid_sync(count, target);
-    gemv<T, T, 1, D, 4 * D, true, true, true, false>(x, w + W::ln3, w + W::ln3 + D, w + W::fc1, w + W::bfc1, nullptr, h);
-    grid_sync(count, target);
-    gemv<T, T, 1, 4 * D, D, false, true, false, true>(h, nullptr, nullptr, w + W::fc2, w + W::bfc2, x, x);
-    grid_sync(count, target);
+    T *kl = kc + l * KV, *vl = vc + l * KV;
+    // 1. LN, this head's q (and, in the block with position t, its k, v into the cache), then
+    //    self-attention over a chunk of positions <= t
+    if (blockIdx.x < H * cs) {
+      if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
+        for (int i = threadIdx.x; i < B * D; i += blockDim.x) {
+          const size_t tok = static_cast<size_t>(tokens[(i / D) * L + t]);
+          xs[i] = round_to<T>(static_cast<float>(emb[tok * D + i % D]) + static_cast<float>(pos[size_t(t) * D + i % D]));
+          if (blockIdx.x == 0) x[i] = static_cast<T>(xs[i]);
+        }
+      } else {
+        load<T, B * D>(x, xs);
+      }
+      layer_norm<T, B, D>(xs, w + W::ln1, w + W::ln1 + D, red);
+      for (int item = blockIdx.x; item < H * cs; item += G) {
+        const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
+        rows_dot<T, B, D>(w + W::qkv, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(w + W::bqkv),
+                          [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+        if (j1 == t + 1) {
+          for (int kv = 1; kv <= 2; ++kv) {
+            T* cache = kv == 1 ? kl : vl;
+            rows_dot<T, B, D>(w + W::qkv, xs, kv * D + hd * HD, kv * D + (hd + 1) * HD, warp, kWarps, bias(w + W::bqkv),
+                              [&](int n, int b, float a, float2 e) {
+                                cache[(size_t(b * H + hd) * CTX + t) * HD + n - kv * D - hd * HD] = static_cast<T>(a + e.x);
+                              });
+          }
+        }
+        __syncthreads();
+        for (int b = 0; b < B; ++b) {
+          const size_t base = size_t(b * H + hd) * CTX * HD;
+          attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kl + base + size_t(j) * HD; },
+                             [&](int j) { return vl + base + size_t(j) * HD; }, p, part, red,
+                             att + (size_t(item) * B + b) * (HD + 2));
+        }
+      }
+    }
+    grid_sync(count, target, stamp++);
+    // 2. x += out(attention) + bias
+    merge_heads<T, B, H, HD>(att, cs, xs);
+    __syncthreads();
+    rows_dot<T, B, D>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
+    grid_sync(count, target, stamp++);
+    // 3. LN, this head's cross q, cross-attention over a chunk of the window
+    if (blockIdx.x < H * cc) {
+      load<T, B * D>(x, xs);
+      layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+      for (int item = blockIdx.x; item < H * cc; item += G) {
+        const int hd = item / cc, c = item % cc;
+        rows_dot<T, B, D>(w + W::cq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(w + W::bcq),
+                          [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+        __syncthreads();
+        for (int b = 0; b < B; ++b) {
+          const T *kb = ck + l * CK + size_t(b * H + hd) * S * HD, *vb = cv + l * CK + size_t(b * H + hd) * S * HD;
+          attend_part<T, HD>(q + b * HD, c * S / cc, (c + 1) * S / cc, [&](int j) { return kb + size_t(j) * HD; },
+                             [&](int j) { return vb + size_t(j) * HD; }, p, part, red,
+                             att + (size_t(item) * B + b) * (HD + 2));
+        }
+      }
+    }
+    grid_sync(count, target, stamp++);
+    // 4. x += cross_out(attention) + bias
+    merge_heads<T, B, H, HD>(att, cc, xs);
+    __syncthreads();
+    rows_dot<T, B, D>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
+    grid_sync(count, target, stamp++);
+    // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu)
+    load<T, B * D>(x, xs);
+    layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
+    rows_dot<T, B, D>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1), [&](int n, int b, float a, float2 e) {
+      const float v = round_to<T>(a + e.x);
+      h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+    });
+    grid_sync(count, target, stamp++);
+    // 6. x += mlp2(h) + bias
+    load<T, B * 4 * D>(h, xs);
+    __syncthreads();
+    rows_dot<T, B, 4 * D>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
+    grid_sync(count, target, stamp++);
   }
-  gemv<T, float, 1, D, NV, true, false, false, false>(x, lnf, lnf + D, emb, emb, nullptr, logits);
-  grid_sync(count, target);
-  const int slice = (NV + gridDim.x - 1) / gridDim.x, v0 = blockIdx.x * slice, v1 = min(NV, v0 + slice);
-  filter_stats<TS>(logits, suppress, v0, v1, part + 5 * blockIdx.x);
-  grid_sync(count, target);
-  float* picks = part + 5 * gridDim.x;
-  filter_pick<TS, EOT, NO_TS, SAMPLE_BEGIN, RULES>(logits, suppress, tokens, L, part, gridDim.x, v0, v1,
-                                                   picks + 3 * blockIdx.x);
-  grid_sync(count, target);
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < L; i += gridDim.x * blockDim.x) tokens_out[i] = tokens[i];
-  if (blockIdx.x == 0 && threadIdx.x == 0)
-    *completed = greedy_finish<EOT>(tokens, L, picks, gridDim.x, sum_in, tokens_out, sum_out);
+  // logits = LN(x) @ token_embedding.T, in float32 as the decoder returns them, through the
+  // filters as they come out: each block merges its picks, the last block to arrive the grid's.
+  load<T, B * D>(x, xs);
+  layer_norm<T, B, D>(xs, lnf, lnf + D, red);
+  History r[B];
+  Pick f[B][kPicks];
+  for (int b = 0; b < B; ++b) {
+    r[b] = timestamp_history<TS, SAMPLE_BEGIN>(tokens + b * L, L);
+    for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
+  }
+  rows_dot<T, B, D>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+                    [&](int n, int b, float a, float2 e) {
+                      const float z = round_to<T>(a);
+                      logits[size_t(b) * NV + n] = z;
+                      filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f[b], n, z + e.x, r[b]);
+                    });
+  for (int b = 0; b < B; ++b) {
+    block_merge(f[b], sh);
+    if (threadIdx.x == 0)
+      for (int k = 0; k < kPicks; ++k) {
+        float* o = picks + ((size_t(blockIdx.x) * B + b) * kPicks + k) * 3;
+        o[0] = f[b][k].m, o[1] = f[b][k].s, o[2] = __int_as_float(f[b][k].i);
+      }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    arrived = atomicAdd(count, 1u);
+  }
+  __syncthreads();
+  if (arrived != target + G - 1) return;  // not the last block
+  __threadfence();
+  bool done = true;
+  for (int b = 0; b < B; ++b) {
+    Pick g[kPicks];
+    for (int k = 0; k < kPicks; ++k) g[k] = no_pick();
+    for (int i = threadIdx.x; i < G; i += blockDim.x)
+      for (int k = 0; k < kPicks; ++k) {
+        const float* o = picks + ((size_t(i) * B + b) * kPicks + k) * 3;
+        g[k].add(ld(o), ld(o + 1), __float_as_int(ld(o + 2)));
+      }
+    block_merge(g, sh);
+    for (int i = threadIdx.x; i < L; i += blockDim.x) tokens_out[b * (L + 1) + i] = tokens[b * L + i];
+    if (threadIdx.x == 0)
+      done = finish<TS, EOT, RULES>(g, tokens + b * L, L, sum_in[b], tokens_out + b * (L + 1), sum_out + b) && done;
+  }
+  if (threadIdx.x == 0) {
+    *completed = done;
+    *stamp = clock_ns();
+  }
 }
 
 }  // namespace wf
