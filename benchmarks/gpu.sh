@@ -26,18 +26,6 @@ ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting i
   ;;
 esac
 case "${1:-all}" in
-step)  # the one-launch CUDA decode step: its tests, where its time goes, and the bench against the flat step
-  $py -m pytest -q -x -p no:cacheprovider tests/test_cuda_step.py ${CUDA_TESTS_K:+-k "$CUDA_TESTS_K"} 2>&1 | tee "$out/cuda_tests.txt" | tail -30
-  for m in tiny.en base; do
-    $py benchmarks/cuda_step_profile.py $m float16 > "$out/profile-$m.json" && cat "$out/profile-$m.json"
-    $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json --no-kernels > "$out/step-$m.json" 2>"$out/step-$m.err" || tail -5 "$out/step-$m.err"
-    summary "$out/step-$m.json"
-  done
-  WHISPERFAST_CUDA_STEP=0 $py -m whisperfast bench samples/jfk.wav --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json --no-kernels > "$out/flat-tiny.en.json" 2>/dev/null
-  summary "$out/flat-tiny.en.json"
-  ;;
-esac
-case "${1:-all}" in
 final)  # the record of the one-launch step: tests, profiles, and the bench with the kernel and without it (the flat step)
   $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -5
   $py benchmarks/make_clip.py /tmp/clip60.wav

@@ -1,7 +1,7 @@
 """The CUDA decode step (kernels/decode_step.cu) against what it replaces: the flat step's
 logits and caches, mlx-whisper's filters + greedy update, and whole decodes on real audio. These need
 MLX's CUDA backend: on other machines they are reported as skipped, not passed; the GPU
-record (benchmarks/gpu.sh tests) runs them."""
+record (benchmarks/gpu.sh final) runs them."""
 
 import mlx.core as mx
 import numpy as np
@@ -39,7 +39,7 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, monkeypatch):
     rules = timestamp_rules(get_tokenizer(False, language="en"), 1, False)
     tol = 1e-4 if dtype == mx.float32 else 2e-2
     run = CudaDecode(CudaStep(fused.decoder), mx.zeros((51864,)), mx.zeros((51864,)), rules)
-    got = run.prompt(prompt, xa)[3]  # a launch per prompt token, from empty caches
+    got = run.prompt(prompt, xa)[3]  # one launch, from empty caches
     np.testing.assert_allclose(np.array(got), np.array(flat.logits(prompt, xa)), atol=tol, rtol=tol)
     step, state, tokens = run.step, run.state, prompt
     for tok in (50362, 11, 5, 7, 9, 13, 50300):

@@ -162,8 +162,9 @@ class StaticCacheTask(DecodingTask):
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
         # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
         # Sampling (temperature > 0) checks every step: extra steps would draw random numbers.
-        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~45 µs and the
-        # GPU ~190 µs, so while the host waits there is always a step queued behind.
+        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~34 µs and the
+        # GPU ~200 µs (benchmarks/h100-one-launch), so while the host waits there is always
+        # a step queued behind.
         self.eot_check = 4 if mx.default_device() == mx.gpu and options.temperature == 0 else 1
         self.inference = StaticInference(model)
         self.logit_filters = [

@@ -5,7 +5,7 @@ Why: on an H100 a step of the module graph is ~230 MLX nodes and MLX spends ~8 Â
 time on each, while the step's math is ~20 Âµs (benchmarks/overhead.py). A chain of custom
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
-Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= 4);
+Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= 3);
 everything else, and WHISPERFAST_CUDA_STEP=0, runs FlatStep."""
 
 from __future__ import annotations
@@ -133,31 +133,27 @@ class CudaStep:
 
 
 class CudaDecode:
-    """One decode on the kernel. `prompt` runs the prompt's tokens from empty caches, a launch
-    each, the last one sampling the first token with the first sample's filters; or, for a
-    longer prompt, the module path runs it and `resume` takes over its caches. Then each
-    call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs)."""
+    """One decode on the kernel. `prompt` runs a one-token prompt from empty caches in one
+    launch, which samples the first token with the first sample's filters; for a longer
+    prompt the module path runs it and `resume` takes over its caches. Then each call is a
+    step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs)."""
 
     # Prompts of one token (English-only models, language detection) run on the kernel; the
-    # module pass runs longer ones. Multi-launch prompts gave wrong logits on the H100
-    # (base, tests/test_cuda_step.py); not yet understood, so not used.
+    # module pass runs longer ones. Prompts of several launches (one a token) gave wrong
+    # logits on the H100 (base, tests/test_cuda_step.py); not yet understood, so not offered.
     MAX_PROMPT = 1
 
     def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict):
         self.step, self.suppress, self.first, self.rules, self.state = step, suppress, first, rules, None
 
     def prompt(self, tokens: mx.array, audio_features: mx.array):
-        """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, L, n_vocab))."""
+        """tokens (B, 1) -> (tokens (B, 2), completed, sum_logprobs, logits (B, 1, n_vocab))."""
         B, L = tokens.shape
-        self.state, zeros, logits = self.step.start(audio_features, B), mx.zeros((B,)), []
-        for k in range(L):
-            # MLX orders launches by their data, and the caches they write in place are not data
-            # it sees: each launch's tokens depend on the last launch's output
-            toks = mx.depends(tokens[:, :k + 1], logits[-1]) if logits else tokens[:, :k + 1]
-            out, completed, sums, z = self.step(toks, zeros, self.state, self.first if k == L - 1 else self.suppress,
-                                                self.rules)
-            logits.append(z)
-        return out, completed, sums, mx.stack(logits, axis=1)
+        if L > self.MAX_PROMPT:
+            raise ValueError(f"a prompt of {L} tokens; the kernel takes {self.MAX_PROMPT}")
+        self.state = self.step.start(audio_features, B)
+        out, completed, sums, logits = self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules)
+        return out, completed, sums, logits[:, None]
 
     def resume(self, cache: list, batch: int):
         self.state = self.step.start(None, batch, cache)
@@ -167,10 +163,10 @@ class CudaDecode:
 
 
 def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
-    """The step's filters and update alone, in one block (for tests): SuppressTokens, the
-    timestamp rules (when rules["RULES"]) and GreedyDecoder.update at temperature 0, for a
-    step after the first: logits (B, n_vocab) float32, tokens (B, L) -> (tokens (B, L+1),
-    completed, sum_logprobs)."""
+    """The step's filters and update alone, in one block (for tests): SuppressTokens (and
+    SuppressBlank at the first sample: `suppress` is their summed mask), the timestamp rules
+    (when rules["RULES"]) and GreedyDecoder.update at temperature 0: logits (B, n_vocab)
+    float32, tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
     B, L = tokens.shape
     template = [("B", B), ("NV", logits.shape[-1])] + list(rules.items())
     tokens, sum_logprobs, completed = _run(

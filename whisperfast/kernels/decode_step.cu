@@ -183,7 +183,7 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
 }
 
 // xs (B, H*HD) <- the attention outputs, rounded to T, from C partials per (b, h):
-// att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order.
+// att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order. No chunk is empty.
 template <typename T, int B, int H, int HD>
 __device__ void merge_heads(const float* att, int C, float* xs) {
   for (int i = threadIdx.x; i < B * H * HD; i += blockDim.x) {
@@ -192,9 +192,7 @@ __device__ void merge_heads(const float* att, int C, float* xs) {
 #pragma unroll 8
     for (int c = 0; c < C; ++c) {  // unrolled: the chunks' loads in flight together
       const float* a = att + (size_t(h * C + c) * B + b) * (HD + 2);
-      const float mc = ld(a);
-      if (mc == -kInf) continue;  // an empty chunk
-      const float mm = fmaxf(m, mc), f = expf(m - mm), g = expf(mc - mm);  // exp(-inf) = 0
+      const float mc = ld(a), mm = fmaxf(m, mc), f = expf(m - mm), g = expf(mc - mm);  // exp(-inf) = 0
       l = l * f + ld(a + 1) * g;
       acc = acc * f + ld(a + 2 + e) * g;
       m = mm;
@@ -224,10 +222,9 @@ struct Pick {
 __device__ __forceinline__ Pick no_pick() { return {-kInf, 0.f, 0x7fffffff}; }
 
 // SuppressTokens (an additive mask; SuppressBlank's too at the first sample), then
-// ApplyTimestampRules (when RULES), then GreedyDecoder.update at temperature 0, for one row,
-// in one pass:
-// whether the rules ban text depends on the softmax of the whole row, so the pass keeps the
-// pick with text (`keep`) and without (`late`), and `finish` chooses once it is known.
+// ApplyTimestampRules (when RULES), then GreedyDecoder.update at temperature 0, for one row
+// in one pass. Whether the rules ban text depends on the softmax of the whole row, so the
+// pass keeps the pick with text (`keep`) and without (`late`); `finish` chooses once it is known.
 enum { kAll, kText, kTs, kKeep, kLate, kPicks };
 
 // The row's timestamp history: the first sample (no token sampled yet) must be a timestamp
@@ -374,7 +371,8 @@ struct Scratch {
 
 // tokens (B, L): the last token is new, the caches hold positions < t = L - 1. kc, vc (NL, B,
 // H, CTX, HD): the self-attention caches, row t written in place. ck, cv (NL, B, H, S, HD): the
-// window's cross K/V, in CC chunks per head (cuda_step.py). Out: tokens_out (B, L+1), sum_out (>= B), completed, logits (B, NV).
+// window's cross K/V, in CC chunks per head (cuda_step.py). Out: tokens_out (B, L+1),
+// sum_out (>= B), completed, logits (B, NV).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
           int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos, const T* lnf, const T* lw,
@@ -416,6 +414,16 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
   auto residual = [x](int n, int b, float a, float2 e) {
     x[b * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
   };
+  // q <- head hd's query rows of wq against xs (B rows), scaled; the block's warps share them
+  auto head_q = [&](const T* wq, const T* bq, int hd) {
+    rows_dot<T, B, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
+                      [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+  };
+  // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (S', HD)
+  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb) {
+    attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kb + size_t(j) * HD; },
+                       [&](int j) { return vb + size_t(j) * HD; }, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
+  };
 
   for (int l = 0; l < NL; ++l) {
     const T* w = lw + l * W::size;
@@ -435,8 +443,7 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
       layer_norm<T, B, D>(xs, w + W::ln1, w + W::ln1 + D, red);
       for (int item = blockIdx.x; item < H * cs; item += G) {
         const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
-        rows_dot<T, B, D>(w + W::qkv, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(w + W::bqkv),
-                          [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+        head_q(w + W::qkv, w + W::bqkv, hd);
         if (j1 == t + 1) {
           for (int kv = 1; kv <= 2; ++kv) {
             T* cache = kv == 1 ? kl : vl;
@@ -447,12 +454,8 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
           }
         }
         __syncthreads();
-        for (int b = 0; b < B; ++b) {
-          const size_t base = size_t(b * H + hd) * CTX * HD;
-          attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kl + base + size_t(j) * HD; },
-                             [&](int j) { return vl + base + size_t(j) * HD; }, p, part, red,
-                             att + (size_t(item) * B + b) * (HD + 2));
-        }
+        for (int b = 0; b < B; ++b)
+          partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD);
       }
     }
     grid_sync(count, target, stamp++);
@@ -467,15 +470,11 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
       layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
       for (int item = blockIdx.x; item < H * cc; item += G) {
         const int hd = item / cc, c = item % cc;
-        rows_dot<T, B, D>(w + W::cq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(w + W::bcq),
-                          [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+        head_q(w + W::cq, w + W::bcq, hd);
         __syncthreads();
-        for (int b = 0; b < B; ++b) {
-          const T *kb = ck + l * CK + size_t(b * H + hd) * S * HD, *vb = cv + l * CK + size_t(b * H + hd) * S * HD;
-          attend_part<T, HD>(q + b * HD, c * S / cc, (c + 1) * S / cc, [&](int j) { return kb + size_t(j) * HD; },
-                             [&](int j) { return vb + size_t(j) * HD; }, p, part, red,
-                             att + (size_t(item) * B + b) * (HD + 2));
-        }
+        for (int b = 0; b < B; ++b)
+          partial(item, b, c * S / cc, (c + 1) * S / cc, ck + l * CK + size_t(b * H + hd) * S * HD,
+                  cv + l * CK + size_t(b * H + hd) * S * HD);
       }
     }
     grid_sync(count, target, stamp++);
