@@ -3,7 +3,10 @@
 2. inside the kernel: block 0's %globaltimer stamp at each grid barrier (decode_step.cu's
    Scratch), so each phase's µs, the wait for the slowest block included;
 3. per call, 100 calls queued then evaluated at once: the step, the filters + update kernel
-   alone, and an `add` (MLX's floor per node).
+   alone, and an `add` (MLX's floor per node);
+4. a decode's steps as _main_loop queues them, the host waiting for `completed` every k-th
+   step (k = 1: every step, as the loop does), in ms a step;
+5. mel and encoder: host time to build each graph, then to evaluate it.
 Usage: python benchmarks/cuda_step_profile.py [model] [dtype]   (prints one JSON object)"""
 
 import json
@@ -35,7 +38,8 @@ task = StaticCacheTask(model, options)
 feats = task._get_audio_features(mel)
 tokens = mx.array([list(task.initial_tokens)])
 run = cs.cuda_step(task, 1, feats.dtype)
-tokens, _, sums, _ = run.prompt(tokens, feats)
+prompt = tokens
+tokens, _, sums, _ = run.prompt(tokens, feats, task.sot_index)
 mx.eval(tokens, sums)
 build, evals, phases = [], [], []
 for _ in range(40):
@@ -80,4 +84,44 @@ report["per_call"] = {
     "filters + update alone": per_call(lambda: cs.greedy_update(lg, tokens, sums, mx.zeros(lg.shape[-1:]), rules)[0]),
     "add": per_call(lambda: x + x),
 }
+
+
+def loop(check: int, steps: int = 27) -> float:
+    run = cs.cuda_step(task, 1, feats.dtype)
+    tokens, completed, sums, _ = run.prompt(prompt, feats, task.sot_index)
+    mx.eval(tokens, completed, sums)
+    t0 = time.perf_counter()
+    for i in range(1, steps + 1):
+        queued = run(tokens, sums)
+        mx.async_eval(*queued)
+        if i % check == 0 and completed:
+            pass
+        tokens, completed, sums = queued
+    mx.eval(tokens)
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+report["loop_ms_per_step"] = {f"check every {k}": med([loop(k) for _ in range(15)]) for k in (1, 2, 4, 8, 1000)}
+
+
+def stage(build):
+    """(host ms to build, ms to evaluate), medians of 15."""
+    b, e = [], []
+    for _ in range(16):
+        t0 = time.perf_counter()
+        out = build()
+        t1 = time.perf_counter()
+        mx.eval(out)
+        b.append((t1 - t0) * 1e3)
+        e.append((time.perf_counter() - t1) * 1e3)
+    return {"build_ms": med(b[1:]), "eval_ms": med(e[1:])}
+
+
+from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram  # noqa: E402
+
+from whisperfast.audio import load_audio  # noqa: E402
+
+audio = load_audio("samples/jfk.wav")
+report["stages"] = {"mel": stage(lambda: log_mel_spectrogram(audio, n_mels=model.dims.n_mels, padding=N_SAMPLES)),
+                    "encoder": stage(lambda: model.encoder(mel))}
 print(json.dumps(report, indent=1))

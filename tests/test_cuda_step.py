@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.de
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("blocks", ["", "1", "3"])  # the grid the SMs give; fewer blocks than heads
-def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, monkeypatch):
+@pytest.mark.parametrize("prompt_len", [1, 3])
+def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, monkeypatch):
     from mlx_whisper.tokenizer import get_tokenizer
 
     from whisperfast.kernels import rewrite_whisper
@@ -35,24 +36,54 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, monkeypatch):
     fused, _ = rewrite_whisper(m)
     xa = mx.random.normal((batch, 12, 32)).astype(dtype)
     flat = StaticInference(fused)
-    prompt = mx.array([[50257]] * batch)
-    rules = timestamp_rules(get_tokenizer(False, language="en"), 1, False)
+    prompt = mx.array([[50257, 50362, 11][:prompt_len]] * batch)
+    rules = timestamp_rules(get_tokenizer(False, language="en"), prompt_len, False)
     tol = 1e-4 if dtype == mx.float32 else 2e-2
-    run = CudaDecode(CudaStep(fused.decoder), mx.zeros((51864,)), mx.zeros((51864,)), rules)
-    got = run.prompt(prompt, xa)[3]  # one launch, from empty caches
-    np.testing.assert_allclose(np.array(got), np.array(flat.logits(prompt, xa)), atol=tol, rtol=tol)
-    step, state, tokens = run.step, run.state, prompt
+    none = mx.zeros((51864,))
+    step = CudaStep(fused.decoder)
+    state = step.start(xa, batch)
+    # the prompt in one launch from empty caches, the SOT's logits as well as the last position's
+    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=prompt_len, sot=0)[3]
+    ref = flat.logits(prompt, xa)
+    assert got.shape == (batch, 1 if prompt_len == 1 else 2, 51864)
+    np.testing.assert_allclose(np.array(got[:, 0]), np.array(ref[:, 0]), atol=tol, rtol=tol)
+    np.testing.assert_allclose(np.array(got[:, -1]), np.array(ref[:, -1]), atol=tol, rtol=tol)
+    tokens = prompt
     for tok in (50362, 11, 5, 7, 9, 13, 50300):
         tokens = mx.concatenate([tokens, mx.array([[tok]] * batch)], axis=1)
         ref = flat.logits(tokens[:, -1:], xa)[:, -1]
-        got = step(tokens, mx.zeros((batch,)), state, mx.zeros((51864,)), rules)
-        np.testing.assert_allclose(np.array(got[3]), np.array(ref), atol=tol, rtol=tol)
-        assert got[0][:, -1].tolist() == mx.argmax(got[3], axis=-1).tolist()  # no filters: the argmax
+        got = step(tokens, mx.zeros((batch,)), state, none, rules)
+        assert got[3].shape == (batch, 1, 51864)
+        np.testing.assert_allclose(np.array(got[3][:, 0]), np.array(ref), atol=tol, rtol=tol)
+        assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()  # no filters: the argmax
+    n = prompt_len + 7
     for layer, (a, _) in enumerate(flat.kv_cache):
-        assert a.offset == 8
-        np.testing.assert_allclose(np.array(state["kc"][layer, ..., :8, :]), np.array(a.keys[..., :8, :]), atol=tol,
+        assert a.offset == n
+        np.testing.assert_allclose(np.array(state["kc"][layer, ..., :n, :]), np.array(a.keys[..., :n, :]), atol=tol,
                                    rtol=tol)
-        np.testing.assert_allclose(np.array(state["vc"][layer, ..., :8, :]), np.array(a.values[..., :8, :]), atol=tol)
+        np.testing.assert_allclose(np.array(state["vc"][layer, ..., :n, :]), np.array(a.values[..., :n, :]), atol=tol)
+
+
+def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
+    """CudaDecode.prompt: the first sample's filters (SuppressBlank) apply, the SOT's logits come back."""
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    from whisperfast.kernels import rewrite_whisper
+
+    from .test_rewrite import tiny_whisper
+
+    fused, _ = rewrite_whisper(tiny_whisper(seed=5))
+    xa = mx.random.normal((1, 12, 32))
+    prompt = mx.array([[50257, 50362, 11]])
+    ref = StaticInference(fused).logits(prompt, xa)
+    banned = int(mx.argmax(ref[0, -1]))
+    first = mx.zeros((51864,)).at[banned].add(-mx.inf)
+    run = CudaDecode(CudaStep(fused.decoder), mx.zeros((51864,)), first, timestamp_rules(get_tokenizer(False), 3, False))
+    tokens, completed, sums, sot_logits = run.prompt(prompt, xa, sot=0)
+    np.testing.assert_allclose(np.array(sot_logits), np.array(ref[:, 0]), atol=1e-4, rtol=1e-4)
+    assert tokens[0, :3].tolist() == [50257, 50362, 11]
+    assert int(tokens[0, 3]) == int(mx.argmax(ref[0, -1] + first))  # the best token that is not banned
+    assert int(tokens[0, 3]) != banned
 
 
 @settings(max_examples=30, deadline=None)

@@ -188,13 +188,14 @@ class StaticCacheTask(DecodingTask):
             return (*self.decoder.update(tokens, logits, sum_logprobs), pre_logits)
 
         if cuda is not None and tokens.shape[1] <= cuda.MAX_PROMPT:
-            tokens, completed, sum_logprobs, pre_logits = cuda.prompt(tokens, audio_features)
+            tokens, completed, sum_logprobs, sot_logits = cuda.prompt(tokens, audio_features, self.sot_index)
         else:
             tokens, completed, sum_logprobs, pre_logits = step(tokens, tokens, sum_logprobs)
+            sot_logits = pre_logits[:, self.sot_index]
             if cuda is not None:
                 cuda.resume(self.inference.kv_cache, tokens.shape[0])
         if self.tokenizer.no_speech is not None:
-            no_speech_probs = mx.softmax(pre_logits[:, self.sot_index], axis=-1)[:, self.tokenizer.no_speech]
+            no_speech_probs = mx.softmax(sot_logits, axis=-1)[:, self.tokenizer.no_speech]
         else:
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)

@@ -106,54 +106,66 @@ class CudaStep:
                     ck=mx.stack([a._heads(a.key(audio_features)) for a in self.cross]),
                     cv=mx.stack([a._heads(a.value(audio_features)) for a in self.cross]))
 
-    def __call__(self, tokens: mx.array, sum_logprobs: mx.array, state: dict, suppress: mx.array, rules: dict):
-        """tokens (B, L), the last not yet in the caches -> (tokens (B, L+1), completed,
-        sum_logprobs, logits (B, n_vocab) float32) after SuppressTokens (`suppress`, its
-        additive mask), the timestamp rules and the greedy update (`rules`, timestamp_rules)."""
+    def __call__(self, tokens: mx.array, sum_logprobs: mx.array, state: dict, suppress: mx.array, rules: dict,
+                 new: int = 1, sot: int = -1):
+        """tokens (B, L), the last `new` not yet in the caches (run one after another in the
+        launch) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, R, n_vocab) float32)
+        after SuppressTokens (`suppress`, its additive mask), the timestamp rules and the greedy
+        update (`rules`, timestamp_rules). logits[:, -1] are the last position's; where `sot`
+        is another of the new positions, logits[:, 0] are its (R = 2)."""
         (B, L), (n_vocab, D), kc = tokens.shape, self.emb.shape, state["kc"]
-        if B != kc.shape[1] or L > kc.shape[3]:
-            raise ValueError(f"{B} rows of {L} tokens for caches of {kc.shape[1]} rows of {kc.shape[3]}")
+        if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
+            raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
+        rows = 2 if L - new <= sot < L - 1 else 1
         S, G = state["ck"].shape[3], state["blocks"]
         chunks = max(1, min(G // self.n_head, S // 64, int(os.environ.get("WHISPERFAST_CROSS_CHUNKS") or CROSS_CHUNKS)))
         template = [("T", self.emb.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", chunks), ("NV", n_vocab)] + list(rules.items())
-        inputs = ("tokens", "emb", "pos", "lnf", "lw", "kc", "vc", "ck", "cv", "sum_in", "suppress", "scratch")
+        inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "ck", "cv", "sum_in", "suppress", "scratch")
         outputs = ("tokens_out", "sum_out", "completed", "logits")
         call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, SAMPLE_BEGIN, MAX_INIT, RULES>(tokens, "
-                "tokens_shape[1], emb, pos, lnf, lw, kc, vc, ck, cv, sum_in, suppress, scratch, scratch_shape[0], "
+                "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, ck, cv, sum_in, suppress, scratch, scratch_shape[0], "
                 "tokens_out, sum_out, completed, logits);")
-        args = [tokens, self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["ck"], state["cv"],
-                sum_logprobs, suppress, state["scratch"]]
+        args = [tokens, _meta(new, sot), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["ck"],
+                state["cv"], sum_logprobs, suppress, state["scratch"]]
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
         tokens, sums, completed, logits = _run(
             "decode_step", inputs, outputs, call, args, template, G, _THREADS,
-            [(B, L + 1), (max(B, 4),), (16,), (B, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
+            [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         return tokens, completed[0], sums[:B], logits
 
 
-class CudaDecode:
-    """One decode on the kernel. `prompt` runs a one-token prompt from empty caches in one
-    launch, which samples the first token with the first sample's filters; for a longer
-    prompt the module path runs it and `resume` takes over its caches. Then each call is a
-    step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs)."""
+@lru_cache(maxsize=None)
+def _meta(new: int, sot: int) -> mx.array:
+    return mx.array([new, sot], mx.int32)
 
-    # Prompts of one token (English-only models, language detection) run on the kernel; the
-    # module pass runs longer ones. Prompts of several launches (one a token) gave wrong
-    # logits on the H100 (base, tests/test_cuda_step.py); not yet understood, so not offered.
-    MAX_PROMPT = 1
+
+class CudaDecode:
+    """One decode on the kernel. `prompt` runs a short prompt from empty caches in one launch,
+    its positions one after another, and samples the first token with the first sample's
+    filters; for a longer prompt the module path runs it and `resume` takes over its caches.
+    Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs)."""
+
+    # A prompt position costs the kernel about a step (~0.2 ms for tiny.en and base on an
+    # H100), the module pass a few ms of host time whatever the length: the SOT sequence and
+    # short prefixes run here, prompts with previous text there. (Launches of one prompt
+    # token each went wrong: MLX orders its CUDA graph's kernels by the buffers they read and
+    # write, and these write their state in place, where MLX does not see it.)
+    MAX_PROMPT = 8
 
     def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict):
         self.step, self.suppress, self.first, self.rules, self.state = step, suppress, first, rules, None
 
-    def prompt(self, tokens: mx.array, audio_features: mx.array):
-        """tokens (B, 1) -> (tokens (B, 2), completed, sum_logprobs, logits (B, 1, n_vocab))."""
+    def prompt(self, tokens: mx.array, audio_features: mx.array, sot: int = -1):
+        """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, n_vocab) of
+        position `sot`, or of the last position where sot is -1)."""
         B, L = tokens.shape
         if L > self.MAX_PROMPT:
             raise ValueError(f"a prompt of {L} tokens; the kernel takes {self.MAX_PROMPT}")
         self.state = self.step.start(audio_features, B)
-        out, completed, sums, logits = self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules)
-        return out, completed, sums, logits[:, None]
+        out, completed, sums, logits = self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot)
+        return out, completed, sums, logits[:, 0]
 
     def resume(self, cache: list, batch: int):
         self.state = self.step.start(None, batch, cache)
@@ -203,14 +215,14 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
 
 
 def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional[mx.array]:
-    """Whisper.logits for a prompt from empty caches (language detection's SOT) on the
-    kernel: (B, L, n_vocab), or None where it does not apply."""
+    """Whisper.logits for a one-token prompt from empty caches (language detection's SOT) on
+    the kernel: (B, 1, n_vocab), or None where it does not apply."""
     step = _step_for(model, tokens.shape[0], audio_features.dtype)
-    if step is None or tokens.shape[1] > CudaDecode.MAX_PROMPT:
+    if step is None or tokens.shape[1] != 1:
         return None
     none = mx.zeros((step.emb.shape[0],), mx.float32)  # no filters; the kernel's sample goes unused
     rules = dict(TS=step.emb.shape[0], EOT=_NONE, NO_TS=_NONE, SAMPLE_BEGIN=tokens.shape[1], MAX_INIT=_NONE, RULES=False)
-    return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3]
+    return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
 
 
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:

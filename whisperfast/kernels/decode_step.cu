@@ -322,10 +322,10 @@ __device__ __forceinline__ unsigned long long clock_ns() {
   return t;
 }
 
-// Every block arrives at each barrier once and `count` only grows: a launch starts at a
-// multiple of its ARRIVALS * gridDim.x and waits for that plus its own arrivals. All blocks
-// must be resident at once (cuda_step.py sizes the grid to the SMs); one that never arrives
-// traps after 2 s.
+// Every block arrives at each barrier once: barrier k of a launch waits for k * gridDim.x
+// arrivals. A launch starts from 0 because its last block resets `count`, after every block's
+// last arrival. All blocks must be resident at once (cuda_step.py sizes the grid to the SMs);
+// one that never arrives traps after 2 s.
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -357,9 +357,10 @@ struct LayerOffsets {
 };
 
 // The float32 scratch a decode keeps across its launches, written in place: the barrier
-// counter at 0; from float 32, a uint64 %globaltimer stamp per barrier (block 0's view:
-// benchmarks/cuda_step_profile.py reads them); then the residual stream x (B, D) and the MLP
-// activation h (B, 4D) in T, the attention partials, and each block's filter picks.
+// counter at 0; from float 32, a uint64 %globaltimer stamp per barrier of the launch's last
+// position (block 0's view: benchmarks/cuda_step_profile.py reads them); then the residual
+// stream x (B, D) and the MLP activation h (B, 4D) in T, the attention partials, and each
+// block's filter picks.
 template <typename T, int B, int D, int H, int NL>
 struct Scratch {
   static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
@@ -369,16 +370,19 @@ struct Scratch {
   static __host__ __device__ size_t size(int G) { return picks(G) + size_t(G) * B * kPicks * 3; }
 };
 
-// tokens (B, L): the last token is new, the caches hold positions < t = L - 1. kc, vc (NL, B,
-// H, CTX, HD): the self-attention caches, row t written in place. ck, cv (NL, B, H, S, HD): the
-// window's cross K/V, in CC chunks per head (cuda_step.py). Out: tokens_out (B, L+1),
-// sum_out (>= B), completed, logits (B, NV).
+// tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
+// the new positions run one after another through every layer (a prompt in one launch).
+// meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1.
+// kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. ck, cv
+// (NL, B, H, S, HD): the window's cross K/V, in CC chunks per head (cuda_step.py). Out:
+// tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
+// position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
           int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
-__device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos, const T* lnf, const T* lw,
-                            const T* kc_in, const T* vc_in, const T* ck, const T* cv, const float* sum_in,
-                            const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
-                            float* sum_out, bool* completed, float* logits) {
+__device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
+                            const T* lw, const T* kc_in, const T* vc_in, const T* ck, const T* cv,
+                            const float* sum_in, const float* suppress, const float* scratch_in, int scratch_size,
+                            Tok* tokens_out, float* sum_out, bool* completed, float* logits) {
   using W = LayerOffsets<D>;
   using Sc = Scratch<T, B, D, H, NL>;
   constexpr int HD = D / H;
@@ -395,17 +399,12 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
   T *x = reinterpret_cast<T*>(scratch + Sc::x), *h = reinterpret_cast<T*>(scratch + Sc::h);
   T *kc = const_cast<T*>(kc_in), *vc = const_cast<T*>(vc_in);
   float *att = scratch + Sc::att, *picks = scratch + Sc::picks(G);
-  const int t = L - 1;
-  if (threadIdx.x == 0) {  // no block of this launch has passed its first barrier yet
-    arrived = load_acquire(count) / (Sc::ARRIVALS * G) * (Sc::ARRIVALS * G);
-    if (blockIdx.x == 0) stamps[0] = clock_ns();
-  }
-  __syncthreads();
-  unsigned target = arrived;  // the decode's earlier launches
-  unsigned long long* stamp = stamps + 1;
+  const int t0 = L - meta[0], sot = meta[1], R = sot >= t0 && sot < L - 1 ? 2 : 1;
+  if (threadIdx.x == 0 && blockIdx.x == 0) stamps[0] = clock_ns();
+  unsigned target = 0;
+  unsigned long long* stamp;
   const float scale = rsqrtf(float(HD));
-  // chunks of keys per head: self-attention's >= 64 positions each, at most the grid's
-  const int cs = max(1, min(G / H, (t + 64) / 64)), cc = CC;
+  constexpr int cc = CC;
   // pre: a weight row's bias, and the residual where the row adds to x
   auto bias = [](const T* bv) { return [bv](int n, int) { return make_float2(static_cast<float>(bv[n]), 0.f); }; };
   auto bias_x = [x](const T* bv) {
@@ -425,94 +424,113 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
                        [&](int j) { return vb + size_t(j) * HD; }, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
   };
 
-  for (int l = 0; l < NL; ++l) {
-    const T* w = lw + l * W::size;
-    T *kl = kc + l * KV, *vl = vc + l * KV;
-    // 1. LN, this head's q (and, in the block with position t, its k, v into the cache), then
-    //    self-attention over a chunk of positions <= t
-    if (blockIdx.x < H * cs) {
-      if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
-        for (int i = threadIdx.x; i < B * D; i += blockDim.x) {
-          const size_t tok = static_cast<size_t>(tokens[(i / D) * L + t]);
-          xs[i] = round_to<T>(static_cast<float>(emb[tok * D + i % D]) + static_cast<float>(pos[size_t(t) * D + i % D]));
-          if (blockIdx.x == 0) x[i] = static_cast<T>(xs[i]);
-        }
-      } else {
-        load<T, B * D>(x, xs);
-      }
-      layer_norm<T, B, D>(xs, w + W::ln1, w + W::ln1 + D, red);
-      for (int item = blockIdx.x; item < H * cs; item += G) {
-        const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
-        head_q(w + W::qkv, w + W::bqkv, hd);
-        if (j1 == t + 1) {
-          for (int kv = 1; kv <= 2; ++kv) {
-            T* cache = kv == 1 ? kl : vl;
-            rows_dot<T, B, D>(w + W::qkv, xs, kv * D + hd * HD, kv * D + (hd + 1) * HD, warp, kWarps, bias(w + W::bqkv),
-                              [&](int n, int b, float a, float2 e) {
-                                cache[(size_t(b * H + hd) * CTX + t) * HD + n - kv * D - hd * HD] = static_cast<T>(a + e.x);
-                              });
-          }
-        }
-        __syncthreads();
-        for (int b = 0; b < B; ++b)
-          partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD);
-      }
-    }
-    grid_sync(count, target, stamp++);
-    // 2. x += out(attention) + bias
-    merge_heads<T, B, H, HD>(att, cs, xs);
-    __syncthreads();
-    rows_dot<T, B, D>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
-    grid_sync(count, target, stamp++);
-    // 3. LN, this head's cross q, cross-attention over a chunk of the window
-    if (blockIdx.x < H * cc) {
-      load<T, B * D>(x, xs);
-      layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-      for (int item = blockIdx.x; item < H * cc; item += G) {
-        const int hd = item / cc, c = item % cc;
-        head_q(w + W::cq, w + W::bcq, hd);
-        __syncthreads();
-        for (int b = 0; b < B; ++b)
-          partial(item, b, c * S / cc, (c + 1) * S / cc, ck + l * CK + size_t(b * H + hd) * S * HD,
-                  cv + l * CK + size_t(b * H + hd) * S * HD);
-      }
-    }
-    grid_sync(count, target, stamp++);
-    // 4. x += cross_out(attention) + bias
-    merge_heads<T, B, H, HD>(att, cc, xs);
-    __syncthreads();
-    rows_dot<T, B, D>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
-    grid_sync(count, target, stamp++);
-    // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu)
+  // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them; each
+  // is passed to emit(n, b, logit, suppress[n]) as it comes out
+  auto logits_pass = [&](int r, auto&& emit) {
     load<T, B * D>(x, xs);
-    layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
-    rows_dot<T, B, D>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1), [&](int n, int b, float a, float2 e) {
-      const float v = round_to<T>(a + e.x);
-      h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
-    });
-    grid_sync(count, target, stamp++);
-    // 6. x += mlp2(h) + bias
-    load<T, B * 4 * D>(h, xs);
-    __syncthreads();
-    rows_dot<T, B, 4 * D>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
-    grid_sync(count, target, stamp++);
+    layer_norm<T, B, D>(xs, lnf, lnf + D, red);
+    rows_dot<T, B, D>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+                      [&](int n, int b, float a, float2 e) {
+                        const float z = round_to<T>(a);
+                        logits[(size_t(b) * R + r) * NV + n] = z;
+                        emit(n, b, z, e.x);
+                      });
+  };
+
+  for (int t = t0; t < L; ++t) {
+    stamp = stamps + 1;
+    // chunks of keys per head: self-attention's >= 64 positions each, at most the grid's
+    const int cs = max(1, min(G / H, (t + 64) / 64));
+    for (int l = 0; l < NL; ++l) {
+      const T* w = lw + l * W::size;
+      T *kl = kc + l * KV, *vl = vc + l * KV;
+      // 1. LN, this head's q (and, in the block with position t, its k, v into the cache), then
+      //    self-attention over a chunk of positions <= t
+      if (blockIdx.x < H * cs) {
+        if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
+          for (int i = threadIdx.x; i < B * D; i += blockDim.x) {
+            const size_t tok = static_cast<size_t>(tokens[(i / D) * L + t]), d = i % D;
+            xs[i] = round_to<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(t) * D + d]));
+            if (blockIdx.x == 0) x[i] = static_cast<T>(xs[i]);
+          }
+        } else {
+          load<T, B * D>(x, xs);
+        }
+        layer_norm<T, B, D>(xs, w + W::ln1, w + W::ln1 + D, red);
+        for (int item = blockIdx.x; item < H * cs; item += G) {
+          const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
+          head_q(w + W::qkv, w + W::bqkv, hd);
+          if (j1 == t + 1) {
+            for (int kv = 1; kv <= 2; ++kv) {
+              T* cache = kv == 1 ? kl : vl;
+              const int n0 = kv * D + hd * HD;
+              rows_dot<T, B, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
+                                [&](int n, int b, float a, float2 e) {
+                                  cache[(size_t(b * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
+                                });
+            }
+          }
+          __syncthreads();
+          for (int b = 0; b < B; ++b)
+            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD);
+        }
+      }
+      grid_sync(count, target, stamp++);
+      // 2. x += out(attention) + bias
+      merge_heads<T, B, H, HD>(att, cs, xs);
+      __syncthreads();
+      rows_dot<T, B, D>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
+      grid_sync(count, target, stamp++);
+      // 3. LN, this head's cross q, cross-attention over a chunk of the window
+      if (blockIdx.x < H * cc) {
+        load<T, B * D>(x, xs);
+        layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+        for (int item = blockIdx.x; item < H * cc; item += G) {
+          const int hd = item / cc, c = item % cc;
+          head_q(w + W::cq, w + W::bcq, hd);
+          __syncthreads();
+          for (int b = 0; b < B; ++b)
+            partial(item, b, c * S / cc, (c + 1) * S / cc, ck + l * CK + size_t(b * H + hd) * S * HD,
+                    cv + l * CK + size_t(b * H + hd) * S * HD);
+        }
+      }
+      grid_sync(count, target, stamp++);
+      // 4. x += cross_out(attention) + bias
+      merge_heads<T, B, H, HD>(att, cc, xs);
+      __syncthreads();
+      rows_dot<T, B, D>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
+      grid_sync(count, target, stamp++);
+      // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu)
+      load<T, B * D>(x, xs);
+      layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
+      rows_dot<T, B, D>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
+                        [&](int n, int b, float a, float2 e) {
+                          const float v = round_to<T>(a + e.x);
+                          h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+                        });
+      grid_sync(count, target, stamp++);
+      // 6. x += mlp2(h) + bias
+      load<T, B * 4 * D>(h, xs);
+      __syncthreads();
+      rows_dot<T, B, 4 * D>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
+      grid_sync(count, target, stamp++);
+    }
+    if (t == sot && R == 2) {  // the next position's embedding overwrites x: wait for every block
+      logits_pass(0, [](int, int, float, float) {});
+      grid_sync(count, target, stamp);
+    }
   }
-  // logits = LN(x) @ token_embedding.T, in float32 as the decoder returns them, through the
-  // filters as they come out: each block merges its picks, the last block to arrive the grid's.
-  load<T, B * D>(x, xs);
-  layer_norm<T, B, D>(xs, lnf, lnf + D, red);
+  // the last position's logits through the filters as they come out: each block merges its
+  // picks, the last block to arrive the grid's
   History r[B];
   Pick f[B][kPicks];
   for (int b = 0; b < B; ++b) {
     r[b] = timestamp_history<TS, SAMPLE_BEGIN>(tokens + b * L, L);
     for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
   }
-  rows_dot<T, B, D>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
-                    [&](int n, int b, float a, float2 e) {
-                      const float z = round_to<T>(a);
-                      logits[size_t(b) * NV + n] = z;
-                      filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f[b], n, z + e.x, r[b]);
-                    });
+  logits_pass(R - 1, [&](int n, int b, float z, float sup) {
+    filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f[b], n, z + sup, r[b]);
+  });
   for (int b = 0; b < B; ++b) {
     block_merge(f[b], sh);
     if (threadIdx.x == 0)
@@ -546,6 +564,7 @@ __device__ void decode_step(const Tok* tokens, int L, const T* emb, const T* pos
   if (threadIdx.x == 0) {
     *completed = done;
     *stamp = clock_ns();
+    *count = 0;  // every block has arrived for the last time: the next launch starts from 0
   }
 }
 
