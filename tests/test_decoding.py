@@ -86,3 +86,29 @@ def test_lazy_eot_check_changes_nothing(tiny):
         results.append((r.tokens, r.avg_logprob, r.no_speech_prob, r.text))
     assert results[0] == results[1] == results[2]
     assert "fellow Americans" in results[0][3]
+
+
+@pytest.mark.parametrize("options", [dict(language="en"), dict(language="fr", without_timestamps=True, prompt=[50, 51]),
+                                     dict(language="en", suppress_tokens="", suppress_blank=False),
+                                     dict(language="en", suppress_tokens=[7, 9])])
+def test_task_filters_are_mlx_whispers_kept_across_tasks(options):
+    """StaticCacheTask keeps SuppressBlank's and SuppressTokens' masks between tasks; its
+    filters are still mlx-whisper's, in its order, with its masks and first sample."""
+    from mlx_whisper.decoding import DecodingOptions, DecodingTask
+
+    from whisperfast.decoding import StaticCacheTask
+
+    from .test_rewrite import tiny_whisper
+
+    model = tiny_whisper(seed=1)
+    model.dims.n_vocab = 51865  # the multilingual tokenizer's vocabulary
+    ref = DecodingTask(model, DecodingOptions(**options)).logit_filters
+    a, b = (StaticCacheTask(model, DecodingOptions(**options)).logit_filters for _ in range(2))
+    expected = [type(f).__name__.replace("ApplyTimestampRules", "DeviceTimestampRules") for f in ref]
+    assert [type(f).__name__ for f in a] == [type(f).__name__ for f in b] == expected
+    for r, x, y in zip(ref, a, b):
+        if hasattr(r, "mask"):
+            assert x.mask is y.mask  # made once
+            assert np.array_equal(np.array(x.mask), np.array(r.mask))
+        if hasattr(r, "sample_begin"):
+            assert x.sample_begin == r.sample_begin

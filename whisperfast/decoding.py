@@ -7,12 +7,15 @@ text back lazily."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
+from functools import lru_cache
 from typing import List, Union
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_whisper.decoding import ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference
+from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference,
+                                  SuppressBlank, SuppressTokens)
 from mlx_whisper.whisper import TextDecoder, Whisper
 
 from .kernels.cuda_step import cuda_step, prompt_logits
@@ -152,22 +155,49 @@ class DeviceTimestampRules(ApplyTimestampRules):
         return logits + mx.where(text, -mx.inf, mask)
 
 
+_BLANKS: dict = {}
+
+
+def _suppress_blank(tokenizer, sample_begin: int, n_vocab: int) -> SuppressBlank:
+    """mlx-whisper's SuppressBlank; its mask (" " and EOT) is made once per tokenizer encoding."""
+    key = (tokenizer.encoding.name, tokenizer.eot, n_vocab)
+    if key not in _BLANKS:
+        _BLANKS[key] = SuppressBlank(tokenizer, sample_begin, n_vocab)
+    kept = copy.copy(_BLANKS[key])  # shares the mask
+    kept.sample_begin = sample_begin
+    return kept
+
+
+@lru_cache(maxsize=32)
+def _suppress_tokens(suppress: tuple, n_vocab: int) -> SuppressTokens:
+    return SuppressTokens(suppress, n_vocab)
+
+
 class StaticCacheTask(DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily."""
 
     def __init__(self, model: Whisper, options: DecodingOptions):
-        super().__init__(model, options)
+        # mlx-whisper builds SuppressBlank's and SuppressTokens' masks for every task, on the
+        # host (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100); they
+        # depend only on the tokenizer, the vocabulary and the suppressed ids, so they are kept.
+        super().__init__(model, replace(options, suppress_blank=False, suppress_tokens=None))
+        self.options = self._verify_options(options)
+        n_vocab, kept = model.dims.n_vocab, []
+        if options.suppress_blank:
+            kept.append(_suppress_blank(self.tokenizer, self.sample_begin, n_vocab))
+        if options.suppress_tokens:
+            kept.append(_suppress_tokens(self._get_suppress_tokens(), n_vocab))
         # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
         # Steps run past the end are harmless: after EOT the greedy update only appends EOT
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
         # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
         # Sampling (temperature > 0) checks every step: extra steps would draw random numbers.
-        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~34 µs and the
-        # GPU ~200 µs (benchmarks/h100-one-launch), so while the host waits there is always
-        # a step queued behind.
+        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~60 µs and the
+        # GPU ~330 µs, and reading every k-th step measured the same for k = 1 to 1000
+        # (benchmarks/cuda_step_profile.py), so nothing is gained by running past the end.
         self.eot_check = 4 if mx.default_device() == mx.gpu and options.temperature == 0 else 1
         self.inference = StaticInference(model)
-        self.logit_filters = [
+        self.logit_filters = kept + [
             DeviceTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
             if type(f) is ApplyTimestampRules else f
             for f in self.logit_filters
@@ -193,7 +223,7 @@ class StaticCacheTask(DecodingTask):
             tokens, completed, sum_logprobs, pre_logits = step(tokens, tokens, sum_logprobs)
             sot_logits = pre_logits[:, self.sot_index]
             if cuda is not None:
-                cuda.resume(self.inference.kv_cache, tokens.shape[0])
+                cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
         if self.tokenizer.no_speech is not None:
             no_speech_probs = mx.softmax(sot_logits, axis=-1)[:, self.tokenizer.no_speech]
         else:

@@ -84,27 +84,29 @@ class CudaStep:
         self.lnf = mx.concatenate([decoder.ln.weight, decoder.ln.bias])
         self.emb = mx.contiguous(decoder.token_embedding.weight)
         self.pos = mx.contiguous(decoder.positional_embedding)
-        mx.eval(self.packed, self.lnf, self.emb, self.pos)
-        self.cross = [b.cross_attn for b in decoder.blocks]
+        # every layer's cross key and value projections as one (2 * n_layer * D, D) matrix, so
+        # a window's cross K/V is one matrix product (keys have no bias: theirs is 0)
+        cross = [b.cross_attn for b in decoder.blocks]
+        self.w_cross = mx.concatenate([w for a in cross for w in (a.key.weight, a.value.weight)]).T
+        self.b_cross = mx.concatenate([b for a in cross for b in (mx.zeros_like(a.value.bias), a.value.bias)])
+        mx.eval(self.packed, self.lnf, self.emb, self.pos, self.w_cross, self.b_cross)
         self.n_head = decoder.blocks[0].attn.n_head
 
-    def start(self, audio_features: Optional[mx.array], batch: int, cache: Optional[list] = None) -> dict:
+    def start(self, audio_features: mx.array, batch: int, cache: Optional[list] = None) -> dict:
         """A decode's state: every layer's self-attention cache in one array each, written in
         place by the steps, empty or else stacked from `cache` (`decoder_forward`'s, the
         prompt in it: those KVCache objects are not updated after this); the window's cross
-        K/V likewise, from `cache` or computed as the module path computes them
-        (WhisperAttention's key, value and head split); the kernel's scratch."""
+        K/V, (B, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
+        the kernel's scratch."""
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.emb.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
         n = scratch_floats(batch, D, H, n_layer, G, dtype.size)
-        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G)
+        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G,
+                     cross=mx.addmm(self.b_cross, audio_features, self.w_cross))
         if cache is not None:
-            return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]),
-                        ck=mx.stack([c[0] for _, c in cache]), cv=mx.stack([c[1] for _, c in cache]))
+            return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]))
         shape = (n_layer, batch, H, n_ctx, D // H)
-        return dict(state, kc=mx.zeros(shape, dtype), vc=mx.zeros(shape, dtype),
-                    ck=mx.stack([a._heads(a.key(audio_features)) for a in self.cross]),
-                    cv=mx.stack([a._heads(a.value(audio_features)) for a in self.cross]))
+        return dict(state, kc=mx.zeros(shape, dtype), vc=mx.zeros(shape, dtype))
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array, state: dict, suppress: mx.array, rules: dict,
                  new: int = 1, sot: int = -1):
@@ -117,17 +119,17 @@ class CudaStep:
         if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
         rows = 2 if L - new <= sot < L - 1 else 1
-        S, G = state["ck"].shape[3], state["blocks"]
+        S, G = state["cross"].shape[1], state["blocks"]
         chunks = max(1, min(G // self.n_head, S // 64, int(os.environ.get("WHISPERFAST_CROSS_CHUNKS") or CROSS_CHUNKS)))
         template = [("T", self.emb.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", chunks), ("NV", n_vocab)] + list(rules.items())
-        inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "ck", "cv", "sum_in", "suppress", "scratch")
+        inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
         outputs = ("tokens_out", "sum_out", "completed", "logits")
         call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, SAMPLE_BEGIN, MAX_INIT, RULES>(tokens, "
-                "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, ck, cv, sum_in, suppress, scratch, scratch_shape[0], "
+                "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], "
                 "tokens_out, sum_out, completed, logits);")
-        args = [tokens, _meta(new, sot), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["ck"],
-                state["cv"], sum_logprobs, suppress, state["scratch"]]
+        args = [tokens, _meta(new, sot), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
+                sum_logprobs, suppress, state["scratch"]]
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
         tokens, sums, completed, logits = _run(
@@ -167,8 +169,8 @@ class CudaDecode:
         out, completed, sums, logits = self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot)
         return out, completed, sums, logits[:, 0]
 
-    def resume(self, cache: list, batch: int):
-        self.state = self.step.start(None, batch, cache)
+    def resume(self, audio_features: mx.array, cache: list, batch: int):
+        self.state = self.step.start(audio_features, batch, cache)
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
@@ -207,11 +209,27 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     if (step is None or not isinstance(task.decoder, GreedyDecoder) or task.decoder.temperature != 0
             or any(type(f) not in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)):
         return None
-    suppress = sum((f.mask for f in filters if type(f) is SuppressTokens), mx.zeros((step.emb.shape[0],), mx.float32))
-    first = sum((f.mask for f in filters if type(f) is SuppressBlank), suppress)  # SuppressBlank: the first sample only
+    n_vocab = step.emb.shape[0]
+    suppress = _mask_sum(tuple(f.mask for f in filters if type(f) is SuppressTokens), n_vocab)
+    # SuppressBlank: the first sample only
+    first = _mask_sum(tuple(f.mask for f in filters if type(f) in (SuppressTokens, SuppressBlank)), n_vocab)
     ts = [f for f in filters if type(f) is DeviceTimestampRules]
     rules = timestamp_rules(task.tokenizer, task.sample_begin, bool(ts), ts[0].max_initial_timestamp_index if ts else None)
     return CudaDecode(step, suppress, first, rules)
+
+
+_MASKS: dict = {}
+
+
+def _mask_sum(masks: tuple, n_vocab: int) -> mx.array:
+    """The filters' masks summed, once for as long as they live (decoding.py keeps its
+    tasks' filters): each sum is MLX ops, ~25 µs each on an H100."""
+    key = tuple(map(id, masks)) + (n_vocab,)
+    if key not in _MASKS:
+        if len(_MASKS) >= 64:
+            _MASKS.clear()
+        _MASKS[key] = masks, sum(masks, mx.zeros((n_vocab,), mx.float32))  # the masks held: their ids stay theirs
+    return _MASKS[key][1]
 
 
 def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional[mx.array]:

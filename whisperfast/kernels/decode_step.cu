@@ -61,7 +61,9 @@ __device__ __forceinline__ float round_to(float x) {
 
 // acc[b] = sum_k xs[b, k] * w[k] over one weight row, 16-byte loads spread over the warp's
 // lanes (two in flight per lane and row: registers stay under 128 a thread at kThreads).
-template <typename T, int B, int K>
+// STREAM rows are read once a step and marked first to leave L2 (ld.global.cs), so that
+// they do not push out what the next step reads again.
+template <typename T, int B, int K, bool STREAM>
 __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
   constexpr int V = 16 / sizeof(T);
   static_assert(K % V == 0, "rows must be whole 16-byte vectors");
@@ -70,12 +72,22 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
 #pragma unroll 2
   for (int i = lane; i < K / V; i += 32) {
-    uint4 raw = w4[i];
+    uint4 raw = STREAM ? __ldcs(w4 + i) : w4[i];
     const T* wv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-    for (int j = 0; j < V; ++j)
+    for (int b = 0; b < B; ++b) {
+      // xs as float4s: lane i's V floats lie V apart from lane i+1's, so one float at a time
+      // would be a V-way shared-memory bank conflict
+      float x[V];
+      const float4* x4 = reinterpret_cast<const float4*>(xs + b * K + i * V);
 #pragma unroll
-      for (int b = 0; b < B; ++b) acc[b] += static_cast<float>(wv[j]) * xs[b * K + i * V + j];
+      for (int h = 0; h < V / 4; ++h) {
+        const float4 f = x4[h];
+        x[4 * h] = f.x, x[4 * h + 1] = f.y, x[4 * h + 2] = f.z, x[4 * h + 3] = f.w;
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) acc[b] += static_cast<float>(wv[j]) * x[j];
+    }
   }
 }
 
@@ -83,7 +95,7 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 // `warps` taking part, R rows per warp per turn (their loads in flight together). Calls
 // emit(n, b, w[n] . xs[b], pre(n, b)) once per row and batch row, in lane n % R of the row's
 // warp; pre (a bias, a residual: a float2) is loaded before the row, so its latency hides.
-template <typename T, int B, int K, typename P, typename F>
+template <typename T, int B, int K, bool STREAM = false, typename P, typename F>
 __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
   constexpr int R = 4;
   const int lane = threadIdx.x & 31;
@@ -96,7 +108,7 @@ __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, 
     float acc[R][B];
 #pragma unroll
     for (int r = 0; r < R; ++r)  // past the end: recompute the last row, never emitted
-      dot_row<T, B, K>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
+      dot_row<T, B, K, STREAM>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -170,7 +182,7 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
   l = block_sum(l, red);  // also orders the p writes before the reads below
   const int d = threadIdx.x % HD, grp = threadIdx.x / HD, groups = blockDim.x / HD;
   float acc = 0.f;
-#pragma unroll 4
+#pragma unroll 8
   for (int j = j0 + grp; j < j1; j += groups) acc += p[j - j0] * ld(value(j) + d);
   part[threadIdx.x] = acc;
   __syncthreads();
@@ -373,21 +385,22 @@ struct Scratch {
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
 // the new positions run one after another through every layer (a prompt in one launch).
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1.
-// kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. ck, cv
-// (NL, B, H, S, HD): the window's cross K/V, in CC chunks per head (cuda_step.py). Out:
+// kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
+// (B, S, 2 * NL * D): the window's cross K/V, layer l's keys at column 2lD, its values at
+// (2l+1)D, attended in CC chunks per head (cuda_step.py). Out:
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
           int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
-                            const T* lw, const T* kc_in, const T* vc_in, const T* ck, const T* cv,
-                            const float* sum_in, const float* suppress, const float* scratch_in, int scratch_size,
+                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in, const float* suppress, const float* scratch_in, int scratch_size,
                             Tok* tokens_out, float* sum_out, bool* completed, float* logits) {
   using W = LayerOffsets<D>;
   using Sc = Scratch<T, B, D, H, NL>;
   constexpr int HD = D / H;
-  constexpr size_t KV = size_t(B) * H * CTX * HD, CK = size_t(B) * H * S * HD;
-  __shared__ float xs[B * 4 * D], q[B * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
+  constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
+  __shared__ __align__(16) float xs[B * 4 * D];  // read as float4s (dot_row)
+  __shared__ float q[B * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived;
   constexpr int kWarps = kThreads / 32;
@@ -418,10 +431,11 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     rows_dot<T, B, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
                       [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
   };
-  // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (S', HD)
-  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb) {
-    attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kb + size_t(j) * HD; },
-                       [&](int j) { return vb + size_t(j) * HD; }, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
+  // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (HD of
+  // each `stride`)
+  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb, size_t stride) {
+    attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kb + j * stride; }, [&](int j) { return vb + j * stride; },
+                       p, part, red, att + (size_t(item) * B + b) * (HD + 2));
   };
 
   // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them; each
@@ -429,7 +443,9 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   auto logits_pass = [&](int r, auto&& emit) {
     load<T, B * D>(x, xs);
     layer_norm<T, B, D>(xs, lnf, lnf + D, red);
-    rows_dot<T, B, D>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
+    // cross K/V out of the H100's 50 MB L2 at every step
+    rows_dot<T, B, D, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         logits[(size_t(b) * R + r) * NV + n] = z;
@@ -472,7 +488,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           }
           __syncthreads();
           for (int b = 0; b < B; ++b)
-            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD);
+            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD);
         }
       }
       grid_sync(count, target, stamp++);
@@ -489,9 +505,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           const int hd = item / cc, c = item % cc;
           head_q(w + W::cq, w + W::bcq, hd);
           __syncthreads();
-          for (int b = 0; b < B; ++b)
-            partial(item, b, c * S / cc, (c + 1) * S / cc, ck + l * CK + size_t(b * H + hd) * S * HD,
-                    cv + l * CK + size_t(b * H + hd) * S * HD);
+          for (int b = 0; b < B; ++b) {
+            const T* kb = cross + b * S * XS + 2 * l * D + hd * HD;
+            partial(item, b, c * S / cc, (c + 1) * S / cc, kb, kb + D, XS);
+          }
         }
       }
       grid_sync(count, target, stamp++);
