@@ -60,18 +60,21 @@ __device__ __forceinline__ float round_to(float x) {
 }
 
 // acc[b] = sum_k xs[b, k] * w[k] over one weight row, 16-byte loads spread over the warp's
-// lanes (two in flight per lane and row: registers stay under 128 a thread at kThreads).
+// lanes. R rows at a time (rows_dot) keep two loads per lane and row in flight (registers
+// stay under 128 a thread at kThreads); a row alone (R = 1) has all its loads in flight.
 // STREAM rows are read once a step and marked first to leave L2 (ld.global.cs), so that
 // they do not push out what the next step reads again.
-template <typename T, int B, int K, bool STREAM>
+template <typename T, int B, int K, int R, bool STREAM>
 __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
-  constexpr int V = 16 / sizeof(T);
+  constexpr int V = 16 / sizeof(T), N = (K / V + 31) / 32;
   static_assert(K % V == 0, "rows must be whole 16-byte vectors");
   const uint4* w4 = reinterpret_cast<const uint4*>(w);
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
-#pragma unroll 2
-  for (int i = lane; i < K / V; i += 32) {
+#pragma unroll(R == 1 ? N : 2)
+  for (int k = 0; k < N; ++k) {
+    const int i = lane + 32 * k;
+    if (K / V % 32 != 0 && i >= K / V) break;
     uint4 raw = STREAM ? __ldcs(w4 + i) : w4[i];
     const T* wv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
@@ -92,12 +95,12 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 }
 
 // Rows [n0, n1) of w (N, K) against the B rows of xs (B, K) in shared memory: `warp` of
-// `warps` taking part, R rows per warp per turn (their loads in flight together). Calls
-// emit(n, b, w[n] . xs[b], pre(n, b)) once per row and batch row, in lane n % R of the row's
-// warp; pre (a bias, a residual: a float2) is loaded before the row, so its latency hides.
-template <typename T, int B, int K, bool STREAM = false, typename P, typename F>
+// `warps` taking part, R rows per warp per turn (their loads in flight together; R = 1
+// where the rows are fewer than the warps). Calls emit(n, b, w[n] . xs[b], pre(n, b)) once
+// per row and batch row, in lane n % R of the row's warp; pre (a bias, a residual: a
+// float2) is loaded before the row, so its latency hides. The sums do not depend on R.
+template <typename T, int B, int K, int R = 4, bool STREAM = false, typename P, typename F>
 __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
-  constexpr int R = 4;
   const int lane = threadIdx.x & 31;
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
     float2 e[B];
@@ -108,7 +111,7 @@ __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, 
     float acc[R][B];
 #pragma unroll
     for (int r = 0; r < R; ++r)  // past the end: recompute the last row, never emitted
-      dot_row<T, B, K, STREAM>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
+      dot_row<T, B, K, R, STREAM>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -123,6 +126,16 @@ __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, 
         emit(n + lane, b, a, e[b]);
       }
     }
+  }
+}
+
+// Rows [0, n) of `bytes` each, `stride` bytes apart from `base`, on their way into L2 (the
+// block's threads share the 128-byte lines).
+__device__ void prefetch_rows(const void* base, size_t stride, int n, int bytes) {
+  const int lines = (bytes + 127) / 128;
+  for (int i = threadIdx.x; i < n * lines; i += blockDim.x) {
+    const char* line = static_cast<const char*>(base) + (i / lines) * stride + (i % lines) * 128;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
   }
 }
 
@@ -393,8 +406,9 @@ struct Scratch {
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
           int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
-                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in, const float* suppress, const float* scratch_in, int scratch_size,
-                            Tok* tokens_out, float* sum_out, bool* completed, float* logits) {
+                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
+                            const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
+                            float* sum_out, bool* completed, float* logits) {
   using W = LayerOffsets<D>;
   using Sc = Scratch<T, B, D, H, NL>;
   constexpr int HD = D / H;
@@ -434,8 +448,9 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (HD of
   // each `stride`)
   auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb, size_t stride) {
-    attend_part<T, HD>(q + b * HD, j0, j1, [&](int j) { return kb + j * stride; }, [&](int j) { return vb + j * stride; },
-                       p, part, red, att + (size_t(item) * B + b) * (HD + 2));
+    auto key = [&](int j) { return kb + j * stride; };
+    auto value = [&](int j) { return vb + j * stride; };
+    attend_part<T, HD>(q + b * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
   };
 
   // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them; each
@@ -445,7 +460,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     layer_norm<T, B, D>(xs, lnf, lnf + D, red);
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, B, D, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, B, D, 4, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         logits[(size_t(b) * R + r) * NV + n] = z;
@@ -492,10 +507,19 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         }
       }
       grid_sync(count, target, stamp++);
-      // 2. x += out(attention) + bias
+      // 2. x += out(attention) + bias; meanwhile what this block's phase 3 reads heads for L2
+      //    (the layers' weights and cross K/V do not all stay there: 62 MB for base)
+      if (blockIdx.x < H * cc) {
+        const int hd = blockIdx.x / cc, c = blockIdx.x % cc, j0 = c * S / cc, j1 = (c + 1) * S / cc;
+        prefetch_rows(w + W::cq + size_t(hd) * HD * D, D * sizeof(T), HD, D * sizeof(T));
+        for (int b = 0; b < B; ++b)
+          for (int kv = 0; kv < 2; ++kv)
+            prefetch_rows(cross + (b * S + j0) * XS + (2 * l + kv) * D + hd * HD, XS * sizeof(T), j1 - j0,
+                          HD * sizeof(T));
+      }
       merge_heads<T, B, H, HD>(att, cs, xs);
       __syncthreads();
-      rows_dot<T, B, D>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
+      rows_dot<T, B, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
       grid_sync(count, target, stamp++);
       // 3. LN, this head's cross q, cross-attention over a chunk of the window
       if (blockIdx.x < H * cc) {
@@ -515,12 +539,12 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       // 4. x += cross_out(attention) + bias
       merge_heads<T, B, H, HD>(att, cc, xs);
       __syncthreads();
-      rows_dot<T, B, D>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
+      rows_dot<T, B, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
       grid_sync(count, target, stamp++);
       // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu)
       load<T, B * D>(x, xs);
       layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
-      rows_dot<T, B, D>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
+      rows_dot<T, B, D, 1>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
                         [&](int n, int b, float a, float2 e) {
                           const float v = round_to<T>(a + e.x);
                           h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
@@ -529,7 +553,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       // 6. x += mlp2(h) + bias
       load<T, B * 4 * D>(h, xs);
       __syncthreads();
-      rows_dot<T, B, 4 * D>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
+      rows_dot<T, B, 4 * D, 1>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
       grid_sync(count, target, stamp++);
     }
     if (t == sot && R == 2) {  // the next position's embedding overwrites x: wait for every block
