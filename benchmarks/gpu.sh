@@ -14,7 +14,8 @@ tests|all)
   ;;
 esac
 summary() {
-  $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: (round(v['total_ms']['median'],1), round(v['decode_ms_per_token']['median'],2), round(v['encode_ms']['median'],2)) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$1"
+  # file {lane: (total ms, decode ms/token, encode ms)} speedup {lane: matches_stock}
+  $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: (round(v['total_ms']['median'],1), round(v['decode_ms_per_token']['median'],3), round(v['encode_ms']['median'],2)) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$1"
 }
 case "${1:-all}" in
 ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting is read once)
@@ -26,8 +27,12 @@ ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting i
   ;;
 esac
 case "${1:-all}" in
-final)  # the record of the one-launch step: tests, profiles, and the bench with the kernel and without it (the flat step)
+final|final-tests)  # the record of the one-launch step: tests, then profiles and the bench with the kernel and without it (the flat step)
   $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -5
+  ;;
+esac
+case "${1:-all}" in
+final|final-bench)  # (two modes, for machines that stop a command after 10 minutes)
   $py benchmarks/make_clip.py /tmp/clip60.wav
   for m in tiny.en base; do
     $py benchmarks/cuda_step_profile.py $m float16 > "$out/profile-$m.json"
