@@ -107,7 +107,9 @@ def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case):
         np.testing.assert_allclose(np.array(got[2]), np.array(ref[2]), rtol=1e-5, atol=1e-5)
 
 
-def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, monkeypatch):
+# a prompt over CudaDecode.MAX_PROMPT tokens: the module pass runs it, the kernel resumes from its caches
+@pytest.mark.parametrize("prompt", [None, "My fellow citizens, we meet today to speak plainly about the nation."])
+def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
     from whisperfast.audio import first_window_mel
     from whisperfast.decoding import StaticCacheTask
     from whisperfast.pipeline import rewritten
@@ -120,7 +122,7 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, monkeypatch):
     for env, blocks in (("0", ""), ("1", ""), ("1", "3")):  # the flat step; the kernel, also on fewer blocks than heads
         monkeypatch.setenv("WHISPERFAST_CUDA_STEP", env)
         monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", blocks)
-        options = DecodingOptions(language="en", fp16=tiny.dtype == "float16")
+        options = DecodingOptions(language="en", fp16=tiny.dtype == "float16", prompt=prompt)
         results[env + blocks] = StaticCacheTask(fused, options).run(mel)[0]
     assert "_whisperfast_cuda" in fused.decoder.__dict__  # the kernel ran
     assert results["13"].tokens == results["1"].tokens == results["0"].tokens
