@@ -10,6 +10,7 @@ everything else, and WHISPERFAST_CUDA_STEP=0, runs FlatStep."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +36,11 @@ _NONE = 1 << 24  # "no such token" in template arguments: MLX names kernels afte
 @lru_cache(maxsize=None)
 def _kernel(name: str, inputs: tuple, outputs: tuple, call: str):
     source = Path(__file__).with_name("decode_step.cu").read_text()
-    return mx.fast.cuda_kernel(name=f"wf_{name}", input_names=list(inputs), output_names=list(outputs),
+    # MLX names a kernel's binary after its name and template arguments, and newer MLX
+    # versions keep those binaries on disk: the source's hash in the name keeps an upgraded
+    # whisperfast from loading the last version's.
+    digest = hashlib.sha256((source + call).encode()).hexdigest()[:12]
+    return mx.fast.cuda_kernel(name=f"wf_{name}_{digest}", input_names=list(inputs), output_names=list(outputs),
                                source=call, header=source)
 
 
@@ -45,14 +50,46 @@ def _run(name, inputs, outputs, call, args, template, blocks, threads, shapes, d
                   output_shapes=shapes, output_dtypes=dtypes)
 
 
+# ids[blockIdx.x] = %smid, in PTX: MLX compiles a cuda_kernel's source anew in every process
+# (NVRTC, ~1.7 s on the H100 for any kernel), the driver loads PTX this small at once
+_SM_IDS_PTX = b"""
+.version 7.0
+.target sm_70
+.address_size 64
+.visible .entry wf_sm_ids(.param .u64 ids)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<5>;
+    mov.u32 %r1, %tid.x;
+    setp.ne.s32 %p1, %r1, 0;
+    @%p1 bra DONE;
+    ld.param.u64 %rd1, [ids];
+    cvta.to.global.u64 %rd2, %rd1;
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %smid;
+    mul.wide.u32 %rd3, %r2, 4;
+    add.s64 %rd4, %rd2, %rd3;
+    st.global.u32 [%rd4], %r3;
+DONE:
+    ret;
+}
+"""
+
+
 @lru_cache(maxsize=1)
 def _sm_count() -> int:
     """The SMs that ran blocks of a 1024-block probe: the step's grid, one block per SM, so
     that all its blocks are resident at once (its barriers need that)."""
-    ids = _run("sm_ids", ["unused"], ["ids"],
-               'if (threadIdx.x == 0) { unsigned s; asm volatile("mov.u32 %0, %%smid;" : "=r"(s)); ids[blockIdx.x] = s; }',
-               [mx.zeros((1,))], [], 1024, 32, [(1024,)], [mx.uint32])[0]
-    return len(set(ids.tolist()))
+    try:
+        ids = mx.fast.precompiled_cuda_kernel(name="wf_sm_ids", compiled_source=_SM_IDS_PTX, inputs=[],
+                                              output_shapes=[(1024,)], output_dtypes=[mx.uint32], scalars=[],
+                                              grid=(1024 * 32, 1, 1), threadgroup=(32, 1, 1))[0].tolist()
+    except (AttributeError, RuntimeError, ValueError):  # an MLX without it, a driver refusing the PTX
+        ids = _run("sm_ids", ["unused"], ["ids"],
+                   'if (threadIdx.x == 0) { unsigned s; asm volatile("mov.u32 %0, %%smid;" : "=r"(s)); ids[blockIdx.x] = s; }',
+                   [mx.zeros((1,))], [], 1024, 32, [(1024,)], [mx.uint32])[0].tolist()
+    return len(set(ids))
 
 
 def grid_blocks() -> int:
