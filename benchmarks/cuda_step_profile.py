@@ -17,9 +17,10 @@ import whisperfast  # noqa: F401
 
 import mlx.core as mx
 import numpy as np
+from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import DecodingOptions
 
-from whisperfast.audio import first_window_mel
+from whisperfast.audio import first_window_mel, load_audio
 from whisperfast.decoding import StaticCacheTask
 from whisperfast.kernels import cuda_step as cs
 from whisperfast.pipeline import load
@@ -130,10 +131,6 @@ def stage(build):
         e.append((time.perf_counter() - t1) * 1e3)
     return {"build_ms": med(b[1:]), "eval_ms": med(e[1:])}
 
-
-from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram  # noqa: E402
-
-from whisperfast.audio import load_audio  # noqa: E402
 
 audio = load_audio("samples/jfk.wav")
 report["stages"] = {"mel": stage(lambda: log_mel_spectrogram(audio, n_mels=model.dims.n_mels, padding=N_SAMPLES)),

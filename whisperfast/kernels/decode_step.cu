@@ -431,7 +431,6 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   unsigned target = 0;
   unsigned long long* stamp;
   const float scale = rsqrtf(float(HD));
-  constexpr int cc = CC;
   // pre: a weight row's bias, and the residual where the row adds to x
   auto bias = [](const T* bv) { return [bv](int n, int) { return make_float2(static_cast<float>(bv[n]), 0.f); }; };
   auto bias_x = [x](const T* bv) {
@@ -451,6 +450,13 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     auto key = [&](int j) { return kb + j * stride; };
     auto value = [&](int j) { return vb + j * stride; };
     attend_part<T, HD>(q + b * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
+  };
+
+  // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
+  // and the rows of batch row b, layer l, keys (kv = 0) or values (1) for that head
+  auto first = [](int c) { return c * S / CC; };
+  auto cross_rows = [&](int b, int l, int kv, int hd) {
+    return cross + size_t(b) * S * XS + (2 * l + kv) * D + hd * HD;
   };
 
   // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them; each
@@ -509,12 +515,12 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       grid_sync(count, target, stamp++);
       // 2. x += out(attention) + bias; meanwhile what this block's phase 3 reads heads for L2
       //    (the layers' weights and cross K/V do not all stay there: 62 MB for base)
-      if (blockIdx.x < H * cc) {
-        const int hd = blockIdx.x / cc, c = blockIdx.x % cc, j0 = c * S / cc, j1 = (c + 1) * S / cc;
+      if (blockIdx.x < H * CC) {
+        const int hd = blockIdx.x / CC, c = blockIdx.x % CC;
         prefetch_rows(w + W::cq + size_t(hd) * HD * D, D * sizeof(T), HD, D * sizeof(T));
         for (int b = 0; b < B; ++b)
           for (int kv = 0; kv < 2; ++kv)
-            prefetch_rows(cross + (b * S + j0) * XS + (2 * l + kv) * D + hd * HD, XS * sizeof(T), j1 - j0,
+            prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
                           HD * sizeof(T));
       }
       merge_heads<T, B, H, HD>(att, cs, xs);
@@ -522,22 +528,20 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       rows_dot<T, B, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
       grid_sync(count, target, stamp++);
       // 3. LN, this head's cross q, cross-attention over a chunk of the window
-      if (blockIdx.x < H * cc) {
+      if (blockIdx.x < H * CC) {
         load<T, B * D>(x, xs);
         layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-        for (int item = blockIdx.x; item < H * cc; item += G) {
-          const int hd = item / cc, c = item % cc;
+        for (int item = blockIdx.x; item < H * CC; item += G) {
+          const int hd = item / CC, c = item % CC;
           head_q(w + W::cq, w + W::bcq, hd);
           __syncthreads();
-          for (int b = 0; b < B; ++b) {
-            const T* kb = cross + b * S * XS + 2 * l * D + hd * HD;
-            partial(item, b, c * S / cc, (c + 1) * S / cc, kb, kb + D, XS);
-          }
+          for (int b = 0; b < B; ++b)
+            partial(item, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS);
         }
       }
       grid_sync(count, target, stamp++);
       // 4. x += cross_out(attention) + bias
-      merge_heads<T, B, H, HD>(att, cc, xs);
+      merge_heads<T, B, H, HD>(att, CC, xs);
       __syncthreads();
       rows_dot<T, B, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
       grid_sync(count, target, stamp++);
