@@ -24,7 +24,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_unflatten
+from mlx.utils import tree_flatten, tree_unflatten
 from mlx_whisper.whisper import ModelDimensions, Whisper
 
 from . import ct2
@@ -103,13 +103,17 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
     """Verify, convert and cache a CTranslate2 bundle; return the mlx-whisper directory."""
     if sha256 and (cache_dir() / sha256 / "weights.safetensors").exists():
         return cache_dir() / sha256
-    data = b"".join(p.read_bytes() for p in bin_parts)
+    try:
+        data = b"".join(p.read_bytes() for p in bin_parts)
+    except OSError as e:
+        raise ModelError(f"cannot read {e.filename or bin_parts[0]}: {e.strerror or e}") from None
     digest = hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256:
         raise ModelError(f"model.bin checksum mismatch: got {digest[:12]}…, expected {sha256[:12]}… (reinstall the model package)")
     dest = cache_dir() / digest
     if not (dest / "weights.safetensors").exists():
-        heads = json.loads(config_path.read_text()).get("alignment_heads") if config_path.exists() else None
+        config = _read_json(config_path) if config_path.exists() else {}
+        heads = config.get("alignment_heads") if isinstance(config, dict) else None
         _write_mlx_dir(dest, ct2.convert(ct2.read_model_bin(data)), heads)
     return dest
 
@@ -153,34 +157,111 @@ def default_dtype() -> mx.Dtype:
     return mx.float16 if mx.default_device() == mx.gpu else mx.float32
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _dims(config: dict, path: Path) -> ModelDimensions:
+    values = {}
+    for k in ModelDimensions.__dataclass_fields__:
+        if k not in config:
+            raise ModelError(f"{path}/config.json lacks '{k}'")
+        v = config[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ModelError(f"{path}/config.json: '{k}' is {v!r}, expected a positive integer")
+        values[k] = v
+    for state, head in (("n_audio_state", "n_audio_head"), ("n_text_state", "n_text_head")):
+        if values[state] % values[head]:
+            raise ModelError(f"{path}/config.json: {state} {values[state]} is not a multiple of {head} {values[head]}")
+    return ModelDimensions(**values)
+
+
+def _heads(heads, dims: ModelDimensions, where: Path) -> np.ndarray:
+    """[[layer, head], ...] within the decoder, or a ModelError (word timestamps index with them)."""
+    try:
+        a = np.asarray(heads, dtype=np.int64)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.ndim != 2 or a.shape[1] != 2 or not (
+            (0 <= a[:, 0]).all() and (a[:, 0] < dims.n_text_layer).all() and (0 <= a[:, 1]).all() and (a[:, 1] < dims.n_text_head).all()):
+        raise ModelError(f"{where}: alignment heads must be [layer, head] pairs within {dims.n_text_layer} layers x {dims.n_text_head} heads")
+    return a
+
+
+def _packed(weights: dict, module: str) -> bool:
+    """A layer stored quantized: it has scales, or its weight is packed into uint32 (then a
+    missing `.scales` is reported as missing rather than as a misshapen weight)."""
+    w = weights.get(f"{module}.weight")
+    return f"{module}.scales" in weights or (w is not None and w.dtype == mx.uint32)
+
+
+def _dtype_name(d: mx.Dtype) -> str:
+    return str(d).removeprefix("mlx.core.")
+
+
+def check_weights(model: nn.Module, weights: dict, where: str) -> None:
+    """Every parameter of `model` (as built, and quantized where the config says so) must come
+    from `weights` with its shape, and nothing else may be there: a missing layer would keep
+    its random initial values and transcribe garbage. `alignment_heads` is not a weight."""
+    expected = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
+    for k, p in expected.items():
+        if k not in weights:
+            n = sum(1 for e in expected if e not in weights)
+            raise ModelError(f"{where}: weights lack parameter {k}" + (f" (and {n - 1} more)" if n > 1 else ""))
+        w = weights[k]
+        if tuple(w.shape) != tuple(p.shape):
+            raise ModelError(f"{where}: parameter {k} has shape {tuple(w.shape)}, expected {tuple(p.shape)}")
+        floating = mx.issubdtype(p.dtype, mx.floating)
+        if (floating and not mx.issubdtype(w.dtype, mx.floating)) or (not floating and w.dtype != p.dtype):
+            want = "a floating-point type" if floating else _dtype_name(p.dtype)
+            raise ModelError(f"{where}: parameter {k} is {_dtype_name(w.dtype)}, expected {want}")
+    extra = [k for k in weights if k not in expected and k != "alignment_heads"]
+    if extra:
+        raise ModelError(f"{where}: unexpected parameter {extra[0]} in the weights" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                         + "; it is not part of a Whisper model with these dimensions")
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None) -> Whisper:
     """Load a model with every floating-point weight in `dtype` (default: `default_dtype()`)."""
     dtype = dtype or default_dtype()
     path = _resolve(name)
-    config = json.loads((path / "config.json").read_text())
+    config = _read_json(path / "config.json")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}/config.json is not a JSON object")
     quantization = config.get("quantization")
     heads_file = path / "alignment_heads.json"
-    heads = json.loads(heads_file.read_text()) if heads_file.exists() else None
-    fields = ModelDimensions.__dataclass_fields__
-    try:
-        dims = ModelDimensions(**{k: config[k] for k in fields})
-    except KeyError as e:
-        raise ModelError(f"{path}/config.json lacks {e}") from None
+    heads = _read_json(heads_file) if heads_file.exists() else None
+    dims = _dims(config, path)
     weights_file = next((path / f for f in ("weights.safetensors", "weights.npz") if (path / f).exists()), None)
     if weights_file is None:
         raise ModelError(f"{path}: no weights.safetensors or weights.npz")
-    weights = mx.load(str(weights_file))
+    try:
+        weights = mx.load(str(weights_file))
+    except Exception as e:  # mlx raises RuntimeError/ValueError with the parser's message
+        raise ModelError(f"cannot read {weights_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(weights, dict):
+        raise ModelError(f"{weights_file} holds one array, not named weights")
 
     model = Whisper(dims, dtype)
     if quantization is not None:
-        nn.quantize(model, **quantization, class_predicate=lambda p, m: isinstance(m, (nn.Linear, nn.Embedding)) and f"{p}.scales" in weights)
+        if not isinstance(quantization, dict):
+            raise ModelError(f"{path}/config.json: 'quantization' is {quantization!r}, expected an object")
+        try:
+            nn.quantize(model, **quantization, class_predicate=lambda p, m: isinstance(m, (nn.Linear, nn.Embedding)) and _packed(weights, p))
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"{path}/config.json: cannot quantize with {quantization}: {e}") from None
+    converted = path != Path(name).expanduser()  # an embedded or local CTranslate2 bundle, or a hub snapshot
+    check_weights(model, weights, f"model '{name}'" if converted else str(weights_file))
     weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
     try:
         model.update(tree_unflatten(list(weights.items())))
-    except ValueError as e:
+        if heads:
+            model.set_alignment_heads(_heads(heads, dims, heads_file))
+    except (ValueError, TypeError) as e:
         raise ModelError(f"{path}: weights do not fit the model: {e}") from None
-    if heads:
-        model.set_alignment_heads(np.asarray(heads, dtype=np.int64))
     mx.eval(model.parameters())
     return model
 

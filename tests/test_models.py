@@ -1,0 +1,134 @@
+"""Loading mlx-whisper directories: every parameter must come from the weights, with its shape."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from whisperfast import models, pipeline, text
+from whisperfast.errors import ModelError
+
+from .conftest import SAMPLES, manifest
+
+JFK = SAMPLES / "jfk.wav"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir():
+    """The real tiny.en weights as an mlx-whisper directory (the converted embedded bundle)."""
+    return models._resolve("tiny.en")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_dir):
+    return mx.load(str(tiny_dir / "weights.safetensors"))
+
+
+def write_dir(path, weights: dict, config: dict):
+    path.mkdir()
+    mx.save_safetensors(str(path / "weights.safetensors"), weights)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def tiny_config(tiny_dir) -> dict:
+    return json.loads((tiny_dir / "config.json").read_text())
+
+
+def jfk_reference() -> str:
+    return next(r["reference_transcript"] for r in manifest() if r["file"] == "jfk.wav")
+
+
+def test_an_intact_directory_loads_every_parameter(tmp_path, tiny_dir, tiny_weights):
+    m = models.load_model(str(write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))), mx.float32)
+    loaded = dict(tree_flatten(m.parameters()))
+    assert np.array_equal(np.array(loaded["decoder.blocks.0.mlp1.weight"]),
+                          np.array(tiny_weights["decoder.blocks.0.mlp1.weight"].astype(mx.float32)))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda w: w.pop("decoder.blocks.0.mlp1.weight"), r"weights lack parameter decoder\.blocks\.0\.mlp1\.weight$"),
+    (lambda w: [w.pop(k) for k in ("encoder.ln_post.bias", "decoder.ln.bias")], r"lack parameter encoder\.ln_post\.bias \(and 1 more\)"),
+    (lambda w: w.update({"decoder.blocks.0.mlp1.weight": w["decoder.blocks.0.mlp1.weight"].T}),
+     r"decoder\.blocks\.0\.mlp1\.weight has shape \(384, 1536\), expected \(1536, 384\)"),
+    (lambda w: w.update({"decoder.token_embedding.weight": w["decoder.token_embedding.weight"][:-1]}),
+     r"decoder\.token_embedding\.weight has shape \(51863, 384\), expected \(51864, 384\)"),
+    (lambda w: w.update({"decoder.blocks.4.mlp1.weight": w["decoder.blocks.0.mlp1.weight"]}),
+     r"unexpected parameter decoder\.blocks\.4\.mlp1\.weight"),
+    (lambda w: w.update({"encoder.ln_post.weight": w["encoder.ln_post.weight"].astype(mx.int8)}),
+     r"encoder\.ln_post\.weight is int8, expected a floating-point type"),
+])
+def test_missing_misshapen_or_extra_parameters_are_refused(tmp_path, tiny_dir, tiny_weights, edit, message):
+    weights = dict(tiny_weights)
+    edit(weights)
+    d = write_dir(tmp_path / "m", weights, tiny_config(tiny_dir))
+    with pytest.raises(ModelError, match=message):
+        models.load_model(str(d), mx.float32)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("n_text_layer"), "lacks 'n_text_layer'"),
+    (lambda c: c.update(n_audio_head=5), "n_audio_state 384 is not a multiple of n_audio_head 5"),
+    (lambda c: c.update(n_vocab=-3), "'n_vocab' is -3, expected a positive integer"),
+])
+def test_bad_dimensions_are_refused(tmp_path, tiny_dir, tiny_weights, edit, message):
+    config = tiny_config(tiny_dir)
+    edit(config)
+    with pytest.raises(ModelError, match=message):
+        models.load_model(str(write_dir(tmp_path / "m", dict(tiny_weights), config)), mx.float32)
+
+
+def test_unreadable_weights_and_config_are_model_errors(tmp_path, tiny_dir, tiny_weights):
+    d = write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))
+    data = (d / "weights.safetensors").read_bytes()
+    (d / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="cannot read .*weights.safetensors"):
+        models.load_model(str(d), mx.float32)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read .*config.json"):
+        models.load_model(str(d), mx.float32)
+
+
+def test_a_directory_without_a_layer_fails_through_the_cli(tmp_path, tiny_dir, tiny_weights):
+    from typer.testing import CliRunner
+
+    from whisperfast.cli import app
+
+    weights = dict(tiny_weights)
+    del weights["decoder.blocks.0.mlp1.weight"]
+    d = write_dir(tmp_path / "m", weights, tiny_config(tiny_dir))
+    r = CliRunner().invoke(app, ["transcribe", str(JFK), "-m", str(d)])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 1 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert lines[0].startswith("Error:") and "decoder.blocks.0.mlp1.weight" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_dir):
+    """tiny.en quantized as mlx-community publishes models: nn.quantize'd parameters, and
+    config.json with a `quantization` entry."""
+    model = models.load_model("tiny.en", mx.float32)
+    nn.quantize(model, group_size=64, bits=8)
+    weights = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
+    assert weights["decoder.blocks.0.mlp1.weight"].dtype == mx.uint32  # packed
+    config = {**tiny_config(tiny_dir), "quantization": {"group_size": 64, "bits": 8}}
+    return write_dir(tmp_path_factory.mktemp("q") / "m", weights, config), weights, config
+
+
+def test_a_quantized_directory_loads_and_transcribes(quantized):
+    d, _, _ = quantized
+    t = pipeline.transcribe(pipeline.load(str(d), dtype=mx.float32), JFK)
+    assert text.normalize(t.text) == text.normalize(jfk_reference())
+
+
+@pytest.mark.parametrize("key", ["decoder.blocks.0.mlp1.scales", "decoder.blocks.0.mlp1.biases", "decoder.token_embedding.scales"])
+def test_a_quantized_directory_missing_scales_or_biases_is_refused(tmp_path, quantized, key):
+    _, weights, config = quantized
+    weights = dict(weights)
+    del weights[key]
+    with pytest.raises(ModelError, match=rf"lack parameter {key.replace('.', '[.]')}"):
+        models.load_model(str(write_dir(tmp_path / "m", weights, config)), mx.float32)
+
