@@ -121,3 +121,154 @@ def test_local_ct2_directory_loads(tmp_path, monkeypatch):
     m = models.load_model(str(d), mx.float32)
     assert m.dims.n_text_state == 8 and m.alignment_heads.tolist() == [[0, 1]]
     assert all(p.dtype == mx.float32 for _, p in tree_flatten(m.parameters()) if mx.issubdtype(p.dtype, mx.floating))
+
+
+# ---- quantized bundles (int8, int16) --------------------------------------------------------
+
+def ct2_quantize(v: dict, mode: str) -> dict:
+    """What CTranslate2's converter writes for `--quantization int8|int16`
+    (ctranslate2/specs/model_spec.py::_quantize): linear and embedding weights become integers
+    with `<name>_scale` such that int = rint(weight * scale); per output row for int8, one
+    scalar for int16 (which also stores the other floats as float32)."""
+    out = {}
+    for k, a in v.items():
+        if k.endswith("/weight") and a.ndim == 2:  # LinearSpec, EmbeddingsSpec (Conv1DSpec has no scale)
+            w = a.astype(np.float32)
+            if mode == "int16":
+                scale = np.float32(2**10 / np.amax(np.absolute(w)))
+                q = np.clip(np.rint(w * scale), -(2**15), 2**15 - 1).astype(np.int16)
+            else:
+                amax = np.amax(np.absolute(w), axis=1)
+                amax[amax == 0] = 127.0
+                scale = (127.0 / amax).astype(np.float32)
+                q = np.rint(w * np.expand_dims(scale, 1)).astype(np.int8)
+            out[k], out[f"{k}_scale"] = q, scale
+        else:
+            out[k] = a.astype(np.float32) if mode == "int16" and a.dtype.kind == "f" else a
+    return out
+
+
+def split_aliases(v: dict) -> tuple[dict, dict]:
+    """read_model_bin's dict back into variables and {alias: target}."""
+    first, variables, aliases = {}, {}, {}
+    for k, a in v.items():
+        if id(a) in first:
+            aliases[k] = first[id(a)]
+        else:
+            first[id(a)], variables[k] = k, a
+    return variables, aliases
+
+
+@pytest.fixture(scope="module")
+def tiny_ct2():
+    parts = models._embedded_paths(models.EMBEDDED["tiny.en"])
+    return parts[0].read_bytes(), parts[0].parent / "config.json"
+
+
+def test_dequantize_inverts_ctranslate2s_quantization():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 10)).astype(np.float32)
+    w[2] = 0  # an all-zero row: CTranslate2 uses scale 1 there
+    for mode, tol in (("int8", 0.5 / 127), ("int16", 0.5 / 2**10)):
+        q = ct2_quantize({"x/weight": w}, mode)
+        assert q["x/weight"].dtype == {"int8": np.int8, "int16": np.int16}[mode]
+        back = ct2.dequantize(q)["x/weight"]
+        assert back.dtype == np.float32
+        amax = np.abs(w).max(axis=1, keepdims=True) if mode == "int8" else np.abs(w).max()
+        assert np.all(np.abs(back - w) <= tol * amax + 1e-7), mode
+        assert not back[2].any()
+
+
+def test_integer_weights_without_scales_are_refused():
+    v = synthetic_spec()
+    v["decoder/layer_0/ffn/linear_0/weight"] = v["decoder/layer_0/ffn/linear_0/weight"].astype(np.int8)
+    with pytest.raises(ModelError, match="decoder/layer_0/ffn/linear_0/weight is int8 with no decoder/layer_0/ffn/linear_0/weight_scale"):
+        ct2.convert(v)
+    v = ct2_quantize(synthetic_spec(), "int8")
+    v["encoder/layer_0/ffn/linear_1/weight_scale"] = v["encoder/layer_0/ffn/linear_1/weight_scale"][:-1]
+    with pytest.raises(ModelError, match="weight_scale has shape"):
+        ct2.convert(v)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16"])
+def test_quantized_bundle_of_real_weights_transcribes_jfk(tmp_path, monkeypatch, tiny_ct2, mode):
+    """int8/int16 bundles of the real tiny.en: the text must be JFK's (integers taken as
+    weights gave garbage)."""
+    import mlx.core as mx
+
+    from whisperfast import pipeline, text
+
+    from .conftest import SAMPLES, manifest
+
+    data, config = tiny_ct2
+    variables, aliases = split_aliases(ct2.read_model_bin(data))
+    d = tmp_path / f"tiny-{mode}"
+    d.mkdir()
+    (d / "model.bin").write_bytes(ct2.write_model_bin(ct2_quantize(variables, mode), aliases))
+    (d / "config.json").write_bytes(config.read_bytes())
+    t = pipeline.transcribe(pipeline.load(str(d), dtype=mx.float32), SAMPLES / "jfk.wav")
+    reference = next(r["reference_transcript"] for r in manifest() if r["file"] == "jfk.wav")
+    assert text.normalize(t.text) == text.normalize(reference)
+
+
+# ---- malformed model.bin: one ModelError, one `Error:` line ---------------------------------
+
+def field_offsets(data: bytes) -> dict:
+    """Byte offsets of each variable's fields, found by an independent walk of the layout."""
+    u = lambda pos, n: int.from_bytes(data[pos : pos + n], "little")
+    pos = 4
+    pos += 2 + u(pos, 2) + 4  # spec name, revision
+    count, pos = u(pos, 4), pos + 4
+    out = {}
+    for _ in range(count):
+        n = u(pos, 2)
+        name, f = data[pos + 2 : pos + 1 + n].decode(), {"name": pos + 2}
+        pos += 2 + n
+        f["rank"], rank = pos, data[pos]
+        f["dims"] = pos + 1
+        pos += 1 + 4 * rank
+        f["dtype"], f["n_bytes"] = pos, pos + 1
+        f["data"] = pos + 5
+        pos += 5 + u(pos + 1, 4)
+        out[name] = f
+    out["aliases"] = pos
+    return out
+
+
+def _set(data: bytes, at: int, new: bytes) -> bytes:
+    return data[:at] + new + data[at + len(new) :]
+
+
+EMB = "decoder/embeddings/weight"
+CORRUPTIONS = {  # name: (corrupt(data, offsets), fragment of the one error line)
+    "empty": (lambda d, o: b"", "truncated"),
+    "cut in the version": (lambda d, o: d[:3], "truncated"),
+    "cut in a name": (lambda d, o: d[: o[EMB]["name"] + 5], "truncated"),
+    "cut in the data": (lambda d, o: d[: o[EMB]["data"] + 1000], "truncated"),
+    "cut in the aliases": (lambda d, o: d[:-1], "truncated"),
+    "garbage": (lambda d, o: bytes(range(256)) * 64, "binary version"),
+    "name not utf-8": (lambda d, o: _set(d, o[EMB]["name"] + 3, b"\xff"), "not UTF-8"),
+    "dimension flipped": (lambda d, o: _set(d, o[EMB]["dims"], bytes([d[o[EMB]["dims"]] ^ 1])), "claims"),
+    "size off by one": (lambda d, o: _set(d, o[EMB]["n_bytes"], (int.from_bytes(d[o[EMB]["n_bytes"]:][:4], "little") + 1).to_bytes(4, "little")), "claims"),
+    "unknown dtype": (lambda d, o: _set(d, o[EMB]["dtype"], b"\x09"), "dtype id 9"),
+    "float16 read as int16": (lambda d, o: _set(d, o[EMB]["dtype"], b"\x02"), "int16 with no decoder/embeddings/weight_scale"),
+    "renamed variable": (lambda d, o: _set(d, o["encoder/layer_norm/beta"]["name"] + len("encoder/layer_nor"), b"z"),
+                         "missing variable 'encoder/layer_norm/beta'"),
+    "alias to nothing": (lambda d, o: d[:-3] + b"X" + d[-2:], "not a variable"),
+    "bytes after the end": (lambda d, o: d + b"\0" * 7, "7 unexpected bytes"),
+    "NaN weights": (lambda d, o: _set(d, o["decoder/layer_norm/gamma"]["data"], b"\xff" * 8), "non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_malformed_model_bin_is_one_error_line(tmp_path, tiny_ct2, case):
+    """Each corruption of the real tiny.en bundle, through `whisperfast transcribe -m DIR`."""
+    from .test_cli import JFK, assert_one_line_error, run
+
+    data, _ = tiny_ct2
+    corrupt, fragment = CORRUPTIONS[case]
+    (tmp_path / "model.bin").write_bytes(corrupt(data, field_offsets(data)))
+    try:
+        assert_one_line_error(run("transcribe", JFK, "-m", tmp_path), fragment)
+    finally:
+        (tmp_path / "model.bin").unlink()  # 75 MB
