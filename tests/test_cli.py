@@ -157,3 +157,80 @@ def test_fast_with_word_timestamps_keeps_alignment_layers():
     kept = [s for s in d["rewrites"]["sites"] if s["action"] == "skipped"]
     assert kept and all("word timestamps" in s["reason"] and s["path"].endswith("cross_attn") for s in kept)
     assert sum(len(s["words"]) for s in d["segments"]) == 22
+
+
+# ---- two inputs, one output name ------------------------------------------------------------
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Refusals must come before any work: loading the model fails the test."""
+    from whisperfast import pipeline
+
+    def load(*a, **k):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(pipeline, "load", load)
+
+
+def _copy(src, dest):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(src.read_bytes())
+    return dest
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_two_inputs_with_one_output_name_are_refused_up_front(tmp_path, no_model_load, overwrite):
+    a, b = _copy(JFK, tmp_path / "a" / "x.wav"), _copy(JFK, tmp_path / "b" / "x.wav")
+    out = tmp_path / "out"
+    r = run("transcribe", a, b, "-f", "txt", "-o", out, *overwrite)
+    assert_one_line_error(r, "would both write")
+    assert str(a) in r.stderr and str(b) in r.stderr and str(out / "x.txt") in r.stderr
+    assert not out.exists()
+
+
+def test_same_stem_in_one_folder_is_refused(tmp_path, no_model_load):
+    wav = _copy(JFK, tmp_path / "x.wav")
+    flac = _copy(SAMPLES / "en_librispeech_2412-153948-0000.flac", tmp_path / "x.flac")
+    r = run("transcribe", wav, flac, "-f", "all")
+    assert_one_line_error(r, "would both write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.flac", "x.wav"]
+
+
+def test_the_same_input_twice_is_refused_when_files_are_written(tmp_path, no_model_load):
+    wav = _copy(JFK, tmp_path / "a" / "x.wav")
+    same = tmp_path / "a" / ".." / "a" / "x.wav"
+    assert_one_line_error(run("transcribe", wav, same, "-o", tmp_path / "out"), "is given twice")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_that_appears_during_the_work_is_not_replaced(tmp_path, monkeypatch):
+    """The up-front check passes; the file appears while transcribing; the write must not replace it."""
+    from whisperfast import pipeline
+
+    real = pipeline.transcribe
+    dest = tmp_path / "jfk.txt"
+
+    def transcribe(*a, **k):
+        dest.write_text("someone else's\n")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "transcribe", transcribe)
+    r = run("transcribe", JFK, "-o", tmp_path, "-q")
+    assert r.exit_code == 1 and "fellow Americans" in r.stdout  # the transcript still reaches stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "exists" in lines[0], r.stderr
+    assert dest.read_text() == "someone else's\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["jfk.txt"]  # no temp file left
+    r = run("transcribe", JFK, "-o", tmp_path, "-q", "--overwrite")  # --overwrite replaces it
+    assert r.exit_code == 0 and "fellow Americans" in dest.read_text()
+
+
+def test_written_files_get_the_users_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        r = run("transcribe", JFK, "-f", "all", "-o", tmp_path, "-q")
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.stderr
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ["jfk.txt", "jfk.srt", "jfk.vtt", "jfk.json"], 0o644)

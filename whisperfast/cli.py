@@ -110,8 +110,8 @@ def transcribe(
     _guard(runtime.use_device, device.value if device else None)
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
-    for f in files:  # refuse to clobber before any work is done
-        _guard(output.check_writable, output.output_paths(f, formats, output_dir), overwrite)
+    # before any work: refuse to clobber, and two inputs that would write one file (exit 1, like "exists")
+    plan = _guard(output.plan_outputs, files, formats, output_dir, overwrite)
 
     loaded = _guard(pipeline.load, model, dtype=_guard(runtime.parse_dtype, dtype.value if dtype else None),
                     fast=fast and not compare, word_timestamps=word_timestamps)
@@ -127,15 +127,15 @@ def transcribe(
                    console=err, transient=True, disable=len(files) < 2 or quiet or not sys.stderr.isatty())
     with bar:
         job = bar.add_task("transcribing", total=len(files))
-        for f in files:
+        for i, f in enumerate(files):
             bar.update(job, description=f.name)
-            failed += _transcribe_one(f, loaded, fused, options, formats, output_dir, as_json, quiet, fast)
+            failed += _transcribe_one(f, i, plan, loaded, fused, options, as_json, quiet, fast)
             bar.advance(job)
     if failed:
         raise typer.Exit(1)
 
 
-def _transcribe_one(f: Path, loaded, fused, options, formats, output_dir, as_json: bool, quiet: bool, fast: bool) -> int:
+def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool) -> int:
     """One file: transcribe (or compare), print, write files. Returns 1 on failure, else 0."""
     try:
         if fused is not None:
@@ -152,7 +152,7 @@ def _transcribe_one(f: Path, loaded, fused, options, formats, output_dir, as_jso
                 err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}" + ("" if t.device != "cpu" else
                           " (on the CPU mx.fast ops fall back to composed ops, so fusion itself gives a ratio near 1.0;"
                           " the fused lane's CPU gain is attention heads spread across CPU streams)"), highlight=False)
-        _guard(output.write_outputs, t, output.output_paths(f, formats, output_dir))
+        _guard(plan.write, index, t)
     except typer.Exit:
         return 1
     return 0

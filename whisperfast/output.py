@@ -1,11 +1,13 @@
-"""Transcript files: txt, srt, vtt, json. Written atomically (temp file + rename)."""
+"""Transcript files: txt, srt, vtt, json. Written atomically (temp file, then a hard link that never
+replaces a file, or a rename with --overwrite), with the permissions of any new file."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import asdict
 from pathlib import Path
 
@@ -61,21 +63,127 @@ def check_writable(paths: list[Path], overwrite: bool) -> None:
             raise WhisperfastError(f"{p.parent} is not a directory")
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def _same_file_key(p: Path) -> str:
+    """One key per file a path names (relative, `..`, symlinked folders); the file need not exist."""
+    return os.path.normcase(os.path.realpath(p))
+
+
+class OutputPlan:
+    """Where each input's transcript files go, checked as a whole before any work:
+    two inputs that would write one file (a/x.wav b/x.wav with -o, x.wav x.mp3, one file given
+    twice), an output that is an input, or an existing file without --overwrite are refused, so
+    no transcript is silently lost. Writing re-checks: a file that appeared meanwhile is not
+    replaced without --overwrite, and a file this run wrote is never replaced."""
+
+    def __init__(self, files: list[Path], formats: tuple[str, ...], output_dir: Path | None, overwrite: bool):
+        self.overwrite = overwrite
+        self.paths = [output_paths(f, formats, output_dir) for f in files]
+        self._written: set[tuple[int, int]] = set()  # (st_dev, st_ino) of files this run wrote
+        if not formats:
+            return  # stdout only: the same file twice is two transcripts, nothing collides
+        inputs = {_same_file_key(f): f for f in files}
+        seen: dict[str, tuple[Path, Path]] = {}  # output key -> (input, output path)
+        for f, paths in zip(files, self.paths):
+            for p in paths:
+                key = _same_file_key(p)
+                if key in seen:
+                    first, _ = seen[key]
+                    if _same_file_key(first) == _same_file_key(f):
+                        raise WhisperfastError(f"{f} is given twice" + ("" if str(first) == str(f) else f" (also as {first})")
+                                               + f"; its outputs such as {p} would be written twice (give each file once)")
+                    raise WhisperfastError(f"{first} and {f} would both write {p}; transcribe them in separate runs or into separate -o folders")
+                if key in inputs:
+                    raise WhisperfastError(f"{p} (an output of {f}) is also an input; refusing to replace it")
+                seen[key] = (f, p)
+            check_writable(paths, overwrite)
+
+    def write(self, index: int, t: Transcript) -> None:
+        write_outputs(t, self.paths[index], overwrite=self.overwrite, written=self._written)
+
+
+def plan_outputs(files: list[Path], formats: tuple[str, ...], output_dir: Path | None, overwrite: bool) -> OutputPlan:
+    return OutputPlan(list(files), formats, output_dir, overwrite)
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+def _create_beside(path: Path) -> tuple[int, Path]:
+    """A new temp file next to `path`, created with mode 0o666 so that the kernel applies the
+    user's umask (mkstemp would give 0600 to the final file)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
+    """Write `data` to `path` through a temp file: readers see the old file or the whole new one.
+
+    With `overwrite=False` the temp file is hard-linked to `path`, which fails (FileExistsError)
+    if `path` exists at that moment: a file that appeared since any earlier check is kept.
+    The file gets the permissions of any new file (0o666 less the umask)."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError as e:
+                if e.errno not in _NO_HARD_LINKS:
+                    raise
+                _write_exclusive(path, data)  # a file system without hard links: O_EXCL still never replaces
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+    finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _write_exclusive(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)  # ours, created just now: no half-written file stays
         raise
 
 
-def write_outputs(t: Transcript, paths: list[Path]) -> None:
+def write_outputs(t: Transcript, paths: list[Path], overwrite: bool = False, written: set | None = None) -> None:
+    """Write each format; `written` collects (st_dev, st_ino) of the files written, and a path
+    that is one of them (a case-insensitive file system, a hard link) is refused, even with
+    `overwrite`: a run never replaces its own output."""
     for p in paths:
         try:
-            write_atomic(p, render(t, p.suffix[1:]))
+            if written is not None and p.exists() and _file_id(p) in written:
+                raise WhisperfastError(f"{p} was already written by this run for another input; refusing to replace it")
+            write_atomic(p, render(t, p.suffix[1:]), overwrite=overwrite)
+            if written is not None:
+                written.add(_file_id(p))
+        except FileExistsError as e:
+            if e.filename != str(p):
+                raise WhisperfastError(f"cannot write {p}: {e.strerror or e}") from None
+            raise WhisperfastError(f"{p} exists: it appeared while transcribing (pass --overwrite to replace it)") from None
         except OSError as e:
             raise WhisperfastError(f"cannot write {p}: {e.strerror or e}") from None
+
+
+def _file_id(p: Path) -> tuple[int, int]:
+    st = os.stat(p)
+    return st.st_dev, st.st_ino
