@@ -44,7 +44,8 @@ class FlatStep:
     0.32.4, tiny.en fp16, benchmarks/overhead.py) a step is ~350 primitives, MLX costs
     4-11 µs to dispatch each and 13-27 µs per matmul, while the math is ~0.02 ms. So this
     issues as few primitives as the math allows:
-    - q|k|v in one matmul: the three weights concatenated (k's missing bias is a zero);
+    - q|k|v in one matmul: the three weights concatenated (k's missing bias is a zero),
+      except in quantized layers, which run their own quantized matmuls;
     - heads by one reshape: with one query row, (B, 1, n_state) -> (B, n_head, 1, head_dim)
       needs no transpose, and neither does the way back;
     - biases shaped (1, 1, n) up front, so addmm broadcasts nothing.
@@ -55,44 +56,51 @@ class FlatStep:
     def __init__(self, decoder: TextDecoder):
         made = []  # arrays built here: evaluated once, not in the first step
 
-        def linear(m, n):  # (weight^T, bias as (1, 1, n) or None)
-            made.append(m.bias.reshape(1, 1, n) if "bias" in m else None)
-            return m.weight.T, made[-1]
+        def linear(m):
+            """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
+            if not isinstance(m, nn.Linear):
+                return m
+            w, b = m.weight.T, m.bias.reshape(1, 1, -1) if "bias" in m else None
+            made.extend(a for a in (w, b) if a is not None)
+            return (lambda x: mx.addmm(b, x, w)) if b is not None else (lambda x: x @ w)
+
+        def qkv(a):
+            """x -> (q, k, v); one matmul where the three are plain Linear layers."""
+            if not all(isinstance(m, nn.Linear) for m in (a.query, a.key, a.value)):
+                return lambda x: (a.query(x), a.key(x), a.value(x))
+            D = a.query.weight.shape[0]
+            w = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
+            b = mx.concatenate([a.query.bias, mx.zeros((D,), w.dtype), a.value.bias]).reshape(1, 1, 3 * D)
+            made.extend((w, b))
+            return lambda x: mx.split(mx.addmm(b, x, w), 3, axis=-1)
 
         def norm(m):
             fn = _op(getattr(m, "mode", "fused"), "layer_norm")
             return lambda x: fn(x, m.weight, m.bias, m.eps)
 
-        n_state = decoder.token_embedding.weight.shape[1]
         self.layers = []
         for b in decoder.blocks:
             a, c = b.attn, b.cross_attn
-            zero = mx.zeros((n_state,), a.query.weight.dtype)
-            wqkv = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
-            bqkv = mx.concatenate([a.query.bias, zero, a.value.bias]).reshape(1, 1, 3 * n_state)
-            made += [wqkv, bqkv]
-            self.layers.append((norm(b.attn_ln), (wqkv, bqkv), linear(a.out, n_state), norm(b.cross_attn_ln),
-                                linear(c.query, n_state), linear(c.out, n_state), norm(b.mlp_ln),
-                                linear(b.mlp1, 4 * n_state), linear(b.mlp2, n_state),
+            self.layers.append((norm(b.attn_ln), qkv(a), linear(a.out), norm(b.cross_attn_ln), linear(c.query),
+                                linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
                                 _op(a.mode, "scaled_dot_product_attention"), _op(c.mode, "scaled_dot_product_attention")))
-        mx.eval([w for w in made if w is not None])
-        self.decoder, self.n_state, self.n_head = decoder, n_state, decoder.blocks[0].attn.n_head
-        self.scale = (n_state // self.n_head) ** -0.5
+        mx.eval(made)
+        self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
+        self.n_state = decoder.positional_embedding.shape[-1]
+        self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in."""
-        dec, D, H = self.decoder, self.n_state, self.n_head
+        dec, D, H, s = self.decoder, self.n_state, self.n_head, self.scale
         B, t = tokens.shape[0], cache[0][0].offset
         heads = (B, H, 1, D // H)  # one query row: the head split is a reshape
         x = dec.token_embedding(tokens) + dec.positional_embedding[t : t + 1]
         for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
-            qkv = mx.addmm(qkv[1], ln1(x), qkv[0])
-            k, v, mask = kv.update(qkv[..., D : 2 * D].reshape(heads), qkv[..., 2 * D :].reshape(heads), False)
-            o = sdpa(qkv[..., :D].reshape(heads), k, v, self.scale, mask)
-            x = x + mx.addmm(out[1], o.reshape(B, 1, D), out[0])
-            o = cross_sdpa(mx.addmm(cq[1], ln2(x), cq[0]).reshape(heads), *cross, self.scale, None)
-            x = x + mx.addmm(co[1], o.reshape(B, 1, D), co[0])
-            x = x + mx.addmm(fc2[1], nn.gelu(mx.addmm(fc1[1], ln3(x), fc1[0])), fc2[0])
+            q, k, v = qkv(ln1(x))
+            k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
+            x = x + out(sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask).reshape(B, 1, D))
+            x = x + co(cross_sdpa(cq(ln2(x)).reshape(heads) * s, *cross, 1.0, None).reshape(B, 1, D))
+            x = x + fc2(nn.gelu(fc1(ln3(x))))
         return dec.token_embedding.as_linear(dec.ln(x))
 
 

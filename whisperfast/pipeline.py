@@ -32,6 +32,10 @@ class TranscribeOptions:
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
     progress: bool = False  # mlx-whisper's progress bar (audio frames) on stderr
+    # Windows that fall back to temperature > 0 sample with MLX's random generator; a fixed
+    # seed makes the transcript reproducible, and two lanes with one seed draw the same numbers
+    # in the same order. None leaves MLX's generator as it is.
+    seed: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class Transcript:
     duration: float  # seconds of audio
     tokens: list[int] = field(default_factory=list)  # every generated text/timestamp token, in order
     rewrites: dict | None = None  # the RewriteReport, when the model was rewritten
+    windows: int = 0  # 30 s windows decoded
+    sampled_windows: int = 0  # of those, decoded again at temperature > 0 (the fallback)
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ class _Timed:
     def __init__(self, model: Whisper, t0: float):
         self._model, self._t0 = model, t0
         self.mel = self.encode = 0.0
-        self.n_tokens = 0
+        self.n_tokens = self.windows = self.sampled = 0
         self._first = True
 
     def __getattr__(self, name):
@@ -149,6 +155,9 @@ class _Timed:
     def decode(self, mel, options):
         # Pass self as the model, so the decoding task calls the timed encoder above.
         result = type(self._model).decode(self, mel, options)
+        # mlx-whisper decodes a window once per temperature it tries
+        self.windows += options.temperature == 0
+        self.sampled += options.temperature > 0
         self.n_tokens += sum(len(r.tokens) + 1 for r in (result if isinstance(result, list) else [result]))
         return result
 
@@ -176,16 +185,13 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
     if options.task not in ("transcribe", "translate"):
         raise WhisperfastError(f"unknown task '{options.task}' (use transcribe or translate)")
     if options.language is not None:
-        from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
-
-        if options.language not in LANGUAGES and options.language.lower() not in TO_LANGUAGE_CODE:
-            raise WhisperfastError(f"unknown language '{options.language}'")
+        options = replace(options, language=_language_code(options.language))
         if not model.whisper.is_multilingual and options.language != "en":
             raise WhisperfastError(f"model '{model.name}' is English-only; it cannot transcribe '{options.language}'")
-        options = replace(options, language=TO_LANGUAGE_CODE.get(options.language.lower(), options.language))
 
     t0 = time.perf_counter()
     timed = _Timed(model.whisper, t0)
+    _seed(options.seed)
     result = _run_mlx_whisper(timed, audio, model.dtype == "float16", options)
     total = time.perf_counter() - t0
 
@@ -200,7 +206,27 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
                       tokens=timed.n_tokens, rtf=total / duration)
     return Transcript(text=result["text"].strip(), language=result["language"], segments=segments, model=model.name,
                       device=runtime.device_name(), dtype=model.dtype, timings=timings, duration=duration,
-                      tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites)
+                      tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites,
+                      windows=timed.windows, sampled_windows=timed.sampled)
+
+
+def _language_code(name: str) -> str:
+    """'en', 'English' or 'english' -> 'en'."""
+    from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = name.lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise WhisperfastError(f"unknown language '{name}'")
+
+
+def _seed(seed: int | None) -> None:
+    """Seed MLX's generator, which mlx-whisper's sampled fallback draws from (MLX offers no
+    way to save and restore it: a seeded transcription reseeds it for the caller too)."""
+    if seed is not None:
+        mx.random.seed(seed)
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,12 @@ class WhisperAttention(nn.Module):
     def __call__(self, x, xa=None, mask=None, kv_cache=None):
         q = self.query(x)
         if xa is not None:
-            if kv_cache is None:
-                kv_cache = (self._heads(self.key(xa)), self._heads(self.value(xa)))
+            if kv_cache is None:  # keys scaled once per window
+                kv_cache = (self._heads(self.key(xa)) * self.qk_scale, self._heads(self.value(xa)))
             return self.out(self._attend(q, *kv_cache, None)), kv_cache, None
         if isinstance(kv_cache, KVCache):
             k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
-            return self.out(self._attend(q, k, v, attn_mask)), kv_cache, None
+            return self.out(self._attend(q, k * self.qk_scale, v, attn_mask)), kv_cache, None
         k, v = self.key(x), self.value(x)
         if kv_cache is not None:
             k = mx.concatenate([kv_cache[0], k], axis=1)
@@ -156,13 +156,19 @@ class WhisperAttention(nn.Module):
         B, S, n_state = x.shape
         return x.reshape(B, S, self.n_head, n_state // self.n_head).transpose(0, 2, 1, 3)
 
+    @property
+    def qk_scale(self) -> float:
+        """mlx-whisper scales q and k each by head_dim**-0.25, in the compute dtype, and so
+        does this layer: one head_dim**-0.5 inside the kernel rounds differently, and in fp16
+        that moved a timestamp token on held-out audio."""
+        return (self.query.weight.shape[0] // self.n_head) ** -0.25
+
     def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
-        """q (B, L, n_state); k, v heads-first; mask: None, "causal" or an additive array."""
+        """q (B, L, n_state); k, v heads-first, k already scaled by qk_scale; mask: None,
+        "causal" or an additive array."""
         B, L, n_state = q.shape
-        head_dim = n_state // self.n_head
         fn = _op(self.mode, "scaled_dot_product_attention")
-        # mlx-whisper scales q and k each by head_dim**-0.25; the kernel takes the product.
-        args = (self._heads(q), k, v, head_dim**-0.5, mask)
+        args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
         parallel = self.mode == "fused" and L > 1 and mx.default_device() == mx.cpu and len(_cpu_streams()) > 1
         out = _heads_across_cpu_streams(fn, *args) if parallel else fn(*args)
         return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
@@ -173,7 +179,7 @@ class WhisperAttention(nn.Module):
         cached keys stay visible); a single query needs none (MLX's CUDA decode kernel
         takes no array mask)."""
         causal = "causal" if mask is not None and q.shape[1] > 1 else None
-        return self._attend(q, self._heads(k), self._heads(v), causal), None
+        return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal), None
 
 
 @lru_cache(maxsize=1)
