@@ -150,6 +150,16 @@ def test_compare_reports_both_lanes_and_their_agreement():
     assert d["rewrites"]["counts"]["attention"]["rewritten"] == 12
     assert d["rewrites"]["counts"]["rope"]["sites"] == 0
     assert "baseline" in r.stderr and "speed-up" in r.stderr and "ratio near 1.0" in r.stderr
+    assert d["baseline"]["windows"] == d["fused"]["windows"] == 1
+    assert d["baseline"]["sampled_windows"] == d["fused"]["sampled_windows"] == 0  # JFK decodes at temperature 0
+
+
+def test_language_by_name_on_an_english_only_model():
+    """`--language english` named the language tiny.en speaks, and was refused."""
+    r = run("transcribe", JFK, "--language", "English", "--seed", "7", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert "fellow Americans" in r.stdout
+    assert_one_line_error(run("transcribe", JFK, "--language", "german"), "English-only")
 
 
 def test_fast_with_word_timestamps_keeps_alignment_layers():

@@ -105,6 +105,7 @@ def transcribe(
     compare: bool = typer.Option(False, "--compare", help="Run baseline and fused on each file; show both timings."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the sampled temperature fallback (each lane of --compare gets the same)."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
     _guard(runtime.use_device, device.value if device else None)
@@ -120,7 +121,7 @@ def transcribe(
         counts = (fused or loaded).rewrites["counts"]
         err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")
                                             for k, c in counts.items()), highlight=False)
-    options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps,
+    options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
                                          progress=sys.stderr.isatty() and not quiet and len(files) == 1)
     failed = 0
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -149,7 +150,9 @@ def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: 
             err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{' · fused' if fast and fused is None else ''}", highlight=False)
             err.print(_timing_table(columns))
             if fused is not None:
-                err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}" + ("" if t.device != "cpu" else
+                err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}; windows sampled at"
+                          f" temperature > 0: {c.baseline.sampled_windows} and {c.fused.sampled_windows} of"
+                          f" {c.baseline.windows} and {c.fused.windows}" + ("" if t.device != "cpu" else
                           " (on the CPU mx.fast ops fall back to composed ops, so fusion itself gives a ratio near 1.0;"
                           " the fused lane's CPU gain is attention heads spread across CPU streams)"), highlight=False)
         _guard(plan.write, index, t)

@@ -26,7 +26,8 @@ def to_json(t: Transcript) -> dict:
 
 def comparison_to_json(c: Comparison) -> dict:
     """The fused transcript, plus each lane's text and timings and whether they agree."""
-    lanes = {lane: {"text": t.text, "timings": asdict(t.timings)} for lane, t in (("baseline", c.baseline), ("fused", c.fused))}
+    lanes = {lane: {"text": t.text, "timings": asdict(t.timings), "windows": t.windows, "sampled_windows": t.sampled_windows}
+             for lane, t in (("baseline", c.baseline), ("fused", c.fused))}
     return {**to_json(c.fused), **lanes, "tokens_match": c.tokens_match, "transcripts_match": c.transcripts_match}
 
 
