@@ -12,7 +12,7 @@ from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, 
 from whisperfast.decoding import DeviceTimestampRules, StaticInference
 from whisperfast.kernels.cuda_step import CudaDecode, CudaStep, greedy_update, timestamp_rules
 
-from .test_decoding import history
+from .test_decoding import count_flat_steps, history
 
 cuda = getattr(mx, "cuda", None)
 pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
@@ -56,6 +56,7 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, monke
         assert got[3].shape == (batch, 1, 51864)
         np.testing.assert_allclose(np.array(got[3][:, 0]), np.array(ref), atol=tol, rtol=tol)
         assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()  # no filters: the argmax
+    assert step.launches == 1 + 7  # the prompt's launch, then a launch a step
     n = prompt_len + 7
     for layer, (a, _) in enumerate(flat.kv_cache):
         assert a.offset == n
@@ -80,6 +81,7 @@ def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     first = mx.zeros((51864,)).at[banned].add(-mx.inf)
     run = CudaDecode(CudaStep(fused.decoder), mx.zeros((51864,)), first, timestamp_rules(get_tokenizer(False), 3, False))
     tokens, completed, sums, sot_logits = run.prompt(prompt, xa, sot=0)
+    assert run.step.launches == 1  # the whole prompt in one launch
     np.testing.assert_allclose(np.array(sot_logits), np.array(ref[:, 0]), atol=1e-4, rtol=1e-4)
     assert tokens[0, :3].tolist() == [50257, 50362, 11]
     assert int(tokens[0, 3]) == int(mx.argmax(ref[0, -1] + first))  # the best token that is not banned
@@ -118,13 +120,22 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
 
     fused = rewritten(tiny).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")  # the fp16 option casts it to the weights'
-    results = {}
+    flat_calls = count_flat_steps(monkeypatch)
+    launches = lambda: getattr(fused.decoder.__dict__.get("_whisperfast_cuda"), "launches", 0)
+    results, kernel, flat = {}, {}, {}
     for env, blocks in (("0", ""), ("1", ""), ("1", "3")):  # the flat step; the kernel, also on fewer blocks than heads
         monkeypatch.setenv("WHISPERFAST_CUDA_STEP", env)
         monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", blocks)
         options = DecodingOptions(language="en", fp16=tiny.dtype == "float16", prompt=prompt)
+        k0, f0 = launches(), flat_calls[0]
         results[env + blocks] = StaticCacheTask(fused, options).run(mel)[0]
-    assert "_whisperfast_cuda" in fused.decoder.__dict__  # the kernel ran
+        kernel[env + blocks], flat[env + blocks] = launches() - k0, flat_calls[0] - f0
+    # each lane ran what it claims: the flat step alone, else the kernel for every token the
+    # module pass over the prompt did not sample (a short prompt's too), and no flat step
+    assert isinstance(fused.decoder.__dict__.get("_whisperfast_cuda"), CudaStep)
+    assert kernel["0"] == 0 and flat["0"] >= len(results["0"].tokens), (kernel, flat)
+    for lane in ("1", "13"):
+        assert kernel[lane] >= len(results[lane].tokens) and flat[lane] == 0, (lane, kernel, flat)
     assert results["13"].tokens == results["1"].tokens == results["0"].tokens
     assert abs(results["13"].avg_logprob - results["1"].avg_logprob) < 1e-3  # other summation orders
     assert abs(results["1"].avg_logprob - results["0"].avg_logprob) < 1e-3

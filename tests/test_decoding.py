@@ -42,13 +42,28 @@ def test_device_timestamp_rules_equal_mlx_whispers(case):
     assert np.array_equal(np.array(ours), np.array(theirs))
 
 
+def count_flat_steps(monkeypatch) -> list:
+    """FlatStep.__call__ wrapped, for the test's duration, to count its calls: [n]."""
+    from whisperfast.decoding import FlatStep
+
+    calls, original = [0], FlatStep.__call__
+
+    def counted(self, tokens, cache):
+        calls[0] += 1
+        return original(self, tokens, cache)
+
+    monkeypatch.setattr(FlatStep, "__call__", counted)
+    return calls
+
+
 @pytest.mark.parametrize("batch", [1, 2])
-def test_flat_step_matches_stock_decoder(batch):
-    from whisperfast.decoding import StaticInference
+def test_flat_step_matches_stock_decoder(batch, monkeypatch):
+    from whisperfast.decoding import FlatStep, StaticInference
     from whisperfast.kernels import rewrite_whisper
 
     from .test_rewrite import tiny_whisper
 
+    calls = count_flat_steps(monkeypatch)
     m = tiny_whisper(seed=2)
     fused, _ = rewrite_whisper(m)
     xa = mx.random.normal((batch, 12, 32))
@@ -61,12 +76,13 @@ def test_flat_step_matches_stock_decoder(batch):
         ref, kv, _ = m.decoder(step, xa, kv_cache=kv)
         ours = inference.logits(step, xa)
         np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-4, rtol=1e-4)
-    assert "_whisperfast_step" in fused.decoder.__dict__  # the flat path ran
+    # the prompt ran the module path, each of the four single-token steps the flat step
+    assert isinstance(fused.decoder.__dict__.get("_whisperfast_step"), FlatStep)
+    assert calls[0] == 4
     assert inference.kv_cache[0][0].offset == 7
 
 
-
-def test_lazy_eot_check_changes_nothing(tiny):
+def test_lazy_eot_check_changes_nothing(tiny, monkeypatch):
     """Reading `completed` every k steps runs a few steps past EOT; the results must not move."""
     from mlx_whisper.decoding import DecodingOptions
 
@@ -76,15 +92,25 @@ def test_lazy_eot_check_changes_nothing(tiny):
 
     from .conftest import SAMPLES
 
+    monkeypatch.setenv("WHISPERFAST_CUDA_STEP", "0")  # the CUDA kernel's loop reads every step
+    calls = count_flat_steps(monkeypatch)
     fused = rewritten(tiny).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")
-    results = []
-    for check in (1, 4, 7):
+    results, past_eot = [], []
+    for check in (1, 3, 4, 7):  # 4: the GPU's; 3 and 7 with it divide no n below 84
         task = StaticCacheTask(fused, DecodingOptions(language="en", fp16=False))
         task.eot_check = check
+        before = calls[0]
         r = task.run(mel)[0]
+        # n tokens with the EOT: the module pass over the prompt samples the first, a flat step
+        # each of the others, and one more step is queued before `completed` is read; read at
+        # every k-th step, the loop stops at the first multiple of k from n on
+        n = len(r.tokens) + 1
+        assert calls[0] - before == -(-n // check) * check, (check, n, calls[0] - before)
+        past_eot.append(calls[0] - before - n)
         results.append((r.tokens, r.avg_logprob, r.no_speech_prob, r.text))
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1] == results[2] == results[3]
+    assert past_eot[0] == 0 and any(past_eot), past_eot  # some k did run steps past EOT
     assert "fellow Americans" in results[0][3]
 
 

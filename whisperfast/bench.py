@@ -156,8 +156,9 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
 # -- kernels --------------------------------------------------------------------------------
 
 def kernel_cases(dtype: mx.Dtype) -> list[tuple[str, str, Callable, Callable, tuple]]:
-    """(op, shape label, fused fn, composed fn, args): the reference notebook shapes plus
-    Whisper tiny (n_state 384, 6 heads) and base (512, 8 heads) as they run."""
+    """(op, shape label, fused fn, composed fn, args): the reference notebook shapes,
+    Whisper tiny (n_state 384, 6 heads) and base (512, 8 heads) as they run, and RoPE at
+    Llama shapes (Whisper has none, but it is one of the three rewrites)."""
     r = lambda *s: mx.random.normal(s).astype(dtype)
     cases = [("rms_norm", "4x128x1024", ops.fused_rms_norm, ops.composed_rms_norm, (r(4, 128, 1024), r(1024), 1e-5)),
              ("layer_norm", "4x128x1024", ops.fused_layer_norm, ops.composed_layer_norm, (r(4, 128, 1024), r(1024), r(1024), 1e-5)),
@@ -178,7 +179,37 @@ def kernel_cases(dtype: mx.Dtype) -> list[tuple[str, str, Callable, Callable, tu
             ("sdpa cross step", f"{name} q 1x{heads}x1x64, kv 1500", ops.fused_scaled_dot_product_attention,
              ops.composed_scaled_dot_product_attention, (r(1, heads, 1, 64), r(1, heads, 1500, 64), r(1, heads, 1500, 64), 0.125, None)),
         ]
+    cases += rope_cases(dtype)
     return cases
+
+
+# Llama-style RoPE (Llama 3.1 8B: 32 heads of 128, base 500000, the llama3 schedule), over a
+# 512-token prompt and for one decode step at position 511: the standard schedule
+# (mx.fast.rope's own base) and a precomputed inverse-frequency table (freqs=...).
+ROPE_BASE, ROPE_MAX_POSITION = 500000.0, 511
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}
+
+
+def rope_cases(dtype: mx.Dtype) -> list[tuple[str, str, Callable, Callable, tuple]]:
+    """Inputs in [-1, 1], so a row's max |diff| is bounded by how the two paths round the
+    angle position * frequency (at most a few ulps of the largest, ROPE_MAX_POSITION * 1)
+    and by the dtype's rounding of the output, not by how large a random draw came out."""
+    from .kernels.rope_scaling import rope_schedule
+
+    u = lambda *s: mx.random.uniform(-1.0, 1.0, s).astype(dtype)
+    H, T, D = 32, ROPE_MAX_POSITION + 1, 128
+    inv = mx.array(rope_schedule(D, ROPE_BASE, LLAMA3_SCALING).inv_freq)
+    prompt, step = u(1, H, T, D), u(1, H, 1, D)
+    return [
+        ("rope", f"llama 1x{H}x{T}x{D}", ops.fused_rope, ops.composed_rope, (prompt, D, 0, ROPE_BASE, 1.0, False)),
+        ("rope decode step", f"llama 1x{H}x1x{D} @{T - 1}", ops.fused_rope, ops.composed_rope,
+         (step, D, T - 1, ROPE_BASE, 1.0, False)),
+        ("rope_inv_freq llama3", f"llama 1x{H}x{T}x{D}", ops.fused_rope_inv_freq, ops.composed_rope_inv_freq,
+         (prompt, D, 0, inv, 1.0, False)),
+        ("rope_inv_freq llama3 decode step", f"llama 1x{H}x1x{D} @{T - 1}", ops.fused_rope_inv_freq,
+         ops.composed_rope_inv_freq, (step, D, T - 1, inv, 1.0, False)),
+    ]
 
 
 def _time_ms(fn: Callable, args: tuple, runs: int, budget_s: float = 0.25) -> float:
