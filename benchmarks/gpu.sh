@@ -13,6 +13,32 @@ tests|all)
   $py -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_rewrite.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -25
   ;;
 esac
+case "${1:-all}" in
+trust)  # issue 12's GPU record: every GPU test (the slow group too), the held-out variants, seeded long form
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_decoding.py \
+    tests/test_equality.py tests/test_heldout.py 2>&1 | tee "$out/gpu_tests.txt" | tail -40
+  ;;
+seeded)  # stock vs fused on the 600 s clip, each lane seeded alike, fallback on and off
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  for m in tiny.en base; do for dt in float16 float32; do
+    $py benchmarks/seeded_eq.py $m /tmp/clip600.wav $dt
+  done; done 2>&1 | tee "$out/seeded_600s.jsonl"
+  ;;
+cold)  # fresh processes, wall clock around each: JFK, --fast and stock, alternated
+  $py - <<'PY' 2>&1 | tee "$out/cold_jfk.jsonl"
+import json, subprocess, sys, time
+for i in range(3):
+    for args in (["--fast"], []):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "samples/jfk.wav", "-q", "--json", *args],
+                           capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        total = json.loads(r.stdout)["timings"]["total"] if r.returncode == 0 else None
+        print(json.dumps({"run": i, "args": args, "wall_s": round(wall, 3), "total_s": total, "rc": r.returncode}), flush=True)
+PY
+  ;;
+esac
 summary() {
   # file {lane: (total ms, decode ms/token, encode ms)} speedup {lane: matches_stock}
   $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: (round(v['total_ms']['median'],1), round(v['decode_ms_per_token']['median'],3), round(v['encode_ms']['median'],2)) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$1"

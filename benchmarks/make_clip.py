@@ -1,4 +1,5 @@
-"""Write the 60 s long-form clip the tests build (English samples back to back) to a WAV."""
+"""Write the long-form clip the tests build (English samples back to back) to a WAV:
+python3 benchmarks/make_clip.py OUT.wav [SECONDS, default 60]."""
 
 import sys
 
@@ -7,5 +8,5 @@ import soundfile as sf
 sys.path.insert(0, ".")
 from tests.test_transcribe import long_clip  # noqa: E402
 
-audio, _ = long_clip(60.0)
+audio, _ = long_clip(float(sys.argv[2]) if len(sys.argv) > 2 else 60.0)
 sf.write(sys.argv[1], audio, 16000, subtype="FLOAT")

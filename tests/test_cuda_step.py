@@ -10,13 +10,21 @@ from hypothesis import given, settings
 from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, SuppressTokens
 
 from whisperfast.decoding import DeviceTimestampRules, StaticInference
-from whisperfast.kernels.cuda_step import CudaDecode, CudaStep, greedy_update, timestamp_rules
+from whisperfast.kernels.cuda_step import CudaDecode, CudaStep, greedy_update, grid_blocks, timestamp_rules
 
 from .test_decoding import count_flat_steps, history
 
 cuda = getattr(mx, "cuda", None)
 pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
                                 reason="needs MLX's CUDA backend")
+
+
+@pytest.fixture(autouse=True)
+def _grid_read_afresh():
+    """WHISPERFAST_STEP_BLOCKS is read once per process; tests that set it read it again."""
+    grid_blocks.cache_clear()
+    yield
+    grid_blocks.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])

@@ -21,6 +21,8 @@ from mlx.utils import tree_flatten
 from mlx_whisper.decoding import GreedyDecoder, SuppressBlank, SuppressTokens
 from mlx_whisper.whisper import TextDecoder
 
+from ..errors import WhisperfastError
+
 MAX_BATCH = 3  # B = 4 takes over 128 registers a thread (ptxas), too many for kThreads
 _THREADS = 512  # decode_step.cu's kThreads
 _SHARED_FLOATS = 10240  # its static shared memory: x (B, 4D) and a chunk's scores, within 48 KiB
@@ -92,8 +94,22 @@ def _sm_count() -> int:
     return len(set(ids))
 
 
+@lru_cache(maxsize=1)
 def grid_blocks() -> int:
-    return int(os.environ.get("WHISPERFAST_STEP_BLOCKS") or _sm_count())
+    """The step's grid: one block per SM. Its grid barriers wait for every block, so a block
+    that is not resident until the others finish would hang the launch (and the kernel's
+    watchdog then traps, ending the process's CUDA context). The probe counts the SMs this
+    process's blocks really ran on (a MIG slice's, not the card's), and a block of the step
+    takes 48 KiB of static shared memory at most and 512 threads: where its registers would
+    not fit one block per SM, the launch fails instead of waiting. WHISPERFAST_STEP_BLOCKS
+    (a test knob, read once) may only ask for fewer blocks, never more."""
+    sms, knob = _sm_count(), os.environ.get("WHISPERFAST_STEP_BLOCKS")
+    if not knob:
+        return sms
+    if not knob.isdigit() or not 1 <= int(knob) <= sms:
+        raise WhisperfastError(f"WHISPERFAST_STEP_BLOCKS={knob!r}: the decode step's blocks must all be resident at once, "
+                         f"so it takes 1 to {sms} (this GPU's SMs)")
+    return int(knob)
 
 
 def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: int, itemsize: int) -> int:
