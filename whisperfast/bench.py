@@ -50,6 +50,8 @@ class Lane:
     peak_memory_mb: Optional[float]
     transcript: str
     matches_stock: Optional[bool]  # same tokens as stock (text only, for faster-whisper)
+    windows: Optional[int] = None  # 30 s windows decoded, per run
+    sampled_windows: Optional[int] = None  # of those, decoded again at temperature > 0
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
 
 
 def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, ...], runs: int, warmup: int,
-                 progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, Lane], list[str]]:
-    """Alternate lanes A B C A B C ... after `warmup` rounds; summarize each lane."""
+                 progress: Callable[[str], None] = lambda _: None, seed: int = 0) -> tuple[dict[str, Lane], list[str]]:
+    """Alternate lanes A B C A B C ... after `warmup` rounds; summarize each lane. Every
+    transcription is seeded with `seed`, so sampled fallback windows draw alike in each lane."""
     if not audio:
         raise WhisperfastError("no audio to benchmark")
     bad = [x for x in lanes if x not in LANES]
@@ -121,7 +124,7 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
                 texts = [fw(a) for a in audio]
                 result = (texts, None, time.perf_counter() - t0)
             else:
-                ts = [transcribe(models[lane], a, TranscribeOptions()) for a in audio]
+                ts = [transcribe(models[lane], a, TranscribeOptions(seed=seed)) for a in audio]
                 result = ([t.text for t in ts], ts, sum(t.timings.total for t in ts))
             peaks[lane] = max(peaks[lane], mx.get_peak_memory())
             if r >= warmup:
@@ -148,7 +151,8 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             tokens=n_tokens,
             tokens_per_s=Stat.of([n_tokens / max(sum(t.timings.decode for t in r[1]), 1e-9) for r in rs]) if ts else None,
             rtf=Stat.of([x / 1000 / seconds for x in totals]), peak_memory_mb=peaks[lane] / 2**20 if ts else None,
-            transcript=" ".join(texts), matches_stock=match)
+            transcript=" ".join(texts), matches_stock=match,
+            windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None)
     notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
     return out, notes
 
@@ -242,7 +246,7 @@ def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None]
 
 def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
         runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
-        progress: Callable[[str], None] = lambda _: None) -> BenchReport:
+        progress: Callable[[str], None] = lambda _: None, seed: int = 0) -> BenchReport:
     if runs < 1 or warmup < 0:
         raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
     dtype = dtype or default_dtype()
@@ -258,7 +262,7 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
         notes.append("CPU: every mx.fast op falls back to composed ops, so kernel ratios near 1.0 are expected; "
                      "the fused lane's gain here comes from spreading attention heads across CPU streams, not from fusion")
     if pipeline:
-        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress)
+        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed)
         notes += lane_notes
         stock = lane_results.get("stock")
         speedup = {f"{x} vs stock": stock.total_ms.median / v.total_ms.median for x, v in lane_results.items()
