@@ -23,8 +23,12 @@ def fused(tiny):
 
 
 def mlx_whisper_text(model, audio: np.ndarray) -> str:
-    """mlx_whisper.transcribe itself (not whisperfast's pipeline) on `model`'s Whisper."""
+    """mlx_whisper.transcribe itself (not whisperfast's pipeline) on `model`'s Whisper, seeded
+    as whisperfast's transcribe seeds (TranscribeOptions.seed): a sampled fallback draws alike."""
+    import mlx.core as mx
+
     mw = importlib.import_module("mlx_whisper.transcribe")
+    mx.random.seed(0)
     mw.ModelHolder.model, mw.ModelHolder.model_path = model.whisper, "<stock>"
     try:
         return mw.transcribe(audio, path_or_hf_repo="<stock>", fp16=model.dtype == "float16")["text"].strip()
