@@ -50,6 +50,7 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, monke
     none = mx.zeros((51864,))
     step = CudaStep(fused.decoder)
     state = step.start(xa, batch)
+    assert state["blocks"] == int(blocks or grid_blocks())  # the grid asked for
     # the prompt in one launch from empty caches, the SOT's logits as well as the last position's
     got = step(prompt, mx.zeros((batch,)), state, none, rules, new=prompt_len, sot=0)[3]
     ref = flat.logits(prompt, xa)
@@ -134,10 +135,13 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
     for env, blocks in (("0", ""), ("1", ""), ("1", "3")):  # the flat step; the kernel, also on fewer blocks than heads
         monkeypatch.setenv("WHISPERFAST_CUDA_STEP", env)
         monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", blocks)
+        grid_blocks.cache_clear()  # the knob is read once per process: read it for this lane
         options = DecodingOptions(language="en", fp16=tiny.dtype == "float16", prompt=prompt)
         k0, f0 = launches(), flat_calls[0]
         results[env + blocks] = StaticCacheTask(fused, options).run(mel)[0]
         kernel[env + blocks], flat[env + blocks] = launches() - k0, flat_calls[0] - f0
+        if env + blocks == "13":
+            assert grid_blocks() == 3  # the lane ran on 3 blocks, fewer than tiny.en's 6 heads
     # each lane ran what it claims: the flat step alone, else the kernel for every token the
     # module pass over the prompt did not sample (a short prompt's too), and no flat step
     assert isinstance(fused.decoder.__dict__.get("_whisperfast_cuda"), CudaStep)
