@@ -152,3 +152,24 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
     assert abs(results["13"].avg_logprob - results["1"].avg_logprob) < 1e-3  # other summation orders
     assert abs(results["1"].avg_logprob - results["0"].avg_logprob) < 1e-3
     assert "fellow Americans" in results["1"].text
+
+
+def test_one_compiled_kernel_serves_every_prompt_length(tiny):
+    """sample_begin and max_init are launch arguments: windows whose prompts differ in length
+    (previous text, an initial prompt) reuse the one kernel MLX compiled for the model."""
+    from whisperfast.audio import first_window_mel
+    from whisperfast.decoding import StaticCacheTask
+    from whisperfast.pipeline import rewritten
+
+    from .conftest import SAMPLES
+
+    fused = rewritten(tiny).whisper
+    mel = first_window_mel(SAMPLES / "jfk.wav")
+    texts = []
+    for prompt in (None, "Hello.", "My fellow citizens, we meet today to speak plainly about the nation and its future."):
+        options = DecodingOptions(language="en", fp16=tiny.dtype == "float16", prompt=prompt)
+        texts.append(StaticCacheTask(fused, options).run(mel)[0].text)
+    step = fused.decoder.__dict__["_whisperfast_cuda"]
+    assert isinstance(step, CudaStep) and step.launches >= 3 * 20
+    assert len(step.kernels) == 1, step.kernels
+    assert all("fellow Americans" in t for t in texts)

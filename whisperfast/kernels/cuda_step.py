@@ -145,6 +145,7 @@ class CudaStep:
         mx.eval(self.packed, self.lnf, self.emb, self.pos, self.w_cross, self.b_cross)
         self.n_head = decoder.blocks[0].attn.n_head
         self.launches = 0  # kernel launches through __call__ (tests check that the kernel ran)
+        self.kernels: set = set()  # distinct template tuples launched: MLX compiles each once a process
 
     def start(self, audio_features: mx.array, batch: int, cache: Optional[list] = None) -> dict:
         """A decode's state: every layer's self-attention cache in one array each, written in
@@ -177,13 +178,13 @@ class CudaStep:
         rows = 2 if L - new <= sot < L - 1 else 1
         S, G = state["cross"].shape[1], state["blocks"]
         template = [("T", self.emb.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
-                    ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + list(rules.items())
+                    ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules)
         inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
         outputs = ("tokens_out", "sum_out", "completed", "logits")
-        call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, SAMPLE_BEGIN, MAX_INIT, RULES>(tokens, "
+        call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES>(tokens, "
                 "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], "
                 "tokens_out, sum_out, completed, logits);")
-        args = [tokens, _meta(new, sot), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
+        args = [tokens, _meta(new, sot, rules["sample_begin"], rules["max_init"]), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
                 sum_logprobs, suppress, state["scratch"]]
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
@@ -191,12 +192,20 @@ class CudaStep:
             "decode_step", inputs, outputs, call, args, template, G, _THREADS,
             [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         self.launches += 1
+        self.kernels.add(tuple(template))
         return tokens, completed[0], sums[:B], logits
 
 
-@lru_cache(maxsize=None)
-def _meta(new: int, sot: int) -> mx.array:
-    return mx.array([new, sot], mx.int32)
+@lru_cache(maxsize=1024)
+def _meta(new: int, sot: int, sample_begin: int, max_init: int) -> mx.array:
+    return mx.array([new, sot, sample_begin, max_init], mx.int32)
+
+
+_TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the rest are launch arguments
+
+
+def _template(rules: dict) -> list:
+    return [(k, rules[k]) for k in _TEMPLATE]
 
 
 class CudaDecode:
@@ -238,22 +247,24 @@ def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, su
     (when rules["RULES"]) and GreedyDecoder.update at temperature 0: logits (B, n_vocab)
     float32, tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
     B, L = tokens.shape
-    template = [("B", B), ("NV", logits.shape[-1])] + list(rules.items())
+    template = [("B", B), ("NV", logits.shape[-1])] + _template(rules)
     tokens, sum_logprobs, completed = _run(
-        "greedy", ["logits", "tokens", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
-        "wf::greedy<B, NV, TS, EOT, NO_TS, SAMPLE_BEGIN, MAX_INIT, RULES>"
-        "(logits, tokens, tokens_shape[1], sum_in, suppress, tokens_out, sum_out, completed);",
-        [logits, tokens, sum_logprobs, suppress], template, 1, 1024, [(B, L + 1), (B,), ()],
+        "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
+        "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
+        "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
+        [logits, tokens, _meta(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1, 1024,
+        [(B, L + 1), (B,), ()],
         [tokens.dtype, mx.float32, mx.bool_])
     return tokens, completed, sum_logprobs
 
 
 def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Optional[int] = None) -> dict:
-    """The template constants of the filters (max_initial: ApplyTimestampRules'
-    max_initial_timestamp_index)."""
+    """The filters' constants (max_initial: ApplyTimestampRules' max_initial_timestamp_index):
+    TS, EOT, NO_TS and RULES are template arguments, fixed per tokenizer and task; sample_begin
+    and max_init go in at each launch, so prompts of any length share one compiled kernel."""
     no_ts = tokenizer.no_timestamps if tokenizer.no_timestamps is not None else _NONE
-    return dict(TS=tokenizer.timestamp_begin, EOT=tokenizer.eot, NO_TS=no_ts, SAMPLE_BEGIN=sample_begin,
-                MAX_INIT=_NONE if max_initial is None else max_initial, RULES=enabled)
+    return dict(TS=tokenizer.timestamp_begin, EOT=tokenizer.eot, NO_TS=no_ts, RULES=enabled, sample_begin=sample_begin,
+                max_init=_NONE if max_initial is None else max_initial)
 
 
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
@@ -295,7 +306,7 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
     if step is None or tokens.shape[1] != 1:
         return None
     none = mx.zeros((step.emb.shape[0],), mx.float32)  # no filters; the kernel's sample goes unused
-    rules = dict(TS=step.emb.shape[0], EOT=_NONE, NO_TS=_NONE, SAMPLE_BEGIN=tokens.shape[1], MAX_INIT=_NONE, RULES=False)
+    rules = dict(TS=step.emb.shape[0], EOT=_NONE, NO_TS=_NONE, RULES=False, sample_begin=tokens.shape[1], max_init=_NONE)
     return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
 
 

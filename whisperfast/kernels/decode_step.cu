@@ -253,22 +253,24 @@ __device__ __forceinline__ Pick no_pick() { return {-kInf, 0.f, 0x7fffffff}; }
 enum { kAll, kText, kTs, kKeep, kLate, kPicks };
 
 // The row's timestamp history: the first sample (no token sampled yet) must be a timestamp
-// up to TS + MAX_INIT; after a lone timestamp no text may follow; after a pair, no
-// timestamp.
+// up to TS + max_init; after a lone timestamp no text may follow; after a pair, no
+// timestamp. sample_begin and max_init change with the prompt, so they are launch arguments
+// (meta[2], meta[3]), not template constants: one compiled kernel serves every prompt length.
 struct History {
   bool first, last_ts, penult_ts;
+  int max_init;
 };
 
-template <int TS, int SAMPLE_BEGIN, typename Tok>
-__device__ __forceinline__ History timestamp_history(const Tok* row, int L) {
-  return {L == SAMPLE_BEGIN, L > SAMPLE_BEGIN && row[L - 1] >= TS, L - SAMPLE_BEGIN < 2 || row[L - 2] >= TS};
+template <int TS, typename Tok>
+__device__ __forceinline__ History timestamp_history(const Tok* row, int L, int sample_begin, int max_init) {
+  return {L == sample_begin, L > sample_begin && row[L - 1] >= TS, L - sample_begin < 2 || row[L - 2] >= TS, max_init};
 }
 
-template <int TS, int EOT, int NO_TS, int MAX_INIT, bool RULES>
+template <int TS, int EOT, int NO_TS, bool RULES>
 __device__ __forceinline__ void filter_add(Pick* f, int v, float l, History r) {
   f[kAll].add(l, 1.f, v);
   f[v < TS ? kText : kTs].add(l, 1.f, v);
-  if (RULES && (v == NO_TS || (r.first && (v < TS || v > TS + MAX_INIT)) ||
+  if (RULES && (v == NO_TS || (r.first && (v < TS || v > TS + r.max_init)) ||
                 (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT)))
     l = -kInf;
   f[kKeep].add(l, 1.f, v);
@@ -320,18 +322,19 @@ __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, T
   return next == EOT;
 }
 
-// The filters + update alone, in one block, for logits (B, NV): tokens (B, L) -> (B, L+1).
-template <int B, int NV, int TS, int EOT, int NO_TS, int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
-__device__ void greedy(const float* logits, const Tok* tokens, int L, const float* sum_in, const float* suppress,
-                       Tok* tokens_out, float* sum_out, bool* completed) {
+// The filters + update alone, in one block, for logits (B, NV): tokens (B, L) -> (B, L+1);
+// meta[2], meta[3]: sample_begin, max_init (as decode_step's).
+template <int B, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
+__device__ void greedy(const float* logits, const Tok* tokens, int L, const int* meta, const float* sum_in,
+                       const float* suppress, Tok* tokens_out, float* sum_out, bool* completed) {
   __shared__ Pick sh[32 * kPicks];
   bool done = true;
   for (int b = 0; b < B; ++b) {
-    const History r = timestamp_history<TS, SAMPLE_BEGIN>(tokens + b * L, L);
+    const History r = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3]);
     Pick f[kPicks];
     for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
     for (int v = threadIdx.x; v < NV; v += blockDim.x)
-      filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f, v, logits[size_t(b) * NV + v] + suppress[v], r);
+      filter_add<TS, EOT, NO_TS, RULES>(f, v, logits[size_t(b) * NV + v] + suppress[v], r);
     block_merge(f, sh);
     for (int i = threadIdx.x; i < L; i += blockDim.x) tokens_out[b * (L + 1) + i] = tokens[b * L + i];
     if (threadIdx.x == 0)
@@ -397,14 +400,15 @@ struct Scratch {
 
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
 // the new positions run one after another through every layer (a prompt in one launch).
-// meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1.
+// meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
+// meta[2], meta[3]: the filters' sample_begin and max_init.
 // kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
 // (B, S, 2 * NL * D): the window's cross K/V, layer l's keys at column 2lD, its values at
 // (2l+1)D, attended in CC chunks per head (cuda_step.py). Out:
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
-          int SAMPLE_BEGIN, int MAX_INIT, bool RULES, typename Tok>
+          bool RULES, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
                             const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
@@ -570,11 +574,11 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   History r[B];
   Pick f[B][kPicks];
   for (int b = 0; b < B; ++b) {
-    r[b] = timestamp_history<TS, SAMPLE_BEGIN>(tokens + b * L, L);
+    r[b] = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3]);
     for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
   }
   logits_pass(R - 1, [&](int n, int b, float z, float sup) {
-    filter_add<TS, EOT, NO_TS, MAX_INIT, RULES>(f[b], n, z + sup, r[b]);
+    filter_add<TS, EOT, NO_TS, RULES>(f[b], n, z + sup, r[b]);
   });
   for (int b = 0; b < B; ++b) {
     block_merge(f[b], sh);
