@@ -132,10 +132,7 @@ def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_fd(fd, data)
         if overwrite:
             os.replace(tmp, path)
             return
@@ -154,13 +151,18 @@ def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` and to the disk, then close it."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _write_exclusive(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_fd(fd, data)
     except BaseException:
         path.unlink(missing_ok=True)  # ours, created just now: no half-written file stays
         raise
