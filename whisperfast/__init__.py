@@ -2,11 +2,29 @@
 
 from . import _blas
 
-_blas.preload()  # before anything imports mlx.core
+_blas.preload()  # before anything imports mlx.core: every whisperfast module is imported after this line
 
 from .errors import AudioError, ModelError, WhisperfastError  # noqa: E402
-from .pipeline import (Comparison, LoadedModel, Transcript, TranscribeOptions, compare, load,  # noqa: E402
-                       rewritten, transcribe)
 
 __all__ = ["load", "rewritten", "transcribe", "compare", "TranscribeOptions", "Transcript", "LoadedModel",
            "Comparison", "WhisperfastError", "AudioError", "ModelError"]
+
+# The library API lives in `pipeline`, which imports mlx-whisper and with it numpy, tiktoken,
+# huggingface_hub, scipy.signal and numba (mlx-whisper's package imports them all). It is
+# imported on first use, so `import whisperfast.cli` (`whisperfast --help`, `info`) pays for none
+# of them; `from whisperfast import load` works as before.
+_PIPELINE = frozenset(__all__) - {"WhisperfastError", "AudioError", "ModelError"}
+
+
+def __getattr__(name: str):
+    if name in _PIPELINE:
+        from . import pipeline
+
+        value = getattr(pipeline, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _PIPELINE)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from .errors import AudioError
 
@@ -19,6 +18,8 @@ def to_mono_16k(data: np.ndarray, sample_rate: int) -> np.ndarray:
     data = np.asarray(data, dtype=np.float32)
     mono = data.mean(axis=1) if data.ndim == 2 else data
     if sample_rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly  # ~0.5-2 s to import; 16 kHz input needs none
+
         g = gcd(SAMPLE_RATE, int(sample_rate))
         mono = resample_poly(mono, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
     return np.ascontiguousarray(mono)

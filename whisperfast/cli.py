@@ -14,13 +14,16 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 
-from . import models, output, pipeline, runtime
+from . import models  # light: its mlx, numpy and mlx-whisper imports are inside its functions
 from .errors import WhisperfastError
+
+# A fresh process pays only for what its command needs: `pipeline`, `output`, `runtime` and
+# `bench` (mlx, numpy, mlx-whisper and what mlx-whisper imports) are imported inside the
+# commands that use them, so `--help`, `models` and `info` start fast.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Whisper speech-to-text on MLX, with fused kernels proven transcript-equal.")
@@ -108,6 +111,10 @@ def transcribe(
     seed: int = typer.Option(0, "--seed", help="Seed for the sampled temperature fallback (each lane of --compare gets the same)."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import output, pipeline, runtime
+
     _guard(runtime.use_device, device.value if device else None)
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
@@ -138,6 +145,8 @@ def transcribe(
 
 def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool) -> int:
     """One file: transcribe (or compare), print, write files. Returns 1 on failure, else 0."""
+    from . import output, pipeline
+
     try:
         if fused is not None:
             c = _guard(pipeline.compare, loaded, fused, f, options)
@@ -178,6 +187,7 @@ def bench(
     from dataclasses import asdict
 
     from . import bench as bench_lib
+    from . import runtime
 
     _guard(runtime.use_device, device.value if device else None)
     paths = audio or [Path("samples/jfk.wav")]
@@ -242,6 +252,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON o
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
     """Versions, device, and the BLAS that MLX's CPU backend uses."""
+    from . import runtime
+
     data = runtime.info()
     if as_json:
         print(json.dumps(data, indent=1))

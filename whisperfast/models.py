@@ -20,15 +20,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
-from mlx_whisper.whisper import ModelDimensions, Whisper
-
-from . import ct2
 from .errors import ModelError
+
+# mlx, numpy, mlx-whisper and the CTranslate2 reader are imported where they are used, so that
+# `whisperfast models` and the CLI's option defaults (DEFAULT_MODEL) import none of them.
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+    from mlx_whisper.whisper import ModelDimensions, Whisper
+
+    from . import ct2
 
 DEFAULT_MODEL = "tiny.en"
 
@@ -84,6 +88,8 @@ def _embedded_paths(e: Embedded) -> list[Path] | None:
 def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list | None) -> None:
     """A plain mlx-whisper model directory (mlx_whisper.load_models reads it too), plus
     `alignment_heads.json`; written atomically, so a crash leaves no half-written entry."""
+    import mlx.core as mx
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
@@ -102,7 +108,7 @@ def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list |
 def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> Path:
     """Verify, convert and cache a CTranslate2 bundle; return the mlx-whisper directory."""
     if sha256 and (cache_dir() / sha256 / "weights.safetensors").exists():
-        return cache_dir() / sha256
+        return cache_dir() / sha256  # the pinned bundle is already converted: no read, no hash
     try:
         data = b"".join(p.read_bytes() for p in bin_parts)
     except OSError as e:
@@ -112,6 +118,8 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
         raise ModelError(f"model.bin checksum mismatch: got {digest[:12]}…, expected {sha256[:12]}… (reinstall the model package)")
     dest = cache_dir() / digest
     if not (dest / "weights.safetensors").exists():
+        from . import ct2
+
         config = _read_json(config_path) if config_path.exists() else {}
         heads = config.get("alignment_heads") if isinstance(config, dict) else None
         _write_mlx_dir(dest, ct2.convert(ct2.read_model_bin(data)), heads)
@@ -154,6 +162,8 @@ def _from_hub(repo_id: str) -> Path:
 
 def default_dtype() -> mx.Dtype:
     """fp16 where a GPU computes; fp32 on the CPU, where fp16 matmuls have no fast path."""
+    import mlx.core as mx
+
     return mx.float16 if mx.default_device() == mx.gpu else mx.float32
 
 
@@ -165,6 +175,8 @@ def _read_json(path: Path):
 
 
 def _dims(config: dict, path: Path) -> ModelDimensions:
+    from mlx_whisper.whisper import ModelDimensions
+
     values = {}
     for k in ModelDimensions.__dataclass_fields__:
         if k not in config:
@@ -181,6 +193,8 @@ def _dims(config: dict, path: Path) -> ModelDimensions:
 
 def _heads(heads, dims: ModelDimensions, where: Path) -> np.ndarray:
     """[[layer, head], ...] within the decoder, or a ModelError (word timestamps index with them)."""
+    import numpy as np
+
     try:
         a = np.asarray(heads, dtype=np.int64)
     except (TypeError, ValueError):
@@ -194,6 +208,8 @@ def _heads(heads, dims: ModelDimensions, where: Path) -> np.ndarray:
 def _packed(weights: dict, module: str) -> bool:
     """A layer stored quantized: it has scales, or its weight is packed into uint32 (then a
     missing `.scales` is reported as missing rather than as a misshapen weight)."""
+    import mlx.core as mx
+
     w = weights.get(f"{module}.weight")
     return f"{module}.scales" in weights or (w is not None and w.dtype == mx.uint32)
 
@@ -206,6 +222,9 @@ def check_weights(model: nn.Module, weights: dict, where: str) -> None:
     """Every parameter of `model` (as built, and quantized where the config says so) must come
     from `weights` with its shape, and nothing else may be there: a missing layer would keep
     its random initial values and transcribe garbage. `alignment_heads` is not a weight."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
     expected = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
     for k, p in expected.items():
         if k not in weights:
@@ -226,6 +245,11 @@ def check_weights(model: nn.Module, weights: dict, where: str) -> None:
 
 def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None) -> Whisper:
     """Load a model with every floating-point weight in `dtype` (default: `default_dtype()`)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_unflatten
+    from mlx_whisper.whisper import Whisper
+
     dtype = dtype or default_dtype()
     path = _resolve(name)
     config = _read_json(path / "config.json")

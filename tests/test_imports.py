@@ -1,0 +1,103 @@
+"""A fresh process imports only what its command needs (issue 13). Each check runs in a new
+interpreter and reads its sys.modules afterwards; no timings are asserted."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, SAMPLES
+
+# mlx-whisper's word timestamps (mlx_whisper.timing: scipy.signal, numba), the hub client and
+# mlx-whisper itself (whose package __init__ imports all of those).
+HEAVY = ("mlx_whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub")
+
+RUN_CLI = """
+import json, sys
+from whisperfast.cli import app
+try:
+    app({args!r}, prog_name="whisperfast")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print("\\n" + json.dumps({{"exit": code, "modules": sorted(sys.modules)}}))
+"""
+
+
+def modules_after(code: str) -> tuple[set, str]:
+    """Run `code` in a fresh interpreter; its last stdout line is JSON with "modules"."""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    *out, last = p.stdout.rstrip("\n").split("\n")
+    result = json.loads(last)
+    assert result.get("exit", 0) == 0, p.stdout + p.stderr
+    return set(result["modules"]), "\n".join(out)
+
+
+def cli_modules(*args: str) -> tuple[set, str]:
+    return modules_after(RUN_CLI.format(args=list(args)))
+
+
+def test_importing_the_cli_imports_no_library_dependency():
+    modules, _ = modules_after("import json, sys, whisperfast.cli; print(json.dumps({'modules': sorted(sys.modules)}))")
+    assert not modules & {*HEAVY, "mlx.core", "numpy", "tiktoken", "soundfile", "whisperfast.pipeline"}
+
+
+def test_help_imports_neither_mlx_nor_mlx_whisper():
+    modules, out = cli_modules("--help")
+    assert "transcribe" in out and "info" in out
+    assert not modules & {*HEAVY, "mlx.core", "numpy", "whisperfast.pipeline"}
+
+
+def test_info_imports_mlx_core_after_the_blas_preload_and_nothing_heavy():
+    modules, out = cli_modules("info", "--json")
+    assert json.loads(out)["mlx"]
+    assert "mlx.core" in modules and "whisperfast._blas" in modules
+    assert not modules & {*HEAVY, "numpy", "whisperfast.pipeline"}
+
+
+def test_models_imports_no_mlx_whisper():
+    modules, out = cli_modules("models", "--json")
+    assert "tiny.en" in {m["name"] for m in json.loads(out)}
+    # huggingface_hub's cache scanner lists cached hub models; its network client is not needed
+    assert not modules & {"mlx_whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub.hf_api"}
+
+
+def test_the_library_api_is_imported_on_first_use():
+    modules, _ = modules_after(
+        "import json, sys, whisperfast\n"
+        "assert 'whisperfast.pipeline' not in sys.modules\n"
+        "from whisperfast import TranscribeOptions, load, transcribe\n"
+        "import whisperfast.pipeline as p\n"
+        "assert (load, transcribe, TranscribeOptions) == (p.load, p.transcribe, p.TranscribeOptions)\n"
+        "assert 'load' in dir(whisperfast)\n"
+        "try:\n"
+        "    whisperfast.no_such_name\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+        "print(json.dumps({'modules': sorted(sys.modules)}))")
+    assert "whisperfast.pipeline" in modules
+
+
+def test_16khz_audio_is_read_without_scipy_signal():
+    modules, _ = modules_after(
+        "import json, sys\n"
+        "from whisperfast.audio import load_audio\n"
+        f"assert load_audio({str(SAMPLES / 'jfk.wav')!r}).size > 0\n"
+        "print(json.dumps({'modules': sorted(sys.modules)}))")
+    assert "scipy.signal" not in modules
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "mlx-whisper 0.4.3: importing any mlx_whisper module runs mlx_whisper/__init__.py, which imports "
+    "mlx_whisper.transcribe, whose first lines import mlx_whisper.timing (numba, scipy.signal) and "
+    "mlx_whisper.load_models (huggingface_hub). Avoiding that needs a stand-in module in sys.modules "
+    "(global state; not done), or a change in mlx-whisper. See benchmarks/cold-start-cpu.md."))
+def test_a_transcription_without_word_timestamps_imports_neither_numba_nor_scipy_signal():
+    modules, out = cli_modules("transcribe", str(SAMPLES / "jfk.wav"), "-q")
+    assert "fellow Americans" in out
+    assert not modules & {"mlx_whisper.timing", "scipy.signal", "numba"}
