@@ -13,7 +13,7 @@ from whisperfast.cli import app
 from .conftest import SAMPLES
 
 LANE_KEYS = {"total_ms", "mel_ms", "encode_ms", "decode_ms", "decode_ms_per_token", "tokens", "tokens_per_s", "rtf",
-             "peak_memory_mb", "transcript", "matches_stock"}
+             "peak_memory_mb", "transcript", "matches_stock", "windows", "sampled_windows"}
 KERNEL_KEYS = {"op", "shape", "dtype", "composed_ms", "fused_ms", "speedup", "max_abs_diff"}
 
 
@@ -29,6 +29,7 @@ def test_bench_end_to_end_json_and_plot(tmp_path):
         assert set(lane) == LANE_KEYS, name
         assert set(lane["total_ms"]) == {"median", "min", "max"}
         assert lane["tokens"] > 20 and "fellow Americans" in lane["transcript"]
+        assert (lane["windows"], lane["sampled_windows"]) == (1, 0)  # JFK: one window, decoded at temperature 0
         assert lane["matches_stock"] is True, name
     assert set(d["speedup"]) == {"fused vs stock", "composed vs stock"}
     assert any("CPU" in n for n in d["notes"])  # the CPU caveat is said, not hidden

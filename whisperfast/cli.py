@@ -182,6 +182,7 @@ def bench(
     kernels: Optional[bool] = typer.Option(None, "--kernels/--no-kernels", help="--kernels: only the kernel table; --no-kernels: skip it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the sampled fallback; every lane's every run gets the same."),
 ):
     """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
     from dataclasses import asdict
@@ -195,7 +196,7 @@ def bench(
     progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
-                    pipeline=kernels is not True, kernels=kernels is not False, progress=progress)
+                    pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
     wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
@@ -211,7 +212,7 @@ def _print_bench(report, console: Console) -> None:
     console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
     if report.lanes:
         t = Table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
-        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "= stock"):
+        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
             t.add_column(c, justify="left" if c == "lane" else "right")
         fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
         med = lambda s: "" if s is None else f"{s.median:.2f}"
@@ -219,6 +220,7 @@ def _print_bench(report, console: Console) -> None:
             t.add_row(name, fmt(lane.total_ms), med(lane.mel_ms), med(lane.encode_ms), med(lane.decode_ms),
                       med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
                       "" if lane.peak_memory_mb is None else f"{lane.peak_memory_mb:.0f}",
+                      "" if lane.windows is None else f"{lane.sampled_windows}/{lane.windows}",
                       {True: "yes", False: "NO", None: ""}[lane.matches_stock])
         console.print(t)
         for k, v in report.speedup.items():
