@@ -167,3 +167,5 @@ def test_quantized_model_fast_equals_stock(bits):
     fused = rewritten(base)
     a, b = transcribe(base, jfk()), transcribe(fused, jfk())
     assert a.tokens == b.tokens and "country" in a.text
+    assert any("CUDA decode kernel" in n for n in fused.rewrites["notes"])  # the report says what declines
+    assert rewritten(load("tiny.en")).rewrites["notes"] == []

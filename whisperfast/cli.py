@@ -128,6 +128,8 @@ def transcribe(
         counts = (fused or loaded).rewrites["counts"]
         err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")
                                             for k, c in counts.items()), highlight=False)
+        for note in (fused or loaded).rewrites["notes"]:
+            err.print(f"note: {note}", highlight=False)
     options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
                                          progress=sys.stderr.isatty() and not quiet and len(files) == 1)
     failed = 0

@@ -116,7 +116,16 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
     t0 = time.perf_counter()
     whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode)
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
-                   rewrites=report.to_dict())
+                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper)})
+
+
+def _decode_notes(whisper: Whisper) -> list[str]:
+    """What the fast decode paths decline for this model, and where it runs instead."""
+    from mlx.utils import tree_flatten
+
+    if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
+        return ["quantized decoder: the CUDA decode kernel reads float weights only, so decoding runs the flat step"]
+    return []
 
 
 def _warm_tokenizer(whisper: Whisper) -> None:
