@@ -107,16 +107,16 @@ def plan_outputs(files: list[Path], formats: tuple[str, ...], output_dir: Path |
 
 
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def _create_beside(path: Path) -> tuple[int, Path]:
     """A new temp file next to `path`, created with mode 0o666 so that the kernel applies the
     user's umask (mkstemp would give 0600 to the final file)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            return os.open(tmp, flags, 0o666), tmp
+            return os.open(tmp, _NEW_FILE, 0o666), tmp
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
@@ -137,16 +137,13 @@ def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
             os.replace(tmp, path)
             return
         try:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError as e:
-                if e.errno not in _NO_HARD_LINKS:
-                    raise
-                _write_exclusive(path, data)  # a file system without hard links: O_EXCL still never replaces
+            os.link(tmp, path)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            _write_exclusive(path, data)  # a file system without hard links: O_EXCL still never replaces
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -160,7 +157,7 @@ def _write_fd(fd: int, data: bytes) -> None:
 
 
 def _write_exclusive(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0), 0o666)
+    fd = os.open(path, _NEW_FILE, 0o666)  # FileExistsError names `path` if it exists
     try:
         _write_fd(fd, data)
     except BaseException:
