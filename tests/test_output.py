@@ -68,3 +68,19 @@ def test_a_run_never_replaces_a_file_it_wrote_even_with_overwrite(tmp_path):
     with pytest.raises(WhisperfastError, match="already written by this run"):
         plan.write(1, _transcript("second"))
     assert json.loads((tmp_path / "out/x.json").read_text())["text"] == "first"
+
+
+def test_without_hard_links_the_exclusive_create_still_never_replaces(tmp_path, monkeypatch):
+    """Some file systems refuse hard links (EPERM): the write falls back to O_EXCL."""
+    import errno
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(output.os, "link", no_links)
+    p = tmp_path / "x.txt"
+    output.write_atomic(p, "first", overwrite=False)
+    assert p.read_text() == "first" and [q.name for q in tmp_path.iterdir()] == ["x.txt"]  # no temp file left
+    with pytest.raises(FileExistsError):
+        output.write_atomic(p, "second", overwrite=False)
+    assert p.read_text() == "first"
