@@ -263,6 +263,12 @@ def decode(model: Whisper, mel: mx.array, options: DecodingOptions = DecodingOpt
     return result[0] if single else result
 
 
+def decode_window(model: Whisper, mel: mx.array, options: DecodingOptions) -> Union[DecodingResult, List[DecodingResult]]:
+    """Decode one window (mel (n_frames, n_mels)) or a batch ((B, n_frames, n_mels)) under
+    `options`, on the engine this model has: the long-form loop's one entry into decoding."""
+    return model.decode(mel, options)
+
+
 class FastWhisper(Whisper):
     """A rewritten Whisper whose `decode` uses static KV caches, and whose `logits` for a
     short prompt (language detection's) run on the CUDA kernel where it applies."""
