@@ -5,13 +5,12 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from .conftest import ROOT, SAMPLES
 
 # mlx-whisper's word timestamps (mlx_whisper.timing: scipy.signal, numba), the hub client and
-# mlx-whisper itself (whose package __init__ imports all of those).
-HEAVY = ("mlx_whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub")
+# mlx-whisper's model code. (`mlx_whisper` itself is in sys.modules from `import whisperfast` on:
+# the package registered with its __init__ deferred, no code of it run; whisperfast/_mlx_whisper.py.)
+HEAVY = ("mlx_whisper.whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub")
 
 RUN_CLI = """
 import json, sys
@@ -62,7 +61,7 @@ def test_models_imports_no_mlx_whisper():
     modules, out = cli_modules("models", "--json")
     assert "tiny.en" in {m["name"] for m in json.loads(out)}
     # huggingface_hub's cache scanner lists cached hub models; its network client is not needed
-    assert not modules & {"mlx_whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub.hf_api"}
+    assert not modules & {"mlx_whisper.whisper", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub.hf_api"}
 
 
 def test_the_library_api_is_imported_on_first_use():
@@ -92,12 +91,23 @@ def test_16khz_audio_is_read_without_scipy_signal():
     assert "scipy.signal" not in modules
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mlx-whisper 0.4.3: importing any mlx_whisper module runs mlx_whisper/__init__.py, which imports "
-    "mlx_whisper.transcribe, whose first lines import mlx_whisper.timing (numba, scipy.signal) and "
-    "mlx_whisper.load_models (huggingface_hub). Avoiding that needs a stand-in module in sys.modules "
-    "(global state; not done), or a change in mlx-whisper. See benchmarks/cold-start-cpu.md."))
-def test_a_transcription_without_word_timestamps_imports_neither_numba_nor_scipy_signal():
+def test_a_transcription_without_word_timestamps_imports_neither_numba_nor_scipy_signal_nor_the_hub():
     modules, out = cli_modules("transcribe", str(SAMPLES / "jfk.wav"), "-q")
     assert "fellow Americans" in out
-    assert not modules & {"mlx_whisper.timing", "scipy.signal", "numba"}
+    assert "mlx_whisper.decoding" in modules  # it did transcribe with mlx-whisper's modules
+    assert not modules & {"mlx_whisper.transcribe", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub"}
+
+
+def test_mlx_whisper_stays_whole_for_a_caller_who_imports_it_after_whisperfast():
+    modules, out = modules_after(
+        "import json, sys, whisperfast.pipeline\n"
+        "import mlx_whisper\n"
+        "from mlx_whisper.whisper import Whisper\n"
+        "assert Whisper is whisperfast.pipeline.Whisper\n"
+        "assert 'numba' not in sys.modules\n"
+        "print(mlx_whisper.__version__, callable(mlx_whisper.transcribe))\n"
+        "from mlx_whisper import transcribe, load_models\n"
+        "assert callable(transcribe) and callable(load_models.load_model)\n"
+        "print(json.dumps({'modules': sorted(sys.modules)}))")
+    assert out == "0.4.3 True"
+    assert {"mlx_whisper.transcribe", "numba", "huggingface_hub"} <= modules  # __init__ ran on first use

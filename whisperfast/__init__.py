@@ -4,15 +4,18 @@ from . import _blas
 
 _blas.preload()  # before anything imports mlx.core: every whisperfast module is imported after this line
 
+from . import _mlx_whisper  # noqa: E402
+
+_mlx_whisper.defer_package_init()  # before anything imports mlx_whisper: its __init__ imports numba, scipy, the hub
+
 from .errors import AudioError, ModelError, WhisperfastError  # noqa: E402
 
 __all__ = ["load", "rewritten", "transcribe", "compare", "TranscribeOptions", "Transcript", "LoadedModel",
            "Comparison", "WhisperfastError", "AudioError", "ModelError"]
 
-# The library API lives in `pipeline`, which imports mlx-whisper and with it numpy, tiktoken,
-# huggingface_hub, scipy.signal and numba (mlx-whisper's package imports them all). It is
-# imported on first use, so `import whisperfast.cli` (`whisperfast --help`, `info`) pays for none
-# of them; `from whisperfast import load` works as before.
+# The library API lives in `pipeline`, which imports MLX, numpy, tiktoken and mlx-whisper's
+# model. It is imported on first use, so `import whisperfast.cli` (`whisperfast --help`, `info`)
+# pays for none of them; `from whisperfast import load` works as before.
 _PIPELINE = frozenset(__all__) - {"WhisperfastError", "AudioError", "ModelError"}
 
 
