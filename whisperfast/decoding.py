@@ -3,19 +3,26 @@ greedy update, temperature fallback: all reused) driving the decoder through pre
 self-attention KV caches instead of concatenation per token. Three pieces are its own,
 each checked against mlx-whisper's: the timestamp rules as array ops on the device,
 single-token steps issued as one flat function, and a main loop that reads the end of
-text back lazily."""
+text back lazily.
+
+Beam search, which mlx-whisper 0.4.3 declines, is openai/whisper's BeamSearchDecoder here,
+in both lanes: the fused one (StaticCacheTask: beams are rows of the flat step, the static
+caches gathered by source row) and the stock one (StockBeamTask: mlx-whisper's own
+Inference, its concatenated caches gathered likewise), which the fused lane is checked
+against. `decode_window` is the one entry that picks the lane."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import replace
 from functools import lru_cache
-from typing import List, Union
+from typing import List, Optional, Union
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, Inference,
-                                  SuppressBlank, SuppressTokens)
+import numpy as np
+from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
+                                  Inference, SuppressBlank, SuppressTokens, TokenDecoder, compression_ratio)
 from mlx_whisper.whisper import TextDecoder, Whisper
 
 from .kernels.cuda_step import cuda_step, prompt_logits
@@ -90,16 +97,22 @@ class FlatStep:
         self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
-        """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in."""
+        """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in.
+        The cross K/V may hold one row per audio for B = n * G rows (beams, best-of samples):
+        each audio's G rows then attend as G queries of its one row, which reads its K/V once."""
         dec, D, H, s = self.decoder, self.n_state, self.n_head, self.scale
         B, t = tokens.shape[0], cache[0][0].offset
         heads = (B, H, 1, D // H)  # one query row: the head split is a reshape
+        n = cache[0][1][0].shape[0]  # audios
         x = dec.token_embedding(tokens) + dec.positional_embedding[t : t + 1]
         for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
             q, k, v = qkv(ln1(x))
             k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
             x = x + out(sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask).reshape(B, 1, D))
-            x = x + co(cross_sdpa(cq(ln2(x)).reshape(heads) * s, *cross, 1.0, None).reshape(B, 1, D))
+            q = cq(ln2(x))  # (B, 1, D) -> (B, H, 1, hd), or (n, G, H, hd) -> (n, H, G, hd)
+            q = q.reshape(heads) if n == B else q.reshape(n, B // n, H, D // H).transpose(0, 2, 1, 3)
+            o = cross_sdpa(q * s, *cross, 1.0, None)
+            x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
             x = x + fc2(nn.gelu(fc1(ln3(x))))
         return dec.token_embedding.as_linear(dec.ln(x))
 
@@ -115,13 +128,44 @@ class StaticInference(Inference):
             flat = all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)
             decoder.__dict__["_whisperfast_step"] = FlatStep(decoder) if flat else None
         step = decoder.__dict__["_whisperfast_step"]
+        group = tokens.shape[0] // audio_features.shape[0]
+        if group > 1 and self.kv_cache[0][0].offset == 0:
+            return self._group_prompt(decoder, tokens, audio_features, group, flat=step is not None)
         if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
             return decoder_forward(decoder, tokens, audio_features, self.kv_cache).astype(mx.float32)
         return step(tokens, self.kv_cache).astype(mx.float32)
 
+    def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int, flat: bool):
+        """The prompt for `group` rows per audio (beams, best-of samples), rows i*G .. i*G+G-1
+        being audio i's: they are one prompt (the task repeats it), so it runs once per audio
+        and each row gets a copy of its self-attention cache. The cross K/V stay one per audio
+        for the flat step; the module path's attention wants them per row."""
+        logits = decoder_forward(decoder, tokens[::group], audio_features, self.kv_cache)
+        rows = mx.repeat(mx.arange(audio_features.shape[0]), group)
+        for c in self.kv_cache:
+            c[0].take(rows)
+            if not flat:
+                c[1] = tuple(a[rows] for a in c[1])
+        return logits[rows].astype(mx.float32)
+
+    def rearrange_kv_cache(self, source_indices):
+        """Each row's self-attention cache becomes its source row's; cross K/V are per audio
+        (or, on the module path, alike within each audio's rows) and stay."""
+        if source_indices != list(range(len(source_indices))):
+            rows = mx.array(source_indices)
+            for kv, _ in self.kv_cache:
+                kv.take(rows)
+
+
+class RowInference(Inference):
+    """mlx-whisper's Inference (concatenated caches) with the rearrangement beam search
+    needs: mlx-whisper 0.4.3's gathers every cached array, the cross K/V too, which hold one
+    row per audio, not per beam; here only the self-attention rows are gathered."""
+
     def rearrange_kv_cache(self, source_indices):
         if source_indices != list(range(len(source_indices))):
-            raise NotImplementedError("beam search is not implemented by mlx-whisper either")
+            rows = mx.array(source_indices)
+            self.kv_cache = [((k[rows], v[rows]), cross) for (k, v), cross in self.kv_cache]
 
 
 def supports_static_cache(model: Whisper) -> bool:
@@ -181,14 +225,185 @@ def _suppress_tokens(suppress: tuple, n_vocab: int) -> SuppressTokens:
     return SuppressTokens(suppress, n_vocab)
 
 
-class StaticCacheTask(DecodingTask):
-    """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily."""
+class BeamSearchDecoder(TokenDecoder):
+    """openai/whisper's BeamSearchDecoder (whisper/decoding.py, release 20250625) on MLX
+    arrays, with its semantics: each of a group's `beam_size` rows proposes its
+    beam_size + 1 likeliest next tokens; the group's candidates are ranked by summed log
+    probability, those ending in EOT are finished (kept, best first, until there are
+    max_candidates = round(beam_size * patience)), the best beam_size others go on, and the
+    KV cache is rearranged by their source rows. The decode is complete when every audio has
+    max_candidates finished. `finalize` tops each audio up to beam_size with its unfinished
+    beams; mlx-whisper's MaximumLikelihoodRanker (openai's, with length_penalty) picks.
+
+    The log-softmax and the top-k run on the device; the ranking runs on the host, as
+    openai's does, on beam_size * (beam_size + 1) candidates a group. mlx-whisper's update
+    returns `completed` where openai's loop breaks: after completion, an update (a main loop
+    queues one before it reads `completed`) changes nothing."""
+
+    def __init__(self, beam_size: int, eot: int, inference: Inference, patience: Optional[float] = None):
+        self.beam_size, self.eot, self.inference = beam_size, eot, inference
+        self.patience = patience or 1.0
+        self.max_candidates: int = round(beam_size * self.patience)
+        if self.max_candidates <= 0:
+            raise ValueError(f"Invalid beam size ({beam_size}) or patience ({patience})")
+        self.finished_sequences = None
+        self.completed = False
+
+    def reset(self):
+        self.finished_sequences, self.completed = None, False
+
+    def update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array):
+        if tokens.shape[0] % self.beam_size != 0:
+            raise ValueError(f"{tokens.shape}[0] % {self.beam_size} != 0")
+        if self.completed:
+            return tokens, mx.array(True), sum_logprobs
+        n_audio = tokens.shape[0] // self.beam_size
+        if self.finished_sequences is None:  # for the first update
+            self.finished_sequences = [{} for _ in range(n_audio)]
+
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        top = mx.argpartition(-logprobs, self.beam_size, axis=-1)[:, : self.beam_size + 1]
+        top_logprobs = mx.take_along_axis(logprobs, top, axis=-1)
+        top, top_logprobs, sums = np.array(top), np.array(top_logprobs), np.array(sum_logprobs, dtype=np.float32)
+        prefixes = tokens.tolist()
+        next_tokens, source_indices, next_sums, finished_sequences = [], [], [], []
+        for i in range(n_audio):
+            scores, sources, finished = {}, {}, {}
+            # STEP 1: the cumulative log probabilities (float32 sums, as openai's) of the candidates;
+            # in topk's order, likeliest first (ties: the lower token id)
+            for j in range(self.beam_size):
+                idx = i * self.beam_size + j
+                for k in np.lexsort((top[idx], -top_logprobs[idx])):
+                    sequence = tuple(prefixes[idx] + [int(top[idx, k])])
+                    scores[sequence] = float(sums[idx] + top_logprobs[idx, k])
+                    sources[sequence] = idx
+            # STEP 2: rank the candidates and keep the top beam_size sequences for each audio
+            saved = 0
+            for sequence in sorted(scores, key=scores.get, reverse=True):
+                if sequence[-1] == self.eot:
+                    finished[sequence] = scores[sequence]
+                else:
+                    next_sums.append(scores[sequence])
+                    next_tokens.append(sequence)
+                    source_indices.append(sources[sequence])
+                    saved += 1
+                    if saved == self.beam_size:
+                        break
+            finished_sequences.append(finished)
+
+        self.inference.rearrange_kv_cache(source_indices)
+        # add newly finished sequences to self.finished_sequences
+        for previously_finished, newly_finished in zip(self.finished_sequences, finished_sequences):
+            for seq in sorted(newly_finished, key=newly_finished.get, reverse=True):
+                if len(previously_finished) >= self.max_candidates:
+                    break  # the candidate list is full
+                previously_finished[seq] = newly_finished[seq]
+        # mark as completed if all audio has enough number of samples
+        self.completed = all(len(sequences) >= self.max_candidates for sequences in self.finished_sequences)
+        return (mx.array(next_tokens, dtype=tokens.dtype), mx.array(self.completed),
+                mx.array(next_sums, dtype=mx.float32))
+
+    def finalize(self, preceding_tokens: mx.array, sum_logprobs: mx.array):
+        """(n_audio, beam_size, L) tokens and (n_audio, beam_size) sums -> per audio, its
+        candidates (token lists ending in EOT) and their sums."""
+        sum_logprobs, preceding = np.array(sum_logprobs, dtype=np.float32), preceding_tokens.tolist()
+        for i, sequences in enumerate(self.finished_sequences):
+            if len(sequences) < self.beam_size:  # when not enough sequences are finished
+                for j in list(np.argsort(sum_logprobs[i]))[::-1]:
+                    sequences[tuple(preceding[i][j] + [self.eot])] = float(sum_logprobs[i][j])
+                    if len(sequences) >= self.beam_size:
+                        break
+        tokens = [[list(seq) for seq in sequences] for sequences in self.finished_sequences]
+        return tokens, [list(sequences.values()) for sequences in self.finished_sequences]
+
+
+def _token_decoder(task: DecodingTask, options: DecodingOptions) -> TokenDecoder:
+    """The decoding strategy, chosen once a task: openai's beam search where beam_size is
+    given (at any temperature, as in openai's DecodingTask; its transcribe drops beam_size for
+    the sampled fallback), else mlx-whisper's GreedyDecoder, which samples at temperature > 0
+    (best_of samples are rows of it). Sets the task's group size (rows per audio)."""
+    task.n_group = options.beam_size or options.best_of or 1
+    if options.beam_size is not None:
+        return BeamSearchDecoder(options.beam_size, task.tokenizer.eot, task.inference, options.patience)
+    return GreedyDecoder(options.temperature, task.tokenizer.eot)
+
+
+class GroupRun:
+    """mlx-whisper 0.4.3's DecodingTask.run, generalized twice, its results otherwise alike:
+    a decoder's `finalize` may give each audio a list of candidates (beam search's, as in
+    openai's), and the rows of a batch of audio decoded in groups (n_audio > 1 with beams or
+    best_of) take their features from `_row_features`: mlx-whisper's run broadcasts one
+    audio's features over its group and fails for more."""
+
+    def _row_features(self, audio_features: mx.array) -> mx.array:
+        return audio_features
+
+    def run(self, mel: mx.array) -> List[DecodingResult]:
+        self.inference.reset()
+        self.decoder.reset()
+        tokenizer, n_audio = self.tokenizer, mel.shape[0]
+        audio_features = self._get_audio_features(mel)  # encoder forward pass
+        tokens = mx.broadcast_to(mx.array(self.initial_tokens), (n_audio, len(self.initial_tokens)))
+        # detect language if requested, overwriting the language token
+        languages, language_probs = self._detect_language(audio_features, tokens)
+        if self.options.task == "lang_id":
+            return [DecodingResult(audio_features=features, language=language, language_probs=probs)
+                    for features, language, probs in zip(audio_features, languages, language_probs)]
+        # repeat tokens by the group size, for beam search or best-of-n sampling
+        if self.n_group > 1:
+            tokens = mx.repeat(tokens, self.n_group, axis=0)
+        tokens, sum_logprobs, no_speech_probs = self._main_loop(self._row_features(audio_features), tokens)
+        no_speech_probs = no_speech_probs[:: self.n_group]
+        # the final candidates for each group, sliced between the first sampled token and EOT
+        tokens, sum_logprobs = self.decoder.finalize(tokens.reshape(n_audio, self.n_group, -1),
+                                                     sum_logprobs.reshape(n_audio, self.n_group))
+        if isinstance(tokens, mx.array):  # (n_audio, n_group, L): greedy and best_of
+            tokens, sum_logprobs = tokens.tolist(), sum_logprobs.tolist()
+        tokens = [[t[self.sample_begin : t.index(tokenizer.eot, self.sample_begin)] for t in s] for s in tokens]
+        # select the top-ranked sample in each group
+        selected = self.sequence_ranker.rank(tokens, sum_logprobs)
+        tokens = [t[i] for i, t in zip(selected, tokens)]
+        texts = [tokenizer.decode(t).strip() for t in tokens]
+        sum_logprobs = [lp[i] for i, lp in zip(selected, sum_logprobs)]
+        avg_logprobs = [lp / (len(t) + 1) for t, lp in zip(tokens, sum_logprobs)]
+        fields = (texts, languages, tokens, audio_features, avg_logprobs, no_speech_probs.tolist())
+        if len(set(map(len, fields))) != 1:
+            raise RuntimeError(f"inconsistent result lengths: {list(map(len, fields))}")
+        return [DecodingResult(audio_features=features, language=language, tokens=tokens, text=text,
+                               avg_logprob=avg_logprob, no_speech_prob=no_speech_prob,
+                               temperature=self.options.temperature, compression_ratio=compression_ratio(text))
+                for text, language, tokens, features, avg_logprob, no_speech_prob in zip(*fields)]
+
+
+class StockBeamTask(GroupRun, DecodingTask):
+    """The stock lane with beam search, which mlx-whisper's own decode lacks: its
+    DecodingTask, Inference (caches concatenated per token) and filters as they are, with
+    openai's BeamSearchDecoder and a rearrangement that gathers rows (`RowInference`). The
+    reference the fused lane's beams are checked against."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
+        super().__init__(model, replace(options, beam_size=None, patience=None))
+        self.options = self._verify_options(options)
+        self.inference = RowInference(model)
+        self.decoder = _token_decoder(self, options)
+
+    def _row_features(self, audio_features: mx.array) -> mx.array:
+        # its attention broadcasts one audio's K/V over a group's rows, and no more audio
+        many = audio_features.shape[0] > 1 and self.n_group > 1
+        return mx.repeat(audio_features, self.n_group, axis=0) if many else audio_features
+
+
+class StaticCacheTask(GroupRun, DecodingTask):
+    """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
+    beam search (openai's) where beam_size is given."""
 
     def __init__(self, model: Whisper, options: DecodingOptions):
         # mlx-whisper builds SuppressBlank's and SuppressTokens' masks for every task, on the
         # host (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100); they
         # depend only on the tokenizer, the vocabulary and the suppressed ids, so they are kept.
-        super().__init__(model, replace(options, suppress_blank=False, suppress_tokens=None))
+        # Its own constructor declines beam search; that is chosen below.
+        super().__init__(model, replace(options, suppress_blank=False, suppress_tokens=None, beam_size=None,
+                                        patience=None))
         self.options = self._verify_options(options)
         n_vocab, kept = model.dims.n_vocab, []
         if options.suppress_blank:
@@ -199,12 +414,15 @@ class StaticCacheTask(DecodingTask):
         # Steps run past the end are harmless: after EOT the greedy update only appends EOT
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
         # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
-        # Sampling (temperature > 0) checks every step: extra steps would draw random numbers.
+        # Sampling (temperature > 0) checks every step: extra steps would draw random numbers;
+        # so does beam search, whose update reads its candidates on the host anyway.
         # So does the CUDA kernel's loop (_main_loop): a step costs the host ~60 µs and the
         # GPU 0.2-0.3 ms (tiny.en, base), and reading every k-th step measured the same for
         # k = 1 to 1000 (benchmarks/cuda_step_profile.py): running past the end gains nothing.
-        self.eot_check = 4 if mx.default_device() == mx.gpu and options.temperature == 0 else 1
         self.inference = StaticInference(model)
+        self.decoder = _token_decoder(self, options)
+        greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
+        self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
         self.logit_filters = kept + [
             DeviceTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
             if type(f) is ApplyTimestampRules else f
@@ -265,8 +483,15 @@ def decode(model: Whisper, mel: mx.array, options: DecodingOptions = DecodingOpt
 
 def decode_window(model: Whisper, mel: mx.array, options: DecodingOptions) -> Union[DecodingResult, List[DecodingResult]]:
     """Decode one window (mel (n_frames, n_mels)) or a batch ((B, n_frames, n_mels)) under
-    `options`, on the engine this model has: the long-form loop's one entry into decoding."""
-    return model.decode(mel, options)
+    `options`, on the engine this model has: the long-form loop's one entry into decoding.
+    The model's own decode (mlx-whisper's, exactly, on a stock model), except for beam search
+    on a model whose decode has none: there the stock lane's `StockBeamTask`."""
+    if options.beam_size is None or getattr(model, "beam_search", False):
+        return model.decode(mel, options)
+    if single := mel.ndim == 2:
+        mel = mel[None]
+    result = StockBeamTask(model, options).run(mel)
+    return result[0] if single else result
 
 
 class FastWhisper(Whisper):
@@ -274,6 +499,7 @@ class FastWhisper(Whisper):
     short prompt (language detection's) run on the CUDA kernel where it applies."""
 
     decode = decode
+    beam_search = True  # its decode runs beam search itself (decode_window reads this)
 
     def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
         out = prompt_logits(self, tokens, audio_features)

@@ -117,6 +117,19 @@ class KVCache:
         self.offset += L
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], "causal" if causal and L > 1 else None
 
+    def take(self, rows: mx.array):
+        """Rows (B', source row indices) become the cache's rows: each takes its source's keys
+        and values so far (beam search's rearrangement; a prompt run once per audio handed to
+        its group). Lazy; only the written positions are gathered, into the buffer in place."""
+        if self.keys is None or self.offset == 0:
+            return
+        t, keys, values = self.offset, self.keys, self.values
+        if rows.shape[0] != keys.shape[0]:
+            keys, values = mx.zeros((rows.shape[0], *keys.shape[1:]), keys.dtype), mx.zeros((rows.shape[0], *values.shape[1:]), values.dtype)
+        keys[..., :t, :] = self.keys[rows, :, :t]
+        values[..., :t, :] = self.values[rows, :, :t]
+        self.keys, self.values = keys, values
+
 
 class WhisperAttention(nn.Module):
     """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
