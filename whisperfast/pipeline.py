@@ -1,4 +1,5 @@
-"""Audio in, text out: model loading, mlx-whisper's sliding-window transcription, timings.
+"""Audio in, text out: model loading, options, and the transcript with its timings; the
+sliding-window loop itself is `longform` (mlx-whisper's, ported).
 
 The one seam where a model rewrite plugs in is `load(..., fast=True)`: it hands the
 loaded `Whisper` to `whisperfast.kernels.rewrite` and transcribes with what comes back.
@@ -6,7 +7,7 @@ loaded `Whisper` to `whisperfast.kernels.rewrite` and transcribes with what come
 
 from __future__ import annotations
 
-import importlib
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,27 +16,94 @@ import mlx.core as mx
 import numpy as np
 from mlx_whisper.whisper import Whisper
 
-from . import models, runtime
+from . import longform, models, runtime
 from .audio import SAMPLE_RATE, check_samples, load_audio
 from .errors import WhisperfastError
-
-# `mlx_whisper.transcribe` the attribute is the function; we need the module (for ModelHolder).
-_mw_transcribe = importlib.import_module("mlx_whisper.transcribe")
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
+    """mlx-whisper 0.4.3's `transcribe()` options, with its defaults; checked on construction
+    (WhisperfastError). `temperature` becomes a tuple and `clip_timestamps` a tuple of seconds."""
+
     language: str | None = None  # None: detect (multilingual models) or "en"
     task: str = "transcribe"  # or "translate"
     word_timestamps: bool = False
-    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    # Tried in turn while a window's decode fails the thresholds below. beam_size and patience
+    # apply at temperature 0 only, best_of at temperatures > 0 only (as openai-whisper).
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    beam_size: int | None = None
+    best_of: int | None = None
+    patience: float | None = None  # needs beam_size
+    length_penalty: float | None = None  # None: rank by average log probability; else in [0, 1]
+    compression_ratio_threshold: float | None = 2.4  # above: too repetitive, try the next temperature
+    logprob_threshold: float | None = -1.0  # below (average per token): try the next temperature
+    no_speech_threshold: float | None = 0.6  # above, with a low logprob: the window is silence
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
+    hallucination_silence_threshold: float | None = None  # seconds; needs word_timestamps
+    clip_timestamps: str | tuple[float, ...] = "0"  # "start,end,start,end,..." seconds; a last end may be left out
+    prepend_punctuations: str = "\"'“¿([{-"  # word timestamps: merged with the next word
+    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"  # word timestamps: merged with the previous word
+    suppress_tokens: str | tuple[int, ...] = "-1"  # token ids; -1: mlx-whisper's non-speech symbols
+    suppress_blank: bool = True
     progress: bool = False  # mlx-whisper's progress bar (audio frames) on stderr
     # Windows that fall back to temperature > 0 sample with MLX's random generator; a fixed
     # seed makes the transcript reproducible, and two lanes with one seed draw the same numbers
     # in the same order. None leaves MLX's generator as it is.
     seed: int | None = 0
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.task not in ("transcribe", "translate"):
+            raise WhisperfastError(f"unknown task '{self.task}' (use transcribe or translate)")
+        t = self.temperature
+        set_("temperature", (float(t),) if isinstance(t, (int, float)) else tuple(float(x) for x in t))
+        if not self.temperature or not all(math.isfinite(x) and x >= 0 for x in self.temperature):
+            raise WhisperfastError(f"temperature must be one or more numbers >= 0, not {t!r}")
+        for name in ("beam_size", "best_of"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise WhisperfastError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.patience is not None and self.beam_size is None:
+            raise WhisperfastError("patience needs beam_size")
+        if self.patience is not None and not self.patience > 0:
+            raise WhisperfastError(f"patience must be > 0, not {self.patience}")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise WhisperfastError(f"length_penalty must be between 0 and 1, not {self.length_penalty}")
+        if self.compression_ratio_threshold is not None and not self.compression_ratio_threshold > 0:
+            raise WhisperfastError(f"compression_ratio_threshold must be > 0, not {self.compression_ratio_threshold}")
+        if self.logprob_threshold is not None and not math.isfinite(self.logprob_threshold):
+            raise WhisperfastError(f"logprob_threshold must be a finite number, not {self.logprob_threshold}")
+        if self.no_speech_threshold is not None and not 0 <= self.no_speech_threshold <= 1:
+            raise WhisperfastError(f"no_speech_threshold is a probability, between 0 and 1, not {self.no_speech_threshold}")
+        if self.hallucination_silence_threshold is not None:
+            if not self.word_timestamps:
+                raise WhisperfastError("hallucination_silence_threshold needs word_timestamps")
+            if not self.hallucination_silence_threshold >= 0:
+                raise WhisperfastError(f"hallucination_silence_threshold must be >= 0 seconds, not {self.hallucination_silence_threshold}")
+        set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
+        if isinstance(self.suppress_tokens, str):
+            try:
+                [int(x) for x in self.suppress_tokens.split(",") if x.strip()]
+            except ValueError:
+                raise WhisperfastError(f"suppress_tokens must be comma-separated token ids, not {self.suppress_tokens!r}") from None
+        else:
+            set_("suppress_tokens", tuple(int(x) for x in self.suppress_tokens))
+
+
+def _clip_timestamps(clips: str | tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    """"0,5.5,10" or (0, 5.5, 10) -> (0.0, 5.5, 10.0): start,end pairs in seconds, increasing;
+    an odd count leaves the last clip open to the end (mlx-whisper's format)."""
+    try:
+        seconds = tuple(float(x) for x in (clips.split(",") if clips else [])) if isinstance(clips, str) \
+            else tuple(float(x) for x in clips)
+    except (TypeError, ValueError):
+        raise WhisperfastError(f"clip_timestamps must be start,end,... seconds, not {clips!r}") from None
+    if not all(math.isfinite(x) and x >= 0 for x in seconds):
+        raise WhisperfastError(f"clip_timestamps must be seconds >= 0, not {clips!r}")
+    if any(b <= a if i % 2 == 0 else b < a for i, (a, b) in enumerate(zip(seconds, seconds[1:]))):
+        raise WhisperfastError(f"clip_timestamps must increase: each clip's end after its start, the next start not before it, not {clips!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -136,87 +204,32 @@ def _warm_tokenizer(whisper: Whisper) -> None:
     get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language="en").encode(" ")
 
 
-class _Timed:
-    """Stands in for the model inside mlx-whisper's loop and times its stages. MLX is lazy,
-    so each stage is forced with `mx.eval` inside its own timed region: the first encoder
-    call first forces the mel (computed lazily from the audio), then the encoder."""
-
-    def __init__(self, model: Whisper, t0: float):
-        self._model, self._t0 = model, t0
-        self.mel = self.encode = 0.0
-        self.n_tokens = self.windows = self.sampled = 0
-        self._first = True
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def encoder(self, mel: mx.array) -> mx.array:
-        t = time.perf_counter()
-        mx.eval(mel)
-        now = time.perf_counter()
-        self.mel += now - (self._t0 if self._first else t)
-        self._first = False
-        features = self._model.encoder(mel)
-        mx.eval(features)
-        self.encode += time.perf_counter() - now
-        return features
-
-    def decode(self, mel, options):
-        # Pass self as the model, so the decoding task calls the timed encoder above.
-        result = type(self._model).decode(self, mel, options)
-        # mlx-whisper decodes a window once per temperature it tries
-        self.windows += options.temperature == 0
-        self.sampled += options.temperature > 0
-        self.n_tokens += sum(len(r.tokens) + 1 for r in (result if isinstance(result, list) else [result]))
-        return result
-
-    def detect_language(self, mel, tokenizer=None):
-        return type(self._model).detect_language(self, mel, tokenizer)
-
-
-def _run_mlx_whisper(model: Whisper, audio: np.ndarray, fp16: bool, options: TranscribeOptions) -> dict:
-    # mlx-whisper's transcribe() takes its model from ModelHolder; lend ours for this call.
-    holder = _mw_transcribe.ModelHolder
-    holder.model, holder.model_path = model, "<whisperfast>"
-    try:
-        return _mw_transcribe.transcribe(
-            audio, path_or_hf_repo="<whisperfast>", verbose=False if options.progress else None, temperature=options.temperature,
-            word_timestamps=options.word_timestamps, condition_on_previous_text=options.condition_on_previous_text,
-            initial_prompt=options.initial_prompt, language=options.language, task=options.task, fp16=fp16,
-        )
-    finally:
-        holder.model = holder.model_path = None
-
-
 def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
     """Transcribe a file path, or a float32 mono 16 kHz waveform, of any length."""
     audio = check_samples(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray) else load_audio(audio)
-    if options.task not in ("transcribe", "translate"):
-        raise WhisperfastError(f"unknown task '{options.task}' (use transcribe or translate)")
     if options.language is not None:
         options = replace(options, language=_language_code(options.language))
         if not model.whisper.is_multilingual and options.language != "en":
             raise WhisperfastError(f"model '{model.name}' is English-only; it cannot transcribe '{options.language}'")
 
     t0 = time.perf_counter()
-    timed = _Timed(model.whisper, t0)
     _seed(options.seed)
-    result = _run_mlx_whisper(timed, audio, model.dtype == "float16", options)
+    result = longform.transcribe(model.whisper, audio, options, fp16=model.dtype == "float16")
     total = time.perf_counter() - t0
 
-    duration = len(audio) / SAMPLE_RATE
+    duration, stats = len(audio) / SAMPLE_RATE, result.stats
     segments = [
         Segment(s["start"], s["end"], s["text"], list(s["tokens"]),
                 [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s["words"]] if "words" in s else None)
-        for s in result["segments"]
+        for s in result.segments
     ]
-    timings = Timings(load=model.load_seconds, mel=timed.mel, encode=timed.encode,
-                      decode=max(total - timed.mel - timed.encode, 0.0), total=total,
-                      tokens=timed.n_tokens, rtf=total / duration)
-    return Transcript(text=result["text"].strip(), language=result["language"], segments=segments, model=model.name,
+    timings = Timings(load=model.load_seconds, mel=stats.mel, encode=stats.encode,
+                      decode=max(total - stats.mel - stats.encode, 0.0), total=total,
+                      tokens=stats.tokens, rtf=total / duration)
+    return Transcript(text=result.text.strip(), language=result.language, segments=segments, model=model.name,
                       device=runtime.device_name(), dtype=model.dtype, timings=timings, duration=duration,
                       tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites,
-                      windows=timed.windows, sampled_windows=timed.sampled)
+                      windows=stats.windows, sampled_windows=stats.sampled_windows)
 
 
 def _language_code(name: str) -> str:
