@@ -244,3 +244,47 @@ def test_written_files_get_the_users_permissions(tmp_path):
     assert r.exit_code == 0, r.stderr
     assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
         ["jfk.txt", "jfk.srt", "jfk.vtt", "jfk.json"], 0o644)
+
+
+# ---- the long-form loop's options ----------------------------------------------------------
+
+def test_decoding_flags_reach_the_loop(monkeypatch):
+    from whisperfast import pipeline
+
+    real, seen = pipeline.transcribe, []
+
+    def transcribe(model, audio, options):
+        seen.append(options)
+        return real(model, audio, options)
+
+    monkeypatch.setattr(pipeline, "transcribe", transcribe)
+    r = run("transcribe", JFK, "-q", "--temperature", "0,0.5", "--best-of", "2", "--initial-prompt", "Kennedy",
+            "--no-condition-on-previous-text", "--compression-ratio-threshold", "none", "--logprob-threshold", "-2",
+            "--no-speech-threshold", "0.5", "--word-timestamps", "--hallucination-silence-threshold", "1.5",
+            "--clip-timestamps", "0,4")
+    assert r.exit_code == 0, r.stderr
+    (o,) = seen
+    assert (o.temperature, o.best_of, o.beam_size, o.initial_prompt, o.condition_on_previous_text) == ((0.0, 0.5), 2, None, "Kennedy", False)
+    assert (o.compression_ratio_threshold, o.logprob_threshold, o.no_speech_threshold) == (None, -2.0, 0.5)
+    assert (o.hallucination_silence_threshold, o.clip_timestamps) == (1.5, (0.0, 4.0))
+    assert "fellow Americans" in r.stdout and "country" not in r.stdout  # the first 4 s only
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--beam-size", "0"], "beam_size"),
+    (["--beam-size", "two"], "--beam-size takes an integer"),
+    (["--best-of", "0"], "best_of"),
+    (["--patience", "1.0"], "patience needs beam_size"),
+    (["--length-penalty", "2"], "length_penalty"),
+    (["--temperature", "0,hot"], "--temperature takes comma-separated numbers"),
+    (["--temperature", "-1"], "temperature"),
+    (["--no-speech-threshold", "7"], "no_speech_threshold"),
+    (["--compression-ratio-threshold", "0"], "compression_ratio_threshold"),
+    (["--hallucination-silence-threshold", "2"], "needs word_timestamps"),
+    (["--clip-timestamps", "5,2"], "clip_timestamps"),
+])
+def test_bad_decoding_flags_are_one_line_usage_errors(args, fragment, no_model_load):
+    r = run("transcribe", JFK, *args)
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr

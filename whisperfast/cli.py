@@ -109,12 +109,49 @@ def transcribe(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
     seed: int = typer.Option(0, "--seed", help="Seed for the sampled temperature fallback (each lane of --compare gets the same)."),
+    temperature: str = typer.Option("0,0.2,0.4,0.6,0.8,1", "--temperature", metavar="T[,T...]",
+                                    help="Temperatures tried in turn while a window fails the thresholds below."),
+    beam_size: Optional[str] = typer.Option(None, "--beam-size", metavar="N", help="Beams at temperature 0 (default: greedy)."),
+    best_of: Optional[str] = typer.Option(None, "--best-of", metavar="N", help="Candidates sampled at temperature > 0."),
+    patience: Optional[str] = typer.Option(None, "--patience", metavar="F", help="Beam search patience (needs --beam-size)."),
+    length_penalty: Optional[str] = typer.Option(None, "--length-penalty", metavar="F",
+                                                 help="Length penalty alpha in [0, 1] (default: average log probability)."),
+    initial_prompt: Optional[str] = typer.Option(None, "--initial-prompt", metavar="TEXT", help="Text to prompt the first window with."),
+    condition_on_previous_text: bool = typer.Option(True, "--condition-on-previous-text/--no-condition-on-previous-text",
+                                                    help="Prompt each window with the text before it."),
+    compression_ratio_threshold: str = typer.Option("2.4", "--compression-ratio-threshold", metavar="F|none",
+                                                    help="Above this gzip ratio a window is decoded again, hotter."),
+    logprob_threshold: str = typer.Option("-1.0", "--logprob-threshold", metavar="F|none",
+                                          help="Below this average log probability a window is decoded again, hotter."),
+    no_speech_threshold: str = typer.Option("0.6", "--no-speech-threshold", metavar="F|none",
+                                            help="Above this no-speech probability (and under the logprob threshold) a window is silence."),
+    hallucination_silence_threshold: Optional[str] = typer.Option(
+        None, "--hallucination-silence-threshold", metavar="SECONDS",
+        help="With --word-timestamps: skip silences longer than this around a likely hallucination."),
+    clip_timestamps: str = typer.Option("0", "--clip-timestamps", metavar="START,END,...",
+                                        help="Only these clips, in seconds; a last END may be left out."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import output, pipeline, runtime
 
+    # a bad option is a usage error (exit 2), found before any work
+    try:
+        options = pipeline.TranscribeOptions(
+            language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
+            temperature=_numbers("--temperature", temperature), beam_size=_number("--beam-size", beam_size, int),
+            best_of=_number("--best-of", best_of, int), patience=_number("--patience", patience),
+            length_penalty=_number("--length-penalty", length_penalty), initial_prompt=initial_prompt,
+            condition_on_previous_text=condition_on_previous_text,
+            compression_ratio_threshold=_number("--compression-ratio-threshold", compression_ratio_threshold),
+            logprob_threshold=_number("--logprob-threshold", logprob_threshold),
+            no_speech_threshold=_number("--no-speech-threshold", no_speech_threshold),
+            hallucination_silence_threshold=_number("--hallucination-silence-threshold", hallucination_silence_threshold),
+            clip_timestamps=clip_timestamps, progress=sys.stderr.isatty() and not quiet and len(files) == 1)
+    except WhisperfastError as e:
+        _error(str(e))
+        raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
@@ -130,8 +167,6 @@ def transcribe(
                                             for k, c in counts.items()), highlight=False)
         for note in (fused or loaded).rewrites["notes"]:
             err.print(f"note: {note}", highlight=False)
-    options = pipeline.TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
-                                         progress=sys.stderr.isatty() and not quiet and len(files) == 1)
     failed = 0
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, transient=True, disable=len(files) < 2 or quiet or not sys.stderr.isatty())
@@ -143,6 +178,24 @@ def transcribe(
             bar.advance(job)
     if failed:
         raise typer.Exit(1)
+
+
+def _number(flag: str, text: Optional[str], kind=float):
+    """A flag's number; None (not given) or "none" (a threshold turned off) is None."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise WhisperfastError(f"{flag} takes {'an integer' if kind is int else 'a number'}, not '{text}'") from None
+
+
+def _numbers(flag: str, text: str) -> tuple:
+    """'0,0.2,0.4' -> (0.0, 0.2, 0.4)."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise WhisperfastError(f"{flag} takes comma-separated numbers, not '{text}'") from None
 
 
 def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool) -> int:
