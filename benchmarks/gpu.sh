@@ -39,6 +39,30 @@ for i in range(3):
 PY
   ;;
 esac
+case "${1:-all}" in
+cache)  # issue 13: the kernel cache's tests (a second process compiles nothing; MLX runs what the cache
+  # published), then fresh processes on JFK, --fast and stock alternated, the kernel cache cleared
+  # once first: run 0 of --fast compiles, runs 1-2 read the cache (each line's kernel_cache says so)
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rs -s tests/test_cuda_cache.py 2>&1 | tee "$out/cache_tests.txt" | tail -15
+  $py - <<'PY' 2>&1 | tee "$out/cold_cache_jfk.jsonl"
+import dataclasses, json, shutil, sys, tempfile
+from pathlib import Path
+from whisperfast import coldstart
+from whisperfast.kernels.cuda_cache import mlx_cache_dir
+from whisperfast.models import DEFAULT_MODEL, cache_dir
+shutil.rmtree(cache_dir() / "kernels", ignore_errors=True)
+for p in mlx_cache_dir().glob("custom_kernel_wf_*"):
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+cmd = coldstart.child_command(Path("samples/jfk.wav"), DEFAULT_MODEL, None, None, sys.executable)
+with tempfile.TemporaryDirectory() as tmp:
+    for i in range(3):
+        for lane in ("fused", "stock"):
+            run, _ = coldstart.run_once(cmd, lane, i, Path(tmp) / "report.json")
+            print(json.dumps(dataclasses.asdict(run)), flush=True)
+PY
+  $py -m whisperfast bench --cold --runs 3 --json > "$out/bench_cold.json" 2> "$out/bench_cold.txt"; cat "$out/bench_cold.txt"
+  ;;
+esac
 summary() {
   # file {lane: (total ms, decode ms/token, encode ms)} speedup {lane: matches_stock}
   $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1], {k: (round(v['total_ms']['median'],1), round(v['decode_ms_per_token']['median'],3), round(v['encode_ms']['median'],2)) for k,v in d['lanes'].items()}, d['speedup'], {k: v['matches_stock'] for k,v in d['lanes'].items()})" "$1"

@@ -233,7 +233,10 @@ def bench(
     device: Optional[Device] = typer.Option(None),
     runs: int = typer.Option(5, "--runs", min=1, help="Timed runs per lane."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed rounds first."),
-    lanes: str = typer.Option("stock,fused,composed", "--lanes", help="Comma-separated: stock, fused, composed, faster-whisper."),
+    lanes: Optional[str] = typer.Option(None, "--lanes", help="Comma-separated: stock, fused, composed, faster-whisper "
+                                        "(default: stock,fused,composed; with --cold: stock,fused)."),
+    cold: bool = typer.Option(False, "--cold", help="Each run of each lane in a fresh process, timed from the shell: "
+                              "wall, import, load, kernel compile or cache read, transcription (no warm-up)."),
     kernels: Optional[bool] = typer.Option(None, "--kernels/--no-kernels", help="--kernels: only the kernel table; --no-kernels: skip it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
@@ -249,18 +252,49 @@ def bench(
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
+    lanes = lanes or ("stock,fused" if cold else "stock,fused,composed")
+    wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
+    if cold:
+        from . import coldstart
+
+        if len(paths) != 1:
+            _error("--cold times one audio file")
+            raise typer.Exit(1)
+        report = _guard(coldstart.run, paths[0], model, dtype.value if dtype else None, device.value if device else None,
+                        lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress)
+        if as_json:
+            print(json.dumps(asdict(report), indent=1))
+        _print_cold(report, Console(stderr=as_json, width=wide))
+        return
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
                     pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
-    wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
     _print_bench(report, Console(stderr=as_json, width=wide))
     if plot_path is not None:
         from .plot import plot
 
         _guard(plot, report, plot_path)
         err.print(f"plot: {plot_path}", highlight=False)
+
+
+def _print_cold(report, console: Console) -> None:
+    console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes", highlight=False)
+    t = Table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
+    for c in ("lane", "wall", "import", "load", "compile", "transcribe", "= stock"):
+        t.add_column(c, justify="left" if c == "lane" else "right")
+    fmt = lambda s: f"{s.median:.2f} ({s.min:.2f}-{s.max:.2f})"
+    for name, lane in report.lanes.items():
+        t.add_row(name, fmt(lane.wall_s), fmt(lane.import_s), fmt(lane.load_s), fmt(lane.compile_s), fmt(lane.transcribe_s),
+                  {True: "yes", False: "NO", None: ""}[lane.matches_stock])
+    console.print(t)
+    for s in report.samples:
+        cache = s.kernel_cache
+        said = "" if not cache else f"; kernel cache: {cache['hits']} read, {cache['compiles']} compiled, {cache['fallbacks']} left to MLX"
+        console.print(f"run {s.run + 1} {s.lane}: wall {s.wall_s:.2f} s{said}", highlight=False)
+    console.print("note: compile (whisperfast's kernel cache: reading its binaries, or NVRTC on a miss) happens inside the "
+                  "first transcription and is part of transcribe; imports inside load or transcribe count in both", highlight=False)
 
 
 def _print_bench(report, console: Console) -> None:

@@ -38,12 +38,16 @@ _NONE = 1 << 24  # "no such token" in template arguments: MLX names kernels afte
 @lru_cache(maxsize=None)
 def _kernel(name: str, inputs: tuple, outputs: tuple, call: str):
     source = Path(__file__).with_name("decode_step.cu").read_text()
-    # MLX names a kernel's binary after its name and template arguments, and newer MLX
-    # versions keep those binaries on disk: the source's hash in the name keeps an upgraded
-    # whisperfast from loading the last version's.
+    # MLX names a kernel's binary after its name and template arguments (0.32 adds a hash of
+    # its source): the source's hash in the name too keeps the cached binaries of other
+    # whisperfast versions apart whatever MLX does.
     digest = hashlib.sha256((source + call).encode()).hexdigest()[:12]
-    return mx.fast.cuda_kernel(name=f"wf_{name}_{digest}", input_names=list(inputs), output_names=list(outputs),
-                               source=call, header=source)
+    from ..models import cache_dir
+    from ..output import write_atomic
+    from .cuda_cache import CachedCudaKernel
+
+    # compiled once per GPU architecture, model and dtype, then read from the cache (cuda_cache.py)
+    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source, cache_dir() / "kernels", write_atomic)
 
 
 def _run(name, inputs, outputs, call, args, template, blocks, threads, shapes, dtypes):

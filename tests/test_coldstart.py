@@ -1,0 +1,69 @@
+"""`whisperfast bench --cold` (whisperfast/coldstart.py): fresh processes per run and lane."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from whisperfast import coldstart
+from whisperfast.errors import WhisperfastError
+
+from .conftest import ROOT, SAMPLES
+
+_IMPORTTIME = """import time: self [us] | cumulative | imported package
+import time:       120 |        120 |   _io
+import time:       300 |        420 | io
+noise on stderr
+import time:      1000 |       5000 |     numpy.core
+import time:      2000 |       9000 |   numpy
+import time:        10 |      12000 | whisperfast
+"""
+
+
+def test_import_seconds_sums_the_top_level_imports():
+    assert coldstart.import_seconds(_IMPORTTIME) == pytest.approx((420 + 12000) / 1e6)
+    assert coldstart.import_seconds("") == 0
+
+
+def test_the_child_is_the_whisperfast_command_with_the_lanes_flag():
+    cmd = coldstart.child_command(SAMPLES / "jfk.wav", "tiny.en", "float16", None, "python")
+    assert cmd[:5] == ["python", "-X", "importtime", "-m", "whisperfast.coldstart"]
+    assert cmd[5:] == ["transcribe", str(SAMPLES / "jfk.wav"), "-q", "--json", "--model", "tiny.en", "--dtype", "float16"]
+    assert coldstart.LANES == {"stock": [], "fused": ["--fast"]}
+
+
+def test_bad_lanes_and_missing_audio_are_errors(tmp_path):
+    with pytest.raises(WhisperfastError, match="--cold runs the lanes stock, fused; not composed"):
+        coldstart.run(SAMPLES / "jfk.wav", "tiny.en", lanes=("stock", "composed"))
+    with pytest.raises(WhisperfastError, match="no such file"):
+        coldstart.run(tmp_path / "none.wav", "tiny.en")
+
+
+def test_a_failing_child_is_one_error_with_its_last_words(tmp_path):
+    with pytest.raises(WhisperfastError, match=r"fused run 1: the child exited 1: .*Error: .*no-such-model"):
+        coldstart.run(SAMPLES / "jfk.wav", "no-such-model", lanes=("fused",), runs=1)
+
+
+def test_the_child_writes_its_kernel_cache_counters_at_exit(tmp_path):
+    report = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "whisperfast.coldstart", str(report), "models", "--json"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)  # the command's own output, untouched
+    assert json.loads(report.read_text()) == {"kernel_cache": None}  # no kernel ran: no cache was imported
+
+
+@pytest.mark.slow  # two fresh transcriptions of JFK: ~30 s on 2 CPU cores
+def test_bench_cold_one_run_on_jfk(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "bench", str(SAMPLES / "jfk.wav"), "--cold", "--runs", "1",
+                        "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # stdout is the JSON alone
+    assert list(report["lanes"]) == ["stock", "fused"] and report["runs"] == 1
+    assert [(s["lane"], s["run"]) for s in report["samples"]] == [("stock", 0), ("fused", 0)]
+    for s in report["samples"]:
+        assert s["wall_s"] > s["transcribe_s"] > 0 and s["wall_s"] > s["load_s"] > 0 and s["import_s"] > 0
+        assert s["tokens"] > 0 and s["matches_stock"] is True
+    assert all(lane["matches_stock"] for lane in report["lanes"].values())
+    assert "cold: median" in r.stderr and "run 1 fused" in r.stderr

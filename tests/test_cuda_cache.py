@@ -1,0 +1,310 @@
+"""The compiled-kernel cache (kernels/cuda_cache.py): keys, checksums, the files MLX's JIT
+reads, with a fake compiler on any machine; NVRTC compiling the decode step's source where
+the CUDA wheels are; and on MLX's CUDA backend, that MLX runs what the cache put there and
+that a second process compiles nothing (benchmarks/gpu.sh cache)."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from whisperfast.kernels import cuda_cache
+from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
+from whisperfast.output import write_atomic
+
+from .conftest import ROOT, SAMPLES
+
+cuda = getattr(mx, "cuda", None)
+needs_cuda = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
+                                reason="needs MLX's CUDA backend")
+
+
+@pytest.fixture(autouse=True)
+def _counters():
+    COUNTERS.reset()
+    yield
+    COUNTERS.reset()
+
+
+class FakeCompiler:
+    identity = {"compute_capability": "9.0", "mlx": "0.0", "nvrtc": "13.0"}
+    options = ("--gpu-architecture=sm_90a",)
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, source, options, headers, names):
+        self.calls.append(source)
+        return b"BIN:" + source.encode(), {n: f"_Z{len(n)}{n.rsplit(':', 1)[-1]}" for n in names}
+
+
+def cache(tmp_path, compiler=None, identity=None, write=write_atomic):
+    compiler = compiler or FakeCompiler()
+    return KernelCache(tmp_path / "kernels", compiler, identity or compiler.identity, write), compiler
+
+
+def test_a_miss_compiles_once_then_every_get_reads_the_file(tmp_path):
+    c, compiler = cache(tmp_path)
+    first = c.get("src", ["-a"], {}, ["k"])
+    assert len(compiler.calls) == 1 and COUNTERS.compiles == COUNTERS.misses == 1 and COUNTERS.hits == 0
+    again = KernelCache(c.root, compiler, c.identity, write_atomic).get("src", ["-a"], {}, ["k"])  # a new process's
+    assert again == first and len(compiler.calls) == 1
+    assert COUNTERS.snapshot() | {"seconds": 0} == dict(hits=1, misses=1, compiles=1, rejected=0, unwritten=0,
+                                                         published=0, fallbacks=0, seconds=0)
+    assert [p.name for p in c.root.iterdir()] == [f"{c.key('src', ['-a'], {})}.bin"]  # no temp file left
+
+
+def test_the_key_covers_source_options_headers_and_identity(tmp_path):
+    c, compiler = cache(tmp_path)
+    base = c.key("src", ["-a"], {"h": "x"})
+    assert base == c.key("src", ["-a"], {"h": "x"})
+    others = {c.key("src2", ["-a"], {"h": "x"}), c.key("src", ["-b"], {"h": "x"}), c.key("src", ["-a"], {"h": "y"})}
+    for field in ("compute_capability", "mlx", "nvrtc"):
+        others.add(KernelCache(c.root, compiler, {**c.identity, field: "other"}, write_atomic).key("src", ["-a"], {"h": "x"}))
+    assert base not in others and len(others) == 6
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "foreign"])
+def test_a_torn_or_foreign_file_is_compiled_again_and_replaced(tmp_path, damage):
+    c, compiler = cache(tmp_path)
+    good = c.get("src", [], {}, ["k"])
+    path = c.path(c.key("src", [], {}))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "flip": data[:-1] + bytes([data[-1] ^ 1]), "empty": b"",
+                      "foreign": b"\x7fELF" + data[4:]}[damage])
+    assert c.get("src", [], {}, ["k"]) == good
+    assert len(compiler.calls) == 2 and COUNTERS.rejected == 1 and COUNTERS.hits == 0
+    assert path.read_bytes() == data  # rewritten whole
+    assert c.get("src", [], {}, ["k"]) == good and COUNTERS.hits == 1
+
+
+def test_an_entry_without_a_needed_name_is_compiled_again(tmp_path):
+    c, compiler = cache(tmp_path)
+    c.get("src", [], {}, ["a"])
+    assert set(c.get("src", [], {}, ["a", "b"]).names) == {"a", "b"} and len(compiler.calls) == 2
+
+
+def test_a_cache_that_cannot_be_written_still_gives_the_binary(tmp_path):
+    def refuse(path, data):
+        raise PermissionError(13, "read-only", str(path))
+
+    c, compiler = cache(tmp_path, write=refuse)
+    assert c.get("src", [], {}, ["k"]).binary == b"BIN:src"
+    assert COUNTERS.unwritten == 1 and not c.root.exists()
+
+
+def test_files_are_written_atomically_with_the_users_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        c, _ = cache(tmp_path)
+        c.get("src", [], {}, ["k"])
+    finally:
+        os.umask(old)
+    (path,) = c.root.iterdir()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_std_hash_is_libstdcxx():
+    assert cuda_cache.std_hash(b"abc") == 0x32D82BF8ED3DBA39  # g++'s std::hash<std::string>{}("abc")
+    assert cuda_cache.std_hash(b"") != cuda_cache.std_hash(b"\0")
+
+
+def test_kernel_name_and_source_are_mlx_build_kernel():
+    """custom_kernel.cpp's naming and build_kernel, written out by hand for one kernel."""
+    template = [("T", mx.float16), ("N", 3), ("F", False), ("G", True)]
+    name = cuda_cache.kernel_name("k", template)
+    assert name == "custom_kernel_k_float16_t_3_f_t"
+    got = cuda_cache.build_source(name, "// h\n", "o[0] = a[a_shape[0] - 1] + b_ndim;",
+                                  [("a", mx.float32, 1), ("b", mx.int32, 2), ("c", mx.bfloat16, 0)],
+                                  [("o", mx.float32), ("p", mx.bool_)], template)
+    assert got == ('\n#include "mlx/backend/cuda/device/utils.cuh"\n\n#include <cooperative_groups.h>\n\n// h\n'
+                   "namespace mlx::core::cu {\n\nnamespace cg = cooperative_groups;\n\n"
+                   "__global__ void custom_kernel_k_float16_t_3_f_t(\n"
+                   "    const float* a,\n    const __grid_constant__ Shape a_shape,\n"
+                   "    const int32_t* b,\n    const __grid_constant__ int b_ndim,\n"
+                   "    const __nv_bfloat16* c,\n"
+                   "    float* o,\n    bool* p) {\n"
+                   "  using T = __half;\n  constexpr int N = 3;\n  constexpr bool F = false;\n  constexpr bool G = true;\n\n"
+                   "o[0] = a[a_shape[0] - 1] + b_ndim;\n}\n\n} // namespace mlx::core::cu\n")
+
+
+def test_mlx_cache_dir_and_long_module_names(monkeypatch, tmp_path):
+    for k in ("MLX_PTX_CACHE_DIR", "TMPDIR", "TMP", "TEMP", "TEMPDIR"):
+        monkeypatch.delenv(k, raising=False)
+    assert cuda_cache.mlx_cache_dir() == Path("/tmp/mlx") / mx.__version__ / "ptx"
+    monkeypatch.setenv("TMP", str(tmp_path))
+    assert cuda_cache.mlx_cache_dir() == tmp_path / "mlx" / mx.__version__ / "ptx"
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "x"))
+    assert cuda_cache.mlx_cache_dir() == tmp_path / "x"
+    assert cuda_cache.mlx_module_path(tmp_path, "m") == tmp_path / "m.ptx"
+    long = "a" * 245 + "b" * 245 + "c"
+    assert cuda_cache.mlx_module_path(tmp_path, long) == tmp_path / ("a" * 245) / ("b" * 245) / "c.ptx"
+
+
+def test_publish_writes_the_names_before_the_binary_and_only_once(tmp_path):
+    order = []
+
+    def write(path, data):
+        order.append(path.suffix)
+        write_atomic(path, data)
+
+    path = tmp_path / "mlx" / "mod.ptx"
+    compiled = Compiled(b"cubin", {"mlx::core::cu::k": "_Z1k"})
+    assert cuda_cache.publish(path, compiled, write) and order == [".txt", ".ptx"]
+    assert path.read_bytes() == b"cubin" and path.with_suffix(".txt").read_text() == "mlx::core::cu::k\t_Z1k\n"
+    assert not cuda_cache.publish(path, compiled, write) and order == [".txt", ".ptx"]
+    path.write_bytes(b"stale")
+    assert cuda_cache.publish(path, compiled, write) and path.read_bytes() == b"cubin"
+
+
+def test_prepare_puts_the_kernel_where_mlx_looks_under_mlx_module_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "mlx"))
+    compiler = FakeCompiler()
+    args = ("wf_k", ["a"], ["o"], "o[0] = a[0];", "// h\n", tmp_path / "wf", write_atomic, compiler)
+    template, inputs = [("N", 2)], [("a", mx.float32, 1)]
+    path = CachedCudaKernel(*args).prepare(inputs, [mx.float32], template)
+    source = cuda_cache.build_source("custom_kernel_wf_k_2", "// h\n", "o[0] = a[0];", inputs, [("o", mx.float32)], template)
+    assert path == tmp_path / "mlx" / f"custom_kernel_wf_k_2_{cuda_cache.std_hash(source.encode()):x}.ptx"
+    assert compiler.calls == [source] and path.read_bytes() == b"BIN:" + source.encode()
+    assert path.with_suffix(".txt").read_text() == "mlx::core::cu::custom_kernel_wf_k_2\t_Z35custom_kernel_wf_k_2\n"
+    assert COUNTERS.published == COUNTERS.compiles == 1
+    # the next process: read from the cache, nothing compiled, nothing to write
+    assert CachedCudaKernel(*args).prepare(inputs, [mx.float32], template) == path
+    assert len(compiler.calls) == 1 and COUNTERS.hits == 1 and COUNTERS.published == 1
+
+
+def test_a_kernel_that_cannot_be_compiled_here_is_left_to_mlx_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(tmp_path / "mlx"))
+
+    def broken(*_):
+        raise RuntimeError("nvrtcCompileProgram failed: NVRTC_ERROR_COMPILATION\nerror: identifier undefined")
+
+    broken.identity, broken.options = FakeCompiler.identity, FakeCompiler.options
+    kernel = CachedCudaKernel("wf_k", ["a"], ["o"], "o[0] = a[0];", "", tmp_path / "wf", write_atomic, broken)
+    with pytest.warns(RuntimeWarning, match="wf_k: RuntimeError: nvrtcCompileProgram failed.*MLX compiles it"):
+        assert kernel.prepare([("a", mx.float32, 1)], [mx.float32], []) is None
+    assert COUNTERS.fallbacks == 1 and "NVRTC_ERROR_COMPILATION" in kernel.fallback
+    assert not (tmp_path / "mlx").exists()
+
+
+def _toolchain():
+    """NVRTC and the headers MLX compiles with: the installed CUDA wheels, or a site-packages
+    folder holding mlx/include and nvidia/cu13 (WHISPERFAST_TEST_CUDA_SITE, a test knob)."""
+    from whisperfast.kernels import nvrtc
+
+    site = os.environ.get("WHISPERFAST_TEST_CUDA_SITE")
+    toolchain = nvrtc.Toolchain.beside(Path(site) / "mlx") if site else nvrtc.Toolchain.installed()
+    try:
+        return toolchain, nvrtc.load(toolchain), nvrtc.options(toolchain, 9, 0)
+    except nvrtc.NvrtcError as e:
+        pytest.skip(f"no NVRTC with MLX's headers here ({e})")
+
+
+@pytest.mark.slow  # NVRTC takes 10-20 s on 2 CPU cores for this kernel
+def test_the_decode_steps_mlx_source_compiles_for_sm_90a():
+    """The source MLX builds for the decode step (tiny.en, fp16), with the utils.cuh stand-in,
+    compiles to a cubin holding the kernel MLX will look up."""
+    _, nv, options = _toolchain()
+    header = (ROOT / "whisperfast/kernels/decode_step.cu").read_text()
+    f16, f32, i32 = mx.float16, mx.float32, mx.int32
+    inputs = [("tokens", i32, 2), ("meta", i32, 1), ("emb", f16, 2), ("pos", f16, 2), ("lnf", f16, 1), ("lw", f16, 2),
+              ("kc", f16, 5), ("vc", f16, 5), ("cross", f16, 3), ("sum_in", f32, 1), ("suppress", f32, 1), ("scratch", f32, 1)]
+    outputs = [("tokens_out", i32), ("sum_out", f32), ("completed", mx.bool_), ("logits", f32)]
+    call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES>(tokens, tokens_shape[1], meta, emb, "
+            "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);")
+    template = [("T", f16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864),
+                ("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True)]
+    func = cuda_cache.kernel_name("wf_decode_step", template)
+    source = cuda_cache.build_source(func, header, call, inputs, outputs, template)
+    binary, names = nv.compile(source, options, cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
+    assert binary[:4] == b"\x7fELF" and "--gpu-architecture=sm_90a" in options
+    assert names[f"mlx::core::cu::{func}"].encode() in binary  # the symbol MLX's .txt names
+
+
+# ---- on MLX's CUDA backend ----
+
+
+@needs_cuda
+def test_build_source_is_the_source_mlx_generates(capfd):
+    name = f"wf_src_{uuid.uuid4().hex[:8]}"
+    source = "if (threadIdx.x == 0) { o[0] = static_cast<float>(a[a_shape[0] - 1]) + N + F; p[0] = a_ndim; }"
+    template = [("T", mx.float16), ("N", 3), ("F", True)]
+    a = mx.arange(4).astype(mx.float16)
+    kernel = mx.fast.cuda_kernel(name=name, input_names=["a"], output_names=["o", "p"], source=source, header="// h\n")
+    out = kernel(inputs=[a], template=template, grid=(32, 1, 1), threadgroup=(32, 1, 1), output_shapes=[(1,), (1,)],
+                 output_dtypes=[mx.float32, mx.int32], verbose=True)
+    mx.eval(out)
+    printed = capfd.readouterr().out
+    func = cuda_cache.kernel_name(name, template)
+    ours = cuda_cache.build_source(func, "// h\n", source, [("a", mx.float16, 1)], [("o", mx.float32), ("p", mx.int32)],
+                                   template)
+    assert f"```\n{ours}\n```" in printed, printed
+    assert out[0].item() == 3 + 3 + 1 and out[1].item() == 1
+
+
+@needs_cuda
+def test_mlx_runs_the_binary_the_cache_put_where_it_looks(tmp_path):
+    """A binary compiled from other code (42, where the source says 7), published under the
+    kernel's module name: MLX runs it, so it compiled nothing."""
+    name = f"wf_sentinel_{uuid.uuid4().hex[:8]}"
+    compiler = cuda_cache._compiler()
+    assert not isinstance(compiler, str), compiler
+    inputs, outputs, template = [("a", mx.float32, 1)], [("o", mx.float32)], [("N", 1)]
+    func = cuda_cache.kernel_name(name, template)
+    real = cuda_cache.build_source(func, "", "o[0] = 7.0f + a[0];", inputs, outputs, template)
+    other = cuda_cache.build_source(func, "", "o[0] = 42.0f + a[0];", inputs, outputs, template)
+    binary, names = compiler(other, compiler.options, cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
+    path = cuda_cache.mlx_module_path(cuda_cache.mlx_cache_dir(), f"{func}_{cuda_cache.std_hash(real.encode()):x}")
+    try:
+        cuda_cache.publish(path, Compiled(binary, names), write_atomic)
+        kernel = mx.fast.cuda_kernel(name=name, input_names=["a"], output_names=["o"], source="o[0] = 7.0f + a[0];")
+        out = kernel(inputs=[mx.zeros((1,))], template=template, grid=(1, 1, 1), threadgroup=(1, 1, 1),
+                     output_shapes=[(1,)], output_dtypes=[mx.float32])[0]
+        assert out.item() == 42.0
+    finally:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".txt").unlink(missing_ok=True)
+
+
+_CHILD = """
+import json, sys
+import whisperfast
+from whisperfast import pipeline
+from whisperfast.kernels.cuda_cache import COUNTERS
+fused = pipeline.load("tiny.en", fast=True)
+t = pipeline.transcribe(fused, sys.argv[1])
+counters = COUNTERS.snapshot()
+step = fused.whisper.decoder.__dict__.get("_whisperfast_cuda")
+stock = pipeline.transcribe(pipeline.load("tiny.en"), sys.argv[1])
+maps = open("/proc/self/maps").read()
+print(json.dumps({"tokens": t.tokens, "stock": stock.tokens, "counters": counters,
+                  "launches": getattr(step, "launches", 0), "nvrtc_builtins_mapped": "nvrtc-builtins" in maps}))
+"""
+
+
+@needs_cuda
+def test_a_second_process_compiles_nothing_and_decodes_as_stock(tmp_path):
+    """Two fresh processes transcribe JFK with --fast's model, on empty caches: the first
+    compiles the decode step and publishes it, the second reads it and compiles nothing (and
+    MLX then compiles nothing either: the test above). Both give stock mlx-whisper's tokens."""
+    env = {**os.environ, "WHISPERFAST_CACHE": str(tmp_path / "wf"), "MLX_PTX_CACHE_DIR": str(tmp_path / "mlx")}
+    runs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _CHILD, str(SAMPLES / "jfk.wav")], env=env, capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    print(json.dumps([{k: v for k, v in r.items() if k not in ("tokens", "stock")} for r in runs]))
+    assert first["launches"] > 0 and second["launches"] > 0  # the kernel decoded
+    assert first["counters"]["compiles"] >= 1 and first["counters"]["published"] >= 1
+    assert second["counters"]["compiles"] == 0 and second["counters"]["misses"] == 0
+    assert second["counters"]["hits"] >= 1 and second["counters"]["published"] == 0
+    assert first["counters"]["fallbacks"] == second["counters"]["fallbacks"] == 0
+    assert first["tokens"] == first["stock"] == second["tokens"] == second["stock"]
+    assert list((tmp_path / "wf" / "kernels").glob("*.bin")) and list((tmp_path / "mlx").glob("custom_kernel_wf_*.ptx"))

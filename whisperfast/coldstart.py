@@ -1,0 +1,149 @@
+"""`whisperfast bench --cold`: what one command costs from the shell, where every lane starts
+a fresh process (`whisperfast transcribe FILE -q --json`, with --fast for the fused lane),
+alternated run by run like the warm bench so that a drifting machine shows in both.
+
+Per run: wall (launch to exit, timed here), import (every module the child imported, from
+its `python -X importtime` lines: mostly before loading, though modules imported lazily
+inside loading or transcribing count there too), load and transcribe (the child's JSON:
+timings.load, timings.total) and compile (the child's kernel cache: reading its binaries, or
+compiling them on a miss; it happens inside the first transcription, so transcribe includes
+it; MLX's own JIT, cached by MLX, is inside load or transcribe).
+
+The child is `python -m whisperfast.coldstart REPORT transcribe ...`: the `whisperfast`
+command itself, which at exit writes its kernel cache's counters to REPORT."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+LANES = {"stock": [], "fused": ["--fast"]}
+
+
+def _write_report(path: str) -> None:
+    cache = sys.modules.get("whisperfast.kernels.cuda_cache")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"kernel_cache": cache.COUNTERS.snapshot() if cache else None}, f)
+
+
+@dataclass(frozen=True)
+class ColdRun:
+    lane: str
+    run: int
+    wall_s: float
+    import_s: float
+    load_s: float
+    compile_s: float  # 0 where no kernel cache ran (stock)
+    transcribe_s: float
+    tokens: int
+    matches_stock: Optional[bool]
+    kernel_cache: Optional[dict]  # the child's cache counters: hits, compiles, ...
+
+
+@dataclass(frozen=True)
+class ColdLane:
+    wall_s: "Stat"
+    import_s: "Stat"
+    load_s: "Stat"
+    compile_s: "Stat"
+    transcribe_s: "Stat"
+    matches_stock: Optional[bool]
+
+
+@dataclass(frozen=True)
+class ColdReport:
+    audio: str
+    model: str
+    dtype: Optional[str]
+    runs: int
+    command: list[str]  # a child's command line, less the lane's arguments
+    lanes: dict[str, ColdLane] = field(default_factory=dict)
+    samples: list[ColdRun] = field(default_factory=list)  # in the order they ran
+
+
+def import_seconds(stderr: str) -> float:
+    """The sum of the top-level imports' cumulative times in `python -X importtime` output
+    (nested imports are inside their importer's time)."""
+    total = 0
+    for line in stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
+            total += int(parts[1])
+    return total / 1e6
+
+
+def child_command(audio: Path, model: str, dtype: Optional[str], device: Optional[str], python: str) -> list[str]:
+    cmd = [python, "-X", "importtime", "-m", "whisperfast.coldstart", "transcribe", str(audio), "-q", "--json", "--model", model]
+    return cmd + (["--dtype", dtype] if dtype else []) + (["--device", device] if device else [])
+
+
+def run_once(cmd: list[str], lane: str, run: int, report: Path) -> tuple[ColdRun, list[int]]:
+    import subprocess
+    import time
+
+    from .errors import WhisperfastError
+
+    report.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd[:5] + [str(report)] + cmd[5:] + LANES[lane], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        said = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("import time:")]
+        raise WhisperfastError(f"{lane} run {run + 1}: the child exited {r.returncode}: {said[-1] if said else 'no message'}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    cache = json.loads(report.read_text(encoding="utf-8"))["kernel_cache"] if report.exists() else None
+    timings = out["timings"]
+    return ColdRun(lane, run, wall, import_seconds(r.stderr), timings["load"], cache["seconds"] if cache else 0.0,
+                   timings["total"], len(out["tokens"]), None, cache), out["tokens"]
+
+
+def run(audio: Path, model: str, dtype: Optional[str] = None, device: Optional[str] = None,
+        lanes: tuple[str, ...] = ("stock", "fused"), runs: int = 3, progress: Callable[[str], None] = lambda _: None,
+        python: Optional[str] = None) -> ColdReport:
+    """Each lane `runs` times in fresh processes, alternated: stock 1, fused 1, stock 2, ...
+    Caches are left as they are: clear the kernel cache first for a cold first run (each
+    run's kernel_cache says whether it compiled)."""
+    import dataclasses
+    import tempfile
+
+    from .bench import Stat
+    from .errors import WhisperfastError
+
+    bad = [x for x in lanes if x not in LANES]
+    if bad or not lanes:
+        raise WhisperfastError(f"--cold runs the lanes {', '.join(LANES)}; not {', '.join(bad) or 'none'}")
+    if not Path(audio).is_file():
+        raise WhisperfastError(f"{audio}: no such file")
+    cmd = child_command(Path(audio), model, dtype, device, python or sys.executable)
+    samples, tokens = [], {}
+    with tempfile.TemporaryDirectory(prefix="whisperfast-cold-") as tmp:
+        for r in range(runs):
+            for lane in lanes:
+                progress(f"run {r + 1} · {lane}")
+                sample, tokens[lane, r] = run_once(cmd, lane, r, Path(tmp) / "report.json")
+                samples.append(sample)
+    if "stock" in lanes:
+        samples = [dataclasses.replace(s, matches_stock=tokens[s.lane, s.run] == tokens["stock", 0]) for s in samples]
+    report = {}
+    for lane in lanes:
+        mine = [s for s in samples if s.lane == lane]
+        stat = lambda f: Stat.of([f(s) for s in mine])  # noqa: E731
+        report[lane] = ColdLane(stat(lambda s: s.wall_s), stat(lambda s: s.import_s), stat(lambda s: s.load_s),
+                                stat(lambda s: s.compile_s), stat(lambda s: s.transcribe_s),
+                                None if "stock" not in lanes else all(s.matches_stock for s in mine))
+    return ColdReport(str(audio), model, dtype, runs, cmd, report, samples)
+
+
+if __name__ == "__main__":  # the child: python -m whisperfast.coldstart REPORT <whisperfast arguments>
+    import atexit
+
+    atexit.register(_write_report, sys.argv.pop(1))
+    from .cli import app
+
+    app(prog_name="whisperfast")
