@@ -67,3 +67,16 @@ def test_bench_cold_one_run_on_jfk(tmp_path):
         assert s["tokens"] > 0 and s["matches_stock"] is True
     assert all(lane["matches_stock"] for lane in report["lanes"].values())
     assert "cold: median" in r.stderr and "run 1 fused" in r.stderr
+
+
+def test_bench_cold_refuses_what_it_cannot_time_in_one_error_line():
+    from typer.testing import CliRunner
+
+    from whisperfast.cli import app
+
+    jfk = str(SAMPLES / "jfk.wav")
+    for args, said in ((["bench", jfk, jfk, "--cold"], "--cold times one audio file"),
+                       (["bench", jfk, "--cold", "--lanes", "composed"], "--cold runs the lanes stock, fused")):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and r.stdout == "" and r.stderr.startswith("Error:") and said in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
