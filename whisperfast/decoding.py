@@ -142,10 +142,10 @@ class StaticInference(Inference):
         for the flat step; the module path's attention wants them per row."""
         logits = decoder_forward(decoder, tokens[::group], audio_features, self.kv_cache)
         rows = mx.repeat(mx.arange(audio_features.shape[0]), group)
-        for c in self.kv_cache:
-            c[0].take(rows)
+        for e, (kv, cross) in enumerate(self.kv_cache):
+            kv.take(rows)
             if not flat:
-                c[1] = tuple(a[rows] for a in c[1])
+                self.kv_cache[e] = (kv, tuple(a[rows] for a in cross))
         return logits[rows].astype(mx.float32)
 
     def rearrange_kv_cache(self, source_indices):
