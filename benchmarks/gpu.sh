@@ -77,6 +77,24 @@ ab)  # MLX's CUDA graphs on and off, alternated between processes (the setting i
   ;;
 esac
 case "${1:-all}" in
+round|round-tests)  # issue 12's last item, the kernel rounding as stock in fp16: every GPU equality test, then
+  # base fp16 on the 600 s clip seeded (fallback on, then temperature 0). (Two modes, for 10-minute limits.)
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" tests/test_cuda_step.py tests/test_equality.py \
+    tests/test_heldout.py -rf 2>&1 | tee "$out/round_tests.txt" | tail -40
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  $py benchmarks/seeded_eq.py base /tmp/clip600.wav float16 2>&1 | tee "$out/round_seeded_base_fp16.jsonl"
+  ;;
+esac
+case "${1:-all}" in
+round|round-bench)  # the warm bench, JFK fp16 (before this change: tiny.en 11.0 ms, base 21.2 ms)
+  for m in tiny.en base; do
+    $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json \
+      --no-kernels > "$out/round-bench-$m-float16-jfk.json" 2>/dev/null
+    summary "$out/round-bench-$m-float16-jfk.json"
+  done
+  ;;
+esac
+case "${1:-all}" in
 final|final-tests)  # the record of the one-launch step: tests, then profiles and the bench with the kernel and without it (the flat step)
   $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -5
   ;;

@@ -118,9 +118,14 @@ def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case):
         np.testing.assert_allclose(np.array(got[2]), np.array(ref[2]), rtol=1e-5, atol=1e-5)
 
 
-# a prompt over CudaDecode.MAX_PROMPT tokens: the module pass runs it, the kernel resumes from its caches
+# The kernel's tokens are stock mlx-whisper's (the oracle): in fp16 it rounds scores and softmax
+# weights to T as stock's graph does, where the flat step's fused SDPA keeps them in fp32, so
+# at an fp16 near-tie the flat step may pick the other token (JFK with tiny.en on the H200).
+# A prompt over CudaDecode.MAX_PROMPT tokens: the module pass runs it, the kernel resumes from its caches.
 @pytest.mark.parametrize("prompt", [None, "My fellow citizens, we meet today to speak plainly about the nation."])
-def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
+def test_cuda_step_decodes_jfk_as_stock_does(tiny, prompt, monkeypatch):
+    from mlx_whisper.decoding import DecodingTask
+
     from whisperfast.audio import first_window_mel
     from whisperfast.decoding import StaticCacheTask
     from whisperfast.pipeline import rewritten
@@ -148,10 +153,11 @@ def test_cuda_step_decodes_jfk_as_the_flat_step_does(tiny, prompt, monkeypatch):
     assert kernel["0"] == 0 and flat["0"] >= len(results["0"].tokens), (kernel, flat)
     for lane in ("1", "13"):
         assert kernel[lane] >= len(results[lane].tokens) and flat[lane] == 0, (lane, kernel, flat)
-    assert results["13"].tokens == results["1"].tokens == results["0"].tokens
+    stock = DecodingTask(tiny.whisper, options).run(mel)[0]
+    assert results["13"].tokens == results["1"].tokens == stock.tokens
     assert abs(results["13"].avg_logprob - results["1"].avg_logprob) < 1e-3  # other summation orders
-    assert abs(results["1"].avg_logprob - results["0"].avg_logprob) < 1e-3
-    assert "fellow Americans" in results["1"].text
+    assert abs(results["1"].avg_logprob - stock.avg_logprob) < 1e-3
+    assert "fellow Americans" in results["1"].text and "fellow Americans" in results["0"].text
 
 
 def test_one_compiled_kernel_serves_every_prompt_length(tiny):

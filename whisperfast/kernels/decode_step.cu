@@ -9,7 +9,12 @@
 //
 // Numerics follow MLX's fp16 graph: statistics and dot products accumulate in fp32, and
 // every value that is a tensor there (norm output, matmul output, residual sum) is rounded
-// to T here at the same point, so greedy tokens match the module graph's.
+// to T here at the same point, so greedy tokens match the module graph's. Where T is
+// narrower than float (kNarrow), the rounding points are stock mlx-whisper's on MLX's CUDA
+// backend, op for op: the layer norm's normalized row in T before its affine (in T's
+// arithmetic), q and k each scaled by head_dim**-0.25 in T, attention scores and softmax
+// weights in T, the GELU's every op in T. In float32 the one-rounding forms below already
+// give stock's tokens and stay as they are.
 
 #include <cuda/std/limits>
 
@@ -58,6 +63,18 @@ template <typename T>
 __device__ __forceinline__ float round_to(float x) {
   return static_cast<float>(static_cast<T>(x));
 }
+
+template <typename T>
+constexpr bool kNarrow = sizeof(T) < sizeof(float);
+
+// mlx-whisper's qkv_attention scales q and k each by (head_dim)**-0.25, a Python float that
+// MLX casts to T (kNarrow only: float32 keeps one 1/sqrt(head_dim) on q)
+template <typename T, int HD>
+__device__ __forceinline__ float qk_scale() {
+  return round_to<T>(1.f / sqrtf(sqrtf(float(HD))));
+}
+
+__device__ void group_sync(unsigned* counter, unsigned target);
 
 // acc[b] = sum_k xs[b, k] * w[k] over one weight row, 16-byte loads spread over the warp's
 // lanes. R rows at a time (rows_dot) keep two loads per lane and row in flight (registers
@@ -158,8 +175,14 @@ __device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
     float q = 0.f;
     for (int k = threadIdx.x; k < K; k += blockDim.x) q += (r[k] - mean) * (r[k] - mean);
     const float rstd = rsqrtf(block_sum(q, red) / K + 1e-5f);
-    for (int k = threadIdx.x; k < K; k += blockDim.x)
-      r[k] = round_to<T>((r[k] - mean) * rstd * static_cast<float>(g[k]) + static_cast<float>(beta[k]));
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+      // kNarrow: MLX's CUDA layer_norm, w * T(norm) + b in T's mul and add (which ptxas
+      // contracts to one HFMA2 there as here)
+      if constexpr (kNarrow<T>)
+        r[k] = static_cast<float>(__hadd(__hmul(g[k], static_cast<T>((r[k] - mean) * rstd)), beta[k]));
+      else
+        r[k] = round_to<T>((r[k] - mean) * rstd * static_cast<float>(g[k]) + static_cast<float>(beta[k]));
+    }
   }
   __syncthreads();
 }
@@ -168,10 +191,16 @@ __device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
 // A (head, chunk of keys) pair gives a flash-decoding partial: out = (m, l, acc[HD]) with m
 // the chunk's maximum score, l = sum_j exp(s_j - m), acc = sum_j exp(s_j - m) v_j, for q
 // (HD floats in shared memory, already scaled). key(j) and value(j) point at rows of HD.
+// kNarrow: as stock's graph, each key is scaled in T, each score q.k rounded to T, and the
+// weights are MLX's softmax (precise: fp32 inside, __expf, times 1/sum) rounded to T, so
+// acc = sum_j w_j v_j is already normalized and merge_heads only adds the chunks' accs. The
+// weights need the head's max and sum over all its C chunks: chunk c's (m, l) lie at
+// peers + c * stride, and the C blocks of the head meet at `counter` before reading them.
 template <typename T, int HD, typename KF, typename VF>
 __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, float* p, float* part, float* red,
-                            float* out) {
+                            float* out, const float* peers, size_t stride, int C, unsigned* counter, unsigned target) {
   constexpr int V = 16 / sizeof(T);
+  const float ks = qk_scale<T, HD>();
   for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
     const uint4* k4 = reinterpret_cast<const uint4*>(key(j));
     float s = 0.f;
@@ -180,19 +209,36 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
       uint4 raw = __ldcg(k4 + i);
       const T* kv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-      for (int e = 0; e < V; ++e) s += q[i * V + e] * static_cast<float>(kv[e]);
+      for (int e = 0; e < V; ++e)
+        s += q[i * V + e] * (kNarrow<T> ? round_to<T>(static_cast<float>(kv[e]) * ks) : static_cast<float>(kv[e]));
     }
-    p[j - j0] = s;
+    p[j - j0] = kNarrow<T> ? round_to<T>(s) : s;
   }
   float m = -kInf;
   for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) m = fmaxf(m, p[j]);  // this thread's own writes
   m = block_max(m, red);
   float l = 0.f;
-  for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) {
-    p[j] = expf(p[j] - m);
-    l += p[j];
+  if constexpr (kNarrow<T>) {
+    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) l += __expf(p[j] - m);
+    l = block_sum(l, red);
+    if (C > 1) {  // the head's statistics: every chunk's, merged in chunk order
+      if (threadIdx.x == 0) out[0] = m, out[1] = l;
+      group_sync(counter, target);
+      float mm = -kInf, ll = 0.f;
+      for (int c = 0; c < C; ++c) mm = fmaxf(mm, ld(peers + c * stride));
+      for (int c = 0; c < C; ++c) ll += ld(peers + c * stride + 1) * __expf(ld(peers + c * stride) - mm);
+      m = mm, l = ll;
+    }
+    const float inv = 1.f / l;
+    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) p[j] = round_to<T>(__expf(p[j] - m) * inv);
+    __syncthreads();
+  } else {
+    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) {
+      p[j] = expf(p[j] - m);
+      l += p[j];
+    }
+    l = block_sum(l, red);  // also orders the p writes before the reads below
   }
-  l = block_sum(l, red);  // also orders the p writes before the reads below
   const int d = threadIdx.x % HD, grp = threadIdx.x / HD, groups = blockDim.x / HD;
   float acc = 0.f;
 #pragma unroll 8
@@ -203,7 +249,8 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
     for (int r = 1; r < groups; ++r) acc += part[r * HD + d];
     out[2 + d] = acc;
   }
-  if (threadIdx.x == 0) out[0] = m, out[1] = l;
+  // (kNarrow: the other chunks may still read this one's statistics, written above)
+  if (!kNarrow<T> && threadIdx.x == 0) out[0] = m, out[1] = l;
   __syncthreads();  // p, part and red are reused by the block's next partial
 }
 
@@ -213,6 +260,13 @@ template <typename T, int B, int H, int HD>
 __device__ void merge_heads(const float* att, int C, float* xs) {
   for (int i = threadIdx.x; i < B * H * HD; i += blockDim.x) {
     const int b = i / (H * HD), h = i / HD % H, e = i % HD;
+    if constexpr (kNarrow<T>) {  // the chunks' accs are already weighted by the head's softmax
+      float acc = 0.f;
+#pragma unroll 8
+      for (int c = 0; c < C; ++c) acc += ld(att + (size_t(h * C + c) * B + b) * (HD + 2) + 2 + e);
+      xs[i] = round_to<T>(acc);
+      continue;
+    }
     float m = -kInf, l = 0.f, acc = 0.f;
 #pragma unroll 8
     for (int c = 0; c < C; ++c) {  // unrolled: the chunks' loads in flight together
@@ -373,6 +427,20 @@ __device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long*
   __syncthreads();
 }
 
+// The blocks of one head's attention chunks meet here (attend_part, kNarrow): `counter`
+// (scratch float 1 + head) counts the launch's arrivals, each block's once per use, and
+// every block of the grid keeps the same running target; the launch's last block resets it.
+__device__ void group_sync(unsigned* counter, unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter), "r"(1u) : "memory");
+    const unsigned long long t0 = clock_ns();
+    for (int spin = 1; load_acquire(counter) < target; ++spin)
+      if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
+  }
+  __syncthreads();
+}
+
 // Per layer, the packed weights `lw` hold, in order: attn_ln w, b; q|k|v (3D, D); its bias
 // (k's is 0); out (D, D), bias; cross_attn_ln w, b; cross q (D, D), bias; cross out (D, D),
 // bias; mlp_ln w, b; mlp1 (4D, D), bias; mlp2 (D, 4D), bias.
@@ -385,13 +453,15 @@ struct LayerOffsets {
 };
 
 // The float32 scratch a decode keeps across its launches, written in place: the barrier
-// counter at 0; from float 32, a uint64 %globaltimer stamp per barrier of the launch's last
-// position (block 0's view: benchmarks/cuda_step_profile.py reads them); then the residual
+// counter at 0, the heads' group_sync counters at 1 to H; from float 32, a uint64
+// %globaltimer stamp per barrier of the launch's last position (block 0's view:
+// benchmarks/cuda_step_profile.py reads them); then the residual
 // stream x (B, D) and the MLP activation h (B, 4D) in T, the attention partials, and each
 // block's filter picks.
 template <typename T, int B, int D, int H, int NL>
 struct Scratch {
   static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
+  static_assert(H <= 31, "the heads' counters lie in floats 1 to 31");
   static constexpr size_t stamps = 32, x = stamps + 2 * (ARRIVALS + 1) + 4, h = x + B * D * sizeof(T) / 4 + 4,
                           att = h + 4 * B * D * sizeof(T) / 4 + 4;
   static __host__ __device__ size_t picks(int G) { return att + size_t(G + H) * B * (HD + 2); }
@@ -420,7 +490,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   __shared__ __align__(16) float xs[B * 4 * D];  // read as float4s (dot_row)
   __shared__ float q[B * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
-  __shared__ unsigned arrived;
+  __shared__ unsigned arrived, met;  // met: group_sync's running target, the same in every block
   constexpr int kWarps = kThreads / 32;
   const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
   if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
@@ -434,7 +504,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   if (threadIdx.x == 0 && blockIdx.x == 0) stamps[0] = clock_ns();
   unsigned target = 0;
   unsigned long long* stamp;
-  const float scale = rsqrtf(float(HD));
+  const float scale = rsqrtf(float(HD)), qs = qk_scale<T, HD>();
+  if (threadIdx.x == 0) met = 0;  // (in shared memory: kept in registers, it cost 20 of them at B = 3)
   // pre: a weight row's bias, and the residual where the row adds to x
   auto bias = [](const T* bv) { return [bv](int n, int) { return make_float2(static_cast<float>(bv[n]), 0.f); }; };
   auto bias_x = [x](const T* bv) {
@@ -446,14 +517,24 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // q <- head hd's query rows of wq against xs (B rows), scaled; the block's warps share them
   auto head_q = [&](const T* wq, const T* bq, int hd) {
     rows_dot<T, B, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
-                      [&](int n, int b, float a, float2 e) { q[b * HD + n - hd * HD] = scale * round_to<T>(a + e.x); });
+                      [&](int n, int b, float a, float2 e) {
+                        const float v = round_to<T>(a + e.x);
+                        q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                      });
   };
   // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (HD of
-  // each `stride`)
-  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb, size_t stride) {
+  // each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + (b+1) C)
+  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb, size_t stride, int C) {
     auto key = [&](int j) { return kb + j * stride; };
     auto value = [&](int j) { return vb + j * stride; };
-    attend_part<T, HD>(q + b * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2));
+    const int hd = item / C;
+    attend_part<T, HD>(q + b * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
+                       att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, count + 1 + hd,
+                       met + (b + 1) * C);
+  };
+  // after each attention phase, in every block (the grid_sync after it orders the write)
+  auto met_all = [&](int C) {
+    if (kNarrow<T> && C > 1 && threadIdx.x == 0) met += B * C;
   };
 
   // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
@@ -513,9 +594,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           }
           __syncthreads();
           for (int b = 0; b < B; ++b)
-            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD);
+            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
         }
       }
+      met_all(cs);
       grid_sync(count, target, stamp++);
       // 2. x += out(attention) + bias; meanwhile what this block's phase 3 reads heads for L2
       //    (the layers' weights and cross K/V do not all stay there: 62 MB for base)
@@ -540,22 +622,30 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           head_q(w + W::cq, w + W::bcq, hd);
           __syncthreads();
           for (int b = 0; b < B; ++b)
-            partial(item, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS);
+            partial(item, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
         }
       }
+      met_all(CC);
       grid_sync(count, target, stamp++);
       // 4. x += cross_out(attention) + bias
       merge_heads<T, B, H, HD>(att, CC, xs);
       __syncthreads();
       rows_dot<T, B, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
       grid_sync(count, target, stamp++);
-      // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu)
+      // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu); kNarrow: as MLX compiles
+      //    nn.gelu, x * (1 + erf(x / sqrt(2))) / 2 with each op in T (__hdiv as MLX's Divide)
       load<T, B * D>(x, xs);
       layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
       rows_dot<T, B, D, 1>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
                         [&](int n, int b, float a, float2 e) {
                           const float v = round_to<T>(a + e.x);
-                          h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+                          if constexpr (kNarrow<T>) {
+                            const T u = static_cast<T>(v);
+                            const T z = static_cast<T>(erff(static_cast<float>(__hdiv(u, static_cast<T>(1.4142135623730951f)))));
+                            h[b * 4 * D + n] = __hdiv(__hmul(u, __hadd(static_cast<T>(1.f), z)), static_cast<T>(2.f));
+                          } else {
+                            h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+                          }
                         });
       grid_sync(count, target, stamp++);
       // 6. x += mlp2(h) + bias
@@ -614,6 +704,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     *completed = done;
     *stamp = clock_ns();
     *count = 0;  // every block has arrived for the last time: the next launch starts from 0
+    if (kNarrow<T>)
+      for (int i = 1; i <= H; ++i) count[i] = 0;
   }
 }
 
