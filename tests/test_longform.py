@@ -143,3 +143,26 @@ def test_valid_options_are_normalized():
     assert o.temperature == (0.5,) and o.clip_timestamps == (0.0, 5.5, 7.0)
     assert TranscribeOptions(clip_timestamps=[1, 2]).clip_timestamps == (1.0, 2.0)
     assert TranscribeOptions(clip_timestamps="").clip_timestamps == ()
+
+
+def test_beam_options_at_temperature_0_and_best_of_above(monkeypatch):
+    """As mlx-whisper's decode_with_fallback: beam_size and patience go to the temperature-0
+    decode only, best_of to the sampled ones. Every decode here fails the logprob threshold,
+    so the window tries each temperature (a stand-in decoder: only the options are checked)."""
+    from mlx_whisper.decoding import DecodingResult
+
+    from whisperfast import longform
+
+    seen = []
+
+    def decode_window(model, features, options):
+        assert features.shape == (model.dims.n_audio_ctx, model.dims.n_audio_state)  # encoded once, by the loop
+        seen.append((options.temperature, options.beam_size, options.patience, options.best_of, options.prompt))
+        return DecodingResult(audio_features=features, language="en", avg_logprob=-5.0, no_speech_prob=0.0,
+                              compression_ratio=1.0, temperature=options.temperature)
+
+    monkeypatch.setattr(longform, "decode_window", decode_window)
+    base, _ = pair("tiny.en", mx.float32)
+    t = transcribe(base, jfk(), TranscribeOptions(temperature=(0.0, 0.4, 0.8), beam_size=3, patience=1.5, best_of=2))
+    assert seen == [(0.0, 3, 1.5, None, []), (0.4, None, None, 2, []), (0.8, None, None, 2, [])]
+    assert (t.windows, t.sampled_windows, t.text) == (1, 2, "")
