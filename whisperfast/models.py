@@ -7,7 +7,9 @@ Sources, in the order a name is tried:
   3. a Hugging Face repo id, through huggingface_hub.
 
 CTranslate2 bundles are converted once into an mlx-whisper directory in the user's cache,
-keyed by the sha256 of `model.bin`, so later loads skip hashing and conversion.
+keyed by the sha256 of `model.bin`, so later loads skip hashing and conversion. A quantized
+variant (`load_model(..., quantize=8|4)`) is cached beside it, keyed by that digest (or the
+sha256 of a directory's files), bits and group size, in mlx-whisper's quantized format.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "tiny.en"
 
+# Quantization (`--quantize`): MLX's affine mode, one scale and one bias per group of weights
+# along a row. 8 and 4 bits are what mlx-community publishes Whisper in and what issue 17 asks
+# for; 32, 64 and 128 are the group sizes mx.quantize's affine kernels are built for.
+QUANTIZE_BITS = (8, 4)
+GROUP_SIZES = (32, 64, 128)
+DEFAULT_GROUP_SIZE = 64
+
 
 @dataclass(frozen=True)
 class Embedded:
@@ -60,7 +69,7 @@ EMBEDDED = {
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    kind: str  # "embedded" | "mlx" | "ct2" | "hub"
+    kind: str  # "embedded" | "mlx" | "ct2" | "hub" | "quantized"
     path: str | None  # where it lives now, None when not installed
     available: bool
     note: str = ""
@@ -243,15 +252,25 @@ def check_weights(model: nn.Module, weights: dict, where: str) -> None:
                          + "; it is not part of a Whisper model with these dimensions")
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None) -> Whisper:
-    """Load a model with every floating-point weight in `dtype` (default: `default_dtype()`)."""
+def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None, quantize: int | None = None,
+               group_size: int = DEFAULT_GROUP_SIZE) -> Whisper:
+    """Load a model with every floating-point weight in `dtype` (default: `default_dtype()`);
+    with `quantize` (8 or 4 bits), its quantized variant from the cache, made there on a miss."""
+    dtype = dtype or default_dtype()
+    path = _resolve(name)
+    if quantize is not None:
+        check_quantization(quantize, group_size)
+        path = _quantized(path, name, quantize, group_size)
+    return _load_dir(path, dtype, name)
+
+
+def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
+    """The model in mlx-whisper directory `path` (`name`: what the user asked for, for errors)."""
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_unflatten
     from mlx_whisper.whisper import Whisper
 
-    dtype = dtype or default_dtype()
-    path = _resolve(name)
     config = _read_json(path / "config.json")
     if not isinstance(config, dict):
         raise ModelError(f"{path}/config.json is not a JSON object")
@@ -290,6 +309,107 @@ def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None) -> Whis
     return model
 
 
+def check_quantization(bits: int | None, group_size: int) -> None:
+    """A WhisperfastError for bits or a group size that `quantize` does not make."""
+    if bits is not None and bits not in QUANTIZE_BITS:
+        raise ModelError(f"cannot quantize to {bits} bits; choose {' or '.join(map(str, QUANTIZE_BITS))}")
+    if group_size not in GROUP_SIZES:
+        raise ModelError(f"group size {group_size} is not one of {', '.join(map(str, GROUP_SIZES))}")
+
+
+def _source_digest(path: Path) -> str:
+    """What identifies a model's weights: a converted CTranslate2 bundle's directory is already
+    named by its model.bin's sha256; any other directory is hashed (config.json, then weights)."""
+    if path.parent == cache_dir() and len(path.name) == 64 and all(c in "0123456789abcdef" for c in path.name):
+        return path.name
+    h = hashlib.sha256()
+    for f in ("config.json", "weights.safetensors", "weights.npz"):
+        if (path / f).exists():
+            with open(path / f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
+    """The cached quantized variant of the float model in `src`, an mlx-whisper directory
+    beside the float conversion (`<digest>-q<bits>g<group>`); made and written atomically on a
+    miss, so a second load reads it back without quantizing again."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    config = _read_json(src / "config.json")
+    if isinstance(config, dict) and config.get("quantization") is not None:
+        raise ModelError(f"model '{name}' is already quantized ({config['quantization']}); quantize a float model")
+    digest = _source_digest(src)
+    dest = cache_dir() / f"{digest}-q{bits}g{group_size}"
+    if (dest / "weights.safetensors").exists():  # complete: a directory appears only by rename
+        return dest
+    weights_file = next((src / f for f in ("weights.safetensors", "weights.npz") if (src / f).exists()), None)
+    stored = mx.load(str(weights_file)) if weights_file else {}
+    floats = {v.dtype for v in (stored.values() if isinstance(stored, dict) else ()) if mx.issubdtype(v.dtype, mx.floating)}
+    # Quantized in the dtype the weights are stored in (fp16 for the embedded bundles), so the
+    # scales written are the scales the packed integers were rounded with.
+    source_dtype = floats.pop() if len(floats) == 1 else mx.float32
+    del stored
+    model = _load_dir(src, source_dtype, name)
+    left_float = []
+
+    def quantizable(path: str, m: nn.Module) -> bool:
+        # Linear and Embedding layers only (the token embedding is also the vocabulary
+        # projection, as_linear); Conv1d has no quantized form in MLX, and the positional
+        # embeddings are plain arrays, added, never multiplied. mx.quantize groups a row's
+        # weights, so a row whose length the group size does not divide stays float.
+        if not isinstance(m, (nn.Linear, nn.Embedding)):
+            return False
+        if m.weight.shape[-1] % group_size:
+            left_float.append(f"{path} (rows of {m.weight.shape[-1]} are not a multiple of {group_size})")
+            return False
+        return True
+
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=quantizable)
+    weights = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
+    heads = src / "alignment_heads.json"
+    meta = {"source": name, "source_sha256": digest, "bits": bits, "group_size": group_size, "mode": "affine",
+            "float_dtype": _dtype_name(source_dtype), "left_float": left_float}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    try:
+        mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
+        # mlx-whisper's format: its own loader passes every other config key to ModelDimensions,
+        # so whisperfast's provenance goes to a file of its own.
+        (tmp / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": group_size, "bits": bits}}, indent=1))
+        (tmp / "whisperfast.json").write_text(json.dumps(meta, indent=1))
+        if heads.exists():
+            shutil.copyfile(heads, tmp / "alignment_heads.json")
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process won the race; its copy is the same quantization
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def quantized_variants() -> list[ModelInfo]:
+    """The quantized models in whisperfast's cache, as `list_models` shows them."""
+    out = []
+    root = cache_dir()
+    for d in sorted(root.glob("*-q*g*")) if root.is_dir() else ():
+        meta_file = d / "whisperfast.json"
+        if d.name.startswith(".") or not (d / "weights.safetensors").exists() or not meta_file.exists():  # .tmp-: being written
+            continue
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            label = f"{meta['source']} ({meta['bits']}-bit, group {meta['group_size']})"
+            note = f"quantized from {meta['source_sha256'][:12]}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours, or unreadable: nothing to offer
+        out.append(ModelInfo(label, "quantized", str(d), True, note))
+    return out
+
+
 def list_models() -> list[ModelInfo]:
     """What can be loaded without a network: embedded bundles, cached conversions, hub cache."""
     out = []
@@ -305,5 +425,5 @@ def list_models() -> list[ModelInfo]:
                 out.append(ModelInfo(repo.repo_id, "hub", str(repo.repo_path), True, "cached"))
     except Exception:  # no hub cache yet
         pass
-    return out
+    return out + quantized_variants()
 

@@ -163,16 +163,20 @@ class LoadedModel:
     dtype: str
     load_seconds: float
     rewrites: dict | None = None
+    quantization: dict | None = None  # {"bits", "group_size"} when load() quantized it
 
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
-         word_timestamps: bool = False) -> LoadedModel:
-    """Load `name`; with `fast`, rewrite it onto fused kernels (see `rewritten`)."""
+         word_timestamps: bool = False, quantize: int | None = None,
+         group_size: int = models.DEFAULT_GROUP_SIZE) -> LoadedModel:
+    """Load `name`; with `quantize` (8 or 4), its affine-quantized variant (cached; see
+    `models.load_model`); with `fast`, rewrite it onto fused kernels (see `rewritten`)."""
     t0 = time.perf_counter()
     dtype = dtype or models.default_dtype()
-    whisper = models.load_model(name, dtype)
+    whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
     _warm_tokenizer(whisper)
-    loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0)
+    loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
+                         quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
     return rewritten(loaded, word_timestamps=word_timestamps) if fast else loaded
 
 
