@@ -261,9 +261,12 @@ class BeamSearchDecoder(TokenDecoder):
         if self.finished_sequences is None:  # for the first update
             self.finished_sequences = [{} for _ in range(n_audio)]
 
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        top = mx.argpartition(-logprobs, self.beam_size, axis=-1)[:, : self.beam_size + 1]
-        top_logprobs = mx.take_along_axis(logprobs, top, axis=-1)
+        # the beam_size + 1 likeliest tokens a row, and their log probabilities as mlx-whisper's
+        # GreedyDecoder computes them (logits - logsumexp), for those tokens only
+        first = logits.shape[-1] - self.beam_size - 1
+        top = mx.argpartition(logits, first, axis=-1)[:, first:]
+        top_logprobs = mx.take_along_axis(logits, top, axis=-1) - mx.logsumexp(logits, axis=-1, keepdims=True)
+        mx.eval(top, top_logprobs, tokens, sum_logprobs)  # one wait for the device
         top, top_logprobs, sums = np.array(top), np.array(top_logprobs), np.array(sum_logprobs, dtype=np.float32)
         prefixes = tokens.tolist()
         next_tokens, source_indices, next_sums, finished_sequences = [], [], [], []
