@@ -20,7 +20,7 @@ from . import runtime
 from .audio import load_audio
 from .errors import WhisperfastError
 from .kernels import ops
-from .models import default_dtype
+from .models import DEFAULT_GROUP_SIZE, default_dtype
 from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcribe
 
 LANES = ("stock", "fused", "composed", "faster-whisper")
@@ -93,7 +93,10 @@ def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
 
     if model.name not in EMBEDDED or len(EMBEDDED[model.name].parts) != 1:
         raise WhisperfastError("lane 'faster-whisper' runs the embedded tiny.en bundle only")
-    fw = WhisperModel(str(_embedded_paths(EMBEDDED[model.name])[0].parent), device="cpu", compute_type=model.dtype)
+    # A quantized model races CTranslate2's int8 (its only integer type on the CPU: int8 weights
+    # with one scale per row), whether whisperfast runs 8 or 4 bits.
+    compute_type = "int8" if model.quantization else model.dtype
+    fw = WhisperModel(str(_embedded_paths(EMBEDDED[model.name])[0].parent), device="cpu", compute_type=compute_type)
 
     def run(audio):
         segments, _ = fw.transcribe(audio, beam_size=1, language="en" if not model.whisper.is_multilingual else None)
@@ -246,12 +249,15 @@ def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None]
 
 def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
         runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
-        progress: Callable[[str], None] = lambda _: None, seed: int = 0) -> BenchReport:
+        progress: Callable[[str], None] = lambda _: None, seed: int = 0, quantize: Optional[int] = None,
+        group_size: int = DEFAULT_GROUP_SIZE) -> BenchReport:
     if runs < 1 or warmup < 0:
         raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
     dtype = dtype or default_dtype()
     audio = [load_audio(p) for p in audio_paths] if pipeline else []
-    model = load(model_name, dtype=dtype) if pipeline else None
+    model = load(model_name, dtype=dtype, quantize=quantize, group_size=group_size) if pipeline else None
+    if quantize is not None:  # every lane runs the quantized model; the name says so in the report
+        model_name = f"{model_name} {quantize}-bit g{group_size}"
     dname = runtime.dtype_name(dtype)
     info = runtime.info()
     report = BenchReport(device=info["device"], mlx_version=info["mlx"], dtype=dname, blas=info["blas"]["blas"],

@@ -54,6 +54,10 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
+QUANTIZE_HELP = "Quantize the model's Linear and Embedding weights to 8 or 4 bits (affine; cached after the first load)."
+GROUP_SIZE_HELP = f"Weights per scale with --quantize: {', '.join(map(str, models.GROUP_SIZES))} (default {models.DEFAULT_GROUP_SIZE})."
+
+
 def _error(msg: str) -> None:
     err.print(f"[red]Error:[/red] {msg}", highlight=False, markup=True, soft_wrap=True)
 
@@ -130,6 +134,8 @@ def transcribe(
         help="With --word-timestamps: skip silences longer than this around a likely hallucination."),
     clip_timestamps: str = typer.Option("0", "--clip-timestamps", metavar="START,END,...",
                                         help="Only these clips, in seconds; a last END may be left out."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4", help=QUANTIZE_HELP),
+    group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -149,6 +155,7 @@ def transcribe(
             no_speech_threshold=_number("--no-speech-threshold", no_speech_threshold),
             hallucination_silence_threshold=_number("--hallucination-silence-threshold", hallucination_silence_threshold),
             clip_timestamps=clip_timestamps, progress=sys.stderr.isatty() and not quiet and len(files) == 1)
+        bits, group = _quantization(quantize, group_size)
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -159,7 +166,7 @@ def transcribe(
     plan = _guard(output.plan_outputs, files, formats, output_dir, overwrite)
 
     loaded = _guard(pipeline.load, model, dtype=_guard(runtime.parse_dtype, dtype.value if dtype else None),
-                    fast=fast and not compare, word_timestamps=word_timestamps)
+                    fast=fast and not compare, word_timestamps=word_timestamps, quantize=bits, group_size=group)
     fused = _guard(pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
     if (fast or compare) and not quiet:
         counts = (fused or loaded).rewrites["counts"]
@@ -190,6 +197,16 @@ def _number(flag: str, text: Optional[str], kind=float):
         raise WhisperfastError(f"{flag} takes {'an integer' if kind is int else 'a number'}, not '{text}'") from None
 
 
+def _quantization(bits: Optional[str], group_size: Optional[str]) -> tuple:
+    """--quantize and --group-size -> (bits or None, group size), checked by the library's rules."""
+    if group_size is not None and bits is None:
+        raise WhisperfastError("--group-size needs --quantize")
+    n = _number("--quantize", bits, int)
+    group = models.DEFAULT_GROUP_SIZE if group_size is None else _number("--group-size", group_size, int)
+    models.check_quantization(n, group)
+    return n, group
+
+
 def _numbers(flag: str, text: str) -> tuple:
     """'0,0.2,0.4' -> (0.0, 0.2, 0.4)."""
     try:
@@ -211,7 +228,9 @@ def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: 
             columns, record = {"time": t.timings}, output.to_json(t)
         print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
         if not quiet:
-            err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{' · fused' if fast and fused is None else ''}", highlight=False)
+            bits = f" · {loaded.quantization['bits']}-bit" if loaded.quantization else ""
+            err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{bits}{' · fused' if fast and fused is None else ''}",
+                      highlight=False)
             err.print(_timing_table(columns))
             if fused is not None:
                 err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}; windows sampled at"
@@ -241,6 +260,9 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
     seed: int = typer.Option(0, "--seed", help="Seed for the sampled fallback; every lane's every run gets the same."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4",
+                                           help=QUANTIZE_HELP + " Every lane runs it; faster-whisper runs int8."),
+    group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
 ):
     """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
     from dataclasses import asdict
@@ -248,6 +270,13 @@ def bench(
     from . import bench as bench_lib
     from . import runtime
 
+    try:
+        bits, group = _quantization(quantize, group_size)
+        if bits is not None and cold:
+            raise WhisperfastError("--cold does not take --quantize (its fresh processes load float models)")
+    except WhisperfastError as e:
+        _error(str(e))
+        raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
@@ -268,7 +297,8 @@ def bench(
         return
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
-                    pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed)
+                    pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed,
+                    quantize=bits, group_size=group)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
     _print_bench(report, Console(stderr=as_json, width=wide))

@@ -1,0 +1,150 @@
+"""`load(..., quantize=8|4)` and `--quantize` (issue 17): what is quantized and what stays float,
+the cache beside the float conversion (a second load reads it and quantizes nothing), the
+fused lane's tokens equal to stock's on the same quantized model, and the CLI's flags."""
+
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from mlx.utils import tree_flatten
+from mlx_whisper.whisper import ModelDimensions, Whisper
+from typer.testing import CliRunner
+
+from whisperfast import models
+from whisperfast.cli import app
+from whisperfast.errors import ModelError
+from whisperfast.pipeline import load, rewritten, transcribe
+
+from .conftest import SAMPLES, needs_base
+
+JFK = SAMPLES / "jfk.wav"
+
+
+def cached(bits, group_size=64, digest=models.EMBEDDED["tiny.en"].sha256) -> list:
+    """The cache entries quantized from `digest` (default: the embedded tiny.en)."""
+    return sorted(models.cache_dir().glob(f"{digest}-q{bits}g{group_size}"))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantize_loads_every_linear_and_embedding_and_caches_it(bits, monkeypatch):
+    m = models.load_model("tiny.en", mx.float32, quantize=bits)
+    for coder in (m.encoder, m.decoder):
+        for block in coder.blocks:
+            for layer in (block.attn.query, block.attn.key, block.attn.value, block.attn.out, block.mlp1, block.mlp2):
+                assert isinstance(layer, nn.QuantizedLinear) and layer.bits == bits and layer.group_size == 64
+    assert isinstance(m.decoder.blocks[0].cross_attn.query, nn.QuantizedLinear)
+    assert isinstance(m.decoder.token_embedding, nn.QuantizedEmbedding)  # the vocabulary projection too
+    # Conv1d has no quantized form; the positional embeddings are added, not multiplied
+    assert isinstance(m.encoder.conv1, nn.Conv1d) and m.decoder.positional_embedding.dtype == mx.float32
+    assert m.decoder.token_embedding.scales.dtype == mx.float32  # scales come in the compute dtype
+
+    (d,) = cached(bits)
+    assert d.parent == models.cache_dir() and d.name.startswith(models.EMBEDDED["tiny.en"].sha256)
+    config = json.loads((d / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 64, "bits": bits}  # mlx-whisper's format
+    assert json.loads((d / "whisperfast.json").read_text())["left_float"] == []
+    stat = (d / "weights.safetensors").stat()
+
+    # A second load is a cache hit: nothing is written (so nothing was quantized), same weights.
+    monkeypatch.setattr(mx, "save_safetensors", lambda *a, **k: pytest.fail("quantized again"))
+    again = models.load_model("tiny.en", mx.float32, quantize=bits)
+    after = (d / "weights.safetensors").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns) and cached(bits) == [d]
+    a, b = dict(tree_flatten(m.parameters())), dict(tree_flatten(again.parameters()))
+    assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]).item() for k in a)
+
+
+def test_quantized_cache_entry_is_an_mlx_directory_and_is_not_quantized_twice():
+    models.load_model("tiny.en", mx.float32, quantize=8)
+    (d,) = cached(8)
+    m = models.load_model(str(d), mx.float16)  # loads like any quantized mlx-community directory
+    assert isinstance(m.decoder.blocks[0].mlp1, nn.QuantizedLinear) and m.decoder.blocks[0].mlp1.scales.dtype == mx.float16
+    with pytest.raises(ModelError, match="already quantized"):
+        models.load_model(str(d), mx.float32, quantize=4)
+
+
+def test_rows_the_group_size_does_not_divide_stay_float(tmp_path):
+    """Rows of 96 divide into groups of 32, not 64: with 64 the layers reading 96-wide vectors
+    stay float (mlp2 reads 384 = 6 x 64 and is quantized), and the cache entry says which and why."""
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=8, n_audio_state=96, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=100, n_text_ctx=8, n_text_state=96, n_text_head=2, n_text_layer=1)
+    src = tmp_path / "small"
+    src.mkdir()
+    weights = {k: v for k, v in tree_flatten(Whisper(dims).parameters()) if k != "alignment_heads"}
+    mx.save_safetensors(str(src / "weights.safetensors"), weights)
+    (src / "config.json").write_text(json.dumps({**dims.__dict__, "model_type": "whisper"}))
+
+    m64 = models.load_model(str(src), mx.float32, quantize=8, group_size=64)
+    assert isinstance(m64.decoder.blocks[0].mlp1, nn.Linear) and isinstance(m64.decoder.token_embedding, nn.Embedding)
+    assert isinstance(m64.decoder.blocks[0].mlp2, nn.QuantizedLinear)
+    (d,) = cached(8, 64, models._source_digest(src))
+    left = json.loads((d / "whisperfast.json").read_text())["left_float"]
+    assert "decoder.token_embedding (rows of 96 are not a multiple of 64)" in left
+    assert "encoder.blocks.0.mlp2 (rows of 384 are not a multiple of 64)" not in left  # 384 = 6 x 64
+    m32 = models.load_model(str(src), mx.float32, quantize=8, group_size=32)
+    assert isinstance(m32.decoder.blocks[0].mlp1, nn.QuantizedLinear) and isinstance(m32.decoder.token_embedding, nn.QuantizedEmbedding)
+
+
+@pytest.mark.parametrize("bits, group_size, message", [(3, 64, "cannot quantize to 3 bits"), (8, 48, "group size 48")])
+def test_bad_quantization_is_refused(bits, group_size, message):
+    with pytest.raises(ModelError, match=message):
+        models.load_model("tiny.en", mx.float32, quantize=bits, group_size=group_size)
+
+
+def fused_equals_stock(name, dtype, bits):
+    stock = load(name, dtype=dtype, quantize=bits)
+    fused = rewritten(stock)
+    a, b = transcribe(stock, JFK), transcribe(fused, JFK)
+    assert a.tokens == b.tokens and a.text == b.text, (a.text, b.text)
+    assert "country" in a.text
+    assert any("CUDA decode kernel" in n for n in fused.rewrites["notes"])  # the report says what declines
+
+
+def test_quantized_fused_equals_stock_tiny_fp32_8bit():
+    fused_equals_stock("tiny.en", mx.float32, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, bits", [(mx.float32, 4), (mx.float16, 8), (mx.float16, 4)], ids=["fp32-4", "fp16-8", "fp16-4"])
+def test_quantized_fused_equals_stock_tiny(dtype, bits):
+    fused_equals_stock("tiny.en", dtype, bits)
+
+
+@pytest.mark.slow
+@needs_base
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_fused_equals_stock_base(bits):
+    fused_equals_stock("base", mx.float32, bits)
+
+
+# ---- the CLI -------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["transcribe", JFK, "--quantize", "3"], "cannot quantize to 3 bits; choose 8 or 4"),
+    (["transcribe", JFK, "--quantize", "eight"], "--quantize takes an integer, not 'eight'"),
+    (["transcribe", JFK, "--quantize", "8", "--group-size", "48"], "group size 48 is not one of 32, 64, 128"),
+    (["transcribe", JFK, "--group-size", "64"], "--group-size needs --quantize"),
+    (["bench", JFK, "--quantize", "5"], "cannot quantize to 5 bits"),
+    (["bench", JFK, "--cold", "--quantize", "8"], "--cold does not take --quantize"),
+])
+def test_bad_flags_are_one_error_line_and_exit_2(args, fragment):
+    r = run(*args)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+
+
+def test_cli_quantize_fast_and_models_lists_the_variant():
+    r = run("transcribe", JFK, "--quantize", "8", "--fast")
+    assert r.exit_code == 0, r.stderr
+    assert "country" in r.stdout and "8-bit" in r.stderr and "note: quantized decoder" in r.stderr
+    listed = json.loads(run("models", "--json").stdout)
+    assert any(m["kind"] == "quantized" and m["name"] == "tiny.en (8-bit, group 64)" and m["available"] for m in listed)
