@@ -94,24 +94,33 @@ def _embedded_paths(e: Embedded) -> list[Path] | None:
     return [d / part for d, part in zip(dirs, e.parts)]
 
 
-def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list | None) -> None:
-    """A plain mlx-whisper model directory (mlx_whisper.load_models reads it too), plus
-    `alignment_heads.json`; written atomically, so a crash leaves no half-written entry."""
-    import mlx.core as mx
-
+def _publish_dir(dest: Path, fill) -> None:
+    """A cache entry written atomically: `fill(tmp)` writes a hidden sibling directory, which is
+    renamed to `dest`, so a crash leaves no half-written entry and a complete one is never replaced."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
+        fill(tmp)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process won the race; its copy is made from the same source
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list | None) -> None:
+    """A plain mlx-whisper model directory (mlx_whisper.load_models reads it too), plus
+    `alignment_heads.json`."""
+    import mlx.core as mx
+
+    def fill(tmp: Path) -> None:
         mx.save_safetensors(str(tmp / "weights.safetensors"), {k: mx.array(v) for k, v in converted.weights.items()})
         (tmp / "config.json").write_text(json.dumps({**converted.dims, "model_type": "whisper"}, indent=1))
         if alignment_heads:
             (tmp / "alignment_heads.json").write_text(json.dumps(alignment_heads))
-        try:
-            tmp.rename(dest)
-        except OSError:  # another process won the race; its copy is identical
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish_dir(dest, fill)
 
 
 def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> Path:
@@ -373,9 +382,8 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     heads = src / "alignment_heads.json"
     meta = {"source": name, "source_sha256": digest, "bits": bits, "group_size": group_size, "mode": "affine",
             "float_dtype": _dtype_name(source_dtype), "left_float": left_float}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
         # mlx-whisper's format: its own loader passes every other config key to ModelDimensions,
         # so whisperfast's provenance goes to a file of its own.
@@ -383,12 +391,8 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
         (tmp / "whisperfast.json").write_text(json.dumps(meta, indent=1))
         if heads.exists():
             shutil.copyfile(heads, tmp / "alignment_heads.json")
-        try:
-            tmp.rename(dest)
-        except OSError:  # another process won the race; its copy is the same quantization
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish_dir(dest, fill)
     return dest
 
 
