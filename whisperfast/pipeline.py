@@ -52,6 +52,10 @@ class TranscribeOptions:
     # seed makes the transcript reproducible, and two lanes with one seed draw the same numbers
     # in the same order. None leaves MLX's generator as it is.
     seed: int | None = 0
+    # Voice activity detection (whisperfast.vad): decode the speech only, silence left out
+    # (where Whisper hallucinates), timestamps mapped back to the file. None: the mode's
+    # default, off in sequential mode (stock semantics exactly), on in batched mode.
+    vad: bool | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -82,6 +86,8 @@ class TranscribeOptions:
             if not self.hallucination_silence_threshold >= 0:
                 raise WhisperfastError(f"hallucination_silence_threshold must be >= 0 seconds, not {self.hallucination_silence_threshold}")
         set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
+        if self.vad and self.clip_timestamps != (0.0,):
+            raise WhisperfastError("clip_timestamps and VAD both choose what to decode: use one of them")
         if isinstance(self.suppress_tokens, str):
             try:
                 [int(x) for x in self.suppress_tokens.split(",") if x.strip()]
@@ -125,7 +131,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds. `total` is mel + encode + decode (load is separate); `rtf` = total / audio."""
+    """Seconds. `total` is vad + mel + encode + decode (load is separate); `rtf` = total / audio."""
 
     load: float
     mel: float
@@ -134,6 +140,7 @@ class Timings:
     total: float
     tokens: int
     rtf: float
+    vad: float = 0.0  # finding the speech (VAD on); 0 when off
 
     @property
     def tokens_per_s(self) -> float:
@@ -211,29 +218,52 @@ def _warm_tokenizer(whisper: Whisper) -> None:
 def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
     """Transcribe a file path, or a float32 mono 16 kHz waveform, of any length."""
     audio = check_samples(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray) else load_audio(audio)
-    if options.language is not None:
-        options = replace(options, language=_language_code(options.language))
-        if not model.whisper.is_multilingual and options.language != "en":
-            raise WhisperfastError(f"model '{model.name}' is English-only; it cannot transcribe '{options.language}'")
+    options = replace(options, language=checked_language(model, options.language))
+    duration = len(audio) / SAMPLE_RATE
 
     t0 = time.perf_counter()
-    _seed(options.seed)
-    result = longform.transcribe(model.whisper, audio, options, fp16=model.dtype == "float16")
+    speech = None
+    if options.vad:
+        # the speech pieces end to end (faster-whisper's sequential vad_filter), decoded as one
+        # file; each time is mapped back through the pieces
+        from . import vad
+
+        speech = (vad.collect_chunks(vad.get_speech_timestamps(audio)) or [vad.SpeechMap(())])[0]
+        audio = speech.audio(audio)
+    t_vad = time.perf_counter() - t0 if speech is not None else 0.0
+    seed_generator(options.seed)
+    if speech is not None and not speech.pieces:
+        result = longform.Result(text="", language=options.language or "en", segments=[])
+    else:
+        result = longform.transcribe(model.whisper, audio, options, fp16=model.dtype == "float16")
     total = time.perf_counter() - t0
 
-    duration, stats = len(audio) / SAMPLE_RATE, result.stats
+    at = (lambda t, is_end=False: t) if speech is None else speech.to_file_time
+    stats = result.stats
     segments = [
-        Segment(s["start"], s["end"], s["text"], list(s["tokens"]),
-                [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s["words"]] if "words" in s else None)
+        Segment(at(s["start"]), at(s["end"], True), s["text"], list(s["tokens"]),
+                [Word(at(w["start"]), at(w["end"], True), w["word"], w["probability"]) for w in s["words"]]
+                if "words" in s else None)
         for s in result.segments
     ]
     timings = Timings(load=model.load_seconds, mel=stats.mel, encode=stats.encode,
-                      decode=max(total - stats.mel - stats.encode, 0.0), total=total,
-                      tokens=stats.tokens, rtf=total / duration)
+                      decode=max(total - t_vad - stats.mel - stats.encode, 0.0), total=total,
+                      tokens=stats.tokens, rtf=total / duration, vad=t_vad)
     return Transcript(text=result.text.strip(), language=result.language, segments=segments, model=model.name,
                       device=runtime.device_name(), dtype=model.dtype, timings=timings, duration=duration,
                       tokens=[t for s in segments for t in s.tokens], rewrites=model.rewrites,
                       windows=stats.windows, sampled_windows=stats.sampled_windows)
+
+
+def checked_language(model: LoadedModel, language: str | None) -> str | None:
+    """A language name or code -> its code (None stays None: detect); refused for an
+    English-only model unless English."""
+    if language is None:
+        return None
+    code = _language_code(language)
+    if not model.whisper.is_multilingual and code != "en":
+        raise WhisperfastError(f"model '{model.name}' is English-only; it cannot transcribe '{code}'")
+    return code
 
 
 def _language_code(name: str) -> str:
@@ -248,7 +278,7 @@ def _language_code(name: str) -> str:
     raise WhisperfastError(f"unknown language '{name}'")
 
 
-def _seed(seed: int | None) -> None:
+def seed_generator(seed: int | None) -> None:
     """Seed MLX's generator, which mlx-whisper's sampled fallback draws from (MLX offers no
     way to save and restore it: a seeded transcription reseeds it for the caller too)."""
     if seed is not None:

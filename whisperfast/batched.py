@@ -1,0 +1,266 @@
+"""Batched transcription: every file cut into chunks of at most 30 s at speech boundaries
+(VAD), N chunks encoded in one encoder call and decoded as one batch, chunks of several files
+sharing batches. faster-whisper's BatchedInferencePipeline semantics:
+- no conditioning across chunks: each chunk is decoded on its own (the initial prompt, if
+  any, before every chunk), so chunks are independent and any N of them make a batch;
+- VAD (on by default) with faster-whisper's batched settings (`vad.BATCHED_VAD`: pauses of
+  160 ms split, pieces of at most 30 s), pieces packed into chunks in order; silence between
+  pieces is dropped, so it is never decoded and cannot be hallucinated over. With VAD off, the
+  file is cut every 30 s;
+- timestamps: faster-whisper's batched default is `without_timestamps=True`, one segment per
+  chunk. Here the decode predicts timestamps (BatchOptions.without_timestamps=False), so a
+  chunk gives Whisper's own segments, as sequential mode does, for subtitles of the same
+  grain; each time is mapped through the chunk's pieces back to the file's time;
+- temperature fallback, per row: faster-whisper's batched pipeline decodes at the first
+  temperature only. Here the rows that fail the thresholds (compression ratio, average log
+  probability; not the silent ones) are decoded again together at the next temperature, as
+  sequential mode decodes a window again, so a repetition loop in one chunk is retried;
+- a row that reads as silence (no_speech_prob above its threshold and a low log probability)
+  gives no segment, as sequential mode skips such a window.
+Not (yet) in batched mode: word timestamps, clip_timestamps (both refused with an error);
+condition_on_previous_text does not apply.
+
+Memory: each file is read and its VAD run on the host; then only its chunks are kept (copies of
+at most 30 s each, the file's array let go), a batch's mel and features are built per batch,
+so the device never holds more than N windows. Mel, encode and decode times are measured per
+batch and shared among its files by rows.
+
+Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, List, Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from mlx_whisper.decoding import DecodingOptions, DecodingResult
+from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
+
+from . import runtime, vad
+from .audio import SAMPLE_RATE, check_samples, load_audio
+from .decoding import decode_window
+from .errors import WhisperfastError
+from .pipeline import LoadedModel, Segment, Timings, Transcript, TranscribeOptions, checked_language, seed_generator
+
+CHUNK_SAMPLES = N_SAMPLES  # 30 s: one encoder window
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """batch_size: chunks per encoder call and per decode; vad_options: how speech is found
+    (TranscribeOptions.vad says whether); without_timestamps: one segment per chunk
+    (faster-whisper's batched default) instead of Whisper's own segments."""
+
+    batch_size: int = 8
+    vad_options: vad.VadOptions = vad.BATCHED_VAD
+    without_timestamps: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise WhisperfastError(f"batch size must be a whole number >= 1, not {self.batch_size!r}")
+
+
+@dataclass
+class _Chunk:
+    file: int
+    speech: vad.SpeechMap  # where the chunk's samples are in the file
+    audio: np.ndarray  # (n <= CHUNK_SAMPLES,) the pieces end to end
+
+
+@dataclass
+class _File:
+    """One file's running totals."""
+
+    duration: float
+    vad: float = 0.0
+    mel: float = 0.0
+    encode: float = 0.0
+    decode: float = 0.0
+    tokens: int = 0
+    windows: int = 0
+    sampled_windows: int = 0
+    segments: List[Segment] = field(default_factory=list)
+    languages: Counter = field(default_factory=Counter)
+
+
+def check_options(options: TranscribeOptions) -> None:
+    """What batched mode cannot do yet, refused before any work."""
+    if options.word_timestamps:
+        raise WhisperfastError("word timestamps are not available in batched mode yet (use --batch-size 1)")
+    if options.clip_timestamps != (0.0,):
+        raise WhisperfastError("clip_timestamps are not available in batched mode (use --batch-size 1)")
+
+
+def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndarray],
+                       options: TranscribeOptions = TranscribeOptions(),
+                       batch: BatchOptions = BatchOptions()) -> List[Transcript]:
+    """Transcribe files (paths, or float32 mono 16 kHz waveforms) in batches of chunks; one
+    Transcript per input, in input order, with segments in time order."""
+    check_options(options)
+    options = replace(options, language=checked_language(model, options.language))
+    whisper = model.whisper
+    fp16 = model.dtype == "float16"
+    dtype = mx.float16 if fp16 else mx.float32
+    language = options.language or (None if whisper.is_multilingual else "en")  # None: detected per chunk
+    tokenizer = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language=language or "en",
+                              task=options.task)
+    decode_options = dict(task=options.task, language=language, fp16=fp16, beam_size=options.beam_size,
+                          best_of=options.best_of, patience=options.patience, length_penalty=options.length_penalty,
+                          suppress_tokens=options.suppress_tokens, suppress_blank=options.suppress_blank,
+                          without_timestamps=batch.without_timestamps,
+                          prompt=tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else None)
+    files: List[_File] = []
+    seed_generator(options.seed)
+    chunks = _chunks(audios, files, options.vad is not False, batch.vad_options)
+    while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
+        _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps)
+
+    out = []
+    for f in files:
+        segments = sorted(f.segments, key=lambda s: (s.start, s.end))
+        tokens = [t for s in segments for t in s.tokens]
+        total = f.vad + f.mel + f.encode + f.decode
+        timings = Timings(load=model.load_seconds, mel=f.mel, encode=f.encode, decode=f.decode, total=total,
+                          tokens=f.tokens, rtf=total / f.duration, vad=f.vad)
+        out.append(Transcript(text=tokenizer.decode(tokens).strip(), language=_language(f, language),
+                              segments=segments, model=model.name, device=runtime.device_name(), dtype=model.dtype,
+                              timings=timings, duration=f.duration, tokens=tokens, rewrites=model.rewrites,
+                              windows=f.windows, sampled_windows=f.sampled_windows))
+    return out
+
+
+def _language(f: _File, language: str | None) -> str:
+    """The given language, else the one most of the file's chunks were detected in."""
+    return language or (f.languages.most_common(1)[0][0] if f.languages else "en")
+
+
+def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_vad: bool,
+            vad_options: vad.VadOptions) -> Iterator[_Chunk]:
+    """Each file's chunks in order, the file read only when the batches reach it; appends
+    its `_File` to `files` as it is read."""
+    for i, a in enumerate(audios):
+        audio = check_samples(np.asarray(a, dtype=np.float32)) if isinstance(a, np.ndarray) else load_audio(a)
+        f = _File(duration=len(audio) / SAMPLE_RATE)
+        files.append(f)
+        t = time.perf_counter()
+        if use_vad:
+            maps = vad.collect_chunks(vad.get_speech_timestamps(audio, vad_options), CHUNK_SAMPLES)
+        else:
+            maps = vad.fixed_chunks(len(audio), CHUNK_SAMPLES)
+        pieces = [(m, m.audio(audio)) for m in maps]
+        del audio
+        f.vad = time.perf_counter() - t
+        for m, samples in pieces:
+            yield _Chunk(i, m, samples)
+
+
+def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
+    """As sequential mode's fallback: beam search at temperature 0 only, best_of above it."""
+    kwargs = {**decode_options, "temperature": temperature}
+    kwargs.pop("best_of" if temperature == 0 else "beam_size", None)
+    if temperature > 0:
+        kwargs.pop("patience", None)
+    return kwargs
+
+
+def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
+               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool) -> None:
+    t0 = time.perf_counter()
+    # each chunk zero-padded to 30 s, as sequential mode pads its last window
+    mel = mx.stack([pad_or_trim(log_mel_spectrogram(c.audio, n_mels=whisper.dims.n_mels, padding=N_SAMPLES),
+                                N_FRAMES, axis=-2) for c in rows]).astype(dtype)
+    mx.eval(mel)
+    t1 = time.perf_counter()
+    features = whisper.encoder(mel)
+    mx.eval(features)
+    del mel
+    t2 = time.perf_counter()
+
+    results: List[DecodingResult | None] = [None] * len(rows)
+    sampled = [False] * len(rows)
+    pending = list(range(len(rows)))
+    tokens = [0] * len(rows)
+    for temperature in options.temperature:
+        batch = features if len(pending) == len(rows) else features[mx.array(pending)]
+        decoded = decode_window(whisper, batch, DecodingOptions(**_decode_kwargs(decode_options, temperature)))
+        retry = []
+        for i, r in zip(pending, decoded):
+            results[i], sampled[i] = r, temperature > 0
+            tokens[i] += len(r.tokens) + 1  # + its EOT
+            if _needs_fallback(r, options):
+                retry.append(i)
+        pending = retry
+        if not pending:
+            break
+    t3 = time.perf_counter()
+
+    n = len(rows)
+    for i, (c, r) in enumerate(zip(rows, results)):
+        f = files[c.file]
+        f.mel += (t1 - t0) / n
+        f.encode += (t2 - t1) / n
+        f.decode += (t3 - t2) / n
+        f.tokens += tokens[i]
+        f.windows += 1
+        f.sampled_windows += sampled[i]
+        f.languages[r.language] += 1
+        if _is_silence(r, options):
+            continue
+        f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps))
+
+
+def _needs_fallback(r: DecodingResult, options: TranscribeOptions) -> bool:
+    """sequential mode's test (longform.generate_with_fallback): too repetitive or too
+    improbable, unless the row reads as silence."""
+    if options.no_speech_threshold is not None and r.no_speech_prob > options.no_speech_threshold:
+        return False
+    return ((options.compression_ratio_threshold is not None and r.compression_ratio > options.compression_ratio_threshold)
+            or (options.logprob_threshold is not None and r.avg_logprob < options.logprob_threshold))
+
+
+def _is_silence(r: DecodingResult, options: TranscribeOptions) -> bool:
+    """sequential mode's window skip: no speech, unless the decode was confident all the same."""
+    if options.no_speech_threshold is None or r.no_speech_prob <= options.no_speech_threshold:
+        return False
+    return options.logprob_threshold is None or r.avg_logprob <= options.logprob_threshold
+
+
+def chunk_segments(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMap,
+                   without_timestamps: bool = False, time_precision: float = 0.02) -> List[Segment]:
+    """A chunk's decoded tokens -> segments in the file's time. Timestamp tokens open and close
+    segments (a timestamp after text closes one; the next opens the following one); text after
+    the last timestamp runs to the chunk's end, where its speech ends. Segments without text
+    are left out. Each segment keeps its timestamp tokens, as sequential mode's do."""
+    length = speech.samples / SAMPLE_RATE
+    begin = tokenizer.timestamp_begin
+    spans: List[tuple[float, float, List[int]]] = []
+    if without_timestamps:
+        spans.append((0.0, length, list(tokens)))
+    else:
+        start, current = None, []
+        for t in tokens:
+            if t < begin:
+                current.append(t)
+                continue
+            at = (t - begin) * time_precision
+            if any(x < begin for x in current):
+                spans.append((start or 0.0, at, current + [t]))
+                start, current = None, []
+            else:
+                start, current = at, [t]
+        if any(x < begin for x in current):
+            spans.append((start or 0.0, length, current))
+    segments = []
+    for start, end, toks in spans:
+        text = tokenizer.decode([t for t in toks if t < tokenizer.eot])
+        if not text.strip():
+            continue
+        start, end = min(start, length), min(max(end, start), length)
+        segments.append(Segment(speech.to_file_time(start), speech.to_file_time(end, is_end=True), text, toks))
+    return segments
