@@ -26,8 +26,12 @@ def lanes():
     from whisperfast.pipeline import load, rewritten
 
     stock = load("tiny.en", dtype=mx.float32)
-    return {"stock": stock.whisper, "fused": rewritten(stock).whisper,
-            "fused-wt": rewritten(stock, word_timestamps=True).whisper}
+    fused = rewritten(stock)
+    _loaded.update(stock=stock, fused=fused)
+    return {"stock": stock.whisper, "fused": fused.whisper, "fused-wt": rewritten(stock, word_timestamps=True).whisper}
+
+
+_loaded = {}  # the LoadedModels behind lanes' "stock" and "fused"
 
 
 _features = {}
@@ -49,9 +53,13 @@ def options(**kw) -> DecodingOptions:
 
 @pytest.mark.parametrize("lane", ["stock", "fused"])
 def test_beam5_jfk_reference_text(lanes, lane):
+    """The whole transcription (the long-form loop, its window's decode through decode_window)."""
+    from whisperfast.pipeline import TranscribeOptions, transcribe
+
+    t = transcribe(_loaded[lane], SAMPLES / "jfk.wav", TranscribeOptions(beam_size=5))
+    assert normalize(t.text) == normalize(JFK) and t.windows == 1 and t.sampled_windows == 0
     r = decode_window(lanes[lane], features(lanes, lane), options(beam_size=5))
-    assert normalize(r.text) == normalize(JFK)
-    assert r.tokens[-1] >= 50363 and -1.0 < r.avg_logprob < 0  # ends in a timestamp; a likely text
+    assert [x for x in r.tokens if x < 50256] == [x for x in t.tokens if x < 50256]  # the window's text
 
 
 # ---- (2) fused-lane beams == stock-lane beams -----------------------------------------------
