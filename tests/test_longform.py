@@ -3,8 +3,6 @@
 the loop must give stock's tokens exactly, on the stock model and on the fused one (on the CPU
 the fused model's arithmetic is stock's, bit for bit: tests/test_heldout.py)."""
 
-import importlib
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -14,29 +12,7 @@ from whisperfast.pipeline import TranscribeOptions, transcribe
 
 from .test_equality import pair
 from .test_heldout import jfk, noisy_jfk, silence, speech
-from .test_transcribe import long_clip
-
-
-def stock_transcribe(model, audio: np.ndarray, options: TranscribeOptions) -> dict:
-    """mlx_whisper.transcribe itself on `model`'s Whisper (lent through its ModelHolder), with
-    `options` spelled as its keyword arguments and MLX's generator seeded as whisperfast seeds it."""
-    mw = importlib.import_module("mlx_whisper.transcribe")
-    o = options
-    mx.random.seed(o.seed)
-    mw.ModelHolder.model, mw.ModelHolder.model_path = model.whisper, "<stock>"
-    try:
-        return mw.transcribe(
-            audio, path_or_hf_repo="<stock>", temperature=o.temperature,
-            compression_ratio_threshold=o.compression_ratio_threshold, logprob_threshold=o.logprob_threshold,
-            no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=o.condition_on_previous_text,
-            initial_prompt=o.initial_prompt, word_timestamps=o.word_timestamps,
-            prepend_punctuations=o.prepend_punctuations, append_punctuations=o.append_punctuations,
-            clip_timestamps=list(o.clip_timestamps), hallucination_silence_threshold=o.hallucination_silence_threshold,
-            language=o.language, task=o.task, fp16=model.dtype == "float16", beam_size=o.beam_size, best_of=o.best_of,
-            patience=o.patience, length_penalty=o.length_penalty, suppress_tokens=o.suppress_tokens,
-            suppress_blank=o.suppress_blank)
-    finally:
-        mw.ModelHolder.model = mw.ModelHolder.model_path = None
+from .test_transcribe import long_clip, stock_transcribe
 
 
 def long_65s():

@@ -4,6 +4,7 @@ mlx-whisper's on the same input, long-form with timestamps where the speech is, 
 import importlib
 import math
 
+import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -22,18 +23,31 @@ def fused(tiny):
     return rewritten(tiny)
 
 
-def mlx_whisper_text(model, audio: np.ndarray) -> str:
-    """mlx_whisper.transcribe itself (not whisperfast's pipeline) on `model`'s Whisper, seeded
-    as whisperfast's transcribe seeds (TranscribeOptions.seed): a sampled fallback draws alike."""
-    import mlx.core as mx
-
+def stock_transcribe(model, audio: np.ndarray, options: TranscribeOptions) -> dict:
+    """mlx_whisper.transcribe itself on `model`'s Whisper (lent through its ModelHolder), with
+    `options` spelled as its keyword arguments and MLX's generator seeded as whisperfast seeds it."""
     mw = importlib.import_module("mlx_whisper.transcribe")
-    mx.random.seed(0)
+    o = options
+    mx.random.seed(o.seed)
     mw.ModelHolder.model, mw.ModelHolder.model_path = model.whisper, "<stock>"
     try:
-        return mw.transcribe(audio, path_or_hf_repo="<stock>", fp16=model.dtype == "float16")["text"].strip()
+        return mw.transcribe(
+            audio, path_or_hf_repo="<stock>", temperature=o.temperature,
+            compression_ratio_threshold=o.compression_ratio_threshold, logprob_threshold=o.logprob_threshold,
+            no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=o.condition_on_previous_text,
+            initial_prompt=o.initial_prompt, word_timestamps=o.word_timestamps,
+            prepend_punctuations=o.prepend_punctuations, append_punctuations=o.append_punctuations,
+            clip_timestamps=list(o.clip_timestamps), hallucination_silence_threshold=o.hallucination_silence_threshold,
+            language=o.language, task=o.task, fp16=model.dtype == "float16", beam_size=o.beam_size, best_of=o.best_of,
+            patience=o.patience, length_penalty=o.length_penalty, suppress_tokens=o.suppress_tokens,
+            suppress_blank=o.suppress_blank)
     finally:
         mw.ModelHolder.model = mw.ModelHolder.model_path = None
+
+
+def mlx_whisper_text(model, audio: np.ndarray) -> str:
+    """Stock mlx-whisper's text with its default options."""
+    return stock_transcribe(model, audio, TranscribeOptions())["text"].strip()
 
 
 def test_jfk_exact_words(tiny):
