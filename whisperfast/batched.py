@@ -16,7 +16,11 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   probability; not the silent ones) are decoded again together at the next temperature, as
   sequential mode decodes a window again, so a repetition loop in one chunk is retried;
 - a row that reads as silence (no_speech_prob above its threshold and a low log probability)
-  gives no segment, as sequential mode skips such a window.
+  gives no segment, as sequential mode skips such a window;
+- what a row left out: Whisper may end a chunk early (its last timestamp, then end of text)
+  with a second or more of speech still after it, where sequential mode would seek there and
+  decode again. That rest becomes a new chunk, decoded in a later batch (sequential mode's
+  seek; a chunk only ever shrinks, so this ends).
 Not (yet) in batched mode: word timestamps, clip_timestamps (both refused with an error);
 condition_on_previous_text does not apply.
 
@@ -118,8 +122,10 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     files: List[_File] = []
     seed_generator(options.seed)
     chunks = _chunks(audios, files, options.vad is not False, batch.vad_options)
-    while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
-        _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps)
+    left: List[_Chunk] = []  # pieces rows left out, decoded again first
+    while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
+        del left[: batch.batch_size]
+        left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps)
 
     out = []
     for f in files:
@@ -170,7 +176,9 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
-               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool) -> None:
+               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool) -> List[_Chunk]:
+    """Decode `rows` as one batch into their files' segments; returns the chunks of the speech
+    pieces rows left out."""
     t0 = time.perf_counter()
     # each chunk zero-padded to 30 s, as sequential mode pads its last window
     mel = mx.stack([pad_or_trim(log_mel_spectrogram(c.audio, n_mels=whisper.dims.n_mels, padding=N_SAMPLES),
@@ -200,7 +208,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
             break
     t3 = time.perf_counter()
 
-    n = len(rows)
+    n, left = len(rows), []
     for i, (c, r) in enumerate(zip(rows, results)):
         f = files[c.file]
         f.mel += (t1 - t0) / n
@@ -213,6 +221,27 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         if _is_silence(r, options):
             continue
         f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps))
+        if not without_timestamps and (rest := _left_out(tokenizer, r.tokens, c.speech)) is not None:
+            left.append(_Chunk(c.file, rest, rest.audio_from(c.speech, c.audio)))
+    return left
+
+
+def _left_out(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMap, time_precision: float = 0.02,
+              min_seconds: float = 1.0) -> vad.SpeechMap | None:
+    """The chunk's audio after the row's last timestamp, when the row ended with a timestamp
+    (Whisper's "nothing more here") and left at least `min_seconds` (less is the pieces'
+    0.4 s padding and a breath); None otherwise."""
+    if not tokens or tokens[-1] < tokenizer.timestamp_begin:
+        return None
+    end = round((tokens[-1] - tokenizer.timestamp_begin) * time_precision * SAMPLE_RATE)
+    if speech.samples - end < min_seconds * SAMPLE_RATE or end <= 0:
+        return None
+    rest, at = [], 0
+    for start, stop in speech.pieces:
+        if at + stop - start > end:
+            rest.append((start + max(end - at, 0), stop))
+        at += stop - start
+    return vad.SpeechMap(tuple(rest))
 
 
 def _needs_fallback(r: DecodingResult, options: TranscribeOptions) -> bool:
@@ -262,5 +291,5 @@ def chunk_segments(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMa
         if not text.strip():
             continue
         start, end = min(start, length), min(max(end, start), length)
-        segments.append(Segment(speech.to_file_time(start), speech.to_file_time(end, is_end=True), text, toks))
+        segments.append(Segment(*speech.span_to_file(start, end), text, toks))
     return segments

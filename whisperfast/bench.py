@@ -18,6 +18,7 @@ import numpy as np
 
 from . import runtime
 from .audio import load_audio
+from .batched import BatchOptions, transcribe_batched
 from .errors import WhisperfastError
 from .kernels import ops
 from .models import DEFAULT_GROUP_SIZE, default_dtype
@@ -52,6 +53,7 @@ class Lane:
     matches_stock: Optional[bool]  # same tokens as stock (text only, for faster-whisper)
     windows: Optional[int] = None  # 30 s windows decoded, per run
     sampled_windows: Optional[int] = None  # of those, decoded again at temperature > 0
+    audio_s_per_s: Optional[float] = None  # seconds of audio transcribed per second (median total)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class BenchReport:
     runs: int
     warmup: int
     lanes: dict[str, Lane] = field(default_factory=dict)
+    batch_size: int = 1  # > 1: whisperfast's lanes ran batched mode (VAD chunks, N per batch)
     speedup: dict[str, float] = field(default_factory=dict)  # lane vs stock, ratio of median totals
     kernels: list[KernelRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -106,9 +109,11 @@ def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
 
 
 def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, ...], runs: int, warmup: int,
-                 progress: Callable[[str], None] = lambda _: None, seed: int = 0) -> tuple[dict[str, Lane], list[str]]:
+                 progress: Callable[[str], None] = lambda _: None, seed: int = 0,
+                 batch_size: int = 1) -> tuple[dict[str, Lane], list[str]]:
     """Alternate lanes A B C A B C ... after `warmup` rounds; summarize each lane. Every
-    transcription is seeded with `seed`, so sampled fallback windows draw alike in each lane."""
+    transcription is seeded with `seed`, so sampled fallback windows draw alike in each lane.
+    batch_size > 1: whisperfast's lanes transcribe all the audio in batched mode, one call."""
     if not audio:
         raise WhisperfastError("no audio to benchmark")
     bad = [x for x in lanes if x not in LANES]
@@ -127,7 +132,8 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
                 texts = [fw(a) for a in audio]
                 result = (texts, None, time.perf_counter() - t0)
             else:
-                ts = [transcribe(models[lane], a, TranscribeOptions(seed=seed)) for a in audio]
+                ts = (transcribe_batched(models[lane], audio, TranscribeOptions(seed=seed), BatchOptions(batch_size))
+                      if batch_size > 1 else [transcribe(models[lane], a, TranscribeOptions(seed=seed)) for a in audio])
                 result = ([t.text for t in ts], ts, sum(t.timings.total for t in ts))
             peaks[lane] = max(peaks[lane], mx.get_peak_memory())
             if r >= warmup:
@@ -155,7 +161,8 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             tokens_per_s=Stat.of([n_tokens / max(sum(t.timings.decode for t in r[1]), 1e-9) for r in rs]) if ts else None,
             rtf=Stat.of([x / 1000 / seconds for x in totals]), peak_memory_mb=peaks[lane] / 2**20 if ts else None,
             transcript=" ".join(texts), matches_stock=match,
-            windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None)
+            windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None,
+            audio_s_per_s=seconds * 1000 / statistics.median(totals))
     notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
     return out, notes
 
@@ -250,9 +257,11 @@ def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None]
 def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
         runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
         progress: Callable[[str], None] = lambda _: None, seed: int = 0, quantize: Optional[int] = None,
-        group_size: int = DEFAULT_GROUP_SIZE) -> BenchReport:
+        group_size: int = DEFAULT_GROUP_SIZE, batch_size: int = 1) -> BenchReport:
     if runs < 1 or warmup < 0:
         raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
+    if batch_size < 1:
+        raise WhisperfastError(f"--batch-size must be at least 1, not {batch_size}")
     dtype = dtype or default_dtype()
     audio = [load_audio(p) for p in audio_paths] if pipeline else []
     model = load(model_name, dtype=dtype, quantize=quantize, group_size=group_size) if pipeline else None
@@ -262,13 +271,15 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
     info = runtime.info()
     report = BenchReport(device=info["device"], mlx_version=info["mlx"], dtype=dname, blas=info["blas"]["blas"],
                          model=model_name, audio=[str(p) for p in audio_paths],
-                         audio_seconds=sum(len(a) for a in audio) / 16000, runs=runs, warmup=warmup)
+                         audio_seconds=sum(len(a) for a in audio) / 16000, runs=runs, warmup=warmup, batch_size=batch_size)
     notes = []
     if info["device"] == "cpu":
         notes.append("CPU: every mx.fast op falls back to composed ops, so kernel ratios near 1.0 are expected; "
                      "the fused lane's gain here comes from spreading attention heads across CPU streams, not from fusion")
     if pipeline:
-        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed)
+        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed, batch_size)
+        if batch_size > 1 and "faster-whisper" in lanes:
+            lane_notes.append("faster-whisper ran its sequential transcribe (beam 1), not its batched pipeline")
         notes += lane_notes
         stock = lane_results.get("stock")
         speedup = {f"{x} vs stock": stock.total_ms.median / v.total_ms.median for x, v in lane_results.items()

@@ -136,11 +136,16 @@ def transcribe(
                                         help="Only these clips, in seconds; a last END may be left out."),
     quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4", help=QUANTIZE_HELP),
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
+    batch_size: str = typer.Option("1", "--batch-size", metavar="N",
+                                   help="N > 1: VAD chunks of <= 30 s, from all the files, N per encode and decode, "
+                                        "no conditioning across chunks (1: sequential windows)."),
+    vad: Optional[bool] = typer.Option(None, "--vad/--no-vad",
+                                       help="Decode only the speech Silero VAD finds (default: on with --batch-size > 1, else off)."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import output, pipeline, runtime
+    from . import batched, output, pipeline, runtime
 
     # a bad option is a usage error (exit 2), found before any work
     try:
@@ -154,8 +159,9 @@ def transcribe(
             logprob_threshold=_number("--logprob-threshold", logprob_threshold),
             no_speech_threshold=_number("--no-speech-threshold", no_speech_threshold),
             hallucination_silence_threshold=_number("--hallucination-silence-threshold", hallucination_silence_threshold),
-            clip_timestamps=clip_timestamps, progress=sys.stderr.isatty() and not quiet and len(files) == 1)
+            clip_timestamps=clip_timestamps, progress=sys.stderr.isatty() and not quiet and len(files) == 1, vad=vad)
         bits, group = _quantization(quantize, group_size)
+        batch = _batch_options(_number("--batch-size", batch_size, int), options, compare)
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -177,14 +183,29 @@ def transcribe(
     failed = 0
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, transient=True, disable=len(files) < 2 or quiet or not sys.stderr.isatty())
+    done = _guard(batched.transcribe_batched, loaded, files, options, batch) if batch else None
     with bar:
         job = bar.add_task("transcribing", total=len(files))
         for i, f in enumerate(files):
             bar.update(job, description=f.name)
-            failed += _transcribe_one(f, i, plan, loaded, fused, options, as_json, quiet, fast)
+            failed += _transcribe_one(f, i, plan, loaded, fused, options, as_json, quiet, fast, done and done[i])
             bar.advance(job)
     if failed:
         raise typer.Exit(1)
+
+
+def _batch_options(n: Optional[int], options, compare: bool):
+    """--batch-size -> batched.BatchOptions, or None for sequential mode (1)."""
+    from . import batched
+
+    if n is None or n < 1:
+        raise WhisperfastError(f"--batch-size must be at least 1, not {n}")
+    if n == 1:
+        return None
+    if compare:
+        raise WhisperfastError("--compare runs sequential mode only: leave out --batch-size")
+    batched.check_options(options)
+    return batched.BatchOptions(batch_size=n)
 
 
 def _number(flag: str, text: Optional[str], kind=float):
@@ -215,8 +236,10 @@ def _numbers(flag: str, text: str) -> tuple:
         raise WhisperfastError(f"{flag} takes comma-separated numbers, not '{text}'") from None
 
 
-def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool) -> int:
-    """One file: transcribe (or compare), print, write files. Returns 1 on failure, else 0."""
+def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool,
+                    done=None) -> int:
+    """One file: transcribe (or compare; or take `done`, batched mode's transcript), print,
+    write files. Returns 1 on failure, else 0."""
     from . import output, pipeline
 
     try:
@@ -224,7 +247,7 @@ def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: 
             c = _guard(pipeline.compare, loaded, fused, f, options)
             t, columns, record = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}, output.comparison_to_json(c)
         else:
-            t = _guard(pipeline.transcribe, loaded, f, options)
+            t = done or _guard(pipeline.transcribe, loaded, f, options)
             columns, record = {"time": t.timings}, output.to_json(t)
         print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
         if not quiet:
@@ -263,6 +286,8 @@ def bench(
     quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4",
                                            help=QUANTIZE_HELP + " Every lane runs it; faster-whisper runs int8."),
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
+    batch_size: str = typer.Option("1", "--batch-size", metavar="N",
+                                   help="N > 1: the lanes run batched mode (VAD chunks, N per batch) over all the audio."),
 ):
     """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
     from dataclasses import asdict
@@ -274,6 +299,11 @@ def bench(
         bits, group = _quantization(quantize, group_size)
         if bits is not None and cold:
             raise WhisperfastError("--cold does not take --quantize (its fresh processes load float models)")
+        n_batch = _number("--batch-size", batch_size, int)
+        if n_batch is None or n_batch < 1:
+            raise WhisperfastError(f"--batch-size must be at least 1, not {n_batch}")
+        if n_batch > 1 and cold:
+            raise WhisperfastError("--cold does not take --batch-size")
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -298,7 +328,7 @@ def bench(
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
                     pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed,
-                    quantize=bits, group_size=group)
+                    quantize=bits, group_size=group, batch_size=n_batch)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
     _print_bench(report, Console(stderr=as_json, width=wide))
@@ -344,6 +374,9 @@ def _print_bench(report, console: Console) -> None:
         console.print(t)
         for k, v in report.speedup.items():
             console.print(f"speed-up {k}: {v:.2f}x", highlight=False)
+        console.print("audio-seconds per second" + (f" (batched, {report.batch_size} a batch)" if report.batch_size > 1 else "")
+                      + ": " + ", ".join(f"{k} {v.audio_s_per_s:.1f}" for k, v in report.lanes.items() if v.audio_s_per_s),
+                      highlight=False)
     if report.kernels:
         t = Table(title="kernels: composed vs fused (median ms)", title_justify="left")
         for c in ("op", "shape", "composed", "fused", "speed-up", "max |diff|"):

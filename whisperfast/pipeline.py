@@ -239,9 +239,10 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
     total = time.perf_counter() - t0
 
     at = (lambda t, is_end=False: t) if speech is None else speech.to_file_time
+    span = (lambda a, b: (a, b)) if speech is None else speech.span_to_file
     stats = result.stats
     segments = [
-        Segment(at(s["start"]), at(s["end"], True), s["text"], list(s["tokens"]),
+        Segment(*span(s["start"], s["end"]), s["text"], list(s["tokens"]),
                 [Word(at(w["start"]), at(w["end"], True), w["word"], w["probability"]) for w in s["words"]]
                 if "words" in s else None)
         for s in result.segments

@@ -201,6 +201,15 @@ class SpeechMap:
         """The pieces' samples, end to end (a copy: the file's array can be let go)."""
         return np.concatenate([audio[s:e] for s, e in self.pieces]) if self.pieces else np.zeros(0, np.float32)
 
+    def audio_from(self, whole: "SpeechMap", samples: np.ndarray) -> np.ndarray:
+        """These pieces' samples, cut from `samples`, the laid-out audio of `whole` (each of
+        these pieces lies within one of its pieces)."""
+        out, at = [], 0
+        for start, stop in whole.pieces:
+            out += [samples[at + s - start : at + e - start] for s, e in self.pieces if start <= s and e <= stop]
+            at += stop - start
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
     def to_file_time(self, t: float, is_end: bool = False) -> float:
         """Seconds in the laid-out audio -> seconds in the file. A time on the seam of two
         pieces is the earlier piece's end when `is_end`, else the later piece's start: a
@@ -214,6 +223,22 @@ class SpeechMap:
         begin = ends[i] - (self.pieces[i][1] - self.pieces[i][0])
         start, end = self.pieces[i]
         return min(start + max(sample - begin, 0), end) / SAMPLE_RATE
+
+
+    def span_to_file(self, start: float, end: float, snap: float = 1.0) -> Tuple[float, float]:
+        """A segment's (start, end) in the laid-out audio -> the file's. A segment that crosses
+        a seam between pieces by less than `snap` seconds at either end is taken to be of the
+        other piece: Whisper's timestamps are coarse around the cut (pieces carry 0.4 s of
+        padding), and a segment mapped across a seam would span the silence that was cut out."""
+        seams = np.cumsum([e - s for s, e in self.pieces]).tolist()[:-1]
+        seams = [x / SAMPLE_RATE for x in seams]
+        inside = [x for x in seams if start < x < end]
+        if inside and inside[0] - start < snap and end - inside[0] > snap:
+            start = inside[0]
+        inside = [x for x in seams if start < x < end]
+        if inside and end - inside[-1] < snap and inside[-1] - start > snap:
+            end = inside[-1]
+        return self.to_file_time(start), self.to_file_time(end, is_end=True)
 
 
 def collect_chunks(speeches: Sequence[dict], max_samples: int | None = None) -> List[SpeechMap]:
