@@ -95,6 +95,14 @@ round|round-bench)  # the warm bench, JFK fp16 (before this change: tiny.en 11.0
   ;;
 esac
 case "${1:-all}" in
+rows)  # the decode step with more rows than a group of 3: batches of 5 and 16 windows against stock row by row
+  # (tiny.en fp32, fp16) and the launch tests (B = 5 among them), then per-step time for B = 1, 3, 5, 16, 32
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_rows.py tests/test_cuda_step.py \
+    2>&1 | tee "$out/rows_tests.txt" | tail -25
+  for m in tiny.en base; do $py benchmarks/rows_step.py $m float16; done 2>&1 | tee "$out/rows_step.jsonl"
+  ;;
+esac
+case "${1:-all}" in
 final|final-tests)  # the record of the one-launch step: tests, then profiles and the bench with the kernel and without it (the flat step)
   $py -m pytest -q -p no:cacheprovider tests/test_cuda_step.py tests/test_decoding.py tests/test_equality.py -m "slow or not slow" 2>&1 | tee "$out/gpu_tests.txt" | tail -5
   ;;

@@ -28,7 +28,7 @@ def _grid_read_afresh():
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 5])  # 5: groups of 3 rows, the last one padded (for_groups)
 @pytest.mark.parametrize("blocks", ["", "1", "3"])  # the grid the SMs give; fewer blocks than heads
 @pytest.mark.parametrize("prompt_len", [1, 3])
 def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, monkeypatch):

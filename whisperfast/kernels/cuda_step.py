@@ -5,7 +5,7 @@ Why: on an H100 a step of the module graph is ~230 MLX nodes and MLX spends ~8 Â
 time on each, while the step's math is ~20 Âµs (benchmarks/overhead.py). A chain of custom
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
-Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= 3);
+Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= MAX_BATCH);
 everything else, and WHISPERFAST_CUDA_STEP=0, runs FlatStep."""
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from mlx_whisper.whisper import TextDecoder
 
 from ..errors import WhisperfastError
 
-MAX_BATCH = 3  # B = 4 takes over 128 registers a thread (ptxas), too many for kThreads
+# Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
+# 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
+# templates compiled and the batches tested (5, 16, 32)
+MAX_BATCH = 32
 _THREADS = 512  # decode_step.cu's kThreads
-_SHARED_FLOATS = 10240  # its static shared memory: x (B, 4D) and a chunk's scores, within 48 KiB
+_SHARED_FLOATS = 10240  # its kSharedFloats: xs (a group's rows, 4D each) and a chunk's scores, within 48 KiB
 _PICKS = 5  # decode_step.cu's kPicks
 # Cross-attention splits each head's 1500 keys into this many chunks, a block each. Any split
 # sums in another order, and fp16 near-ties can then go the other way: on the H100 (tiny.en
@@ -116,10 +119,19 @@ def grid_blocks() -> int:
     return int(knob)
 
 
-def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: int, itemsize: int) -> int:
-    """decode_step.cu's Scratch<...>::size(blocks)."""
+def group_rows(batch: int, n_state: int, n_ctx: int) -> int:
+    """decode_step.cu's group_rows: rows a group, at most 3, as many as fit its shared memory
+    beside a chunk's n_ctx scores (n_ctx: the larger of the audio's and the text's)."""
+    return min(batch, 3, (_SHARED_FLOATS - n_ctx) // (4 * n_state))
+
+
+def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: int, itemsize: int,
+                   n_ctx: int = 1500) -> int:
+    """decode_step.cu's Scratch<...>::size(blocks): x and h have the last group's padding rows."""
+    rows = group_rows(batch, n_state, n_ctx)
+    padded = -(-batch // rows) * rows
     x = 32 + 2 * (6 * n_layer + 2) + 4
-    att = x + batch * n_state * itemsize // 4 + 4 + 4 * batch * n_state * itemsize // 4 + 4
+    att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
     return att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * _PICKS * 3
 
 
@@ -159,8 +171,8 @@ class CudaStep:
         the kernel's scratch."""
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.emb.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
-        n = scratch_floats(batch, D, H, n_layer, G, dtype.size)
         S = audio_features.shape[1]
+        n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx))
         chunks = max(1, min(G // H, S // 64, int(os.environ.get("WHISPERFAST_CROSS_CHUNKS") or CROSS_CHUNKS)))
         state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks,
                      cross=mx.addmm(self.b_cross, audio_features, self.w_cross))
@@ -321,7 +333,7 @@ def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
         return None
     step, dims = _decoder_step(model), model.dims
     if (step is None or features != step.emb.dtype
-            or batch * 4 * dims.n_text_state + max(dims.n_audio_ctx, dims.n_text_ctx) > _SHARED_FLOATS):
+            or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx)) < 1):
         return None
     return step
 

@@ -254,12 +254,14 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
   __syncthreads();  // p, part and red are reused by the block's next partial
 }
 
-// xs (B, H*HD) <- the attention outputs, rounded to T, from C partials per (b, h):
-// att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order. No chunk is empty.
-template <typename T, int B, int H, int HD>
-__device__ void merge_heads(const float* att, int C, float* xs) {
-  for (int i = threadIdx.x; i < B * H * HD; i += blockDim.x) {
-    const int b = i / (H * HD), h = i / HD % H, e = i % HD;
+// xs (NB, H*HD) <- the attention outputs of rows [g0, g0 + NB), rounded to T, from C
+// partials per (b, h): att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order. No
+// chunk is empty. (A padding row, b >= B, reads the next partials' rows: within att, and
+// its outputs go nowhere but its own padding rows.)
+template <typename T, int B, int NB, int H, int HD>
+__device__ void merge_heads(const float* att, int C, float* xs, int g0) {
+  for (int i = threadIdx.x; i < NB * H * HD; i += blockDim.x) {
+    const int b = g0 + i / (H * HD), h = i / HD % H, e = i % HD;
     if constexpr (kNarrow<T>) {  // the chunks' accs are already weighted by the head's softmax
       float acc = 0.f;
 #pragma unroll 8
@@ -441,6 +443,49 @@ __device__ void group_sync(unsigned* counter, unsigned target) {
   __syncthreads();
 }
 
+// ---- rows in groups --------------------------------------------------------------------
+// A launch's B rows go through each phase in groups of RB rows, at most 3: a group's dot
+// products stay in registers (4 rows at once take over 128 registers a thread at kThreads).
+// Each group reads the phase's weight rows once (groups after the first mostly from L2).
+// B <= 3 is one group, the whole batch: g0 is 0 and the code is the ungrouped step's.
+// f(g0) runs rows [g0, g0 + RB). Where RB does not divide B, the last group's rows past B are
+// padding: x and h have rows for them in the scratch (zeros, or whatever the padding wrote),
+// nothing is read for them outside it, and they write nothing else (no cache, logits,
+// attention partial or pick): every row's math is its own, so they change no real row.
+// (One group size, not a smaller last group, the loop not unrolled and g0 opaque to the
+// compiler: else it keeps pointers and addresses of every group live through the layer loop,
+// 128-138 registers a thread at B = 5.)
+__device__ __forceinline__ int opaque(int v) {
+  asm volatile("" : "+r"(v));
+  return v;
+}
+
+template <int B, int RB, typename F>
+__device__ __forceinline__ void for_groups(F&& f) {
+  if constexpr (B <= RB) {
+    f(0);
+  } else {
+#pragma unroll 1
+    for (int g0 = 0; g0 < B; g0 += RB) f(opaque(g0));
+  }
+}
+
+// The group size: at most 3 rows, and no more than xs (RB, 4D) and a chunk's P scores fit in
+// kSharedFloats of static shared memory (cuda_step.py's _SHARED_FLOATS: 40 KiB of the 48).
+enum { kSharedFloats = 10240 };
+
+template <int B, int D, int P>
+constexpr int group_rows() {
+  constexpr int fit = (kSharedFloats - P) / (4 * D), r = B < 3 ? B : 3;
+  return r < fit ? r : fit;
+}
+
+// Rows of x and h in the scratch: B, and the last group's padding
+template <int B, int RB>
+constexpr int padded_rows() {
+  return (B + RB - 1) / RB * RB;
+}
+
 // Per layer, the packed weights `lw` hold, in order: attn_ln w, b; q|k|v (3D, D); its bias
 // (k's is 0); out (D, D), bias; cross_attn_ln w, b; cross q (D, D), bias; cross out (D, D),
 // bias; mlp_ln w, b; mlp1 (4D, D), bias; mlp2 (D, 4D), bias.
@@ -456,14 +501,14 @@ struct LayerOffsets {
 // counter at 0, the heads' group_sync counters at 1 to H; from float 32, a uint64
 // %globaltimer stamp per barrier of the launch's last position (block 0's view:
 // benchmarks/cuda_step_profile.py reads them); then the residual
-// stream x (B, D) and the MLP activation h (B, 4D) in T, the attention partials, and each
-// block's filter picks.
-template <typename T, int B, int D, int H, int NL>
+// stream x (BP, D) and the MLP activation h (BP, 4D) in T (BP: B and the last group's
+// padding, padded_rows), the attention partials, and each block's filter picks.
+template <typename T, int B, int BP, int D, int H, int NL>
 struct Scratch {
   static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
   static_assert(H <= 31, "the heads' counters lie in floats 1 to 31");
-  static constexpr size_t stamps = 32, x = stamps + 2 * (ARRIVALS + 1) + 4, h = x + B * D * sizeof(T) / 4 + 4,
-                          att = h + 4 * B * D * sizeof(T) / 4 + 4;
+  static constexpr size_t stamps = 32, x = stamps + 2 * (ARRIVALS + 1) + 4, h = x + BP * D * sizeof(T) / 4 + 4,
+                          att = h + 4 * BP * D * sizeof(T) / 4 + 4;
   static __host__ __device__ size_t picks(int G) { return att + size_t(G + H) * B * (HD + 2); }
   static __host__ __device__ size_t size(int G) { return picks(G) + size_t(G) * B * kPicks * 3; }
 };
@@ -484,11 +529,13 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
                             float* sum_out, bool* completed, float* logits) {
   using W = LayerOffsets<D>;
-  using Sc = Scratch<T, B, D, H, NL>;
+  constexpr int RB = group_rows<B, D, (S > CTX ? S : CTX)>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
+  static_assert(RB >= 1, "a row of 4D floats and a chunk's scores must fit in shared memory");
+  using Sc = Scratch<T, B, BP, D, H, NL>;
   constexpr int HD = D / H;
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
-  __shared__ __align__(16) float xs[B * 4 * D];  // read as float4s (dot_row)
-  __shared__ float q[B * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
+  __shared__ __align__(16) float xs[RB * 4 * D];  // read as float4s (dot_row)
+  __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived, met;  // met: group_sync's running target, the same in every block
   constexpr int kWarps = kThreads / 32;
@@ -506,29 +553,33 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   unsigned long long* stamp;
   const float scale = rsqrtf(float(HD)), qs = qk_scale<T, HD>();
   if (threadIdx.x == 0) met = 0;  // (in shared memory: kept in registers, it cost 20 of them at B = 3)
-  // pre: a weight row's bias, and the residual where the row adds to x
+  // pre: a weight row's bias, and the residual where the row adds to x (b: the group's row
+  // b, the batch's g0 + b)
   auto bias = [](const T* bv) { return [bv](int n, int) { return make_float2(static_cast<float>(bv[n]), 0.f); }; };
-  auto bias_x = [x](const T* bv) {
-    return [bv, x](int n, int b) { return make_float2(static_cast<float>(bv[n]), ld(x + b * D + n)); };
+  auto bias_x = [x](const T* bv, int g0) {
+    return [bv, x, g0](int n, int b) { return make_float2(static_cast<float>(bv[n]), ld(x + (g0 + b) * D + n)); };
   };
-  auto residual = [x](int n, int b, float a, float2 e) {
-    x[b * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
+  auto residual = [x](int g0) {
+    return [x, g0](int n, int b, float a, float2 e) {
+      x[(g0 + b) * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
+    };
   };
-  // q <- head hd's query rows of wq against xs (B rows), scaled; the block's warps share them
+  // q <- head hd's query rows of wq against xs (the group's RB rows), scaled; the block's
+  // warps share them
   auto head_q = [&](const T* wq, const T* bq, int hd) {
-    rows_dot<T, B, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
+    rows_dot<T, RB, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
                       [&](int n, int b, float a, float2 e) {
                         const float v = round_to<T>(a + e.x);
                         q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
                       });
   };
-  // att's partial for (item, b): q[b] over keys [j0, j1) of the head's rows kb, vb (HD of
-  // each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + (b+1) C)
-  auto partial = [&](int item, int b, int j0, int j1, const T* kb, const T* vb, size_t stride, int C) {
+  // att's partial for (item, b): q[b - g0] over keys [j0, j1) of the head's rows kb, vb (HD
+  // of each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + (b+1) C)
+  auto partial = [&](int item, int g0, int b, int j0, int j1, const T* kb, const T* vb, size_t stride, int C) {
     auto key = [&](int j) { return kb + j * stride; };
     auto value = [&](int j) { return vb + j * stride; };
     const int hd = item / C;
-    attend_part<T, HD>(q + b * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
+    attend_part<T, HD>(q + (b - g0) * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
                        att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, count + 1 + hd,
                        met + (b + 1) * C);
   };
@@ -544,17 +595,20 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     return cross + size_t(b) * S * XS + (2 * l + kv) * D + hd * HD;
   };
 
-  // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them; each
-  // is passed to emit(n, b, logit, suppress[n]) as it comes out
-  auto logits_pass = [&](int r, auto&& emit) {
-    load<T, B * D>(x, xs);
-    layer_norm<T, B, D>(xs, lnf, lnf + D, red);
+  // a row to read the inputs of: the padding's are the last real row's
+  auto real = [](int b) { return BP > B ? min(b, B - 1) : b; };
+  // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them, for
+  // the group's rows; each is passed to emit(n, b, logit, suppress[n]) (b: the group's) as it
+  // comes out
+  auto logits_pass = [&](int r, int g0, auto&& emit) {
+    load<T, RB * D>(x + g0 * D, xs);
+    layer_norm<T, RB, D>(xs, lnf, lnf + D, red);
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, B, D, 4, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, RB, D, 4, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
-                        logits[(size_t(b) * R + r) * NV + n] = z;
+                        if (g0 + b < B) logits[(size_t(g0 + b) * R + r) * NV + n] = z;
                         emit(n, b, z, e.x);
                       });
   };
@@ -568,17 +622,18 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       T *kl = kc + l * KV, *vl = vc + l * KV;
       // 1. LN, this head's q (and, in the block with position t, its k, v into the cache), then
       //    self-attention over a chunk of positions <= t
-      if (blockIdx.x < H * cs) {
+      if (blockIdx.x < H * cs) for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();  // the last group's xs, q are still read
         if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
-          for (int i = threadIdx.x; i < B * D; i += blockDim.x) {
-            const size_t tok = static_cast<size_t>(tokens[(i / D) * L + t]), d = i % D;
+          for (int i = threadIdx.x; i < RB * D; i += blockDim.x) {
+            const size_t tok = static_cast<size_t>(tokens[real(g0 + i / D) * L + t]), d = i % D;
             xs[i] = round_to<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(t) * D + d]));
-            if (blockIdx.x == 0) x[i] = static_cast<T>(xs[i]);
+            if (blockIdx.x == 0) x[g0 * D + i] = static_cast<T>(xs[i]);
           }
         } else {
-          load<T, B * D>(x, xs);
+          load<T, RB * D>(x + g0 * D, xs);
         }
-        layer_norm<T, B, D>(xs, w + W::ln1, w + W::ln1 + D, red);
+        layer_norm<T, RB, D>(xs, w + W::ln1, w + W::ln1 + D, red);
         for (int item = blockIdx.x; item < H * cs; item += G) {
           const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
           head_q(w + W::qkv, w + W::bqkv, hd);
@@ -586,17 +641,18 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
             for (int kv = 1; kv <= 2; ++kv) {
               T* cache = kv == 1 ? kl : vl;
               const int n0 = kv * D + hd * HD;
-              rows_dot<T, B, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
-                                [&](int n, int b, float a, float2 e) {
-                                  cache[(size_t(b * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
-                                });
+              rows_dot<T, RB, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
+                                 [&](int n, int b, float a, float2 e) {
+                                   if (g0 + b < B)
+                                     cache[(size_t((g0 + b) * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
+                                 });
             }
           }
           __syncthreads();
-          for (int b = 0; b < B; ++b)
-            partial(item, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
+          for (int b = g0; b < min(g0 + RB, B); ++b)
+            partial(item, g0, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
         }
-      }
+      });
       met_all(cs);
       grid_sync(count, target, stamp++);
       // 2. x += out(attention) + bias; meanwhile what this block's phase 3 reads heads for L2
@@ -609,75 +665,94 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
             prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
                           HD * sizeof(T));
       }
-      merge_heads<T, B, H, HD>(att, cs, xs);
-      __syncthreads();
-      rows_dot<T, B, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout), residual);
+      for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        merge_heads<T, B, RB, H, HD>(att, cs, xs, g0);
+        __syncthreads();
+        rows_dot<T, RB, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout, g0), residual(g0));
+      });
       grid_sync(count, target, stamp++);
       // 3. LN, this head's cross q, cross-attention over a chunk of the window
-      if (blockIdx.x < H * CC) {
-        load<T, B * D>(x, xs);
-        layer_norm<T, B, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+      if (blockIdx.x < H * CC) for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        load<T, RB * D>(x + g0 * D, xs);
+        layer_norm<T, RB, D>(xs, w + W::ln2, w + W::ln2 + D, red);
         for (int item = blockIdx.x; item < H * CC; item += G) {
           const int hd = item / CC, c = item % CC;
           head_q(w + W::cq, w + W::bcq, hd);
           __syncthreads();
-          for (int b = 0; b < B; ++b)
-            partial(item, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
+          for (int b = g0; b < min(g0 + RB, B); ++b)
+            partial(item, g0, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
         }
-      }
+      });
       met_all(CC);
       grid_sync(count, target, stamp++);
       // 4. x += cross_out(attention) + bias
-      merge_heads<T, B, H, HD>(att, CC, xs);
-      __syncthreads();
-      rows_dot<T, B, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco), residual);
+      for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        merge_heads<T, B, RB, H, HD>(att, CC, xs, g0);
+        __syncthreads();
+        rows_dot<T, RB, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco, g0), residual(g0));
+      });
       grid_sync(count, target, stamp++);
       // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu); kNarrow: as MLX compiles
       //    nn.gelu, x * (1 + erf(x / sqrt(2))) / 2 with each op in T (__hdiv as MLX's Divide)
-      load<T, B * D>(x, xs);
-      layer_norm<T, B, D>(xs, w + W::ln3, w + W::ln3 + D, red);
-      rows_dot<T, B, D, 1>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
-                        [&](int n, int b, float a, float2 e) {
-                          const float v = round_to<T>(a + e.x);
-                          if constexpr (kNarrow<T>) {
-                            const T u = static_cast<T>(v);
-                            const T z = static_cast<T>(erff(static_cast<float>(__hdiv(u, static_cast<T>(1.4142135623730951f)))));
-                            h[b * 4 * D + n] = __hdiv(__hmul(u, __hadd(static_cast<T>(1.f), z)), static_cast<T>(2.f));
-                          } else {
-                            h[b * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
-                          }
-                        });
+      for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        load<T, RB * D>(x + g0 * D, xs);
+        layer_norm<T, RB, D>(xs, w + W::ln3, w + W::ln3 + D, red);
+        rows_dot<T, RB, D, 1>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
+                          [&](int n, int b, float a, float2 e) {
+                            const float v = round_to<T>(a + e.x);
+                            if constexpr (kNarrow<T>) {
+                              const T u = static_cast<T>(v);
+                              const T z = static_cast<T>(erff(static_cast<float>(__hdiv(u, static_cast<T>(1.4142135623730951f)))));
+                              h[(g0 + b) * 4 * D + n] = __hdiv(__hmul(u, __hadd(static_cast<T>(1.f), z)), static_cast<T>(2.f));
+                            } else {
+                              h[(g0 + b) * 4 * D + n] = static_cast<T>(0.5f * v * (1.f + erff(v * 0.70710678118654752f)));
+                            }
+                          });
+      });
       grid_sync(count, target, stamp++);
       // 6. x += mlp2(h) + bias
-      load<T, B * 4 * D>(h, xs);
-      __syncthreads();
-      rows_dot<T, B, 4 * D, 1>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2), residual);
+      for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        load<T, RB * 4 * D>(h + g0 * 4 * D, xs);
+        __syncthreads();
+        rows_dot<T, RB, 4 * D, 1>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2, g0), residual(g0));
+      });
       grid_sync(count, target, stamp++);
     }
     if (t == sot && R == 2) {  // the next position's embedding overwrites x: wait for every block
-      logits_pass(0, [](int, int, float, float) {});
+      for_groups<B, RB>([&](int g0) {
+        if (g0 > 0) __syncthreads();
+        logits_pass(0, g0, [](int, int, float, float) {});
+      });
       grid_sync(count, target, stamp);
     }
   }
   // the last position's logits through the filters as they come out: each block merges its
   // picks, the last block to arrive the grid's
-  History r[B];
-  Pick f[B][kPicks];
-  for (int b = 0; b < B; ++b) {
-    r[b] = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3]);
-    for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
-  }
-  logits_pass(R - 1, [&](int n, int b, float z, float sup) {
-    filter_add<TS, EOT, NO_TS, RULES>(f[b], n, z + sup, r[b]);
+  for_groups<B, RB>([&](int g0) {
+    if (g0 > 0) __syncthreads();
+    History r[RB];
+    Pick f[RB][kPicks];
+    for (int b = 0; b < RB; ++b) {
+      r[b] = timestamp_history<TS>(tokens + real(g0 + b) * L, L, meta[2], meta[3]);
+      for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
+    }
+    logits_pass(R - 1, g0, [&](int n, int b, float z, float sup) {
+      filter_add<TS, EOT, NO_TS, RULES>(f[b], n, z + sup, r[b]);
+    });
+    for (int b = 0; b < RB; ++b) {
+      block_merge(f[b], sh);
+      if (threadIdx.x == 0 && g0 + b < B)
+        for (int k = 0; k < kPicks; ++k) {
+          float* o = picks + ((size_t(blockIdx.x) * B + g0 + b) * kPicks + k) * 3;
+          o[0] = f[b][k].m, o[1] = f[b][k].s, o[2] = __int_as_float(f[b][k].i);
+        }
+    }
   });
-  for (int b = 0; b < B; ++b) {
-    block_merge(f[b], sh);
-    if (threadIdx.x == 0)
-      for (int k = 0; k < kPicks; ++k) {
-        float* o = picks + ((size_t(blockIdx.x) * B + b) * kPicks + k) * 3;
-        o[0] = f[b][k].m, o[1] = f[b][k].s, o[2] = __int_as_float(f[b][k].i);
-      }
-  }
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();

@@ -1,0 +1,85 @@
+"""The decode-step kernel with more rows than one group (decode_step.cu's for_groups: groups
+of 3, the last one padded): a batch of 5 and of 16 different windows decoded greedily in one
+batch through the kernel gives each row what the kernel gives that row alone (B = 1: the
+grouping changes no row) and the tokens stock mlx-whisper's DecodingTask gives it. Every
+lane decodes the same audio features (the stock encoder's, a row at a time), so only the
+decoders differ. These need MLX's CUDA backend: elsewhere they are reported as skipped;
+benchmarks/gpu.sh rows runs them."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
+from mlx_whisper.decoding import DecodingOptions, DecodingTask
+
+from whisperfast.audio import load_audio
+from whisperfast.decoding import StaticCacheTask
+from whisperfast.kernels.cuda_step import CudaStep, grid_blocks
+
+from .conftest import SAMPLES
+from .test_decoding import count_flat_steps
+
+cuda = getattr(mx, "cuda", None)
+pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
+                                reason="needs MLX's CUDA backend")
+
+
+def windows(n: int) -> list:
+    """n different first windows: JFK, the English samples, then JFK shifted later or
+    earlier, or under faint white noise (seeded)."""
+    jfk = load_audio(SAMPLES / "jfk.wav")
+    audio = [jfk] + [load_audio(p) for p in sorted(SAMPLES.glob("en_*"))]
+    rng = np.random.default_rng(0)
+    for k in range(1, n):
+        if k % 3 == 1:  # later by 0.37 k s
+            audio.append(np.concatenate([np.zeros(int(0.37 * k * SAMPLE_RATE), np.float32), jfk]))
+        elif k % 3 == 2:  # earlier: its first 0.11 k s cut
+            audio.append(jfk[int(0.11 * k * SAMPLE_RATE):])
+        else:
+            audio.append(jfk + rng.normal(0, 0.002 * k, jfk.shape).astype(np.float32))
+    return audio[:n]
+
+
+def mel(audio: np.ndarray) -> mx.array:
+    m = log_mel_spectrogram(audio, padding=N_SAMPLES)
+    return pad_or_trim(m[:N_FRAMES], N_FRAMES, axis=-2)
+
+
+@pytest.fixture(scope="module", params=[mx.float32, mx.float16], ids=["float32", "float16"])
+def lanes(request):
+    from whisperfast.pipeline import load, rewritten
+
+    stock = load("tiny.en", dtype=request.param)
+    return request.param, stock.whisper, rewritten(stock).whisper
+
+
+@pytest.mark.parametrize("n", [5, 16])
+def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypatch):
+    dtype, stock, fused = lanes
+    monkeypatch.setenv("WHISPERFAST_CUDA_STEP", "1")
+    monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", "")
+    grid_blocks.cache_clear()
+    options = DecodingOptions(language="en", fp16=dtype == mx.float16)
+    feats = [stock.embed_audio(mel(a)[None].astype(dtype)) for a in windows(n)]
+    mx.eval(feats)
+    flat = count_flat_steps(monkeypatch)
+    before = getattr(fused.decoder.__dict__.get("_whisperfast_cuda"), "launches", 0)
+    got = StaticCacheTask(fused, options).run(mx.concatenate(feats))
+    step = fused.decoder.__dict__.get("_whisperfast_cuda")
+    # the kernel ran every token of the batch, B = n rows in each launch, and no flat step
+    assert isinstance(step, CudaStep)
+    assert step.launches - before >= max(len(r.tokens) for r in got) and flat[0] == 0, (step.launches, flat)
+    assert any(dict(k)["B"] == n for k in step.kernels), step.kernels
+    assert len(got) == n
+    texts = set()
+    for i, f in enumerate(feats):
+        # a row's math does not depend on the rows beside it: the kernel on the row alone (one
+        # group, B = 1) gives the same tokens and sums; and stock gives those tokens
+        alone = StaticCacheTask(fused, options).run(f)[0]
+        assert got[i].tokens == alone.tokens, (i, got[i].text, alone.text)
+        assert abs(got[i].avg_logprob - alone.avg_logprob) < 1e-6, (i, got[i].avg_logprob, alone.avg_logprob)
+        ref = DecodingTask(stock, options).run(f)[0]
+        assert got[i].tokens == ref.tokens, (i, got[i].text, ref.text)
+        assert abs(got[i].avg_logprob - ref.avg_logprob) < 1e-3, (i, got[i].avg_logprob, ref.avg_logprob)
+        texts.add(ref.text)
+    assert len(texts) > n // 2  # the rows differ (a row mixed up with another would show)
