@@ -1,0 +1,182 @@
+"""VAD and batched transcription (issue 15) on real speech: where the speech is, chunks from
+several files in one batch, timestamps back in each file's time, no text in silence, the
+stock and fused lanes alike, the CLI's flags; the WER bound on the ~115 s clip is slow."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from whisperfast import batched, vad
+from whisperfast.audio import SAMPLE_RATE, load_audio
+from whisperfast.batched import BatchOptions, transcribe_batched
+from whisperfast.cli import app
+from whisperfast.errors import WhisperfastError
+from whisperfast.pipeline import TranscribeOptions, rewritten, transcribe
+from whisperfast.text import error_rate, normalize
+
+from .conftest import SAMPLES
+from .test_transcribe import JFK, long_clip
+
+TIMIT = "She had your dark suit in greasy wash water all year."
+GAP = 20.0  # seconds of silence between two utterances
+
+
+@pytest.fixture(scope="module")
+def jfk():
+    return load_audio(SAMPLES / "jfk.wav")
+
+
+@pytest.fixture(scope="module")
+def timit():
+    return load_audio(SAMPLES / "en_ldc93s1_timit_16k.wav")
+
+
+@pytest.fixture(scope="module")
+def gapped(jfk, timit):
+    """JFK, GAP s of silence (faint noise, not digital zeros), the TIMIT sentence; and where
+    each utterance is, in seconds."""
+    noise = np.random.default_rng(0).normal(0, 1e-3, int(GAP * SAMPLE_RATE)).astype(np.float32)
+    a = np.concatenate([jfk, noise, timit])
+    j, g = len(jfk) / SAMPLE_RATE, GAP
+    return a, (0.0, j), (j + g, j + g + len(timit) / SAMPLE_RATE)
+
+
+def test_vad_finds_speech_in_jfk_and_none_in_silence(jfk):
+    pieces = vad.get_speech_timestamps(jfk)
+    assert pieces and pieces[0]["start"] < SAMPLE_RATE and pieces[-1]["end"] > 9 * SAMPLE_RATE
+    assert vad.get_speech_timestamps(np.zeros(10 * SAMPLE_RATE, np.float32)) == []
+    noise = np.random.default_rng(0).normal(0, 1e-3, 10 * SAMPLE_RATE).astype(np.float32)
+    assert vad.get_speech_timestamps(noise) == []
+
+
+def test_chunks_fit_30_s_and_map_back(gapped):
+    audio, (_, j_end), (t_start, t_end) = gapped
+    chunks = vad.collect_chunks(vad.get_speech_timestamps(audio, vad.BATCHED_VAD), batched.CHUNK_SAMPLES)
+    assert chunks and all(c.samples <= batched.CHUNK_SAMPLES for c in chunks)
+    pieces = [p for c in chunks for p in c.pieces]
+    assert all(a[1] <= b[0] for a, b in zip(pieces, pieces[1:]))  # in order, not overlapping
+    # nothing of the gap's middle is kept (the VAD pads speech by 0.4 s)
+    assert not any(s < (t_start - 1) * SAMPLE_RATE and e > (j_end + 1) * SAMPLE_RATE for s, e in pieces)
+    m = vad.SpeechMap(((16000, 32000), (80000, 96000)))  # 1-2 s and 5-6 s of a file
+    assert m.to_file_time(0.5) == 1.5 and m.to_file_time(1.5) == 5.5
+    assert m.to_file_time(1.0, is_end=True) == 2.0 and m.to_file_time(1.0) == 5.0  # the seam
+    assert m.to_file_time(9.0, is_end=True) == 6.0  # clamped to the last piece
+
+
+def test_chunk_segments_parse_timestamps():
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(False)
+    ts = lambda s: tok.timestamp_begin + round(s / 0.02)  # noqa: E731
+    words = tok.encode(" hello world")
+    m = vad.SpeechMap(((0, 5 * SAMPLE_RATE), (20 * SAMPLE_RATE, 30 * SAMPLE_RATE)))  # 15 s of speech
+    segs = batched.chunk_segments(tok, [ts(0.0), *words, ts(2.0), ts(6.0), *words, ts(8.0), ts(9.0), *words], m)
+    assert [(s.start, s.end) for s in segs] == [(0.0, 2.0), (21.0, 23.0), (24.0, 30.0)]  # the last runs to the end
+    assert all(s.text == " hello world" for s in segs) and segs[0].tokens[0] == ts(0.0)
+    assert batched.chunk_segments(tok, [ts(0.0), ts(3.0)], m) == []  # no text, no segment
+    one = batched.chunk_segments(tok, words, m, without_timestamps=True)
+    assert [(s.start, s.end) for s in one] == [(0.0, 30.0)]
+
+
+def test_several_files_share_a_batch(tiny, jfk, timit, monkeypatch):
+    rows = []
+    real = batched.decode_window
+    monkeypatch.setattr(batched, "decode_window", lambda m, f, o: rows.append(f.shape[0]) or real(m, f, o))
+    a, b = transcribe_batched(tiny, [SAMPLES / "jfk.wav", timit], batch=BatchOptions(batch_size=8))
+    assert rows[0] >= 2  # one batch held rows of both files
+    assert error_rate(JFK, a.text) <= 0.05 and error_rate(TIMIT, b.text) <= 0.2, (a.text, b.text)
+    assert a.duration == 11.0 and b.duration == pytest.approx(len(timit) / SAMPLE_RATE)
+    for t in (a, b):
+        assert t.segments and all(0 <= s.start <= s.end <= t.duration + 1e-6 for s in t.segments)
+        assert [s.start for s in t.segments] == sorted(s.start for s in t.segments)
+        assert t.tokens == [x for s in t.segments for x in s.tokens] and t.language == "en"
+        assert t.timings.total == pytest.approx(t.timings.vad + t.timings.mel + t.timings.encode + t.timings.decode)
+
+
+def test_no_text_in_a_silent_gap_and_times_map_back(tiny, gapped):
+    audio, (j0, j1), (t0, t1) = gapped
+    for t in (transcribe_batched(tiny, [audio], batch=BatchOptions(batch_size=4))[0],
+              transcribe(tiny, audio, TranscribeOptions(vad=True))):
+        assert t.duration == pytest.approx(len(audio) / SAMPLE_RATE)
+        # every segment lies within the speech it came from (the VAD pads 0.4 s)
+        for s in t.segments:
+            assert j0 - 0.5 <= s.start and s.end <= j1 + 0.5 or t0 - 0.5 <= s.start and s.end <= t1 + 0.5, s
+        assert "fellow americans" in normalize(t.text) and "greasy wash" in normalize(t.text), t.text
+        assert any(s.start >= t0 - 0.5 for s in t.segments)  # TIMIT at its own time, past the gap
+        assert t.timings.vad > 0
+
+
+def test_sequential_vad_off_by_default_keeps_stock_tokens(tiny, jfk):
+    on, off = transcribe(tiny, jfk, TranscribeOptions(vad=True)), transcribe(tiny, jfk)
+    assert off.timings.vad == 0 and normalize(on.text) == normalize(off.text)
+
+
+def test_silent_file_gives_an_empty_transcript(tiny):
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    for t in (transcribe_batched(tiny, [silence])[0], transcribe(tiny, silence, TranscribeOptions(vad=True))):
+        assert t.text == "" and t.segments == [] and t.duration == 5.0
+
+
+def test_fused_and_stock_lanes_give_the_same_tokens(tiny, jfk, timit):
+    audios, opts = [jfk, timit], BatchOptions(batch_size=2)
+    stock = transcribe_batched(tiny, audios, batch=opts)
+    fused = transcribe_batched(rewritten(tiny), audios, batch=opts)
+    assert [t.tokens for t in stock] == [t.tokens for t in fused]
+
+
+def test_no_vad_cuts_every_30_s(tiny, jfk):
+    t = transcribe_batched(tiny, [np.concatenate([jfk, jfk, jfk])], TranscribeOptions(vad=False), BatchOptions(4))[0]
+    # 30 s and 3 s (and a rest a row left out, decoded again), each JFK heard
+    assert t.windows >= 2 and normalize(t.text).count("fellow americans") == 3, t.text
+    assert all(0 <= s.start <= s.end <= 33.0 for s in t.segments)
+
+
+def test_batched_options_are_checked():
+    with pytest.raises(WhisperfastError, match="batch size"):
+        BatchOptions(batch_size=0)
+    with pytest.raises(WhisperfastError, match="word timestamps"):
+        batched.check_options(TranscribeOptions(word_timestamps=True))
+    with pytest.raises(WhisperfastError, match="VAD"):
+        TranscribeOptions(vad=True, clip_timestamps="1,2")
+
+
+def test_missing_vad_packages_name_the_extra(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WhisperfastError, match="'vad' extra"):
+        vad.model_path()
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, fragment", [(["--batch-size", "0"], "at least 1"), (["--batch-size", "x"], "integer"),
+                                            (["--batch-size", "2", "--word-timestamps"], "word timestamps"),
+                                            (["--batch-size", "2", "--compare"], "--compare"),
+                                            (["--vad", "--clip-timestamps", "1,2"], "VAD")])
+def test_cli_bad_batch_flags_exit_2(args, fragment):
+    r = runner.invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), *args])
+    assert r.exit_code == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+
+
+def test_cli_batch_size_json_per_file():
+    files = [SAMPLES / "jfk.wav", SAMPLES / "en_ldc93s1_timit_16k.wav"]
+    r = runner.invoke(app, ["transcribe", *map(str, files), "--batch-size", "4", "--json", "-q"])
+    assert r.exit_code == 0, r.stderr
+    a, b = (json.loads(line) for line in r.stdout.splitlines())
+    assert "fellow Americans" in a["text"] and "greasy wash water" in b["text"]
+    assert a["timings"]["vad"] > 0 and a["segments"][0]["start"] < 1.0
+
+
+@pytest.mark.slow
+def test_batched_wer_within_1_point_of_sequential_on_115_s(tiny):
+    audio, reference = long_clip(115.0)
+    seq = error_rate(reference, transcribe(tiny, audio).text)
+    bat = transcribe_batched(tiny, [audio], batch=BatchOptions(batch_size=8))[0]
+    assert error_rate(reference, bat.text) <= seq + 0.01, (seq, bat.text)
+    assert [s.start for s in bat.segments] == sorted(s.start for s in bat.segments)
