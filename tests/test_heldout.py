@@ -15,6 +15,7 @@ from scipy.signal import resample_poly
 
 from whisperfast.audio import SAMPLE_RATE, first_window_mel, load_audio
 from whisperfast.decoding import StaticInference
+from whisperfast.kernels import rewrite_whisper
 from whisperfast.pipeline import TranscribeOptions, transcribe
 
 from .conftest import SAMPLES, needs_base
@@ -110,23 +111,32 @@ def test_two_languages_base_fp32():
     same_tokens("base", mx.float32, audio)
 
 
+@pytest.mark.parametrize("attention", [None, "rounded"], ids=["fused", "rounded"])
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16], ids=["fp32", "fp16"])
-def test_logits_bit_identical(dtype):
+def test_logits_bit_identical(dtype, attention):
     """One window of JFK, teacher-forced through stock's decoder and the fused one (the
-    prompt pass, then single-token flat steps): on the CPU every logit is bit for bit stock's."""
-    if mx.default_device() != mx.cpu:
-        pytest.skip("exact arithmetic is the CPU's contract; GPU kernels reassociate (README)")
-    base, fused = pair("tiny.en", dtype)
+    prompt pass, then single-token flat steps): every encoder output and logit is bit for bit
+    stock's. On the CPU with either attention op (the fused one falls back to the rounded
+    graph there). On a GPU in fp16 with the rounded op, which `rewritten` picks there: the
+    fused SDPA keeps fp32 scores, so it is not compared; nor is fp32, where GPU kernels may
+    sum in another order (README)."""
+    gpu = mx.default_device() != mx.cpu
+    if gpu and (dtype == mx.float32 or attention is None):
+        pytest.skip("on a GPU only fp16 with rounded attention promises stock's bits")
+    base, _ = pair("tiny.en", dtype)
+    fused, _ = rewrite_whisper(base.whisper, attention=attention)
     mel = first_window_mel(SAMPLES / "jfk.wav", dtype)
-    fa, fb = base.whisper.encoder(mel), fused.whisper.encoder(mel)
+    fa, fb = base.whisper.encoder(mel), fused.encoder(mel)
     assert mx.array_equal(fa, fb)
     sot = [50257]  # tiny.en's start of transcript; then <|0.00|> and "And so my fellow Americans, ask not..."
     text = [50363, 843, 523, 616, 5891, 3399, 11, 1265, 407, 644, 534, 1499, 460, 466, 329, 345]
-    stock, ours = Inference(base.whisper), StaticInference(fused.whisper)
+    stock, ours = Inference(base.whisper), StaticInference(fused)
     assert mx.array_equal(stock.logits(mx.array([sot]), fa), ours.logits(mx.array([sot]), fa))
     for t in text:
         step = mx.array([[t]])
         assert mx.array_equal(stock.logits(step, fa), ours.logits(step, fa))
+    step = fused.decoder.__dict__["_whisperfast_step"]  # the flat step ran the single tokens
+    assert step.exact == (attention == "rounded")
 
 
 @pytest.mark.slow
@@ -168,4 +178,4 @@ def test_quantized_model_fast_equals_stock(bits):
     a, b = transcribe(base, jfk()), transcribe(fused, jfk())
     assert a.tokens == b.tokens and "country" in a.text
     assert any("CUDA decode kernel" in n for n in fused.rewrites["notes"])  # the report says what declines
-    assert rewritten(load("tiny.en")).rewrites["notes"] == []
+    assert not any("CUDA decode kernel" in n for n in rewritten(load("tiny.en")).rewrites["notes"])

@@ -132,9 +132,23 @@ def test_scaled_dot_product_attention(case):
     scale = D**-0.5
     close(ops.fused_scaled_dot_product_attention(q, k, v, scale, mask, s),
           ops.composed_scaled_dot_product_attention(q, k, v, scale, mask, s), dtype, scale=2)
+    if s is None:  # the rounded graph takes no sinks; it rounds scores and weights to dtype
+        close(ops.rounded_scaled_dot_product_attention(q, k, v, scale, mask),
+              ops.composed_scaled_dot_product_attention(q, k, v, scale, mask), dtype, scale=4)
 
 
-@pytest.mark.parametrize("impl", [ops.fused_scaled_dot_product_attention, ops.composed_scaled_dot_product_attention])
+def test_rounded_attention_is_the_plain_graph():
+    """Bit for bit what a hand-written fp16 attention computes (mlx-whisper's: scores q @ k^T
+    in fp16, softmax(precise) to fp16 weights, then @ v): the fused kernel is not."""
+    q, k, v = (rand((1, 6, 1, 64), mx.float16, 1), rand((1, 6, 40, 64), mx.float16, 2), rand((1, 6, 40, 64), mx.float16, 3))
+    plain = mx.softmax(q @ k.transpose(0, 1, 3, 2), axis=-1, precise=True) @ v
+    assert mx.array_equal(ops.rounded_scaled_dot_product_attention(q, k, v, 1.0, None), plain)
+    with pytest.raises(ValueError, match="sinks"):
+        ops.rounded_scaled_dot_product_attention(q, k, v, 1.0, None, mx.zeros((6,)))
+
+
+@pytest.mark.parametrize("impl", [ops.fused_scaled_dot_product_attention, ops.composed_scaled_dot_product_attention,
+                                  ops.rounded_scaled_dot_product_attention])
 def test_causal_is_lower_right_aligned_with_a_kv_cache(impl):
     """2 new queries after 3 cached keys: query i sees keys 0 .. 3 + i, not 0 .. i."""
     q, k, v = rand((1, 2, 2, 64), mx.float32, 1), rand((1, 2, 5, 64), mx.float32, 2), rand((1, 2, 5, 64), mx.float32, 3)

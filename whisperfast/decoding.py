@@ -58,10 +58,13 @@ class FlatStep:
     - biases shaped (1, 1, n) up front, so addmm broadcasts nothing.
     It writes the same `KVCache` buffers as the module path (which still runs the prompt)
     and reads the cross K/V that path computed once per window. Norms and SDPA go through
-    the ops each rewritten layer was given, fused or composed."""
+    the ops each rewritten layer was given: fused, composed, or (`exact`) rounded as
+    mlx-whisper's graph rounds."""
 
     def __init__(self, decoder: TextDecoder):
         made = []  # arrays built here: evaluated once, not in the first step
+        # Layers rewritten to attend as mlx-whisper rounds (pipeline.rewritten, GPU fp16/bf16)
+        self.exact = any(getattr(b.attn, "attention", None) == "rounded" for b in decoder.blocks)
 
         def linear(m):
             """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
@@ -90,7 +93,7 @@ class FlatStep:
             a, c = b.attn, b.cross_attn
             self.layers.append((norm(b.attn_ln), qkv(a), linear(a.out), norm(b.cross_attn_ln), linear(c.query),
                                 linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
-                                _op(a.mode, "scaled_dot_product_attention"), _op(c.mode, "scaled_dot_product_attention")))
+                                a.sdpa, c.sdpa))
         mx.eval(made)
         self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
         self.n_state = decoder.positional_embedding.shape[-1]
@@ -99,7 +102,9 @@ class FlatStep:
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in.
         The cross K/V may hold one row per audio for B = n * G rows (beams, best-of samples):
-        each audio's G rows then attend as G queries of its one row, which reads its K/V once."""
+        each audio's G rows then attend as G queries of its one row, which reads its K/V once
+        (not when `exact`: G queries make a matrix product where stock's rows make G vector
+        products, which may sum in another order, so the cross K/V are then one per row)."""
         dec, D, H, s = self.decoder, self.n_state, self.n_head, self.scale
         B, t = tokens.shape[0], cache[0][0].offset
         heads = (B, H, 1, D // H)  # one query row: the head split is a reshape
@@ -130,21 +135,23 @@ class StaticInference(Inference):
         step = decoder.__dict__["_whisperfast_step"]
         group = tokens.shape[0] // audio_features.shape[0]
         if group > 1 and self.kv_cache[0][0].offset == 0:
-            return self._group_prompt(decoder, tokens, audio_features, group, flat=step is not None)
+            shared = step is not None and not step.exact  # cross K/V one per audio (FlatStep.__call__)
+            return self._group_prompt(decoder, tokens, audio_features, group, shared_cross=shared)
         if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
             return decoder_forward(decoder, tokens, audio_features, self.kv_cache).astype(mx.float32)
         return step(tokens, self.kv_cache).astype(mx.float32)
 
-    def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int, flat: bool):
+    def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int,
+                      shared_cross: bool):
         """The prompt for `group` rows per audio (beams, best-of samples), rows i*G .. i*G+G-1
         being audio i's: they are one prompt (the task repeats it), so it runs once per audio
         and each row gets a copy of its self-attention cache. The cross K/V stay one per audio
-        for the flat step; the module path's attention wants them per row."""
+        where the flat step shares them; the module path's attention wants them per row."""
         logits = decoder_forward(decoder, tokens[::group], audio_features, self.kv_cache)
         rows = mx.repeat(mx.arange(audio_features.shape[0]), group)
         for e, (kv, cross) in enumerate(self.kv_cache):
             kv.take(rows)
-            if not flat:
+            if not shared_cross:
                 self.kv_cache[e] = (kv, tuple(a[rows] for a in cross))
         return logits[rows].astype(mx.float32)
 

@@ -187,24 +187,35 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
     return rewritten(loaded, word_timestamps=word_timestamps) if fast else loaded
 
 
-def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool = False) -> LoadedModel:
+def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool = False, exact: bool = True) -> LoadedModel:
     """The same weights on a rewritten graph; `model` is left as it was. With word
-    timestamps, the alignment layers stay composed: they must return attention weights."""
+    timestamps, the alignment layers stay composed: they must return attention weights.
+
+    exact: on a GPU in fp16/bf16, attention rounds its scores and softmax weights to the
+    compute dtype as mlx-whisper's graph does, where MLX's fused SDPA keeps them in fp32: the
+    logits then move by a rounding, enough to flip a near-tie, a sampled fallback's draw or a
+    beam (issue 12). On the CPU the fused op already rounds so, and in fp32 both agree."""
     from .kernels import rewrite_whisper
 
     t0 = time.perf_counter()
-    whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode)
+    rounded = exact and mode == "fused" and mx.default_device() == mx.gpu and model.dtype in ("float16", "bfloat16")
+    whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode,
+                                      attention="rounded" if rounded else None)
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
-                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper)})
+                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper, rounded, model.dtype)})
 
 
-def _decode_notes(whisper: Whisper) -> list[str]:
-    """What the fast decode paths decline for this model, and where it runs instead."""
+def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
+    """What the fast paths decline for this model, and where it runs instead."""
     from mlx.utils import tree_flatten
 
+    notes = []
+    if rounded:
+        notes.append(f"attention rounds as mlx-whisper's in {dtype} (GPU): MLX's fused SDPA keeps fp32 scores and "
+                     "weights, which moves near-ties away from stock's transcript")
     if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
-        return ["quantized decoder: the CUDA decode kernel reads float weights only, so decoding runs the flat step"]
-    return []
+        notes.append("quantized decoder: the CUDA decode kernel reads float weights only, so decoding runs the flat step")
+    return notes
 
 
 def _warm_tokenizer(whisper: Whisper) -> None:

@@ -140,6 +140,10 @@ class WhisperAttention(nn.Module):
     given for self-attention is written in place; a tuple cache keeps mlx-whisper's
     (B, S, n_state) layout, which its TextDecoder reads its position offset from."""
 
+    # The SDPA op, where it differs from `mode`'s: "rounded" attends as mlx-whisper's graph
+    # rounds (ops.rounded_scaled_dot_product_attention); None takes the op of `mode`.
+    attention: Optional[str] = None
+
     def __init__(self, n_state: int, n_head: int, mode: str = "fused"):
         super().__init__()
         self.n_head, self.mode = n_head, _check(mode)
@@ -180,11 +184,17 @@ class WhisperAttention(nn.Module):
         """q (B, L, n_state); k, v heads-first, k already scaled by qk_scale; mask: None,
         "causal" or an additive array."""
         B, L, n_state = q.shape
-        fn = _op(self.mode, "scaled_dot_product_attention")
+        fn = self.sdpa
         args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
-        parallel = self.mode == "fused" and L > 1 and mx.default_device() == mx.cpu and len(_cpu_streams()) > 1
+        parallel = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu \
+            and len(_cpu_streams()) > 1
         out = _heads_across_cpu_streams(fn, *args) if parallel else fn(*args)
         return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
+
+    @property
+    def sdpa(self):
+        """The attention op: q, k, v heads-first, scale, mask -> output heads-first."""
+        return _op(self.attention or self.mode, "scaled_dot_product_attention")
 
     def qkv_attention(self, q, k, v, mask=None):
         """mlx-whisper's signature: q (B, L, n_state); k, v (B, S, n_state). Whisper's mask

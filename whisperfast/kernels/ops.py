@@ -115,6 +115,29 @@ def composed_scaled_dot_product_attention(q: mx.array, k: mx.array, v: mx.array,
     return out.reshape(B, H, L, D)
 
 
+def rounded_scaled_dot_product_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: Mask = None,
+                                          sinks: Optional[mx.array] = None) -> mx.array:
+    """softmax(q k^T * scale + mask) v as a plain MLX graph writes it, heads not grouped: the
+    scores and the softmax weights are arrays of q's dtype (the softmax computes in float32
+    inside, `precise`). In fp16 and bf16 that rounds twice where the fused kernel (and
+    `composed_...`, which keeps float32 scores) does not; a model written as such a graph is
+    matched bit for bit only by this. mask: None, "causal" or additive; sinks: not taken."""
+    if sinks is not None:
+        raise ValueError("rounded attention takes no sinks")
+    if k.shape[1] != q.shape[1]:
+        k, v = (mx.repeat(a, q.shape[1] // k.shape[1], axis=1) for a in (k, v))
+    qk = (q * scale if scale != 1.0 else q) @ k.swapaxes(-1, -2)
+    if isinstance(mask, str):
+        if mask != "causal":
+            raise ValueError(f"unknown mask {mask!r}")
+        L, S = qk.shape[-2:]
+        visible = (mx.arange(L)[:, None] + (S - L)) >= mx.arange(S)[None, :]
+        qk = mx.where(visible, qk, mx.array(-mx.inf, qk.dtype))
+    elif mask is not None:
+        qk = mx.where(mask, qk, mx.array(-mx.inf, qk.dtype)) if mask.dtype == mx.bool_ else qk + mask.astype(qk.dtype)
+    return mx.softmax(qk, axis=-1, precise=True) @ v
+
+
 def _split_heads(mask: mx.array, H_kv: int, g: int) -> mx.array:
     """A mask broadcastable to (B, H, L, S) -> broadcastable to (B, H_kv, g, L, S)."""
     while mask.ndim < 4:

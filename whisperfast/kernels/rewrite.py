@@ -167,14 +167,23 @@ def rewrite(model: nn.Module, only: Optional[Iterable[str]] = None, mode: str = 
 
 
 def rewrite_whisper(model: mw.Whisper, word_timestamps: bool = False, mode: str = "fused",
-                    only: Optional[Iterable[str]] = None) -> tuple[mw.Whisper, RewriteReport]:
+                    only: Optional[Iterable[str]] = None, attention: Optional[str] = None) -> tuple[mw.Whisper, RewriteReport]:
     """`rewrite` for mlx-whisper models. With word timestamps, the cross-attention layers that
-    hold alignment heads stay as built, since they must return their attention weights."""
+    hold alignment heads stay as built, since they must return their attention weights.
+    attention: the SDPA op of every rewritten attention layer where it differs from `mode`'s
+    ("rounded": as mlx-whisper's graph rounds)."""
     keep = {}
     if word_timestamps:
         for layer in sorted({int(l) for l, _ in model.alignment_heads.tolist()}):
             keep[f"decoder.blocks.{layer}.cross_attn"] = "returns attention weights (qk) for word timestamps (alignment heads)"
     new, report = rewrite(model, only=only, mode=mode, keep=keep)
+    if attention is not None:
+        ops_name = f"{attention}_scaled_dot_product_attention"
+        if not hasattr(layers.ops, ops_name):
+            raise ValueError(f"unknown attention op {attention!r}")
+        for _, m in new.named_modules():
+            if isinstance(m, layers.WhisperAttention):
+                m.attention = attention  # the copy's own layer: `model` is untouched
     from ..decoding import FastWhisper, supports_static_cache
 
     if mode == "fused" and supports_static_cache(new):
