@@ -99,7 +99,7 @@ rows)  # the decode step with more rows than a group of 3: batches of 5 and 16 w
   # (tiny.en fp32, fp16) and the launch tests (B = 5 among them), then per-step time for B = 1, 3, 5, 16, 32
   $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_rows.py tests/test_cuda_step.py \
     2>&1 | tee "$out/rows_tests.txt" | tail -25
-  for m in tiny.en base; do $py benchmarks/rows_step.py $m float16; done 2>&1 | tee "$out/rows_step.jsonl"
+  for m in tiny.en base; do $py benchmarks/rows_step.py $m float16; done 2>&1 | tee "$out/rows_step.txt"
   ;;
 esac
 case "${1:-all}" in

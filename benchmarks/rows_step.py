@@ -22,6 +22,9 @@ from whisperfast.kernels import cuda_step as cs
 from whisperfast.pipeline import load
 from whisperfast.runtime import parse_dtype
 
+cuda = getattr(mx, "cuda", None)
+if cuda is None or not cuda.is_available():
+    sys.exit("rows_step.py: needs MLX's CUDA backend")
 name, dtype = (sys.argv[1:] + ["tiny.en", "float16"])[:2]
 dt = parse_dtype(dtype)
 model = load(name, dtype=dt, fast=True).whisper
