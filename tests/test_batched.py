@@ -180,3 +180,17 @@ def test_batched_wer_within_1_point_of_sequential_on_115_s(tiny):
     bat = transcribe_batched(tiny, [audio], batch=BatchOptions(batch_size=8))[0]
     assert error_rate(reference, bat.text) <= seq + 0.01, (seq, bat.text)
     assert [s.start for s in bat.segments] == sorted(s.start for s in bat.segments)
+
+
+def test_bench_batch_size_reports_audio_seconds_per_second(tiny, jfk, timit):
+    from whisperfast.bench import run_pipeline
+
+    lanes, notes = run_pipeline(tiny, [jfk, timit], ("stock",), runs=1, warmup=0, batch_size=2)
+    lane = lanes["stock"]
+    assert lane.audio_s_per_s == pytest.approx((len(jfk) + len(timit)) / SAMPLE_RATE * 1000 / lane.total_ms.median)
+    assert "fellow Americans" in lane.transcript and lane.windows == 2
+
+
+def test_cli_bench_bad_batch_size_exits_2():
+    r = runner.invoke(app, ["bench", "--batch-size", "0", "--no-kernels"])
+    assert r.exit_code == 2 and r.stderr.strip().startswith("Error:") and "--batch-size" in r.stderr
