@@ -138,3 +138,39 @@ bench|all)
   cat "$out/bench-table.txt"
   ;;
 esac
+case "${1:-all}" in
+exact)  # the session record's tests: every GPU test (slow ones too) of the kernel, its rows, equality, the
+  # held-out variants, beams, the long-form loop and batched mode, and the kernel cache
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_cuda_rows.py \
+    tests/test_equality.py tests/test_heldout.py tests/test_beam.py tests/test_cuda_cache.py 2>&1 | tee "$out/exact_tests.txt" | tail -30
+  ;;
+esac
+case "${1:-all}" in
+record)  # the session record's numbers: seeded 600 s equality (fallback on and off), the warm bench on JFK,
+  # beam 5 against greedy, per-step time by rows, the 600 s clip batched, fresh processes on the 600 s clip
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  for m in tiny.en base; do $py benchmarks/seeded_eq.py $m /tmp/clip600.wav float16; done 2>&1 | tee "$out/seeded_600s.jsonl"
+  for m in tiny.en base; do
+    $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json \
+      --no-kernels > "$out/bench-$m-float16-jfk.json" 2>/dev/null
+    summary "$out/bench-$m-float16-jfk.json"
+    $py benchmarks/beam_cost.py $m float16 7 > "$out/beam_cost-$m-float16.json"; tail -c 400 "$out/beam_cost-$m-float16.json"
+  done
+  $py benchmarks/rows_step.py tiny.en float16 2>&1 | tail -8 | tee "$out/rows_step.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes stock,fused --runs 3 --warmup 1 --json \
+      --no-kernels --batch-size 16 > "$out/bench-$m-float16-600s-batch16.json" 2>"$out/bench-$m-600s-batch16.txt"
+    tail -8 "$out/bench-$m-600s-batch16.txt"
+  done
+  ;;
+esac
+case "${1:-all}" in
+cold600)  # issue 13 on long audio: fresh processes, the 600 s clip, --fast and stock alternated (kernel cache warm)
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/bench_cold-$m-600s.json" 2> "$out/bench_cold-$m-600s.txt"
+    tail -6 "$out/bench_cold-$m-600s.txt"
+  done
+  ;;
+esac
