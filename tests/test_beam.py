@@ -30,7 +30,7 @@ def lanes():
     _loaded.update(stock=stock, fused=fused)
     from whisperfast.kernels import rewrite_whisper
 
-    rounded, _ = rewrite_whisper(stock.whisper, attention="rounded")  # as `rewritten` builds it on a GPU in fp16
+    rounded, _ = rewrite_whisper(stock.whisper, attention="rounded")  # as rewritten(exact=True) builds it on a GPU in fp16
     return {"stock": stock.whisper, "fused": fused.whisper, "fused-wt": rewritten(stock, word_timestamps=True).whisper,
             "fused-rounded": rounded}
 
