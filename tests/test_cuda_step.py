@@ -12,11 +12,10 @@ from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, 
 from whisperfast.decoding import DeviceTimestampRules, StaticInference
 from whisperfast.kernels.cuda_step import CudaDecode, CudaStep, greedy_update, grid_blocks, timestamp_rules
 
+from .conftest import needs_cuda
 from .test_decoding import count_flat_steps, history
 
-cuda = getattr(mx, "cuda", None)
-pytestmark = pytest.mark.skipif(cuda is None or not cuda.is_available() or mx.default_device() != mx.gpu,
-                                reason="needs MLX's CUDA backend")
+pytestmark = needs_cuda
 
 
 @pytest.fixture(autouse=True)
