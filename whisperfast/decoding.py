@@ -66,11 +66,17 @@ class FlatStep:
         # Layers rewritten to attend as mlx-whisper rounds (pipeline.rewritten, GPU fp16/bf16)
         self.exact = any(getattr(b.attn, "attention", None) == "rounded" for b in decoder.blocks)
 
+        # On the CPU a one-row matmul against a transposed weight view makes OpenBLAS repack
+        # the whole weight every step (MLX calls sgemm, never sgemv): the logits took 18-21 ms
+        # a step against 8.8-10.4 ms on an (in, out) copy, with the same bits
+        # (benchmarks/cpu/profile.md). GPU matmul kernels read the view as it is.
+        layout = mx.contiguous if mx.default_device() == mx.cpu else (lambda a: a)
+
         def linear(m):
             """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
             if not isinstance(m, nn.Linear):
                 return m
-            w, b = m.weight.T, m.bias.reshape(1, 1, -1) if "bias" in m else None
+            w, b = layout(m.weight.T), m.bias.reshape(1, 1, -1) if "bias" in m else None
             made.extend(a for a in (w, b) if a is not None)
             return (lambda x: mx.addmm(b, x, w)) if b is not None else (lambda x: x @ w)
 
@@ -79,7 +85,7 @@ class FlatStep:
             if not all(isinstance(m, nn.Linear) for m in (a.query, a.key, a.value)):
                 return lambda x: (a.query(x), a.key(x), a.value(x))
             D = a.query.weight.shape[0]
-            w = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
+            w = layout(mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T)
             b = mx.concatenate([a.query.bias, mx.zeros((D,), w.dtype), a.value.bias]).reshape(1, 1, 3 * D)
             made.extend((w, b))
             return lambda x: mx.split(mx.addmm(b, x, w), 3, axis=-1)
@@ -94,6 +100,9 @@ class FlatStep:
             self.layers.append((norm(b.attn_ln), qkv(a), linear(a.out), norm(b.cross_attn_ln), linear(c.query),
                                 linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
                                 a.sdpa, c.sdpa))
+        emb = decoder.token_embedding  # the logits: x @ emb.weight.T, as Embedding.as_linear
+        self.vocab = layout(emb.weight.T) if type(emb) is nn.Embedding and mx.default_device() == mx.cpu else None
+        made.extend([self.vocab] if self.vocab is not None else [])
         mx.eval(made)
         self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
         self.n_state = decoder.positional_embedding.shape[-1]
@@ -119,7 +128,8 @@ class FlatStep:
             o = cross_sdpa(q * s, *cross, 1.0, None)
             x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
             x = x + fc2(nn.gelu(fc1(ln3(x))))
-        return dec.token_embedding.as_linear(dec.ln(x))
+        x = dec.ln(x)
+        return x @ self.vocab if self.vocab is not None else dec.token_embedding.as_linear(x)
 
 
 class StaticInference(Inference):
