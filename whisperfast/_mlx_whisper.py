@@ -11,7 +11,10 @@ mlx_whisper, the package is registered from its own spec with `__init__` not yet
   `__version__`) runs `__init__` then, as a plain `import mlx_whisper` would have.
 
 It is one module object, so classes keep one identity, and a caller who imported mlx_whisper
-before whisperfast keeps the package exactly as it was.
+before whisperfast keeps the package exactly as it was. One difference remains: a caller who
+imports the submodule `mlx_whisper.transcribe` by name before anything runs `__init__` finds the
+package's `transcribe` attribute to be that module (Python binds it so) until `__init__` runs
+and rebinds it to the function, as an ordinary import does at once.
 """
 
 from __future__ import annotations
