@@ -118,8 +118,8 @@ def test_logits_bit_identical(dtype, attention):
     prompt pass, then single-token flat steps): every encoder output and logit is bit for bit
     stock's. On the CPU with either attention op (the fused one falls back to the rounded
     graph there). On a GPU (fp16, rounded attention) the encoder's output and the prompt's
-    logits are stock's; the flat steps after them are not (MLX's matmul kernels for the
-    static cache's strides sum in another order: `rewritten`'s docstring)."""
+    logits are stock's; the flat steps after them are not (likely MLX's matmul kernels for
+    the static cache's strides summing in another order: `rewritten`'s docstring)."""
     gpu = mx.default_device() != mx.cpu
     if gpu and (dtype == mx.float32 or attention is None):
         pytest.skip("on a GPU only fp16 with rounded attention rounds as stock's graph")
