@@ -70,7 +70,8 @@ class FlatStep:
         # the whole weight every step (MLX calls sgemm, never sgemv): the logits took 18-21 ms
         # a step against 8.8-10.4 ms on an (in, out) copy, with the same bits
         # (benchmarks/cpu/profile.md). GPU matmul kernels read the view as it is.
-        layout = mx.contiguous if mx.default_device() == mx.cpu else (lambda a: a)
+        cpu = mx.default_device() == mx.cpu
+        layout = mx.contiguous if cpu else (lambda a: a)
 
         def linear(m):
             """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
@@ -101,8 +102,9 @@ class FlatStep:
                                 linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
                                 a.sdpa, c.sdpa))
         emb = decoder.token_embedding  # the logits: x @ emb.weight.T, as Embedding.as_linear
-        self.vocab = layout(emb.weight.T) if type(emb) is nn.Embedding and mx.default_device() == mx.cpu else None
-        made.extend([self.vocab] if self.vocab is not None else [])
+        self.vocab = mx.contiguous(emb.weight.T) if cpu and type(emb) is nn.Embedding else None
+        if self.vocab is not None:
+            made.append(self.vocab)
         mx.eval(made)
         self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
         self.n_state = decoder.positional_embedding.shape[-1]
