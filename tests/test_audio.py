@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from whisperfast.audio import SAMPLE_RATE, load_audio, to_mono_16k
+from whisperfast.audio import SAMPLE_RATE, AudioReader, Resampler, load_audio, to_mono_16k
 from whisperfast.errors import AudioError
 
 from .conftest import SAMPLES
@@ -51,8 +51,49 @@ def test_flac_and_float_wav_read(tmp_path):
     (lambda p: sf.write(p, np.array([0.1, np.nan, 0.2], np.float32), SAMPLE_RATE, subtype="FLOAT"), "NaN"),
     (lambda p: sf.write(p, np.array([0.1, np.inf, 0.2], np.float32), SAMPLE_RATE, subtype="FLOAT"), "NaN or infinite"),
 ])
-def test_bad_audio_is_refused_with_a_reason(tmp_path, make, message):
+@pytest.mark.parametrize("read", [load_audio, lambda p: list(AudioReader(p).blocks())], ids=["whole", "blocks"])
+def test_bad_audio_is_refused_with_a_reason(tmp_path, make, message, read):
     p = tmp_path / "bad.wav"
     make(p)
     with pytest.raises(AudioError, match=message):
-        load_audio(p)
+        read(p)
+
+
+def read_blocks(path, block_seconds):
+    blocks = list(AudioReader(path, block_seconds).blocks())
+    return blocks, np.concatenate(blocks)
+
+
+@pytest.mark.parametrize("name", ["jfk.wav", "en_librispeech_2412-153948-0000.flac", "en_ljspeech_LJ050-0131.wav"])
+@pytest.mark.parametrize("block_seconds", [0.37, 10.0])
+def test_block_reader_gives_the_whole_file_readers_samples(name, block_seconds):
+    # at 16 kHz the same samples; at 22.05 kHz resample_poly's output on the whole file,
+    # the streaming filter doing the same sums in the same order (so equal, not just close)
+    blocks, streamed = read_blocks(SAMPLES / name, block_seconds)
+    whole = load_audio(SAMPLES / name)
+    assert streamed.dtype == np.float32 and np.array_equal(streamed, whole)
+    assert len(blocks) > 1 and max(map(len, blocks)) <= block_seconds * SAMPLE_RATE + 1
+
+
+def test_block_reader_downmixes_and_resamples_stereo_44k(tmp_path):
+    t = np.arange(3 * 44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 1000 * t)], axis=1).astype(np.float32)
+    p = tmp_path / "stereo.flac"
+    sf.write(p, stereo, 44100)
+    _, streamed = read_blocks(p, 0.25)
+    assert len(streamed) == 3 * SAMPLE_RATE and np.array_equal(streamed, load_audio(p))
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 44100, 48000])
+def test_resampler_in_blocks_equals_resample_poly(rate):
+    from scipy.signal import resample_poly
+
+    x = np.random.default_rng(rate).normal(0, 0.3, 3 * rate + 17).astype(np.float32)
+    sizes = np.random.default_rng(1).integers(1, rate // 3, 100)
+    r, out, at = Resampler(rate), [], 0
+    for k in sizes:
+        out.append(r(x[at : at + k]))
+        at += k
+    out += [r(x[at:]), r.finish()]
+    ref = resample_poly(x, *(np.array([SAMPLE_RATE, rate]) // np.gcd(SAMPLE_RATE, rate)))
+    assert np.array_equal(np.concatenate(out), ref.astype(np.float32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from math import gcd
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -33,8 +34,7 @@ def check_samples(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     return audio
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """Read, downmix, resample and validate one file."""
+def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -42,11 +42,111 @@ def load_audio(path: str | Path) -> np.ndarray:
         raise AudioError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    return path
+
+
+def _unreadable(path: Path, e: Exception) -> AudioError:
+    return AudioError(f"{path}: unsupported or corrupt audio ({str(e).splitlines()[0]})")
+
+
+_SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read, downmix, resample and validate one file."""
+    path = _checked_path(path)
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{path}: unsupported or corrupt audio ({str(e).splitlines()[0]})") from None
+    except _SF_ERRORS as e:
+        raise _unreadable(path, e) from None
     return to_mono_16k(check_samples(data, str(path)), sample_rate)
+
+
+class Resampler:
+    """scipy's resample_poly (its filter, its zero padding at both ends, its output length) on
+    a signal that arrives in blocks: the output, blocks joined, is resample_poly's on the whole
+    signal to float32 rounding (the same sums, in the same order). A block's outputs that need
+    input not yet seen wait for the next block; `finish` gives them, the signal ending in zeros."""
+
+    def __init__(self, sample_rate: int, target: int = SAMPLE_RATE):
+        from scipy.signal import firwin
+
+        g = gcd(target, int(sample_rate))
+        self.up, self.down = target // g, int(sample_rate) // g
+        half_len = 10 * max(self.up, self.down)
+        h = firwin(2 * half_len + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0)).astype(np.float32)
+        h *= self.up
+        pre_pad = self.down - half_len % self.down
+        self.h = np.concatenate([np.zeros(pre_pad, np.float32), h])
+        self.skip = (half_len + pre_pad) // self.down  # outputs resample_poly drops at the start
+        self.buffer = np.zeros(0, np.float32)
+        self.start = 0  # the buffer's first input sample; a multiple of `down`, so outputs align
+        self.seen = 0  # input samples so far
+        self.done = 0  # output samples given
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        self.buffer = np.concatenate([self.buffer, np.asarray(block, np.float32)])
+        self.seen += len(block)
+        # output o is complete once its last input, (o + skip) * down // up, has been seen
+        return self._emit(max((self.seen * self.up - 1) // self.down - self.skip + 1, self.done))
+
+    def finish(self) -> np.ndarray:
+        return self._emit(-(-self.seen * self.up // self.down))
+
+    def _emit(self, end: int) -> np.ndarray:
+        from scipy.signal import upfirdn
+
+        if end <= self.done:
+            return np.zeros(0, np.float32)
+        first = self.start * self.up // self.down
+        y = upfirdn(self.h, self.buffer, self.up, self.down)
+        out = y[self.done + self.skip - first : end + self.skip - first]
+        out = np.pad(out, (0, end - self.done - len(out)))  # past the convolution's end: zeros
+        self.done = end
+        # keep the input the next output needs: from its first nonzero tap, rounded down to `down`
+        lowest = max(0, -(-((end + self.skip) * self.down - len(self.h) + 1) // self.up))
+        keep = lowest - lowest % self.down
+        self.buffer, self.start = self.buffer[keep - self.start :], keep
+        return out.astype(np.float32, copy=False)
+
+
+class AudioReader:
+    """One file read in blocks as 16 kHz mono float32: never the whole file in memory.
+    Opening checks the file (AudioError); `blocks` reads it, each block validated."""
+
+    def __init__(self, path: str | Path, block_seconds: float = 10.0):
+        self.path = _checked_path(path)
+        try:
+            self.file = sf.SoundFile(str(self.path))
+        except _SF_ERRORS as e:
+            raise _unreadable(self.path, e) from None
+        self.sample_rate = self.file.samplerate
+        self.block_frames = max(1, int(block_seconds * self.sample_rate))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The file's samples, in order, at 16 kHz; AudioError if it holds none, or a NaN."""
+        resample = Resampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
+        n = 0
+        with self.file:
+            while True:
+                try:
+                    data = self.file.read(self.block_frames, dtype="float32", always_2d=True)
+                except _SF_ERRORS as e:
+                    raise _unreadable(self.path, e) from None
+                if not len(data):
+                    break
+                n += len(data)
+                if not np.isfinite(data).all():
+                    raise AudioError(f"{self.path}: contains NaN or infinite samples")
+                mono = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+                if resample:
+                    mono = resample(mono)
+                if len(mono):
+                    yield mono
+        if n == 0:
+            raise AudioError(f"{self.path}: contains no audio samples")
+        if resample and len(rest := resample.finish()):
+            yield rest
 
 
 def first_window_mel(path: str | Path, dtype=None):
