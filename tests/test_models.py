@@ -1,6 +1,7 @@
 """Loading mlx-whisper directories: every parameter must come from the weights, with its shape."""
 
 import json
+import shutil
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -104,6 +105,70 @@ def test_a_directory_without_a_layer_fails_through_the_cli(tmp_path, tiny_dir, t
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 1 and r.stdout == "" and len(lines) == 1, r.stderr
     assert lines[0].startswith("Error:") and "decoder.blocks.0.mlp1.weight" in lines[0]
+
+
+@pytest.fixture
+def cache_entry(tmp_path, monkeypatch, tiny_dir):
+    """A cache of its own holding one entry: tiny.en's directory as the conversion wrote it (fp16)."""
+    monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path))
+    entry = tmp_path / ("0" * 64)
+    entry.mkdir()
+    for f in ("config.json", "weights.safetensors", "alignment_heads.json"):
+        shutil.copyfile(tiny_dir / f, entry / f)
+    return entry
+
+
+def parameters(model) -> dict:
+    return {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
+
+
+def test_a_cache_entry_keeps_its_float32_conversion_and_reads_it_back(cache_entry, tiny_weights):
+    first = parameters(models.load_model(str(cache_entry), mx.float32))
+    copy = cache_entry / "weights-float32.safetensors"
+    assert copy.exists() and not list(cache_entry.glob(".tmp-*"))
+    written = mx.load(str(copy))
+    assert written.keys() == tiny_weights.keys()
+    assert all(written[k].dtype == mx.float32 and mx.array_equal(written[k], tiny_weights[k].astype(mx.float32)).item()
+               for k in tiny_weights)
+    second = parameters(models.load_model(str(cache_entry), mx.float32))
+    assert second.keys() == first.keys()
+    assert all(second[k].dtype == mx.float32 and mx.array_equal(second[k], first[k]).item() for k in first)
+    # a later load reads the copy: a value changed there is what the model gets
+    written["decoder.ln.bias"] = written["decoder.ln.bias"] + 1
+    mx.save_safetensors(str(copy), written)
+    third = parameters(models.load_model(str(cache_entry), mx.float32))
+    assert mx.array_equal(third["decoder.ln.bias"], first["decoder.ln.bias"] + 1).item()
+    # the stored dtype needs no copy
+    models.load_model(str(cache_entry), mx.float16)
+    assert sorted(p.name for p in cache_entry.iterdir()) == ["alignment_heads.json", "config.json", "weights-float32.safetensors",
+                                                            "weights.safetensors"]
+
+
+def test_the_float32_copy_is_checked_like_the_weights(cache_entry, tiny_weights):
+    weights = {k: v.astype(mx.float32) for k, v in tiny_weights.items()}
+    weights["decoder.blocks.0.mlp1.weight"] = weights["decoder.blocks.0.mlp1.weight"].T
+    mx.save_safetensors(str(cache_entry / "weights-float32.safetensors"), weights)
+    with pytest.raises(ModelError, match=r"weights-float32\.safetensors: parameter decoder\.blocks\.0\.mlp1\.weight has shape \(384, 1536\)"):
+        models.load_model(str(cache_entry), mx.float32)
+    weights["decoder.blocks.0.mlp1.weight"] = weights["decoder.blocks.0.mlp1.weight"].T
+    del weights["decoder.ln.bias"]
+    mx.save_safetensors(str(cache_entry / "weights-float32.safetensors"), weights)
+    with pytest.raises(ModelError, match=r"lack parameter decoder\.ln\.bias"):
+        models.load_model(str(cache_entry), mx.float32)
+
+
+def test_a_damaged_float32_copy_is_made_again(cache_entry, tiny_weights):
+    copy = cache_entry / "weights-float32.safetensors"
+    copy.write_bytes(b"not a safetensors file")
+    loaded = parameters(models.load_model(str(cache_entry), mx.float32))
+    assert all(mx.array_equal(loaded[k], tiny_weights[k].astype(mx.float32)).item() for k in tiny_weights)
+    assert mx.load(str(copy)).keys() == tiny_weights.keys()
+
+
+def test_a_directory_outside_the_cache_is_never_written(tmp_path, tiny_dir, tiny_weights):
+    d = write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))
+    models.load_model(str(d), mx.float32)
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "weights.safetensors"]
 
 
 @pytest.fixture(scope="module")

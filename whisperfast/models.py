@@ -10,6 +10,12 @@ CTranslate2 bundles are converted once into an mlx-whisper directory in the user
 keyed by the sha256 of `model.bin`, so later loads skip hashing and conversion. A quantized
 variant (`load_model(..., quantize=8|4)`) is cached beside it, keyed by that digest (or the
 sha256 of a directory's files), bits and group size, in mlx-whisper's quantized format.
+
+A cache entry's weights stay as the source stored them (fp16 for the embedded bundles). The
+first load in another float dtype (fp32, the CPU's) also writes `weights-<dtype>.safetensors`
+into the entry, the same weights converted, and later loads read that instead: on the CPU,
+MLX's fp16 -> fp32 conversion costs more than reading the fp32 file (benchmarks/cold-start-cpu.md),
+at the price of the entry's size again on disk. Directories outside the cache are never written.
 """
 
 from __future__ import annotations
@@ -290,12 +296,16 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
     weights_file = next((path / f for f in ("weights.safetensors", "weights.npz") if (path / f).exists()), None)
     if weights_file is None:
         raise ModelError(f"{path}: no weights.safetensors or weights.npz")
-    try:
-        weights = mx.load(str(weights_file))
-    except Exception as e:  # mlx raises RuntimeError/ValueError with the parser's message
-        raise ModelError(f"cannot read {weights_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if not isinstance(weights, dict):
-        raise ModelError(f"{weights_file} holds one array, not named weights")
+    converted_file = _converted_file(path, dtype)
+    weights = None
+    if converted_file is not None and converted_file.exists():
+        try:
+            weights = _read_weights(converted_file)
+            weights_file = converted_file
+        except ModelError:  # a damaged copy: the entry's own weights are read, and the copy written again
+            weights = None
+    if weights is None:
+        weights = _read_weights(weights_file)
 
     model = Whisper(dims, dtype)
     if quantization is not None:
@@ -307,6 +317,7 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
             raise ModelError(f"{path}/config.json: cannot quantize with {quantization}: {e}") from None
     converted = path != Path(name).expanduser()  # an embedded or local CTranslate2 bundle, or a hub snapshot
     check_weights(model, weights, f"model '{name}'" if converted else str(weights_file))
+    stored = {v.dtype for v in weights.values() if mx.issubdtype(v.dtype, mx.floating)}
     weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
     try:
         model.update(tree_unflatten(list(weights.items())))
@@ -315,7 +326,48 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
     except (ValueError, TypeError) as e:
         raise ModelError(f"{path}: weights do not fit the model: {e}") from None
     mx.eval(model.parameters())
+    if converted_file is not None and weights_file != converted_file and stored - {dtype}:
+        _write_converted(converted_file, weights)
     return model
+
+
+def _read_weights(weights_file: Path) -> dict:
+    import mlx.core as mx
+
+    try:
+        weights = mx.load(str(weights_file))
+    except Exception as e:  # mlx raises RuntimeError/ValueError with the parser's message
+        raise ModelError(f"cannot read {weights_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(weights, dict):
+        raise ModelError(f"{weights_file} holds one array, not named weights")
+    return weights
+
+
+def _converted_file(path: Path, dtype: mx.Dtype) -> Path | None:
+    """Where a cache entry keeps its weights converted to `dtype`; None for a directory that
+    is not whisperfast's (a user's or a hub snapshot), which is never written to."""
+    if path.parent != cache_dir() or path.name.startswith(".") or not (path / "weights.safetensors").exists():
+        return None
+    return path / f"weights-{_dtype_name(dtype)}.safetensors"
+
+
+def _write_converted(dest: Path, weights: dict) -> None:
+    """Written beside the entry's weights and renamed into place, so a reader never sees a
+    partial file. A failure (a full disk, a read-only cache) leaves the next load converting
+    again, as this one did."""
+    import mlx.core as mx
+
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".safetensors")
+        os.close(fd)
+        mx.save_safetensors(tmp, weights)
+        os.replace(tmp, dest)
+    except (OSError, RuntimeError, ValueError):
+        pass
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def check_quantization(bits: int | None, group_size: int) -> None:
