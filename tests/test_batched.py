@@ -65,6 +65,28 @@ def test_chunks_fit_30_s_and_map_back(gapped):
     assert m.to_file_time(9.0, is_end=True) == 6.0  # clamped to the last piece
 
 
+@pytest.mark.parametrize("block", [1000, 16_000, 777_777])
+@pytest.mark.parametrize("options", [vad.BATCHED_VAD, vad.VadOptions(), None], ids=["batched", "sequential", "off"])
+def test_streamed_chunks_are_the_whole_files(gapped, block, options):
+    # the Chunker, fed blocks of any size, finds the chunks found on the whole audio, with the
+    # same samples, while keeping at most about two chunks of audio
+    audio = np.concatenate([gapped[0], gapped[0][: 25 * SAMPLE_RATE], gapped[0], gapped[0], gapped[0]])
+    if options is None:
+        whole = vad.fixed_chunks(len(audio), batched.CHUNK_SAMPLES)
+    else:
+        whole = vad.collect_chunks(vad.get_speech_timestamps(audio, options), batched.CHUNK_SAMPLES)
+    chunker, streamed, kept = vad.Chunker(options, batched.CHUNK_SAMPLES), [], 0
+    for start in range(0, len(audio), block):
+        streamed += chunker(audio[start : start + block])
+        kept = max(kept, chunker.kept)
+    streamed += chunker.finish()
+    assert len(whole) >= 3 and [m for m, _ in streamed] == whole
+    assert all(np.array_equal(samples, m.audio(audio)) for m, samples in streamed)
+    assert chunker.n == len(audio)
+    if options is not vad.VadOptions():  # sequential's pieces have no length limit (max_speech_duration_s)
+        assert kept <= 3 * batched.CHUNK_SAMPLES + block, kept / SAMPLE_RATE
+
+
 def test_chunk_segments_parse_timestamps():
     from mlx_whisper.tokenizer import get_tokenizer
 

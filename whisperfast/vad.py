@@ -88,22 +88,49 @@ class SileroVAD:
         self.session = onnxruntime.InferenceSession(str(path or model_path()), providers=["CPUExecutionProvider"],
                                                     sess_options=opts)
 
-    def __call__(self, audio: np.ndarray, frames_per_call: int = 10_000) -> np.ndarray:
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
         """audio (n,) float32 16 kHz -> (ceil(n / 512),) probabilities; the last frame is
-        zero-padded. Calls of `frames_per_call` frames (~5 min) carry the LSTM state on, so an
-        hour costs no more memory than five minutes."""
-        audio = np.asarray(audio, dtype=np.float32)
-        h = c = np.zeros((1, 1, 128), np.float32)
-        context = np.zeros(CONTEXT, np.float32)
-        out = []
-        for start in range(0, len(audio), FRAME * frames_per_call):
-            block = audio[start : start + FRAME * frames_per_call]
-            block = np.pad(block, (0, -len(block) % FRAME)).reshape(-1, FRAME)
-            contexts = np.concatenate([context[None], block[:-1, -CONTEXT:]])
-            context = block[-1, -CONTEXT:].copy()
-            probs, h, c = self.session.run(None, {"input": np.concatenate([contexts, block], axis=1), "h": h, "c": c})
-            out.append(np.asarray(probs, np.float32).reshape(-1))
+        zero-padded."""
+        stream = self.stream()
+        probs = stream(audio)
+        return np.concatenate([probs, stream.finish()])
+
+    def stream(self, frames_per_call: int = 256) -> "ProbStream":
+        return ProbStream(self.session, frames_per_call)
+
+
+class ProbStream:
+    """Speech probabilities of audio that arrives in blocks of any size. The model runs on
+    groups of `frames_per_call` frames (~8 s) counted from the start, whatever the blocks, with
+    the LSTM state and the last frame's context carried from group to group: so the
+    probabilities are the same however the audio is cut, and at most one group waits."""
+
+    def __init__(self, session, frames_per_call: int):
+        self.session, self.size = session, FRAME * frames_per_call
+        self.h = self.c = np.zeros((1, 1, 128), np.float32)
+        self.context = np.zeros(CONTEXT, np.float32)
+        self.pending = np.zeros(0, np.float32)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """The probabilities of the frames of every group now complete."""
+        self.pending = np.concatenate([self.pending, np.asarray(audio, np.float32)])
+        whole = len(self.pending) - len(self.pending) % self.size
+        out = [self._run(self.pending[i : i + self.size]) for i in range(0, whole, self.size)]
+        self.pending = self.pending[whole:]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The last frames' probabilities (the last frame zero-padded)."""
+        rest, self.pending = self.pending, np.zeros(0, np.float32)
+        return self._run(rest) if len(rest) else np.zeros(0, np.float32)
+
+    def _run(self, audio: np.ndarray) -> np.ndarray:
+        block = np.pad(audio, (0, -len(audio) % FRAME)).reshape(-1, FRAME)
+        contexts = np.concatenate([self.context[None], block[:-1, -CONTEXT:]])
+        self.context = block[-1, -CONTEXT:].copy()
+        probs, self.h, self.c = self.session.run(None, {"input": np.concatenate([contexts, block], axis=1),
+                                                        "h": self.h, "c": self.c})
+        return np.asarray(probs, np.float32).reshape(-1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -114,76 +141,106 @@ def vad_model() -> SileroVAD:
 def get_speech_timestamps(audio: np.ndarray, options: VadOptions = VadOptions(),
                           probs: np.ndarray | None = None) -> List[dict]:
     """Speech pieces [{"start", "end"}] in samples, in order, padded, not overlapping
-    (faster-whisper's, line for line). `probs`: the model's output, when already at hand."""
-    window = FRAME
-    min_speech = SAMPLE_RATE * options.min_speech_duration_ms / 1000
-    pad = SAMPLE_RATE * options.speech_pad_ms / 1000
-    max_speech = SAMPLE_RATE * options.max_speech_duration_s - window - 2 * pad
-    min_silence = SAMPLE_RATE * options.min_silence_duration_ms / 1000
-    min_silence_at_max_speech = SAMPLE_RATE * 98 / 1000
-    n = len(audio)
-    if probs is None:
-        probs = vad_model()(audio)
-    threshold = options.threshold
-    neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(threshold - 0.15, 0.01)
+    (faster-whisper's). `probs`: the model's output, when already at hand."""
+    segmenter = Segmenter(options)
+    return segmenter(vad_model()(audio) if probs is None else probs) + segmenter.finish(len(audio))
 
-    triggered, speeches, current = False, [], {}
-    temp_end = 0  # a possible end: silence began here, and may not last long enough
-    prev_end = next_start = 0  # where to split should the piece grow past max_speech
-    for i, p in enumerate(probs.tolist()):
-        if p >= threshold and temp_end:
-            temp_end = 0
-            if next_start < prev_end:
-                next_start = window * i
-        if p >= threshold and not triggered:
-            triggered, current["start"] = True, window * i
-            continue
-        if triggered and window * i - current["start"] > max_speech:
-            if prev_end:
-                current["end"] = prev_end
-                speeches.append(current)
-                current = {}
-                if next_start < prev_end:  # still silence since prev_end
-                    triggered = False
+
+class Segmenter:
+    """faster-whisper's get_speech_timestamps, line for line, on probabilities that arrive in
+    blocks: each call gives the pieces now final. A piece's end padding depends on where the
+    next piece starts, so the last piece found waits (`held`) until the next one, or the end."""
+
+    def __init__(self, options: VadOptions = VadOptions()):
+        self.min_speech = SAMPLE_RATE * options.min_speech_duration_ms / 1000
+        self.pad = SAMPLE_RATE * options.speech_pad_ms / 1000
+        self.max_speech = SAMPLE_RATE * options.max_speech_duration_s - FRAME - 2 * self.pad
+        self.min_silence = SAMPLE_RATE * options.min_silence_duration_ms / 1000
+        self.min_silence_at_max_speech = SAMPLE_RATE * 98 / 1000
+        self.threshold = options.threshold
+        self.neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(options.threshold - 0.15, 0.01)
+        self.frames = 0
+        self.triggered, self.current = False, {}
+        self.temp_end = 0  # a possible end: silence began here, and may not last long enough
+        self.prev_end = self.next_start = 0  # where to split should the piece grow past max_speech
+        self.held: dict | None = None
+        self.first = True
+
+    def earliest(self) -> int:
+        """No piece to come, but the held one, will start before this sample (its padding included)."""
+        return max(0, int(self.current.get("start", self.frames * FRAME) - self.pad))
+
+    def __call__(self, probs: np.ndarray) -> List[dict]:
+        window, speeches = FRAME, []
+        for p in probs.tolist():
+            i, self.frames = self.frames, self.frames + 1
+            if p >= self.threshold and self.temp_end:
+                self.temp_end = 0
+                if self.next_start < self.prev_end:
+                    self.next_start = window * i
+            if p >= self.threshold and not self.triggered:
+                self.triggered, self.current["start"] = True, window * i
+                continue
+            if self.triggered and window * i - self.current["start"] > self.max_speech:
+                if self.prev_end:
+                    self.current["end"] = self.prev_end
+                    speeches.append(self.current)
+                    self.current = {}
+                    if self.next_start < self.prev_end:  # still silence since prev_end
+                        self.triggered = False
+                    else:
+                        self.current["start"] = self.next_start
+                    self.prev_end = self.next_start = self.temp_end = 0
                 else:
-                    current["start"] = next_start
-                prev_end = next_start = temp_end = 0
-            else:
-                current["end"] = window * i
-                speeches.append(current)
-                current, prev_end, next_start, temp_end, triggered = {}, 0, 0, 0, False
+                    self.current["end"] = window * i
+                    speeches.append(self.current)
+                    self.current, self.prev_end, self.next_start, self.temp_end, self.triggered = {}, 0, 0, 0, False
+                    continue
+            if p < self.neg_threshold and self.triggered:
+                if not self.temp_end:
+                    self.temp_end = window * i
+                if window * i - self.temp_end > self.min_silence_at_max_speech:
+                    self.prev_end = self.temp_end
+                if window * i - self.temp_end < self.min_silence:
+                    continue
+                self.current["end"] = self.temp_end
+                if self.current["end"] - self.current["start"] > self.min_speech:
+                    speeches.append(self.current)
+                self.current, self.prev_end, self.next_start, self.temp_end, self.triggered = {}, 0, 0, 0, False
                 continue
-        if p < neg_threshold and triggered:
-            if not temp_end:
-                temp_end = window * i
-            if window * i - temp_end > min_silence_at_max_speech:
-                prev_end = temp_end
-            if window * i - temp_end < min_silence:
-                continue
-            current["end"] = temp_end
-            if current["end"] - current["start"] > min_speech:
-                speeches.append(current)
-            current, prev_end, next_start, temp_end, triggered = {}, 0, 0, 0, False
-            continue
-    if current and n - current["start"] > min_speech:
-        current["end"] = n
-        speeches.append(current)
+        return self._padded(speeches)
 
-    # padding; where two pieces are closer than two pads, the silence between is split evenly
-    for i, s in enumerate(speeches):
-        if i == 0:
-            s["start"] = int(max(0, s["start"] - pad))
-        if i != len(speeches) - 1:
-            silence = speeches[i + 1]["start"] - s["end"]
-            if silence < 2 * pad:
-                s["end"] += int(silence // 2)
-                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - silence // 2))
-            else:
-                s["end"] = int(min(n, s["end"] + pad))
-                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - pad))
-        else:
-            s["end"] = int(min(n, s["end"] + pad))
-    return speeches
+    def finish(self, n: int) -> List[dict]:
+        """The pieces still open once the audio, `n` samples, has ended."""
+        speeches = []
+        if self.current and n - self.current["start"] > self.min_speech:
+            self.current["end"] = n
+            speeches.append(self.current)
+        self.current = {}
+        out = self._padded(speeches)
+        if self.held:
+            self.held["end"] = int(min(n, self.held["end"] + self.pad))
+            out.append(self.held)
+            self.held = None
+        return out
+
+    def _padded(self, speeches: List[dict]) -> List[dict]:
+        """Padding; where two pieces are closer than two pads, the silence between is split evenly."""
+        out = []
+        for s in speeches:
+            if self.first:
+                s["start"], self.first = int(max(0, s["start"] - self.pad)), False
+            if (last := self.held) is not None:
+                silence = s["start"] - last["end"]
+                if silence < 2 * self.pad:
+                    last["end"] += int(silence // 2)
+                    s["start"] = int(max(0, s["start"] - silence // 2))
+                else:
+                    last["end"] = int(last["end"] + self.pad)  # the next piece starts past it
+                    s["start"] = int(max(0, s["start"] - self.pad))
+                out.append(last)
+            self.held = s
+        return out
 
 
 @dataclass(frozen=True)
@@ -197,9 +254,11 @@ class SpeechMap:
     def samples(self) -> int:
         return sum(e - s for s, e in self.pieces)
 
-    def audio(self, audio: np.ndarray) -> np.ndarray:
-        """The pieces' samples, end to end (a copy: the file's array can be let go)."""
-        return np.concatenate([audio[s:e] for s, e in self.pieces]) if self.pieces else np.zeros(0, np.float32)
+    def audio(self, audio: np.ndarray, offset: int = 0) -> np.ndarray:
+        """The pieces' samples, end to end (a copy: the file's array can be let go); `audio`
+        begins at sample `offset` of the file."""
+        return np.concatenate([audio[s - offset : e - offset] for s, e in self.pieces]) if self.pieces \
+            else np.zeros(0, np.float32)
 
     def audio_from(self, whole: "SpeechMap", samples: np.ndarray) -> np.ndarray:
         """These pieces' samples, cut from `samples`, the laid-out audio of `whole` (each of
@@ -246,26 +305,128 @@ def collect_chunks(speeches: Sequence[dict], max_samples: int | None = None) -> 
     of them all): faster-whisper's collect_chunks, which closes a chunk when the next piece
     would not fit. A piece longer than `max_samples` (VadOptions.max_speech_duration_s keeps
     them shorter) is cut into pieces that fit."""
-    pieces: List[Tuple[int, int]] = []
-    for s in speeches:
-        start, end = int(s["start"]), int(s["end"])
-        while max_samples and end - start > max_samples:
-            pieces.append((start, start + max_samples))
-            start += max_samples
-        if end > start:
-            pieces.append((start, end))
-    chunks, current, size = [], [], 0
-    for start, end in pieces:
-        if current and max_samples and size + end - start > max_samples:
-            chunks.append(SpeechMap(tuple(current)))
-            current, size = [], 0
-        current.append((start, end))
-        size += end - start
-    if current:
-        chunks.append(SpeechMap(tuple(current)))
-    return chunks
+    collector = Collector(max_samples)
+    return collector(speeches) + collector.finish()
 
 
-def fixed_chunks(n_samples: int, max_samples: int) -> List[SpeechMap]:
-    """No VAD: the file cut every `max_samples` (30 s windows, back to back)."""
-    return [SpeechMap(((s, min(s + max_samples, n_samples)),)) for s in range(0, n_samples, max_samples)]
+class Collector:
+    """collect_chunks on pieces that arrive in blocks: each call gives the chunks now closed."""
+
+    def __init__(self, max_samples: int | None = None):
+        self.max_samples = max_samples
+        self.current: List[Tuple[int, int]] = []
+        self.size = 0
+
+    def earliest(self) -> int | None:
+        """The open chunk's first sample (None: no chunk open)."""
+        return self.current[0][0] if self.current else None
+
+    def __call__(self, speeches: Sequence[dict]) -> List[SpeechMap]:
+        pieces: List[Tuple[int, int]] = []
+        for s in speeches:
+            start, end = int(s["start"]), int(s["end"])
+            while self.max_samples and end - start > self.max_samples:
+                pieces.append((start, start + self.max_samples))
+                start += self.max_samples
+            if end > start:
+                pieces.append((start, end))
+        chunks = []
+        for start, end in pieces:
+            if self.current and self.max_samples and self.size + end - start > self.max_samples:
+                chunks.append(SpeechMap(tuple(self.current)))
+                self.current, self.size = [], 0
+            self.current.append((start, end))
+            self.size += end - start
+        return chunks
+
+    def finish(self) -> List[SpeechMap]:
+        chunks = [SpeechMap(tuple(self.current))] if self.current else []
+        self.current, self.size = [], 0
+        return chunks
+
+
+class Chunker:
+    """16 kHz audio in blocks -> chunks of speech of at most `max_samples`, each with its
+    samples, as soon as the VAD has closed them: the chunks of collect_chunks and
+    get_speech_timestamps (or, with `options` None, no VAD, fixed_chunks) on the whole audio,
+    exactly. Kept meanwhile: the audio from where a piece to come may start (its padding
+    included; up to one group of frames the model has not run on lies there too), and the
+    samples of the pieces found but not yet in a closed chunk, not the silence between them.
+    With max_speech_duration_s finite (batched mode's 30 s) that is a few chunks' worth, so an
+    hour costs no more memory than a minute."""
+
+    def __init__(self, options: VadOptions | None, max_samples: int):
+        self.max_samples = max_samples
+        self.probs = vad_model().stream() if options is not None else None
+        self.segmenter = Segmenter(options) if options is not None else None
+        self.collector = Collector(max_samples)
+        self.buffer = np.zeros(0, np.float32)
+        self.start = 0  # the buffer's first sample in the audio
+        self.n = 0  # samples so far
+        self.found: List[Tuple[int, int, np.ndarray]] = []  # pieces (start, end, samples) not yet all chunked
+        self.held: Tuple[int, np.ndarray] | None = None  # (start, samples) of the segmenter's held piece, padding included
+
+    @property
+    def kept(self) -> int:
+        """Samples held: the buffer, the pieces' copies and the model's unprocessed frames."""
+        return (len(self.buffer) + sum(len(x) for *_, x in self.found) + (len(self.held[1]) if self.held else 0)
+                + (len(self.probs.pending) if self.probs else 0))
+
+    def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, np.ndarray]]:
+        self.buffer = np.concatenate([self.buffer, np.asarray(block, np.float32)])
+        self.n += len(block)
+        if self.segmenter is None:
+            whole = self.n - (self.n - self.start) % self.max_samples
+            return self._cut([SpeechMap(((s, s + self.max_samples),)) for s in range(self.start, whole, self.max_samples)])
+        return self._chunk(self.segmenter(self.probs(block)))
+
+    def finish(self) -> List[Tuple[SpeechMap, np.ndarray]]:
+        """The chunks left once the audio has ended."""
+        if self.segmenter is None:
+            return self._cut(fixed_chunks(self.n - self.start, self.max_samples, self.start))
+        out = self._chunk(self.segmenter(self.probs.finish()) + self.segmenter.finish(self.n))
+        return out + self._cut(self.collector.finish())
+
+    def _chunk(self, speeches: List[dict]) -> List[Tuple[SpeechMap, np.ndarray]]:
+        for s in speeches:
+            start, end = s["start"], s["end"]
+            if self.held and self.held[0] <= start and end <= self.held[0] + len(self.held[1]):
+                samples = self.held[1][start - self.held[0] : end - self.held[0]]
+            else:
+                samples = self.buffer[start - self.start : end - self.start].copy()
+            self.found.append((start, end, samples))
+        return self._cut(self.collector(speeches))
+
+    def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, np.ndarray]]:
+        if self.segmenter is None:
+            out = [(c, c.audio(self.buffer, self.start)) for c in chunks]
+            keep = chunks[-1].pieces[-1][1] if chunks else self.start
+        else:
+            out = [(c, np.concatenate([x[s - a : e - a] for s, e in c.pieces for a, b, x in self.found if a <= s and e <= b]))
+                   for c in chunks]
+            if chunks:
+                self.found = [p for p in self.found if p[1] > chunks[-1].pieces[-1][1]]
+            keep = self._keep_held(self.segmenter.earliest())
+        keep = max(keep, self.start)
+        self.buffer, self.start = self.buffer[keep - self.start :], keep
+        return out
+
+    def _keep_held(self, keep: int) -> int:
+        """The buffer's new start, given that no piece but the held one starts before `keep`.
+        The held piece waits for the next piece, which may be minutes of silence away: its
+        samples (and the padding its end may still get) are copied, so the silence is not kept."""
+        held = self.segmenter.held
+        if held is None:
+            self.held = None
+            return keep
+        end = int(held["end"] + self.segmenter.pad)
+        if end >= keep:
+            return min(keep, held["start"])
+        if self.held is None or self.held[0] != held["start"]:
+            self.held = (held["start"], self.buffer[held["start"] - self.start : end - self.start].copy())
+        return keep
+
+
+def fixed_chunks(n_samples: int, max_samples: int, offset: int = 0) -> List[SpeechMap]:
+    """No VAD: `n_samples` from `offset` cut every `max_samples` (30 s windows, back to back)."""
+    return [SpeechMap(((offset + s, offset + min(s + max_samples, n_samples)),)) for s in range(0, n_samples, max_samples)]
