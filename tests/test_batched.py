@@ -158,8 +158,9 @@ def test_no_vad_cuts_every_30_s(tiny, jfk):
 def test_batched_options_are_checked():
     with pytest.raises(WhisperfastError, match="batch size"):
         BatchOptions(batch_size=0)
-    with pytest.raises(WhisperfastError, match="word timestamps"):
-        batched.check_options(TranscribeOptions(word_timestamps=True))
+    with pytest.raises(WhisperfastError, match="hallucination_silence_threshold"):
+        batched.check_options(TranscribeOptions(word_timestamps=True, hallucination_silence_threshold=1.0))
+    batched.check_options(TranscribeOptions(word_timestamps=True))
     with pytest.raises(WhisperfastError, match="VAD"):
         TranscribeOptions(vad=True, clip_timestamps="1,2")
 
@@ -172,11 +173,44 @@ def test_missing_vad_packages_name_the_extra(monkeypatch):
         vad.model_path()
 
 
+def check_words(t):
+    """Every segment has words, in order, within it, whose text joined is the segment's."""
+    assert t.segments
+    for s in t.segments:
+        assert s.words and "".join(w.word for w in s.words) == s.text, s
+        assert all(s.start <= w.start <= w.end <= s.end for w in s.words), s
+    words = [w for s in t.segments for w in s.words]
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(words, words[1:])), words
+    return words
+
+
+def test_word_timestamps_in_a_batch_of_several_files(tiny, gapped):
+    audio, (j0, j1), (t0, t1) = gapped
+    files = [SAMPLES / "jfk.wav", audio, SAMPLES / "en_ljspeech_LJ050-0131.wav"]  # the last read at 22.05 kHz
+    rows = []
+    real = batched.decode_window
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batched, "decode_window", lambda m, f, o: rows.append(f.shape[0]) or real(m, f, o))
+        jfk, gap, lj = transcribe_batched(tiny, files, TranscribeOptions(word_timestamps=True), BatchOptions(batch_size=4))
+    assert rows[0] >= 3  # the three files' chunks in one batch
+    # JFK's words at their times in the file: as sequential mode aligns them (its own
+    # windows, no VAD), within a few alignment frames
+    words, seq = check_words(jfk), [w for s in transcribe(tiny, SAMPLES / "jfk.wav", TranscribeOptions(word_timestamps=True)).segments for w in s.words]
+    assert [normalize(w.word) for w in words] == [normalize(w.word) for w in seq]  # "country." or "country"
+    assert np.median([abs(a.start - b.start) for a, b in zip(words, seq)]) <= 0.1
+    # past the 20 s of silence, the TIMIT sentence's words are at its time in the file
+    words = check_words(gap)
+    assert all(j0 - 0.5 <= w.start and w.end <= j1 + 0.5 or t0 - 0.5 <= w.start and w.end <= t1 + 0.5 for w in words), words
+    assert [w.word for w in words if w.start >= t0 - 0.5][:3] == [" She", " had", " your"]
+    assert "review" in normalize("".join(w.word for w in check_words(lj)))
+
+
 runner = CliRunner()
 
 
 @pytest.mark.parametrize("args, fragment", [(["--batch-size", "0"], "at least 1"), (["--batch-size", "x"], "integer"),
-                                            (["--batch-size", "2", "--word-timestamps"], "word timestamps"),
+                                            (["--batch-size", "2", "--word-timestamps", "--hallucination-silence-threshold",
+                                              "1"], "hallucination"),
                                             (["--batch-size", "2", "--compare"], "--compare"),
                                             (["--vad", "--clip-timestamps", "1,2"], "VAD")])
 def test_cli_bad_batch_flags_exit_2(args, fragment):
@@ -184,6 +218,13 @@ def test_cli_bad_batch_flags_exit_2(args, fragment):
     assert r.exit_code == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+
+
+def test_cli_batch_size_word_timestamps_json():
+    r = runner.invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), "--batch-size", "2", "--word-timestamps", "--json", "-q"])
+    assert r.exit_code == 0, r.stderr
+    segments = json.loads(r.stdout)["segments"]
+    assert segments and all("".join(w["word"] for w in s["words"]) == s["text"] for s in segments)
 
 
 def test_cli_batch_size_json_per_file():

@@ -21,13 +21,18 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   with a second or more of speech still after it, where sequential mode would seek there and
   decode again. That rest becomes a new chunk, decoded in a later batch (sequential mode's
   seek; a chunk only ever shrinks, so this ends).
-Not (yet) in batched mode: word timestamps, clip_timestamps (both refused with an error);
-condition_on_previous_text does not apply.
+- word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
+  cross-attention) on the batch's encoder output, in the chunk's time, then mapped to the
+  file's like the segments (`_word_aligner`); a chunk's words cost one decoder pass.
+Not (yet) in batched mode: clip_timestamps, hallucination_silence_threshold (refused with an
+error); condition_on_previous_text does not apply.
 
-Memory: each file is read and its VAD run on the host; then only its chunks are kept (copies of
-at most 30 s each, the file's array let go), a batch's mel and features are built per batch,
-so the device never holds more than N windows. Mel, encode and decode times are measured per
-batch and shared among its files by rows.
+Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
+block) and the VAD runs on the blocks as they come (vad.Chunker); a chunk is handed on as soon
+as the VAD closes it, and the file is read no further than the batches need. So only a few
+chunks' audio is live on the host however long the file, and a batch's mel and features are
+built per batch: the device never holds more than N windows. Mel, encode and decode times are
+measured per batch and shared among its files by rows; reading is in none of them.
 
 Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_state).
 """
@@ -38,19 +43,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Callable, Iterator, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from mlx_whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
 from . import runtime, vad
-from .audio import SAMPLE_RATE, check_samples, load_audio
+from .audio import SAMPLE_RATE, AudioReader, check_samples
 from .decoding import decode_window
 from .errors import WhisperfastError
-from .pipeline import LoadedModel, Segment, Timings, Transcript, TranscribeOptions, checked_language, seed_generator
+from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
+                       seed_generator)
 
 CHUNK_SAMPLES = N_SAMPLES  # 30 s: one encoder window
 
@@ -95,8 +101,8 @@ class _File:
 
 def check_options(options: TranscribeOptions) -> None:
     """What batched mode cannot do yet, refused before any work."""
-    if options.word_timestamps:
-        raise WhisperfastError("word timestamps are not available in batched mode yet (use --batch-size 1)")
+    if options.hallucination_silence_threshold is not None:
+        raise WhisperfastError("hallucination_silence_threshold is not available in batched mode (use --batch-size 1)")
     if options.clip_timestamps != (0.0,):
         raise WhisperfastError("clip_timestamps are not available in batched mode (use --batch-size 1)")
 
@@ -148,22 +154,31 @@ def _language(f: _File, language: str | None) -> str:
 
 def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_vad: bool,
             vad_options: vad.VadOptions) -> Iterator[_Chunk]:
-    """Each file's chunks in order, the file read only when the batches reach it; appends
-    its `_File` to `files` as it is read."""
+    """Each file's chunks in order, as the VAD closes them while the file is read block by
+    block, only when the batches reach them: a file's audio is never whole in memory (an
+    array given whole is only sliced). Appends each file's `_File` to `files` when its
+    reading begins; its duration is set when it ends."""
     for i, a in enumerate(audios):
-        audio = check_samples(np.asarray(a, dtype=np.float32)) if isinstance(a, np.ndarray) else load_audio(a)
-        f = _File(duration=len(audio) / SAMPLE_RATE)
+        f = _File(duration=0.0)
         files.append(f)
+        blocks = _array_blocks(check_samples(np.asarray(a, dtype=np.float32))) if isinstance(a, np.ndarray) \
+            else AudioReader(a).blocks()
+        chunker = vad.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
+        for block in blocks:
+            t = time.perf_counter()
+            found = chunker(block)
+            f.vad += time.perf_counter() - t
+            yield from (_Chunk(i, m, samples) for m, samples in found)
         t = time.perf_counter()
-        if use_vad:
-            maps = vad.collect_chunks(vad.get_speech_timestamps(audio, vad_options), CHUNK_SAMPLES)
-        else:
-            maps = vad.fixed_chunks(len(audio), CHUNK_SAMPLES)
-        pieces = [(m, m.audio(audio)) for m in maps]
-        del audio
-        f.vad = time.perf_counter() - t
-        for m, samples in pieces:
-            yield _Chunk(i, m, samples)
+        found = chunker.finish()
+        f.vad += time.perf_counter() - t
+        f.duration = chunker.n / SAMPLE_RATE
+        yield from (_Chunk(i, m, samples) for m, samples in found)
+
+
+def _array_blocks(audio: np.ndarray, size: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+    for start in range(0, len(audio), size):
+        yield audio[start : start + size]
 
 
 def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
@@ -220,7 +235,11 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         f.languages[r.language] += 1
         if _is_silence(r, options):
             continue
-        f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps))
+        t = time.perf_counter()
+        align = _word_aligner(whisper, features[i], len(c.audio), tokenizer, r.language, options) \
+            if options.word_timestamps else None
+        f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps, align=align))
+        f.decode += time.perf_counter() - t  # sequential mode counts the words' alignment as decoding too
         if not without_timestamps and (rest := _left_out(tokenizer, r.tokens, c.speech)) is not None:
             left.append(_Chunk(c.file, rest, rest.audio_from(c.speech, c.audio)))
     return left
@@ -261,11 +280,14 @@ def _is_silence(r: DecodingResult, options: TranscribeOptions) -> bool:
 
 
 def chunk_segments(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMap,
-                   without_timestamps: bool = False, time_precision: float = 0.02) -> List[Segment]:
+                   without_timestamps: bool = False, time_precision: float = 0.02,
+                   align: Callable[[List[dict]], None] | None = None) -> List[Segment]:
     """A chunk's decoded tokens -> segments in the file's time. Timestamp tokens open and close
     segments (a timestamp after text closes one; the next opens the following one); text after
     the last timestamp runs to the chunk's end, where its speech ends. Segments without text
-    are left out. Each segment keeps its timestamp tokens, as sequential mode's do."""
+    are left out. Each segment keeps its timestamp tokens, as sequential mode's do.
+    align: gives the segments (mlx-whisper's dicts, in the chunk's time) their "words" and
+    moves their start and end to them (`_word_aligner`)."""
     length = speech.samples / SAMPLE_RATE
     begin = tokenizer.timestamp_begin
     spans: List[tuple[float, float, List[int]]] = []
@@ -285,11 +307,57 @@ def chunk_segments(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMa
                 start, current = at, [t]
         if any(x < begin for x in current):
             spans.append((start or 0.0, length, current))
-    segments = []
+    found = []
     for start, end, toks in spans:
         text = tokenizer.decode([t for t in toks if t < tokenizer.eot])
-        if not text.strip():
-            continue
-        start, end = min(start, length), min(max(end, start), length)
-        segments.append(Segment(*speech.span_to_file(start, end), text, toks))
+        if text.strip():
+            found.append(dict(seek=0, start=min(start, length), end=min(max(end, start), length), text=text, tokens=toks))
+    if align is not None and found:
+        align(found)
+    segments = []
+    for s in found:
+        start, end = speech.span_to_file(min(s["start"], length), min(max(s["end"], s["start"]), length))
+        words = None if "words" not in s else [_file_word(w, speech, start, end) for w in s["words"]]
+        segments.append(Segment(start, end, s["text"], s["tokens"], words))
     return segments
+
+
+def _file_word(w: dict, speech: vad.SpeechMap, start: float, end: float) -> Word:
+    """A word in the chunk's time -> the file's, kept within its segment's span there: a word
+    that the alignment put across a seam between pieces, or on padding the segment's span
+    snapped past, would otherwise stick out of the segment (span_to_file)."""
+    clamp = lambda t: min(max(t, start), end)  # noqa: E731
+    return Word(clamp(speech.to_file_time(w["start"])), clamp(speech.to_file_time(w["end"], is_end=True)),
+                w["word"], w["probability"])
+
+
+class _Encoded:
+    """The model as mlx-whisper's find_alignment uses it, on the batch's encoder output: its
+    "mel" is the chunk's features, passed straight to the decoder, so a chunk's words cost one
+    decoder pass over its tokens rather than a second encoder pass."""
+
+    def __init__(self, whisper):
+        self.whisper = whisper
+        self.alignment_heads = whisper.alignment_heads
+
+    def forward_with_cross_qk(self, features: mx.array, tokens: mx.array):
+        logits, _, cross_qk = self.whisper.decoder(tokens, features)
+        return logits, cross_qk
+
+
+def _word_aligner(whisper, features: mx.array, samples: int, tokenizer: Tokenizer, language: str | None,
+                  options: TranscribeOptions) -> Callable[[List[dict]], None]:
+    """Word timestamps for one chunk's segments: mlx-whisper's add_word_timestamps (DTW over the
+    alignment heads' cross-attention), in the chunk's time, over its `samples` of audio, with
+    the chunk's own language in the prompt; each chunk on its own, as it was decoded."""
+    from mlx_whisper.timing import add_word_timestamps  # numba and scipy: only when asked for
+
+    if language and language != tokenizer.language:
+        tokenizer = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language=language,
+                                  task=tokenizer.task)
+
+    def align(segments: List[dict]) -> None:
+        add_word_timestamps(segments=segments, model=_Encoded(whisper), tokenizer=tokenizer, mel=features,
+                            num_frames=samples // HOP_LENGTH, prepend_punctuations=options.prepend_punctuations,
+                            append_punctuations=options.append_punctuations, last_speech_timestamp=0.0)
+    return align
