@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decoding import decode_window
+from whisperfast.decode import decode_window
 from whisperfast.pipeline import load, rewritten
 from whisperfast.runtime import parse_dtype
 

@@ -1,4 +1,4 @@
-"""Where a CUDA decode step's time goes (kernels/cuda_step.py), without nsys:
+"""Where a CUDA decode step's time goes (decode/cuda/step.py), without nsys:
 1. per step, evaluated one at a time: host time to build the step, then to evaluate it;
 2. inside the kernel: block 0's %globaltimer stamp at each grid barrier (decode_step.cu's
    Scratch), so each phase's µs, the wait for the slowest block included;
@@ -21,8 +21,10 @@ from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel, load_audio
-from whisperfast.decoding import StaticCacheTask
-from whisperfast.kernels import cuda_step as cs
+from whisperfast.decode.task import StaticCacheTask
+
+from tests.test_cuda_step import greedy_update  # the kernel's filters + update alone: a test entry (run from the repo root)
+from whisperfast.decode.cuda import step as cs
 from whisperfast.pipeline import load
 from whisperfast.runtime import parse_dtype
 
@@ -96,7 +98,7 @@ def chained():
 
 report["per_call"] = {
     "step (same position again)": per_call(chained()),
-    "filters + update alone": per_call(lambda: cs.greedy_update(lg, tokens, sums, mx.zeros(lg.shape[-1:]), rules)[0]),
+    "filters + update alone": per_call(lambda: greedy_update(lg, tokens, sums, mx.zeros(lg.shape[-1:]), rules)[0]),
     "add": per_call(lambda: x + x),
 }
 

@@ -174,3 +174,33 @@ cold600)  # issue 13 on long audio: fresh processes, the 600 s clip, --fast and 
   done
   ;;
 esac
+case "${1:-all}" in
+engine)  # the decode/ wing (issue 14): registers and per-phase time by rows, the kernel's and the engines' tests,
+  # the seeded 600 s clip with sampled windows on the stock engine (issue 12), beam 5 on the kernel's forward pass
+  $py benchmarks/ptxas_report.py tiny.en float16 2>&1 | tee "$out/ptxas.txt"
+  $py benchmarks/rows_phases.py tiny.en float16 2>&1 | tee "$out/rows_phases.jsonl"
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_cuda_rows.py \
+    tests/test_cuda_knobs.py tests/test_beam.py tests/test_decoding.py 2>&1 | tee "$out/engine_tests.txt" | tail -25
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  $py benchmarks/seeded_eq.py base /tmp/clip600.wav float16 2>&1 | tee "$out/seeded_base_fp16.jsonl"
+  for m in tiny.en base; do $py benchmarks/beam_cost.py $m float16 7 > "$out/beam_cost-$m.json"; tail -c 300 "$out/beam_cost-$m.json"; done
+  ;;
+esac
+case "${1:-all}" in
+engine2)  # the equality tests (every sample, the held-out variants), the kernel cache, the warm bench, batched with VAD
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_equality.py tests/test_heldout.py \
+    tests/test_cuda_cache.py 2>&1 | tee "$out/equality_tests.txt" | tail -25
+  for m in tiny.en base; do
+    $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --runs 7 --warmup 2 --json \
+      --no-kernels > "$out/bench-$m-float16-jfk.json" 2>/dev/null
+    summary "$out/bench-$m-float16-jfk.json"
+  done
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 --json \
+      --no-kernels --batch-size 16 > "$out/bench-$m-float16-600s-batch16.json" 2>"$out/bench-$m-600s-batch16.txt"
+    tail -4 "$out/bench-$m-600s-batch16.txt"
+  done
+  ;;
+esac
+

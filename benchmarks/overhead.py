@@ -19,8 +19,9 @@ import mlx.core as mx
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decoding import FlatStep, StaticCacheTask, decoder_forward
-from whisperfast.kernels.layers import KVCache
+from whisperfast.decode.flat import FlatStep, decoder_forward
+from whisperfast.decode.task import StaticCacheTask
+from whisperfast.decode.attention import KVCache
 from whisperfast.pipeline import load, rewritten
 from whisperfast.runtime import parse_dtype
 

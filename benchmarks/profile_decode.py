@@ -10,7 +10,7 @@ import mlx.core as mx
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decoding import StaticCacheTask
+from whisperfast.decode.task import StaticCacheTask
 from whisperfast.pipeline import load, rewritten
 from whisperfast.runtime import parse_dtype
 

@@ -1,4 +1,4 @@
-"""What a row costs the CUDA decode step (kernels/decode_step.cu): per-step time for B = 1, 3,
+"""What a row costs the CUDA decode step (decode/cuda/decode_step.cu): per-step time for B = 1, 3,
 5, 16, 32 rows (rows past 3 go in groups of 3, each group reading the weights again), warm,
 medians over 40 steps after 8 (the first compiles). Every row decodes JFK's first window.
 Per B: step_ms, the host's wall time to build and evaluate one step (evaluated one at a time);
@@ -17,8 +17,8 @@ import numpy as np
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decoding import StaticCacheTask
-from whisperfast.kernels import cuda_step as cs
+from whisperfast.decode.task import StaticCacheTask
+from whisperfast.decode.cuda import step as cs
 from whisperfast.pipeline import load
 from whisperfast.runtime import parse_dtype
 

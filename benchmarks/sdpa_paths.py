@@ -4,7 +4,7 @@ fused kernel applies (mlx 0.32.4 has it). Prints one line per case."""
 import mlx.core as mx
 
 import whisperfast  # noqa: F401
-from whisperfast.kernels.layers import KVCache
+from whisperfast.decode.attention import KVCache
 
 dt = mx.float16 if mx.default_device() == mx.gpu else mx.float32
 r = lambda *s: mx.random.normal(s).astype(dt)

@@ -12,6 +12,7 @@ os.environ.setdefault("MLX_ENABLE_TF32", "0")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import whisperfast  # noqa: E402,F401  (BLAS preload before mlx)
+from whisperfast import config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -26,6 +27,22 @@ def manifest() -> list[dict]:
 def _isolated_cache(tmp_path_factory):
     # Conversions go to a fresh cache, so every run exercises verify + convert once.
     os.environ["WHISPERFAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    config.reload()
+
+
+@pytest.fixture
+def knobs(monkeypatch):
+    """knobs(NAME=value, ...) sets WHISPERFAST_* test knobs for one test: the configuration is
+    parsed again at once, and again after the test, when they are restored."""
+
+    def set_knobs(**env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        config.reload()
+
+    yield set_knobs
+    monkeypatch.undo()
+    config.reload()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,9 @@ import pytest
 from mlx_whisper.decoding import DecodingOptions, MaximumLikelihoodRanker
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decoding import BeamSearchDecoder, StaticCacheTask, StockBeamTask, decode_window
+from whisperfast.decode.beam import BeamSearchDecoder
+from whisperfast.decode.task import StaticCacheTask, StockBeamTask
+from whisperfast.decode import decode_window
 from whisperfast.text import normalize
 
 from .conftest import SAMPLES, manifest
@@ -28,7 +30,7 @@ def lanes():
     stock = load("tiny.en", dtype=mx.float32)
     fused = rewritten(stock)
     _loaded.update(stock=stock, fused=fused)
-    from whisperfast.kernels import rewrite_whisper
+    from whisperfast.decode import rewrite_whisper
 
     rounded, _ = rewrite_whisper(stock.whisper, attention="rounded")  # as rewritten(exact=True) builds it on a GPU in fp16
     return {"stock": stock.whisper, "fused": fused.whisper, "fused-wt": rewritten(stock, word_timestamps=True).whisper,
@@ -415,24 +417,81 @@ def test_quantized_lanes_beams_and_best_of_equal():
     assert got[0] == got[1]
 
 
-# ---- (5) the CUDA kernel declines beams and samples -----------------------------------------
+# ---- (5) beams and samples on the CUDA kernel: its forward pass only ------------------------
 
-def test_cuda_kernel_declines_beams_and_best_of(lanes, monkeypatch):
+def test_cuda_kernel_is_the_forward_pass_for_beams_and_samples(lanes, monkeypatch):
     """With a kernel standing in wherever it would apply (any device, any batch), the task's
-    strategy alone decides: greedy takes it, beam search and sampling do not."""
-    import whisperfast.kernels.cuda_step as cs
+    strategy decides how: greedy at temperature 0 runs the kernel's own update, beam search and
+    sampling take its logits."""
+    import whisperfast.decode.cuda.step as cs
 
     class Step:
         emb = mx.zeros((lanes["fused"].dims.n_vocab, 1))
 
     monkeypatch.setattr(cs, "_step_for", lambda model, batch, features: Step())
     task = lambda **kw: StaticCacheTask(lanes["fused"], options(**kw))
-    assert isinstance(cs.cuda_step(task(), 1, mx.float32), cs.CudaDecode)
+    assert cs.cuda_step(task(), 1, mx.float32).greedy
     for kw in (dict(beam_size=5), dict(beam_size=2, patience=2.0), dict(beam_size=5, temperature=0.2),
                dict(temperature=0.6, best_of=5), dict(temperature=0.6)):
         t = task(**kw)
-        assert cs.cuda_step(t, t.n_group, mx.float32) is None, kw
+        assert not cs.cuda_step(t, t.n_group, mx.float32).greedy, kw
         assert t.eot_check == 1  # these read their end every step
+
+
+class ForwardOnly:
+    """CudaDecode's forward-pass interface (greedy False) over the static-cache engine, so that
+    the task's kernel path runs on the CPU: the prompt's logits as the kernel returns them
+    (row 0 the SOT's, the last row the last position's), steps, resume, rearrangement."""
+
+    MAX_PROMPT, greedy = 8, False
+
+    def __init__(self, model):
+        self.model, self.calls = model, {"prompt": 0, "step": 0, "resume": 0, "rearrange": 0}
+
+    def logits(self, tokens, new=1, audio_features=None, sot=-1):
+        from whisperfast.decode.flat import StaticInference
+
+        if audio_features is not None:
+            self.inference, self.features = StaticInference(self.model), audio_features
+            self.calls["prompt"] += 1
+            out = self.inference.logits(tokens, audio_features)
+            return out[:, [sot, -1]] if 0 <= sot < tokens.shape[1] - 1 else out[:, -1:]
+        self.calls["step"] += 1
+        return self.inference.logits(tokens[:, -new:], self.features)
+
+    def resume(self, audio_features, cache, batch):
+        from whisperfast.decode.flat import StaticInference
+
+        self.inference, self.features = StaticInference(self.model), audio_features
+        self.inference.kv_cache = cache
+        self.calls["resume"] += 1
+
+    def rearrange_kv_cache(self, source_indices):
+        self.calls["rearrange"] += 1
+        self.inference.rearrange_kv_cache(source_indices)
+
+
+@pytest.mark.parametrize("prompt", [None, "Ask not what your country can do."])  # the kernel's prompt; the module's
+@pytest.mark.parametrize("kw", [dict(beam_size=5), dict(beam_size=3, patience=2.0), dict(temperature=0.6, best_of=3)])
+def test_kernel_forward_path_decodes_as_the_flat_step(lanes, monkeypatch, prompt, kw):
+    """The task's path for beams and samples on the kernel, with the flat step standing in for
+    the kernel: the same tokens, sums and no-speech probability as without a kernel, the
+    kernel's caches rearranged by beam search and a long prompt handed over (resume)."""
+    import whisperfast.decode.task as task_module
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    ids = get_tokenizer(False).encode(" " + prompt) if prompt else []
+    feats = features(lanes, "fused")
+    mx.random.seed(3)
+    _, ref = run_task(StaticCacheTask, lanes["fused"], feats, options(prompt=ids, **kw))
+    kernel = ForwardOnly(lanes["fused"])
+    monkeypatch.setattr(task_module, "cuda_step", lambda task, batch, dtype: kernel)
+    mx.random.seed(3)
+    _, got = run_task(StaticCacheTask, lanes["fused"], feats, options(prompt=ids, **kw))
+    assert (got.tokens, got.avg_logprob, got.no_speech_prob) == (ref.tokens, ref.avg_logprob, ref.no_speech_prob)
+    assert kernel.calls["prompt"] == (prompt is None) and kernel.calls["resume"] == (prompt is not None)
+    assert kernel.calls["step"] >= len(ref.tokens)
+    assert (kernel.calls["rearrange"] > 0) == ("beam_size" in kw)
 
 
 # ---- the seam ------------------------------------------------------------------------------
@@ -440,12 +499,14 @@ def test_cuda_kernel_declines_beams_and_best_of(lanes, monkeypatch):
 def test_decode_window_keeps_mlx_whispers_own_decode_for_greedy_and_sampling(lanes, monkeypatch):
     """On the stock model, only beams go elsewhere: greedy and sampling are mlx-whisper's
     decode itself (the oracle)."""
-    import whisperfast.decoding as dec
-    from mlx_whisper.whisper import Whisper
+    import mlx_whisper.decoding
+
+    import whisperfast.decode.engine as engine
 
     calls = []
-    monkeypatch.setattr(Whisper, "decode", lambda self, mel, options: calls.append(options) or "mlx-whisper")
-    monkeypatch.setattr(dec, "StockBeamTask", None)
+    assert engine.stock_decode is mlx_whisper.decoding.decode  # the function Whisper.decode is
+    monkeypatch.setattr(engine, "stock_decode", lambda model, mel, options: calls.append(options) or "mlx-whisper")
+    monkeypatch.setattr(engine, "StockBeamTask", None)
     mel = features(lanes, "stock")
     for kw in (dict(), dict(temperature=0.4), dict(temperature=0.6, best_of=5)):
         assert decode_window(lanes["stock"], mel, options(**kw)) == "mlx-whisper"

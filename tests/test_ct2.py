@@ -8,6 +8,8 @@ from mlx_whisper.whisper import ModelDimensions, Whisper
 from whisperfast import ct2, models
 from whisperfast.errors import ModelError
 
+from .ct2_writer import write_model_bin
+
 
 def synthetic_spec(n_state=8, n_head=2, n_mels=4, n_layer=1, n_vocab=11, n_audio_ctx=6, n_text_ctx=5, dtype="float16"):
     """A tiny WhisperSpec with CTranslate2's variable names and layouts."""
@@ -47,7 +49,7 @@ def synthetic_spec(n_state=8, n_head=2, n_mels=4, n_layer=1, n_vocab=11, n_audio
 
 def test_model_bin_round_trip():
     v = synthetic_spec()
-    data = ct2.write_model_bin(v, aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
+    data = write_model_bin(v, aliases={"decoder/projection/weight": "decoder/embeddings/weight"})
     back = ct2.read_model_bin(data)
     assert set(back) == set(v) | {"decoder/projection/weight"}
     for k, a in v.items():
@@ -62,7 +64,7 @@ def test_model_bin_round_trip():
 ])
 def test_model_bin_rejects_bad_files(mutate, message):
     with pytest.raises(ModelError, match=message):
-        ct2.read_model_bin(mutate(ct2.write_model_bin(synthetic_spec())))
+        ct2.read_model_bin(mutate(write_model_bin(synthetic_spec())))
 
 
 def _expected_shapes(dims: dict) -> dict:
@@ -104,7 +106,7 @@ def test_embedded_tiny_en_maps_onto_every_parameter():
 
 def test_checksum_mismatch_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path))
-    (tmp_path / "m.bin").write_bytes(ct2.write_model_bin(synthetic_spec()))
+    (tmp_path / "m.bin").write_bytes(write_model_bin(synthetic_spec()))
     with pytest.raises(ModelError, match="checksum mismatch"):
         models._from_ct2([tmp_path / "m.bin"], tmp_path / "none.json", "0" * 64)
     assert not any(tmp_path.glob("*/weights.safetensors"))
@@ -114,7 +116,7 @@ def test_local_ct2_directory_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path / "cache"))
     d = tmp_path / "ct2model"
     d.mkdir()
-    (d / "model.bin").write_bytes(ct2.write_model_bin(synthetic_spec(dtype="float32")))
+    (d / "model.bin").write_bytes(write_model_bin(synthetic_spec(dtype="float32")))
     (d / "config.json").write_text('{"alignment_heads": [[0, 1]]}')
     import mlx.core as mx
 
@@ -204,7 +206,7 @@ def test_quantized_bundle_of_real_weights_transcribes_jfk(tmp_path, monkeypatch,
     variables, aliases = split_aliases(ct2.read_model_bin(data))
     d = tmp_path / f"tiny-{mode}"
     d.mkdir()
-    (d / "model.bin").write_bytes(ct2.write_model_bin(ct2_quantize(variables, mode), aliases))
+    (d / "model.bin").write_bytes(write_model_bin(ct2_quantize(variables, mode), aliases))
     (d / "config.json").write_bytes(config.read_bytes())
     t = pipeline.transcribe(pipeline.load(str(d), dtype=mx.float32), SAMPLES / "jfk.wav")
     reference = next(r["reference_transcript"] for r in manifest() if r["file"] == "jfk.wav")

@@ -207,7 +207,7 @@ def test_the_decode_steps_mlx_source_compiles_for_sm_90a():
     """The source MLX builds for the decode step (tiny.en, fp16), with the utils.cuh stand-in,
     compiles to a cubin holding the kernel MLX will look up."""
     _, nv, options = _toolchain()
-    header = (ROOT / "whisperfast/kernels/decode_step.cu").read_text()
+    header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
     f16, f32, i32 = mx.float16, mx.float32, mx.int32
     inputs = [("tokens", i32, 2), ("meta", i32, 1), ("emb", f16, 2), ("pos", f16, 2), ("lnf", f16, 1), ("lw", f16, 2),
               ("kc", f16, 5), ("vc", f16, 5), ("cross", f16, 3), ("sum_in", f32, 1), ("suppress", f32, 1), ("scratch", f32, 1)]

@@ -4,7 +4,7 @@ could leave a block waiting for the others at a grid barrier, so it is refused, 
 import pytest
 
 from whisperfast.errors import WhisperfastError
-from whisperfast.kernels import cuda_step
+from whisperfast.decode.cuda import step as cuda_step
 
 
 @pytest.fixture
@@ -16,13 +16,13 @@ def sms(monkeypatch):
 
 
 @pytest.mark.parametrize("knob, blocks", [("", 132), ("1", 1), ("64", 64), ("132", 132)])
-def test_step_blocks_default_and_fewer(sms, monkeypatch, knob, blocks):
-    monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", knob)
+def test_step_blocks_default_and_fewer(sms, knobs, knob, blocks):
+    knobs(WHISPERFAST_STEP_BLOCKS=knob)
     assert cuda_step.grid_blocks() == blocks
 
 
 @pytest.mark.parametrize("knob", ["133", "0", "-4", "many"])
-def test_step_blocks_that_could_deadlock_are_an_error(sms, monkeypatch, knob):
-    monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", knob)
+def test_step_blocks_that_could_deadlock_are_an_error(sms, knobs, knob):
+    knobs(WHISPERFAST_STEP_BLOCKS=knob)
     with pytest.raises(WhisperfastError, match="1 to 132"):
         cuda_step.grid_blocks()

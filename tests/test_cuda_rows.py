@@ -13,8 +13,8 @@ from mlx_whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrog
 from mlx_whisper.decoding import DecodingOptions, DecodingTask
 
 from whisperfast.audio import load_audio
-from whisperfast.decoding import StaticCacheTask
-from whisperfast.kernels.cuda_step import CudaStep, grid_blocks
+from whisperfast.decode.task import StaticCacheTask
+from whisperfast.decode.cuda.step import CudaStep, grid_blocks
 
 from .conftest import SAMPLES, needs_cuda
 from .test_decoding import count_flat_steps
@@ -52,10 +52,9 @@ def lanes(request):
 
 
 @pytest.mark.parametrize("n", [5, 16])
-def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypatch):
+def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypatch, knobs):
     dtype, stock, fused = lanes
-    monkeypatch.setenv("WHISPERFAST_CUDA_STEP", "1")
-    monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", "")
+    knobs(WHISPERFAST_CUDA_STEP="1", WHISPERFAST_STEP_BLOCKS="")
     grid_blocks.cache_clear()
     options = DecodingOptions(language="en", fp16=dtype == mx.float16)
     feats = [stock.embed_audio(mel(a)[None].astype(dtype)) for a in windows(n)]

@@ -1,4 +1,4 @@
-"""The CUDA decode step (kernels/decode_step.cu) against what it replaces: the flat step's
+"""The CUDA decode step (decode/cuda/decode_step.cu) against what it replaces: the flat step's
 logits and caches, mlx-whisper's filters + greedy update, and whole decodes on real audio. These need
 MLX's CUDA backend: on other machines they are reported as skipped, not passed; the GPU
 record (benchmarks/gpu.sh final) runs them."""
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, SuppressTokens
 
-from whisperfast.decoding import DeviceTimestampRules, StaticInference
-from whisperfast.kernels.cuda_step import CudaDecode, CudaStep, greedy_update, grid_blocks, timestamp_rules
+from whisperfast.decode.rules import DeviceTimestampRules
+from whisperfast.decode.flat import StaticInference
+from whisperfast.decode.cuda.step import CudaDecode, CudaStep, _meta, _run, _template, grid_blocks, timestamp_rules
 
 from .conftest import needs_cuda
 from .test_decoding import count_flat_steps, history
@@ -30,14 +31,14 @@ def _grid_read_afresh():
 @pytest.mark.parametrize("batch", [1, 3, 5])  # 5: groups of 3 rows, the last one padded (for_groups)
 @pytest.mark.parametrize("blocks", ["", "1", "3"])  # the grid the SMs give; fewer blocks than heads
 @pytest.mark.parametrize("prompt_len", [1, 3])
-def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, monkeypatch):
+def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs):
     from mlx_whisper.tokenizer import get_tokenizer
 
-    from whisperfast.kernels import rewrite_whisper
+    from whisperfast.decode import rewrite_whisper
 
     from .test_rewrite import tiny_whisper
 
-    monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", blocks)
+    knobs(WHISPERFAST_STEP_BLOCKS=blocks)
     m = tiny_whisper(seed=3)
     m.set_dtype(dtype)
     fused, _ = rewrite_whisper(m)
@@ -77,7 +78,7 @@ def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     """CudaDecode.prompt: the first sample's filters (SuppressBlank) apply, the SOT's logits come back."""
     from mlx_whisper.tokenizer import get_tokenizer
 
-    from whisperfast.kernels import rewrite_whisper
+    from whisperfast.decode import rewrite_whisper
 
     from .test_rewrite import tiny_whisper
 
@@ -94,6 +95,23 @@ def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     assert tokens[0, :3].tolist() == [50257, 50362, 11]
     assert int(tokens[0, 3]) == int(mx.argmax(ref[0, -1] + first))  # the best token that is not banned
     assert int(tokens[0, 3]) != banned
+
+
+def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
+    """The step's filters and update alone, in one block (the kernel's `greedy`, a test entry): SuppressTokens (and
+    SuppressBlank at the first sample: `suppress` is their summed mask), the timestamp rules
+    (when rules["RULES"]) and GreedyDecoder.update at temperature 0: logits (B, n_vocab)
+    float32, tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
+    B, L = tokens.shape
+    template = [("B", B), ("NV", logits.shape[-1])] + _template(rules)
+    tokens, sum_logprobs, completed = _run(
+        "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
+        "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
+        "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
+        [logits, tokens, _meta(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1, 1024,
+        [(B, L + 1), (B,), ()],
+        [tokens.dtype, mx.float32, mx.bool_])
+    return tokens, completed, sum_logprobs
 
 
 @settings(max_examples=30, deadline=None)
@@ -122,11 +140,11 @@ def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case):
 # at an fp16 near-tie the flat step may pick the other token (JFK with tiny.en on the H200).
 # A prompt over CudaDecode.MAX_PROMPT tokens: the module pass runs it, the kernel resumes from its caches.
 @pytest.mark.parametrize("prompt", [None, "My fellow citizens, we meet today to speak plainly about the nation."])
-def test_cuda_step_decodes_jfk_as_stock_does(tiny, prompt, monkeypatch):
+def test_cuda_step_decodes_jfk_as_stock_does(tiny, prompt, monkeypatch, knobs):
     from mlx_whisper.decoding import DecodingTask
 
     from whisperfast.audio import first_window_mel
-    from whisperfast.decoding import StaticCacheTask
+    from whisperfast.decode.task import StaticCacheTask
     from whisperfast.pipeline import rewritten
 
     from .conftest import SAMPLES
@@ -137,8 +155,7 @@ def test_cuda_step_decodes_jfk_as_stock_does(tiny, prompt, monkeypatch):
     launches = lambda: getattr(fused.decoder.__dict__.get("_whisperfast_cuda"), "launches", 0)
     results, kernel, flat = {}, {}, {}
     for env, blocks in (("0", ""), ("1", ""), ("1", "3")):  # the flat step; the kernel, also on fewer blocks than heads
-        monkeypatch.setenv("WHISPERFAST_CUDA_STEP", env)
-        monkeypatch.setenv("WHISPERFAST_STEP_BLOCKS", blocks)
+        knobs(WHISPERFAST_CUDA_STEP=env, WHISPERFAST_STEP_BLOCKS=blocks)
         grid_blocks.cache_clear()  # the knob is read once per process: read it for this lane
         options = DecodingOptions(language="en", fp16=tiny.dtype == "float16", prompt=prompt)
         k0, f0 = launches(), flat_calls[0]
@@ -163,7 +180,7 @@ def test_one_compiled_kernel_serves_every_prompt_length(tiny):
     """sample_begin and max_init are launch arguments: windows whose prompts differ in length
     (previous text, an initial prompt) reuse the one kernel MLX compiled for the model."""
     from whisperfast.audio import first_window_mel
-    from whisperfast.decoding import StaticCacheTask
+    from whisperfast.decode.task import StaticCacheTask
     from whisperfast.pipeline import rewritten
 
     from .conftest import SAMPLES

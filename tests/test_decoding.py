@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mlx_whisper.decoding import ApplyTimestampRules
 from mlx_whisper.tokenizer import get_tokenizer
 
-from whisperfast.decoding import DeviceTimestampRules
+from whisperfast.decode.rules import DeviceTimestampRules
 
 TOKENIZERS = {m: get_tokenizer(m, num_languages=99 if m else None, language="en") for m in (False, True)}
 
@@ -44,7 +44,7 @@ def test_device_timestamp_rules_equal_mlx_whispers(case):
 
 def count_flat_steps(monkeypatch) -> list:
     """FlatStep.__call__ wrapped, for the test's duration, to count its calls: [n]."""
-    from whisperfast.decoding import FlatStep
+    from whisperfast.decode.flat import FlatStep
 
     calls, original = [0], FlatStep.__call__
 
@@ -58,8 +58,8 @@ def count_flat_steps(monkeypatch) -> list:
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_flat_step_matches_stock_decoder(batch, monkeypatch):
-    from whisperfast.decoding import FlatStep, StaticInference
-    from whisperfast.kernels import rewrite_whisper
+    from whisperfast.decode.flat import FlatStep, StaticInference
+    from whisperfast.decode import rewrite_whisper
 
     from .test_rewrite import tiny_whisper
 
@@ -87,7 +87,7 @@ def test_lazy_eot_check_changes_nothing(tiny, monkeypatch):
     from mlx_whisper.decoding import DecodingOptions
 
     from whisperfast.audio import first_window_mel
-    from whisperfast.decoding import StaticCacheTask
+    from whisperfast.decode.task import StaticCacheTask
     from whisperfast.pipeline import rewritten
 
     from .conftest import SAMPLES
@@ -122,7 +122,7 @@ def test_task_filters_are_mlx_whispers_kept_across_tasks(options):
     filters are still mlx-whisper's, in its order, with its masks and first sample."""
     from mlx_whisper.decoding import DecodingOptions, DecodingTask
 
-    from whisperfast.decoding import StaticCacheTask
+    from whisperfast.decode.task import StaticCacheTask
 
     from .test_rewrite import tiny_whisper
 

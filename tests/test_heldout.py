@@ -14,9 +14,9 @@ from mlx_whisper.decoding import Inference
 from scipy.signal import resample_poly
 
 from whisperfast.audio import SAMPLE_RATE, first_window_mel, load_audio
-from whisperfast.decoding import StaticInference
-from whisperfast.kernels import rewrite_whisper
-from whisperfast.pipeline import TranscribeOptions, transcribe
+from whisperfast.decode import rewrite_whisper
+from whisperfast.decode.flat import StaticInference
+from whisperfast.pipeline import TranscribeOptions, seed_generator, transcribe
 
 from .conftest import SAMPLES, needs_base
 from .test_equality import pair
@@ -90,6 +90,31 @@ def noisy_jfk():
 def test_sampled_fallback_same_draws():
     a, _ = same_tokens("tiny.en", mx.float32, noisy_jfk())
     assert a.sampled_windows >= 1  # the fallback really sampled
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+def test_sampled_windows_on_the_stock_engine(dtype):
+    """Where the fast engine cannot round as stock does (a GPU in fp16), windows decoded at
+    temperature > 0 run on the stock model (decode/engine.py). Forced here on the CPU: the
+    fused lane's tokens are stock's, and every sampled window, only those, ran on stock."""
+    from whisperfast import longform
+    from whisperfast.decode import Engine
+
+    base, fused = pair("tiny.en", dtype)
+    options = TranscribeOptions(language="en")
+    ref = transcribe(base, noisy_jfk(), options)
+    results = {}
+    for forced in (True, False):
+        engine = Engine(fused.whisper, stock=fused.stock, sampled_on_stock=forced)
+        seed_generator(options.seed)
+        results[forced] = longform.transcribe(engine, noisy_jfk(), options, fp16=dtype == mx.float16), engine
+    (on_stock, engine), (alone, fast_only) = results[True], results[False]
+    assert ref.sampled_windows >= 1 and on_stock.stats.sampled_windows == ref.sampled_windows
+    assert engine.decodes == {"fast": ref.windows, "stock (sampled)": ref.sampled_windows}
+    assert fast_only.decodes == {"fast": ref.windows + ref.sampled_windows}
+    stock_tokens = [t for s in ref.segments for t in s.tokens]
+    for result in (on_stock, alone):  # on the CPU the fast engine is stock's arithmetic: equal both ways
+        assert [t for s in result.segments for t in s["tokens"]] == stock_tokens
 
 
 def test_seed_reproduces_sampled_windows():

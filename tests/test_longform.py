@@ -127,17 +127,19 @@ def test_beam_options_at_temperature_0_and_best_of_above(monkeypatch):
     so the window tries each temperature (a stand-in decoder: only the options are checked)."""
     from mlx_whisper.decoding import DecodingResult
 
-    from whisperfast import longform
+    from whisperfast.decode import Engine
 
     seen = []
 
-    def decode_window(model, features, options):
-        assert features.shape == (model.dims.n_audio_ctx, model.dims.n_audio_state)  # encoded once, by the loop
+    def decode(engine, features, options, mel=None):
+        dims = engine.model.dims
+        assert features.shape == (dims.n_audio_ctx, dims.n_audio_state)  # encoded once, by the loop
+        assert mel.shape == (3000, dims.n_mels)  # the window's own mel, for the engine's choice
         seen.append((options.temperature, options.beam_size, options.patience, options.best_of, options.prompt))
         return DecodingResult(audio_features=features, language="en", avg_logprob=-5.0, no_speech_prob=0.0,
                               compression_ratio=1.0, temperature=options.temperature)
 
-    monkeypatch.setattr(longform, "decode_window", decode_window)
+    monkeypatch.setattr(Engine, "decode", decode)
     base, _ = pair("tiny.en", mx.float32)
     t = transcribe(base, jfk(), TranscribeOptions(temperature=(0.0, 0.4, 0.8), beam_size=3, patience=1.5, best_of=2))
     assert seen == [(0.0, 3, 1.5, None, []), (0.4, None, None, 2, []), (0.8, None, None, 2, [])]

@@ -8,7 +8,9 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_whisper import whisper as mw
 
-from whisperfast.kernels import layers, rewrite, rewrite_whisper
+from whisperfast.decode import attention, rewrite_whisper
+from whisperfast.decode.rewrite import TABLE as WHISPER_TABLE
+from whisperfast.kernels import layers, rewrite
 
 
 def tiny_whisper(seed=0):
@@ -29,7 +31,7 @@ def test_rewrite_leaves_the_given_model_alone_and_shares_weights():
     before = {k: id(v) for k, v in params(m).items()}
     fused, report = rewrite_whisper(m)
     assert type(m.encoder.blocks[0].attn) is mw.MultiHeadAttention
-    assert type(fused.encoder.blocks[0].attn) is layers.WhisperAttention
+    assert type(fused.encoder.blocks[0].attn) is attention.WhisperAttention
     assert {k: id(v) for k, v in params(m).items()} == before
     assert all(params(fused)[k] is v for k, v in params(m).items())  # same arrays: same weights
     fused.update({"decoder": {"ln": {"bias": mx.ones((32,))}}})
@@ -50,21 +52,25 @@ def test_word_timestamps_keep_alignment_layers_composed():
     m.set_alignment_heads(np.array([[1, 0], [1, 3]]))
     fused, report = rewrite_whisper(m, word_timestamps=True)
     assert type(fused.decoder.blocks[1].cross_attn) is mw.MultiHeadAttention
-    assert type(fused.decoder.blocks[0].cross_attn) is layers.WhisperAttention
+    assert type(fused.decoder.blocks[0].cross_attn) is attention.WhisperAttention
     kept = [s for s in report.sites if s.action == "skipped"]
     assert [s.path for s in kept] == ["decoder.blocks.1.cross_attn"] and "word timestamps" in kept[0].reason
 
 
 def test_composed_mode_and_only():
     m = tiny_whisper()
-    composed, report = rewrite(m, mode="composed")
+    composed, report = rewrite_whisper(m, mode="composed")
     assert report.counts()["layer_norm"]["rewritten"] == 12 and report.counts()["attention"]["already_composed"] == 6
     assert all(type(x) is layers.LayerNorm and x.mode == "composed" for x in composed.decoder.blocks[0].children().values()
                if isinstance(x, layers.LayerNorm))
-    only, report = rewrite(m, only=["layer_norm"], mode="composed")
+    only, report = rewrite_whisper(m, only=["layer_norm"], mode="composed")
     assert report.counts()["attention"]["skipped"] == 6 and type(only.encoder.blocks[0].attn) is mw.MultiHeadAttention
     with pytest.raises(ValueError, match="unknown rewrite kinds"):
-        rewrite(m, only=["softmax"])
+        rewrite_whisper(m, only=["softmax"])
+    # the generic rewrite knows mlx.nn's layers only: Whisper's attention is the table row
+    # whisperfast.decode.rewrite adds
+    generic, report = rewrite(m, mode="composed")
+    assert report.counts()["attention"]["sites"] == 0 and type(generic.encoder.blocks[0].attn) is mw.MultiHeadAttention
 
 
 def test_unsupported_sites_are_skipped_with_reasons():
@@ -85,9 +91,9 @@ def test_unsupported_sites_are_skipped_with_reasons():
 def test_whisper_attention_matches_mlx_whisper(mode):
     mx.random.seed(3)
     stock = mw.MultiHeadAttention(64, 4)
-    fused = rewrite(nn.Sequential(stock))[0]
-    ours = (fused if mode == "fused" else rewrite(fused, mode="composed")[0]).layers[0]
-    assert type(ours) is layers.WhisperAttention and ours.mode == mode
+    fused = rewrite(nn.Sequential(stock), table=WHISPER_TABLE)[0]
+    ours = (fused if mode == "fused" else rewrite(fused, mode="composed", table=WHISPER_TABLE)[0]).layers[0]
+    assert type(ours) is attention.WhisperAttention and ours.mode == mode
     x, xa = mx.random.normal((2, 5, 64)), mx.random.normal((2, 12, 64))
     mask = nn.MultiHeadAttention.create_additive_causal_mask(16)
     # self-attention over a prompt, then one cached step, then cross-attention
@@ -166,12 +172,14 @@ def test_llama_rms_norm_and_rope_paths(rope):
 
 
 def test_static_kv_cache_decoder_matches_stock_step_by_step():
-    from whisperfast.decoding import FastWhisper, decoder_forward
-    from whisperfast.kernels.layers import KVCache
+    from whisperfast.decode.attention import KVCache, supports_static_cache
+    from whisperfast.decode.flat import decoder_forward
 
     m = tiny_whisper(seed=1)
     fused, _ = rewrite_whisper(m)
-    assert isinstance(fused, FastWhisper) and type(m) is mw.Whisper
+    # the class stays mlx-whisper's: the engine is chosen per decode, from the layers
+    assert type(fused) is mw.Whisper and type(m) is mw.Whisper
+    assert supports_static_cache(fused) and not supports_static_cache(m)
     xa = mx.random.normal((2, 12, 32))
     prompt = mx.array([[50257, 50362, 11]] * 2)
     ref, kv, _ = m.decoder(prompt, xa)
@@ -196,10 +204,10 @@ def test_static_kv_cache_decoder_matches_stock_step_by_step():
 @pytest.mark.parametrize("mask", [None, "causal"])
 def test_heads_split_across_cpu_streams_change_nothing(mask):
     from whisperfast.kernels import ops
-    from whisperfast.kernels.layers import _heads_across_cpu_streams
+    from whisperfast.kernels.layers import heads_across_cpu_streams
 
     q, k, v = (mx.random.normal((1, 6, 40, 64), key=mx.random.key(i)) for i in range(3))
     with mx.stream(mx.cpu):  # the split is a CPU strategy; on a GPU machine compare CPU with CPU
         whole = ops.fused_scaled_dot_product_attention(q, k, v, 0.125, mask)
-    split = _heads_across_cpu_streams(ops.fused_scaled_dot_product_attention, q, k, v, 0.125, mask)
+    split = heads_across_cpu_streams(ops.fused_scaled_dot_product_attention, q, k, v, 0.125, mask)
     assert np.array_equal(np.array(whole), np.array(split))

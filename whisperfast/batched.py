@@ -53,7 +53,7 @@ from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
 from . import runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
-from .decoding import decode_window
+from .decode import decode_window
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)

@@ -23,7 +23,7 @@ from .errors import ModelError
 
 BINARY_VERSION = 6
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
-_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
 
 class _Corrupt(Exception):
@@ -76,9 +76,9 @@ def read_model_bin(data: bytes) -> dict[str, np.ndarray]:
             name = string(f"variable #{i}'s name")
             shape = tuple(take("I", f"a dimension of {name}") for _ in range(take("B", f"the rank of {name}")))
             dtype_id, n_bytes = take("B", f"the dtype of {name}"), take("I", f"the size of {name}")
-            if dtype_id >= len(_DTYPES) or _DTYPES[dtype_id] == "bfloat16":
+            if dtype_id >= len(DTYPES) or DTYPES[dtype_id] == "bfloat16":
                 raise ModelError(f"unsupported CTranslate2 dtype id {dtype_id} for {name}")
-            dtype = np.dtype(_DTYPES[dtype_id])
+            dtype = np.dtype(DTYPES[dtype_id])
             expected = math.prod(shape) * dtype.itemsize
             if n_bytes != expected:
                 raise _Corrupt(f"{name} is {dtype.name} of shape {shape} ({expected} bytes) but claims {n_bytes} bytes")
@@ -99,23 +99,6 @@ def read_model_bin(data: bytes) -> dict[str, np.ndarray]:
     except (struct.error, ValueError, OverflowError, MemoryError) as e:  # a safety net: never a traceback
         raise ModelError(f"corrupt CTranslate2 model.bin: {type(e).__name__}: {e}") from None
     return variables
-
-
-def write_model_bin(variables: dict[str, np.ndarray], aliases: dict[str, str] = {}, name: str = "WhisperSpec") -> bytes:
-    """The inverse of `read_model_bin`, for tests and fixtures."""
-
-    def string(s: str) -> bytes:
-        b = s.encode("utf-8")
-        return struct.pack("<H", len(b) + 1) + b + b"\0"
-
-    out = [struct.pack("<I", BINARY_VERSION), string(name), struct.pack("<II", 3, len(variables))]
-    for key, value in variables.items():
-        value = np.array(value, order="C")
-        out += [string(key), struct.pack("<B", value.ndim), *(struct.pack("<I", d) for d in value.shape)]
-        out += [struct.pack("<BI", _DTYPES.index(value.dtype.name), value.nbytes), value.tobytes()]
-    out.append(struct.pack("<I", len(aliases)))
-    out += [string(a) + string(t) for a, t in aliases.items()]
-    return b"".join(out)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ oracle: with the same options and seed this loop must produce its tokens exactly
 - every window is encoded here, once, between `mx.eval` boundaries, so the loop times the mel
   and the encoder itself; the decoder is given the audio features (mlx-whisper's DecodingTask
   skips its encoder when handed an array shaped (n_audio_ctx, n_audio_state));
-- every decode goes through `whisperfast.decoding.decode_window`, the one seam to the engine;
+- every window is encoded and decoded through a `whisperfast.decode.Engine`, the one seam to
+  the decoding engines;
 - word timestamps (mlx_whisper.timing: numba, scipy) are imported only when asked for.
 
 Shapes: audio (n_samples,) float32 at 16 kHz; mel (n_frames + N_FRAMES, n_mels), the audio
@@ -21,19 +22,17 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import mlx.core as mx
 import numpy as np
 from mlx_whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
-from mlx_whisper.whisper import Whisper
 
-from .decoding import decode_window
+from .decode import Engine
+from .options import TranscribeOptions
 
-if TYPE_CHECKING:
-    from .pipeline import TranscribeOptions
 
 # mlx-whisper's: words that are only these characters are left out of the anomaly score
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
@@ -65,11 +64,11 @@ class Result:
     stats: Stats = field(default_factory=Stats)
 
 
-def transcribe(model: Whisper, audio: np.ndarray, options: "TranscribeOptions", *, fp16: bool) -> Result:
+def transcribe(engine: Engine, audio: np.ndarray, options: TranscribeOptions, *, fp16: bool) -> Result:
     """The whole file: mel, language, then `generate_segments` to the end. `audio` (n_samples,)
     float32 16 kHz; `options` already validated (pipeline.TranscribeOptions); `fp16` as
     mlx-whisper's: the window's mel is cast to float16 and the decoder expects float16 features."""
-    stats = Stats()
+    stats, model = Stats(), engine.model
     t0 = time.perf_counter()
     mel = log_mel_spectrogram(audio, n_mels=model.dims.n_mels, padding=N_SAMPLES)
     mx.eval(mel)
@@ -82,25 +81,25 @@ def transcribe(model: Whisper, audio: np.ndarray, options: "TranscribeOptions", 
             language = "en"
         else:
             # the first 30 s of the padded mel, clip_timestamps notwithstanding (as stock)
-            features = _encode(model, pad_or_trim(mel, N_FRAMES, axis=-2).astype(dtype), stats)
-            _, probs = model.detect_language(features)
+            features = _encode(engine, pad_or_trim(mel, N_FRAMES, axis=-2).astype(dtype), stats)
+            _, probs = engine.detect_language(features, get_tokenizer(True, num_languages=model.num_languages))
             language = max(probs, key=probs.get)
     tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language,
                               task=options.task)
     if options.word_timestamps and options.task == "translate":
         warnings.warn("Word-level timestamps on translations may not be reliable.")
 
-    segments = list(generate_segments(model, mel, tokenizer, options, language=language, dtype=dtype, stats=stats))
+    segments = list(generate_segments(engine, mel, tokenizer, options, language=language, dtype=dtype, stats=stats))
     # stock decodes all_tokens past the initial prompt: every segment's tokens, in order
     text = tokenizer.decode([t for s in segments for t in s["tokens"]])
     return Result(text=text, language=language, segments=segments, stats=stats)
 
 
-def _encode(model: Whisper, mel_window: mx.array, stats: Stats) -> mx.array:
+def _encode(engine: Engine, mel_window: mx.array, stats: Stats) -> mx.array:
     """(N_FRAMES, n_mels) in the decode dtype -> features (n_audio_ctx, n_audio_state), forced
     here so that the time is the encoder's (and the window's slice, pad and cast)."""
     t = time.perf_counter()
-    features = model.encoder(mel_window[None])[0]
+    features = engine.encode(mel_window)
     mx.eval(features)
     stats.encode += time.perf_counter() - t
     return features
@@ -119,12 +118,12 @@ def seek_clips(clip_timestamps: Sequence[float], content_frames: int) -> List[Tu
     return list(zip(seek_points[::2], seek_points[1::2]))
 
 
-def generate_with_fallback(model: Whisper, features: mx.array, options: "TranscribeOptions", decode_options: dict,
-                           stats: Stats) -> DecodingResult:
+def generate_with_fallback(engine: Engine, mel_window: mx.array, features: mx.array, options: TranscribeOptions,
+                           decode_options: dict, stats: Stats) -> DecodingResult:
     """One window, decoded at each temperature in turn until the result is neither too
     repetitive (compression ratio) nor too improbable (average log probability), or the
     window reads as silence; the last try is returned when every temperature fails.
-    features (n_audio_ctx, n_audio_state)."""
+    mel_window (N_FRAMES, n_mels); features (n_audio_ctx, n_audio_state), its encoding."""
     temperatures = options.temperature
     result = None
     for t in temperatures:
@@ -135,7 +134,7 @@ def generate_with_fallback(model: Whisper, features: mx.array, options: "Transcr
             kwargs.pop("patience", None)
         else:
             kwargs.pop("best_of", None)
-        result = decode_window(model, features, DecodingOptions(**kwargs, temperature=t))
+        result = engine.decode(features, DecodingOptions(**kwargs, temperature=t), mel=mel_window)
         stats.windows += t == 0
         stats.sampled_windows += t > 0
         stats.tokens += len(result.tokens) + 1  # + its EOT
@@ -154,13 +153,14 @@ def generate_with_fallback(model: Whisper, features: mx.array, options: "Transcr
     return result
 
 
-def generate_segments(model: Whisper, mel: mx.array, tokenizer: Tokenizer, options: "TranscribeOptions", *,
+def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, options: TranscribeOptions, *,
                       language: str, dtype: mx.Dtype, stats: Stats) -> Iterator[dict]:
     """Walk `mel` (n_frames + N_FRAMES, n_mels) 30 s at a time and yield mlx-whisper's segment
     dicts. After each window the seek moves to its last complete segment's end timestamp (or
     past the window when it ends in a single timestamp, or when no pair of timestamps closes a
     segment); with word timestamps, to the last word's end. `language` is a code ("en" for
     English-only models, whose tokenizer has none)."""
+    model = engine.model
     content_frames = mel.shape[-2] - N_FRAMES
     content_duration = float(content_frames * HOP_LENGTH / SAMPLE_RATE)
     clips = seek_clips(options.clip_timestamps, content_frames)
@@ -192,7 +192,8 @@ def generate_segments(model: Whisper, mel: mx.array, tokenizer: Tokenizer, optio
             mel_window = pad_or_trim(mel[seek : seek + segment_size], N_FRAMES, axis=-2).astype(dtype)
 
             decode_options["prompt"] = all_tokens[prompt_reset_since:]
-            result = generate_with_fallback(model, _encode(model, mel_window, stats), options, decode_options, stats)
+            result = generate_with_fallback(engine, mel_window, _encode(engine, mel_window, stats), options, decode_options,
+                                            stats)
             tokens = np.array(result.tokens)
 
             if options.no_speech_threshold is not None:

@@ -3,17 +3,16 @@ replaces a file, or a rename with --overwrite), with the permissions of any new 
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
-import secrets
 from dataclasses import asdict
 from pathlib import Path
 
 from mlx_whisper.writers import WriteSRT, WriteTXT, WriteVTT
 
 from .errors import WhisperfastError
+from .files import write_atomic
 from .pipeline import Comparison, Transcript
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -104,65 +103,6 @@ class OutputPlan:
 
 def plan_outputs(files: list[Path], formats: tuple[str, ...], output_dir: Path | None, overwrite: bool) -> OutputPlan:
     return OutputPlan(list(files), formats, output_dir, overwrite)
-
-
-_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-
-
-def _create_beside(path: Path) -> tuple[int, Path]:
-    """A new temp file next to `path`, created with mode 0o666 so that the kernel applies the
-    user's umask (mkstemp would give 0600 to the final file)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, _NEW_FILE, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
-
-
-def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
-    """Write `data` to `path` through a temp file: readers see the old file or the whole new one.
-
-    With `overwrite=False` the temp file is hard-linked to `path`, which fails (FileExistsError)
-    if `path` exists at that moment: a file that appeared since any earlier check is kept.
-    The file gets the permissions of any new file (0o666 less the umask)."""
-    data = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_beside(path)
-    try:
-        _write_fd(fd, data)
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-        except OSError as e:
-            if e.errno not in _NO_HARD_LINKS:
-                raise
-            _write_exclusive(path, data)  # a file system without hard links: O_EXCL still never replaces
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    """Write all of `data` to `fd` and to the disk, then close it."""
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_exclusive(path: Path, data: bytes) -> None:
-    fd = os.open(path, _NEW_FILE, 0o666)  # FileExistsError names `path` if it exists
-    try:
-        _write_fd(fd, data)
-    except BaseException:
-        path.unlink(missing_ok=True)  # ours, created just now: no half-written file stays
-        raise
 
 
 def write_outputs(t: Transcript, paths: list[Path], overwrite: bool = False, written: set | None = None) -> None:

@@ -1,13 +1,13 @@
 """Audio in, text out: model loading, options, and the transcript with its timings; the
 sliding-window loop itself is `longform` (mlx-whisper's, ported).
 
-The one seam where a model rewrite plugs in is `load(..., fast=True)`: it hands the
-loaded `Whisper` to `whisperfast.kernels.rewrite` and transcribes with what comes back.
+The one seam where a model rewrite plugs in is `load(..., fast=True)` (or `rewritten`): it
+hands the loaded `Whisper` to `whisperfast.decode.rewrite_whisper` and keeps both models; each
+transcription then decodes on the engine `whisperfast.decode.Engine` picks for them.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,99 +17,10 @@ import numpy as np
 from mlx_whisper.whisper import Whisper
 
 from . import longform, models, runtime
+from .decode import Engine
 from .audio import SAMPLE_RATE, check_samples, load_audio
 from .errors import WhisperfastError
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """mlx-whisper 0.4.3's `transcribe()` options, with its defaults; checked on construction
-    (WhisperfastError). `temperature` becomes a tuple and `clip_timestamps` a tuple of seconds."""
-
-    language: str | None = None  # None: detect (multilingual models) or "en"
-    task: str = "transcribe"  # or "translate"
-    word_timestamps: bool = False
-    # Tried in turn while a window's decode fails the thresholds below. beam_size and patience
-    # apply at temperature 0 only, best_of at temperatures > 0 only (as openai-whisper).
-    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    beam_size: int | None = None
-    best_of: int | None = None
-    patience: float | None = None  # needs beam_size
-    length_penalty: float | None = None  # None: rank by average log probability; else in [0, 1]
-    compression_ratio_threshold: float | None = 2.4  # above: too repetitive, try the next temperature
-    logprob_threshold: float | None = -1.0  # below (average per token): try the next temperature
-    no_speech_threshold: float | None = 0.6  # above, with a low logprob: the window is silence
-    condition_on_previous_text: bool = True
-    initial_prompt: str | None = None
-    hallucination_silence_threshold: float | None = None  # seconds; needs word_timestamps
-    clip_timestamps: str | tuple[float, ...] = "0"  # "start,end,start,end,..." seconds; a last end may be left out
-    prepend_punctuations: str = "\"'“¿([{-"  # word timestamps: merged with the next word
-    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"  # word timestamps: merged with the previous word
-    suppress_tokens: str | tuple[int, ...] = "-1"  # token ids; -1: mlx-whisper's non-speech symbols
-    suppress_blank: bool = True
-    progress: bool = False  # mlx-whisper's progress bar (audio frames) on stderr
-    # Windows that fall back to temperature > 0 sample with MLX's random generator; a fixed
-    # seed makes the transcript reproducible, and two lanes with one seed draw the same numbers
-    # in the same order. None leaves MLX's generator as it is.
-    seed: int | None = 0
-    # Voice activity detection (whisperfast.vad): decode the speech only, silence left out
-    # (where Whisper hallucinates), timestamps mapped back to the file. None: the mode's
-    # default, off in sequential mode (stock semantics exactly), on in batched mode.
-    vad: bool | None = None
-
-    def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        if self.task not in ("transcribe", "translate"):
-            raise WhisperfastError(f"unknown task '{self.task}' (use transcribe or translate)")
-        t = self.temperature
-        set_("temperature", (float(t),) if isinstance(t, (int, float)) else tuple(float(x) for x in t))
-        if not self.temperature or not all(math.isfinite(x) and x >= 0 for x in self.temperature):
-            raise WhisperfastError(f"temperature must be one or more numbers >= 0, not {t!r}")
-        for name in ("beam_size", "best_of"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise WhisperfastError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.patience is not None and self.beam_size is None:
-            raise WhisperfastError("patience needs beam_size")
-        if self.patience is not None and not self.patience > 0:
-            raise WhisperfastError(f"patience must be > 0, not {self.patience}")
-        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
-            raise WhisperfastError(f"length_penalty must be between 0 and 1, not {self.length_penalty}")
-        if self.compression_ratio_threshold is not None and not self.compression_ratio_threshold > 0:
-            raise WhisperfastError(f"compression_ratio_threshold must be > 0, not {self.compression_ratio_threshold}")
-        if self.logprob_threshold is not None and not math.isfinite(self.logprob_threshold):
-            raise WhisperfastError(f"logprob_threshold must be a finite number, not {self.logprob_threshold}")
-        if self.no_speech_threshold is not None and not 0 <= self.no_speech_threshold <= 1:
-            raise WhisperfastError(f"no_speech_threshold is a probability, between 0 and 1, not {self.no_speech_threshold}")
-        if self.hallucination_silence_threshold is not None:
-            if not self.word_timestamps:
-                raise WhisperfastError("hallucination_silence_threshold needs word_timestamps")
-            if not self.hallucination_silence_threshold >= 0:
-                raise WhisperfastError(f"hallucination_silence_threshold must be >= 0 seconds, not {self.hallucination_silence_threshold}")
-        set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
-        if self.vad and self.clip_timestamps != (0.0,):
-            raise WhisperfastError("clip_timestamps and VAD both choose what to decode: use one of them")
-        if isinstance(self.suppress_tokens, str):
-            try:
-                [int(x) for x in self.suppress_tokens.split(",") if x.strip()]
-            except ValueError:
-                raise WhisperfastError(f"suppress_tokens must be comma-separated token ids, not {self.suppress_tokens!r}") from None
-        else:
-            set_("suppress_tokens", tuple(int(x) for x in self.suppress_tokens))
-
-
-def _clip_timestamps(clips: str | tuple[float, ...] | list[float]) -> tuple[float, ...]:
-    """"0,5.5,10" or (0, 5.5, 10) -> (0.0, 5.5, 10.0): start,end pairs in seconds, increasing;
-    an odd count leaves the last clip open to the end (mlx-whisper's format)."""
-    try:
-        seconds = tuple(float(x) for x in (clips.split(",") if clips else [])) if isinstance(clips, str) \
-            else tuple(float(x) for x in clips)
-    except (TypeError, ValueError):
-        raise WhisperfastError(f"clip_timestamps must be start,end,... seconds, not {clips!r}") from None
-    if not all(math.isfinite(x) and x >= 0 for x in seconds):
-        raise WhisperfastError(f"clip_timestamps must be seconds >= 0, not {clips!r}")
-    if any(b <= a if i % 2 == 0 else b < a for i, (a, b) in enumerate(zip(seconds, seconds[1:]))):
-        raise WhisperfastError(f"clip_timestamps must increase: each clip's end after its start, the next start not before it, not {clips!r}")
-    return seconds
+from .options import TranscribeOptions
 
 
 @dataclass(frozen=True)
@@ -171,6 +82,13 @@ class LoadedModel:
     load_seconds: float
     rewrites: dict | None = None
     quantization: dict | None = None  # {"bits", "group_size"} when load() quantized it
+    # A rewritten model's original (the same weight arrays): the engine runs windows on it
+    # where the rewrite cannot round as stock does (decode/engine.py)
+    stock: Whisper | None = None
+
+    def engine(self) -> Engine:
+        """The decoding engine for one transcription."""
+        return Engine(self.whisper, stock=self.stock)
 
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
@@ -198,14 +116,15 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
     prompt's logits, but the flat step parts from stock's after a few tokens (likely MLX picking
     other matmul kernels for the static cache's strides; not confirmed), and the CUDA kernel's sums, in their own
     order, then fall on the other side of tiny.en's JFK near-tie. So it is off by default."""
-    from .kernels import rewrite_whisper
+    from .decode import rewrite_whisper
 
     t0 = time.perf_counter()
     rounded = exact and mode == "fused" and mx.default_device() == mx.gpu and model.dtype in ("float16", "bfloat16")
     whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode,
                                       attention="rounded" if rounded else None)
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
-                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper, rounded, model.dtype)})
+                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper, rounded, model.dtype)},
+                   stock=model.stock or model.whisper)
 
 
 def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
@@ -216,6 +135,9 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
     if rounded:
         notes.append(f"attention rounds as mlx-whisper's in {dtype} (GPU): MLX's fused SDPA keeps fp32 scores and "
                      "weights, which moves near-ties away from stock's transcript")
+    if mx.default_device() == mx.gpu and dtype in ("float16", "bfloat16"):
+        notes.append(f"windows decoded at temperature > 0 (the fallback) run on the stock model: in {dtype} on a GPU "
+                     "the fused kernels round otherwise, and sampling turns any difference into another draw")
     if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
         notes.append("quantized decoder: the CUDA decode kernel reads float weights only, so decoding runs the flat step")
     return notes
@@ -249,7 +171,7 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
     if speech is not None and not speech.pieces:
         result = longform.Result(text="", language=options.language or "en", segments=[])
     else:
-        result = longform.transcribe(model.whisper, audio, options, fp16=model.dtype == "float16")
+        result = longform.transcribe(model.engine(), audio, options, fp16=model.dtype == "float16")
     total = time.perf_counter() - t0
 
     at = (lambda t, is_end=False: t) if speech is None else speech.to_file_time

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .bench import BenchReport
 from .errors import WhisperfastError
-from .output import write_atomic
+from .files import write_atomic
 
 
 def plot(report: BenchReport, path: Path) -> None:

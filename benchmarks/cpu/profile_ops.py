@@ -28,8 +28,8 @@ import mlx.nn as nn
 import numpy as np
 
 from whisperfast.audio import first_window_mel, load_audio
-from whisperfast.decoding import FlatStep, decoder_forward
-from whisperfast.kernels.layers import KVCache
+from whisperfast.decode.flat import FlatStep, decoder_forward
+from whisperfast.decode.attention import KVCache
 from whisperfast.pipeline import load, rewritten
 
 R = {"env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "WHISPERFAST_BLAS")},

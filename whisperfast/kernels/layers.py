@@ -16,13 +16,13 @@ from .rope_scaling import rope_schedule
 MODES = ("fused", "composed")
 
 
-def _check(mode: str) -> str:
+def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     return mode
 
 
-def _op(mode: str, name: str):
+def mode_op(mode: str, name: str):
     """ops.fused_<name> or ops.composed_<name>: the two share one signature."""
     return getattr(ops, f"{mode}_{name}")
 
@@ -34,20 +34,20 @@ class LayerNorm(nn.Module):
             self.weight = mx.ones((dims,))
             if bias:
                 self.bias = mx.zeros((dims,))
-        self.dims, self.eps, self.mode = dims, eps, _check(mode)
+        self.dims, self.eps, self.mode = dims, eps, check_mode(mode)
 
     def __call__(self, x):
-        return _op(self.mode, "layer_norm")(x, self.get("weight"), self.get("bias"), self.eps)
+        return mode_op(self.mode, "layer_norm")(x, self.get("weight"), self.get("bias"), self.eps)
 
 
 class RMSNorm(nn.Module):
     def __init__(self, dims: int, eps: float = 1e-5, mode: str = "fused"):
         super().__init__()
         self.weight = mx.ones((dims,))
-        self.eps, self.mode = eps, _check(mode)
+        self.eps, self.mode = eps, check_mode(mode)
 
     def __call__(self, x):
-        return _op(self.mode, "rms_norm")(x, self["weight"], self.eps)
+        return mode_op(self.mode, "rms_norm")(x, self["weight"], self.eps)
 
 
 class RoPE(nn.Module):
@@ -60,7 +60,7 @@ class RoPE(nn.Module):
         self._scaling, self._schedule = scaling, rope_schedule(dims, base, scaling, max_position)
         self._inv_freq = mx.array(self._schedule.inv_freq)
         # A schedule that cannot be precomputed runs composed, whatever the mode.
-        self.mode = _check(mode) if self._schedule.fallback is None else "composed"
+        self.mode = check_mode(mode) if self._schedule.fallback is None else "composed"
 
     @property
     def fallback(self) -> Optional[str]:
@@ -77,8 +77,8 @@ class RoPE(nn.Module):
             x = mx.concatenate([x[..., : self.dims] * s.mscale, x[..., self.dims :]], axis=-1)
         scale = self.scale * s.scale
         if self._scaling is None:  # nn.RoPE's own schedule, from the base
-            return _op(self.mode, "rope")(x, self.dims, offset, self.base, scale, self.traditional)
-        return _op(self.mode, "rope_inv_freq")(x, self.dims, offset, inv_freq, scale, self.traditional)
+            return mode_op(self.mode, "rope")(x, self.dims, offset, self.base, scale, self.traditional)
+        return mode_op(self.mode, "rope_inv_freq")(x, self.dims, offset, inv_freq, scale, self.traditional)
 
 
 class MultiHeadAttention(nn.MultiHeadAttention):
@@ -86,137 +86,28 @@ class MultiHeadAttention(nn.MultiHeadAttention):
 
     def __init__(self, *args, mode: str = "fused", **kwargs):
         super().__init__(*args, **kwargs)
-        self.mode = _check(mode)
+        self.mode = check_mode(mode)
 
     def __call__(self, queries, keys, values, mask=None):
         q = mx.unflatten(self.query_proj(queries), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
         k = mx.unflatten(self.key_proj(keys), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
         v = mx.unflatten(self.value_proj(values), -1, (self.num_heads, -1)).transpose(0, 2, 1, 3)
-        out = _op(self.mode, "scaled_dot_product_attention")(q, k, v, ops.attention_scale(q.shape[-1]), mask)
+        out = mode_op(self.mode, "scaled_dot_product_attention")(q, k, v, ops.attention_scale(q.shape[-1]), mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).flatten(-2, -1))
 
 
-class KVCache:
-    """Self-attention keys and values, preallocated (B, n_head, n_ctx, head_dim) and written
-    in place by slice, as mlx-lm's caches are: no concatenation per step, and the keys are
-    slices of one fixed buffer, the layout MLX's fused decode kernels look for."""
-
-    def __init__(self, n_ctx: int):
-        self.n_ctx, self.offset = n_ctx, 0
-        self.keys = self.values = None
-
-    def update(self, k: mx.array, v: mx.array, causal: bool):
-        """Append k, v (B, H, L, D); return the keys and values so far and the SDPA mask."""
-        B, H, L, D = k.shape
-        if self.keys is None:
-            self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), k.dtype), mx.zeros((B, H, self.n_ctx, D), v.dtype)
-        if self.offset + L > self.n_ctx:
-            raise ValueError(f"KV cache full: {self.offset} + {L} > n_ctx {self.n_ctx}")
-        self.keys[..., self.offset : self.offset + L, :] = k
-        self.values[..., self.offset : self.offset + L, :] = v
-        self.offset += L
-        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], "causal" if causal and L > 1 else None
-
-    def take(self, rows: mx.array):
-        """Rows (B', source row indices) become the cache's rows: each takes its source's keys
-        and values so far (beam search's rearrangement; a prompt run once per audio handed to
-        its group). Lazy; only the written positions are gathered, into the buffer in place."""
-        if self.keys is None or self.offset == 0:
-            return
-        t, keys, values = self.offset, self.keys, self.values
-        if rows.shape[0] != keys.shape[0]:
-            keys, values = mx.zeros((rows.shape[0], *keys.shape[1:]), keys.dtype), mx.zeros((rows.shape[0], *values.shape[1:]), values.dtype)
-        keys[..., :t, :] = self.keys[rows, :, :t]
-        values[..., :t, :] = self.values[rows, :, :t]
-        self.keys, self.values = keys, values
-
-
-class WhisperAttention(nn.Module):
-    """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
-    SDPA op. It returns `qk = None`: no attention weights are materialized; layers whose
-    weights word timestamps need are left as mlx-whisper built them.
-
-    Caches: cross-attention keeps its K/V heads-first, computed once per window; a `KVCache`
-    given for self-attention is written in place; a tuple cache keeps mlx-whisper's
-    (B, S, n_state) layout, which its TextDecoder reads its position offset from."""
-
-    # The SDPA op, where it differs from `mode`'s: "rounded" attends as mlx-whisper's graph
-    # rounds (ops.rounded_scaled_dot_product_attention); None takes the op of `mode`.
-    attention: Optional[str] = None
-
-    def __init__(self, n_state: int, n_head: int, mode: str = "fused"):
-        super().__init__()
-        self.n_head, self.mode = n_head, _check(mode)
-        self.query = nn.Linear(n_state, n_state)
-        self.key = nn.Linear(n_state, n_state, bias=False)
-        self.value = nn.Linear(n_state, n_state)
-        self.out = nn.Linear(n_state, n_state)
-
-    def __call__(self, x, xa=None, mask=None, kv_cache=None):
-        q = self.query(x)
-        if xa is not None:
-            if kv_cache is None:  # keys scaled once per window
-                kv_cache = (self._heads(self.key(xa)) * self.qk_scale, self._heads(self.value(xa)))
-            return self.out(self._attend(q, *kv_cache, None)), kv_cache, None
-        if isinstance(kv_cache, KVCache):
-            k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
-            return self.out(self._attend(q, k * self.qk_scale, v, attn_mask)), kv_cache, None
-        k, v = self.key(x), self.value(x)
-        if kv_cache is not None:
-            k = mx.concatenate([kv_cache[0], k], axis=1)
-            v = mx.concatenate([kv_cache[1], v], axis=1)
-        wv, qk = self.qkv_attention(q, k, v, mask)
-        return self.out(wv), (k, v), qk
-
-    def _heads(self, x: mx.array) -> mx.array:
-        """(B, S, n_state) -> (B, n_head, S, head_dim)"""
-        B, S, n_state = x.shape
-        return x.reshape(B, S, self.n_head, n_state // self.n_head).transpose(0, 2, 1, 3)
-
-    @property
-    def qk_scale(self) -> float:
-        """mlx-whisper scales q and k each by head_dim**-0.25, in the compute dtype, and so
-        does this layer: one head_dim**-0.5 inside the kernel rounds differently, and in fp16
-        that moved a timestamp token on held-out audio."""
-        return (self.query.weight.shape[0] // self.n_head) ** -0.25
-
-    def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
-        """q (B, L, n_state); k, v heads-first, k already scaled by qk_scale; mask: None,
-        "causal" or an additive array."""
-        B, L, n_state = q.shape
-        fn = self.sdpa
-        args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
-        parallel = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu \
-            and len(_cpu_streams()) > 1
-        out = _heads_across_cpu_streams(fn, *args) if parallel else fn(*args)
-        return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
-
-    @property
-    def sdpa(self):
-        """The attention op: q, k, v heads-first, scale, mask -> output heads-first."""
-        return _op(self.attention or self.mode, "scaled_dot_product_attention")
-
-    def qkv_attention(self, q, k, v, mask=None):
-        """mlx-whisper's signature: q (B, L, n_state); k, v (B, S, n_state). Whisper's mask
-        only ever says "causal", which the kernel builds itself (lower-right aligned, so
-        cached keys stay visible); a single query needs none (MLX's CUDA decode kernel
-        takes no array mask)."""
-        causal = "causal" if mask is not None and q.shape[1] > 1 else None
-        return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal), None
-
-
 @lru_cache(maxsize=1)
-def _cpu_streams() -> tuple:
+def cpu_streams() -> tuple:
     return tuple(mx.new_stream(mx.cpu) for _ in range(min(os.cpu_count() or 1, 8)))
 
 
-def _heads_across_cpu_streams(fn, q, k, v, scale, mask):
+def heads_across_cpu_streams(fn, q, k, v, scale, mask):
     """On the CPU, mx.fast's attention falls back to composed ops whose softmax runs on one
     thread, while MLX gives each CPU stream a thread of its own: splitting the heads across
     streams puts every core to work (1.6x for tiny's encoder attention on 2 cores). Each
     head goes through the same op, so the result is the same, bit for bit. Masks here are
     None, "causal" or shared by all heads."""
-    streams = _cpu_streams()[: q.shape[1]]
+    streams = cpu_streams()[: q.shape[1]]
     bounds = [round(i * q.shape[1] / len(streams)) for i in range(len(streams) + 1)]
     outs = []
     for s, a, b in zip(streams, bounds, bounds[1:]):

@@ -87,6 +87,7 @@ class Nvrtc:
                 errors.append(str(e))
         if self.lib is None:
             raise NvrtcError("libnvrtc not found: " + "; ".join(errors))
+        self.last_log = ""  # the last successful compile's log (ptxas's report, with --ptxas-options=-v)
         lib = self.lib
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         lib.nvrtcGetErrorString.argtypes = [ctypes.c_int]
@@ -115,6 +116,7 @@ class Nvrtc:
             result = lib.nvrtcCompileProgram(prog, len(opts), args)
             if result != 0:
                 self._check("nvrtcCompileProgram", result, self._log(prog))
+            self.last_log = self._log(prog)
             lowered = {}
             for n in names:
                 out = ctypes.c_char_p()

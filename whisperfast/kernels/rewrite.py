@@ -1,17 +1,17 @@
 """`rewrite(model)`: walk any `mlx.nn.Module` tree and swap supported layers onto fused
-(or composed) kernels. The model given is never mutated: every module on the way is
-copied, while weight arrays (immutable in MLX) are shared, so both graphs hold the same
-parameters. Each site is reported as rewritten, already in the target form, or skipped
-with its reason."""
+(or composed) kernels, as a replacement table says: `TABLE` for mlx.nn's layers, plus rows a
+caller adds for its model's own (whisperfast.decode.rewrite adds mlx-whisper's attention).
+The model given is never mutated: every module on the way is copied, while weight arrays
+(immutable in MLX) are shared, so both graphs hold the same parameters. Each site is
+reported as rewritten, already in the target form, or skipped with its reason."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import mlx.nn as nn
-from mlx_whisper import whisper as mw
 
 from . import layers
 
@@ -59,54 +59,62 @@ def _dropout(m: nn.Module) -> float:
     return float(p) if isinstance(p, (int, float)) else 0.0
 
 
-def _classify(m: nn.Module) -> Optional[tuple[str, str]]:
-    """(kind, skip reason or "") for a supported site; None for any other module."""
-    if isinstance(m, (nn.GroupNorm, nn.InstanceNorm, nn.BatchNorm)):
-        return "layer_norm", f"{type(m).__name__} normalizes over axes other than the last"
-    if isinstance(m, (nn.LayerNorm, layers.LayerNorm)):
-        return "layer_norm", ""
-    if isinstance(m, (nn.RMSNorm, layers.RMSNorm)):
-        return "rms_norm", ""
-    if isinstance(m, (nn.RoPE, layers.RoPE)):
-        return "rope", ""
-    if isinstance(m, (nn.MultiHeadAttention, mw.MultiHeadAttention, layers.WhisperAttention)):
+@dataclass(frozen=True)
+class Replacement:
+    """A row of the rewrite table: modules of type `source` (subclasses too, except for
+    attention, whose subclasses may change its math) are sites of `kind`, and `make(module,
+    mode)` builds their rewritten copy. `native`: the mode `source` computes in as it is."""
+
+    source: type
+    kind: str
+    make: Callable[[nn.Module, str], nn.Module]
+    native: str = "fused"
+
+
+def swap_to(cls: type) -> Callable[[nn.Module, str], nn.Module]:
+    """`make` for a target holding the same parameters: an instance of `cls` with copies of
+    the old module's children and attributes (arrays shared), in `mode`."""
+
+    def make(old: nn.Module, mode: str) -> nn.Module:
+        new = cls.__new__(cls)
+        new.__dict__.update(old.__dict__)
+        for k, v in old.items():
+            dict.__setitem__(new, k, _copy(v))
+        new.mode = mode
+        return new
+
+    return make
+
+
+# mlx.nn's layers (which call mx.fast already) and this package's own
+TABLE: tuple[Replacement, ...] = (
+    Replacement(layers.LayerNorm, "layer_norm", swap_to(layers.LayerNorm)),
+    Replacement(nn.LayerNorm, "layer_norm", swap_to(layers.LayerNorm)),
+    Replacement(layers.RMSNorm, "rms_norm", swap_to(layers.RMSNorm)),
+    Replacement(nn.RMSNorm, "rms_norm", swap_to(layers.RMSNorm)),
+    Replacement(layers.RoPE, "rope", swap_to(layers.RoPE)),
+    Replacement(nn.RoPE, "rope", lambda m, mode: layers.RoPE(m.dims, m.traditional, m.base, m.scale, mode=mode)),
+    Replacement(layers.MultiHeadAttention, "attention", swap_to(layers.MultiHeadAttention)),
+    Replacement(nn.MultiHeadAttention, "attention", swap_to(layers.MultiHeadAttention)),
+)
+
+# Norms the kernels do not cover: reported, never rewritten
+_OTHER_AXES = (nn.GroupNorm, nn.InstanceNorm, nn.BatchNorm)
+
+
+def _classify(m: nn.Module, table: Sequence[Replacement]) -> Optional[tuple[Replacement | None, str, str]]:
+    """(its table row, kind, skip reason or "") for a supported site; None for any other module."""
+    if isinstance(m, _OTHER_AXES):
+        return None, "layer_norm", f"{type(m).__name__} normalizes over axes other than the last"
+    row = next((r for r in table if type(m) is r.source), None) or next((r for r in table if isinstance(m, r.source)), None)
+    if row is None:
+        return None
+    if row.kind == "attention":
         if _dropout(m) > 0:
-            return "attention", f"attention dropout {_dropout(m)} > 0 (the kernel has none; rewrites are for inference)"
-        if type(m) not in (nn.MultiHeadAttention, mw.MultiHeadAttention, layers.MultiHeadAttention, layers.WhisperAttention):
-            return "attention", f"{type(m).__name__} subclasses a supported layer and may change its math"
-        return "attention", ""
-    return None
-
-
-def _current_mode(m: nn.Module) -> str:
-    """mx.fast-backed stock layers count as fused; mlx-whisper's hand-written attention as composed."""
-    if isinstance(m, mw.MultiHeadAttention):
-        return "composed"
-    return getattr(m, "mode", "fused")
-
-
-def _swap(old: nn.Module, cls: type, mode: str) -> nn.Module:
-    """An instance of `cls` holding copies of old's children and attributes (arrays shared)."""
-    new = cls.__new__(cls)
-    new.__dict__.update(old.__dict__)
-    for k, v in old.items():
-        dict.__setitem__(new, k, _copy(v))
-    new.mode = mode
-    return new
-
-
-def _replacement(m: nn.Module, mode: str) -> nn.Module:
-    if isinstance(m, (nn.LayerNorm, layers.LayerNorm)):
-        return _swap(m, layers.LayerNorm, mode)
-    if isinstance(m, (nn.RMSNorm, layers.RMSNorm)):
-        return _swap(m, layers.RMSNorm, mode)
-    if isinstance(m, layers.RoPE):
-        return _swap(m, layers.RoPE, mode)
-    if isinstance(m, nn.RoPE):
-        return layers.RoPE(m.dims, m.traditional, m.base, m.scale, mode=mode)
-    if isinstance(m, nn.MultiHeadAttention):
-        return _swap(m, layers.MultiHeadAttention, mode)
-    return _swap(m, layers.WhisperAttention, mode)
+            return row, "attention", f"attention dropout {_dropout(m)} > 0 (the kernel has none; rewrites are for inference)"
+        if type(m) is not row.source:
+            return row, "attention", f"{type(m).__name__} subclasses a supported layer and may change its math"
+    return row, row.kind, ""
 
 
 def _copy(value):
@@ -131,23 +139,24 @@ def _walk(value, path: str, visit):
 
 
 def rewrite(model: nn.Module, only: Optional[Iterable[str]] = None, mode: str = "fused",
-            keep: Mapping[str, str] = {}) -> tuple[nn.Module, RewriteReport]:
+            keep: Mapping[str, str] = {}, table: Sequence[Replacement] = ()) -> tuple[nn.Module, RewriteReport]:
     """Return (a rewritten copy of `model`, the report).
 
     only: kinds to rewrite (default: all of KINDS); other sites are left and reported skipped.
     mode: "fused" (mx.fast kernels) or "composed" (every op written out).
-    keep: {path: reason} for sites to leave exactly as they are."""
-    layers._check(mode)
+    keep: {path: reason} for sites to leave exactly as they are.
+    table: rows for a model's own layers, looked up before `TABLE`'s."""
+    layers.check_mode(mode)
     selected = set(KINDS if only is None else only)
     if selected - set(KINDS):
         raise ValueError(f"unknown rewrite kinds {sorted(selected - set(KINDS))}; known: {KINDS}")
     sites: list[Site] = []
 
     def visit(m: nn.Module, path: str):
-        found = _classify(m)
+        found = _classify(m, (*table, *TABLE))
         if found is None:
             return None
-        kind, reason = found
+        row, kind, reason = found
         if not reason and path in keep:
             reason = keep[path]
         if not reason and kind not in selected:
@@ -157,35 +166,10 @@ def rewrite(model: nn.Module, only: Optional[Iterable[str]] = None, mode: str = 
         if reason:
             sites.append(Site(kind, path, type(m).__name__, "skipped", reason))
             return _copy(m)
-        if _current_mode(m) == mode:
+        if getattr(m, "mode", row.native) == mode:
             sites.append(Site(kind, path, type(m).__name__, f"already_{mode}"))
             return _copy(m)
         sites.append(Site(kind, path, type(m).__name__, "rewritten"))
-        return _replacement(m, mode)
+        return row.make(m, mode)
 
     return _walk(model, "", visit), RewriteReport(mode, tuple(sites))
-
-
-def rewrite_whisper(model: mw.Whisper, word_timestamps: bool = False, mode: str = "fused",
-                    only: Optional[Iterable[str]] = None, attention: Optional[str] = None) -> tuple[mw.Whisper, RewriteReport]:
-    """`rewrite` for mlx-whisper models. With word timestamps, the cross-attention layers that
-    hold alignment heads stay as built, since they must return their attention weights.
-    attention: the SDPA op of every rewritten attention layer where it differs from `mode`'s
-    ("rounded": as mlx-whisper's graph rounds)."""
-    keep = {}
-    if word_timestamps:
-        for layer in sorted({int(l) for l, _ in model.alignment_heads.tolist()}):
-            keep[f"decoder.blocks.{layer}.cross_attn"] = "returns attention weights (qk) for word timestamps (alignment heads)"
-    new, report = rewrite(model, only=only, mode=mode, keep=keep)
-    if attention is not None:
-        ops_name = f"{attention}_scaled_dot_product_attention"
-        if not hasattr(layers.ops, ops_name):
-            raise ValueError(f"unknown attention op {attention!r}")
-        for _, m in new.named_modules():
-            if isinstance(m, layers.WhisperAttention):
-                m.attention = attention  # the copy's own layer: `model` is untouched
-    from ..decoding import FastWhisper, supports_static_cache
-
-    if mode == "fused" and supports_static_cache(new):
-        new.__class__ = FastWhisper  # the copy only: decode through preallocated KV caches
-    return new, report

@@ -6,7 +6,6 @@ stdout carries only the transcript (or JSON with --json); tables, progress and e
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -18,8 +17,10 @@ from rich.table import Table
 
 import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 
-from . import models  # light: its mlx, numpy and mlx-whisper imports are inside its functions
-from .errors import WhisperfastError
+from .. import models  # light: its mlx, numpy and mlx-whisper imports are inside its functions
+from ..config import config
+from ..errors import WhisperfastError
+from . import render
 
 # A fresh process pays only for what its command needs: `pipeline`, `output`, `runtime` and
 # `bench` (mlx, numpy, mlx-whisper and what mlx-whisper imports) are imported inside the
@@ -69,31 +70,10 @@ def _guard(fn, *args, **kwargs):
     except WhisperfastError as e:
         _error(str(e))
     except Exception as e:  # noqa: BLE001 (a traceback is for WHISPERFAST_DEBUG=1)
-        if os.environ.get("WHISPERFAST_DEBUG"):
+        if config().debug:
             raise
         _error(f"internal error: {type(e).__name__}: {e} (set WHISPERFAST_DEBUG=1 for a traceback)")
     raise typer.Exit(1)
-
-
-def _timing_table(columns: dict) -> Table:
-    """columns: {label: Timings}; with two columns a ratio column is added."""
-    table = Table()
-    table.add_column("stage")
-    for label in columns:
-        table.add_column(label, justify="right")
-    ts = list(columns.values())
-    if len(ts) == 2:
-        table.add_column("speed-up", justify="right")
-    rows = [("load", "load", "s"), ("mel", "mel", "s"), ("encode", "encode", "s"), ("decode", "decode", "s"),
-            ("total", "total", "s"), ("tokens", "tokens", ""), ("tokens/s", "tokens_per_s", ""), ("real-time factor", "rtf", "")]
-    for label, attr, unit in rows:
-        vals = [getattr(t, attr) for t in ts]
-        cells = [f"{v * 1000:.0f} ms" if unit == "s" else (str(v) if isinstance(v, int) else f"{v:.3f}") for v in vals]
-        if len(ts) == 2:
-            a, b = vals
-            cells.append(f"{a / b:.2f}x" if unit == "s" and attr != "load" and b > 0 else "")
-        table.add_row(label, *cells)
-    return table
 
 
 @app.command()
@@ -145,7 +125,7 @@ def transcribe(
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import batched, output, pipeline, runtime
+    from .. import batched, output, pipeline, runtime
 
     # a bad option is a usage error (exit 2), found before any work
     try:
@@ -196,7 +176,7 @@ def transcribe(
 
 def _batch_options(n: Optional[int], options, compare: bool):
     """--batch-size -> batched.BatchOptions, or None for sequential mode (1)."""
-    from . import batched
+    from .. import batched
 
     if n is None or n < 1:
         raise WhisperfastError(f"--batch-size must be at least 1, not {n}")
@@ -240,7 +220,7 @@ def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: 
                     done=None) -> int:
     """One file: transcribe (or compare; or take `done`, batched mode's transcript), print,
     write files. Returns 1 on failure, else 0."""
-    from . import output, pipeline
+    from .. import output, pipeline
 
     try:
         if fused is not None:
@@ -254,7 +234,7 @@ def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: 
             bits = f" · {loaded.quantization['bits']}-bit" if loaded.quantization else ""
             err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{bits}{' · fused' if fast and fused is None else ''}",
                       highlight=False)
-            err.print(_timing_table(columns))
+            err.print(render.timing_table(columns))
             if fused is not None:
                 err.print(f"baseline vs fused tokens: {'identical' if c.tokens_match else 'DIFFERENT'}; windows sampled at"
                           f" temperature > 0: {c.baseline.sampled_windows} and {c.fused.sampled_windows} of"
@@ -292,8 +272,8 @@ def bench(
     """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
     from dataclasses import asdict
 
-    from . import bench as bench_lib
-    from . import runtime
+    from .. import bench as bench_lib
+    from .. import runtime
 
     try:
         bits, group = _quantization(quantize, group_size)
@@ -314,7 +294,7 @@ def bench(
     lanes = lanes or ("stock,fused" if cold else "stock,fused,composed")
     wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
     if cold:
-        from . import coldstart
+        from .. import coldstart
 
         if len(paths) != 1:
             _error("--cold times one audio file")
@@ -323,7 +303,7 @@ def bench(
                         lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress)
         if as_json:
             print(json.dumps(asdict(report), indent=1))
-        _print_cold(report, Console(stderr=as_json, width=wide))
+        render.print_cold(report, Console(stderr=as_json, width=wide))
         return
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
@@ -331,61 +311,12 @@ def bench(
                     quantize=bits, group_size=group, batch_size=n_batch)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
-    _print_bench(report, Console(stderr=as_json, width=wide))
+    render.print_bench(report, Console(stderr=as_json, width=wide))
     if plot_path is not None:
-        from .plot import plot
+        from ..plot import plot
 
         _guard(plot, report, plot_path)
         err.print(f"plot: {plot_path}", highlight=False)
-
-
-def _print_cold(report, console: Console) -> None:
-    console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes", highlight=False)
-    t = Table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
-    for c in ("lane", "wall", "import", "load", "compile", "transcribe", "= stock"):
-        t.add_column(c, justify="left" if c == "lane" else "right")
-    fmt = lambda s: f"{s.median:.2f} ({s.min:.2f}-{s.max:.2f})"
-    for name, lane in report.lanes.items():
-        t.add_row(name, fmt(lane.wall_s), fmt(lane.import_s), fmt(lane.load_s), fmt(lane.compile_s), fmt(lane.transcribe_s),
-                  {True: "yes", False: "NO", None: ""}[lane.matches_stock])
-    console.print(t)
-    for s in report.samples:
-        cache = s.kernel_cache
-        said = "" if not cache else f"; kernel cache: {cache['hits']} read, {cache['compiles']} compiled, {cache['fallbacks']} left to MLX"
-        console.print(f"run {s.run + 1} {s.lane}: wall {s.wall_s:.2f} s{said}", highlight=False)
-    console.print("note: compile (whisperfast's kernel cache: reading its binaries, or NVRTC on a miss) happens inside the "
-                  "first transcription and is part of transcribe; imports inside load or transcribe count in both", highlight=False)
-
-
-def _print_bench(report, console: Console) -> None:
-    console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
-    if report.lanes:
-        t = Table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
-        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
-            t.add_column(c, justify="left" if c == "lane" else "right")
-        fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
-        med = lambda s: "" if s is None else f"{s.median:.2f}"
-        for name, lane in report.lanes.items():
-            t.add_row(name, fmt(lane.total_ms), med(lane.mel_ms), med(lane.encode_ms), med(lane.decode_ms),
-                      med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
-                      "" if lane.peak_memory_mb is None else f"{lane.peak_memory_mb:.0f}",
-                      "" if lane.windows is None else f"{lane.sampled_windows}/{lane.windows}",
-                      {True: "yes", False: "NO", None: ""}[lane.matches_stock])
-        console.print(t)
-        for k, v in report.speedup.items():
-            console.print(f"speed-up {k}: {v:.2f}x", highlight=False)
-        console.print("audio-seconds per second" + (f" (batched, {report.batch_size} a batch)" if report.batch_size > 1 else "")
-                      + ": " + ", ".join(f"{k} {v.audio_s_per_s:.1f}" for k, v in report.lanes.items() if v.audio_s_per_s),
-                      highlight=False)
-    if report.kernels:
-        t = Table(title="kernels: composed vs fused (median ms)", title_justify="left")
-        for c in ("op", "shape", "composed", "fused", "speed-up", "max |diff|"):
-            t.add_column(c, justify="left" if c in ("op", "shape") else "right")
-        for k in report.kernels:
-            t.add_row(k.op, k.shape, f"{k.composed_ms:.3f}", f"{k.fused_ms:.3f}", f"{k.speedup:.2f}x", f"{k.max_abs_diff:.2e}")
-        console.print(t)
-    for n in report.notes:
-        console.print(f"note: {n}", highlight=False)
 
 
 @app.command("models")
@@ -406,7 +337,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON o
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
     """Versions, device, and the BLAS that MLX's CPU backend uses."""
-    from . import runtime
+    from .. import runtime
 
     data = runtime.info()
     if as_json:

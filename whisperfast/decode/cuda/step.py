@@ -6,12 +6,11 @@ time on each, while the step's math is ~20 µs (benchmarks/overhead.py). A chain
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
 Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= MAX_BATCH);
-everything else, and WHISPERFAST_CUDA_STEP=0, runs FlatStep."""
+everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -21,7 +20,12 @@ from mlx.utils import tree_flatten
 from mlx_whisper.decoding import GreedyDecoder, SuppressBlank, SuppressTokens
 from mlx_whisper.whisper import TextDecoder
 
-from ..errors import WhisperfastError
+from ...config import config
+from ...errors import WhisperfastError
+from ...files import write_atomic
+from ...kernels.cuda_cache import CachedCudaKernel
+from ..attention import WhisperAttention, supports_static_cache
+from ..rules import DeviceTimestampRules
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
 # 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
@@ -45,12 +49,8 @@ def _kernel(name: str, inputs: tuple, outputs: tuple, call: str):
     # its source): the source's hash in the name too keeps the cached binaries of other
     # whisperfast versions apart whatever MLX does.
     digest = hashlib.sha256((source + call).encode()).hexdigest()[:12]
-    from ..models import cache_dir
-    from ..output import write_atomic
-    from .cuda_cache import CachedCudaKernel
-
     # compiled once per GPU architecture, model and dtype, then read from the cache (cuda_cache.py)
-    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source, cache_dir() / "kernels", write_atomic)
+    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source, config().cache / "kernels", write_atomic)
 
 
 def _run(name, inputs, outputs, call, args, template, blocks, threads, shapes, dtypes):
@@ -110,7 +110,7 @@ def grid_blocks() -> int:
     takes 48 KiB of static shared memory at most and 512 threads: where its registers would
     not fit one block per SM, the launch fails instead of waiting. WHISPERFAST_STEP_BLOCKS
     (a test knob, read once) may only ask for fewer blocks, never more."""
-    sms, knob = _sm_count(), os.environ.get("WHISPERFAST_STEP_BLOCKS")
+    sms, knob = _sm_count(), config().step_blocks
     if not knob:
         return sms
     if not knob.isdigit() or not 1 <= int(knob) <= sms:
@@ -173,9 +173,11 @@ class CudaStep:
         n_layer = self.packed.shape[0]
         S = audio_features.shape[1]
         n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx))
-        chunks = max(1, min(G // H, S // 64, int(os.environ.get("WHISPERFAST_CROSS_CHUNKS") or CROSS_CHUNKS)))
-        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks,
-                     cross=mx.addmm(self.b_cross, audio_features, self.w_cross))
+        chunks = max(1, min(G // H, S // 64, config().cross_chunks or CROSS_CHUNKS))
+        cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
+        if cross.shape[0] != batch:  # one audio's rows (beams, samples) each read their own copy
+            cross = mx.repeat(cross, batch // cross.shape[0], axis=0)
+        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross)
         if cache is not None:
             return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]))
         shape = (n_layer, batch, H, n_ctx, D // H)
@@ -228,7 +230,12 @@ class CudaDecode:
     """One decode on the kernel. `prompt` runs a short prompt from empty caches in one launch,
     its positions one after another, and samples the first token with the first sample's
     filters; for a longer prompt the module path runs it and `resume` takes over its caches.
-    Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs)."""
+    Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs).
+
+    With `greedy` False (beam search, sampling: decoders the kernel does not run) the kernel
+    is the decoder's forward pass only: `logits` gives each launch's logits, the task applies
+    the filters and the decoder's update, and `rearrange_kv_cache` moves the caches' rows
+    after the beams' sources, as the Inference it stands in for would."""
 
     # A prompt position costs the kernel about a step (0.17 ms for tiny.en, 0.27 for base on
     # an H100), the module pass a few ms of host time whatever the length: the SOT sequence
@@ -237,8 +244,9 @@ class CudaDecode:
     # write, and these write their state in place, where MLX does not see it.)
     MAX_PROMPT = 8
 
-    def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict):
+    def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict, greedy: bool = True):
         self.step, self.suppress, self.first, self.rules, self.state = step, suppress, first, rules, None
+        self.greedy = greedy
 
     def prompt(self, tokens: mx.array, audio_features: mx.array, sot: int = -1):
         """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, n_vocab) of
@@ -256,22 +264,23 @@ class CudaDecode:
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
 
+    def logits(self, tokens: mx.array, new: int = 1, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
+        """The forward pass: tokens (B, L), the last `new` not yet in the caches (from empty
+        caches, given `audio_features`, the whole prompt) -> logits (B, R, n_vocab) float32, as
+        the decoder returns them: row R-1 the last position's, row 0 `sot`'s where that is
+        another new position (R = 2)."""
+        B = tokens.shape[0]
+        if audio_features is not None:
+            if tokens.shape[1] > self.MAX_PROMPT:
+                raise ValueError(f"a prompt of {tokens.shape[1]} tokens; the kernel takes {self.MAX_PROMPT}")
+            self.state = self.step.start(audio_features, B)
+        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, new, sot)[3]
 
-def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
-    """The step's filters and update alone, in one block (for tests): SuppressTokens (and
-    SuppressBlank at the first sample: `suppress` is their summed mask), the timestamp rules
-    (when rules["RULES"]) and GreedyDecoder.update at temperature 0: logits (B, n_vocab)
-    float32, tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
-    B, L = tokens.shape
-    template = [("B", B), ("NV", logits.shape[-1])] + _template(rules)
-    tokens, sum_logprobs, completed = _run(
-        "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
-        "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
-        "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
-        [logits, tokens, _meta(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1, 1024,
-        [(B, L + 1), (B,), ()],
-        [tokens.dtype, mx.float32, mx.bool_])
-    return tokens, completed, sum_logprobs
+    def rearrange_kv_cache(self, source_indices: list):
+        """Row b's self-attention caches become row source_indices[b]'s (beam search)."""
+        if source_indices != list(range(len(source_indices))):
+            rows = mx.array(source_indices)
+            self.state["kc"], self.state["vc"] = self.state["kc"][:, rows], self.state["vc"][:, rows]
 
 
 def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Optional[int] = None) -> dict:
@@ -286,26 +295,28 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Op
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     """The task's decode on the kernel, or None where it does not apply (`features`: the
     audio features' dtype, which must be the decoder's)."""
-    from ..decoding import DeviceTimestampRules
     filters = task.logit_filters
     step = _step_for(task.model, batch, features)
-    if (step is None or not isinstance(task.decoder, GreedyDecoder) or task.decoder.temperature != 0
-            or any(type(f) not in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)):
+    if step is None:
         return None
+    # the kernel runs mlx-whisper's greedy update and these filters itself; any other decode
+    # takes its logits (CudaDecode.logits)
+    greedy = (isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
+              and all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters))
     n_vocab = step.emb.shape[0]
     suppress = _mask_sum(tuple(f.mask for f in filters if type(f) is SuppressTokens), n_vocab)
     # SuppressBlank: the first sample only
     first = _mask_sum(tuple(f.mask for f in filters if type(f) in (SuppressTokens, SuppressBlank)), n_vocab)
     ts = [f for f in filters if type(f) is DeviceTimestampRules]
     rules = timestamp_rules(task.tokenizer, task.sample_begin, bool(ts), ts[0].max_initial_timestamp_index if ts else None)
-    return CudaDecode(step, suppress, first, rules)
+    return CudaDecode(step, suppress, first, rules, greedy)
 
 
 _MASKS: dict = {}
 
 
 def _mask_sum(masks: tuple, n_vocab: int) -> mx.array:
-    """The filters' masks summed, once for as long as they live (decoding.py keeps its
+    """The filters' masks summed, once for as long as they live (rules.py keeps its
     tasks' filters): each sum is MLX ops, ~25 µs each on an H100."""
     key = tuple(map(id, masks)) + (n_vocab,)
     if key not in _MASKS:
@@ -328,7 +339,7 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
 
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
     cuda = getattr(mx, "cuda", None)
-    if (os.environ.get("WHISPERFAST_CUDA_STEP", "1") == "0" or mx.default_device() != mx.gpu or cuda is None
+    if (not config().cuda_step or mx.default_device() != mx.gpu or cuda is None
             or not cuda.is_available() or batch > MAX_BATCH):
         return None
     step, dims = _decoder_step(model), model.dims
@@ -344,8 +355,6 @@ def _decoder_step(model) -> Optional[CudaStep]:
     decoder = model.decoder
     if "_whisperfast_cuda" in decoder.__dict__:
         return decoder.__dict__["_whisperfast_cuda"]
-    from ..decoding import supports_static_cache
-    from .layers import WhisperAttention
     norms = [decoder.ln] + [n for b in decoder.blocks for n in (b.attn_ln, b.cross_attn_ln, b.mlp_ln)]
     dtype, head_dim = decoder.token_embedding.weight.dtype, model.dims.n_text_state // decoder.blocks[0].attn.n_head
     fits = (supports_static_cache(model) and all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)

@@ -1,0 +1,76 @@
+"""Tables for people, on stderr or a terminal: timings, bench and cold-start reports."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def timing_table(columns: dict) -> Table:
+    """columns: {label: Timings}; with two columns a ratio column is added."""
+    table = Table()
+    table.add_column("stage")
+    for label in columns:
+        table.add_column(label, justify="right")
+    ts = list(columns.values())
+    if len(ts) == 2:
+        table.add_column("speed-up", justify="right")
+    rows = [("load", "load", "s"), ("mel", "mel", "s"), ("encode", "encode", "s"), ("decode", "decode", "s"),
+            ("total", "total", "s"), ("tokens", "tokens", ""), ("tokens/s", "tokens_per_s", ""), ("real-time factor", "rtf", "")]
+    for label, attr, unit in rows:
+        vals = [getattr(t, attr) for t in ts]
+        cells = [f"{v * 1000:.0f} ms" if unit == "s" else (str(v) if isinstance(v, int) else f"{v:.3f}") for v in vals]
+        if len(ts) == 2:
+            a, b = vals
+            cells.append(f"{a / b:.2f}x" if unit == "s" and attr != "load" and b > 0 else "")
+        table.add_row(label, *cells)
+    return table
+
+
+def print_cold(report, console: Console) -> None:
+    console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes", highlight=False)
+    t = Table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
+    for c in ("lane", "wall", "import", "load", "compile", "transcribe", "= stock"):
+        t.add_column(c, justify="left" if c == "lane" else "right")
+    fmt = lambda s: f"{s.median:.2f} ({s.min:.2f}-{s.max:.2f})"
+    for name, lane in report.lanes.items():
+        t.add_row(name, fmt(lane.wall_s), fmt(lane.import_s), fmt(lane.load_s), fmt(lane.compile_s), fmt(lane.transcribe_s),
+                  {True: "yes", False: "NO", None: ""}[lane.matches_stock])
+    console.print(t)
+    for s in report.samples:
+        cache = s.kernel_cache
+        said = "" if not cache else f"; kernel cache: {cache['hits']} read, {cache['compiles']} compiled, {cache['fallbacks']} left to MLX"
+        console.print(f"run {s.run + 1} {s.lane}: wall {s.wall_s:.2f} s{said}", highlight=False)
+    console.print("note: compile (whisperfast's kernel cache: reading its binaries, or NVRTC on a miss) happens inside the "
+                  "first transcription and is part of transcribe; imports inside load or transcribe count in both", highlight=False)
+
+
+def print_bench(report, console: Console) -> None:
+    console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
+    if report.lanes:
+        t = Table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
+        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
+            t.add_column(c, justify="left" if c == "lane" else "right")
+        fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
+        med = lambda s: "" if s is None else f"{s.median:.2f}"
+        for name, lane in report.lanes.items():
+            t.add_row(name, fmt(lane.total_ms), med(lane.mel_ms), med(lane.encode_ms), med(lane.decode_ms),
+                      med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
+                      "" if lane.peak_memory_mb is None else f"{lane.peak_memory_mb:.0f}",
+                      "" if lane.windows is None else f"{lane.sampled_windows}/{lane.windows}",
+                      {True: "yes", False: "NO", None: ""}[lane.matches_stock])
+        console.print(t)
+        for k, v in report.speedup.items():
+            console.print(f"speed-up {k}: {v:.2f}x", highlight=False)
+        console.print("audio-seconds per second" + (f" (batched, {report.batch_size} a batch)" if report.batch_size > 1 else "")
+                      + ": " + ", ".join(f"{k} {v.audio_s_per_s:.1f}" for k, v in report.lanes.items() if v.audio_s_per_s),
+                      highlight=False)
+    if report.kernels:
+        t = Table(title="kernels: composed vs fused (median ms)", title_justify="left")
+        for c in ("op", "shape", "composed", "fused", "speed-up", "max |diff|"):
+            t.add_column(c, justify="left" if c in ("op", "shape") else "right")
+        for k in report.kernels:
+            t.add_row(k.op, k.shape, f"{k.composed_ms:.3f}", f"{k.fused_ms:.3f}", f"{k.speedup:.2f}x", f"{k.max_abs_diff:.2e}")
+        console.print(t)
+    for n in report.notes:
+        console.print(f"note: {n}", highlight=False)

@@ -1,0 +1,56 @@
+"""whisperfast's settings from the environment: one frozen dataclass, parsed once per process.
+
+The variables are knobs for tests and benchmarks, not a user interface; nothing else in the
+package reads `WHISPERFAST_*`. A test that sets one calls `reload()` (tests/conftest.py's
+`knobs` fixture does, and restores the old values after). Imports nothing heavy: `_blas`
+reads it before mlx is imported."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    # "" (default: scipy's OpenBLAS, then system ones), "reference", "system", or a library
+    blas: str = ""
+    cache: Path = Path.home() / ".cache" / "whisperfast"  # conversions, quantized models, kernel binaries
+    debug: bool = False  # internal errors re-raised with their traceback (cli)
+    cuda_step: bool = True  # False: the CUDA decode kernel is never used (the flat step runs)
+    # Blocks of the CUDA step's grid, as given (checked against the SMs where they are known);
+    # "" for one per SM
+    step_blocks: str = ""
+    cross_chunks: int | None = None  # the kernel's chunks of keys per cross-attention head
+
+
+def _int_or_none(name: str, value: str) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        from .errors import WhisperfastError
+
+        raise WhisperfastError(f"{name}={value!r}: expected a positive integer")
+    return int(value)
+
+
+def _parse(env) -> Config:
+    cache = env.get("WHISPERFAST_CACHE") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisperfast"
+    return Config(blas=env.get("WHISPERFAST_BLAS", ""), cache=Path(cache), debug=bool(env.get("WHISPERFAST_DEBUG")),
+                  cuda_step=env.get("WHISPERFAST_CUDA_STEP", "1") != "0",
+                  step_blocks=env.get("WHISPERFAST_STEP_BLOCKS", "").strip(),
+                  cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")))
+
+
+@lru_cache(maxsize=1)
+def config() -> Config:
+    """The process's settings, parsed from the environment on first use."""
+    return _parse(os.environ)
+
+
+def reload() -> Config:
+    """Parse the environment again (tests that change a knob)."""
+    config.cache_clear()
+    return config()

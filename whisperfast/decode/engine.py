@@ -1,0 +1,90 @@
+"""The engine that decodes a window, chosen once per decode from the model and the options:
+
+- **stock**: a model as mlx-whisper built it decodes with mlx-whisper's own `decode`
+  (beam search, which that lacks, with `StockBeamTask`);
+- **fast**: a rewritten model decodes with `StaticCacheTask`, which runs the CUDA step where
+  it applies and the flat step elsewhere (chosen once, in its `_main_loop`);
+- **stock for sampled windows**: where the fast engine cannot round as stock does (a GPU in
+  fp16 or bf16: fused kernels keep fp32 scores and sum in their own orders), a window decoded
+  at temperature > 0 runs on the stock model over the same weights, from the window's mel.
+  Sampling turns any difference in the logits into a different draw, and the fallback is
+  where the transcripts parted (issue 12); at temperature 0 a difference matters only at a
+  near-tie. On the CPU the fast engine is stock's arithmetic bit for bit, so it decodes every
+  window there.
+
+Shapes: mel (N_FRAMES, n_mels) or (n_audio, N_FRAMES, n_mels); features (n_audio_ctx,
+n_audio_state) or (n_audio, n_audio_ctx, n_audio_state)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import List, Optional, Union
+
+import mlx.core as mx
+from mlx_whisper.decoding import DecodingOptions, DecodingResult
+from mlx_whisper.decoding import decode as stock_decode
+from mlx_whisper.tokenizer import Tokenizer
+from mlx_whisper.whisper import Whisper
+
+from .attention import supports_static_cache
+from .language import detect_language
+from .task import StaticCacheTask, StockBeamTask
+
+Result = Union[DecodingResult, List[DecodingResult]]
+
+
+class Engine:
+    """How one model decodes. `model` runs every window; `stock` (the model as built, sharing
+    its weights), where given, runs the sampled windows of a fast model on a GPU in a narrow
+    dtype. `sampled_on_stock` overrides that choice (tests force it on the CPU)."""
+
+    def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None):
+        self.model, self.fast = model, supports_static_cache(model)
+        if sampled_on_stock is None:
+            narrow = model.decoder.token_embedding.weight.dtype in (mx.float16, mx.bfloat16)
+            sampled_on_stock = narrow and mx.default_device() == mx.gpu
+        self.stock = stock if self.fast and sampled_on_stock else None
+        self._stock_features = None  # (mel, the stock encoder's features of it): one window's, across temperatures
+        self.decodes = Counter()  # decodes by where they ran: "fast", "stock", "stock (sampled)"
+
+    @property
+    def name(self) -> str:
+        return "fast" if self.fast else "stock"
+
+    def encode(self, mel: mx.array) -> mx.array:
+        """mel (N_FRAMES, n_mels) in the decode dtype -> features (n_audio_ctx, n_audio_state)."""
+        return self.model.encoder(mel[None])[0]
+
+    def detect_language(self, features: mx.array, tokenizer: Tokenizer):
+        """(language token, {code: probability}) for one window's features."""
+        tokens, probs = detect_language(self.model, features[None], tokenizer)
+        return tokens[0], probs[0]
+
+    def decode(self, features: mx.array, options: DecodingOptions, mel: Optional[mx.array] = None) -> Result:
+        """One window's features, or a batch's, decoded under `options`. `mel`, the window's
+        own, lets a sampled window run on the stock model (see the module's docstring)."""
+        if self.stock is not None and mel is not None and options.temperature > 0:
+            self.decodes["stock (sampled)"] += 1
+            return stock_decode(self.stock, self._stock_encoded(mel), options)
+        self.decodes[self.name] += 1
+        return decode_with(self.model, features, options, self.fast)
+
+    def _stock_encoded(self, mel: mx.array) -> mx.array:
+        if self._stock_features is None or self._stock_features[0] is not mel:
+            self._stock_features = (mel, self.stock.encoder(mel[None])[0])
+        return self._stock_features[1]
+
+
+def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fast: bool) -> Result:
+    if not fast and options.beam_size is None:
+        return stock_decode(model, features, options)
+    if single := features.ndim == 2:
+        features = features[None]
+    result = (StaticCacheTask if fast else StockBeamTask)(model, options).run(features)
+    return result[0] if single else result
+
+
+def decode_window(model: Whisper, features: mx.array, options: DecodingOptions) -> Result:
+    """Decode one window's features (n_audio_ctx, n_audio_state), or a batch's, on the engine
+    the model has (fast where it is rewritten, else stock), every window alike."""
+    return decode_with(model, features, options, supports_static_cache(model))

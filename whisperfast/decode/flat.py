@@ -1,0 +1,164 @@
+"""The static-cache engine: the decoder over preallocated self-attention caches (`KVCache`),
+the prompt through the module graph (`decoder_forward`), then one single-token step at a time
+as one flat function over the decoder's own weights (`FlatStep`). `StaticInference` is the
+mlx-whisper `Inference` that drives both.
+
+Shapes: tokens (B, L); audio features xa (n_audio, n_audio_ctx, n_audio_state); logits
+(B, L, n_vocab); B = n_audio * G rows where G rows decode one audio (beams, best-of samples)."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_whisper.decoding import Inference
+from mlx_whisper.whisper import TextDecoder
+
+from ..kernels.layers import mode_op
+from .attention import KVCache, WhisperAttention
+
+
+def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list) -> mx.array:
+    """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V]."""
+    for e, block in enumerate(decoder.blocks):
+        x, cache[e], _ = block(x, xa, mask=decoder._mask, kv_cache=cache[e])
+    return decoder.token_embedding.as_linear(decoder.ln(x))
+
+
+def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache: list) -> mx.array:
+    """TextDecoder.__call__ with the position offset read from the static cache.
+    tokens (B, L); xa (B, n_audio_ctx, n_audio_state); cache: per block [KVCache, cross K/V]."""
+    offset = cache[0][0].offset
+    x = decoder.token_embedding(tokens) + decoder.positional_embedding[offset : offset + tokens.shape[-1]]
+    return _blocks(decoder, x, xa, cache)
+
+
+class FlatStep:
+    """One single-token decode step as one function over the decoder's own weight arrays.
+
+    The module graph spends its time on the host, not the GPU: measured on an H100 (mlx
+    0.32.4, tiny.en fp16, benchmarks/overhead.py) a step is ~350 primitives, MLX costs
+    4-11 µs to dispatch each and 13-27 µs per matmul, while the math is ~0.02 ms. So this
+    issues as few primitives as the math allows:
+    - q|k|v in one matmul: the three weights concatenated (k's missing bias is a zero),
+      except in quantized layers, which run their own quantized matmuls;
+    - heads by one reshape: with one query row, (B, 1, n_state) -> (B, n_head, 1, head_dim)
+      needs no transpose, and neither does the way back;
+    - biases shaped (1, 1, n) up front, so addmm broadcasts nothing.
+    It writes the same `KVCache` buffers as the module path (which still runs the prompt)
+    and reads the cross K/V that path computed once per window. Norms and SDPA go through
+    the ops each rewritten layer was given: fused, composed, or (`exact`) rounded as
+    mlx-whisper's graph rounds."""
+
+    def __init__(self, decoder: TextDecoder):
+        made = []  # arrays built here: evaluated once, not in the first step
+        # Layers rewritten to attend as mlx-whisper rounds (pipeline.rewritten, GPU fp16/bf16)
+        self.exact = any(getattr(b.attn, "attention", None) == "rounded" for b in decoder.blocks)
+
+        # On the CPU a one-row matmul against a transposed weight view makes OpenBLAS repack
+        # the whole weight every step (MLX calls sgemm, never sgemv): the logits took 18-21 ms
+        # a step against 8.8-10.4 ms on an (in, out) copy, with the same bits
+        # (benchmarks/cpu/profile.md). GPU matmul kernels read the view as it is.
+        cpu = mx.default_device() == mx.cpu
+        layout = mx.contiguous if cpu else (lambda a: a)
+
+        def linear(m):
+            """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
+            if not isinstance(m, nn.Linear):
+                return m
+            w, b = layout(m.weight.T), m.bias.reshape(1, 1, -1) if "bias" in m else None
+            made.extend(a for a in (w, b) if a is not None)
+            return (lambda x: mx.addmm(b, x, w)) if b is not None else (lambda x: x @ w)
+
+        def qkv(a):
+            """x -> (q, k, v); one matmul where the three are plain Linear layers."""
+            if not all(isinstance(m, nn.Linear) for m in (a.query, a.key, a.value)):
+                return lambda x: (a.query(x), a.key(x), a.value(x))
+            D = a.query.weight.shape[0]
+            w = layout(mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T)
+            b = mx.concatenate([a.query.bias, mx.zeros((D,), w.dtype), a.value.bias]).reshape(1, 1, 3 * D)
+            made.extend((w, b))
+            return lambda x: mx.split(mx.addmm(b, x, w), 3, axis=-1)
+
+        def norm(m):
+            fn = mode_op(getattr(m, "mode", "fused"), "layer_norm")
+            return lambda x: fn(x, m.weight, m.bias, m.eps)
+
+        self.layers = []
+        for b in decoder.blocks:
+            a, c = b.attn, b.cross_attn
+            self.layers.append((norm(b.attn_ln), qkv(a), linear(a.out), norm(b.cross_attn_ln), linear(c.query),
+                                linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
+                                a.sdpa, c.sdpa))
+        emb = decoder.token_embedding  # the logits: x @ emb.weight.T, as Embedding.as_linear
+        self.vocab = mx.contiguous(emb.weight.T) if cpu and type(emb) is nn.Embedding else None
+        if self.vocab is not None:
+            made.append(self.vocab)
+        mx.eval(made)
+        self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
+        self.n_state = decoder.positional_embedding.shape[-1]
+        self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
+
+    def __call__(self, tokens: mx.array, cache: list) -> mx.array:
+        """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in.
+        The cross K/V may hold one row per audio for B = n * G rows (beams, best-of samples):
+        each audio's G rows then attend as G queries of its one row, which reads its K/V once
+        (not when `exact`: G queries make a matrix product where stock's rows make G vector
+        products, which may sum in another order, so the cross K/V are then one per row)."""
+        dec, D, H, s = self.decoder, self.n_state, self.n_head, self.scale
+        B, t = tokens.shape[0], cache[0][0].offset
+        heads = (B, H, 1, D // H)  # one query row: the head split is a reshape
+        n = cache[0][1][0].shape[0]  # audios
+        x = dec.token_embedding(tokens) + dec.positional_embedding[t : t + 1]
+        for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
+            q, k, v = qkv(ln1(x))
+            k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
+            x = x + out(sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask).reshape(B, 1, D))
+            q = cq(ln2(x))  # (B, 1, D) -> (B, H, 1, hd), or (n, G, H, hd) -> (n, H, G, hd)
+            q = q.reshape(heads) if n == B else q.reshape(n, B // n, H, D // H).transpose(0, 2, 1, 3)
+            o = cross_sdpa(q * s, *cross, 1.0, None)
+            x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
+            x = x + fc2(nn.gelu(fc1(ln3(x))))
+        x = dec.ln(x)
+        return x @ self.vocab if self.vocab is not None else dec.token_embedding.as_linear(x)
+
+
+class StaticInference(Inference):
+    def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
+        decoder = self.model.decoder
+        if self.kv_cache is None:
+            self.kv_cache = [[KVCache(self.model.dims.n_text_ctx), None] for _ in decoder.blocks]
+        # One flat step per decoder, built on first use and kept on the decoder module; None
+        # where layers kept for word timestamps hold mlx-whisper's own cross-attention.
+        if "_whisperfast_step" not in decoder.__dict__:
+            flat = all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)
+            decoder.__dict__["_whisperfast_step"] = FlatStep(decoder) if flat else None
+        step = decoder.__dict__["_whisperfast_step"]
+        group = tokens.shape[0] // audio_features.shape[0]
+        if group > 1 and self.kv_cache[0][0].offset == 0:
+            shared = step is not None and not step.exact  # cross K/V one per audio (FlatStep.__call__)
+            return self._group_prompt(decoder, tokens, audio_features, group, shared_cross=shared)
+        if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
+            return decoder_forward(decoder, tokens, audio_features, self.kv_cache).astype(mx.float32)
+        return step(tokens, self.kv_cache).astype(mx.float32)
+
+    def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int,
+                      shared_cross: bool):
+        """The prompt for `group` rows per audio (beams, best-of samples), rows i*G .. i*G+G-1
+        being audio i's: they are one prompt (the task repeats it), so it runs once per audio
+        and each row gets a copy of its self-attention cache. The cross K/V stay one per audio
+        where the flat step shares them; the module path's attention wants them per row."""
+        logits = decoder_forward(decoder, tokens[::group], audio_features, self.kv_cache)
+        rows = mx.repeat(mx.arange(audio_features.shape[0]), group)
+        for e, (kv, cross) in enumerate(self.kv_cache):
+            kv.take(rows)
+            if not shared_cross:
+                self.kv_cache[e] = (kv, tuple(a[rows] for a in cross))
+        return logits[rows].astype(mx.float32)
+
+    def rearrange_kv_cache(self, source_indices):
+        """Each row's self-attention cache becomes its source row's; cross K/V are per audio
+        (or, on the module path, alike within each audio's rows) and stay."""
+        if source_indices != list(range(len(source_indices))):
+            rows = mx.array(source_indices)
+            for kv, _ in self.kv_cache:
+                kv.take(rows)

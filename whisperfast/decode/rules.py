@@ -1,0 +1,63 @@
+"""mlx-whisper's logit filters as the static-cache engines apply them: the timestamp rules as
+array ops on the device, and the suppression masks built once per tokenizer, not per task."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import mlx.core as mx
+from mlx_whisper.decoding import ApplyTimestampRules, SuppressBlank, SuppressTokens
+
+
+class DeviceTimestampRules(ApplyTimestampRules):
+    """mlx-whisper's ApplyTimestampRules with its per-row Python loop (and the
+    `tokens.tolist()` that waits for every token on the host) expressed as array ops, so
+    step n+1 is queued before step n's token is read. Same constructor, same semantics,
+    checked against the original on random token histories (tests/test_decoding.py).
+
+    mlx-whisper 0.4.3 collects the *positions* of timestamp tokens where openai/whisper
+    collects their values, so its "timestamps must not decrease" slice is always empty;
+    this keeps that behaviour: the output must match mlx-whisper's, token for token."""
+
+    def apply(self, logits: mx.array, tokens: mx.array) -> mx.array:
+        ts_begin, eot = self.tokenizer.timestamp_begin, self.tokenizer.eot
+        vocab = mx.arange(logits.shape[-1])
+        n_sampled = tokens.shape[1] - self.sample_begin  # known on the host: a shape
+        mask = mx.zeros(logits.shape, mx.float32)
+        if self.tokenizer.no_timestamps is not None:
+            mask = mx.where(vocab == self.tokenizer.no_timestamps, -mx.inf, mask)
+        if n_sampled >= 1:
+            last_ts = tokens[:, -1] >= ts_begin
+            penult_ts = tokens[:, -2] >= ts_begin if n_sampled >= 2 else mx.ones_like(last_ts)
+            # after a lone timestamp no text may follow; after a pair, no timestamp
+            banned = ((last_ts & penult_ts)[:, None] & (vocab >= ts_begin)) | \
+                     ((last_ts & ~penult_ts)[:, None] & (vocab < eot))
+            mask = mx.where(banned, -mx.inf, mask)
+        if n_sampled == 0:
+            mask = mx.where(vocab < ts_begin, -mx.inf, mask)
+            if self.max_initial_timestamp_index is not None:
+                mask = mx.where(vocab > ts_begin + self.max_initial_timestamp_index, -mx.inf, mask)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        timestamp_logprob = logprobs[:, ts_begin:].logsumexp(axis=-1, keepdims=True)
+        max_text_token_logprob = logprobs[:, :ts_begin].max(axis=-1, keepdims=True)
+        text = (vocab < ts_begin) & (timestamp_logprob > max_text_token_logprob)
+        return logits + mx.where(text, -mx.inf, mask)
+
+
+_BLANKS: dict = {}
+
+
+def suppress_blank(tokenizer, sample_begin: int, n_vocab: int) -> SuppressBlank:
+    """mlx-whisper's SuppressBlank; its mask (" " and EOT) is made once per tokenizer encoding."""
+    key = (tokenizer.encoding.name, tokenizer.eot, n_vocab)
+    if key not in _BLANKS:
+        _BLANKS[key] = SuppressBlank(tokenizer, sample_begin, n_vocab)
+    kept = copy.copy(_BLANKS[key])  # shares the mask
+    kept.sample_begin = sample_begin
+    return kept
+
+
+@lru_cache(maxsize=32)
+def suppress_tokens(suppress: tuple, n_vocab: int) -> SuppressTokens:
+    return SuppressTokens(suppress, n_vocab)

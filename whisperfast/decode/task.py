@@ -1,0 +1,218 @@
+"""Decoding tasks: mlx-whisper's DecodingTask (options, logit filters, greedy update and
+sampling: all reused) run by whisperfast, generalized to beams and to groups of rows.
+
+- `StaticCacheTask`, the fast lane: the static-cache engine (flat.py) and, where it applies,
+  the CUDA step (cuda/step.py), chosen once per decode in `_main_loop`; the end of text read
+  back lazily; beams and best-of samples as rows of one batch.
+- `StockBeamTask`, the stock lane with beam search (which mlx-whisper 0.4.3 declines): its
+  own DecodingTask and Inference, with openai's BeamSearchDecoder (beam.py); the reference
+  the fast lane's beams are checked against.
+
+Shapes: mel (n_audio, N_FRAMES, n_mels) or features (n_audio, n_audio_ctx, n_audio_state);
+tokens (n_audio * n_group, L)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import List
+
+import mlx.core as mx
+import numpy as np
+from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
+                                  Inference, TokenDecoder, compression_ratio)
+from mlx_whisper.whisper import Whisper
+
+from .beam import BeamSearchDecoder
+from .cuda.step import cuda_step
+from .flat import StaticInference
+from .language import detect_language
+from .rules import DeviceTimestampRules, suppress_blank, suppress_tokens
+
+
+class RowInference(Inference):
+    """mlx-whisper's Inference (concatenated caches) with the rearrangement beam search
+    needs: mlx-whisper 0.4.3's gathers every cached array, the cross K/V too, which hold one
+    row per audio, not per beam; here only the self-attention rows are gathered."""
+
+    def rearrange_kv_cache(self, source_indices):
+        if source_indices != list(range(len(source_indices))):
+            rows = mx.array(source_indices)
+            self.kv_cache = [((k[rows], v[rows]), cross) for (k, v), cross in self.kv_cache]
+
+
+def token_decoder(task: DecodingTask, options: DecodingOptions) -> TokenDecoder:
+    """The decoding strategy, chosen once a task: openai's beam search where beam_size is
+    given (at any temperature, as in openai's DecodingTask; its transcribe drops beam_size for
+    the sampled fallback), else mlx-whisper's GreedyDecoder, which samples at temperature > 0
+    (best_of samples are rows of it). Sets the task's group size (rows per audio)."""
+    task.n_group = options.beam_size or options.best_of or 1
+    if options.beam_size is not None:
+        return BeamSearchDecoder(options.beam_size, task.tokenizer.eot, task.inference, options.patience)
+    return GreedyDecoder(options.temperature, task.tokenizer.eot)
+
+
+class GroupRun:
+    """mlx-whisper 0.4.3's DecodingTask.run, generalized twice, its results otherwise alike:
+    a decoder's `finalize` may give each audio a list of candidates (beam search's, as in
+    openai's), and the rows of a batch of audio decoded in groups (n_audio > 1 with beams or
+    best_of) take their features from `_row_features`: mlx-whisper's run broadcasts one
+    audio's features over its group and fails for more."""
+
+    def _row_features(self, audio_features: mx.array) -> mx.array:
+        return audio_features
+
+    def run(self, mel: mx.array) -> List[DecodingResult]:
+        self.inference.reset()
+        self.decoder.reset()
+        tokenizer, n_audio = self.tokenizer, mel.shape[0]
+        audio_features = self._get_audio_features(mel)  # encoder forward pass
+        tokens = mx.broadcast_to(mx.array(self.initial_tokens), (n_audio, len(self.initial_tokens)))
+        # detect language if requested, overwriting the language token
+        languages, language_probs = self._detect_language(audio_features, tokens)
+        if self.options.task == "lang_id":
+            return [DecodingResult(audio_features=features, language=language, language_probs=probs)
+                    for features, language, probs in zip(audio_features, languages, language_probs)]
+        # repeat tokens by the group size, for beam search or best-of-n sampling
+        if self.n_group > 1:
+            tokens = mx.repeat(tokens, self.n_group, axis=0)
+        tokens, sum_logprobs, no_speech_probs = self._main_loop(self._row_features(audio_features), tokens)
+        no_speech_probs = no_speech_probs[:: self.n_group]
+        # the final candidates for each group, sliced between the first sampled token and EOT
+        tokens, sum_logprobs = self.decoder.finalize(tokens.reshape(n_audio, self.n_group, -1),
+                                                     sum_logprobs.reshape(n_audio, self.n_group))
+        if isinstance(tokens, mx.array):  # (n_audio, n_group, L): greedy and best_of
+            tokens, sum_logprobs = tokens.tolist(), sum_logprobs.tolist()
+        tokens = [[t[self.sample_begin : t.index(tokenizer.eot, self.sample_begin)] for t in s] for s in tokens]
+        # select the top-ranked sample in each group
+        selected = self.sequence_ranker.rank(tokens, sum_logprobs)
+        tokens = [t[i] for i, t in zip(selected, tokens)]
+        texts = [tokenizer.decode(t).strip() for t in tokens]
+        sum_logprobs = [lp[i] for i, lp in zip(selected, sum_logprobs)]
+        avg_logprobs = [lp / (len(t) + 1) for t, lp in zip(tokens, sum_logprobs)]
+        fields = (texts, languages, tokens, audio_features, avg_logprobs, no_speech_probs.tolist())
+        if len(set(map(len, fields))) != 1:
+            raise RuntimeError(f"inconsistent result lengths: {list(map(len, fields))}")
+        return [DecodingResult(audio_features=features, language=language, tokens=tokens, text=text,
+                               avg_logprob=avg_logprob, no_speech_prob=no_speech_prob,
+                               temperature=self.options.temperature, compression_ratio=compression_ratio(text))
+                for text, language, tokens, features, avg_logprob, no_speech_prob in zip(*fields)]
+
+
+class StockBeamTask(GroupRun, DecodingTask):
+    """The stock lane with beam search, which mlx-whisper's own decode lacks: its
+    DecodingTask, Inference (caches concatenated per token) and filters as they are, with
+    openai's BeamSearchDecoder and a rearrangement that gathers rows (`RowInference`). The
+    reference the fused lane's beams are checked against."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
+        super().__init__(model, replace(options, beam_size=None, patience=None))
+        self.options = self._verify_options(options)
+        self.inference = RowInference(model)
+        self.decoder = token_decoder(self, options)
+
+    def _row_features(self, audio_features: mx.array) -> mx.array:
+        # its attention broadcasts one audio's K/V over a group's rows, and no more audio
+        many = audio_features.shape[0] > 1 and self.n_group > 1
+        return mx.repeat(audio_features, self.n_group, axis=0) if many else audio_features
+
+
+class StaticCacheTask(GroupRun, DecodingTask):
+    """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
+    beam search (openai's) where beam_size is given."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
+        # mlx-whisper builds SuppressBlank's and SuppressTokens' masks for every task, on the
+        # host (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100); they
+        # depend only on the tokenizer, the vocabulary and the suppressed ids, so they are kept.
+        # Its own constructor declines beam search; that is chosen below.
+        super().__init__(model, replace(options, suppress_blank=False, suppress_tokens=None, beam_size=None,
+                                        patience=None))
+        self.options = self._verify_options(options)
+        n_vocab, kept = model.dims.n_vocab, []
+        if options.suppress_blank:
+            kept.append(suppress_blank(self.tokenizer, self.sample_begin, n_vocab))
+        if options.suppress_tokens:
+            kept.append(suppress_tokens(self._get_suppress_tokens(), n_vocab))
+        # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
+        # Steps run past the end are harmless: after EOT the greedy update only appends EOT
+        # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
+        # CPU a step is math (~25 ms for tiny), so wasted steps cost more than the reads.
+        # Sampling (temperature > 0) checks every step: extra steps would draw random numbers;
+        # so does beam search, whose update reads its candidates on the host anyway.
+        # So does the CUDA kernel's loop (_main_loop): a step costs the host ~60 µs and the
+        # GPU 0.2-0.3 ms (tiny.en, base), and reading every k-th step measured the same for
+        # k = 1 to 1000 (benchmarks/cuda_step_profile.py): running past the end gains nothing.
+        self.inference = StaticInference(model)
+        self.decoder = token_decoder(self, options)
+        greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
+        self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
+        self.logit_filters = kept + [
+            DeviceTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
+            if type(f) is ApplyTimestampRules else f
+            for f in self.logit_filters
+        ]
+
+    def _detect_language(self, audio_features: mx.array, tokens: mx.array):
+        """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""
+        languages, lang_probs = [self.options.language] * audio_features.shape[0], None
+        if self.options.language is None or self.options.task == "lang_id":
+            lang_tokens, lang_probs = detect_language(self.model, audio_features, self.tokenizer)
+            languages = [max(probs, key=probs.get) for probs in lang_probs]
+            if self.options.language is None:  # the language tokens written in
+                tokens[:, self.sot_index + 1] = np.array(lang_tokens)
+        return languages, lang_probs
+
+    def _main_loop(self, audio_features: mx.array, tokens: mx.array):
+        """mlx-whisper 0.4.3's _main_loop, the same steps and results, but for when
+        `completed` is read. The next step is always queued before the host waits. Where
+        the CUDA kernel applies (cuda/step.py) it runs every token, the prompt's too: the
+        whole greedy step, or, for beams and samples, the forward pass."""
+        sum_logprobs = mx.zeros(tokens.shape[0])
+        cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
+
+        def on_kernel():  # from here the caches are the kernel's: beam search rearranges those
+            if isinstance(self.decoder, BeamSearchDecoder):
+                self.decoder.inference = cuda
+
+        def update(tokens, logits, sum_logprobs):
+            for logit_filter in self.logit_filters:
+                logits = logit_filter.apply(logits, tokens)
+            return self.decoder.update(tokens, logits, sum_logprobs)
+
+        def step(tokens, sum_logprobs):  # one new token a row
+            if cuda is None:
+                return update(tokens, self.inference.logits(tokens[:, -1:], audio_features)[:, -1], sum_logprobs)
+            if cuda.greedy:
+                return cuda(tokens, sum_logprobs)
+            return update(tokens, cuda.logits(tokens)[:, -1], sum_logprobs)
+
+        if cuda is not None and tokens.shape[1] <= cuda.MAX_PROMPT:
+            if cuda.greedy:
+                tokens, completed, sum_logprobs, sot_logits = cuda.prompt(tokens, audio_features, self.sot_index)
+            else:  # the prompt's logits from the kernel: row 0 the SOT's, the last row the last position's
+                pre_logits = cuda.logits(tokens, tokens.shape[1], audio_features, self.sot_index)
+                on_kernel()
+                sot_logits = pre_logits[:, 0]
+                tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
+        else:
+            pre_logits = self.inference.logits(tokens, audio_features)
+            sot_logits = pre_logits[:, self.sot_index]
+            tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
+            if cuda is not None:
+                cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
+                on_kernel()
+        if self.tokenizer.no_speech is not None:
+            no_speech_probs = mx.softmax(sot_logits, axis=-1)[:, self.tokenizer.no_speech]
+        else:
+            no_speech_probs = mx.full(tokens.shape[0], mx.nan)
+        mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
+        eot_check = 1 if cuda is not None else self.eot_check
+        for i in range(1, self.sample_len):
+            if tokens.shape[-1] > self.n_ctx:
+                break
+            queued = step(tokens, sum_logprobs)
+            mx.async_eval(*queued)
+            if i % eot_check == 0 and completed:
+                break
+            tokens, completed, sum_logprobs = queued
+        return tokens, sum_logprobs, no_speech_probs
