@@ -124,9 +124,11 @@ def parameters(model) -> dict:
 
 def test_a_cache_entry_keeps_its_float32_conversion_and_reads_it_back(cache_entry, tiny_weights):
     first = parameters(models.load_model(str(cache_entry), mx.float32))
-    copy = cache_entry / "weights-float32.safetensors"
+    copy = cache_entry / "weights-float32.flat.safetensors"
     assert copy.exists() and not list(cache_entry.glob(".tmp-*"))
-    written = mx.load(str(copy))
+    arrays = mx.load(str(copy))
+    assert list(arrays) == ["weights"] and arrays["weights"].dtype == mx.float32
+    written = models._read_flat(copy, mx.float32)
     assert written.keys() == tiny_weights.keys()
     assert all(written[k].dtype == mx.float32 and mx.array_equal(written[k], tiny_weights[k].astype(mx.float32)).item()
                for k in tiny_weights)
@@ -134,35 +136,58 @@ def test_a_cache_entry_keeps_its_float32_conversion_and_reads_it_back(cache_entr
     assert second.keys() == first.keys()
     assert all(second[k].dtype == mx.float32 and mx.array_equal(second[k], first[k]).item() for k in first)
     # a later load reads the copy: a value changed there is what the model gets
-    written["decoder.ln.bias"] = written["decoder.ln.bias"] + 1
-    mx.save_safetensors(str(copy), written)
+    models._write_flat(copy, {**written, "decoder.ln.bias": written["decoder.ln.bias"] + 1})
     third = parameters(models.load_model(str(cache_entry), mx.float32))
     assert mx.array_equal(third["decoder.ln.bias"], first["decoder.ln.bias"] + 1).item()
     # the stored dtype needs no copy
     models.load_model(str(cache_entry), mx.float16)
-    assert sorted(p.name for p in cache_entry.iterdir()) == ["alignment_heads.json", "config.json", "weights-float32.safetensors",
-                                                            "weights.safetensors"]
+    assert sorted(p.name for p in cache_entry.iterdir()) == ["alignment_heads.json", "config.json",
+                                                            "weights-float32.flat.safetensors", "weights.safetensors"]
 
 
 def test_the_float32_copy_is_checked_like_the_weights(cache_entry, tiny_weights):
+    copy = cache_entry / "weights-float32.flat.safetensors"
     weights = {k: v.astype(mx.float32) for k, v in tiny_weights.items()}
-    weights["decoder.blocks.0.mlp1.weight"] = weights["decoder.blocks.0.mlp1.weight"].T
-    mx.save_safetensors(str(cache_entry / "weights-float32.safetensors"), weights)
-    with pytest.raises(ModelError, match=r"weights-float32\.safetensors: parameter decoder\.blocks\.0\.mlp1\.weight has shape \(384, 1536\)"):
+    models._write_flat(copy, {**weights, "decoder.blocks.0.mlp1.weight": weights["decoder.blocks.0.mlp1.weight"].T})
+    with pytest.raises(ModelError, match=r"weights-float32\.flat\.safetensors: parameter decoder\.blocks\.0\.mlp1\.weight has shape \(384, 1536\)"):
         models.load_model(str(cache_entry), mx.float32)
-    weights["decoder.blocks.0.mlp1.weight"] = weights["decoder.blocks.0.mlp1.weight"].T
     del weights["decoder.ln.bias"]
-    mx.save_safetensors(str(cache_entry / "weights-float32.safetensors"), weights)
+    models._write_flat(copy, weights)
     with pytest.raises(ModelError, match=r"lack parameter decoder\.ln\.bias"):
         models.load_model(str(cache_entry), mx.float32)
 
 
+def damaged_copies(tiny_weights) -> list:
+    """Files at the copy's path that are not a float32 copy of ours (contents as bytes, or
+    safetensors as (arrays, metadata))."""
+    flat = mx.concatenate([v.astype(mx.float32).reshape(-1) for v in tiny_weights.values()])
+    index, offset = {}, 0
+    for k, v in tiny_weights.items():
+        index[k] = [offset, list(v.shape)]
+        offset += v.size
+    first = next(iter(index))
+    return [
+        b"not a safetensors file",
+        ({"weights": flat[:-1]}, {"index": json.dumps(index)}),  # shorter than its index
+        ({"weights": flat}, {"index": json.dumps({**index, first: [1, index[first][1]]})}),  # overlapping
+        ({"weights": flat}, {}),  # no index
+        ({"weights": flat.astype(mx.float16)}, {"index": json.dumps(index)}),  # another dtype
+        ({"other": flat}, {"index": json.dumps(index)}),
+    ]
+
+
 def test_a_damaged_float32_copy_is_made_again(cache_entry, tiny_weights):
-    copy = cache_entry / "weights-float32.safetensors"
-    copy.write_bytes(b"not a safetensors file")
-    loaded = parameters(models.load_model(str(cache_entry), mx.float32))
-    assert all(mx.array_equal(loaded[k], tiny_weights[k].astype(mx.float32)).item() for k in tiny_weights)
-    assert mx.load(str(copy)).keys() == tiny_weights.keys()
+    copy = cache_entry / "weights-float32.flat.safetensors"
+    for damaged in damaged_copies(tiny_weights):
+        if isinstance(damaged, bytes):
+            copy.write_bytes(damaged)
+        else:
+            mx.save_safetensors(str(copy), *damaged)
+        loaded = parameters(models.load_model(str(cache_entry), mx.float32))
+        assert all(mx.array_equal(loaded[k], tiny_weights[k].astype(mx.float32)).item() for k in tiny_weights)
+        made = models._read_flat(copy, mx.float32)
+        assert made.keys() == tiny_weights.keys()
+        assert all(mx.array_equal(made[k], loaded[k]).item() for k in tiny_weights)
 
 
 def test_a_directory_outside_the_cache_is_never_written(tmp_path, tiny_dir, tiny_weights):

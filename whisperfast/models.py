@@ -12,10 +12,13 @@ variant (`load_model(..., quantize=8|4)`) is cached beside it, keyed by that dig
 sha256 of a directory's files), bits and group size, in mlx-whisper's quantized format.
 
 A cache entry's weights stay as the source stored them (fp16 for the embedded bundles). The
-first load in another float dtype (fp32, the CPU's) also writes `weights-<dtype>.safetensors`
+first load in another float dtype (fp32, the CPU's) also writes `weights-<dtype>.flat.safetensors`
 into the entry, the same weights converted, and later loads read that instead: on the CPU,
 MLX's fp16 -> fp32 conversion costs more than reading the fp32 file (benchmarks/cold-start-cpu.md),
 at the price of the entry's size again on disk. Directories outside the cache are never written.
+That copy holds one array, every parameter end to end, and an index (name -> offset, shape) in
+its metadata: MLX reads one array on its own CPU thread while the caller goes on (building the
+tokenizer, say), where a read of many arrays blocks the caller until nearly all are read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -296,16 +300,13 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
     weights_file = next((path / f for f in ("weights.safetensors", "weights.npz") if (path / f).exists()), None)
     if weights_file is None:
         raise ModelError(f"{path}: no weights.safetensors or weights.npz")
-    converted_file = _converted_file(path, dtype)
-    weights = None
-    if converted_file is not None and converted_file.exists():
-        try:
-            weights = _read_weights(converted_file)
-            weights_file = converted_file
-        except ModelError:  # a damaged copy: the entry's own weights are read, and the copy written again
-            weights = None
-    if weights is None:
+    # a quantized entry's packed integers cannot share one float array with its scales
+    converted_file = _converted_file(path, dtype) if quantization is None else None
+    weights = _read_flat(converted_file, dtype) if converted_file is not None and converted_file.exists() else None
+    if weights is None:  # no copy yet, or a damaged one: the entry's own weights, and the copy written (again)
         weights = _read_weights(weights_file)
+    else:
+        weights_file = converted_file
 
     model = Whisper(dims, dtype)
     if quantization is not None:
@@ -325,9 +326,11 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
             model.set_alignment_heads(_heads(heads, dims, heads_file))
     except (ValueError, TypeError) as e:
         raise ModelError(f"{path}: weights do not fit the model: {e}") from None
+    if weights_file == converted_file:
+        return model  # its parameters are views of the array being read; the first use waits for it
     mx.eval(model.parameters())
-    if converted_file is not None and weights_file != converted_file and stored - {dtype}:
-        _write_converted(converted_file, weights)
+    if converted_file is not None and stored - {dtype}:
+        _write_flat(converted_file, weights)
     return model
 
 
@@ -348,20 +351,50 @@ def _converted_file(path: Path, dtype: mx.Dtype) -> Path | None:
     is not whisperfast's (a user's or a hub snapshot), which is never written to."""
     if path.parent != cache_dir() or path.name.startswith(".") or not (path / "weights.safetensors").exists():
         return None
-    return path / f"weights-{_dtype_name(dtype)}.safetensors"
+    return path / f"weights-{_dtype_name(dtype)}.flat.safetensors"
 
 
-def _write_converted(dest: Path, weights: dict) -> None:
+def _read_flat(path: Path, dtype: mx.Dtype) -> dict | None:
+    """The weights in a converted copy, as views of its one array, whose read is started and
+    not waited for; None where the file is not such a copy (damaged, or of another dtype)."""
+    import mlx.core as mx
+
+    try:
+        arrays, metadata = mx.load(str(path), return_metadata=True)
+        flat, index = arrays["weights"], json.loads(metadata["index"])
+        entries = sorted((offset, name, tuple(shape)) for name, (offset, shape) in index.items())
+    except Exception:  # unreadable, not safetensors, or no index of ours
+        return None
+    if flat.ndim != 1 or flat.dtype != dtype:
+        return None
+    # every element of the array belongs to exactly one parameter, in order
+    end = 0
+    for offset, name, shape in entries:
+        if not isinstance(offset, int) or offset != end or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return None
+        end += math.prod(shape)
+    if end != flat.size:
+        return None
+    mx.async_eval(flat)
+    return {name: flat[offset:offset + math.prod(shape)].reshape(shape) for offset, name, shape in entries}
+
+
+def _write_flat(dest: Path, weights: dict) -> None:
     """Written beside the entry's weights and renamed into place, so a reader never sees a
     partial file. A failure (a full disk, a read-only cache) leaves the next load converting
     again, as this one did."""
     import mlx.core as mx
 
+    index, offset = {}, 0
+    for name, w in weights.items():
+        index[name] = [offset, list(w.shape)]
+        offset += w.size
     tmp = None
     try:
+        flat = mx.concatenate([w.reshape(-1) for w in weights.values()])
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
-        mx.save_safetensors(tmp, weights)
+        mx.save_safetensors(tmp, {"weights": flat}, metadata={"index": json.dumps(index)})
         os.replace(tmp, dest)
     except (OSError, RuntimeError, ValueError):
         pass
