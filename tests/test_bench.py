@@ -38,6 +38,22 @@ def test_bench_end_to_end_json_and_plot(tmp_path):
     assert "speed-up fused vs stock" in r.stderr  # the table goes to stderr with --json
 
 
+def test_bench_beam_lanes_beside_greedy():
+    """--beam-size: each lane's beam twin, checked against stock's beam lane, with its cost
+    against its own greedy lane said in the notes (issue 14: beam 5 on the CPU)."""
+    r = CliRunner().invoke(app, ["bench", str(SAMPLES / "jfk.wav"), "--lanes", "stock,fused", "--beam-size", "5",
+                                 "--runs", "1", "--warmup", "0", "--no-kernels", "--json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert list(d["lanes"]) == ["stock", "stock beam5", "fused", "fused beam5"]
+    assert all(lane["matches_stock"] is True for lane in d["lanes"].values())
+    assert "fellow Americans" in d["lanes"]["fused beam5"]["transcript"]
+    assert set(d["speedup"]) == {"fused vs stock", "fused beam5 vs stock beam5"}
+    assert any(n.startswith("fused beam5: ") and "the greedy lane's total" in n for n in d["notes"])
+    bad = CliRunner().invoke(app, ["bench", "--beam-size", "0", "--no-kernels"])
+    assert bad.exit_code == 2 and "Error:" in bad.stderr
+
+
 ROPE_OPS = {"rope", "rope decode step", "rope_inv_freq llama3", "rope_inv_freq llama3 decode step"}
 # float32: the two RoPE paths round the angle position * frequency in different orders, a few
 # ulps (8, as in test_kernels.py's rope_tol) of the largest angle, ROPE_MAX_POSITION * 1; with

@@ -131,7 +131,7 @@ def test_beam_options_at_temperature_0_and_best_of_above(monkeypatch):
 
     seen = []
 
-    def decode(engine, features, options, mel=None):
+    def decode(engine, features, options, mel=None, thresholds=()):
         dims = engine.model.dims
         assert features.shape == (dims.n_audio_ctx, dims.n_audio_state)  # encoded once, by the loop
         assert mel.shape == (3000, dims.n_mels)  # the window's own mel, for the engine's choice

@@ -110,16 +110,24 @@ def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
 
 def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, ...], runs: int, warmup: int,
                  progress: Callable[[str], None] = lambda _: None, seed: int = 0,
-                 batch_size: int = 1) -> tuple[dict[str, Lane], list[str]]:
+                 batch_size: int = 1, beam_size: Optional[int] = None) -> tuple[dict[str, Lane], list[str]]:
     """Alternate lanes A B C A B C ... after `warmup` rounds; summarize each lane. Every
     transcription is seeded with `seed`, so sampled fallback windows draw alike in each lane.
-    batch_size > 1: whisperfast's lanes transcribe all the audio in batched mode, one call."""
+    batch_size > 1: whisperfast's lanes transcribe all the audio in batched mode, one call.
+    beam_size: each whisperfast lane runs twice, greedy and with that many beams ("fused
+    beam5"), and a beam lane's tokens are checked against stock's beam lane."""
     if not audio:
         raise WhisperfastError("no audio to benchmark")
     bad = [x for x in lanes if x not in LANES]
     if bad:
         raise WhisperfastError(f"unknown lane(s) {', '.join(bad)}; choose from {', '.join(LANES)}")
     models = {"stock": model, "fused": rewritten(model), "composed": rewritten(model, mode="composed")}
+    beams = f" beam{beam_size}" if beam_size else ""
+    if beams:  # a beam twin after each whisperfast lane
+        lanes = tuple(x for lane in lanes for x in ((lane,) if lane == "faster-whisper" else (lane, lane + beams)))
+        models.update({x + beams: models[x] for x in ("stock", "fused", "composed")})
+    options = {x: TranscribeOptions(seed=seed, beam_size=beam_size if x.endswith(beams) and beams else None)
+               for x in lanes}
     fw = _faster_whisper_runner(model) if "faster-whisper" in lanes else None
     samples: dict[str, list] = {x: [] for x in lanes}
     peaks = {x: 0 for x in lanes}
@@ -132,18 +140,19 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
                 texts = [fw(a) for a in audio]
                 result = (texts, None, time.perf_counter() - t0)
             else:
-                ts = (transcribe_batched(models[lane], audio, TranscribeOptions(seed=seed), BatchOptions(batch_size))
-                      if batch_size > 1 else [transcribe(models[lane], a, TranscribeOptions(seed=seed)) for a in audio])
+                ts = (transcribe_batched(models[lane], audio, options[lane], BatchOptions(batch_size))
+                      if batch_size > 1 else [transcribe(models[lane], a, options[lane]) for a in audio])
                 result = ([t.text for t in ts], ts, sum(t.timings.total for t in ts))
             peaks[lane] = max(peaks[lane], mx.get_peak_memory())
             if r >= warmup:
                 samples[lane].append(result)
     seconds = sum(len(a) for a in audio) / 16000
-    stock_tokens = [t.tokens for t in samples["stock"][0][1]] if "stock" in lanes else None
-    stock_text = samples["stock"][0][0] if "stock" in lanes else None
     out = {}
     for lane, rs in samples.items():
         texts, ts, _ = rs[0]
+        ref = "stock" + beams if beams and lane.endswith(beams) else "stock"  # the stock lane of the same decode
+        stock_tokens = [t.tokens for t in samples[ref][0][1]] if ref in lanes else None
+        stock_text = samples[ref][0][0] if ref in lanes else None
         totals = [r[2] * 1000 for r in rs]
         stage = (lambda f: Stat.of([sum(f(t) for t in r[1]) * 1000 for r in rs])) if ts else (lambda f: None)
         n_tokens = sum(t.timings.tokens for t in ts) if ts else 0
@@ -164,6 +173,8 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None,
             audio_s_per_s=seconds * 1000 / statistics.median(totals))
     notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
+    notes += [f"{x}: {out[x].total_ms.median / out[x[: -len(beams)]].total_ms.median:.2f}x the greedy lane's total"
+              for x in out if beams and x.endswith(beams)]
     return out, notes
 
 
@@ -257,11 +268,13 @@ def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None]
 def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
         runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
         progress: Callable[[str], None] = lambda _: None, seed: int = 0, quantize: Optional[int] = None,
-        group_size: int = DEFAULT_GROUP_SIZE, batch_size: int = 1) -> BenchReport:
+        group_size: int = DEFAULT_GROUP_SIZE, batch_size: int = 1, beam_size: Optional[int] = None) -> BenchReport:
     if runs < 1 or warmup < 0:
         raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
     if batch_size < 1:
         raise WhisperfastError(f"--batch-size must be at least 1, not {batch_size}")
+    if beam_size is not None and beam_size < 1:
+        raise WhisperfastError(f"--beam-size must be at least 1, not {beam_size}")
     dtype = dtype or default_dtype()
     audio = [load_audio(p) for p in audio_paths] if pipeline else []
     model = load(model_name, dtype=dtype, quantize=quantize, group_size=group_size) if pipeline else None
@@ -277,13 +290,15 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
         notes.append("CPU: every mx.fast op falls back to composed ops, so kernel ratios near 1.0 are expected; "
                      "the fused lane's gain here comes from spreading attention heads across CPU streams, not from fusion")
     if pipeline:
-        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed, batch_size)
+        lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed, batch_size,
+                                                beam_size)
         if batch_size > 1 and "faster-whisper" in lanes:
             lane_notes.append("faster-whisper ran its sequential transcribe (beam 1), not its batched pipeline")
         notes += lane_notes
         stock = lane_results.get("stock")
-        speedup = {f"{x} vs stock": stock.total_ms.median / v.total_ms.median for x, v in lane_results.items()
-                   if stock and x != "stock"}
+        vs = lambda x: "stock" + x[x.index(" "):] if " " in x else "stock"  # noqa: E731  (a beam lane: stock's beam lane)
+        speedup = {f"{x} vs {vs(x)}": lane_results[vs(x)].total_ms.median / v.total_ms.median
+                   for x, v in lane_results.items() if stock and x != vs(x) and vs(x) in lane_results}
         report = replace(report, lanes=lane_results, speedup=speedup)
     if kernels:
         report = replace(report, kernels=run_kernels(dtype, progress=progress))

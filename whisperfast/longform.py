@@ -134,7 +134,8 @@ def generate_with_fallback(engine: Engine, mel_window: mx.array, features: mx.ar
             kwargs.pop("patience", None)
         else:
             kwargs.pop("best_of", None)
-        result = engine.decode(features, DecodingOptions(**kwargs, temperature=t), mel=mel_window)
+        result = engine.decode(features, DecodingOptions(**kwargs, temperature=t), mel=mel_window,
+                               thresholds=(options.logprob_threshold, options.no_speech_threshold))
         stats.windows += t == 0
         stats.sampled_windows += t > 0
         stats.tokens += len(result.tokens) + 1  # + its EOT

@@ -268,6 +268,8 @@ def bench(
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
     batch_size: str = typer.Option("1", "--batch-size", metavar="N",
                                    help="N > 1: the lanes run batched mode (VAD chunks, N per batch) over all the audio."),
+    beam_size: Optional[str] = typer.Option(None, "--beam-size", metavar="N",
+                                            help="Each lane also runs with N beams, reported next to its greedy run."),
 ):
     """Time stock, fused and composed lanes on the same audio, and each kernel fused vs composed."""
     from dataclasses import asdict
@@ -284,6 +286,11 @@ def bench(
             raise WhisperfastError(f"--batch-size must be at least 1, not {n_batch}")
         if n_batch > 1 and cold:
             raise WhisperfastError("--cold does not take --batch-size")
+        n_beams = _number("--beam-size", beam_size, int)
+        if n_beams is not None and n_beams < 1:
+            raise WhisperfastError(f"--beam-size must be at least 1, not {n_beams}")
+        if n_beams is not None and cold:
+            raise WhisperfastError("--cold does not take --beam-size")
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -308,7 +315,7 @@ def bench(
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
                     pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed,
-                    quantize=bits, group_size=group, batch_size=n_batch)
+                    quantize=bits, group_size=group, batch_size=n_batch, beam_size=n_beams)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
     render.print_bench(report, Console(stderr=as_json, width=wide))

@@ -11,6 +11,10 @@
   where the transcripts parted (issue 12); at temperature 0 a difference matters only at a
   near-tie. On the CPU the fast engine is stock's arithmetic bit for bit, so it decodes every
   window there.
+- **stock for decisions near a threshold**: on that same GPU, a window whose average log
+  probability or no-speech probability lies within `MARGIN` of the threshold it is judged by
+  is decoded again on the stock model, and stock's numbers decide: the fast engine's sums
+  differ in the last bits, and on the 600 s clip one such window fell back in one lane only.
 
 Shapes: mel (N_FRAMES, n_mels) or (n_audio, N_FRAMES, n_mels); features (n_audio_ctx,
 n_audio_state) or (n_audio, n_audio_ctx, n_audio_state)."""
@@ -31,6 +35,12 @@ from .language import detect_language
 from .task import StaticCacheTask, StockBeamTask
 
 Result = Union[DecodingResult, List[DecodingResult]]
+
+# How far the fast engine's average log probability or no-speech probability may be from a
+# threshold before the decision is left to it. Its per-token logprobs on a GPU in fp16 differ
+# from stock's by rounding (1e-3 and less); the margin is wide of that, and windows this close
+# to a threshold are few.
+MARGIN = 0.05
 
 
 class Engine:
@@ -60,19 +70,31 @@ class Engine:
         tokens, probs = detect_language(self.model, features[None], tokenizer)
         return tokens[0], probs[0]
 
-    def decode(self, features: mx.array, options: DecodingOptions, mel: Optional[mx.array] = None) -> Result:
+    def decode(self, features: mx.array, options: DecodingOptions, mel: Optional[mx.array] = None,
+               thresholds: tuple = ()) -> Result:
         """One window's features, or a batch's, decoded under `options`. `mel`, the window's
-        own, lets a sampled window run on the stock model (see the module's docstring)."""
+        own, lets the window run on the stock model where the module's docstring says;
+        `thresholds` ((logprob_threshold, no_speech_threshold), None for one not used) are what
+        the caller will judge the result by."""
         if self.stock is not None and mel is not None and options.temperature > 0:
             self.decodes["stock (sampled)"] += 1
             return stock_decode(self.stock, self._stock_encoded(mel), options)
         self.decodes[self.name] += 1
-        return decode_with(self.model, features, options, self.fast)
+        result = decode_with(self.model, features, options, self.fast)
+        if self.stock is not None and mel is not None and thresholds and _near(result, *thresholds):
+            self.decodes["stock (near a threshold)"] += 1
+            return stock_decode(self.stock, self._stock_encoded(mel), options)
+        return result
 
     def _stock_encoded(self, mel: mx.array) -> mx.array:
         if self._stock_features is None or self._stock_features[0] is not mel:
             self._stock_features = (mel, self.stock.encoder(mel[None])[0])
         return self._stock_features[1]
+
+
+def _near(result: DecodingResult, logprob_threshold: Optional[float], no_speech_threshold: Optional[float]) -> bool:
+    return any(t is not None and abs(x - t) < MARGIN
+               for x, t in ((result.avg_logprob, logprob_threshold), (result.no_speech_prob, no_speech_threshold)))
 
 
 def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fast: bool) -> Result:
