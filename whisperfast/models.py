@@ -23,13 +23,10 @@ tokenizer, say), where a read of many arrays blocks the caller until nearly all 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +34,8 @@ from typing import TYPE_CHECKING
 from .errors import ModelError
 
 # mlx, numpy, mlx-whisper and the CTranslate2 reader are imported where they are used, so that
-# `whisperfast models` and the CLI's option defaults (DEFAULT_MODEL) import none of them.
+# `whisperfast models` and the CLI's option defaults (DEFAULT_MODEL) import none of them; so are
+# hashlib (OpenSSL), tempfile and shutil, which only converting, quantizing and caching need.
 if TYPE_CHECKING:
     import mlx.core as mx
     import mlx.nn as nn
@@ -107,6 +105,9 @@ def _embedded_paths(e: Embedded) -> list[Path] | None:
 def _publish_dir(dest: Path, fill) -> None:
     """A cache entry written atomically: `fill(tmp)` writes a hidden sibling directory, which is
     renamed to `dest`, so a crash leaves no half-written entry and a complete one is never replaced."""
+    import shutil
+    import tempfile
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
@@ -141,6 +142,8 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
         data = b"".join(p.read_bytes() for p in bin_parts)
     except OSError as e:
         raise ModelError(f"cannot read {e.filename or bin_parts[0]}: {e.strerror or e}") from None
+    import hashlib
+
     digest = hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256:
         raise ModelError(f"model.bin checksum mismatch: got {digest[:12]}…, expected {sha256[:12]}… (reinstall the model package)")
@@ -383,6 +386,8 @@ def _write_flat(dest: Path, weights: dict) -> None:
     """Written beside the entry's weights and renamed into place, so a reader never sees a
     partial file. A failure (a full disk, a read-only cache) leaves the next load converting
     again, as this one did."""
+    import tempfile
+
     import mlx.core as mx
 
     index, offset = {}, 0
@@ -416,6 +421,8 @@ def _source_digest(path: Path) -> str:
     named by its model.bin's sha256; any other directory is hashed (config.json, then weights)."""
     if path.parent == cache_dir() and len(path.name) == 64 and all(c in "0123456789abcdef" for c in path.name):
         return path.name
+    import hashlib
+
     h = hashlib.sha256()
     for f in ("config.json", "weights.safetensors", "weights.npz"):
         if (path / f).exists():
@@ -429,6 +436,8 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     """The cached quantized variant of the float model in `src`, an mlx-whisper directory
     beside the float conversion (`<digest>-q<bits>g<group>`); made and written atomically on a
     miss, so a second load reads it back without quantizing again."""
+    import shutil
+
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
