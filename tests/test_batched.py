@@ -3,6 +3,8 @@ several files in one batch, timestamps back in each file's time, no text in sile
 stock and fused lanes alike, the CLI's flags; the WER bound on the ~115 s clip is slow."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from whisperfast.errors import WhisperfastError
 from whisperfast.pipeline import TranscribeOptions, rewritten, transcribe
 from whisperfast.text import error_rate, normalize
 
-from .conftest import SAMPLES
+from .conftest import ROOT, SAMPLES
 from .test_transcribe import JFK, long_clip
 
 TIMIT = "She had your dark suit in greasy wash water all year."
@@ -148,6 +150,16 @@ def test_fused_and_stock_lanes_give_the_same_tokens(tiny, jfk, timit):
     assert [t.tokens for t in stock] == [t.tokens for t in fused]
 
 
+def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
+    # on the CPU chunks are encoded one at a time by default (less memory, same time); the
+    # whole batch in one encoder call gives the same words
+    import mlx.core as mx
+
+    assert BatchOptions(batch_size=4).rows_per_encode() == (4 if mx.default_device() == mx.gpu else 1)
+    one, whole = (transcribe_batched(tiny, [jfk, timit], batch=BatchOptions(2, encoder_rows=k)) for k in (None, 2))
+    assert [normalize(t.text) for t in one] == [normalize(t.text) for t in whole]
+
+
 def test_no_vad_cuts_every_30_s(tiny, jfk):
     t = transcribe_batched(tiny, [np.concatenate([jfk, jfk, jfk])], TranscribeOptions(vad=False), BatchOptions(4))[0]
     # 30 s and 3 s (and a rest a row left out, decoded again), each JFK heard
@@ -158,6 +170,8 @@ def test_no_vad_cuts_every_30_s(tiny, jfk):
 def test_batched_options_are_checked():
     with pytest.raises(WhisperfastError, match="batch size"):
         BatchOptions(batch_size=0)
+    with pytest.raises(WhisperfastError, match="encoder rows"):
+        BatchOptions(encoder_rows=0)
     with pytest.raises(WhisperfastError, match="hallucination_silence_threshold"):
         batched.check_options(TranscribeOptions(word_timestamps=True, hallucination_silence_threshold=1.0))
     batched.check_options(TranscribeOptions(word_timestamps=True))
@@ -257,3 +271,72 @@ def test_bench_batch_size_reports_audio_seconds_per_second(tiny, jfk, timit):
 def test_cli_bench_bad_batch_size_exits_2():
     r = runner.invoke(app, ["bench", "--batch-size", "0", "--no-kernels"])
     assert r.exit_code == 2 and r.stderr.strip().startswith("Error:") and "--batch-size" in r.stderr
+
+
+def write_long_file(path, minutes: int, rate: int = 22050, speech_every: int = 10):
+    """A FLAC file of `minutes` at `rate` Hz, written a block at a time: every `speech_every`
+    minutes the ~60 s clip of real speech (long_clip(60)), faint noise (not digital zeros)
+    between; a 1-minute file is the clip alone. Returns how many times the clip is in it."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    clip, _ = long_clip(60.0)
+    clip = resample_poly(clip, rate // 50, SAMPLE_RATE // 50).astype(np.float32)  # 22.05 kHz: read resampled
+    rng, times = np.random.default_rng(0), 0
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, format="FLAC") as f:
+        for start in range(0, minutes, speech_every):
+            f.write(clip)
+            times += 1
+            for _ in range(min(speech_every, minutes - start) - 1):
+                f.write(rng.normal(0, 1e-3, 60 * rate).astype(np.float32))
+    return times
+
+
+# Run in a fresh process: its peak resident memory is the transcription's alone. /proc's
+# clear_refs "5" resets the peak (VmHWM) after loading, so the transcription's own peak is
+# read too; ru_maxrss is the whole process's, loading included.
+PEAK_RSS = """
+import json, resource, sys
+import whisperfast
+from whisperfast.batched import BatchOptions, transcribe_batched
+from whisperfast.pipeline import load
+
+def status(key):
+    return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith(key + ":"))
+
+model = load(sys.argv[3])
+loaded = status("VmRSS")
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+    reset = True
+except OSError:
+    reset = False
+t = transcribe_batched(model, [sys.argv[1]], batch=BatchOptions(int(sys.argv[2])))[0]
+print(json.dumps(dict(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loaded_mb=loaded,
+                      transcribe_peak_mb=status("VmHWM") if reset else None, duration=t.duration,
+                      windows=t.windows, text=t.text)))
+"""
+
+
+def peak_rss(path, batch_size: int, model: str = "tiny.en", cwd=ROOT) -> dict:
+    """Batched transcription of `path` in a fresh process (`cwd`'s whisperfast): its memory."""
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, str(path), str(batch_size), model], cwd=cwd,
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_peak_memory_of_an_hour_within_1_3x_of_a_minute(tmp_path):
+    # issue 15's bound. Both files are read at 22.05 kHz and resampled; the hour holds the
+    # minute's speech six times. Batches of 2: both files fill them, so the encoder's batch
+    # (the largest allocation) is the same, and only the audio's length differs.
+    minute, hour = tmp_path / "minute.flac", tmp_path / "hour.flac"
+    write_long_file(minute, 1)
+    times = write_long_file(hour, 60)
+    small, large = peak_rss(minute, 2), peak_rss(hour, 2)
+    assert small["duration"] == pytest.approx(60.0) and large["duration"] == pytest.approx(3600.0)
+    # the hour was transcribed: its speech, each time it comes
+    assert normalize(large["text"]).count("fellow americans") == times == 6, large["text"]
+    assert large["peak_mb"] <= 1.3 * small["peak_mb"], (small, large)
+    if small["transcribe_peak_mb"] is not None:
+        assert large["transcribe_peak_mb"] <= 1.3 * small["transcribe_peak_mb"], (small, large)

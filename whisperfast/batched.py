@@ -47,7 +47,7 @@ from typing import Callable, Iterator, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
 
@@ -63,17 +63,29 @@ CHUNK_SAMPLES = N_SAMPLES  # 30 s: one encoder window
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """batch_size: chunks per encoder call and per decode; vad_options: how speech is found
-    (TranscribeOptions.vad says whether); without_timestamps: one segment per chunk
-    (faster-whisper's batched default) instead of Whisper's own segments."""
+    """batch_size: chunks per decode; vad_options: how speech is found (TranscribeOptions.vad
+    says whether); without_timestamps: one segment per chunk (faster-whisper's batched default)
+    instead of Whisper's own segments; encoder_rows: chunks per encoder call, None: one on the
+    CPU, the whole batch on a GPU. On the CPU an encoder call of N windows takes as long as N
+    calls of one (benchmarks/batched/README.md), while its activations (the attention weights
+    of every window at once) are most of the process's peak memory: one at a time keeps the
+    encoder's share of the peak that of one window, whatever batch_size."""
 
     batch_size: int = 8
     vad_options: vad.VadOptions = vad.BATCHED_VAD
     without_timestamps: bool = False
+    encoder_rows: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise WhisperfastError(f"batch size must be a whole number >= 1, not {self.batch_size!r}")
+        if self.encoder_rows is not None and (not isinstance(self.encoder_rows, int) or self.encoder_rows < 1):
+            raise WhisperfastError(f"encoder rows must be a whole number >= 1, not {self.encoder_rows!r}")
+
+    def rows_per_encode(self) -> int:
+        if self.encoder_rows is not None:
+            return self.encoder_rows
+        return self.batch_size if mx.default_device() == mx.gpu else 1
 
 
 @dataclass
@@ -131,7 +143,8 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     left: List[_Chunk] = []  # pieces rows left out, decoded again first
     while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
         del left[: batch.batch_size]
-        left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps)
+        left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
+                           batch.rows_per_encode())
 
     out = []
     for f in files:
@@ -190,19 +203,32 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
+def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
+    """A chunk's (N_FRAMES, n_mels) log-mel, zero-padded to 30 s as sequential mode pads its
+    last window. Only 30 s and one FFT window of audio are transformed, not the chunk and 30 s
+    of zeros: the frames past 30 s, which pad_or_trim drops, are silence, never the maximum the
+    log-mel is clipped from, so the frames kept are the same (to float rounding)."""
+    return pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES - len(audio) + N_FFT), N_FRAMES, axis=-2)
+
+
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
-               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool) -> List[_Chunk]:
-    """Decode `rows` as one batch into their files' segments; returns the chunks of the speech
-    pieces rows left out."""
-    t0 = time.perf_counter()
-    # each chunk zero-padded to 30 s, as sequential mode pads its last window
-    mel = mx.stack([pad_or_trim(log_mel_spectrogram(c.audio, n_mels=whisper.dims.n_mels, padding=N_SAMPLES),
-                                N_FRAMES, axis=-2) for c in rows]).astype(dtype)
-    mx.eval(mel)
-    t1 = time.perf_counter()
-    features = whisper.encoder(mel)
-    mx.eval(features)
-    del mel
+               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int) -> List[_Chunk]:
+    """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time;
+    returns the chunks of the speech pieces rows left out."""
+    mel_s = encode_s = 0.0
+    parts = []
+    for at in range(0, len(rows), encoder_rows):
+        t = time.perf_counter()
+        mel = mx.stack([_mel(c.audio, whisper.dims.n_mels) for c in rows[at : at + encoder_rows]]).astype(dtype)
+        mx.eval(mel)
+        mel_s += time.perf_counter() - t
+        t = time.perf_counter()
+        parts.append(whisper.encoder(mel))
+        mx.eval(parts[-1])
+        del mel
+        encode_s += time.perf_counter() - t
+    features = mx.concatenate(parts) if len(parts) > 1 else parts[0]
+    del parts
     t2 = time.perf_counter()
 
     results: List[DecodingResult | None] = [None] * len(rows)
@@ -226,8 +252,8 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     n, left = len(rows), []
     for i, (c, r) in enumerate(zip(rows, results)):
         f = files[c.file]
-        f.mel += (t1 - t0) / n
-        f.encode += (t2 - t1) / n
+        f.mel += mel_s / n
+        f.encode += encode_s / n
         f.decode += (t3 - t2) / n
         f.tokens += tokens[i]
         f.windows += 1
