@@ -429,9 +429,12 @@ __device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long*
   __syncthreads();
 }
 
-// The blocks of one head's attention chunks meet here (attend_part, kNarrow): `counter`
-// (scratch float 1 + head) counts the launch's arrivals, each block's once per use, and
-// every block of the grid keeps the same running target; the launch's last block resets it.
+// The blocks of one (row, head)'s attention chunks meet here (attend_part, kNarrow):
+// `counter` (the scratch's, for that row and head) counts the launch's arrivals, one per chunk
+// and phase, and every block of the grid keeps the same running target (`met`, advanced by
+// the phase's chunks); the launch's last block resets the counters. A block takes its items
+// in increasing order and a group's chunks are consecutive items, so a block waits only on
+// items of its own round or one before it: no wait goes round in a circle.
 __device__ void group_sync(unsigned* counter, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -444,8 +447,9 @@ __device__ void group_sync(unsigned* counter, unsigned target) {
 }
 
 // ---- rows in groups --------------------------------------------------------------------
-// A launch's B rows go through each phase in groups of RB rows, at most 3: a group's dot
-// products stay in registers (4 rows at once take over 128 registers a thread at kThreads).
+// The attention phases take each row as items of its own (row, head, chunk), spread over the
+// grid. The matrix phases take a launch's B rows in groups of RB rows, at most 3: a group's
+// dot products stay in registers (4 rows at once take over 128 registers a thread at kThreads).
 // Each group reads the phase's weight rows once (groups after the first mostly from L2).
 // B <= 3 is one group, the whole batch: g0 is 0 and the code is the ungrouped step's.
 // f(g0) runs rows [g0, g0 + RB). Where RB does not divide B, the last group's rows past B are
@@ -498,19 +502,20 @@ struct LayerOffsets {
 };
 
 // The float32 scratch a decode keeps across its launches, written in place: the barrier
-// counter at 0, the heads' group_sync counters at 1 to H; from float 32, a uint64
+// counter at 0; from float 32, a uint64
 // %globaltimer stamp per barrier of the launch's last position (block 0's view:
 // benchmarks/cuda_step_profile.py reads them); then the residual
 // stream x (BP, D) and the MLP activation h (BP, 4D) in T (BP: B and the last group's
-// padding, padded_rows), the attention partials, and each block's filter picks.
+// padding, padded_rows), the attention partials, each block's filter picks, and a
+// group_sync counter per (row, head).
 template <typename T, int B, int BP, int D, int H, int NL>
 struct Scratch {
   static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
-  static_assert(H <= 31, "the heads' counters lie in floats 1 to 31");
   static constexpr size_t stamps = 32, x = stamps + 2 * (ARRIVALS + 1) + 4, h = x + BP * D * sizeof(T) / 4 + 4,
                           att = h + 4 * BP * D * sizeof(T) / 4 + 4;
   static __host__ __device__ size_t picks(int G) { return att + size_t(G + H) * B * (HD + 2); }
-  static __host__ __device__ size_t size(int G) { return picks(G) + size_t(G) * B * kPicks * 3; }
+  static __host__ __device__ size_t counters(int G) { return picks(G) + size_t(G) * B * kPicks * 3; }
+  static __host__ __device__ size_t size(int G) { return counters(G) + size_t(B) * H; }
 };
 
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
@@ -547,6 +552,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   T *x = reinterpret_cast<T*>(scratch + Sc::x), *h = reinterpret_cast<T*>(scratch + Sc::h);
   T *kc = const_cast<T*>(kc_in), *vc = const_cast<T*>(vc_in);
   float *att = scratch + Sc::att, *picks = scratch + Sc::picks(G);
+  unsigned* heads = reinterpret_cast<unsigned*>(scratch + Sc::counters(G));  // group_sync's, per (row, head)
   const int t0 = L - meta[0], sot = meta[1], R = sot >= t0 && sot < L - 1 ? 2 : 1;
   if (threadIdx.x == 0 && blockIdx.x == 0) stamps[0] = clock_ns();
   unsigned target = 0;
@@ -564,28 +570,28 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       x[(g0 + b) * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
     };
   };
-  // q <- head hd's query rows of wq against xs (the group's RB rows), scaled; the block's
-  // warps share them
-  auto head_q = [&](const T* wq, const T* bq, int hd) {
-    rows_dot<T, RB, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
-                      [&](int n, int b, float a, float2 e) {
+  // q <- head hd's query row of wq against xs (one row), scaled
+  auto head_q1 = [&](const T* wq, const T* bq, int hd) {
+    rows_dot<T, 1, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
+                      [&](int n, int, float a, float2 e) {
                         const float v = round_to<T>(a + e.x);
-                        q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                        q[n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
                       });
   };
   // att's partial for (item, b): q[b - g0] over keys [j0, j1) of the head's rows kb, vb (HD
-  // of each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + (b+1) C)
+  // of each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + C, on the
+  // counter of row b and head hd)
   auto partial = [&](int item, int g0, int b, int j0, int j1, const T* kb, const T* vb, size_t stride, int C) {
     auto key = [&](int j) { return kb + j * stride; };
     auto value = [&](int j) { return vb + j * stride; };
     const int hd = item / C;
     attend_part<T, HD>(q + (b - g0) * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
-                       att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, count + 1 + hd,
-                       met + (b + 1) * C);
+                       att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, heads + b * H + hd,
+                       met + C);
   };
   // after each attention phase, in every block (the grid_sync after it orders the write)
   auto met_all = [&](int C) {
-    if (kNarrow<T> && C > 1 && threadIdx.x == 0) met += B * C;
+    if (kNarrow<T> && C > 1 && threadIdx.x == 0) met += C;
   };
 
   // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
@@ -620,50 +626,47 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     for (int l = 0; l < NL; ++l) {
       const T* w = lw + l * W::size;
       T *kl = kc + l * KV, *vl = vc + l * KV;
-      // 1. LN, this head's q (and, in the block with position t, its k, v into the cache), then
-      //    self-attention over a chunk of positions <= t
-      if (blockIdx.x < H * cs) for_groups<B, RB>([&](int g0) {
-        if (g0 > 0) __syncthreads();  // the last group's xs, q are still read
+      // 1. Per item (row b, head hd, chunk c of its positions <= t): LN of the row, the head's q
+      //    (and, in the chunk with position t, its k, v into the cache), self-attention over
+      //    the chunk. Rows are items of their own, so that the rows' attention runs side by side.
+      for (int item = blockIdx.x; item < B * H * cs; item += G) {
+        const int b = item / (H * cs), hd = item / cs % H, c = item % cs, j0 = c * (t + 1) / cs,
+                  j1 = (c + 1) * (t + 1) / cs;
+        __syncthreads();  // the last item's xs, q are still read
         if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
-          for (int i = threadIdx.x; i < RB * D; i += blockDim.x) {
-            const size_t tok = static_cast<size_t>(tokens[real(g0 + i / D) * L + t]), d = i % D;
-            xs[i] = round_to<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(t) * D + d]));
-            if (blockIdx.x == 0) x[g0 * D + i] = static_cast<T>(xs[i]);
+          const size_t tok = static_cast<size_t>(tokens[b * L + t]);
+          for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            xs[d] = round_to<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(t) * D + d]));
+            if (hd == 0 && c == 0) x[b * D + d] = static_cast<T>(xs[d]);
           }
         } else {
-          load<T, RB * D>(x + g0 * D, xs);
+          load<T, D>(x + b * D, xs);
         }
-        layer_norm<T, RB, D>(xs, w + W::ln1, w + W::ln1 + D, red);
-        for (int item = blockIdx.x; item < H * cs; item += G) {
-          const int hd = item / cs, c = item % cs, j0 = c * (t + 1) / cs, j1 = (c + 1) * (t + 1) / cs;
-          head_q(w + W::qkv, w + W::bqkv, hd);
-          if (j1 == t + 1) {
-            for (int kv = 1; kv <= 2; ++kv) {
-              T* cache = kv == 1 ? kl : vl;
-              const int n0 = kv * D + hd * HD;
-              rows_dot<T, RB, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
-                                 [&](int n, int b, float a, float2 e) {
-                                   if (g0 + b < B)
-                                     cache[(size_t((g0 + b) * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
-                                 });
-            }
+        layer_norm<T, 1, D>(xs, w + W::ln1, w + W::ln1 + D, red);
+        head_q1(w + W::qkv, w + W::bqkv, hd);
+        if (j1 == t + 1) {
+          for (int kv = 1; kv <= 2; ++kv) {
+            T* cache = kv == 1 ? kl : vl;
+            const int n0 = kv * D + hd * HD;
+            rows_dot<T, 1, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
+                              [&](int n, int, float a, float2 e) {
+                                cache[(size_t(b * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
+                              });
           }
-          __syncthreads();
-          for (int b = g0; b < min(g0 + RB, B); ++b)
-            partial(item, g0, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
         }
-      });
+        __syncthreads();
+        partial(hd * cs + c, b, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
+      }
       met_all(cs);
       grid_sync(count, target, stamp++);
       // 2. x += out(attention) + bias; meanwhile what this block's phase 3 reads heads for L2
       //    (the layers' weights and cross K/V do not all stay there: 62 MB for base)
-      if (blockIdx.x < H * CC) {
-        const int hd = blockIdx.x / CC, c = blockIdx.x % CC;
+      for (int item = blockIdx.x; item < B * H * CC; item += G) {
+        const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
         prefetch_rows(w + W::cq + size_t(hd) * HD * D, D * sizeof(T), HD, D * sizeof(T));
-        for (int b = 0; b < B; ++b)
-          for (int kv = 0; kv < 2; ++kv)
-            prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
-                          HD * sizeof(T));
+        for (int kv = 0; kv < 2; ++kv)
+          prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
+                        HD * sizeof(T));
       }
       for_groups<B, RB>([&](int g0) {
         if (g0 > 0) __syncthreads();
@@ -672,19 +675,17 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         rows_dot<T, RB, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout, g0), residual(g0));
       });
       grid_sync(count, target, stamp++);
-      // 3. LN, this head's cross q, cross-attention over a chunk of the window
-      if (blockIdx.x < H * CC) for_groups<B, RB>([&](int g0) {
-        if (g0 > 0) __syncthreads();
-        load<T, RB * D>(x + g0 * D, xs);
-        layer_norm<T, RB, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-        for (int item = blockIdx.x; item < H * CC; item += G) {
-          const int hd = item / CC, c = item % CC;
-          head_q(w + W::cq, w + W::bcq, hd);
-          __syncthreads();
-          for (int b = g0; b < min(g0 + RB, B); ++b)
-            partial(item, g0, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
-        }
-      });
+      // 3. Per item (row b, head hd, chunk c of the window): LN, the head's cross q,
+      //    cross-attention over the chunk
+      for (int item = blockIdx.x; item < B * H * CC; item += G) {
+        const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
+        __syncthreads();
+        load<T, D>(x + b * D, xs);
+        layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+        head_q1(w + W::cq, w + W::bcq, hd);
+        __syncthreads();
+        partial(hd * CC + c, b, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
+      }
       met_all(CC);
       grid_sync(count, target, stamp++);
       // 4. x += cross_out(attention) + bias
@@ -780,7 +781,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     *stamp = clock_ns();
     *count = 0;  // every block has arrived for the last time: the next launch starts from 0
     if (kNarrow<T>)
-      for (int i = 1; i <= H; ++i) count[i] = 0;
+      for (int i = 0; i < B * H; ++i) heads[i] = 0;
   }
 }
 

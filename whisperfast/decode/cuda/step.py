@@ -132,7 +132,8 @@ def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: 
     padded = -(-batch // rows) * rows
     x = 32 + 2 * (6 * n_layer + 2) + 4
     att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
-    return att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * _PICKS * 3
+    counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * _PICKS * 3
+    return counters + batch * n_head  # group_sync's counters, one per (row, head)
 
 
 class CudaStep:
