@@ -114,17 +114,18 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 // Rows [n0, n1) of w (N, K) against the B rows of xs (B, K) in shared memory: `warp` of
 // `warps` taking part, R rows per warp per turn (their loads in flight together; R = 1
 // where the rows are fewer than the warps). Calls emit(n, b, w[n] . xs[b], pre(n, b)) once
-// per row and batch row, in lane n % R of the row's warp; pre (a bias, a residual: a
-// float2) is loaded before the row, so its latency hides. The sums do not depend on R.
+// per row and batch row, in lane r * B + b of the row's warp (r = n % R: after the warp sums
+// every lane holds every sum, so the R * B emits run side by side); pre (a bias, a residual:
+// a float2) is loaded in that lane before the row, so its latency hides. The sums do not
+// depend on R or on which lane emits.
 template <typename T, int B, int K, int R = 4, bool STREAM = false, typename P, typename F>
 __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
-  const int lane = threadIdx.x & 31;
+  static_assert(R * B <= 32, "one lane per (row, batch row)");
+  const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
-    float2 e[B];
-    if (lane < R && n + lane < n1) {
-#pragma unroll
-      for (int b = 0; b < B; ++b) e[b] = pre(n + lane, b);
-    }
+    const bool mine = lane < R * B && n + mr < n1;
+    float2 e = make_float2(0.f, 0.f);
+    if (mine) e = pre(n + mr, mb);
     float acc[R][B];
 #pragma unroll
     for (int r = 0; r < R; ++r)  // past the end: recompute the last row, never emitted
@@ -134,14 +135,14 @@ __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, 
 #pragma unroll
       for (int b = 0; b < B; ++b) acc[r][b] = warp_sum(acc[r][b]);
     }
-    if (lane < R && n + lane < n1) {
+    if (mine) {
+      float a = acc[0][0];
 #pragma unroll
-      for (int b = 0; b < B; ++b) {
-        float a = acc[0][b];
+      for (int r = 0; r < R; ++r) {
 #pragma unroll
-        for (int r = 1; r < R; ++r) a = lane == r ? acc[r][b] : a;
-        emit(n + lane, b, a, e[b]);
+        for (int b = 0; b < B; ++b) a = r == mr && b == mb ? acc[r][b] : a;
       }
+      emit(n + mr, mb, a, e);
     }
   }
 }
@@ -743,7 +744,9 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
     }
     logits_pass(R - 1, g0, [&](int n, int b, float z, float sup) {
-      filter_add<TS, EOT, NO_TS, RULES>(f[b], n, z + sup, r[b]);
+#pragma unroll
+      for (int i = 0; i < RB; ++i)  // f, r indexed by constants: they stay in registers
+        if (i == b) filter_add<TS, EOT, NO_TS, RULES>(f[i], n, z + sup, r[i]);
     });
     for (int b = 0; b < RB; ++b) {
       block_merge(f[b], sh);
