@@ -335,8 +335,9 @@ def test_peak_memory_of_an_hour_within_1_3x_of_a_minute(tmp_path):
     times = write_long_file(hour, 60)
     small, large = peak_rss(minute, 2), peak_rss(hour, 2)
     assert small["duration"] == pytest.approx(60.0) and large["duration"] == pytest.approx(3600.0)
-    # the hour was transcribed: its speech, each time it comes
-    assert normalize(large["text"]).count("fellow americans") == times == 6, large["text"]
+    # the hour was transcribed: the minute's speech, each time it comes
+    said = normalize(small["text"]).count("fellow americans")
+    assert said >= 1 and normalize(large["text"]).count("fellow americans") == times * said and times == 6, large["text"]
     assert large["peak_mb"] <= 1.3 * small["peak_mb"], (small, large)
     if small["transcribe_peak_mb"] is not None:
         assert large["transcribe_peak_mb"] <= 1.3 * small["transcribe_peak_mb"], (small, large)
