@@ -9,6 +9,10 @@ a whole sequence of 512-sample frames (each with the previous frame's last 64 sa
 call, with the LSTM state carried across calls. The wheel's Python package imports torch, so
 only its data folder is read (`importlib.util.find_spec` locates a package without importing it).
 
+Both also run on audio that arrives in blocks (`Segmenter`, `Collector`; `Chunker` puts them
+together with the model's `ProbStream`), with the same results: batched mode reads a file a
+block at a time and hands a chunk on as soon as it closes, never holding the whole file.
+
 Positions are samples at 16 kHz throughout; `SpeechMap` turns a time in speech-only audio
 (the pieces laid end to end) back into the file's time.
 """
