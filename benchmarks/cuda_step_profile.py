@@ -12,6 +12,7 @@ Usage: python benchmarks/cuda_step_profile.py [model] [dtype]   (prints one JSON
 import json
 import sys
 import time
+from pathlib import Path
 
 import whisperfast  # noqa: F401
 
@@ -23,7 +24,8 @@ from mlx_whisper.decoding import DecodingOptions
 from whisperfast.audio import first_window_mel, load_audio
 from whisperfast.decode.task import StaticCacheTask
 
-from tests.test_cuda_step import greedy_update  # the kernel's filters + update alone: a test entry (run from the repo root)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.test_cuda_step import greedy_update  # noqa: E402  (the kernel's filters + update alone: a test entry)
 from whisperfast.decode.cuda import step as cs
 from whisperfast.pipeline import load
 from whisperfast.runtime import parse_dtype

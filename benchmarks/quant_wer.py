@@ -30,9 +30,11 @@ from mlx.utils import tree_map_with_path  # noqa: E402
 from whisperfast import runtime  # noqa: E402
 from whisperfast.audio import load_audio  # noqa: E402
 from whisperfast.pipeline import TranscribeOptions, load, transcribe  # noqa: E402
-from whisperfast.text import error_rate, units  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/text.py: the WER the tests use
+from tests.text import error_rate, units  # noqa: E402
+
 SAMPLES = ROOT / "samples"
 PRECISIONS = (None, 8, 4)  # float, 8-bit, 4-bit
 

@@ -16,7 +16,7 @@ from whisperfast.batched import BatchOptions, transcribe_batched
 from whisperfast.cli import app
 from whisperfast.errors import WhisperfastError
 from whisperfast.pipeline import TranscribeOptions, rewritten, transcribe
-from whisperfast.text import error_rate, normalize
+from .text import error_rate, normalize
 
 from .conftest import ROOT, SAMPLES
 from .test_transcribe import JFK, long_clip

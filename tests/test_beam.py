@@ -13,7 +13,7 @@ from whisperfast.audio import first_window_mel
 from whisperfast.decode.beam import BeamSearchDecoder
 from whisperfast.decode.task import StaticCacheTask, StockBeamTask
 from whisperfast.decode import decode_window
-from whisperfast.text import normalize
+from .text import normalize
 
 from .conftest import SAMPLES, manifest
 

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from whisperfast.audio import SAMPLE_RATE, load_audio
 from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe
-from whisperfast.text import error_rate, normalize
+from .text import error_rate, normalize
 
 from .conftest import SAMPLES, manifest, needs_base
 

@@ -25,7 +25,7 @@ from tests.test_transcribe import long_clip  # noqa: E402
 from whisperfast import runtime  # noqa: E402
 from whisperfast.batched import BatchOptions, transcribe_batched  # noqa: E402
 from whisperfast.pipeline import load, rewritten, transcribe  # noqa: E402
-from whisperfast.text import error_rate  # noqa: E402
+from tests.text import error_rate  # noqa: E402
 
 
 def main():

@@ -117,8 +117,8 @@ def transcribe(
     quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4", help=QUANTIZE_HELP),
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
     batch_size: str = typer.Option("1", "--batch-size", metavar="N",
-                                   help="N > 1: VAD chunks of <= 30 s, from all the files, N per encode and decode, "
-                                        "no conditioning across chunks (1: sequential windows)."),
+                                   help="N > 1: VAD chunks of <= 30 s, from all the files, N a decode (encoded together on a GPU, "
+                                        "one at a time on the CPU), no conditioning across chunks (1: sequential windows)."),
     vad: Optional[bool] = typer.Option(None, "--vad/--no-vad",
                                        help="Decode only the speech Silero VAD finds (default: on with --batch-size > 1, else off)."),
 ):
