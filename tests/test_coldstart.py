@@ -28,7 +28,7 @@ def test_import_seconds_sums_the_top_level_imports():
 
 def test_the_child_is_the_whisperfast_command_with_the_lanes_flag():
     cmd = coldstart.child_command(SAMPLES / "jfk.wav", "tiny.en", "float16", None, "python")
-    assert cmd[:5] == ["python", "-X", "importtime", "-m", "whisperfast.coldstart"]
+    assert cmd[:5] == ["python", "-X", "importtime", "-m", "whisperfast.cli.cold_child"]
     assert cmd[5:] == ["transcribe", str(SAMPLES / "jfk.wav"), "-q", "--json", "--model", "tiny.en", "--dtype", "float16"]
     assert coldstart.LANES == {"stock": [], "fused": ["--fast"]}
 
@@ -47,7 +47,7 @@ def test_a_failing_child_is_one_error_with_its_last_words(tmp_path):
 
 def test_the_child_writes_its_kernel_cache_counters_at_exit(tmp_path):
     report = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "whisperfast.coldstart", str(report), "models", "--json"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "whisperfast.cli.cold_child", str(report), "models", "--json"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     json.loads(r.stdout)  # the command's own output, untouched

@@ -104,16 +104,16 @@ def test_embedded_tiny_en_maps_onto_every_parameter():
     assert not v["decoder/layer_0/self_attention/linear_0/bias"][384:768].any()
 
 
-def test_checksum_mismatch_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path))
+def test_checksum_mismatch_is_refused(tmp_path, knobs):
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
     (tmp_path / "m.bin").write_bytes(write_model_bin(synthetic_spec()))
     with pytest.raises(ModelError, match="checksum mismatch"):
         models._from_ct2([tmp_path / "m.bin"], tmp_path / "none.json", "0" * 64)
     assert not any(tmp_path.glob("*/weights.safetensors"))
 
 
-def test_local_ct2_directory_loads(tmp_path, monkeypatch):
-    monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path / "cache"))
+def test_local_ct2_directory_loads(tmp_path, knobs):
+    knobs(WHISPERFAST_CACHE=str(tmp_path / "cache"))
     d = tmp_path / "ct2model"
     d.mkdir()
     (d / "model.bin").write_bytes(write_model_bin(synthetic_spec(dtype="float32")))
@@ -198,7 +198,9 @@ def test_quantized_bundle_of_real_weights_transcribes_jfk(tmp_path, monkeypatch,
     weights gave garbage)."""
     import mlx.core as mx
 
-    from whisperfast import pipeline, text
+    from whisperfast import pipeline
+
+    from . import text
 
     from .conftest import SAMPLES, manifest
 

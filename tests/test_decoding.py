@@ -82,7 +82,7 @@ def test_flat_step_matches_stock_decoder(batch, monkeypatch):
     assert inference.kv_cache[0][0].offset == 7
 
 
-def test_lazy_eot_check_changes_nothing(tiny, monkeypatch):
+def test_lazy_eot_check_changes_nothing(tiny, monkeypatch, knobs):
     """Reading `completed` every k steps runs a few steps past EOT; the results must not move."""
     from mlx_whisper.decoding import DecodingOptions
 
@@ -92,7 +92,7 @@ def test_lazy_eot_check_changes_nothing(tiny, monkeypatch):
 
     from .conftest import SAMPLES
 
-    monkeypatch.setenv("WHISPERFAST_CUDA_STEP", "0")  # the CUDA kernel's loop reads every step
+    knobs(WHISPERFAST_CUDA_STEP="0")  # the CUDA kernel's loop reads every step
     calls = count_flat_steps(monkeypatch)
     fused = rewritten(tiny).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from whisperfast import models, pipeline, text
+from whisperfast import models, pipeline
 from whisperfast.errors import ModelError
 
+from . import text
 from .conftest import SAMPLES, manifest
 
 JFK = SAMPLES / "jfk.wav"
@@ -108,9 +109,9 @@ def test_a_directory_without_a_layer_fails_through_the_cli(tmp_path, tiny_dir, t
 
 
 @pytest.fixture
-def cache_entry(tmp_path, monkeypatch, tiny_dir):
+def cache_entry(tmp_path, knobs, tiny_dir):
     """A cache of its own holding one entry: tiny.en's directory as the conversion wrote it (fp16)."""
-    monkeypatch.setenv("WHISPERFAST_CACHE", str(tmp_path))
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
     entry = tmp_path / ("0" * 64)
     entry.mkdir()
     for f in ("config.json", "weights.safetensors", "alignment_heads.json"):

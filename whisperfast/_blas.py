@@ -25,6 +25,8 @@ import ctypes
 import os
 import sys
 
+from .config import config
+
 # System libraries exporting the unprefixed CBLAS interface (the 64-bit-int builds do not).
 CANDIDATES = ("libopenblas.so.0", "libopenblas.so", "libmkl_rt.so.2", "libmkl_rt.so", "libblis.so.4", "libblis.so")
 
@@ -197,7 +199,7 @@ def preload() -> None:
     global _note
     if sys.platform != "linux":
         return
-    choice = os.environ.get("WHISPERFAST_BLAS", "")
+    choice = config().blas
     if choice == "reference":
         _note = "WHISPERFAST_BLAS=reference"
         return

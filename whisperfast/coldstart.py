@@ -9,13 +9,12 @@ timings.load, timings.total) and compile (the child's kernel cache: reading its 
 compiling them on a miss; it happens inside the first transcription, so transcribe includes
 it; MLX's own JIT, cached by MLX, is inside load or transcribe).
 
-The child is `python -m whisperfast.coldstart REPORT transcribe ...`: the `whisperfast`
-command itself, which at exit writes its kernel cache's counters to REPORT."""
+The child is `python -m whisperfast.cli.cold_child REPORT transcribe ...`: the `whisperfast`
+command itself, which at exit writes its kernel cache's counters to REPORT (`write_report`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Callable, Optional
 LANES = {"stock": [], "fused": ["--fast"]}
 
 
-def _write_report(path: str) -> None:
+def write_report(path: str) -> None:
     cache = sys.modules.get("whisperfast.kernels.cuda_cache")
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"kernel_cache": cache.COUNTERS.snapshot() if cache else None}, f)
@@ -79,7 +78,7 @@ def import_seconds(stderr: str) -> float:
 
 
 def child_command(audio: Path, model: str, dtype: Optional[str], device: Optional[str], python: str) -> list[str]:
-    cmd = [python, "-X", "importtime", "-m", "whisperfast.coldstart", "transcribe", str(audio), "-q", "--json", "--model", model]
+    cmd = [python, "-X", "importtime", "-m", "whisperfast.cli.cold_child", "transcribe", str(audio), "-q", "--json", "--model", model]
     return cmd + (["--dtype", dtype] if dtype else []) + (["--device", device] if device else [])
 
 
@@ -138,12 +137,3 @@ def run(audio: Path, model: str, dtype: Optional[str] = None, device: Optional[s
                                 stat(lambda s: s.compile_s), stat(lambda s: s.transcribe_s),
                                 None if "stock" not in lanes else all(s.matches_stock for s in mine))
     return ColdReport(str(audio), model, dtype, runs, cmd, report, samples)
-
-
-if __name__ == "__main__":  # the child: python -m whisperfast.coldstart REPORT <whisperfast arguments>
-    import atexit
-
-    atexit.register(_write_report, sys.argv.pop(1))
-    from .cli import app
-
-    app(prog_name="whisperfast")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .config import config
 from .errors import ModelError
 
 # mlx, numpy, mlx-whisper and the CTranslate2 reader are imported where they are used, so that
@@ -84,8 +85,9 @@ class ModelInfo:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("WHISPERFAST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisperfast"
-    return Path(root)
+    """Conversions, quantized variants and kernel binaries: $WHISPERFAST_CACHE, else
+    $XDG_CACHE_HOME/whisperfast (config.py)."""
+    return config().cache
 
 
 def _package_dir(pkg: str) -> Path | None:

@@ -99,7 +99,8 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
     t0 = time.perf_counter()
     dtype = dtype or models.default_dtype()
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
-    _warm_tokenizer(whisper)
+    _warm_tokenizer(whisper)  # while MLX may still be reading the weights on its own thread
+    mx.eval(whisper.parameters())  # the read belongs to load_seconds, whatever was cached before
     loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
     return rewritten(loaded, word_timestamps=word_timestamps) if fast else loaded

@@ -1,0 +1,14 @@
+"""The child process of `whisperfast bench --cold` (whisperfast/coldstart.py):
+`python -m whisperfast.cli.cold_child REPORT <whisperfast arguments>` is the `whisperfast`
+command itself, which at exit writes its kernel cache's counters to REPORT."""
+
+import atexit
+import sys
+
+from .. import coldstart
+
+if __name__ == "__main__":
+    atexit.register(coldstart.write_report, sys.argv.pop(1))
+    from .app import app
+
+    app(prog_name="whisperfast")
