@@ -14,7 +14,7 @@
 - **stock for decisions near a threshold**: on that same GPU, a window whose average log
   probability or no-speech probability lies within `MARGIN` of the threshold it is judged by
   is decoded again on the stock model, and stock's numbers decide: the fast engine's sums
-  differ in the last bits, and on the 600 s clip one such window fell back in one lane only.
+  differ from stock's in the last digits, which could put a window on the other side.
 
 Shapes: mel (N_FRAMES, n_mels) or (n_audio, N_FRAMES, n_mels); features (n_audio_ctx,
 n_audio_state) or (n_audio, n_audio_ctx, n_audio_state)."""
@@ -37,9 +37,9 @@ from .task import StaticCacheTask, StockBeamTask
 Result = Union[DecodingResult, List[DecodingResult]]
 
 # How far the fast engine's average log probability or no-speech probability may be from a
-# threshold before the decision is left to it. Its per-token logprobs on a GPU in fp16 differ
-# from stock's by rounding (1e-3 and less); the margin is wide of that, and windows this close
-# to a threshold are few.
+# threshold before the decision is left to it. On a GPU in fp16 they differ from stock's by
+# rounding: within 1e-3 where the tokens are the same (benchmarks/h200-decode/
+# fallback_probe.jsonl). The margin is wide of that, and windows this close to a threshold are few.
 MARGIN = 0.05
 
 
@@ -55,7 +55,8 @@ class Engine:
             sampled_on_stock = narrow and mx.default_device() == mx.gpu
         self.stock = stock if self.fast and sampled_on_stock else None
         self._stock_features = None  # (mel, the stock encoder's features of it): one window's, across temperatures
-        self.decodes = Counter()  # decodes by where they ran: "fast", "stock", "stock (sampled)"
+        # decodes by where they ran: "fast", "stock", "stock (sampled)", "stock (near a threshold)"
+        self.decodes = Counter()
 
     @property
     def name(self) -> str:
