@@ -2,15 +2,15 @@
 
     engine.py     which engine decodes (stock, fast; sampled windows on stock where needed)
     task.py       mlx-whisper's DecodingTask, generalized: static caches, beams, groups of rows
+    language.py   language detection on the engine's logits
     flat.py       the static-cache decoder and its one-function step
-    cuda/         the greedy step as one CUDA kernel
+    cuda/         the greedy step as one CUDA kernel (and the forward pass of beams and samples)
     beam.py       openai/whisper's beam search
     rules.py      the logit filters as device ops
-    attention.py  WhisperAttention and the static KV cache
-    language.py   language detection on the engine's logits
     rewrite.py    the rewrite table row for mlx-whisper's attention
+    attention.py  WhisperAttention and the static KV cache
 
-Imports run downwards in that list (cuda/ below task.py), never back up."""
+Imports run down that list, never back up."""
 
 from .engine import Engine, decode_window
 from .rewrite import rewrite_whisper
