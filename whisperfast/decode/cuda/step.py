@@ -5,8 +5,9 @@ Why: on an H100 a step of the module graph is ~230 MLX nodes and MLX spends ~8 Â
 time on each, while the step's math is ~20 Âµs (benchmarks/overhead.py). A chain of custom
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
-Only where it applies (CUDA, temperature 0, mlx-whisper's own filters, batch <= MAX_BATCH);
-everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step."""
+The whole step at temperature 0 with mlx-whisper's own filters; for beams and samples the
+forward pass only (their filters and update run in MLX ops). On CUDA, float weights, batch <=
+MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step."""
 
 from __future__ import annotations
 
