@@ -9,7 +9,6 @@ stage times alongside. One warm-up transcription of JFK first; lanes alternate.
         .venv/bin/python benchmarks/batched/profile.py --runs 3 > benchmarks/batched/profile-cpu.json
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,10 +22,11 @@ import whisperfast  # noqa: E402,F401  (BLAS before mlx)
 import mlx.core as mx  # noqa: E402
 from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim  # noqa: E402
 
-from tests.test_transcribe import long_clip  # noqa: E402
 from whisperfast import batched, runtime, vad  # noqa: E402
 from whisperfast.batched import BatchOptions, transcribe_batched  # noqa: E402
-from whisperfast.pipeline import load, rewritten, transcribe  # noqa: E402
+from whisperfast.pipeline import transcribe  # noqa: E402
+
+from run import setup  # noqa: E402  (benchmarks/batched/run.py, beside this file)
 
 
 def batched_run(model, audio, batch_size):
@@ -73,19 +73,7 @@ def mel_cost(audio, n_mels):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=115.0)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--model", default="tiny.en")
-    ap.add_argument("--fast", action="store_true")
-    args = ap.parse_args()
-
-    model = load(args.model, dtype=mx.float32)
-    if args.fast:
-        model = rewritten(model)
-    audio, _ = long_clip(args.seconds)
-    transcribe(model, ROOT / "samples" / "jfk.wav")  # warm-up
+    args, model, audio, _ = setup()
     stages = ("vad", "mel", "encode", "decode", "total")
     runs = {"sequential": [], "batched": []}
     for _ in range(args.runs):

@@ -28,7 +28,9 @@ from whisperfast.pipeline import load, rewritten, transcribe  # noqa: E402
 from tests.text import error_rate  # noqa: E402
 
 
-def main():
+def setup():
+    """The command line (--seconds, --batch-size, --runs, --model, --fast), the model (warmed
+    up on JFK) and the clip with its reference: shared with profile.py."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=115.0)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -36,12 +38,16 @@ def main():
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--fast", action="store_true")
     args = ap.parse_args()
-
     model = load(args.model, dtype=mx.float32)
     if args.fast:
         model = rewritten(model)
     audio, reference = long_clip(args.seconds)
     transcribe(model, ROOT / "samples" / "jfk.wav")  # warm-up
+    return args, model, audio, reference
+
+
+def main():
+    args, model, audio, reference = setup()
     lanes = {"sequential": lambda: transcribe(model, audio),
              f"batched-{args.batch_size}": lambda: transcribe_batched(model, [audio], batch=BatchOptions(args.batch_size))[0]}
     walls = {k: [] for k in lanes}
