@@ -5,7 +5,7 @@ float and `--quantize 8|4` models, on the CPU, over the English samples.
         .venv/bin/python benchmarks/quant_wer.py --out benchmarks/quant/wer.json [--models tiny.en,base]
 
 WER is pooled: word edits over all samples / reference words over all samples
-(whisperfast.text.error_rate's normalization, per sample, then summed), so a 9-word sample
+(tests/text.py's error_rate normalization, per sample, then summed), so a 9-word sample
 weighs less than a 36-word one. Each model's quantized variants come from whisperfast's cache
 (made on the first run). Transcription: default options (greedy, the temperature fallback,
 seed 0), stock lane; issue 17's equality check (fused == stock tokens) is tests/test_quantize.py's.
