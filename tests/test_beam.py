@@ -450,7 +450,7 @@ class ForwardOnly:
     def __init__(self, model):
         self.model, self.calls = model, {"prompt": 0, "step": 0, "resume": 0, "rearrange": 0}
 
-    def logits(self, tokens, new=1, audio_features=None, sot=-1):
+    def logits(self, tokens, audio_features=None, sot=-1):
         from whisperfast.decode.flat import StaticInference
 
         if audio_features is not None:
@@ -459,7 +459,7 @@ class ForwardOnly:
             out = self.inference.logits(tokens, audio_features)
             return out[:, [sot, -1]] if 0 <= sot < tokens.shape[1] - 1 else out[:, -1:]
         self.calls["step"] += 1
-        return self.inference.logits(tokens[:, -new:], self.features)
+        return self.inference.logits(tokens[:, -1:], self.features)
 
     def resume(self, audio_features, cache, batch):
         from whisperfast.decode.flat import StaticInference

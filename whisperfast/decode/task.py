@@ -190,7 +190,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
             if cuda.greedy:
                 tokens, completed, sum_logprobs, sot_logits = cuda.prompt(tokens, audio_features, self.sot_index)
             else:  # the prompt's logits from the kernel: row 0 the SOT's, the last row the last position's
-                pre_logits = cuda.logits(tokens, tokens.shape[1], audio_features, self.sot_index)
+                pre_logits = cuda.logits(tokens, audio_features, self.sot_index)
                 on_kernel()
                 sot_logits = pre_logits[:, 0]
                 tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)

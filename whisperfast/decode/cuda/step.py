@@ -253,12 +253,16 @@ class CudaDecode:
     def prompt(self, tokens: mx.array, audio_features: mx.array, sot: int = -1):
         """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, n_vocab) of
         position `sot`, or of the last position where sot is -1)."""
+        out, completed, sums, logits = self._launch_prompt(tokens, audio_features, sot)
+        return out, completed, sums, logits[:, 0]
+
+    def _launch_prompt(self, tokens: mx.array, audio_features: mx.array, sot: int):
+        """The whole prompt from empty caches in one launch: the step's four outputs."""
         B, L = tokens.shape
         if L > self.MAX_PROMPT:
             raise ValueError(f"a prompt of {L} tokens; the kernel takes {self.MAX_PROMPT}")
         self.state = self.step.start(audio_features, B)
-        out, completed, sums, logits = self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot)
-        return out, completed, sums, logits[:, 0]
+        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot)
 
     def resume(self, audio_features: mx.array, cache: list, batch: int):
         self.state = self.step.start(audio_features, batch, cache)
@@ -266,17 +270,14 @@ class CudaDecode:
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
 
-    def logits(self, tokens: mx.array, new: int = 1, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
-        """The forward pass: tokens (B, L), the last `new` not yet in the caches (from empty
-        caches, given `audio_features`, the whole prompt) -> logits (B, R, n_vocab) float32, as
-        the decoder returns them: row R-1 the last position's, row 0 `sot`'s where that is
-        another new position (R = 2)."""
-        B = tokens.shape[0]
+    def logits(self, tokens: mx.array, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
+        """The forward pass: tokens (B, L), the last one not yet in the caches (given
+        `audio_features`: the whole prompt, from empty caches) -> logits (B, R, n_vocab)
+        float32, as the decoder returns them: row R-1 the last position's, row 0 `sot`'s where
+        that is another new position (R = 2)."""
         if audio_features is not None:
-            if tokens.shape[1] > self.MAX_PROMPT:
-                raise ValueError(f"a prompt of {tokens.shape[1]} tokens; the kernel takes {self.MAX_PROMPT}")
-            self.state = self.step.start(audio_features, B)
-        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, new, sot)[3]
+            return self._launch_prompt(tokens, audio_features, sot)[3]
+        return self.step(tokens, mx.zeros((tokens.shape[0],)), self.state, self.first, self.rules)[3]
 
     def rearrange_kv_cache(self, source_indices: list):
         """Row b's self-attention caches become row source_indices[b]'s (beam search)."""
