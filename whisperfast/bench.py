@@ -27,6 +27,11 @@ from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcrib
 LANES = ("stock", "fused", "composed", "faster-whisper")
 
 
+def stock_lane(lane: str) -> str:
+    """The stock lane that decodes as `lane` does: "stock beam5" for "fused beam5", else "stock"."""
+    return "stock" + lane[lane.index(" "):] if " " in lane else "stock"
+
+
 @dataclass(frozen=True)
 class Stat:
     median: float
@@ -150,7 +155,7 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
     out = {}
     for lane, rs in samples.items():
         texts, ts, _ = rs[0]
-        ref = "stock" + beams if beams and lane.endswith(beams) else "stock"  # the stock lane of the same decode
+        ref = stock_lane(lane)
         stock_tokens = [t.tokens for t in samples[ref][0][1]] if ref in lanes else None
         stock_text = samples[ref][0][0] if ref in lanes else None
         totals = [r[2] * 1000 for r in rs]
@@ -295,10 +300,8 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
         if batch_size > 1 and "faster-whisper" in lanes:
             lane_notes.append("faster-whisper ran its sequential transcribe (beam 1), not its batched pipeline")
         notes += lane_notes
-        stock = lane_results.get("stock")
-        vs = lambda x: "stock" + x[x.index(" "):] if " " in x else "stock"  # noqa: E731  (a beam lane: stock's beam lane)
-        speedup = {f"{x} vs {vs(x)}": lane_results[vs(x)].total_ms.median / v.total_ms.median
-                   for x, v in lane_results.items() if stock and x != vs(x) and vs(x) in lane_results}
+        speedup = {f"{x} vs {stock_lane(x)}": lane_results[stock_lane(x)].total_ms.median / v.total_ms.median
+                   for x, v in lane_results.items() if x != stock_lane(x) and stock_lane(x) in lane_results}
         report = replace(report, lanes=lane_results, speedup=speedup)
     if kernels:
         report = replace(report, kernels=run_kernels(dtype, progress=progress))
