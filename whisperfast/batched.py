@@ -49,11 +49,11 @@ import mlx.core as mx
 import numpy as np
 from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
-from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
+from mlx_whisper.tokenizer import Tokenizer
 
 from . import runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
-from .decode import decode_window
+from .decode import decode_window, tokenizer_for
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
@@ -130,8 +130,8 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     fp16 = model.dtype == "float16"
     dtype = mx.float16 if fp16 else mx.float32
     language = options.language or (None if whisper.is_multilingual else "en")  # None: detected per chunk
-    tokenizer = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language=language or "en",
-                              task=options.task)
+    tokenizer = tokenizer_for(whisper)(whisper.is_multilingual, num_languages=whisper.num_languages,
+                                       language=language or "en", task=options.task)
     decode_options = dict(task=options.task, language=language, fp16=fp16, beam_size=options.beam_size,
                           best_of=options.best_of, patience=options.patience, length_penalty=options.length_penalty,
                           suppress_tokens=options.suppress_tokens, suppress_blank=options.suppress_blank,
@@ -379,8 +379,8 @@ def _word_aligner(whisper, features: mx.array, samples: int, tokenizer: Tokenize
     from mlx_whisper.timing import add_word_timestamps  # numba and scipy: only when asked for
 
     if language and language != tokenizer.language:
-        tokenizer = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language=language,
-                                  task=tokenizer.task)
+        tokenizer = tokenizer_for(whisper)(whisper.is_multilingual, num_languages=whisper.num_languages,
+                                           language=language, task=tokenizer.task)
 
     def align(segments: List[dict]) -> None:
         add_word_timestamps(segments=segments, model=_Encoded(whisper), tokenizer=tokenizer, mel=features,

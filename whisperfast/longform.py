@@ -28,7 +28,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_whisper.audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
-from mlx_whisper.tokenizer import Tokenizer, get_tokenizer
+from mlx_whisper.tokenizer import Tokenizer
 
 from .decode import Engine
 from .options import TranscribeOptions
@@ -82,9 +82,9 @@ def transcribe(engine: Engine, audio: np.ndarray, options: TranscribeOptions, *,
         else:
             # the first 30 s of the padded mel, clip_timestamps notwithstanding (as stock)
             features = _encode(engine, pad_or_trim(mel, N_FRAMES, axis=-2).astype(dtype), stats)
-            _, probs = engine.detect_language(features, get_tokenizer(True, num_languages=model.num_languages))
+            _, probs = engine.detect_language(features, engine.get_tokenizer(True, num_languages=model.num_languages))
             language = max(probs, key=probs.get)
-    tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language,
+    tokenizer = engine.get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language,
                               task=options.task)
     if options.word_timestamps and options.task == "translate":
         warnings.warn("Word-level timestamps on translations may not be reliable.")

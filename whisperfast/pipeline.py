@@ -14,9 +14,10 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx_whisper.tokenizer import get_tokenizer as stock_tokenizer
 from mlx_whisper.whisper import Whisper
 
-from . import longform, models, runtime
+from . import longform, models, runtime, tokenizer
 from .decode import Engine
 from .audio import SAMPLE_RATE, check_samples, load_audio
 from .errors import WhisperfastError
@@ -99,7 +100,9 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
     t0 = time.perf_counter()
     dtype = dtype or models.default_dtype()
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
-    _warm_tokenizer(whisper)  # while MLX may still be reading the weights on its own thread
+    # while MLX may still be reading the weights on its own thread; built as the decodes will
+    # build it: the fast engine's (decode.tokenizer_for), or stock's
+    _warm_tokenizer(whisper, tokenizer.get_tokenizer if fast else stock_tokenizer)
     mx.eval(whisper.parameters())  # the read belongs to load_seconds, whatever was cached before
     loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
@@ -117,12 +120,13 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
     prompt's logits, but the flat step parts from stock's after a few tokens (likely MLX picking
     other matmul kernels for the static cache's strides; not confirmed), and the CUDA kernel's sums, in their own
     order, then fall on the other side of tiny.en's JFK near-tie. So it is off by default."""
-    from .decode import rewrite_whisper
+    from .decode import rewrite_whisper, tokenizer_for
 
     t0 = time.perf_counter()
     rounded = exact and mode == "fused" and mx.default_device() == mx.gpu and model.dtype in ("float16", "bfloat16")
     whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode,
                                       attention="rounded" if rounded else None)
+    _warm_tokenizer(whisper, tokenizer_for(whisper))  # built already where load(fast=True) made this model
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
                    rewrites={**report.to_dict(), "notes": _decode_notes(whisper, rounded, model.dtype)},
                    stock=model.stock or model.whisper)
@@ -144,12 +148,13 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
     return notes
 
 
-def _warm_tokenizer(whisper: Whisper) -> None:
-    # Building tiktoken's encoding and its special-token regex costs ~0.5 s once per process;
-    # it belongs to loading, not to the first transcription's timings.
-    from mlx_whisper.tokenizer import get_tokenizer
-
-    get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language="en").encode(" ")
+def _warm_tokenizer(whisper: Whisper, get_tokenizer) -> None:
+    # Building the tokenizer costs 0.15-0.5 s once per process (mlx-whisper's compiles
+    # tiktoken's special-token regex on its first encode; ..tokenizer avoids that): it belongs
+    # to loading, not to the first transcription's timings.
+    tok = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language="en")
+    tok.encode(" ")  # SuppressBlank's
+    tok.non_speech_tokens  # noqa: B018  (SuppressTokens', a cached property)
 
 
 def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:

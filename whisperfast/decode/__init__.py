@@ -12,7 +12,7 @@
 
 Imports run down that list, never back up."""
 
-from .engine import Engine, decode_window
+from .engine import Engine, decode_window, tokenizer_for
 from .rewrite import rewrite_whisper
 
-__all__ = ["Engine", "decode_window", "rewrite_whisper"]
+__all__ = ["Engine", "decode_window", "rewrite_whisper", "tokenizer_for"]

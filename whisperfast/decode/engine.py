@@ -28,8 +28,10 @@ import mlx.core as mx
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.decoding import decode as stock_decode
 from mlx_whisper.tokenizer import Tokenizer
+from mlx_whisper.tokenizer import get_tokenizer as stock_tokenizer
 from mlx_whisper.whisper import Whisper
 
+from .. import tokenizer as fast_tokenizer
 from .attention import supports_static_cache
 from .language import detect_language
 from .task import StaticCacheTask, StockBeamTask
@@ -61,6 +63,11 @@ class Engine:
     @property
     def name(self) -> str:
         return "fast" if self.fast else "stock"
+
+    @property
+    def get_tokenizer(self):
+        """get_tokenizer as this engine's decodes build theirs (`tokenizer_for`)."""
+        return tokenizer_for(self.model)
 
     def encode(self, mel: mx.array) -> mx.array:
         """mel (N_FRAMES, n_mels) in the decode dtype -> features (n_audio_ctx, n_audio_state)."""
@@ -105,6 +112,13 @@ def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fa
         features = features[None]
     result = (StaticCacheTask if fast else StockBeamTask)(model, options).run(features)
     return result[0] if single else result
+
+
+def tokenizer_for(model: Whisper):
+    """mlx-whisper's `get_tokenizer`, as a decode of `model` builds its tokenizer: whisperfast's
+    (the same ids, cheaper to build: ..tokenizer) where the fast engine decodes, mlx-whisper's
+    own for a stock model, so that a stock lane pays what stock pays."""
+    return fast_tokenizer.get_tokenizer if supports_static_cache(model) else stock_tokenizer
 
 
 def decode_window(model: Whisper, features: mx.array, options: DecodingOptions) -> Result:

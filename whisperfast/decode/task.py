@@ -18,14 +18,16 @@ from typing import List
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
-                                  Inference, TokenDecoder, compression_ratio)
+from mlx_whisper.audio import CHUNK_LENGTH
+from mlx_whisper.decoding import (DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder, Inference,
+                                  MaximumLikelihoodRanker, TokenDecoder, compression_ratio)
 from mlx_whisper.whisper import Whisper
 
 from .beam import BeamSearchDecoder
 from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
+from ..tokenizer import for_model
 from .rules import DeviceTimestampRules, suppress_blank, suppress_tokens
 
 
@@ -121,18 +123,24 @@ class StaticCacheTask(GroupRun, DecodingTask):
     beam search (openai's) where beam_size is given."""
 
     def __init__(self, model: Whisper, options: DecodingOptions):
-        # mlx-whisper builds SuppressBlank's and SuppressTokens' masks for every task, on the
-        # host (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100); they
-        # depend only on the tokenizer, the vocabulary and the suppressed ids, so they are kept.
-        # Its own constructor declines beam search; that is chosen below.
-        super().__init__(model, replace(options, suppress_blank=False, suppress_tokens=None, beam_size=None,
-                                        patience=None))
+        # mlx-whisper 0.4.3's DecodingTask.__init__, the same fields and filters in the same
+        # order, but for two things. Its tokenizer is whisperfast's (..tokenizer: the same ids,
+        # built without tiktoken's special-token regex, 0.3 s a process). And SuppressBlank's
+        # and SuppressTokens' masks are kept across tasks, not built on the host for each
+        # (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100): they depend
+        # only on the tokenizer, the vocabulary and the suppressed ids. Beam search, which its
+        # constructor declines, is chosen in token_decoder.
+        self.model, self.tokenizer = model, for_model(model, options.language or "en", options.task)
         self.options = self._verify_options(options)
-        n_vocab, kept = model.dims.n_vocab, []
-        if options.suppress_blank:
-            kept.append(suppress_blank(self.tokenizer, self.sample_begin, n_vocab))
-        if options.suppress_tokens:
-            kept.append(suppress_tokens(self._get_suppress_tokens(), n_vocab))
+        self.n_ctx = model.dims.n_text_ctx
+        self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
+        tokenizer = self.tokenizer
+        self.sot_sequence = (tokenizer.sot_sequence_including_notimestamps if options.without_timestamps
+                             else tokenizer.sot_sequence)
+        self.initial_tokens = self._get_initial_tokens()
+        self.sample_begin = len(self.initial_tokens)
+        self.sot_index = self.initial_tokens.index(tokenizer.sot)
+        self.sequence_ranker = MaximumLikelihoodRanker(options.length_penalty)
         # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
         # Steps run past the end are harmless: after EOT the greedy update only appends EOT
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
@@ -146,11 +154,16 @@ class StaticCacheTask(GroupRun, DecodingTask):
         self.decoder = token_decoder(self, options)
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
-        self.logit_filters = kept + [
-            DeviceTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
-            if type(f) is ApplyTimestampRules else f
-            for f in self.logit_filters
-        ]
+        n_vocab, self.logit_filters = model.dims.n_vocab, []
+        if options.suppress_blank:
+            self.logit_filters.append(suppress_blank(tokenizer, self.sample_begin, n_vocab))
+        if options.suppress_tokens:
+            self.logit_filters.append(suppress_tokens(self._get_suppress_tokens(), n_vocab))
+        if not options.without_timestamps:
+            precision = CHUNK_LENGTH / model.dims.n_audio_ctx  # usually 0.02 seconds
+            max_initial = options.max_initial_timestamp
+            self.logit_filters.append(DeviceTimestampRules(tokenizer, self.sample_begin,
+                                                           round(max_initial / precision) if max_initial else None))
 
     def _detect_language(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""
