@@ -5,7 +5,9 @@ stdout carries only the transcript (or JSON with --json); tables, progress and e
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -358,5 +360,29 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdou
         _error(f"MLX's CPU matmuls use a slow reference BLAS: {data['blas']['note']}")
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The `whisperfast` command as installed. When the command is done, the process ends
+    without the interpreter's teardown: Python freeing every module and object it loaded
+    costs 0.1-0.25 s of a fresh transcription's wall time on a 2-core machine
+    (benchmarks/cold-start-cpu.md), and nothing is left for it to do. What a normal exit
+    does first still happens: the atexit handlers run and stdout and stderr are flushed."""
+    try:
+        app(prog_name="whisperfast")
+        code = 0
+    except SystemExit as e:
+        code = _exit_status(e.code)
+    atexit._run_exitfuncs()  # noqa: SLF001  (what a normal exit runs; the public atexit has no "run now")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that left (`| head`), or a closed stream
+            pass
+    os._exit(code)
+
+
+def _exit_status(code) -> int:
+    """SystemExit's code as the interpreter turns it into an exit status."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1

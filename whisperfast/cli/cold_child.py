@@ -9,6 +9,6 @@ from .. import coldstart
 
 if __name__ == "__main__":
     atexit.register(coldstart.write_report, sys.argv.pop(1))
-    from .app import app
+    from .app import main
 
-    app(prog_name="whisperfast")
+    main()  # the command as installed: its handlers, this one included, run before it ends
