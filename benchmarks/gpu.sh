@@ -204,3 +204,25 @@ engine2)  # the equality tests (every sample, the held-out variants), the kernel
   ;;
 esac
 
+case "${1:-all}" in
+contract)  # issue 12's contract (tests/contract.py, README "The equality guarantee") on the GPU: the contract's
+  # own tests, every equality test, the held-out variants and beams, slow ones too, but the 600 s clip
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 540 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_contract.py tests/test_equality.py \
+    tests/test_heldout.py tests/test_beam.py -k "not 600s" 2>&1 | tee "$out/contract_tests.txt" | tail -25
+  ;;
+esac
+case "${1:-all}" in
+contract600)  # the 600 s clip under the contract (tiny.en and base, fp32 and fp16, fallback on, seeded), then
+  # issue 13's fresh processes (bench --cold, lanes alternated, kernel cache warm): JFK and the 600 s clip
+  timeout 400 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_heldout.py -k 600s 2>&1 \
+    | tee "$out/contract_600s.txt" | tail -25
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600
+  $py -m whisperfast bench samples/jfk.wav --cold --runs 3 --json > "$out/bench_cold-jfk.json" 2> "$out/bench_cold-jfk.txt"
+  tail -8 "$out/bench_cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/bench_cold-$m-600s.json" 2> "$out/bench_cold-$m-600s.txt"
+    tail -6 "$out/bench_cold-$m-600s.txt"
+  done
+  ;;
+esac

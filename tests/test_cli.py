@@ -132,12 +132,20 @@ def test_models_and_info():
 
 
 def test_installed_entry_point_in_a_subprocess(tmp_path):
-    """The real console script: exit codes and streams, as a shell sees them."""
+    """The real console script (cli.main, which ends the process with os._exit): exit codes,
+    streams and written files, as a shell sees them."""
     exe = [sys.executable, "-m", "whisperfast"]
     ok = subprocess.run([*exe, "transcribe", str(JFK), "-q"], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0 and "fellow Americans" in ok.stdout and ok.stderr == ""
+    out = tmp_path / "out"
+    js = subprocess.run([*exe, "transcribe", str(JFK), "-q", "--json", "-f", "srt", "-o", str(out)], capture_output=True,
+                        text=True, cwd=ROOT)
+    assert js.returncode == 0 and "fellow Americans" in json.loads(js.stdout)["text"]  # all of it, flushed
+    assert (out / "jfk.srt").read_text().rstrip().endswith("for your country")
     bad = subprocess.run([*exe, "transcribe", str(tmp_path / "nope.wav")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr
+    usage = subprocess.run([*exe, "transcribe"], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 2 and "Missing argument" in usage.stderr
 
 
 def test_compare_reports_both_lanes_and_their_agreement():
