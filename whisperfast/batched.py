@@ -53,7 +53,7 @@ from mlx_whisper.tokenizer import Tokenizer
 
 from . import runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
-from .decode import decode_window, tokenizer_for
+from .decode import decode_window, encode, tokenizer_for
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
@@ -223,7 +223,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         mx.eval(mel)
         mel_s += time.perf_counter() - t
         t = time.perf_counter()
-        parts.append(whisper.encoder(mel))
+        parts.append(encode(whisper, mel))
         mx.eval(parts[-1])
         del mel
         encode_s += time.perf_counter() - t

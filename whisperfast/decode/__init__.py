@@ -3,6 +3,7 @@
     engine.py     which engine decodes (stock, fast; sampled windows on stock where needed)
     task.py       mlx-whisper's DecodingTask, generalized: static caches, beams, groups of rows
     language.py   language detection on the engine's logits
+    encoder.py    the encoder's forward pass, shared out among CPU streams on the fast engine
     flat.py       the static-cache decoder and its one-function step
     cuda/         the greedy step as one CUDA kernel (and the forward pass of beams and samples)
     beam.py       openai/whisper's beam search
@@ -12,7 +13,8 @@
 
 Imports run down that list, never back up."""
 
+from .encoder import encode
 from .engine import Engine, decode_window, tokenizer_for
 from .rewrite import rewrite_whisper
 
-__all__ = ["Engine", "decode_window", "rewrite_whisper", "tokenizer_for"]
+__all__ = ["Engine", "decode_window", "encode", "rewrite_whisper", "tokenizer_for"]

@@ -33,6 +33,7 @@ from mlx_whisper.whisper import Whisper
 
 from .. import tokenizer as fast_tokenizer
 from .attention import supports_static_cache
+from .encoder import encode
 from .language import detect_language
 from .task import StaticCacheTask, StockBeamTask
 
@@ -71,7 +72,7 @@ class Engine:
 
     def encode(self, mel: mx.array) -> mx.array:
         """mel (N_FRAMES, n_mels) in the decode dtype -> features (n_audio_ctx, n_audio_state)."""
-        return self.model.encoder(mel[None])[0]
+        return encode(self.model, mel[None])[0]
 
     def detect_language(self, features: mx.array, tokenizer: Tokenizer):
         """(language token, {code: probability}) for one window's features."""
