@@ -85,7 +85,7 @@ def transcribe(engine: Engine, audio: np.ndarray, options: TranscribeOptions, *,
             _, probs = engine.detect_language(features, engine.get_tokenizer(True, num_languages=model.num_languages))
             language = max(probs, key=probs.get)
     tokenizer = engine.get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language,
-                              task=options.task)
+                                     task=options.task)
     if options.word_timestamps and options.task == "translate":
         warnings.warn("Word-level timestamps on translations may not be reliable.")
 

@@ -78,7 +78,3 @@ def get_tokenizer(multilingual: bool, *, num_languages: int = 99, language: Opti
     return Tokenizer(encoding=get_encoding(name, num_languages), num_languages=num_languages, language=language,
                      task=task)
 
-
-def for_model(model, language: Optional[str] = None, task: Optional[str] = None) -> Tokenizer:
-    """The tokenizer a decode of `model` (mlx_whisper.Whisper) uses, as DecodingTask picks it."""
-    return get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language=language, task=task)

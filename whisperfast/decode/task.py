@@ -23,11 +23,11 @@ from mlx_whisper.decoding import (DecodingOptions, DecodingResult, DecodingTask,
                                   MaximumLikelihoodRanker, TokenDecoder, compression_ratio)
 from mlx_whisper.whisper import Whisper
 
+from ..tokenizer import get_tokenizer
 from .beam import BeamSearchDecoder
 from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
-from ..tokenizer import for_model
 from .rules import DeviceTimestampRules, suppress_blank, suppress_tokens
 
 
@@ -130,7 +130,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100): they depend
         # only on the tokenizer, the vocabulary and the suppressed ids. Beam search, which its
         # constructor declines, is chosen in token_decoder.
-        self.model, self.tokenizer = model, for_model(model, options.language or "en", options.task)
+        self.model, self.tokenizer = model, get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                                          language=options.language or "en", task=options.task)
         self.options = self._verify_options(options)
         self.n_ctx = model.dims.n_text_ctx
         self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
