@@ -106,7 +106,10 @@ class WhisperAttention(nn.Module):
         args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
         parallel = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu \
             and len(cpu_streams()) > 1
-        out = heads_across_cpu_streams(fn, *args) if parallel else fn(*args)
+        # On the CPU mx.fast's SDPA is a fallback to the plain graph mlx-whisper writes, the
+        # same bits, but slower than that graph itself (463 against 372 ms for tiny's encoder
+        # layer on one stream, benchmarks/cpu/profile.md §7); so each stream runs the graph.
+        out = heads_across_cpu_streams(ops.rounded_scaled_dot_product_attention, *args) if parallel else fn(*args)
         return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
 
     @property

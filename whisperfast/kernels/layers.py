@@ -114,3 +114,18 @@ def heads_across_cpu_streams(fn, q, k, v, scale, mask):
         with mx.stream(s):
             outs.append(fn(q[:, a:b], k[:, a:b], v[:, a:b], scale, mask))
     return mx.concatenate(outs, axis=1)
+
+
+def rows_across_cpu_streams(fn, x: mx.array, axis: int = -2) -> mx.array:
+    """fn(x) for an elementwise fn (GELU), x cut along `axis` into one piece a CPU stream, so
+    that every core runs its piece: the same op on every element, bit for bit. (Rows of a
+    matmul are not split so: OpenBLAS sums a row in another order when the row count changes.)"""
+    streams = cpu_streams()[: x.shape[axis]]
+    bounds = [round(i * x.shape[axis] / len(streams)) for i in range(len(streams) + 1)]
+    outs = []
+    for s, a, b in zip(streams, bounds, bounds[1:]):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(a, b)
+        with mx.stream(s):
+            outs.append(fn(x[tuple(index)]))
+    return mx.concatenate(outs, axis=axis)
