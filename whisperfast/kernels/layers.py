@@ -107,25 +107,28 @@ def heads_across_cpu_streams(fn, q, k, v, scale, mask):
     streams puts every core to work (1.6x for tiny's encoder attention on 2 cores). Each
     head goes through the same op, so the result is the same, bit for bit. Masks here are
     None, "causal" or shared by all heads."""
-    streams = cpu_streams()[: q.shape[1]]
-    bounds = [round(i * q.shape[1] / len(streams)) for i in range(len(streams) + 1)]
-    outs = []
-    for s, a, b in zip(streams, bounds, bounds[1:]):
-        with mx.stream(s):
-            outs.append(fn(q[:, a:b], k[:, a:b], v[:, a:b], scale, mask))
-    return mx.concatenate(outs, axis=1)
+    return _across_cpu_streams(q.shape[1], 1, lambda a, b: fn(q[:, a:b], k[:, a:b], v[:, a:b], scale, mask))
 
 
 def rows_across_cpu_streams(fn, x: mx.array, axis: int = -2) -> mx.array:
     """fn(x) for an elementwise fn (GELU), x cut along `axis` into one piece a CPU stream, so
     that every core runs its piece: the same op on every element, bit for bit. (Rows of a
     matmul are not split so: OpenBLAS sums a row in another order when the row count changes.)"""
-    streams = cpu_streams()[: x.shape[axis]]
-    bounds = [round(i * x.shape[axis] / len(streams)) for i in range(len(streams) + 1)]
-    outs = []
-    for s, a, b in zip(streams, bounds, bounds[1:]):
+    def piece(a: int, b: int) -> mx.array:
         index = [slice(None)] * x.ndim
         index[axis] = slice(a, b)
+        return fn(x[tuple(index)])
+
+    return _across_cpu_streams(x.shape[axis], axis, piece)
+
+
+def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
+    """piece(a, b) for [0, n) cut into one range a CPU stream, each run on its stream, the
+    results concatenated along `axis`."""
+    streams = cpu_streams()[:n]
+    bounds = [round(i * n / len(streams)) for i in range(len(streams) + 1)]
+    outs = []
+    for s, a, b in zip(streams, bounds, bounds[1:]):
         with mx.stream(s):
-            outs.append(fn(x[tuple(index)]))
+            outs.append(piece(a, b))
     return mx.concatenate(outs, axis=axis)
