@@ -59,16 +59,32 @@ def dtype_step(x: float, dtype=mx.float16) -> float:
     return float(np.spacing({mx.float16: np.float16, mx.float32: np.float32}[dtype](abs(x))))
 
 
+def _stock_task(stock, options) -> DecodingTask:
+    """mlx-whisper's task for `options`: its prompt and its filters (its constructor refuses
+    beam options, which change neither)."""
+    return DecodingTask(stock.whisper, replace(options, beam_size=None, patience=None))
+
+
+def _forward(stock, mel, tokens: mx.array) -> mx.array:
+    """Stock's logits (1, T, n_vocab), float32, for tokens (1, T) over the window's mel."""
+    return stock.whisper.decoder(tokens, stock.whisper.encoder(mel[None]))[0].astype(mx.float32)
+
+
+def _filtered(task: DecodingTask, logits: mx.array, prefix: mx.array) -> mx.array:
+    """One position's logits (1, n_vocab) after the task's filters, given the tokens so far."""
+    for f in task.logit_filters:
+        logits = f.apply(logits, prefix)
+    return logits
+
+
 def stock_margin(stock, options, mel, ours, theirs) -> dict:
     """Stock's logits, after the tokens both lanes chose, of its own next token and of the
     other lane's (a full forward pass of stock's model over the prefix, its filters applied;
     EOT where a sequence ended)."""
     k = next(i for i, (a, b) in enumerate(zip(ours + [None], theirs + [None])) if a != b)
-    task = DecodingTask(stock.whisper, options)
+    task = _stock_task(stock, options)
     tokens = mx.array([list(task.initial_tokens) + ours[:k]])
-    logits = stock.whisper.decoder(tokens, stock.whisper.encoder(mel[None]))[0][:, -1].astype(mx.float32)
-    for f in task.logit_filters:
-        logits = f.apply(logits, tokens)
+    logits = _filtered(task, _forward(stock, mel, tokens)[:, -1], tokens)
     pick = lambda seq: seq[k] if k < len(seq) else task.tokenizer.eot  # noqa: E731
     a, b = pick(ours), pick(theirs)
     la, lb = float(logits[0, a]), float(logits[0, b])
@@ -110,18 +126,15 @@ def stock_score(stock, options, mel, tokens) -> tuple[float, float]:
     probabilities of its tokens and EOT, stock's model teacher-forced, its filters at every
     position, over the length penalty), and the largest dtype step among the chosen logits:
     one rounding of each per token moves the score by at most about that much."""
-    # its prompt and filters; mlx-whisper's own task refuses beam options, which change neither
-    task = DecodingTask(stock.whisper, replace(options, beam_size=None, patience=None))
+    task = _stock_task(stock, options)
     seq = list(task.initial_tokens) + list(tokens) + [task.tokenizer.eot]
     begin = len(task.initial_tokens)
     full = mx.array([seq])
-    logits = stock.whisper.decoder(full[:, :-1], stock.whisper.encoder(mel[None]))[0].astype(mx.float32)
+    logits = _forward(stock, mel, full[:, :-1])
     total, step = 0.0, 0.0
     dtype = stock.whisper.decoder.token_embedding.weight.dtype
     for pos in range(begin - 1, len(seq) - 1):
-        row = logits[:, pos]
-        for f in task.logit_filters:
-            row = f.apply(row, full[:, : pos + 1])
+        row = _filtered(task, logits[:, pos], full[:, : pos + 1])
         logprobs = row - mx.logsumexp(row, axis=-1, keepdims=True)
         total += float(logprobs[0, seq[pos + 1]])
         step = max(step, dtype_step(float(row[0, seq[pos + 1]]), dtype))
