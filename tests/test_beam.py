@@ -448,7 +448,7 @@ class ForwardOnly:
     the task's kernel path runs on the CPU: the prompt's logits as the kernel returns them
     (row 0 the SOT's, the last row the last position's), steps, resume, rearrangement."""
 
-    MAX_PROMPT, greedy = 8, False
+    MAX_PROMPT, greedy, beams = 8, False, None
 
     def __init__(self, model):
         self.model, self.calls = model, {"prompt": 0, "step": 0, "resume": 0, "rearrange": 0}

@@ -187,6 +187,9 @@ class StaticCacheTask(GroupRun, DecodingTask):
         def on_kernel():  # from here the caches are the kernel's: beam search rearranges those
             if isinstance(self.decoder, BeamSearchDecoder):
                 self.decoder.inference = cuda
+        # the kernel's own update: greedy, or openai's beams (their finished sequences kept on
+        # the device until the loop ends)
+        own = cuda is not None and (cuda.greedy or cuda.beams is not None)
 
         def update(tokens, logits, sum_logprobs):
             for logit_filter in self.logit_filters:
@@ -196,12 +199,12 @@ class StaticCacheTask(GroupRun, DecodingTask):
         def step(tokens, sum_logprobs):  # one new token a row
             if cuda is None:
                 return update(tokens, self.inference.logits(tokens[:, -1:], audio_features)[:, -1], sum_logprobs)
-            if cuda.greedy:
+            if own:
                 return cuda(tokens, sum_logprobs)
             return update(tokens, cuda.logits(tokens)[:, -1], sum_logprobs)
 
         if cuda is not None and tokens.shape[1] <= cuda.MAX_PROMPT:
-            if cuda.greedy:
+            if own:
                 tokens, completed, sum_logprobs, sot_logits = cuda.prompt(tokens, audio_features, self.sot_index)
             else:  # the prompt's logits from the kernel: row 0 the SOT's, the last row the last position's
                 pre_logits = cuda.logits(tokens, audio_features, self.sot_index)
@@ -211,10 +214,14 @@ class StaticCacheTask(GroupRun, DecodingTask):
         else:
             pre_logits = self.inference.logits(tokens, audio_features)
             sot_logits = pre_logits[:, self.sot_index]
-            tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
-            if cuda is not None:
+            if cuda is not None and cuda.beams is not None:  # the kernel's caches, then its beam update
                 cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
-                on_kernel()
+                tokens, completed, sum_logprobs = cuda.beam_update(tokens, pre_logits[:, -1:], sum_logprobs, first=True)
+            else:
+                tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
+                if cuda is not None:
+                    cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
+                    on_kernel()
         if self.tokenizer.no_speech is not None:
             no_speech_probs = mx.softmax(sot_logits, axis=-1)[:, self.tokenizer.no_speech]
         else:
@@ -229,4 +236,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
             if i % eot_check == 0 and completed:
                 break
             tokens, completed, sum_logprobs = queued
+        if cuda is not None and cuda.beams is not None:
+            self.decoder.finished_sequences = cuda.beams.finished_sequences()
         return tokens, sum_logprobs, no_speech_probs

@@ -323,13 +323,19 @@ __device__ __forceinline__ History timestamp_history(const Tok* row, int L, int 
   return {L == sample_begin, L > sample_begin && row[L - 1] >= TS, L - sample_begin < 2 || row[L - 2] >= TS, max_init};
 }
 
+// Whether the timestamp rules ban token v outright (the ban on text that depends on the
+// row's softmax aside)
+template <int TS, int EOT, int NO_TS, bool RULES>
+__device__ __forceinline__ bool rule_banned(int v, History r) {
+  return RULES && (v == NO_TS || (r.first && (v < TS || v > TS + r.max_init)) ||
+                   (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT));
+}
+
 template <int TS, int EOT, int NO_TS, bool RULES>
 __device__ __forceinline__ void filter_add(Pick* f, int v, float l, History r) {
   f[kAll].add(l, 1.f, v);
   f[v < TS ? kText : kTs].add(l, 1.f, v);
-  if (RULES && (v == NO_TS || (r.first && (v < TS || v > TS + r.max_init)) ||
-                (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT)))
-    l = -kInf;
+  if (rule_banned<TS, EOT, NO_TS, RULES>(v, r)) l = -kInf;
   f[kKeep].add(l, 1.f, v);
   if (v >= TS) f[kLate].add(l, 1.f, v);
 }
@@ -362,16 +368,20 @@ __device__ void block_merge(Pick* f, Pick* sh) {
   }
 }
 
+// Whether the rules ban the row's text: the timestamps' total logprob above the best text
+// token's (from the row's merged picks)
+template <bool RULES>
+__device__ __forceinline__ bool text_banned(const Pick* f) {
+  if (!RULES) return false;
+  const float lse = f[kAll].lse();
+  const float ts_logprob = f[kTs].m == -kInf ? -kInf : (f[kTs].m - lse) + logf(f[kTs].s);
+  return ts_logprob > f[kText].m - lse;
+}
+
 // The row's next token, logprob sum and whether it is done, from its merged picks.
 template <int TS, int EOT, bool RULES, typename Tok>
 __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, Tok* out_row, float* sum_out) {
-  bool text_banned = false;
-  if (RULES) {  // the timestamps' total logprob against the best text token's
-    const float lse = f[kAll].lse();
-    const float ts_logprob = f[kTs].m == -kInf ? -kInf : (f[kTs].m - lse) + logf(f[kTs].s);
-    text_banned = ts_logprob > f[kText].m - lse;
-  }
-  const Pick& p = f[text_banned ? kLate : kKeep];
+  const Pick& p = f[text_banned<RULES>(f) ? kLate : kKeep];
   const Tok last = tok_row[L - 1];
   const Tok next = last == EOT ? static_cast<Tok>(EOT) : static_cast<Tok>(p.m == -kInf ? 0 : p.i);  // argmax of -infs: 0
   out_row[L] = next;
@@ -398,6 +408,213 @@ __device__ void greedy(const float* logits, const Tok* tokens, int L, const int*
       done = finish<TS, EOT, RULES>(f, tokens + b * L, L, sum_in[b], tokens_out + b * (L + 1), sum_out + b) && done;
   }
   if (threadIdx.x == 0) *completed = done;
+}
+
+// ---- openai's beam search update, on the device ------------------------------------------
+// BeamSearchDecoder.update (beam.py, openai/whisper's decoding.py) after the filters, in one
+// launch of B blocks, so that a beam step never waits for the host. Block b takes row b: the
+// filters' softmax statistics (as the greedy update's), then the row's K + 1 likeliest tokens
+// by log probability (ties: the lower id, topk's order in beam.py). The last block to arrive
+// ranks each audio's candidates as openai does: identical sequences counted once (rows of one
+// audio start identical), a stable sort by summed log probability, sequences ending in EOT
+// finished into the store until it holds max_candidates, the best K others the next rows.
+// The caches are then gathered by `source` (cuda/step.py). A launch after the decode is
+// complete writes nothing to the store.
+
+struct Cand {
+  float lp;
+  int v;
+};
+
+__device__ __forceinline__ bool better(Cand a, Cand b) { return a.lp > b.lp || (a.lp == b.lp && a.v < b.v); }
+
+__device__ __forceinline__ Cand warp_best(Cand c) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const Cand d{__shfl_xor_sync(0xffffffffu, c.lp, o), __shfl_xor_sync(0xffffffffu, c.v, o)};
+    if (better(d, c)) c = d;
+  }
+  return c;
+}
+
+// The block's best candidate, for every thread; `sh` is 32 Cands of shared scratch.
+__device__ Cand block_best(Cand c, Cand* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  c = warp_best(c);
+  __syncthreads();
+  if (lane == 0) sh[w] = c;
+  __syncthreads();
+  return warp_best(lane < nw ? sh[lane] : Cand{-kInf, 0x7fffffff});
+}
+
+// logits (B, R, NV) float32: row R-1 the last position's; tokens (B, L); meta: sample_begin,
+// max_init (the filters'), max_candidates, the store's slot length (>= L + 1); sum_in (>= B);
+// suppress: the additive mask; work (float32, in place): [0] the arrival counter (0 between
+// launches), from 4 each row's K + 1 candidates (lp, id). The store, in place: fin_tokens
+// (A * MC slots), fin_meta (A counts, then A * MC lengths), fin_score (A * MC). Out:
+// tokens_out (B, L + 1), sum_out (>= B), source (>= B), completed.
+template <int B, int K, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
+__device__ void beam_update(const float* logits, int R, const Tok* tokens, int L, const int* meta,
+                            const float* sum_in, const float* suppress, const float* work_in,
+                            const Tok* fin_tokens_in, const int* fin_meta_in, const float* fin_score_in,
+                            Tok* tokens_out, float* sum_out, int* source, bool* completed) {
+  static_assert(B % K == 0, "rows come in groups of K beams, one group an audio");
+  constexpr int A = B / K, C = K + 1;
+  __shared__ Pick sh[32 * kPicks];
+  __shared__ Cand best[32];
+  __shared__ float lse_s;
+  __shared__ bool ban_s, done_before;
+  __shared__ unsigned arrived;
+  float* work = const_cast<float*>(work_in);
+  unsigned* count = reinterpret_cast<unsigned*>(work);
+  float* cands = work + 4;
+  const int b = blockIdx.x, mc = meta[2], slot = meta[3];
+  if (blockDim.x != kThreads || gridDim.x != B) __trap();
+  const float* row = logits + (size_t(b) * R + R - 1) * NV;
+  const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1]);
+
+  // 1. the filters: the softmax statistics that decide the ban on text, and the log-sum-exp
+  //    of the filtered row
+  Pick f[kPicks];
+  for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
+  for (int v = threadIdx.x; v < NV; v += blockDim.x) filter_add<TS, EOT, NO_TS, RULES>(f, v, row[v] + suppress[v], r);
+  block_merge(f, sh);
+  if (threadIdx.x == 0) {
+    ban_s = text_banned<RULES>(f);
+    lse_s = f[ban_s ? kLate : kKeep].lse();
+  }
+  __syncthreads();
+  const bool ban = ban_s;
+  const float lse = lse_s;
+  // 2. the K + 1 likeliest, one round each: the best of those after the previous pick
+  Cand prev{kInf, -1};
+  for (int k = 0; k < C; ++k) {
+    Cand c{-kInf, 0x7fffffff};
+    for (int v = threadIdx.x; v < NV; v += blockDim.x) {
+      const float l = rule_banned<TS, EOT, NO_TS, RULES>(v, r) || (ban && v < TS) ? -kInf : row[v] + suppress[v];
+      const Cand d{l - lse, v};
+      if ((d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
+    }
+    c = block_best(c, best);
+    if (threadIdx.x == 0) {
+      cands[(b * C + k) * 2] = c.lp;
+      cands[(b * C + k) * 2 + 1] = __int_as_float(c.v);
+    }
+    prev = c;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    arrived = atomicAdd(count, 1u);
+  }
+  __syncthreads();
+  if (arrived != B - 1) return;  // not the last block
+  __threadfence();
+
+  // 3. the last block: openai's ranking, an audio (a group of K rows) a thread
+  Tok* fin_tokens = const_cast<Tok*>(fin_tokens_in);
+  int* fin_meta = const_cast<int*>(fin_meta_in);
+  float* fin_score = const_cast<float*>(fin_score_in);
+  __shared__ float sc[B * C];
+  __shared__ int tk[B * C], src[B * C], root_of[B * C], order[B * C];
+  __shared__ int n_of[A], root[B], pick_src[B], pick_tok[B];
+  __shared__ unsigned char differ[B * K];
+  if (threadIdx.x == 0) {
+    bool all = true;
+    for (int g = 0; g < A; ++g) all = all && fin_meta[g] >= mc;
+    done_before = all;
+  }
+  for (int i = threadIdx.x; i < B * K; i += blockDim.x) differ[i] = 0;
+  __syncthreads();
+  if (done_before) {  // openai's update returns at once; the host reads this launch no more
+    for (int i = threadIdx.x; i < B * (L + 1); i += blockDim.x)
+      tokens_out[i] = i % (L + 1) < L ? tokens[i / (L + 1) * L + i % (L + 1)] : static_cast<Tok>(EOT);
+    for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = i, sum_out[i] = sum_in[i];
+    if (threadIdx.x == 0) *completed = true, *count = 0;
+    return;
+  }
+  // rows of one audio with the same tokens (the first update's: every beam starts as the
+  // prompt) propose the same sequences; a row's root is the first row of its audio like it
+  for (int i = threadIdx.x; i < B * K * L; i += blockDim.x) {
+    const int pair = i / L, pos = i % L, row1 = pair / K, j2 = pair % K, row2 = row1 / K * K + j2;
+    if (j2 < row1 % K && tokens[size_t(row1) * L + pos] != tokens[size_t(row2) * L + pos]) differ[pair] = 1;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < B; i += blockDim.x) {
+    int j = i % K;
+    for (int j2 = 0; j2 < i % K; ++j2)
+      if (!differ[i * K + j2]) {
+        j = j2;
+        break;
+      }
+    root[i] = j;
+  }
+  __syncthreads();
+  // the candidates in openai's order (beam by beam, each beam's likeliest first), a sequence
+  // met again keeping its first place and taking the later score and source (a dict's update)
+  for (int g = threadIdx.x; g < A; g += blockDim.x) {
+    const int base = g * K * C;
+    int n = 0;
+    for (int j = 0; j < K; ++j) {
+      const int bi = g * K + j, rj = root[bi];
+      for (int k = 0; k < C; ++k) {
+        const float* o = cands + (bi * C + k) * 2;
+        const int tok = __float_as_int(ld(o + 1));
+        const float s = sum_in[bi] + ld(o);
+        int at = -1;
+        if (rj != j)
+          for (int c = 0; c < n && at < 0; ++c)
+            if (root_of[base + c] == rj && tk[base + c] == tok) at = c;
+        if (at < 0) at = n++, tk[base + at] = tok, root_of[base + at] = rj;
+        sc[base + at] = s, src[base + at] = bi;
+      }
+    }
+    n_of[g] = n;
+  }
+  __syncthreads();
+  // a stable sort, best first: each candidate's place is how many go before it
+  for (int i = threadIdx.x; i < A * K * C; i += blockDim.x) {
+    const int g = i / (K * C), base = g * K * C, c = i - base;
+    if (c >= n_of[g]) continue;
+    int place = 0;
+    for (int c2 = 0; c2 < n_of[g]; ++c2) place += sc[base + c2] > sc[base + c] || (sc[base + c2] == sc[base + c] && c2 < c);
+    order[base + place] = c;
+  }
+  __syncthreads();
+  for (int g = threadIdx.x; g < A; g += blockDim.x) {
+    const int base = g * K * C;
+    int saved = 0, done = fin_meta[g];
+    for (int p = 0; p < n_of[g] && saved < K; ++p) {
+      const int c = order[base + p], tok = tk[base + c], from = src[base + c];
+      if (tok == EOT) {
+        if (done < mc) {  // finished, while the audio's list has room
+          const int s = g * mc + done++;
+          for (int i = 0; i < L; ++i) fin_tokens[size_t(s) * slot + i] = tokens[size_t(from) * L + i];
+          fin_tokens[size_t(s) * slot + L] = static_cast<Tok>(EOT);
+          fin_meta[A + s] = L + 1;
+          fin_score[s] = sc[base + c];
+        }
+      } else {
+        pick_src[g * K + saved] = from, pick_tok[g * K + saved] = tok;
+        sum_out[g * K + saved] = sc[base + c];
+        ++saved;
+      }
+    }
+    for (; saved < K; ++saved)  // (never: K + 1 candidates a row, at most one of them EOT)
+      pick_src[g * K + saved] = g * K, pick_tok[g * K + saved] = EOT, sum_out[g * K + saved] = -kInf;
+    fin_meta[g] = done;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < B * (L + 1); i += blockDim.x) {
+    const int rw = i / (L + 1), pos = i % (L + 1);
+    tokens_out[i] = pos < L ? tokens[size_t(pick_src[rw]) * L + pos] : static_cast<Tok>(pick_tok[rw]);
+  }
+  for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = pick_src[i];
+  if (threadIdx.x == 0) {
+    bool all = true;
+    for (int g = 0; g < A; ++g) all = all && fin_meta[g] >= mc;
+    *completed = all;
+    *count = 0;  // every block has arrived: the next launch starts from 0
+  }
 }
 
 // ---- the step ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ...errors import WhisperfastError
 from ...files import write_atomic
 from ...kernels.cuda_cache import CachedCudaKernel
 from ..attention import WhisperAttention, supports_static_cache
+from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
@@ -163,6 +164,7 @@ class CudaStep:
         mx.eval(self.packed, self.lnf, self.emb, self.pos, self.w_cross, self.b_cross)
         self.n_head = decoder.blocks[0].attn.n_head
         self.launches = 0  # kernel launches through __call__ (tests check that the kernel ran)
+        self.beam_launches = 0  # beam_update launches (CudaDecode.beam_update)
         self.kernels: set = set()  # distinct template tuples launched: MLX compiles each once a process
 
     def start(self, audio_features: mx.array, batch: int, cache: Optional[list] = None) -> dict:
@@ -204,7 +206,7 @@ class CudaStep:
         call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES>(tokens, "
                 "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], "
                 "tokens_out, sum_out, completed, logits);")
-        args = [tokens, _meta(new, sot, rules["sample_begin"], rules["max_init"]), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
+        args = [tokens, _ints(new, sot, rules["sample_begin"], rules["max_init"]), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
                 sum_logprobs, suppress, state["scratch"]]
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
@@ -217,8 +219,9 @@ class CudaStep:
 
 
 @lru_cache(maxsize=1024)
-def _meta(new: int, sot: int, sample_begin: int, max_init: int) -> mx.array:
-    return mx.array([new, sot, sample_begin, max_init], mx.int32)
+def _ints(*values: int) -> mx.array:
+    """A launch's small int32 arguments (meta), made once for each set of values."""
+    return mx.array(values, mx.int32)
 
 
 _TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the rest are launch arguments
@@ -228,16 +231,71 @@ def _template(rules: dict) -> list:
     return [(k, rules[k]) for k in _TEMPLATE]
 
 
+class CudaBeams:
+    """openai's beam search update on the device (decode_step.cu's beam_update): the filters,
+    the log-softmax, each row's beam_size + 1 likeliest tokens and openai's ranking, one
+    launch after each forward pass. No step waits for the host, which queues them as in greedy
+    decoding; the finished sequences stay on the device (the store) until the decode reads
+    them (`finished_sequences`). BeamSearchDecoder (beam.py) is the same update on the host."""
+
+    def __init__(self, beam_size: int, max_candidates: int, n_ctx: int):
+        self.K, self.mc, self.slot = beam_size, max_candidates, n_ctx + 1
+        self.store = None
+
+    def start(self, batch: int, dtype: mx.Dtype):
+        """An empty store for a decode of `batch` rows (batch // beam_size audio)."""
+        A = batch // self.K
+        # sizes past 8 bytes: MLX keeps smaller arrays in a pool where device writes are slow
+        self.store = dict(work=mx.zeros((4 + batch * (self.K + 1) * 2,), mx.float32),
+                          fin_tokens=mx.zeros((max(A * self.mc * self.slot, 4),), dtype),
+                          fin_meta=mx.zeros((max(A + A * self.mc, 4),), mx.int32),
+                          fin_score=mx.zeros((max(A * self.mc, 4),), mx.float32))
+        mx.eval(*self.store.values())
+        self.n_audio = A
+
+    def __call__(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, mask: mx.array, rules: dict):
+        """tokens (B, L), logits (B, R, n_vocab) float32 (row R-1 the last position's), sums (B,)
+        -> (tokens (B, L+1), completed, sums (B,), source rows (B,)), after SuppressTokens
+        (`mask`, additive) and the timestamp rules (`rules`, timestamp_rules)."""
+        (B, L), NV = tokens.shape, logits.shape[-1]
+        if self.store is None or B != self.n_audio * self.K or L + 1 > self.slot:
+            raise ValueError(f"{B} rows of {L} tokens for a store of {self.n_audio} x {self.K} beams of {self.slot}")
+        template = [("B", B), ("K", self.K), ("NV", NV)] + _template(rules)
+        inputs = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score")
+        outputs = ("tokens_out", "sum_out", "source", "completed")
+        call = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], "
+                "meta, sum_in, suppress, work, fin_tokens, fin_meta, fin_score, tokens_out, sum_out, source, completed);")
+        st = self.store
+        args = [logits.astype(mx.float32), tokens, _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot),
+                sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"]]
+        tokens, sums, source, completed = _run(
+            "beam_update", inputs, outputs, call, args, template, B, _THREADS,
+            [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
+        return tokens, completed[0], sums[:B], source[:B]
+
+    def finished_sequences(self) -> list:
+        """Per audio, {sequence: summed logprob} of the finished sequences, in the order they
+        finished (BeamSearchDecoder.finished_sequences)."""
+        mx.synchronize()  # the store is written in place, where MLX does not see it
+        st, A, mc = self.store, self.n_audio, self.mc
+        meta, scores = st["fin_meta"].tolist(), st["fin_score"].tolist()
+        tokens = st["fin_tokens"][: A * mc * self.slot].reshape(A * mc, self.slot).tolist()
+        return [{tuple(tokens[g * mc + s][: meta[A + g * mc + s]]): scores[g * mc + s] for s in range(meta[g])}
+                for g in range(A)]
+
+
 class CudaDecode:
     """One decode on the kernel. `prompt` runs a short prompt from empty caches in one launch,
     its positions one after another, and samples the first token with the first sample's
     filters; for a longer prompt the module path runs it and `resume` takes over its caches.
     Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs).
 
-    With `greedy` False (beam search, sampling: decoders the kernel does not run) the kernel
-    is the decoder's forward pass only: `logits` gives each launch's logits, the task applies
-    the filters and the decoder's update, and `rearrange_kv_cache` moves the caches' rows
-    after the beams' sources, as the Inference it stands in for would."""
+    With `greedy` the kernel runs mlx-whisper's greedy update itself; with `beams` (CudaBeams)
+    a second launch runs openai's beam update and the caches' rows follow the beams' sources.
+    With neither (sampling: a decoder the kernel does not run) the kernel is the decoder's
+    forward pass only: `logits` gives each launch's logits, the task applies the filters and
+    the decoder's update, and `rearrange_kv_cache` moves the caches' rows as the Inference it
+    stands in for would (beam search on the host, `CudaBeams` declined)."""
 
     # A prompt position costs the kernel about a step (0.17 ms for tiny.en, 0.27 for base on
     # an H100), the module pass a few ms of host time whatever the length: the SOT sequence
@@ -246,14 +304,17 @@ class CudaDecode:
     # write, and these write their state in place, where MLX does not see it.)
     MAX_PROMPT = 8
 
-    def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict, greedy: bool = True):
+    def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict, greedy: bool = True,
+                 beams: Optional[CudaBeams] = None):
         self.step, self.suppress, self.first, self.rules, self.state = step, suppress, first, rules, None
-        self.greedy = greedy
+        self.greedy, self.beams = greedy, beams
 
     def prompt(self, tokens: mx.array, audio_features: mx.array, sot: int = -1):
         """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, n_vocab) of
         position `sot`, or of the last position where sot is -1)."""
         out, completed, sums, logits = self._launch_prompt(tokens, audio_features, sot)
+        if self.beams is not None:
+            out, completed, sums = self.beam_update(tokens, logits, mx.zeros((tokens.shape[0],)), first=True)
         return out, completed, sums, logits[:, 0]
 
     def _launch_prompt(self, tokens: mx.array, audio_features: mx.array, sot: int):
@@ -268,7 +329,23 @@ class CudaDecode:
         self.state = self.step.start(audio_features, batch, cache)
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
+        if self.beams is not None:
+            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[3]
+            return self.beam_update(tokens, logits, sum_logprobs)
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
+
+    def beam_update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, first: bool = False):
+        """openai's beam update on the device (`beams`), the caches' rows then gathered from
+        the beams' sources: -> (tokens, completed, sum_logprobs). `first`: the first sample's
+        filters (SuppressBlank too)."""
+        if self.beams.store is None:
+            self.beams.start(tokens.shape[0], tokens.dtype)
+        out, completed, sums, source = self.beams(tokens, logits, sum_logprobs, self.first if first else self.suppress,
+                                                  self.rules)
+        self.step.beam_launches += 1
+        self.state["kc"] = mx.take(self.state["kc"], source, axis=1)
+        self.state["vc"] = mx.take(self.state["vc"], source, axis=1)
+        return out, completed, sums
 
     def logits(self, tokens: mx.array, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
         """The forward pass: tokens (B, L), the last one not yet in the caches (given
@@ -302,17 +379,20 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     step = _step_for(task.model, batch, features)
     if step is None:
         return None
-    # the kernel runs mlx-whisper's greedy update and these filters itself; any other decode
-    # takes its logits (CudaDecode.logits)
-    greedy = (isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
-              and all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters))
+    # the kernels run these filters with mlx-whisper's greedy update at temperature 0, or with
+    # openai's beam update (beam_update, up to 32 beams); sampling takes the logits (CudaDecode.logits)
+    known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
+    greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
+    beams = None
+    if known and isinstance(task.decoder, BeamSearchDecoder) and task.decoder.beam_size <= MAX_BATCH:
+        beams = CudaBeams(task.decoder.beam_size, task.decoder.max_candidates, task.model.dims.n_text_ctx)
     n_vocab = step.emb.shape[0]
     suppress = _mask_sum(tuple(f.mask for f in filters if type(f) is SuppressTokens), n_vocab)
     # SuppressBlank: the first sample only
     first = _mask_sum(tuple(f.mask for f in filters if type(f) in (SuppressTokens, SuppressBlank)), n_vocab)
     ts = [f for f in filters if type(f) is DeviceTimestampRules]
     rules = timestamp_rules(task.tokenizer, task.sample_begin, bool(ts), ts[0].max_initial_timestamp_index if ts else None)
-    return CudaDecode(step, suppress, first, rules, greedy)
+    return CudaDecode(step, suppress, first, rules, greedy, beams)
 
 
 _MASKS: dict = {}
