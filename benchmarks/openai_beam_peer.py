@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 ow_parent, args = sys.argv[1], sys.argv[2:]
 model = args[0] if args and not args[0].endswith((".wav", ".flac", ".mp3")) else "tiny.en"
