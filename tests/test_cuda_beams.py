@@ -39,12 +39,16 @@ class Sources:
 
 def synthetic_logits(rng, tokens: np.ndarray, tokenizer, step: int, K: int) -> np.ndarray:
     """(B, 1, n_vocab) float32: noise, a few likely text tokens and timestamps; EOT likely in
-    some rows from step 2 on, so that beams finish at different steps."""
+    some rows from step 2 on, so that beams finish at different steps. Timestamps are made
+    likely only where they may follow (the first sample, or after text): after a pair of them
+    the rules ban timestamps, and where their mass then beat the best text the rules would ban
+    text too, leaving a row of -inf whose order neither update defines."""
     B = tokens.shape[0]
     n_vocab = 51864
     x = rng.normal(0, 2, (B, n_vocab)).astype(np.float32)
     x[:, rng.integers(0, tokenizer.eot, 8)] += 9
-    x[:, tokenizer.timestamp_begin + rng.integers(0, 40, 3)] += 8
+    ts_rows = np.flatnonzero((tokens[:, -1] < tokenizer.eot) | (step == 0))
+    x[np.ix_(ts_rows, tokenizer.timestamp_begin + rng.integers(0, 40, 3))] += 8
     if step >= 2:
         x[rng.integers(0, B, max(1, B // 3)), tokenizer.eot] += 14
     if step == 0:  # the rows are one prompt repeated: identical logits, as the kernel gives them

@@ -412,19 +412,23 @@ __device__ void greedy(const float* logits, const Tok* tokens, int L, const int*
 
 // ---- openai's beam search update, on the device ------------------------------------------
 // BeamSearchDecoder.update (beam.py, openai/whisper's decoding.py) after the filters, in one
-// launch of B blocks, so that a beam step never waits for the host. Block b takes row b: the
-// filters' softmax statistics (as the greedy update's), then the row's K + 1 likeliest tokens
-// by log probability (ties: the lower id, topk's order in beam.py). The last block to arrive
-// ranks each audio's candidates as openai does: identical sequences counted once (rows of one
-// audio start identical), a stable sort by summed log probability, sequences ending in EOT
-// finished into the store until it holds max_candidates, the best K others the next rows.
-// The caches are then gathered by `source` (cuda/step.py). A launch after the decode is
-// complete writes nothing to the store.
+// launch, so that a beam step never waits for the host. Blocks take (row, chunk of the
+// vocabulary): the chunk's filter statistics (as the greedy update's) and its K + 1 largest
+// filtered logits, twice (with text, and timestamps alone, for a row whose text the rules
+// ban). The last block to arrive merges each row's chunks into its K + 1 candidates (the
+// largest logits, ties to the lower id, as beam.py's argpartition), ordered by log
+// probability, then ranks each audio's candidates as openai does: identical sequences
+// counted once (rows of one audio start identical), a stable sort by summed log
+// probability, sequences ending in EOT finished into the store until it holds
+// max_candidates, the best K others the next rows. The caches are then gathered by
+// `source` (gather_rows). A launch after the decode is complete writes nothing to the store.
 
 struct Cand {
-  float lp;
+  float lp;  // a logit or a log probability
   int v;
 };
+
+constexpr int kNoCand = 0x7fffffff;
 
 __device__ __forceinline__ bool better(Cand a, Cand b) { return a.lp > b.lp || (a.lp == b.lp && a.v < b.v); }
 
@@ -443,63 +447,56 @@ __device__ Cand block_best(Cand c, Cand* sh) {
   __syncthreads();
   if (lane == 0) sh[w] = c;
   __syncthreads();
-  return warp_best(lane < nw ? sh[lane] : Cand{-kInf, 0x7fffffff});
+  return warp_best(lane < nw ? sh[lane] : Cand{-kInf, kNoCand});
 }
+
+enum { kBeamChunks = 16 };  // blocks a row: the vocabulary in chunks
 
 // logits (B, R, NV) float32: row R-1 the last position's; tokens (B, L); meta: sample_begin,
 // max_init (the filters'), max_candidates, the store's slot length (>= L + 1); sum_in (>= B);
 // suppress: the additive mask; work (float32, in place): [0] the arrival counter (0 between
-// launches), from 4 each row's K + 1 candidates (lp, id). The store, in place: fin_tokens
-// (A * MC slots), fin_meta (A counts, then A * MC lengths), fin_score (A * MC). Out:
-// tokens_out (B, L + 1), sum_out (>= B), source (>= B), completed.
+// launches), from 4 each (row, chunk)'s picks and two lists of K + 1 (logit, id). The store,
+// in place: fin_tokens (A * MC slots), fin_meta (A counts, then A * MC lengths), fin_score
+// (A * MC). Out: tokens_out (B, L + 1), sum_out (>= B), source (>= B), completed.
 template <int B, int K, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
 __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L, const int* meta,
                             const float* sum_in, const float* suppress, const float* work_in,
                             const Tok* fin_tokens_in, const int* fin_meta_in, const float* fin_score_in,
                             Tok* tokens_out, float* sum_out, int* source, bool* completed) {
   static_assert(B % K == 0, "rows come in groups of K beams, one group an audio");
-  constexpr int A = B / K, C = K + 1;
+  constexpr int A = B / K, C = K + 1, SC = kBeamChunks, PER = kPicks * 3 + 4 * C;
   __shared__ Pick sh[32 * kPicks];
   __shared__ Cand best[32];
-  __shared__ float lse_s;
-  __shared__ bool ban_s, done_before;
+  __shared__ bool done_before;
   __shared__ unsigned arrived;
   float* work = const_cast<float*>(work_in);
   unsigned* count = reinterpret_cast<unsigned*>(work);
-  float* cands = work + 4;
-  const int b = blockIdx.x, mc = meta[2], slot = meta[3];
-  if (blockDim.x != kThreads || gridDim.x != B) __trap();
-  const float* row = logits + (size_t(b) * R + R - 1) * NV;
-  const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1]);
-
-  // 1. the filters: the softmax statistics that decide the ban on text, and the log-sum-exp
-  //    of the filtered row
-  Pick f[kPicks];
-  for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
-  for (int v = threadIdx.x; v < NV; v += blockDim.x) filter_add<TS, EOT, NO_TS, RULES>(f, v, row[v] + suppress[v], r);
-  block_merge(f, sh);
-  if (threadIdx.x == 0) {
-    ban_s = text_banned<RULES>(f);
-    lse_s = f[ban_s ? kLate : kKeep].lse();
-  }
-  __syncthreads();
-  const bool ban = ban_s;
-  const float lse = lse_s;
-  // 2. the K + 1 likeliest, one round each: the best of those after the previous pick
-  Cand prev{kInf, -1};
-  for (int k = 0; k < C; ++k) {
-    Cand c{-kInf, 0x7fffffff};
-    for (int v = threadIdx.x; v < NV; v += blockDim.x) {
-      const float l = rule_banned<TS, EOT, NO_TS, RULES>(v, r) || (ban && v < TS) ? -kInf : row[v] + suppress[v];
-      const Cand d{l - lse, v};
-      if ((d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
+  const int mc = meta[2], slot = meta[3];
+  if (blockDim.x != kThreads || gridDim.x != B * SC) __trap();
+  {
+    const int b = blockIdx.x / SC, s = blockIdx.x % SC, v0 = s * NV / SC, v1 = (s + 1) * NV / SC;
+    const float* row = logits + (size_t(b) * R + R - 1) * NV;
+    const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1]);
+    float* mine = work + 4 + size_t(blockIdx.x) * PER;
+    Pick f[kPicks];
+    for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
+    for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) filter_add<TS, EOT, NO_TS, RULES>(f, v, row[v] + suppress[v], r);
+    block_merge(f, sh);
+    if (threadIdx.x == 0)
+      for (int k = 0; k < kPicks; ++k) mine[k * 3] = f[k].m, mine[k * 3 + 1] = f[k].s, mine[k * 3 + 2] = __int_as_float(f[k].i);
+    for (int list = 0; list < 2; ++list) {  // 0: every token the rules leave; 1: their timestamps
+      Cand prev{kInf, -1};
+      for (int k = 0; k < C; ++k) {
+        Cand c{-kInf, kNoCand};
+        for (int v = max(v0, list ? TS : 0) + threadIdx.x; v < v1; v += blockDim.x) {
+          const Cand d{rule_banned<TS, EOT, NO_TS, RULES>(v, r) ? -kInf : row[v] + suppress[v], v};
+          if ((d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
+        }
+        c = block_best(c, best);
+        if (threadIdx.x == 0) mine[kPicks * 3 + (list * C + k) * 2] = c.lp, mine[kPicks * 3 + (list * C + k) * 2 + 1] = __int_as_float(c.v);
+        prev = c;
+      }
     }
-    c = block_best(c, best);
-    if (threadIdx.x == 0) {
-      cands[(b * C + k) * 2] = c.lp;
-      cands[(b * C + k) * 2 + 1] = __int_as_float(c.v);
-    }
-    prev = c;
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -507,16 +504,56 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     arrived = atomicAdd(count, 1u);
   }
   __syncthreads();
-  if (arrived != B - 1) return;  // not the last block
+  if (arrived != B * SC - 1) return;  // not the last block
   __threadfence();
 
-  // 3. the last block: openai's ranking, an audio (a group of K rows) a thread
+  // 2. the last block. Each row's candidates, a warp a row: its chunks' statistics merged
+  //    (whether the rules ban its text, the log-sum-exp of its filtered logits), the K + 1
+  //    largest of its chunks' lists, ordered by log probability (ties: the lower id)
+  __shared__ Cand rc[B * C];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int b = warp; b < B; b += kThreads / 32) {
+    Pick g[kPicks];
+    for (int k = 0; k < kPicks; ++k) {
+      g[k] = no_pick();
+      if (lane < SC) {
+        const float* o = work + 4 + size_t(b * SC + lane) * PER + k * 3;
+        g[k] = {ld(o), ld(o + 1), __float_as_int(ld(o + 2))};
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1)
+      for (int k = 0; k < kPicks; ++k) {
+        const Pick p = shfl(g[k], o);
+        g[k].add(p.m, p.s, p.i);
+      }
+    const bool ban = text_banned<RULES>(g);
+    const float lse = g[ban ? kLate : kKeep].lse();
+    Cand prev{kInf, -1}, sel[C];
+    for (int k = 0; k < C; ++k) {
+      Cand c{-kInf, kNoCand};
+      for (int e = lane; e < SC * C; e += 32) {
+        const float* o = work + 4 + size_t(b * SC + e / C) * PER + kPicks * 3 + (int(ban) * C + e % C) * 2;
+        const Cand d{ld(o), __float_as_int(ld(o + 1))};
+        if (d.v != kNoCand && (d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
+      }
+      sel[k] = prev = warp_best(c);
+    }
+    if (lane == 0)
+      for (int k = 0; k < C; ++k) {  // insertion, by log probability
+        const Cand d{sel[k].lp - lse, sel[k].v};
+        int at = k;
+        for (; at > 0 && better(d, rc[b * C + at - 1]); --at) rc[b * C + at] = rc[b * C + at - 1];
+        rc[b * C + at] = d;
+      }
+  }
+
+  // 3. openai's ranking, an audio (a group of K rows) a thread
   Tok* fin_tokens = const_cast<Tok*>(fin_tokens_in);
   int* fin_meta = const_cast<int*>(fin_meta_in);
   float* fin_score = const_cast<float*>(fin_score_in);
-  __shared__ float sc[B * C];
+  __shared__ float sc[B * C], sums[B];
   __shared__ int tk[B * C], src[B * C], root_of[B * C], order[B * C];
-  __shared__ int n_of[A], root[B], pick_src[B], pick_tok[B];
+  __shared__ int n_of[A], root[B], pick_src[B], pick_tok[B], nf_of[A], nf_from[B], nf_slot[B];
   __shared__ unsigned char differ[B * K];
   if (threadIdx.x == 0) {
     bool all = true;
@@ -524,11 +561,12 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     done_before = all;
   }
   for (int i = threadIdx.x; i < B * K; i += blockDim.x) differ[i] = 0;
+  for (int i = threadIdx.x; i < B; i += blockDim.x) sums[i] = sum_in[i];
   __syncthreads();
   if (done_before) {  // openai's update returns at once; the host reads this launch no more
     for (int i = threadIdx.x; i < B * (L + 1); i += blockDim.x)
       tokens_out[i] = i % (L + 1) < L ? tokens[i / (L + 1) * L + i % (L + 1)] : static_cast<Tok>(EOT);
-    for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = i, sum_out[i] = sum_in[i];
+    for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = i, sum_out[i] = sums[i];
     if (threadIdx.x == 0) *completed = true, *count = 0;
     return;
   }
@@ -557,15 +595,13 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     for (int j = 0; j < K; ++j) {
       const int bi = g * K + j, rj = root[bi];
       for (int k = 0; k < C; ++k) {
-        const float* o = cands + (bi * C + k) * 2;
-        const int tok = __float_as_int(ld(o + 1));
-        const float s = sum_in[bi] + ld(o);
+        const Cand d = rc[bi * C + k];
         int at = -1;
         if (rj != j)
           for (int c = 0; c < n && at < 0; ++c)
-            if (root_of[base + c] == rj && tk[base + c] == tok) at = c;
-        if (at < 0) at = n++, tk[base + at] = tok, root_of[base + at] = rj;
-        sc[base + at] = s, src[base + at] = bi;
+            if (root_of[base + c] == rj && tk[base + c] == d.v) at = c;
+        if (at < 0) at = n++, tk[base + at] = d.v, root_of[base + at] = rj;
+        sc[base + at] = sums[bi] + d.lp, src[base + at] = bi;
       }
     }
     n_of[g] = n;
@@ -582,14 +618,13 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
   __syncthreads();
   for (int g = threadIdx.x; g < A; g += blockDim.x) {
     const int base = g * K * C;
-    int saved = 0, done = fin_meta[g];
+    int saved = 0, done = fin_meta[g], nf = 0;
     for (int p = 0; p < n_of[g] && saved < K; ++p) {
       const int c = order[base + p], tok = tk[base + c], from = src[base + c];
       if (tok == EOT) {
-        if (done < mc) {  // finished, while the audio's list has room
+        if (done < mc) {  // finished, while the audio's list has room (its tokens copied below)
           const int s = g * mc + done++;
-          for (int i = 0; i < L; ++i) fin_tokens[size_t(s) * slot + i] = tokens[size_t(from) * L + i];
-          fin_tokens[size_t(s) * slot + L] = static_cast<Tok>(EOT);
+          nf_from[g * K + nf] = from, nf_slot[g * K + nf] = s, ++nf;
           fin_meta[A + s] = L + 1;
           fin_score[s] = sc[base + c];
         }
@@ -602,11 +637,15 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     for (; saved < K; ++saved)  // (never: K + 1 candidates a row, at most one of them EOT)
       pick_src[g * K + saved] = g * K, pick_tok[g * K + saved] = EOT, sum_out[g * K + saved] = -kInf;
     fin_meta[g] = done;
+    nf_of[g] = nf;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < B * (L + 1); i += blockDim.x) {
     const int rw = i / (L + 1), pos = i % (L + 1);
     tokens_out[i] = pos < L ? tokens[size_t(pick_src[rw]) * L + pos] : static_cast<Tok>(pick_tok[rw]);
+    const int g = rw / K, j = rw % K;  // a newly finished sequence's tokens: its source row, then EOT
+    if (j < nf_of[g])
+      fin_tokens[size_t(nf_slot[rw]) * slot + pos] = pos < L ? tokens[size_t(nf_from[rw]) * L + pos] : static_cast<Tok>(EOT);
   }
   for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = pick_src[i];
   if (threadIdx.x == 0) {
@@ -614,6 +653,30 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     for (int g = 0; g < A; ++g) all = all && fin_meta[g] >= mc;
     *completed = all;
     *count = 0;  // every block has arrived: the next launch starts from 0
+  }
+}
+
+// The self-attention caches kc, vc (NL, B, H, CTX, HD) after a beam step: row b of every
+// layer becomes row source[b]'s, its first n positions (the rest are written before they are
+// read), 16 bytes at a time. Out: new caches, which the next steps write in place.
+template <typename T, int B>
+__device__ void gather_rows(const T* kc, const T* vc, const int* source, int NL, int H, int CTX, int HD, int n,
+                            T* kc_out, T* vc_out) {
+  constexpr int V = 16 / sizeof(T);
+  const int per = n * HD / V;  // 16-byte pieces of one (layer, row, head)
+  const size_t total = size_t(2) * NL * B * H * per, head = size_t(CTX) * HD / V;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    size_t rest = i;
+    const int e = rest % per;
+    rest /= per;
+    const int h = rest % H;
+    rest /= H;
+    const int b = rest % B;
+    rest /= B;
+    const int l = rest % NL, which = rest / NL;
+    const uint4* from = reinterpret_cast<const uint4*>(which ? vc : kc);
+    uint4* to = reinterpret_cast<uint4*>(which ? vc_out : kc_out);
+    to[((size_t(l) * B + b) * H + h) * head + e] = from[((size_t(l) * B + source[b]) * H + h) * head + e];
   }
 }
 

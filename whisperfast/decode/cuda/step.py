@@ -36,6 +36,7 @@ MAX_BATCH = 32
 _THREADS = 512  # decode_step.cu's kThreads
 _SHARED_FLOATS = 10240  # its kSharedFloats: xs (a group's rows, 4D each) and a chunk's scores, within 48 KiB
 _PICKS = 5  # decode_step.cu's kPicks
+_BEAM_CHUNKS = 16  # its kBeamChunks: beam_update's blocks a row
 # Cross-attention splits each head's 1500 keys into this many chunks, a block each. Any split
 # sums in another order, and fp16 near-ties can then go the other way: on the H100 (tiny.en
 # and base, fp16 and fp32, every sample) 1, 2 and 8 chunks gave stock mlx-whisper's tokens
@@ -246,7 +247,8 @@ class CudaBeams:
         """An empty store for a decode of `batch` rows (batch // beam_size audio)."""
         A = batch // self.K
         # sizes past 8 bytes: MLX keeps smaller arrays in a pool where device writes are slow
-        self.store = dict(work=mx.zeros((4 + batch * (self.K + 1) * 2,), mx.float32),
+        per = _PICKS * 3 + 4 * (self.K + 1)  # decode_step.cu's PER: a (row, chunk)'s picks and lists
+        self.store = dict(work=mx.zeros((4 + batch * _BEAM_CHUNKS * per,), mx.float32),
                           fin_tokens=mx.zeros((max(A * self.mc * self.slot, 4),), dtype),
                           fin_meta=mx.zeros((max(A + A * self.mc, 4),), mx.int32),
                           fin_score=mx.zeros((max(A * self.mc, 4),), mx.float32))
@@ -269,7 +271,7 @@ class CudaBeams:
         args = [logits.astype(mx.float32), tokens, _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot),
                 sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"]]
         tokens, sums, source, completed = _run(
-            "beam_update", inputs, outputs, call, args, template, B, _THREADS,
+            "beam_update", inputs, outputs, call, args, template, B * _BEAM_CHUNKS, _THREADS,
             [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
         return tokens, completed[0], sums[:B], source[:B]
 
@@ -343,8 +345,7 @@ class CudaDecode:
         out, completed, sums, source = self.beams(tokens, logits, sum_logprobs, self.first if first else self.suppress,
                                                   self.rules)
         self.step.beam_launches += 1
-        self.state["kc"] = mx.take(self.state["kc"], source, axis=1)
-        self.state["vc"] = mx.take(self.state["vc"], source, axis=1)
+        self.state["kc"], self.state["vc"] = gather_rows(self.state["kc"], self.state["vc"], source, tokens.shape[1])
         return out, completed, sums
 
     def logits(self, tokens: mx.array, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
@@ -361,6 +362,19 @@ class CudaDecode:
         if source_indices != list(range(len(source_indices))):
             rows = mx.array(source_indices)
             self.state["kc"], self.state["vc"] = self.state["kc"][:, rows], self.state["vc"][:, rows]
+
+
+def gather_rows(kc: mx.array, vc: mx.array, source: mx.array, n: int):
+    """Beam search's rearrangement of the caches (NL, B, H, CTX, HD), in one launch
+    (decode_step.cu's gather_rows): row b becomes row source[b], its first n positions. The
+    new arrays are what the next launches write in place: a kernel's outputs are contiguous,
+    where MLX's take along axis 1 is a transposed view, which MLX would hand the step as a
+    copy, losing the rows it writes."""
+    NL, B, H, CTX, HD = kc.shape
+    call = ("wf::gather_rows<T, B>(kc, vc, source, kc_shape[0], kc_shape[2], kc_shape[3], kc_shape[4], meta[0], "
+            "kc_out, vc_out);")
+    return _run("gather_rows", ("kc", "vc", "source", "meta"), ("kc_out", "vc_out"), call, [kc, vc, source, _ints(n)],
+                [("T", kc.dtype), ("B", B)], 2 * grid_blocks(), _THREADS, [kc.shape, vc.shape], [kc.dtype, vc.dtype])
 
 
 def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Optional[int] = None) -> dict:
