@@ -237,6 +237,7 @@ beams)  # issue 14: openai's beam update on the device (beam_update): the kernel
       --no-kernels > "$out/bench-beam5-$m-float16-jfk.json" 2> "$out/bench-beam5-$m-float16-jfk.txt"
     cat "$out/bench-beam5-$m-float16-jfk.txt" | tail -12
   done
+  $py benchmarks/beam_steps.py 2>&1 | tee "$out/beam_steps.txt"
   [ -n "${OW:-}" ] && $py benchmarks/openai_beam_peer.py "$OW" tiny.en samples/jfk.wav 2>&1 | tee "$out/openai_beam_peer.jsonl"
   ;;
 esac

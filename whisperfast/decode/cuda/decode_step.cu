@@ -33,23 +33,25 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Block-wide reductions; `red` is 32 floats of shared scratch. Every thread gets the result.
-__device__ float block_sum(float v, float* red) {
+// A block-wide reduction by a warp-wide one (`warp`: every lane gets its warp's result);
+// `sh` is 32 values of shared scratch, `none` the reduction's identity. Every thread gets
+// the result.
+template <typename V, typename F>
+__device__ __forceinline__ V block_reduce(V v, V* sh, V none, F&& warp) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // red may still be read by the previous reduction
-  if (lane == 0) red[w] = v;
+  v = warp(v);
+  __syncthreads();  // sh may still be read by the previous reduction
+  if (lane == 0) sh[w] = v;
   __syncthreads();
-  return warp_sum(lane < nw ? red[lane] : 0.f);
+  return warp(lane < nw ? sh[lane] : none);
+}
+
+__device__ float block_sum(float v, float* red) {
+  return block_reduce(v, red, 0.f, [](float x) { return warp_sum(x); });
 }
 
 __device__ float block_max(float v, float* red) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) red[w] = v;
-  __syncthreads();
-  return warp_max(lane < nw ? red[lane] : -kInf);
+  return block_reduce(v, red, -kInf, [](float x) { return warp_max(x); });
 }
 
 // Activations are read with ld.global.cg (L2, not the SM's L1): other blocks wrote them
@@ -442,12 +444,7 @@ __device__ __forceinline__ Cand warp_best(Cand c) {
 
 // The block's best candidate, for every thread; `sh` is 32 Cands of shared scratch.
 __device__ Cand block_best(Cand c, Cand* sh) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  c = warp_best(c);
-  __syncthreads();
-  if (lane == 0) sh[w] = c;
-  __syncthreads();
-  return warp_best(lane < nw ? sh[lane] : Cand{-kInf, kNoCand});
+  return block_reduce(c, sh, Cand{-kInf, kNoCand}, [](Cand x) { return warp_best(x); });
 }
 
 enum { kBeamChunks = 16 };  // blocks a row: the vocabulary in chunks
