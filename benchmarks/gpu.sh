@@ -230,8 +230,9 @@ case "${1:-all}" in
 beams)  # issue 14: openai's beam update on the device (beam_update): the kernel against the host's update,
   # fused beams against stock beams (every test_beam test too), then the bench, beam 5 beside greedy, and
   # openai-whisper's own beam 5 on the same weights (OW: the folder holding its whisper/ package)
+  # (and the greedy step's tests: the forward pass of beams and samples skips the filters' picks, PICK)
   $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_beams.py tests/test_beam.py \
-    2>&1 | tee "$out/beam_tests.txt" | tail -25
+    tests/test_cuda_step.py tests/test_cuda_cache.py 2>&1 | tee "$out/beam_tests.txt" | tail -25
   for m in tiny.en base; do
     $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --beam-size 5 --runs 5 --json \
       --no-kernels > "$out/bench-beam5-$m-float16-jfk.json" 2> "$out/bench-beam5-$m-float16-jfk.txt"

@@ -202,21 +202,44 @@ def _toolchain():
         pytest.skip(f"no NVRTC with MLX's headers here ({e})")
 
 
-@pytest.mark.slow  # NVRTC takes 10-20 s on 2 CPU cores for this kernel
-def test_the_decode_steps_mlx_source_compiles_for_sm_90a():
-    """The source MLX builds for the decode step (tiny.en, fp16), with the utils.cuh stand-in,
-    compiles to a cubin holding the kernel MLX will look up."""
+_F16, _F32, _I32 = mx.float16, mx.float32, mx.int32
+_TINY = [("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True)]
+# The kernels of decode_step.cu as cuda/step.py launches them: (name, inputs, outputs, call, template)
+_KERNELS = {
+    "decode_step": (
+        [("tokens", _I32, 2), ("meta", _I32, 1), ("emb", _F16, 2), ("pos", _F16, 2), ("lnf", _F16, 1), ("lw", _F16, 2),
+         ("kc", _F16, 5), ("vc", _F16, 5), ("cross", _F16, 3), ("sum_in", _F32, 1), ("suppress", _F32, 1),
+         ("scratch", _F32, 1)],
+        [("tokens_out", _I32), ("sum_out", _F32), ("completed", mx.bool_), ("logits", _F32)],
+        "wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, emb, "
+        "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);",
+        [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
+        + _TINY + [("PICK", True)]),
+    "beam_update": (
+        [("logits", _F32, 3), ("tokens", _I32, 2), ("meta", _I32, 1), ("sum_in", _F32, 1), ("suppress", _F32, 1),
+         ("work", _F32, 1), ("fin_tokens", _I32, 1), ("fin_meta", _I32, 1), ("fin_score", _F32, 1)],
+        [("tokens_out", _I32), ("sum_out", _F32), ("source", _I32), ("completed", mx.bool_)],
+        "wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, "
+        "sum_in, suppress, work, fin_tokens, fin_meta, fin_score, tokens_out, sum_out, source, completed);",
+        [("B", 5), ("K", 5), ("NV", 51864)] + _TINY),
+    "gather_rows": (
+        [("kc", _F16, 5), ("vc", _F16, 5), ("source", _I32, 1), ("meta", _I32, 1)],
+        [("kc_out", _F16), ("vc_out", _F16)],
+        "wf::gather_rows<T, B>(kc, vc, source, kc_shape[0], kc_shape[2], kc_shape[3], kc_shape[4], meta[0], "
+        "kc_out, vc_out);",
+        [("T", _F16), ("B", 5)]),
+}
+
+
+@pytest.mark.slow  # NVRTC takes 10-20 s on 2 CPU cores for the decode step
+@pytest.mark.parametrize("name", sorted(_KERNELS))
+def test_the_kernels_mlx_sources_compile_for_sm_90a(name):
+    """The source MLX builds for each of decode_step.cu's kernels (tiny.en, fp16), with the
+    utils.cuh stand-in, compiles to a cubin holding the kernel MLX will look up."""
     _, nv, options = _toolchain()
     header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
-    f16, f32, i32 = mx.float16, mx.float32, mx.int32
-    inputs = [("tokens", i32, 2), ("meta", i32, 1), ("emb", f16, 2), ("pos", f16, 2), ("lnf", f16, 1), ("lw", f16, 2),
-              ("kc", f16, 5), ("vc", f16, 5), ("cross", f16, 3), ("sum_in", f32, 1), ("suppress", f32, 1), ("scratch", f32, 1)]
-    outputs = [("tokens_out", i32), ("sum_out", f32), ("completed", mx.bool_), ("logits", f32)]
-    call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES>(tokens, tokens_shape[1], meta, emb, "
-            "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);")
-    template = [("T", f16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864),
-                ("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True)]
-    func = cuda_cache.kernel_name("wf_decode_step", template)
+    inputs, outputs, call, template = _KERNELS[name]
+    func = cuda_cache.kernel_name(f"wf_{name}", template)
     source = cuda_cache.build_source(func, header, call, inputs, outputs, template)
     binary, names = nv.compile(source, options, cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
     assert binary[:4] == b"\x7fELF" and "--gpu-architecture=sm_90a" in options

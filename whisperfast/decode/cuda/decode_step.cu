@@ -806,7 +806,7 @@ struct Scratch {
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
-          bool RULES, typename Tok>
+          bool RULES, bool PICK, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
                             const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
@@ -1011,9 +1011,14 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     }
   }
   // the last position's logits through the filters as they come out: each block merges its
-  // picks, the last block to arrive the grid's
+  // picks, the last block to arrive the grid's. Without PICK (the forward pass of beams and
+  // samples, whose updates take the logits) the logits only.
   for_groups<B, RB>([&](int g0) {
     if (g0 > 0) __syncthreads();
+    if constexpr (!PICK) {
+      logits_pass(R - 1, g0, [](int, int, float, float) {});
+      return;
+    }
     History r[RB];
     Pick f[RB][kPicks];
     for (int b = 0; b < RB; ++b) {
@@ -1043,7 +1048,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   if (arrived != target + G - 1) return;  // not the last block
   __threadfence();
   bool done = true;
-  for (int b = 0; b < B; ++b) {
+  for (int b = 0; b < (PICK ? B : 0); ++b) {
     Pick g[kPicks];
     for (int k = 0; k < kPicks; ++k) g[k] = no_pick();
     for (int i = threadIdx.x; i < G; i += blockDim.x)

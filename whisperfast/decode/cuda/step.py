@@ -189,22 +189,25 @@ class CudaStep:
         return dict(state, kc=mx.zeros(shape, dtype), vc=mx.zeros(shape, dtype))
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array, state: dict, suppress: mx.array, rules: dict,
-                 new: int = 1, sot: int = -1):
+                 new: int = 1, sot: int = -1, pick: bool = True):
         """tokens (B, L), the last `new` not yet in the caches (run one after another in the
         launch) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, R, n_vocab) float32)
         after SuppressTokens (`suppress`, its additive mask), the timestamp rules and the greedy
         update (`rules`, timestamp_rules). logits[:, -1] are the last position's; where `sot`
-        is another of the new positions, logits[:, 0] are its (R = 2)."""
+        is another of the new positions, logits[:, 0] are its (R = 2). Without `pick` (the
+        forward pass of beams and samples) the kernel leaves the filters and the update out, and
+        only the logits are meaningful."""
         (B, L), (n_vocab, D), kc = tokens.shape, self.emb.shape, state["kc"]
         if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
         rows = 2 if L - new <= sot < L - 1 else 1
         S, G = state["cross"].shape[1], state["blocks"]
         template = [("T", self.emb.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
-                    ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules)
+                    ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
+            + [("PICK", pick)]
         inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
         outputs = ("tokens_out", "sum_out", "completed", "logits")
-        call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES>(tokens, "
+        call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, "
                 "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], "
                 "tokens_out, sum_out, completed, logits);")
         args = [tokens, _ints(new, sot, rules["sample_begin"], rules["max_init"]), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
@@ -325,14 +328,14 @@ class CudaDecode:
         if L > self.MAX_PROMPT:
             raise ValueError(f"a prompt of {L} tokens; the kernel takes {self.MAX_PROMPT}")
         self.state = self.step.start(audio_features, B)
-        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot)
+        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot, pick=self.greedy)
 
     def resume(self, audio_features: mx.array, cache: list, batch: int):
         self.state = self.step.start(audio_features, batch, cache)
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
         if self.beams is not None:
-            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[3]
+            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
             return self.beam_update(tokens, logits, sum_logprobs)
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
 
@@ -355,7 +358,7 @@ class CudaDecode:
         that is another new position (R = 2)."""
         if audio_features is not None:
             return self._launch_prompt(tokens, audio_features, sot)[3]
-        return self.step(tokens, mx.zeros((tokens.shape[0],)), self.state, self.first, self.rules)[3]
+        return self.step(tokens, mx.zeros((tokens.shape[0],)), self.state, self.first, self.rules, pick=False)[3]
 
     def rearrange_kv_cache(self, source_indices: list):
         """Row b's self-attention caches become row source_indices[b]'s (beam search)."""
