@@ -12,7 +12,8 @@ from mlx_whisper.decoding import DecodingOptions
 from whisperfast.audio import first_window_mel
 from whisperfast.pipeline import load, rewritten
 from whisperfast.decode.task import StaticCacheTask
-from whisperfast.decode.cuda.step import cuda_step, gather_rows
+from whisperfast.decode.cuda.beams import gather_rows
+from whisperfast.decode.cuda.step import cuda_step
 for name in ("tiny.en", "base"):
     dt = mx.float16
     fused = rewritten(load(name, dtype=dt)).whisper

@@ -1,5 +1,5 @@
 """openai's beam search update on the CUDA device (decode_step.cu's beam_update, through
-cuda/step.py's CudaBeams) against the host's (beam.py's BeamSearchDecoder after the task's own
+cuda/beams.py's CudaBeams) against the host's (beam.py's BeamSearchDecoder after the task's own
 filters), step by step on the same logits: the same next tokens, source rows, sums (to float32
 rounding: the two log-sum-exps sum in other orders), completion and finished sequences. The
 logits are random but shaped to exercise the rules: identical rows at the first update (every

@@ -4,7 +4,7 @@ could leave a block waiting for the others at a grid barrier, so it is refused, 
 import pytest
 
 from whisperfast.errors import WhisperfastError
-from whisperfast.decode.cuda import step as cuda_step
+from whisperfast.decode.cuda import launch as cuda_step
 
 
 @pytest.fixture

@@ -5,15 +5,14 @@ Why: on an H100 a step of the module graph is ~230 MLX nodes and MLX spends ~8 Â
 time on each, while the step's math is ~20 Âµs (benchmarks/overhead.py). A chain of custom
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
-The whole step at temperature 0 with mlx-whisper's own filters; for beams and samples the
-forward pass only (their filters and update run in MLX ops). On CUDA, float weights, batch <=
-MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step."""
+The whole step at temperature 0 with mlx-whisper's own filters; for beams the forward pass,
+then openai's update on the device (beams.py); for samples the forward pass only (their
+filters and update run in MLX ops). On CUDA, float weights, batch <= MAX_BATCH; everything
+else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step. Launches, the kernel
+cache and the grid: launch.py."""
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 import mlx.core as mx
@@ -22,104 +21,22 @@ from mlx_whisper.decoding import GreedyDecoder, SuppressBlank, SuppressTokens
 from mlx_whisper.whisper import TextDecoder
 
 from ...config import config
-from ...errors import WhisperfastError
-from ...files import write_atomic
-from ...kernels.cuda_cache import CachedCudaKernel
 from ..attention import WhisperAttention, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
+from .beams import CudaBeams, gather_rows
+from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks  # noqa: F401  (_ints: tests)
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
 # 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
 # templates compiled and the batches tested (5, 16, 32)
 MAX_BATCH = 32
-_THREADS = 512  # decode_step.cu's kThreads
-_SHARED_FLOATS = 10240  # its kSharedFloats: xs (a group's rows, 4D each) and a chunk's scores, within 48 KiB
-_PICKS = 5  # decode_step.cu's kPicks
-_BEAM_CHUNKS = 16  # its kBeamChunks: beam_update's blocks a row
+_SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows, 4D each) and a chunk's scores, within 48 KiB
 # Cross-attention splits each head's 1500 keys into this many chunks, a block each. Any split
 # sums in another order, and fp16 near-ties can then go the other way: on the H100 (tiny.en
 # and base, fp16 and fp32, every sample) 1, 2 and 8 chunks gave stock mlx-whisper's tokens
 # everywhere; 4, 11, 16 and 22 moved one timestamp of JFK in tiny.en fp16 (7.54 s -> 7.74 s).
 CROSS_CHUNKS = 8
-_NONE = 1 << 24  # "no such token" in template arguments: MLX names kernels after them, so no "-1"
-
-
-@lru_cache(maxsize=None)
-def _kernel(name: str, inputs: tuple, outputs: tuple, call: str):
-    source = Path(__file__).with_name("decode_step.cu").read_text()
-    # MLX names a kernel's binary after its name and template arguments (0.32 adds a hash of
-    # its source): the source's hash in the name too keeps the cached binaries of other
-    # whisperfast versions apart whatever MLX does.
-    digest = hashlib.sha256((source + call).encode()).hexdigest()[:12]
-    # compiled once per GPU architecture, model and dtype, then read from the cache (cuda_cache.py)
-    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source, config().cache / "kernels", write_atomic)
-
-
-def _run(name, inputs, outputs, call, args, template, blocks, threads, shapes, dtypes):
-    kernel = _kernel(name, tuple(inputs), tuple(outputs), call)
-    return kernel(inputs=args, template=template, grid=(blocks * threads, 1, 1), threadgroup=(threads, 1, 1),
-                  output_shapes=shapes, output_dtypes=dtypes)
-
-
-# ids[blockIdx.x] = %smid, in PTX: MLX compiles a cuda_kernel's source anew in every process
-# (NVRTC, ~1.7 s on the H100 for any kernel), the driver loads PTX this small at once
-_SM_IDS_PTX = b"""
-.version 7.0
-.target sm_70
-.address_size 64
-.visible .entry wf_sm_ids(.param .u64 ids)
-{
-    .reg .pred %p<2>;
-    .reg .b32 %r<4>;
-    .reg .b64 %rd<5>;
-    mov.u32 %r1, %tid.x;
-    setp.ne.s32 %p1, %r1, 0;
-    @%p1 bra DONE;
-    ld.param.u64 %rd1, [ids];
-    cvta.to.global.u64 %rd2, %rd1;
-    mov.u32 %r2, %ctaid.x;
-    mov.u32 %r3, %smid;
-    mul.wide.u32 %rd3, %r2, 4;
-    add.s64 %rd4, %rd2, %rd3;
-    st.global.u32 [%rd4], %r3;
-DONE:
-    ret;
-}
-"""
-
-
-@lru_cache(maxsize=1)
-def _sm_count() -> int:
-    """The SMs that ran blocks of a 1024-block probe: the step's grid, one block per SM, so
-    that all its blocks are resident at once (its barriers need that)."""
-    try:
-        ids = mx.fast.precompiled_cuda_kernel(name="wf_sm_ids", compiled_source=_SM_IDS_PTX, inputs=[],
-                                              output_shapes=[(1024,)], output_dtypes=[mx.uint32], scalars=[],
-                                              grid=(1024 * 32, 1, 1), threadgroup=(32, 1, 1))[0].tolist()
-    except (AttributeError, RuntimeError, ValueError):  # an MLX without it, a driver refusing the PTX
-        ids = _run("sm_ids", ["unused"], ["ids"],
-                   'if (threadIdx.x == 0) { unsigned s; asm volatile("mov.u32 %0, %%smid;" : "=r"(s)); ids[blockIdx.x] = s; }',
-                   [mx.zeros((1,))], [], 1024, 32, [(1024,)], [mx.uint32])[0].tolist()
-    return len(set(ids))
-
-
-@lru_cache(maxsize=1)
-def grid_blocks() -> int:
-    """The step's grid: one block per SM. Its grid barriers wait for every block, so a block
-    that is not resident until the others finish would hang the launch (and the kernel's
-    watchdog then traps, ending the process's CUDA context). The probe counts the SMs this
-    process's blocks really ran on (a MIG slice's, not the card's), and a block of the step
-    takes 48 KiB of static shared memory at most and 512 threads: where its registers would
-    not fit one block per SM, the launch fails instead of waiting. WHISPERFAST_STEP_BLOCKS
-    (a test knob, read once) may only ask for fewer blocks, never more."""
-    sms, knob = _sm_count(), config().step_blocks
-    if not knob:
-        return sms
-    if not knob.isdigit() or not 1 <= int(knob) <= sms:
-        raise WhisperfastError(f"WHISPERFAST_STEP_BLOCKS={knob!r}: the decode step's blocks must all be resident at once, "
-                         f"so it takes 1 to {sms} (this GPU's SMs)")
-    return int(knob)
 
 
 def group_rows(batch: int, n_state: int, n_ctx: int) -> int:
@@ -135,7 +52,7 @@ def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: 
     padded = -(-batch // rows) * rows
     x = 32 + 2 * (6 * n_layer + 2) + 4
     att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
-    counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * _PICKS * 3
+    counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * PICKS * 3
     return counters + batch * n_head  # group_sync's counters, one per (row, head)
 
 
@@ -215,78 +132,11 @@ class CudaStep:
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
         tokens, sums, completed, logits = _run(
-            "decode_step", inputs, outputs, call, args, template, G, _THREADS,
+            "decode_step", inputs, outputs, call, args, template, G, THREADS,
             [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         self.launches += 1
         self.kernels.add(tuple(template))
         return tokens, completed[0], sums[:B], logits
-
-
-@lru_cache(maxsize=1024)
-def _ints(*values: int) -> mx.array:
-    """A launch's small int32 arguments (meta), made once for each set of values."""
-    return mx.array(values, mx.int32)
-
-
-_TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the rest are launch arguments
-
-
-def _template(rules: dict) -> list:
-    return [(k, rules[k]) for k in _TEMPLATE]
-
-
-class CudaBeams:
-    """openai's beam search update on the device (decode_step.cu's beam_update): the filters,
-    the log-softmax, each row's beam_size + 1 likeliest tokens and openai's ranking, one
-    launch after each forward pass. No step waits for the host, which queues them as in greedy
-    decoding; the finished sequences stay on the device (the store) until the decode reads
-    them (`finished_sequences`). BeamSearchDecoder (beam.py) is the same update on the host."""
-
-    def __init__(self, beam_size: int, max_candidates: int, n_ctx: int):
-        self.K, self.mc, self.slot = beam_size, max_candidates, n_ctx + 1
-        self.store = None
-
-    def start(self, batch: int, dtype: mx.Dtype):
-        """An empty store for a decode of `batch` rows (batch // beam_size audio)."""
-        A = batch // self.K
-        # sizes past 8 bytes: MLX keeps smaller arrays in a pool where device writes are slow
-        per = _PICKS * 3 + 4 * (self.K + 1)  # decode_step.cu's PER: a (row, chunk)'s picks and lists
-        self.store = dict(work=mx.zeros((4 + batch * _BEAM_CHUNKS * per,), mx.float32),
-                          fin_tokens=mx.zeros((max(A * self.mc * self.slot, 4),), dtype),
-                          fin_meta=mx.zeros((max(A + A * self.mc, 4),), mx.int32),
-                          fin_score=mx.zeros((max(A * self.mc, 4),), mx.float32))
-        mx.eval(*self.store.values())
-        self.n_audio = A
-
-    def __call__(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, mask: mx.array, rules: dict):
-        """tokens (B, L), logits (B, R, n_vocab) float32 (row R-1 the last position's), sums (B,)
-        -> (tokens (B, L+1), completed, sums (B,), source rows (B,)), after SuppressTokens
-        (`mask`, additive) and the timestamp rules (`rules`, timestamp_rules)."""
-        (B, L), NV = tokens.shape, logits.shape[-1]
-        if self.store is None or B != self.n_audio * self.K or L + 1 > self.slot:
-            raise ValueError(f"{B} rows of {L} tokens for a store of {self.n_audio} x {self.K} beams of {self.slot}")
-        template = [("B", B), ("K", self.K), ("NV", NV)] + _template(rules)
-        inputs = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score")
-        outputs = ("tokens_out", "sum_out", "source", "completed")
-        call = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], "
-                "meta, sum_in, suppress, work, fin_tokens, fin_meta, fin_score, tokens_out, sum_out, source, completed);")
-        st = self.store
-        args = [logits.astype(mx.float32), tokens, _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot),
-                sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"]]
-        tokens, sums, source, completed = _run(
-            "beam_update", inputs, outputs, call, args, template, B * _BEAM_CHUNKS, _THREADS,
-            [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
-        return tokens, completed[0], sums[:B], source[:B]
-
-    def finished_sequences(self) -> list:
-        """Per audio, {sequence: summed logprob} of the finished sequences, in the order they
-        finished (BeamSearchDecoder.finished_sequences)."""
-        mx.synchronize()  # the store is written in place, where MLX does not see it
-        st, A, mc = self.store, self.n_audio, self.mc
-        meta, scores = st["fin_meta"].tolist(), st["fin_score"].tolist()
-        tokens = st["fin_tokens"][: A * mc * self.slot].reshape(A * mc, self.slot).tolist()
-        return [{tuple(tokens[g * mc + s][: meta[A + g * mc + s]]): scores[g * mc + s] for s in range(meta[g])}
-                for g in range(A)]
 
 
 class CudaDecode:
@@ -367,26 +217,13 @@ class CudaDecode:
             self.state["kc"], self.state["vc"] = self.state["kc"][:, rows], self.state["vc"][:, rows]
 
 
-def gather_rows(kc: mx.array, vc: mx.array, source: mx.array, n: int):
-    """Beam search's rearrangement of the caches (NL, B, H, CTX, HD), in one launch
-    (decode_step.cu's gather_rows): row b becomes row source[b], its first n positions. The
-    new arrays are what the next launches write in place: a kernel's outputs are contiguous,
-    where MLX's take along axis 1 is a transposed view, which MLX would hand the step as a
-    copy, losing the rows it writes."""
-    NL, B, H, CTX, HD = kc.shape
-    call = ("wf::gather_rows<T, B>(kc, vc, source, kc_shape[0], kc_shape[2], kc_shape[3], kc_shape[4], meta[0], "
-            "kc_out, vc_out);")
-    return _run("gather_rows", ("kc", "vc", "source", "meta"), ("kc_out", "vc_out"), call, [kc, vc, source, _ints(n)],
-                [("T", kc.dtype), ("B", B)], 2 * grid_blocks(), _THREADS, [kc.shape, vc.shape], [kc.dtype, vc.dtype])
-
-
 def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Optional[int] = None) -> dict:
     """The filters' constants (max_initial: ApplyTimestampRules' max_initial_timestamp_index):
     TS, EOT, NO_TS and RULES are template arguments, fixed per tokenizer and task; sample_begin
     and max_init go in at each launch, so prompts of any length share one compiled kernel."""
-    no_ts = tokenizer.no_timestamps if tokenizer.no_timestamps is not None else _NONE
+    no_ts = tokenizer.no_timestamps if tokenizer.no_timestamps is not None else NONE
     return dict(TS=tokenizer.timestamp_begin, EOT=tokenizer.eot, NO_TS=no_ts, RULES=enabled, sample_begin=sample_begin,
-                max_init=_NONE if max_initial is None else max_initial)
+                max_init=NONE if max_initial is None else max_initial)
 
 
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
@@ -433,7 +270,7 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
     if step is None or tokens.shape[1] != 1:
         return None
     none = mx.zeros((step.emb.shape[0],), mx.float32)  # no filters; the kernel's sample goes unused
-    rules = dict(TS=step.emb.shape[0], EOT=_NONE, NO_TS=_NONE, RULES=False, sample_begin=tokens.shape[1], max_init=_NONE)
+    rules = dict(TS=step.emb.shape[0], EOT=NONE, NO_TS=NONE, RULES=False, sample_begin=tokens.shape[1], max_init=NONE)
     return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
 
 
@@ -460,7 +297,7 @@ def _decoder_step(model) -> Optional[CudaStep]:
     fits = (supports_static_cache(model) and all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)
             and all(getattr(n, "eps", None) == 1e-5 and "bias" in n for n in norms)
             and dtype in (mx.float16, mx.bfloat16, mx.float32)
-            and head_dim % (16 // dtype.size) == 0 and _THREADS % head_dim == 0  # rows read as 16-byte vectors
+            and head_dim % (16 // dtype.size) == 0 and THREADS % head_dim == 0  # rows read as 16-byte vectors
             and all(w.dtype == dtype for _, w in tree_flatten(decoder.parameters())))
     decoder.__dict__["_whisperfast_cuda"] = CudaStep(decoder) if fits else None
     return decoder.__dict__["_whisperfast_cuda"]
