@@ -425,12 +425,13 @@ def test_quantized_lanes_beams_and_best_of_equal():
     assert got[0] == got[1]
 
 
-# ---- (5) beams and samples on the CUDA kernel: its forward pass only ------------------------
+# ---- (5) beams and samples on the CUDA kernel ------------------------------------------------
 
 def test_cuda_kernel_is_the_forward_pass_for_beams_and_samples(lanes, monkeypatch):
     """With a kernel standing in wherever it would apply (any device, any batch), the task's
-    strategy decides how: greedy at temperature 0 runs the kernel's own update, beam search and
-    sampling take its logits."""
+    strategy decides how: greedy at temperature 0 runs the kernel's own update, beam search its
+    device update (at any temperature: beams ignore it), sampling takes its logits.
+    (tests/test_cuda_beams.py checks the device update against beam.py's on a CUDA machine.)"""
     import whisperfast.decode.cuda.step as cs
 
     class Step:
@@ -442,19 +443,21 @@ def test_cuda_kernel_is_the_forward_pass_for_beams_and_samples(lanes, monkeypatc
     for kw in (dict(beam_size=5), dict(beam_size=2, patience=2.0), dict(beam_size=5, temperature=0.2),
                dict(temperature=0.6, best_of=5), dict(temperature=0.6)):
         t = task(**kw)
-        assert not cs.cuda_step(t, t.n_group, mx.float32).greedy, kw
+        decode = cs.cuda_step(t, t.n_group, mx.float32)
+        assert not decode.greedy and (decode.beams is not None) == ("beam_size" in kw), kw
         assert t.eot_check == 1  # these read their end every step
 
 
 class ForwardOnly:
-    """CudaDecode's forward-pass interface (greedy False) over the static-cache engine, so that
-    the task's kernel path runs on the CPU: the prompt's logits as the kernel returns them
-    (row 0 the SOT's, the last row the last position's), steps, resume, rearrangement."""
+    """CudaDecode's forward-pass interface (sampling: greedy False, no beams) over the
+    static-cache engine, so that the task's kernel path runs on the CPU: the prompt's logits
+    as the kernel returns them (row 0 the SOT's, the last row the last position's), steps,
+    resume."""
 
     MAX_PROMPT, greedy, beams = 8, False, None
 
     def __init__(self, model):
-        self.model, self.calls = model, {"prompt": 0, "step": 0, "resume": 0, "rearrange": 0}
+        self.model, self.calls = model, {"prompt": 0, "step": 0, "resume": 0}
 
     def logits(self, tokens, audio_features=None, sot=-1):
         from whisperfast.decode.flat import StaticInference
@@ -474,18 +477,13 @@ class ForwardOnly:
         self.inference.kv_cache = cache
         self.calls["resume"] += 1
 
-    def rearrange_kv_cache(self, source_indices):
-        self.calls["rearrange"] += 1
-        self.inference.rearrange_kv_cache(source_indices)
-
 
 @pytest.mark.parametrize("prompt", [None, "Ask not what your country can do."])  # the kernel's prompt; the module's
-@pytest.mark.parametrize("kw", [dict(beam_size=5), dict(beam_size=3, patience=2.0), dict(temperature=0.6, best_of=3)])
+@pytest.mark.parametrize("kw", [dict(temperature=0.6, best_of=3), dict(temperature=0.4)])
 def test_kernel_forward_path_decodes_as_the_flat_step(lanes, monkeypatch, knobs, prompt, kw):
-    """The task's path for beams and samples on the kernel, with the flat step standing in for
-    the kernel: the same tokens, sums and no-speech probability as without a kernel, the
-    kernel's caches rearranged by beam search and a long prompt handed over (resume). (The
-    reference is the flat step on a CUDA machine too.)"""
+    """The task's path for samples on the kernel, with the flat step standing in for the
+    kernel: the same tokens, sums and no-speech probability as without a kernel, and a long
+    prompt handed over (resume). (The reference is the flat step on a CUDA machine too.)"""
     import whisperfast.decode.task as task_module
     from mlx_whisper.tokenizer import get_tokenizer
 
@@ -501,7 +499,6 @@ def test_kernel_forward_path_decodes_as_the_flat_step(lanes, monkeypatch, knobs,
     assert (got.tokens, got.avg_logprob, got.no_speech_prob) == (ref.tokens, ref.avg_logprob, ref.no_speech_prob)
     assert kernel.calls["prompt"] == (prompt is None) and kernel.calls["resume"] == (prompt is not None)
     assert kernel.calls["step"] >= len(ref.tokens)
-    assert (kernel.calls["rearrange"] > 0) == ("beam_size" in kw)
 
 
 # ---- the seam ------------------------------------------------------------------------------

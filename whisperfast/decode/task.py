@@ -185,9 +185,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
         sum_logprobs = mx.zeros(tokens.shape[0])
         cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
 
-        def on_kernel():  # from here the caches are the kernel's: beam search rearranges those
-            if isinstance(self.decoder, BeamSearchDecoder):
-                self.decoder.inference = cuda
         # the kernel's own update: greedy, or openai's beams (their finished sequences kept on
         # the device until the loop ends)
         own = cuda is not None and (cuda.greedy or cuda.beams is not None)
@@ -209,7 +206,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
                 tokens, completed, sum_logprobs, sot_logits = cuda.prompt(tokens, audio_features, self.sot_index)
             else:  # the prompt's logits from the kernel: row 0 the SOT's, the last row the last position's
                 pre_logits = cuda.logits(tokens, audio_features, self.sot_index)
-                on_kernel()
                 sot_logits = pre_logits[:, 0]
                 tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
         else:
@@ -222,7 +218,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
                 tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
                 if cuda is not None:
                     cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
-                    on_kernel()
         if self.tokenizer.no_speech is not None:
             no_speech_probs = mx.softmax(sot_logits, axis=-1)[:, self.tokenizer.no_speech]
         else:

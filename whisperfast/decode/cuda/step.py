@@ -148,9 +148,8 @@ class CudaDecode:
     With `greedy` the kernel runs mlx-whisper's greedy update itself; with `beams` (CudaBeams)
     a second launch runs openai's beam update and the caches' rows follow the beams' sources.
     With neither (sampling: a decoder the kernel does not run) the kernel is the decoder's
-    forward pass only: `logits` gives each launch's logits, the task applies the filters and
-    the decoder's update, and `rearrange_kv_cache` moves the caches' rows as the Inference it
-    stands in for would (beam search on the host, `CudaBeams` declined)."""
+    forward pass only: `logits` gives each launch's logits, and the task applies the filters
+    and the decoder's update."""
 
     # A prompt position costs the kernel about a step (0.17 ms for tiny.en, 0.27 for base on
     # an H100), the module pass a few ms of host time whatever the length: the SOT sequence
@@ -210,12 +209,6 @@ class CudaDecode:
             return self._launch_prompt(tokens, audio_features, sot)[3]
         return self.step(tokens, mx.zeros((tokens.shape[0],)), self.state, self.first, self.rules, pick=False)[3]
 
-    def rearrange_kv_cache(self, source_indices: list):
-        """Row b's self-attention caches become row source_indices[b]'s (beam search)."""
-        if source_indices != list(range(len(source_indices))):
-            rows = mx.array(source_indices)
-            self.state["kc"], self.state["vc"] = self.state["kc"][:, rows], self.state["vc"][:, rows]
-
 
 def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Optional[int] = None) -> dict:
     """The filters' constants (max_initial: ApplyTimestampRules' max_initial_timestamp_index):
@@ -234,11 +227,14 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     if step is None:
         return None
     # the kernels run these filters with mlx-whisper's greedy update at temperature 0, or with
-    # openai's beam update (beam_update, up to 32 beams); sampling takes the logits (CudaDecode.logits)
+    # openai's beam update (beams.py); sampling takes the logits (CudaDecode.logits). Beams with
+    # other filters stay off the kernel (the flat step), as their update would need its logits.
     known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
     greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
     beams = None
-    if known and isinstance(task.decoder, BeamSearchDecoder) and task.decoder.beam_size <= MAX_BATCH:
+    if isinstance(task.decoder, BeamSearchDecoder):
+        if not known:
+            return None
         beams = CudaBeams(task.decoder.beam_size, task.decoder.max_candidates, task.model.dims.n_text_ctx)
     n_vocab = step.emb.shape[0]
     suppress = _mask_sum(tuple(f.mask for f in filters if type(f) is SuppressTokens), n_vocab)
