@@ -37,14 +37,13 @@ class Sources:
         self.last = list(source_indices)
 
 
-def synthetic_logits(rng, tokens: np.ndarray, tokenizer, step: int, K: int) -> np.ndarray:
+def synthetic_logits(rng, tokens: np.ndarray, tokenizer, step: int, n_vocab: int) -> np.ndarray:
     """(B, 1, n_vocab) float32: noise, a few likely text tokens and timestamps; EOT likely in
     some rows from step 2 on, so that beams finish at different steps. Timestamps are made
     likely only where they may follow (the first sample, or after text): after a pair of them
     the rules ban timestamps, and where their mass then beat the best text the rules would ban
     text too, leaving a row of -inf whose order neither update defines."""
     B = tokens.shape[0]
-    n_vocab = 51864
     x = rng.normal(0, 2, (B, n_vocab)).astype(np.float32)
     x[:, rng.integers(0, tokenizer.eot, 8)] += 9
     ts_rows = np.flatnonzero((tokens[:, -1] < tokenizer.eot) | (step == 0))
@@ -73,7 +72,7 @@ def test_device_beam_update_is_the_hosts(model, n_audio, beam_size, patience, wi
     decode.beams.start(B, mx.int32)
     completed_at = None
     for step in range(12):
-        logits = synthetic_logits(rng, tokens, tokenizer, step, beam_size)
+        logits = synthetic_logits(rng, tokens, tokenizer, step, model.dims.n_vocab)
         mask = decode.first if step == 0 else decode.suppress
         got_tokens, got_done, got_sums, got_source = decode.beams(mx.array(tokens), mx.array(logits), mx.array(sums),
                                                                   mask, decode.rules)

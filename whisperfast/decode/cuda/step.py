@@ -25,7 +25,7 @@ from ..attention import WhisperAttention, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
-from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks  # noqa: F401  (_ints: tests)
+from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
 # 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
