@@ -41,7 +41,7 @@ def cli_modules(*args: str) -> tuple[set, str]:
 
 def test_importing_the_cli_imports_no_library_dependency():
     modules, _ = modules_after("import json, sys, whisperfast.cli; print(json.dumps({'modules': sorted(sys.modules)}))")
-    assert not modules & {*HEAVY, "mlx.core", "numpy", "tiktoken", "soundfile", "whisperfast.pipeline"}
+    assert not modules & {*HEAVY, "mlx.core", "numpy", "tiktoken", "soundfile", "whisperfast.pipeline", "rich"}
 
 
 def test_help_imports_neither_mlx_nor_mlx_whisper():
@@ -96,6 +96,13 @@ def test_a_transcription_without_word_timestamps_imports_neither_numba_nor_scipy
     assert "fellow Americans" in out
     assert "mlx_whisper.decoding" in modules  # it did transcribe with mlx-whisper's modules
     assert not modules & {"mlx_whisper.transcribe", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub"}
+
+
+def test_a_quiet_fast_transcription_prints_without_rich():
+    modules, out = cli_modules("transcribe", str(SAMPLES / "jfk.wav"), "--fast", "--json", "-q")
+    assert "fellow Americans" in json.loads(out)["text"]
+    assert "whisperfast.decode.engine" in modules  # the fast engine ran
+    assert not {m for m in modules if m == "rich" or m.startswith("rich.")}
 
 
 def test_mlx_whisper_stays_whole_for_a_caller_who_imports_it_after_whisperfast():

@@ -36,3 +36,35 @@ def test_special_tokens_in_text_still_refused():
 def test_unknown_language_refused_as_stock_refuses():
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.get_tokenizer(True, language="klingon")
+
+
+def _symbol_texts():
+    import string
+
+    marks = list(string.punctuation) + list("「」『』♩♪♫♬♭♮♯—…·€")
+    texts = {a + b for a in marks for b in marks} | {a * 3 for a in marks}
+    texts = texts | {" " + t for t in texts} | set(marks) | {" " + m for m in marks}
+    return sorted(t for t in texts if "<|" not in t)  # "<|" goes through tiktoken's special-token check
+
+
+def test_single_pieces_merge_as_core_bpe_does():
+    """The table-and-merge path (no CoreBPE) gives tiktoken's ids on every symbol run it takes."""
+    for multilingual in (False, True):
+        a, b = ours.get_tokenizer(multilingual), stock.get_tokenizer(multilingual)
+        texts = _symbol_texts()
+        assert all(ours._one_piece(t) for t in texts)
+        assert [a.encoding.encode(t) for t in texts] == [b.encoding.encode(t) for t in texts]
+
+
+def test_core_bpe_built_only_for_text_that_needs_it():
+    enc = ours.get_encoding.__wrapped__("gpt2")  # a fresh one, not the cached
+    tok = stock.Tokenizer(encoding=enc, num_languages=99)
+    tok.encode(" ")
+    ids = tok.non_speech_tokens
+    assert tok.decode(tok.encode(" And so")) == " And so"
+    assert "_core_bpe" in enc.__dict__  # " And so" holds letters: CoreBPE's regex split
+    fresh = ours.get_encoding.__wrapped__("gpt2")
+    tok = stock.Tokenizer(encoding=fresh, num_languages=99)
+    assert tok.encode(" ") == [220] and tok.non_speech_tokens == ids
+    assert tok.decode([843, 523]) == stock.get_tokenizer(False).decode([843, 523])
+    assert "_core_bpe" not in fresh.__dict__

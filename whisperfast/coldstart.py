@@ -18,7 +18,10 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from .bench import Stat
 
 LANES = {"stock": [], "fused": ["--fast"]}
 
@@ -45,11 +48,11 @@ class ColdRun:
 
 @dataclass(frozen=True)
 class ColdLane:
-    wall_s: "Stat"
-    import_s: "Stat"
-    load_s: "Stat"
-    compile_s: "Stat"
-    transcribe_s: "Stat"
+    wall_s: Stat
+    import_s: Stat
+    load_s: Stat
+    compile_s: Stat
+    transcribe_s: Stat
     matches_stock: Optional[bool]
 
 

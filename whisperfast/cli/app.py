@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 
@@ -30,7 +28,7 @@ from . import render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Whisper speech-to-text on MLX, with fused kernels proven transcript-equal.")
-err = Console(stderr=True)
+err = render.Stderr()
 
 
 class Task(str, Enum):
@@ -125,8 +123,6 @@ def transcribe(
                                        help="Decode only the speech Silero VAD finds (default: on with --batch-size > 1, else off)."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .. import batched, output, pipeline, runtime
 
     # a bad option is a usage error (exit 2), found before any work
@@ -163,8 +159,7 @@ def transcribe(
         for note in (fused or loaded).rewrites["notes"]:
             err.print(f"note: {note}", highlight=False)
     failed = 0
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True, disable=len(files) < 2 or quiet or not sys.stderr.isatty())
+    bar = render.file_bar(err, len(files) > 1 and not quiet and sys.stderr.isatty())
     done = _guard(batched.transcribe_batched, loaded, files, options, batch) if batch else None
     with bar:
         job = bar.add_task("transcribing", total=len(files))
@@ -312,7 +307,7 @@ def bench(
                         lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress)
         if as_json:
             print(json.dumps(asdict(report), indent=1))
-        render.print_cold(report, Console(stderr=as_json, width=wide))
+        render.print_cold(report, render.console(stderr=as_json, width=wide))
         return
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
                     lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
@@ -320,7 +315,7 @@ def bench(
                     quantize=bits, group_size=group, batch_size=n_batch, beam_size=n_beams)
     if as_json:
         print(json.dumps(asdict(report), indent=1))
-    render.print_bench(report, Console(stderr=as_json, width=wide))
+    render.print_bench(report, render.console(stderr=as_json, width=wide))
     if plot_path is not None:
         from ..plot import plot
 
@@ -337,10 +332,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON o
     if as_json:
         print(json.dumps([asdict(m) for m in found], indent=1))
         return
-    table = Table("name", "kind", "available", "where / how")
+    table = render.table("name", "kind", "available", "where / how")
     for m in found:
         table.add_row(m.name, m.kind, "yes" if m.available else "no", m.path or m.note)
-    Console().print(table)
+    render.console().print(table)
 
 
 @app.command()
@@ -352,10 +347,10 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdou
     if as_json:
         print(json.dumps(data, indent=1))
         return
-    table = Table("key", "value", show_header=False)
+    table = render.table("key", "value", show_header=False)
     for k, v in data.items():
         table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
-    Console().print(table)
+    render.console().print(table)
     if not data["blas"]["optimized"]:
         _error(f"MLX's CPU matmuls use a slow reference BLAS: {data['blas']['note']}")
 

@@ -1,20 +1,77 @@
-"""Tables for people, on stderr or a terminal: timings, bench and cold-start reports."""
+"""Tables for people, on stderr or a terminal: timings, bench and cold-start reports.
+
+rich is imported on first use, not with the command: a `-q` or `--json -q` run prints no table
+and never pays for it (~0.06 s of a fresh process on a slow core)."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+def table(*columns, **kwargs) -> Table:
+    from rich.table import Table as RichTable
+
+    return RichTable(*columns, **kwargs)
+
+
+def console(*, stderr: bool = False, width=None) -> Console:
+    from rich.console import Console as RichConsole
+
+    return RichConsole(stderr=stderr, width=width)
+
+
+class Stderr:
+    """rich's Console on stderr, made on the first print."""
+
+    @cached_property
+    def console(self) -> Console:
+        return console(stderr=True)
+
+    def print(self, *args, **kwargs) -> None:
+        self.console.print(*args, **kwargs)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+    def advance(self, *args, **kwargs) -> None:
+        pass
+
+
+def file_bar(err: Stderr, show: bool):
+    """A progress bar over files on stderr, or one that shows nothing (and imports nothing)."""
+    if not show:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err.console, transient=True)
 
 
 def timing_table(columns: dict) -> Table:
     """columns: {label: Timings}; with two columns a ratio column is added."""
-    table = Table()
-    table.add_column("stage")
+    out = table()
+    out.add_column("stage")
     for label in columns:
-        table.add_column(label, justify="right")
+        out.add_column(label, justify="right")
     ts = list(columns.values())
     if len(ts) == 2:
-        table.add_column("speed-up", justify="right")
+        out.add_column("speed-up", justify="right")
     rows = [("load", "load", "s"), ("mel", "mel", "s"), ("encode", "encode", "s"), ("decode", "decode", "s"),
             ("total", "total", "s"), ("tokens", "tokens", ""), ("tokens/s", "tokens_per_s", ""), ("real-time factor", "rtf", "")]
     for label, attr, unit in rows:
@@ -23,13 +80,13 @@ def timing_table(columns: dict) -> Table:
         if len(ts) == 2:
             a, b = vals
             cells.append(f"{a / b:.2f}x" if unit == "s" and attr != "load" and b > 0 else "")
-        table.add_row(label, *cells)
-    return table
+        out.add_row(label, *cells)
+    return out
 
 
 def print_cold(report, console: Console) -> None:
     console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes", highlight=False)
-    t = Table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
+    t = table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
     for c in ("lane", "wall", "import", "load", "compile", "transcribe", "= stock"):
         t.add_column(c, justify="left" if c == "lane" else "right")
     fmt = lambda s: f"{s.median:.2f} ({s.min:.2f}-{s.max:.2f})"
@@ -48,7 +105,7 @@ def print_cold(report, console: Console) -> None:
 def print_bench(report, console: Console) -> None:
     console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
     if report.lanes:
-        t = Table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
+        t = table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
         for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
             t.add_column(c, justify="left" if c == "lane" else "right")
         fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
@@ -66,7 +123,7 @@ def print_bench(report, console: Console) -> None:
                       + ": " + ", ".join(f"{k} {v.audio_s_per_s:.1f}" for k, v in report.lanes.items() if v.audio_s_per_s),
                       highlight=False)
     if report.kernels:
-        t = Table(title="kernels: composed vs fused (median ms)", title_justify="left")
+        t = table(title="kernels: composed vs fused (median ms)", title_justify="left")
         for c in ("op", "shape", "composed", "fused", "speed-up", "max |diff|"):
             t.add_column(c, justify="left" if c in ("op", "shape") else "right")
         for k in report.kernels:
