@@ -40,6 +40,17 @@ PY
   ;;
 esac
 case "${1:-all}" in
+coldprobe)  # issue 13: fresh processes on JFK (run 1 of --fast fills the kernel cache), where the first GPU
+  # calls go and whether a warm-up thread during the imports takes them off; then the kernel and beam tests
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m whisperfast bench --cold --runs 3 --json > "$out/bench_cold-jfk.json" 2> "$out/bench_cold-jfk.txt"; tail -12 "$out/bench_cold-jfk.txt"
+  $py benchmarks/cold_gpu_probe.py 3 2>&1 | tee "$out/cold_gpu_probe.jsonl" | tail -60
+  $py -X importtime -m whisperfast transcribe samples/jfk.wav --fast -q --json 2> "$out/importtime_fast_jfk.txt" > "$out/jfk_fast.json"
+  timeout 300 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_beams.py tests/test_beam.py \
+    tests/test_cuda_step.py tests/test_tokenizer.py tests/test_imports.py 2>&1 | tee "$out/gpu_tests.txt" | tail -15
+  ;;
+esac
+case "${1:-all}" in
 cache)  # issue 13: the kernel cache's tests (a second process compiles nothing; MLX runs what the cache
   # published), then fresh processes on JFK, --fast and stock alternated, the kernel cache cleared
   # once first: run 0 of --fast compiles, runs 1-2 read the cache (each line's kernel_cache says so)
