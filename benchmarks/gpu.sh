@@ -51,6 +51,23 @@ coldprobe)  # issue 13: fresh processes on JFK (run 1 of --fast fills the kernel
   ;;
 esac
 case "${1:-all}" in
+warmup)  # issue 13: fresh processes with the CLI's GPU warm-up thread (runtime.warm_up_gpu) and without it
+  # (WHISPERFAST_GPU_WARMUP=0), alternated; JFK, then the 600 s clip with tiny.en and base
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m pytest -q -p no:cacheprovider tests/test_coldstart.py tests/test_imports.py 2>&1 | tail -3
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast transcribe samples/jfk.wav --fast -q > /dev/null  # the kernel cache filled once
+  for i in 1 2; do for w in 1 0; do
+    WHISPERFAST_GPU_WARMUP=$w $py -m whisperfast bench --cold --runs 3 --json > "$out/cold-jfk-w$w-$i.json" 2> "$out/cold-jfk-w$w-$i.txt"
+    echo "jfk warmup=$w round $i"; grep -E "^│ (stock|fused)" "$out/cold-jfk-w$w-$i.txt"
+  done; done
+  for m in tiny.en base; do for w in 1 0; do
+    WHISPERFAST_GPU_WARMUP=$w $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/cold-600s-$m-w$w.json" 2> "$out/cold-600s-$m-w$w.txt"
+    echo "600 s $m warmup=$w"; grep -E "^│ (stock|fused)|^run" "$out/cold-600s-$m-w$w.txt"
+  done; done
+  ;;
+esac
+case "${1:-all}" in
 cache)  # issue 13: the kernel cache's tests (a second process compiles nothing; MLX runs what the cache
   # published), then fresh processes on JFK, --fast and stock alternated, the kernel cache cleared
   # once first: run 0 of --fast compiles, runs 1-2 read the cache (each line's kernel_cache says so)

@@ -80,3 +80,31 @@ def test_bench_cold_refuses_what_it_cannot_time_in_one_error_line():
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 1 and r.stdout == "" and r.stderr.startswith("Error:") and said in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_gpu_warm_up_starts_only_on_a_cuda_gpu_and_a_knob_turns_it_off(knobs):
+    import mlx.core as mx
+
+    from whisperfast import runtime
+
+    on_cuda = mx.default_device() == mx.gpu and runtime.gpu_backend() == "cuda"
+    thread = runtime.warm_up_gpu(mx.float16)
+    assert (thread is not None) == on_cuda
+    if thread is not None:
+        thread.join()
+    knobs(WHISPERFAST_GPU_WARMUP="0")
+    assert runtime.warm_up_gpu(mx.float16) is None
+
+
+def test_the_gpu_warm_up_graph_runs_and_leaves_the_random_state_alone():
+    """Its ops fit together (here on whatever device runs the tests), and a seeded draw after it
+    is the draw without it: sampling stays reproducible."""
+    import mlx.core as mx
+
+    from whisperfast import runtime
+
+    mx.random.seed(7)
+    before = mx.random.uniform(shape=(4,))
+    mx.random.seed(7)
+    runtime._first_calls(mx.float32)
+    assert mx.array_equal(mx.random.uniform(shape=(4,)), before)

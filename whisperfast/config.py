@@ -24,6 +24,7 @@ class Config:
     # "" for one per SM
     step_blocks: str = ""
     cross_chunks: int | None = None  # the kernel's chunks of keys per cross-attention head
+    gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
 
 
 def _int_or_none(name: str, value: str) -> int | None:
@@ -41,7 +42,8 @@ def _parse(env) -> Config:
     return Config(blas=env.get("WHISPERFAST_BLAS", ""), cache=Path(cache), debug=bool(env.get("WHISPERFAST_DEBUG")),
                   cuda_step=env.get("WHISPERFAST_CUDA_STEP", "1") != "0",
                   step_blocks=env.get("WHISPERFAST_STEP_BLOCKS", "").strip(),
-                  cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")))
+                  cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
+                  gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0")
 
 
 @lru_cache(maxsize=1)

@@ -123,11 +123,12 @@ def transcribe(
                                        help="Decode only the speech Silero VAD finds (default: on with --batch-size > 1, else off)."),
 ):
     """Transcribe audio files; print the text on stdout and a timing table on stderr."""
-    from .. import batched, output, pipeline, runtime
+    from .. import runtime
+    from ..options import TranscribeOptions
 
     # a bad option is a usage error (exit 2), found before any work
     try:
-        options = pipeline.TranscribeOptions(
+        options = TranscribeOptions(
             language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
             temperature=_numbers("--temperature", temperature), beam_size=_number("--beam-size", beam_size, int),
             best_of=_number("--best-of", best_of, int), patience=_number("--patience", patience),
@@ -144,13 +145,20 @@ def transcribe(
         _error(str(e))
         raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
+    compute_dtype = _guard(runtime.parse_dtype, dtype.value if dtype else None)
+    warm_up = runtime.warm_up_gpu(compute_dtype or models.default_dtype())  # while the rest is imported
+
+    from .. import batched, output, pipeline
+
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
     # before any work: refuse to clobber, and two inputs that would write one file (exit 1, like "exists")
     plan = _guard(output.plan_outputs, files, formats, output_dir, overwrite)
 
-    loaded = _guard(pipeline.load, model, dtype=_guard(runtime.parse_dtype, dtype.value if dtype else None),
-                    fast=fast and not compare, word_timestamps=word_timestamps, quantize=bits, group_size=group)
+    if warm_up is not None:
+        warm_up.join()  # MLX work stays on one thread at a time
+    loaded = _guard(pipeline.load, model, dtype=compute_dtype, fast=fast and not compare,
+                    word_timestamps=word_timestamps, quantize=bits, group_size=group)
     fused = _guard(pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
     if (fast or compare) and not quiet:
         counts = (fused or loaded).rewrites["counts"]
@@ -173,12 +181,12 @@ def transcribe(
 
 def _batch_options(n: Optional[int], options, compare: bool):
     """--batch-size -> batched.BatchOptions, or None for sequential mode (1)."""
-    from .. import batched
-
     if n is None or n < 1:
         raise WhisperfastError(f"--batch-size must be at least 1, not {n}")
     if n == 1:
         return None
+    from .. import batched
+
     if compare:
         raise WhisperfastError("--compare runs sequential mode only: leave out --batch-size")
     batched.check_options(options)
