@@ -43,9 +43,18 @@ def warm_up_gpu(dtype: mx.Dtype) -> threading.Thread | None:
     numbers: nothing the caller computes changes. Elsewhere (CPU, Metal) it starts nothing."""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
-    thread = threading.Thread(target=_first_calls, args=(dtype,), name="whisperfast-gpu-warm-up", daemon=True)
+    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype), name="whisperfast-gpu-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def _quietly(fn, *args) -> None:
+    # A failure here is the GPU's, and the real call after the join meets it again and reports
+    # it as an Error line; a thread's traceback on stderr would say nothing more.
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _first_calls(dtype: mx.Dtype) -> None:
