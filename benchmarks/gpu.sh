@@ -68,6 +68,24 @@ warmup)  # issue 13: fresh processes with the CLI's GPU warm-up thread (runtime.
   ;;
 esac
 case "${1:-all}" in
+firstrun)  # issue 13's first run after install: whisperfast's kernel cache and MLX's PTX cache cleared (the
+  # page cache stays warm), then fresh JFK processes, --fast first; then issue 14's beam 5 in fresh processes
+  rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/whisperfast/kernels" "${TMPDIR:-/tmp}/mlx"
+  $py - <<'PY' 2>&1 | tee "$out/firstrun_jfk.jsonl"
+import json, subprocess, sys, time
+for i in range(3):
+    for args in (["--fast"], [], ["--fast", "--beam-size", "5"], ["--beam-size", "5"]):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "samples/jfk.wav", "-q", "--json", *args],
+                           capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        d = json.loads(r.stdout) if r.returncode == 0 else {}
+        print(json.dumps({"run": i, "args": args, "wall_s": round(wall, 3), "timings": d.get("timings"),
+                          "text": d.get("text"), "rc": r.returncode, "err": r.stderr[-300:] if r.returncode else ""}), flush=True)
+PY
+  ;;
+esac
+case "${1:-all}" in
 cache)  # issue 13: the kernel cache's tests (a second process compiles nothing; MLX runs what the cache
   # published), then fresh processes on JFK, --fast and stock alternated, the kernel cache cleared
   # once first: run 0 of --fast compiles, runs 1-2 read the cache (each line's kernel_cache says so)
