@@ -86,6 +86,20 @@ PY
   ;;
 esac
 case "${1:-all}" in
+graphs-cold)  # issue 13: fresh processes with MLX's CUDA graphs on (default) and off, alternated: the 600 s
+  # clip with base (its sampled windows run on stock's graph, a new shape every token) and tiny.en, then JFK
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast transcribe samples/jfk.wav --fast -q > /dev/null
+  for spec in "/tmp/clip600.wav base 2" "/tmp/clip600.wav tiny.en 2" "samples/jfk.wav tiny.en 3"; do
+    set -- $spec
+    for g in 1 0; do
+      MLX_USE_CUDA_GRAPHS=$g $py -m whisperfast bench "$1" -m "$2" --cold --runs "$3" --json > "$out/graphs$g-$2-$(basename $1 .wav).json" 2> /tmp/t.txt
+      echo "$1 $2 graphs=$g"; grep -E "^│ (stock|fused)|^run" /tmp/t.txt
+    done
+  done
+  ;;
+esac
+case "${1:-all}" in
 cache)  # issue 13: the kernel cache's tests (a second process compiles nothing; MLX runs what the cache
   # published), then fresh processes on JFK, --fast and stock alternated, the kernel cache cleared
   # once first: run 0 of --fast compiles, runs 1-2 read the cache (each line's kernel_cache says so)
