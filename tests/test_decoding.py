@@ -115,6 +115,37 @@ def test_lazy_eot_check_changes_nothing(tiny, monkeypatch, knobs):
 
 
 @pytest.mark.parametrize("options", [dict(language="en"), dict(language="fr", without_timestamps=True, prompt=[50, 51]),
+                                     dict(language="en", suppress_tokens="", suppress_blank=False, temperature=0.6,
+                                          best_of=3, max_initial_timestamp=None)])
+def test_stock_task_is_mlx_whispers_task_on_whisperfasts_tokenizer(options):
+    """StockTask (the fast engine's windows on the stock model) is mlx-whisper's DecodingTask
+    field for field, filter for filter, but for whose tokenizer it holds; beams refused alike."""
+    from mlx_whisper.decoding import DecodingOptions, DecodingTask
+
+    from whisperfast import tokenizer as ours
+    from whisperfast.decode.task import StockTask
+
+    from .test_rewrite import tiny_whisper
+
+    model = tiny_whisper(seed=1)
+    model.dims.n_vocab = 51865
+    ref, got = DecodingTask(model, DecodingOptions(**options)), StockTask(model, DecodingOptions(**options))
+    assert isinstance(got.tokenizer.encoding, ours.Encoding) and not isinstance(ref.tokenizer.encoding, ours.Encoding)
+    fields = ("n_group", "n_ctx", "sample_len", "sot_sequence", "initial_tokens", "sample_begin", "sot_index", "options")
+    assert [getattr(got, f) for f in fields] == [getattr(ref, f) for f in fields]
+    assert type(got.inference) is type(ref.inference) and type(got.decoder) is type(ref.decoder)
+    assert (got.decoder.temperature, got.decoder.eot) == (ref.decoder.temperature, ref.decoder.eot)
+    assert [type(f) for f in got.logit_filters] == [type(f) for f in ref.logit_filters]
+    for r, x in zip(ref.logit_filters, got.logit_filters):
+        assert {k: v for k, v in vars(x).items() if k not in ("mask", "tokenizer")} == \
+            {k: v for k, v in vars(r).items() if k not in ("mask", "tokenizer")}
+        if hasattr(r, "mask"):
+            assert np.array_equal(np.array(x.mask), np.array(r.mask))
+    with pytest.raises(NotImplementedError):
+        StockTask(model, DecodingOptions(language="en", beam_size=2))
+
+
+@pytest.mark.parametrize("options", [dict(language="en"), dict(language="fr", without_timestamps=True, prompt=[50, 51]),
                                      dict(language="en", suppress_tokens="", suppress_blank=False),
                                      dict(language="en", suppress_tokens=[7, 9])])
 def test_task_filters_are_mlx_whispers_kept_across_tasks(options):

@@ -35,7 +35,7 @@ from .. import tokenizer as fast_tokenizer
 from .attention import supports_static_cache
 from .encoder import encode
 from .language import detect_language
-from .task import StaticCacheTask, StockBeamTask
+from .task import StaticCacheTask, StockBeamTask, StockTask
 
 Result = Union[DecodingResult, List[DecodingResult]]
 
@@ -87,13 +87,18 @@ class Engine:
         the caller will judge the result by."""
         if self.stock is not None and mel is not None and options.temperature > 0:
             self.decodes["stock (sampled)"] += 1
-            return stock_decode(self.stock, self._stock_encoded(mel), options)
+            return self._on_stock(mel, options)
         self.decodes[self.name] += 1
         result = decode_with(self.model, features, options, self.fast)
         if self.stock is not None and mel is not None and thresholds and _near(result, *thresholds):
             self.decodes["stock (near a threshold)"] += 1
-            return stock_decode(self.stock, self._stock_encoded(mel), options)
+            return self._on_stock(mel, options)
         return result
+
+    def _on_stock(self, mel: mx.array, options: DecodingOptions) -> DecodingResult:
+        """mlx-whisper's decode of the window on the stock model (`StockTask`: its own task on
+        this engine's tokenizer)."""
+        return StockTask(self.stock, options).run(self._stock_encoded(mel)[None])[0]
 
     def _stock_encoded(self, mel: mx.array) -> mx.array:
         if self._stock_features is None or self._stock_features[0] is not mel:

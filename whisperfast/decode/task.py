@@ -4,6 +4,8 @@ sampling: all reused) run by whisperfast, generalized to beams and to groups of 
 - `StaticCacheTask`, the fast lane: the static-cache engine (flat.py) and, where it applies,
   the CUDA step (cuda/step.py), chosen once per decode in `_main_loop`; the end of text read
   back lazily; beams and best-of samples as rows of one batch.
+- `StockTask`, mlx-whisper's own DecodingTask on whisperfast's tokenizer: the windows the
+  fast engine runs on the stock model.
 - `StockBeamTask`, the stock lane with beam search (which mlx-whisper 0.4.3 declines): its
   own DecodingTask and Inference, with openai's BeamSearchDecoder (beam.py); the reference
   the fast lane's beams are checked against.
@@ -19,8 +21,9 @@ from typing import List
 import mlx.core as mx
 import numpy as np
 from mlx_whisper.audio import CHUNK_LENGTH
-from mlx_whisper.decoding import (DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder, Inference,
-                                  MaximumLikelihoodRanker, TokenDecoder, compression_ratio)
+from mlx_whisper.decoding import (ApplyTimestampRules, DecodingOptions, DecodingResult, DecodingTask, GreedyDecoder,
+                                  Inference, MaximumLikelihoodRanker, SuppressBlank, SuppressTokens, TokenDecoder,
+                                  compression_ratio)
 from mlx_whisper.whisper import Whisper
 
 from ..tokenizer import get_tokenizer
@@ -118,6 +121,51 @@ class StockBeamTask(GroupRun, DecodingTask):
         return mx.repeat(audio_features, self.n_group, axis=0) if many else audio_features
 
 
+def _task_fields(task: DecodingTask, model: Whisper, options: DecodingOptions) -> None:
+    """mlx-whisper 0.4.3's DecodingTask.__init__ up to its inference, decoder and filters:
+    the same fields in the same order, on whisperfast's tokenizer (..tokenizer: the same ids,
+    built without tiktoken's special-token regex, 0.3-0.6 s a process)."""
+    task.model, task.tokenizer = model, get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
+                                                      language=options.language or "en", task=options.task)
+    task.options = task._verify_options(options)
+    task.n_group = options.beam_size or options.best_of or 1
+    task.n_ctx = model.dims.n_text_ctx
+    task.sample_len = options.sample_len or model.dims.n_text_ctx // 2
+    tokenizer = task.tokenizer
+    task.sot_sequence = (tokenizer.sot_sequence_including_notimestamps if options.without_timestamps
+                         else tokenizer.sot_sequence)
+    task.initial_tokens = task._get_initial_tokens()
+    task.sample_begin = len(task.initial_tokens)
+    task.sot_index = task.initial_tokens.index(tokenizer.sot)
+    task.sequence_ranker = MaximumLikelihoodRanker(options.length_penalty)
+
+
+class StockTask(DecodingTask):
+    """mlx-whisper 0.4.3's DecodingTask as it is (its Inference, GreedyDecoder, filters and
+    run: the same steps and the same draws in the same order), on whisperfast's tokenizer.
+    The fast engine runs its windows on the stock model with it (engine.py), where
+    mlx-whisper's `decode` would build mlx-whisper's own tokenizer for the same ids: 0.6 s of
+    a fresh process on the H200 (benchmarks/h200-coldstart/)."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
+        _task_fields(self, model, options)
+        tokenizer, n_vocab = self.tokenizer, model.dims.n_vocab
+        self.inference = Inference(model)
+        if options.beam_size is not None:
+            raise NotImplementedError("Beam search decoder is not yet implemented")  # as mlx-whisper's
+        self.decoder = GreedyDecoder(options.temperature, tokenizer.eot)
+        self.logit_filters = []
+        if self.options.suppress_blank:
+            self.logit_filters.append(SuppressBlank(tokenizer, self.sample_begin, n_vocab))
+        if self.options.suppress_tokens:
+            self.logit_filters.append(SuppressTokens(self._get_suppress_tokens(), n_vocab))
+        if not options.without_timestamps:
+            precision = CHUNK_LENGTH / model.dims.n_audio_ctx  # usually 0.02 seconds
+            max_initial = options.max_initial_timestamp
+            self.logit_filters.append(ApplyTimestampRules(tokenizer, self.sample_begin,
+                                                          round(max_initial / precision) if max_initial else None))
+
+
 class StaticCacheTask(GroupRun, DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
     beam search (openai's) where beam_size is given."""
@@ -130,18 +178,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # (a tiktoken call, then 51865-float copies: ~1 ms a window on an H100): they depend
         # only on the tokenizer, the vocabulary and the suppressed ids. Beam search, which its
         # constructor declines, is chosen in token_decoder.
-        self.model, self.tokenizer = model, get_tokenizer(model.is_multilingual, num_languages=model.num_languages,
-                                                          language=options.language or "en", task=options.task)
-        self.options = self._verify_options(options)
-        self.n_ctx = model.dims.n_text_ctx
-        self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
+        _task_fields(self, model, options)
         tokenizer = self.tokenizer
-        self.sot_sequence = (tokenizer.sot_sequence_including_notimestamps if options.without_timestamps
-                             else tokenizer.sot_sequence)
-        self.initial_tokens = self._get_initial_tokens()
-        self.sample_begin = len(self.initial_tokens)
-        self.sot_index = self.initial_tokens.index(tokenizer.sot)
-        self.sequence_ranker = MaximumLikelihoodRanker(options.length_penalty)
         # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
         # Steps run past the end are harmless: after EOT the greedy update only appends EOT
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
