@@ -140,6 +140,21 @@ def _task_fields(task: DecodingTask, model: Whisper, options: DecodingOptions) -
     task.sequence_ranker = MaximumLikelihoodRanker(options.length_penalty)
 
 
+def _logit_filters(task: DecodingTask, blank, suppress, rules) -> list:
+    """DecodingTask.__init__'s logit filters, in its order, each made by the given maker:
+    mlx-whisper's classes, or whisperfast's kept masks and device timestamp rules."""
+    options, dims, filters = task.options, task.model.dims, []
+    if options.suppress_blank:
+        filters.append(blank(task.tokenizer, task.sample_begin, dims.n_vocab))
+    if options.suppress_tokens:
+        filters.append(suppress(task._get_suppress_tokens(), dims.n_vocab))
+    if not options.without_timestamps:
+        precision = CHUNK_LENGTH / dims.n_audio_ctx  # usually 0.02 seconds
+        max_initial = options.max_initial_timestamp
+        filters.append(rules(task.tokenizer, task.sample_begin, round(max_initial / precision) if max_initial else None))
+    return filters
+
+
 class StockTask(DecodingTask):
     """mlx-whisper 0.4.3's DecodingTask as it is (its Inference, GreedyDecoder, filters and
     run: the same steps and the same draws in the same order), on whisperfast's tokenizer.
@@ -149,21 +164,11 @@ class StockTask(DecodingTask):
 
     def __init__(self, model: Whisper, options: DecodingOptions):
         _task_fields(self, model, options)
-        tokenizer, n_vocab = self.tokenizer, model.dims.n_vocab
         self.inference = Inference(model)
         if options.beam_size is not None:
             raise NotImplementedError("Beam search decoder is not yet implemented")  # as mlx-whisper's
-        self.decoder = GreedyDecoder(options.temperature, tokenizer.eot)
-        self.logit_filters = []
-        if self.options.suppress_blank:
-            self.logit_filters.append(SuppressBlank(tokenizer, self.sample_begin, n_vocab))
-        if self.options.suppress_tokens:
-            self.logit_filters.append(SuppressTokens(self._get_suppress_tokens(), n_vocab))
-        if not options.without_timestamps:
-            precision = CHUNK_LENGTH / model.dims.n_audio_ctx  # usually 0.02 seconds
-            max_initial = options.max_initial_timestamp
-            self.logit_filters.append(ApplyTimestampRules(tokenizer, self.sample_begin,
-                                                          round(max_initial / precision) if max_initial else None))
+        self.decoder = GreedyDecoder(options.temperature, self.tokenizer.eot)
+        self.logit_filters = _logit_filters(self, SuppressBlank, SuppressTokens, ApplyTimestampRules)
 
 
 class StaticCacheTask(GroupRun, DecodingTask):
@@ -179,7 +184,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # only on the tokenizer, the vocabulary and the suppressed ids. Beam search, which its
         # constructor declines, is chosen in token_decoder.
         _task_fields(self, model, options)
-        tokenizer = self.tokenizer
         # Greedy decoding on the GPU reads `completed` (a host round trip) every 4th step.
         # Steps run past the end are harmless: after EOT the greedy update only appends EOT
         # and adds 0 to the logprob sums, and `run` cuts each row at its first EOT. On the
@@ -193,16 +197,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         self.decoder = token_decoder(self, options)
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
-        n_vocab, self.logit_filters = model.dims.n_vocab, []
-        if options.suppress_blank:
-            self.logit_filters.append(suppress_blank(tokenizer, self.sample_begin, n_vocab))
-        if options.suppress_tokens:
-            self.logit_filters.append(suppress_tokens(self._get_suppress_tokens(), n_vocab))
-        if not options.without_timestamps:
-            precision = CHUNK_LENGTH / model.dims.n_audio_ctx  # usually 0.02 seconds
-            max_initial = options.max_initial_timestamp
-            self.logit_filters.append(DeviceTimestampRules(tokenizer, self.sample_begin,
-                                                           round(max_initial / precision) if max_initial else None))
+        self.logit_filters = _logit_filters(self, suppress_blank, suppress_tokens, DeviceTimestampRules)
 
     def _detect_language(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""
