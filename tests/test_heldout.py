@@ -117,20 +117,23 @@ def test_sampled_windows_on_the_stock_engine(dtype):
         assert [t for s in result.segments for t in s["tokens"]] == stock_tokens
 
 
-def test_decisions_near_a_threshold_on_the_stock_engine():
+@pytest.mark.parametrize("beam_size", [None, 5])
+def test_decisions_near_a_threshold_on_the_stock_engine(beam_size):
     """Where the fast engine cannot round as stock does, a window whose average log
     probability lies within MARGIN of the threshold is decoded again on the stock model,
-    whose numbers decide the fallback (forced here on the CPU, where both are equal)."""
+    whose numbers decide the fallback (forced here on the CPU, where both are equal); with
+    beams, by the stock lane's beam search."""
     from whisperfast import longform
     from whisperfast.decode import Engine
     from whisperfast.decode.engine import MARGIN
 
     base, fused = pair("tiny.en", mx.float32)
-    ref = longform.transcribe(Engine(base.whisper), jfk(), TranscribeOptions(language="en"), fp16=False)
+    ref = longform.transcribe(Engine(base.whisper), jfk(), TranscribeOptions(language="en", beam_size=beam_size),
+                              fp16=False)
     logprob = ref.segments[0]["avg_logprob"]
     for offset, confirmed in ((MARGIN / 2, 1), (2 * MARGIN, 0)):  # the threshold just below it; far below
         engine = Engine(fused.whisper, stock=fused.stock, sampled_on_stock=True)
-        options = TranscribeOptions(language="en", logprob_threshold=logprob - offset)
+        options = TranscribeOptions(language="en", logprob_threshold=logprob - offset, beam_size=beam_size)
         got = longform.transcribe(engine, jfk(), options, fp16=False)
         assert engine.decodes["fast"] == 1 and engine.decodes["stock (near a threshold)"] == confirmed
         assert [s["tokens"] for s in got.segments] == [s["tokens"] for s in ref.segments]

@@ -96,9 +96,10 @@ class Engine:
         return result
 
     def _on_stock(self, mel: mx.array, options: DecodingOptions) -> DecodingResult:
-        """mlx-whisper's decode of the window on the stock model (`StockTask`: its own task on
-        this engine's tokenizer)."""
-        return StockTask(self.stock, options).run(self._stock_encoded(mel)[None])[0]
+        """The window decoded on the stock model as the stock lane decodes it: mlx-whisper's
+        task (`StockTask`, on this engine's tokenizer), or with beams `StockBeamTask`."""
+        task = StockBeamTask if options.beam_size is not None else StockTask
+        return task(self.stock, options).run(self._stock_encoded(mel)[None])[0]
 
     def _stock_encoded(self, mel: mx.array) -> mx.array:
         if self._stock_features is None or self._stock_features[0] is not mel:
