@@ -42,7 +42,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for case in sys.argv[2:]:
-        audio, model, extra = (case.split(":") + ["tiny.en", ""])[:3]
+        audio, model, extra = (case.split(":", 2) + ["tiny.en", ""][len(case.split(":", 2)) - 1:])[:3]
         args = [audio, "-m", model, "--fast", "-q", "--json", *extra.split()]
         tag = f"{Path(audio).stem}-{model}" + (f"-{extra.replace(' ', '')}" if extra else "")
         run(args)  # the kernel cache filled, the page cache warm

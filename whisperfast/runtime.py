@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import threading
@@ -58,16 +59,48 @@ def _quietly(fn, *args) -> None:
 
 
 def _first_calls(dtype: mx.Dtype) -> None:
-    """mlx-whisper's mel front end (fp32) and an encoder block's ops (in `dtype`) at tiny's
-    shapes, on zeros; mlx.core only, so the thread waits on no import of the caller's."""
-    frames = mx.as_strided(mx.zeros((480400,)), shape=(3001, 400), strides=(160, 1))  # 30 s, reflect-padded
-    spec = mx.fft.rfft(frames * mx.ones((400,)))[:-1].abs().square() @ mx.zeros((201, 80))
-    log = mx.maximum(spec, 1e-10).log10()
-    x = mx.conv1d(mx.maximum(log, log.max() - 8.0).astype(dtype)[None], mx.zeros((384, 3, 80), dtype), padding=1)
-    x = mx.conv1d(x * mx.erf(x), mx.zeros((384, 3, 384), dtype), stride=2, padding=1)
-    x = mx.fast.layer_norm(x, mx.ones((384,), dtype), mx.zeros((384,), dtype), 1e-5)
-    q = mx.addmm(mx.zeros((384,), dtype), x, mx.zeros((384, 384), dtype)).reshape(1, 1500, 6, 64).transpose(0, 2, 1, 3)
-    mx.eval(mx.fast.scaled_dot_product_attention(q, q, q, scale=0.125))
+    """The first window's mel front end and an encoder block at tiny's widths, on zeros, op for
+    op as mlx-whisper 0.4.3 writes them and the fast model runs them: a first call costs per
+    kernel (its module loads, cuFFT's plan, cuBLAS's choice for an operand layout), so an op
+    that is only alike (an `x @ w` for Linear's `addmm(b, x, w.T)`) warms a kernel the real
+    pass never calls. mlx.core only, so that the thread waits on no import of the caller's."""
+    n_mels, n_state, n_head, n_ctx = 80, 384, 6, 1500
+    # log_mel_spectrogram(audio, padding=N_SAMPLES) of 11 s: audio.py's stft and its reflect pad
+    x = mx.pad(mx.zeros((176000,)), (0, 480000))
+    x = mx.concatenate([x[1:201][::-1], x, x[-201:-1][::-1]])
+    frames = mx.as_strided(x, shape=[(x.size - 400 + 160) // 160, 400], strides=[160, 1])
+    magnitudes = mx.fft.rfft(frames * mx.zeros((400,)))[:-1, :].abs().square()
+    log_spec = mx.maximum(magnitudes @ mx.zeros((n_mels, 201)).T, 1e-10).log10()
+    mel = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
+    # longform.generate_segments' window, then AudioEncoder: Conv1d is conv1d then + bias,
+    # gelu is erf's formula, Linear is addmm(bias, x, weight.T) (key: x @ weight.T)
+    x = mx.pad(mel[0:1100], [(0, 1900), (0, 0)]).astype(dtype)[None]
+
+    def zeros(*shape):
+        return mx.zeros(shape, dtype)
+
+    def gelu(x):
+        return x * (1 + mx.erf(x / math.sqrt(2))) / 2
+
+    def linear(x, bias=True):
+        w = zeros(n_state, n_state)
+        return mx.addmm(zeros(n_state), x, w.T) if bias else x @ w.T
+
+    def heads(x):
+        return x.reshape(1, n_ctx, n_head, n_state // n_head).transpose(0, 2, 1, 3)
+
+    x = gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
+    x = gelu(mx.conv1d(x, zeros(n_state, 3, n_state), 2, 1) + zeros(n_state))
+    x = x + zeros(n_ctx, n_state)
+    h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
+    scale = (n_state // n_head) ** -0.25
+    out = mx.fast.scaled_dot_product_attention(heads(linear(h)) * scale, heads(linear(h, False)) * scale,
+                                               heads(linear(h)), scale=1.0)
+    x = x + linear(out.transpose(0, 2, 1, 3).reshape(1, n_ctx, n_state))
+    h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
+    h = mx.addmm(zeros(4 * n_state), h, zeros(4 * n_state, n_state).T)
+    x = x + mx.addmm(zeros(n_state), gelu(h), zeros(n_state, 4 * n_state).T)
+    mx.eval(mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5))
 
 
 def device_name() -> str:
