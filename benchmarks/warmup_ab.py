@@ -1,10 +1,12 @@
 """Fresh `whisperfast transcribe --fast` processes with the CLI's GPU warm-up thread in three
 variants, alternated run by run (issue 13):
-- off: WHISPERFAST_GPU_WARMUP=0;
-- v1: the warm-up of 4793d44 (ops only alike the real ones: a mel of 30 s zeros, `x @ w`);
-- now: `runtime._first_calls` as it stands.
-Each child stamps when its warm-up thread ran (seconds since the parent spawned it) on
-stderr. Prints one JSON line per run, then the medians.
+- now: as the CLI does it;
+- early: the thread started before the CLI's own imports;
+- main: the warm-up run on the main thread, where the CLI would start the thread (does a
+  first call cost per thread?);
+- off: WHISPERFAST_GPU_WARMUP=0.
+Each child stamps (seconds since the parent spawned it) when the warm-up ran, when the CLI
+joined it, and when the atexit hooks ran, on stderr. Prints one JSON line per run, then the medians.
 
 Usage: python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
 
@@ -16,31 +18,50 @@ import sys
 import time
 
 CHILD = r'''
-import json, os, sys, time
+import atexit, json, os, sys, time
 t0 = float(os.environ["AB_T0"])
+variant = sys.argv[1]
+stamps = {}
+def stamp(name):
+    stamps[name] = round(time.time() - t0, 3)
+atexit.register(lambda: (stamp("exit"), sys.stderr.write(json.dumps({"stamps": stamps}) + "\n")))
 from whisperfast import runtime
 import mlx.core as mx
 
-def v1(dtype):
-    frames = mx.as_strided(mx.zeros((480400,)), shape=(3001, 400), strides=(160, 1))
-    spec = mx.fft.rfft(frames * mx.ones((400,)))[:-1].abs().square() @ mx.zeros((201, 80))
-    log = mx.maximum(spec, 1e-10).log10()
-    x = mx.conv1d(mx.maximum(log, log.max() - 8.0).astype(dtype)[None], mx.zeros((384, 3, 80), dtype), padding=1)
-    x = mx.conv1d(x * mx.erf(x), mx.zeros((384, 3, 384), dtype), stride=2, padding=1)
-    x = mx.fast.layer_norm(x, mx.ones((384,), dtype), mx.zeros((384,), dtype), 1e-5)
-    q = mx.addmm(mx.zeros((384,), dtype), x, mx.zeros((384, 384), dtype)).reshape(1, 1500, 6, 64).transpose(0, 2, 1, 3)
-    mx.eval(mx.fast.scaled_dot_product_attention(q, q, q, scale=0.125))
-
-inner = v1 if sys.argv[1] == "v1" else runtime._first_calls
+inner = runtime._first_calls
 def stamped(dtype):
-    a = time.time() - t0
+    stamp("warm-up start")
     inner(dtype)
-    sys.stderr.write(json.dumps({"warm_up": [round(a, 3), round(time.time() - t0, 3)]}) + "\n")
+    stamp("warm-up end")
 runtime._first_calls = stamped
+
+class Joined:
+    def __init__(self, thread):
+        self.thread = thread
+    def join(self):
+        stamp("join start")
+        if self.thread is not None:
+            self.thread.join()
+        stamp("join end")
+
+if variant == "early":  # started before the CLI's own imports
+    early = Joined(runtime.warm_up_gpu(mx.float16))
+    runtime.warm_up_gpu = lambda dtype: early
+elif variant == "main":  # on the main thread, where the CLI would start the thread
+    def on_main(dtype):
+        stamped(dtype)
+        return Joined(None)
+    runtime.warm_up_gpu = on_main
+else:
+    start = runtime.warm_up_gpu
+    runtime.warm_up_gpu = lambda dtype: Joined(start(dtype))
 sys.argv = ["whisperfast", "transcribe", *sys.argv[2:]]
 from whisperfast.cli import main
 main()
 '''
+
+
+VARIANTS = ("now", "early", "main", "off")
 
 
 def run(variant, args):
@@ -50,9 +71,9 @@ def run(variant, args):
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", CHILD, variant, *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    stamps = [json.loads(line)["warm_up"] for line in r.stderr.splitlines() if line.startswith('{"warm_up"')]
+    stamps = [json.loads(line)["stamps"] for line in r.stderr.splitlines() if line.startswith('{"stamps"')]
     timings = json.loads(r.stdout.splitlines()[0])["timings"] if r.returncode == 0 else r.stderr[-500:]
-    return {"variant": variant, "wall": round(wall, 3), "warm_up": stamps[0] if stamps else None, "timings": timings}
+    return {"variant": variant, "wall": round(wall, 3), "stamps": stamps[0] if stamps else None, "timings": timings}
 
 
 def main():
@@ -63,11 +84,11 @@ def main():
         run("now", args)  # the kernel cache filled
         rows = []
         for i in range(runs):
-            for variant in ("now", "v1", "off"):
+            for variant in VARIANTS:
                 row = {"case": f"{audio}:{model}", "run": i, **run(variant, args)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-        for variant in ("now", "v1", "off"):
+        for variant in VARIANTS:
             mine = [r for r in rows if r["variant"] == variant and isinstance(r["timings"], dict)]
             med = {k: round(statistics.median(r["timings"][k] for r in mine), 3) for k in ("load", "mel", "encode", "decode", "total")}
             print(json.dumps({"case": f"{audio}:{model}", "variant": variant, "median_wall": round(statistics.median(r["wall"] for r in mine), 3),

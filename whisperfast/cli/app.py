@@ -78,6 +78,7 @@ def _guard(fn, *args, **kwargs):
 
 @app.command()
 def transcribe(
+    ctx: typer.Context,
     files: List[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, MP3; any rate and channel count)."),
     model: str = typer.Option(models.DEFAULT_MODEL, "--model", "-m", help="tiny.en, base, a model directory, or a Hugging Face repo id."),
     language: Optional[str] = typer.Option(None, help="Spoken language (default: detect, or en for .en models)."),
@@ -146,7 +147,8 @@ def transcribe(
         raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
     compute_dtype = _guard(runtime.parse_dtype, dtype.value if dtype else None)
-    warm_up = runtime.warm_up_gpu(compute_dtype or models.default_dtype())  # while the rest is imported
+    # while the rest is imported; cli.main may have started it already, before typer loaded
+    warm_up = ctx.obj if ctx.obj is not None else runtime.warm_up_gpu(compute_dtype or models.default_dtype())
 
     from .. import batched, output, pipeline
 
@@ -363,14 +365,15 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdou
         _error(f"MLX's CPU matmuls use a slow reference BLAS: {data['blas']['note']}")
 
 
-def main() -> None:
-    """The `whisperfast` command as installed. When the command is done, the process ends
+def main(warm_up=None) -> None:
+    """The `whisperfast` command as installed (`warm_up`: the thread cli.main started, which
+    `transcribe` joins). When the command is done, the process ends
     without the interpreter's teardown: Python freeing every module and object it loaded
     costs 0.1-0.25 s of a fresh transcription's wall time on a 2-core machine
     (benchmarks/cold-start-cpu.md), and nothing is left for it to do. What a normal exit
     does first still happens: the atexit handlers run and stdout and stderr are flushed."""
     try:
-        app(prog_name="whisperfast")
+        app(prog_name="whisperfast", obj=warm_up)
         code = 0
     except SystemExit as e:
         code = _exit_status(e.code)
