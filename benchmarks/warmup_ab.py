@@ -29,9 +29,9 @@ from whisperfast import runtime
 import mlx.core as mx
 
 inner = runtime._first_calls
-def stamped(dtype):
+def stamped(*args):
     stamp("warm-up start")
-    inner(dtype)
+    inner(*args)
     stamp("warm-up end")
 runtime._first_calls = stamped
 

@@ -39,14 +39,14 @@ def warm_up_gpu(dtype: mx.Dtype) -> threading.Thread | None:
     """On a CUDA GPU, start a thread that makes the calls whose first use in a process is slow
     (the context, cuFFT, cuBLAS, cuDNN's convolution, MLX's JIT kernels: ~0.4 s together on
     the H200, benchmarks/h200-coldstart/), so that they run while the caller imports the rest.
-    The thread works on the caller's stream, whose first calls cost apart from another
-    thread's; so the caller does no MLX work until it joins the thread. It computes on zeros
-    of its own and draws no random numbers: nothing the caller computes changes. Elsewhere
-    (CPU, Metal) it starts nothing."""
+    The caller joins it before its own MLX work. It computes on zeros of its own and draws no
+    random numbers: nothing the caller computes changes. Elsewhere (CPU, Metal) it starts
+    nothing. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
+    the caller's first encoder pass still costs ~0.05 s more than after a warm-up on its own
+    thread, benchmarks/h200-coldstart/.)"""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
-    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype, mx.default_stream(mx.gpu)),
-                              name="whisperfast-gpu-warm-up", daemon=True)
+    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype), name="whisperfast-gpu-warm-up", daemon=True)
     thread.start()
     return thread
 
@@ -60,13 +60,13 @@ def _quietly(fn, *args) -> None:
         pass
 
 
-def _first_calls(dtype: mx.Dtype, stream: mx.Stream | None = None) -> None:
+def _first_calls(dtype: mx.Dtype) -> None:
     """The first window's mel front end and an encoder block at tiny's widths, on zeros, op for
-    op as mlx-whisper 0.4.3 writes them and the fast model runs them, on `stream` (default: this
-    thread's). A first call costs per kernel (its module load, cuFFT's plan, cuBLAS's choice
-    for an operand layout, MLX's compiled GELU), so an op only alike the real one (an `x @ w`
-    for Linear's `addmm(b, x, w.T)`) warms a kernel the real pass never calls. mlx.core and
-    mlx.nn (which imports nothing else), so that the thread waits on no import of the caller's."""
+    op as mlx-whisper 0.4.3 writes them and the fast model runs them. A first call costs per
+    kernel (its module load, cuFFT's plan, cuBLAS's choice for an operand layout, MLX's
+    compiled GELU), so an op only alike the real one (an `x @ w` for Linear's
+    `addmm(b, x, w.T)`) warms a kernel the real pass never calls. mlx.core and mlx.nn (which
+    imports nothing else), so that the thread waits on no import of the caller's."""
     import mlx.nn as nn
 
     n_mels, n_state, n_head, n_ctx = 80, 384, 6, 1500
@@ -81,29 +81,28 @@ def _first_calls(dtype: mx.Dtype, stream: mx.Stream | None = None) -> None:
     def heads(x):
         return x.reshape(1, n_ctx, n_head, n_state // n_head).transpose(0, 2, 1, 3)
 
-    with mx.stream(stream or mx.default_stream(mx.default_device())):
-        # log_mel_spectrogram(audio, padding=N_SAMPLES) of 11 s: audio.py's stft, its reflect pad
-        x = mx.pad(mx.zeros((176000,)), (0, 480000))
-        x = mx.concatenate([x[1:201][::-1], x, x[-201:-1][::-1]])
-        frames = mx.as_strided(x, shape=[(x.size - 400 + 160) // 160, 400], strides=[160, 1])
-        magnitudes = mx.fft.rfft(frames * mx.zeros((400,)))[:-1, :].abs().square()
-        log_spec = mx.maximum(magnitudes @ mx.zeros((n_mels, 201)).T, 1e-10).log10()
-        mel = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
-        # longform.generate_segments' window, then AudioEncoder: Conv1d is conv1d then + bias,
-        # Linear is addmm(bias, x, weight.T) (the key's: x @ weight.T)
-        x = mx.pad(mel[0:1100], [(0, 1900), (0, 0)]).astype(dtype)[None]
-        x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
-        x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_state), 2, 1) + zeros(n_state))
-        x = x + zeros(n_ctx, n_state)
-        h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
-        scale = (n_state // n_head) ** -0.25
-        out = mx.fast.scaled_dot_product_attention(heads(linear(h)) * scale, heads(linear(h, False)) * scale,
-                                                   heads(linear(h)), scale=1.0)
-        x = x + linear(out.transpose(0, 2, 1, 3).reshape(1, n_ctx, n_state))
-        h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
-        h = mx.addmm(zeros(4 * n_state), h, zeros(4 * n_state, n_state).T)
-        x = x + mx.addmm(zeros(n_state), nn.gelu(h), zeros(n_state, 4 * n_state).T)
-        mx.eval(mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5))
+    # log_mel_spectrogram(audio, padding=N_SAMPLES) of 11 s: audio.py's stft, its reflect pad
+    x = mx.pad(mx.zeros((176000,)), (0, 480000))
+    x = mx.concatenate([x[1:201][::-1], x, x[-201:-1][::-1]])
+    frames = mx.as_strided(x, shape=[(x.size - 400 + 160) // 160, 400], strides=[160, 1])
+    magnitudes = mx.fft.rfft(frames * mx.zeros((400,)))[:-1, :].abs().square()
+    log_spec = mx.maximum(magnitudes @ mx.zeros((n_mels, 201)).T, 1e-10).log10()
+    mel = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
+    # longform.generate_segments' window, then AudioEncoder: Conv1d is conv1d then + bias,
+    # Linear is addmm(bias, x, weight.T) (the key's: x @ weight.T)
+    x = mx.pad(mel[0:1100], [(0, 1900), (0, 0)]).astype(dtype)[None]
+    x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
+    x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_state), 2, 1) + zeros(n_state))
+    x = x + zeros(n_ctx, n_state)
+    h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
+    scale = (n_state // n_head) ** -0.25
+    out = mx.fast.scaled_dot_product_attention(heads(linear(h)) * scale, heads(linear(h, False)) * scale,
+                                               heads(linear(h)), scale=1.0)
+    x = x + linear(out.transpose(0, 2, 1, 3).reshape(1, n_ctx, n_state))
+    h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
+    h = mx.addmm(zeros(4 * n_state), h, zeros(4 * n_state, n_state).T)
+    x = x + mx.addmm(zeros(n_state), nn.gelu(h), zeros(n_state, 4 * n_state).T)
+    mx.eval(mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5))
 
 
 def device_name() -> str:

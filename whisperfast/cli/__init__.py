@@ -16,6 +16,7 @@ def main() -> None:
     warm_up = _early_warm_up(sys.argv[1:])
     from .app import main as run
 
+    __getattr__("app")
     run(warm_up)
 
 
@@ -34,5 +35,7 @@ def __getattr__(name: str):
     if name == "app":  # the typer app, for tests and embedding (imports typer)
         from .app import app
 
+        # importing the submodule .app bound its module to this name: the typer app replaces it
+        globals()["app"] = app
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
