@@ -16,7 +16,7 @@ from whisperfast.cli import app
 from whisperfast.errors import ModelError
 from whisperfast.pipeline import load, rewritten, transcribe
 
-from .conftest import SAMPLES, needs_base
+from .conftest import SAMPLES, manifest, needs_base
 
 JFK = SAMPLES / "jfk.wav"
 
@@ -98,7 +98,35 @@ def fused_equals_stock(name, dtype, bits):
     a, b = transcribe(stock, JFK), transcribe(fused, JFK)
     assert a.tokens == b.tokens and a.text == b.text, (a.text, b.text)
     assert "country" in a.text
-    assert any("CUDA decode kernel" in n for n in fused.rewrites["notes"])  # the report says what declines
+    # the report says what runs otherwise: on the CPU the quantized layers run dequantized, on a
+    # GPU the CUDA decode kernel declines the quantized decoder
+    notes = " ".join(fused.rewrites["notes"])
+    assert ("run dequantized on the CPU" if mx.default_device() == mx.cpu else "CUDA decode kernel") in notes
+
+
+def test_dequantized_copies_quantized_layers_as_float_ones_and_leaves_the_model():
+    import mlx.nn as nn
+
+    from whisperfast.kernels.dequantize import dequantized
+
+    model = nn.Sequential(nn.Embedding(256, 64), nn.Linear(64, 128), nn.Linear(128, 64, bias=False))
+    nn.quantize(model, group_size=64, bits=4)
+    layers = model.layers
+    mx.random.seed(3)
+    before = mx.random.uniform(shape=(2,))
+    mx.random.seed(3)
+    new, n = dequantized(model)
+    assert mx.array_equal(mx.random.uniform(shape=(2,)), before)  # no draw from the generator
+    assert n == 3
+    assert [type(m) for m in new.layers] == [nn.Embedding, nn.Linear, nn.Linear]
+    assert [type(m) for m in model.layers] == [nn.QuantizedEmbedding, nn.QuantizedLinear, nn.QuantizedLinear]
+    for q, f in zip(layers, new.layers):
+        assert mx.array_equal(f.weight, mx.dequantize(q.weight, q.scales, q.biases, group_size=64, bits=4))
+    assert new.layers[1].bias is layers[1].bias and "bias" not in new.layers[2]
+    x = mx.random.normal((3, 64))
+    assert mx.allclose(new.layers[1](x), layers[1](x), atol=1e-4)
+    tokens = mx.array([1, 7, 255])
+    assert mx.array_equal(new.layers[0](tokens), layers[0](tokens))
 
 
 def test_quantized_fused_equals_stock_tiny_fp32_8bit():
@@ -109,6 +137,18 @@ def test_quantized_fused_equals_stock_tiny_fp32_8bit():
 @pytest.mark.parametrize("dtype, bits", [(mx.float32, 4), (mx.float16, 8), (mx.float16, 4)], ids=["fp32-4", "fp16-8", "fp16-4"])
 def test_quantized_fused_equals_stock_tiny(dtype, bits):
     fused_equals_stock("tiny.en", dtype, bits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_fused_equals_stock_on_every_sample_tiny_fp32(bits):
+    """On the CPU the fused lane runs the quantized layers dequantized (kernels/dequantize.py),
+    which sums otherwise than stock's quantized matmul: the tokens must still be stock's."""
+    stock = load("tiny.en", dtype=mx.float32, quantize=bits)
+    fused = rewritten(stock)
+    for row in manifest():
+        a, b = transcribe(stock, SAMPLES / row["file"]), transcribe(fused, SAMPLES / row["file"])
+        assert a.tokens == b.tokens, (row["file"], a.text, b.text)
 
 
 @pytest.mark.slow
@@ -145,6 +185,7 @@ def test_bad_flags_are_one_error_line_and_exit_2(args, fragment):
 def test_cli_quantize_fast_and_models_lists_the_variant():
     r = run("transcribe", JFK, "--quantize", "8", "--fast")
     assert r.exit_code == 0, r.stderr
-    assert "country" in r.stdout and "8-bit" in r.stderr and "note: quantized decoder" in r.stderr
+    note = "quantized layers run dequantized on the CPU" if mx.default_device() == mx.cpu else "note: quantized decoder"
+    assert "country" in r.stdout and "8-bit" in r.stderr and note in r.stderr
     listed = json.loads(run("models", "--json").stdout)
     assert any(m["kind"] == "quantized" and m["name"] == "tiny.en (8-bit, group 64)" and m["available"] for m in listed)

@@ -19,6 +19,7 @@ from mlx_whisper.whisper import Whisper
 
 from . import longform, models, runtime, tokenizer
 from .decode import Engine
+from .kernels.dequantize import dequantized
 from .audio import SAMPLE_RATE, check_samples, load_audio
 from .errors import WhisperfastError
 from .options import TranscribeOptions
@@ -126,9 +127,16 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
     rounded = exact and mode == "fused" and mx.default_device() == mx.gpu and model.dtype in ("float16", "bfloat16")
     whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode,
                                       attention="rounded" if rounded else None)
+    notes = []
+    if mx.default_device() == mx.cpu:
+        whisper, n = dequantized(whisper)
+        if n:
+            notes.append(f"{n} quantized layers run dequantized on the CPU (MLX's CPU quantized matmul is a scalar loop, "
+                         "~40x slower than BLAS at the encoder's 1500 rows): the same quantized values in "
+                         f"{model.dtype}, summed in BLAS's order, so they agree with the stock lane to rounding")
     _warm_tokenizer(whisper, tokenizer_for(whisper))  # built already where load(fast=True) made this model
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
-                   rewrites={**report.to_dict(), "notes": _decode_notes(whisper, rounded, model.dtype)},
+                   rewrites={**report.to_dict(), "notes": notes + _decode_notes(whisper, rounded, model.dtype)},
                    stock=model.stock or model.whisper)
 
 

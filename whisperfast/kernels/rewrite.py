@@ -138,6 +138,12 @@ def _walk(value, path: str, visit):
     return value
 
 
+def map_modules(model: nn.Module, visit: Callable[[nn.Module, str], Optional[nn.Module]]) -> nn.Module:
+    """A copy of `model` in which `visit(module, path)` may replace any module (None keeps a
+    copy of it and walks on into its children); arrays are shared, `model` is untouched."""
+    return _walk(model, "", visit)
+
+
 def rewrite(model: nn.Module, only: Optional[Iterable[str]] = None, mode: str = "fused",
             keep: Mapping[str, str] = {}, table: Sequence[Replacement] = ()) -> tuple[nn.Module, RewriteReport]:
     """Return (a rewritten copy of `model`, the report).
