@@ -6,6 +6,10 @@ set -u
 out=${WORK:-/tmp/gpuwork}; mkdir -p "$out"
 py=python3
 export PYTHONUNBUFFERED=1
+# The device sets PYTHONDONTWRITEBYTECODE and the staged wheels come without bytecode, so every
+# fresh process would compile ~265 modules (0.3-0.45 s, benchmarks/h200-warmup/); a user's
+# install has them compiled after its first run.
+$py -m compileall -q whisperfast ${PYTHONPATH%%:*} > /dev/null 2>&1 || true
 case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
