@@ -108,3 +108,34 @@ def test_the_gpu_warm_up_graph_runs_and_leaves_the_random_state_alone():
     mx.random.seed(7)
     runtime._first_calls(mx.float32)
     assert mx.array_equal(mx.random.uniform(shape=(4,)), before)
+
+
+def test_main_starts_the_warm_up_early_only_for_a_plain_transcribe(monkeypatch):
+    """cli.main starts `transcribe`'s warm-up before typer loads, in the default dtype; any other
+    command, --help, and a --device or --dtype (which the command parses itself) start none."""
+    from whisperfast import cli, models, runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype: calls.append(dtype) or "the thread")
+    assert cli._early_warm_up(["transcribe", "a.wav", "--fast", "-q"]) == "the thread"
+    assert calls == [models.default_dtype()]
+    for args in ([], ["bench", "a.wav"], ["transcribe", "--help"], ["transcribe", "a.wav", "-h"],
+                 ["transcribe", "a.wav", "--dtype", "float32"], ["transcribe", "a.wav", "--device=cpu"]):
+        assert cli._early_warm_up(args) is None, args
+    assert len(calls) == 1
+
+
+def test_transcribe_joins_the_warm_up_that_main_started_before_it_loads_the_model():
+    from typer.testing import CliRunner
+
+    from whisperfast.cli import app
+
+    class Started:
+        joined = False
+
+        def join(self):
+            Started.joined = True
+
+    r = CliRunner().invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), "-q"], obj=Started())
+    assert r.exit_code == 0, r.stderr
+    assert "country" in r.stdout and Started.joined
