@@ -21,7 +21,7 @@ case "${1:-all}" in
 trust)  # issue 12's GPU record: every GPU test (the slow group too), the held-out variants, seeded long form
   $py -m whisperfast info --json > "$out/info.json"
   $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_decoding.py \
-    tests/test_equality.py tests/test_heldout.py 2>&1 | tee "$out/gpu_tests.txt" | tail -40
+    tests/test_equality.py tests/test_heldout.py tests/test_large_shapes.py 2>&1 | tee "$out/gpu_tests.txt" | tail -40
   ;;
 seeded)  # stock vs fused on the 600 s clip, each lane seeded alike, fallback on and off
   $py benchmarks/make_clip.py /tmp/clip600.wav 600
