@@ -230,5 +230,8 @@ def test_quantized_model_fast_equals_stock(bits):
     fused = rewritten(base)
     a, b = transcribe(base, jfk()), transcribe(fused, jfk())
     assert a.tokens == b.tokens and "country" in a.text
-    assert any("CUDA decode kernel" in n for n in fused.rewrites["notes"])  # the report says what declines
+    # The report says what declines: on a GPU the CUDA decode kernel (float weights only); on the CPU
+    # the quantized layers, which run dequantized there.
+    declined = "CUDA decode kernel" if mx.default_device() == mx.gpu else "run dequantized on the CPU"
+    assert any(declined in n for n in fused.rewrites["notes"]), fused.rewrites["notes"]
     assert not any("CUDA decode kernel" in n for n in rewritten(load("tiny.en")).rewrites["notes"])
