@@ -169,3 +169,43 @@ def test_task_filters_are_mlx_whispers_kept_across_tasks(options):
             assert np.array_equal(np.array(x.mask), np.array(r.mask))
         if hasattr(r, "sample_begin"):
             assert x.sample_begin == r.sample_begin
+
+
+def test_rows_that_ended_leave_the_batch(tiny, monkeypatch, knobs):
+    """Issue 15: in a greedy batch of several audios, a row stops costing once it has ended.
+    The tokens are those of the batch where every row steps until the last one ends (as
+    mlx-whisper's task does), and the stock model's. The logprobs agree to rounding: the BLAS
+    picks its kernels, and so its order of sums, by the row count, which is why a batch's rows
+    and the same audio alone differ in their last bits too."""
+    from mlx_whisper.decoding import DecodingOptions
+
+    from whisperfast.audio import first_window_mel
+    from whisperfast.decode.flat import FlatStep
+    from whisperfast.decode.task import StaticCacheTask, StockTask
+    from whisperfast.pipeline import rewritten
+
+    from .conftest import SAMPLES
+
+    knobs(WHISPERFAST_CUDA_STEP="0")
+    rows, original = [], FlatStep.__call__
+
+    def counted(self, tokens, cache):
+        rows.append(tokens.shape[0])
+        return original(self, tokens, cache)
+
+    monkeypatch.setattr(FlatStep, "__call__", counted)
+    files = ("en_ldc93s1_timit_16k.wav", "jfk.wav", "en_new_home_in_the_stars_deepspeech.wav")
+    mel = mx.concatenate([first_window_mel(SAMPLES / f) for f in files])
+    options, fused = DecodingOptions(language="en", fp16=False), rewritten(tiny).whisper
+    got = [(r.tokens, r.avg_logprob, r.no_speech_prob, r.text) for r in StaticCacheTask(fused, options).run(mel)]
+    compacted, rows[:] = list(rows), []
+    monkeypatch.setattr(StaticCacheTask, "_compacts", lambda *_: False)
+    full = [(r.tokens, r.avg_logprob, r.no_speech_prob, r.text) for r in StaticCacheTask(fused, options).run(mel)]
+    assert [(g[0], g[3]) for g in got] == [(f[0], f[3]) for f in full]
+    assert np.allclose([g[1:3] for g in got], [f[1:3] for f in full], rtol=1e-5, atol=0)
+    assert [g[0] for g in got] == [r.tokens for r in StockTask(tiny.whisper, options).run(mel)]
+    lengths = [len(g[0]) for g in got]
+    assert "fellow Americans" in got[1][3] and max(lengths) > min(lengths) + 5, lengths
+    # each row steps until one step past its EOT (the step queued before `completed` is read)
+    assert set(rows) == {3} and compacted[0] == 3 and compacted[-1] == 1, compacted
+    assert sum(compacted) < sum(rows) and len(compacted) == len(rows), (compacted, rows)

@@ -39,8 +39,8 @@ class FlatStep:
     0.32.4, tiny.en fp16, benchmarks/overhead.py) a step is ~350 primitives, MLX costs
     4-11 µs to dispatch each and 13-27 µs per matmul, while the math is ~0.02 ms. So this
     issues as few primitives as the math allows:
-    - q|k|v in one matmul: the three weights concatenated (k's missing bias is a zero),
-      except in quantized layers, which run their own quantized matmuls;
+    - q|k|v in one matmul on a GPU: the three weights concatenated (k's missing bias is a
+      zero), except in quantized layers, which run their own quantized matmuls;
     - heads by one reshape: with one query row, (B, 1, n_state) -> (B, n_head, 1, head_dim)
       needs no transpose, and neither does the way back;
     - biases shaped (1, 1, n) up front, so addmm broadcasts nothing.
@@ -54,27 +54,32 @@ class FlatStep:
         # Layers rewritten to attend as mlx-whisper rounds (pipeline.rewritten, GPU fp16/bf16)
         self.exact = any(getattr(b.attn, "attention", None) == "rounded" for b in decoder.blocks)
 
-        # On the CPU a one-row matmul against a transposed weight view makes OpenBLAS repack
-        # the whole weight every step (MLX calls sgemm, never sgemv): the logits took 18-21 ms
-        # a step against 8.8-10.4 ms on an (in, out) copy, with the same bits
-        # (benchmarks/cpu/profile.md). GPU matmul kernels read the view as it is.
-        cpu = mx.default_device() == mx.cpu
-        layout = mx.contiguous if cpu else (lambda a: a)
+        # On the CPU every matmul is stock's own call on stock's weight views. OpenBLAS picks its
+        # kernel, and with it the order of its sums, by the operands' layout and shape: weights
+        # laid out (in, out), or q|k|v as one matmul, gave other last bits than mlx-whisper's
+        # Linear at one row for some shapes with scipy's OpenBLAS on AVX-512 (384x384,
+        # 1152x384; tests/test_heldout.py::test_logits_bit_identical), and were no faster
+        # there (benchmarks/cpu/profile.md §9). Likewise the self-attention's scores: mlx-whisper
+        # scales k^T after transposing, which lays it out (head_dim, L) row by row, where
+        # `k.swapaxes` of the cache is a transposed operand, and from 9 keys on OpenBLAS sums
+        # the two in other orders. (On the CPU mx.fast's SDPA is that graph, so nothing is lost.)
+        cpu = self.cpu = mx.default_device() == mx.cpu
 
         def linear(m):
-            """x -> m(x): addmm on the weight laid out once; quantized layers call themselves."""
-            if not isinstance(m, nn.Linear):
+            """x -> m(x): addmm on the weight, its bias shaped up front; quantized layers and
+            the CPU's call the layer itself."""
+            if cpu or not isinstance(m, nn.Linear):
                 return m
-            w, b = layout(m.weight.T), m.bias.reshape(1, 1, -1) if "bias" in m else None
+            w, b = m.weight.T, m.bias.reshape(1, 1, -1) if "bias" in m else None
             made.extend(a for a in (w, b) if a is not None)
             return (lambda x: mx.addmm(b, x, w)) if b is not None else (lambda x: x @ w)
 
         def qkv(a):
-            """x -> (q, k, v); one matmul where the three are plain Linear layers."""
-            if not all(isinstance(m, nn.Linear) for m in (a.query, a.key, a.value)):
+            """x -> (q, k, v); one matmul where the three are plain Linear layers (not on the CPU)."""
+            if cpu or not all(isinstance(m, nn.Linear) for m in (a.query, a.key, a.value)):
                 return lambda x: (a.query(x), a.key(x), a.value(x))
             D = a.query.weight.shape[0]
-            w = layout(mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T)
+            w = mx.concatenate([a.query.weight, a.key.weight, a.value.weight]).T
             b = mx.concatenate([a.query.bias, mx.zeros((D,), w.dtype), a.value.bias]).reshape(1, 1, 3 * D)
             made.extend((w, b))
             return lambda x: mx.split(mx.addmm(b, x, w), 3, axis=-1)
@@ -89,10 +94,6 @@ class FlatStep:
             self.layers.append((norm(b.attn_ln), qkv(a), linear(a.out), norm(b.cross_attn_ln), linear(c.query),
                                 linear(c.out), norm(b.mlp_ln), linear(b.mlp1), linear(b.mlp2),
                                 a.sdpa, c.sdpa))
-        emb = decoder.token_embedding  # the logits: x @ emb.weight.T, as Embedding.as_linear
-        self.vocab = mx.contiguous(emb.weight.T) if cpu and type(emb) is nn.Embedding else None
-        if self.vocab is not None:
-            made.append(self.vocab)
         mx.eval(made)
         self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
         self.n_state = decoder.positional_embedding.shape[-1]
@@ -112,14 +113,18 @@ class FlatStep:
         for (ln1, qkv, out, ln2, cq, co, ln3, fc1, fc2, sdpa, cross_sdpa), (kv, cross) in zip(self.layers, cache):
             q, k, v = qkv(ln1(x))
             k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
-            x = x + out(sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask).reshape(B, 1, D))
+            if self.cpu:  # mlx-whisper's graph, k^T handed to the BLAS as that graph hands it (__init__)
+                o = mx.softmax((q.reshape(heads) * s) @ (k.swapaxes(-1, -2) * s), axis=-1, precise=True) @ v
+            else:
+                o = sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask)
+            x = x + out(o.reshape(B, 1, D))
             q = cq(ln2(x))  # (B, 1, D) -> (B, H, 1, hd), or (n, G, H, hd) -> (n, H, G, hd)
             q = q.reshape(heads) if n == B else q.reshape(n, B // n, H, D // H).transpose(0, 2, 1, 3)
             o = cross_sdpa(q * s, *cross, 1.0, None)
             x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
             x = x + fc2(nn.gelu(fc1(ln3(x))))
         x = dec.ln(x)
-        return x @ self.vocab if self.vocab is not None else dec.token_embedding.as_linear(x)
+        return dec.token_embedding.as_linear(x)
 
 
 class StaticInference(Inference):
@@ -154,6 +159,13 @@ class StaticInference(Inference):
             if not shared_cross:
                 self.kv_cache[e] = (kv, tuple(a[rows] for a in cross))
         return logits[rows].astype(mx.float32)
+
+    def keep_rows(self, rows: mx.array):
+        """Only `rows` (indices, one row an audio) decode on: their self-attention caches and
+        cross K/V stay, the others' are let go."""
+        for e, (kv, cross) in enumerate(self.kv_cache):
+            kv.take(rows)
+            self.kv_cache[e] = [kv, tuple(a[rows] for a in cross)]
 
     def rearrange_kv_cache(self, source_indices):
         """Each row's self-attention cache becomes its source row's; cross K/V are per audio

@@ -155,6 +155,39 @@ def _logit_filters(task: DecodingTask, blank, suppress, rules) -> list:
     return filters
 
 
+class _Rows:
+    """The rows still decoding, as indices into the batch the loop began with, and the tokens
+    and logprob sums of those that ended. After its EOT, mlx-whisper's greedy update only
+    appends EOT and adds 0 to the sum, so an ended row, padded with EOT, is what stepping it
+    to the end would have given."""
+
+    def __init__(self, batch: int, eot: int):
+        self.live, self.eot, self.ended = np.arange(batch), eot, {}
+
+    def drop_ended(self, tokens: mx.array, next_tokens: mx.array, next_sums: mx.array):
+        """Rows whose last token in `tokens` is EOT leave; their next tokens and sums (EOT,
+        the same sum) are kept. Returns the positions of the rows that stay, or None."""
+        ended = np.array(tokens[:, -1]) == self.eot
+        if not ended.any():
+            return None
+        for j in np.flatnonzero(ended):
+            self.ended[int(self.live[j])] = (next_tokens[j], next_sums[j])
+        keep = mx.array(np.flatnonzero(~ended))
+        self.live = self.live[~ended]
+        return keep
+
+    def whole(self, tokens: mx.array, sums: mx.array):
+        """(tokens, sums) of every row of the first batch, in its order, ended rows padded with EOT."""
+        if not self.ended:
+            return tokens, sums
+        L = tokens.shape[1]
+        row_tokens, row_sums = dict(zip(self.live.tolist(), tokens)), dict(zip(self.live.tolist(), sums))
+        for r, (t, s) in self.ended.items():
+            row_tokens[r], row_sums[r] = mx.pad(t, (0, L - t.shape[0]), constant_values=self.eot), s
+        order = sorted(row_tokens)
+        return mx.stack([row_tokens[r] for r in order]), mx.stack([row_sums[r] for r in order])
+
+
 class StockTask(DecodingTask):
     """mlx-whisper 0.4.3's DecodingTask as it is (its Inference, GreedyDecoder, filters and
     run: the same steps and the same draws in the same order), on whisperfast's tokenizer.
@@ -257,6 +290,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
         eot_check = 1 if cuda is not None else self.eot_check
+        rows = _Rows(tokens.shape[0], self.tokenizer.eot) if self._compacts(cuda, tokens.shape[0]) else None
         for i in range(1, self.sample_len):
             if tokens.shape[-1] > self.n_ctx:
                 break
@@ -264,7 +298,24 @@ class StaticCacheTask(GroupRun, DecodingTask):
             mx.async_eval(*queued)
             if i % eot_check == 0 and completed:
                 break
+            if rows is not None and i % eot_check == 0:  # `completed` was read: `tokens` is on the host's side
+                keep = rows.drop_ended(tokens, *queued[::2])
+                if keep is not None:
+                    audio_features = audio_features[keep]
+                    self.inference.keep_rows(keep)
+                    queued = (queued[0][keep], queued[1], queued[2][keep])
             tokens, completed, sum_logprobs = queued
+        if rows is not None:
+            tokens, sum_logprobs = rows.whole(tokens, sum_logprobs)
         if cuda is not None and cuda.beams is not None:
             self.decoder.finished_sequences = cuda.beams.finished_sequences()
         return tokens, sum_logprobs, no_speech_probs
+
+    def _compacts(self, cuda, batch: int) -> bool:
+        """Whether rows that ended leave the batch (issue 15: they stop costing): greedy at
+        temperature 0, one row an audio, more than one audio, off the CUDA kernel (whose
+        launches are compiled for their row count and cost about the same for fewer rows).
+        A row's math is its own (tests/test_batched.py checks the tokens against stock's, which
+        steps every row to the end); sampling keeps every row, so that its draws stay stock's."""
+        greedy = isinstance(self.decoder, GreedyDecoder) and self.options.temperature == 0
+        return cuda is None and greedy and self.n_group == 1 and batch > 1
