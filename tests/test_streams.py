@@ -8,7 +8,7 @@ import pytest
 
 from whisperfast.audio import first_window_mel
 from whisperfast.decode.encoder import encode, streamed_forward, uses_streams
-from whisperfast.kernels.layers import cpu_streams, rows_across_cpu_streams
+from whisperfast.kernels.layers import cpu_streams, matmul_t_across_cpu_streams, rows_across_cpu_streams
 from whisperfast.pipeline import load, rewritten
 
 from .conftest import SAMPLES
@@ -25,6 +25,17 @@ def test_rows_across_cpu_streams(dtype, axis):
     x = mx.random.normal((3, 301, 40), key=mx.random.key(7)).astype(dtype)
     with mx.stream(mx.cpu):
         assert same_bits(rows_across_cpu_streams(nn.gelu, x, axis), nn.gelu(x))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+def test_matmul_t_across_cpu_streams(dtype, rows):
+    """The decoder's logits (x @ embedding.T at tiny's 51864 x 384) cut by vocabulary rows
+    across the streams: the same bits as one call, at the row counts of greedy and beams."""
+    w = mx.random.normal((51864, 384), key=mx.random.key(3)).astype(dtype)
+    x = mx.random.normal((rows, 1, 384), key=mx.random.key(4)).astype(dtype)
+    with mx.stream(mx.cpu):
+        assert same_bits(matmul_t_across_cpu_streams(x, w), x @ w.T)
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, pytest.param(mx.float16, marks=pytest.mark.slow)])  # fp16: ~2 min on 2 cores

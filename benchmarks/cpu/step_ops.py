@@ -16,6 +16,7 @@ import mlx.nn as nn
 
 from whisperfast.decode.attention import KVCache
 from whisperfast.decode.flat import FlatStep, decoder_forward
+from whisperfast.kernels.layers import heads_across_cpu_streams, matmul_t_across_cpu_streams
 from whisperfast.pipeline import load
 
 N = 20
@@ -46,14 +47,18 @@ for rep in range(N):
         q, k, v = ev("qkv", qkv(ev("ln", ln1(x))))
         k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
         ev("kv write", (k, v))
-        a = ev("self attn", sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask))
+        a = ev("self attn", mx.softmax((q.reshape(heads) * s) @ (k.swapaxes(-1, -2) * s), axis=-1, precise=True) @ v
+               if step.cpu else sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask))
         x = ev("out", x + out(a.reshape(1, 1, D)))
         q = ev("cross q", cq(ev("ln", ln2(x))))
-        o = ev("cross attn", cross_sdpa(q.reshape(heads) * s, *cross, 1.0, None))
+        o = ev("cross attn", heads_across_cpu_streams(cross_sdpa, q.reshape(heads) * s, *cross, 1.0, None)
+               if step.across else cross_sdpa(q.reshape(heads) * s, *cross, 1.0, None))
         x = ev("cross out", x + co(o.reshape(1, 1, D)))
         h = ev("mlp1", fc1(ev("ln", ln3(x))))
         x = ev("mlp2", x + fc2(ev("gelu", nn.gelu(h))))
-    ev("logits", ev("ln", dec.ln(x)) @ step.vocab)
+    y = ev("ln", dec.ln(x))
+    ev("logits", matmul_t_across_cpu_streams(y, dec.token_embedding.weight) if step.across
+       else dec.token_embedding.as_linear(y))
 
 whole = []
 for rep in range(N):

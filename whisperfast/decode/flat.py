@@ -13,7 +13,7 @@ import mlx.nn as nn
 from mlx_whisper.decoding import Inference
 from mlx_whisper.whisper import TextDecoder
 
-from ..kernels.layers import mode_op
+from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
 from .attention import KVCache, WhisperAttention
 
 
@@ -64,6 +64,10 @@ class FlatStep:
         # `k.swapaxes` of the cache is a transposed operand, and from 9 keys on OpenBLAS sums
         # the two in other orders. (On the CPU mx.fast's SDPA is that graph, so nothing is lost.)
         cpu = self.cpu = mx.default_device() == mx.cpu
+        # A one-row step is all reading weights and cross K/V, and one CPU thread reads at
+        # about half of what two do: the logits and the cross attention's heads run across the
+        # CPU streams (same ops on slices, same bits: tests/test_streams.py).
+        self.across = cpu and len(cpu_streams()) > 1
 
         def linear(m):
             """x -> m(x): addmm on the weight, its bias shaped up front; quantized layers and
@@ -120,11 +124,14 @@ class FlatStep:
             x = x + out(o.reshape(B, 1, D))
             q = cq(ln2(x))  # (B, 1, D) -> (B, H, 1, hd), or (n, G, H, hd) -> (n, H, G, hd)
             q = q.reshape(heads) if n == B else q.reshape(n, B // n, H, D // H).transpose(0, 2, 1, 3)
-            o = cross_sdpa(q * s, *cross, 1.0, None)
+            o = heads_across_cpu_streams(cross_sdpa, q * s, *cross, 1.0, None) if self.across else \
+                cross_sdpa(q * s, *cross, 1.0, None)
             x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
             x = x + fc2(nn.gelu(fc1(ln3(x))))
         x = dec.ln(x)
-        return dec.token_embedding.as_linear(x)
+        emb = dec.token_embedding
+        return matmul_t_across_cpu_streams(x, emb.weight) if self.across and type(emb) is nn.Embedding \
+            else emb.as_linear(x)
 
 
 class StaticInference(Inference):

@@ -122,6 +122,15 @@ def rows_across_cpu_streams(fn, x: mx.array, axis: int = -2) -> mx.array:
     return _across_cpu_streams(x.shape[axis], axis, piece)
 
 
+def matmul_t_across_cpu_streams(x: mx.array, w: mx.array) -> mx.array:
+    """x @ w.T, w (N, K) cut by rows (the product's columns) into one piece a CPU stream: each
+    piece is the same BLAS call on a slice of the same layout, and a column's sum does not
+    depend on how many columns the call has at large N (the vocabulary projection's 51864;
+    tests/test_streams.py checks the bits). One BLAS thread reads weights at about half the
+    memory bandwidth of two here, and a one-row product is all reading."""
+    return _across_cpu_streams(w.shape[0], -1, lambda a, b: x @ w[a:b].T)
+
+
 def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
     """piece(a, b) for [0, n) cut into one range a CPU stream, each run on its stream, the
     results concatenated along `axis`."""
