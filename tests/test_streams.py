@@ -8,7 +8,8 @@ import pytest
 
 from whisperfast.audio import first_window_mel
 from whisperfast.decode.encoder import encode, streamed_forward, uses_streams
-from whisperfast.kernels.layers import cpu_streams, matmul_t_across_cpu_streams, rows_across_cpu_streams
+from whisperfast.kernels.layers import (cpu_streams, linear_across_cpu_streams, matmul_t_across_cpu_streams,
+                                       rows_across_cpu_streams)
 from whisperfast.pipeline import load, rewritten
 
 from .conftest import SAMPLES
@@ -36,6 +37,18 @@ def test_matmul_t_across_cpu_streams(dtype, rows):
     x = mx.random.normal((rows, 1, 384), key=mx.random.key(4)).astype(dtype)
     with mx.stream(mx.cpu):
         assert same_bits(matmul_t_across_cpu_streams(x, w), x @ w.T)
+
+
+@pytest.mark.parametrize("shape", [(384, 384, True), (384, 384, False), (1536, 384, True), (384, 1536, True),
+                                   (2048, 512, True)], ids=str)
+def test_linear_across_cpu_streams_at_the_audio_rows(shape):
+    """An encoder's linear layers (tiny's and base's MLP), and its key (no bias), on 1500 rows
+    cut by output features across the streams: nn.Linear's bits."""
+    n_out, n_in, bias = shape
+    m = nn.Linear(n_in, n_out, bias=bias)
+    x = mx.random.normal((2, 1500, n_in), key=mx.random.key(5))
+    with mx.stream(mx.cpu):
+        assert same_bits(linear_across_cpu_streams(m, x), m(x))
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, pytest.param(mx.float16, marks=pytest.mark.slow)])  # fp16: ~2 min on 2 cores

@@ -11,7 +11,7 @@ import mlx.nn as nn
 from mlx_whisper.whisper import Whisper
 
 from ..kernels import ops
-from ..kernels.layers import check_mode, cpu_streams, heads_across_cpu_streams, mode_op
+from ..kernels.layers import check_mode, cpu_streams, heads_across_cpu_streams, linear_across_cpu_streams, mode_op
 
 
 class KVCache:
@@ -71,10 +71,11 @@ class WhisperAttention(nn.Module):
         self.out = nn.Linear(n_state, n_state)
 
     def __call__(self, x, xa=None, mask=None, kv_cache=None):
-        q = self.query(x)
+        q = self._linear(self.query, x)
         if xa is not None:
             if kv_cache is None:  # keys scaled once per window
-                kv_cache = (self._heads(self.key(xa)) * self.qk_scale, self._heads(self.value(xa)))
+                kv_cache = (self._heads(self._linear(self.key, xa)) * self.qk_scale,
+                            self._heads(self._linear(self.value, xa)))
                 if mx.default_device() == mx.cpu:
                     # heads-first views of (B, S, n_state): MLX's CPU matmul copies a strided
                     # operand at every call, so every decode step copied all the cross K/V
@@ -84,12 +85,22 @@ class WhisperAttention(nn.Module):
         if isinstance(kv_cache, KVCache):
             k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
             return self.out(self._attend(q, k * self.qk_scale, v, attn_mask)), kv_cache, None
-        k, v = self.key(x), self.value(x)
+        k, v = self._linear(self.key, x), self._linear(self.value, x)
         if kv_cache is not None:
             k = mx.concatenate([kv_cache[0], k], axis=1)
             v = mx.concatenate([kv_cache[1], v], axis=1)
         wv, qk = self.qkv_attention(q, k, v, mask)
-        return self.out(wv), (k, v), qk
+        return self._linear(self.out, wv), (k, v), qk
+
+    @staticmethod
+    def _linear(m: nn.Module, x: mx.array) -> mx.array:
+        """m(x); on a CPU of several cores, for the audio's rows (the encoder's and the cross
+        K/V's n_audio_ctx = 1500), its output features across the CPU streams: the same bits
+        there (tests/test_streams.py), where at a decoder's few rows the sums can move."""
+        if x.shape[-2] >= 1500 and isinstance(m, nn.Linear) and mx.default_device() == mx.cpu \
+                and len(cpu_streams()) > 1:
+            return linear_across_cpu_streams(m, x)
+        return m(x)
 
     def _heads(self, x: mx.array) -> mx.array:
         """(B, S, n_state) -> (B, n_head, S, head_dim)"""

@@ -3,7 +3,8 @@ AudioEncoder, op for op and bit for bit, with every GELU shared out by rows amon
 stream per core (kernels/layers.rows_across_cpu_streams). Its attention already spreads its
 heads so (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
 (benchmarks/cpu/profile.md), and mlx-whisper calls them inline, so this pass writes the
-block out. The linear layers' matmuls stay whole.
+block out. The MLP's matmuls are shared out by output features (one BLAS thread reads and
+multiplies at about 0.6-0.7 of two's; kernels/layers.linear_across_cpu_streams).
 
 Elsewhere (a GPU, one core, the stock engine) the encoder runs as the model built it.
 
@@ -15,7 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_whisper.whisper import AudioEncoder, Whisper
 
-from ..kernels.layers import cpu_streams, rows_across_cpu_streams
+from ..kernels.layers import cpu_streams, linear_across_cpu_streams, rows_across_cpu_streams
 from .attention import supports_static_cache
 
 
@@ -31,7 +32,7 @@ def uses_streams(model: Whisper) -> bool:
 
 def streamed_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     """AudioEncoder.__call__ and its blocks' (mlx-whisper 0.4.3), the same ops in the same
-    order, the GELUs by rows across CPU streams."""
+    order, the GELUs by rows and the MLP's matmuls by columns across CPU streams."""
     def gelu(x):
         return rows_across_cpu_streams(nn.gelu, x)
 
@@ -40,5 +41,6 @@ def streamed_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     x = x + encoder._positional_embedding
     for block in encoder.blocks:
         x = x + block.attn(block.attn_ln(x))[0]
-        x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
+        h = gelu(linear_across_cpu_streams(block.mlp1, block.mlp_ln(x)))
+        x = x + linear_across_cpu_streams(block.mlp2, h)
     return encoder.ln_post(x)

@@ -131,6 +131,17 @@ def matmul_t_across_cpu_streams(x: mx.array, w: mx.array) -> mx.array:
     return _across_cpu_streams(w.shape[0], -1, lambda a, b: x @ w[a:b].T)
 
 
+def linear_across_cpu_streams(m: nn.Linear, x: mx.array) -> mx.array:
+    """m(x) for an nn.Linear, its output features cut into one piece a CPU stream: addmm on
+    slices of the same bias and weight layout. At many rows (the encoder's 1500) a column's
+    sum does not depend on the piece's width; at one row it can, so the decoder's small
+    layers stay whole (tests/test_streams.py checks the encoder's bits)."""
+    w, b = m.weight, m.bias if "bias" in m else None
+    if b is None:
+        return _across_cpu_streams(w.shape[0], -1, lambda i, j: x @ w[i:j].T)
+    return _across_cpu_streams(w.shape[0], -1, lambda i, j: mx.addmm(b[i:j], x, w[i:j].T))
+
+
 def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
     """piece(a, b) for [0, n) cut into one range a CPU stream, each run on its stream, the
     results concatenated along `axis`."""
