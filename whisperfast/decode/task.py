@@ -315,7 +315,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         """Whether rows that ended leave the batch (issue 15: they stop costing): greedy at
         temperature 0, one row an audio, more than one audio, off the CUDA kernel (whose
         launches are compiled for their row count and cost about the same for fewer rows).
-        A row's math is its own (tests/test_batched.py checks the tokens against stock's, which
-        steps every row to the end); sampling keeps every row, so that its draws stay stock's."""
+        A row's math is its own, but for the BLAS's order of sums, which the row count picks
+        (tests/test_decoding.py checks the tokens against a batch that steps every row to the
+        end, and stock's); sampling keeps every row, so that its draws stay stock's."""
         greedy = isinstance(self.decoder, GreedyDecoder) and self.options.temperature == 0
         return cuda is None and greedy and self.n_group == 1 and batch > 1
