@@ -3,8 +3,8 @@ AudioEncoder, op for op and bit for bit, with every GELU shared out by rows amon
 stream per core (kernels/layers.rows_across_cpu_streams). Its attention already spreads its
 heads so (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
 (benchmarks/cpu/profile.md), and mlx-whisper calls them inline, so this pass writes the
-block out. The MLP's matmuls are shared out by output features (one BLAS thread reads and
-multiplies at about 0.6-0.7 of two's; kernels/layers.linear_across_cpu_streams).
+block out. The MLP's matmuls are shared out by output features too, as whisperfast keeps
+OpenBLAS at one thread on small machines (kernels/layers.linear_across_cpu_streams).
 
 Elsewhere (a GPU, one core, the stock engine) the encoder runs as the model built it.
 

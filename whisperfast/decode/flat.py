@@ -64,9 +64,9 @@ class FlatStep:
         # `k.swapaxes` of the cache is a transposed operand, and from 9 keys on OpenBLAS sums
         # the two in other orders. (On the CPU mx.fast's SDPA is that graph, so nothing is lost.)
         cpu = self.cpu = mx.default_device() == mx.cpu
-        # A one-row step is all reading weights and cross K/V, and one CPU thread reads at
-        # about half of what two do: the logits and the cross attention's heads run across the
-        # CPU streams (same ops on slices, same bits: tests/test_streams.py).
+        # A one-row step is all reading weights and cross K/V, which one CPU thread does more
+        # slowly than two (benchmarks/cpu/profile.md §9): the logits and the cross attention's
+        # heads run across the CPU streams (same ops on slices, same bits: tests/test_streams.py).
         self.across = cpu and len(cpu_streams()) > 1
 
         def linear(m):

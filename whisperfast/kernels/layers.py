@@ -126,8 +126,8 @@ def matmul_t_across_cpu_streams(x: mx.array, w: mx.array) -> mx.array:
     """x @ w.T, w (N, K) cut by rows (the product's columns) into one piece a CPU stream: each
     piece is the same BLAS call on a slice of the same layout, and a column's sum does not
     depend on how many columns the call has at large N (the vocabulary projection's 51864;
-    tests/test_streams.py checks the bits). One BLAS thread reads weights at about half the
-    memory bandwidth of two here, and a one-row product is all reading."""
+    tests/test_streams.py checks the bits). A one-row product is all reading, which one BLAS
+    thread does more slowly than two (benchmarks/cpu/profile.md §9)."""
     return _across_cpu_streams(w.shape[0], -1, lambda a, b: x @ w[a:b].T)
 
 
@@ -136,9 +136,10 @@ def linear_across_cpu_streams(m: nn.Linear, x: mx.array) -> mx.array:
     slices of the same bias and weight layout. At many rows (the encoder's 1500) a column's
     sum does not depend on the piece's width; at one row it can, so the decoder's small
     layers stay whole (tests/test_streams.py checks the encoder's bits)."""
-    w, b = m.weight, m.bias if "bias" in m else None
-    if b is None:
-        return _across_cpu_streams(w.shape[0], -1, lambda i, j: x @ w[i:j].T)
+    w = m.weight
+    if "bias" not in m:
+        return matmul_t_across_cpu_streams(x, w)
+    b = m.bias
     return _across_cpu_streams(w.shape[0], -1, lambda i, j: mx.addmm(b[i:j], x, w[i:j].T))
 
 
