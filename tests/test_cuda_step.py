@@ -74,6 +74,48 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs
         np.testing.assert_allclose(np.array(state["vc"][layer, ..., :n, :]), np.array(a.values[..., :n, :]), atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, batch):
+    """A quantized decoder on the kernel (packed words dequantized in registers, decode_step.cu's
+    dot_qrow) against the flat step's quantized matmuls: the same values to rounding."""
+    import mlx.nn as nn
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    from whisperfast.decode import rewrite_whisper
+
+    from .test_rewrite import tiny_whisper
+
+    m = tiny_whisper(seed=3)
+    m.set_dtype(dtype)
+    nn.quantize(m, group_size=32, bits=bits)
+    fused, _ = rewrite_whisper(m)
+    step = CudaStep(fused.decoder)
+    assert step.bits == bits and step.emb is None
+    xa = mx.random.normal((batch, 12, 32)).astype(dtype)
+    flat = StaticInference(fused)
+    prompt = mx.array([[50257, 50362, 11]] * batch)
+    rules = timestamp_rules(get_tokenizer(False, language="en"), 3, False)
+    tol = 1e-3 if dtype == mx.float32 else 3e-2
+    none = mx.zeros((51864,))
+    state = step.start(xa, batch)
+    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=3, sot=0)[3]
+    ref = flat.logits(prompt, xa)
+    np.testing.assert_allclose(np.array(got[:, 0]), np.array(ref[:, 0]), atol=tol, rtol=tol)
+    np.testing.assert_allclose(np.array(got[:, -1]), np.array(ref[:, -1]), atol=tol, rtol=tol)
+    tokens = prompt
+    for tok in (50362, 11, 5, 7, 9):
+        tokens = mx.concatenate([tokens, mx.array([[tok]] * batch)], axis=1)
+        ref = flat.logits(tokens[:, -1:], xa)[:, -1]
+        got = step(tokens, mx.zeros((batch,)), state, none, rules)
+        np.testing.assert_allclose(np.array(got[3][:, 0]), np.array(ref), atol=tol, rtol=tol)
+        assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()
+    assert step.launches == 1 + 5
+    for layer, (a, _) in enumerate(flat.kv_cache):
+        np.testing.assert_allclose(np.array(state["kc"][layer, ..., :8, :]), np.array(a.keys[..., :8, :]), atol=tol, rtol=tol)
+
+
 def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     """CudaDecode.prompt: the first sample's filters (SuppressBlank) apply, the SOT's logits come back."""
     from mlx_whisper.tokenizer import get_tokenizer

@@ -16,7 +16,7 @@ from whisperfast.cli import app
 from whisperfast.errors import ModelError
 from whisperfast.pipeline import load, rewritten, transcribe
 
-from .conftest import SAMPLES, manifest, needs_base
+from .conftest import SAMPLES, cuda_available, manifest, needs_base
 
 JFK = SAMPLES / "jfk.wav"
 
@@ -98,10 +98,14 @@ def fused_equals_stock(name, dtype, bits):
     a, b = transcribe(stock, JFK), transcribe(fused, JFK)
     assert a.tokens == b.tokens and a.text == b.text, (a.text, b.text)
     assert "country" in a.text
-    # the report says what runs otherwise: on the CPU the quantized layers run dequantized, on a
-    # GPU the CUDA decode kernel declines the quantized decoder
+    # the report says where the quantized layers run: on the CPU dequantized, on a CUDA GPU the
+    # decode kernel reads them packed (and it ran: its launches counted)
     notes = " ".join(fused.rewrites["notes"])
-    assert ("run dequantized on the CPU" if mx.default_device() == mx.cpu else "CUDA decode kernel") in notes
+    if mx.default_device() == mx.cpu:
+        assert "run dequantized on the CPU" in notes
+    elif cuda_available():
+        assert f"quantized decoder ({bits}-bit, groups of 64) on the CUDA decode kernel" in notes, notes
+        assert fused.whisper.decoder.__dict__["_whisperfast_cuda"].launches >= len(b.tokens)
 
 
 def test_dequantized_copies_quantized_layers_as_float_ones_and_leaves_the_model():
@@ -189,3 +193,64 @@ def test_cli_quantize_fast_and_models_lists_the_variant():
     assert "country" in r.stdout and "8-bit" in r.stderr and note in r.stderr
     listed = json.loads(run("models", "--json").stdout)
     assert any(m["kind"] == "quantized" and m["name"] == "tiny.en (8-bit, group 64)" and m["available"] for m in listed)
+
+
+@pytest.mark.parametrize("bits, group_size", [(8, 32), (4, 32), (8, 64)])
+def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size):
+    """CudaStep's packed arrays hold each quantized matrix where decode_step.cu's QuantOffsets
+    and LayerOffsets<D, 0> place it (built here on any device; the GPU tests run the kernel):
+    the words and scales, read back at those offsets, dequantize to the layer's own weights."""
+    from whisperfast.decode import rewrite_whisper
+    from whisperfast.decode.cuda.step import CudaStep, quantization
+
+    from .test_rewrite import tiny_whisper
+
+    m = tiny_whisper(seed=5)
+    if group_size == 64:  # tiny_whisper's 32-wide rows do not divide into groups of 64
+        m = Whisper(ModelDimensions(**{**vars(m.dims), "n_text_state": 64, "n_audio_state": 64}), mx.float32)
+    nn.quantize(m, group_size=group_size, bits=bits)
+    fused, _ = rewrite_whisper(m)
+    decoder = fused.decoder
+    assert quantization(decoder) == (bits, group_size)
+    step = CudaStep(decoder)
+    D = decoder.positional_embedding.shape[1]
+    w1, s1 = D * D * bits // 32, D * D // group_size
+    # QuantOffsets: (word offset, scale offset, rows, row length) of q|k|v, out, cross q, cross out, mlp1, mlp2
+    places = [(0, 0, 3 * D, D), (3 * w1, 6 * s1, D, D), (4 * w1, 8 * s1, D, D), (5 * w1, 10 * s1, D, D),
+              (6 * w1, 12 * s1, 4 * D, D), (10 * w1, 20 * s1, D, 4 * D)]
+    assert step.lq.shape == (len(decoder.blocks), 14 * w1) and step.ls.shape == (len(decoder.blocks), 28 * s1)
+    assert step.packed.shape == (len(decoder.blocks), 17 * D)  # the norms and biases alone
+    for layer, b in enumerate(decoder.blocks):
+        a, x = b.attn, b.cross_attn
+        mats = [[a.query, a.key, a.value], [a.out], [x.query], [x.out], [b.mlp1], [b.mlp2]]
+        for (wo, so, rows, k), ms in zip(places, mats):
+            q = step.lq[layer, wo : wo + rows * k * bits // 32].reshape(rows, -1)
+            n = rows * k // group_size
+            scales = step.ls[layer, so : so + n].reshape(rows, -1)
+            biases = step.ls[layer, so + n : so + 2 * n].reshape(rows, -1)
+            want = mx.concatenate([mx.dequantize(m.weight, m.scales, m.biases, group_size, bits) for m in ms])
+            assert mx.array_equal(mx.dequantize(q, scales, biases, group_size, bits), want)
+    e = decoder.token_embedding
+    n_vocab = e.weight.shape[0]
+    half = step.embs.shape[0] // 2
+    got = mx.dequantize(step.embq, step.embs[:half].reshape(n_vocab, -1), step.embs[half:].reshape(n_vocab, -1),
+                        group_size, bits)
+    assert step.emb is None and mx.array_equal(got, mx.dequantize(e.weight, e.scales, e.biases, group_size, bits))
+    # LayerOffsets<D, 0>: ln1 (2D), q|0|v biases (3D), out bias, ln2 (2D), cross q bias, cross out
+    # bias, ln3 (2D), mlp1 bias (4D), mlp2 bias
+    b = decoder.blocks[-1]
+    row = step.packed[-1]
+    assert mx.array_equal(row[2 * D : 3 * D], b.attn.query.bias) and mx.array_equal(row[5 * D : 6 * D], b.attn.out.bias)
+    assert mx.array_equal(row[11 * D : 12 * D], b.mlp_ln.bias) and mx.array_equal(row[12 * D : 16 * D], b.mlp1.bias)
+    assert mx.array_equal(row[16 * D :], b.mlp2.bias)
+
+
+def test_a_mixed_or_float_decoder_is_not_read_as_quantized():
+    from whisperfast.decode.cuda.step import quantization
+
+    from .test_rewrite import tiny_whisper
+
+    m = tiny_whisper(seed=5)
+    assert quantization(m.decoder) is None
+    nn.quantize(m.decoder.blocks[0], group_size=32, bits=8)  # one block only
+    assert quantization(m.decoder) is None

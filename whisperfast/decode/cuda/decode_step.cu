@@ -1,5 +1,6 @@
 // One Whisper decoder step in one CUDA launch (cuda_step.py): the new token through every
-// layer, the logits, mlx-whisper's logit filters and its greedy update.
+// layer, the logits, mlx-whisper's logit filters and its greedy update. Float weights, or
+// affine-quantized ones (QB bits, groups of GS) dequantized in registers as they are read.
 //
 // Why one launch: MLX pays ~8 us of host time per graph node and a step of the module graph
 // is ~230 nodes, while the step's math is ~20 us on an H100. Here the step's phases meet at
@@ -113,6 +114,87 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
   }
 }
 
+// acc[b] = sum_k xs[b, k] * w[k] over one row of an affine-quantized matrix (MLX's mx.quantize:
+// QB-bit values packed low bits first into 32-bit words, and per group of GS values a scale and
+// a bias, w = scale * q + bias), dequantized in registers: per 16-byte load of 128 / QB values
+// (one group's, GS being a multiple of that), scale * sum(q x) + bias * sum(x). MLX's
+// quantized_matmul sums in another order, so the products agree with it to rounding.
+template <typename T, int B, int K, int R, bool STREAM, int QB, int GS>
+__device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const float* xs, int lane,
+                                         float (&acc)[B]) {
+  constexpr int V = 128 / QB, N = (K / V + 31) / 32, PER = 32 / QB;
+  constexpr unsigned MASK = (1u << QB) - 1u;
+  static_assert(K % V == 0 && GS % V == 0, "a 16-byte load must hold whole values of one group");
+  const uint4* q4 = reinterpret_cast<const uint4*>(q);
+#pragma unroll
+  for (int b = 0; b < B; ++b) acc[b] = 0.f;
+#pragma unroll(R == 1 ? N : 2)
+  for (int k = 0; k < N; ++k) {
+    const int i = lane + 32 * k;
+    if (K / V % 32 != 0 && i >= K / V) break;
+    const uint4 raw = STREAM ? __ldcs(q4 + i) : q4[i];
+    const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+    const int g = i * V / GS;
+    const float sc = static_cast<float>(s[g]), bz = static_cast<float>(z[g]);
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      const float4* x4 = reinterpret_cast<const float4*>(xs + b * K + i * V);
+      float d = 0.f, sx = 0.f;
+#pragma unroll
+      for (int h = 0; h < V / 4; ++h) {
+        const float4 f = x4[h];
+        const float x[4] = {f.x, f.y, f.z, f.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = 4 * h + e;
+          d += static_cast<float>((words[j / PER] >> (QB * (j % PER))) & MASK) * x[e];
+          sx += x[e];
+        }
+      }
+      acc[b] += sc * d + bz * sx;
+    }
+  }
+}
+
+// The rows of a weight matrix, for rows_dot: plain rows of T, or packed ones (QB > 0) with their
+// scales s and biases z (K / GS of each a row).
+template <typename T>
+struct Dense {
+  const T* w;
+  template <int B, int K, int R, bool STREAM>
+  __device__ __forceinline__ void dot(int n, const float* xs, int lane, float (&acc)[B]) const {
+    dot_row<T, B, K, R, STREAM>(w + size_t(n) * K, xs, lane, acc);
+  }
+};
+
+template <typename T, int QB, int GS>
+struct Packed {
+  const unsigned* q;
+  const T *s, *z;
+  template <int B, int K, int R, bool STREAM>
+  __device__ __forceinline__ void dot(int n, const float* xs, int lane, float (&acc)[B]) const {
+    dot_qrow<T, B, K, R, STREAM, QB, GS>(q + size_t(n) * K * QB / 32, s + size_t(n) * K / GS, z + size_t(n) * K / GS,
+                                         xs, lane, acc);
+  }
+  // value k of row n, dequantized to T as mx.dequantize gives it (QuantizedEmbedding's lookup)
+  template <int K>
+  __device__ __forceinline__ float at(size_t n, int k) const {
+    const unsigned word = q[(n * K + k) * QB / 32];
+    const float v = static_cast<float>((word >> (QB * (k % (32 / QB)))) & ((1u << QB) - 1u));
+    const size_t g = (n * K + k) / GS;
+    return round_to<T>(static_cast<float>(s[g]) * v + static_cast<float>(z[g]));
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ Dense<T> rows_of(const T* w) {
+  return {w};
+}
+template <typename T, int QB, int GS>
+__device__ __forceinline__ Packed<T, QB, GS> rows_of(Packed<T, QB, GS> w) {
+  return w;
+}
+
 // Rows [n0, n1) of w (N, K) against the B rows of xs (B, K) in shared memory: `warp` of
 // `warps` taking part, R rows per warp per turn (their loads in flight together; R = 1
 // where the rows are fewer than the warps). Calls emit(n, b, w[n] . xs[b], pre(n, b)) once
@@ -120,8 +202,9 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 // every lane holds every sum, so the R * B emits run side by side); pre (a bias, a residual:
 // a float2) is loaded in that lane before the row, so its latency hides. The sums do not
 // depend on R or on which lane emits.
-template <typename T, int B, int K, int R = 4, bool STREAM = false, typename P, typename F>
-__device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
+template <typename T, int B, int K, int R = 4, bool STREAM = false, typename M, typename P, typename F>
+__device__ void rows_dot(M w_, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
+  const auto w = rows_of(w_);  // a pointer to rows of T, or packed rows
   static_assert(R * B <= 32, "one lane per (row, batch row)");
   const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
@@ -131,7 +214,7 @@ __device__ void rows_dot(const T* w, const float* xs, int n0, int n1, int warp, 
     float acc[R][B];
 #pragma unroll
     for (int r = 0; r < R; ++r)  // past the end: recompute the last row, never emitted
-      dot_row<T, B, K, R, STREAM>(w + size_t(min(n + r, n1 - 1)) * K, xs, lane, acc[r]);
+      w.template dot<B, K, R, STREAM>(min(n + r, n1 - 1), xs, lane, acc[r]);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -770,13 +853,25 @@ constexpr int padded_rows() {
 
 // Per layer, the packed weights `lw` hold, in order: attn_ln w, b; q|k|v (3D, D); its bias
 // (k's is 0); out (D, D), bias; cross_attn_ln w, b; cross q (D, D), bias; cross out (D, D),
-// bias; mlp_ln w, b; mlp1 (4D, D), bias; mlp2 (D, 4D), bias.
-template <int D>
+// bias; mlp_ln w, b; mlp1 (4D, D), bias; mlp2 (D, 4D), bias. With M = 0 (a quantized decoder)
+// the six matrices are left out of `lw` (size 0): QuantOffsets places them.
+template <int D, int M = 1>
 struct LayerOffsets {
-  static constexpr size_t ln1 = 0, qkv = ln1 + 2 * D, bqkv = qkv + 3 * D * D, out = bqkv + 3 * D, bout = out + D * D,
-                          ln2 = bout + D, cq = ln2 + 2 * D, bcq = cq + D * D, co = bcq + D, bco = co + D * D,
-                          ln3 = bco + D, fc1 = ln3 + 2 * D, bfc1 = fc1 + 4 * D * D, fc2 = bfc1 + 4 * D,
-                          bfc2 = fc2 + 4 * D * D, size = bfc2 + D;
+  static constexpr size_t ln1 = 0, qkv = ln1 + 2 * D, bqkv = qkv + M * 3 * D * D, out = bqkv + 3 * D,
+                          bout = out + M * D * D, ln2 = bout + D, cq = ln2 + 2 * D, bcq = cq + M * D * D, co = bcq + D,
+                          bco = co + M * D * D, ln3 = bco + D, fc1 = ln3 + 2 * D, bfc1 = fc1 + M * 4 * D * D,
+                          fc2 = bfc1 + 4 * D, bfc2 = fc2 + M * 4 * D * D, size = bfc2 + D;
+};
+
+// A quantized decoder's six matrices per layer, in LayerOffsets' order: `lq` holds their packed
+// words (D * D * QB / 32 a D x D matrix), `ls` each one's scales and then its biases (D * D / GS
+// of each a D x D matrix), in T.
+template <int D, int QB, int GS>
+struct QuantOffsets {
+  static constexpr size_t W1 = size_t(D) * D * QB / 32, S1 = size_t(D) * D / GS;
+  static constexpr size_t qkv = 0, out = 3 * W1, cq = 4 * W1, co = 5 * W1, fc1 = 6 * W1, fc2 = 10 * W1, size = 14 * W1;
+  static constexpr size_t s_qkv = 0, s_out = 6 * S1, s_cq = 8 * S1, s_co = 10 * S1, s_fc1 = 12 * S1, s_fc2 = 20 * S1,
+                          s_size = 28 * S1;
 };
 
 // The float32 scratch a decode keeps across its launches, written in place: the barrier
@@ -796,6 +891,9 @@ struct Scratch {
   static __host__ __device__ size_t size(int G) { return counters(G) + size_t(B) * H; }
 };
 
+// emb, lw: the token embedding (NV, D) and the layers' weights (LayerOffsets). With QB > 0 (a
+// quantized decoder, groups of GS) the matrices are packed instead: the embedding in embq (its
+// scales, then its biases, in embs) and the layers' in lq, ls (QuantOffsets); emb is unused.
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
 // the new positions run one after another through every layer (a prompt in one launch).
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
@@ -806,12 +904,31 @@ struct Scratch {
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
-          bool RULES, bool PICK, typename Tok>
+          bool RULES, bool PICK, int QB = 0, int GS = 64, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
                             const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
-                            float* sum_out, bool* completed, float* logits) {
-  using W = LayerOffsets<D>;
+                            float* sum_out, bool* completed, float* logits, const unsigned* embq = nullptr,
+                            const T* embs = nullptr, const unsigned* lq = nullptr, const T* ls = nullptr) {
+  using W = LayerOffsets<D, QB == 0>;
+  using Q = QuantOffsets<D, QB == 0 ? 32 : QB, GS>;
+  // layer l's matrix at LayerOffsets `fo` (QuantOffsets `qo`, `so`) of `rows` rows of K: a
+  // pointer into lw, or its packed rows
+  auto mat = [&](int l, size_t fo, size_t qo, size_t so, int rows, int K) {
+    if constexpr (QB == 0) {
+      return lw + l * W::size + fo;
+    } else {
+      const T* sc = ls + l * Q::s_size + so;
+      return Packed<T, QB, GS>{lq + l * Q::size + qo, sc, sc + size_t(rows) * K / GS};
+    }
+  };
+  auto embedding = [&]() {
+    if constexpr (QB == 0) {
+      return emb;
+    } else {
+      return Packed<T, QB, GS>{embq, embs, embs + size_t(NV) * D / GS};
+    }
+  };
   constexpr int RB = group_rows<B, D, (S > CTX ? S : CTX)>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
   static_assert(RB >= 1, "a row of 4D floats and a chunk's scores must fit in shared memory");
   using Sc = Scratch<T, B, BP, D, H, NL>;
@@ -849,7 +966,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     };
   };
   // q <- head hd's query row of wq against xs (one row), scaled
-  auto head_q1 = [&](const T* wq, const T* bq, int hd) {
+  auto head_q1 = [&](auto wq, const T* bq, int hd) {
     rows_dot<T, 1, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
                       [&](int n, int, float a, float2 e) {
                         const float v = round_to<T>(a + e.x);
@@ -889,7 +1006,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     layer_norm<T, RB, D>(xs, lnf, lnf + D, red);
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, RB, D, 4, true>(emb, xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, RB, D, 4, true>(embedding(), xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         if (g0 + b < B) logits[(size_t(g0 + b) * R + r) * NV + n] = z;
@@ -914,19 +1031,24 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
           const size_t tok = static_cast<size_t>(tokens[b * L + t]);
           for (int d = threadIdx.x; d < D; d += blockDim.x) {
-            xs[d] = round_to<T>(static_cast<float>(emb[tok * D + d]) + static_cast<float>(pos[size_t(t) * D + d]));
+            float e;
+            if constexpr (QB == 0)
+              e = static_cast<float>(emb[tok * D + d]);
+            else
+              e = embedding().template at<D>(tok, d);
+            xs[d] = round_to<T>(e + static_cast<float>(pos[size_t(t) * D + d]));
             if (hd == 0 && c == 0) x[b * D + d] = static_cast<T>(xs[d]);
           }
         } else {
           load<T, D>(x + b * D, xs);
         }
         layer_norm<T, 1, D>(xs, w + W::ln1, w + W::ln1 + D, red);
-        head_q1(w + W::qkv, w + W::bqkv, hd);
+        head_q1(mat(l, W::qkv, Q::qkv, Q::s_qkv, 3 * D, D), w + W::bqkv, hd);
         if (j1 == t + 1) {
           for (int kv = 1; kv <= 2; ++kv) {
             T* cache = kv == 1 ? kl : vl;
             const int n0 = kv * D + hd * HD;
-            rows_dot<T, 1, D>(w + W::qkv, xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
+            rows_dot<T, 1, D>(mat(l, W::qkv, Q::qkv, Q::s_qkv, 3 * D, D), xs, n0, n0 + HD, warp, kWarps, bias(w + W::bqkv),
                               [&](int n, int, float a, float2 e) {
                                 cache[(size_t(b * H + hd) * CTX + t) * HD + n - n0] = static_cast<T>(a + e.x);
                               });
@@ -941,7 +1063,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       //    (the layers' weights and cross K/V do not all stay there: 62 MB for base)
       for (int item = blockIdx.x; item < B * H * CC; item += G) {
         const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
-        prefetch_rows(w + W::cq + size_t(hd) * HD * D, D * sizeof(T), HD, D * sizeof(T));
+        if constexpr (QB == 0)
+          prefetch_rows(w + W::cq + size_t(hd) * HD * D, D * sizeof(T), HD, D * sizeof(T));
+        else
+          prefetch_rows(lq + l * Q::size + Q::cq + size_t(hd) * HD * D * QB / 32, D * QB / 8, HD, D * QB / 8);
         for (int kv = 0; kv < 2; ++kv)
           prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
                         HD * sizeof(T));
@@ -950,7 +1075,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (g0 > 0) __syncthreads();
         merge_heads<T, B, RB, H, HD>(att, cs, xs, g0);
         __syncthreads();
-        rows_dot<T, RB, D, 1>(w + W::out, xs, 0, D, gwarp, gwarps, bias_x(w + W::bout, g0), residual(g0));
+        rows_dot<T, RB, D, 1>(mat(l, W::out, Q::out, Q::s_out, D, D), xs, 0, D, gwarp, gwarps, bias_x(w + W::bout, g0),
+                              residual(g0));
       });
       grid_sync(count, target, stamp++);
       // 3. Per item (row b, head hd, chunk c of the window): LN, the head's cross q,
@@ -960,7 +1086,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         __syncthreads();
         load<T, D>(x + b * D, xs);
         layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-        head_q1(w + W::cq, w + W::bcq, hd);
+        head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd);
         __syncthreads();
         partial(hd * CC + c, b, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
       }
@@ -971,7 +1097,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (g0 > 0) __syncthreads();
         merge_heads<T, B, RB, H, HD>(att, CC, xs, g0);
         __syncthreads();
-        rows_dot<T, RB, D, 1>(w + W::co, xs, 0, D, gwarp, gwarps, bias_x(w + W::bco, g0), residual(g0));
+        rows_dot<T, RB, D, 1>(mat(l, W::co, Q::co, Q::s_co, D, D), xs, 0, D, gwarp, gwarps, bias_x(w + W::bco, g0),
+                              residual(g0));
       });
       grid_sync(count, target, stamp++);
       // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu); kNarrow: as MLX compiles
@@ -980,7 +1107,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (g0 > 0) __syncthreads();
         load<T, RB * D>(x + g0 * D, xs);
         layer_norm<T, RB, D>(xs, w + W::ln3, w + W::ln3 + D, red);
-        rows_dot<T, RB, D, 1>(w + W::fc1, xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
+        rows_dot<T, RB, D, 1>(mat(l, W::fc1, Q::fc1, Q::s_fc1, 4 * D, D), xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
                           [&](int n, int b, float a, float2 e) {
                             const float v = round_to<T>(a + e.x);
                             if constexpr (kNarrow<T>) {
@@ -998,7 +1125,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (g0 > 0) __syncthreads();
         load<T, RB * 4 * D>(h + g0 * 4 * D, xs);
         __syncthreads();
-        rows_dot<T, RB, 4 * D, 1>(w + W::fc2, xs, 0, D, gwarp, gwarps, bias_x(w + W::bfc2, g0), residual(g0));
+        rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), xs, 0, D, gwarp, gwarps,
+                                  bias_x(w + W::bfc2, g0), residual(g0));
       });
       grid_sync(count, target, stamp++);
     }

@@ -7,8 +7,9 @@ kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch 
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
 The whole step at temperature 0 with mlx-whisper's own filters; for beams the forward pass,
 then openai's update on the device (beams.py); for samples the forward pass only (their
-filters and update run in MLX ops). On CUDA, float weights, batch <= MAX_BATCH; everything
-else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step. Launches, the kernel
+filters and update run in MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
+bits, dequantized in registers: `quantization`), batch <= MAX_BATCH; everything else, and
+WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step. Launches, the kernel
 cache and the grid: launch.py."""
 
 from __future__ import annotations
@@ -58,28 +59,52 @@ def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: 
 
 class CudaStep:
     """The decoder's weights packed once, a row per layer in decode_step.cu's LayerOffsets
-    order, for `__call__`: one step of a decode whose state `start` made."""
+    order, for `__call__`: one step of a decode whose state `start` made. A quantized decoder
+    (`quantization`) keeps its matrices packed: their words a row per layer in QuantOffsets'
+    order (`lq`), their scales and biases likewise (`ls`), the embedding's apart (`embq`,
+    `embs`); `packed` then holds the norms and biases alone."""
 
     def __init__(self, decoder: TextDecoder):
-        rows = []
+        self.bits, self.group_size = quantization(decoder) or (0, 0)
+        quantized = self.bits > 0
+        rows, words, scales = [], [], []
         for b in decoder.blocks:
             a, x = b.attn, b.cross_attn
-            zero = mx.zeros(a.key.weight.shape[:1], a.key.weight.dtype)
-            parts = [b.attn_ln.weight, b.attn_ln.bias, a.query.weight, a.key.weight, a.value.weight, a.query.bias, zero,
-                     a.value.bias, a.out.weight, a.out.bias, b.cross_attn_ln.weight, b.cross_attn_ln.bias,
-                     x.query.weight, x.query.bias, x.out.weight, x.out.bias, b.mlp_ln.weight, b.mlp_ln.bias,
-                     b.mlp1.weight, b.mlp1.bias, b.mlp2.weight, b.mlp2.bias]
+            zero = mx.zeros_like(a.value.bias)  # the key's bias (it has none)
+            mats = [[a.query, a.key, a.value], [a.out], [x.query], [x.out], [b.mlp1], [b.mlp2]]
+            w = [mx.concatenate([m.weight.reshape(-1) for m in ms]) for ms in mats]
+            parts = [b.attn_ln.weight, b.attn_ln.bias, w[0], a.query.bias, zero, a.value.bias, w[1], a.out.bias,
+                     b.cross_attn_ln.weight, b.cross_attn_ln.bias, w[2], x.query.bias, w[3], x.out.bias, b.mlp_ln.weight,
+                     b.mlp_ln.bias, w[4], b.mlp1.bias, w[5], b.mlp2.bias]
+            if quantized:  # the matrices go to lq, ls; their scales, then their biases, a matrix at a time
+                parts = [p for p in parts if not any(p is m for m in w)]
+                words.append(mx.concatenate(w))
+                scales.append(mx.concatenate([t.reshape(-1) for ms in mats for t in (
+                    mx.concatenate([m.scales.reshape(-1) for m in ms]), mx.concatenate([m.biases.reshape(-1) for m in ms]))]))
             rows.append(mx.concatenate([p.reshape(-1) for p in parts]))
         self.packed = mx.stack(rows)
         self.lnf = mx.concatenate([decoder.ln.weight, decoder.ln.bias])
-        self.emb = mx.contiguous(decoder.token_embedding.weight)
         self.pos = mx.contiguous(decoder.positional_embedding)
-        # every layer's cross key and value projections as one (2 * n_layer * D, D) matrix, so
-        # a window's cross K/V is one matrix product (keys have no bias: theirs is 0)
+        self.dtype, (self.n_vocab, self.n_state) = self.pos.dtype, (decoder.token_embedding.weight.shape[0], self.pos.shape[1])
+        embedding = decoder.token_embedding
+        if quantized:
+            self.emb = None
+            self.lq, self.ls = mx.stack(words), mx.stack(scales)
+            self.embq = mx.contiguous(embedding.weight)
+            self.embs = mx.concatenate([embedding.scales.reshape(-1), embedding.biases.reshape(-1)])
+        else:
+            self.emb = mx.contiguous(embedding.weight)
         cross = [b.cross_attn for b in decoder.blocks]
-        self.w_cross = mx.concatenate([w for a in cross for w in (a.key.weight, a.value.weight)]).T
-        self.b_cross = mx.concatenate([b for a in cross for b in (mx.zeros_like(a.value.bias), a.value.bias)])
-        mx.eval(self.packed, self.lnf, self.emb, self.pos, self.w_cross, self.b_cross)
+        if quantized:
+            # a window's cross K/V by the layers themselves: stock's quantized products
+            self.cross_layers, self.w_cross, self.b_cross = cross, None, None
+        else:
+            # every layer's cross key and value projections as one (2 * n_layer * D, D) matrix,
+            # so a window's cross K/V is one matrix product (keys have no bias: theirs is 0)
+            self.cross_layers = None
+            self.w_cross = mx.concatenate([w for a in cross for w in (a.key.weight, a.value.weight)]).T
+            self.b_cross = mx.concatenate([b for a in cross for b in (mx.zeros_like(a.value.bias), a.value.bias)])
+        mx.eval([v for v in vars(self).values() if isinstance(v, mx.array)])
         self.n_head = decoder.blocks[0].attn.n_head
         self.launches = 0  # kernel launches through __call__ (tests check that the kernel ran)
         self.beam_launches = 0  # beam_update launches (CudaDecode.beam_update)
@@ -91,12 +116,15 @@ class CudaStep:
         prompt in it: those KVCache objects are not updated after this); the window's cross
         K/V, (B, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
         the kernel's scratch."""
-        (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.emb.dtype, grid_blocks()
+        (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
         S = audio_features.shape[1]
         n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx))
         chunks = max(1, min(G // H, S // 64, config().cross_chunks or CROSS_CHUNKS))
-        cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
+        if self.cross_layers is not None:
+            cross = mx.concatenate([m(audio_features) for a in self.cross_layers for m in (a.key, a.value)], axis=-1)
+        else:
+            cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
         if cross.shape[0] != batch:  # one audio's rows (beams, samples) each read their own copy
             cross = mx.repeat(cross, batch // cross.shape[0], axis=0)
         state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross)
@@ -114,29 +142,42 @@ class CudaStep:
         is another of the new positions, logits[:, 0] are its (R = 2). Without `pick` (the
         forward pass of beams and samples) the kernel leaves the filters and the update out, and
         only the logits are meaningful."""
-        (B, L), (n_vocab, D), kc = tokens.shape, self.emb.shape, state["kc"]
+        (B, L), n_vocab, D, kc = tokens.shape, self.n_vocab, self.n_state, state["kc"]
         if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
         rows = 2 if L - new <= sot < L - 1 else 1
         S, G = state["cross"].shape[1], state["blocks"]
-        template = [("T", self.emb.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
+        template = [("T", self.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
             + [("PICK", pick)]
-        inputs = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
+        common = [_ints(new, sot, rules["sample_begin"], rules["max_init"])]
+        rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"], sum_logprobs, suppress, state["scratch"]]
+        if self.bits:
+            template += [("QB", self.bits), ("GS", self.group_size)]
+            inputs, args = _QUANT_INPUTS, [tokens, *common, *rest, self.embq, self.embs, self.lq, self.ls]
+            call = _QUANT_CALL
+        else:
+            inputs, args, call = _INPUTS, [tokens, *common, self.emb, *rest], _CALL
         outputs = ("tokens_out", "sum_out", "completed", "logits")
-        call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, "
-                "tokens_shape[1], meta, emb, pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], "
-                "tokens_out, sum_out, completed, logits);")
-        args = [tokens, _ints(new, sot, rules["sample_begin"], rules["max_init"]), self.emb, self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"],
-                sum_logprobs, suppress, state["scratch"]]
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
         tokens, sums, completed, logits = _run(
-            "decode_step", inputs, outputs, call, args, template, G, THREADS,
+            "decode_step_q" if self.bits else "decode_step", inputs, outputs, call, args, template, G, THREADS,
             [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         self.launches += 1
         self.kernels.add(tuple(template))
         return tokens, completed[0], sums[:B], logits
+
+
+_INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
+_ARGS = ("pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, "
+         "logits")
+_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, "
+         f"emb, {_ARGS});")
+# a quantized decoder's: no float embedding (nullptr), its packed matrices after the outputs
+_QUANT_INPUTS = tuple(n for n in _INPUTS if n != "emb") + ("embq", "embs", "lq", "ls")
+_QUANT_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, QB, GS>(tokens, "
+               f"tokens_shape[1], meta, nullptr, {_ARGS}, embq, embs, lq, ls);")
 
 
 class CudaDecode:
@@ -236,7 +277,7 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
         if not known:
             return None
         beams = CudaBeams(task.decoder.beam_size, task.decoder.max_candidates, task.model.dims.n_text_ctx)
-    n_vocab = step.emb.shape[0]
+    n_vocab = step.n_vocab
     suppress = _mask_sum(tuple(f.mask for f in filters if type(f) is SuppressTokens), n_vocab)
     # SuppressBlank: the first sample only
     first = _mask_sum(tuple(f.mask for f in filters if type(f) in (SuppressTokens, SuppressBlank)), n_vocab)
@@ -265,9 +306,14 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
     step = _step_for(model, tokens.shape[0], audio_features.dtype)
     if step is None or tokens.shape[1] != 1:
         return None
-    none = mx.zeros((step.emb.shape[0],), mx.float32)  # no filters; the kernel's sample goes unused
-    rules = dict(TS=step.emb.shape[0], EOT=NONE, NO_TS=NONE, RULES=False, sample_begin=tokens.shape[1], max_init=NONE)
+    none = mx.zeros((step.n_vocab,), mx.float32)  # no filters; the kernel's sample goes unused
+    rules = dict(TS=step.n_vocab, EOT=NONE, NO_TS=NONE, RULES=False, sample_begin=tokens.shape[1], max_init=NONE)
     return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
+
+
+def on_kernel(model) -> bool:
+    """Whether the model's greedy decodes run on the kernel here (a row in its own dtype)."""
+    return _step_for(model, 1, model.decoder.positional_embedding.dtype) is not None
 
 
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
@@ -276,10 +322,25 @@ def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
             or not cuda.is_available() or batch > MAX_BATCH):
         return None
     step, dims = _decoder_step(model), model.dims
-    if (step is None or features != step.emb.dtype
+    if (step is None or features != step.dtype
             or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx)) < 1):
         return None
     return step
+
+
+def quantization(decoder: TextDecoder) -> Optional[tuple]:
+    """(bits, group_size) of a decoder whose matrices the kernel reads (the token embedding,
+    self-attention's q, k, v, out, cross-attention's q, out, the MLP's two) are all quantized
+    alike as decode_step.cu's dot_qrow reads them: MLX's affine mode, 8 or 4 bits, groups of
+    32, 64 or 128. None where they are float, or quantized otherwise (a mix, another mode)."""
+    layers = [decoder.token_embedding] + [m for b in decoder.blocks for m in (
+        b.attn.query, b.attn.key, b.attn.value, b.attn.out, b.cross_attn.query, b.cross_attn.out, b.mlp1, b.mlp2)]
+    kinds = {(getattr(m, "bits", None), getattr(m, "group_size", None), getattr(m, "mode", "affine"), "biases" in m)
+             if "scales" in m else None for m in layers}
+    if len(kinds) != 1 or None in kinds:
+        return None
+    bits, group_size, mode, biases = kinds.pop()
+    return (bits, group_size) if mode == "affine" and biases and bits in (8, 4) and group_size in (32, 64, 128) else None
 
 
 def _decoder_step(model) -> Optional[CudaStep]:
@@ -289,11 +350,14 @@ def _decoder_step(model) -> Optional[CudaStep]:
     if "_whisperfast_cuda" in decoder.__dict__:
         return decoder.__dict__["_whisperfast_cuda"]
     norms = [decoder.ln] + [n for b in decoder.blocks for n in (b.attn_ln, b.cross_attn_ln, b.mlp_ln)]
-    dtype, head_dim = decoder.token_embedding.weight.dtype, model.dims.n_text_state // decoder.blocks[0].attn.n_head
+    dtype, head_dim = decoder.positional_embedding.dtype, model.dims.n_text_state // decoder.blocks[0].attn.n_head
+    # float weights, or quantized ones the kernel reads (their packed words aside, every
+    # parameter in the one float dtype)
+    packed = quantization(decoder) is not None
     fits = (supports_static_cache(model) and all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks)
             and all(getattr(n, "eps", None) == 1e-5 and "bias" in n for n in norms)
             and dtype in (mx.float16, mx.bfloat16, mx.float32)
             and head_dim % (16 // dtype.size) == 0 and THREADS % head_dim == 0  # rows read as 16-byte vectors
-            and all(w.dtype == dtype for _, w in tree_flatten(decoder.parameters())))
+            and all(w.dtype == dtype or (packed and w.dtype == mx.uint32) for _, w in tree_flatten(decoder.parameters())))
     decoder.__dict__["_whisperfast_cuda"] = CudaStep(decoder) if fits else None
     return decoder.__dict__["_whisperfast_cuda"]
