@@ -435,7 +435,7 @@ def test_cuda_kernel_is_the_forward_pass_for_beams_and_samples(lanes, monkeypatc
     import whisperfast.decode.cuda.step as cs
 
     class Step:
-        emb = mx.zeros((lanes["fused"].dims.n_vocab, 1))
+        n_vocab = lanes["fused"].dims.n_vocab
 
     monkeypatch.setattr(cs, "_step_for", lambda model, batch, features: Step())
     task = lambda **kw: StaticCacheTask(lanes["fused"], options(**kw))

@@ -128,7 +128,8 @@ def test_dequantized_copies_quantized_layers_as_float_ones_and_leaves_the_model(
         assert mx.array_equal(f.weight, mx.dequantize(q.weight, q.scales, q.biases, group_size=64, bits=4))
     assert new.layers[1].bias is layers[1].bias and "bias" not in new.layers[2]
     x = mx.random.normal((3, 64))
-    assert mx.allclose(new.layers[1](x), layers[1](x), atol=1e-4)
+    with mx.stream(mx.cpu):  # the CPU's helper; on the H200 MLX's two float32 products differed by more
+        assert mx.allclose(new.layers[1](x), layers[1](x), atol=1e-4)
     tokens = mx.array([1, 7, 255])
     assert mx.array_equal(new.layers[0](tokens), layers[0](tokens))
 
