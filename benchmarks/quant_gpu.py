@@ -1,45 +1,62 @@
 """Issue 17's GPU rows: decode ms/token of the fused lane, 8-bit and 4-bit against float, for
-base (real weights) and large-v3-turbo's shapes (seeded random weights, built as
-tests/test_large_shapes.py builds them). One `whisperfast bench` per (model, bits), each with
-the stock lane beside the fused one; the ratios below compare medians of different bench runs
-of the same process tree, so read them with the stock lane's drift in mind.
+tiny.en and base (real weights) and large-v3-turbo's shapes (seeded random weights, built as
+tests/test_large_shapes.py builds them), with the stock lane of each beside it. Greedy at
+temperature 0 without conditioning (the random model's text would fall back to sampling, whose
+windows run on the stock model in fp16), JFK, fp16. In one process: per (model, bits) the stock
+and fused lanes alternate run by run after a warm-up; medians.
 
-    python benchmarks/quant_gpu.py OUT_DIR [RUNS]   (a CUDA machine; prints a JSON line per run
-                                                     and a summary line per model)"""
+    python benchmarks/quant_gpu.py OUT_DIR [RUNS]   (a CUDA machine; prints a JSON line per
+                                                     (model, bits) and a summary line per model;
+                                                     writes OUT_DIR/quant_gpu.json)"""
 
 import json
-import subprocess
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import whisperfast  # noqa: E402,F401  (BLAS preload)
+
+import mlx.core as mx  # noqa: E402
+
 from tests.test_large_shapes import random_model  # noqa: E402
+from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe  # noqa: E402
 
 out = Path(sys.argv[1])
-runs = sys.argv[2] if len(sys.argv) > 2 else "5"
+runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 out.mkdir(parents=True, exist_ok=True)
+options = TranscribeOptions(language="en", temperature=(0.0,), condition_on_previous_text=False)
+audio = "samples/jfk.wav"
+rows = []
 with tempfile.TemporaryDirectory() as tmp:
     turbo = random_model(Path(tmp), "large-v3-turbo")
-    for name, model in (("base", "base"), ("large-v3-turbo-random", str(turbo))):
+    for name, model in (("tiny.en", "tiny.en"), ("base", "base"), ("large-v3-turbo-random", str(turbo))):
         per_token = {}
-        for bits in (None, "8", "4"):
-            tag = f"{name}-{bits or 'float'}"
-            cmd = [sys.executable, "-m", "whisperfast", "bench", "samples/jfk.wav", "-m", model, "--dtype", "float16",
-                   "--lanes", "stock,fused", "--runs", runs, "--warmup", "1", "--json", "--no-kernels"]
-            cmd += ["--quantize", bits] if bits else []
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode:
-                print(json.dumps({"run": tag, "rc": r.returncode, "err": r.stderr[-800:]}), flush=True)
-                continue
-            (out / f"quant-gpu-{tag}.json").write_text(r.stdout)
-            lanes = json.loads(r.stdout)["lanes"]
-            row = {lane: {"ms_per_token": round(v["decode_ms_per_token"]["median"], 4),
-                          "total_ms": round(v["total_ms"]["median"], 2), "matches_stock": v.get("matches_stock")}
-                   for lane, v in lanes.items()}
-            per_token[bits or "float"] = row["fused"]["ms_per_token"]
-            print(json.dumps({"run": tag, **row}), flush=True)
-        if "float" in per_token:
-            print(json.dumps({"model": name, "fused_ms_per_token": per_token,
-                              "vs_float": {b: round(v / per_token["float"], 3) for b, v in per_token.items()}}), flush=True)
+        for bits in (None, 8, 4):
+            stock = load(model, dtype=mx.float16, quantize=bits)
+            lanes = {"stock": stock, "fused": rewritten(stock)}
+            times = {lane: [] for lane in lanes}
+            tokens = {}
+            for lane, m in lanes.items():  # warm-up
+                tokens[lane] = transcribe(m, audio, options).tokens
+            for _ in range(runs):
+                for lane, m in lanes.items():
+                    t = transcribe(m, audio, options).timings
+                    times[lane].append((t.decode / max(t.tokens, 1) * 1e3, t.total * 1e3))
+            row = {"model": name, "bits": bits or "float", "runs": runs,
+                   "same_tokens": tokens["fused"] == tokens["stock"], "tokens": len(tokens["stock"]),
+                   "kernel_notes": [n for n in lanes["fused"].rewrites["notes"] if "quantized" in n]}
+            for lane in lanes:
+                row[lane] = {"decode_ms_per_token": round(statistics.median(x for x, _ in times[lane]), 4),
+                             "total_ms": round(statistics.median(y for _, y in times[lane]), 2)}
+            per_token[bits or "float"] = row["fused"]["decode_ms_per_token"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            del lanes, stock
+        summary = {"model": name, "fused_ms_per_token": per_token,
+                   "vs_float": {b: round(v / per_token["float"], 3) for b, v in per_token.items()}}
+        rows.append(summary)
+        print(json.dumps(summary), flush=True)
+(out / "quant_gpu.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))

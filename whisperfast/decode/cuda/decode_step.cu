@@ -139,7 +139,8 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
 #pragma unroll
     for (int b = 0; b < B; ++b) {
       const float4* x4 = reinterpret_cast<const float4*>(xs + b * K + i * V);
-      float d = 0.f, sx = 0.f;
+      // four chains of sums, not one of V (16 or 32) dependent adds: the step waits on latency
+      float d[4] = {0.f, 0.f, 0.f, 0.f}, sx[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int h = 0; h < V / 4; ++h) {
         const float4 f = x4[h];
@@ -147,11 +148,11 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int j = 4 * h + e;
-          d += static_cast<float>((words[j / PER] >> (QB * (j % PER))) & MASK) * x[e];
-          sx += x[e];
+          d[e] += static_cast<float>((words[j / PER] >> (QB * (j % PER))) & MASK) * x[e];
+          sx[e] += x[e];
         }
       }
-      acc[b] += sc * d + bz * sx;
+      acc[b] += sc * ((d[0] + d[1]) + (d[2] + d[3])) + bz * ((sx[0] + sx[1]) + (sx[2] + sx[3]));
     }
   }
 }
