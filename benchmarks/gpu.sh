@@ -356,9 +356,9 @@ esac
 case "${1:-all}" in
 session7-quant)  # issue 17 again after dot_qrow's four chains: the quantized tests (kernel against the flat step,
   # fused against stock on every sample and the larger shapes), then decode ms/token (quant_gpu.py, greedy)
-  timeout 200 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_quantize.py \
+  timeout 185 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_quantize.py \
     tests/test_heldout.py tests/test_large_shapes.py tests/test_beam.py -k "quantiz or larger or packing or forward_pass_for" \
     2>&1 | tee "$out/quant_tests.txt" | tail -15
-  timeout 300 $py benchmarks/quant_gpu.py "$out" 5 2>&1 | tee "$out/quant_gpu.jsonl"
+  timeout 275 $py benchmarks/quant_gpu.py "$out" 5 2>&1 | tee "$out/quant_gpu.jsonl"
   ;;
 esac
