@@ -79,23 +79,31 @@ __device__ __forceinline__ float qk_scale() {
 
 __device__ void group_sync(unsigned* counter, unsigned target);
 
-// acc[b] = sum_k xs[b, k] * w[k] over one weight row, 16-byte loads spread over the warp's
-// lanes. R rows at a time (rows_dot) keep two loads per lane and row in flight (registers
-// stay under 128 a thread at kThreads); a row alone (R = 1) has all its loads in flight.
-// STREAM rows are read once a step and marked first to leave L2 (ld.global.cs), so that
-// they do not push out what the next step reads again.
-template <typename T, int B, int K, int R, bool STREAM>
-__device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
-  constexpr int V = 16 / sizeof(T), N = (K / V + 31) / 32;
+// f(i, raw) for each 16-byte load i of one weight row of K / V loads (V values each), spread
+// over the warp's lanes (lane, lane + 32, ...). R rows at a time (rows_dot) keep two loads per
+// lane and row in flight (registers stay under 128 a thread at kThreads); a row alone (R = 1)
+// has all its loads in flight. STREAM rows are read once a step and marked first to leave L2
+// (ld.global.cs), so that they do not push out what the next step reads again.
+template <int K, int V, int R, bool STREAM, typename F>
+__device__ __forceinline__ void for_loads(const void* row, int lane, F&& f) {
+  constexpr int N = (K / V + 31) / 32;
   static_assert(K % V == 0, "rows must be whole 16-byte vectors");
-  const uint4* w4 = reinterpret_cast<const uint4*>(w);
-#pragma unroll
-  for (int b = 0; b < B; ++b) acc[b] = 0.f;
+  const uint4* w4 = reinterpret_cast<const uint4*>(row);
 #pragma unroll(R == 1 ? N : 2)
   for (int k = 0; k < N; ++k) {
     const int i = lane + 32 * k;
     if (K / V % 32 != 0 && i >= K / V) break;
-    uint4 raw = STREAM ? __ldcs(w4 + i) : w4[i];
+    f(i, STREAM ? __ldcs(w4 + i) : w4[i]);
+  }
+}
+
+// acc[b] = sum_k xs[b, k] * w[k] over one weight row (for_loads)
+template <typename T, int B, int K, int R, bool STREAM>
+__device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
+  constexpr int V = 16 / sizeof(T);
+#pragma unroll
+  for (int b = 0; b < B; ++b) acc[b] = 0.f;
+  for_loads<K, V, R, STREAM>(w, lane, [&](int i, const uint4 raw) {
     const T* wv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int b = 0; b < B; ++b) {
@@ -111,7 +119,7 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 #pragma unroll
       for (int j = 0; j < V; ++j) acc[b] += static_cast<float>(wv[j]) * x[j];
     }
-  }
+  });
 }
 
 // acc[b] = sum_k xs[b, k] * w[k] over one row of an affine-quantized matrix (MLX's mx.quantize:
@@ -122,17 +130,12 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 template <typename T, int B, int K, int R, bool STREAM, int QB, int GS>
 __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const float* xs, int lane,
                                          float (&acc)[B]) {
-  constexpr int V = 128 / QB, N = (K / V + 31) / 32, PER = 32 / QB;
+  constexpr int V = 128 / QB, PER = 32 / QB;
   constexpr unsigned MASK = (1u << QB) - 1u;
-  static_assert(K % V == 0 && GS % V == 0, "a 16-byte load must hold whole values of one group");
-  const uint4* q4 = reinterpret_cast<const uint4*>(q);
+  static_assert(GS % V == 0, "a 16-byte load must hold values of one group");
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
-#pragma unroll(R == 1 ? N : 2)
-  for (int k = 0; k < N; ++k) {
-    const int i = lane + 32 * k;
-    if (K / V % 32 != 0 && i >= K / V) break;
-    const uint4 raw = STREAM ? __ldcs(q4 + i) : q4[i];
+  for_loads<K, V, R, STREAM>(q, lane, [&](int i, const uint4 raw) {
     const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
     const int g = i * V / GS;
     const float sc = static_cast<float>(s[g]), bz = static_cast<float>(z[g]);
@@ -154,7 +157,7 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
       }
       acc[b] += sc * ((d[0] + d[1]) + (d[2] + d[3])) + bz * ((sx[0] + sx[1]) + (sx[2] + sx[3]));
     }
-  }
+  });
 }
 
 // The rows of a weight matrix, for rows_dot: plain rows of T, or packed ones (QB > 0) with their
