@@ -307,28 +307,6 @@ beams)  # issue 14: openai's beam update on the device (beam_update): the kernel
   ;;
 esac
 case "${1:-all}" in
-session6)  # issue 13 at HEAD (the mirrored warm-up started early, on its own stream): fresh processes, JFK and the
-  # 600 s clip, tiny.en and base, lanes alternated (caches warm); issue 17: decode ms/token 8/4-bit vs float
-  $py -m whisperfast info --json > "$out/info.json"
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  $py -m whisperfast transcribe samples/jfk.wav --fast -q > /dev/null  # the kernel cache filled once
-  $py -m whisperfast bench --cold --runs 7 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
-  for m in tiny.en base; do
-    $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
-    echo "600 s $m"; grep -E "^│ (stock|fused)" "$out/cold-600s-$m.txt"
-  done
-  timeout 300 $py benchmarks/quant_gpu.py "$out" 5 2>&1 | tee "$out/quant_gpu.jsonl"
-  ;;
-esac
-case "${1:-all}" in
-session6-tests)  # every GPU test of the kernel and equality, the slow group and the larger shapes too (issue 17)
-  timeout 560 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_decoding.py \
-    tests/test_equality.py tests/test_heldout.py tests/test_large_shapes.py tests/test_quantize.py -k "not 600s" 2>&1 \
-    | tee "$out/gpu_tests.txt" | tail -30
-  ;;
-esac
-case "${1:-all}" in
 session7)  # issue 17: the kernel on quantized decoders (its tests first), then decode ms/token 8/4-bit vs float
   # (quant_gpu.py); issue 13 at HEAD: fresh processes, JFK and the 600 s clip, tiny.en and base, lanes alternated
   $py -m whisperfast info --json > "$out/info.json"
