@@ -152,16 +152,9 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
         notes.append(f"windows decoded at temperature > 0 (the fallback) run on the stock model: in {dtype} on a GPU "
                      "the fused kernels round otherwise, and sampling turns any difference into another draw")
     if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
-        from .decode.cuda.step import on_kernel, quantization
+        from .decode.cuda.step import quantized_note
 
-        if on_kernel(whisper):
-            bits, group_size = quantization(whisper.decoder)
-            notes.append(f"quantized decoder ({bits}-bit, groups of {group_size}) on the CUDA decode kernel: it reads "
-                         "the packed weights and dequantizes them in registers, so its sums agree with the stock "
-                         "lane's quantized matmuls to rounding")
-        elif mx.default_device() == mx.gpu:
-            notes.append("quantized decoder: the CUDA decode kernel reads float weights and affine 8- or 4-bit ones "
-                         "(groups of 32, 64 or 128) only, so decoding runs the flat step")
+        notes += [n for n in [quantized_note(whisper)] if n]
     return notes
 
 

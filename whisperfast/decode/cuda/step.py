@@ -311,15 +311,29 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
     return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
 
 
-def on_kernel(model) -> bool:
-    """Whether the model's greedy decodes run on the kernel here (a row in its own dtype)."""
-    return _step_for(model, 1, model.decoder.positional_embedding.dtype) is not None
+def quantized_note(model) -> Optional[str]:
+    """What the rewrite report says of a quantized decoder on a CUDA GPU: that the kernel
+    reads it, or why it does not (None elsewhere)."""
+    if not _on_cuda():
+        return None
+    if _step_for(model, 1, model.decoder.positional_embedding.dtype) is not None:
+        bits, group_size = quantization(model.decoder)
+        return (f"quantized decoder ({bits}-bit, groups of {group_size}) on the CUDA decode kernel: it reads the packed "
+                "weights and dequantizes them in registers, so its sums agree with the stock lane's quantized matmuls "
+                "to rounding")
+    if quantization(model.decoder) is None:
+        return ("quantized decoder: the CUDA decode kernel reads float weights and affine 8- or 4-bit ones (groups of "
+                "32, 64 or 128, every matrix alike) only, so decoding runs the flat step")
+    return None
+
+
+def _on_cuda() -> bool:
+    cuda = getattr(mx, "cuda", None)
+    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
 
 
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
-    cuda = getattr(mx, "cuda", None)
-    if (not config().cuda_step or mx.default_device() != mx.gpu or cuda is None
-            or not cuda.is_available() or batch > MAX_BATCH):
+    if not config().cuda_step or not _on_cuda() or batch > MAX_BATCH:
         return None
     step, dims = _decoder_step(model), model.dims
     if (step is None or features != step.dtype
