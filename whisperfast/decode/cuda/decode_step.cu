@@ -127,11 +127,16 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
 // a bias, w = scale * q + bias), dequantized in registers: per 16-byte load of 128 / QB values
 // (one group's, GS being a multiple of that), scale * sum(q x) + bias * sum(x). MLX's
 // quantized_matmul sums in another order, so the products agree with it to rounding.
+// value j (from 0) of QB-bit values packed low bits first into 32-bit words
+template <int QB>
+__device__ __forceinline__ float unpack(const unsigned* words, int j) {
+  return static_cast<float>((words[j / (32 / QB)] >> (QB * (j % (32 / QB)))) & ((1u << QB) - 1u));
+}
+
 template <typename T, int B, int K, int R, bool STREAM, int QB, int GS>
 __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const float* xs, int lane,
                                          float (&acc)[B]) {
-  constexpr int V = 128 / QB, PER = 32 / QB;
-  constexpr unsigned MASK = (1u << QB) - 1u;
+  constexpr int V = 128 / QB;
   static_assert(GS % V == 0, "a 16-byte load must hold values of one group");
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
@@ -151,7 +156,7 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int j = 4 * h + e;
-          d[e] += static_cast<float>((words[j / PER] >> (QB * (j % PER))) & MASK) * x[e];
+          d[e] += unpack<QB>(words, j) * x[e];
           sx[e] += x[e];
         }
       }
@@ -169,6 +174,10 @@ struct Dense {
   __device__ __forceinline__ void dot(int n, const float* xs, int lane, float (&acc)[B]) const {
     dot_row<T, B, K, R, STREAM>(w + size_t(n) * K, xs, lane, acc);
   }
+  template <int K>
+  __device__ __forceinline__ float at(size_t n, int k) const {
+    return static_cast<float>(w[n * K + k]);
+  }
 };
 
 template <typename T, int QB, int GS>
@@ -183,23 +192,12 @@ struct Packed {
   // value k of row n, dequantized to T as mx.dequantize gives it (QuantizedEmbedding's lookup)
   template <int K>
   __device__ __forceinline__ float at(size_t n, int k) const {
-    const unsigned word = q[(n * K + k) * QB / 32];
-    const float v = static_cast<float>((word >> (QB * (k % (32 / QB)))) & ((1u << QB) - 1u));
     const size_t g = (n * K + k) / GS;
-    return round_to<T>(static_cast<float>(s[g]) * v + static_cast<float>(z[g]));
+    return round_to<T>(static_cast<float>(s[g]) * unpack<QB>(q + n * K * QB / 32, k) + static_cast<float>(z[g]));
   }
 };
 
-template <typename T>
-__device__ __forceinline__ Dense<T> rows_of(const T* w) {
-  return {w};
-}
-template <typename T, int QB, int GS>
-__device__ __forceinline__ Packed<T, QB, GS> rows_of(Packed<T, QB, GS> w) {
-  return w;
-}
-
-// Rows [n0, n1) of w (N, K) against the B rows of xs (B, K) in shared memory: `warp` of
+// Rows [n0, n1) of w (N, K; Dense or Packed) against the B rows of xs (B, K) in shared memory: `warp` of
 // `warps` taking part, R rows per warp per turn (their loads in flight together; R = 1
 // where the rows are fewer than the warps). Calls emit(n, b, w[n] . xs[b], pre(n, b)) once
 // per row and batch row, in lane r * B + b of the row's warp (r = n % R: after the warp sums
@@ -207,8 +205,7 @@ __device__ __forceinline__ Packed<T, QB, GS> rows_of(Packed<T, QB, GS> w) {
 // a float2) is loaded in that lane before the row, so its latency hides. The sums do not
 // depend on R or on which lane emits.
 template <typename T, int B, int K, int R = 4, bool STREAM = false, typename M, typename P, typename F>
-__device__ void rows_dot(M w_, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
-  const auto w = rows_of(w_);  // a pointer to rows of T, or packed rows
+__device__ void rows_dot(M w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
   static_assert(R * B <= 32, "one lane per (row, batch row)");
   const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
@@ -916,11 +913,11 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
                             const T* embs = nullptr, const unsigned* lq = nullptr, const T* ls = nullptr) {
   using W = LayerOffsets<D, QB == 0>;
   using Q = QuantOffsets<D, QB == 0 ? 32 : QB, GS>;
-  // layer l's matrix at LayerOffsets `fo` (QuantOffsets `qo`, `so`) of `rows` rows of K: a
-  // pointer into lw, or its packed rows
+  // layer l's matrix at LayerOffsets `fo` (QuantOffsets `qo`, `so`) of `rows` rows of K: its
+  // rows in lw, or its packed rows
   auto mat = [&](int l, size_t fo, size_t qo, size_t so, int rows, int K) {
     if constexpr (QB == 0) {
-      return lw + l * W::size + fo;
+      return Dense<T>{lw + l * W::size + fo};
     } else {
       const T* sc = ls + l * Q::s_size + so;
       return Packed<T, QB, GS>{lq + l * Q::size + qo, sc, sc + size_t(rows) * K / GS};
@@ -928,7 +925,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   };
   auto embedding = [&]() {
     if constexpr (QB == 0) {
-      return emb;
+      return Dense<T>{emb};
     } else {
       return Packed<T, QB, GS>{embq, embs, embs + size_t(NV) * D / GS};
     }
@@ -1035,12 +1032,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         if (l == 0) {  // x = token_embedding[token] + positional_embedding[t]
           const size_t tok = static_cast<size_t>(tokens[b * L + t]);
           for (int d = threadIdx.x; d < D; d += blockDim.x) {
-            float e;
-            if constexpr (QB == 0)
-              e = static_cast<float>(emb[tok * D + d]);
-            else
-              e = embedding().template at<D>(tok, d);
-            xs[d] = round_to<T>(e + static_cast<float>(pos[size_t(t) * D + d]));
+            xs[d] = round_to<T>(embedding().template at<D>(tok, d) + static_cast<float>(pos[size_t(t) * D + d]));
             if (hd == 0 && c == 0) x[b * D + d] = static_cast<T>(xs[d]);
           }
         } else {
