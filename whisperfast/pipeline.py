@@ -154,7 +154,9 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
     if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
         from .decode.cuda.step import quantized_note
 
-        notes += [n for n in [quantized_note(whisper)] if n]
+        note = quantized_note(whisper)
+        if note:
+            notes.append(note)
     return notes
 
 

@@ -150,14 +150,14 @@ class CudaStep:
         template = [("T", self.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
             + [("PICK", pick)]
-        common = [_ints(new, sot, rules["sample_begin"], rules["max_init"])]
+        meta = _ints(new, sot, rules["sample_begin"], rules["max_init"])
         rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"], sum_logprobs, suppress, state["scratch"]]
         if self.bits:
             template += [("QB", self.bits), ("GS", self.group_size)]
-            inputs, args = _QUANT_INPUTS, [tokens, *common, *rest, self.embq, self.embs, self.lq, self.ls]
-            call = _QUANT_CALL
+            inputs, call = _QUANT_INPUTS, _QUANT_CALL
+            args = [tokens, meta, *rest, self.embq, self.embs, self.lq, self.ls]
         else:
-            inputs, args, call = _INPUTS, [tokens, *common, self.emb, *rest], _CALL
+            inputs, call, args = _INPUTS, _CALL, [tokens, meta, self.emb, *rest]
         outputs = ("tokens_out", "sum_out", "completed", "logits")
         # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
         # advised read-mostly, where device writes are slow
