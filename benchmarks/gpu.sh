@@ -340,33 +340,3 @@ session7-quant)  # issue 17 again after dot_qrow's four chains: the quantized te
   timeout 275 $py benchmarks/quant_gpu.py "$out" 5 2>&1 | tee "$out/quant_gpu.jsonl"
   ;;
 esac
-case "${1:-all}" in
-session8)  # sampled windows on the fast engine, checked (decode/sampling.py): how far the logits lie from
-  # stock's and what each slack keeps (sampling_probe.py), the equality tests that sample; session8-bench
-  # then times fresh processes with the check on and off (WHISPERFAST_CHECK_SAMPLES=0), and the warm 600 s bench
-  $py -m whisperfast info --json > "$out/info.json"
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for a in "tiny.en noisy-jfk" "base /tmp/clip600.wav"; do
-    timeout 130 $py benchmarks/sampling_probe.py $a float16
-  done 2>&1 | tee "$out/sampling_probe.jsonl" | grep -E '"kept_by_slack"|"sampled"'
-  timeout 300 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_sampling.py tests/test_heldout.py \
-    tests/test_contract.py -k "600s or sampled or checked or near_a_threshold or noise or knob or draw or rank or categorical or contract" \
-    2>&1 | tee "$out/tests.txt" | tail -8
-  ;;
-esac
-case "${1:-all}" in
-session8-bench)  # the second half of session8 (one call each, 600 s a call)
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  $py -m whisperfast transcribe samples/jfk.wav --fast -q > /dev/null  # the kernel cache filled once
-  for m in base tiny.en; do
-    $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
-    WHISPERFAST_CHECK_SAMPLES=0 $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --lanes fused --json \
-      > "$out/cold-600s-$m-unchecked.json" 2> "$out/cold-600s-$m-unchecked.txt"
-    echo "600 s $m"; grep -hE "^│ (stock|fused)" "$out/cold-600s-$m.txt" "$out/cold-600s-$m-unchecked.txt"
-  done
-  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
-  timeout 100 $py -m whisperfast bench /tmp/clip600.wav -m base --runs 3 --json > "$out/warm-600s-base.json" 2> "$out/warm-600s-base.txt"
-  grep -E "^│ (stock|fused)" "$out/warm-600s-base.txt"
-  ;;
-esac

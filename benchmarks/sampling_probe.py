@@ -1,16 +1,25 @@
-"""How far the fast engine's logits lie from stock's in the sampled windows, and how many of
-those windows a slack would keep on the fast engine (whisperfast/decode/sampling.py).
+"""Could the fast engine decode the sampled windows in fp16 on a GPU, with each draw checked?
+How far its logits lie from stock's there, and how close each window's draws come to turning.
+
+mlx-whisper samples with `categorical`, an `mx.compile`d `mx.random.categorical(logits / T)`
+that captures its key when first traced: the Gumbel noise is one constant per shape and
+temperature for the rest of the process, whatever the seed. Calling it again on other logits
+of the same shape therefore draws nothing new and meets the same noise, so a draw can be
+checked: it stands against logits moved by up to `slack` if it still wins with its own logit
+lowered by 2 * slack. A check like that could keep a window on the fast engine only if its
+tightest draw were wider than the logits' real distance from stock's.
 
 For each window the stock lane decoded at temperature > 0, the same options run on both
 models, each through its own task, with a decoder that draws as mlx-whisper's (the same
 compiled `categorical`, so the same noise) and keeps every step's filtered logits. Where the
 two decodes draw the same tokens, it prints per window:
-- `max_diff`: the largest |fast - stock| over every step, live row and finite logit;
-- `tightest`: the smallest slack in LADDER at which some draw of the fast lane would turn
-  (its own logit lowered by 2 * slack), None if none does;
-- `rank_gap`: the best candidate's score above the next one with other tokens, and
+- `max_diff`: the largest |fast - stock| over every step, row and finite logit;
+- `tightest`: the smallest slack in LADDER at which some draw of the fast lane would turn,
+  None if none does;
+- `rank_gap`: the best candidate's score above the next one with other tokens (best_of), and
   `rank_diff`: the largest |fast - stock| score of one candidate.
-Then, per slack, how many sampled windows the check would keep on the fast engine.
+Then, per slack, how many sampled windows such a check would keep on the fast engine.
+Recorded in benchmarks/h200-session8/ (the check was built at 509dbfe and taken out again).
 
     python benchmarks/sampling_probe.py MODEL AUDIO [DTYPE]   (AUDIO: a file, or noisy-jfk)"""
 
@@ -22,11 +31,10 @@ import whisperfast  # noqa: F401  (BLAS preload)
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.decoding import GreedyDecoder, categorical
+from mlx_whisper.decoding import GreedyDecoder, MaximumLikelihoodRanker, categorical
 
 from whisperfast.audio import load_audio
 from whisperfast.decode import encode
-from whisperfast.decode.sampling import RANK_MARGIN, CheckedRanker
 from whisperfast.decode.task import StaticCacheTask, StockTask
 from whisperfast.options import TranscribeOptions
 from whisperfast.pipeline import load, rewritten
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.contract import recorded  # noqa: E402
 
 LADDER = [0.0078125, 0.015625, 0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0]
+RANK_MARGIN = 0.01  # how close two candidates' scores would count as a tie of the ranking
 
 
 class Keeping(GreedyDecoder):
@@ -63,15 +72,15 @@ def tightest(steps, temperature, eot):
 
 def run(task, features):
     task.decoder = Keeping(task.options.temperature, task.tokenizer.eot)
-    task.sequence_ranker = ranker = CheckedRanker(task.options.length_penalty)
-    scores = []
-    rank = ranker.rank
+    ranker, penalty, scores = task.sequence_ranker, task.options.length_penalty, []
 
-    def keeping_rank(tokens, sums):  # the candidates and their scores, as the ranker saw them
-        scores.append([(t, s / ranker._penalty(len(t))) for t, s in zip(tokens[0], sums[0])])
-        return rank(tokens, sums)
+    class KeepingRanker(MaximumLikelihoodRanker):  # the candidates and their scores, as ranked
+        def rank(self, tokens, sums):
+            scores.append([(t, s / (len(t) if penalty is None else ((5 + len(t)) / 6) ** penalty))
+                           for t, s in zip(tokens[0], sums[0])])
+            return ranker.rank(tokens, sums)
 
-    ranker.rank = keeping_rank
+    task.sequence_ranker = KeepingRanker(penalty)
     result = task.run(features[None])[0]
     return result, task.decoder.steps, scores[0]
 

@@ -255,3 +255,18 @@ def test_a_mixed_or_float_decoder_is_not_read_as_quantized():
     assert quantization(m.decoder) is None
     nn.quantize(m.decoder.blocks[0], group_size=32, bits=8)  # one block only
     assert quantization(m.decoder) is None
+
+
+def test_a_quantized_fp16_model_counts_as_fp16_where_the_engine_picks_stock():
+    """The engine hands sampled windows and near-threshold decisions to stock on a GPU in fp16;
+    a quantized embedding's weight is packed uint32, so its dtype is its scales' (before, a
+    quantized fp16 model sampled on the fast engine unchecked)."""
+    from whisperfast.decode.engine import float_dtype
+
+    base = load("tiny.en", dtype=mx.float16)
+    nn.quantize(base.whisper, group_size=64, bits=8)
+    assert base.whisper.decoder.token_embedding.weight.dtype == mx.uint32
+    assert float_dtype(base.whisper) == mx.float16
+    if mx.default_device() == mx.gpu:
+        fused = rewritten(base)
+        assert fused.engine().stock is not None

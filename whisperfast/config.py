@@ -25,9 +25,6 @@ class Config:
     step_blocks: str = ""
     cross_chunks: int | None = None  # the kernel's chunks of keys per cross-attention head
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
-    # False: every sampled window of a fast model on a GPU in fp16/bf16 runs on the stock model,
-    # unchecked (decode/engine.py): the behaviour before the check, for A/B records
-    check_samples: bool = True
 
 
 def _int_or_none(name: str, value: str) -> int | None:
@@ -46,8 +43,7 @@ def _parse(env) -> Config:
                   cuda_step=env.get("WHISPERFAST_CUDA_STEP", "1") != "0",
                   step_blocks=env.get("WHISPERFAST_STEP_BLOCKS", "").strip(),
                   cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
-                  gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
-                  check_samples=env.get("WHISPERFAST_CHECK_SAMPLES", "1") != "0")
+                  gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0")
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,6 @@ from . import longform, models, runtime, tokenizer
 from .decode import Engine
 from .kernels.dequantize import dequantized
 from .audio import SAMPLE_RATE, check_samples, load_audio
-from .config import config
 from .errors import WhisperfastError
 from .options import TranscribeOptions
 
@@ -91,7 +90,7 @@ class LoadedModel:
 
     def engine(self) -> Engine:
         """The decoding engine for one transcription."""
-        return Engine(self.whisper, stock=self.stock, check_samples=config().check_samples)
+        return Engine(self.whisper, stock=self.stock)
 
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
@@ -150,9 +149,8 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
         notes.append(f"attention rounds as mlx-whisper's in {dtype} (GPU): MLX's fused SDPA keeps fp32 scores and "
                      "weights, which moves near-ties away from stock's transcript")
     if mx.default_device() == mx.gpu and dtype in ("float16", "bfloat16"):
-        notes.append(f"windows decoded at temperature > 0 (the fallback) are checked: in {dtype} on a GPU the fused "
-                     "kernels round otherwise, and a draw or ranking within that rounding sends the window to the "
-                     "stock model, whose result is kept")
+        notes.append(f"windows decoded at temperature > 0 (the fallback) run on the stock model: in {dtype} on a GPU "
+                     "the fused kernels round otherwise, and sampling turns any difference into another draw")
     if any(not mx.issubdtype(p.dtype, mx.floating) for _, p in tree_flatten(whisper.decoder.parameters())):
         from .decode.cuda.step import quantized_note
 

@@ -4,16 +4,13 @@
   (beam search, which that lacks, with `StockBeamTask`);
 - **fast**: a rewritten model decodes with `StaticCacheTask`, which runs the CUDA step where
   it applies and the flat step elsewhere (chosen once, in its `_main_loop`);
-- **sampled windows, checked**: where the fast engine cannot round as stock does (a GPU in
+- **stock for sampled windows**: where the fast engine cannot round as stock does (a GPU in
   fp16 or bf16: fused kernels keep fp32 scores and sum in their own orders), a window decoded
-  at temperature > 0 runs on the fast engine with its draws and ranking checked against
-  logits moved by the dtype's `sampling.SLACK`. Sampling turns a difference in the logits
-  into a different draw only where a draw is that close, and the fallback is where the
-  transcripts parted (issue 12). A window with any decision that close is decoded again on
-  the stock model over the same weights, from the window's mel (stock's draws are the same
-  constant noise: sampling.py), and stock's result is kept. At temperature 0 a difference
-  matters only at a near-tie. On the CPU the fast engine is stock's arithmetic bit for bit,
-  so it decodes every window there unchecked.
+  at temperature > 0 runs on the stock model over the same weights, from the window's mel.
+  Sampling turns any difference in the logits into a different draw, and the fallback is
+  where the transcripts parted (issue 12); at temperature 0 a difference matters only at a
+  near-tie. On the CPU the fast engine is stock's arithmetic bit for bit, so it decodes every
+  window there.
 - **stock for decisions near a threshold**: on that same GPU, a window whose average log
   probability or no-speech probability lies within `MARGIN` of the threshold it is judged by
   is decoded again on the stock model, and stock's numbers decide: the fast engine's sums
@@ -38,7 +35,6 @@ from .. import tokenizer as fast_tokenizer
 from .attention import supports_static_cache
 from .encoder import encode
 from .language import detect_language
-from .sampling import SLACK
 from .task import StaticCacheTask, StockBeamTask, StockTask
 
 Result = Union[DecodingResult, List[DecodingResult]]
@@ -52,25 +48,17 @@ MARGIN = 0.05
 
 class Engine:
     """How one model decodes. `model` runs every window; `stock` (the model as built, sharing
-    its weights), where given, decides the sampled windows and near-threshold decisions of a
-    fast model on a GPU in a narrow dtype. `sampled_on_stock` overrides that choice (tests
-    force it on the CPU); `slack` overrides the dtype's (sampling.SLACK), and
-    `check_samples=False` sends every sampled window to stock unchecked."""
+    its weights), where given, runs the sampled windows of a fast model on a GPU in a narrow
+    dtype. `sampled_on_stock` overrides that choice (tests force it on the CPU)."""
 
-    def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None,
-                 check_samples: bool = True, slack: Optional[float] = None):
+    def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None):
         self.model, self.fast = model, supports_static_cache(model)
-        embedding = model.decoder.token_embedding
-        dtype = getattr(embedding, "scales", embedding.weight).dtype  # a quantized one's floats are its scales
         if sampled_on_stock is None:
-            sampled_on_stock = dtype in (mx.float16, mx.bfloat16) and mx.default_device() == mx.gpu
+            narrow = float_dtype(model) in (mx.float16, mx.bfloat16)
+            sampled_on_stock = narrow and mx.default_device() == mx.gpu
         self.stock = stock if self.fast and sampled_on_stock else None
-        if slack is None:  # fp32 is checked only where a test forces stock on: then at fp16's slack
-            slack = SLACK.get(dtype, SLACK[mx.float16])
-        self.slack = slack if check_samples else None
         self._stock_features = None  # (mel, the stock encoder's features of it): one window's, across temperatures
-        # decodes by where they ran: "fast", "stock", "fast (sampled)" (checked, kept),
-        # "stock (sampled)" (decided on stock), "stock (near a threshold)"
+        # decodes by where they ran: "fast", "stock", "stock (sampled)", "stock (near a threshold)"
         self.decodes = Counter()
 
     @property
@@ -98,27 +86,14 @@ class Engine:
         `thresholds` ((logprob_threshold, no_speech_threshold), None for one not used) are what
         the caller will judge the result by."""
         if self.stock is not None and mel is not None and options.temperature > 0:
-            result = self._checked(features, options)
-            if result is None:
-                self.decodes["stock (sampled)"] += 1
-                return self._on_stock(mel, options)
-            self.decodes["fast (sampled)"] += 1
-        else:
-            self.decodes[self.name] += 1
-            result = decode_with(self.model, features, options, self.fast)
+            self.decodes["stock (sampled)"] += 1
+            return self._on_stock(mel, options)
+        self.decodes[self.name] += 1
+        result = decode_with(self.model, features, options, self.fast)
         if self.stock is not None and mel is not None and thresholds and _near(result, *thresholds):
             self.decodes["stock (near a threshold)"] += 1
             return self._on_stock(mel, options)
         return result
-
-    def _checked(self, features: mx.array, options: DecodingOptions) -> Optional[DecodingResult]:
-        """A sampled window on the fast engine, or None where a draw or the ranking was
-        within the rounding of the logits (sampling.py), or checking is off."""
-        if self.slack is None:
-            return None
-        task = StaticCacheTask(self.model, options, slack=self.slack)
-        result = task.run(features[None])[0]
-        return result if task.sure() else None
 
     def _on_stock(self, mel: mx.array, options: DecodingOptions) -> DecodingResult:
         """The window decoded on the stock model as the stock lane decodes it: mlx-whisper's
@@ -130,6 +105,13 @@ class Engine:
         if self._stock_features is None or self._stock_features[0] is not mel:
             self._stock_features = (mel, self.stock.encoder(mel[None])[0])
         return self._stock_features[1]
+
+
+def float_dtype(model: Whisper) -> mx.Dtype:
+    """The dtype the decoder computes in: its embedding's, or for a quantized embedding (packed
+    uint32 words) its scales'."""
+    embedding = model.decoder.token_embedding
+    return getattr(embedding, "scales", embedding.weight).dtype
 
 
 def _near(result: DecodingResult, logprob_threshold: Optional[float], no_speech_threshold: Optional[float]) -> bool:

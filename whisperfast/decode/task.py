@@ -16,7 +16,7 @@ tokens (n_audio * n_group, L)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List, Optional
+from typing import List
 
 import mlx.core as mx
 import numpy as np
@@ -32,8 +32,6 @@ from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
 from .rules import DeviceTimestampRules, suppress_blank, suppress_tokens
-from .sampling import CheckedRanker, CheckedSampler
-from .sampling import sure as checked_sure
 
 
 class RowInference(Inference):
@@ -210,7 +208,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
     beam search (openai's) where beam_size is given."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions, slack: Optional[float] = None):
+    def __init__(self, model: Whisper, options: DecodingOptions):
         # mlx-whisper 0.4.3's DecodingTask.__init__, the same fields and filters in the same
         # order, but for two things. Its tokenizer is whisperfast's (..tokenizer: the same ids,
         # built without tiktoken's special-token regex, 0.3 s a process). And SuppressBlank's
@@ -231,17 +229,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         self.inference = StaticInference(model)
         self.decoder = token_decoder(self, options)
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
-        if slack is not None and options.beam_size is None and options.temperature > 0:
-            # samples checked against logits `slack` away (sampling.py): the same draws and choice
-            self.decoder = CheckedSampler(options.temperature, self.tokenizer.eot, slack)
-            self.sequence_ranker = CheckedRanker(options.length_penalty)
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
         self.logit_filters = _logit_filters(self, suppress_blank, suppress_tokens, DeviceTimestampRules)
-
-    def sure(self) -> bool:
-        """After `run`: whether a checked sampled decode's draws and ranking stood clear of the
-        rounding (sampling.py); True for any other decode."""
-        return not isinstance(self.decoder, CheckedSampler) or checked_sure(self.decoder, self.sequence_ranker)
 
     def _detect_language(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""
