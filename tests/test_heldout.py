@@ -189,6 +189,34 @@ def test_logits_bit_identical(dtype, attention):
     assert step.exact == (attention == "rounded")
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16], ids=["fp32", "fp16"])
+def test_a_long_prompt_gives_stocks_logits(dtype):
+    """A window's previous text (a prompt over the CUDA kernel's 8 tokens, which the module
+    pass runs) through stock's decoder and the rewritten one, on stock's features of JFK: the
+    prompt's logits are stock's, bit for bit, and on the CPU so are the single-token steps
+    after it. The rewritten decoder attends on the prompt's own keys and values (on the
+    cache's slices the BLAS summed otherwise from 9 positions on), and on a CUDA GPU with
+    mlx-whisper's graph (MLX's fused SDPA of several queries builds a cuDNN graph for every
+    new length)."""
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    base, _ = pair("tiny.en", dtype)
+    fused, _ = rewrite_whisper(base.whisper)
+    features = base.whisper.encoder(first_window_mel(SAMPLES / "jfk.wav", dtype))
+    tok = get_tokenizer(False, language="en")
+    text = tok.encode(" My fellow citizens, we meet today to speak plainly about the nation and its future.")
+    prompt = mx.array([[tok.sot_prev, *text, *tok.sot_sequence_including_notimestamps]])
+    assert prompt.shape[1] > 8
+    stock, ours = Inference(base.whisper), StaticInference(fused)
+    want, got = stock.logits(prompt, features).astype(mx.float32), ours.logits(prompt, features)
+    assert mx.array_equal(got, want), f"largest difference {float(mx.abs(got - want).max())}"
+    if mx.default_device() != mx.cpu:
+        return  # the flat steps' fused SDPA: test_logits_bit_identical's docstring
+    for t in [50363, 843, 523, 616, 5891]:  # <|0.00|> And so my fellow
+        step = mx.array([[t]])
+        assert mx.array_equal(stock.logits(step, features).astype(mx.float32), ours.logits(step, features))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_format_and_content_variants_fp16(variant, tmp_path):

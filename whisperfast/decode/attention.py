@@ -81,10 +81,16 @@ class WhisperAttention(nn.Module):
                     # operand at every call, so every decode step copied all the cross K/V
                     # (2.8 against 1.1 ms a layer for tiny.en); laid out once, the same bits
                     kv_cache = (mx.contiguous(kv_cache[0]), mx.contiguous(kv_cache[1]))
-            return self.out(self._attend(q, *kv_cache, None)), kv_cache, None
+            return self.out(self._attend(q, *kv_cache, None, decoder=True)), kv_cache, None
         if isinstance(kv_cache, KVCache):
-            k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
-            return self.out(self._attend(q, k * self.qk_scale, v, attn_mask)), kv_cache, None
+            k_new, v_new = self._heads(self.key(x)), self._heads(self.value(x))
+            k, v, attn_mask = kv_cache.update(k_new, v_new, mask is not None)
+            if k.shape[2] == k_new.shape[2]:
+                # the whole prompt from an empty cache: it attends on its own keys and values, as
+                # stock's graph does, not on the cache's slices, whose strides make the CPU's
+                # BLAS (and cuBLAS) sum in another order from 9 positions on
+                k, v = k_new, v_new
+            return self.out(self._attend(q, k * self.qk_scale, v, attn_mask, decoder=True)), kv_cache, None
         k, v = self._linear(self.key, x), self._linear(self.value, x)
         if kv_cache is not None:
             k = mx.concatenate([kv_cache[0], k], axis=1)
@@ -114,11 +120,19 @@ class WhisperAttention(nn.Module):
         that moved a timestamp token on held-out audio."""
         return (self.query.weight.shape[0] // self.n_head) ** -0.25
 
-    def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask) -> mx.array:
+    def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask, decoder: bool = False) -> mx.array:
         """q (B, L, n_state); k, v heads-first, k already scaled by qk_scale; mask: None,
-        "causal" or an additive array."""
+        "causal" or an additive array. `decoder`: the decoder's self- or cross-attention."""
         B, L, n_state = q.shape
         fn = self.sdpa
+        if decoder and L > 1 and fn is ops.fused_scaled_dot_product_attention and _on_cuda():
+            # A prompt of the decoder (a window's previous text, L > 1) attends as mlx-whisper's
+            # graph does: MLX's CUDA backend runs a fused SDPA of several queries on cuDNN,
+            # which builds a graph for each new shape, once a process: 0.09-0.3 s for every
+            # new prompt length of a long file (benchmarks/h200-session9/). The rounded graph
+            # is matmuls and a softmax, stock's own arithmetic; the encoder's one shape keeps
+            # the fused op, and single-token steps never come here.
+            fn = ops.rounded_scaled_dot_product_attention
         args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
         parallel = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu \
             and len(cpu_streams()) > 1
@@ -139,7 +153,11 @@ class WhisperAttention(nn.Module):
         cached keys stay visible); a single query needs none (MLX's CUDA decode kernel
         takes no array mask)."""
         causal = "causal" if mask is not None and q.shape[1] > 1 else None
-        return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal), None
+        return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal, decoder=mask is not None), None
+
+
+def _on_cuda() -> bool:
+    return mx.default_device() == mx.gpu and mx.cuda.is_available()
 
 
 def supports_static_cache(model: Whisper) -> bool:
