@@ -4,11 +4,15 @@ variants, alternated run by run (issue 13):
 - early: the thread started before the CLI's own imports;
 - main: the warm-up run on the main thread, where the CLI would start the thread (does a
   first call cost per thread?);
+- split: the warm-up as two threads, the mel front end (cuFFT) on one and the encoder block
+  (cuDNN, cuBLAS, SDPA) on the other (do the libraries' first calls overlap? They do: the CLI
+  does this since the ninth session, benchmarks/h200-session9/);
+- one: the warm-up before that, mel and encoder block one after the other on one thread;
 - off: WHISPERFAST_GPU_WARMUP=0.
 Each child stamps (seconds since the parent spawned it) when the warm-up ran, when the CLI
 joined it, and when the atexit hooks ran, on stderr. Prints one JSON line per run, then the medians.
 
-Usage: python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
+Usage: [AB_VARIANTS=now,one,off] python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
 
 import json
 import os
@@ -47,6 +51,42 @@ class Joined:
 if variant == "early":  # started before the CLI's own imports
     early = Joined(runtime.warm_up_gpu(mx.float16))
     runtime.warm_up_gpu = lambda dtype: early
+elif variant == "split":
+    import threading
+    class Both:
+        def __init__(self, threads):
+            self.threads = threads
+        def join(self):
+            stamp("join start")
+            for t in self.threads:
+                t.join()
+            stamp("join end")
+    def split(dtype):
+        def mel():
+            stamp("mel start")
+            mx.eval(runtime._first_mel())
+            stamp("mel end")
+        def block():
+            stamp("block start")
+            runtime._first_encoder_block(mx.zeros((1100, runtime.N_MELS)), dtype)
+            mx.synchronize()
+            stamp("block end")
+        threads = [threading.Thread(target=f, daemon=True) for f in (mel, block)]
+        for t in threads:
+            t.start()
+        return Both(threads)
+    runtime.warm_up_gpu = split
+elif variant == "one":
+    import threading
+    def one(dtype):
+        def both():
+            stamp("warm-up start")
+            runtime._first_encoder_block(runtime._first_mel(), dtype)
+            stamp("warm-up end")
+        t = threading.Thread(target=both, daemon=True)
+        t.start()
+        return Joined(t)
+    runtime.warm_up_gpu = one
 elif variant == "main":  # on the main thread, where the CLI would start the thread
     def on_main(dtype):
         stamped(dtype)
@@ -61,7 +101,7 @@ main()
 '''
 
 
-VARIANTS = ("now", "early", "main", "off")
+VARIANTS = tuple(os.environ.get("AB_VARIANTS", "now,one,off").split(","))
 
 
 def run(variant, args):

@@ -37,7 +37,7 @@ def use_device(name: str | None) -> None:
 
 def warm_up_gpu(dtype: mx.Dtype) -> threading.Thread | None:
     """On a CUDA GPU, start a thread that makes the calls whose first use in a process is slow
-    (the context, cuFFT, cuBLAS, cuDNN's convolution, MLX's JIT kernels: ~0.4 s together on
+    (the context, cuFFT, cuBLAS, cuDNN's convolution, MLX's JIT kernels: ~0.4-0.6 s together on
     the H200, benchmarks/h200-coldstart/), so that they run while the caller imports the rest.
     The caller joins it before its own MLX work. It computes on zeros of its own and draws no
     random numbers: nothing the caller computes changes. Elsewhere (CPU, Metal) it starts
@@ -66,10 +66,34 @@ def _first_calls(dtype: mx.Dtype) -> None:
     kernel (its module load, cuFFT's plan, cuBLAS's choice for an operand layout, MLX's
     compiled GELU), so an op only alike the real one (an `x @ w` for Linear's
     `addmm(b, x, w.T)`) warms a kernel the real pass never calls. mlx.core and mlx.nn (which
-    imports nothing else), so that the thread waits on no import of the caller's."""
+    imports nothing else), so that the thread waits on no import of the caller's.
+
+    One thread, not two: with the mel on a second thread the warm-up ended 0.1 s sooner on the
+    H200, but a process then died now and then (cudaStreamEndCapture failed): MLX records
+    its work as CUDA graphs, and another thread's calls during a capture break it
+    (benchmarks/h200-session9/). The caller's main thread makes no GPU call until its join."""
+    _first_encoder_block(_first_mel(), dtype)
+
+
+N_MELS = 80
+
+
+def _first_mel() -> mx.array:
+    """log_mel_spectrogram(audio, padding=N_SAMPLES) of 11 s: audio.py's stft, its reflect pad
+    (lazy: the caller evaluates it)."""
+    x = mx.pad(mx.zeros((176000,)), (0, 480000))
+    x = mx.concatenate([x[1:201][::-1], x, x[-201:-1][::-1]])
+    frames = mx.as_strided(x, shape=[(x.size - 400 + 160) // 160, 400], strides=[160, 1])
+    magnitudes = mx.fft.rfft(frames * mx.zeros((400,)))[:-1, :].abs().square()
+    log_spec = mx.maximum(magnitudes @ mx.zeros((N_MELS, 201)).T, 1e-10).log10()
+    return (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
+
+
+def _first_encoder_block(mel: mx.array, dtype: mx.Dtype) -> None:
+    """longform.generate_segments' window of a mel (N, N_MELS), then an encoder block."""
     import mlx.nn as nn
 
-    n_mels, n_state, n_head, n_ctx = 80, 384, 6, 1500
+    n_mels, n_state, n_head, n_ctx = N_MELS, 384, 6, 1500
 
     def zeros(*shape):
         return mx.zeros(shape, dtype)
@@ -81,14 +105,7 @@ def _first_calls(dtype: mx.Dtype) -> None:
     def heads(x):
         return x.reshape(1, n_ctx, n_head, n_state // n_head).transpose(0, 2, 1, 3)
 
-    # log_mel_spectrogram(audio, padding=N_SAMPLES) of 11 s: audio.py's stft, its reflect pad
-    x = mx.pad(mx.zeros((176000,)), (0, 480000))
-    x = mx.concatenate([x[1:201][::-1], x, x[-201:-1][::-1]])
-    frames = mx.as_strided(x, shape=[(x.size - 400 + 160) // 160, 400], strides=[160, 1])
-    magnitudes = mx.fft.rfft(frames * mx.zeros((400,)))[:-1, :].abs().square()
-    log_spec = mx.maximum(magnitudes @ mx.zeros((n_mels, 201)).T, 1e-10).log10()
-    mel = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
-    # longform.generate_segments' window, then AudioEncoder: Conv1d is conv1d then + bias,
+    # AudioEncoder: Conv1d is conv1d then + bias,
     # Linear is addmm(bias, x, weight.T) (the key's: x @ weight.T)
     x = mx.pad(mel[0:1100], [(0, 1900), (0, 0)]).astype(dtype)[None]
     x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
