@@ -340,3 +340,64 @@ session7-quant)  # issue 17 again after dot_qrow's four chains: the quantized te
   timeout 275 $py benchmarks/quant_gpu.py "$out" 5 2>&1 | tee "$out/quant_gpu.jsonl"
   ;;
 esac
+case "${1:-all}" in
+session9)  # issue 13: a fresh machine's first runs (empty caches), where a fresh 600 s transcription loses time
+  # window by window (fresh_windows.py), the warm-up as one thread, two, or none (warmup_ab.py), JFK cold bench
+  $py -m whisperfast info --json > "$out/info.json"
+  # first after install (MLX's JIT cache, the kernel cache and the model conversion empty), then again
+  $py - <<'PY' 2>&1 | tee "$out/first-runs.jsonl"
+import json, subprocess, sys, time
+for args in (["--fast"], [], ["--fast"], []):
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "samples/jfk.wav", "-q", "--json", *args],
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    print(json.dumps({"args": args, "wall_s": round(wall, 3), "timings": d.get("timings"), "text": d.get("text"),
+                      "rc": r.returncode, "err": r.stderr[-300:] if r.returncode else ""}), flush=True)
+PY
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do
+    $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null  # the kernel cache filled once
+    $py benchmarks/fresh_windows.py $m /tmp/clip600.wav 3 > "$out/fresh-windows-$m.jsonl" 2>&1; grep wall_s "$out/fresh-windows-$m.jsonl"
+  done
+  AB_VARIANTS=now,split,off $py benchmarks/warmup_ab.py 5 samples/jfk.wav 2>&1 | tee "$out/warmup-split-ab.jsonl" | grep median
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
+  ;;
+esac
+case "${1:-all}" in
+session9b)  # after the prompt's rounded attention on CUDA and the two-thread warm-up: what a new prompt length
+  # costs (prompt_first_calls.py), the 600 s windows again, the cold bench (JFK, 600 s tiny.en and base)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m whisperfast transcribe samples/jfk.wav --fast -q > /dev/null; $py -m whisperfast transcribe samples/jfk.wav -q > /dev/null
+  $py benchmarks/prompt_first_calls.py 2>&1 | tee "$out/prompt-first-calls.jsonl" | python3 -c "
+import json, sys
+for l in sys.stdin:
+    d = json.loads(l); print(d['lane'], d.get('first_sum_s'), d.get('again_sum_s'), 'exit', d.get('exit_s'), d.get('err', ''))"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do
+    $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null  # the kernel cache filled once
+    $py benchmarks/fresh_windows.py $m /tmp/clip600.wav 2 > "$out/fresh-windows-$m.jsonl" 2>&1; grep wall_s "$out/fresh-windows-$m.jsonl"
+  done
+  AB_VARIANTS=now,one $py benchmarks/warmup_ab.py 4 samples/jfk.wav 2>&1 | tee "$out/warmup-ab.jsonl" | grep median
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> /tmp/cold.txt; grep -E "^│ (stock|fused)" /tmp/cold.txt
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/cold-600s-$m.json" 2> /tmp/cold.txt
+    echo "600 s $m"; grep -E "^│ (stock|fused)" /tmp/cold.txt
+  done
+  ;;
+esac
+case "${1:-all}" in
+session9-tests)  # the GPU tests a prompt's attention touches: the long-form and held-out equality tests (the
+  # 600 s clip too); then (session9-tests2) the kernel's, the samples' equality, beams (whose prompts the module pass runs)
+  timeout 570 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_heldout.py -k "not quantiz" \
+    2>&1 | tee "$out/gpu_tests_heldout.txt" | tail -20
+  ;;
+esac
+case "${1:-all}" in
+session9-tests2)
+  timeout 570 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_equality.py \
+    tests/test_beam.py tests/test_cuda_beams.py tests/test_coldstart.py tests/test_decoding.py -k "not quantiz" \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -20
+  ;;
+esac
