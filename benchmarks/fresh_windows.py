@@ -81,6 +81,29 @@ def timed_resume(self, audio_features, cache, batch):
 
 
 flat_mod.StaticInference.logits, step_mod.CudaDecode.resume = timed_logits, timed_resume
+
+# the first token after a prompt: each logit filter (as MLX ops) and the greedy update, timed
+from mlx_whisper import decoding as stock_decoding  # noqa: E402
+from whisperfast.decode import rules as rules_mod  # noqa: E402
+
+
+def timed(cls, name, label):
+    plain = getattr(cls, name)
+
+    def wrapper(self, *args):
+        t0 = time.perf_counter()
+        out = plain(self, *args)
+        mx.eval(out)
+        rows.append({"run": run_no[0], "call": label, "s": round(time.perf_counter() - t0, 4)})
+        return out
+
+    setattr(cls, name, wrapper)
+
+
+for cls, label in ((stock_decoding.SuppressBlank, "suppress blank"), (stock_decoding.SuppressTokens, "suppress tokens"),
+                   (rules_mod.DeviceTimestampRules, "timestamp rules")):
+    timed(cls, "apply", label)
+timed(stock_decoding.GreedyDecoder, "update", "greedy update")
 print(json.dumps({"model": name, "audio": audio, "load_s": round(t_load, 3), "device": str(mx.default_device())}), flush=True)
 for r in range(runs):
     run_no[0] = r

@@ -401,3 +401,17 @@ session9-tests2)
     2>&1 | tee "$out/gpu_tests.txt" | tail -20
   ;;
 esac
+case "${1:-all}" in
+session9c)  # HEAD's record: the 600 s clip window by window (the first prompt's prefill, filters, update timed),
+  # and the cold bench of the 600 s clip, tiny.en and base
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null; done
+  $py benchmarks/fresh_windows.py tiny.en /tmp/clip600.wav 2 > "$out/fresh-windows-detail-tiny.en.jsonl" 2>&1
+  grep wall_s "$out/fresh-windows-detail-tiny.en.jsonl"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+    echo "600 s $m"; grep -E "^│ (stock|fused)|Error" "$out/cold-600s-$m.txt"
+  done
+  ;;
+esac
