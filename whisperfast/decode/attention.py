@@ -51,8 +51,9 @@ class KVCache:
 
 class WhisperAttention(nn.Module):
     """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
-    SDPA op. It returns `qk = None`: no attention weights are materialized; layers whose
-    weights word timestamps need are left as mlx-whisper built them.
+    SDPA op (on CUDA a decoder prompt's on mlx-whisper's own graph: `_attend`). It returns
+    `qk = None`: no attention weights are materialized; layers whose weights word timestamps
+    need are left as mlx-whisper built them.
 
     Caches: cross-attention keeps its K/V heads-first, computed once per window; a `KVCache`
     given for self-attention is written in place; a tuple cache keeps mlx-whisper's
@@ -128,7 +129,7 @@ class WhisperAttention(nn.Module):
         if decoder and L > 1 and fn is ops.fused_scaled_dot_product_attention and _on_cuda():
             # A prompt of the decoder (a window's previous text, L > 1) attends as mlx-whisper's
             # graph does: MLX's CUDA backend runs a fused SDPA of several queries on cuDNN,
-            # which builds a graph for each new shape, once a process: 0.09-0.3 s for every
+            # which builds a graph for each new shape, once a process: 0.12-0.16 s for every
             # new prompt length of a long file (benchmarks/h200-session9/). The rounded graph
             # is matmuls and a softmax, stock's own arithmetic; the encoder's one shape keeps
             # the fused op, and single-token steps never come here.
