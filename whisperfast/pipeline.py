@@ -117,10 +117,11 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
     exact: on a GPU in fp16/bf16, attention rounds its scores and softmax weights to the
     compute dtype as mlx-whisper's graph does, where MLX's fused SDPA keeps them in fp32 (on
     the CPU the fused op already rounds so, and in fp32 both agree). Measured on the H200
-    (benchmarks/h200-engine/): the encoder's output is then stock's bit for bit, and so are the
-    prompt's logits, but the flat step parts from stock's after a few tokens (likely MLX picking
-    other matmul kernels for the static cache's strides; not confirmed), and the CUDA kernel's sums, in their own
-    order, then fall on the other side of tiny.en's JFK near-tie. So it is off by default."""
+    (benchmarks/h200-engine/): the encoder's output is then stock's bit for bit (a decoder
+    prompt attends as stock's graph either way: decode/attention.py), but the flat step parts
+    from stock's after a few tokens (likely MLX picking other matmul kernels for the static
+    cache's strides; not confirmed), and the CUDA kernel's sums, in their own order, then fall
+    on the other side of tiny.en's JFK near-tie. So it is off by default."""
     from .decode import rewrite_whisper, tokenizer_for
 
     t0 = time.perf_counter()
