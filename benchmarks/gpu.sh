@@ -415,3 +415,12 @@ session9c)  # HEAD's record: the 600 s clip window by window (the first prompt's
   done
   ;;
 esac
+case "${1:-all}" in
+session9-warm)  # the warm bench of the 600 s clip after the prompt's change: stock and fused in one process, alternated
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes stock,fused --runs 3 --warmup 1 --json \
+      --no-kernels > "$out/warm-600s-$m.json" 2> "$out/warm-600s-$m.txt"; tail -8 "$out/warm-600s-$m.txt"
+  done
+  ;;
+esac
