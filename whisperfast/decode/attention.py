@@ -24,7 +24,10 @@ class KVCache:
         self.keys = self.values = None
 
     def update(self, k: mx.array, v: mx.array, causal: bool):
-        """Append k, v (B, H, L, D); return the keys and values so far and the SDPA mask."""
+        """Append k, v (B, H, L, D); return the keys and values so far and the SDPA mask. From
+        an empty cache (a whole prompt) those are k and v themselves, which stock's graph
+        attends on: on the buffer's slices the BLAS (CPU, and cuBLAS) sums in another order
+        from 9 positions on."""
         B, H, L, D = k.shape
         if self.keys is None:
             self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), k.dtype), mx.zeros((B, H, self.n_ctx, D), v.dtype)
@@ -33,7 +36,10 @@ class KVCache:
         self.keys[..., self.offset : self.offset + L, :] = k
         self.values[..., self.offset : self.offset + L, :] = v
         self.offset += L
-        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], "causal" if causal and L > 1 else None
+        mask = "causal" if causal and L > 1 else None
+        if self.offset == L:
+            return k, v, mask
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], mask
 
     def take(self, rows: mx.array):
         """Rows (B', source row indices) become the cache's rows: each takes its source's keys
@@ -84,13 +90,7 @@ class WhisperAttention(nn.Module):
                     kv_cache = (mx.contiguous(kv_cache[0]), mx.contiguous(kv_cache[1]))
             return self.out(self._attend(q, *kv_cache, None, decoder=True)), kv_cache, None
         if isinstance(kv_cache, KVCache):
-            k_new, v_new = self._heads(self.key(x)), self._heads(self.value(x))
-            k, v, attn_mask = kv_cache.update(k_new, v_new, mask is not None)
-            if k.shape[2] == k_new.shape[2]:
-                # the whole prompt from an empty cache: it attends on its own keys and values, as
-                # stock's graph does, not on the cache's slices, whose strides make the CPU's
-                # BLAS (and cuBLAS) sum in another order from 9 positions on
-                k, v = k_new, v_new
+            k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
             return self.out(self._attend(q, k * self.qk_scale, v, attn_mask, decoder=True)), kv_cache, None
         k, v = self._linear(self.key, x), self._linear(self.value, x)
         if kv_cache is not None:
@@ -126,7 +126,7 @@ class WhisperAttention(nn.Module):
         "causal" or an additive array. `decoder`: the decoder's self- or cross-attention."""
         B, L, n_state = q.shape
         fn = self.sdpa
-        if decoder and L > 1 and fn is ops.fused_scaled_dot_product_attention and _on_cuda():
+        if decoder and L > 1 and fn is ops.fused_scaled_dot_product_attention and on_cuda():
             # A prompt of the decoder (a window's previous text, L > 1) attends as mlx-whisper's
             # graph does: MLX's CUDA backend runs a fused SDPA of several queries on cuDNN,
             # which builds a graph for each new shape, once a process: 0.12-0.16 s for every
@@ -157,8 +157,10 @@ class WhisperAttention(nn.Module):
         return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal, decoder=mask is not None), None
 
 
-def _on_cuda() -> bool:
-    return mx.default_device() == mx.gpu and mx.cuda.is_available()
+def on_cuda() -> bool:
+    """Whether MLX computes on a CUDA GPU."""
+    cuda = getattr(mx, "cuda", None)
+    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
 
 
 def supports_static_cache(model: Whisper) -> bool:
