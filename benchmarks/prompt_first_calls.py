@@ -31,7 +31,7 @@ from whisperfast.pipeline import load, rewritten
 lane = sys.argv[1]
 tiny = load("tiny.en", dtype=mx.float16)
 if lane == "fused-sdpa":
-    attention._on_cuda = lambda: False  # a probe's switch: the rule that sends prompts to the rounded graph is off
+    attention.on_cuda = lambda: False  # a probe's switch: the rule that sends prompts to the rounded graph is off
 fused = rewritten(tiny).whisper
 features = tiny.whisper.encoder(first_window_mel("samples/jfk.wav", mx.float16))
 mx.eval(features)

@@ -22,7 +22,7 @@ from mlx_whisper.decoding import GreedyDecoder, SuppressBlank, SuppressTokens
 from mlx_whisper.whisper import TextDecoder
 
 from ...config import config
-from ..attention import WhisperAttention, supports_static_cache
+from ..attention import WhisperAttention, on_cuda, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
@@ -314,7 +314,7 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array) -> Optional
 def quantized_note(model) -> Optional[str]:
     """What the rewrite report says of a quantized decoder on a CUDA GPU: that the kernel
     reads it, or why it does not (None elsewhere)."""
-    if not _on_cuda():
+    if not on_cuda():
         return None
     if _step_for(model, 1, model.decoder.positional_embedding.dtype) is not None:
         bits, group_size = quantization(model.decoder)
@@ -327,13 +327,8 @@ def quantized_note(model) -> Optional[str]:
     return None
 
 
-def _on_cuda() -> bool:
-    cuda = getattr(mx, "cuda", None)
-    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
-
-
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
-    if not config().cuda_step or not _on_cuda() or batch > MAX_BATCH:
+    if not config().cuda_step or not on_cuda() or batch > MAX_BATCH:
         return None
     step, dims = _decoder_step(model), model.dims
     if (step is None or features != step.dtype
