@@ -379,7 +379,8 @@ for l in sys.stdin:
     $py -m whisperfast transcribe /tmp/clip600.wav -m $m --fast -q > /dev/null  # the kernel cache filled once
     $py benchmarks/fresh_windows.py $m /tmp/clip600.wav 2 > "$out/fresh-windows-$m.jsonl" 2>&1; grep wall_s "$out/fresh-windows-$m.jsonl"
   done
-  AB_VARIANTS=now,one $py benchmarks/warmup_ab.py 4 samples/jfk.wav 2>&1 | tee "$out/warmup-ab.jsonl" | grep median
+  # (at a735134 with the two-thread warm-up as the CLI's: its rows "now" and "one" are today's split and now)
+  AB_VARIANTS=split,now $py benchmarks/warmup_ab.py 4 samples/jfk.wav 2>&1 | tee "$out/warmup-ab.jsonl" | grep median
   $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> /tmp/cold.txt; grep -E "^│ (stock|fused)" /tmp/cold.txt
   for m in tiny.en base; do
     $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 2 --json > "$out/cold-600s-$m.json" 2> /tmp/cold.txt

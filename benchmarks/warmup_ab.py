@@ -5,14 +5,14 @@ variants, alternated run by run (issue 13):
 - main: the warm-up run on the main thread, where the CLI would start the thread (does a
   first call cost per thread?);
 - split: the warm-up as two threads, the mel front end (cuFFT) on one and the encoder block
-  (cuDNN, cuBLAS, SDPA) on the other (do the libraries' first calls overlap? They do: the CLI
-  does this since the ninth session, benchmarks/h200-session9/);
-- one: the warm-up before that, mel and encoder block one after the other on one thread;
+  (cuDNN, cuBLAS, SDPA) on the other. Faster, and it crashed a process now and then: MLX's
+  CUDA graph captures do not survive another thread's calls (benchmarks/h200-session9/, where
+  the "now" and "one" rows of split/warmup-ab.jsonl are this split and the one thread);
 - off: WHISPERFAST_GPU_WARMUP=0.
 Each child stamps (seconds since the parent spawned it) when the warm-up ran, when the CLI
 joined it, and when the atexit hooks ran, on stderr. Prints one JSON line per run, then the medians.
 
-Usage: [AB_VARIANTS=now,one,off] python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
+Usage: [AB_VARIANTS=now,split,off] python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
 
 import json
 import os
@@ -76,17 +76,6 @@ elif variant == "split":
             t.start()
         return Both(threads)
     runtime.warm_up_gpu = split
-elif variant == "one":
-    import threading
-    def one(dtype):
-        def both():
-            stamp("warm-up start")
-            runtime._first_encoder_block(runtime._first_mel(), dtype)
-            stamp("warm-up end")
-        t = threading.Thread(target=both, daemon=True)
-        t.start()
-        return Joined(t)
-    runtime.warm_up_gpu = one
 elif variant == "main":  # on the main thread, where the CLI would start the thread
     def on_main(dtype):
         stamped(dtype)
@@ -101,7 +90,7 @@ main()
 '''
 
 
-VARIANTS = tuple(os.environ.get("AB_VARIANTS", "now,one,off").split(","))
+VARIANTS = tuple(os.environ.get("AB_VARIANTS", "now,split,off").split(","))
 
 
 def run(variant, args):
