@@ -425,3 +425,16 @@ session9-warm)  # the warm bench of the 600 s clip after the prompt's change: st
   done
   ;;
 esac
+case "${1:-all}" in
+session10)  # issue 13's first run after install: what compiles, and on which line (first_run_probe.py, caches
+  # emptied for each part), how NVRTC compiles scale on threads, the GELU pair's bits on the GPU
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  $py -m pytest -q -p no:cacheprovider tests/test_kernels.py -k gelu 2>&1 | tail -3
+  $py benchmarks/first_run_probe.py samples/jfk.wav tiny.en > "$out/first-run-jfk-tiny.en.jsonl" 2>&1
+  LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav base > "$out/first-run-jfk-base.jsonl" 2>&1
+  LANES=fast $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-200
+  ;;
+esac

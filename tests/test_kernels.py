@@ -137,6 +137,18 @@ def test_scaled_dot_product_attention(case):
               ops.composed_scaled_dot_product_attention(q, k, v, scale, mask), dtype, scale=4)
 
 
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
+def test_composed_gelu_is_the_compiled_one_bit_for_bit(dtype):
+    """The encoder may take either (kernels.ops.composed_gelu on CUDA, where the compiled one
+    costs an NVRTC compile on a machine's first run): the same bits, tails and zero included."""
+    x = mx.concatenate([rand((1500, 384), dtype, 7, scale=4.0).reshape(-1),
+                        mx.array([0.0, -0.0, 1e-3, -1e-3, 8.0, -8.0, 30.0, -30.0], dtype)])
+    fused, composed = ops.fused_gelu(x), ops.composed_gelu(x)
+    assert fused.dtype == composed.dtype == dtype
+    assert mx.array_equal(fused, composed)
+    assert not mx.array_equal(composed, x)  # GELU ran (it moves negative and small inputs)
+
+
 def test_rounded_attention_is_the_plain_graph():
     """Bit for bit what a hand-written fp16 attention computes (mlx-whisper's: scores q @ k^T
     in fp16, softmax(precise) to fp16 weights, then @ v): the fused kernel is not."""

@@ -11,6 +11,7 @@ import math
 from typing import Optional, Union
 
 import mlx.core as mx
+import mlx.nn as nn
 
 Mask = Union[None, str, mx.array]
 
@@ -40,6 +41,20 @@ def composed_rms_norm(x: mx.array, weight: Optional[mx.array], eps: float) -> mx
     xf = x.astype(mx.float32)
     y = (xf * mx.rsqrt(mx.square(xf).mean(axis=-1, keepdims=True) + eps)).astype(x.dtype)
     return y * weight if weight is not None else y
+
+
+# -- GELU (erf form), elementwise --------------------------------------------------------------
+
+def fused_gelu(x: mx.array) -> mx.array:
+    """mlx.nn's GELU: `mx.compile`d, one kernel. On CUDA, MLX's JIT compiles that kernel with
+    NVRTC the first time a machine meets it (its PTX cache in the temp folder keeps it)."""
+    return nn.gelu(x)
+
+
+def composed_gelu(x: mx.array) -> mx.array:
+    """The same formula as separate ops, each a kernel MLX ships compiled. Every op rounds to
+    x's dtype as the fused kernel's steps do, so the two agree bit for bit."""
+    return x * (1 + mx.erf(x / math.sqrt(2))) / 2
 
 
 # -- rotary position embedding: x is (B, *, T, D), the first `dims` features rotate -----------
