@@ -12,7 +12,8 @@ the model's conversion is kept):
    ran before (the one whose evaluation compiled). whisperfast's NVRTC calls are timed, and
    the sources of decode kernels that differ are diffed. The tracer slows the run: its
    times attribute, they do not measure. Then the first NVRTC compile again: alone, and 2
-   and 4 at once on threads (`parallel_compiles_s`, wall).
+   and 4 at once on threads (`parallel_compiles_s`, wall); and a kernel of one line with
+   the same includes, then with decode_step.cu too, uninstantiated (`compile_breakdown_s`).
 
     python benchmarks/first_run_probe.py [AUDIO] [MODEL] [--fast|--stock]   (JSON lines)"""
 
@@ -108,8 +109,19 @@ if calls:  # the first compile again, alone and n at once on threads (ctypes let
         [t.start() for t in threads]
         [t.join() for t in threads]
         parallel[n] = round(time.perf_counter() - t0, 3)
+breakdown = {}
+if calls:  # where a decode kernel's compile goes: the includes alone, then decode_step.cu parsed, nothing instantiated
+    from pathlib import Path
+    comp, _, options, headers, _ = calls[0]
+    cu = (Path(cuda_cache.__file__).parent.parent / "decode" / "cuda" / "decode_step.cu").read_text()
+    for label, header in (("includes", ""), ("includes+decode_step.cu", cu)):
+        src = cuda_cache.build_source("probe_empty", header, "o[0] = a[0];", [("a", mx.float32, 1)], [("o", mx.float32)], [])
+        t0 = time.perf_counter()
+        plain_call(comp, src, options, headers, ["mlx::core::cu::probe_empty"])
+        breakdown[label] = round(time.perf_counter() - t0, 3)
 print(json.dumps({"load_s": round(t_load, 3), "transcribe_s": round(t_run, 3), "text": result.text[:80],
-                  "events": events, "compiles": compiles, "parallel_compiles_s": parallel, "sources": sources}), flush=True)
+                  "events": events, "compiles": compiles, "parallel_compiles_s": parallel,
+                  "compile_breakdown_s": breakdown, "sources": sources}), flush=True)
 '''
 
 

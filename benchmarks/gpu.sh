@@ -438,3 +438,28 @@ session10)  # issue 13's first run after install: what compiles, and on which li
   grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-200
   ;;
 esac
+case "${1:-all}" in
+session10b)  # after the fast lane's first run stopped meeting MLX's JIT (composed GELU, no indexed reads or
+  # writes, one kernel for detection and decode, int32 tokens): the GPU tests it touches
+  $py -m whisperfast info --json > "$out/info.json"
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_first_run.py tests/test_kernels.py \
+    tests/test_decoding.py tests/test_cuda_step.py tests/test_cuda_cache.py tests/test_coldstart.py \
+    -k "not quantiz" 2>&1 | tee "$out/gpu_tests.txt" | tail -8
+  ;;
+session10c)  # the probe again (first runs: JFK tiny.en and base, the 600 s clip), then JFK's cold bench (caches warm)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  $py benchmarks/first_run_probe.py samples/jfk.wav tiny.en > "$out/first-run-jfk-tiny.en.jsonl" 2>&1
+  LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav base > "$out/first-run-jfk-base.jsonl" 2>&1
+  LANES=fast,stock $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-200
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
+  ;;
+session10d)  # the equality tests the greedy update and the encoder touch, long form and held-out input included
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_equality.py tests/test_heldout.py \
+    tests/test_longform.py -k "not quantiz" 2>&1 | tee "$out/gpu_tests_equality.txt" | tail -8
+  ;;
+esac

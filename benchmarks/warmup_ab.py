@@ -49,8 +49,8 @@ class Joined:
         stamp("join end")
 
 if variant == "early":  # started before the CLI's own imports
-    early = Joined(runtime.warm_up_gpu(mx.float16))
-    runtime.warm_up_gpu = lambda dtype: early
+    early = Joined(runtime.warm_up_gpu(mx.float16, "--fast" in sys.argv))
+    runtime.warm_up_gpu = lambda dtype, fast=False: early
 elif variant == "split":
     import threading
     class Both:
@@ -61,14 +61,14 @@ elif variant == "split":
             for t in self.threads:
                 t.join()
             stamp("join end")
-    def split(dtype):
+    def split(dtype, fast=False):
         def mel():
             stamp("mel start")
             mx.eval(runtime._first_mel())
             stamp("mel end")
         def block():
             stamp("block start")
-            runtime._first_encoder_block(mx.zeros((1100, runtime.N_MELS)), dtype)
+            runtime._first_encoder_block(mx.zeros((1100, runtime.N_MELS)), dtype, fast)
             mx.synchronize()
             stamp("block end")
         threads = [threading.Thread(target=f, daemon=True) for f in (mel, block)]
@@ -77,13 +77,13 @@ elif variant == "split":
         return Both(threads)
     runtime.warm_up_gpu = split
 elif variant == "main":  # on the main thread, where the CLI would start the thread
-    def on_main(dtype):
-        stamped(dtype)
+    def on_main(dtype, fast=False):
+        stamped(dtype, fast)
         return Joined(None)
     runtime.warm_up_gpu = on_main
 else:
     start = runtime.warm_up_gpu
-    runtime.warm_up_gpu = lambda dtype: Joined(start(dtype))
+    runtime.warm_up_gpu = lambda dtype, fast=False: Joined(start(dtype, fast))
 sys.argv = ["whisperfast", "transcribe", *sys.argv[2:]]
 from whisperfast.cli import main
 main()

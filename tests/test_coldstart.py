@@ -105,9 +105,10 @@ def test_the_gpu_warm_up_graph_runs_and_leaves_the_random_state_alone():
 
     mx.random.seed(7)
     before = mx.random.uniform(shape=(4,))
-    mx.random.seed(7)
-    runtime._first_calls(mx.float32)
-    assert mx.array_equal(mx.random.uniform(shape=(4,)), before)
+    for fast in (True, False):
+        mx.random.seed(7)
+        runtime._first_calls(mx.float32, fast)
+        assert mx.array_equal(mx.random.uniform(shape=(4,)), before)
 
 
 def test_main_starts_the_warm_up_early_only_for_a_plain_transcribe(monkeypatch):
@@ -116,13 +117,14 @@ def test_main_starts_the_warm_up_early_only_for_a_plain_transcribe(monkeypatch):
     from whisperfast import cli, models, runtime
 
     calls = []
-    monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype: calls.append(dtype) or "the thread")
+    monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype, fast: calls.append((dtype, fast)) or "the thread")
     assert cli._early_warm_up(["transcribe", "a.wav", "--fast", "-q"]) == "the thread"
-    assert calls == [models.default_dtype()]
+    assert cli._early_warm_up(["transcribe", "a.wav", "-q"]) == "the thread"
+    assert calls == [(models.default_dtype(), True), (models.default_dtype(), False)]
     for args in ([], ["bench", "a.wav"], ["transcribe", "--help"], ["transcribe", "a.wav", "-h"],
                  ["transcribe", "a.wav", "--dtype", "float32"], ["transcribe", "a.wav", "--device=cpu"]):
         assert cli._early_warm_up(args) is None, args
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_transcribe_joins_the_warm_up_that_main_started_before_it_loads_the_model():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mlx_whisper.decoding import ApplyTimestampRules
+from mlx_whisper.decoding import ApplyTimestampRules, GreedyDecoder
 from mlx_whisper.tokenizer import get_tokenizer
 
-from whisperfast.decode.rules import DeviceTimestampRules
+from whisperfast.decode.rules import DeviceTimestampRules, greedy_update
 
 TOKENIZERS = {m: get_tokenizer(m, num_languages=99 if m else None, language="en") for m in (False, True)}
 
@@ -40,6 +40,25 @@ def test_device_timestamp_rules_equal_mlx_whispers(case):
     ours = DeviceTimestampRules(tok, sample_begin, max_initial).apply(logits, tokens)
     theirs = ApplyTimestampRules(tok, sample_begin, max_initial).apply(logits, tokens)
     assert np.array_equal(np.array(ours), np.array(theirs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=history(), inf_rows=st.integers(0, 3))
+def test_greedy_update_equals_mlx_whispers(case, inf_rows):
+    """The fast engine's greedy update (no indexed read, tokens kept int32) against mlx-whisper's
+    GreedyDecoder.update at temperature 0: the same tokens, completion and sums, bit for bit,
+    rows that ended and rows whose filters banned most of the vocabulary among them."""
+    tok, n_vocab, _, seqs, seed, scale, _ = case
+    logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(seed)) * scale
+    banned = mx.arange(n_vocab) < tok.timestamp_begin  # as the timestamp rules leave a row
+    logits = mx.where((mx.arange(len(seqs)) < inf_rows)[:, None] & banned, -mx.inf, logits)
+    tokens, sums = mx.array(seqs, dtype=mx.int32), mx.random.normal((len(seqs),), key=mx.random.key(seed + 1))
+    ours = greedy_update(tokens, logits, sums, tok.eot)
+    theirs = GreedyDecoder(0.0, tok.eot).update(tokens, logits, sums)
+    assert ours[0].dtype == mx.int32 and ours[0].shape == (len(seqs), tokens.shape[1] + 1)
+    assert np.array_equal(np.array(ours[0]), np.array(theirs[0]))
+    assert ours[1].item() == theirs[1].item()
+    assert np.array_equal(np.array(ours[2]), np.array(theirs[2]), equal_nan=True)
 
 
 def count_flat_steps(monkeypatch) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import threading
@@ -35,18 +36,19 @@ def use_device(name: str | None) -> None:
         raise WhisperfastError(f"unknown device '{name}' (use cpu or gpu)")
 
 
-def warm_up_gpu(dtype: mx.Dtype) -> threading.Thread | None:
+def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> threading.Thread | None:
     """On a CUDA GPU, start a thread that makes the calls whose first use in a process is slow
     (the context, cuFFT, cuBLAS, cuDNN's convolution, MLX's JIT kernels: ~0.4-0.6 s together on
     the H200, benchmarks/h200-coldstart/), so that they run while the caller imports the rest.
     The caller joins it before its own MLX work. It computes on zeros of its own and draws no
     random numbers: nothing the caller computes changes. Elsewhere (CPU, Metal) it starts
-    nothing. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
+    nothing. `fast`: the fast engine's encoder follows (its GELU is composed on CUDA,
+    decode/encoder.py), else the model's own. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
     the caller's first encoder pass still costs ~0.05 s more than after a warm-up on its own
     thread, benchmarks/h200-coldstart/.)"""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
-    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype), name="whisperfast-gpu-warm-up", daemon=True)
+    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype, fast), name="whisperfast-gpu-warm-up", daemon=True)
     thread.start()
     return thread
 
@@ -60,7 +62,7 @@ def _quietly(fn, *args) -> None:
         pass
 
 
-def _first_calls(dtype: mx.Dtype) -> None:
+def _first_calls(dtype: mx.Dtype, fast: bool) -> None:
     """The first window's mel front end and an encoder block at tiny's widths, on zeros, op for
     op as mlx-whisper 0.4.3 writes them and the fast model runs them. A first call costs per
     kernel (its module load, cuFFT's plan, cuBLAS's choice for an operand layout, MLX's
@@ -72,7 +74,7 @@ def _first_calls(dtype: mx.Dtype) -> None:
     H200, but a process then died now and then (cudaStreamEndCapture failed): MLX records
     its work as CUDA graphs, and another thread's calls during a capture break it
     (benchmarks/h200-session9/). The caller's main thread makes no GPU call until its join."""
-    _first_encoder_block(_first_mel(), dtype)
+    _first_encoder_block(_first_mel(), dtype, fast)
 
 
 N_MELS = 80
@@ -89,9 +91,13 @@ def _first_mel() -> mx.array:
     return (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
 
 
-def _first_encoder_block(mel: mx.array, dtype: mx.Dtype) -> None:
-    """longform.generate_segments' window of a mel (N, N_MELS), then an encoder block."""
+def _first_encoder_block(mel: mx.array, dtype: mx.Dtype, fast: bool) -> None:
+    """longform.generate_segments' window of a mel (N, N_MELS), then an encoder block, its GELU
+    the fast engine's (`fast`) or the model's own (mlx.nn's compiled one)."""
     import mlx.nn as nn
+
+    def gelu(x):  # kernels.ops' composed_gelu (the fast encoder's on CUDA), or mlx.nn's compiled one
+        return x * (1 + mx.erf(x / math.sqrt(2))) / 2 if fast else nn.gelu(x)
 
     n_mels, n_state, n_head, n_ctx = N_MELS, 384, 6, 1500
 
@@ -108,8 +114,8 @@ def _first_encoder_block(mel: mx.array, dtype: mx.Dtype) -> None:
     # AudioEncoder: Conv1d is conv1d then + bias,
     # Linear is addmm(bias, x, weight.T) (the key's: x @ weight.T)
     x = mx.pad(mel[0:1100], [(0, 1900), (0, 0)]).astype(dtype)[None]
-    x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
-    x = nn.gelu(mx.conv1d(x, zeros(n_state, 3, n_state), 2, 1) + zeros(n_state))
+    x = gelu(mx.conv1d(x, zeros(n_state, 3, n_mels), 1, 1) + zeros(n_state))
+    x = gelu(mx.conv1d(x, zeros(n_state, 3, n_state), 2, 1) + zeros(n_state))
     x = x + zeros(n_ctx, n_state)
     h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
     scale = (n_state // n_head) ** -0.25
@@ -118,7 +124,7 @@ def _first_encoder_block(mel: mx.array, dtype: mx.Dtype) -> None:
     x = x + linear(out.transpose(0, 2, 1, 3).reshape(1, n_ctx, n_state))
     h = mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5)
     h = mx.addmm(zeros(4 * n_state), h, zeros(4 * n_state, n_state).T)
-    x = x + mx.addmm(zeros(n_state), nn.gelu(h), zeros(n_state, 4 * n_state).T)
+    x = x + mx.addmm(zeros(n_state), gelu(h), zeros(n_state, 4 * n_state).T)
     mx.eval(mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5))
 
 

@@ -28,7 +28,7 @@ def _early_warm_up(args: list[str]):
         return None
     from .. import models, runtime
 
-    return runtime.warm_up_gpu(models.default_dtype())
+    return runtime.warm_up_gpu(models.default_dtype(), fast="--fast" in args)
 
 
 def __getattr__(name: str):

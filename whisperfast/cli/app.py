@@ -148,7 +148,7 @@ def transcribe(
     _guard(runtime.use_device, device.value if device else None)
     compute_dtype = _guard(runtime.parse_dtype, dtype.value if dtype else None)
     # while the rest is imported; cli.main may have started it already, before typer loaded
-    warm_up = ctx.obj if ctx.obj is not None else runtime.warm_up_gpu(compute_dtype or models.default_dtype())
+    warm_up = ctx.obj if ctx.obj is not None else runtime.warm_up_gpu(compute_dtype or models.default_dtype(), fast=fast)
 
     from .. import batched, output, pipeline
 

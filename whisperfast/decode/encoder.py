@@ -1,12 +1,17 @@
-"""The encoder's forward pass for the fast engine on a CPU of several cores: mlx-whisper's
-AudioEncoder, op for op and bit for bit, with every GELU shared out by rows among one CPU
-stream per core (kernels/layers.rows_across_cpu_streams). Its attention already spreads its
-heads so (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
-(benchmarks/cpu/profile.md), and mlx-whisper calls them inline, so this pass writes the
-block out. The MLP's matmuls are shared out by output features too, as whisperfast keeps
-OpenBLAS at one thread on small machines (kernels/layers.linear_across_cpu_streams).
+"""The encoder's forward pass for the fast engine: mlx-whisper's AudioEncoder, op for op and
+bit for bit, written out where the fast engine runs it otherwise than the model would.
 
-Elsewhere (a GPU, one core, the stock engine) the encoder runs as the model built it.
+- On a CPU of several cores, every GELU is shared out by rows among one CPU stream per core
+  (kernels/layers.rows_across_cpu_streams). Its attention already spreads its heads so
+  (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
+  (benchmarks/cpu/profile.md). The MLP's matmuls are shared out by output features too, as
+  whisperfast keeps OpenBLAS at one thread on small machines
+  (kernels/layers.linear_across_cpu_streams).
+- On CUDA, the GELUs are kernels.ops.composed_gelu, MLX's shipped elementwise kernels, the same
+  bits as mlx.nn's compiled GELU: that one MLX's JIT compiles with NVRTC on a machine's first
+  run, several seconds (benchmarks/h200-session10/), where the composed ops cost ~0.1 ms a window.
+
+Elsewhere (Metal, one core, the stock engine) the encoder runs as the model built it.
 
 Shapes: mel (n_audio, N_FRAMES, n_mels) -> features (n_audio, n_audio_ctx, n_audio_state)."""
 
@@ -17,12 +22,18 @@ import mlx.nn as nn
 from mlx_whisper.whisper import AudioEncoder, Whisper
 
 from ..kernels.layers import cpu_streams, linear_across_cpu_streams, rows_across_cpu_streams
-from .attention import supports_static_cache
+from ..kernels.ops import composed_gelu
+from .attention import on_cuda, supports_static_cache
 
 
 def encode(model: Whisper, mel: mx.array) -> mx.array:
-    """The model's encoder on `mel`, its GELUs across CPU streams where `uses_streams` says so."""
-    return streamed_forward(model.encoder, mel) if uses_streams(model) else model.encoder(mel)
+    """The model's encoder on `mel`: across CPU streams where `uses_streams` says so, with the
+    composed GELU for a fast model on CUDA."""
+    if uses_streams(model):
+        return streamed_forward(model.encoder, mel)
+    if on_cuda() and supports_static_cache(model):
+        return forward(model.encoder, mel, composed_gelu, lambda linear, x: linear(x))
+    return model.encoder(mel)
 
 
 def uses_streams(model: Whisper) -> bool:
@@ -31,16 +42,18 @@ def uses_streams(model: Whisper) -> bool:
 
 
 def streamed_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
-    """AudioEncoder.__call__ and its blocks' (mlx-whisper 0.4.3), the same ops in the same
-    order, the GELUs by rows and the MLP's matmuls by columns across CPU streams."""
-    def gelu(x):
-        return rows_across_cpu_streams(nn.gelu, x)
+    """The GELUs by rows and the MLP's matmuls by columns across CPU streams."""
+    return forward(encoder, mel, lambda x: rows_across_cpu_streams(nn.gelu, x), linear_across_cpu_streams)
 
+
+def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear) -> mx.array:
+    """AudioEncoder.__call__ and its blocks' (mlx-whisper 0.4.3), the same ops in the same
+    order, with gelu(x) for its GELUs and linear(layer, x) for its MLP's layers."""
     x = gelu(encoder.conv1(mel))
     x = gelu(encoder.conv2(x))
     x = x + encoder._positional_embedding
     for block in encoder.blocks:
         x = x + block.attn(block.attn_ln(x))[0]
-        h = gelu(linear_across_cpu_streams(block.mlp1, block.mlp_ln(x)))
-        x = x + linear_across_cpu_streams(block.mlp2, h)
+        h = gelu(linear(block.mlp1, block.mlp_ln(x)))
+        x = x + linear(block.mlp2, h)
     return encoder.ln_post(x)

@@ -72,7 +72,7 @@ class Engine:
 
     def encode(self, mel: mx.array) -> mx.array:
         """mel (N_FRAMES, n_mels) in the decode dtype -> features (n_audio_ctx, n_audio_state)."""
-        return encode(self.model, mel[None])[0]
+        return mx.squeeze(encode(self.model, mel[None]), 0)  # not [0]: see decode/rules.py's greedy_update
 
     def detect_language(self, features: mx.array, tokenizer: Tokenizer):
         """(language token, {code: probability}) for one window's features."""

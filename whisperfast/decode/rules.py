@@ -45,6 +45,25 @@ class DeviceTimestampRules(ApplyTimestampRules):
         return logits + mx.where(text, -mx.inf, mask)
 
 
+def greedy_update(tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, eot: int):
+    """mlx-whisper 0.4.3's GreedyDecoder.update at temperature 0, the same values, without an
+    indexed read and with the tokens kept in their dtype. On CUDA an indexed read or write (a
+    Gather or Scatter: `logprobs[rows, tokens]`, and `x[0]` too, where `x[0, ...]` is a
+    slice) is a kernel MLX's JIT compiles with NVRTC on a machine's first run, 2-4 s each
+    (benchmarks/h200-session10/); and its update widens int32 tokens to int64, for which the
+    CUDA decode kernel compiles again. The picked token's log probability is read through a
+    mask: the max of it and -infs is it, bit for bit.
+    (tokens (B, L), logits (B, n_vocab), sum_logprobs (B,)) -> (tokens (B, L+1), completed, sum_logprobs)"""
+    next_tokens = logits.argmax(axis=-1)
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    picked = mx.arange(logits.shape[-1]) == next_tokens[:, None]
+    current_logprobs = mx.max(mx.where(picked, logprobs, -mx.inf), axis=-1)
+    sum_logprobs = sum_logprobs + current_logprobs * (tokens[:, -1] != eot)
+    next_tokens = mx.where(tokens[:, -1] == eot, eot, next_tokens).astype(tokens.dtype)
+    tokens = mx.concatenate([tokens, next_tokens[:, None]], axis=-1)
+    return tokens, mx.all(tokens[:, -1] == eot), sum_logprobs
+
+
 _BLANKS: dict = {}
 
 

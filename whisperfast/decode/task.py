@@ -31,7 +31,7 @@ from .beam import BeamSearchDecoder
 from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
-from .rules import DeviceTimestampRules, suppress_blank, suppress_tokens
+from .rules import DeviceTimestampRules, greedy_update, suppress_blank, suppress_tokens
 
 
 class RowInference(Inference):
@@ -255,9 +255,13 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # the device until the loop ends)
         own = cuda is not None and (cuda.greedy or cuda.beams is not None)
 
+        greedy = isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
+
         def update(tokens, logits, sum_logprobs):
             for logit_filter in self.logit_filters:
                 logits = logit_filter.apply(logits, tokens)
+            if greedy:
+                return greedy_update(tokens, logits, sum_logprobs, self.decoder.eot)
             return self.decoder.update(tokens, logits, sum_logprobs)
 
         def step(tokens, sum_logprobs):  # one new token a row
