@@ -124,21 +124,39 @@ def _unpack(path: Path) -> Optional[Compiled]:
 # custom_kernel.cpp's default_header
 DEFAULT_HEADER = '\n#include "mlx/backend/cuda/device/utils.cuh"\n\n#include <cooperative_groups.h>\n\n'
 
-# The stand-in for MLX's utils.cuh: its includes and the two types a generated kernel's
-# parameters use (to pass shapes and strides by value, their size is fixed at MAX_NDIM).
+# The stand-ins for the two headers DEFAULT_HEADER includes, given to NVRTC in memory (it
+# resolves an include by these names before its own folders). utils.cuh's: the types a
+# generated kernel's parameters use. MLX's Shape and Strides are cuda::std::arrays of MAX_NDIM
+# int32s and int64s, passed by value; a struct of one such C array has their layout, and
+# only the layout crosses the launch. cooperative_groups.h's: the namespace the source names.
+# Their real includes (libcu++'s array and tuple, cooperative groups) cost NVRTC ~1 s each of
+# a kernel's compile, whatever the kernel (benchmarks/nvrtc_includes.py), and a machine's first
+# run waits for that compile. The decode step compiles to the same machine code with these as
+# with the real ones (compared section by section, sm_90a, tiny.en fp16 and fp32).
 UTILS_STAND_IN = """#pragma once
 #include "mlx/backend/cuda/device/config.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda/std/array>
-#include <cuda/std/limits>
-#include <cuda/std/tuple>
 namespace mlx::core::cu {
-using Shape = cuda::std::array<int32_t, MAX_NDIM>;
-using Strides = cuda::std::array<int64_t, MAX_NDIM>;
+typedef signed char int8_t;
+typedef short int16_t;
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+struct Shape {
+  int32_t v[MAX_NDIM];
+  __device__ const int32_t& operator[](int i) const { return v[i]; }
+};
+struct Strides {
+  int64_t v[MAX_NDIM];
+  __device__ const int64_t& operator[](int i) const { return v[i]; }
+};
 }  // namespace mlx::core::cu
 """
-HEADERS = {"mlx/backend/cuda/device/utils.cuh": UTILS_STAND_IN}
+HEADERS = {"mlx/backend/cuda/device/utils.cuh": UTILS_STAND_IN, "cooperative_groups.h": "namespace cooperative_groups {}\n"}
 
 # mlx/backend/cuda/utils.cpp's dtype_to_cuda_type, and backend/common/compiled.cpp's
 # get_type_string (MLX names kernels with the latter)
