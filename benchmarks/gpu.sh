@@ -462,4 +462,19 @@ session10d)  # the equality tests the greedy update and the encoder touch, long 
   $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_equality.py tests/test_heldout.py \
     tests/test_longform.py -k "not quantiz" 2>&1 | tee "$out/gpu_tests_equality.txt" | tail -8
   ;;
+session10e)  # the kernels compiled against the lean stand-in headers: every kernel test (quantized too), a first
+  # run's compiles (the probe), JFK's cold bench
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  timeout 300 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_first_run.py tests/test_cuda_cache.py \
+    tests/test_cuda_step.py tests/test_cuda_beams.py tests/test_cuda_rows.py 2>&1 | tee "$out/gpu_tests.txt" | tail -4
+  $py benchmarks/nvrtc_includes.py 2 > "$out/nvrtc-includes.jsonl" 2>&1
+  LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav tiny.en > "$out/first-run-jfk-tiny.en.jsonl" 2>&1
+  LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav base > "$out/first-run-jfk-base.jsonl" 2>&1
+  LANES=fast $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_equality.py -k "not quantiz" 2>&1 | tee "$out/gpu_tests_equality.txt" | tail -3
+  ;;
 esac
