@@ -477,4 +477,14 @@ session10e)  # the kernels compiled against the lean stand-in headers: every ker
   $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"; grep -E "^│ (stock|fused)" "$out/cold-jfk.txt"
   timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_equality.py -k "not quantiz" 2>&1 | tee "$out/gpu_tests_equality.txt" | tail -3
   ;;
+session10f)  # the prompt's module pass off MLX's JIT too (its decoder blocks' GELU composed, the embedding a one-hot
+  # product): the first-run tests with a long prompt, the prompt's logits against stock's, the 600 s clip's first run
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast transcribe samples/jfk.wav -q > /dev/null  # tiny.en's conversion
+  timeout 120 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_first_run.py tests/test_heldout.py \
+    -k "(first_fast_run and tiny) or long_prompt or one_hot or written_out" 2>&1 | tee "$out/gpu_tests_prompt.txt" | tail -4
+  LANES=fast $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
+  ;;
 esac
+

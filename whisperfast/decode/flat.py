@@ -14,22 +14,51 @@ from mlx_whisper.decoding import Inference
 from mlx_whisper.whisper import TextDecoder
 
 from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
-from .attention import KVCache, WhisperAttention
+from ..kernels.ops import composed_gelu
+from .attention import KVCache, WhisperAttention, on_cuda
 
 
 def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list) -> mx.array:
-    """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V]."""
+    """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V].
+    On CUDA their GELUs are composed (decode/encoder.py says why)."""
+    gelu = composed_gelu if on_cuda() else nn.gelu
     for e, block in enumerate(decoder.blocks):
-        x, cache[e], _ = block(x, xa, mask=decoder._mask, kv_cache=cache[e])
+        x, cache[e] = _block(block, x, xa, decoder._mask, cache[e], gelu)
     return decoder.token_embedding.as_linear(decoder.ln(x))
+
+
+def _block(block, x: mx.array, xa: mx.array, mask, kv_cache, gelu):
+    """ResidualAttentionBlock.__call__ (mlx-whisper 0.4.3), the same ops, gelu(x) its GELU."""
+    kv, cross_kv = kv_cache if kv_cache else (None, None)
+    y, kv, _ = block.attn(block.attn_ln(x), mask=mask, kv_cache=kv)
+    x += y
+    if block.cross_attn:
+        y, cross_kv, _ = block.cross_attn(block.cross_attn_ln(x), xa, kv_cache=cross_kv)
+        x += y
+    x = x + block.mlp2(gelu(block.mlp1(block.mlp_ln(x))))
+    return x, (kv, cross_kv)
 
 
 def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache: list) -> mx.array:
     """TextDecoder.__call__ with the position offset read from the static cache.
     tokens (B, L); xa (B, n_audio_ctx, n_audio_state); cache: per block [KVCache, cross K/V]."""
     offset = cache[0][0].offset
-    x = decoder.token_embedding(tokens) + decoder.positional_embedding[offset : offset + tokens.shape[-1]]
+    x = embed(decoder.token_embedding, tokens, on_cuda()) + decoder.positional_embedding[offset : offset + tokens.shape[-1]]
     return _blocks(decoder, x, xa, cache)
+
+
+def embed(embedding: nn.Module, tokens: mx.array, one_hot: bool) -> mx.array:
+    """embedding(tokens); with `one_hot` (on CUDA), a float16 or bfloat16 table is read through
+    a one-hot product instead of an indexed read, a Gather that MLX's JIT compiles on a
+    machine's first run (rules.greedy_update). A row times a 1 plus the others times 0 is
+    the row exactly, in any order and precision of the sums, but for a -0.0 in the table,
+    which comes out +0.0 (tiny.en's holds 23): the position embedding added next leaves a
+    zero of the other sign only where it holds -0.0 too, and the next sum erases that. Other tables (float32, which CUDA may multiply in TF32;
+    quantized) keep the indexed read."""
+    w = getattr(embedding, "weight", None)
+    if not one_hot or type(embedding) is not nn.Embedding or w.dtype not in (mx.float16, mx.bfloat16):
+        return embedding(tokens)
+    return (tokens[..., None] == mx.arange(w.shape[0])).astype(w.dtype) @ w
 
 
 class FlatStep:
