@@ -4,7 +4,7 @@ engine (the CUDA kernel where it applies, else the module graph)."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import mlx.core as mx
 import numpy as np
@@ -15,7 +15,7 @@ from .attention import supports_static_cache
 from .cuda.step import prompt_logits
 
 
-def sot_logits(model: Whisper, tokens: mx.array, features: mx.array, tokenizer: Optional[Tokenizer] = None) -> mx.array:
+def sot_logits(model: Whisper, tokens: mx.array, features: mx.array, tokenizer: Tokenizer) -> mx.array:
     """Whisper.logits for the SOT alone: tokens (n_audio, 1), features (n_audio,
     n_audio_ctx, n_audio_state) -> (n_audio, 1, n_vocab). `tokenizer`: the one the
     transcription's filters will come from (prompt_logits runs the kernel compiled for them)."""

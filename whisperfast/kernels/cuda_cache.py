@@ -19,9 +19,10 @@ decode step) at every launch, and MLX copies it and std::hashes it each time (th
 Why nothing can run wrong: the module name hashes the whole source, parameter list included,
 so MLX finds a file only for the exact source it would have compiled; any difference in how
 the source was rebuilt here is a name nobody looks up (MLX compiles, as before). The one thing
-not MLX's is its device header: utils.cuh is embedded in libmlx.so, so the compile here gets a
-stand-in with what it includes and its Shape and Strides types; a kernel needing more of it
-fails to compile here, and MLX compiles it."""
+not MLX's is its device headers: utils.cuh is embedded in libmlx.so, so the compile here gets a
+stand-in with the types a kernel's parameters use (HEADERS: lean, as their real includes are
+most of a compile's time); a kernel needing more of it fails to compile here, and MLX
+compiles it."""
 
 from __future__ import annotations
 

@@ -300,21 +300,18 @@ def _mask_sum(masks: tuple, n_vocab: int) -> mx.array:
     return _MASKS[key][1]
 
 
-def prompt_logits(model, tokens: mx.array, audio_features: mx.array, tokenizer=None) -> Optional[mx.array]:
+def prompt_logits(model, tokens: mx.array, audio_features: mx.array, tokenizer) -> Optional[mx.array]:
     """Whisper.logits for a one-token prompt from empty caches (language detection's SOT) on
     the kernel: (B, 1, n_vocab), or None where it does not apply. The kernel's logits are the
-    decoder's, before any filter, and its pick goes unused; so with `tokenizer` it runs the
-    kernel compiled for a transcription's filters (that tokenizer's ids, the timestamp rules
-    on), which a machine's first run then compiles once for both (1.4 s for base on the H200,
-    benchmarks/h200-session10/)."""
+    decoder's, before any filter, and its pick goes unused; so it runs the kernel compiled for
+    a transcription's filters (`tokenizer`'s ids, the timestamp rules on), which a machine's
+    first run then compiles once for both (1.4 s for base on the H200 before the compile got
+    lean, benchmarks/h200-session10/)."""
     step = _step_for(model, tokens.shape[0], audio_features.dtype)
     if step is None or tokens.shape[1] != 1:
         return None
     none = mx.zeros((step.n_vocab,), mx.float32)
-    if tokenizer is not None:
-        rules = timestamp_rules(tokenizer, tokens.shape[1], True)
-    else:
-        rules = dict(TS=step.n_vocab, EOT=NONE, NO_TS=NONE, RULES=False, sample_begin=tokens.shape[1], max_init=NONE)
+    rules = timestamp_rules(tokenizer, tokens.shape[1], True)
     return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
 
 
