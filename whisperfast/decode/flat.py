@@ -53,8 +53,8 @@ def embed(embedding: nn.Module, tokens: mx.array, one_hot: bool) -> mx.array:
     machine's first run (rules.greedy_update). A row times a 1 plus the others times 0 is
     the row exactly, in any order and precision of the sums, but for a -0.0 in the table,
     which comes out +0.0 (tiny.en's holds 23): the position embedding added next leaves a
-    zero of the other sign only where it holds -0.0 too, and the next sum erases that. Other tables (float32, which CUDA may multiply in TF32;
-    quantized) keep the indexed read."""
+    zero of the other sign only where it holds -0.0 too, and the next sum erases that. Other
+    tables (float32, which CUDA may multiply in TF32; quantized) keep the indexed read."""
     w = getattr(embedding, "weight", None)
     if not one_hot or type(embedding) is not nn.Embedding or w.dtype not in (mx.float16, mx.bfloat16):
         return embedding(tokens)
