@@ -47,6 +47,9 @@ def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache:
     return _blocks(decoder, x, xa, cache)
 
 
+ONE_HOT_MAX = 1 << 26  # elements (128 MB in fp16)
+
+
 def embed(embedding: nn.Module, tokens: mx.array, one_hot: bool) -> mx.array:
     """embedding(tokens); with `one_hot` (on CUDA), a float16 or bfloat16 table is read through
     a one-hot product instead of an indexed read, a Gather that MLX's JIT compiles on a
@@ -54,9 +57,12 @@ def embed(embedding: nn.Module, tokens: mx.array, one_hot: bool) -> mx.array:
     the row exactly, in any order and precision of the sums, but for a -0.0 in the table,
     which comes out +0.0 (tiny.en's holds 23): the position embedding added next leaves a
     zero of the other sign only where it holds -0.0 too, and the next sum erases that. Other
-    tables (float32, which CUDA may multiply in TF32; quantized) keep the indexed read."""
+    tables (float32, which CUDA may multiply in TF32; quantized) keep the indexed read, and so
+    do token counts whose one-hot matrix would pass ONE_HOT_MAX elements (a window's prompt of
+    up to 224 tokens is 11.6M; a batch of 32 such prompts would be 372M)."""
     w = getattr(embedding, "weight", None)
-    if not one_hot or type(embedding) is not nn.Embedding or w.dtype not in (mx.float16, mx.bfloat16):
+    if (not one_hot or type(embedding) is not nn.Embedding or w.dtype not in (mx.float16, mx.bfloat16)
+            or tokens.size * w.shape[0] > ONE_HOT_MAX):
         return embedding(tokens)
     return (tokens[..., None] == mx.arange(w.shape[0])).astype(w.dtype) @ w
 
