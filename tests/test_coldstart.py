@@ -1,6 +1,7 @@
 """`whisperfast bench --cold` (whisperfast/coldstart.py): fresh processes per run and lane."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -51,7 +52,10 @@ def test_the_child_writes_its_kernel_cache_counters_at_exit(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     json.loads(r.stdout)  # the command's own output, untouched
-    assert json.loads(report.read_text()) == {"kernel_cache": None}  # no kernel ran: no cache was imported
+    from whisperfast.config import config
+
+    # no kernel ran: no kernel cache was imported; the child's whisperfast cache folder
+    assert json.loads(report.read_text()) == {"kernel_cache": None, "cache": str(config().cache)}
 
 
 @pytest.mark.slow  # two fresh transcriptions of JFK: ~30 s on 2 CPU cores
@@ -69,6 +73,27 @@ def test_bench_cold_one_run_on_jfk(tmp_path):
     assert "cold: median" in r.stderr and "run 1 fused" in r.stderr
 
 
+@pytest.mark.slow  # two fresh transcriptions of JFK, each converting tiny.en: ~40 s on 2 CPU cores
+def test_bench_cold_with_empty_caches_gives_every_run_its_own(tmp_path):
+    """--empty-caches: each run's child converts the model into an empty cache of its own,
+    removed after; the user's cache (here an empty folder) is never written."""
+    import os
+
+    user = tmp_path / "user-cache"
+    user.mkdir()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "bench", str(SAMPLES / "jfk.wav"), "--cold", "--empty-caches",
+                        "--runs", "1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "WHISPERFAST_CACHE": str(user)})
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["empty_caches"] is True and "empty caches each run" in r.stderr
+    caches = [s["cache"] for s in report["samples"]]
+    assert len(caches) == 2 and len(set(caches)) == 2 and str(user) not in caches
+    assert not any(Path(c).exists() for c in caches)  # removed after
+    assert list(user.iterdir()) == []
+    assert all(s["matches_stock"] and s["tokens"] > 0 for s in report["samples"])
+
+
 def test_bench_cold_refuses_what_it_cannot_time_in_one_error_line():
     from typer.testing import CliRunner
 
@@ -80,6 +105,8 @@ def test_bench_cold_refuses_what_it_cannot_time_in_one_error_line():
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 1 and r.stdout == "" and r.stderr.startswith("Error:") and said in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+    r = CliRunner().invoke(app, ["bench", jfk, "--empty-caches"])  # a usage error: exit 2
+    assert r.exit_code == 2 and r.stderr.strip() == "Error: --empty-caches goes with --cold", r.stderr
 
 
 def test_the_gpu_warm_up_starts_only_on_a_cuda_gpu_and_a_knob_turns_it_off(knobs):

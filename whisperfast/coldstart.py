@@ -10,7 +10,12 @@ compiling them on a miss; it happens inside the first transcription, so transcri
 it; MLX's own JIT, cached by MLX, is inside load or transcribe).
 
 The child is `python -m whisperfast.cli.cold_child REPORT transcribe ...`: the `whisperfast`
-command itself, which at exit writes its kernel cache's counters to REPORT (`write_report`)."""
+command itself, which at exit writes its kernel cache's counters to REPORT (`write_report`).
+
+With `empty_caches` every run is a first run after install: the child gets empty caches of its
+own, whisperfast's (the model's conversion, the compiled kernels: WHISPERFAST_CACHE) and MLX's
+PTX cache (MLX_PTX_CACHE_DIR, where MLX's CUDA JIT keeps what it compiles); the OS page cache
+stays as it is."""
 
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ LANES = {"stock": [], "fused": ["--fast"]}
 
 
 def write_report(path: str) -> None:
+    from .config import config
+
     cache = sys.modules.get("whisperfast.kernels.cuda_cache")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"kernel_cache": cache.COUNTERS.snapshot() if cache else None}, f)
+        json.dump({"kernel_cache": cache.COUNTERS.snapshot() if cache else None, "cache": str(config().cache)}, f)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class ColdRun:
     tokens: int
     matches_stock: Optional[bool]
     kernel_cache: Optional[dict]  # the child's cache counters: hits, compiles, ...
+    cache: Optional[str] = None  # the child's whisperfast cache folder
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class ColdReport:
     dtype: Optional[str]
     runs: int
     command: list[str]  # a child's command line, less the lane's arguments
+    empty_caches: bool = False  # every run from empty caches (a first run after install)
     lanes: dict[str, ColdLane] = field(default_factory=dict)
     samples: list[ColdRun] = field(default_factory=list)  # in the order they ran
 
@@ -85,32 +94,38 @@ def child_command(audio: Path, model: str, dtype: Optional[str], device: Optiona
     return cmd + (["--dtype", dtype] if dtype else []) + (["--device", device] if device else [])
 
 
-def run_once(cmd: list[str], lane: str, run: int, report: Path) -> tuple[ColdRun, list[int]]:
+def run_once(cmd: list[str], lane: str, run: int, report: Path, caches: Optional[Path] = None) -> tuple[ColdRun, list[int]]:
+    """One child; with `caches` (an empty folder) its whisperfast and MLX caches are in there."""
+    import os
     import subprocess
     import time
 
     from .errors import WhisperfastError
 
     report.unlink(missing_ok=True)
+    env = None
+    if caches is not None:
+        env = {**os.environ, "WHISPERFAST_CACHE": str(caches / "whisperfast"), "MLX_PTX_CACHE_DIR": str(caches / "mlx-ptx")}
     t0 = time.perf_counter()
-    r = subprocess.run(cmd[:5] + [str(report)] + cmd[5:] + LANES[lane], capture_output=True, text=True)
+    r = subprocess.run(cmd[:5] + [str(report)] + cmd[5:] + LANES[lane], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         said = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("import time:")]
         raise WhisperfastError(f"{lane} run {run + 1}: the child exited {r.returncode}: {said[-1] if said else 'no message'}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    cache = json.loads(report.read_text(encoding="utf-8"))["kernel_cache"] if report.exists() else None
+    said = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    cache = said.get("kernel_cache")
     timings = out["timings"]
     return ColdRun(lane, run, wall, import_seconds(r.stderr), timings["load"], cache["seconds"] if cache else 0.0,
-                   timings["total"], len(out["tokens"]), None, cache), out["tokens"]
+                   timings["total"], len(out["tokens"]), None, cache, said.get("cache")), out["tokens"]
 
 
 def run(audio: Path, model: str, dtype: Optional[str] = None, device: Optional[str] = None,
         lanes: tuple[str, ...] = ("stock", "fused"), runs: int = 3, progress: Callable[[str], None] = lambda _: None,
-        python: Optional[str] = None) -> ColdReport:
+        python: Optional[str] = None, empty_caches: bool = False) -> ColdReport:
     """Each lane `runs` times in fresh processes, alternated: stock 1, fused 1, stock 2, ...
-    Caches are left as they are: clear the kernel cache first for a cold first run (each
-    run's kernel_cache says whether it compiled)."""
+    The caches are the user's (each run's kernel_cache says whether it compiled), or with
+    `empty_caches` a pair of empty ones for each run, removed after."""
     import dataclasses
     import tempfile
 
@@ -127,8 +142,9 @@ def run(audio: Path, model: str, dtype: Optional[str] = None, device: Optional[s
     with tempfile.TemporaryDirectory(prefix="whisperfast-cold-") as tmp:
         for r in range(runs):
             for lane in lanes:
-                progress(f"run {r + 1} · {lane}")
-                sample, tokens[lane, r] = run_once(cmd, lane, r, Path(tmp) / "report.json")
+                progress(f"run {r + 1} · {lane}" + (" · empty caches" if empty_caches else ""))
+                caches = Path(tmp) / f"caches-{lane}-{r}" if empty_caches else None
+                sample, tokens[lane, r] = run_once(cmd, lane, r, Path(tmp) / "report.json", caches)
                 samples.append(sample)
     if "stock" in lanes:
         samples = [dataclasses.replace(s, matches_stock=tokens[s.lane, s.run] == tokens["stock", 0]) for s in samples]
@@ -139,4 +155,4 @@ def run(audio: Path, model: str, dtype: Optional[str] = None, device: Optional[s
         report[lane] = ColdLane(stat(lambda s: s.wall_s), stat(lambda s: s.import_s), stat(lambda s: s.load_s),
                                 stat(lambda s: s.compile_s), stat(lambda s: s.transcribe_s),
                                 None if "stock" not in lanes else all(s.matches_stock for s in mine))
-    return ColdReport(str(audio), model, dtype, runs, cmd, report, samples)
+    return ColdReport(str(audio), model, dtype, runs, cmd, empty_caches, report, samples)

@@ -266,6 +266,8 @@ def bench(
                                         "(default: stock,fused,composed; with --cold: stock,fused)."),
     cold: bool = typer.Option(False, "--cold", help="Each run of each lane in a fresh process, timed from the shell: "
                               "wall, import, load, kernel compile or cache read, transcription (no warm-up)."),
+    empty_caches: bool = typer.Option(False, "--empty-caches", help="With --cold: every run from empty caches of its own "
+                                      "(model conversion, compiled kernels, MLX's PTX cache), as the first run after install."),
     kernels: Optional[bool] = typer.Option(None, "--kernels/--no-kernels", help="--kernels: only the kernel table; --no-kernels: skip it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
@@ -298,6 +300,8 @@ def bench(
             raise WhisperfastError(f"--beam-size must be at least 1, not {n_beams}")
         if n_beams is not None and cold:
             raise WhisperfastError("--cold does not take --beam-size")
+        if empty_caches and not cold:
+            raise WhisperfastError("--empty-caches goes with --cold")
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -314,7 +318,8 @@ def bench(
             _error("--cold times one audio file")
             raise typer.Exit(1)
         report = _guard(coldstart.run, paths[0], model, dtype.value if dtype else None, device.value if device else None,
-                        lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress)
+                        lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress,
+                        empty_caches=empty_caches)
         if as_json:
             print(json.dumps(asdict(report), indent=1))
         render.print_cold(report, render.console(stderr=as_json, width=wide))

@@ -85,7 +85,8 @@ def timing_table(columns: dict) -> Table:
 
 
 def print_cold(report, console: Console) -> None:
-    console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes", highlight=False)
+    caches = " · empty caches each run (a first run after install)" if report.empty_caches else ""
+    console.print(f"{report.model} · {report.dtype or 'default dtype'} · {report.audio} · fresh processes{caches}", highlight=False)
     t = table(title=f"cold: median (min-max) seconds over {report.runs} runs a lane, alternated", title_justify="left")
     for c in ("lane", "wall", "import", "load", "compile", "transcribe", "= stock"):
         t.add_column(c, justify="left" if c == "lane" else "right")
