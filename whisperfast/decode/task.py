@@ -255,6 +255,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # the device until the loop ends)
         own = cuda is not None and (cuda.greedy or cuda.beams is not None)
 
+        # mlx-whisper's greedy update, the same values without its indexed read (rules.greedy_update)
         greedy = isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
 
         def update(tokens, logits, sum_logprobs):
