@@ -15,6 +15,9 @@ the model's conversion is kept):
    and 4 at once on threads (`parallel_compiles_s`, wall); and a kernel of one line with
    the same includes, then with decode_step.cu too, uninstantiated (`compile_breakdown_s`).
 
+Other options: ARGS (CLI arguments for the plain part, e.g. "--beam-size 5") and OPTIONS (the
+traced part's TranscribeOptions as JSON, e.g. '{"beam_size": 5}').
+
     python benchmarks/first_run_probe.py [AUDIO] [MODEL] [--fast|--stock]   (JSON lines)"""
 
 import difflib
@@ -31,6 +34,7 @@ CHILD = r'''
 import hashlib, json, os, sys, time, traceback
 t_start = time.perf_counter()
 mlx_dir, kernels, audio, model_name, fast = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+transcribe_options = json.loads(sys.argv[6])
 import whisperfast  # noqa (BLAS preload)
 import mlx.core as mx
 from whisperfast.kernels import cuda_cache
@@ -96,7 +100,7 @@ model = load(model_name, dtype=parse_dtype("float16"), fast=fast)
 t_load = time.perf_counter() - t0
 sys.settrace(tracer)
 t0 = time.perf_counter()
-result = transcribe(model, audio, TranscribeOptions())
+result = transcribe(model, audio, TranscribeOptions(**transcribe_options))
 t_run = time.perf_counter() - t0
 sys.settrace(None)
 check()
@@ -145,7 +149,8 @@ def main() -> None:
     for lane in os.environ.get("LANES", "fast,stock,fast,stock").split(","):
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", audio, "-m", model, "-q", "--json",
-                            *(["--fast"] if lane == "fast" else [])], capture_output=True, text=True, env=env)
+                            *(["--fast"] if lane == "fast" else []), *os.environ.get("ARGS", "").split()],
+                           capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
         d = json.loads(r.stdout) if r.returncode == 0 else {}
         print(json.dumps({"part": "plain", "lane": lane, "wall_s": round(wall, 3), "timings": d.get("timings"),
@@ -155,7 +160,7 @@ def main() -> None:
     kernels = Path(env.get("WHISPERFAST_CACHE") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisperfast") / "kernels"
     kernels.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([sys.executable, "-c", CHILD, env["MLX_PTX_CACHE_DIR"], str(kernels), audio, model,
-                        "1" if fast else "0"], capture_output=True, text=True, env=env)
+                        "1" if fast else "0", os.environ.get("OPTIONS", "{}")], capture_output=True, text=True, env=env)
     if r.returncode:
         print(json.dumps({"part": "traced", "rc": r.returncode, "err": r.stderr[-1500:]}), flush=True)
         return

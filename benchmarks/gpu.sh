@@ -486,5 +486,19 @@ session10f)  # the prompt's module pass off MLX's JIT too (its decoder blocks' G
   LANES=fast $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
   grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
   ;;
+session11-probe)  # next: the first run's compiles on the paths not probed yet: beam 5 (tiny.en, base), the
+  # cold bench from empty caches (bench --cold --empty-caches), JFK and the 600 s clip
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  for m in tiny.en base; do
+    ARGS="--beam-size 5" OPTIONS='{"beam_size": 5}' LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav $m \
+      > "$out/first-run-beam5-jfk-$m.jsonl" 2>&1
+  done
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
+  $py -m whisperfast bench --cold --empty-caches --runs 3 --json > "$out/cold-empty-jfk.json" 2> "$out/cold-empty-jfk.txt"
+  $py -m whisperfast bench /tmp/clip600.wav --cold --empty-caches --runs 2 --json > "$out/cold-empty-600s.json" 2> "$out/cold-empty-600s.txt"
+  grep -hE "^│ (stock|fused)" "$out"/cold-empty-*.txt
+  ;;
 esac
 
