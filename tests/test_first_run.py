@@ -1,7 +1,8 @@
-"""A machine's first `--fast` run on CUDA (issue 13): MLX's JIT compiles each of its indexing,
+"""A machine's first `--fast` run (issue 13). On CUDA, MLX's JIT compiles each of its indexing,
 compiled and dynamic-slice kernels with NVRTC the first time a machine meets it, 2-4 s each
-(benchmarks/h200-session10/). The fast lane of a window with a short prompt meets none: it
-compiles its decode kernel alone, one for the language detection and the decode alike."""
+(benchmarks/h200-session10/); the fast lane meets none: it compiles its decode kernel alone, one
+for the language detection and the decode alike. On the CPU, MLX compiles `mx.compile`d
+functions (mlx.nn's GELU) with g++ the first time, 0.37 s; the fast lane compiles nothing."""
 
 import json
 import os
@@ -127,3 +128,19 @@ def test_a_written_out_decoder_block_is_the_blocks_own_call(tiny):
         y, (kv, cross) = call(mx.array(x), cache)
         out.append((y, kv.keys, kv.values, *cross))
     assert all(mx.array_equal(a, b) for a, b in zip(*out)) and not mx.array_equal(out[0][0], x)
+
+
+def test_a_first_fast_run_on_the_cpu_compiles_nothing(tmp_path):
+    """MLX keeps what it compiles for the CPU in <TMPDIR>/mlx/<version>/cpu: a fresh folder
+    stays empty through a fast transcription of JFK (tiny.en, the CPU), which gives stock's text."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", str(SAMPLES / "jfk.wav"), "--fast", "-q",
+                        "--device", "cpu"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fellow Americans" in r.stdout
+    compiled = [p.name for p in tmp_path.rglob("*") if p.is_file() and "mlx" in p.parts]
+    assert compiled == [], compiled
+    stock = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", str(SAMPLES / "jfk.wav"), "-q",
+                            "--device", "cpu"], env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert stock.returncode == 0 and stock.stdout == r.stdout
+    assert any(p.suffix == ".so" for p in tmp_path.rglob("*")), "stock's compiled GELU: the folder is where MLX writes"

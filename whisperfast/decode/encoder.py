@@ -1,17 +1,19 @@
 """The encoder's forward pass for the fast engine: mlx-whisper's AudioEncoder, op for op and
 bit for bit, written out where the fast engine runs it otherwise than the model would.
 
+- Its GELU is `fast_gelu()`'s: kernels.ops.composed_gelu on CUDA and the CPU, the same bits as
+  mlx.nn's compiled GELU, which MLX compiles the first time a machine meets it (CUDA: NVRTC,
+  several seconds; the CPU: g++, 0.37 s on this project's 2-core machine; benchmarks/h200-session10/)
+  where the composed ops cost about the same (~0.1 ms a window on the H200, +1 % of a GELU's
+  56 ms on the CPU, whose scalar erf is the time).
 - On a CPU of several cores, every GELU is shared out by rows among one CPU stream per core
   (kernels/layers.rows_across_cpu_streams). Its attention already spreads its heads so
   (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
   (benchmarks/cpu/profile.md). The MLP's matmuls are shared out by output features too, as
   whisperfast keeps OpenBLAS at one thread on small machines
   (kernels/layers.linear_across_cpu_streams).
-- On CUDA, the GELUs are kernels.ops.composed_gelu, MLX's shipped elementwise kernels, the same
-  bits as mlx.nn's compiled GELU: that one MLX's JIT compiles with NVRTC on a machine's first
-  run, several seconds (benchmarks/h200-session10/), where the composed ops cost ~0.1 ms a window.
 
-Elsewhere (Metal, one core, the stock engine) the encoder runs as the model built it.
+Elsewhere (Metal, the stock engine) the encoder runs as the model built it.
 
 Shapes: mel (n_audio, N_FRAMES, n_mels) -> features (n_audio, n_audio_ctx, n_audio_state)."""
 
@@ -23,17 +25,22 @@ from mlx_whisper.whisper import AudioEncoder, Whisper
 
 from ..kernels.layers import cpu_streams, linear_across_cpu_streams, rows_across_cpu_streams
 from ..kernels.ops import composed_gelu
-from .attention import on_cuda, supports_static_cache
+from .attention import supports_static_cache
 
 
 def encode(model: Whisper, mel: mx.array) -> mx.array:
-    """The model's encoder on `mel`: across CPU streams where `uses_streams` says so, with the
-    composed GELU for a fast model on CUDA."""
+    """The model's encoder on `mel`: across CPU streams where `uses_streams` says so, and with
+    `fast_gelu()` for a fast model."""
     if uses_streams(model):
         return streamed_forward(model.encoder, mel)
-    if on_cuda() and supports_static_cache(model):
+    if supports_static_cache(model) and fast_gelu() is composed_gelu:
         return forward(model.encoder, mel, composed_gelu, lambda linear, x: linear(x))
     return model.encoder(mel)
+
+
+def fast_gelu():
+    """The fast engine's GELU (the module's docstring says why): composed but on Metal."""
+    return nn.gelu if mx.default_device() == mx.gpu and mx.metal.is_available() else composed_gelu
 
 
 def uses_streams(model: Whisper) -> bool:
@@ -43,7 +50,7 @@ def uses_streams(model: Whisper) -> bool:
 
 def streamed_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     """The GELUs by rows and the MLP's matmuls by columns across CPU streams."""
-    return forward(encoder, mel, lambda x: rows_across_cpu_streams(nn.gelu, x), linear_across_cpu_streams)
+    return forward(encoder, mel, lambda x: rows_across_cpu_streams(composed_gelu, x), linear_across_cpu_streams)
 
 
 def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear) -> mx.array:

@@ -14,14 +14,14 @@ from mlx_whisper.decoding import Inference
 from mlx_whisper.whisper import TextDecoder
 
 from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
-from ..kernels.ops import composed_gelu
 from .attention import KVCache, WhisperAttention, on_cuda
+from .encoder import fast_gelu
 
 
 def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list) -> mx.array:
-    """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V].
-    On CUDA their GELUs are composed (decode/encoder.py says why)."""
-    gelu = composed_gelu if on_cuda() else nn.gelu
+    """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V],
+    with the fast engine's GELU (encoder.fast_gelu)."""
+    gelu = fast_gelu()
     for e, block in enumerate(decoder.blocks):
         x, cache[e] = _block(block, x, xa, decoder._mask, cache[e], gelu)
     return decoder.token_embedding.as_linear(decoder.ln(x))
@@ -86,6 +86,7 @@ class FlatStep:
 
     def __init__(self, decoder: TextDecoder):
         made = []  # arrays built here: evaluated once, not in the first step
+        self.gelu = fast_gelu()
         # Layers rewritten to attend as mlx-whisper rounds (pipeline.rewritten, GPU fp16/bf16)
         self.exact = any(getattr(b.attn, "attention", None) == "rounded" for b in decoder.blocks)
 
@@ -162,7 +163,7 @@ class FlatStep:
             o = heads_across_cpu_streams(cross_sdpa, q * s, *cross, 1.0, None) if self.across else \
                 cross_sdpa(q * s, *cross, 1.0, None)
             x = x + co((o if n == B else o.transpose(0, 2, 1, 3)).reshape(B, 1, D))
-            x = x + fc2(nn.gelu(fc1(ln3(x))))
+            x = x + fc2(self.gelu(fc1(ln3(x))))
         x = dec.ln(x)
         emb = dec.token_embedding
         return matmul_t_across_cpu_streams(x, emb.weight) if self.across and type(emb) is nn.Embedding \
