@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,6 +153,54 @@ def test_main_starts_the_warm_up_early_only_for_a_plain_transcribe(monkeypatch):
                  ["transcribe", "a.wav", "--dtype", "float32"], ["transcribe", "a.wav", "--device=cpu"]):
         assert cli._early_warm_up(args) is None, args
     assert len(calls) == 2
+
+
+def test_the_teardown_keeper_holds_only_kept_files_and_ends_after_its_parent(tmp_path):
+    """runtime._fork_keeper, which hands a CUDA context's teardown to a child (here keeping a
+    file of the test's in place of the driver's): the parent's reader sees EOF when the parent
+    ends (the child closed stdout), the child keeps its kept file open until then, and ends."""
+    kept = tmp_path / "kept"
+    kept.write_text("x")
+    code = f"""
+import os, sys, time
+from whisperfast import runtime
+held = os.open({str(kept)!r}, os.O_RDONLY)
+pid = runtime._fork_keeper(({str(kept)!r},))
+print(pid, flush=True)
+time.sleep(0.5)  # the child is settled: it closed what it does not keep
+fds = {{os.readlink(f"/proc/{{pid}}/fd/{{fd}}") for fd in os.listdir(f"/proc/{{pid}}/fd")}}
+print(sorted(f for f in fds if not f.startswith("pipe:")), flush=True)
+os._exit(0)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    pid_line, files_line = r.stdout.splitlines()
+    assert files_line == repr([str(kept)])  # stdin, stdout, stderr and every other file closed
+    pid = int(pid_line)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # gone, or a zombie waiting for its new parent to reap it
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the keeper {pid} outlived its parent by 10 s")
+
+
+def test_the_teardown_is_handed_off_only_on_a_cuda_gpu(knobs):
+    import mlx.core as mx
+
+    from whisperfast import runtime
+
+    on_cuda = mx.default_device() == mx.gpu and runtime.gpu_backend() == "cuda"
+    knobs(WHISPERFAST_GPU_TEARDOWN_HANDOFF="0")
+    assert runtime.hand_off_teardown() is None
+    if not on_cuda:  # on CUDA every fresh CLI process of the GPU tests hands its teardown off (test_first_run.py)
+        knobs(WHISPERFAST_GPU_TEARDOWN_HANDOFF="1")
+        assert runtime.hand_off_teardown() is None
 
 
 def test_transcribe_joins_the_warm_up_that_main_started_before_it_loads_the_model():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import threading
@@ -46,11 +47,16 @@ def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> threading.Thread | None:
     decode/encoder.py), else the model's own. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
     the caller's first encoder pass still costs ~0.05 s more than after a warm-up on its own
     thread, benchmarks/h200-coldstart/.)"""
-    if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
+    if not warms_up():
         return None
     thread = threading.Thread(target=_quietly, args=(_first_calls, dtype, fast), name="whisperfast-gpu-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def warms_up() -> bool:
+    """Whether a warm-up runs at all: on a CUDA GPU, unless WHISPERFAST_GPU_WARMUP=0."""
+    return config().gpu_warmup and mx.default_device() == mx.gpu and gpu_backend() == "cuda"
 
 
 def _quietly(fn, *args) -> None:
@@ -126,6 +132,54 @@ def _first_encoder_block(mel: mx.array, dtype: mx.Dtype, fast: bool) -> None:
     h = mx.addmm(zeros(4 * n_state), h, zeros(4 * n_state, n_state).T)
     x = x + mx.addmm(zeros(n_state), gelu(h), zeros(n_state, 4 * n_state).T)
     mx.eval(mx.fast.layer_norm(x, zeros(n_state), zeros(n_state), 1e-5))
+
+
+def hand_off_teardown() -> int | None:
+    """For a process about to end (`os._exit`) that computed on a CUDA GPU: fork a child that
+    keeps the driver's open files (/dev/nvidia*) until this process is gone, then ends. The
+    driver tears a CUDA context down when the last of its files closes, which made every exit
+    wait 0.11-0.16 s on the H200 (benchmarks/h200-session9/); the shell now waits for none of it.
+    The child holds nothing else (stdin, stdout and stderr are closed, so a reader sees EOF when
+    this process ends), touches no CUDA call, and lives as long as the teardown. Returns its pid,
+    or None where nothing was handed off (the CPU, Metal, WHISPERFAST_GPU_TEARDOWN_HANDOFF=0)."""
+    if not (config().teardown_handoff and hasattr(os, "fork") and mx.default_device() == mx.gpu
+            and gpu_backend() == "cuda"):
+        return None
+    return _fork_keeper(("/dev/nvidia",))
+
+
+def _fork_keeper(kept: tuple[str, ...]) -> int | None:
+    """A child that closes every file but those whose path starts with one of `kept`, waits until
+    the caller's process has ended (EOF on a pipe whose write end only the caller holds) and
+    exits. Only os calls run in the child: the caller's other threads are not there."""
+    import warnings
+
+    r, w = os.pipe()
+    try:
+        with warnings.catch_warnings():  # Python 3.12 warns of fork() in a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    if pid:
+        os.close(r)
+        return pid  # w closes when this process ends
+    try:
+        os.close(w)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd == r:
+                continue
+            try:
+                if not os.readlink(f"/proc/self/fd/{fd}").startswith(kept):
+                    os.close(fd)
+            except OSError:
+                pass
+        os.read(r, 1)
+    finally:
+        os._exit(0)
 
 
 def device_name() -> str:

@@ -376,7 +376,8 @@ def main(warm_up=None) -> None:
     without the interpreter's teardown: Python freeing every module and object it loaded
     costs 0.1-0.25 s of a fresh transcription's wall time on a 2-core machine
     (benchmarks/cold-start-cpu.md), and nothing is left for it to do. What a normal exit
-    does first still happens: the atexit handlers run and stdout and stderr are flushed."""
+    does first still happens: the atexit handlers run and stdout and stderr are flushed. On a
+    CUDA GPU the driver's teardown of the context is left to a child (runtime.hand_off_teardown)."""
     try:
         app(prog_name="whisperfast", obj=warm_up)
         code = 0
@@ -388,6 +389,10 @@ def main(warm_up=None) -> None:
             stream.flush()
         except (BrokenPipeError, ValueError):  # a reader that left (`| head`), or a closed stream
             pass
+    if "mlx.core" in sys.modules:  # a command that computed: on a CUDA GPU, the context's teardown goes to a child
+        from .. import runtime
+
+        runtime.hand_off_teardown()
     os._exit(code)
 
 
