@@ -9,6 +9,6 @@ from .. import coldstart
 
 if __name__ == "__main__":
     atexit.register(coldstart.write_report, sys.argv.pop(1))
-    from .app import main
+    from . import main
 
-    main()  # the command as installed: its handlers, this one included, run before it ends
+    main()  # the command as installed (cli.main, its early warm-up included): its handlers, this one too, run before it ends
