@@ -1,9 +1,10 @@
 """Plain fresh `whisperfast transcribe` processes, wall clock from the parent, lanes alternated
 run by run (issue 13): `--fast` from each source tree given, and stock (no `--fast`) from the
 first. A tree is a folder that holds the `whisperfast` package (`git archive REV | tar x -C
-DIR` makes an older one); the current directory's is ".".
+DIR` makes an older one); the current directory's is ".". A tree may carry environment
+settings for its lane, `TREE@VAR=VALUE@...` (a knob turned off, say).
 
-Usage: python benchmarks/fresh_ab.py RUNS TREE[,TREE...] AUDIO[:MODEL] ...
+Usage: python benchmarks/fresh_ab.py RUNS TREE[@VAR=VALUE...][,TREE...] AUDIO[:MODEL] ...
 Prints one JSON line per run, then the medians of each lane."""
 
 import json
@@ -14,9 +15,10 @@ import sys
 import time
 
 
-def run(tree, args):
+def run(lane_tree, args):
+    tree, *settings = lane_tree.split("@")
     path = [os.path.abspath(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and os.path.abspath(p) != os.getcwd()]
-    env = dict(os.environ, PYTHONPATH=":".join(path))
+    env = dict(os.environ, PYTHONPATH=":".join(path), **dict(x.split("=", 1) for x in settings))
     t0 = time.perf_counter()
     # -m puts the working directory first on sys.path: the tree's own folder
     r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "-q", "--json"], capture_output=True,
@@ -28,7 +30,8 @@ def run(tree, args):
     return wall, out["timings"], out["text"][:40]
 
 
-def check_tree(tree):
+def check_tree(lane_tree):
+    tree = lane_tree.split("@")[0]
     r = subprocess.run([sys.executable, "-c", "import whisperfast; print(whisperfast.__file__)"], capture_output=True,
                        text=True, cwd=tree)
     assert r.stdout.startswith(os.path.abspath(tree)), (tree, r.stdout, r.stderr)
@@ -42,7 +45,7 @@ def main():
         audio, model = (case.split(":") + ["tiny.en"])[:2]
         audio = os.path.abspath(audio)
         lanes = [(f"{tree} --fast", tree, [audio, "-m", model, "--fast"]) for tree in trees]
-        lanes.append((f"{trees[0]} stock", trees[0], [audio, "-m", model]))
+        lanes.append((f"{trees[0].split('@')[0]} stock", trees[0].split("@")[0], [audio, "-m", model]))
         for _, tree, args in lanes:
             run(tree, args)  # caches filled
         walls = {name: [] for name, _, _ in lanes}

@@ -486,19 +486,59 @@ session10f)  # the prompt's module pass off MLX's JIT too (its decoder blocks' G
   LANES=fast $py benchmarks/first_run_probe.py /tmp/clip600.wav tiny.en > "$out/first-run-600s-tiny.en.jsonl" 2>&1
   grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
   ;;
-session11-probe)  # next: the first run's compiles on the paths not probed yet: beam 5 (tiny.en, base), the
-  # cold bench from empty caches (bench --cold --empty-caches), JFK and the 600 s clip
+esac
+case "${1:-all}" in
+session11)  # issue 13, fresh processes with warm caches: the warm-up on the thread that transcribes (the imports on a
+  # second) and the CUDA context's teardown handed to a child, A/B against the tree before (ab-old/, git archive of
+  # ba6b894) and with the hand-off off; then the cold bench (its child now cli.main, as installed); the GPU tests touched
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-old > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  lanes="ab-old,.,.@WHISPERFAST_GPU_TEARDOWN_HANDOFF=0"
+  $py benchmarks/fresh_ab.py 7 "$lanes" samples/jfk.wav > "$out/fresh-ab-jfk.jsonl" 2>&1
+  $py benchmarks/fresh_ab.py 4 "$lanes" /tmp/clip600.wav > "$out/fresh-ab-600s-tiny.en.jsonl" 2>&1
+  $py benchmarks/fresh_ab.py 3 "ab-old,." /tmp/clip600.wav:base > "$out/fresh-ab-600s-base.jsonl" 2>&1
+  grep -h median "$out"/fresh-ab-*.jsonl
+  ;;
+session11c)  # the stamps of a fresh process (fresh_timeline.py): the tree before (ab-old/), the warm-up thread with the
+  # hand-off (ab-thread/), the warm-up on the transcribing thread with the hand-off (.); then HEAD's cold bench
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-old ab-thread > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  $py benchmarks/fresh_timeline.py 7 "ab-old,ab-thread,." samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
+  $py benchmarks/fresh_timeline.py 4 "ab-old,ab-thread,." /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
+  grep -h median "$out"/timeline-*.jsonl | cut -c1-700
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  ;;
+session11e)  # HEAD's record (the warm-up thread as before, the teardown handed off): the cold bench of JFK and the
+  # 600 s clip; whether an early CUDA context would help (driver_first_probe.py); then session11d; the tests touched
   $py -m whisperfast info --json > "$out/info.json"
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q > /dev/null; done  # conversions
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  $py benchmarks/driver_first_probe.py 6 > "$out/driver-first.jsonl" 2>&1; grep median "$out/driver-first.jsonl"
+  bash "$0" session11d
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tail -2
+  ;;
+session11d)  # the first-run paths not probed yet (beam 5, tiny.en and base), the cold bench from empty caches
   for m in tiny.en base; do
     ARGS="--beam-size 5" OPTIONS='{"beam_size": 5}' LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav $m \
       > "$out/first-run-beam5-jfk-$m.jsonl" 2>&1
   done
   grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-160
   $py -m whisperfast bench --cold --empty-caches --runs 3 --json > "$out/cold-empty-jfk.json" 2> "$out/cold-empty-jfk.txt"
-  $py -m whisperfast bench /tmp/clip600.wav --cold --empty-caches --runs 2 --json > "$out/cold-empty-600s.json" 2> "$out/cold-empty-600s.txt"
-  grep -hE "^│ (stock|fused)" "$out"/cold-empty-*.txt
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-empty-*.txt
   ;;
 esac
-
