@@ -203,6 +203,54 @@ def test_the_teardown_is_handed_off_only_on_a_cuda_gpu(knobs):
         assert runtime.hand_off_teardown() is None
 
 
+def test_main_makes_the_cuda_context_while_mlx_loads_and_joins_it_before_the_warm_up(monkeypatch, knobs):
+    from whisperfast import _cuda_context, cli, runtime
+
+    events = []
+
+    class Context:
+        def join(self):
+            events.append("joined")
+
+    monkeypatch.setattr(_cuda_context, "start", lambda: events.append("started") or Context())
+    monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype, fast: events.append("warm-up") or "the thread")
+    assert cli._early_warm_up(["transcribe", "a.wav", "--fast"]) == "the thread"
+    assert events == ["started", "joined", "warm-up"]
+    assert cli._early_warm_up(["info"]) is None and len(events) == 3
+    knobs(WHISPERFAST_GPU_WARMUP="0")  # no warm-up, no early context
+    cli._early_warm_up(["transcribe", "a.wav"])
+    assert events[3:] == ["warm-up"]
+
+
+def test_the_early_cuda_context_is_made_only_for_mlxs_cuda_build():
+    """_cuda_context finds MLX's CUDA build by its metadata's folder, as importlib.metadata does;
+    where it is installed, a fresh process that made the context first computes on the GPU as
+    MLX alone does."""
+    import importlib.metadata as md
+
+    from whisperfast import _cuda_context
+
+    cuda_build = any((d.metadata["Name"] or "").lower().replace("_", "-").startswith("mlx-cuda") for d in md.distributions())
+    assert _cuda_context.mlx_cuda_installed() == cuda_build
+    if not cuda_build:
+        assert _cuda_context.start() is None
+        return
+    code = """
+import whisperfast
+from whisperfast import _cuda_context
+made = _cuda_context.retain_primary_context()
+import mlx.core as mx
+x = mx.arange(12, dtype=mx.float32).reshape(3, 4)
+print(made, (x @ x.T).tolist() == mx.matmul(x, x.T, stream=mx.cpu).tolist(), mx.default_device())
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    made, same, device = r.stdout.split(maxsplit=2)
+    if "gpu" in device:
+        assert made == "True"
+    assert same == "True"
+
+
 def test_transcribe_joins_the_warm_up_that_main_started_before_it_loads_the_model():
     from typer.testing import CliRunner
 

@@ -3,7 +3,8 @@
 `main` is the installed entry point. It imports typer and the command only after it has
 started a plain `transcribe`'s GPU warm-up (runtime.warm_up_gpu): the thread then makes its
 first calls while typer loads too, ~0.05 s of a fresh process on the H200
-(benchmarks/h200-coldstart/)."""
+(benchmarks/h200-coldstart/). Before that, while mlx.core loads, a thread makes the CUDA
+context (_cuda_context)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def _early_warm_up(args: list[str]):
     if args[:1] != ["transcribe"] or any(a in ("-h", "--help") or a.split("=")[0] in ("--device", "--dtype")
                                          for a in args[1:]):
         return None
+    from .. import _cuda_context
+    from ..config import config
+
+    context = _cuda_context.start() if config().gpu_warmup else None  # while mlx.core loads
     from .. import models, runtime
 
+    if context is not None:
+        context.join()  # its driver calls end before MLX's first
     return runtime.warm_up_gpu(models.default_dtype(), fast="--fast" in args)
 
 
