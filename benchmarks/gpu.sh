@@ -542,3 +542,19 @@ session11d)  # the first-run paths not probed yet (beam 5, tiny.en and base), th
   grep -hE "^│ (stock|fused)|Error" "$out"/cold-empty-*.txt
   ;;
 esac
+case "${1:-all}" in
+session11f)  # the early CUDA context (02f9ebf) against the tree before it (ab-prev/, b84f776): fresh processes' stamps,
+  # JFK and the 600 s clip; a beam-5 first run (its compiles named); the tests touched
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-prev > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast transcribe samples/jfk.wav -q --fast > /dev/null  # the conversion, the kernel cache
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
+  $py benchmarks/fresh_timeline.py 7 "ab-prev,." samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
+  $py benchmarks/fresh_timeline.py 4 "ab-prev,." /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
+  grep -h median "$out"/timeline-*.jsonl | cut -c1-700
+  ARGS="--beam-size 5" OPTIONS='{"beam_size": 5}' LANES=fast $py benchmarks/first_run_probe.py samples/jfk.wav tiny.en \
+    > "$out/first-run-beam5-jfk-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-300
+  ;;
+esac
