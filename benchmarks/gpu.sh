@@ -558,3 +558,13 @@ session11f)  # the early CUDA context (02f9ebf) against the tree before it (ab-p
   grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-300
   ;;
 esac
+case "${1:-all}" in
+session11g)  # the beam update's `completed` read without a Gather (MLX's gather_bool JIT, 2.2 s of a first beam run):
+  # the first-run tests (beam 5 too), the device beam tests, the probe's beam-5 first run
+  $py -m whisperfast transcribe samples/jfk.wav -q > /dev/null  # the conversion
+  timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_first_run.py tests/test_cuda_beams.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  ARGS="--beam-size 5" OPTIONS='{"beam_size": 5}' LANES=fast,stock $py benchmarks/first_run_probe.py samples/jfk.wav tiny.en \
+    > "$out/first-run-beam5-jfk-tiny.en.jsonl" 2>&1
+  grep -h '"plain"' "$out"/first-run-*.jsonl | cut -c1-300
+  ;;
+esac

@@ -6,6 +6,7 @@ functions (mlx.nn's GELU) with g++ the first time, 0.37 s; the fast lane compile
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ import whisperfast
 from whisperfast import pipeline
 from whisperfast.kernels.cuda_cache import COUNTERS
 from whisperfast.options import TranscribeOptions
-options = TranscribeOptions(initial_prompt=sys.argv[3] or None)
+options = TranscribeOptions(initial_prompt=sys.argv[3] or None, beam_size=int(sys.argv[4]) or None)
 fused = pipeline.load(sys.argv[2], fast=True)
 t = pipeline.transcribe(fused, sys.argv[1], options)
 counters = COUNTERS.snapshot()
@@ -36,22 +37,26 @@ PROMPT = "Presidential inaugural addresses, nineteen sixty-one: the speech that 
 
 
 @needs_cuda
-@pytest.mark.parametrize("model,prompt", [("tiny.en", ""), ("base", ""), ("tiny.en", PROMPT)])
-def test_a_first_fast_run_compiles_its_decode_kernel_and_nothing_of_mlxs(model, prompt, tmp_path):
-    """Empty caches (whisperfast's, MLX's PTX cache): the fast transcription of JFK leaves one
-    kernel in MLX's cache, whisperfast's decode step (base: its language detection ran on it
-    too), and compiled that once; stock's tokens. With an initial prompt (over 8 tokens: the
-    module pass runs it, as it runs every window's previous text in long audio) too."""
+@pytest.mark.parametrize("model,prompt,beams", [("tiny.en", "", 0), ("base", "", 0), ("tiny.en", PROMPT, 0), ("tiny.en", "", 5)])
+def test_a_first_fast_run_compiles_its_own_kernels_and_nothing_of_mlxs(model, prompt, beams, tmp_path):
+    """Empty caches (whisperfast's, MLX's PTX cache): the fast transcription of JFK leaves in
+    MLX's cache whisperfast's decode step alone (base: its language detection ran on it too),
+    and compiled it once; stock's tokens. With an initial prompt (over 8 tokens: the module pass
+    runs it, as it runs every window's previous text in long audio) too. With 5 beams, the beam
+    update and the caches' row gather too, three compiles (its tokens: test_cuda_beams.py's)."""
     env = {**os.environ, "WHISPERFAST_CACHE": str(tmp_path / "wf"), "MLX_PTX_CACHE_DIR": str(tmp_path / "mlx")}
-    r = subprocess.run([sys.executable, "-c", _CHILD, str(SAMPLES / "jfk.wav"), model, prompt], env=env,
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(SAMPLES / "jfk.wav"), model, prompt, str(beams)], env=env,
                        capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     print(json.dumps({k: v for k, v in out.items() if k not in ("tokens", "stock")}))
     assert out["launches"] > 0  # the kernel decoded
-    assert out["counters"]["compiles"] == 1 and out["counters"]["fallbacks"] == 0
-    assert len(out["mlx_modules"]) == 1 and out["mlx_modules"][0].startswith("custom_kernel_wf_decode_step_")
-    assert out["tokens"] == out["stock"]
+    kernels = ["beam_update", "decode_step", "gather_rows"] if beams else ["decode_step"]
+    assert out["counters"]["compiles"] == len(kernels) and out["counters"]["fallbacks"] == 0
+    names = [re.fullmatch(r"custom_kernel_wf_([a-z_]+?)_[0-9a-f]{12}_.*\.ptx", m) for m in out["mlx_modules"]]
+    assert all(names) and [n.group(1) for n in names] == kernels, out["mlx_modules"]
+    if not beams:
+        assert out["tokens"] == out["stock"]
     assert out["language"] == "en"
 
 

@@ -52,7 +52,7 @@ class CudaBeams:
         tokens, sums, source, completed = _run(
             "beam_update", inputs, outputs, call, args, template, B * BEAM_CHUNKS, THREADS,
             [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
-        return tokens, completed[0], sums[:B], source[:B]
+        return tokens, mx.squeeze(completed[:1], 0), sums[:B], source[:B]  # not [0]: a Gather (decode/rules.py)
 
     def finished_sequences(self) -> list:
         """Per audio, {sequence: summed logprob} of the finished sequences, in the order they
