@@ -22,8 +22,10 @@ JFK = SAMPLES / "jfk.wav"
 
 
 def cached(bits, group_size=64, digest=models.EMBEDDED["tiny.en"].sha256) -> list:
-    """The cache entries quantized from `digest` (default: the embedded tiny.en)."""
-    return sorted(models.cache_dir().glob(f"{digest}-q{bits}g{group_size}"))
+    """The cache entries quantized from `digest` (default: the embedded tiny.en); a 4-bit one's
+    vocabulary is 8-bit (models.VOCABULARY_BITS), and its name says so."""
+    wider = f"v{models.VOCABULARY_BITS}" if bits < models.VOCABULARY_BITS else ""
+    return sorted(models.cache_dir().glob(f"{digest}-q{bits}g{group_size}{wider}"))
 
 
 @pytest.mark.parametrize("bits", [8, 4])
@@ -34,7 +36,8 @@ def test_quantize_loads_every_linear_and_embedding_and_caches_it(bits, monkeypat
             for layer in (block.attn.query, block.attn.key, block.attn.value, block.attn.out, block.mlp1, block.mlp2):
                 assert isinstance(layer, nn.QuantizedLinear) and layer.bits == bits and layer.group_size == 64
     assert isinstance(m.decoder.blocks[0].cross_attn.query, nn.QuantizedLinear)
-    assert isinstance(m.decoder.token_embedding, nn.QuantizedEmbedding)  # the vocabulary projection too
+    vocabulary = m.decoder.token_embedding  # the vocabulary projection too, at no fewer than 8 bits
+    assert isinstance(vocabulary, nn.QuantizedEmbedding) and vocabulary.bits == max(bits, 8) and vocabulary.group_size == 64
     # Conv1d has no quantized form; the positional embeddings are added, not multiplied
     assert isinstance(m.encoder.conv1, nn.Conv1d) and m.decoder.positional_embedding.dtype == mx.float32
     assert m.decoder.token_embedding.scales.dtype == mx.float32  # scales come in the compute dtype
@@ -42,7 +45,11 @@ def test_quantize_loads_every_linear_and_embedding_and_caches_it(bits, monkeypat
     (d,) = cached(bits)
     assert d.parent == models.cache_dir() and d.name.startswith(models.EMBEDDED["tiny.en"].sha256)
     config = json.loads((d / "config.json").read_text())
-    assert config["quantization"] == {"group_size": 64, "bits": bits}  # mlx-whisper's format
+    if bits == 8:
+        assert config["quantization"] == {"group_size": 64, "bits": 8}  # mlx-whisper's format
+    else:  # mlx-lm's, the vocabulary's width per layer
+        assert config["quantization"] == {"group_size": 64, "bits": 4, "decoder.token_embedding": {"group_size": 64, "bits": 8}}
+        assert json.loads((d / "whisperfast.json").read_text())["vocabulary_bits"] == 8
     assert json.loads((d / "whisperfast.json").read_text())["left_float"] == []
     stat = (d / "weights.safetensors").stat()
 
@@ -62,6 +69,18 @@ def test_quantized_cache_entry_is_an_mlx_directory_and_is_not_quantized_twice():
     assert isinstance(m.decoder.blocks[0].mlp1, nn.QuantizedLinear) and m.decoder.blocks[0].mlp1.scales.dtype == mx.float16
     with pytest.raises(ModelError, match="already quantized"):
         models.load_model(str(d), mx.float32, quantize=4)
+
+
+def test_a_4_bit_cache_entry_loads_as_a_directory_with_its_vocabulary_at_8_bits():
+    """Its config gives the vocabulary's width per layer (mlx-lm's form), which the loader reads:
+    the layers come back 4-bit, the token embedding 8-bit, the weights the entry's."""
+    made = models.load_model("tiny.en", mx.float32, quantize=4)
+    (d,) = cached(4)
+    m = models.load_model(str(d), mx.float32)
+    assert m.decoder.token_embedding.bits == 8 and m.decoder.blocks[0].mlp1.bits == 4 and m.encoder.blocks[0].attn.query.bits == 4
+    a, b = dict(tree_flatten(made.parameters())), dict(tree_flatten(m.parameters()))
+    assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]).item() for k in a)
+    assert any(v.name == "tiny.en (4-bit, group 64, vocabulary 8-bit)" for v in models.quantized_variants())
 
 
 def test_rows_the_group_size_does_not_divide_stay_float(tmp_path):
@@ -255,6 +274,10 @@ def test_a_mixed_or_float_decoder_is_not_read_as_quantized():
     assert quantization(m.decoder) is None
     nn.quantize(m.decoder.blocks[0], group_size=32, bits=8)  # one block only
     assert quantization(m.decoder) is None
+    m = tiny_whisper(seed=5)  # --quantize 4's: every matrix 4-bit but the vocabulary, 8-bit
+    nn.quantize(m.decoder, group_size=32, bits=4,
+                class_predicate=lambda p, m: hasattr(m, "to_quantized") and ({"group_size": 32, "bits": 8} if p == "token_embedding" else True))
+    assert m.decoder.token_embedding.bits == 8 and quantization(m.decoder) is None
 
 
 def test_a_quantized_fp16_model_counts_as_fp16_where_the_engine_picks_stock():

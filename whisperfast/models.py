@@ -53,6 +53,13 @@ DEFAULT_MODEL = "tiny.en"
 QUANTIZE_BITS = (8, 4)
 GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
+# The token embedding, which is also the vocabulary projection (every logit), is quantized to
+# no fewer than 8 bits: at 4 bits tiny.en's transcript of the 600 s clip lost whole passages
+# (WER 17.73% at groups of 64, 8.94% at 32, against 5.32% float), with it at 8 bits and every
+# other layer at 4 it scores 4.26% at 32 (benchmarks/quant/). llama.cpp's 4-bit mixes keep their
+# output matrix wider for the same reason.
+VOCABULARY_BITS = 8
+VOCABULARY = "decoder.token_embedding"
 
 
 @dataclass(frozen=True)
@@ -317,8 +324,15 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
     if quantization is not None:
         if not isinstance(quantization, dict):
             raise ModelError(f"{path}/config.json: 'quantization' is {quantization!r}, expected an object")
+        # mlx-lm's form: the model's parameters, and per layer path an object of that layer's own
+        layers = {k: v for k, v in quantization.items() if isinstance(v, dict)}
+        common = {k: v for k, v in quantization.items() if k not in layers}
+
+        def quantized(p: str, m: nn.Module):
+            return isinstance(m, (nn.Linear, nn.Embedding)) and _packed(weights, p) and ({**common, **layers[p]} if p in layers else True)
+
         try:
-            nn.quantize(model, **quantization, class_predicate=lambda p, m: isinstance(m, (nn.Linear, nn.Embedding)) and _packed(weights, p))
+            nn.quantize(model, **common, class_predicate=quantized)
         except (TypeError, ValueError) as e:
             raise ModelError(f"{path}/config.json: cannot quantize with {quantization}: {e}") from None
     converted = path != Path(name).expanduser()  # an embedded or local CTranslate2 bundle, or a hub snapshot
@@ -436,8 +450,11 @@ def _source_digest(path: Path) -> str:
 
 def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     """The cached quantized variant of the float model in `src`, an mlx-whisper directory
-    beside the float conversion (`<digest>-q<bits>g<group>`); made and written atomically on a
-    miss, so a second load reads it back without quantizing again."""
+    beside the float conversion (`<digest>-q<bits>g<group>`, `...v8` where the vocabulary is
+    quantized wider: VOCABULARY_BITS); made and written atomically on a miss, so a second load
+    reads it back without quantizing again. Uniform variants (8-bit) are in mlx-whisper's format;
+    a 4-bit one gives its vocabulary's width per layer, as mlx-lm does, which mlx-whisper 0.4.3's
+    own loader does not read."""
     import shutil
 
     import mlx.core as mx
@@ -448,7 +465,8 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     if isinstance(config, dict) and config.get("quantization") is not None:
         raise ModelError(f"model '{name}' is already quantized ({config['quantization']}); quantize a float model")
     digest = _source_digest(src)
-    dest = cache_dir() / f"{digest}-q{bits}g{group_size}"
+    vocabulary_bits = max(bits, VOCABULARY_BITS)
+    dest = cache_dir() / (f"{digest}-q{bits}g{group_size}" + (f"v{vocabulary_bits}" if vocabulary_bits != bits else ""))
     if (dest / "weights.safetensors").exists():  # complete: a directory appears only by rename
         return dest
     weights_file = next((src / f for f in ("weights.safetensors", "weights.npz") if (src / f).exists()), None)
@@ -461,7 +479,9 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     model = _load_dir(src, source_dtype, name)
     left_float = []
 
-    def quantizable(path: str, m: nn.Module) -> bool:
+    vocabulary, layers = {"group_size": group_size, "bits": vocabulary_bits}, {}  # layers: those quantized wider
+
+    def quantizable(path: str, m: nn.Module) -> bool | dict:
         # Linear and Embedding layers only (the token embedding is also the vocabulary
         # projection, as_linear); Conv1d has no quantized form in MLX, and the positional
         # embeddings are plain arrays, added, never multiplied. mx.quantize groups a row's
@@ -471,19 +491,24 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
         if m.weight.shape[-1] % group_size:
             left_float.append(f"{path} (rows of {m.weight.shape[-1]} are not a multiple of {group_size})")
             return False
+        if path == VOCABULARY and vocabulary_bits != bits:
+            layers[path] = vocabulary
+            return vocabulary
         return True
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=quantizable)
     weights = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
     heads = src / "alignment_heads.json"
     meta = {"source": name, "source_sha256": digest, "bits": bits, "group_size": group_size, "mode": "affine",
-            "float_dtype": _dtype_name(source_dtype), "left_float": left_float}
+            "vocabulary_bits": vocabulary_bits if layers else bits, "float_dtype": _dtype_name(source_dtype),
+            "left_float": left_float}
 
     def fill(tmp: Path) -> None:
         mx.save_safetensors(str(tmp / "weights.safetensors"), weights)
         # mlx-whisper's format: its own loader passes every other config key to ModelDimensions,
         # so whisperfast's provenance goes to a file of its own.
-        (tmp / "config.json").write_text(json.dumps({**config, "quantization": {"group_size": group_size, "bits": bits}}, indent=1))
+        quantization = {"group_size": group_size, "bits": bits, **layers}
+        (tmp / "config.json").write_text(json.dumps({**config, "quantization": quantization}, indent=1))
         (tmp / "whisperfast.json").write_text(json.dumps(meta, indent=1))
         if heads.exists():
             shutil.copyfile(heads, tmp / "alignment_heads.json")
@@ -502,7 +527,9 @@ def quantized_variants() -> list[ModelInfo]:
             continue
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            label = f"{meta['source']} ({meta['bits']}-bit, group {meta['group_size']})"
+            wider = meta.get("vocabulary_bits", meta["bits"]) != meta["bits"]
+            label = (f"{meta['source']} ({meta['bits']}-bit, group {meta['group_size']}"
+                     + (f", vocabulary {meta['vocabulary_bits']}-bit)" if wider else ")"))
             note = f"quantized from {meta['source_sha256'][:12]}"
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not one of ours, or unreadable: nothing to offer

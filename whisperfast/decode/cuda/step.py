@@ -326,6 +326,10 @@ def quantized_note(model) -> Optional[str]:
                 "weights and dequantizes them in registers, so its sums agree with the stock lane's quantized matmuls "
                 "to rounding")
     if quantization(model.decoder) is None:
+        e, b = model.decoder.token_embedding, model.decoder.blocks[0].mlp1
+        if "scales" in e and "scales" in b and e.bits != b.bits:  # models.VOCABULARY_BITS: --quantize 4's vocabulary
+            return (f"quantized decoder ({b.bits}-bit, the vocabulary {e.bits}-bit): the CUDA decode kernel reads every "
+                    "matrix at one width (a wider vocabulary on the kernel is not built yet), so decoding runs the flat step")
         return ("quantized decoder: the CUDA decode kernel reads float weights and affine 8- or 4-bit ones (groups of "
                 "32, 64 or 128, every matrix alike) only, so decoding runs the flat step")
     return None
