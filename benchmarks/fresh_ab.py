@@ -15,10 +15,23 @@ import sys
 import time
 
 
-def run(lane_tree, args):
+def tree_env(lane_tree, **extra):
+    """A lane's (tree, environment): the tree's folder first on PYTHONPATH, its settings set."""
     tree, *settings = lane_tree.split("@")
     path = [os.path.abspath(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and os.path.abspath(p) != os.getcwd()]
-    env = dict(os.environ, PYTHONPATH=":".join(path), **dict(x.split("=", 1) for x in settings))
+    return tree, dict(os.environ, PYTHONPATH=":".join(path), **dict(x.split("=", 1) for x in settings), **extra)
+
+
+def lanes_of(trees, audio, model, stock=True):
+    """(name, tree, arguments) of each tree's `--fast` lane, and stock's from the first tree."""
+    lanes = [(f"{tree} --fast", tree, [audio, "-m", model, "--fast"]) for tree in trees]
+    if stock:
+        lanes.append((f"{trees[0].split('@')[0]} stock", trees[0].split("@")[0], [audio, "-m", model]))
+    return lanes
+
+
+def run(lane_tree, args):
+    tree, env = tree_env(lane_tree)
     t0 = time.perf_counter()
     # -m puts the working directory first on sys.path: the tree's own folder
     r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "-q", "--json"], capture_output=True,
@@ -44,8 +57,7 @@ def main():
     for case in sys.argv[3:]:
         audio, model = (case.split(":") + ["tiny.en"])[:2]
         audio = os.path.abspath(audio)
-        lanes = [(f"{tree} --fast", tree, [audio, "-m", model, "--fast"]) for tree in trees]
-        lanes.append((f"{trees[0].split('@')[0]} stock", trees[0].split("@")[0], [audio, "-m", model]))
+        lanes = lanes_of(trees, audio, model)
         for _, tree, args in lanes:
             run(tree, args)  # caches filled
         walls = {name: [] for name, _, _ in lanes}

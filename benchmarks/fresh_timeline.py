@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from fresh_ab import lanes_of, tree_env  # this folder is the script's: first on sys.path
+
 CHILD = r'''
 import atexit, importlib.abc, json, os, sys, time
 t0 = float(os.environ["TIMELINE_T0"])
@@ -71,10 +73,8 @@ main()
 
 
 def run(lane_tree, args):
-    tree, *settings = lane_tree.split("@")
-    path = [os.path.abspath(tree)] + [p for p in os.environ.get("PYTHONPATH", "").split(":") if p and os.path.abspath(p) != os.getcwd()]
     t0 = time.time()
-    env = dict(os.environ, PYTHONPATH=":".join(path), TIMELINE_T0=repr(t0), **dict(x.split("=", 1) for x in settings))
+    tree, env = tree_env(lane_tree, TIMELINE_T0=repr(t0))
     r = subprocess.run([sys.executable, "-c", CHILD, "transcribe", *args, "-q", "--json"], capture_output=True,
                        text=True, env=env, cwd=tree)
     end = time.time() - t0
@@ -92,9 +92,7 @@ def main():
     for case in cases:
         audio, model = (case.split(":") + ["tiny.en"])[:2]
         audio = os.path.abspath(audio)
-        lanes = [(f"{tree} --fast", tree, [audio, "-m", model, "--fast"]) for tree in trees]
-        if "--stock" in sys.argv:
-            lanes.append((f"{trees[0].split('@')[0]} stock", trees[0].split("@")[0], [audio, "-m", model]))
+        lanes = lanes_of(trees, audio, model, stock="--stock" in sys.argv)
         for _, tree, args in lanes:
             run(tree, args)  # caches filled
         seen = {name: [] for name, _, _ in lanes}
