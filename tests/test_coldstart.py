@@ -1,5 +1,6 @@
 """`whisperfast bench --cold` (whisperfast/coldstart.py): fresh processes per run and lane."""
 
+import ctypes
 import json
 from pathlib import Path
 import subprocess
@@ -234,6 +235,10 @@ def test_the_early_cuda_context_is_made_only_for_mlxs_cuda_build():
     assert _cuda_context.mlx_cuda_installed() == cuda_build
     if not cuda_build:
         assert _cuda_context.start() is None
+        try:
+            ctypes.CDLL("libcuda.so.1")
+        except OSError:  # no driver: the thread's call reports it made nothing, and raises nothing
+            assert _cuda_context.retain_primary_context() is False
         return
     code = """
 import whisperfast
