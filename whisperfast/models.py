@@ -55,8 +55,8 @@ GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 64
 # The token embedding, which is also the vocabulary projection (every logit), is quantized to
 # no fewer than 8 bits: at 4 bits tiny.en's transcript of the 600 s clip lost whole passages
-# (WER 17.73% at groups of 64, 8.94% at 32, against 5.32% float), with it at 8 bits and every
-# other layer at 4 it scores 4.26% at 32 (benchmarks/quant/). llama.cpp's 4-bit mixes keep their
+# (WER 17.73% at groups of 64, 8.58% at 32, against 5.32% float); with it at 8 bits and every
+# other layer at 4, 9.72% and 4.26% (benchmarks/quant/). llama.cpp's 4-bit mixes keep their
 # output matrix wider for the same reason.
 VOCABULARY_BITS = 8
 VOCABULARY = "decoder.token_embedding"
