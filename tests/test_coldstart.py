@@ -168,9 +168,19 @@ from whisperfast import runtime
 held = os.open({str(kept)!r}, os.O_RDONLY)
 pid = runtime._fork_keeper(({str(kept)!r},))
 print(pid, flush=True)
-time.sleep(0.5)  # the child is settled: it closed what it does not keep
-fds = {{os.readlink(f"/proc/{{pid}}/fd/{{fd}}") for fd in os.listdir(f"/proc/{{pid}}/fd")}}
-print(sorted(f for f in fds if not f.startswith("pipe:")), flush=True)
+deadline = time.monotonic() + 20
+while True:  # until the child has closed what it does not keep (or the deadline: then what it holds)
+    fds = set()
+    for fd in os.listdir(f"/proc/{{pid}}/fd"):
+        try:
+            fds.add(os.readlink(f"/proc/{{pid}}/fd/{{fd}}"))
+        except OSError:  # closed meanwhile
+            pass
+    files = sorted(f for f in fds if not f.startswith("pipe:"))
+    if files == [{str(kept)!r}] or time.monotonic() > deadline:
+        break
+    time.sleep(0.02)
+print(files, flush=True)
 os._exit(0)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
