@@ -479,7 +479,7 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     model = _load_dir(src, source_dtype, name)
     left_float = []
 
-    vocabulary, layers = {"group_size": group_size, "bits": vocabulary_bits}, {}  # layers: those quantized wider
+    vocabulary = {"group_size": group_size, "bits": vocabulary_bits}
 
     def quantizable(path: str, m: nn.Module) -> bool | dict:
         # Linear and Embedding layers only (the token embedding is also the vocabulary
@@ -491,12 +491,12 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
         if m.weight.shape[-1] % group_size:
             left_float.append(f"{path} (rows of {m.weight.shape[-1]} are not a multiple of {group_size})")
             return False
-        if path == VOCABULARY and vocabulary_bits != bits:
-            layers[path] = vocabulary
-            return vocabulary
-        return True
+        return vocabulary if path == VOCABULARY and vocabulary_bits != bits else True
 
     nn.quantize(model, group_size=group_size, bits=bits, class_predicate=quantizable)
+    # the layers quantized wider than `bits`, in mlx-lm's per-layer form (none where the
+    # vocabulary's rows stayed float)
+    layers = {VOCABULARY: vocabulary} if getattr(model.decoder.token_embedding, "bits", bits) != bits else {}
     weights = {k: v for k, v in tree_flatten(model.parameters()) if k != "alignment_heads"}
     heads = src / "alignment_heads.json"
     meta = {"source": name, "source_sha256": digest, "bits": bits, "group_size": group_size, "mode": "affine",

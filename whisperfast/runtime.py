@@ -47,16 +47,11 @@ def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> threading.Thread | None:
     decode/encoder.py), else the model's own. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
     the caller's first encoder pass still costs ~0.05 s more than after a warm-up on its own
     thread, benchmarks/h200-coldstart/.)"""
-    if not warms_up():
+    if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
     thread = threading.Thread(target=_quietly, args=(_first_calls, dtype, fast), name="whisperfast-gpu-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-def warms_up() -> bool:
-    """Whether a warm-up runs at all: on a CUDA GPU, unless WHISPERFAST_GPU_WARMUP=0."""
-    return config().gpu_warmup and mx.default_device() == mx.gpu and gpu_backend() == "cuda"
 
 
 def _quietly(fn, *args) -> None:
