@@ -5,6 +5,9 @@ parent spawned it:
 - `python`: the interpreter has started and run site;
 - `mlx.core`, `warm-up`, `imports`, `load`, `transcribe`, `hand-off`: each one's start and end
   (`imports`: the CLI's import thread, where a tree has one; `hand-off`: the teardown's);
+- inside them, each one's first call: `plan` (the outputs planned: the main thread's last step
+  before it joins the warm-up), `read` (the converted weights), `tokenizer`, `rewrite`, `audio`
+  (the file decoded), `mel`, `encode` (the first window's);
 - `atexit`: the CLI's exit handlers, after the transcript is printed;
 and the parent stamping `exit`, when it reaped the child. A tree without a stamped function
 just lacks that stamp. The stamps wrap functions as their modules are imported (an import
@@ -30,8 +33,13 @@ def stamp(name):
     stamps.setdefault(name, round(time.time() - t0, 4))
 stamp("python")
 WRAP = {"whisperfast.runtime": {"_first_calls": "warm-up", "hand_off_teardown": "hand-off"},
-        "whisperfast.pipeline": {"load": "load", "transcribe": "transcribe"},
-        "whisperfast.cli": {"_import_the_command": "imports"}}
+        "whisperfast.pipeline": {"load": "load", "transcribe": "transcribe", "_warm_tokenizer": "tokenizer",
+                                 "rewritten": "rewrite"},
+        "whisperfast.cli": {"_import_the_command": "imports"},
+        "whisperfast.output": {"plan_outputs": "plan"},
+        "whisperfast.models": {"_read_flat": "read"},
+        "whisperfast.audio": {"load_audio": "audio"},
+        "whisperfast.longform": {"log_mel_spectrogram": "mel", "_encode": "encode"}}
 def wrapped(fn, name):
     def inner(*a, **k):
         stamp(name + " start")

@@ -2,9 +2,12 @@
 
 import ctypes
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import pytest
@@ -120,9 +123,100 @@ def test_the_gpu_warm_up_starts_only_on_a_cuda_gpu_and_a_knob_turns_it_off(knobs
     thread = runtime.warm_up_gpu(mx.float16)
     assert (thread is not None) == on_cuda
     if thread is not None:
-        thread.join()
+        assert thread.run(threading.current_thread) is not threading.current_thread()
     knobs(WHISPERFAST_GPU_WARMUP="0")
     assert runtime.warm_up_gpu(mx.float16) is None
+
+
+def test_the_gpu_thread_runs_its_first_call_then_each_job_in_turn_on_itself():
+    """runtime.GpuThread: the warm-up, then the caller's calls, one at a time on the thread, each
+    one's value or exception (typer's Exit, a BaseException, too) back to the caller."""
+    from whisperfast import runtime
+
+    seen = []
+    gate = threading.Event()
+    gpu = runtime.GpuThread(lambda: (gate.wait(10), seen.append(("first", threading.current_thread().name))))
+    gate.set()
+    assert gpu.run(lambda a, b=0: (seen.append(("job", threading.current_thread().name)), a + b)[1], 2, b=3) == 5
+    assert seen == [("first", "whisperfast-gpu"), ("job", "whisperfast-gpu")]
+
+    def fail(error):
+        raise error
+
+    with pytest.raises(ValueError, match="bad"):
+        gpu.run(fail, ValueError("bad"))
+    with pytest.raises(SystemExit):
+        gpu.run(fail, SystemExit(1))
+    assert gpu.run(lambda: "still serving") == "still serving"
+
+
+def test_ctrl_c_while_the_gpu_thread_works_interrupts_the_job_and_unwinds_it():
+    """A Ctrl-C that reaches the caller while it waits stops the job too, at its next line, so
+    that its `finally` clauses run (a temp file removed), and the caller sees KeyboardInterrupt."""
+    import signal
+
+    from whisperfast import runtime
+
+    assert threading.current_thread() is threading.main_thread()  # where Python delivers SIGINT
+    unwound, started = threading.Event(), threading.Event()
+
+    def long_job():
+        try:
+            started.set()
+            while True:
+                time.sleep(0.01)
+        finally:
+            unwound.set()
+
+    gpu = runtime.GpuThread(lambda: None)
+    timer = threading.Thread(target=lambda: started.wait(10) and os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        gpu.run(long_job)
+    timer.join()
+    assert unwound.is_set()
+    assert gpu.run(lambda: "serving") == "serving"
+
+
+def test_the_cli_makes_mlx_calls_on_the_gpu_thread_and_builds_the_tokenizer_meanwhile(monkeypatch):
+    """With a GPU thread (here one made on the CPU), `transcribe` loads and transcribes on it,
+    and builds the model's tokenizer on its own thread first (host work, while a GPU warms up)."""
+    from typer.testing import CliRunner
+
+    from whisperfast import pipeline, runtime, tokenizer
+    from whisperfast.cli import app
+
+    threads = {}
+    for name in ("load", "transcribe", "warm_tokenizer"):
+        fn = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, _fn=fn, _name=name, **k: (
+            threads.setdefault(_name, threading.current_thread().name), _fn(*a, **k))[1])
+    monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype, fast=False: runtime.GpuThread(lambda: None))
+    tokenizer.get_tokenizer.cache_clear()
+    r = CliRunner().invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), "--fast", "-q"])
+    assert r.exit_code == 0, r.stderr
+    assert "ask not what your country can do for you" in r.stdout.lower()
+    main = threading.current_thread().name
+    assert threads == {"warm_tokenizer": main, "load": "whisperfast-gpu", "transcribe": "whisperfast-gpu"}
+    info = tokenizer.get_tokenizer.cache_info()
+    assert info.hits >= 1 and info.currsize >= 1  # load found the tokenizer the main thread had built
+
+
+def test_a_models_text_vocabulary_is_read_from_its_config_alone():
+    """models.text_vocabulary: what mlx-whisper's Whisper derives from n_vocab, for a model on disk
+    (tiny.en, English-only; a multilingual config), and None where it would take more than a read."""
+    import json
+
+    from whisperfast import models, pipeline
+
+    loaded = pipeline.load("tiny.en")  # converted on this machine, if it was not yet
+    assert models.text_vocabulary("tiny.en") == (loaded.whisper.is_multilingual, loaded.whisper.num_languages) == (False, 99)
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.json").write_text(json.dumps({"n_vocab": 51866}))  # large-v3's
+        assert models.text_vocabulary(d) == (True, 100)
+        (Path(d) / "config.json").write_text("{")
+        assert models.text_vocabulary(d) is None
+    assert models.text_vocabulary("no/such-model") is None
 
 
 def test_the_gpu_warm_up_graph_runs_and_leaves_the_random_state_alone():
@@ -266,17 +360,18 @@ print(made, (x @ x.T).tolist() == mx.matmul(x, x.T, stream=mx.cpu).tolist(), mx.
     assert same == "True"
 
 
-def test_transcribe_joins_the_warm_up_that_main_started_before_it_loads_the_model():
+def test_transcribe_hands_its_mlx_calls_to_the_gpu_thread_that_main_started():
     from typer.testing import CliRunner
 
     from whisperfast.cli import app
 
-    class Started:
-        joined = False
+    class Started:  # cli.main's runtime.GpuThread, as the command receives it
+        ran = []
 
-        def join(self):
-            Started.joined = True
+        def run(self, fn, *args, **kwargs):
+            Started.ran.append(fn.__name__)
+            return fn(*args, **kwargs)
 
     r = CliRunner().invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), "-q"], obj=Started())
     assert r.exit_code == 0, r.stderr
-    assert "country" in r.stdout and Started.joined
+    assert "country" in r.stdout and Started.ran == ["load", "transcribe"]

@@ -207,6 +207,22 @@ def default_dtype() -> mx.Dtype:
     return mx.float16 if mx.default_device() == mx.gpu else mx.float32
 
 
+def text_vocabulary(name: str) -> tuple[bool, int] | None:
+    """(multilingual, num_languages) of model `name`, as mlx-whisper's Whisper derives them from
+    n_vocab, where its config.json is on disk already (an embedded model converted by an earlier
+    run, or an mlx-whisper directory); else None. Reads that file alone: no conversion, no
+    download, no MLX."""
+    path = cache_dir() / EMBEDDED[name].sha256 if name in EMBEDDED else Path(name).expanduser()
+    try:
+        n_vocab = json.loads((path / "config.json").read_text(encoding="utf-8"))["n_vocab"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(n_vocab, bool) or not isinstance(n_vocab, int):
+        return None
+    multilingual = n_vocab >= 51865
+    return multilingual, n_vocab - 51765 - int(multilingual)
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))

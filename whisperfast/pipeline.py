@@ -103,7 +103,7 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
     # while MLX may still be reading the weights on its own thread; built as the decodes will
     # build it: the fast engine's (decode.tokenizer_for), or stock's
-    _warm_tokenizer(whisper, tokenizer.get_tokenizer if fast else stock_tokenizer)
+    _warm_tokenizer(whisper.is_multilingual, whisper.num_languages, tokenizer.get_tokenizer if fast else stock_tokenizer)
     mx.eval(whisper.parameters())  # the read belongs to load_seconds, whatever was cached before
     loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
@@ -135,7 +135,8 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
             notes.append(f"{n} quantized layers run dequantized on the CPU (MLX's CPU quantized matmul is a scalar loop, "
                          "~40x slower than BLAS at the encoder's 1500 rows): the same quantized values in "
                          f"{model.dtype}, summed in BLAS's order, so they agree with the stock lane to rounding")
-    _warm_tokenizer(whisper, tokenizer_for(whisper))  # built already where load(fast=True) made this model
+    # built already where load(fast=True) made this model
+    _warm_tokenizer(whisper.is_multilingual, whisper.num_languages, tokenizer_for(whisper))
     return replace(model, whisper=whisper, load_seconds=model.load_seconds + time.perf_counter() - t0,
                    rewrites={**report.to_dict(), "notes": notes + _decode_notes(whisper, rounded, model.dtype)},
                    stock=model.stock or model.whisper)
@@ -161,11 +162,20 @@ def _decode_notes(whisper: Whisper, rounded: bool, dtype: str) -> list[str]:
     return notes
 
 
-def _warm_tokenizer(whisper: Whisper, get_tokenizer) -> None:
+def warm_tokenizer(name: str, *, fast: bool = False) -> None:
+    """Build the tokenizer that `load(name, fast=fast)` builds, where the model's vocabulary is
+    known without loading it (models.text_vocabulary): host work alone, which the CLI does while
+    the GPU warms up; `load` then finds it built."""
+    vocabulary = models.text_vocabulary(name)
+    if vocabulary is not None:
+        _warm_tokenizer(*vocabulary, tokenizer.get_tokenizer if fast else stock_tokenizer)
+
+
+def _warm_tokenizer(multilingual: bool, num_languages: int, get_tokenizer) -> None:
     # Building the tokenizer costs 0.15-0.5 s once per process (mlx-whisper's compiles
     # tiktoken's special-token regex on its first encode; ..tokenizer avoids that): it belongs
     # to loading, not to the first transcription's timings.
-    tok = get_tokenizer(whisper.is_multilingual, num_languages=whisper.num_languages, language="en")
+    tok = get_tokenizer(multilingual, num_languages=num_languages, language="en")
     tok.encode(" ")  # SuppressBlank's
     tok.non_speech_tokens  # noqa: B018  (SuppressTokens', a cached property)
 

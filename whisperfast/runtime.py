@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import platform
+import queue
 import sys
 import threading
+from dataclasses import dataclass, field
+from typing import Callable
 
 import mlx.core as mx
 
@@ -37,26 +41,80 @@ def use_device(name: str | None) -> None:
         raise WhisperfastError(f"unknown device '{name}' (use cpu or gpu)")
 
 
-def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> threading.Thread | None:
-    """On a CUDA GPU, start a thread that makes the calls whose first use in a process is slow
-    (the context, cuFFT, cuBLAS, cuDNN's convolution, MLX's JIT kernels: ~0.4-0.6 s together on
-    the H200, benchmarks/h200-coldstart/), so that they run while the caller imports the rest.
-    The caller joins it before its own MLX work. It computes on zeros of its own and draws no
-    random numbers: nothing the caller computes changes. Elsewhere (CPU, Metal) it starts
-    nothing. `fast`: the fast engine's encoder follows (its GELU is composed on CUDA,
-    decode/encoder.py), else the model's own. (Its first calls are its own thread's stream's: MLX's streams are per thread, and
-    the caller's first encoder pass still costs ~0.05 s more than after a warm-up on its own
-    thread, benchmarks/h200-coldstart/.)"""
+def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> GpuThread | None:
+    """On a CUDA GPU, start the thread that will make the caller's MLX calls (GpuThread), its
+    first job the calls whose first use in a process is slow (the context, cuFFT, cuBLAS,
+    cuDNN's convolution, MLX's JIT kernels: ~0.4-0.6 s together on the H200,
+    benchmarks/h200-coldstart/), made while the caller imports the rest. It computes on zeros
+    of its own and draws no random numbers: nothing the caller computes changes. Elsewhere
+    (CPU, Metal) it starts nothing. `fast`: the fast engine's encoder follows (its GELU is
+    composed on CUDA, decode/encoder.py), else the model's own."""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
-    thread = threading.Thread(target=_quietly, args=(_first_calls, dtype, fast), name="whisperfast-gpu-warm-up", daemon=True)
-    thread.start()
-    return thread
+    return GpuThread(lambda: _quietly(_first_calls, dtype, fast))
+
+
+class GpuThread:
+    """A thread that runs `first`, then the calls handed to it (`run`), one at a time.
+
+    The caller's MLX work runs here, after the warm-up, and not on the caller's thread: MLX's
+    CUDA streams are per thread, and a warmed thread's first encoder pass costs ~0.05 s less
+    than another thread's (benchmarks/h200-session11/). MLX work stays on one thread at a time:
+    MLX records its work as CUDA graphs, and another thread's calls during a capture break it
+    (benchmarks/h200-session9/). The caller's thread meanwhile does host work of its own."""
+
+    def __init__(self, first: Callable[[], object]):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, args=(first,), name="whisperfast-gpu", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) on this thread, once the calls before it are done: its value, or
+        its exception raised here. Ctrl-C here interrupts fn too (at its next Python line, so
+        that its `finally` clauses run) and waits a few seconds for it to unwind."""
+        job = _Job(fn, args, kwargs)
+        self._jobs.put(job)
+        try:
+            job.done.wait()
+        except KeyboardInterrupt:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident), ctypes.py_object(KeyboardInterrupt))
+            job.done.wait(UNWIND_SECONDS)
+            raise
+        if job.error is not None:
+            raise job.error
+        return job.value
+
+    def _serve(self, first: Callable[[], object]) -> None:
+        first()
+        while True:
+            job = None
+            try:
+                job = self._jobs.get()
+                job.value = job.fn(*job.args, **job.kwargs)
+            except BaseException as e:  # noqa: BLE001  (the caller's to raise; a Ctrl-C it sent lands here too)
+                if job is not None:
+                    job.error = e
+            finally:
+                if job is not None:
+                    job.done.set()
+
+
+UNWIND_SECONDS = 5.0
+
+
+@dataclass
+class _Job:
+    fn: Callable
+    args: tuple
+    kwargs: dict
+    value: object = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 def _quietly(fn, *args) -> None:
-    # A failure here is the GPU's, and the real call after the join meets it again and reports
-    # it as an Error line; a thread's traceback on stderr would say nothing more.
+    # A failure here is the GPU's, and the real call after it meets it again and reports it as
+    # an Error line; a thread's traceback on stderr would say nothing more.
     try:
         fn(*args)
     except Exception:  # noqa: BLE001
@@ -72,9 +130,7 @@ def _first_calls(dtype: mx.Dtype, fast: bool) -> None:
     imports nothing else), so that the thread waits on no import of the caller's.
 
     One thread, not two: with the mel on a second thread the warm-up ended 0.1 s sooner on the
-    H200, but a process then died now and then (cudaStreamEndCapture failed): MLX records
-    its work as CUDA graphs, and another thread's calls during a capture break it
-    (benchmarks/h200-session9/). The caller's main thread makes no GPU call until its join."""
+    H200, but a process then died now and then (cudaStreamEndCapture failed, GpuThread)."""
     _first_encoder_block(_first_mel(), dtype, fast)
 
 

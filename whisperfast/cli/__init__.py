@@ -1,10 +1,10 @@
 """The `whisperfast` command (app.py: parse, call the library, print) and its tables (render.py).
 
 `main` is the installed entry point. It imports typer and the command only after it has
-started a plain `transcribe`'s GPU warm-up (runtime.warm_up_gpu): the thread then makes its
-first calls while typer loads too, ~0.05 s of a fresh process on the H200
-(benchmarks/h200-coldstart/). Before that, while mlx.core loads, a thread makes the CUDA
-context (_cuda_context)."""
+started a plain `transcribe`'s GPU thread (runtime.warm_up_gpu): it then makes its first
+calls while typer loads too, ~0.05 s of a fresh process on the H200
+(benchmarks/h200-coldstart/), and later the command's own. Before that, while mlx.core loads,
+a thread makes the CUDA context (_cuda_context)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def main() -> None:
 
 
 def _early_warm_up(args: list[str]):
-    """The warm-up thread of `transcribe ...` on the default device and dtype, or None (any other
+    """The GPU thread of `transcribe ...` on the default device and dtype, or None (any other
     command, --help, or a --device or --dtype that the command itself parses first)."""
     if args[:1] != ["transcribe"] or any(a in ("-h", "--help") or a.split("=")[0] in ("--device", "--dtype")
                                          for a in args[1:]):

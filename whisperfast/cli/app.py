@@ -76,6 +76,10 @@ def _guard(fn, *args, **kwargs):
     raise typer.Exit(1)
 
 
+def _here(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
 @app.command()
 def transcribe(
     ctx: typer.Context,
@@ -157,11 +161,14 @@ def transcribe(
     # before any work: refuse to clobber, and two inputs that would write one file (exit 1, like "exists")
     plan = _guard(output.plan_outputs, files, formats, output_dir, overwrite)
 
+    # MLX's calls go to the warm-up's thread, once it is done (runtime.GpuThread); this one
+    # builds the tokenizer meanwhile
+    gpu = warm_up.run if warm_up is not None else _here
     if warm_up is not None:
-        warm_up.join()  # MLX work stays on one thread at a time
-    loaded = _guard(pipeline.load, model, dtype=compute_dtype, fast=fast and not compare,
+        _guard(pipeline.warm_tokenizer, model, fast=fast and not compare)
+    loaded = _guard(gpu, pipeline.load, model, dtype=compute_dtype, fast=fast and not compare,
                     word_timestamps=word_timestamps, quantize=bits, group_size=group)
-    fused = _guard(pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
+    fused = _guard(gpu, pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
     if (fast or compare) and not quiet:
         counts = (fused or loaded).rewrites["counts"]
         err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")
@@ -170,12 +177,12 @@ def transcribe(
             err.print(f"note: {note}", highlight=False)
     failed = 0
     bar = render.file_bar(err, len(files) > 1 and not quiet and sys.stderr.isatty())
-    done = _guard(batched.transcribe_batched, loaded, files, options, batch) if batch else None
+    done = _guard(gpu, batched.transcribe_batched, loaded, files, options, batch) if batch else None
     with bar:
         job = bar.add_task("transcribing", total=len(files))
         for i, f in enumerate(files):
             bar.update(job, description=f.name)
-            failed += _transcribe_one(f, i, plan, loaded, fused, options, as_json, quiet, fast, done and done[i])
+            failed += _transcribe_one(gpu, f, i, plan, loaded, fused, options, as_json, quiet, fast, done and done[i])
             bar.advance(job)
     if failed:
         raise typer.Exit(1)
@@ -223,18 +230,19 @@ def _numbers(flag: str, text: str) -> tuple:
         raise WhisperfastError(f"{flag} takes comma-separated numbers, not '{text}'") from None
 
 
-def _transcribe_one(f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool,
+def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_json: bool, quiet: bool, fast: bool,
                     done=None) -> int:
-    """One file: transcribe (or compare; or take `done`, batched mode's transcript), print,
-    write files. Returns 1 on failure, else 0."""
+    """One file: transcribe (or compare; or take `done`, batched mode's transcript) through
+    `gpu` (the thread that makes MLX's calls, or _here), print, write files. Returns 1 on
+    failure, else 0."""
     from .. import output, pipeline
 
     try:
         if fused is not None:
-            c = _guard(pipeline.compare, loaded, fused, f, options)
+            c = _guard(gpu, pipeline.compare, loaded, fused, f, options)
             t, columns, record = c.fused, {"baseline": c.baseline.timings, "fused": c.fused.timings}, output.comparison_to_json(c)
         else:
-            t = done or _guard(pipeline.transcribe, loaded, f, options)
+            t = done or _guard(gpu, pipeline.transcribe, loaded, f, options)
             columns, record = {"time": t.timings}, output.to_json(t)
         print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
         if not quiet:
@@ -371,8 +379,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdou
 
 
 def main(warm_up=None) -> None:
-    """The `whisperfast` command as installed (`warm_up`: the thread cli.main started, which
-    `transcribe` joins). When the command is done, the process ends
+    """The `whisperfast` command as installed (`warm_up`: the GPU thread cli.main started, which
+    `transcribe` hands its MLX calls to). When the command is done, the process ends
     without the interpreter's teardown: Python freeing every module and object it loaded
     costs 0.1-0.25 s of a fresh transcription's wall time on a 2-core machine
     (benchmarks/cold-start-cpu.md), and nothing is left for it to do. What a normal exit
