@@ -583,7 +583,7 @@ esac
 case "${1:-all}" in
 session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tokenizer built meanwhile (4637b0d), against
   # the tree before (ab-old/, 6f58233) and HEAD with the calls back on the main thread (ab-tok/: the tokenizer alone);
-  # fresh processes' stamps, JFK and the 600 s clip; the cold-start tests on CUDA
+  # fresh processes' stamps, JFK and the 600 s clip; the cold-start tests on CUDA; libs_first_probe.py
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-old ab-tok > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
@@ -592,5 +592,6 @@ session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tok
   $py benchmarks/fresh_timeline.py 7 "ab-old,ab-tok,." samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
   $py benchmarks/fresh_timeline.py 4 "ab-old,." /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
   grep -h median "$out"/timeline-*.jsonl | cut -c1-900
+  $py benchmarks/libs_first_probe.py 6 > "$out/libs-first.jsonl" 2>&1; grep median "$out/libs-first.jsonl"
   ;;
 esac
