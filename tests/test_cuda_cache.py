@@ -216,14 +216,17 @@ _KERNELS = {
         "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);",
         [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
         + _TINY + [("PICK", True)]),
-    **{f"decode_step_q{bits}": (  # a quantized decoder's (step.py's _QUANT_INPUTS, _QUANT_CALL)
+    # a quantized decoder's (step.py's _QUANT_INPUTS, _QUANT_CALL): the layers' bits, then the
+    # vocabulary's (--quantize 8; --quantize 4's, models.VOCABULARY_BITS; a uniform 4-bit one)
+    **{f"decode_step_q{bits}v{vocabulary}": (
         [("tokens", _I32, 2), ("meta", _I32, 1), ("pos", _F16, 2), ("lnf", _F16, 1), ("lw", _F16, 2),
          ("kc", _F16, 5), ("vc", _F16, 5), ("cross", _F16, 3), ("sum_in", _F32, 1), ("suppress", _F32, 1),
          ("scratch", _F32, 1), ("embq", mx.uint32, 2), ("embs", _F16, 1), ("lq", mx.uint32, 2), ("ls", _F16, 2)],
         [("tokens_out", _I32), ("sum_out", _F32), ("completed", mx.bool_), ("logits", _F32)],
         _QUANT_CALL,
         [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
-        + _TINY + [("PICK", True), ("QB", bits), ("GS", 64)]) for bits in (8, 4)},
+        + _TINY + [("PICK", True), ("QB", bits), ("GS", 64), ("EB", vocabulary)]) for bits, vocabulary in
+        ((8, 8), (4, 8), (4, 4))},
     "beam_update": (
         [("logits", _F32, 3), ("tokens", _I32, 2), ("meta", _I32, 1), ("sum_in", _F32, 1), ("suppress", _F32, 1),
          ("work", _F32, 1), ("fin_tokens", _I32, 1), ("fin_meta", _I32, 1), ("fin_score", _F32, 1)],

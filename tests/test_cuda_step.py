@@ -75,24 +75,25 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
-@pytest.mark.parametrize("bits", [8, 4])
+# the layers' bits, the vocabulary's: uniform, and --quantize 4's 8-bit vocabulary (decode_step.cu's EB)
+@pytest.mark.parametrize("bits, vocabulary_bits", [(8, 8), (4, 4), (4, 8)], ids=["q8", "q4", "q4v8"])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, batch):
+def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits, batch):
     """A quantized decoder on the kernel (packed words dequantized in registers, decode_step.cu's
     dot_qrow) against the flat step's quantized matmuls: the same values to rounding."""
-    import mlx.nn as nn
     from mlx_whisper.tokenizer import get_tokenizer
 
     from whisperfast.decode import rewrite_whisper
 
+    from .test_quantize import quantize_as
     from .test_rewrite import tiny_whisper
 
     m = tiny_whisper(seed=3)
     m.set_dtype(dtype)
-    nn.quantize(m, group_size=32, bits=bits)
+    quantize_as(m, bits, 32, vocabulary_bits)
     fused, _ = rewrite_whisper(m)
     step = CudaStep(fused.decoder)
-    assert step.bits == bits and step.emb is None
+    assert (step.bits, step.vocabulary_bits) == (bits, vocabulary_bits) and step.emb is None
     xa = mx.random.normal((batch, 12, 32)).astype(dtype)
     flat = StaticInference(fused)
     prompt = mx.array([[50257, 50362, 11]] * batch)

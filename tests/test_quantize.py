@@ -123,7 +123,9 @@ def fused_equals_stock(name, dtype, bits):
     if mx.default_device() == mx.cpu:
         assert "run dequantized on the CPU" in notes
     elif cuda_available():
-        assert f"quantized decoder ({bits}-bit, groups of 64) on the CUDA decode kernel" in notes, notes
+        vocabulary = max(bits, models.VOCABULARY_BITS)
+        width = f"{bits}-bit" + (f", the vocabulary {vocabulary}-bit" if vocabulary != bits else "")
+        assert f"quantized decoder ({width}, groups of 64) on the CUDA decode kernel" in notes, notes
         assert fused.whisper.decoder.__dict__["_whisperfast_cuda"].launches >= len(b.tokens)
 
 
@@ -215,11 +217,20 @@ def test_cli_quantize_fast_and_models_lists_the_variant():
     assert any(m["kind"] == "quantized" and m["name"] == "tiny.en (8-bit, group 64)" and m["available"] for m in listed)
 
 
-@pytest.mark.parametrize("bits, group_size", [(8, 32), (4, 32), (8, 64)])
-def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size):
+def quantize_as(model: nn.Module, bits: int, group_size: int, vocabulary_bits: int, vocabulary_group: int = 0) -> None:
+    """nn.quantize in place, the token embedding at a width of its own (as --quantize 4's), and
+    in groups of its own where `vocabulary_group` is given."""
+    vocabulary = {"group_size": vocabulary_group or group_size, "bits": vocabulary_bits}
+    nn.quantize(model, group_size=group_size, bits=bits, class_predicate=lambda p, m: hasattr(m, "to_quantized") and (
+        vocabulary if p.endswith("token_embedding") else True))
+
+
+@pytest.mark.parametrize("bits, group_size, vocabulary_bits", [(8, 32, 8), (4, 32, 4), (8, 64, 8), (4, 32, 8)])
+def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size, vocabulary_bits):
     """CudaStep's packed arrays hold each quantized matrix where decode_step.cu's QuantOffsets
     and LayerOffsets<D, 0> place it (built here on any device; the GPU tests run the kernel):
-    the words and scales, read back at those offsets, dequantize to the layer's own weights."""
+    the words and scales, read back at those offsets, dequantize to the layer's own weights;
+    the embedding's at its own width."""
     from whisperfast.decode import rewrite_whisper
     from whisperfast.decode.cuda.step import CudaStep, quantization
 
@@ -228,11 +239,12 @@ def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size):
     m = tiny_whisper(seed=5)
     if group_size == 64:  # tiny_whisper's 32-wide rows do not divide into groups of 64
         m = Whisper(ModelDimensions(**{**vars(m.dims), "n_text_state": 64, "n_audio_state": 64}), mx.float32)
-    nn.quantize(m, group_size=group_size, bits=bits)
+    quantize_as(m, bits, group_size, vocabulary_bits)
     fused, _ = rewrite_whisper(m)
     decoder = fused.decoder
-    assert quantization(decoder) == (bits, group_size)
+    assert quantization(decoder) == (bits, group_size, vocabulary_bits)
     step = CudaStep(decoder)
+    assert (step.bits, step.group_size, step.vocabulary_bits) == (bits, group_size, vocabulary_bits)
     D = decoder.positional_embedding.shape[1]
     w1, s1 = D * D * bits // 32, D * D // group_size
     # QuantOffsets: (word offset, scale offset, rows, row length) of q|k|v, out, cross q, cross out, mlp1, mlp2
@@ -253,9 +265,11 @@ def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size):
     e = decoder.token_embedding
     n_vocab = e.weight.shape[0]
     half = step.embs.shape[0] // 2
+    assert step.embq.shape == (n_vocab, D * vocabulary_bits // 32)  # Packed<T, EB, GS>'s rows
     got = mx.dequantize(step.embq, step.embs[:half].reshape(n_vocab, -1), step.embs[half:].reshape(n_vocab, -1),
-                        group_size, bits)
-    assert step.emb is None and mx.array_equal(got, mx.dequantize(e.weight, e.scales, e.biases, group_size, bits))
+                        group_size, vocabulary_bits)
+    want = mx.dequantize(e.weight, e.scales, e.biases, group_size, vocabulary_bits)
+    assert step.emb is None and mx.array_equal(got, want)
     # LayerOffsets<D, 0>: ln1 (2D), q|0|v biases (3D), out bias, ln2 (2D), cross q bias, cross out
     # bias, ln3 (2D), mlp1 bias (4D), mlp2 bias
     b = decoder.blocks[-1]
@@ -266,6 +280,8 @@ def test_the_cuda_kernels_packing_of_a_quantized_decoder(bits, group_size):
 
 
 def test_a_mixed_or_float_decoder_is_not_read_as_quantized():
+    """The kernel reads the layers at one width and the vocabulary at theirs or at 8 bits, all
+    in one group size: anything else is None (the flat step decodes it)."""
     from whisperfast.decode.cuda.step import quantization
 
     from .test_rewrite import tiny_whisper
@@ -274,10 +290,34 @@ def test_a_mixed_or_float_decoder_is_not_read_as_quantized():
     assert quantization(m.decoder) is None
     nn.quantize(m.decoder.blocks[0], group_size=32, bits=8)  # one block only
     assert quantization(m.decoder) is None
+    m = tiny_whisper(seed=5)  # the layers among themselves: block 0 at 8 bits, the rest at 4
+    nn.quantize(m.decoder.blocks[0], group_size=32, bits=8)
+    nn.quantize(m.decoder, group_size=32, bits=4)
+    assert (m.decoder.blocks[0].mlp1.bits, m.decoder.blocks[1].mlp1.bits, m.decoder.token_embedding.bits) == (8, 4, 4)
+    assert quantization(m.decoder) is None
+    m = tiny_whisper(seed=5)  # a vocabulary narrower than the layers
+    quantize_as(m.decoder, 8, 32, 4)
+    assert quantization(m.decoder) is None
     m = tiny_whisper(seed=5)  # --quantize 4's: every matrix 4-bit but the vocabulary, 8-bit
-    nn.quantize(m.decoder, group_size=32, bits=4,
-                class_predicate=lambda p, m: hasattr(m, "to_quantized") and ({"group_size": 32, "bits": 8} if p == "token_embedding" else True))
-    assert m.decoder.token_embedding.bits == 8 and quantization(m.decoder) is None
+    quantize_as(m.decoder, 4, 32, 8)
+    assert m.decoder.token_embedding.bits == 8 and quantization(m.decoder) == (4, 32, 8)
+
+
+def test_which_quantized_tiny_en_decoders_the_cuda_kernel_reads():
+    """decode/cuda/step.py's `quantization` on tiny.en as loaded (on any device; the GPU tests
+    run the kernel): float, --quantize 8, --quantize 4 (its vocabulary 8-bit), a uniform 4-bit
+    decoder (mlx-community's form), and one whose vocabulary has another group size."""
+    from whisperfast.decode.cuda.step import quantization
+
+    assert quantization(models.load_model("tiny.en", mx.float32).decoder) is None
+    assert quantization(models.load_model("tiny.en", mx.float32, quantize=8).decoder) == (8, 64, 8)
+    assert quantization(models.load_model("tiny.en", mx.float32, quantize=4).decoder) == (4, 64, 8)
+    uniform = models.load_model("tiny.en", mx.float32)
+    nn.quantize(uniform.decoder, group_size=64, bits=4)
+    assert uniform.decoder.token_embedding.bits == 4 and quantization(uniform.decoder) == (4, 64, 4)
+    groups = models.load_model("tiny.en", mx.float32)
+    quantize_as(groups.decoder, 4, 64, 8, vocabulary_group=32)
+    assert groups.decoder.token_embedding.group_size == 32 and quantization(groups.decoder) is None
 
 
 def test_a_quantized_fp16_model_counts_as_fp16_where_the_engine_picks_stock():

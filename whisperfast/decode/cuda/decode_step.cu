@@ -1,6 +1,7 @@
 // One Whisper decoder step in one CUDA launch (cuda_step.py): the new token through every
 // layer, the logits, mlx-whisper's logit filters and its greedy update. Float weights, or
-// affine-quantized ones (QB bits, groups of GS) dequantized in registers as they are read.
+// affine-quantized ones (the layers' QB bits, the token embedding's EB, groups of GS for both)
+// dequantized in registers as they are read.
 //
 // Why one launch: MLX pays ~8 us of host time per graph node and a step of the module graph
 // is ~230 nodes, while the step's math is ~20 us on an H100. Here the step's phases meet at
@@ -895,6 +896,8 @@ struct Scratch {
 // emb, lw: the token embedding (NV, D) and the layers' weights (LayerOffsets). With QB > 0 (a
 // quantized decoder, groups of GS) the matrices are packed instead: the embedding in embq (its
 // scales, then its biases, in embs) and the layers' in lq, ls (QuantOffsets); emb is unused.
+// The embedding may be wider than the layers (EB bits against QB): --quantize 4 keeps it, which
+// is also every logit's projection, at 8 bits (models.VOCABULARY_BITS).
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
 // the new positions run one after another through every layer (a prompt in one launch).
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
@@ -905,12 +908,13 @@ struct Scratch {
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
-          bool RULES, bool PICK, int QB = 0, int GS = 64, typename Tok>
+          bool RULES, bool PICK, int QB = 0, int GS = 64, int EB = QB, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
                             const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
                             float* sum_out, bool* completed, float* logits, const unsigned* embq = nullptr,
                             const T* embs = nullptr, const unsigned* lq = nullptr, const T* ls = nullptr) {
+  static_assert((QB == 0) == (EB == 0), "the embedding is packed where the layers are");
   using W = LayerOffsets<D, QB == 0>;
   using Q = QuantOffsets<D, QB == 0 ? 32 : QB, GS>;
   // layer l's matrix at LayerOffsets `fo` (QuantOffsets `qo`, `so`) of `rows` rows of K: its
@@ -927,7 +931,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     if constexpr (QB == 0) {
       return Dense<T>{emb};
     } else {
-      return Packed<T, QB, GS>{embq, embs, embs + size_t(NV) * D / GS};
+      return Packed<T, EB, GS>{embq, embs, embs + size_t(NV) * D / GS};
     }
   };
   constexpr int RB = group_rows<B, D, (S > CTX ? S : CTX)>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)

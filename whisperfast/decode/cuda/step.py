@@ -8,9 +8,9 @@ meet at grid-wide barriers, and the decode's caches and scratch stay in place ac
 The whole step at temperature 0 with mlx-whisper's own filters; for beams the forward pass,
 then openai's update on the device (beams.py); for samples the forward pass only (their
 filters and update run in MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
-bits, dequantized in registers: `quantization`), batch <= MAX_BATCH; everything else, and
-WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step. Launches, the kernel
-cache and the grid: launch.py."""
+bits, the vocabulary 8-bit under 4-bit layers too, dequantized in registers: `quantization`),
+batch <= MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the
+flat step. Launches, the kernel cache and the grid: launch.py."""
 
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ class CudaStep:
     order, for `__call__`: one step of a decode whose state `start` made. A quantized decoder
     (`quantization`) keeps its matrices packed: their words a row per layer in QuantOffsets'
     order (`lq`), their scales and biases likewise (`ls`), the embedding's apart (`embq`,
-    `embs`); `packed` then holds the norms and biases alone."""
+    `embs`, at its own width: `vocabulary_bits`); `packed` then holds the norms and biases alone."""
 
     def __init__(self, decoder: TextDecoder):
-        self.bits, self.group_size = quantization(decoder) or (0, 0)
+        self.bits, self.group_size, self.vocabulary_bits = quantization(decoder) or (0, 0, 0)
         quantized = self.bits > 0
         rows, words, scales = [], [], []
         for b in decoder.blocks:
@@ -153,7 +153,7 @@ class CudaStep:
         meta = _ints(new, sot, rules["sample_begin"], rules["max_init"])
         rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"], sum_logprobs, suppress, state["scratch"]]
         if self.bits:
-            template += [("QB", self.bits), ("GS", self.group_size)]
+            template += [("QB", self.bits), ("GS", self.group_size), ("EB", self.vocabulary_bits)]
             inputs, call = _QUANT_INPUTS, _QUANT_CALL
             args = [tokens, meta, *rest, self.embq, self.embs, self.lq, self.ls]
         else:
@@ -176,7 +176,7 @@ _CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES,
          f"emb, {_ARGS});")
 # a quantized decoder's: no float embedding (nullptr), its packed matrices after the outputs
 _QUANT_INPUTS = tuple(n for n in _INPUTS if n != "emb") + ("embq", "embs", "lq", "ls")
-_QUANT_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, QB, GS>(tokens, "
+_QUANT_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, QB, GS, EB>(tokens, "
                f"tokens_shape[1], meta, nullptr, {_ARGS}, embq, embs, lq, ls);")
 
 
@@ -321,17 +321,15 @@ def quantized_note(model) -> Optional[str]:
     if not on_cuda():
         return None
     if _step_for(model, 1, model.decoder.positional_embedding.dtype) is not None:
-        bits, group_size = quantization(model.decoder)
-        return (f"quantized decoder ({bits}-bit, groups of {group_size}) on the CUDA decode kernel: it reads the packed "
-                "weights and dequantizes them in registers, so its sums agree with the stock lane's quantized matmuls "
-                "to rounding")
+        bits, group_size, vocabulary_bits = quantization(model.decoder)
+        vocabulary = f", the vocabulary {vocabulary_bits}-bit" if vocabulary_bits != bits else ""
+        return (f"quantized decoder ({bits}-bit{vocabulary}, groups of {group_size}) on the CUDA decode kernel: it reads "
+                "the packed weights and dequantizes them in registers, so its sums agree with the stock lane's quantized "
+                "matmuls to rounding")
     if quantization(model.decoder) is None:
-        e, b = model.decoder.token_embedding, model.decoder.blocks[0].mlp1
-        if "scales" in e and "scales" in b and e.bits != b.bits:  # models.VOCABULARY_BITS: --quantize 4's vocabulary
-            return (f"quantized decoder ({b.bits}-bit, the vocabulary {e.bits}-bit): the CUDA decode kernel reads every "
-                    "matrix at one width (a wider vocabulary on the kernel is not built yet), so decoding runs the flat step")
         return ("quantized decoder: the CUDA decode kernel reads float weights and affine 8- or 4-bit ones (groups of "
-                "32, 64 or 128, every matrix alike) only, so decoding runs the flat step")
+                "32, 64 or 128, every layer alike, the vocabulary at their width or 8-bit) only, so decoding runs the "
+                "flat step")
     return None
 
 
@@ -346,18 +344,30 @@ def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
 
 
 def quantization(decoder: TextDecoder) -> Optional[tuple]:
-    """(bits, group_size) of a decoder whose matrices the kernel reads (the token embedding,
-    self-attention's q, k, v, out, cross-attention's q, out, the MLP's two) are all quantized
-    alike as decode_step.cu's dot_qrow reads them: MLX's affine mode, 8 or 4 bits, groups of
-    32, 64 or 128. None where they are float, or quantized otherwise (a mix, another mode)."""
-    layers = [decoder.token_embedding] + [m for b in decoder.blocks for m in (
+    """(bits, group_size, vocabulary_bits) of a decoder whose matrices the kernel reads are
+    quantized as decode_step.cu's dot_qrow reads them: MLX's affine mode, groups of 32, 64 or
+    128 throughout; the layers (self-attention's q, k, v, out, cross-attention's q, out, the
+    MLP's two) all 8- or all 4-bit (the kernel's QB); the token embedding, which is also the
+    vocabulary projection, at their width or at 8 bits (its EB: --quantize 4's, models.VOCABULARY_BITS).
+    None where they are float, or quantized otherwise (a mix, other group sizes, another mode)."""
+    layers = [m for b in decoder.blocks for m in (
         b.attn.query, b.attn.key, b.attn.value, b.attn.out, b.cross_attn.query, b.cross_attn.out, b.mlp1, b.mlp2)]
-    kinds = {(getattr(m, "bits", None), getattr(m, "group_size", None), getattr(m, "mode", "affine"), "biases" in m)
-             if "scales" in m else None for m in layers}
-    if len(kinds) != 1 or None in kinds:
+    kinds, vocabulary = {_packing(m) for m in layers}, _packing(decoder.token_embedding)
+    if len(kinds) != 1 or None in kinds or vocabulary is None:
         return None
-    bits, group_size, mode, biases = kinds.pop()
-    return (bits, group_size) if mode == "affine" and biases and bits in (8, 4) and group_size in (32, 64, 128) else None
+    (bits, group_size), (vocabulary_bits, vocabulary_group) = kinds.pop(), vocabulary
+    if vocabulary_group != group_size or vocabulary_bits not in (bits, 8):
+        return None
+    return bits, group_size, vocabulary_bits
+
+
+def _packing(m) -> Optional[tuple]:
+    """(bits, group_size) of a layer packed as dot_qrow reads it (affine, with biases, 8 or 4
+    bits, groups of 32, 64 or 128), else None (float, or packed otherwise)."""
+    if "scales" not in m or "biases" not in m or getattr(m, "mode", "affine") != "affine":
+        return None
+    bits, group_size = getattr(m, "bits", None), getattr(m, "group_size", None)
+    return (bits, group_size) if bits in (8, 4) and group_size in (32, 64, 128) else None
 
 
 def _decoder_step(model) -> Optional[CudaStep]:
