@@ -581,6 +581,19 @@ session12-quant)  # --quantize 4's 8-bit vocabulary (9d26f70) on the GPU: the qu
   ;;
 esac
 case "${1:-all}" in
+session12-vocab)  # session12-quant once the kernel reads the vocabulary at its own width (decode_step.cu's EB): the
+  # quantized tests (the kernel against the flat step at q8, q4 and q4 with an 8-bit vocabulary, their NVRTC compiles,
+  # fused against stock with the kernel decoding), then the bench at 8 and 4 bits
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 400 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_cuda_step.py tests/test_cuda_cache.py \
+    tests/test_quantize.py -k "quant or decode_step_q" 2>&1 | tee "$out/gpu_tests_vocab.txt" | tail -5
+  for b in 8 4; do
+    $py -m whisperfast bench samples/jfk.wav -m base --quantize $b --lanes stock,fused --runs 5 --no-kernels --json \
+      > "$out/bench-base-q$b.json" 2> "$out/bench-base-q$b.txt"; tail -6 "$out/bench-base-q$b.txt"
+  done
+  ;;
+esac
+case "${1:-all}" in
 session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tokenizer built meanwhile (4637b0d), against
   # the tree before (ab-old/, 6f58233) and HEAD with the calls back on the main thread (ab-tok/: the tokenizer alone);
   # fresh processes' stamps, JFK and the 600 s clip; the cold-start tests on CUDA; libs_first_probe.py
