@@ -608,3 +608,24 @@ session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tok
   $py benchmarks/libs_first_probe.py 6 > "$out/libs-first.jsonl" 2>&1; grep median "$out/libs-first.jsonl"
   ;;
 esac
+case "${1:-all}" in
+session12b)  # the GPU tests of the cold start (the Ctrl-C test fixed), then the load: the embedded model's fp16 entry read as
+  # its ~200 arrays (HEAD) against one flat array (ab-flat/: a flat copy in the stored dtype too, its own cache)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-flat > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done  # conversions
+  timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
+  $py benchmarks/fresh_timeline.py 7 ".,ab-flat@WHISPERFAST_CACHE=/tmp/cache-flat" samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
+  $py benchmarks/fresh_timeline.py 4 ".,ab-flat@WHISPERFAST_CACHE=/tmp/cache-flat" /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
+  grep -h median "$out"/timeline-*.jsonl | cut -c1-900
+  ;;
+session12c)  # HEAD's cold bench: JFK 5 runs, the 600 s clip 3 (tiny.en, base)
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  ;;
+esac
