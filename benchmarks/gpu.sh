@@ -629,3 +629,19 @@ session12c)  # HEAD's cold bench: JFK 5 runs, the 600 s clip 3 (tiny.en, base)
   grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
   ;;
 esac
+case "${1:-all}" in
+session12d)  # MLX's CUDA graphs off (MLX_USE_CUDA_GRAPHS=0) for a one-shot process: fresh processes' stamps against HEAD
+  # as it is, JFK and the 600 s clip; then the warm bench (JFK, tiny.en) with graphs on and off
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast transcribe samples/jfk.wav -q --fast > /dev/null  # the conversion, the kernel cache
+  lanes=".,.@MLX_USE_CUDA_GRAPHS=0"
+  $py benchmarks/fresh_timeline.py 7 "$lanes" samples/jfk.wav > "$out/timeline-jfk.jsonl" 2>&1
+  $py benchmarks/fresh_timeline.py 4 "$lanes" /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
+  grep -h median "$out"/timeline-*.jsonl | cut -c1-400
+  for g in 1 0; do
+    MLX_USE_CUDA_GRAPHS=$g $py -m whisperfast bench samples/jfk.wav --lanes stock,fused --runs 5 --no-kernels --json \
+      > "$out/bench-graphs$g.json" 2> "$out/bench-graphs$g.txt"; grep -E "^│ (stock|fused)" "$out/bench-graphs$g.txt"
+  done
+  ;;
+esac
