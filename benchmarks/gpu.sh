@@ -645,3 +645,13 @@ session12d)  # MLX's CUDA graphs off (MLX_USE_CUDA_GRAPHS=0) for a one-shot proc
   done
   ;;
 esac
+case "${1:-all}" in
+session12e)  # issue 14's numbers at HEAD, warm: JFK greedy and beam 5, stock and fused, tiny.en and base (15 runs, lanes
+  # alternated, one process a model)
+  $py -m whisperfast info --json > "$out/info.json"
+  for m in tiny.en base; do
+    $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --beam-size 5 --runs 15 --no-kernels \
+      --json > "$out/beam5-jfk-$m.json" 2> "$out/beam5-jfk-$m.txt"; grep -E "^│ |^speed|beam" "$out/beam5-jfk-$m.txt"
+  done
+  ;;
+esac
