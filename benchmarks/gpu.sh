@@ -655,3 +655,17 @@ session12e)  # issue 14's numbers at HEAD, warm: JFK greedy and beam 5, stock an
   done
   ;;
 esac
+case "${1:-all}" in
+session12f)  # is tiny.en's warm fused greedy slower than it was? the same bench in trees from 573822b (h200-beams: 9.4 ms)
+  # to HEAD (ab-t/<commit>/, git archives), two rounds, the second in reverse order
+  trees="ab-t/573822b ab-t/dceb2ce ab-t/c83b300 ab-t/b71e4da ab-t/a775ed6 ab-t/2171843 ab-t/ba6b894 ."
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  for round in 1 2; do
+    for t in $trees; do
+      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
+        2>&1 | grep -E "^│ (stock|fused) " | sed "s|^|$round $t |")
+    done
+    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
+  done 2>&1 | tee "$out/trees-tiny.en.txt"
+  ;;
+esac
