@@ -669,3 +669,16 @@ session12f)  # is tiny.en's warm fused greedy slower than it was? the same bench
   done 2>&1 | tee "$out/trees-tiny.en.txt"
   ;;
 esac
+case "${1:-all}" in
+session12g)  # session12f found the step between a775ed6 and 2171843: its three commits, two rounds
+  trees="ab-t/a775ed6 ab-t/a053f98 ab-t/baf5db6 ab-t/2171843"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  for round in 1 2; do
+    for t in $trees; do
+      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
+        2>&1 | grep -E "^│ (stock|fused) " | sed "s|^|$round $t |")
+    done
+    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
+  done 2>&1 | tee "$out/bisect-tiny.en.txt"
+  ;;
+esac
