@@ -682,3 +682,21 @@ session12g)  # session12f found the step between a775ed6 and 2171843: its three 
   done 2>&1 | tee "$out/bisect-tiny.en.txt"
   ;;
 esac
+case "${1:-all}" in
+session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel's `completed`): first, that a first run
+  # still meets none of MLX's JIT kernels and the kernels still decode as stock (tests); then the warm JFK bench,
+  # greedy and beam 5, against the tree before it (ab-t/prev/: git archive of the commit before) and a775ed6 (ab-t/a775ed6/)
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_first_run.py tests/test_cuda_step.py tests/test_cuda_beams.py \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  trees="ab-t/a775ed6 ab-t/prev . "
+  for round in 1 2; do
+    for t in $trees; do
+      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --beam-size 5 \
+        --runs 10 --no-kernels 2>&1 | grep -E "^│ (stock|fused)" | sed "s|^|$round $t |")
+    done
+    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
+  done 2>&1 | tee "$out/flag-tiny.en.txt"
+  ;;
+esac

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .launch import PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import host_flag, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 BEAM_CHUNKS = 16  # decode_step.cu's kBeamChunks: beam_update's blocks a row
 
@@ -52,7 +52,7 @@ class CudaBeams:
         tokens, sums, source, completed = _run(
             "beam_update", inputs, outputs, call, args, template, B * BEAM_CHUNKS, THREADS,
             [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
-        return tokens, mx.squeeze(completed[:1], 0), sums[:B], source[:B]  # not [0]: a Gather (decode/rules.py)
+        return tokens, host_flag(completed), sums[:B], source[:B]
 
     def finished_sequences(self) -> list:
         """Per audio, {sequence: summed logprob} of the finished sequences, in the order they

@@ -103,6 +103,17 @@ def _ints(*values: int) -> mx.array:
     return mx.array(values, mx.int32)
 
 
+def host_flag(completed: mx.array) -> mx.array:
+    """A kernel's `completed` output (padded past 8 bytes: a device buffer) -> a 1-byte copy
+    (uint8, nonzero when every row has ended), which the decode loop reads every step. MLX keeps
+    arrays of 8 bytes or fewer in a pool the host reads cheaply. Reading the padded output
+    itself, through a view (a053f98), is where the warm greedy step got slower
+    (benchmarks/h200-session12/trees/; this copy's effect is to be measured there too);
+    `completed[0]` copied it as well, but as a Gather, which MLX's JIT compiles on a machine's
+    first run (rules.greedy_update). A cast runs one of MLX's shipped copy kernels."""
+    return mx.squeeze(completed[:1], 0).astype(mx.uint8)
+
+
 _TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the rest are launch arguments
 
 

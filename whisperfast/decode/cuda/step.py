@@ -26,7 +26,7 @@ from ..attention import WhisperAttention, on_cuda, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
-from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import host_flag, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
 # 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
@@ -166,7 +166,7 @@ class CudaStep:
             [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         self.launches += 1
         self.kernels.add(tuple(template))
-        return tokens, mx.squeeze(completed[:1], 0), sums[:B], logits  # not [0]: see rules.greedy_update
+        return tokens, host_flag(completed), sums[:B], logits
 
 
 _INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
