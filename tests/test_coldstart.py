@@ -148,6 +148,7 @@ def test_the_gpu_thread_runs_its_first_call_then_each_job_in_turn_on_itself():
     with pytest.raises(SystemExit):
         gpu.run(fail, SystemExit(1))
     assert gpu.run(lambda: "still serving") == "still serving"
+    assert runtime.GpuThread(lambda: fail(SystemExit(3))).run(lambda: "after a failed warm-up") == "after a failed warm-up"
 
 
 def test_ctrl_c_while_the_gpu_thread_works_interrupts_the_job_and_unwinds_it():

@@ -85,7 +85,10 @@ class GpuThread:
         return job.value
 
     def _serve(self, first: Callable[[], object]) -> None:
-        first()
+        try:
+            first()
+        except BaseException:  # noqa: BLE001  (a warm-up that failed leaves the real calls to meet it; they must still run)
+            pass
         while True:
             job = None
             try:
