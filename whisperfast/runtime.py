@@ -51,15 +51,15 @@ def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> GpuThread | None:
     composed on CUDA, decode/encoder.py), else the model's own."""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
-    return GpuThread(lambda: _quietly(_first_calls, dtype, fast))
+    return GpuThread(lambda: _first_calls(dtype, fast))
 
 
 class GpuThread:
     """A thread that runs `first`, then the calls handed to it (`run`), one at a time.
 
     The caller's MLX work runs here, after the warm-up, and not on the caller's thread: MLX's
-    CUDA streams are per thread, and a warmed thread's first encoder pass costs ~0.05 s less
-    than another thread's (benchmarks/h200-session11/). MLX work stays on one thread at a time:
+    CUDA streams are per thread, and a warmed thread's first encoder pass costs less than
+    another thread's (benchmarks/h200-session12/). MLX work stays on one thread at a time:
     MLX records its work as CUDA graphs, and another thread's calls during a capture break it
     (benchmarks/h200-session9/). The caller's thread meanwhile does host work of its own."""
 
@@ -87,7 +87,9 @@ class GpuThread:
     def _serve(self, first: Callable[[], object]) -> None:
         try:
             first()
-        except BaseException:  # noqa: BLE001  (a warm-up that failed leaves the real calls to meet it; they must still run)
+        except BaseException:  # noqa: BLE001
+            # a failed warm-up is the GPU's: the real calls meet it again and report it as an
+            # Error line (a thread's traceback would say nothing more), so they must still run
             pass
         while True:
             job = None
@@ -113,15 +115,6 @@ class _Job:
     value: object = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
-
-
-def _quietly(fn, *args) -> None:
-    # A failure here is the GPU's, and the real call after it meets it again and reports it as
-    # an Error line; a thread's traceback on stderr would say nothing more.
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _first_calls(dtype: mx.Dtype, fast: bool) -> None:
