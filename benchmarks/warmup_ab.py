@@ -12,7 +12,11 @@ variants, alternated run by run (issue 13):
 Each child stamps (seconds since the parent spawned it) when the warm-up ran, when the CLI
 joined it, and when the atexit hooks ran, on stderr. Prints one JSON line per run, then the medians.
 
-Usage: [AB_VARIANTS=now,split,off] python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ..."""
+Usage: [AB_VARIANTS=now,split,off] python benchmarks/warmup_ab.py RUNS AUDIO[:MODEL] ...
+
+Runs on trees before 4637b0d, where the warm-up was a thread the CLI joined; since then it is
+a runtime.GpuThread that also makes the command's MLX calls. For later trees, fresh_timeline.py
+stamps the same steps."""
 
 import json
 import os
