@@ -10,6 +10,20 @@ export PYTHONUNBUFFERED=1
 # fresh process would compile ~265 modules (0.3-0.45 s, benchmarks/h200-warmup/); a user's
 # install has them compiled after its first run.
 $py -m compileall -q whisperfast ${PYTHONPATH%%:*} > /dev/null 2>&1 || true
+# bench_trees "TREE ..." OUT [ARGS...]: the warm JFK bench (tiny.en, fp16, stock and fused, 10 runs, ARGS added) run
+# inside each tree (a folder holding a whisperfast/, e.g. a git archive), two rounds, the second in reverse order;
+# each table row prefixed with its round and tree, into OUT
+bench_trees() {
+  local trees=$1 dest=$2; shift 2
+  $py -m compileall -q $trees > /dev/null 2>&1 || true
+  for round in 1 2; do
+    for t in $trees; do
+      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
+        "$@" 2>&1 | grep -E "^│ (stock|fused)" | sed "s|^|$round $t |")
+    done
+    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
+  done 2>&1 | tee "$dest"
+}
 case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
@@ -658,28 +672,13 @@ esac
 case "${1:-all}" in
 session12f)  # is tiny.en's warm fused greedy slower than it was? the same bench in trees from 573822b (h200-beams: 9.4 ms)
   # to HEAD (ab-t/<commit>/, git archives), two rounds, the second in reverse order
-  trees="ab-t/573822b ab-t/dceb2ce ab-t/c83b300 ab-t/b71e4da ab-t/a775ed6 ab-t/2171843 ab-t/ba6b894 ."
-  $py -m compileall -q ab-t > /dev/null 2>&1 || true
-  for round in 1 2; do
-    for t in $trees; do
-      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
-        2>&1 | grep -E "^│ (stock|fused) " | sed "s|^|$round $t |")
-    done
-    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
-  done 2>&1 | tee "$out/trees-tiny.en.txt"
+  bench_trees "ab-t/573822b ab-t/dceb2ce ab-t/c83b300 ab-t/b71e4da ab-t/a775ed6 ab-t/2171843 ab-t/ba6b894 ." \
+    "$out/trees-tiny.en.txt"
   ;;
 esac
 case "${1:-all}" in
 session12g)  # session12f found the step between a775ed6 and 2171843: its three commits, two rounds
-  trees="ab-t/a775ed6 ab-t/a053f98 ab-t/baf5db6 ab-t/2171843"
-  $py -m compileall -q ab-t > /dev/null 2>&1 || true
-  for round in 1 2; do
-    for t in $trees; do
-      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
-        2>&1 | grep -E "^│ (stock|fused) " | sed "s|^|$round $t |")
-    done
-    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
-  done 2>&1 | tee "$out/bisect-tiny.en.txt"
+  bench_trees "ab-t/a775ed6 ab-t/a053f98 ab-t/baf5db6 ab-t/2171843" "$out/bisect-tiny.en.txt"
   ;;
 esac
 case "${1:-all}" in
@@ -689,14 +688,6 @@ session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel'
   $py -m whisperfast info --json > "$out/info.json"
   timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_first_run.py tests/test_cuda_step.py tests/test_cuda_beams.py \
     2>&1 | tee "$out/gpu_tests.txt" | tail -3
-  $py -m compileall -q ab-t > /dev/null 2>&1 || true
-  trees="ab-t/a775ed6 ab-t/prev . "
-  for round in 1 2; do
-    for t in $trees; do
-      (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --beam-size 5 \
-        --runs 10 --no-kernels 2>&1 | grep -E "^│ (stock|fused)" | sed "s|^|$round $t |")
-    done
-    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
-  done 2>&1 | tee "$out/flag-tiny.en.txt"
+  bench_trees "ab-t/a775ed6 ab-t/prev ." "$out/flag-tiny.en.txt" --beam-size 5
   ;;
 esac
