@@ -52,24 +52,31 @@ print(json.dumps(S))
 '''
 
 
-def main():
-    runs = int(sys.argv[1])
-    seen = {"plain": [], "driver": []}
+def alternate(child: str, modes, runs: int):
+    """Run `child` (python -c) once per mode a round, modes alternated, round 0 dropped (it fills
+    the page cache); each child prints its stamps (seconds since PROBE_T0, its parent's spawn) as
+    its last line. Prints one JSON line per child, then each mode's median stamps in time order."""
+    seen = {m: [] for m in modes}
     for i in range(runs + 1):
-        for mode in seen:
+        for mode in modes:
             t0 = time.time()
-            r = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True,
+            r = subprocess.run([sys.executable, "-c", child, mode], capture_output=True, text=True,
                                env=dict(os.environ, PROBE_T0=repr(t0)))
             wall = round(time.time() - t0, 4)
             stamps = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
             stamps["exit"] = wall
-            if i:  # the first round fills the page cache
+            if i:
                 seen[mode].append(stamps)
                 print(json.dumps({"mode": mode, "run": i, "stamps": stamps}), flush=True)
     for mode, all_stamps in seen.items():
-        keys = [k for k in all_stamps[0] if k != "error"]
+        keys = sorted({k for s in all_stamps for k in s if k != "error"},
+                      key=lambda k: statistics.median(s[k] for s in all_stamps if k in s))
         print(json.dumps({"mode": mode, "median": {k: round(statistics.median(s[k] for s in all_stamps if k in s), 3)
                                                    for k in keys}}), flush=True)
+
+
+def main():
+    alternate(CHILD, ("plain", "driver"), int(sys.argv[1]))
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@ Each child stamps seconds since its parent spawned it; modes alternate; round 0 
 Usage: python benchmarks/libs_first_probe.py RUNS
 Prints one JSON line per child, then each mode's median stamps."""
 
-import json
-import os
-import statistics
-import subprocess
 import sys
-import time
+
+from driver_first_probe import alternate  # this folder is the script's: first on sys.path
 
 CHILD = r'''
 import ctypes, importlib.util, json, os, sys, threading, time
@@ -76,28 +73,8 @@ st("encoder block")
 print(json.dumps(S))
 '''
 
-MODES = ("context", "cufft", "libs")
-
-
 def main():
-    runs = int(sys.argv[1])
-    seen = {m: [] for m in MODES}
-    for i in range(runs + 1):
-        for mode in MODES:
-            t0 = time.time()
-            r = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True,
-                               env=dict(os.environ, PROBE_T0=repr(t0)))
-            wall = round(time.time() - t0, 4)
-            stamps = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-300:]}
-            stamps["exit"] = wall
-            if i:  # round 0 fills the page cache
-                seen[mode].append(stamps)
-                print(json.dumps({"mode": mode, "run": i, "stamps": stamps}), flush=True)
-    for mode, all_stamps in seen.items():
-        keys = sorted({k for s in all_stamps for k in s if k != "error"},
-                      key=lambda k: statistics.median(s[k] for s in all_stamps if k in s))
-        print(json.dumps({"mode": mode, "median": {k: round(statistics.median(s[k] for s in all_stamps if k in s), 3)
-                                                   for k in keys}}), flush=True)
+    alternate(CHILD, ("context", "cufft", "libs"), int(sys.argv[1]))
 
 
 if __name__ == "__main__":
