@@ -583,19 +583,7 @@ session11g)  # the beam update's `completed` read without a Gather (MLX's gather
   ;;
 esac
 case "${1:-all}" in
-session12-quant)  # --quantize 4's 8-bit vocabulary (9d26f70) on the GPU: the quantized tests (the kernel declines such a
-  # decoder: the flat step decodes, tokens stock's), larger shapes at 4 bits, and what the flat step costs against 8-bit
-  $py -m whisperfast info --json > "$out/info.json"
-  timeout 400 $py -m pytest -q -p no:cacheprovider -m "slow or not slow" -rf tests/test_quantize.py tests/test_large_shapes.py \
-    -k "4 or quantiz" 2>&1 | tee "$out/gpu_tests_quant.txt" | tail -3
-  for b in 8 4; do
-    $py -m whisperfast bench samples/jfk.wav -m base --quantize $b --lanes stock,fused --runs 5 --no-kernels --json \
-      > "$out/bench-base-q$b.json" 2> "$out/bench-base-q$b.txt"; tail -6 "$out/bench-base-q$b.txt"
-  done
-  ;;
-esac
-case "${1:-all}" in
-session12-vocab)  # session12-quant once the kernel reads the vocabulary at its own width (decode_step.cu's EB): the
+session12-vocab)  # --quantize 4's 8-bit vocabulary once the kernel reads it at its own width (decode_step.cu's EB): the
   # quantized tests (the kernel against the flat step at q8, q4 and q4 with an 8-bit vocabulary, their NVRTC compiles,
   # fused against stock with the kernel decoding), then the bench at 8 and 4 bits
   $py -m whisperfast info --json > "$out/info.json"
