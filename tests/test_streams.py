@@ -62,3 +62,21 @@ def test_streamed_encoder_is_stock_bit_for_bit(dtype):
     if mx.default_device() == mx.cpu and len(cpu_streams()) > 1:  # where the fast engine takes this path
         assert uses_streams(fused.whisper) and not uses_streams(stock.whisper)
         assert same_bits(encode(fused.whisper, mels), stock.whisper.encoder(mels))
+
+
+def test_a_fused_model_transcribes_on_another_thread_after_this_one():
+    """The CPU streams the fused lane spreads its work over are made per thread (an MLX stream
+    belongs to the thread that made it): a model used here, then on another thread (the CLI's
+    GPU thread, a user's worker), gives the same transcript on both."""
+    import threading
+
+    from whisperfast.pipeline import transcribe
+
+    model = load("tiny.en", fast=True)
+    here = transcribe(model, SAMPLES / "jfk.wav")
+    there = {}
+    worker = threading.Thread(target=lambda: there.update(t=transcribe(model, SAMPLES / "jfk.wav")))
+    worker.start()
+    worker.join()
+    assert "t" in there, "the transcription on the other thread raised"
+    assert there["t"].tokens == here.tokens and "ask not what your country" in here.text.lower()

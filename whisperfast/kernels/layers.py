@@ -4,7 +4,7 @@ the layers they replace, so the same weights load into either graph."""
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import threading
 from typing import Optional
 
 import mlx.core as mx
@@ -96,9 +96,16 @@ class MultiHeadAttention(nn.MultiHeadAttention):
         return self.out_proj(out.transpose(0, 2, 1, 3).flatten(-2, -1))
 
 
-@lru_cache(maxsize=1)
+_THIS_THREAD = threading.local()
+
+
 def cpu_streams() -> tuple:
-    return tuple(mx.new_stream(mx.cpu) for _ in range(min(os.cpu_count() or 1, 8)))
+    """One CPU stream per core (at most 8), made once per thread: an MLX stream belongs to the
+    thread that made it (another thread's use raises), and a model may run on several."""
+    streams = getattr(_THIS_THREAD, "cpu_streams", None)
+    if streams is None:
+        streams = _THIS_THREAD.cpu_streams = tuple(mx.new_stream(mx.cpu) for _ in range(min(os.cpu_count() or 1, 8)))
+    return streams
 
 
 def heads_across_cpu_streams(fn, q, k, v, scale, mask):
