@@ -6,8 +6,9 @@ parent spawned it:
 - `mlx.core`, `warm-up`, `imports`, `load`, `transcribe`, `hand-off`: each one's start and end
   (`imports`: the CLI's import thread, where a tree has one; `hand-off`: the teardown's);
 - inside them, each one's first call: `plan` (the outputs planned: the main thread's last step
-  before it joins the warm-up), `read` (the converted weights), `tokenizer`, `rewrite`, `audio`
-  (the file decoded), `mel`, `encode` (the first window's);
+  before it hands the GPU thread its work, or joins the warm-up in trees before 4637b0d),
+  `read` (the converted weights), `tokenizer`, `rewrite`, `audio` (the file decoded), `mel`,
+  `encode` (the first window's);
 - `atexit`: the CLI's exit handlers, after the transcript is printed;
 and the parent stamping `exit`, when it reaped the child. A tree without a stamped function
 just lacks that stamp. The stamps wrap functions as their modules are imported (an import

@@ -12,14 +12,14 @@ export PYTHONUNBUFFERED=1
 $py -m compileall -q whisperfast ${PYTHONPATH%%:*} > /dev/null 2>&1 || true
 # bench_trees "TREE ..." OUT [ARGS...]: the warm JFK bench (tiny.en, fp16, stock and fused, 10 runs, ARGS added) run
 # inside each tree (a folder holding a whisperfast/, e.g. a git archive), two rounds, the second in reverse order;
-# each table row prefixed with its round and tree, into OUT
+# each table row prefixed with its round and tree, into OUT (every tree's whole output, errors too, into OUT.raw)
 bench_trees() {
   local trees=$1 dest=$2; shift 2
   $py -m compileall -q $trees > /dev/null 2>&1 || true
   for round in 1 2; do
     for t in $trees; do
       (cd $t && $py -m whisperfast bench "$OLDPWD/samples/jfk.wav" --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
-        "$@" 2>&1 | grep -E "^│ (stock|fused)" | sed "s|^|$round $t |")
+        "$@" 2>&1 | tee -a "$dest.raw" | grep -E "^│ (stock|fused)" | sed "s|^|$round $t |")
     done
     trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
   done 2>&1 | tee "$dest"

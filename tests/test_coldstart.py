@@ -159,7 +159,7 @@ def test_ctrl_c_while_the_gpu_thread_works_interrupts_the_job_and_unwinds_it():
     from whisperfast import runtime
 
     assert threading.current_thread() is threading.main_thread()  # where Python delivers SIGINT
-    unwound, started = threading.Event(), threading.Event()
+    unwound, started, ran_out = threading.Event(), threading.Event(), threading.Event()
 
     def long_job():
         try:
@@ -167,6 +167,7 @@ def test_ctrl_c_while_the_gpu_thread_works_interrupts_the_job_and_unwinds_it():
             deadline = time.monotonic() + 30  # bounded: a SIGINT that never arrives fails the test, not hangs it
             while time.monotonic() < deadline:
                 time.sleep(0.01)
+            ran_out.set()
         finally:
             unwound.set()
 
@@ -182,8 +183,34 @@ def test_ctrl_c_while_the_gpu_thread_works_interrupts_the_job_and_unwinds_it():
         timer.join()
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert unwound.is_set()
+    # interrupted, not run to its end: the caller's wait wakes for the SIGINT whichever thread
+    # the kernel handed it to
+    assert unwound.is_set() and not ran_out.is_set()
     assert gpu.run(lambda: "serving") == "serving"
+
+
+def test_ctrl_c_during_the_warm_up_cancels_the_queued_job_and_the_thread_still_serves():
+    """A job queued behind the warm-up and cancelled by Ctrl-C never starts; the caller gets its
+    KeyboardInterrupt once the warm-up is done (not after UNWIND_SECONDS), and a later job runs."""
+    import signal
+
+    from whisperfast import runtime
+
+    warming, ran = threading.Event(), []
+    gpu = runtime.GpuThread(lambda: (warming.set(), time.sleep(0.5)))
+    timer = threading.Thread(target=lambda: warming.wait(10) and (time.sleep(0.1), os.kill(os.getpid(), signal.SIGINT)))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            gpu.run(ran.append, "cancelled job")
+        waited = time.monotonic() - t0
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ran == [] and waited < runtime.UNWIND_SECONDS
+    assert gpu.run(lambda: ran.append("next job") or "served") == "served" and ran == ["next job"]
 
 
 def test_the_cli_makes_mlx_calls_on_the_gpu_thread_and_builds_the_tokenizer_meanwhile(monkeypatch):
@@ -194,11 +221,13 @@ def test_the_cli_makes_mlx_calls_on_the_gpu_thread_and_builds_the_tokenizer_mean
     from whisperfast import pipeline, runtime, tokenizer
     from whisperfast.cli import app
 
-    threads = {}
+    pipeline.load("tiny.en")  # converted, so its config is on disk for models.text_vocabulary
+    threads, built = {}, []
     for name in ("load", "transcribe", "warm_tokenizer"):
         fn = getattr(pipeline, name)
         monkeypatch.setattr(pipeline, name, lambda *a, _fn=fn, _name=name, **k: (
-            threads.setdefault(_name, threading.current_thread().name), _fn(*a, **k))[1])
+            threads.setdefault(_name, threading.current_thread().name), _fn(*a, **k),
+            built.append(tokenizer.get_tokenizer.cache_info().currsize) if _name == "warm_tokenizer" else None)[1])
     monkeypatch.setattr(runtime, "warm_up_gpu", lambda dtype, fast=False: runtime.GpuThread(lambda: None))
     tokenizer.get_tokenizer.cache_clear()
     r = CliRunner().invoke(app, ["transcribe", str(SAMPLES / "jfk.wav"), "--fast", "-q"])
@@ -206,8 +235,8 @@ def test_the_cli_makes_mlx_calls_on_the_gpu_thread_and_builds_the_tokenizer_mean
     assert "ask not what your country can do for you" in r.stdout.lower()
     main = threading.current_thread().name
     assert threads == {"warm_tokenizer": main, "load": "whisperfast-gpu", "transcribe": "whisperfast-gpu"}
-    info = tokenizer.get_tokenizer.cache_info()
-    assert info.hits >= 1 and info.currsize >= 1  # load found the tokenizer the main thread had built
+    assert built == [1]  # the main thread built it, before the GPU thread loaded
+    assert tokenizer.get_tokenizer.cache_info().hits >= 1  # and load found it
 
 
 def test_a_models_text_vocabulary_is_read_from_its_config_alone():

@@ -238,4 +238,3 @@ def test_one_compiled_kernel_serves_every_prompt_length(tiny):
     assert isinstance(step, CudaStep) and step.launches >= 3 * 20
     assert len(step.kernels) == 1, step.kernels
     assert all("fellow Americans" in t for t in texts)
-

@@ -44,14 +44,20 @@ def use_device(name: str | None) -> None:
 def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> GpuThread | None:
     """On a CUDA GPU, start the thread that will make the caller's MLX calls (GpuThread), its
     first job the calls whose first use in a process is slow (the context, cuFFT, cuBLAS,
-    cuDNN's convolution, MLX's JIT kernels: ~0.4-0.6 s together on the H200,
-    benchmarks/h200-coldstart/), made while the caller imports the rest. It computes on zeros
+    cuDNN's convolution, MLX's JIT kernels: benchmarks/h200-coldstart/), made while the caller
+    imports the rest. It computes on zeros
     of its own and draws no random numbers: nothing the caller computes changes. Elsewhere
     (CPU, Metal) it starts nothing. `fast`: the fast engine's encoder follows (its GELU is
     composed on CUDA, decode/encoder.py), else the model's own."""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
     return GpuThread(lambda: _first_calls(dtype, fast))
+
+
+# how long a Ctrl-C waits for the GPU thread's job to unwind before the caller goes on
+UNWIND_SECONDS = 5.0
+# how often a caller waiting on the GPU thread looks for a Ctrl-C
+SIGNAL_POLL_SECONDS = 0.05
 
 
 class GpuThread:
@@ -65,19 +71,30 @@ class GpuThread:
 
     def __init__(self, first: Callable[[], object]):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _current: an interrupt reaches only the job it was meant for
+        self._current: _Job | None = None
         self._thread = threading.Thread(target=self._serve, args=(first,), name="whisperfast-gpu", daemon=True)
         self._thread.start()
 
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs) on this thread, once the calls before it are done: its value, or
-        its exception raised here. Ctrl-C here interrupts fn too (at its next Python line, so
-        that its `finally` clauses run) and waits a few seconds for it to unwind."""
+        its exception raised here. Ctrl-C here cancels fn too: a running fn stops at its next
+        Python line (its `finally` clauses run), a queued one never starts; the caller waits
+        UNWIND_SECONDS at most for that."""
+        if threading.current_thread() is self._thread:  # a job's own nested call
+            return fn(*args, **kwargs)
         job = _Job(fn, args, kwargs)
         self._jobs.put(job)
         try:
-            job.done.wait()
+            # in slices: the kernel may hand a Ctrl-C's SIGINT to any thread, and Python runs
+            # its handler on this one only when this one runs Python again
+            while not job.done.wait(SIGNAL_POLL_SECONDS):
+                pass
         except KeyboardInterrupt:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._thread.ident), ctypes.py_object(KeyboardInterrupt))
+            with self._lock:
+                job.cancelled = True
+                if self._current is job:
+                    _interrupt(self._thread.ident, KeyboardInterrupt)
             job.done.wait(UNWIND_SECONDS)
             raise
         if job.error is not None:
@@ -92,19 +109,44 @@ class GpuThread:
             # Error line (a thread's traceback would say nothing more), so they must still run
             pass
         while True:
-            job = None
+            job = self._jobs.get()
             try:
-                job = self._jobs.get()
+                self._execute(job)
+            except BaseException:  # noqa: BLE001  (an interrupt that landed in _execute's handler: recorded there)
+                pass
+
+    def _execute(self, job: _Job) -> None:
+        try:
+            try:
+                with self._lock:
+                    if job.cancelled:
+                        raise KeyboardInterrupt
+                    self._current = job
                 job.value = job.fn(*job.args, **job.kwargs)
-            except BaseException as e:  # noqa: BLE001  (the caller's to raise; a Ctrl-C it sent lands here too)
-                if job is not None:
-                    job.error = e
-            finally:
-                if job is not None:
-                    job.done.set()
+            except BaseException as e:  # noqa: BLE001  (the caller's to raise)
+                job.error = e
+        except BaseException as e:  # noqa: BLE001  (the interrupt, landing in the handler above)
+            job.error = e
+        finally:
+            self._settle()
+            job.done.set()
+
+    def _settle(self) -> None:
+        """No job again, and no interrupt pending for this thread: one sent for the job that
+        has ended (it may land here, before the lock: then again) never reaches the next."""
+        while True:
+            try:
+                with self._lock:
+                    self._current = None
+                    _interrupt(self._thread.ident, None)
+                return
+            except BaseException:  # noqa: BLE001
+                continue
 
 
-UNWIND_SECONDS = 5.0
+def _interrupt(ident: int, exception) -> None:
+    """Raise `exception` in thread `ident` at its next Python line (None: withdraw one pending)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception) if exception else None)
 
 
 @dataclass
@@ -114,6 +156,7 @@ class _Job:
     kwargs: dict
     value: object = None
     error: BaseException | None = None
+    cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .launch import host_flag, PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import PICKS, THREADS, _ints, _run, _template, grid_blocks, host_flag
 
 BEAM_CHUNKS = 16  # decode_step.cu's kBeamChunks: beam_update's blocks a row
 

@@ -106,11 +106,10 @@ def _ints(*values: int) -> mx.array:
 def host_flag(completed: mx.array) -> mx.array:
     """A kernel's `completed` output (padded past 8 bytes: a device buffer) -> a 1-byte copy
     (uint8, nonzero when every row has ended), which the decode loop reads every step. MLX keeps
-    arrays of 8 bytes or fewer in a pool the host reads cheaply. Reading the padded output
-    itself, through a view (a053f98), is where the warm greedy step got slower
-    (benchmarks/h200-session12/trees/; this copy's effect is to be measured there too);
-    `completed[0]` copied it as well, but as a Gather, which MLX's JIT compiles on a machine's
-    first run (rules.greedy_update). A cast runs one of MLX's shipped copy kernels."""
+    arrays of 8 bytes or fewer in a pool the host reads cheaply, where a host read of the device
+    buffer itself, through a view, slowed every step (benchmarks/h200-session12/).
+    `completed[0]` would copy it too, but as a Gather, which MLX's JIT compiles on a machine's
+    first run (rules.greedy_update); a cast runs one of MLX's shipped copy kernels."""
     return mx.squeeze(completed[:1], 0).astype(mx.uint8)
 
 

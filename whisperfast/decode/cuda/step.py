@@ -26,7 +26,7 @@ from ..attention import WhisperAttention, on_cuda, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
-from .launch import host_flag, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks, host_flag
 
 # Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
 # 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
