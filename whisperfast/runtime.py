@@ -1,4 +1,6 @@
-"""Where MLX computes, and with what: device selection and the `info` report."""
+"""Where MLX computes, and with what: device selection and the `info` report; on CUDA, the
+thread that warms the GPU up and then makes the CLI's MLX calls (GpuThread), and the hand-off
+of the context's teardown at exit."""
 
 from __future__ import annotations
 
