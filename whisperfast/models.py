@@ -214,9 +214,10 @@ def text_vocabulary(name: str) -> tuple[bool, int] | None:
     download, no MLX."""
     path = cache_dir() / EMBEDDED[name].sha256 if name in EMBEDDED else Path(name).expanduser()
     try:
-        n_vocab = json.loads((path / "config.json").read_text(encoding="utf-8"))["n_vocab"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        config = _read_json(path / "config.json")
+    except ModelError:  # not there (yet), or unreadable: load meets it and says so
         return None
+    n_vocab = config.get("n_vocab") if isinstance(config, dict) else None
     if isinstance(n_vocab, bool) or not isinstance(n_vocab, int):
         return None
     multilingual = n_vocab >= 51865

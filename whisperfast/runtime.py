@@ -47,10 +47,10 @@ def warm_up_gpu(dtype: mx.Dtype, fast: bool = False) -> GpuThread | None:
     """On a CUDA GPU, start the thread that will make the caller's MLX calls (GpuThread), its
     first job the calls whose first use in a process is slow (the context, cuFFT, cuBLAS,
     cuDNN's convolution, MLX's JIT kernels: benchmarks/h200-coldstart/), made while the caller
-    imports the rest. It computes on zeros
-    of its own and draws no random numbers: nothing the caller computes changes. Elsewhere
-    (CPU, Metal) it starts nothing. `fast`: the fast engine's encoder follows (its GELU is
-    composed on CUDA, decode/encoder.py), else the model's own."""
+    imports the rest. It computes on zeros of its own and draws no random numbers: nothing the
+    caller computes changes. Elsewhere (CPU, Metal) it starts nothing. `fast`: the fast
+    engine's encoder follows (its GELU is composed on CUDA, decode/encoder.py), else the
+    model's own."""
     if not config().gpu_warmup or mx.default_device() != mx.gpu or gpu_backend() != "cuda":
         return None
     return GpuThread(lambda: _first_calls(dtype, fast))

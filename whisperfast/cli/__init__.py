@@ -2,8 +2,8 @@
 
 `main` is the installed entry point. It imports typer and the command only after it has
 started a plain `transcribe`'s GPU thread (runtime.warm_up_gpu): it then makes its first
-calls while typer loads too (benchmarks/h200-coldstart/), and later the command's own. Before that, while mlx.core loads,
-a thread makes the CUDA context (_cuda_context)."""
+calls while typer loads too (benchmarks/h200-coldstart/), and later the command's own. Before
+that, while mlx.core loads, a thread makes the CUDA context (_cuda_context)."""
 
 from __future__ import annotations
 
