@@ -670,6 +670,22 @@ session12g)  # session12f found the step between a775ed6 and 2171843: its three 
   ;;
 esac
 case "${1:-all}" in
+session13-tests)  # issue 14: the forward pass of beams and samples in one group of rows (no picks) and one cross K/V
+  # per audio: the kernel's logits against the flat step (with and without the picks, 1 to 8 rows, packed too), beams
+  # as the host's and stock's, a first run without MLX's JIT; then where a step's time goes, with and without the picks
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 400 $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py tests/test_cuda_beams.py \
+    tests/test_beam.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -8
+  for m in tiny.en base; do
+    $py benchmarks/rows_phases.py $m float16 forward
+    $py benchmarks/rows_phases.py $m float16
+  done 2>&1 | tee "$out/rows_phases.jsonl"
+  ;;
+session13-bench)  # the warm JFK bench, greedy and beam 5, in the working tree against HEAD before it (ab-t/head),
+  # the flag fix's parent (ab-t/prev) and a775ed6 (before the greedy slowdown); base against ab-t/head
+  bench_trees "ab-t/a775ed6 ab-t/prev ab-t/head ." "$out/trees-tiny.en.txt" --beam-size 5
+  bench_trees "ab-t/head ." "$out/trees-base.txt" -m base --beam-size 5
+  ;;
 session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel's `completed`): first, that a first run
   # still meets none of MLX's JIT kernels and the kernels still decode as stock (tests); then the warm JFK bench,
   # greedy and beam 5, against the tree before it (ab-t/prev/: git archive of the commit before) and a775ed6 (ab-t/a775ed6/)

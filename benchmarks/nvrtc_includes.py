@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from whisperfast.decode.cuda.step import _CALL
 from whisperfast.kernels import cuda_cache, nvrtc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +52,7 @@ F16, F32, I32 = mx.float16, mx.float32, mx.int32
 inputs = [("tokens", I32, 2), ("meta", I32, 1), ("emb", F16, 2), ("pos", F16, 2), ("lnf", F16, 1), ("lw", F16, 2),
           ("kc", F16, 5), ("vc", F16, 5), ("cross", F16, 3), ("sum_in", F32, 1), ("suppress", F32, 1), ("scratch", F32, 1)]
 outputs = [("tokens_out", I32), ("sum_out", F32), ("completed", mx.bool_), ("logits", F32)]
-call = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, emb, "
-        "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);")
+call = _CALL  # the step's, as cuda/step.py launches it
 template = [("T", F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864),
             ("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True), ("PICK", True)]
 func = cuda_cache.kernel_name("wf_decode_step", template)

@@ -1,8 +1,10 @@
 """Where a step's time goes as rows are added: block 0's %globaltimer stamp at each grid
 barrier of the decode-step kernel (decode_step.cu's Scratch::stamps), summed per phase over
 the layers, for B = 1, 3, 5 rows (tiny.en JFK's first window repeated). Medians of 20 steps, µs.
+With `forward`: the forward pass of beams and samples instead (no picks; B = 1, 5, 8 rows of
+one audio, each step fed the rows' argmax), whose last phase is the logits alone.
 
-    python benchmarks/rows_phases.py [MODEL] [DTYPE]   (a CUDA machine; one JSON line per B)"""
+    python benchmarks/rows_phases.py [MODEL] [DTYPE] [forward]   (a CUDA machine; one JSON line per B)"""
 
 import json
 import sys
@@ -21,27 +23,41 @@ from whisperfast.runtime import parse_dtype
 
 args = sys.argv[1:]
 name, dtype = args[0] if args else "tiny.en", args[1] if len(args) > 1 else "float16"
+forward = args[2:] == ["forward"]
 dt = parse_dtype(dtype)
 model = load(name, dtype=dt, fast=True).whisper
 options = DecodingOptions(language="en", fp16=dt == mx.float16)
 n_layer = model.dims.n_text_layer
 names = ["self_attention", "out", "cross_attention", "cross_out", "mlp1", "mlp2"]
 features = model.encoder(first_window_mel("samples/jfk.wav", dt))
-for rows in (1, 3, 5):
+for rows in (1, 5, 8) if forward else (1, 3, 5):
     task = StaticCacheTask(model, options)
-    feats = mx.repeat(features, rows, axis=0)
+    feats = features if forward else mx.repeat(features, rows, axis=0)
     run = cs.cuda_step(task, rows, feats.dtype)
-    tokens, _, sums, _ = run.prompt(mx.array([list(task.initial_tokens)] * rows), feats, task.sot_index)
-    mx.eval(tokens, sums)
+    run.greedy = not forward
+    prompt = mx.array([list(task.initial_tokens)] * rows)
+    if forward:  # the kernel picks nothing: the rows' argmax goes on
+        logits = run.logits(prompt, feats, task.sot_index)
+        tokens = mx.concatenate([prompt, mx.argmax(logits[:, -1], -1)[:, None].astype(prompt.dtype)], 1)
+        sums = None
+    else:
+        tokens, _, sums, _ = run.prompt(prompt, feats, task.sot_index)
+    mx.eval(tokens)
     phases = []
     for _ in range(22):
-        out = run(tokens, sums)
-        mx.eval(out)
+        if forward:
+            out = run.logits(tokens)
+            mx.eval(out)
+            tokens = mx.concatenate([tokens, mx.argmax(out[:, -1], -1)[:, None].astype(tokens.dtype)], 1)
+        else:
+            out = run(tokens, sums)
+            mx.eval(out)
         stamps = np.array(mx.view(run.state["scratch"][32:36 + 12 * n_layer], mx.uint32) + 0).view(np.uint64)
         phases.append(np.diff(stamps.astype(np.int64)) / 1e3)
-        tokens, _, sums = out
+        if not forward:
+            tokens, _, sums = out
     phases = np.array(phases[2:])
     report = {n: round(float(np.median(phases[:, k:6 * n_layer:6].sum(axis=1))), 1) for k, n in enumerate(names)}
-    report["logits_filters_update"] = round(float(np.median(phases[:, -1])), 1)
+    report["logits" if forward else "logits_filters_update"] = round(float(np.median(phases[:, -1])), 1)
     report["kernel"] = round(float(np.median(phases.sum(axis=1))), 1)
-    print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "phase_us": report}), flush=True)
+    print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "forward": forward, "phase_us": report}), flush=True)

@@ -5,6 +5,7 @@ that a second process compiles nothing (benchmarks/gpu.sh cache)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from whisperfast.decode.cuda.step import _QUANT_CALL
+from whisperfast.decode.cuda.step import _CALL, _QUANT_CALL
 from whisperfast.kernels import cuda_cache
 from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
 from whisperfast.output import write_atomic
@@ -212,8 +213,7 @@ _KERNELS = {
          ("kc", _F16, 5), ("vc", _F16, 5), ("cross", _F16, 3), ("sum_in", _F32, 1), ("suppress", _F32, 1),
          ("scratch", _F32, 1)],
         [("tokens_out", _I32), ("sum_out", _F32), ("completed", mx.bool_), ("logits", _F32)],
-        "wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, emb, "
-        "pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, logits);",
+        _CALL,
         [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
         + _TINY + [("PICK", True)]),
     # a quantized decoder's (step.py's _QUANT_INPUTS, _QUANT_CALL): the layers' bits, then the
@@ -256,6 +256,32 @@ def test_the_kernels_mlx_sources_compile_for_sm_90a(name):
     binary, names = nv.compile(source, options, cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
     assert binary[:4] == b"\x7fELF" and "--gpu-architecture=sm_90a" in options
     assert names[f"mlx::core::cu::{func}"].encode() in binary  # the symbol MLX's .txt names
+
+
+_DIMS = {"tiny": [("D", 384), ("H", 6), ("NL", 4)], "base": [("D", 512), ("H", 8), ("NL", 6)]}
+
+
+@pytest.mark.slow  # 24 NVRTC compiles with ptxas's report, ~2-20 s each
+@pytest.mark.parametrize("packing", ["float", "q8v8", "q4v8"])
+@pytest.mark.parametrize("model", sorted(_DIMS))
+def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
+    """A launch of the step is 512 threads a block, so a kernel of more than 128 registers a
+    thread fails to launch ("too many resources requested"), and local memory would slow
+    every step: for the row counts the decode launches (greedy 1 to 16 with the picks; beams
+    and samples, 5 and 8, without), float and packed, ptxas reports at most 128 registers and
+    no spills. (A packed base decoder at 3 rows took 136 before logit_rows.)"""
+    _, nv, options = _toolchain()
+    header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
+    name = "decode_step" if packing == "float" else f"decode_step_{packing}"
+    inputs, outputs, call, template = _KERNELS[name]
+    for rows, pick in ((1, True), (3, True), (16, True), (5, False), (8, False)):
+        shape = dict(template, B=rows, PICK=pick, **dict(_DIMS[model]))
+        func = cuda_cache.kernel_name(f"wf_{name}", list(shape.items()))
+        source = cuda_cache.build_source(func, header, call, inputs, outputs, list(shape.items()))
+        nv.compile(source, (*options, "--ptxas-options=-v"), cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
+        report = nv.last_log
+        registers = int(re.search(r"Used (\d+) registers", report).group(1))
+        assert registers <= 128 and "0 bytes spill stores" in report, (rows, pick, report)
 
 
 # utils.cuh's includes (mlx 0.32.4's device header) and cooperative groups, as MLX compiles them
@@ -301,7 +327,7 @@ def test_the_stand_in_headers_declare_the_kernel_as_mlxs_includes_do(dtype):
     real = nv.compile(source, options, {"mlx/backend/cuda/device/utils.cuh": _REAL_INCLUDES}, [func])
     assert "cooperative_groups.h" in cuda_cache.HEADERS and "cuda/std" not in cuda_cache.UTILS_STAND_IN
     ours, theirs = _kernel_params(lean[0], lean[1][func]), _kernel_params(real[0], real[1][func])
-    assert len(ours) == len(inputs) + len(outputs) + 2 and ours == theirs  # + tokens' shape and scratch's
+    assert len(ours) == len(inputs) + len(outputs) + 3 and ours == theirs  # + tokens', cross's and scratch's shapes
     assert ".param .align 4 .b8 KERNEL_param_1[40]," in ours  # tokens_shape: 10 int32s
 
 

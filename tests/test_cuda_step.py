@@ -28,10 +28,15 @@ def _grid_read_afresh():
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
-@pytest.mark.parametrize("batch", [1, 3, 5])  # 5: groups of 3 rows, the last one padded (for_groups)
+# with the picks (greedy), 5 and 8 rows are groups of 3, the last one padded (for_groups);
+# without (the forward pass of beams and samples), one group of 5 or 8
+@pytest.mark.parametrize("batch", [1, 3, 5, 8])
 @pytest.mark.parametrize("blocks", ["", "1", "3"])  # the grid the SMs give; fewer blocks than heads
 @pytest.mark.parametrize("prompt_len", [1, 3])
-def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs):
+@pytest.mark.parametrize("pick", [True, False], ids=["greedy", "forward"])
+def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, pick, knobs):
+    """The kernel's logits and caches against the flat step's, row by row. Without the picks
+    the rows are one audio's (beams, samples): the kernel reads its one cross K/V for all."""
     from mlx_whisper.tokenizer import get_tokenizer
 
     from whisperfast.decode import rewrite_whisper
@@ -42,17 +47,19 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs
     m = tiny_whisper(seed=3)
     m.set_dtype(dtype)
     fused, _ = rewrite_whisper(m)
-    xa = mx.random.normal((batch, 12, 32)).astype(dtype)
+    audio = mx.random.normal((batch if pick else 1, 12, 32)).astype(dtype)
+    xa = mx.repeat(audio, batch // audio.shape[0], axis=0)  # the flat step's: a row each
     flat = StaticInference(fused)
     prompt = mx.array([[50257, 50362, 11][:prompt_len]] * batch)
     rules = timestamp_rules(get_tokenizer(False, language="en"), prompt_len, False)
     tol = 1e-4 if dtype == mx.float32 else 2e-2
     none = mx.zeros((51864,))
     step = CudaStep(fused.decoder)
-    state = step.start(xa, batch)
+    state = step.start(audio, batch)
     assert state["blocks"] == int(blocks or grid_blocks())  # the grid asked for
+    assert state["cross"].shape[0] == audio.shape[0]
     # the prompt in one launch from empty caches, the SOT's logits as well as the last position's
-    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=prompt_len, sot=0)[3]
+    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=prompt_len, sot=0, pick=pick)[3]
     ref = flat.logits(prompt, xa)
     assert got.shape == (batch, 1 if prompt_len == 1 else 2, 51864)
     np.testing.assert_allclose(np.array(got[:, 0]), np.array(ref[:, 0]), atol=tol, rtol=tol)
@@ -61,10 +68,11 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs
     for tok in (50362, 11, 5, 7, 9, 13, 50300):
         tokens = mx.concatenate([tokens, mx.array([[tok]] * batch)], axis=1)
         ref = flat.logits(tokens[:, -1:], xa)[:, -1]
-        got = step(tokens, mx.zeros((batch,)), state, none, rules)
+        got = step(tokens, mx.zeros((batch,)), state, none, rules, pick=pick)
         assert got[3].shape == (batch, 1, 51864)
         np.testing.assert_allclose(np.array(got[3][:, 0]), np.array(ref), atol=tol, rtol=tol)
-        assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()  # no filters: the argmax
+        if pick:
+            assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()  # no filters: the argmax
     assert step.launches == 1 + 7  # the prompt's launch, then a launch a step
     n = prompt_len + 7
     for layer, (a, _) in enumerate(flat.kv_cache):
@@ -77,8 +85,8 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, knobs
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
 # the layers' bits, the vocabulary's: uniform, and --quantize 4's 8-bit vocabulary (decode_step.cu's EB)
 @pytest.mark.parametrize("bits, vocabulary_bits", [(8, 8), (4, 4), (4, 8)], ids=["q8", "q4", "q4v8"])
-@pytest.mark.parametrize("batch", [1, 5])
-def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits, batch):
+@pytest.mark.parametrize("batch, pick", [(1, True), (5, True), (5, False)], ids=["1", "5", "5-forward"])
+def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits, batch, pick):
     """A quantized decoder on the kernel (packed words dequantized in registers, decode_step.cu's
     dot_qrow) against the flat step's quantized matmuls: the same values to rounding."""
     from mlx_whisper.tokenizer import get_tokenizer
@@ -101,7 +109,7 @@ def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits,
     tol = 1e-3 if dtype == mx.float32 else 3e-2
     none = mx.zeros((51864,))
     state = step.start(xa, batch)
-    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=3, sot=0)[3]
+    got = step(prompt, mx.zeros((batch,)), state, none, rules, new=3, sot=0, pick=pick)[3]
     ref = flat.logits(prompt, xa)
     np.testing.assert_allclose(np.array(got[:, 0]), np.array(ref[:, 0]), atol=tol, rtol=tol)
     np.testing.assert_allclose(np.array(got[:, -1]), np.array(ref[:, -1]), atol=tol, rtol=tol)
@@ -109,9 +117,10 @@ def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits,
     for tok in (50362, 11, 5, 7, 9):
         tokens = mx.concatenate([tokens, mx.array([[tok]] * batch)], axis=1)
         ref = flat.logits(tokens[:, -1:], xa)[:, -1]
-        got = step(tokens, mx.zeros((batch,)), state, none, rules)
+        got = step(tokens, mx.zeros((batch,)), state, none, rules, pick=pick)
         np.testing.assert_allclose(np.array(got[3][:, 0]), np.array(ref), atol=tol, rtol=tol)
-        assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()
+        if pick:
+            assert got[0][:, -1].tolist() == mx.argmax(got[3][:, 0], axis=-1).tolist()
     assert step.launches == 1 + 5
     for layer, (a, _) in enumerate(flat.kv_cache):
         np.testing.assert_allclose(np.array(state["kc"][layer, ..., :8, :]), np.array(a.keys[..., :8, :]), atol=tol, rtol=tol)

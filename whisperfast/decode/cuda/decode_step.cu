@@ -98,9 +98,27 @@ __device__ __forceinline__ void for_loads(const void* row, int lane, F&& f) {
   }
 }
 
+// x <- V values of a row of xs as floats. xs holds floats, or T where a phase keeps its rows
+// as they are stored (mlp2's h: half the shared memory, so more rows a group): the same
+// values either way. Read 16 bytes at a time: lane i's values lie V apart from lane i+1's, so
+// one value at a time would be a V-way shared-memory bank conflict.
+template <int V, typename X>
+__device__ __forceinline__ void read_xs(const X* xs, float (&x)[V]) {
+  constexpr int E = 16 / sizeof(X);
+  static_assert(V % E == 0, "whole 16-byte reads");
+  const uint4* x16 = reinterpret_cast<const uint4*>(xs);
+#pragma unroll
+  for (int h = 0; h < V / E; ++h) {
+    const uint4 raw = x16[h];
+    const X* e = reinterpret_cast<const X*>(&raw);
+#pragma unroll
+    for (int k = 0; k < E; ++k) x[h * E + k] = static_cast<float>(e[k]);
+  }
+}
+
 // acc[b] = sum_k xs[b, k] * w[k] over one weight row (for_loads)
-template <typename T, int B, int K, int R, bool STREAM>
-__device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, float (&acc)[B]) {
+template <typename T, int B, int K, int R, bool STREAM, typename X>
+__device__ __forceinline__ void dot_row(const T* w, const X* xs, int lane, float (&acc)[B]) {
   constexpr int V = 16 / sizeof(T);
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
@@ -108,15 +126,8 @@ __device__ __forceinline__ void dot_row(const T* w, const float* xs, int lane, f
     const T* wv = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int b = 0; b < B; ++b) {
-      // xs as float4s: lane i's V floats lie V apart from lane i+1's, so one float at a time
-      // would be a V-way shared-memory bank conflict
       float x[V];
-      const float4* x4 = reinterpret_cast<const float4*>(xs + b * K + i * V);
-#pragma unroll
-      for (int h = 0; h < V / 4; ++h) {
-        const float4 f = x4[h];
-        x[4 * h] = f.x, x[4 * h + 1] = f.y, x[4 * h + 2] = f.z, x[4 * h + 3] = f.w;
-      }
+      read_xs<V>(xs + b * K + i * V, x);
 #pragma unroll
       for (int j = 0; j < V; ++j) acc[b] += static_cast<float>(wv[j]) * x[j];
     }
@@ -134,8 +145,8 @@ __device__ __forceinline__ float unpack(const unsigned* words, int j) {
   return static_cast<float>((words[j / (32 / QB)] >> (QB * (j % (32 / QB)))) & ((1u << QB) - 1u));
 }
 
-template <typename T, int B, int K, int R, bool STREAM, int QB, int GS>
-__device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const float* xs, int lane,
+template <typename T, int B, int K, int R, bool STREAM, int QB, int GS, typename X>
+__device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const X* xs, int lane,
                                          float (&acc)[B]) {
   constexpr int V = 128 / QB;
   static_assert(GS % V == 0, "a 16-byte load must hold values of one group");
@@ -147,18 +158,17 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
     const float sc = static_cast<float>(s[g]), bz = static_cast<float>(z[g]);
 #pragma unroll
     for (int b = 0; b < B; ++b) {
-      const float4* x4 = reinterpret_cast<const float4*>(xs + b * K + i * V);
       // four chains of sums, not one of V (16 or 32) dependent adds: the step waits on latency
       float d[4] = {0.f, 0.f, 0.f, 0.f}, sx[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int h = 0; h < V / 4; ++h) {
-        const float4 f = x4[h];
-        const float x[4] = {f.x, f.y, f.z, f.w};
+      for (int h = 0; h < V / 8; ++h) {  // eight values of xs at a time (16 bytes of T, 32 of floats)
+        float x[8];
+        read_xs<8>(xs + b * K + i * V + 8 * h, x);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = 4 * h + e;
-          d[e] += unpack<QB>(words, j) * x[e];
-          sx[e] += x[e];
+        for (int e = 0; e < 8; ++e) {
+          const int j = 8 * h + e;
+          d[j % 4] += unpack<QB>(words, j) * x[e];
+          sx[j % 4] += x[e];
         }
       }
       acc[b] += sc * ((d[0] + d[1]) + (d[2] + d[3])) + bz * ((sx[0] + sx[1]) + (sx[2] + sx[3]));
@@ -171,8 +181,8 @@ __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T*
 template <typename T>
 struct Dense {
   const T* w;
-  template <int B, int K, int R, bool STREAM>
-  __device__ __forceinline__ void dot(int n, const float* xs, int lane, float (&acc)[B]) const {
+  template <int B, int K, int R, bool STREAM, typename X>
+  __device__ __forceinline__ void dot(int n, const X* xs, int lane, float (&acc)[B]) const {
     dot_row<T, B, K, R, STREAM>(w + size_t(n) * K, xs, lane, acc);
   }
   template <int K>
@@ -185,8 +195,8 @@ template <typename T, int QB, int GS>
 struct Packed {
   const unsigned* q;
   const T *s, *z;
-  template <int B, int K, int R, bool STREAM>
-  __device__ __forceinline__ void dot(int n, const float* xs, int lane, float (&acc)[B]) const {
+  template <int B, int K, int R, bool STREAM, typename X>
+  __device__ __forceinline__ void dot(int n, const X* xs, int lane, float (&acc)[B]) const {
     dot_qrow<T, B, K, R, STREAM, QB, GS>(q + size_t(n) * K * QB / 32, s + size_t(n) * K / GS, z + size_t(n) * K / GS,
                                          xs, lane, acc);
   }
@@ -205,8 +215,8 @@ struct Packed {
 // every lane holds every sum, so the R * B emits run side by side); pre (a bias, a residual:
 // a float2) is loaded in that lane before the row, so its latency hides. The sums do not
 // depend on R or on which lane emits.
-template <typename T, int B, int K, int R = 4, bool STREAM = false, typename M, typename P, typename F>
-__device__ void rows_dot(M w, const float* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
+template <typename T, int B, int K, int R = 4, bool STREAM = false, typename M, typename X, typename P, typename F>
+__device__ void rows_dot(M w, const X* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
   static_assert(R * B <= 32, "one lane per (row, batch row)");
   const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
@@ -810,11 +820,10 @@ __device__ void group_sync(unsigned* counter, unsigned target) {
 }
 
 // ---- rows in groups --------------------------------------------------------------------
-// The attention phases take each row as items of its own (row, head, chunk), spread over the
-// grid. The matrix phases take a launch's B rows in groups of RB rows, at most 3: a group's
-// dot products stay in registers (4 rows at once take over 128 registers a thread at kThreads).
-// Each group reads the phase's weight rows once (groups after the first mostly from L2).
-// B <= 3 is one group, the whole batch: g0 is 0 and the code is the ungrouped step's.
+// The attention phases take each row as items of their own (row, head, chunk), spread over the
+// grid. The matrix phases take a launch's B rows in groups of RB rows (group_rows): a group's
+// dot products stay in registers, and each group reads the phase's weight rows once (groups
+// after the first mostly from L2). B <= RB is one group, the whole batch: g0 is 0.
 // f(g0) runs rows [g0, g0 + RB). Where RB does not divide B, the last group's rows past B are
 // padding: x and h have rows for them in the scratch (zeros, or whatever the padding wrote),
 // nothing is read for them outside it, and they write nothing else (no cache, logits,
@@ -837,14 +846,27 @@ __device__ __forceinline__ void for_groups(F&& f) {
   }
 }
 
-// The group size: at most 3 rows, and no more than xs (RB, 4D) and a chunk's P scores fit in
-// kSharedFloats of static shared memory (cuda_step.py's _SHARED_FLOATS: 40 KiB of the 48).
+// The group size. With PICK, at most 3 rows: the filters' picks of every row of the group stay
+// in registers (4 rows take over 128 a thread at kThreads). Without (the forward pass of beams
+// and samples), at most 8, 5 for packed weights (their dequantizing takes registers too), the
+// logits' rows_dot taking fewer weight rows a turn (logit_rows).
+// And no more than a chunk's P scores and xs fit in kSharedFloats of static shared memory
+// (cuda_step.py's _SHARED_FLOATS: 40 KiB of the 48): xs holds a group's rows of D floats,
+// or of 4D values of T (mlp2's h, kept in T), sizeof(T) * D floats a row either way.
 enum { kSharedFloats = 10240 };
 
-template <int B, int D, int P>
+template <typename T, int B, int D, int P, bool PICK, int QB>
 constexpr int group_rows() {
-  constexpr int fit = (kSharedFloats - P) / (4 * D), r = B < 3 ? B : 3;
+  constexpr int most = PICK ? 3 : QB ? 5 : 8, fit = (kSharedFloats - P) / (int(sizeof(T)) * D), r = B < most ? B : most;
   return r < fit ? r : fit;
+}
+
+// Weight rows a warp takes at a turn in the logits' rows_dot (R * RB sums, one emitting lane
+// each): fewer as the group grows, so that the kernel stays within 128 registers a thread
+// (a packed vocabulary's dequantizing takes more of them: tests/test_cuda_cache.py)
+template <int RB, int QB>
+constexpr int logit_rows() {
+  return QB ? (RB == 1 ? 4 : RB == 2 ? 2 : 1) : RB <= 3 ? 4 : RB <= 6 ? 2 : 1;
 }
 
 // Rows of x and h in the scratch: B, and the last group's padding
@@ -903,14 +925,15 @@ struct Scratch {
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
 // meta[2], meta[3]: the filters' sample_begin and max_init.
 // kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
-// (B, S, 2 * NL * D): the window's cross K/V, layer l's keys at column 2lD, its values at
-// (2l+1)D, attended in CC chunks per head (cuda_step.py). Out:
+// (NA, S, 2 * NL * D): each audio's cross K/V, layer l's keys at column 2lD, its values at
+// (2l+1)D, attended in CC chunks per head (cuda_step.py); rows [a * B / NA, (a + 1) * B / NA)
+// are audio a's (beams and samples share their audio's, which then stays in L2). Out:
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
           bool RULES, bool PICK, int QB = 0, int GS = 64, int EB = QB, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
-                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, const float* sum_in,
+                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, int NA, const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
                             float* sum_out, bool* completed, float* logits, const unsigned* embq = nullptr,
                             const T* embs = nullptr, const unsigned* lq = nullptr, const T* ls = nullptr) {
@@ -934,18 +957,18 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       return Packed<T, EB, GS>{embq, embs, embs + size_t(NV) * D / GS};
     }
   };
-  constexpr int RB = group_rows<B, D, (S > CTX ? S : CTX)>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
+  constexpr int RB = group_rows<T, B, D, (S > CTX ? S : CTX), PICK, QB>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
   static_assert(RB >= 1, "a row of 4D floats and a chunk's scores must fit in shared memory");
   using Sc = Scratch<T, B, BP, D, H, NL>;
   constexpr int HD = D / H;
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
-  __shared__ __align__(16) float xs[RB * 4 * D];  // read as float4s (dot_row)
+  __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
   __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived, met;  // met: group_sync's running target, the same in every block
   constexpr int kWarps = kThreads / 32;
   const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
-  if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
+  if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G) || NA < 1 || B % NA != 0) __trap();
   float* scratch = const_cast<float*>(scratch_in);  // persistent across launches, like the caches
   unsigned* count = reinterpret_cast<unsigned*>(scratch);
   unsigned long long* stamps = reinterpret_cast<unsigned long long*>(scratch + Sc::stamps);
@@ -995,10 +1018,12 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   };
 
   // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
-  // and the rows of batch row b, layer l, keys (kv = 0) or values (1) for that head
+  // and the rows that batch row b reads (its audio's), layer l, keys (kv = 0) or values (1)
+  // for that head
   auto first = [](int c) { return c * S / CC; };
+  const int per_audio = B / NA;
   auto cross_rows = [&](int b, int l, int kv, int hd) {
-    return cross + size_t(b) * S * XS + (2 * l + kv) * D + hd * HD;
+    return cross + size_t(b / per_audio) * S * XS + (2 * l + kv) * D + hd * HD;
   };
 
   // a row to read the inputs of: the padding's are the last real row's
@@ -1011,7 +1036,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     layer_norm<T, RB, D>(xs, lnf, lnf + D, red);
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, RB, D, 4, true>(embedding(), xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, RB, D, logit_rows<RB, QB>(), true>(embedding(), xs, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         if (g0 + b < B) logits[(size_t(g0 + b) * R + r) * NV + n] = z;
@@ -1123,9 +1148,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       // 6. x += mlp2(h) + bias
       for_groups<B, RB>([&](int g0) {
         if (g0 > 0) __syncthreads();
-        load<T, RB * 4 * D>(h + g0 * 4 * D, xs);
+        T* hs = reinterpret_cast<T*>(xs);  // h's rows as they are: T takes half a float's room, or all of it
+        for (int i = threadIdx.x; i < RB * 4 * D; i += blockDim.x) hs[i] = __ldcg(h + g0 * 4 * D + i);
         __syncthreads();
-        rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), xs, 0, D, gwarp, gwarps,
+        rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), hs, 0, D, gwarp, gwarps,
                                   bias_x(w + W::bfc2, g0), residual(g0));
       });
       grid_sync(count, target, stamp++);

@@ -28,11 +28,10 @@ from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
 from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks, host_flag
 
-# Rows a launch: the kernel runs them in groups of at most 3 (decode_step.cu's for_groups;
-# 4 rows at once take over 128 registers a thread), so any batch fits; this bounds the
-# templates compiled and the batches tested (5, 16, 32)
+# Rows a launch: the kernel runs them in groups (group_rows, decode_step.cu's for_groups), so
+# any batch fits; this bounds the templates compiled and the batches tested (5, 16, 32)
 MAX_BATCH = 32
-_SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows, 4D each) and a chunk's scores, within 48 KiB
+_SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows) and a chunk's scores, within 48 KiB
 # Cross-attention splits each head's 1500 keys into this many chunks, a block each. Any split
 # sums in another order, and fp16 near-ties can then go the other way: on the H100 (tiny.en
 # and base, fp16 and fp32, every sample) 1, 2 and 8 chunks gave stock mlx-whisper's tokens
@@ -40,17 +39,22 @@ _SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows, 4D
 CROSS_CHUNKS = 8
 
 
-def group_rows(batch: int, n_state: int, n_ctx: int) -> int:
-    """decode_step.cu's group_rows: rows a group, at most 3, as many as fit its shared memory
-    beside a chunk's n_ctx scores (n_ctx: the larger of the audio's and the text's)."""
-    return min(batch, 3, (_SHARED_FLOATS - n_ctx) // (4 * n_state))
+def group_rows(batch: int, n_state: int, n_ctx: int, itemsize: int, pick: bool = True, packed: bool = False) -> int:
+    """decode_step.cu's group_rows: rows a group, at most 3 with the greedy picks (`pick`), 8
+    without (beams, samples; 5 for `packed` weights), as many as fit its shared memory beside a
+    chunk's n_ctx scores (n_ctx: the larger of the audio's and the text's), itemsize * n_state
+    floats a row."""
+    most = 3 if pick else 5 if packed else 8
+    return min(batch, most, (_SHARED_FLOATS - n_ctx) // (itemsize * n_state))
 
 
 def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: int, itemsize: int,
                    n_ctx: int = 1500) -> int:
-    """decode_step.cu's Scratch<...>::size(blocks): x and h have the last group's padding rows."""
-    rows = group_rows(batch, n_state, n_ctx)
-    padded = -(-batch // rows) * rows
+    """decode_step.cu's Scratch<...>::size(blocks): x and h have the last group's padding rows,
+    as many as the largest padding of the kernels with and without the picks, float or packed
+    (one decode's scratch serves them all)."""
+    padded = max(-(-batch // rows) * rows for rows in (group_rows(batch, n_state, n_ctx, itemsize, pick, packed)
+                                                        for pick in (True, False) for packed in (True, False)))
     x = 32 + 2 * (6 * n_layer + 2) + 4
     att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
     counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * PICKS * 3
@@ -114,7 +118,7 @@ class CudaStep:
         """A decode's state: every layer's self-attention cache in one array each, written in
         place by the steps, empty or else stacked from `cache` (`decoder_forward`'s, the
         prompt in it: those KVCache objects are not updated after this); the window's cross
-        K/V, (B, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
+        K/V, (n_audio, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
         the kernel's scratch."""
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
@@ -125,8 +129,9 @@ class CudaStep:
             cross = mx.concatenate([m(audio_features) for a in self.cross_layers for m in (a.key, a.value)], axis=-1)
         else:
             cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
-        if cross.shape[0] != batch:  # one audio's rows (beams, samples) each read their own copy
-            cross = mx.repeat(cross, batch // cross.shape[0], axis=0)
+        if batch % cross.shape[0]:
+            raise ValueError(f"{batch} rows for {cross.shape[0]} audio")
+        # one audio's rows (beams, samples) read its one copy, which then stays in L2
         state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross)
         if cache is not None:
             return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]))
@@ -170,8 +175,8 @@ class CudaStep:
 
 
 _INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
-_ARGS = ("pos, lnf, lw, kc, vc, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, completed, "
-         "logits")
+_ARGS = ("pos, lnf, lw, kc, vc, cross, cross_shape[0], sum_in, suppress, scratch, scratch_shape[0], tokens_out, "
+         "sum_out, completed, logits")
 _CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, "
          f"emb, {_ARGS});")
 # a quantized decoder's: no float embedding (nullptr), its packed matrices after the outputs
@@ -338,7 +343,7 @@ def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
         return None
     step, dims = _decoder_step(model), model.dims
     if (step is None or features != step.dtype
-            or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx)) < 1):
+            or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), features.size) < 1):
         return None
     return step
 

@@ -1,0 +1,44 @@
+"""Where tiny.en's warm greedy decode lost ~4 ms at a053f98 (benchmarks/h200-session13/): one
+JFK window decoded greedily on the fused model (the CUDA kernel), the loop's `completed` flag
+made each of the ways a053f98 and its successors made it, and the audio features as
+engine.encode gives them now (a squeezed view) or as before (an indexed copy). A probe: it
+swaps step.py's host_flag for each variant. Medians of `reps` decodes after one warm-up, ms.
+
+    python benchmarks/flag_probe.py [MODEL] [REPS]   (a CUDA machine; one JSON line per variant)"""
+
+import json
+import statistics
+import sys
+import time
+
+import whisperfast  # noqa: F401  (BLAS preload)
+
+import mlx.core as mx
+from mlx_whisper.decoding import DecodingOptions
+
+from whisperfast.audio import first_window_mel
+from whisperfast.decode import decode_window
+from whisperfast.decode.cuda import beams, launch, step
+from whisperfast.decode.encoder import encode
+from whisperfast.pipeline import load
+
+name, reps = (sys.argv[1:] + ["tiny.en", "15"])[:2]
+model = load(name, dtype=mx.float16, fast=True).whisper
+mel = first_window_mel("samples/jfk.wav", mx.float16)
+encoded = encode(model, mel if mel.ndim == 3 else mel[None])
+views = {"squeezed view": mx.squeeze(encoded, 0), "indexed copy": encoded[0], "contiguous copy": mx.contiguous(encoded)[0] + 0}
+flags = {"cast copy (HEAD)": launch.host_flag, "indexed [0] (a775ed6)": lambda c: c[0],
+         "squeezed view (a053f98)": lambda c: mx.squeeze(c[:1], 0), "whole flag array, any": lambda c: mx.any(c[:1])}
+options = DecodingOptions(language="en", fp16=True)
+for flag_name, flag in flags.items():
+    step.host_flag = beams.host_flag = flag  # a probe's swap: the module-level name the step reads
+    for view_name, features in views.items():
+        mx.eval(features)
+        result = decode_window(model, features, options)
+        times = []
+        for _ in range(int(reps)):
+            t0 = time.perf_counter()
+            result = decode_window(model, features, options)
+            times.append((time.perf_counter() - t0) * 1000)
+        print(json.dumps({"model": name, "flag": flag_name, "features": view_name, "median_ms": round(statistics.median(times), 2),
+                          "min_ms": round(min(times), 2), "tokens": len(result.tokens), "text": result.text}), flush=True)
