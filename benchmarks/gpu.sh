@@ -686,6 +686,24 @@ session13-bench)  # the warm JFK bench, greedy and beam 5, in the working tree a
   bench_trees "ab-t/a775ed6 ab-t/prev ab-t/head ." "$out/trees-tiny.en.txt" --beam-size 5
   bench_trees "ab-t/head ." "$out/trees-base.txt" -m base --beam-size 5
   ;;
+session13-bisect)  # tiny.en's warm greedy slowdown at a053f98, its two decode-side changes undone one at a time on
+  # the current tree (ab-t/cur): the fast encoder's composed GELU (ab-t/enc: model.encoder), the flag a view or cast
+  # copy (ab-t/flag0: completed[0]), both (ab-t/both); a775ed6 beside them
+  bench_trees "ab-t/a775ed6 ab-t/cur ab-t/enc ab-t/flag0 ab-t/both" "$out/bisect-tiny.en.txt"
+  ;;
+session13-bisect)  # tiny.en's warm greedy slowdown at a053f98, its two decode-side changes undone one at a time on
+  # the current tree (ab-t/cur): the fast encoder's composed GELU (ab-t/enc: model.encoder), the flag a view or cast
+  # copy (ab-t/flag0: completed[0]), both (ab-t/both); a775ed6 beside them
+  bench_trees "ab-t/a775ed6 ab-t/cur ab-t/enc ab-t/flag0 ab-t/both" "$out/bisect-tiny.en.txt"
+  ;;
+session13-final)  # the kernels' flag one byte (launch.FLAG_SHAPE): a first run meets no MLX JIT kernel, the prompt's
+  # flag, beams as the host's and stock's; then the warm JFK bench, greedy and beam 5, tiny.en and base
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 240 $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_first_run.py tests/test_cuda_beams.py \
+    tests/test_cuda_step.py -k "not logits_match" 2>&1 | tee "$out/gpu_tests.txt" | tail -4
+  bench_trees "." "$out/final-tiny.en.txt" --beam-size 5
+  bench_trees "." "$out/final-base.txt" -m base --beam-size 5
+  ;;
 session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel's `completed`): first, that a first run
   # still meets none of MLX's JIT kernels and the kernels still decode as stock (tests); then the warm JFK bench,
   # greedy and beam 5, against the tree before it (ab-t/prev/: git archive of the commit before) and a775ed6 (ab-t/a775ed6/)

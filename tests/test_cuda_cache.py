@@ -413,15 +413,3 @@ def test_a_second_process_compiles_nothing_and_decodes_as_stock(tmp_path):
     assert first["counters"]["fallbacks"] == second["counters"]["fallbacks"] == 0
     assert first["tokens"] == first["stock"] == second["tokens"] == second["stock"]
     assert list((tmp_path / "wf" / "kernels").glob("*.bin")) and list((tmp_path / "mlx").glob("custom_kernel_wf_*.ptx"))
-
-
-def test_the_flag_the_loop_reads_is_a_one_byte_copy_of_the_kernels_completed():
-    """launch.host_flag: the kernel's padded `completed` (its first byte the flag) becomes a
-    1-byte array (MLX's host-readable pool) whose truth is the flag's, on any device."""
-    from whisperfast.decode.cuda.launch import host_flag
-
-    for done in (True, False):
-        completed = mx.array([done] + [not done] * 15)  # the padding may hold anything
-        flag = host_flag(completed)
-        assert flag.shape == () and flag.dtype == mx.uint8 and flag.nbytes == 1
-        assert bool(flag) is done

@@ -143,6 +143,7 @@ def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     run = CudaDecode(CudaStep(fused.decoder), mx.zeros((51864,)), first, timestamp_rules(get_tokenizer(False), 3, False))
     tokens, completed, sums, sot_logits = run.prompt(prompt, xa, sot=0)
     assert run.step.launches == 1  # the whole prompt in one launch
+    assert completed.shape == (1,) and completed.nbytes == 1  # launch.FLAG_SHAPE: read by the host in place
     np.testing.assert_allclose(np.array(sot_logits), np.array(ref[:, 0]), atol=1e-4, rtol=1e-4)
     assert tokens[0, :3].tolist() == [50257, 50362, 11]
     assert int(tokens[0, 3]) == int(mx.argmax(ref[0, -1] + first))  # the best token that is not banned

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .launch import PICKS, THREADS, _ints, _run, _template, grid_blocks, host_flag
+from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 BEAM_CHUNKS = 16  # decode_step.cu's kBeamChunks: beam_update's blocks a row
 
@@ -51,8 +51,8 @@ class CudaBeams:
                 sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"]]
         tokens, sums, source, completed = _run(
             "beam_update", inputs, outputs, call, args, template, B * BEAM_CHUNKS, THREADS,
-            [(B, L + 1), (max(B, 4),), (max(B, 4),), (16,)], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
-        return tokens, host_flag(completed), sums[:B], source[:B]
+            [(B, L + 1), (max(B, 4),), (max(B, 4),), FLAG_SHAPE], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
+        return tokens, completed, sums[:B], source[:B]
 
     def finished_sequences(self) -> list:
         """Per audio, {sequence: summed logprob} of the finished sequences, in the order they

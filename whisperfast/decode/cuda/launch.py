@@ -103,14 +103,12 @@ def _ints(*values: int) -> mx.array:
     return mx.array(values, mx.int32)
 
 
-def host_flag(completed: mx.array) -> mx.array:
-    """A kernel's `completed` output (padded past 8 bytes: a device buffer) -> a 1-byte copy
-    (uint8, nonzero when every row has ended), which the decode loop reads every step. MLX keeps
-    arrays of 8 bytes or fewer in a pool the host reads cheaply, where a host read of the device
-    buffer itself, through a view, slowed every step (benchmarks/h200-session12/).
-    `completed[0]` would copy it too, but as a Gather, which MLX's JIT compiles on a machine's
-    first run (rules.greedy_update); a cast runs one of MLX's shipped copy kernels."""
-    return mx.squeeze(completed[:1], 0).astype(mx.uint8)
+# The kernels' `completed` flag, which the decode loop reads on the host after every step: one
+# byte, so that MLX allocates it from its small-array pool, which the host reads in place. A
+# flag padded to 16 bytes (device memory, as the kernels' sums are: the next launch reads
+# them on the device) and read through a view or a copy cost tiny.en's JFK decode ~1 ms of
+# its ~6 (benchmarks/h200-session13/).
+FLAG_SHAPE = (1,)
 
 
 _TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the rest are launch arguments

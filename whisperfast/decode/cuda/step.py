@@ -26,7 +26,7 @@ from ..attention import WhisperAttention, on_cuda, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams, gather_rows
-from .launch import NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks, host_flag
+from .launch import FLAG_SHAPE, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 # Rows a launch: the kernel runs them in groups (group_rows, decode_step.cu's for_groups), so
 # any batch fits; this bounds the templates compiled and the batches tested (5, 16, 32)
@@ -164,14 +164,12 @@ class CudaStep:
         else:
             inputs, call, args = _INPUTS, _CALL, [tokens, meta, self.emb, *rest]
         outputs = ("tokens_out", "sum_out", "completed", "logits")
-        # sum and completed padded past 8 bytes: MLX keeps smaller arrays in a managed pool
-        # advised read-mostly, where device writes are slow
         tokens, sums, completed, logits = _run(
             "decode_step_q" if self.bits else "decode_step", inputs, outputs, call, args, template, G, THREADS,
-            [(B, L + 1), (max(B, 4),), (16,), (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
+            [(B, L + 1), (max(B, 4),), FLAG_SHAPE, (B, rows, n_vocab)], [tokens.dtype, mx.float32, mx.bool_, mx.float32])
         self.launches += 1
         self.kernels.add(tuple(template))
-        return tokens, host_flag(completed), sums[:B], logits
+        return tokens, completed, sums[:B], logits
 
 
 _INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
