@@ -603,7 +603,7 @@ session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tok
   $py -m compileall -q ab-old ab-tok > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done  # conversions
-  timeout 200 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
   $py benchmarks/fresh_timeline.py 7 "ab-old,ab-tok,." samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
   $py benchmarks/fresh_timeline.py 4 "ab-old,." /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
   grep -h median "$out"/timeline-*.jsonl | cut -c1-900
@@ -697,11 +697,12 @@ session13-bisect)  # tiny.en's warm greedy slowdown at a053f98, its two decode-s
   bench_trees "ab-t/a775ed6 ab-t/cur ab-t/enc ab-t/flag0 ab-t/both" "$out/bisect-tiny.en.txt"
   ;;
 session13-final)  # the kernels' flag one byte (launch.FLAG_SHAPE): a first run meets no MLX JIT kernel, the prompt's
-  # flag, beams as the host's and stock's; then the warm JFK bench, greedy and beam 5, tiny.en and base
+  # flag, beams as the host's and stock's; then the warm JFK bench, greedy and beam 5, tiny.en and base, against the
+  # session's start (ab-t/start: git archive of 0482f61)
   $py -m whisperfast info --json > "$out/info.json"
-  timeout 240 $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_first_run.py tests/test_cuda_beams.py \
+  timeout 150 $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_first_run.py tests/test_cuda_beams.py \
     tests/test_cuda_step.py -k "not logits_match" 2>&1 | tee "$out/gpu_tests.txt" | tail -4
-  bench_trees "." "$out/final-tiny.en.txt" --beam-size 5
+  bench_trees "ab-t/start ." "$out/final-tiny.en.txt" --beam-size 5
   bench_trees "." "$out/final-base.txt" -m base --beam-size 5
   ;;
 session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel's `completed`): first, that a first run
