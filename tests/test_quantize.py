@@ -21,23 +21,26 @@ from .conftest import SAMPLES, cuda_available, manifest, needs_base
 JFK = SAMPLES / "jfk.wav"
 
 
-def cached(bits, group_size=64, digest=models.EMBEDDED["tiny.en"].sha256) -> list:
-    """The cache entries quantized from `digest` (default: the embedded tiny.en); a 4-bit one's
-    vocabulary is 8-bit (models.VOCABULARY_BITS), and its name says so."""
+def cached(bits, group_size=None, digest=models.EMBEDDED["tiny.en"].sha256) -> list:
+    """The cache entries quantized from `digest` (default: the embedded tiny.en) in groups of
+    `group_size` (default: the bits' default); a 4-bit one's vocabulary is 8-bit
+    (models.VOCABULARY_BITS), and its name says so."""
     wider = f"v{models.VOCABULARY_BITS}" if bits < models.VOCABULARY_BITS else ""
+    group_size = group_size or models.default_group_size(bits)
     return sorted(models.cache_dir().glob(f"{digest}-q{bits}g{group_size}{wider}"))
 
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantize_loads_every_linear_and_embedding_and_caches_it(bits, monkeypatch):
     m = models.load_model("tiny.en", mx.float32, quantize=bits)
+    group = {8: 64, 4: 32}[bits]  # the default group size: smaller at 4 bits, for accuracy
     for coder in (m.encoder, m.decoder):
         for block in coder.blocks:
             for layer in (block.attn.query, block.attn.key, block.attn.value, block.attn.out, block.mlp1, block.mlp2):
-                assert isinstance(layer, nn.QuantizedLinear) and layer.bits == bits and layer.group_size == 64
+                assert isinstance(layer, nn.QuantizedLinear) and layer.bits == bits and layer.group_size == group
     assert isinstance(m.decoder.blocks[0].cross_attn.query, nn.QuantizedLinear)
     vocabulary = m.decoder.token_embedding  # the vocabulary projection too, at no fewer than 8 bits
-    assert isinstance(vocabulary, nn.QuantizedEmbedding) and vocabulary.bits == max(bits, 8) and vocabulary.group_size == 64
+    assert isinstance(vocabulary, nn.QuantizedEmbedding) and vocabulary.bits == max(bits, 8) and vocabulary.group_size == group
     # Conv1d has no quantized form; the positional embeddings are added, not multiplied
     assert isinstance(m.encoder.conv1, nn.Conv1d) and m.decoder.positional_embedding.dtype == mx.float32
     assert m.decoder.token_embedding.scales.dtype == mx.float32  # scales come in the compute dtype
@@ -48,7 +51,7 @@ def test_quantize_loads_every_linear_and_embedding_and_caches_it(bits, monkeypat
     if bits == 8:
         assert config["quantization"] == {"group_size": 64, "bits": 8}  # mlx-whisper's format
     else:  # mlx-lm's, the vocabulary's width per layer
-        assert config["quantization"] == {"group_size": 64, "bits": 4, "decoder.token_embedding": {"group_size": 64, "bits": 8}}
+        assert config["quantization"] == {"group_size": 32, "bits": 4, "decoder.token_embedding": {"group_size": 32, "bits": 8}}
         assert json.loads((d / "whisperfast.json").read_text())["vocabulary_bits"] == 8
     assert json.loads((d / "whisperfast.json").read_text())["left_float"] == []
     stat = (d / "weights.safetensors").stat()
@@ -75,12 +78,14 @@ def test_a_4_bit_cache_entry_loads_as_a_directory_with_its_vocabulary_at_8_bits(
     """Its config gives the vocabulary's width per layer (mlx-lm's form), which the loader reads:
     the layers come back 4-bit, the token embedding 8-bit, the weights the entry's."""
     made = models.load_model("tiny.en", mx.float32, quantize=4)
+    assert made.decoder.blocks[0].mlp1.group_size == 32  # 4 bits' default group (models.DEFAULT_GROUP_SIZES)
+    assert load("tiny.en", dtype=mx.float32, quantize=4).quantization == {"bits": 4, "group_size": 32}
     (d,) = cached(4)
     m = models.load_model(str(d), mx.float32)
     assert m.decoder.token_embedding.bits == 8 and m.decoder.blocks[0].mlp1.bits == 4 and m.encoder.blocks[0].attn.query.bits == 4
     a, b = dict(tree_flatten(made.parameters())), dict(tree_flatten(m.parameters()))
     assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]).item() for k in a)
-    assert any(v.name == "tiny.en (4-bit, group 64, vocabulary 8-bit)" for v in models.quantized_variants())
+    assert any(v.name == "tiny.en (4-bit, group 32, vocabulary 8-bit)" for v in models.quantized_variants())
 
 
 def test_rows_the_group_size_does_not_divide_stay_float(tmp_path):
@@ -311,7 +316,7 @@ def test_which_quantized_tiny_en_decoders_the_cuda_kernel_reads():
 
     assert quantization(models.load_model("tiny.en", mx.float32).decoder) is None
     assert quantization(models.load_model("tiny.en", mx.float32, quantize=8).decoder) == (8, 64, 8)
-    assert quantization(models.load_model("tiny.en", mx.float32, quantize=4).decoder) == (4, 64, 8)
+    assert quantization(models.load_model("tiny.en", mx.float32, quantize=4).decoder) == (4, 32, 8)
     uniform = models.load_model("tiny.en", mx.float32)
     nn.quantize(uniform.decoder, group_size=64, bits=4)
     assert uniform.decoder.token_embedding.bits == 4 and quantization(uniform.decoder) == (4, 64, 4)

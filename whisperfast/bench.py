@@ -21,7 +21,7 @@ from .audio import load_audio
 from .batched import BatchOptions, transcribe_batched
 from .errors import WhisperfastError
 from .kernels import ops
-from .models import DEFAULT_GROUP_SIZE, default_dtype
+from .models import default_dtype, default_group_size
 from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcribe
 
 LANES = ("stock", "fused", "composed", "faster-whisper")
@@ -273,7 +273,7 @@ def run_kernels(dtype: mx.Dtype, runs: int = 20, progress: Callable[[str], None]
 def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = None, lanes=("stock", "fused", "composed"),
         runs: int = 5, warmup: int = 1, pipeline: bool = True, kernels: bool = True,
         progress: Callable[[str], None] = lambda _: None, seed: int = 0, quantize: Optional[int] = None,
-        group_size: int = DEFAULT_GROUP_SIZE, batch_size: int = 1, beam_size: Optional[int] = None) -> BenchReport:
+        group_size: Optional[int] = None, batch_size: int = 1, beam_size: Optional[int] = None) -> BenchReport:
     if runs < 1 or warmup < 0:
         raise WhisperfastError("--runs must be >= 1 and --warmup >= 0")
     if batch_size < 1:
@@ -281,6 +281,7 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
     if beam_size is not None and beam_size < 1:
         raise WhisperfastError(f"--beam-size must be at least 1, not {beam_size}")
     dtype = dtype or default_dtype()
+    group_size = group_size or default_group_size(quantize)
     audio = [load_audio(p) for p in audio_paths] if pipeline else []
     model = load(model_name, dtype=dtype, quantize=quantize, group_size=group_size) if pipeline else None
     if quantize is not None:  # every lane runs the quantized model; the name says so in the report

@@ -95,11 +95,14 @@ class LoadedModel:
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
          word_timestamps: bool = False, quantize: int | None = None,
-         group_size: int = models.DEFAULT_GROUP_SIZE) -> LoadedModel:
-    """Load `name`; with `quantize` (8 or 4), its affine-quantized variant (cached; see
-    `models.load_model`); with `fast`, rewrite it onto fused kernels (see `rewritten`)."""
+         group_size: int | None = None) -> LoadedModel:
+    """Load `name`; with `quantize` (8 or 4), its affine-quantized variant in groups of
+    `group_size` (default `models.default_group_size`; cached, see `models.load_model`); with
+    `fast`, rewrite it onto fused kernels (see `rewritten`)."""
     t0 = time.perf_counter()
     dtype = dtype or models.default_dtype()
+    if quantize is not None:
+        group_size = group_size or models.default_group_size(quantize)
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
     # while MLX may still be reading the weights on its own thread; built as the decodes will
     # build it: the fast engine's (decode.tokenizer_for), or stock's

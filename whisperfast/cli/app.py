@@ -56,7 +56,8 @@ class DType(str, Enum):
 
 
 QUANTIZE_HELP = "Quantize the model's Linear and Embedding weights to 8 or 4 bits (affine; cached after the first load)."
-GROUP_SIZE_HELP = f"Weights per scale with --quantize: {', '.join(map(str, models.GROUP_SIZES))} (default {models.DEFAULT_GROUP_SIZE})."
+GROUP_SIZE_HELP = (f"Weights per scale with --quantize: {', '.join(map(str, models.GROUP_SIZES))} (default "
+                   + ", ".join(f"{g} at {b} bits" for b, g in models.DEFAULT_GROUP_SIZES.items()) + ").")
 
 
 def _error(msg: str) -> None:
@@ -217,7 +218,7 @@ def _quantization(bits: Optional[str], group_size: Optional[str]) -> tuple:
     if group_size is not None and bits is None:
         raise WhisperfastError("--group-size needs --quantize")
     n = _number("--quantize", bits, int)
-    group = models.DEFAULT_GROUP_SIZE if group_size is None else _number("--group-size", group_size, int)
+    group = models.default_group_size(n) if group_size is None else _number("--group-size", group_size, int)
     models.check_quantization(n, group)
     return n, group
 
