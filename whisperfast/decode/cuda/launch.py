@@ -106,8 +106,8 @@ def _ints(*values: int) -> mx.array:
 # The kernels' `completed` flag, which the decode loop reads on the host after every step: one
 # byte, so that MLX allocates it from its small-array pool, which the host reads in place. A
 # flag padded to 16 bytes (device memory, as the kernels' sums are: the next launch reads
-# them on the device) and read through a view or a copy cost tiny.en's JFK decode ~1 ms of
-# its ~6 (benchmarks/h200-session13/).
+# them on the device) and read through a view or a copy slowed every step of a warm decode
+# (benchmarks/h200-session13/).
 FLAG_SHAPE = (1,)
 
 
