@@ -254,10 +254,15 @@ __device__ void prefetch_rows(const void* base, size_t stride, int n, int bytes)
   }
 }
 
-// xs (B, K) <- src (B, K); the caller syncs.
-template <typename T, int N>
-__device__ void load(const T* src, float* xs) {
-  for (int i = threadIdx.x; i < N; i += blockDim.x) xs[i] = ld(src + i);
+// xs (B, K) <- src (B, K), as floats or as they are (X: float or T); the caller syncs.
+template <typename T, int N, typename X>
+__device__ void load(const T* src, X* xs) {
+  for (int i = threadIdx.x; i < N; i += blockDim.x) {
+    if constexpr (sizeof(X) == sizeof(float))
+      xs[i] = ld(src + i);
+    else
+      xs[i] = __ldcg(src + i);
+  }
 }
 
 // mx.fast.layer_norm of each of the B rows of xs (eps 1e-5, as Whisper's): fp32 mean and
@@ -958,7 +963,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     }
   };
   constexpr int RB = group_rows<T, B, D, (S > CTX ? S : CTX), PICK, QB>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
-  static_assert(RB >= 1, "a row of 4D floats and a chunk's scores must fit in shared memory");
+  static_assert(RB >= 1, "a row of xs (sizeof(T) * D floats) and a chunk's scores must fit in shared memory");
   using Sc = Scratch<T, B, BP, D, H, NL>;
   constexpr int HD = D / H;
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
@@ -1149,7 +1154,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       for_groups<B, RB>([&](int g0) {
         if (g0 > 0) __syncthreads();
         T* hs = reinterpret_cast<T*>(xs);  // h's rows as they are: T takes half a float's room, or all of it
-        for (int i = threadIdx.x; i < RB * 4 * D; i += blockDim.x) hs[i] = __ldcg(h + g0 * 4 * D + i);
+        load<T, RB * 4 * D>(h + g0 * 4 * D, hs);
         __syncthreads();
         rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), hs, 0, D, gwarp, gwarps,
                                   bias_x(w + W::bfc2, g0), residual(g0));
