@@ -49,12 +49,12 @@ def group_rows(batch: int, n_state: int, n_ctx: int, itemsize: int, pick: bool =
 
 
 def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: int, itemsize: int,
-                   n_ctx: int = 1500) -> int:
+                   n_ctx: int = 1500, packed: bool = False) -> int:
     """decode_step.cu's Scratch<...>::size(blocks): x and h have the last group's padding rows,
-    as many as the largest padding of the kernels with and without the picks, float or packed
-    (one decode's scratch serves them all)."""
+    as many as the larger padding of the kernels with and without the picks (one decode's
+    scratch serves both)."""
     padded = max(-(-batch // rows) * rows for rows in (group_rows(batch, n_state, n_ctx, itemsize, pick, packed)
-                                                        for pick in (True, False) for packed in (True, False)))
+                                                        for pick in (True, False)))
     x = 32 + 2 * (6 * n_layer + 2) + 4
     att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
     counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * PICKS * 3
@@ -123,7 +123,7 @@ class CudaStep:
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
         S = audio_features.shape[1]
-        n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx))
+        n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx), packed=self.bits > 0)
         chunks = max(1, min(G // H, S // 64, config().cross_chunks or CROSS_CHUNKS))
         if self.cross_layers is not None:
             cross = mx.concatenate([m(audio_features) for a in self.cross_layers for m in (a.key, a.value)], axis=-1)
