@@ -24,6 +24,14 @@ bench_trees() {
     trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
   done 2>&1 | tee "$dest"
 }
+# cold_prep "TREE ...": before fresh-process runs, the device line, the trees' bytecode, the 600 s clip, and both
+# models converted once (the runs then read the caches)
+cold_prep() {
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q $1 > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done
+}
 case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
@@ -599,10 +607,7 @@ case "${1:-all}" in
 session12a)  # issue 13: transcribe's MLX calls on the warm-up's thread, the tokenizer built meanwhile (4637b0d), against
   # the tree before (ab-old/, 6f58233) and HEAD with the calls back on the main thread (ab-tok/: the tokenizer alone);
   # fresh processes' stamps, JFK and the 600 s clip; the cold-start tests on CUDA; libs_first_probe.py
-  $py -m whisperfast info --json > "$out/info.json"
-  $py -m compileall -q ab-old ab-tok > /dev/null 2>&1 || true
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done  # conversions
+  cold_prep "ab-old ab-tok"
   timeout 150 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
   $py benchmarks/fresh_timeline.py 7 "ab-old,ab-tok,." samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
   $py benchmarks/fresh_timeline.py 4 "ab-old,." /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
@@ -613,10 +618,7 @@ esac
 case "${1:-all}" in
 session12b)  # the GPU tests of the cold start (the Ctrl-C test fixed), then the load: the embedded model's fp16 entry read as
   # its ~200 arrays (HEAD) against one flat array (ab-flat/: a flat copy in the stored dtype too, its own cache)
-  $py -m whisperfast info --json > "$out/info.json"
-  $py -m compileall -q ab-flat > /dev/null 2>&1 || true
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done  # conversions
+  cold_prep ab-flat
   timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_coldstart.py tests/test_first_run.py 2>&1 | tee "$out/gpu_tests.txt" | tail -2
   $py benchmarks/fresh_timeline.py 7 ".,ab-flat@WHISPERFAST_CACHE=/tmp/cache-flat" samples/jfk.wav --stock > "$out/timeline-jfk.jsonl" 2>&1
   $py benchmarks/fresh_timeline.py 4 ".,ab-flat@WHISPERFAST_CACHE=/tmp/cache-flat" /tmp/clip600.wav > "$out/timeline-600s-tiny.en.jsonl" 2>&1
