@@ -50,11 +50,13 @@ for label, include in CASES.items():
 header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
 F16, F32, I32 = mx.float16, mx.float32, mx.int32
 inputs = [("tokens", I32, 2), ("meta", I32, 1), ("emb", F16, 2), ("pos", F16, 2), ("lnf", F16, 1), ("lw", F16, 2),
-          ("kc", F16, 5), ("vc", F16, 5), ("cross", F16, 3), ("sum_in", F32, 1), ("suppress", F32, 1), ("scratch", F32, 1)]
+          ("kc", F16, 5), ("vc", F16, 5), ("path", I32, 3), ("cross", F16, 3), ("sum_in", F32, 1), ("suppress", F32, 1),
+          ("scratch", F32, 1)]
 outputs = [("tokens_out", I32), ("sum_out", F32), ("completed", mx.bool_), ("logits", F32)]
 call = _CALL  # the step's, as cuda/step.py launches it
 template = [("T", F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864),
-            ("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True), ("PICK", True)]
+            ("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True), ("PICK", True), ("PA", 1),
+            ("SHARE", False)]
 func = cuda_cache.kernel_name("wf_decode_step", template)
 source = cuda_cache.build_source(func, header, call, inputs, outputs, template)
 print(json.dumps({"case": "decode_step (tiny.en fp16), cuda_cache.HEADERS",

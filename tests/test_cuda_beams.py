@@ -1,6 +1,7 @@
 """openai's beam search update on the CUDA device (decode_step.cu's beam_update, through
 cuda/beams.py's CudaBeams) against the host's (beam.py's BeamSearchDecoder after the task's own
-filters), step by step on the same logits: the same next tokens, source rows, sums (to float32
+filters), step by step on the same logits: the same next tokens, source rows (and the rows'
+histories the device records for its forward pass: `path`), sums (to float32
 rounding: the two log-sum-exps sum in other orders), completion and finished sequences. The
 logits are random but shaped to exercise the rules: identical rows at the first update (every
 beam starts as the prompt), the first sample's timestamp rule, EOT finishing rows until
@@ -70,13 +71,17 @@ def test_device_beam_update_is_the_hosts(model, n_audio, beam_size, patience, wi
     tokens = np.repeat(np.array([host.initial_tokens], np.int32), B, axis=0)
     sums = np.zeros(B, np.float32)
     decode.beams.start(B, mx.int32)
+    ctx = model.dims.n_text_ctx
+    path = mx.zeros((2, B, ctx), mx.int32)  # (as step.py's state: offsets, every row its own)
+    history = np.broadcast_to(np.arange(B)[:, None], (B, ctx)).copy()  # where each row's positions lie
     completed_at = None
     for step in range(12):
         logits = synthetic_logits(rng, tokens, tokenizer, step, model.dims.n_vocab)
         mask = decode.first if step == 0 else decode.suppress
         got_tokens, got_done, got_sums, got_source = decode.beams(mx.array(tokens), mx.array(logits), mx.array(sums),
-                                                                  mask, decode.rules)
+                                                                  mask, decode.rules, path)
         mx.eval(got_tokens, got_done, got_sums, got_source)
+        mx.synchronize()  # path is written in place, where MLX does not see it
         if completed_at is not None:  # after completion the host's update changes nothing; nor may the device's
             assert bool(got_done)
             continue
@@ -86,6 +91,10 @@ def test_device_beam_update_is_the_hosts(model, n_audio, beam_size, patience, wi
         want_tokens, want_done, want_sums = host.decoder.update(mx.array(tokens), filtered, mx.array(sums))
         assert np.array(got_tokens).tolist() == np.array(want_tokens).tolist(), step
         assert np.array(got_source).tolist() == sources.last, step
+        # row b's history: its source's, whose last position the forward pass wrote in its own row
+        L = tokens.shape[1]
+        history[:, :L] = np.concatenate([history[sources.last, : L - 1], np.array(sources.last)[:, None]], axis=1)
+        assert (np.array(path)[(L + 1) % 2, :, :L] + np.arange(B)[:, None]).tolist() == history[:, :L].tolist(), step
         np.testing.assert_allclose(np.array(got_sums), np.array(want_sums), rtol=0, atol=1e-4)
         assert bool(got_done) == bool(want_done), step
         tokens, sums = np.array(want_tokens), np.array(want_sums)

@@ -14,6 +14,9 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
+from whisperfast.decode.cuda.beams import _CALL as _BEAM_CALL
+from whisperfast.decode.cuda.beams import _INPUTS as _BEAM_INPUTS
+from whisperfast.decode.cuda.beams import _OUTPUTS as _BEAM_OUTPUTS
 from whisperfast.decode.cuda.step import _CALL, _QUANT_CALL
 from whisperfast.kernels import cuda_cache
 from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
@@ -210,36 +213,30 @@ _TINY = [("TS", 50363), ("EOT", 50256), ("NO_TS", 50362), ("RULES", True)]
 _KERNELS = {
     "decode_step": (
         [("tokens", _I32, 2), ("meta", _I32, 1), ("emb", _F16, 2), ("pos", _F16, 2), ("lnf", _F16, 1), ("lw", _F16, 2),
-         ("kc", _F16, 5), ("vc", _F16, 5), ("cross", _F16, 3), ("sum_in", _F32, 1), ("suppress", _F32, 1),
-         ("scratch", _F32, 1)],
+         ("kc", _F16, 5), ("vc", _F16, 5), ("path", _I32, 3), ("cross", _F16, 3), ("sum_in", _F32, 1),
+         ("suppress", _F32, 1), ("scratch", _F32, 1)],
         [("tokens_out", _I32), ("sum_out", _F32), ("completed", mx.bool_), ("logits", _F32)],
         _CALL,
         [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
-        + _TINY + [("PICK", True)]),
+        + _TINY + [("PICK", True), ("PA", 1), ("SHARE", False)]),
     # a quantized decoder's (step.py's _QUANT_INPUTS, _QUANT_CALL): the layers' bits, then the
     # vocabulary's (--quantize 8; --quantize 4's, models.VOCABULARY_BITS; a uniform 4-bit one)
     **{f"decode_step_q{bits}v{vocabulary}": (
         [("tokens", _I32, 2), ("meta", _I32, 1), ("pos", _F16, 2), ("lnf", _F16, 1), ("lw", _F16, 2),
-         ("kc", _F16, 5), ("vc", _F16, 5), ("cross", _F16, 3), ("sum_in", _F32, 1), ("suppress", _F32, 1),
-         ("scratch", _F32, 1), ("embq", mx.uint32, 2), ("embs", _F16, 1), ("lq", mx.uint32, 2), ("ls", _F16, 2)],
+         ("kc", _F16, 5), ("vc", _F16, 5), ("path", _I32, 3), ("cross", _F16, 3), ("sum_in", _F32, 1),
+         ("suppress", _F32, 1), ("scratch", _F32, 1), ("embq", mx.uint32, 2), ("embs", _F16, 1), ("lq", mx.uint32, 2),
+         ("ls", _F16, 2)],
         [("tokens_out", _I32), ("sum_out", _F32), ("completed", mx.bool_), ("logits", _F32)],
         _QUANT_CALL,
         [("T", _F16), ("B", 1), ("D", 384), ("H", 6), ("NL", 4), ("CTX", 448), ("S", 1500), ("CC", 8), ("NV", 51864)]
-        + _TINY + [("PICK", True), ("QB", bits), ("GS", 64), ("EB", vocabulary)]) for bits, vocabulary in
+        + _TINY + [("PICK", True), ("PA", 1), ("SHARE", False), ("QB", bits), ("GS", 64), ("EB", vocabulary)])
+        for bits, vocabulary in
         ((8, 8), (4, 8), (4, 4))},
     "beam_update": (
-        [("logits", _F32, 3), ("tokens", _I32, 2), ("meta", _I32, 1), ("sum_in", _F32, 1), ("suppress", _F32, 1),
-         ("work", _F32, 1), ("fin_tokens", _I32, 1), ("fin_meta", _I32, 1), ("fin_score", _F32, 1)],
-        [("tokens_out", _I32), ("sum_out", _F32), ("source", _I32), ("completed", mx.bool_)],
-        "wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, "
-        "sum_in, suppress, work, fin_tokens, fin_meta, fin_score, tokens_out, sum_out, source, completed);",
+        list(zip(_BEAM_INPUTS, (_F32, _I32, _I32, _F32, _F32, _F32, _I32, _I32, _F32, _I32), (3, 2, 1, 1, 1, 1, 1, 1, 1, 3))),
+        list(zip(_BEAM_OUTPUTS, (_I32, _F32, _I32, mx.bool_))),
+        _BEAM_CALL,
         [("B", 5), ("K", 5), ("NV", 51864)] + _TINY),
-    "gather_rows": (
-        [("kc", _F16, 5), ("vc", _F16, 5), ("source", _I32, 1), ("meta", _I32, 1)],
-        [("kc_out", _F16), ("vc_out", _F16)],
-        "wf::gather_rows<T, B>(kc, vc, source, kc_shape[0], kc_shape[2], kc_shape[3], kc_shape[4], meta[0], "
-        "kc_out, vc_out);",
-        [("T", _F16), ("B", 5)]),
 }
 
 
@@ -261,27 +258,29 @@ def test_the_kernels_mlx_sources_compile_for_sm_90a(name):
 _DIMS = {"tiny": [("D", 384), ("H", 6), ("NL", 4)], "base": [("D", 512), ("H", 8), ("NL", 6)]}
 
 
-@pytest.mark.slow  # 24 NVRTC compiles with ptxas's report, ~2-20 s each
+@pytest.mark.slow  # 36 NVRTC compiles with ptxas's report, ~2-20 s each
 @pytest.mark.parametrize("packing", ["float", "q8v8", "q4v8"])
 @pytest.mark.parametrize("model", sorted(_DIMS))
 def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
     """A launch of the step is 512 threads a block, so a kernel of more than 128 registers a
     thread fails to launch ("too many resources requested"), and local memory would slow
     every step: for the row counts the decode launches (greedy 1 to 16 with the picks; beams
-    and samples, 5 and 8, without), float and packed, ptxas reports at most 128 registers and
-    no spills. (A packed base decoder at 3 rows took 136 before logit_rows.)"""
+    and samples, 5 and 8 rows of one audio, without, their cross-attention items a row or an
+    audio's rows each: SHARE), float and packed, ptxas reports at most 128 registers and no
+    spills. (A packed base decoder at 3 rows took 136 before logit_rows.)"""
     _, nv, options = _toolchain()
     header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
     name = "decode_step" if packing == "float" else f"decode_step_{packing}"
     inputs, outputs, call, template = _KERNELS[name]
-    for rows, pick in ((1, True), (3, True), (16, True), (5, False), (8, False)):
-        shape = dict(template, B=rows, PICK=pick, **dict(_DIMS[model]))
+    for rows, pick, share in ((1, True, False), (3, True, False), (16, True, False), (5, False, False),
+                              (5, False, True), (8, False, True)):
+        shape = dict(template, B=rows, PICK=pick, PA=1 if pick else rows, SHARE=share, **dict(_DIMS[model]))
         func = cuda_cache.kernel_name(f"wf_{name}", list(shape.items()))
         source = cuda_cache.build_source(func, header, call, inputs, outputs, list(shape.items()))
         nv.compile(source, (*options, "--ptxas-options=-v"), cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
         report = nv.last_log
         registers = int(re.search(r"Used (\d+) registers", report).group(1))
-        assert registers <= 128 and "0 bytes spill stores" in report, (rows, pick, report)
+        assert registers <= 128 and "0 bytes spill stores" in report, (rows, pick, share, report)
 
 
 # utils.cuh's includes (mlx 0.32.4's device header) and cooperative groups, as MLX compiles them
@@ -327,7 +326,7 @@ def test_the_stand_in_headers_declare_the_kernel_as_mlxs_includes_do(dtype):
     real = nv.compile(source, options, {"mlx/backend/cuda/device/utils.cuh": _REAL_INCLUDES}, [func])
     assert "cooperative_groups.h" in cuda_cache.HEADERS and "cuda/std" not in cuda_cache.UTILS_STAND_IN
     ours, theirs = _kernel_params(lean[0], lean[1][func]), _kernel_params(real[0], real[1][func])
-    assert len(ours) == len(inputs) + len(outputs) + 3 and ours == theirs  # + tokens', cross's and scratch's shapes
+    assert len(ours) == len(inputs) + len(outputs) + 2 and ours == theirs  # + tokens' shape and scratch's
     assert ".param .align 4 .b8 KERNEL_param_1[40]," in ours  # tokens_shape: 10 int32s
 
 

@@ -31,7 +31,9 @@ def _grid_read_afresh():
 # with the picks (greedy), 5 and 8 rows are groups of 3, the last one padded (for_groups);
 # without (the forward pass of beams and samples), one group of 5 or 8
 @pytest.mark.parametrize("batch", [1, 3, 5, 8])
-@pytest.mark.parametrize("blocks", ["", "1", "3"])  # the grid the SMs give; fewer blocks than heads
+# the grid the SMs give; fewer blocks than heads; 30: 5 chunks a head, so that the cross-attention
+# items of beams take their audio's rows together (step.shares_cross_items)
+@pytest.mark.parametrize("blocks", ["", "1", "3", "30"])
 @pytest.mark.parametrize("prompt_len", [1, 3])
 @pytest.mark.parametrize("pick", [True, False], ids=["greedy", "forward"])
 def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, pick, knobs):

@@ -1,14 +1,20 @@
-"""openai's beam search on the CUDA kernel: its update (decode_step.cu's beam_update) and
-the caches' rearrangement (gather_rows), each one launch after the forward pass, so that no
-beam step waits for the host."""
+"""openai's beam search on the CUDA kernel: its update (decode_step.cu's beam_update), one
+launch after the forward pass, so that no beam step waits for the host. The caches are not
+rearranged: the update records where each beam's history lies (the step state's `path`),
+and the forward pass reads it there."""
 
 from __future__ import annotations
 
 import mlx.core as mx
 
-from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template
 
 BEAM_CHUNKS = 16  # decode_step.cu's kBeamChunks: beam_update's blocks a row
+_INPUTS = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score", "path")
+_OUTPUTS = ("tokens_out", "sum_out", "source", "completed")
+_CALL = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, "
+         "sum_in, suppress, work, fin_tokens, fin_meta, fin_score, path, path_shape[2], tokens_out, sum_out, source, "
+         "completed);")
 
 
 class CudaBeams:
@@ -34,23 +40,25 @@ class CudaBeams:
         mx.eval(*self.store.values())
         self.n_audio = A
 
-    def __call__(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, mask: mx.array, rules: dict):
+    def __call__(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, mask: mx.array, rules: dict,
+                 path: mx.array):
         """tokens (B, L), logits (B, R, n_vocab) float32 (row R-1 the last position's), sums (B,)
         -> (tokens (B, L+1), completed, sums (B,), source rows (B,)), after SuppressTokens
-        (`mask`, additive) and the timestamp rules (`rules`, timestamp_rules)."""
+        (`mask`, additive) and the timestamp rules (`rules`, timestamp_rules). `path` (2, B,
+        n_ctx) int32, where the rows' histories lie (step.py's state: each position's row, as
+        an offset from the row's own), is updated in place: row b's history becomes row
+        source[b]'s."""
         (B, L), NV = tokens.shape, logits.shape[-1]
         if self.store is None or B != self.n_audio * self.K or L + 1 > self.slot:
             raise ValueError(f"{B} rows of {L} tokens for a store of {self.n_audio} x {self.K} beams of {self.slot}")
+        if path.shape[:2] != (2, B) or path.shape[2] < L or path.dtype != mx.int32:
+            raise ValueError(f"a path of {path.shape} {path.dtype} for {B} rows of {L} tokens")
         template = [("B", B), ("K", self.K), ("NV", NV)] + _template(rules)
-        inputs = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score")
-        outputs = ("tokens_out", "sum_out", "source", "completed")
-        call = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], "
-                "meta, sum_in, suppress, work, fin_tokens, fin_meta, fin_score, tokens_out, sum_out, source, completed);")
         st = self.store
         args = [logits.astype(mx.float32), tokens, _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot),
-                sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"]]
+                sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"], path]
         tokens, sums, source, completed = _run(
-            "beam_update", inputs, outputs, call, args, template, B * BEAM_CHUNKS, THREADS,
+            "beam_update", _INPUTS, _OUTPUTS, _CALL, args, template, B * BEAM_CHUNKS, THREADS,
             [(B, L + 1), (max(B, 4),), (max(B, 4),), FLAG_SHAPE], [tokens.dtype, mx.float32, mx.int32, mx.bool_])
         return tokens, completed, sums[:B], source[:B]
 
@@ -64,15 +72,3 @@ class CudaBeams:
         return [{tuple(tokens[g * mc + s][: meta[A + g * mc + s]]): scores[g * mc + s] for s in range(meta[g])}
                 for g in range(A)]
 
-
-def gather_rows(kc: mx.array, vc: mx.array, source: mx.array, n: int):
-    """Beam search's rearrangement of the caches (NL, B, H, CTX, HD), in one launch
-    (decode_step.cu's gather_rows): row b becomes row source[b], its first n positions. The
-    new arrays are what the next launches write in place: a kernel's outputs are contiguous,
-    where MLX's take along axis 1 is a transposed view, which MLX would hand the step as a
-    copy, losing the rows it writes."""
-    NL, B, H, CTX, HD = kc.shape
-    call = ("wf::gather_rows<T, B>(kc, vc, source, kc_shape[0], kc_shape[2], kc_shape[3], kc_shape[4], meta[0], "
-            "kc_out, vc_out);")
-    return _run("gather_rows", ("kc", "vc", "source", "meta"), ("kc_out", "vc_out"), call, [kc, vc, source, _ints(n)],
-                [("T", kc.dtype), ("B", B)], 2 * grid_blocks(), THREADS, [kc.shape, vc.shape], [kc.dtype, vc.dtype])

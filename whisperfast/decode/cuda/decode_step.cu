@@ -79,6 +79,7 @@ __device__ __forceinline__ float qk_scale() {
 }
 
 __device__ void group_sync(unsigned* counter, unsigned target);
+__device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target);
 
 // f(i, raw) for each 16-byte load i of one weight row of K / V loads (V values each), spread
 // over the warp's lanes (lane, lane + 32, ...). R rows at a time (rows_dot) keep two loads per
@@ -357,6 +358,102 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
   __syncthreads();  // p, part and red are reused by the block's next partial
 }
 
+// attend_part for NR rows that share their keys and values (cross-attention: the rows of one
+// audio), the keys and values read once for all of them. Row r's query lies at q + r * HD,
+// its partial at out + r * (HD + 2), its peers' at peers + r * (HD + 2) (the rows are
+// consecutive batch rows), its counter at counter + r * cstride. Each row's sums run in
+// attend_part's order, so each row's partial is what attend_part gives it. NR rows' scores
+// must fit in p.
+template <typename T, int HD, int NR, typename KF, typename VF>
+__device__ void attend_rows(const float* q, int j0, int j1, KF key, VF value, float* p, float* part, float* red,
+                            float* out, const float* peers, size_t stride, int C, unsigned* counter, int cstride,
+                            unsigned target) {
+  constexpr int V = 16 / sizeof(T), O = HD + 2;
+  const float ks = qk_scale<T, HD>();
+  const int n = j1 - j0;
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    const uint4* k4 = reinterpret_cast<const uint4*>(key(j));
+    float s[NR];
+#pragma unroll
+    for (int r = 0; r < NR; ++r) s[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < HD / V; ++i) {
+      uint4 raw = __ldcg(k4 + i);
+      const T* kv = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float k = kNarrow<T> ? round_to<T>(static_cast<float>(kv[e]) * ks) : static_cast<float>(kv[e]);
+#pragma unroll
+        for (int r = 0; r < NR; ++r) s[r] += q[r * HD + i * V + e] * k;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < NR; ++r) p[r * n + j - j0] = kNarrow<T> ? round_to<T>(s[r]) : s[r];
+  }
+  float m[NR], l[NR];
+  for (int r = 0; r < NR; ++r) {
+    float mr = -kInf;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) mr = fmaxf(mr, p[r * n + j]);  // this thread's own writes
+    m[r] = block_max(mr, red);
+  }
+  if constexpr (kNarrow<T>) {
+    for (int r = 0; r < NR; ++r) {
+      float lr = 0.f;
+      for (int j = threadIdx.x; j < n; j += blockDim.x) lr += __expf(p[r * n + j] - m[r]);
+      l[r] = block_sum(lr, red);
+    }
+    if (C > 1) {  // each row's head statistics: every chunk's, merged in chunk order
+      if (threadIdx.x == 0)
+        for (int r = 0; r < NR; ++r) out[r * O] = m[r], out[r * O + 1] = l[r];
+      group_sync_rows(counter, cstride, NR, target);
+      for (int r = 0; r < NR; ++r) {
+        const float* pr = peers + r * O;
+        float mm = -kInf, ll = 0.f;
+        for (int c = 0; c < C; ++c) mm = fmaxf(mm, ld(pr + c * stride));
+        for (int c = 0; c < C; ++c) ll += ld(pr + c * stride + 1) * __expf(ld(pr + c * stride) - mm);
+        m[r] = mm, l[r] = ll;
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      const float inv = 1.f / l[r];
+      for (int j = threadIdx.x; j < n; j += blockDim.x) p[r * n + j] = round_to<T>(__expf(p[r * n + j] - m[r]) * inv);
+    }
+    __syncthreads();
+  } else {
+    for (int r = 0; r < NR; ++r) {
+      float lr = 0.f;
+      for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        p[r * n + j] = expf(p[r * n + j] - m[r]);
+        lr += p[r * n + j];
+      }
+      l[r] = block_sum(lr, red);  // also orders the p writes before the reads below
+    }
+  }
+  const int d = threadIdx.x % HD, grp = threadIdx.x / HD, groups = blockDim.x / HD;
+  float acc[NR];
+#pragma unroll
+  for (int r = 0; r < NR; ++r) acc[r] = 0.f;
+#pragma unroll 4
+  for (int j = j0 + grp; j < j1; j += groups) {
+    const float v = ld(value(j) + d);
+#pragma unroll
+    for (int r = 0; r < NR; ++r) acc[r] += p[r * n + j - j0] * v;
+  }
+  for (int r = 0; r < NR; ++r) {
+    part[threadIdx.x] = acc[r];
+    __syncthreads();
+    if (grp == 0) {
+      float a = acc[r];
+      for (int g = 1; g < groups; ++g) a += part[g * HD + d];
+      out[r * O + 2 + d] = a;
+    }
+    __syncthreads();  // part is written again for the next row
+  }
+  if (!kNarrow<T> && threadIdx.x == 0)
+    for (int r = 0; r < NR; ++r) out[r * O] = m[r], out[r * O + 1] = l[r];
+  __syncthreads();  // p, part and red are reused by the block's next item
+}
+
 // xs (NB, H*HD) <- the attention outputs of rows [g0, g0 + NB), rounded to T, from C
 // partials per (b, h): att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order. No
 // chunk is empty. (A padding row, b >= B, reads the next partials' rows: within att, and
@@ -433,10 +530,20 @@ __device__ __forceinline__ bool rule_banned(int v, History r) {
                    (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT));
 }
 
-template <int TS, int EOT, int NO_TS, bool RULES>
+// FOLD: text or timestamp picked by a branch, which keeps f in registers (one row's picks);
+// else by an index the compiler cannot fold, which puts f in local memory, where a group's
+// rows of picks would take too many registers (3 rows: 162 a thread)
+template <int TS, int EOT, int NO_TS, bool RULES, bool FOLD = true>
 __device__ __forceinline__ void filter_add(Pick* f, int v, float l, History r) {
   f[kAll].add(l, 1.f, v);
-  f[v < TS ? kText : kTs].add(l, 1.f, v);
+  if constexpr (FOLD) {
+    if (v < TS)
+      f[kText].add(l, 1.f, v);
+    else
+      f[kTs].add(l, 1.f, v);
+  } else {
+    f[v < TS ? kText : kTs].add(l, 1.f, v);
+  }
   if (rule_banned<TS, EOT, NO_TS, RULES>(v, r)) l = -kInf;
   f[kKeep].add(l, 1.f, v);
   if (v >= TS) f[kLate].add(l, 1.f, v);
@@ -483,7 +590,7 @@ __device__ __forceinline__ bool text_banned(const Pick* f) {
 // The row's next token, logprob sum and whether it is done, from its merged picks.
 template <int TS, int EOT, bool RULES, typename Tok>
 __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, Tok* out_row, float* sum_out) {
-  const Pick& p = f[text_banned<RULES>(f) ? kLate : kKeep];
+  const Pick p = text_banned<RULES>(f) ? f[kLate] : f[kKeep];  // (constant indices: f stays in registers)
   const Tok last = tok_row[L - 1];
   const Tok next = last == EOT ? static_cast<Tok>(EOT) : static_cast<Tok>(p.m == -kInf ? 0 : p.i);  // argmax of -infs: 0
   out_row[L] = next;
@@ -522,8 +629,9 @@ __device__ void greedy(const float* logits, const Tok* tokens, int L, const int*
 // probability, then ranks each audio's candidates as openai does: identical sequences
 // counted once (rows of one audio start identical), a stable sort by summed log
 // probability, sequences ending in EOT finished into the store until it holds
-// max_candidates, the best K others the next rows. The caches are then gathered by
-// `source` (gather_rows). A launch after the decode is complete writes nothing to the store.
+// max_candidates, the best K others the next rows. The caches stay where they are: row b's
+// history is now row source[b]'s, which `path` records for the next forward pass (decode_step's
+// self_row). A launch after the decode is complete writes nothing to the store.
 
 struct Cand {
   float lp;  // a logit or a log probability
@@ -542,28 +650,71 @@ __device__ __forceinline__ Cand warp_best(Cand c) {
   return c;
 }
 
-// The block's best candidate, for every thread; `sh` is 32 Cands of shared scratch.
-__device__ Cand block_best(Cand c, Cand* sh) {
-  return block_reduce(c, sh, Cand{-kInf, kNoCand}, [](Cand x) { return warp_best(x); });
-}
+// A thread's C best candidates, best first, in registers (every index a compile-time one)
+template <int C>
+struct Top {
+  Cand c[C];
+  __device__ __forceinline__ void clear() {
+#pragma unroll
+    for (int k = 0; k < C; ++k) c[k] = Cand{-kInf, kNoCand};
+  }
+  __device__ __forceinline__ void insert(Cand d) {
+#pragma unroll
+    for (int k = C - 1; k >= 0; --k)  // slot k (not yet written) takes d, or moves down from k - 1
+      if (better(d, c[k])) c[k] = k > 0 && better(d, c[k - 1]) ? c[k - 1] : d;
+  }
+  __device__ __forceinline__ void pop() {
+#pragma unroll
+    for (int k = 0; k + 1 < C; ++k) c[k] = c[k + 1];
+    c[C - 1] = Cand{-kInf, kNoCand};
+  }
+  // The C best of the warp's lists, best first, to every lane through emit(k, cand): each
+  // round the best head leaves its list (ids are unique, so one lane's)
+  template <typename F>
+  __device__ __forceinline__ void warp_select(F&& emit) {
+#pragma unroll
+    for (int k = 0; k < C; ++k) {
+      const Cand b = warp_best(c[0]);
+      if (b.v != kNoCand && c[0].v == b.v) pop();
+      emit(k, b);
+    }
+  }
+};
 
 enum { kBeamChunks = 16 };  // blocks a row: the vocabulary in chunks
+
+// Rows' histories after a beam step (one block): row b continues row src[b], whose first
+// L - 1 positions lie where src[b]'s table says and whose position L - 1 (the forward pass's
+// last) in the cache's row src[b]. path (2, B, ctx), each position's row as an offset from b
+// (zeros: every row its own; a fresh mx.zeros needs no kernel of MLX's that compiles): the
+// table for L tokens at L % 2 is read, the one for L + 1 written.
+template <int B>
+__device__ void follow(const int* path_in, int ctx, int L, const int* src) {
+  int* path = const_cast<int*>(path_in);
+  const int *old = path + size_t(L % 2) * B * ctx;
+  int* next = path + size_t((L + 1) % 2) * B * ctx;
+  for (int i = threadIdx.x; i < B * L; i += blockDim.x) {
+    const int b = i / L, j = i % L;
+    next[b * ctx + j] = (j == L - 1 ? src[b] : src[b] + old[src[b] * ctx + j]) - b;
+  }
+}
 
 // logits (B, R, NV) float32: row R-1 the last position's; tokens (B, L); meta: sample_begin,
 // max_init (the filters'), max_candidates, the store's slot length (>= L + 1); sum_in (>= B);
 // suppress: the additive mask; work (float32, in place): [0] the arrival counter (0 between
 // launches), from 4 each (row, chunk)'s picks and two lists of K + 1 (logit, id). The store,
 // in place: fin_tokens (A * MC slots), fin_meta (A counts, then A * MC lengths), fin_score
-// (A * MC). Out: tokens_out (B, L + 1), sum_out (>= B), source (>= B), completed.
+// (A * MC); path (2, B, ctx), the rows' histories (decode_step's self_row): read at L % 2,
+// written at (L + 1) % 2. Out: tokens_out (B, L + 1), sum_out (>= B), source (>= B), completed.
 template <int B, int K, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
 __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L, const int* meta,
                             const float* sum_in, const float* suppress, const float* work_in,
                             const Tok* fin_tokens_in, const int* fin_meta_in, const float* fin_score_in,
-                            Tok* tokens_out, float* sum_out, int* source, bool* completed) {
+                            const int* path_in, int ctx, Tok* tokens_out, float* sum_out, int* source, bool* completed) {
   static_assert(B % K == 0, "rows come in groups of K beams, one group an audio");
   constexpr int A = B / K, C = K + 1, SC = kBeamChunks, PER = kPicks * 3 + 4 * C;
   __shared__ Pick sh[32 * kPicks];
-  __shared__ Cand best[32];
+  __shared__ Cand warps[2][kThreads / 32][C];  // each warp's best, of both lists
   __shared__ bool done_before;
   __shared__ unsigned arrived;
   float* work = const_cast<float*>(work_in);
@@ -575,24 +726,37 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     const float* row = logits + (size_t(b) * R + R - 1) * NV;
     const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1]);
     float* mine = work + 4 + size_t(blockIdx.x) * PER;
+    // one pass: the filter statistics, and each thread's K + 1 best (filtered) logits of every
+    // token the rules leave and of their timestamps; then each warp's, then the block's
     Pick f[kPicks];
     for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
-    for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) filter_add<TS, EOT, NO_TS, RULES>(f, v, row[v] + suppress[v], r);
+    Top<C> all, late;
+    all.clear(), late.clear();
+    for (int v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+      const float l = row[v] + suppress[v];
+      filter_add<TS, EOT, NO_TS, RULES>(f, v, l, r);
+      const Cand d{rule_banned<TS, EOT, NO_TS, RULES>(v, r) ? -kInf : l, v};
+      all.insert(d);
+      if (v >= TS) late.insert(d);
+    }
     block_merge(f, sh);
     if (threadIdx.x == 0)
       for (int k = 0; k < kPicks; ++k) mine[k * 3] = f[k].m, mine[k * 3 + 1] = f[k].s, mine[k * 3 + 2] = __int_as_float(f[k].i);
-    for (int list = 0; list < 2; ++list) {  // 0: every token the rules leave; 1: their timestamps
-      Cand prev{kInf, -1};
-      for (int k = 0; k < C; ++k) {
-        Cand c{-kInf, kNoCand};
-        for (int v = max(v0, list ? TS : 0) + threadIdx.x; v < v1; v += blockDim.x) {
-          const Cand d{rule_banned<TS, EOT, NO_TS, RULES>(v, r) ? -kInf : row[v] + suppress[v], v};
-          if ((d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
-        }
-        c = block_best(c, best);
-        if (threadIdx.x == 0) mine[kPicks * 3 + (list * C + k) * 2] = c.lp, mine[kPicks * 3 + (list * C + k) * 2 + 1] = __int_as_float(c.v);
-        prev = c;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    all.warp_select([&](int k, Cand b) { if (lane == 0) warps[0][warp][k] = b; });
+    late.warp_select([&](int k, Cand b) { if (lane == 0) warps[1][warp][k] = b; });
+    __syncthreads();
+    if (warp < 2) {  // warp `list`: 0 every token the rules leave, 1 their timestamps
+      Top<C> t;
+      t.clear();
+      if (lane < kThreads / 32) {  // (braces: a pragma between an if and its loop may end the if)
+#pragma unroll
+        for (int k = 0; k < C; ++k) t.c[k] = warps[warp][lane][k];
       }
+      t.warp_select([&](int k, Cand b) {
+        if (lane == 0) mine[kPicks * 3 + (warp * C + k) * 2] = b.lp, mine[kPicks * 3 + (warp * C + k) * 2 + 1] = __int_as_float(b.v);
+      });
+      __threadfence();  // (thread 0's fence below orders its own writes)
     }
   }
   __syncthreads();
@@ -624,24 +788,25 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
         g[k].add(p.m, p.s, p.i);
       }
     const bool ban = text_banned<RULES>(g);
-    const float lse = g[ban ? kLate : kKeep].lse();
-    Cand prev{kInf, -1}, sel[C];
-    for (int k = 0; k < C; ++k) {
-      Cand c{-kInf, kNoCand};
-      for (int e = lane; e < SC * C; e += 32) {
-        const float* o = work + 4 + size_t(b * SC + e / C) * PER + kPicks * 3 + (int(ban) * C + e % C) * 2;
-        const Cand d{ld(o), __float_as_int(ld(o + 1))};
-        if (d.v != kNoCand && (d.lp < prev.lp || (d.lp == prev.lp && d.v > prev.v)) && better(d, c)) c = d;
-      }
-      sel[k] = prev = warp_best(c);
+    const float lse = (ban ? g[kLate] : g[kKeep]).lse();  // (constant indices: g stays in registers)
+    Top<C> t;
+    t.clear();
+    for (int e = lane; e < SC * C; e += 32) {
+      const float* o = work + 4 + size_t(b * SC + e / C) * PER + kPicks * 3 + (int(ban) * C + e % C) * 2;
+      const Cand d{ld(o), __float_as_int(ld(o + 1))};
+      if (d.v != kNoCand) t.insert(d);
     }
-    if (lane == 0)
+    Cand sel[C];
+    t.warp_select([&](int k, Cand c) { sel[k] = c; });
+    if (lane == 0) {
+#pragma unroll
       for (int k = 0; k < C; ++k) {  // insertion, by log probability
         const Cand d{sel[k].lp - lse, sel[k].v};
         int at = k;
         for (; at > 0 && better(d, rc[b * C + at - 1]); --at) rc[b * C + at] = rc[b * C + at - 1];
         rc[b * C + at] = d;
       }
+    }
   }
 
   // 3. openai's ranking, an audio (a group of K rows) a thread
@@ -664,6 +829,9 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
     for (int i = threadIdx.x; i < B * (L + 1); i += blockDim.x)
       tokens_out[i] = i % (L + 1) < L ? tokens[i / (L + 1) * L + i % (L + 1)] : static_cast<Tok>(EOT);
     for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = i, sum_out[i] = sums[i];
+    for (int i = threadIdx.x; i < B; i += blockDim.x) pick_src[i] = i;
+    __syncthreads();
+    follow<B>(path_in, ctx, L, pick_src);
     if (threadIdx.x == 0) *completed = true, *count = 0;
     return;
   }
@@ -745,35 +913,12 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
       fin_tokens[size_t(nf_slot[rw]) * slot + pos] = pos < L ? tokens[size_t(nf_from[rw]) * L + pos] : static_cast<Tok>(EOT);
   }
   for (int i = threadIdx.x; i < B; i += blockDim.x) source[i] = pick_src[i];
+  follow<B>(path_in, ctx, L, pick_src);
   if (threadIdx.x == 0) {
     bool all = true;
     for (int g = 0; g < A; ++g) all = all && fin_meta[g] >= mc;
     *completed = all;
     *count = 0;  // every block has arrived: the next launch starts from 0
-  }
-}
-
-// The self-attention caches kc, vc (NL, B, H, CTX, HD) after a beam step: row b of every
-// layer becomes row source[b]'s, its first n positions (the rest are written before they are
-// read), 16 bytes at a time. Out: new caches, which the next steps write in place.
-template <typename T, int B>
-__device__ void gather_rows(const T* kc, const T* vc, const int* source, int NL, int H, int CTX, int HD, int n,
-                            T* kc_out, T* vc_out) {
-  constexpr int V = 16 / sizeof(T);
-  const int per = n * HD / V;  // 16-byte pieces of one (layer, row, head)
-  const size_t total = size_t(2) * NL * B * H * per, head = size_t(CTX) * HD / V;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    size_t rest = i;
-    const int e = rest % per;
-    rest /= per;
-    const int h = rest % H;
-    rest /= H;
-    const int b = rest % B;
-    rest /= B;
-    const int l = rest % NL, which = rest / NL;
-    const uint4* from = reinterpret_cast<const uint4*>(which ? vc : kc);
-    uint4* to = reinterpret_cast<uint4*>(which ? vc_out : kc_out);
-    to[((size_t(l) * B + b) * H + h) * head + e] = from[((size_t(l) * B + source[b]) * H + h) * head + e];
   }
 }
 
@@ -820,6 +965,21 @@ __device__ void group_sync(unsigned* counter, unsigned target) {
     const unsigned long long t0 = clock_ns();
     for (int spin = 1; load_acquire(counter) < target; ++spin)
       if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
+  }
+  __syncthreads();
+}
+
+// group_sync for `rows` counters `cstride` apart (attend_rows' rows): arrive at every one, then
+// wait for every one
+__device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int r = 0; r < rows; ++r)
+      asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter + r * cstride), "r"(1u) : "memory");
+    const unsigned long long t0 = clock_ns();
+    for (int r = 0; r < rows; ++r)
+      for (int spin = 1; load_acquire(counter + r * cstride) < target; ++spin)
+        if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
   }
   __syncthreads();
 }
@@ -872,6 +1032,14 @@ constexpr int group_rows() {
 template <int RB, int QB>
 constexpr int logit_rows() {
   return QB ? (RB == 1 ? 4 : RB == 2 ? 2 : 1) : RB <= 3 ? 4 : RB <= 6 ? 2 : 1;
+}
+
+// Rows a cross-attention item takes (attend_rows): all PA rows of one audio, where they are
+// no more than a group's (q holds RB rows) and their scores over a chunk of CH keys fit in
+// the P floats of p; else one. (Parts of an audio's rows, 4 of 8, took 142 registers.)
+template <int PA, int RB, int CH, int P>
+constexpr int item_rows() {
+  return PA <= RB && PA * CH <= P ? PA : 1;
 }
 
 // Rows of x and h in the scratch: B, and the last group's padding
@@ -930,19 +1098,22 @@ struct Scratch {
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
 // meta[2], meta[3]: the filters' sample_begin and max_init.
 // kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
-// (NA, S, 2 * NL * D): each audio's cross K/V, layer l's keys at column 2lD, its values at
-// (2l+1)D, attended in CC chunks per head (cuda_step.py); rows [a * B / NA, (a + 1) * B / NA)
-// are audio a's (beams and samples share their audio's, which then stays in L2). Out:
+// (B / PA, S, 2 * NL * D): each audio's cross K/V, layer l's keys at column 2lD, its values at
+// (2l+1)D, attended in CC chunks per head (cuda_step.py); rows [a * PA, (a + 1) * PA) are audio
+// a's (beams and samples share their audio's: it stays in L2, and a cross-attention item
+// takes several of its rows at once, item_rows). Out:
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
-          bool RULES, bool PICK, int QB = 0, int GS = 64, int EB = QB, typename Tok>
+          bool RULES, bool PICK, int PA, bool SHARE, int QB = 0, int GS = 64, int EB = QB, typename Tok>
 __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* emb, const T* pos, const T* lnf,
-                            const T* lw, const T* kc_in, const T* vc_in, const T* cross, int NA, const float* sum_in,
+                            const T* lw, const T* kc_in, const T* vc_in, const int* path, const T* cross,
+                            const float* sum_in,
                             const float* suppress, const float* scratch_in, int scratch_size, Tok* tokens_out,
                             float* sum_out, bool* completed, float* logits, const unsigned* embq = nullptr,
                             const T* embs = nullptr, const unsigned* lq = nullptr, const T* ls = nullptr) {
   static_assert((QB == 0) == (EB == 0), "the embedding is packed where the layers are");
+  static_assert(PA >= 1 && B % PA == 0, "whole audio");
   using W = LayerOffsets<D, QB == 0>;
   using Q = QuantOffsets<D, QB == 0 ? 32 : QB, GS>;
   // layer l's matrix at LayerOffsets `fo` (QuantOffsets `qo`, `so`) of `rows` rows of K: its
@@ -965,7 +1136,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   constexpr int RB = group_rows<T, B, D, (S > CTX ? S : CTX), PICK, QB>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
   static_assert(RB >= 1, "a row of xs (sizeof(T) * D floats) and a chunk's scores must fit in shared memory");
   using Sc = Scratch<T, B, BP, D, H, NL>;
-  constexpr int HD = D / H;
+  constexpr int HD = D / H, XR = SHARE ? item_rows<PA, RB, (S + CC - 1) / CC, (S > CTX ? S : CTX)>() : 1;
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
   __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
   __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
@@ -973,7 +1144,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   __shared__ unsigned arrived, met;  // met: group_sync's running target, the same in every block
   constexpr int kWarps = kThreads / 32;
   const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
-  if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G) || NA < 1 || B % NA != 0) __trap();
+  if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
   float* scratch = const_cast<float*>(scratch_in);  // persistent across launches, like the caches
   unsigned* count = reinterpret_cast<unsigned*>(scratch);
   unsigned long long* stamps = reinterpret_cast<unsigned long long*>(scratch + Sc::stamps);
@@ -1006,12 +1177,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
                         q[n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
                       });
   };
-  // att's partial for (item, b): q[b - g0] over keys [j0, j1) of the head's rows kb, vb (HD
-  // of each `stride`); item = head hd's chunk c of C (kNarrow: the C meet at met + C, on the
-  // counter of row b and head hd)
-  auto partial = [&](int item, int g0, int b, int j0, int j1, const T* kb, const T* vb, size_t stride, int C) {
-    auto key = [&](int j) { return kb + j * stride; };
-    auto value = [&](int j) { return vb + j * stride; };
+  // att's partial for (item, b): q[b - g0] over keys [j0, j1) (key(j), value(j): rows of HD);
+  // item = head hd's chunk c of C (kNarrow: the C meet at met + C, on the counter of row b
+  // and head hd)
+  auto partial = [&](int item, int g0, int b, int j0, int j1, auto key, auto value, int C) {
     const int hd = item / C;
     attend_part<T, HD>(q + (b - g0) * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
                        att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, heads + b * H + hd,
@@ -1022,13 +1191,24 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     if (kNarrow<T> && C > 1 && threadIdx.x == 0) met += C;
   };
 
+  // self-attention's keys (or values) of row b and head hd, position j: in the cache's row b
+  // where this launch wrote it (j >= t0), else in row b + path's offset. Without PICK rows may
+  // trade histories (beam search: beams.py's beam_update writes path, (2, B, CTX), the table
+  // for L tokens at path[L % 2]; zeros where every row's history is its own); with PICK every
+  // row's history is its own.
+  const int* hist = path + size_t(L % 2) * B * CTX;
+  auto self_row = [&](T* cache, int b, int hd) {
+    return [=](int j) {
+      const int r = PICK || j >= t0 ? b : b + hist[b * CTX + j];
+      return cache + (size_t(r * H + hd) * CTX + j) * HD;
+    };
+  };
   // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
   // and the rows that batch row b reads (its audio's), layer l, keys (kv = 0) or values (1)
   // for that head
   auto first = [](int c) { return c * S / CC; };
-  const int per_audio = B / NA;
   auto cross_rows = [&](int b, int l, int kv, int hd) {
-    return cross + size_t(b / per_audio) * S * XS + (2 * l + kv) * D + hd * HD;
+    return cross + size_t(b / PA) * S * XS + (2 * l + kv) * D + hd * HD;
   };
 
   // a row to read the inputs of: the padding's are the last real row's
@@ -1085,7 +1265,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           }
         }
         __syncthreads();
-        partial(hd * cs + c, b, b, j0, j1, kl + size_t(b * H + hd) * CTX * HD, vl + size_t(b * H + hd) * CTX * HD, HD, cs);
+        partial(hd * cs + c, b, b, j0, j1, self_row(kl, b, hd), self_row(vl, b, hd), cs);
       }
       met_all(cs);
       grid_sync(count, target, stamp++);
@@ -1109,16 +1289,34 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
                               residual(g0));
       });
       grid_sync(count, target, stamp++);
-      // 3. Per item (row b, head hd, chunk c of the window): LN, the head's cross q,
-      //    cross-attention over the chunk
-      for (int item = blockIdx.x; item < B * H * CC; item += G) {
-        const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
+      // 3. Per item (XR rows of one audio from b0, head hd, chunk c of the window): LN, the
+      //    head's cross q, cross-attention over the chunk (the rows' keys and values read once)
+      for (int item = blockIdx.x; item < B / XR * H * CC; item += G) {
+        const int b0 = item / (H * CC) * XR, hd = item / CC % H, c = item % CC;
         __syncthreads();
-        load<T, D>(x + b * D, xs);
-        layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-        head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd);
-        __syncthreads();
-        partial(hd * CC + c, b, b, first(c), first(c + 1), cross_rows(b, l, 0, hd), cross_rows(b, l, 1, hd), XS, CC);
+        if constexpr (XR == 1) {
+          load<T, D>(x + b0 * D, xs);
+          layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+          head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd);
+          __syncthreads();
+          const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
+          partial(hd * CC + c, b0, b0, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                  [&](int j) { return vb + j * XS; }, CC);
+        } else {
+          load<T, XR * D>(x + b0 * D, xs);
+          layer_norm<T, XR, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+          rows_dot<T, XR, D, 1>(mat(l, W::cq, Q::cq, Q::s_cq, D, D), xs, hd * HD, (hd + 1) * HD, warp, kWarps,
+                             bias(w + W::bcq), [&](int n, int b, float a, float2 e) {
+                               const float v = round_to<T>(a + e.x);
+                               q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                             });
+          __syncthreads();
+          const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
+          attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                                 [&](int j) { return vb + j * XS; }, p, part, red,
+                                 att + (size_t(hd * CC + c) * B + b0) * (HD + 2), att + (size_t(hd) * CC * B + b0) * (HD + 2),
+                                 size_t(B) * (HD + 2), CC, heads + b0 * H + hd, H, met + CC);
+        }
       }
       met_all(CC);
       grid_sync(count, target, stamp++);
@@ -1187,7 +1385,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     logits_pass(R - 1, g0, [&](int n, int b, float z, float sup) {
 #pragma unroll
       for (int i = 0; i < RB; ++i)  // f, r indexed by constants: they stay in registers
-        if (i == b) filter_add<TS, EOT, NO_TS, RULES>(f[i], n, z + sup, r[i]);
+        if (i == b) filter_add<TS, EOT, NO_TS, RULES, RB == 1>(f[i], n, z + sup, r[i]);
     });
     for (int b = 0; b < RB; ++b) {
       block_merge(f[b], sh);

@@ -25,7 +25,7 @@ from ...config import config
 from ..attention import WhisperAttention, on_cuda, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
-from .beams import CudaBeams, gather_rows
+from .beams import CudaBeams
 from .launch import FLAG_SHAPE, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
 
 # Rows a launch: the kernel runs them in groups (group_rows, decode_step.cu's for_groups), so
@@ -37,6 +37,14 @@ _SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows) an
 # and base, fp16 and fp32, every sample) 1, 2 and 8 chunks gave stock mlx-whisper's tokens
 # everywhere; 4, 11, 16 and 22 moved one timestamp of JFK in tiny.en fp16 (7.54 s -> 7.74 s).
 CROSS_CHUNKS = 8
+
+
+def shares_cross_items(batch: int, per_audio: int, n_head: int, chunks: int, blocks: int) -> bool:
+    """Whether a cross-attention item takes the rows of one audio together (decode_step.cu's
+    SHARE: the keys and values read once for them all, each row's sums in the same order).
+    It pays where items of one row each would take the grid more than two rounds; below that,
+    more items side by side beat fewer longer ones (benchmarks/h200-session14/)."""
+    return per_audio > 1 and batch * n_head * chunks > 2 * blocks
 
 
 def group_rows(batch: int, n_state: int, n_ctx: int, itemsize: int, pick: bool = True, packed: bool = False) -> int:
@@ -119,7 +127,8 @@ class CudaStep:
         place by the steps, empty or else stacked from `cache` (`decoder_forward`'s, the
         prompt in it: those KVCache objects are not updated after this); the window's cross
         K/V, (n_audio, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
-        the kernel's scratch."""
+        the kernel's scratch; `path`, where each row's history lies in the caches (beam search
+        trades them: decode_step.cu's self_row), every row its own to begin with."""
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.dtype, grid_blocks()
         n_layer = self.packed.shape[0]
         S = audio_features.shape[1]
@@ -132,7 +141,10 @@ class CudaStep:
         if batch % cross.shape[0]:
             raise ValueError(f"{batch} rows for {cross.shape[0]} audio")
         # one audio's rows (beams, samples) read its one copy, which then stays in L2
-        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross)
+        # offsets to the row holding a position: zeros, every row its own. (Made as the scratch
+        # is: made from a numpy array with mx.array, the beam update's writes into it were lost.)
+        path = mx.zeros((2, batch, n_ctx), mx.int32)
+        state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross, path=path)
         if cache is not None:
             return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]))
         shape = (n_layer, batch, H, n_ctx, D // H)
@@ -154,9 +166,11 @@ class CudaStep:
         S, G = state["cross"].shape[1], state["blocks"]
         template = [("T", self.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
-            + [("PICK", pick)]
+            + [("PICK", pick), ("PA", B // state["cross"].shape[0])]  # rows an audio: they share its cross K/V
+        template += [("SHARE", shares_cross_items(B, B // state["cross"].shape[0], self.n_head, state["chunks"], G))]
         meta = _ints(new, sot, rules["sample_begin"], rules["max_init"])
-        rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["cross"], sum_logprobs, suppress, state["scratch"]]
+        rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["path"], state["cross"], sum_logprobs, suppress,
+                state["scratch"]]
         if self.bits:
             template += [("QB", self.bits), ("GS", self.group_size), ("EB", self.vocabulary_bits)]
             inputs, call = _QUANT_INPUTS, _QUANT_CALL
@@ -172,14 +186,14 @@ class CudaStep:
         return tokens, completed, sums[:B], logits
 
 
-_INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "cross", "sum_in", "suppress", "scratch")
-_ARGS = ("pos, lnf, lw, kc, vc, cross, cross_shape[0], sum_in, suppress, scratch, scratch_shape[0], tokens_out, "
-         "sum_out, completed, logits")
-_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK>(tokens, tokens_shape[1], meta, "
-         f"emb, {_ARGS});")
+_INPUTS = ("tokens", "meta", "emb", "pos", "lnf", "lw", "kc", "vc", "path", "cross", "sum_in", "suppress", "scratch")
+_ARGS = ("pos, lnf, lw, kc, vc, path, cross, sum_in, suppress, scratch, scratch_shape[0], tokens_out, sum_out, "
+         "completed, logits")
+_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, PA, SHARE>(tokens, "
+         f"tokens_shape[1], meta, emb, {_ARGS});")
 # a quantized decoder's: no float embedding (nullptr), its packed matrices after the outputs
 _QUANT_INPUTS = tuple(n for n in _INPUTS if n != "emb") + ("embq", "embs", "lq", "ls")
-_QUANT_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, QB, GS, EB>(tokens, "
+_QUANT_CALL = ("wf::decode_step<T, B, D, H, NL, CTX, S, CC, NV, TS, EOT, NO_TS, RULES, PICK, PA, SHARE, QB, GS, EB>(tokens, "
                f"tokens_shape[1], meta, nullptr, {_ARGS}, embq, embs, lq, ls);")
 
 
@@ -190,7 +204,8 @@ class CudaDecode:
     Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs).
 
     With `greedy` the kernel runs mlx-whisper's greedy update itself; with `beams` (CudaBeams)
-    a second launch runs openai's beam update and the caches' rows follow the beams' sources.
+    a second launch runs openai's beam update, and the next forward pass reads each beam's
+    history where its source row's lies (the state's `path`; the caches do not move).
     With neither (sampling: a decoder the kernel does not run) the kernel is the decoder's
     forward pass only: `logits` gives each launch's logits, and the task applies the filters
     and the decoder's update."""
@@ -233,15 +248,14 @@ class CudaDecode:
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
 
     def beam_update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, first: bool = False):
-        """openai's beam update on the device (`beams`), the caches' rows then gathered from
-        the beams' sources: -> (tokens, completed, sum_logprobs). `first`: the first sample's
-        filters (SuppressBlank too)."""
+        """openai's beam update on the device (`beams`), which also records where each beam's
+        history lies (the state's `path`): -> (tokens, completed, sum_logprobs). `first`: the
+        first sample's filters (SuppressBlank too)."""
         if self.beams.store is None:
             self.beams.start(tokens.shape[0], tokens.dtype)
-        out, completed, sums, source = self.beams(tokens, logits, sum_logprobs, self.first if first else self.suppress,
-                                                  self.rules)
+        out, completed, sums, _ = self.beams(tokens, logits, sum_logprobs, self.first if first else self.suppress,
+                                             self.rules, self.state["path"])
         self.step.beam_launches += 1
-        self.state["kc"], self.state["vc"] = gather_rows(self.state["kc"], self.state["vc"], source, tokens.shape[1])
         return out, completed, sums
 
     def logits(self, tokens: mx.array, audio_features: Optional[mx.array] = None, sot: int = -1) -> mx.array:
