@@ -672,6 +672,31 @@ session12g)  # session12f found the step between a775ed6 and 2171843: its three 
   ;;
 esac
 case "${1:-all}" in
+cross-rows)  # wip/cross-rows: a cross-attention item takes several rows of one audio (attend_rows), the keys and values
+  # read once: the kernel's logits against the flat step (forward: one audio's rows), beams as stock's, a first run
+  # without JIT; where a step's time goes; the warm JFK bench against main (ab-t/main: git archive of main)
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 250 $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_beams.py tests/test_first_run.py \
+    tests/test_cuda_step.py -k "forward or beams or first or prompt" 2>&1 | tee "$out/gpu_tests.txt" | tail -4
+  for m in tiny.en base; do $py benchmarks/rows_phases.py $m float16 forward; done 2>&1 | tee "$out/rows_phases.jsonl"
+  for t in ab-t/main .; do echo "tree $t"; (cd $t && $py $OLDPWD/benchmarks/beam_steps.py); done 2>&1 \
+    | tee "$out/beam_steps.txt"
+  bench_trees "ab-t/main ." "$out/cross-tiny.en.txt" --beam-size 5
+  bench_trees "ab-t/main ." "$out/cross-base.txt" -m base --beam-size 5
+  ;;
+session14)  # issue 14: beam_update without the caches' gather (each row's history through a path table) and with one
+  # pass over its chunk; cross-attention items taking an audio's rows where single rows would take the grid over two
+  # rounds (SHARE); greedy's one-row picks in registers. Tests, where a step goes, the warm JFK bench against main
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 270 $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_beams.py tests/test_first_run.py tests/test_beam.py \
+    tests/test_cuda_step.py -k "not test_cuda_logits_match_the_flat_step or (forward and 30)" 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -6
+  for m in tiny.en base; do $py benchmarks/rows_phases.py $m float16 forward; done 2>&1 | tee "$out/rows_phases.jsonl"
+  for t in ab-t/main .; do echo "tree $t"; (cd $t && $py $OLDPWD/benchmarks/beam_steps.py); done 2>&1 \
+    | tee "$out/beam_steps.txt"
+  bench_trees "ab-t/main ." "$out/tiny.en.txt" --beam-size 5
+  bench_trees "ab-t/main ." "$out/base.txt" -m base --beam-size 5
+  ;;
 session13-tests)  # issue 14: the forward pass of beams and samples in one group of rows (no picks) and one cross K/V
   # per audio: the kernel's logits against the flat step (with and without the picks, 1 to 8 rows, packed too), beams
   # as the host's and stock's, a first run without MLX's JIT; then where a step's time goes, with and without the picks
