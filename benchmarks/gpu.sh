@@ -697,6 +697,20 @@ session14)  # issue 14: beam_update without the caches' gather (each row's histo
   bench_trees "ab-t/main ." "$out/tiny.en.txt" --beam-size 5
   bench_trees "ab-t/main ." "$out/base.txt" -m base --beam-size 5
   ;;
+session14-rest)  # what session14's test run did not reach (its limit cut test_cuda_step): the greedy kernel's logits at
+  # 1 and 3 rows (filter_add's picks by constants at one row), the prompt, the one-block greedy update, JFK, one
+  # compile for every prompt length, the quantized logits; then the JFK bench again, this tree alone, three rounds
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 200 $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py \
+    -k "not test_cuda_logits_match_the_flat_step or (greedy and (1-dtype or 3-dtype) and not -30-)" 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -4
+  for m in tiny.en base; do
+    for round in 1 2 3; do
+      $py -m whisperfast bench samples/jfk.wav -m $m --dtype float16 --lanes stock,fused --runs 10 --no-kernels \
+        --beam-size 5 2>&1 | grep -E "^│ (stock|fused)" | sed "s|^|$m $round |"
+    done
+  done 2>&1 | tee "$out/bench.txt"
+  ;;
 session13-tests)  # issue 14: the forward pass of beams and samples in one group of rows (no picks) and one cross K/V
   # per audio: the kernel's logits against the flat step (with and without the picks, 1 to 8 rows, packed too), beams
   # as the host's and stock's, a first run without MLX's JIT; then where a step's time goes, with and without the picks
