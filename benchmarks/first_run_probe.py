@@ -115,9 +115,9 @@ if calls:  # the first compile again, alone and n at once on threads (ctypes let
         parallel[n] = round(time.perf_counter() - t0, 3)
 breakdown = {}
 if calls:  # where a decode kernel's compile goes: the includes alone, then decode_step.cu parsed, nothing instantiated
-    from pathlib import Path
+    from whisperfast.decode.cuda.launch import source as kernel_source
     comp, _, options, headers, _ = calls[0]
-    cu = (Path(cuda_cache.__file__).parent.parent / "decode" / "cuda" / "decode_step.cu").read_text()
+    cu = kernel_source()  # the decode kernels' parts, as launch.py reads them
     for label, header in (("includes", ""), ("includes+decode_step.cu", cu)):
         src = cuda_cache.build_source("probe_empty", header, "o[0] = a[0];", [("a", mx.float32, 1)], [("o", mx.float32)], [])
         t0 = time.perf_counter()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from whisperfast.decode.cuda.launch import source as kernel_source
 from whisperfast.decode.cuda.step import _CALL
 from whisperfast.kernels import cuda_cache, nvrtc
 
-ROOT = Path(__file__).resolve().parents[1]
 repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 site = os.environ.get("WHISPERFAST_TEST_CUDA_SITE")
 toolchain = nvrtc.Toolchain.beside(Path(site) / "mlx") if site else nvrtc.Toolchain.installed()
@@ -47,7 +47,7 @@ timed(ONE_LINE)
 for label, include in CASES.items():
     print(json.dumps({"case": label, "s": [timed(include + ONE_LINE) for _ in range(repeats)]}), flush=True)
 
-header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
+header = kernel_source()  # the decode kernels, as launch.py reads them
 F16, F32, I32 = mx.float16, mx.float32, mx.int32
 inputs = [("tokens", I32, 2), ("meta", I32, 1), ("emb", F16, 2), ("pos", F16, 2), ("lnf", F16, 1), ("lw", F16, 2),
           ("kc", F16, 5), ("vc", F16, 5), ("path", I32, 3), ("cross", F16, 3), ("sum_in", F32, 1), ("suppress", F32, 1),

@@ -1,4 +1,4 @@
-"""openai's beam search update on the CUDA device (decode_step.cu's beam_update, through
+"""openai's beam search update on the CUDA device (beam_update.cuh's beam_update, through
 cuda/beams.py's CudaBeams) against the host's (beam.py's BeamSearchDecoder after the task's own
 filters), step by step on the same logits: the same next tokens, source rows (and the rows'
 histories the device records for its forward pass: `path`), sums (to float32

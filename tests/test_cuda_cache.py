@@ -17,6 +17,7 @@ import pytest
 from whisperfast.decode.cuda.beams import _CALL as _BEAM_CALL
 from whisperfast.decode.cuda.beams import _INPUTS as _BEAM_INPUTS
 from whisperfast.decode.cuda.beams import _OUTPUTS as _BEAM_OUTPUTS
+from whisperfast.decode.cuda.launch import source as kernel_source
 from whisperfast.decode.cuda.step import _CALL, _QUANT_CALL
 from whisperfast.kernels import cuda_cache
 from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
@@ -246,7 +247,7 @@ def test_the_kernels_mlx_sources_compile_for_sm_90a(name):
     """The source MLX builds for each of decode_step.cu's kernels (tiny.en, fp16), with the
     utils.cuh stand-in, compiles to a cubin holding the kernel MLX will look up."""
     _, nv, options = _toolchain()
-    header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
+    header = kernel_source()
     inputs, outputs, call, template = _KERNELS[name]
     func = cuda_cache.kernel_name(f"wf_{name}", template)
     source = cuda_cache.build_source(func, header, call, inputs, outputs, template)
@@ -269,7 +270,7 @@ def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
     audio's rows each: SHARE), float and packed, ptxas reports at most 128 registers and no
     spills. (A packed base decoder at 3 rows took 136 before logit_rows.)"""
     _, nv, options = _toolchain()
-    header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
+    header = kernel_source()
     name = "decode_step" if packing == "float" else f"decode_step_{packing}"
     inputs, outputs, call, template = _KERNELS[name]
     for rows, pick, share in ((1, True, False), (3, True, False), (16, True, False), (5, False, False),
@@ -316,7 +317,7 @@ def test_the_stand_in_headers_declare_the_kernel_as_mlxs_includes_do(dtype):
     benchmarks/h200-session10/; every GPU test runs the stand-ins' kernels.)"""
     _, nv, options = _toolchain()
     options = [o.replace("=sm_", "=compute_") for o in options]
-    header = (ROOT / "whisperfast/decode/cuda/decode_step.cu").read_text()
+    header = kernel_source()
     inputs, outputs, call, template = _KERNELS["decode_step"]
     inputs = [(n, dtype if d == _F16 else d, k) for n, d, k in inputs]
     template = [(n, dtype if v is _F16 else v) for n, v in template]

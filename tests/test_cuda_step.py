@@ -89,7 +89,7 @@ def test_cuda_logits_match_the_flat_step(dtype, batch, blocks, prompt_len, pick,
 @pytest.mark.parametrize("bits, vocabulary_bits", [(8, 8), (4, 4), (4, 8)], ids=["q8", "q4", "q4v8"])
 @pytest.mark.parametrize("batch, pick", [(1, True), (5, True), (5, False)], ids=["1", "5", "5-forward"])
 def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits, batch, pick):
-    """A quantized decoder on the kernel (packed words dequantized in registers, decode_step.cu's
+    """A quantized decoder on the kernel (packed words dequantized in registers, common.cuh's
     dot_qrow) against the flat step's quantized matmuls: the same values to rounding."""
     from mlx_whisper.tokenizer import get_tokenizer
 

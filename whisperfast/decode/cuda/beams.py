@@ -1,4 +1,4 @@
-"""openai's beam search on the CUDA kernel: its update (decode_step.cu's beam_update), one
+"""openai's beam search on the CUDA kernel: its update (beam_update.cuh's beam_update), one
 launch after the forward pass, so that no beam step waits for the host. The caches are not
 rearranged: the update records where each beam's history lies (the step state's `path`),
 and the forward pass reads it there."""
@@ -9,7 +9,7 @@ import mlx.core as mx
 
 from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template
 
-BEAM_CHUNKS = 16  # decode_step.cu's kBeamChunks: beam_update's blocks a row
+BEAM_CHUNKS = 16  # beam_update.cuh's kBeamChunks: beam_update's blocks a row
 _INPUTS = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score", "path")
 _OUTPUTS = ("tokens_out", "sum_out", "source", "completed")
 _CALL = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, "
@@ -18,7 +18,7 @@ _CALL = ("wf::beam_update<B, K, NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[
 
 
 class CudaBeams:
-    """openai's beam search update on the device (decode_step.cu's beam_update): the filters,
+    """openai's beam search update on the device (beam_update.cuh's beam_update): the filters,
     the log-softmax, each row's beam_size + 1 likeliest tokens and openai's ranking, one
     launch after each forward pass. No step waits for the host, which queues them as in greedy
     decoding; the finished sequences stay on the device (the store) until the decode reads
@@ -32,7 +32,7 @@ class CudaBeams:
         """An empty store for a decode of `batch` rows (batch // beam_size audio)."""
         A = batch // self.K
         # sizes past 8 bytes: MLX keeps smaller arrays in a pool where device writes are slow
-        per = PICKS * 3 + 4 * (self.K + 1)  # decode_step.cu's PER: a (row, chunk)'s picks and lists
+        per = PICKS * 3 + 4 * (self.K + 1)  # beam_update.cuh's PER: a (row, chunk)'s picks and lists
         self.store = dict(work=mx.zeros((4 + batch * BEAM_CHUNKS * per,), mx.float32),
                           fin_tokens=mx.zeros((max(A * self.mc * self.slot, 4),), dtype),
                           fin_meta=mx.zeros((max(A + A * self.mc, 4),), mx.int32),

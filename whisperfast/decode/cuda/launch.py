@@ -1,6 +1,11 @@
-"""Launching decode_step.cu's kernels on MLX's CUDA backend: each compiled once per machine
+"""Launching the decode kernels on MLX's CUDA backend: each compiled once per machine
 (kernels/cuda_cache.py), its small int arguments made once, and the grid sized to the SMs
-whose blocks can all be resident at once (the step's grid barriers need that)."""
+whose blocks can all be resident at once (the step's grid barriers need that).
+
+The kernels' source is one translation unit in five files, read in this order (`source`):
+common.cuh (reductions, loads, dot products, the layer norm), attention.cuh (flash-decoding
+partials and their merge), filters.cuh (mlx-whisper's logit filters and greedy update),
+beam_update.cuh (openai's beam update) and decode_step.cu (barriers, row groups, the step)."""
 
 from __future__ import annotations
 
@@ -15,20 +20,29 @@ from ...errors import WhisperfastError
 from ...files import write_atomic
 from ...kernels.cuda_cache import CachedCudaKernel
 
-THREADS = 512  # decode_step.cu's kThreads
-PICKS = 5  # its kPicks
+THREADS = 512  # common.cuh's kThreads
+PICKS = 5  # filters.cuh's kPicks
 NONE = 1 << 24  # "no such token" in template arguments: MLX names kernels after them, so no "-1"
+
+
+SOURCE_PARTS = ("common.cuh", "attention.cuh", "filters.cuh", "beam_update.cuh", "decode_step.cu")
+
+
+@lru_cache(maxsize=1)
+def source() -> str:
+    """The decode kernels' source, its parts in order."""
+    return "".join(Path(__file__).with_name(part).read_text() for part in SOURCE_PARTS)
 
 
 @lru_cache(maxsize=None)
 def _kernel(name: str, inputs: tuple, outputs: tuple, call: str):
-    source = Path(__file__).with_name("decode_step.cu").read_text()
+    source_ = source()
     # MLX names a kernel's binary after its name and template arguments (0.32 adds a hash of
     # its source): the source's hash in the name too keeps the cached binaries of other
     # whisperfast versions apart whatever MLX does.
-    digest = hashlib.sha256((source + call).encode()).hexdigest()[:12]
+    digest = hashlib.sha256((source_ + call).encode()).hexdigest()[:12]
     # compiled once per GPU architecture, model and dtype, then read from the cache (cuda_cache.py)
-    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source, config().cache / "kernels", write_atomic)
+    return CachedCudaKernel(f"wf_{name}_{digest}", inputs, outputs, call, source_, config().cache / "kernels", write_atomic)
 
 
 def _run(name, inputs, outputs, call, args, template, blocks, threads, shapes, dtypes):

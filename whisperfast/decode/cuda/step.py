@@ -362,7 +362,7 @@ def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
 
 def quantization(decoder: TextDecoder) -> Optional[tuple]:
     """(bits, group_size, vocabulary_bits) of a decoder whose matrices the kernel reads are
-    quantized as decode_step.cu's dot_qrow reads them: MLX's affine mode, groups of 32, 64 or
+    quantized as common.cuh's dot_qrow reads them: MLX's affine mode, groups of 32, 64 or
     128 throughout; the layers (self-attention's q, k, v, out, cross-attention's q, out, the
     MLP's two) all 8- or all 4-bit (the kernel's QB); the token embedding, which is also the
     vocabulary projection, at their width or at 8 bits (its EB: --quantize 4's, models.VOCABULARY_BITS).
