@@ -140,10 +140,10 @@ class CudaStep:
             cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
         if batch % cross.shape[0]:
             raise ValueError(f"{batch} rows for {cross.shape[0]} audio")
-        # one audio's rows (beams, samples) read its one copy, which then stays in L2
         # offsets to the row holding a position: zeros, every row its own. (Made as the scratch
         # is: made from a numpy array with mx.array, the beam update's writes into it were lost.)
         path = mx.zeros((2, batch, n_ctx), mx.int32)
+        # one audio's rows (beams, samples) read its one copy of `cross`, which then stays in L2
         state = dict(scratch=mx.zeros((n,), mx.float32), blocks=G, chunks=chunks, cross=cross, path=path)
         if cache is not None:
             return dict(state, kc=mx.stack([kv.keys for kv, _ in cache]), vc=mx.stack([kv.values for kv, _ in cache]))
