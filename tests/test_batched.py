@@ -53,6 +53,31 @@ def test_vad_finds_speech_in_jfk_and_none_in_silence(jfk):
     assert vad.get_speech_timestamps(noise) == []
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_cut_model_gives_the_whole_models_probabilities(gapped, threads, tmp_path, knobs):
+    """vad.split_model cuts Silero's graph between its frame-by-frame convolutions and its LSTM,
+    once, into the cache: the convolutions on slices of each group's frames (on 3 threads: 3
+    slices side by side), then the LSTM, give the whole model's probabilities bit for bit, on
+    speech, faint noise and a last group cut short."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    audio = gapped[0][: len(gapped[0]) - 1000]
+    whole, cut = vad.SileroVAD(split=False), vad.SileroVAD(threads=threads)
+    assert whole.lstm is None and cut.lstm is not None and cut.threads == threads
+    assert sorted(p.name for p in tmp_path.glob("vad/*/*.onnx")) == ["convolutions.onnx", "lstm.onnx"]
+    want = whole(audio)
+    assert len(want) == -(-len(audio) // vad.FRAME) and want.max() > 0.9 and want.min() < 0.1
+    assert np.array_equal(cut(audio), want)
+
+
+def test_without_onnx_the_whole_model_runs(tmp_path, knobs, monkeypatch, jfk):
+    """No onnx package and no cut model in the cache: the whole model, the same probabilities."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    model = vad.SileroVAD(threads=2)
+    assert model.lstm is None and not list(tmp_path.glob("vad/*/*.onnx"))
+    assert np.array_equal(model(jfk), vad.SileroVAD(split=False)(jfk))
+
+
 def test_chunks_fit_30_s_and_map_back(gapped):
     audio, (_, j_end), (t_start, t_end) = gapped
     chunks = vad.collect_chunks(vad.get_speech_timestamps(audio, vad.BATCHED_VAD), batched.CHUNK_SAMPLES)

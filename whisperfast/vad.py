@@ -9,6 +9,12 @@ a whole sequence of 512-sample frames (each with the previous frame's last 64 sa
 call, with the LSTM state carried across calls. The wheel's Python package imports torch, so
 only its data folder is read (`importlib.util.find_spec` locates a package without importing it).
 
+Most of the model's time is its convolutions (the STFT's and the encoder's), which see one
+frame at a time; only its LSTM carries state from frame to frame. So the graph is cut once in
+two (`split_model`, with the onnx package; kept in the cache) and a group's frames go through
+the convolutions in slices on several threads, then through the LSTM in order: the
+probabilities are the whole model's, bit for bit (tests/test_batched.py).
+
 Both also run on audio that arrives in blocks (`Segmenter`, `Collector`; `Chunker` puts them
 together with the model's `ProbStream`), with the same results: batched mode reads a file a
 block at a time and hands a chunk on as soon as it closes, never holding the whole file.
@@ -21,7 +27,10 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import importlib.util
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -29,10 +38,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .config import config
 from .errors import WhisperfastError
 
 FRAME = 512  # samples a speech probability covers (32 ms)
 CONTEXT = 64  # samples of the previous frame the model sees with each frame
+FEATURES = "/Transpose_output_0"  # the graph's tensor between its convolutions and its LSTM
 
 INSTALL_HINT = "install the 'vad' extra: pip install 'whisperfast[vad]' (or uv sync --extra vad)"
 
@@ -76,21 +87,68 @@ def model_path() -> Path:
     raise WhisperfastError(f"voice activity detection needs the silero-vad package's model: {INSTALL_HINT}")
 
 
-class SileroVAD:
-    """Speech probabilities, one per 512-sample frame, by onnxruntime on one CPU thread
-    (faster-whisper's settings: the model is small and the decoder wants the other cores)."""
+def split_model(path: Path) -> Tuple[Path, Path] | None:
+    """The model cut at FEATURES into (convolutions: input -> features, LSTM: features, h, c ->
+    probabilities, h, c), made once with the onnx package and kept in the cache beside a hash
+    of the model; None where the onnx package is missing or the graph is not the one expected."""
+    data = path.read_bytes()
+    folder = config().cache / "vad" / hashlib.sha256(data).hexdigest()[:16]
+    parts = folder / "convolutions.onnx", folder / "lstm.onnx"
+    if all(p.is_file() for p in parts):
+        return parts
+    try:
+        from onnx import utils
+    except ImportError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for part, inputs, outputs in ((parts[0], ["input"], [FEATURES]),
+                                      (parts[1], [FEATURES, "h", "c"], ["speech_probs", "hn", "cn"])):
+            tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+            utils.extract_model(str(path), str(tmp), inputs, outputs)
+            os.replace(tmp, part)  # whole or absent, whoever else writes it meanwhile
+    except Exception:  # another export of the network: the whole model serves
+        return None
+    return parts
 
-    def __init__(self, path: Path | None = None):
+
+def _session(path: Path):
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.inter_op_num_threads = opts.intra_op_num_threads = 1
+    opts.enable_cpu_mem_arena = False
+    opts.log_severity_level = 4  # the export leaves unused initializers, which it warns of
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=opts)
+
+
+def vad_threads() -> int:
+    """Threads for the convolutions: the cores this process may use, up to 8. (Batched mode
+    runs the VAD between batches, not beside them.)"""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+class SileroVAD:
+    """Speech probabilities, one per 512-sample frame, by onnxruntime, each session on one
+    thread (faster-whisper's settings: onnxruntime's own threads do not pay on a model this
+    small, benchmarks/batched/). With the model cut in two (split_model), a group's frames go
+    through the convolutions in `threads` slices side by side (default: vad_threads()), then
+    through the LSTM; else the whole model runs on one thread."""
+
+    def __init__(self, path: Path | None = None, threads: int | None = None, split: bool = True):
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise WhisperfastError(f"voice activity detection needs onnxruntime: {INSTALL_HINT}") from None
-        opts = onnxruntime.SessionOptions()
-        opts.inter_op_num_threads = opts.intra_op_num_threads = 1
-        opts.enable_cpu_mem_arena = False
-        opts.log_severity_level = 4  # the export leaves unused initializers, which it warns of
-        self.session = onnxruntime.InferenceSession(str(path or model_path()), providers=["CPUExecutionProvider"],
-                                                    sess_options=opts)
+        path = path or model_path()
+        parts = split_model(path) if split else None
+        self.threads = threads or vad_threads()
+        if parts is None:
+            self.session, self.convolutions, self.lstm = _session(path), None, None
+        else:
+            self.session, (self.convolutions, self.lstm) = None, (_session(p) for p in parts)
+        self._pool = ThreadPoolExecutor(self.threads) if parts is not None and self.threads > 1 else None
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """audio (n,) float32 16 kHz -> (ceil(n / 512),) probabilities; the last frame is
@@ -100,7 +158,17 @@ class SileroVAD:
         return np.concatenate([probs, stream.finish()])
 
     def stream(self, frames_per_call: int = 256) -> "ProbStream":
-        return ProbStream(self.session, frames_per_call)
+        return ProbStream(self, frames_per_call)
+
+    def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """frames (n, CONTEXT + FRAME), the LSTM's state (h, c) -> (probabilities, h, c)."""
+        if self.lstm is None:
+            return self.session.run(None, {"input": frames, "h": h, "c": c})
+        slices = np.array_split(frames, self.threads) if self._pool is not None and len(frames) >= 2 * self.threads \
+            else [frames]
+        run = lambda part: self.convolutions.run(None, {"input": part})[0]  # noqa: E731
+        features = np.concatenate(list(self._pool.map(run, slices)) if len(slices) > 1 else [run(frames)])
+        return self.lstm.run(None, {FEATURES: features, "h": h, "c": c})
 
 
 class ProbStream:
@@ -109,8 +177,8 @@ class ProbStream:
     the LSTM state and the last frame's context carried from group to group: so the
     probabilities are the same however the audio is cut, and at most one group waits."""
 
-    def __init__(self, session, frames_per_call: int):
-        self.session, self.size = session, FRAME * frames_per_call
+    def __init__(self, model: SileroVAD, frames_per_call: int):
+        self.model, self.size = model, FRAME * frames_per_call
         self.h = self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)
         self.pending = np.zeros(0, np.float32)
@@ -132,8 +200,7 @@ class ProbStream:
         block = np.pad(audio, (0, -len(audio) % FRAME)).reshape(-1, FRAME)
         contexts = np.concatenate([self.context[None], block[:-1, -CONTEXT:]])
         self.context = block[-1, -CONTEXT:].copy()
-        probs, self.h, self.c = self.session.run(None, {"input": np.concatenate([contexts, block], axis=1),
-                                                        "h": self.h, "c": self.c})
+        probs, self.h, self.c = self.model.run(np.concatenate([contexts, block], axis=1), self.h, self.c)
         return np.asarray(probs, np.float32).reshape(-1)
 
 
