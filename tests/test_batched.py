@@ -69,12 +69,18 @@ def test_the_cut_model_gives_the_whole_models_probabilities(gapped, threads, tmp
     assert np.array_equal(cut(audio), want)
 
 
-def test_without_onnx_the_whole_model_runs(tmp_path, knobs, monkeypatch, jfk):
-    """No onnx package and no cut model in the cache: the whole model, the same probabilities."""
-    knobs(WHISPERFAST_CACHE=str(tmp_path))
-    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+@pytest.mark.parametrize("why", ["no onnx", "a cache that cannot be written"])
+def test_without_the_cut_the_whole_model_runs(tmp_path, knobs, monkeypatch, jfk, why):
+    """No onnx package, or a cache folder that is a file: no cut model, the whole model runs,
+    the same probabilities, nothing raised."""
+    if why == "no onnx":
+        knobs(WHISPERFAST_CACHE=str(tmp_path))
+        monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    else:
+        (tmp_path / "cache").write_text("not a folder")
+        knobs(WHISPERFAST_CACHE=str(tmp_path / "cache"))
     model = vad.SileroVAD(threads=2)
-    assert model.lstm is None and not list(tmp_path.glob("vad/*/*.onnx"))
+    assert model.lstm is None and not list(tmp_path.glob("**/*.onnx"))
     assert np.array_equal(model(jfk), vad.SileroVAD(split=False)(jfk))
 
 

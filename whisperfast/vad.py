@@ -26,6 +26,7 @@ Positions are samples at 16 kHz throughout; `SpeechMap` turns a time in speech-o
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -90,7 +91,8 @@ def model_path() -> Path:
 def split_model(path: Path) -> Tuple[Path, Path] | None:
     """The model cut at FEATURES into (convolutions: input -> features, LSTM: features, h, c ->
     probabilities, h, c), made once with the onnx package and kept in the cache beside a hash
-    of the model; None where the onnx package is missing or the graph is not the one expected."""
+    of the model; None where the onnx package is missing, the cache cannot be written or the
+    graph is not the one expected (the whole model then serves)."""
     data = path.read_bytes()
     folder = config().cache / "vad" / hashlib.sha256(data).hexdigest()[:16]
     parts = folder / "convolutions.onnx", folder / "lstm.onnx"
@@ -100,15 +102,17 @@ def split_model(path: Path) -> Tuple[Path, Path] | None:
         from onnx import utils
     except ImportError:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        for part, inputs, outputs in ((parts[0], ["input"], [FEATURES]),
-                                      (parts[1], [FEATURES, "h", "c"], ["speech_probs", "hn", "cn"])):
-            tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+    for part, inputs, outputs in ((parts[0], ["input"], [FEATURES]),
+                                  (parts[1], [FEATURES, "h", "c"], ["speech_probs", "hn", "cn"])):
+        tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
             utils.extract_model(str(path), str(tmp), inputs, outputs)
             os.replace(tmp, part)  # whole or absent, whoever else writes it meanwhile
-    except Exception:  # another export of the network: the whole model serves
-        return None
+        except Exception:  # a cache that cannot be written, another export of the network: the whole model serves
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return None
     return parts
 
 
