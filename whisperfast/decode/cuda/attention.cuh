@@ -37,7 +37,7 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
     l = block_sum(l, red);
     if (C > 1) {  // the head's statistics: every chunk's, merged in chunk order
       if (threadIdx.x == 0) out[0] = m, out[1] = l;
-      group_sync(counter, target);
+      group_sync_rows(counter, 0, 1, target);
       float mm = -kInf, ll = 0.f;
       for (int c = 0; c < C; ++c) mm = fmaxf(mm, ld(peers + c * stride));
       for (int c = 0; c < C; ++c) ll += ld(peers + c * stride + 1) * __expf(ld(peers + c * stride) - mm);

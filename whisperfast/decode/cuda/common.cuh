@@ -78,7 +78,6 @@ __device__ __forceinline__ float qk_scale() {
   return round_to<T>(1.f / sqrtf(sqrtf(float(HD))));
 }
 
-__device__ void group_sync(unsigned* counter, unsigned target);
 __device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target);
 
 // f(i, raw) for each 16-byte load i of one weight row of K / V loads (V values each), spread

@@ -31,25 +31,14 @@ __device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long*
   __syncthreads();
 }
 
-// The blocks of one (row, head)'s attention chunks meet here (attend_part, kNarrow):
+// The blocks of one (row, head)'s attention chunks meet here (attend_part, attend_rows, kNarrow):
 // `counter` (the scratch's, for that row and head) counts the launch's arrivals, one per chunk
 // and phase, and every block of the grid keeps the same running target (`met`, advanced by
 // the phase's chunks); the launch's last block resets the counters. A block takes its items
 // in increasing order and a group's chunks are consecutive items, so a block waits only on
 // items of its own round or one before it: no wait goes round in a circle.
-__device__ void group_sync(unsigned* counter, unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter), "r"(1u) : "memory");
-    const unsigned long long t0 = clock_ns();
-    for (int spin = 1; load_acquire(counter) < target; ++spin)
-      if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
-  }
-  __syncthreads();
-}
-
-// group_sync for `rows` counters `cstride` apart (attend_rows' rows): arrive at every one, then
-// wait for every one
+// For several rows at once (attend_rows), `rows` counters `cstride` apart: arrive at every one,
+// then wait for every one; attend_part's one row is rows = 1.
 __device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -156,7 +145,7 @@ struct QuantOffsets {
 // benchmarks/cuda_step_profile.py reads them); then the residual
 // stream x (BP, D) and the MLP activation h (BP, 4D) in T (BP: B and the last group's
 // padding, padded_rows), the attention partials, each block's filter picks, and a
-// group_sync counter per (row, head).
+// group_sync_rows counter per (row, head).
 template <typename T, int B, int BP, int D, int H, int NL>
 struct Scratch {
   static constexpr int ARRIVALS = 6 * NL + 1, HD = D / H;
@@ -220,7 +209,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
   __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
-  __shared__ unsigned arrived, met;  // met: group_sync's running target, the same in every block
+  __shared__ unsigned arrived, met;  // met: group_sync_rows' running target, the same in every block
   constexpr int kWarps = kThreads / 32;
   const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
   if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
@@ -230,7 +219,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   T *x = reinterpret_cast<T*>(scratch + Sc::x), *h = reinterpret_cast<T*>(scratch + Sc::h);
   T *kc = const_cast<T*>(kc_in), *vc = const_cast<T*>(vc_in);
   float *att = scratch + Sc::att, *picks = scratch + Sc::picks(G);
-  unsigned* heads = reinterpret_cast<unsigned*>(scratch + Sc::counters(G));  // group_sync's, per (row, head)
+  unsigned* heads = reinterpret_cast<unsigned*>(scratch + Sc::counters(G));  // group_sync_rows', per (row, head)
   const int t0 = L - meta[0], sot = meta[1], R = sot >= t0 && sot < L - 1 ? 2 : 1;
   if (threadIdx.x == 0 && blockIdx.x == 0) stamps[0] = clock_ns();
   unsigned target = 0;

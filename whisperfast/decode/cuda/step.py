@@ -66,7 +66,7 @@ def scratch_floats(batch: int, n_state: int, n_head: int, n_layer: int, blocks: 
     x = 32 + 2 * (6 * n_layer + 2) + 4
     att = x + padded * n_state * itemsize // 4 + 4 + 4 * padded * n_state * itemsize // 4 + 4
     counters = att + (blocks + n_head) * batch * (n_state // n_head + 2) + blocks * batch * PICKS * 3
-    return counters + batch * n_head  # group_sync's counters, one per (row, head)
+    return counters + batch * n_head  # group_sync_rows' counters, one per (row, head)
 
 
 class CudaStep:
