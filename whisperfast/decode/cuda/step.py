@@ -164,10 +164,11 @@ class CudaStep:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
         rows = 2 if L - new <= sot < L - 1 else 1
         S, G = state["cross"].shape[1], state["blocks"]
+        per_audio = B // state["cross"].shape[0]  # rows an audio: they share its cross K/V
         template = [("T", self.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
-            + [("PICK", pick), ("PA", B // state["cross"].shape[0])]  # rows an audio: they share its cross K/V
-        template += [("SHARE", shares_cross_items(B, B // state["cross"].shape[0], self.n_head, state["chunks"], G))]
+            + [("PICK", pick), ("PA", per_audio),
+               ("SHARE", shares_cross_items(B, per_audio, self.n_head, state["chunks"], G))]
         meta = _ints(new, sot, rules["sample_begin"], rules["max_init"])
         rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["path"], state["cross"], sum_logprobs, suppress,
                 state["scratch"]]
