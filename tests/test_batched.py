@@ -66,7 +66,12 @@ def test_the_cut_model_gives_the_whole_models_probabilities(gapped, threads, tmp
     assert sorted(p.name for p in tmp_path.glob("vad/*/*.onnx")) == ["convolutions.onnx", "lstm.onnx"]
     want = whole(audio)
     assert len(want) == -(-len(audio) // vad.FRAME) and want.max() > 0.9 and want.min() < 0.1
+    slices = []  # the slices the threads took, on 3 threads
+    if cut._pool is not None:
+        pool_map = cut._pool.map
+        cut._pool.map = lambda f, parts: pool_map(f, slices.extend(parts) or parts)
     assert np.array_equal(cut(audio), want)
+    assert bool(slices) == (threads > 1) and len(slices) % threads == 0  # each group in `threads` slices
 
 
 @pytest.mark.parametrize("why", ["no onnx", "a cache that cannot be written"])

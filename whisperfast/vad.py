@@ -168,10 +168,13 @@ class SileroVAD:
         """frames (n, CONTEXT + FRAME), the LSTM's state (h, c) -> (probabilities, h, c)."""
         if self.lstm is None:
             return self.session.run(None, {"input": frames, "h": h, "c": c})
-        slices = np.array_split(frames, self.threads) if self._pool is not None and len(frames) >= 2 * self.threads \
-            else [frames]
-        run = lambda part: self.convolutions.run(None, {"input": part})[0]  # noqa: E731
-        features = np.concatenate(list(self._pool.map(run, slices)) if len(slices) > 1 else [run(frames)])
+        def convolutions(part):
+            return self.convolutions.run(None, {"input": part})[0]
+
+        if self._pool is not None and len(frames) >= 2 * self.threads:
+            features = np.concatenate(list(self._pool.map(convolutions, np.array_split(frames, self.threads))))
+        else:
+            features = convolutions(frames)
         return self.lstm.run(None, {FEATURES: features, "h": h, "c": c})
 
 
