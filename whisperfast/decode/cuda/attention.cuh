@@ -167,28 +167,47 @@ __device__ void attend_rows(const float* q, int j0, int j1, KF key, VF value, fl
 // xs (NB, H*HD) <- the attention outputs of rows [g0, g0 + NB), rounded to T, from C
 // partials per (b, h): att[((h * C + c) * B + b) * (HD + 2)], merged in chunk order. No
 // chunk is empty. (A padding row, b >= B, reads the next partials' rows: within att, and
-// its outputs go nowhere but its own padding rows.)
+// its outputs go nowhere but its own padding rows.) Where the outputs outnumber the threads,
+// a thread takes U = 2 at a turn, their loads in flight together; each sums as alone.
 template <typename T, int B, int NB, int H, int HD>
 __device__ void merge_heads(const float* att, int C, float* xs, int g0) {
-  for (int i = threadIdx.x; i < NB * H * HD; i += blockDim.x) {
-    const int b = g0 + i / (H * HD), h = i / HD % H, e = i % HD;
+  constexpr int N = NB * H * HD, U = N > kThreads ? 2 : 1;
+  auto at = [&](int i, int c) {
+    const int b = g0 + i / (H * HD), h = i / HD % H;
+    return att + (size_t(h * C + c) * B + b) * (HD + 2);
+  };
+  for (int i0 = threadIdx.x; i0 < N; i0 += U * blockDim.x) {
+    int i[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) i[u] = min(i0 + u * int(blockDim.x), N - 1);  // past the end: N - 1's again, unwritten
+    float acc[U];
     if constexpr (kNarrow<T>) {  // the chunks' accs are already weighted by the head's softmax
-      float acc = 0.f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) acc[u] = 0.f;
 #pragma unroll 8
-      for (int c = 0; c < C; ++c) acc += ld(att + (size_t(h * C + c) * B + b) * (HD + 2) + 2 + e);
-      xs[i] = round_to<T>(acc);
-      continue;
-    }
-    float m = -kInf, l = 0.f, acc = 0.f;
+      for (int c = 0; c < C; ++c)
+#pragma unroll
+        for (int u = 0; u < U; ++u) acc[u] += ld(at(i[u], c) + 2 + i[u] % HD);
+    } else {
+      float m[U], l[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) m[u] = -kInf, l[u] = 0.f, acc[u] = 0.f;
 #pragma unroll 8
-    for (int c = 0; c < C; ++c) {  // unrolled: the chunks' loads in flight together
-      const float* a = att + (size_t(h * C + c) * B + b) * (HD + 2);
-      const float mc = ld(a), mm = fmaxf(m, mc), f = expf(m - mm), g = expf(mc - mm);  // exp(-inf) = 0
-      l = l * f + ld(a + 1) * g;
-      acc = acc * f + ld(a + 2 + e) * g;
-      m = mm;
+      for (int c = 0; c < C; ++c) {  // unrolled: the chunks' loads in flight together
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const float* a = at(i[u], c);
+          const float mc = ld(a), mm = fmaxf(m[u], mc), f = expf(m[u] - mm), g = expf(mc - mm);  // exp(-inf) = 0
+          l[u] = l[u] * f + ld(a + 1) * g;
+          acc[u] = acc[u] * f + ld(a + 2 + i[u] % HD) * g;
+          m[u] = mm;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) acc[u] /= l[u];
     }
-    xs[i] = round_to<T>(acc / l);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (u == 0 || i0 + u * int(blockDim.x) < N) xs[i[u]] = round_to<T>(acc[u]);
   }
 }
-
