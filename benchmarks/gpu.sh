@@ -684,6 +684,29 @@ cross-rows)  # wip/cross-rows: a cross-attention item takes several rows of one 
   bench_trees "ab-t/main ." "$out/cross-tiny.en.txt" --beam-size 5
   bench_trees "ab-t/main ." "$out/cross-base.txt" -m base --beam-size 5
   ;;
+session15)  # issue 14: a step's layer norms with one barrier per statistic for all rows, merge_heads two outputs a
+  # thread, the logits' rows read as T. Same bits as the tree before (step_bits.py in both), where a step goes in
+  # both trees, the warm JFK bench (tiny.en) against it
+  $py -m whisperfast info --json > "$out/info.json"
+  ln -sfn "$PWD/samples" ab-t/main/samples
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout 200 $py $OLDPWD/benchmarks/step_bits.py) > "$out/bits-$(basename $t).jsonl" 2>&1
+  done
+  if diff "$out/bits-main.jsonl" "$out/bits-..jsonl" > "$out/bits-diff.txt"; then echo "bits: same"; else echo "bits: DIFFER"; fi
+  wc -l "$out"/bits-*.jsonl
+  for t in ab-t/main .; do
+    for m in tiny.en base; do (cd $t && PYTHONPATH=.:$PYTHONPATH $py $OLDPWD/benchmarks/rows_phases.py $m float16 forward \
+      | sed "s|^|$t |"); done
+  done 2>&1 | tee "$out/rows_phases.txt"
+  bench_trees "ab-t/main ." "$out/tiny.en.txt" --beam-size 5
+  ;;
+session15-rest)  # the base bench against the tree before, then the kernel's GPU tests
+  $py -m whisperfast info --json > "$out/info.json"
+  bench_trees "ab-t/main ." "$out/base.txt" -m base --beam-size 5
+  timeout 330 $py -m pytest -v -p no:cacheprovider -rf tests/test_cuda_beams.py tests/test_cuda_rows.py \
+    tests/test_equality.py tests/test_cuda_step.py -k "not test_cuda_logits_match_the_flat_step or (30 and 5)" 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -6
+  ;;
 session14)  # issue 14: beam_update without the caches' gather (each row's history through a path table) and with one
   # pass over its chunk; cross-attention items taking an audio's rows where single rows would take the grid over two
   # rounds (SHARE); greedy's one-row picks in registers. Tests, where a step goes, the warm JFK bench against main

@@ -1,0 +1,69 @@
+"""The decode-step kernel's outputs, bit for bit, to compare two trees whose kernels should
+sum in the same order: for each case (model, dtype, rows, greedy picks or the forward pass of
+beams), 20 steps from JFK's first window; per step a SHA-256 of the last position's float32
+logits (forward) or of the tokens and summed log probabilities (greedy). Run it in each tree
+and compare the lines (`diff`): any difference is a change in the arithmetic.
+
+    (cd TREE && PYTHONPATH=.:$PYTHONPATH python3 /path/to/benchmarks/step_bits.py) > bits.jsonl   (a CUDA machine)"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import whisperfast  # noqa: F401  (BLAS preload)
+
+import mlx.core as mx
+import numpy as np
+from mlx_whisper.decoding import DecodingOptions
+
+from whisperfast.audio import first_window_mel
+from whisperfast.decode.cuda import step as cs
+from whisperfast.decode.task import StaticCacheTask
+from whisperfast.pipeline import load
+
+JFK = str(Path(__file__).resolve().parents[1] / "samples" / "jfk.wav")  # (run from another tree too)
+CASES = [("tiny.en", "float16", 1, False), ("tiny.en", "float16", 3, False), ("tiny.en", "float16", 5, True),
+         ("tiny.en", "float16", 8, True), ("tiny.en", "float32", 5, True), ("base", "float16", 1, False),
+         ("base", "float16", 5, True), ("base", "float16", 16, False)]
+
+
+def digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.array(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+models = {}
+for name, dtype, rows, forward in CASES:
+    dt = mx.float16 if dtype == "float16" else mx.float32
+    if (name, dtype) not in models:
+        model = load(name, dtype=dt, fast=True).whisper
+        models[name, dtype] = model, model.encoder(first_window_mel(JFK, dt))
+    model, features = models[name, dtype]
+    options = DecodingOptions(language="en", fp16=dt == mx.float16)
+    task = StaticCacheTask(model, options)
+    feats = features if forward else mx.repeat(features, rows, axis=0)
+    run = cs.cuda_step(task, rows, feats.dtype)
+    run.greedy = not forward
+    prompt = mx.array([list(task.initial_tokens)] * rows)
+    if forward:  # the kernel picks nothing: each row's argmax goes on (rows of one audio part at step 0's ties)
+        logits = run.logits(prompt, feats, task.sot_index)
+        tokens = mx.concatenate([prompt, mx.argmax(logits[:, -1], -1)[:, None].astype(prompt.dtype)], 1)
+        sums = None
+    else:
+        tokens, _, sums, _ = run.prompt(prompt, feats, task.sot_index)
+    mx.eval(tokens)
+    steps = []
+    for _ in range(20):
+        if forward:
+            out = run.logits(tokens)
+            mx.eval(out)
+            steps.append(digest(out[:, -1].astype(mx.float32)))
+            tokens = mx.concatenate([tokens, mx.argmax(out[:, -1], -1)[:, None].astype(tokens.dtype)], 1)
+        else:
+            tokens, _, sums = run(tokens, sums)
+            mx.eval(tokens, sums)
+            steps.append(digest(tokens, sums.astype(mx.float32)))
+    print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "forward": forward, "launches": run.step.launches,
+                      "steps": steps}), flush=True)
