@@ -265,44 +265,19 @@ __device__ void load(const T* src, X* xs) {
   }
 }
 
-// The block's sum of the values each thread's warp left at sh[w] (w: the warp), as
-// block_reduce ends: every thread gets it
-__device__ __forceinline__ float warps_sum(const float* sh) {
-  const int lane = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-  return warp_sum(lane < nw ? sh[lane] : 0.f);
-}
-
 // mx.fast.layer_norm of each of the B rows of xs (eps 1e-5, as Whisper's): fp32 mean and
-// variance, output rounded to T. The rows' sums meet in one barrier each for all rows (their
-// warps' sums at red[b * 32 + warp], the means', the variances' at + 32 * B: `red` is 64 * B
-// floats), each row's in block_sum's order; a row's mean and variance are read again where
-// needed, not kept in registers (five rows' of them took up to 44 more registers a thread).
+// variance, output rounded to T.
 template <typename T, int B, int K>
 __device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  float* sq = red + 32 * B;
-  __syncthreads();  // red may still be read by the previous reduction, xs still be written
-#pragma unroll 1
-  for (int b = 0; b < B; ++b) {
-    float s = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) s += xs[b * K + k];
-    s = warp_sum(s);
-    if (lane == 0) red[b * 32 + w] = s;
-  }
   __syncthreads();
-#pragma unroll 1
-  for (int b = 0; b < B; ++b) {
-    const float mean = warps_sum(red + b * 32) / K;
-    float q = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) q += (xs[b * K + k] - mean) * (xs[b * K + k] - mean);
-    q = warp_sum(q);
-    if (lane == 0) sq[b * 32 + w] = q;
-  }
-  __syncthreads();
-#pragma unroll 1
   for (int b = 0; b < B; ++b) {
     float* r = xs + b * K;
-    const float mean = warps_sum(red + b * 32) / K, rstd = rsqrtf(warps_sum(sq + b * 32) / K + 1e-5f);
+    float s = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) s += r[k];
+    const float mean = block_sum(s, red) / K;
+    float q = 0.f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) q += (r[k] - mean) * (r[k] - mean);
+    const float rstd = rsqrtf(block_sum(q, red) / K + 1e-5f);
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
       // kNarrow: MLX's CUDA layer_norm, w * T(norm) + b in T's mul and add (which ptxas
       // contracts to one HFMA2 there as here)
@@ -314,3 +289,4 @@ __device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
   }
   __syncthreads();
 }
+

@@ -207,7 +207,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   constexpr int HD = D / H, XR = SHARE ? item_rows<PA, RB, (S + CC - 1) / CC, (S > CTX ? S : CTX)>() : 1;
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
   __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
-  __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[64 * RB];  // red: layer_norm's RB rows
+  __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived, met;  // met: group_sync_rows' running target, the same in every block
   constexpr int kWarps = kThreads / 32;
@@ -287,11 +287,11 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   auto logits_pass = [&](int r, int g0, auto&& emit) {
     load<T, RB * D>(x + g0 * D, xs);
     layer_norm<T, RB, D>(xs, lnf, lnf + D, red);
-    // kNarrow: the normed rows are values of T, so they are read as T (a copy beside the
-    // floats, in xs' room for it): half the shared-memory bytes a weight load, which bound
-    // this phase at several rows
+    // kNarrow, from 5 rows: the normed rows are values of T, so they are read as T (a copy
+    // beside the floats, in xs' room for it), half the shared-memory bytes a weight load (at
+    // one row the conversions cost more: benchmarks/h200-session15/)
     auto* xr = [&]() {
-      if constexpr (kNarrow<T>) {
+      if constexpr (kNarrow<T> && RB >= 5) {
         T* xt = reinterpret_cast<T*>(xs + RB * D);
         for (int i = threadIdx.x; i < RB * D; i += blockDim.x) xt[i] = static_cast<T>(xs[i]);
         __syncthreads();
