@@ -700,6 +700,20 @@ session15)  # issue 14: a step's layer norms with one barrier per statistic for 
   done 2>&1 | tee "$out/rows_phases.txt"
   bench_trees "ab-t/main ." "$out/tiny.en.txt" --beam-size 5
   ;;
+session15-halves)  # issue 14, an experiment (ab-t/halves: cross-attention items of a row two a block, a half each,
+  # registers capped by __launch_bounds__): the same bits as this tree, where a step goes, the tiny.en JFK beam bench
+  $py -m whisperfast info --json > "$out/info.json"
+  ln -sfn "$PWD/samples" ab-t/halves/samples
+  for t in . ab-t/halves; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout 200 $py $OLDPWD/benchmarks/step_bits.py) > "$out/bits-$(basename $t).jsonl" 2>&1
+  done
+  if diff "$out/bits-..jsonl" "$out/bits-halves.jsonl" > "$out/bits-diff.txt"; then echo "bits: same"; else echo "bits: DIFFER"; fi
+  for t in . ab-t/halves; do
+    for m in tiny.en base; do (cd $t && PYTHONPATH=.:$PYTHONPATH $py $OLDPWD/benchmarks/rows_phases.py $m float16 forward \
+      | sed "s|^|$t |"); done
+  done 2>&1 | tee "$out/rows_phases.txt"
+  bench_trees ". ab-t/halves" "$out/tiny.en.txt" --beam-size 5
+  ;;
 session15-rest)  # the base bench against the tree before, then the kernel's GPU tests
   $py -m whisperfast info --json > "$out/info.json"
   bench_trees "ab-t/main ." "$out/base.txt" -m base --beam-size 5
