@@ -714,12 +714,27 @@ session15-halves)  # issue 14, an experiment (ab-t/halves: cross-attention items
   done 2>&1 | tee "$out/rows_phases.txt"
   bench_trees ". ab-t/halves" "$out/tiny.en.txt" --beam-size 5
   ;;
-session15-rest)  # the base bench against the tree before, then the kernel's GPU tests
+session15-final)  # issue 14: half-block cross-attention items and the launch bound, shared items only past two rounds
+  # of them: the same bits as the session's start (ab-t/main), where a step goes against the experiment's policy
+  # (ab-t/halves: base's 5 beams shared), the JFK beam bench of both models against the start
   $py -m whisperfast info --json > "$out/info.json"
+  ln -sfn "$PWD/samples" ab-t/main/samples; ln -sfn "$PWD/samples" ab-t/halves/samples
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout 200 $py $OLDPWD/benchmarks/step_bits.py) > "$out/bits-$(basename $t).jsonl" 2>&1
+  done
+  if diff "$out/bits-main.jsonl" "$out/bits-..jsonl" > "$out/bits-diff.txt"; then echo "bits: same"; else echo "bits: DIFFER"; fi
+  for t in ab-t/halves .; do
+    for m in tiny.en base; do (cd $t && PYTHONPATH=.:$PYTHONPATH $py $OLDPWD/benchmarks/rows_phases.py $m float16 forward \
+      | sed "s|^|$t |"); done
+  done 2>&1 | tee "$out/rows_phases.txt"
+  bench_trees "ab-t/main ." "$out/tiny.en.txt" --beam-size 5
   bench_trees "ab-t/main ." "$out/base.txt" -m base --beam-size 5
-  timeout 330 $py -m pytest -v -p no:cacheprovider -rf tests/test_cuda_beams.py tests/test_cuda_rows.py \
-    tests/test_equality.py tests/test_cuda_step.py -k "not test_cuda_logits_match_the_flat_step or (30 and 5)" 2>&1 \
-    | tee "$out/gpu_tests.txt" | tail -6
+  ;;
+session15-tests)  # the kernel's GPU tests: beams, rows, the equality tests, the step against the flat one
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 520 $py -m pytest -v -p no:cacheprovider -rf tests/test_cuda_beams.py tests/test_cuda_rows.py \
+    tests/test_equality.py tests/test_cuda_step.py tests/test_first_run.py -k "not test_cuda_logits_match_the_flat_step or -30- or 1--" 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -8
   ;;
 session14)  # issue 14: beam_update without the caches' gather (each row's history through a path table) and with one
   # pass over its chunk; cross-attention items taking an audio's rows where single rows would take the grid over two

@@ -32,7 +32,8 @@ def _grid_read_afresh():
 # without (the forward pass of beams and samples), one group of 5 or 8
 @pytest.mark.parametrize("batch", [1, 3, 5, 8])
 # the grid the SMs give; fewer blocks than heads; 30: 5 chunks a head, so that the cross-attention
-# items of beams take their audio's rows together (step.shares_cross_items)
+# items of 5 beams take their audio's rows together (step.shares_cross_items), and items of one
+# row, more than the blocks, run two a block (decode_step.cu's half-block items: 3 and 8 rows)
 @pytest.mark.parametrize("blocks", ["", "1", "3", "30"])
 @pytest.mark.parametrize("prompt_len", [1, 3])
 @pytest.mark.parametrize("pick", [True, False], ids=["greedy", "forward"])

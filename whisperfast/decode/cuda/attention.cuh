@@ -10,12 +10,16 @@
 // acc = sum_j w_j v_j is already normalized and merge_heads only adds the chunks' accs. The
 // weights need the head's max and sum over all its C chunks: chunk c's (m, l) lie at
 // peers + c * stride, and the C blocks of the head meet at `counter` before reading them.
-template <typename T, int HD, typename KF, typename VF>
+// A team (common.cuh's Block, or a Half playing one) computes it, in a block's order either
+// way; `part` holds kThreads floats, `red` 32.
+template <typename T, int HD, typename KF, typename VF, typename Team = Block>
 __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, float* p, float* part, float* red,
-                            float* out, const float* peers, size_t stride, int C, unsigned* counter, unsigned target) {
-  constexpr int V = 16 / sizeof(T);
+                            float* out, const float* peers, size_t stride, int C, unsigned* counter, unsigned target,
+                            const Team& team = Team{}) {
+  constexpr int V = 16 / sizeof(T), U = Team::kVirtual;
   const float ks = qk_scale<T, HD>();
-  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+  const int tid = team.tid();
+  for (int j = j0 + tid; j < j1; j += Team::kSize) {
     const uint4* k4 = reinterpret_cast<const uint4*>(key(j));
     float s = 0.f;
 #pragma unroll
@@ -28,44 +32,58 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
     }
     p[j - j0] = kNarrow<T> ? round_to<T>(s) : s;
   }
-  float m = -kInf;
-  for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) m = fmaxf(m, p[j]);  // this thread's own writes
-  m = block_max(m, red);
-  float l = 0.f;
+  float m = -kInf, l[U];
+  for (int j = tid; j < j1 - j0; j += Team::kSize) m = fmaxf(m, p[j]);  // this thread's own writes
+  m = team_max(team, m, red);
   if constexpr (kNarrow<T>) {
-    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) l += __expf(p[j] - m);
-    l = block_sum(l, red);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      l[u] = 0.f;
+      for (int j = tid + u * Team::kSize; j < j1 - j0; j += kThreads) l[u] += __expf(p[j] - m);
+    }
+    l[0] = team_sum(team, l, red);
     if (C > 1) {  // the head's statistics: every chunk's, merged in chunk order
-      if (threadIdx.x == 0) out[0] = m, out[1] = l;
-      group_sync_rows(counter, 0, 1, target);
+      if (tid == 0) out[0] = m, out[1] = l[0];
+      group_sync_rows(team, counter, 0, 1, target);
       float mm = -kInf, ll = 0.f;
       for (int c = 0; c < C; ++c) mm = fmaxf(mm, ld(peers + c * stride));
       for (int c = 0; c < C; ++c) ll += ld(peers + c * stride + 1) * __expf(ld(peers + c * stride) - mm);
-      m = mm, l = ll;
+      m = mm, l[0] = ll;
     }
-    const float inv = 1.f / l;
-    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) p[j] = round_to<T>(__expf(p[j] - m) * inv);
-    __syncthreads();
+    const float inv = 1.f / l[0];
+    for (int j = tid; j < j1 - j0; j += Team::kSize) p[j] = round_to<T>(__expf(p[j] - m) * inv);
+    team.sync();
   } else {
-    for (int j = threadIdx.x; j < j1 - j0; j += blockDim.x) {
-      p[j] = expf(p[j] - m);
-      l += p[j];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      l[u] = 0.f;
+      for (int j = tid + u * Team::kSize; j < j1 - j0; j += kThreads) {
+        p[j] = expf(p[j] - m);
+        l[u] += p[j];
+      }
     }
-    l = block_sum(l, red);  // also orders the p writes before the reads below
+    l[0] = team_sum(team, l, red);  // also orders the p writes before the reads below
   }
-  const int d = threadIdx.x % HD, grp = threadIdx.x / HD, groups = blockDim.x / HD;
-  float acc = 0.f;
+  // the values: (virtual) thread t sums element t % HD of keys t / HD, + kThreads / HD, ...;
+  // then the groups' sums in order
+  constexpr int groups = kThreads / HD;
+  float acc[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int t = tid + u * Team::kSize, d = t % HD;
+    acc[u] = 0.f;
 #pragma unroll 8
-  for (int j = j0 + grp; j < j1; j += groups) acc += p[j - j0] * ld(value(j) + d);
-  part[threadIdx.x] = acc;
-  __syncthreads();
-  if (grp == 0) {
-    for (int r = 1; r < groups; ++r) acc += part[r * HD + d];
-    out[2 + d] = acc;
+    for (int j = j0 + t / HD; j < j1; j += groups) acc[u] += p[j - j0] * ld(value(j) + d);
+    part[t] = acc[u];
+  }
+  team.sync();
+  if (tid < HD) {
+    for (int r = 1; r < groups; ++r) acc[0] += part[r * HD + tid];
+    out[2 + tid] = acc[0];
   }
   // (kNarrow: the other chunks may still read this one's statistics, written above)
-  if (!kNarrow<T> && threadIdx.x == 0) out[0] = m, out[1] = l;
-  __syncthreads();  // p, part and red are reused by the block's next partial
+  if (!kNarrow<T> && tid == 0) out[0] = m, out[1] = l[0];
+  team.sync();  // p, part and red are reused by the team's next partial
 }
 
 // attend_part for NR rows that share their keys and values (cross-attention: the rows of one
@@ -115,7 +133,7 @@ __device__ void attend_rows(const float* q, int j0, int j1, KF key, VF value, fl
     if (C > 1) {  // each row's head statistics: every chunk's, merged in chunk order
       if (threadIdx.x == 0)
         for (int r = 0; r < NR; ++r) out[r * O] = m[r], out[r * O + 1] = l[r];
-      group_sync_rows(counter, cstride, NR, target);
+      group_sync_rows(Block{}, counter, cstride, NR, target);
       for (int r = 0; r < NR; ++r) {
         const float* pr = peers + r * O;
         float mm = -kInf, ll = 0.f;

@@ -35,6 +35,29 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Threads that work on an item together as if they were a block of kThreads: the block
+// itself, or half of it, each thread then playing two of a block's threads (its own tid and
+// tid + 256), so that every sum runs in the whole block's order, bit for bit. Two halves take
+// two items side by side where a phase's items outnumber the blocks (decode_step's
+// cross-attention). `sync` is the team's barrier: a named one for each half.
+struct Block {
+  static constexpr int kSize = kThreads, kVirtual = 1;
+  __device__ __forceinline__ int tid() const { return threadIdx.x; }
+  __device__ __forceinline__ void sync() const { __syncthreads(); }
+};
+
+struct Half {
+  static constexpr int kSize = kThreads / 2, kVirtual = 2;
+  int id;  // threads [id * kSize, (id + 1) * kSize)
+  __device__ __forceinline__ int tid() const { return threadIdx.x - id * kSize; }
+  __device__ __forceinline__ void sync() const {
+    if (id == 0)
+      asm volatile("bar.sync 1, 256;" ::: "memory");
+    else
+      asm volatile("bar.sync 2, 256;" ::: "memory");
+  }
+};
+
 // A block-wide reduction by a warp-wide one (`warp`: every lane gets its warp's result);
 // `sh` is 32 values of shared scratch, `none` the reduction's identity. Every thread gets
 // the result.
@@ -54,6 +77,41 @@ __device__ float block_sum(float v, float* red) {
 
 __device__ float block_max(float v, float* red) {
   return block_reduce(v, red, -kInf, [](float x) { return warp_max(x); });
+}
+
+// block_sum over the kThreads threads a team plays, v[u] being (virtual) thread tid + u *
+// kSize's value: the same sum, bit for bit. `sh`: 32 floats.
+template <typename Team>
+__device__ __forceinline__ float team_sum(const Team& team, const float (&v)[Team::kVirtual], float* sh) {
+  if constexpr (Team::kVirtual == 1) {
+    return block_sum(v[0], sh);
+  } else {
+    const int lane = threadIdx.x & 31, w = team.tid() >> 5;
+    float s[Team::kVirtual];
+#pragma unroll
+    for (int u = 0; u < Team::kVirtual; ++u) s[u] = warp_sum(v[u]);
+    team.sync();  // sh may still be read by the previous reduction
+    if (lane == 0)
+#pragma unroll
+      for (int u = 0; u < Team::kVirtual; ++u) sh[u * (Team::kSize / 32) + w] = s[u];
+    team.sync();
+    return warp_sum(lane < kThreads / 32 ? sh[lane] : 0.f);
+  }
+}
+
+// The maximum over a team (in any order: max is exact)
+template <typename Team>
+__device__ __forceinline__ float team_max(const Team& team, float v, float* sh) {
+  if constexpr (Team::kVirtual == 1) {
+    return block_max(v, sh);
+  } else {
+    const int lane = threadIdx.x & 31, w = team.tid() >> 5;
+    v = warp_max(v);
+    team.sync();
+    if (lane == 0) sh[w] = v;
+    team.sync();
+    return warp_max(lane < Team::kSize / 32 ? sh[lane] : -kInf);
+  }
 }
 
 // Activations are read with ld.global.cg (L2, not the SM's L1): other blocks wrote them
@@ -78,7 +136,8 @@ __device__ __forceinline__ float qk_scale() {
   return round_to<T>(1.f / sqrtf(sqrtf(float(HD))));
 }
 
-__device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target);
+template <typename Team>
+__device__ void group_sync_rows(const Team& team, unsigned* counter, int cstride, int rows, unsigned target);
 
 // f(i, raw) for each 16-byte load i of one weight row of K / V loads (V values each), spread
 // over the warp's lanes (lane, lane + 32, ...). R rows at a time (rows_dot) keep two loads per
@@ -266,19 +325,27 @@ __device__ void load(const T* src, X* xs) {
 }
 
 // mx.fast.layer_norm of each of the B rows of xs (eps 1e-5, as Whisper's): fp32 mean and
-// variance, output rounded to T.
-template <typename T, int B, int K>
-__device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
-  __syncthreads();
+// variance, output rounded to T; by a team, in a block's order (team_sum)
+template <typename T, int B, int K, typename Team = Block>
+__device__ void layer_norm(float* xs, const T* g, const T* beta, float* red, const Team& team = Team{}) {
+  constexpr int U = Team::kVirtual;
+  team.sync();
   for (int b = 0; b < B; ++b) {
     float* r = xs + b * K;
-    float s = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) s += r[k];
-    const float mean = block_sum(s, red) / K;
-    float q = 0.f;
-    for (int k = threadIdx.x; k < K; k += blockDim.x) q += (r[k] - mean) * (r[k] - mean);
-    const float rstd = rsqrtf(block_sum(q, red) / K + 1e-5f);
-    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      v[u] = 0.f;
+      for (int k = team.tid() + u * Team::kSize; k < K; k += kThreads) v[u] += r[k];
+    }
+    const float mean = team_sum(team, v, red) / K;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      v[u] = 0.f;
+      for (int k = team.tid() + u * Team::kSize; k < K; k += kThreads) v[u] += (r[k] - mean) * (r[k] - mean);
+    }
+    const float rstd = rsqrtf(team_sum(team, v, red) / K + 1e-5f);
+    for (int k = team.tid(); k < K; k += Team::kSize) {
       // kNarrow: MLX's CUDA layer_norm, w * T(norm) + b in T's mul and add (which ptxas
       // contracts to one HFMA2 there as here)
       if constexpr (kNarrow<T>)
@@ -287,6 +354,5 @@ __device__ void layer_norm(float* xs, const T* g, const T* beta, float* red) {
         r[k] = round_to<T>((r[k] - mean) * rstd * static_cast<float>(g[k]) + static_cast<float>(beta[k]));
     }
   }
-  __syncthreads();
+  team.sync();
 }
-

@@ -39,9 +39,10 @@ __device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long*
 // items of its own round or one before it: no wait goes round in a circle.
 // For several rows at once (attend_rows), `rows` counters `cstride` apart: arrive at every one,
 // then wait for every one; attend_part's one row is rows = 1.
-__device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
+template <typename Team>
+__device__ void group_sync_rows(const Team& team, unsigned* counter, int cstride, int rows, unsigned target) {
+  team.sync();
+  if (team.tid() == 0) {
     for (int r = 0; r < rows; ++r)
       asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter + r * cstride), "r"(1u) : "memory");
     const unsigned long long t0 = clock_ns();
@@ -49,7 +50,7 @@ __device__ void group_sync_rows(unsigned* counter, int cstride, int rows, unsign
       for (int spin = 1; load_acquire(counter + r * cstride) < target; ++spin)
         if (spin % 1024 == 0 && clock_ns() - t0 > 2000000000ull) __trap();
   }
-  __syncthreads();
+  team.sync();
 }
 
 // ---- rows in groups --------------------------------------------------------------------
@@ -204,10 +205,14 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   constexpr int RB = group_rows<T, B, D, (S > CTX ? S : CTX), PICK, QB>(), BP = padded_rows<B, RB>();  // rows a group (for_groups)
   static_assert(RB >= 1, "a row of xs (sizeof(T) * D floats) and a chunk's scores must fit in shared memory");
   using Sc = Scratch<T, B, BP, D, H, NL>;
-  constexpr int HD = D / H, XR = SHARE ? item_rows<PA, RB, (S + CC - 1) / CC, (S > CTX ? S : CTX)>() : 1;
+  constexpr int HD = D / H, CH = (S + CC - 1) / CC, XR = SHARE ? item_rows<PA, RB, CH, (S > CTX ? S : CTX)>() : 1;
+  // cross-attention items of a row, two a block (phase 3): the halves' scores side by side in
+  // p, the second's part after them
+  constexpr bool kHalves = XR == 1 && 2 * CH + kThreads <= (S > CTX ? S : CTX);
   constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
   __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
-  __shared__ float q[RB * HD], p[S > CTX ? S : CTX], part[kThreads], red[32];
+  constexpr int QR = kHalves && RB < 2 ? 2 : RB;  // q's rows: a group's, or two halves'
+  __shared__ float q[QR * HD], p[S > CTX ? S : CTX], part[kThreads], red[kHalves ? 64 : 32];
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived, met;  // met: group_sync_rows' running target, the same in every block
   constexpr int kWarps = kThreads / 32;
@@ -237,22 +242,23 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       x[(g0 + b) * D + n] = static_cast<T>(round_to<T>(e.y + round_to<T>(a + e.x)));
     };
   };
-  // q <- head hd's query row of wq against xs (one row), scaled
-  auto head_q1 = [&](auto wq, const T* bq, int hd) {
-    rows_dot<T, 1, D>(wq, xs, hd * HD, (hd + 1) * HD, warp, kWarps, bias(bq),
+  // qd <- head hd's query row of wq against the row xr, scaled, by warps [wp, wp + warps)
+  auto head_q1 = [&](auto wq, const T* bq, int hd, const float* xr, float* qd, int wp, int warps) {
+    rows_dot<T, 1, D>(wq, xr, hd * HD, (hd + 1) * HD, wp, warps, bias(bq),
                       [&](int n, int, float a, float2 e) {
                         const float v = round_to<T>(a + e.x);
-                        q[n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                        qd[n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
                       });
   };
-  // att's partial for (item, b): q[b - g0] over keys [j0, j1) (key(j), value(j): rows of HD);
+  // att's partial for (item, b): qd over keys [j0, j1) (key(j), value(j): rows of HD);
   // item = head hd's chunk c of C (kNarrow: the C meet at met + C, on the counter of row b
-  // and head hd)
-  auto partial = [&](int item, int g0, int b, int j0, int j1, auto key, auto value, int C) {
+  // and head hd); by `team` with its shared memory (pd, partd, redd)
+  auto partial = [&](int item, int b, int j0, int j1, auto key, auto value, int C, const auto& team, const float* qd,
+                     float* pd, float* partd, float* redd) {
     const int hd = item / C;
-    attend_part<T, HD>(q + (b - g0) * HD, j0, j1, key, value, p, part, red, att + (size_t(item) * B + b) * (HD + 2),
+    attend_part<T, HD>(qd, j0, j1, key, value, pd, partd, redd, att + (size_t(item) * B + b) * (HD + 2),
                        att + (size_t(hd) * C * B + b) * (HD + 2), size_t(B) * (HD + 2), C, heads + b * H + hd,
-                       met + C);
+                       met + C, team);
   };
   // after each attention phase, in every block (the grid_sync after it orders the write)
   auto met_all = [&](int C) {
@@ -334,7 +340,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           load<T, D>(x + b * D, xs);
         }
         layer_norm<T, 1, D>(xs, w + W::ln1, w + W::ln1 + D, red);
-        head_q1(mat(l, W::qkv, Q::qkv, Q::s_qkv, 3 * D, D), w + W::bqkv, hd);
+        head_q1(mat(l, W::qkv, Q::qkv, Q::s_qkv, 3 * D, D), w + W::bqkv, hd, xs, q, warp, kWarps);
         if (j1 == t + 1) {
           for (int kv = 1; kv <= 2; ++kv) {
             T* cache = kv == 1 ? kl : vl;
@@ -346,7 +352,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           }
         }
         __syncthreads();
-        partial(hd * cs + c, b, b, j0, j1, self_row(kl, b, hd), self_row(vl, b, hd), cs);
+        partial(hd * cs + c, b, j0, j1, self_row(kl, b, hd), self_row(vl, b, hd), cs, Block{}, q, p, part, red);
       }
       met_all(cs);
       grid_sync(count, target, stamp++);
@@ -371,32 +377,53 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       });
       grid_sync(count, target, stamp++);
       // 3. Per item (XR rows of one audio from b0, head hd, chunk c of the window): LN, the
-      //    head's cross q, cross-attention over the chunk (the rows' keys and values read once)
-      for (int item = blockIdx.x; item < B / XR * H * CC; item += G) {
-        const int b0 = item / (H * CC) * XR, hd = item / CC % H, c = item % CC;
-        __syncthreads();
-        if constexpr (XR == 1) {
-          load<T, D>(x + b0 * D, xs);
-          layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-          head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd);
+      //    head's cross q, cross-attention over the chunk (the rows' keys and values read once).
+      //    Where items of a row outnumber the blocks, a block takes two at a time, a half each
+      //    (kHalves): one round of the grid where two would run, each partial as a block's
+      if (kHalves && B * H * CC > G) {
+        const Half team{int(threadIdx.x) / Half::kSize};
+        float *xh = xs + team.id * D, *qh = q + team.id * HD, *ph = p + team.id * CH;
+        float *parth = team.id ? p + 2 * CH : part, *redh = red + 32 * team.id;
+        for (int item = 2 * blockIdx.x + team.id; item < B * H * CC; item += 2 * G) {
+          const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
+          team.sync();
+          for (int i = team.tid(); i < D; i += Half::kSize) xh[i] = ld(x + b * D + i);
+          layer_norm<T, 1, D>(xh, w + W::ln2, w + W::ln2 + D, redh, team);
+          head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xh, qh, warp % (kWarps / 2), kWarps / 2);
+          team.sync();
+          const T *kb = cross_rows(b, l, 0, hd), *vb = cross_rows(b, l, 1, hd);
+          partial(hd * CC + c, b, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                  [&](int j) { return vb + j * XS; }, CC, team, qh, ph, parth, redh);
+        }
+        __syncthreads();  // (met_all: no half may still read met for its target)
+      } else {
+        for (int item = blockIdx.x; item < B / XR * H * CC; item += G) {
+          const int b0 = item / (H * CC) * XR, hd = item / CC % H, c = item % CC;
           __syncthreads();
-          const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
-          partial(hd * CC + c, b0, b0, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
-                  [&](int j) { return vb + j * XS; }, CC);
-        } else {
-          load<T, XR * D>(x + b0 * D, xs);
-          layer_norm<T, XR, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-          rows_dot<T, XR, D, 1>(mat(l, W::cq, Q::cq, Q::s_cq, D, D), xs, hd * HD, (hd + 1) * HD, warp, kWarps,
-                             bias(w + W::bcq), [&](int n, int b, float a, float2 e) {
-                               const float v = round_to<T>(a + e.x);
-                               q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
-                             });
-          __syncthreads();
-          const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
-          attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
-                                 [&](int j) { return vb + j * XS; }, p, part, red,
-                                 att + (size_t(hd * CC + c) * B + b0) * (HD + 2), att + (size_t(hd) * CC * B + b0) * (HD + 2),
-                                 size_t(B) * (HD + 2), CC, heads + b0 * H + hd, H, met + CC);
+          if constexpr (XR == 1) {
+            load<T, D>(x + b0 * D, xs);
+            layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+            head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xs, q, warp, kWarps);
+            __syncthreads();
+            const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
+            partial(hd * CC + c, b0, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                    [&](int j) { return vb + j * XS; }, CC, Block{}, q, p, part, red);
+          } else {
+            load<T, XR * D>(x + b0 * D, xs);
+            layer_norm<T, XR, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+            rows_dot<T, XR, D, 1>(mat(l, W::cq, Q::cq, Q::s_cq, D, D), xs, hd * HD, (hd + 1) * HD, warp, kWarps,
+                                  bias(w + W::bcq), [&](int n, int b, float a, float2 e) {
+                                    const float v = round_to<T>(a + e.x);
+                                    q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                                  });
+            __syncthreads();
+            const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
+            attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                                   [&](int j) { return vb + j * XS; }, p, part, red,
+                                   att + (size_t(hd * CC + c) * B + b0) * (HD + 2),
+                                   att + (size_t(hd) * CC * B + b0) * (HD + 2), size_t(B) * (HD + 2), CC,
+                                   heads + b0 * H + hd, H, met + CC);
+          }
         }
       }
       met_all(CC);
@@ -509,3 +536,12 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
 }
 
 }  // namespace wf
+
+// MLX writes each kernel's signature after this source (cuda_cache.build_source, as its JIT
+// does). A launch is kThreads threads a block, one block an SM, so a kernel must take at most
+// 128 registers a thread: this bound tells ptxas, which otherwise kept loop invariants of the
+// phases in registers until it needed 138-144 (the half-block cross-attention items), and a
+// launch would fail. Capped, it keeps a few bytes of them in local memory instead
+// (tests/test_cuda_cache.py), and the step measured faster (benchmarks/h200-session15/).
+#undef __global__
+#define __global__ __attribute__((global)) __launch_bounds__(wf::kThreads, 1)

@@ -42,9 +42,10 @@ CROSS_CHUNKS = 8
 def shares_cross_items(batch: int, per_audio: int, n_head: int, chunks: int, blocks: int) -> bool:
     """Whether a cross-attention item takes the rows of one audio together (decode_step.cu's
     SHARE: the keys and values read once for them all, each row's sums in the same order).
-    It pays where items of one row each would take the grid more than two rounds; below that,
-    more items side by side beat fewer longer ones (benchmarks/h200-session14/)."""
-    return per_audio > 1 and batch * n_head * chunks > 2 * blocks
+    Items of one row run two a block where they outnumber the blocks (its half-block items),
+    so sharing pays only where those would take the grid more than two rounds; below that,
+    more items side by side beat fewer longer ones (benchmarks/h200-session14/, -session15/)."""
+    return per_audio > 1 and batch * n_head * chunks > 4 * blocks
 
 
 def group_rows(batch: int, n_state: int, n_ctx: int, itemsize: int, pick: bool = True, packed: bool = False) -> int:
