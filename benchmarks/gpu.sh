@@ -736,6 +736,25 @@ session15-tests)  # the kernel's GPU tests: beams, rows, the equality tests, the
     tests/test_equality.py tests/test_cuda_step.py tests/test_first_run.py -k "not test_cuda_logits_match_the_flat_step or -30- or 1--" 2>&1 \
     | tee "$out/gpu_tests.txt" | tail -8
   ;;
+session15-more)  # the rest of the kernel's GPU tests at the launch bound (the one-block greedy update, larger shapes with
+  # 12-20 heads, the cache, the knobs); fresh processes (bench --cold: JFK, the 600 s clip); the batched 600 s clip
+  # where the VAD's packages are there
+  cold_prep .
+  timeout 300 $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py tests/test_large_shapes.py \
+    tests/test_cuda_cache.py tests/test_cuda_knobs.py -k "greedy_kernel or larger_shapes or test_cuda_cache or knobs" 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -8
+  $py -m whisperfast bench --cold --runs 3 --json > "$out/bench_cold-jfk.json" 2> "$out/bench_cold-jfk.txt"
+  tail -12 "$out/bench_cold-jfk.txt"
+  $py -m whisperfast bench /tmp/clip600.wav --cold --runs 2 --json > "$out/bench_cold-600s.json" 2> "$out/bench_cold-600s.txt"
+  tail -12 "$out/bench_cold-600s.txt"
+  if $py -c "import onnxruntime, onnx" 2>/dev/null; then
+    $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+      --batch-size 16 > "$out/bench-tiny.en-600s-batch16.json" 2> "$out/bench-tiny.en-600s-batch16.txt"
+    tail -8 "$out/bench-tiny.en-600s-batch16.txt"
+  else
+    echo "no onnxruntime/onnx here: batched mode not run"
+  fi
+  ;;
 session14)  # issue 14: beam_update without the caches' gather (each row's history through a path table) and with one
   # pass over its chunk; cross-attention items taking an audio's rows where single rows would take the grid over two
   # rounds (SHARE); greedy's one-row picks in registers. Tests, where a step goes, the warm JFK bench against main

@@ -11,6 +11,7 @@ from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, 
 
 from whisperfast.decode.rules import DeviceTimestampRules
 from whisperfast.decode.flat import StaticInference
+from whisperfast.decode.cuda.launch import THREADS
 from whisperfast.decode.cuda.step import CudaDecode, CudaStep, _ints, _run, _template, grid_blocks, timestamp_rules
 
 from .conftest import needs_cuda
@@ -164,7 +165,8 @@ def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, su
         "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
         "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
         "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
-        [logits, tokens, _ints(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1, 1024,
+        [logits, tokens, _ints(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1,
+        THREADS,  # (the source's kernels are bounded to it: decode_step.cu's launch bound)
         [(B, L + 1), (B,), ()],
         [tokens.dtype, mx.float32, mx.bool_])
     return tokens, completed, sum_logprobs
