@@ -736,6 +736,12 @@ session15-tests)  # the kernel's GPU tests: beams, rows, the equality tests, the
     tests/test_equality.py tests/test_cuda_step.py tests/test_first_run.py -k "not test_cuda_logits_match_the_flat_step or -30- or 1--" 2>&1 \
     | tee "$out/gpu_tests.txt" | tail -8
   ;;
+session15-check)  # the probes' shared driver (step_driver.py): step_bits.py's hashes (to compare with final/'s) and
+  # rows_phases.py on tiny.en
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 200 $py benchmarks/step_bits.py > "$out/bits.jsonl" 2>&1; wc -l "$out/bits.jsonl"
+  $py benchmarks/rows_phases.py tiny.en float16 forward 2>&1 | tee "$out/rows_phases.jsonl"
+  ;;
 session15-more)  # the rest of the kernel's GPU tests at the launch bound (the one-block greedy update, larger shapes with
   # 12-20 heads, the cache, the knobs); fresh processes (bench --cold: JFK, the 600 s clip); the batched 600 s clip
   # where the VAD's packages are there

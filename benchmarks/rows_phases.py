@@ -16,10 +16,10 @@ import numpy as np
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decode.cuda import step as cs
-from whisperfast.decode.task import StaticCacheTask
 from whisperfast.pipeline import load
 from whisperfast.runtime import parse_dtype
+
+from step_driver import advance, start  # (beside this script)
 
 args = sys.argv[1:]
 name, dtype = args[0] if args else "tiny.en", args[1] if len(args) > 1 else "float16"
@@ -31,31 +31,12 @@ n_layer = model.dims.n_text_layer
 names = ["self_attention", "out", "cross_attention", "cross_out", "mlp1", "mlp2"]
 features = model.encoder(first_window_mel("samples/jfk.wav", dt))
 for rows in (1, 5, 8) if forward else (1, 3, 5):
-    task = StaticCacheTask(model, options)
-    feats = features if forward else mx.repeat(features, rows, axis=0)
-    run = cs.cuda_step(task, rows, feats.dtype)
-    run.greedy = not forward
-    prompt = mx.array([list(task.initial_tokens)] * rows)
-    if forward:  # the kernel picks nothing: the rows' argmax goes on
-        logits = run.logits(prompt, feats, task.sot_index)
-        tokens = mx.concatenate([prompt, mx.argmax(logits[:, -1], -1)[:, None].astype(prompt.dtype)], 1)
-        sums = None
-    else:
-        tokens, _, sums, _ = run.prompt(prompt, feats, task.sot_index)
-    mx.eval(tokens)
+    run, tokens, sums = start(model, features, options, rows, forward)
     phases = []
     for _ in range(22):
-        if forward:
-            out = run.logits(tokens)
-            mx.eval(out)
-            tokens = mx.concatenate([tokens, mx.argmax(out[:, -1], -1)[:, None].astype(tokens.dtype)], 1)
-        else:
-            out = run(tokens, sums)
-            mx.eval(out)
+        _, tokens, sums = advance(run, tokens, sums, forward)
         stamps = np.array(mx.view(run.state["scratch"][32:36 + 12 * n_layer], mx.uint32) + 0).view(np.uint64)
         phases.append(np.diff(stamps.astype(np.int64)) / 1e3)
-        if not forward:
-            tokens, _, sums = out
     phases = np.array(phases[2:])
     report = {n: round(float(np.median(phases[:, k:6 * n_layer:6].sum(axis=1))), 1) for k, n in enumerate(names)}
     report["logits" if forward else "logits_filters_update"] = round(float(np.median(phases[:, -1])), 1)

@@ -17,9 +17,9 @@ import numpy as np
 from mlx_whisper.decoding import DecodingOptions
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decode.cuda import step as cs
-from whisperfast.decode.task import StaticCacheTask
 from whisperfast.pipeline import load
+
+from step_driver import advance, start  # (beside this script)
 
 JFK = str(Path(__file__).resolve().parents[1] / "samples" / "jfk.wav")  # (run from another tree too)
 CASES = [("tiny.en", "float16", 1, False), ("tiny.en", "float16", 3, False), ("tiny.en", "float16", 5, True),
@@ -42,28 +42,10 @@ for name, dtype, rows, forward in CASES:
         models[name, dtype] = model, model.encoder(first_window_mel(JFK, dt))
     model, features = models[name, dtype]
     options = DecodingOptions(language="en", fp16=dt == mx.float16)
-    task = StaticCacheTask(model, options)
-    feats = features if forward else mx.repeat(features, rows, axis=0)
-    run = cs.cuda_step(task, rows, feats.dtype)
-    run.greedy = not forward
-    prompt = mx.array([list(task.initial_tokens)] * rows)
-    if forward:  # the kernel picks nothing: each row's argmax goes on (rows of one audio part at step 0's ties)
-        logits = run.logits(prompt, feats, task.sot_index)
-        tokens = mx.concatenate([prompt, mx.argmax(logits[:, -1], -1)[:, None].astype(prompt.dtype)], 1)
-        sums = None
-    else:
-        tokens, _, sums, _ = run.prompt(prompt, feats, task.sot_index)
-    mx.eval(tokens)
+    run, tokens, sums = start(model, features, options, rows, forward)
     steps = []
     for _ in range(20):
-        if forward:
-            out = run.logits(tokens)
-            mx.eval(out)
-            steps.append(digest(out[:, -1].astype(mx.float32)))
-            tokens = mx.concatenate([tokens, mx.argmax(out[:, -1], -1)[:, None].astype(tokens.dtype)], 1)
-        else:
-            tokens, _, sums = run(tokens, sums)
-            mx.eval(tokens, sums)
-            steps.append(digest(tokens, sums.astype(mx.float32)))
+        logits, tokens, sums = advance(run, tokens, sums, forward)
+        steps.append(digest(logits.astype(mx.float32)) if forward else digest(tokens, sums.astype(mx.float32)))
     print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "forward": forward, "launches": run.step.launches,
                       "steps": steps}), flush=True)
