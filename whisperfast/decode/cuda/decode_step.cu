@@ -34,9 +34,10 @@ __device__ void grid_sync(unsigned* count, unsigned& target, unsigned long long*
 // The blocks of one (row, head)'s attention chunks meet here (attend_part, attend_rows, kNarrow):
 // `counter` (the scratch's, for that row and head) counts the launch's arrivals, one per chunk
 // and phase, and every block of the grid keeps the same running target (`met`, advanced by
-// the phase's chunks); the launch's last block resets the counters. A block takes its items
-// in increasing order and a group's chunks are consecutive items, so a block waits only on
-// items of its own round or one before it: no wait goes round in a circle.
+// the phase's chunks); the launch's last block resets the counters. A block (or each half of
+// one, with its own barrier: `team`) takes its items in increasing order and a group's chunks
+// are consecutive items, so it waits only on items of its own round or one before it: no wait
+// goes round in a circle.
 // For several rows at once (attend_rows), `rows` counters `cstride` apart: arrive at every one,
 // then wait for every one; attend_part's one row is rows = 1.
 template <typename Team>
