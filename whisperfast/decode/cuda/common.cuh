@@ -44,6 +44,7 @@ struct Block {
   static constexpr int kSize = kThreads, kVirtual = 1;
   __device__ __forceinline__ int tid() const { return threadIdx.x; }
   __device__ __forceinline__ void sync() const { __syncthreads(); }
+  __device__ __forceinline__ int warps() const { return (blockDim.x + 31) >> 5; }  // a reduction's warps
 };
 
 struct Half {
@@ -56,62 +57,49 @@ struct Half {
     else
       asm volatile("bar.sync 2, 256;" ::: "memory");
   }
+  __device__ __forceinline__ int warps() const { return kThreads / 32; }  // the block's it plays
 };
 
-// A block-wide reduction by a warp-wide one (`warp`: every lane gets its warp's result);
-// `sh` is 32 values of shared scratch, `none` the reduction's identity. Every thread gets
-// the result.
-template <typename V, typename F>
-__device__ __forceinline__ V block_reduce(V v, V* sh, V none, F&& warp) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp(v);
-  __syncthreads();  // sh may still be read by the previous reduction
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  return warp(lane < nw ? sh[lane] : none);
+// A reduction over the threads a team plays by a warp-wide one (`warp`: every lane gets its
+// warp's result), thread tid + u * kSize's value in v[u]: each (virtual) warp's result at
+// sh[its warp], those then merged in one warp, as a block merges its warps'. `sh` is 32
+// values of shared scratch, `none` the reduction's identity. Every thread gets the result.
+template <typename Team, typename V, typename F>
+__device__ __forceinline__ V team_reduce(const Team& team, const V (&v)[Team::kVirtual], V* sh, V none, F&& warp) {
+  const int lane = threadIdx.x & 31, w = team.tid() >> 5;
+  V s[Team::kVirtual];
+#pragma unroll
+  for (int u = 0; u < Team::kVirtual; ++u) s[u] = warp(v[u]);
+  team.sync();  // sh may still be read by the previous reduction
+  if (lane == 0)
+#pragma unroll
+    for (int u = 0; u < Team::kVirtual; ++u) sh[u * (Team::kSize / 32) + w] = s[u];
+  team.sync();
+  return warp(lane < team.warps() ? sh[lane] : none);
+}
+
+template <typename Team>
+__device__ __forceinline__ float team_sum(const Team& team, const float (&v)[Team::kVirtual], float* sh) {
+  return team_reduce(team, v, sh, 0.f, [](float x) { return warp_sum(x); });
+}
+
+// The maximum of every thread's v over a team (its other virtual threads' values -inf: the
+// maximum is the same in any order)
+template <typename Team>
+__device__ __forceinline__ float team_max(const Team& team, float v, float* sh) {
+  float vs[Team::kVirtual];
+#pragma unroll
+  for (int u = 0; u < Team::kVirtual; ++u) vs[u] = u == 0 ? v : -kInf;
+  return team_reduce(team, vs, sh, -kInf, [](float x) { return warp_max(x); });
 }
 
 __device__ float block_sum(float v, float* red) {
-  return block_reduce(v, red, 0.f, [](float x) { return warp_sum(x); });
+  const float vs[1] = {v};
+  return team_sum(Block{}, vs, red);
 }
 
 __device__ float block_max(float v, float* red) {
-  return block_reduce(v, red, -kInf, [](float x) { return warp_max(x); });
-}
-
-// block_sum over the kThreads threads a team plays, v[u] being (virtual) thread tid + u *
-// kSize's value: the same sum, bit for bit. `sh`: 32 floats.
-template <typename Team>
-__device__ __forceinline__ float team_sum(const Team& team, const float (&v)[Team::kVirtual], float* sh) {
-  if constexpr (Team::kVirtual == 1) {
-    return block_sum(v[0], sh);
-  } else {
-    const int lane = threadIdx.x & 31, w = team.tid() >> 5;
-    float s[Team::kVirtual];
-#pragma unroll
-    for (int u = 0; u < Team::kVirtual; ++u) s[u] = warp_sum(v[u]);
-    team.sync();  // sh may still be read by the previous reduction
-    if (lane == 0)
-#pragma unroll
-      for (int u = 0; u < Team::kVirtual; ++u) sh[u * (Team::kSize / 32) + w] = s[u];
-    team.sync();
-    return warp_sum(lane < kThreads / 32 ? sh[lane] : 0.f);
-  }
-}
-
-// The maximum over a team (in any order: max is exact)
-template <typename Team>
-__device__ __forceinline__ float team_max(const Team& team, float v, float* sh) {
-  if constexpr (Team::kVirtual == 1) {
-    return block_max(v, sh);
-  } else {
-    const int lane = threadIdx.x & 31, w = team.tid() >> 5;
-    v = warp_max(v);
-    team.sync();
-    if (lane == 0) sh[w] = v;
-    team.sync();
-    return warp_max(lane < Team::kSize / 32 ? sh[lane] : -kInf);
-  }
+  return team_max(Block{}, v, red);
 }
 
 // Activations are read with ld.global.cg (L2, not the SM's L1): other blocks wrote them
