@@ -381,50 +381,47 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       //    head's cross q, cross-attention over the chunk (the rows' keys and values read once).
       //    Where items of a row outnumber the blocks, a block takes two at a time, a half each
       //    (kHalves): one round of the grid where two would run, each partial as a block's
+      // one row's item (row b, head hd, chunk c) by `team`, with its room in xs, q, p, part and
+      // red and its warps [wp, wp + warps)
+      auto cross_item = [&](int item, const auto& team, float* xt, float* qt, float* pt, float* partt, float* redt,
+                            int wp, int warps) {
+        const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
+        team.sync();  // the last item's xs, q are still read
+        for (int i = team.tid(); i < D; i += team.kSize) xt[i] = ld(x + b * D + i);
+        layer_norm<T, 1, D>(xt, w + W::ln2, w + W::ln2 + D, redt, team);
+        head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xt, qt, wp, warps);
+        team.sync();
+        const T *kb = cross_rows(b, l, 0, hd), *vb = cross_rows(b, l, 1, hd);
+        partial(hd * CC + c, b, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                [&](int j) { return vb + j * XS; }, CC, team, qt, pt, partt, redt);
+      };
       if (kHalves && B * H * CC > G) {
         const Half team{int(threadIdx.x) / Half::kSize};
-        float *xh = xs + team.id * D, *qh = q + team.id * HD, *ph = p + team.id * CH;
-        float *parth = team.id ? p + 2 * CH : part, *redh = red + 32 * team.id;
-        for (int item = 2 * blockIdx.x + team.id; item < B * H * CC; item += 2 * G) {
-          const int b = item / (H * CC), hd = item / CC % H, c = item % CC;
-          team.sync();
-          for (int i = team.tid(); i < D; i += Half::kSize) xh[i] = ld(x + b * D + i);
-          layer_norm<T, 1, D>(xh, w + W::ln2, w + W::ln2 + D, redh, team);
-          head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xh, qh, warp % (kWarps / 2), kWarps / 2);
-          team.sync();
-          const T *kb = cross_rows(b, l, 0, hd), *vb = cross_rows(b, l, 1, hd);
-          partial(hd * CC + c, b, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
-                  [&](int j) { return vb + j * XS; }, CC, team, qh, ph, parth, redh);
-        }
+        for (int item = 2 * blockIdx.x + team.id; item < B * H * CC; item += 2 * G)
+          cross_item(item, team, xs + team.id * D, q + team.id * HD, p + team.id * CH, team.id ? p + 2 * CH : part,
+                     red + 32 * team.id, warp % (kWarps / 2), kWarps / 2);
         __syncthreads();  // (met_all: no half may still read met for its target)
+      } else if constexpr (XR == 1) {
+        for (int item = blockIdx.x; item < B * H * CC; item += G)
+          cross_item(item, Block{}, xs, q, p, part, red, warp, kWarps);
       } else {
         for (int item = blockIdx.x; item < B / XR * H * CC; item += G) {
           const int b0 = item / (H * CC) * XR, hd = item / CC % H, c = item % CC;
           __syncthreads();
-          if constexpr (XR == 1) {
-            load<T, D>(x + b0 * D, xs);
-            layer_norm<T, 1, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-            head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xs, q, warp, kWarps);
-            __syncthreads();
-            const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
-            partial(hd * CC + c, b0, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
-                    [&](int j) { return vb + j * XS; }, CC, Block{}, q, p, part, red);
-          } else {
-            load<T, XR * D>(x + b0 * D, xs);
-            layer_norm<T, XR, D>(xs, w + W::ln2, w + W::ln2 + D, red);
-            rows_dot<T, XR, D, 1>(mat(l, W::cq, Q::cq, Q::s_cq, D, D), xs, hd * HD, (hd + 1) * HD, warp, kWarps,
-                                  bias(w + W::bcq), [&](int n, int b, float a, float2 e) {
-                                    const float v = round_to<T>(a + e.x);
-                                    q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
-                                  });
-            __syncthreads();
-            const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
-            attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
-                                   [&](int j) { return vb + j * XS; }, p, part, red,
-                                   att + (size_t(hd * CC + c) * B + b0) * (HD + 2),
-                                   att + (size_t(hd) * CC * B + b0) * (HD + 2), size_t(B) * (HD + 2), CC,
-                                   heads + b0 * H + hd, H, met + CC);
-          }
+          load<T, XR * D>(x + b0 * D, xs);
+          layer_norm<T, XR, D>(xs, w + W::ln2, w + W::ln2 + D, red);
+          rows_dot<T, XR, D, 1>(mat(l, W::cq, Q::cq, Q::s_cq, D, D), xs, hd * HD, (hd + 1) * HD, warp, kWarps,
+                                bias(w + W::bcq), [&](int n, int b, float a, float2 e) {
+                                  const float v = round_to<T>(a + e.x);
+                                  q[b * HD + n - hd * HD] = kNarrow<T> ? round_to<T>(v * qs) : scale * v;
+                                });
+          __syncthreads();
+          const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
+          attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                                 [&](int j) { return vb + j * XS; }, p, part, red,
+                                 att + (size_t(hd * CC + c) * B + b0) * (HD + 2),
+                                 att + (size_t(hd) * CC * B + b0) * (HD + 2), size_t(B) * (HD + 2), CC,
+                                 heads + b0 * H + hd, H, met + CC);
         }
       }
       met_all(CC);
