@@ -714,6 +714,38 @@ session15-halves)  # issue 14, an experiment (ab-t/halves: cross-attention items
   done 2>&1 | tee "$out/rows_phases.txt"
   bench_trees ". ab-t/halves" "$out/tiny.en.txt" --beam-size 5
   ;;
+session16)  # issue 15: Silero VAD on the GPU (silero.py, kernels/lstm.py): its tests, the probe against onnxruntime
+  # (600 s and 60 min), the batched 600 s clip with the VAD on either, sequential for the WER, fresh 60-minute processes
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 120 $py -m pytest -v -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -14
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav 2>&1 | tee "$out/vad_gpu_probe.jsonl"
+  for m in tiny.en base; do
+    for v in 0 1; do
+      WHISPERFAST_VAD_GPU=$v $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
+        --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16-vadgpu$v.json" 2> "$out/bench-$m-600s-b16-vadgpu$v.txt"
+      grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16-vadgpu$v.txt" | sed "s|^|$m vadgpu=$v |"
+    done
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 1 --warmup 0 --json --no-kernels \
+      > "$out/bench-$m-600s-sequential.json" 2> "$out/bench-$m-600s-sequential.txt"
+    grep -E "^│ fused" "$out/bench-$m-600s-sequential.txt" | sed "s|^|$m sequential |"
+  done
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  $py - <<'PY' 2>&1 | tee "$out/fresh_3600s.jsonl"
+import json, subprocess, sys, time
+for args in (["/tmp/clip600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav", "--batch-size", "32"]):
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args[:1], "--fast", "-q", "--json",
+                        *(args[1:] or ["--batch-size", "16"])], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    d = d[0] if isinstance(d, list) else d
+    print(json.dumps(dict(args=args, rc=r.returncode, wall_s=wall, timings=d.get("timings"), windows=d.get("windows"),
+                          words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
+PY
+  ;;
 session15-final)  # issue 14: half-block cross-attention items and the launch bound, shared items only past two rounds
   # of them: the same bits as the session's start (ab-t/main), where a step goes against the experiment's policy
   # (ab-t/halves: base's 5 beams shared), the JFK beam bench of both models against the start

@@ -13,7 +13,7 @@ from whisperfast.cli import app
 from .conftest import SAMPLES
 
 LANE_KEYS = {"total_ms", "mel_ms", "encode_ms", "decode_ms", "decode_ms_per_token", "tokens", "tokens_per_s", "rtf",
-             "peak_memory_mb", "transcript", "matches_stock", "windows", "sampled_windows", "audio_s_per_s"}
+             "peak_memory_mb", "transcript", "matches_stock", "windows", "sampled_windows", "audio_s_per_s", "vad_ms"}
 KERNEL_KEYS = {"op", "shape", "dtype", "composed_ms", "fused_ms", "speedup", "max_abs_diff"}
 
 

@@ -59,6 +59,7 @@ class Lane:
     windows: Optional[int] = None  # 30 s windows decoded, per run
     sampled_windows: Optional[int] = None  # of those, decoded again at temperature > 0
     audio_s_per_s: Optional[float] = None  # seconds of audio transcribed per second (median total)
+    vad_ms: Optional[Stat] = None  # finding the speech (--vad, batched mode); None when no run did
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             rtf=Stat.of([x / 1000 / seconds for x in totals]), peak_memory_mb=peaks[lane] / 2**20 if ts else None,
             transcript=" ".join(texts), matches_stock=match,
             windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None,
-            audio_s_per_s=seconds * 1000 / statistics.median(totals))
+            audio_s_per_s=seconds * 1000 / statistics.median(totals),
+            vad_ms=stage(lambda t: t.timings.vad) if ts and any(t.timings.vad for r in rs for t in r[1]) else None)
     notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
     notes += [f"{x}: {out[x].total_ms.median / out[x[: -len(beams)]].total_ms.median:.2f}x the greedy lane's total"
               for x in out if beams and x.endswith(beams)]

@@ -29,7 +29,9 @@ def plot(report: BenchReport, path: Path) -> None:
         ax = axes[0][0]
         names = list(report.lanes)
         bottom = [0.0] * len(names)
-        for stage, color in (("mel_ms", "#9ecae1"), ("encode_ms", "#3182bd"), ("decode_ms", "#e6550d")):
+        for stage, color in (("vad_ms", "#bcbddc"), ("mel_ms", "#9ecae1"), ("encode_ms", "#3182bd"), ("decode_ms", "#e6550d")):
+            if stage == "vad_ms" and not any(report.lanes[n].vad_ms for n in names):
+                continue
             vals = [getattr(report.lanes[n], stage).median if getattr(report.lanes[n], stage) else 0.0 for n in names]
             ax.bar(names, vals, bottom=bottom, color=color, label=stage[:-3])
             bottom = [b + v for b, v in zip(bottom, vals)]

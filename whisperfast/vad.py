@@ -134,24 +134,35 @@ def vad_threads() -> int:
 
 
 class SileroVAD:
-    """Speech probabilities, one per 512-sample frame, by onnxruntime, each session on one
-    thread (faster-whisper's settings: onnxruntime's own threads do not pay on a model this
-    small, benchmarks/batched/). With the model cut in two (split_model), a group's frames go
-    through the convolutions in `threads` slices side by side (default: vad_threads()), then
-    through the LSTM; else the whole model runs on one thread."""
+    """Speech probabilities, one per 512-sample frame.
 
-    def __init__(self, path: Path | None = None, threads: int | None = None, split: bool = True):
+    On a CUDA GPU (unless WHISPERFAST_VAD_GPU=0), by the network ported to MLX (silero.py: the
+    convolutions of a group's frames at once, the LSTM in one launch), on groups of 2048
+    frames (65 s). Elsewhere, or where the port cannot read the model (no onnx package, another
+    export), by onnxruntime on groups of 256, each session on one thread (faster-whisper's
+    settings: onnxruntime's own threads do not pay on a model this small, benchmarks/batched/).
+    With the model cut in two (split_model), a group's frames go through the convolutions in
+    `threads` slices side by side (default: vad_threads()), then through the LSTM; else the
+    whole model runs on one thread. `net`: True or False to choose (tests), None: as above."""
+
+    def __init__(self, path: Path | None = None, threads: int | None = None, split: bool = True,
+                 net: bool | None = None):
+        path = path or model_path()
+        self.net = _net(path) if (net if net is not None else _net_wanted()) else None
+        self.group = 2048 if self.net is not None else 256
+        self.session = self.convolutions = self.lstm = self._pool = None
+        self.threads = threads or vad_threads()
+        if self.net is not None:
+            return
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise WhisperfastError(f"voice activity detection needs onnxruntime: {INSTALL_HINT}") from None
-        path = path or model_path()
         parts = split_model(path) if split else None
-        self.threads = threads or vad_threads()
         if parts is None:
-            self.session, self.convolutions, self.lstm = _session(path), None, None
+            self.session = _session(path)
         else:
-            self.session, (self.convolutions, self.lstm) = None, (_session(p) for p in parts)
+            self.convolutions, self.lstm = (_session(p) for p in parts)
         self._pool = ThreadPoolExecutor(self.threads) if parts is not None and self.threads > 1 else None
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
@@ -161,11 +172,13 @@ class SileroVAD:
         probs = stream(audio)
         return np.concatenate([probs, stream.finish()])
 
-    def stream(self, frames_per_call: int = 256) -> "ProbStream":
-        return ProbStream(self, frames_per_call)
+    def stream(self, frames_per_call: int | None = None) -> "ProbStream":
+        return ProbStream(self, frames_per_call or self.group)
 
     def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray):
         """frames (n, CONTEXT + FRAME), the LSTM's state (h, c) -> (probabilities, h, c)."""
+        if self.net is not None:
+            return self.net.run(frames, h, c)
         if self.lstm is None:
             return self.session.run(None, {"input": frames, "h": h, "c": c})
         def convolutions(part):
@@ -178,6 +191,24 @@ class SileroVAD:
         return self.lstm.run(None, {FEATURES: features, "h": h, "c": c})
 
 
+def _net_wanted() -> bool:
+    """The MLX port by default on a CUDA GPU only: elsewhere MLX's ops are no faster than
+    onnxruntime's here, and its LSTM would run a step at a time."""
+    if not config().vad_gpu:
+        return False
+    from .kernels.ops import on_cuda
+
+    return on_cuda()
+
+
+def _net(path: Path):
+    """The MLX port of the model at `path`, or None where its weights cannot be read."""
+    from . import silero
+
+    weights = silero.read_weights(path)
+    return silero.SileroNet(weights) if weights is not None else None
+
+
 class ProbStream:
     """Speech probabilities of audio that arrives in blocks of any size. The model runs on
     groups of `frames_per_call` frames (~8 s) counted from the start, whatever the blocks, with
@@ -188,19 +219,28 @@ class ProbStream:
         self.model, self.size = model, FRAME * frames_per_call
         self.h = self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)
-        self.pending = np.zeros(0, np.float32)
+        self.parts: List[np.ndarray] = []  # audio not yet run, as it came: joined once a group is whole
+        self.waiting = 0  # their samples
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """The probabilities of the frames of every group now complete."""
-        self.pending = np.concatenate([self.pending, np.asarray(audio, np.float32)])
-        whole = len(self.pending) - len(self.pending) % self.size
-        out = [self._run(self.pending[i : i + self.size]) for i in range(0, whole, self.size)]
-        self.pending = self.pending[whole:]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        audio = np.asarray(audio, np.float32)
+        if len(audio):
+            self.parts.append(audio)
+            self.waiting += len(audio)
+        if self.waiting < self.size:
+            return np.zeros(0, np.float32)
+        pending = np.concatenate(self.parts)
+        whole = len(pending) - len(pending) % self.size
+        out = [self._run(pending[i : i + self.size]) for i in range(0, whole, self.size)]
+        rest = pending[whole:].copy()
+        self.parts, self.waiting = [rest] if len(rest) else [], len(rest)
+        return np.concatenate(out)
 
     def finish(self) -> np.ndarray:
         """The last frames' probabilities (the last frame zero-padded)."""
-        rest, self.pending = self.pending, np.zeros(0, np.float32)
+        rest = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        self.parts, self.waiting = [], 0
         return self._run(rest) if len(rest) else np.zeros(0, np.float32)
 
     def _run(self, audio: np.ndarray) -> np.ndarray:
@@ -423,6 +463,48 @@ class Collector:
         return chunks
 
 
+class Samples:
+    """Audio kept from sample `start` on, as its blocks came: appending copies a block once, and
+    only what is taken is joined (the Chunker used to join its whole buffer with every block:
+    an hour read in 10 s blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes)."""
+
+    def __init__(self):
+        self.parts: List[np.ndarray] = []
+        self.start = 0  # the first kept sample's position in the audio
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, block: np.ndarray) -> None:
+        if len(block):
+            self.parts.append(np.array(block, np.float32))
+            self.size += len(block)
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """A copy of the audio's samples [a, b), of those kept."""
+        out, at = [], self.start
+        for p in self.parts:
+            if at >= b:
+                break
+            lo, hi = max(a, at), min(b, at + len(p))
+            if lo < hi:
+                out.append(p[lo - at : hi - at])
+            at += len(p)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def drop_before(self, position: int) -> None:
+        """Let go of the samples before `position`."""
+        while self.parts and self.start + len(self.parts[0]) <= position:
+            self.start += len(self.parts[0])
+            self.size -= len(self.parts[0])
+            self.parts.pop(0)
+        if self.parts and position > self.start:
+            self.parts[0] = self.parts[0][position - self.start :]
+            self.size -= position - self.start
+        self.start = max(self.start, position)
+
+
 class Chunker:
     """16 kHz audio in blocks -> chunks of speech of at most `max_samples`, each with its
     samples, as soon as the VAD has closed them: the chunks of collect_chunks and
@@ -438,8 +520,7 @@ class Chunker:
         self.probs = vad_model().stream() if options is not None else None
         self.segmenter = Segmenter(options) if options is not None else None
         self.collector = Collector(max_samples)
-        self.buffer = np.zeros(0, np.float32)
-        self.start = 0  # the buffer's first sample in the audio
+        self.buffer = Samples()  # from its `start`, the audio a chunk may still need
         self.n = 0  # samples so far
         self.found: List[Tuple[int, int, np.ndarray]] = []  # pieces (start, end, samples) not yet all chunked
         self.held: Tuple[int, np.ndarray] | None = None  # (start, samples) of the segmenter's held piece, padding included
@@ -448,20 +529,21 @@ class Chunker:
     def kept(self) -> int:
         """Samples held: the buffer, the pieces' copies and the model's unprocessed frames."""
         return (len(self.buffer) + sum(len(x) for *_, x in self.found) + (len(self.held[1]) if self.held else 0)
-                + (len(self.probs.pending) if self.probs else 0))
+                + (self.probs.waiting if self.probs else 0))
 
     def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, np.ndarray]]:
-        self.buffer = np.concatenate([self.buffer, np.asarray(block, np.float32)])
+        self.buffer.append(block)
         self.n += len(block)
         if self.segmenter is None:
-            whole = self.n - (self.n - self.start) % self.max_samples
-            return self._cut([SpeechMap(((s, s + self.max_samples),)) for s in range(self.start, whole, self.max_samples)])
+            start = self.buffer.start
+            whole = self.n - (self.n - start) % self.max_samples
+            return self._cut([SpeechMap(((s, s + self.max_samples),)) for s in range(start, whole, self.max_samples)])
         return self._chunk(self.segmenter(self.probs(block)))
 
     def finish(self) -> List[Tuple[SpeechMap, np.ndarray]]:
         """The chunks left once the audio has ended."""
         if self.segmenter is None:
-            return self._cut(fixed_chunks(self.n - self.start, self.max_samples, self.start))
+            return self._cut(fixed_chunks(self.n - self.buffer.start, self.max_samples, self.buffer.start))
         out = self._chunk(self.segmenter(self.probs.finish()) + self.segmenter.finish(self.n))
         return out + self._cut(self.collector.finish())
 
@@ -471,22 +553,21 @@ class Chunker:
             if self.held and self.held[0] <= start and end <= self.held[0] + len(self.held[1]):
                 samples = self.held[1][start - self.held[0] : end - self.held[0]]
             else:
-                samples = self.buffer[start - self.start : end - self.start].copy()
+                samples = self.buffer.take(start, end)
             self.found.append((start, end, samples))
         return self._cut(self.collector(speeches))
 
     def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, np.ndarray]]:
         if self.segmenter is None:
-            out = [(c, c.audio(self.buffer, self.start)) for c in chunks]
-            keep = chunks[-1].pieces[-1][1] if chunks else self.start
+            out = [(c, np.concatenate([self.buffer.take(s, e) for s, e in c.pieces])) for c in chunks]
+            keep = chunks[-1].pieces[-1][1] if chunks else self.buffer.start
         else:
             out = [(c, np.concatenate([x[s - a : e - a] for s, e in c.pieces for a, b, x in self.found if a <= s and e <= b]))
                    for c in chunks]
             if chunks:
                 self.found = [p for p in self.found if p[1] > chunks[-1].pieces[-1][1]]
             keep = self._keep_held(self.segmenter.earliest())
-        keep = max(keep, self.start)
-        self.buffer, self.start = self.buffer[keep - self.start :], keep
+        self.buffer.drop_before(keep)
         return out
 
     def _keep_held(self, keep: int) -> int:
@@ -501,7 +582,7 @@ class Chunker:
         if end >= keep:
             return min(keep, held["start"])
         if self.held is None or self.held[0] != held["start"]:
-            self.held = (held["start"], self.buffer[held["start"] - self.start : end - self.start].copy())
+            self.held = (held["start"], self.buffer.take(held["start"], end))
         return keep
 
 

@@ -107,13 +107,15 @@ def print_bench(report, console: Console) -> None:
     console.print(f"{report.model} · {report.dtype} · {report.device} · mlx {report.mlx_version} · BLAS {report.blas}", highlight=False)
     if report.lanes:
         t = table(title=f"pipeline: median (min-max) over {report.runs} runs, {report.audio_seconds:.1f} s of audio", title_justify="left")
-        for c in ("lane", "total ms", "mel ms", "encode ms", "decode ms", "ms/token", "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
+        vad = any(lane.vad_ms for lane in report.lanes.values())
+        for c in ("lane", "total ms") + (("vad ms",) if vad else ()) + ("mel ms", "encode ms", "decode ms", "ms/token",
+                                                                          "tokens/s", "RTF", "peak MB", "sampled", "= stock"):
             t.add_column(c, justify="left" if c == "lane" else "right")
         fmt = lambda s: "" if s is None else f"{s.median:.1f} ({s.min:.1f}-{s.max:.1f})"
         med = lambda s: "" if s is None else f"{s.median:.2f}"
         for name, lane in report.lanes.items():
-            t.add_row(name, fmt(lane.total_ms), med(lane.mel_ms), med(lane.encode_ms), med(lane.decode_ms),
-                      med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
+            t.add_row(name, fmt(lane.total_ms), *((med(lane.vad_ms),) if vad else ()), med(lane.mel_ms),
+                      med(lane.encode_ms), med(lane.decode_ms), med(lane.decode_ms_per_token), med(lane.tokens_per_s), f"{lane.rtf.median:.3f}",
                       "" if lane.peak_memory_mb is None else f"{lane.peak_memory_mb:.0f}",
                       "" if lane.windows is None else f"{lane.sampled_windows}/{lane.windows}",
                       {True: "yes", False: "NO", None: ""}[lane.matches_stock])

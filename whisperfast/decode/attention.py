@@ -11,6 +11,7 @@ import mlx.nn as nn
 from mlx_whisper.whisper import Whisper
 
 from ..kernels import ops
+from ..kernels.ops import on_cuda
 from ..kernels.layers import check_mode, cpu_streams, heads_across_cpu_streams, linear_across_cpu_streams, mode_op
 
 
@@ -155,12 +156,6 @@ class WhisperAttention(nn.Module):
         takes no array mask)."""
         causal = "causal" if mask is not None and q.shape[1] > 1 else None
         return self._attend(q, self._heads(k) * self.qk_scale, self._heads(v), causal, decoder=mask is not None), None
-
-
-def on_cuda() -> bool:
-    """Whether MLX computes on a CUDA GPU."""
-    cuda = getattr(mx, "cuda", None)
-    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
 
 
 def supports_static_cache(model: Whisper) -> bool:

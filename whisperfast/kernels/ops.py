@@ -164,3 +164,9 @@ def _split_heads(mask: mx.array, H_kv: int, g: int) -> mx.array:
 
 def attention_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
+
+
+def on_cuda() -> bool:
+    """Whether MLX computes on a CUDA GPU."""
+    cuda = getattr(mx, "cuda", None)
+    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()

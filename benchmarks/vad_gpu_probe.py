@@ -1,0 +1,70 @@
+"""Silero VAD on the GPU (silero.py, the LSTM in one launch) against onnxruntime on the host,
+over long audio streamed as batched mode streams it: seconds (best of RUNS), the largest
+difference of the probabilities, and whether both give the same speech pieces; then the fused
+LSTM kernel alone. One JSON line per measurement.
+
+    python benchmarks/vad_gpu_probe.py AUDIO [AUDIO ...] [--runs N]   (a CUDA machine)"""
+
+import argparse
+import json
+import time
+
+import whisperfast  # noqa: F401  (BLAS preload)
+
+import mlx.core as mx
+import numpy as np
+
+from whisperfast import vad
+from whisperfast.audio import load_audio
+from whisperfast.kernels import lstm
+
+parser = argparse.ArgumentParser()
+parser.add_argument("audio", nargs="+")
+parser.add_argument("--runs", type=int, default=3)
+args = parser.parse_args()
+
+
+def streamed(model, audio, block=30 * 16000):
+    """Probabilities as the Chunker gets them: blocks of 30 s, as AudioReader gives them."""
+    stream = model.stream()
+    out = [stream(audio[i : i + block]) for i in range(0, len(audio), block)]
+    return np.concatenate(out + [stream.finish()])
+
+
+def best(model, audio, runs):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        probs = streamed(model, audio)
+        times.append(time.perf_counter() - t)
+    return probs, min(times), times
+
+
+gpu, host = vad.SileroVAD(net=True), vad.SileroVAD(net=False)
+streamed(gpu, np.zeros(16000 * 70, np.float32))  # the kernel's first launch, the graphs' first shapes
+for path in args.audio:
+    audio = load_audio(path)
+    seconds = len(audio) / 16000
+    want, host_s, host_all = best(host, audio, 1 if seconds > 1000 else min(args.runs, 2))
+    got, gpu_s, gpu_all = best(gpu, audio, args.runs)
+    same = {name: vad.get_speech_timestamps(audio, o, probs=got) == vad.get_speech_timestamps(audio, o, probs=want)
+            for name, o in (("batched", vad.BATCHED_VAD), ("sequential", vad.VadOptions()))}
+    print(json.dumps(dict(audio=path, seconds=seconds, frames=len(want), onnxruntime_s=host_s, onnxruntime_runs=host_all,
+                          gpu_s=gpu_s, gpu_runs=gpu_all, speedup=host_s / gpu_s,
+                          max_abs_diff=float(np.abs(got - want).max()), same_pieces=same,
+                          threads=host.threads, group_frames=gpu.group)), flush=True)
+
+rng = np.random.default_rng(0)
+for steps in (2048, 18750):
+    xw = mx.array(rng.normal(0, 1, (steps, 4 * lstm.HIDDEN)).astype(np.float32))
+    r = mx.array(rng.normal(0, 0.15, (4 * lstm.HIDDEN, lstm.HIDDEN)).astype(np.float32))
+    h = c = mx.zeros((lstm.HIDDEN,))
+    rt = mx.contiguous(r.T)
+    mx.eval(xw, r, rt, *lstm.lstm_fused(xw, r, h, c, rt))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        mx.eval(*lstm.lstm_fused(xw, r, h, c, rt))
+        times.append(time.perf_counter() - t)
+    print(json.dumps(dict(kernel="lstm_fused", steps=steps, best_s=min(times), us_per_step=min(times) / steps * 1e6)),
+          flush=True)

@@ -1,0 +1,190 @@
+"""Silero VAD on MLX (silero.py) and the LSTM kernel under it (kernels/lstm.py), against
+onnxruntime's run of the same ONNX model on real speech: the same probabilities to float
+rounding, the same speech pieces; the weights read once per machine; the fused LSTM against
+the composed one on a CUDA GPU."""
+
+import os
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from whisperfast import silero, silero_cuda, vad
+from whisperfast.audio import SAMPLE_RATE, load_audio
+from whisperfast.kernels import cuda_cache, lstm
+
+from .conftest import SAMPLES, needs_cuda
+
+TOLERANCE = 1e-4  # probabilities: the port sums in other orders than onnxruntime (seen: 2e-6)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """JFK, 20 s of faint noise, the TIMIT sentence, cut short of a whole group of frames."""
+    jfk, timit = load_audio(SAMPLES / "jfk.wav"), load_audio(SAMPLES / "en_ldc93s1_timit_16k.wav")
+    noise = np.random.default_rng(0).normal(0, 1e-3, 20 * SAMPLE_RATE).astype(np.float32)
+    return np.concatenate([jfk, noise, timit])[:-1000]
+
+
+@pytest.fixture(scope="module")
+def onnx_probs(speech):
+    return vad.SileroVAD(net=False)(speech)
+
+
+def _onnx_lstm(xw, r, h, c):
+    """ONNX's LSTM equations in numpy, float64: the reference for both recurrences."""
+    n, out = h.shape[0], []
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    for x in xw.astype(np.float64):
+        g = x + r @ h
+        i, o, f, z = sig(g[:n]), sig(g[n : 2 * n]), sig(g[2 * n : 3 * n]), np.tanh(g[3 * n :])
+        c = f * c + i * z
+        h = o * np.tanh(c)
+        out.append(h)
+    return np.array(out), c
+
+
+def _random_lstm(steps, hidden=lstm.HIDDEN, seed=0):
+    rng = np.random.default_rng(seed)
+    xw = rng.normal(0, 1, (steps, 4 * hidden)).astype(np.float32)
+    r = rng.normal(0, 0.15, (4 * hidden, hidden)).astype(np.float32)
+    h, c = (rng.normal(0, 0.5, hidden).astype(np.float32) for _ in range(2))
+    return xw, r, h, c
+
+
+def test_the_composed_lstm_is_onnxs():
+    xw, r, h, c = _random_lstm(40)
+    with mx.stream(mx.cpu):
+        hs, c_last = lstm.lstm_composed(*(mx.array(a) for a in (xw, r, h, c)))
+        want_h, want_c = _onnx_lstm(xw, r, h.astype(np.float64), c.astype(np.float64))
+        assert np.abs(np.array(hs) - want_h).max() < 1e-5 and np.abs(np.array(c_last) - want_c).max() < 1e-5
+        empty, c0 = lstm.lstm_composed(mx.zeros((0, 4 * lstm.HIDDEN)), *(mx.array(a) for a in (r, h, c)))
+        assert empty.shape == (0, lstm.HIDDEN) and np.array_equal(np.array(c0), c)
+
+
+def test_the_port_gives_onnxruntimes_probabilities_and_pieces(speech, onnx_probs, tmp_path, knobs):
+    """On MLX's default device (here the CPU, its LSTM composed), over speech, noise and a
+    last group cut short: within TOLERANCE of onnxruntime's, so the same speech pieces under
+    both of faster-whisper's settings."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    model = vad.SileroVAD(net=True)
+    assert model.net is not None and model.session is None and model.lstm is None
+    got = model(speech)
+    assert got.shape == onnx_probs.shape == (-(-len(speech) // vad.FRAME),)
+    assert onnx_probs.max() > 0.9 and onnx_probs.min() < 0.1
+    assert np.abs(got - onnx_probs).max() < TOLERANCE
+    for options in (vad.VadOptions(), vad.BATCHED_VAD):
+        want = vad.get_speech_timestamps(speech, options, probs=onnx_probs)
+        assert len(want) >= 2 and vad.get_speech_timestamps(speech, options, probs=got) == want
+
+
+def test_the_port_carries_its_state_across_groups(speech, onnx_probs, tmp_path, knobs):
+    """Groups of any size give the same probabilities: the LSTM state and the last frame's
+    samples go from group to group."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    model = vad.SileroVAD(net=True)
+    stream = model.stream(300)
+    got = np.concatenate([stream(speech[: 7 * SAMPLE_RATE]), stream(speech[7 * SAMPLE_RATE :]), stream.finish()])
+    assert np.abs(got - onnx_probs).max() < TOLERANCE
+
+
+def test_the_weights_are_read_once_then_from_the_cache(tmp_path, knobs, monkeypatch):
+    """The first port reads the ONNX file with the onnx package and keeps its weights; later
+    ones need no onnx; a torn cache file is read again from the model."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    first = silero.read_weights(vad.model_path())
+    cached = list(tmp_path.glob("vad/*/weights.npz"))
+    assert first is not None and len(cached) == 1
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    again = silero.read_weights(vad.model_path())
+    assert again.keys() == first.keys() and all(np.array_equal(again[k], first[k]) for k in first)
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
+    assert silero.read_weights(vad.model_path()) is None  # torn, and no onnx to read the model again
+    monkeypatch.delitem(sys.modules, "onnx")
+    assert all(np.array_equal(silero.read_weights(vad.model_path())[k], first[k]) for k in first)
+
+
+def test_without_onnx_or_its_weights_onnxruntime_runs(tmp_path, knobs, monkeypatch):
+    """No onnx package and no cached weights: the port cannot be made, onnxruntime's whole
+    model serves instead, nothing raised. WHISPERFAST_VAD_GPU=0 keeps onnxruntime anywhere."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    model = vad.SileroVAD(net=True)
+    assert model.net is None and model.session is not None and model.group == 256
+    knobs(WHISPERFAST_VAD_GPU="0")
+    assert vad.SileroVAD().net is None
+
+
+_F32 = mx.float32
+# the CUDA kernels as they are launched: (name, body, inputs (name, ndim), outputs, template, threads a block)
+_CUDA_KERNELS = {
+    "lstm": ("wf_lstm_sequence", lstm._SOURCE, [(n, 2 if n in ("xw", "r", "ri") else 1) for n in lstm.INPUTS],
+             lstm.OUTPUTS, [("H", lstm.HIDDEN), ("REG", lstm.REG)], 4 * lstm.HIDDEN),
+    "features": ("wf_silero_features", silero_cuda._SOURCE,
+                 [(n, 1 if n.startswith("b") else 3 if n[1:].isdigit() else 2) for n in silero_cuda.INPUTS],
+                 ("xw",), [], silero_cuda.THREADS),
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(_CUDA_KERNELS))
+def test_the_kernels_sources_compile_for_sm_90a(kernel):
+    """The source MLX builds for each kernel compiles with NVRTC (where it and MLX's headers
+    are at hand), within its block's share of the registers, without spills."""
+    from whisperfast.kernels import nvrtc
+
+    site = os.environ.get("WHISPERFAST_TEST_CUDA_SITE")
+    toolchain = nvrtc.Toolchain.beside(Path(site) / "mlx") if site else nvrtc.Toolchain.installed()
+    try:
+        nv, options = nvrtc.load(toolchain), nvrtc.options(toolchain, 9, 0)
+    except nvrtc.NvrtcError as e:
+        pytest.skip(f"no NVRTC with MLX's headers here ({e})")
+    name, body, inputs, outputs, template, threads = _CUDA_KERNELS[kernel]
+    func = cuda_cache.kernel_name(name, template)
+    source = cuda_cache.build_source(func, "", body, [(n, _F32, d) for n, d in inputs], [(n, _F32) for n in outputs],
+                                     template)
+    binary, _ = nv.compile(source, list(options) + ["--ptxas-options=-v"], cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
+    report = nv.last_log
+    registers = int(report.split(" registers")[0].rsplit(" ", 1)[1])
+    assert binary[:4] == b"\x7fELF" and registers <= 65536 // threads
+    assert "0 bytes spill stores" in report
+
+
+@needs_cuda
+@pytest.mark.parametrize("steps", [0, 1, 2, 37, 2048])
+def test_the_fused_lstm_is_the_composed_one(steps):
+    xw, r, h, c = (mx.array(a) for a in _random_lstm(steps, seed=steps))
+    hs, c_last = lstm.lstm_fused(xw, r, h, c)
+    want_h, want_c = lstm.lstm_composed(xw, r, h, c)
+    assert hs.shape == (steps, lstm.HIDDEN)
+    if steps:
+        assert mx.abs(hs - want_h).max().item() < 1e-5
+    assert mx.abs(c_last - want_c).max().item() < 1e-5
+
+
+@needs_cuda
+def test_on_cuda_the_vad_is_the_port_with_the_fused_lstm(speech, onnx_probs, tmp_path, knobs):
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    model = vad.SileroVAD()
+    assert model.net is not None and model.group == 2048
+    assert lstm.fused_available(lstm.HIDDEN, mx.float32)
+    assert np.abs(model(speech) - onnx_probs).max() < TOLERANCE
+
+
+@needs_cuda
+def test_the_fused_input_projection_is_the_composed_one(speech, tmp_path, knobs):
+    """silero_cuda's kernel (STFT, convolutions, W x + b in float32 FMAs) against the port's MLX
+    ops on the CPU (float32 throughout; on the GPU MLX may use TF32), frames of real speech and
+    noise, a last block of frames not full."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    net = vad.SileroVAD().net
+    assert net.cuda
+    n = len(speech) // vad.FRAME  # 1058 frames: the last block of 4 holds 2
+    block = speech[: n * vad.FRAME].reshape(n, vad.FRAME)
+    frames = np.concatenate([np.concatenate([np.zeros((1, vad.CONTEXT), np.float32), block[:-1, -vad.CONTEXT :]]), block], 1)
+    got = silero_cuda.input_projection(mx.array(frames), net.cuda_weights)
+    with mx.stream(mx.cpu):
+        want = net.features(mx.array(frames)) @ net.w_in + net.bias
+        assert got.shape == want.shape == (n, 4 * lstm.HIDDEN) and n % silero_cuda.F
+        assert np.abs(np.array(got) - np.array(want)).max() < 1e-3 * max(1.0, float(mx.abs(want).max()))

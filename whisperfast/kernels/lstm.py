@@ -1,0 +1,128 @@
+"""An LSTM layer's recurrence over a sequence, fused (one CUDA launch for the whole sequence)
+beside composed (MLX ops, a step at a time), in ONNX's convention.
+
+ONNX's LSTM (gates in the order i, o, f, c; sigmoid, sigmoid, sigmoid, tanh):
+    g_t = xw_t + R h_{t-1}        xw_t = W x_t + Wb + Rb, computed for every t beforehand
+    c_t = f_t * c_{t-1} + i_t * c~_t;    h_t = o_t * tanh(c_t)
+The input projection has no recurrence, so it is one matmul over the sequence; only R h
+waits on the step before. A step's work is one (4H, H) matrix-vector product: too little to
+share over more than one block, and a launch per step would cost more than the step. So the
+fused kernel is one block of 4H threads that walks the whole sequence, a gate row a thread:
+REG of its row's H weights in registers, the rest read through the L1 cache (a block's
+registers hold 64 K words, R is 4H * H = 64 K for H = 128), h in shared memory. A unit's
+four gates sit in adjacent lanes of a warp, which combine them by shuffles, so a step needs
+one barrier; R's columns read from L1 are laid out in that order (`interleaved`), so that a
+warp's loads stay one run of words (in ONNX's order they were four, and a step took 3.3 µs
+against 1.5 µs with the gate rows in ONNX's order and two barriers: benchmarks/h200-session16/).
+
+Shapes: xw (T, 4H) float32; r (4H, H); h, c (H,) -> hs (T, H) every step's h, c (H,) the last
+cell state."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import mlx.core as mx
+
+from ..config import config
+from ..files import write_atomic
+from .cuda_cache import CachedCudaKernel
+from .ops import on_cuda
+
+HIDDEN = 128  # the fused kernel's H (Silero VAD's); other sizes take the composed steps
+INPUTS, OUTPUTS = ("xw", "r", "ri", "h0", "c0"), ("out", "c_out")  # the fused kernel's parameters
+REG = 96  # columns of R a thread keeps in registers (126 registers a thread, no spills)
+
+
+def lstm_composed(xw: mx.array, r: mx.array, h: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
+    """The recurrence a step at a time in MLX ops (the fused kernel's reference; slow on long
+    sequences: a few ops a step)."""
+    n = h.shape[-1]
+    rt = r.T
+    hs = []
+    for t in range(xw.shape[0]):
+        g = xw[t] + h @ rt
+        i, o, f = (mx.sigmoid(g[k * n : (k + 1) * n]) for k in range(3))
+        c = f * c + i * mx.tanh(g[3 * n :])
+        h = o * mx.tanh(c)
+        hs.append(h)
+    return (mx.stack(hs) if hs else mx.zeros((0, n), xw.dtype)), c
+
+
+_SOURCE = """
+    constexpr int G = 4 * H;  // REG: R's columns held in registers; the rest are read through L1
+    __shared__ float hs[2][H];  // h of the step before, and the one being made
+    const int j = threadIdx.x, unit = j / 4, gate = j % 4;  // a unit's four gates in adjacent lanes
+    const int row = gate * H + unit;  // ONNX's row of this gate
+    float w[REG];
+    #pragma unroll
+    for (int k = 0; k < REG; ++k) w[k] = r[row * H + k];
+    float cell = gate == 0 ? c0[unit] : 0.0f;
+    if (j < H) hs[0][j] = h0[j];
+    __syncthreads();
+    const int steps = xw_shape[0];
+    float next = steps > 0 ? xw[row] : 0.0f;
+    for (int t = 0; t < steps; ++t) {
+        const float* h = hs[t & 1];
+        float a0 = next, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        if (t + 1 < steps) next = xw[(size_t)(t + 1) * G + row];
+        #pragma unroll
+        for (int k = 0; k < REG; k += 2) { a0 = fmaf(w[k], h[k], a0); a1 = fmaf(w[k + 1], h[k + 1], a1); }
+        #pragma unroll 8
+        for (int k = REG; k < H; k += 2) {
+            a2 = fmaf(__ldg(&ri[k * G + j]), h[k], a2);
+            a3 = fmaf(__ldg(&ri[(k + 1) * G + j]), h[k + 1], a3);
+        }
+        const float g = (a0 + a1) + (a2 + a3);
+        const float act = gate < 3 ? 1.0f / (1.0f + expf(-g)) : tanhf(g);
+        const int base = threadIdx.x & 31 & ~3;
+        const float i = __shfl_sync(0xffffffffu, act, base), o = __shfl_sync(0xffffffffu, act, base + 1);
+        const float f = __shfl_sync(0xffffffffu, act, base + 2), z = __shfl_sync(0xffffffffu, act, base + 3);
+        if (gate == 0) {
+            cell = f * cell + i * z;
+            const float hn = o * tanhf(cell);
+            hs[(t + 1) & 1][unit] = hn;
+            out[(size_t)t * H + unit] = hn;
+        }
+        __syncthreads();  // one barrier a step: h is double-buffered
+    }
+    if (gate == 0) c_out[unit] = cell;
+"""
+
+
+@lru_cache(maxsize=1)
+def _kernel() -> CachedCudaKernel:
+    # compiled once per machine, then read from the cache (cuda_cache.py)
+    return CachedCudaKernel("wf_lstm_sequence", INPUTS, OUTPUTS, _SOURCE, "",
+                            config().cache / "kernels", write_atomic)
+
+
+def interleaved(r: mx.array) -> mx.array:
+    """R as the fused kernel reads its columns past REG: (H, 4H), a unit's four gate rows
+    side by side (column 4u + g is ONNX's row g * H + u), so that a warp's loads are one
+    run of words."""
+    n = r.shape[1]
+    return mx.contiguous(r.reshape(4, n, n).transpose(2, 1, 0).reshape(n, 4 * n))
+
+
+def lstm_fused(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array | None = None,
+               reg: int = REG) -> tuple[mx.array, mx.array]:
+    """The recurrence in one CUDA launch (H = HIDDEN, float32). ri: interleaved(r), when the
+    caller keeps one; reg: an even number of R's columns, at most H, to keep in registers."""
+    n = h.shape[-1]
+    ri = interleaved(r) if ri is None else ri
+    hs, c = _kernel()(inputs=[xw, r, ri, h, c], template=[("H", n), ("REG", reg)], grid=(4 * n, 1, 1), threadgroup=(4 * n, 1, 1),
+                      output_shapes=[(xw.shape[0], n), (n,)], output_dtypes=[mx.float32, mx.float32])
+    return hs, c
+
+
+def fused_available(hidden: int, dtype: mx.Dtype) -> bool:
+    """Whether lstm_fused runs here: a CUDA GPU, H = HIDDEN, float32."""
+    return hidden == HIDDEN and dtype == mx.float32 and on_cuda()
+
+
+def lstm(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array | None = None) -> tuple[mx.array, mx.array]:
+    """The recurrence, fused where it can run (ri: as lstm_fused's), composed elsewhere."""
+    if fused_available(h.shape[-1], xw.dtype):
+        return lstm_fused(xw, r, h, c, ri)
+    return lstm_composed(xw, r, h, c)

@@ -1,0 +1,135 @@
+"""Silero VAD's network on MLX, for a CUDA GPU: the ONNX model's own weights, its frame-by-frame
+convolutions over a whole group of frames at once, its LSTM in one launch (kernels/lstm.py).
+
+On the H200's host, onnxruntime took 1.35 s of a 1.65 s batched transcription of 600 s
+(benchmarks/h200-decode/): a frame's convolutions and LSTM step are too small to use the
+CPU's cores (benchmarks/batched/). Here the convolutions of every frame of a group are a few
+batched matmuls, and only the LSTM's recurrence runs step by step, inside one kernel.
+
+The network (`silero_vad_16k_sequence.onnx`), per 512-sample frame with the previous frame's
+last 64 samples before it (576 samples):
+- STFT: the 576 samples reflect-padded by 128 on each side, a (258, 256) basis at a hop of
+  128; the first of the five columns dropped; magnitudes of 129 bins -> (4, 129);
+- encoder: four convolutions of kernel 3, padding 1, strides 1, 2, 2, 1 (129 -> 128 -> 64 ->
+  64 -> 128 channels), each followed by ReLU -> (1, 128);
+- an LSTM of 128 over the frames (ONNX's gates i, o, f, c), its state carried from group to
+  group; then ReLU, a 1x1 convolution to one channel and a sigmoid: the speech probability.
+
+The weights are read from the ONNX file once per machine (with the onnx package) and kept in
+the cache as .npz, named by the model file's hash. Sums run in other orders than onnxruntime's,
+so probabilities agree to float rounding, not bit for bit (tests/test_silero.py bounds it)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from . import silero_cuda
+from .config import config
+from .files import write_atomic
+from .kernels import lstm as lstm_kernels
+
+CONTEXT, FRAME, HOP, WINDOW = 64, 512, 128, 256
+BINS = WINDOW // 2 + 1
+
+# ONNX initializer -> its shape: the network this port knows; another export is declined
+WEIGHTS = {"stft.forward_basis_buffer": (258, 1, 256), "encoder.0.weight": (128, 129, 3), "encoder.0.bias": (128,),
+           "encoder.1.weight": (64, 128, 3), "encoder.1.bias": (64,), "encoder.2.weight": (64, 64, 3),
+           "encoder.2.bias": (64,), "encoder.3.weight": (128, 64, 3), "encoder.3.bias": (128,),
+           "output.weight": (1, 128, 1), "output.bias": (1,), "onnx::LSTM_209": (1, 512, 128),
+           "onnx::LSTM_210": (1, 512, 128), "onnx::LSTM_211": (1, 1024)}
+STRIDES = (1, 2, 2, 1)
+
+
+def read_weights(path: Path) -> Optional[Dict[str, np.ndarray]]:
+    """The model's weights by initializer name, from the cache or (once) from the ONNX file;
+    None where the onnx package is missing or the graph is not the one this port knows."""
+    data = path.read_bytes()
+    cached = config().cache / "vad" / hashlib.sha256(data).hexdigest()[:16] / "weights.npz"
+    if cached.is_file():
+        try:
+            with np.load(cached) as f:
+                weights = {name: f[name.replace(":", "_")] for name in WEIGHTS}
+            if all(weights[n].shape == s for n, s in WEIGHTS.items()):
+                return weights
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or foreign: read the model again
+            pass
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return None
+    model = onnx.load_from_string(data)
+    found = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in WEIGHTS}
+    if set(found) != set(WEIGHTS) or any(found[n].shape != s for n, s in WEIGHTS.items()):
+        return None
+    weights = {n: np.ascontiguousarray(found[n], np.float32) for n in WEIGHTS}
+    buffer = io.BytesIO()
+    np.savez(buffer, **{n.replace(":", "_"): w for n, w in weights.items()})
+    try:
+        write_atomic(cached, buffer.getvalue())
+    except OSError:  # a cache that cannot be written: read the model again next time
+        pass
+    return weights
+
+
+class SileroNet:
+    """The network on MLX's default device; `run` is SileroVAD.run's: frames (n, CONTEXT +
+    FRAME) float32 and the LSTM state -> (probabilities (n,), h, c)."""
+
+    def __init__(self, weights: Dict[str, np.ndarray]):
+        w = {n: mx.array(a) for n, a in weights.items()}
+        self.basis = w["stft.forward_basis_buffer"][:, 0, :].T  # (WINDOW, 2 * BINS)
+        # MLX's conv1d weights are (out, kernel, in); ONNX's (out, in, kernel)
+        self.convs = [(w[f"encoder.{i}.weight"].transpose(0, 2, 1), w[f"encoder.{i}.bias"], s)
+                      for i, s in enumerate(STRIDES)]
+        self.w_in = w["onnx::LSTM_209"][0].T  # (128, 4H)
+        self.r = w["onnx::LSTM_210"][0]  # (4H, H)
+        self.ri = lstm_kernels.interleaved(self.r)  # the fused LSTM's layout of R
+        bias = w["onnx::LSTM_211"][0]
+        self.bias = bias[: bias.shape[0] // 2] + bias[bias.shape[0] // 2 :]
+        self.w_out, self.b_out = w["output.weight"][0, :, 0], w["output.bias"]
+        self.hidden = self.r.shape[1]
+        # on CUDA, one kernel for the frames' part (silero_cuda.py), its weights laid out for it
+        self.cuda = lstm_kernels.fused_available(self.hidden, mx.float32)
+        self.cuda_weights = tuple(mx.contiguous(a) for a in (
+            self.basis, *(x for i in range(4) for x in (w[f"encoder.{i}.weight"].transpose(1, 2, 0), w[f"encoder.{i}.bias"])),
+            self.w_in, self.bias)) if self.cuda else ()
+        mx.eval(self.basis, self.convs, self.w_in, self.r, self.ri, self.bias, self.w_out, self.b_out, self.cuda_weights)
+
+    def features(self, frames: mx.array) -> mx.array:
+        """(n, CONTEXT + FRAME) -> (n, 128): the convolutions, every frame at once."""
+        n = frames.shape[0]
+        # reflect padding on the right (the left's lies in the dropped first column)
+        padded = mx.concatenate([frames, frames[:, -2 : -2 - HOP : -1]], axis=1)  # (n, 704)
+        blocks = padded[:, : 5 * HOP].reshape(n, 5, HOP)
+        windows = mx.concatenate([blocks[:, :4], blocks[:, 1:]], axis=2)  # (n, 4, WINDOW): columns 1..4
+        spectrum = windows @ self.basis
+        x = mx.sqrt(spectrum[..., :BINS] ** 2 + spectrum[..., BINS:] ** 2)  # (n, 4, BINS)
+        for weight, bias, stride in self.convs:
+            x = mx.maximum(mx.conv1d(x, weight, stride=stride, padding=1) + bias, 0)
+        return x[:, 0, :]
+
+    def probabilities(self, frames: mx.array, h: mx.array, c: mx.array):
+        """frames (n, CONTEXT + FRAME), state (H,) each -> (probabilities (n,), h, c), lazily."""
+        if self.cuda:
+            xw = silero_cuda.input_projection(frames, self.cuda_weights)
+        else:
+            xw = self.features(frames) @ self.w_in + self.bias
+        hs, c = lstm_kernels.lstm(xw, self.r, h, c, self.ri)
+        # a sum, not a matrix product: MLX's float32 products may run in TF32 on a CUDA GPU
+        probs = mx.sigmoid((mx.maximum(hs, 0) * self.w_out).sum(-1) + self.b_out)
+        return probs, (hs[-1] if hs.shape[0] else h), c
+
+    def run(self, frames: np.ndarray, h, c):
+        h = mx.array(np.asarray(h, np.float32).reshape(self.hidden))
+        c = mx.array(np.asarray(c, np.float32).reshape(self.hidden))
+        probs, h, c = self.probabilities(mx.array(np.asarray(frames, np.float32)), h, c)
+        mx.eval(probs, h, c)
+        return np.array(probs), np.array(h)[None, None], np.array(c)[None, None]
