@@ -55,16 +55,16 @@ for path in args.audio:
                           threads=host.threads, group_frames=gpu.group)), flush=True)
 
 rng = np.random.default_rng(0)
-for steps in (2048, 18750):
+for steps, reg in ((2048, lstm.REG), (18750, lstm.REG), (18750, 64)):
     xw = mx.array(rng.normal(0, 1, (steps, 4 * lstm.HIDDEN)).astype(np.float32))
     r = mx.array(rng.normal(0, 0.15, (4 * lstm.HIDDEN, lstm.HIDDEN)).astype(np.float32))
     h = c = mx.zeros((lstm.HIDDEN,))
-    rt = mx.contiguous(r.T)
-    mx.eval(xw, r, rt, *lstm.lstm_fused(xw, r, h, c, rt))
+    ri = lstm.interleaved(r)
+    mx.eval(xw, r, ri, *lstm.lstm_fused(xw, r, h, c, ri, reg))
     times = []
     for _ in range(5):
         t = time.perf_counter()
-        mx.eval(*lstm.lstm_fused(xw, r, h, c, rt))
+        mx.eval(*lstm.lstm_fused(xw, r, h, c, ri, reg))
         times.append(time.perf_counter() - t)
-    print(json.dumps(dict(kernel="lstm_fused", steps=steps, best_s=min(times), us_per_step=min(times) / steps * 1e6)),
+    print(json.dumps(dict(kernel="lstm_fused", steps=steps, reg=reg, best_s=min(times), us_per_step=min(times) / steps * 1e6)),
           flush=True)
