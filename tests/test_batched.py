@@ -381,16 +381,3 @@ def test_peak_memory_of_an_hour_within_1_3x_of_a_minute(tmp_path):
     if small["transcribe_peak_mb"] is not None:
         assert large["transcribe_peak_mb"] <= 1.3 * small["transcribe_peak_mb"], (small, large)
 
-
-def test_a_batchs_mels_are_each_chunks_own(jfk, timit):
-    """batched._mels makes the N chunks' log-mels in one pass: each is mlx-whisper's log-mel of
-    its chunk padded to 30 s (sequential mode's last window), to float rounding (bit for bit
-    on the CPU), a full 30 s chunk, short ones and silence alike."""
-    import mlx.core as mx
-    from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
-
-    chunks = [np.tile(jfk, 3)[:N_SAMPLES], timit, jfk[:17], np.zeros(N_SAMPLES // 2, np.float32)]
-    got = batched._mels(chunks, 80)
-    want = mx.stack([pad_or_trim(log_mel_spectrogram(c, n_mels=80, padding=N_SAMPLES - len(c) + N_FFT), N_FRAMES, axis=-2)
-                     for c in chunks])
-    assert got.shape == (4, N_FRAMES, 80) and mx.abs(got - want).max().item() <= 1e-5

@@ -47,7 +47,7 @@ from typing import Callable, Iterator, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, hanning, mel_filters
+from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
@@ -203,25 +203,12 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
-def _mels(audios: Sequence[np.ndarray], n_mels: int) -> mx.array:
-    """Chunks' (N, N_FRAMES, n_mels) log-mels, each as sequential mode makes its last window's
-    (mlx-whisper's log_mel_spectrogram of the chunk zero-padded to 30 s and one FFT window,
-    its frames past 30 s dropped by pad_or_trim; silence there, never the maximum the log-mel
-    is clipped from), all N in one pass: one STFT, one product with the filters (a chunk at a
-    time, the mel took 35 of a batched 600 s transcription's 431 ms on the H200)."""
-    length = N_SAMPLES + N_FFT
-    x = np.zeros((len(audios), length), np.float32)
-    for row, a in zip(x, audios):
-        row[: len(a)] = a
-    x = mx.array(x)
-    pad = N_FFT // 2  # stft's reflect padding
-    x = mx.concatenate([x[:, 1 : pad + 1][:, ::-1], x, x[:, -(pad + 1) : -1][:, ::-1]], axis=1)
-    steps = (x.shape[1] - N_FFT + HOP_LENGTH) // HOP_LENGTH
-    frames = mx.as_strided(x, shape=(x.shape[0], steps, N_FFT), strides=(x.shape[1], HOP_LENGTH, 1))
-    magnitudes = mx.fft.rfft(frames * hanning(N_FFT))[:, :-1, :].abs().square()
-    log_spec = mx.maximum(magnitudes @ mel_filters(n_mels).T, 1e-10).log10()
-    log_spec = mx.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
-    return ((log_spec + 4.0) / 4.0)[:, :N_FRAMES]
+def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
+    """A chunk's (N_FRAMES, n_mels) log-mel, zero-padded to 30 s as sequential mode pads its
+    last window. Only 30 s and one FFT window of audio are transformed, not the chunk and 30 s
+    of zeros: the frames past 30 s, which pad_or_trim drops, are silence, never the maximum the
+    log-mel is clipped from, so the frames kept are the same (to float rounding)."""
+    return pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES - len(audio) + N_FFT), N_FRAMES, axis=-2)
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
@@ -232,7 +219,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     parts = []
     for at in range(0, len(rows), encoder_rows):
         t = time.perf_counter()
-        mel = _mels([c.audio for c in rows[at : at + encoder_rows]], whisper.dims.n_mels).astype(dtype)
+        mel = mx.stack([_mel(c.audio, whisper.dims.n_mels) for c in rows[at : at + encoder_rows]]).astype(dtype)
         mx.eval(mel)
         mel_s += time.perf_counter() - t
         t = time.perf_counter()
