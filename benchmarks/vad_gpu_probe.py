@@ -14,7 +14,7 @@ import whisperfast  # noqa: F401  (BLAS preload)
 import mlx.core as mx
 import numpy as np
 
-from whisperfast import vad
+from whisperfast import silero_cuda, vad
 from whisperfast.audio import load_audio
 from whisperfast.kernels import lstm
 
@@ -53,6 +53,29 @@ for path in args.audio:
                           gpu_s=gpu_s, gpu_runs=gpu_all, speedup=host_s / gpu_s,
                           max_abs_diff=float(np.abs(got - want).max()), same_pieces=same,
                           threads=host.threads, group_frames=gpu.group)), flush=True)
+
+# one group's parts: the frames' kernel, the probabilities on the device, run() with its copies
+net = gpu.net
+audio = load_audio(args.audio[0])[: 2048 * 512]
+block = audio.reshape(2048, 512)
+frames = np.concatenate([np.concatenate([np.zeros((1, 64), np.float32), block[:-1, -64:]]), block], 1)
+h0 = c0 = mx.zeros((lstm.HIDDEN,))
+for label, fn in (("input_projection", lambda f: silero_cuda.input_projection(f, net.cuda_weights)),
+                  ("probabilities", lambda f: net.probabilities(f, h0, c0)[0])):
+    fx = mx.array(frames)
+    mx.eval(fn(fx))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        mx.eval(fn(fx))
+        times.append(time.perf_counter() - t)
+    print(json.dumps(dict(part=label, frames=2048, best_s=min(times))), flush=True)
+times = []
+for _ in range(5):
+    t = time.perf_counter()
+    net.run(frames, np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
+    times.append(time.perf_counter() - t)
+print(json.dumps(dict(part="run (numpy in and out)", frames=2048, best_s=min(times))), flush=True)
 
 rng = np.random.default_rng(0)
 for steps, reg in ((2048, lstm.REG), (18750, lstm.REG), (18750, 64)):

@@ -51,7 +51,7 @@ def lstm_composed(xw: mx.array, r: mx.array, h: mx.array, c: mx.array) -> tuple[
 
 _SOURCE = """
     constexpr int G = 4 * H;  // REG: R's columns held in registers; the rest are read through L1
-    __shared__ float hs[2][H];  // h of the step before, and the one being made
+    __shared__ __align__(16) float hs[2][H];  // h of the step before, and the one being made
     const int j = threadIdx.x, unit = j / 4, gate = j % 4;  // a unit's four gates in adjacent lanes
     const int row = gate * H + unit;  // ONNX's row of this gate
     float w[REG];
@@ -63,15 +63,19 @@ _SOURCE = """
     const int steps = xw_shape[0];
     float next = steps > 0 ? xw[row] : 0.0f;
     for (int t = 0; t < steps; ++t) {
-        const float* h = hs[t & 1];
+        const float4* h = reinterpret_cast<const float4*>(hs[t & 1]);  // four of h a load
         float a0 = next, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         if (t + 1 < steps) next = xw[(size_t)(t + 1) * G + row];
         #pragma unroll
-        for (int k = 0; k < REG; k += 2) { a0 = fmaf(w[k], h[k], a0); a1 = fmaf(w[k + 1], h[k + 1], a1); }
-        #pragma unroll 8
-        for (int k = REG; k < H; k += 2) {
-            a2 = fmaf(__ldg(&ri[k * G + j]), h[k], a2);
-            a3 = fmaf(__ldg(&ri[(k + 1) * G + j]), h[k + 1], a3);
+        for (int k = 0; k < REG; k += 4) {
+            const float4 v = h[k / 4];
+            a0 = fmaf(w[k], v.x, a0); a1 = fmaf(w[k + 1], v.y, a1); a2 = fmaf(w[k + 2], v.z, a2); a3 = fmaf(w[k + 3], v.w, a3);
+        }
+        #pragma unroll 4
+        for (int k = REG; k < H; k += 4) {
+            const float4 v = h[k / 4];
+            a0 = fmaf(__ldg(&ri[k * G + j]), v.x, a0); a1 = fmaf(__ldg(&ri[(k + 1) * G + j]), v.y, a1);
+            a2 = fmaf(__ldg(&ri[(k + 2) * G + j]), v.z, a2); a3 = fmaf(__ldg(&ri[(k + 3) * G + j]), v.w, a3);
         }
         const float g = (a0 + a1) + (a2 + a3);
         const float act = gate < 3 ? 1.0f / (1.0f + expf(-g)) : tanhf(g);
@@ -108,7 +112,7 @@ def interleaved(r: mx.array) -> mx.array:
 def lstm_fused(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array | None = None,
                reg: int = REG) -> tuple[mx.array, mx.array]:
     """The recurrence in one CUDA launch (H = HIDDEN, float32). ri: interleaved(r), when the
-    caller keeps one; reg: an even number of R's columns, at most H, to keep in registers."""
+    caller keeps one; reg: R's columns to keep in registers, a multiple of 4 up to H."""
     n = h.shape[-1]
     ri = interleaved(r) if ri is None else ri
     hs, c = _kernel()(inputs=[xw, r, ri, h, c], template=[("H", n), ("REG", reg)], grid=(4 * n, 1, 1), threadgroup=(4 * n, 1, 1),
