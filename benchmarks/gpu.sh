@@ -32,6 +32,22 @@ cold_prep() {
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done
 }
+# fresh_batched: fresh `transcribe --fast --batch-size 16` processes, wall clock around each: the 60-minute clip three
+# times (the first may compile kernels for row counts not seen yet), then the 600 s clip twice; a JSON line each
+fresh_batched() {
+  $py - <<'PY' 2>&1
+import json, subprocess, sys, time
+for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip600.wav"], ["/tmp/clip600.wav"]):
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "--fast", "-q", "--json", "--batch-size", "16"],
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    d = d[0] if isinstance(d, list) else d
+    print(json.dumps(dict(args=args, rc=r.returncode, wall_s=wall, timings=d.get("timings"), windows=d.get("windows"),
+                          words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
+PY
+}
 case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
@@ -714,6 +730,37 @@ session15-halves)  # issue 14, an experiment (ab-t/halves: cross-attention items
   done 2>&1 | tee "$out/rows_phases.txt"
   bench_trees ". ab-t/halves" "$out/tiny.en.txt" --beam-size 5
   ;;
+session16-peers)  # issue 15 (WORK=/tmp/s16, then tar): a GPU peer for batched mode in the same run as whisperfast's:
+  # transformers (torch fp16 SDPA, 30 s windows, N a generate call) on the 600 s clip, tiny.en and base (h200-session16/peers/)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
+      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16.json" 2> "$out/bench-$m-600s-b16.txt"
+    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16.txt" | sed "s|^|$m |"
+  done
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  timeout 200 $py benchmarks/peer_transformers.py /tmp/clip600.wav tiny.en 16 32 2>&1 | tee "$out/peer_transformers.jsonl" | cut -c1-400
+  timeout 120 $py benchmarks/peer_transformers.py /tmp/clip600.wav base 16 2>&1 | tee -a "$out/peer_transformers.jsonl" | cut -c1-400
+  ;;
+session16-lstm)  # issue 15 (WORK=/tmp/s16, then tar): the LSTM reading h four floats a load (h200-session16/lstm/): its tests,
+  # the probe with a group's parts, the batched 600 s clip (VAD on the GPU), fresh 60-minute and 600 s runs
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout 100 $py -m pytest -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav 2>&1 | tee "$out/vad_gpu_probe.jsonl"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
+      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16.json" 2> "$out/bench-$m-600s-b16.txt"
+    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16.txt" | sed "s|^|$m |"
+  done
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  fresh_batched | tee "$out/fresh_3600s.jsonl"
+  ;;
 session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-frame part in one kernel (silero_cuda.py), the LSTM with one barrier a
   # step (h200-session16/kernels/; again with R interleaved and the Chunker's buffer in parts, final/): tests (and batched mode's), the probe, the batched 600 s clip (VAD on the GPU or onnxruntime), fresh 60-minute runs
   $py -m whisperfast info --json > "$out/info.json"
@@ -736,18 +783,7 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
       > "$out/bench-$m-600s-sequential.json" 2> "$out/bench-$m-600s-sequential.txt"
     grep -E "^│ fused" "$out/bench-$m-600s-sequential.txt" | sed "s|^|$m sequential |"
   done
-  $py - <<'PY' 2>&1 | tee "$out/fresh_3600s.jsonl"
-import json, subprocess, sys, time
-for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip600.wav"], ["/tmp/clip600.wav"]):
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "--fast", "-q", "--json", "--batch-size", "16"],
-                       capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    d = json.loads(r.stdout) if r.returncode == 0 else {}
-    d = d[0] if isinstance(d, list) else d
-    print(json.dumps(dict(args=args, rc=r.returncode, wall_s=wall, timings=d.get("timings"), windows=d.get("windows"),
-                          words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
-PY
+  fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
 session16)  # issue 15: Silero VAD on the GPU (silero.py, kernels/lstm.py): its tests, the probe against onnxruntime
   # (600 s and 60 min), the batched 600 s clip with the VAD on either, sequential for the WER, fresh 60-minute processes
