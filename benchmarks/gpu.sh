@@ -48,6 +48,18 @@ for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"]
                           words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
 PY
 }
+# batched_benches: the batched 600 s clip (fp16, fused, 3 runs after a warm-up), tiny.en and base at 16 a batch, then
+# tiny.en at 32: JSON and table into $out, the lanes' rows printed
+batched_benches() {
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
+      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16.json" 2> "$out/bench-$m-600s-b16.txt"
+    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16.txt" | sed "s|^|$m |"
+  done
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+}
 case "${1:-all}" in
 tests|all)
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
@@ -734,14 +746,7 @@ session16-peers)  # issue 15 (WORK=/tmp/s16, then tar): a GPU peer for batched m
   # transformers (torch fp16 SDPA, 30 s windows, N a generate call) on the 600 s clip, tiny.en and base (h200-session16/peers/)
   $py -m whisperfast info --json > "$out/info.json"
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for m in tiny.en base; do
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
-      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16.json" 2> "$out/bench-$m-600s-b16.txt"
-    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16.txt" | sed "s|^|$m |"
-  done
-  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
-    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
-  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  batched_benches
   timeout 200 $py benchmarks/peer_transformers.py /tmp/clip600.wav tiny.en 16 32 2>&1 | tee "$out/peer_transformers.jsonl" | cut -c1-400
   timeout 120 $py benchmarks/peer_transformers.py /tmp/clip600.wav base 16 2>&1 | tee -a "$out/peer_transformers.jsonl" | cut -c1-400
   ;;
@@ -751,14 +756,7 @@ session16-lstm)  # issue 15 (WORK=/tmp/s16, then tar): the LSTM reading h four f
   timeout 100 $py -m pytest -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav 2>&1 | tee "$out/vad_gpu_probe.jsonl"
-  for m in tiny.en base; do
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
-      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16.json" 2> "$out/bench-$m-600s-b16.txt"
-    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16.txt" | sed "s|^|$m |"
-  done
-  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
-    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
-  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  batched_benches
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
 session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-frame part in one kernel (silero_cuda.py), the LSTM with one barrier a
