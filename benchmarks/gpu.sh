@@ -48,6 +48,15 @@ for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"]
                           words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
 PY
 }
+# both_vads MODEL: the batched 600 s clip at 16 a batch with the VAD on onnxruntime (WHISPERFAST_VAD_GPU=0), then on the GPU
+both_vads() {
+  local m=$1
+  for v in 0 1; do
+    WHISPERFAST_VAD_GPU=$v $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
+      --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16-vadgpu$v.json" 2> "$out/bench-$m-600s-b16-vadgpu$v.txt"
+    grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16-vadgpu$v.txt" | sed "s|^|$m vadgpu=$v |"
+  done
+}
 # batched_benches: the batched 600 s clip (fp16, fused, 3 runs after a warm-up), tiny.en and base at 16 a batch, then
 # tiny.en at 32: JSON and table into $out, the lanes' rows printed
 batched_benches() {
@@ -767,11 +776,7 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav 2>&1 | tee "$out/vad_gpu_probe.jsonl"
   for m in tiny.en base; do
-    for v in 0 1; do
-      WHISPERFAST_VAD_GPU=$v $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
-        --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16-vadgpu$v.json" 2> "$out/bench-$m-600s-b16-vadgpu$v.txt"
-      grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16-vadgpu$v.txt" | sed "s|^|$m vadgpu=$v |"
-    done
+    both_vads $m
   done
   $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
     --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
@@ -790,11 +795,7 @@ session16)  # issue 15: Silero VAD on the GPU (silero.py, kernels/lstm.py): its 
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav 2>&1 | tee "$out/vad_gpu_probe.jsonl"
   for m in tiny.en base; do
-    for v in 0 1; do
-      WHISPERFAST_VAD_GPU=$v $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 3 --warmup 1 \
-        --json --no-kernels --batch-size 16 > "$out/bench-$m-600s-b16-vadgpu$v.json" 2> "$out/bench-$m-600s-b16-vadgpu$v.txt"
-      grep -E "^│ fused|audio-seconds" "$out/bench-$m-600s-b16-vadgpu$v.txt" | sed "s|^|$m vadgpu=$v |"
-    done
+    both_vads $m
     $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 1 --warmup 0 --json --no-kernels \
       > "$out/bench-$m-600s-sequential.json" 2> "$out/bench-$m-600s-sequential.txt"
     grep -E "^│ fused" "$out/bench-$m-600s-sequential.txt" | sed "s|^|$m sequential |"
