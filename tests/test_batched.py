@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from whisperfast import batched, vad
+from whisperfast import batched, chunker, vad
 from whisperfast.audio import SAMPLE_RATE, load_audio
 from whisperfast.batched import BatchOptions, transcribe_batched
 from whisperfast.cli import app
@@ -111,21 +111,48 @@ def test_streamed_chunks_are_the_whole_files(gapped, block, options):
     # frames not yet run (on a CUDA GPU 65 s, vad.SileroVAD), which lies in its buffer too
     audio = np.concatenate([gapped[0], gapped[0][: 25 * SAMPLE_RATE], gapped[0], gapped[0], gapped[0]])
     if options is None:
-        whole = vad.fixed_chunks(len(audio), batched.CHUNK_SAMPLES)
+        whole = chunker.fixed_chunks(len(audio), batched.CHUNK_SAMPLES)
     else:
         whole = vad.collect_chunks(vad.get_speech_timestamps(audio, options), batched.CHUNK_SAMPLES)
-    chunker, streamed, kept = vad.Chunker(options, batched.CHUNK_SAMPLES), [], 0
+    cutter, streamed, kept = chunker.Chunker(options, batched.CHUNK_SAMPLES), [], 0
     for start in range(0, len(audio), block):
-        streamed += chunker(audio[start : start + block])
-        kept = max(kept, chunker.kept)
-    streamed += chunker.finish()
+        streamed += cutter(audio[start : start + block])
+        kept = max(kept, cutter.kept)
+    streamed += cutter.finish()
     assert len(whole) >= 3 and [m for m, _ in streamed] == whole
     assert all(np.array_equal(samples, m.audio(audio)) for m, samples in streamed)
-    assert chunker.n == len(audio)
+    assert cutter.n == len(audio)
     if options != vad.VadOptions():  # sequential's pieces have no length limit (max_speech_duration_s)
         group = vad.vad_model().group * vad.FRAME if options else 0
         assert kept <= 3 * batched.CHUNK_SAMPLES + 2 * group + block, kept / SAMPLE_RATE
 
+
+
+def test_samples_keep_what_a_flat_buffer_kept():
+    """chunker.Samples (blocks kept as they came) against the flat array the Chunker used to
+    join at every block: the same samples taken, the same start and length, over random
+    appends (empty ones too), takes and drops; a take of samples let go raises."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        kept, flat, start, n = chunker.Samples(), np.zeros(0, np.float32), 0, 0
+        for _ in range(30):
+            op = rng.integers(3)
+            if op == 0:
+                block = rng.normal(size=int(rng.integers(0, 50))).astype(np.float32)
+                kept.append(block)
+                flat, n = np.concatenate([flat, block]), n + len(block)
+            elif op == 1 and n > start:
+                a = int(rng.integers(start, n + 1))
+                b = int(rng.integers(a, n + 20))
+                assert np.array_equal(kept.take(a, b), flat[a - start : b - start])
+            else:
+                keep = max(int(rng.integers(0, n + 1)), start)
+                kept.drop_before(keep)
+                flat, start = flat[keep - start :], keep
+            assert (kept.start, len(kept)) == (start, len(flat))
+        if start > 0:
+            with pytest.raises(ValueError):
+                kept.take(start - 1, start)
 
 def test_chunk_segments_parse_timestamps():
     from mlx_whisper.tokenizer import get_tokenizer

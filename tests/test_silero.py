@@ -90,31 +90,49 @@ def test_the_port_carries_its_state_across_groups(speech, onnx_probs, tmp_path, 
     assert np.abs(got - onnx_probs).max() < TOLERANCE
 
 
+def _weights():
+    data = vad.model_path().read_bytes()
+    return silero.read_weights(data, vad.cache_folder(data))
+
+
 def test_the_weights_are_read_once_then_from_the_cache(tmp_path, knobs, monkeypatch):
     """The first port reads the ONNX file with the onnx package and keeps its weights; later
     ones need no onnx; a torn cache file is read again from the model."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
-    first = silero.read_weights(vad.model_path())
-    cached = list(tmp_path.glob("vad/*/weights.npz"))
+    first = _weights()
+    cached = list(tmp_path.glob(f"vad/*/{silero.WEIGHTS_FILE}"))
     assert first is not None and len(cached) == 1
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
-    again = silero.read_weights(vad.model_path())
+    again = _weights()
     assert again.keys() == first.keys() and all(np.array_equal(again[k], first[k]) for k in first)
     cached[0].write_bytes(cached[0].read_bytes()[:100])
-    assert silero.read_weights(vad.model_path()) is None  # torn, and no onnx to read the model again
+    assert _weights() is None  # torn, and no onnx to read the model again
     monkeypatch.delitem(sys.modules, "onnx")
-    assert all(np.array_equal(silero.read_weights(vad.model_path())[k], first[k]) for k in first)
+    assert all(np.array_equal(_weights()[k], first[k]) for k in first)
 
 
 def test_without_onnx_or_its_weights_onnxruntime_runs(tmp_path, knobs, monkeypatch):
     """No onnx package and no cached weights: the port cannot be made, onnxruntime's whole
-    model serves instead, nothing raised. WHISPERFAST_VAD_GPU=0 keeps onnxruntime anywhere."""
+    model serves instead, nothing raised."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
     monkeypatch.setitem(sys.modules, "onnx", None)
     model = vad.SileroVAD(net=True)
     assert model.net is None and model.session is not None and model.group == 256
+
+
+def test_the_port_is_wanted_on_cuda_unless_switched_off(knobs, monkeypatch):
+    """The choice SileroVAD() makes: the port where MLX computes on a CUDA GPU (here made to
+    say so), onnxruntime with WHISPERFAST_VAD_GPU=0 or anywhere else."""
+    from whisperfast.kernels import ops
+
+    monkeypatch.setattr(ops, "on_cuda", lambda: True)
+    knobs(WHISPERFAST_VAD_GPU="1")
+    assert vad._net_wanted()
     knobs(WHISPERFAST_VAD_GPU="0")
-    assert vad.SileroVAD().net is None
+    assert not vad._net_wanted()
+    monkeypatch.setattr(ops, "on_cuda", lambda: False)
+    knobs(WHISPERFAST_VAD_GPU="1")
+    assert not vad._net_wanted()
 
 
 _F32 = mx.float32

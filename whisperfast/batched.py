@@ -28,7 +28,7 @@ Not (yet) in batched mode: clip_timestamps, hallucination_silence_threshold (ref
 error); condition_on_previous_text does not apply.
 
 Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
-block) and the VAD runs on the blocks as they come (vad.Chunker); a chunk is handed on as soon
+block) and the VAD runs on the blocks as they come (chunker.Chunker); a chunk is handed on as soon
 as the VAD closes it, and the file is read no further than the batches need. So only a few
 chunks' audio is live on the host however long the file, and a batch's mel and features are
 built per batch: the device never holds more than N windows. Mel, encode and decode times are
@@ -51,7 +51,7 @@ from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_sp
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
-from . import runtime, vad
+from . import chunker, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
 from .decode import decode_window, encode, tokenizer_for
 from .errors import WhisperfastError
@@ -176,16 +176,16 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
         files.append(f)
         blocks = _array_blocks(check_samples(np.asarray(a, dtype=np.float32))) if isinstance(a, np.ndarray) \
             else AudioReader(a).blocks()
-        chunker = vad.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
+        cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
         for block in blocks:
             t = time.perf_counter()
-            found = chunker(block)
+            found = cutter(block)
             f.vad += time.perf_counter() - t
             yield from (_Chunk(i, m, samples) for m, samples in found)
         t = time.perf_counter()
-        found = chunker.finish()
+        found = cutter.finish()
         f.vad += time.perf_counter() - t
-        f.duration = chunker.n / SAMPLE_RATE
+        f.duration = cutter.n / SAMPLE_RATE
         yield from (_Chunk(i, m, samples) for m, samples in found)
 
 

@@ -15,13 +15,12 @@ last 64 samples before it (576 samples):
 - an LSTM of 128 over the frames (ONNX's gates i, o, f, c), its state carried from group to
   group; then ReLU, a 1x1 convolution to one channel and a sigmoid: the speech probability.
 
-The weights are read from the ONNX file once per machine (with the onnx package) and kept in
-the cache as .npz, named by the model file's hash. Sums run in other orders than onnxruntime's,
+The weights are read from the ONNX file once per machine (with the onnx package) and kept as
+.npz in the model's cache folder (vad.cache_folder, named by the file's hash). Sums run in other orders than onnxruntime's,
 so probabilities agree to float rounding, not bit for bit (tests/test_silero.py bounds it)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -31,11 +30,10 @@ import mlx.core as mx
 import numpy as np
 
 from . import silero_cuda
-from .config import config
 from .files import write_atomic
 from .kernels import lstm as lstm_kernels
 
-CONTEXT, FRAME, HOP, WINDOW = 64, 512, 128, 256
+HOP, WINDOW = 128, 256  # the STFT's
 BINS = WINDOW // 2 + 1
 
 # ONNX initializer -> its shape: the network this port knows; another export is declined
@@ -45,13 +43,14 @@ WEIGHTS = {"stft.forward_basis_buffer": (258, 1, 256), "encoder.0.weight": (128,
            "output.weight": (1, 128, 1), "output.bias": (1,), "onnx::LSTM_209": (1, 512, 128),
            "onnx::LSTM_210": (1, 512, 128), "onnx::LSTM_211": (1, 1024)}
 STRIDES = (1, 2, 2, 1)
+WEIGHTS_FILE = "weights-1.npz"  # the initializers as ONNX stores them; a new name if that ever changes
 
 
-def read_weights(path: Path) -> Optional[Dict[str, np.ndarray]]:
-    """The model's weights by initializer name, from the cache or (once) from the ONNX file;
-    None where the onnx package is missing or the graph is not the one this port knows."""
-    data = path.read_bytes()
-    cached = config().cache / "vad" / hashlib.sha256(data).hexdigest()[:16] / "weights.npz"
+def read_weights(model: bytes, folder: Path) -> Optional[Dict[str, np.ndarray]]:
+    """The weights of the ONNX `model` by initializer name, from `folder` (the model's cache) or
+    (once) from the model; None where the onnx package is missing or the graph is not the one
+    this port knows."""
+    cached = folder / WEIGHTS_FILE
     if cached.is_file():
         try:
             with np.load(cached) as f:
@@ -65,8 +64,8 @@ def read_weights(path: Path) -> Optional[Dict[str, np.ndarray]]:
         from onnx import numpy_helper
     except ImportError:
         return None
-    model = onnx.load_from_string(data)
-    found = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in WEIGHTS}
+    graph = onnx.load_from_string(model).graph
+    found = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name in WEIGHTS}
     if set(found) != set(WEIGHTS) or any(found[n].shape != s for n, s in WEIGHTS.items()):
         return None
     weights = {n: np.ascontiguousarray(found[n], np.float32) for n in WEIGHTS}
@@ -80,8 +79,9 @@ def read_weights(path: Path) -> Optional[Dict[str, np.ndarray]]:
 
 
 class SileroNet:
-    """The network on MLX's default device; `run` is SileroVAD.run's: frames (n, CONTEXT +
-    FRAME) float32 and the LSTM state -> (probabilities (n,), h, c)."""
+    """The network on MLX's default device; `run` is SileroVAD.run's: frames (n, 576: a frame's
+    512 samples after the previous frame's last 64) float32 and the LSTM state ->
+    (probabilities (n,), h, c)."""
 
     def __init__(self, weights: Dict[str, np.ndarray]):
         w = {n: mx.array(a) for n, a in weights.items()}
@@ -104,7 +104,7 @@ class SileroNet:
         mx.eval(self.basis, self.convs, self.w_in, self.r, self.ri, self.bias, self.w_out, self.b_out, self.cuda_weights)
 
     def features(self, frames: mx.array) -> mx.array:
-        """(n, CONTEXT + FRAME) -> (n, 128): the convolutions, every frame at once."""
+        """(n, 576) -> (n, 128): the convolutions, every frame at once."""
         n = frames.shape[0]
         # reflect padding on the right (the left's lies in the dropped first column)
         padded = mx.concatenate([frames, frames[:, -2 : -2 - HOP : -1]], axis=1)  # (n, 704)
@@ -117,7 +117,7 @@ class SileroNet:
         return x[:, 0, :]
 
     def probabilities(self, frames: mx.array, h: mx.array, c: mx.array):
-        """frames (n, CONTEXT + FRAME), state (H,) each -> (probabilities (n,), h, c), lazily."""
+        """frames (n, 576), state (H,) each -> (probabilities (n,), h, c), lazily."""
         if self.cuda:
             xw = silero_cuda.input_projection(frames, self.cuda_weights)
         else:

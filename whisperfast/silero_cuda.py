@@ -38,7 +38,7 @@ _SOURCE = """
         xs[q] = g < n ? frames[(size_t)g * N + (s < N ? s : 2 * N - 2 - s)] : 0.0f;
     }
     __syncthreads();
-    for (int o = tid; o < 4 * C; o += blockDim.x) {  // column c = 1..4 of the STFT, output k
+    for (int o = tid; o < 4 * C; o += blockDim.x) {  // output k of the STFT's column c + 1 (the first is dropped)
         const int c = o / C, k = o % C;
         float acc[F] = {};
         for (int t = 0; t < 256; ++t) {

@@ -1,8 +1,8 @@
 """Voice activity detection: where the speech is, so that silence (where Whisper hallucinates)
 is never decoded, and long audio splits into chunks of at most 30 s at speech boundaries.
 
-Silero VAD (MIT), run by onnxruntime, as faster-whisper runs it (faster_whisper/vad.py, itself
-adapted from snakers4/silero-vad): `get_speech_timestamps` and `collect_chunks` are ports of
+Silero VAD (MIT), run by onnxruntime as faster-whisper runs it (faster_whisper/vad.py, itself
+adapted from snakers4/silero-vad), or on a CUDA GPU by its port to MLX (silero.py): `get_speech_timestamps` and `collect_chunks` are ports of
 faster-whisper 1.2's, option for option. The model is `silero_vad_16k_sequence.onnx` from the
 silero-vad wheel: the same network faster-whisper ships as silero_vad_v6.onnx, exported to take
 a whole sequence of 512-sample frames (each with the previous frame's last 64 samples) in one
@@ -15,9 +15,9 @@ two (`split_model`, with the onnx package; kept in the cache) and a group's fram
 the convolutions in slices on several threads, then through the LSTM in order: the
 probabilities are the whole model's, bit for bit (tests/test_batched.py).
 
-Both also run on audio that arrives in blocks (`Segmenter`, `Collector`; `Chunker` puts them
-together with the model's `ProbStream`), with the same results: batched mode reads a file a
-block at a time and hands a chunk on as soon as it closes, never holding the whole file.
+Both also run on audio that arrives in blocks (`Segmenter`, `Collector`, the model's
+`ProbStream`), with the same results: chunker.py puts them together for batched mode, which
+reads a file a block at a time and hands a chunk on as soon as it closes.
 
 Positions are samples at 16 kHz throughout; `SpeechMap` turns a time in speech-only audio
 (the pieces laid end to end) back into the file's time.
@@ -88,13 +88,17 @@ def model_path() -> Path:
     raise WhisperfastError(f"voice activity detection needs the silero-vad package's model: {INSTALL_HINT}")
 
 
+def cache_folder(model: bytes) -> Path:
+    """Where what is made from a model file is kept: named by the file's hash."""
+    return config().cache / "vad" / hashlib.sha256(model).hexdigest()[:16]
+
+
 def split_model(path: Path) -> Tuple[Path, Path] | None:
     """The model cut at FEATURES into (convolutions: input -> features, LSTM: features, h, c ->
     probabilities, h, c), made once with the onnx package and kept in the cache beside a hash
     of the model; None where the onnx package is missing, the cache cannot be written or the
     graph is not the one expected (the whole model then serves)."""
-    data = path.read_bytes()
-    folder = config().cache / "vad" / hashlib.sha256(data).hexdigest()[:16]
+    folder = cache_folder(path.read_bytes())
     parts = folder / "convolutions.onnx", folder / "lstm.onnx"
     if all(p.is_file() for p in parts):
         return parts
@@ -205,13 +209,14 @@ def _net(path: Path):
     """The MLX port of the model at `path`, or None where its weights cannot be read."""
     from . import silero
 
-    weights = silero.read_weights(path)
+    data = path.read_bytes()
+    weights = silero.read_weights(data, cache_folder(data))
     return silero.SileroNet(weights) if weights is not None else None
 
 
 class ProbStream:
     """Speech probabilities of audio that arrives in blocks of any size. The model runs on
-    groups of `frames_per_call` frames (~8 s) counted from the start, whatever the blocks, with
+    groups of `frames_per_call` frames (the model's `group`: ~8 s, 65 s on a GPU) counted from the start, whatever the blocks, with
     the LSTM state and the last frame's context carried from group to group: so the
     probabilities are the same however the audio is cut, and at most one group waits."""
 
@@ -224,9 +229,8 @@ class ProbStream:
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """The probabilities of the frames of every group now complete."""
-        audio = np.asarray(audio, np.float32)
         if len(audio):
-            self.parts.append(audio)
+            self.parts.append(np.array(audio, np.float32))  # a copy: the caller may reuse its buffer
             self.waiting += len(audio)
         if self.waiting < self.size:
             return np.zeros(0, np.float32)
@@ -461,131 +465,3 @@ class Collector:
         chunks = [SpeechMap(tuple(self.current))] if self.current else []
         self.current, self.size = [], 0
         return chunks
-
-
-class Samples:
-    """Audio kept from sample `start` on, as its blocks came: appending copies a block once, and
-    only what is taken is joined (the Chunker used to join its whole buffer with every block:
-    an hour read in 10 s blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes)."""
-
-    def __init__(self):
-        self.parts: List[np.ndarray] = []
-        self.start = 0  # the first kept sample's position in the audio
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def append(self, block: np.ndarray) -> None:
-        if len(block):
-            self.parts.append(np.array(block, np.float32))
-            self.size += len(block)
-
-    def take(self, a: int, b: int) -> np.ndarray:
-        """A copy of the audio's samples [a, b), of those kept."""
-        out, at = [], self.start
-        for p in self.parts:
-            if at >= b:
-                break
-            lo, hi = max(a, at), min(b, at + len(p))
-            if lo < hi:
-                out.append(p[lo - at : hi - at])
-            at += len(p)
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-    def drop_before(self, position: int) -> None:
-        """Let go of the samples before `position`."""
-        while self.parts and self.start + len(self.parts[0]) <= position:
-            self.start += len(self.parts[0])
-            self.size -= len(self.parts[0])
-            self.parts.pop(0)
-        if self.parts and position > self.start:
-            self.parts[0] = self.parts[0][position - self.start :]
-            self.size -= position - self.start
-        self.start = max(self.start, position)
-
-
-class Chunker:
-    """16 kHz audio in blocks -> chunks of speech of at most `max_samples`, each with its
-    samples, as soon as the VAD has closed them: the chunks of collect_chunks and
-    get_speech_timestamps (or, with `options` None, no VAD, fixed_chunks) on the whole audio,
-    exactly. Kept meanwhile: the audio from where a piece to come may start (its padding
-    included; up to one group of frames the model has not run on lies there too), and the
-    samples of the pieces found but not yet in a closed chunk, not the silence between them.
-    With max_speech_duration_s finite (batched mode's 30 s) that is a few chunks' worth, so an
-    hour costs no more memory than a minute."""
-
-    def __init__(self, options: VadOptions | None, max_samples: int):
-        self.max_samples = max_samples
-        self.probs = vad_model().stream() if options is not None else None
-        self.segmenter = Segmenter(options) if options is not None else None
-        self.collector = Collector(max_samples)
-        self.buffer = Samples()  # from its `start`, the audio a chunk may still need
-        self.n = 0  # samples so far
-        self.found: List[Tuple[int, int, np.ndarray]] = []  # pieces (start, end, samples) not yet all chunked
-        self.held: Tuple[int, np.ndarray] | None = None  # (start, samples) of the segmenter's held piece, padding included
-
-    @property
-    def kept(self) -> int:
-        """Samples held: the buffer, the pieces' copies and the model's unprocessed frames."""
-        return (len(self.buffer) + sum(len(x) for *_, x in self.found) + (len(self.held[1]) if self.held else 0)
-                + (self.probs.waiting if self.probs else 0))
-
-    def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, np.ndarray]]:
-        self.buffer.append(block)
-        self.n += len(block)
-        if self.segmenter is None:
-            start = self.buffer.start
-            whole = self.n - (self.n - start) % self.max_samples
-            return self._cut([SpeechMap(((s, s + self.max_samples),)) for s in range(start, whole, self.max_samples)])
-        return self._chunk(self.segmenter(self.probs(block)))
-
-    def finish(self) -> List[Tuple[SpeechMap, np.ndarray]]:
-        """The chunks left once the audio has ended."""
-        if self.segmenter is None:
-            return self._cut(fixed_chunks(self.n - self.buffer.start, self.max_samples, self.buffer.start))
-        out = self._chunk(self.segmenter(self.probs.finish()) + self.segmenter.finish(self.n))
-        return out + self._cut(self.collector.finish())
-
-    def _chunk(self, speeches: List[dict]) -> List[Tuple[SpeechMap, np.ndarray]]:
-        for s in speeches:
-            start, end = s["start"], s["end"]
-            if self.held and self.held[0] <= start and end <= self.held[0] + len(self.held[1]):
-                samples = self.held[1][start - self.held[0] : end - self.held[0]]
-            else:
-                samples = self.buffer.take(start, end)
-            self.found.append((start, end, samples))
-        return self._cut(self.collector(speeches))
-
-    def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, np.ndarray]]:
-        if self.segmenter is None:
-            out = [(c, np.concatenate([self.buffer.take(s, e) for s, e in c.pieces])) for c in chunks]
-            keep = chunks[-1].pieces[-1][1] if chunks else self.buffer.start
-        else:
-            out = [(c, np.concatenate([x[s - a : e - a] for s, e in c.pieces for a, b, x in self.found if a <= s and e <= b]))
-                   for c in chunks]
-            if chunks:
-                self.found = [p for p in self.found if p[1] > chunks[-1].pieces[-1][1]]
-            keep = self._keep_held(self.segmenter.earliest())
-        self.buffer.drop_before(keep)
-        return out
-
-    def _keep_held(self, keep: int) -> int:
-        """The buffer's new start, given that no piece but the held one starts before `keep`.
-        The held piece waits for the next piece, which may be minutes of silence away: its
-        samples (and the padding its end may still get) are copied, so the silence is not kept."""
-        held = self.segmenter.held
-        if held is None:
-            self.held = None
-            return keep
-        end = int(held["end"] + self.segmenter.pad)
-        if end >= keep:
-            return min(keep, held["start"])
-        if self.held is None or self.held[0] != held["start"]:
-            self.held = (held["start"], self.buffer.take(held["start"], end))
-        return keep
-
-
-def fixed_chunks(n_samples: int, max_samples: int, offset: int = 0) -> List[SpeechMap]:
-    """No VAD: `n_samples` from `offset` cut every `max_samples` (30 s windows, back to back)."""
-    return [SpeechMap(((offset + s, offset + min(s + max_samples, n_samples)),)) for s in range(0, n_samples, max_samples)]

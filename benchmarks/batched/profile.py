@@ -22,7 +22,7 @@ import whisperfast  # noqa: E402,F401  (BLAS before mlx)
 import mlx.core as mx  # noqa: E402
 from mlx_whisper.audio import N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim  # noqa: E402
 
-from whisperfast import batched, runtime, vad  # noqa: E402
+from whisperfast import batched, chunker, runtime, vad  # noqa: E402
 from whisperfast.batched import BatchOptions, transcribe_batched  # noqa: E402
 from whisperfast.pipeline import transcribe  # noqa: E402
 
@@ -54,7 +54,7 @@ def batched_run(model, audio, batch_size):
 def mel_cost(audio, n_mels):
     """Seconds for the clip's chunks' mels: as batched mode builds them, and with 30 s + N_FFT
     of audio per chunk; and the largest difference between the two."""
-    ch = vad.Chunker(vad.BATCHED_VAD, batched.CHUNK_SAMPLES)
+    ch = chunker.Chunker(vad.BATCHED_VAD, batched.CHUNK_SAMPLES)
     chunks = [x for _, x in ch(audio) + ch.finish()]
     ways = {"padding_30s": lambda c: log_mel_spectrogram(c, n_mels=n_mels, padding=N_SAMPLES),
             "padding_to_30s_plus_fft": lambda c: log_mel_spectrogram(c, n_mels=n_mels, padding=N_SAMPLES - len(c) + N_FFT)}

@@ -14,7 +14,8 @@ from mlx_whisper.decoding import Inference
 from mlx_whisper.whisper import TextDecoder
 
 from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
-from .attention import KVCache, WhisperAttention, on_cuda
+from ..kernels.ops import on_cuda
+from .attention import KVCache, WhisperAttention
 from .encoder import fast_gelu
 
 

@@ -22,7 +22,8 @@ from mlx_whisper.decoding import GreedyDecoder, SuppressBlank, SuppressTokens
 from mlx_whisper.whisper import TextDecoder
 
 from ...config import config
-from ..attention import WhisperAttention, on_cuda, supports_static_cache
+from ...kernels.ops import on_cuda
+from ..attention import WhisperAttention, supports_static_cache
 from ..beam import BeamSearchDecoder
 from ..rules import DeviceTimestampRules
 from .beams import CudaBeams
