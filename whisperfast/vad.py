@@ -216,9 +216,10 @@ def _net(path: Path):
 
 class ProbStream:
     """Speech probabilities of audio that arrives in blocks of any size. The model runs on
-    groups of `frames_per_call` frames (the model's `group`: ~8 s, 65 s on a GPU) counted from the start, whatever the blocks, with
-    the LSTM state and the last frame's context carried from group to group: so the
-    probabilities are the same however the audio is cut, and at most one group waits."""
+    groups of `frames_per_call` frames (its `group`: ~8 s, 65 s on a GPU) counted from the
+    start, whatever the blocks, with the LSTM state and the last frame's context carried from
+    group to group: so the probabilities are the same however the audio is cut, and at most
+    one group waits."""
 
     def __init__(self, model: SileroVAD, frames_per_call: int):
         self.model, self.size = model, FRAME * frames_per_call
