@@ -91,17 +91,19 @@ class SileroNet:
                       for i, s in enumerate(STRIDES)]
         self.w_in = w["onnx::LSTM_209"][0].T  # (128, 4H)
         self.r = w["onnx::LSTM_210"][0]  # (4H, H)
-        self.ri = lstm_kernels.interleaved(self.r)  # the fused LSTM's layout of R
         bias = w["onnx::LSTM_211"][0]
         self.bias = bias[: bias.shape[0] // 2] + bias[bias.shape[0] // 2 :]
         self.w_out, self.b_out = w["output.weight"][0, :, 0], w["output.bias"]
         self.hidden = self.r.shape[1]
-        # on CUDA, one kernel for the frames' part (silero_cuda.py), its weights laid out for it
+        # on CUDA (chosen once), one kernel for the frames' part (silero_cuda.py) and the fused
+        # LSTM, their weights laid out for them; elsewhere MLX's ops and the composed LSTM
         self.cuda = lstm_kernels.fused_available(self.hidden, mx.float32)
         self.cuda_weights = tuple(mx.contiguous(a) for a in (
             self.basis, *(x for i in range(4) for x in (w[f"encoder.{i}.weight"].transpose(1, 2, 0), w[f"encoder.{i}.bias"])),
             self.w_in, self.bias)) if self.cuda else ()
-        mx.eval(self.basis, self.convs, self.w_in, self.r, self.ri, self.bias, self.w_out, self.b_out, self.cuda_weights)
+        self.ri = lstm_kernels.interleaved(self.r) if self.cuda else None  # the fused LSTM's layout of R
+        mx.eval(self.basis, self.convs, self.w_in, self.r, self.bias, self.w_out, self.b_out, self.cuda_weights,
+                *([self.ri] if self.cuda else []))
 
     def features(self, frames: mx.array) -> mx.array:
         """(n, 576) -> (n, 128): the convolutions, every frame at once."""
@@ -120,9 +122,9 @@ class SileroNet:
         """frames (n, 576), state (H,) each -> (probabilities (n,), h, c), lazily."""
         if self.cuda:
             xw = silero_cuda.input_projection(frames, self.cuda_weights)
+            hs, c = lstm_kernels.lstm_fused(xw, self.r, h, c, self.ri)
         else:
-            xw = self.features(frames) @ self.w_in + self.bias
-        hs, c = lstm_kernels.lstm(xw, self.r, h, c, self.ri)
+            hs, c = lstm_kernels.lstm_composed(self.features(frames) @ self.w_in + self.bias, self.r, h, c)
         # a sum, not a matrix product: MLX's float32 products may run in TF32 on a CUDA GPU
         probs = mx.sigmoid((mx.maximum(hs, 0) * self.w_out).sum(-1) + self.b_out)
         return probs, (hs[-1] if hs.shape[0] else h), c

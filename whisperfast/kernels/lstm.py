@@ -31,8 +31,9 @@ from .ops import on_cuda
 
 HIDDEN = 128  # the fused kernel's H (Silero VAD's); other sizes take the composed steps
 INPUTS, OUTPUTS = ("xw", "r", "ri", "h0", "c0"), ("out", "c_out")  # the fused kernel's parameters
-REG = 96  # columns of R a thread keeps in registers (126 registers a thread, no spills)
-REG_MAX = 96  # a block of 4H = 512 threads has 128 registers a thread; 128 columns took 164
+# columns of R a thread keeps in registers, and the most it may: 126 registers a thread, no
+# spills; a block of 4H = 512 threads has 128 a thread, and 128 columns took 164
+REG = 96
 
 
 def lstm_composed(xw: mx.array, r: mx.array, h: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
@@ -113,9 +114,9 @@ def interleaved(r: mx.array) -> mx.array:
 def lstm_fused(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array | None = None,
                reg: int = REG) -> tuple[mx.array, mx.array]:
     """The recurrence in one CUDA launch (H = HIDDEN, float32). ri: interleaved(r), when the
-    caller keeps one; reg: R's columns to keep in registers, a multiple of 4 up to REG_MAX."""
-    if reg % 4 or not 0 < reg <= REG_MAX:
-        raise ValueError(f"reg must be a multiple of 4 from 4 to {REG_MAX}, not {reg}")
+    caller keeps one; reg: R's columns to keep in registers, a multiple of 4 up to REG."""
+    if reg % 4 or not 0 < reg <= REG:
+        raise ValueError(f"reg must be a multiple of 4 from 4 to {REG}, not {reg}")
     n = h.shape[-1]
     ri = interleaved(r) if ri is None else ri
     hs, c = _kernel()(inputs=[xw, r, ri, h, c], template=[("H", n), ("REG", reg)], grid=(4 * n, 1, 1), threadgroup=(4 * n, 1, 1),
@@ -127,9 +128,3 @@ def fused_available(hidden: int, dtype: mx.Dtype) -> bool:
     """Whether lstm_fused runs here: a CUDA GPU, H = HIDDEN, float32."""
     return hidden == HIDDEN and dtype == mx.float32 and on_cuda()
 
-
-def lstm(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array | None = None) -> tuple[mx.array, mx.array]:
-    """The recurrence, fused where it can run (ri: as lstm_fused's), composed elsewhere."""
-    if fused_available(h.shape[-1], xw.dtype):
-        return lstm_fused(xw, r, h, c, ri)
-    return lstm_composed(xw, r, h, c)
