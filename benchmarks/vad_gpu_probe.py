@@ -56,9 +56,7 @@ for path in args.audio:
 
 # one group's parts: the frames' kernel, the probabilities on the device, run() with its copies
 net = gpu.net
-audio = load_audio(args.audio[0])[: 2048 * 512]
-block = audio.reshape(2048, 512)
-frames = np.concatenate([np.concatenate([np.zeros((1, 64), np.float32), block[:-1, -64:]]), block], 1)
+frames, _ = vad.model_frames(load_audio(args.audio[0])[: 2048 * vad.FRAME], np.zeros(vad.CONTEXT, np.float32))
 h0 = c0 = mx.zeros((lstm.HIDDEN,))
 for label, fn in (("input_projection", lambda f: silero_cuda.input_projection(f, net.cuda_weights)),
                   ("probabilities", lambda f: net.probabilities(f, h0, c0)[0])):

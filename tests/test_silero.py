@@ -199,8 +199,7 @@ def test_the_fused_input_projection_is_the_composed_one(speech, tmp_path, knobs)
     net = vad.SileroVAD().net
     assert net.cuda
     n = len(speech) // vad.FRAME  # 1058 frames: the last block of 4 holds 2
-    block = speech[: n * vad.FRAME].reshape(n, vad.FRAME)
-    frames = np.concatenate([np.concatenate([np.zeros((1, vad.CONTEXT), np.float32), block[:-1, -vad.CONTEXT :]]), block], 1)
+    frames, _ = vad.model_frames(speech[: n * vad.FRAME], np.zeros(vad.CONTEXT, np.float32))
     got = silero_cuda.input_projection(mx.array(frames), net.cuda_weights)
     with mx.stream(mx.cpu):
         want = net.features(mx.array(frames)) @ net.w_in + net.bias

@@ -249,11 +249,18 @@ class ProbStream:
         return self._run(rest) if len(rest) else np.zeros(0, np.float32)
 
     def _run(self, audio: np.ndarray) -> np.ndarray:
-        block = np.pad(audio, (0, -len(audio) % FRAME)).reshape(-1, FRAME)
-        contexts = np.concatenate([self.context[None], block[:-1, -CONTEXT:]])
-        self.context = block[-1, -CONTEXT:].copy()
-        probs, self.h, self.c = self.model.run(np.concatenate([contexts, block], axis=1), self.h, self.c)
+        frames, self.context = model_frames(audio, self.context)
+        probs, self.h, self.c = self.model.run(frames, self.h, self.c)
         return np.asarray(probs, np.float32).reshape(-1)
+
+
+def model_frames(audio: np.ndarray, context: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """audio (n,) -> the model's input (ceil(n / FRAME), CONTEXT + FRAME): each frame after the
+    previous frame's last CONTEXT samples (`context` before the first), the last frame
+    zero-padded; and the last frame's CONTEXT samples, for the frames to come."""
+    block = np.pad(audio, (0, -len(audio) % FRAME)).reshape(-1, FRAME)
+    contexts = np.concatenate([context[None], block[:-1, -CONTEXT:]])
+    return np.concatenate([contexts, block], axis=1), block[-1, -CONTEXT:].copy()
 
 
 @functools.lru_cache(maxsize=1)
