@@ -3,9 +3,7 @@ onnxruntime's run of the same ONNX model on real speech: the same probabilities 
 rounding, the same speech pieces; the weights read once per machine; the fused LSTM against
 the composed one on a CUDA GPU."""
 
-import os
 import sys
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -16,6 +14,7 @@ from whisperfast.audio import SAMPLE_RATE, load_audio
 from whisperfast.kernels import cuda_cache, lstm
 
 from .conftest import SAMPLES, needs_cuda
+from .test_cuda_cache import _toolchain
 
 TOLERANCE = 1e-4  # probabilities: the port sums in other orders than onnxruntime (seen: 2e-6)
 
@@ -150,14 +149,7 @@ _CUDA_KERNELS = {
 def test_the_kernels_sources_compile_for_sm_90a(kernel):
     """The source MLX builds for each kernel compiles with NVRTC (where it and MLX's headers
     are at hand), within its block's share of the registers, without spills."""
-    from whisperfast.kernels import nvrtc
-
-    site = os.environ.get("WHISPERFAST_TEST_CUDA_SITE")
-    toolchain = nvrtc.Toolchain.beside(Path(site) / "mlx") if site else nvrtc.Toolchain.installed()
-    try:
-        nv, options = nvrtc.load(toolchain), nvrtc.options(toolchain, 9, 0)
-    except nvrtc.NvrtcError as e:
-        pytest.skip(f"no NVRTC with MLX's headers here ({e})")
+    _, nv, options = _toolchain()
     name, body, inputs, outputs, template, threads = _CUDA_KERNELS[kernel]
     func = cuda_cache.kernel_name(name, template)
     source = cuda_cache.build_source(func, "", body, [(n, _F32, d) for n, d in inputs], [(n, _F32) for n in outputs],
