@@ -18,6 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 
 
+def cpu_simd_builds_here() -> bool:
+    """Whether kernels/cpu_simd's library must build here (x86-64 Linux with a C compiler; a CPU
+    without AVX2 and FMA still may not take it)."""
+    import platform
+    import shutil
+    import sys
+
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64") \
+        and shutil.which("cc") is not None
+
+
 def manifest() -> list[dict]:
     with open(SAMPLES / "manifest.tsv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))

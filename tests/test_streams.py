@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 
 from whisperfast.audio import first_window_mel
-from whisperfast.decode.encoder import encode, streamed_forward, uses_streams
-from whisperfast.kernels.layers import (cpu_streams, linear_across_cpu_streams, matmul_t_across_cpu_streams,
+from whisperfast.decode.encoder import cpu_forward, encode
+from whisperfast.kernels.layers import (linear_across_cpu_streams, matmul_t_across_cpu_streams,
                                        rows_across_cpu_streams)
 from whisperfast.pipeline import load, rewritten
 
-from .conftest import SAMPLES
+from whisperfast.config import config
+from whisperfast.kernels import cpu_simd
+
+from .conftest import SAMPLES, cpu_simd_builds_here
 
 
 def same_bits(a: mx.array, b: mx.array) -> bool:
@@ -51,16 +54,21 @@ def test_linear_across_cpu_streams_at_the_audio_rows(shape):
         assert same_bits(linear_across_cpu_streams(m, x), m(x))
 
 
+@pytest.mark.parametrize("simd", ["1", "0"], ids=["cpu-simd", "mlx-ops"])
 @pytest.mark.parametrize("dtype", [mx.float32, pytest.param(mx.float16, marks=pytest.mark.slow)])  # fp16: ~2 min on 2 cores
-def test_streamed_encoder_is_stock_bit_for_bit(dtype):
+def test_cpu_encoder_is_stock_bit_for_bit(dtype, simd, knobs):
+    """The fast engine's CPU encoder, with its softmax and GELUs on x86 vectors (float32, where
+    the library builds) and without them: stock's features, bit for bit."""
+    knobs(WHISPERFAST_CPU_SIMD=simd)
+    if simd == "1" and dtype == mx.float32 and cpu_simd_builds_here():
+        assert cpu_simd.chosen(dtype) is not None or "AVX2" in cpu_simd.status(config().cache / "kernels")
     stock = load("tiny.en", dtype=dtype)
     fused = rewritten(stock)
     mels = mx.concatenate([first_window_mel(SAMPLES / f, dtype) for f in ("jfk.wav", "en_ljspeech_LJ050-0131.wav")])
     with mx.stream(mx.cpu):  # the path exists for the CPU; on a GPU machine both run there too
         want = stock.whisper.encoder(mels)
-        assert same_bits(streamed_forward(fused.whisper.encoder, mels), want)
-    if mx.default_device() == mx.cpu and len(cpu_streams()) > 1:  # where the fast engine takes this path
-        assert uses_streams(fused.whisper) and not uses_streams(stock.whisper)
+        assert same_bits(cpu_forward(fused.whisper.encoder, mels), want)
+    if mx.default_device() == mx.cpu:  # where the fast engine takes this path
         assert same_bits(encode(fused.whisper, mels), stock.whisper.encoder(mels))
 
 

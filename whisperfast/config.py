@@ -27,6 +27,7 @@ class Config:
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
+    cpu_simd: bool = True  # False: the fast engine keeps MLX's own CPU softmax and GELU (kernels/cpu_simd.py)
 
 
 def _int_or_none(name: str, value: str) -> int | None:
@@ -47,7 +48,8 @@ def _parse(env) -> Config:
                   cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
                   gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
                   teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
-                  vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0")
+                  vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",
+                  cpu_simd=env.get("WHISPERFAST_CPU_SIMD", "1") != "0")
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from typing import Callable
 import mlx.core as mx
 
 from . import _blas
+
 from .config import config
 from .errors import WhisperfastError
 
@@ -293,6 +294,12 @@ def parse_dtype(name: str | None) -> mx.Dtype | None:
     return table[name]
 
 
+def _cpu_kernels() -> str:
+    from .kernels import cpu_simd
+
+    return cpu_simd.status(config().cache / "kernels")
+
+
 def info() -> dict:
     """Versions, device and BLAS: what a bug report or a benchmark record needs."""
     import importlib.metadata as md
@@ -314,4 +321,6 @@ def info() -> dict:
         "blas": _blas.describe(),
         # On the CPU every mx.fast op falls back to composed ops: fusion pays only on a GPU.
         "fused_kernels_native": mx.default_device() == mx.gpu,
+        # The fast engine's CPU softmax and GELU on x86 vectors, MLX's arithmetic (kernels/cpu_simd.py)
+        "cpu_kernels": _cpu_kernels(),
     }

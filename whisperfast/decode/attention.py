@@ -10,9 +10,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_whisper.whisper import Whisper
 
-from ..kernels import ops
+from ..kernels import cpu_simd, ops
 from ..kernels.ops import on_cuda
-from ..kernels.layers import check_mode, cpu_streams, heads_across_cpu_streams, linear_across_cpu_streams, mode_op
+from ..kernels.layers import (check_mode, cpu_streams, heads_across_cpu_streams, linear_across_cpu_streams, mode_op,
+                              rounded_attention_across_cpu_streams)
 
 
 class KVCache:
@@ -136,12 +137,18 @@ class WhisperAttention(nn.Module):
             # the fused op, and single-token steps never come here.
             fn = ops.rounded_scaled_dot_product_attention
         args = (self._heads(q) * self.qk_scale, k, v, 1.0, mask)
-        parallel = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu \
-            and len(cpu_streams()) > 1
+        on_cpu = fn is ops.fused_scaled_dot_product_attention and L > 1 and mx.default_device() == mx.cpu
         # On the CPU mx.fast's SDPA is a fallback to the plain graph mlx-whisper writes, the
         # same bits, but slower than that graph itself (463 against 372 ms for tiny's encoder
-        # layer on one stream, benchmarks/cpu/profile.md §7); so each stream runs the graph.
-        out = heads_across_cpu_streams(ops.rounded_scaled_dot_product_attention, *args) if parallel else fn(*args)
+        # layer on one stream, benchmarks/cpu/profile.md §7); so each stream runs the graph,
+        # and its softmax runs on x86 vectors where it can (kernels/cpu_simd.py).
+        simd = cpu_simd.chosen(q.dtype) if on_cpu and k.shape[1] == self.n_head else None
+        if simd is not None:
+            out = rounded_attention_across_cpu_streams(simd.softmax_, *args)
+        elif on_cpu and len(cpu_streams()) > 1:
+            out = heads_across_cpu_streams(ops.rounded_scaled_dot_product_attention, *args)
+        else:
+            out = fn(*args)
         return out.transpose(0, 2, 1, 3).reshape(B, L, n_state)
 
     @property

@@ -6,11 +6,13 @@ bit for bit, written out where the fast engine runs it otherwise than the model 
   several seconds; the CPU: g++, 0.37 s on this project's 2-core machine; benchmarks/h200-session10/)
   where the composed ops cost about the same (~0.1 ms a window on the H200, +1 % of a GELU's
   56 ms on the CPU, whose scalar erf is the time).
-- On a CPU of several cores, every GELU is shared out by rows among one CPU stream per core
-  (kernels/layers.rows_across_cpu_streams). Its attention already spreads its heads so
-  (WhisperAttention); the GELUs are the other scalar-`exp` op of the profile
-  (benchmarks/cpu/profile.md). The MLP's matmuls are shared out by output features too, as
-  whisperfast keeps OpenBLAS at one thread on small machines
+- On the CPU, float32, its GELUs and its attention's softmax run on x86 vectors
+  (kernels/cpu_simd.py): MLX's own arithmetic, element by element, but eight at a time, where
+  MLX's x86 backend takes one (those two ops were 63-68 % of tiny.en's window,
+  benchmarks/cpu/profile.md §2). Without that library, on a CPU of several cores, every GELU
+  is shared out by rows among one CPU stream per core (kernels/layers.rows_across_cpu_streams),
+  as its attention shares its heads (WhisperAttention). The MLP's matmuls are shared out by
+  output features too, as whisperfast keeps OpenBLAS at one thread on small machines
   (kernels/layers.linear_across_cpu_streams).
 
 Elsewhere (Metal, the stock engine) the encoder runs as the model built it.
@@ -23,16 +25,18 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_whisper.whisper import AudioEncoder, Whisper
 
+from ..kernels import cpu_simd
 from ..kernels.layers import cpu_streams, linear_across_cpu_streams, rows_across_cpu_streams
 from ..kernels.ops import composed_gelu
 from .attention import supports_static_cache
 
 
 def encode(model: Whisper, mel: mx.array) -> mx.array:
-    """The model's encoder on `mel`: across CPU streams where `uses_streams` says so, and with
+    """The model's encoder on `mel`: for a fast model on the CPU, `cpu_forward`; elsewhere with
     `fast_gelu()` for a fast model."""
-    if uses_streams(model):
-        return streamed_forward(model.encoder, mel)
+    if supports_static_cache(model) and mx.default_device() == mx.cpu \
+            and (cpu_simd.chosen(mel.dtype) is not None or len(cpu_streams()) > 1):
+        return cpu_forward(model.encoder, mel)
     if supports_static_cache(model) and fast_gelu() is composed_gelu:
         return forward(model.encoder, mel, composed_gelu, lambda linear, x: linear(x))
     return model.encoder(mel)
@@ -43,14 +47,15 @@ def fast_gelu():
     return nn.gelu if mx.default_device() == mx.gpu and mx.metal.is_available() else composed_gelu
 
 
-def uses_streams(model: Whisper) -> bool:
-    """A fast (rewritten) model, on the CPU, with two cores or more."""
-    return mx.default_device() == mx.cpu and supports_static_cache(model) and len(cpu_streams()) > 1
-
-
-def streamed_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
-    """The GELUs by rows and the MLP's matmuls by columns across CPU streams."""
-    return forward(encoder, mel, lambda x: rows_across_cpu_streams(composed_gelu, x), linear_across_cpu_streams)
+def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
+    """The GELUs on x86 vectors (kernels/cpu_simd.py: each writes over the layer output it is
+    given, which nothing else holds) or else by rows across the CPU streams, and the MLP's
+    matmuls by columns across the streams where there are several. (The attention layers make
+    the same choice for their softmax: WhisperAttention._attend.)"""
+    simd = cpu_simd.chosen(mel.dtype)
+    gelu = simd.gelu_ if simd is not None else (lambda x: rows_across_cpu_streams(composed_gelu, x))
+    linear = linear_across_cpu_streams if len(cpu_streams()) > 1 else (lambda m, x: m(x))
+    return forward(encoder, mel, gelu, linear)
 
 
 def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear) -> mx.array:

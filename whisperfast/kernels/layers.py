@@ -117,6 +117,25 @@ def heads_across_cpu_streams(fn, q, k, v, scale, mask):
     return _across_cpu_streams(q.shape[1], 1, lambda a, b: fn(q[:, a:b], k[:, a:b], v[:, a:b], scale, mask))
 
 
+def rounded_attention_across_cpu_streams(softmax_, q, k, v, scale, mask):
+    """ops.rounded_scaled_dot_product_attention with the softmax `softmax_(scores)`, which writes
+    the weights over the scores (kernels/cpu_simd.py). The heads' scores are made across the
+    CPU streams and evaluated together, each stream's softmaxed (on the softmax's own threads),
+    then multiplied by v across the streams again: every head through the same ops as the
+    graph's, the same bits. q, k, v (B, H, L or S, D), k and v with q's heads."""
+    pieces = _pieces(q.shape[1])
+    scores = []
+    for s, a, b in pieces:
+        with mx.stream(s):
+            scores.append(ops.rounded_scores(q[:, a:b], k[:, a:b], scale, mask))
+    mx.eval(scores)
+    outs = []
+    for (s, a, b), qk in zip(pieces, scores):
+        with mx.stream(s):
+            outs.append(softmax_(qk) @ v[:, a:b])
+    return mx.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+
+
 def rows_across_cpu_streams(fn, x: mx.array, axis: int = -2) -> mx.array:
     """fn(x) for an elementwise fn (GELU), x cut along `axis` into one piece a CPU stream, so
     that every core runs its piece: the same op on every element, bit for bit. (Rows of a
@@ -153,10 +172,15 @@ def linear_across_cpu_streams(m: nn.Linear, x: mx.array) -> mx.array:
 def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
     """piece(a, b) for [0, n) cut into one range a CPU stream, each run on its stream, the
     results concatenated along `axis`."""
-    streams = cpu_streams()[:n]
-    bounds = [round(i * n / len(streams)) for i in range(len(streams) + 1)]
     outs = []
-    for s, a, b in zip(streams, bounds, bounds[1:]):
+    for s, a, b in _pieces(n):
         with mx.stream(s):
             outs.append(piece(a, b))
     return mx.concatenate(outs, axis=axis)
+
+
+def _pieces(n: int) -> list:
+    """[0, n) cut into one range a CPU stream: (stream, start, end) for each."""
+    streams = cpu_streams()[:n]
+    bounds = [round(i * n / len(streams)) for i in range(len(streams) + 1)]
+    return list(zip(streams, bounds, bounds[1:]))

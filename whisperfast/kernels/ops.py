@@ -141,6 +141,12 @@ def rounded_scaled_dot_product_attention(q: mx.array, k: mx.array, v: mx.array, 
         raise ValueError("rounded attention takes no sinks")
     if k.shape[1] != q.shape[1]:
         k, v = (mx.repeat(a, q.shape[1] // k.shape[1], axis=1) for a in (k, v))
+    return mx.softmax(rounded_scores(q, k, scale, mask), axis=-1, precise=True) @ v
+
+
+def rounded_scores(q: mx.array, k: mx.array, scale: float, mask: Mask = None) -> mx.array:
+    """The masked scores q k^T * scale of `rounded_scaled_dot_product_attention`, k with q's
+    heads: (B, H, L, S) in q's dtype."""
     qk = (q * scale if scale != 1.0 else q) @ k.swapaxes(-1, -2)
     if isinstance(mask, str):
         if mask != "causal":
@@ -150,7 +156,7 @@ def rounded_scaled_dot_product_attention(q: mx.array, k: mx.array, v: mx.array, 
         qk = mx.where(visible, qk, mx.array(-mx.inf, qk.dtype))
     elif mask is not None:
         qk = mx.where(mask, qk, mx.array(-mx.inf, qk.dtype)) if mask.dtype == mx.bool_ else qk + mask.astype(qk.dtype)
-    return mx.softmax(qk, axis=-1, precise=True) @ v
+    return qk
 
 
 def _split_heads(mask: mx.array, H_kv: int, g: int) -> mx.array:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 STRATEGIES = ("default", "linear", "llama3", "dynamic", "longrope", "yarn")
 
@@ -27,6 +28,8 @@ class RoPESchedule:
 def rope_schedule(dims: int, base: float = 10000.0, scaling: Optional[dict] = None,
                   max_position: Optional[int] = None) -> RoPESchedule:
     """`scaling` follows Hugging Face's `rope_scaling` dicts: {"rope_type"|"type": ..., "factor": ...}."""
+    import numpy as np  # here, not at import: `whisperfast info` imports this package without numpy
+
     scaling = dict(scaling or {})
     kind = scaling.pop("rope_type", scaling.pop("type", "default"))
     i = np.arange(0, dims, 2, dtype=np.float64)

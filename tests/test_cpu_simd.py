@@ -1,0 +1,135 @@
+"""kernels/cpu_simd: MLX's CPU float32 exp, softmax and GELU on x86 vectors, bit for bit MLX's;
+built once per machine and cache folder, checked before it is kept, and refused with a reason
+where it cannot be had."""
+
+import shutil
+import subprocess
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from whisperfast.config import config
+from whisperfast.files import write_atomic
+from whisperfast.kernels import cpu_simd
+
+from .conftest import cpu_simd_builds_here
+
+BUILDS_HERE = cpu_simd_builds_here()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A fresh build in a folder of its own. Where the library can be built (x86-64 Linux with a
+    C compiler) it must be: only a CPU without AVX2 or FMA may skip."""
+    found = cpu_simd.load(tmp_path_factory.mktemp("kernels"), write_atomic, threads=2)
+    if found.kernels is None:
+        if BUILDS_HERE and "AVX2" not in found.how:
+            pytest.fail(f"cpu_simd did not build here: {found.how}")
+        pytest.skip(found.how)
+    assert found.how == "built"
+    return found.kernels
+
+
+def bits(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.uint32)  # one NaN for all NaNs
+
+
+SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754942e-38, 88.0, -88.0, 88.00001,
+                    -88.00001, 87.99999, -87.99999, 0.5, -0.5, 0.49999997, -0.49999997, 1.0, -1.0, 3.4028235e38,
+                    -3.4028235e38, 0.34657359, -0.34657359, 6.0, -6.0, 10.5, -10.5], np.float32)
+
+
+@pytest.mark.parametrize("op", ["exp", "gelu"])
+def test_elementwise_ops_are_mlx_bit_for_bit(built, op):
+    """Special values, the boundaries of MLX's exp (±88, the rounding of x·log2(e) at halves),
+    then a million bit patterns spread over all 2^32 (the build's own check, taken again here;
+    all 2^32 were compared once: benchmarks/cpu/simd/), the vector tail included (odd sizes)."""
+    ours, theirs = {"exp": (built.exp_, mx.exp), "gelu": (built.gelu_, nn.gelu)}[op]
+    rng = np.random.default_rng(1)
+    for x in (SPECIAL, (rng.standard_normal(1003) * 20).astype(np.float32),
+              (np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32)).view(np.float32)):
+        assert np.array_equal(bits(ours(mx.array(x))), bits(theirs(mx.array(x))))
+
+
+@pytest.mark.parametrize("shape", [(6, 1500, 1500), (13, 77), (1, 9), (3, 1, 51865), (5, 3)], ids=str)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_softmax_is_mlx_bit_for_bit(built, shape, threads):
+    """Rows of every length around the vectors' 8 and the groups' 8 rows, scores at the encoder's
+    scale and wider, masked entries (-inf), a row of -inf only (NaN, as MLX's), at any share of
+    the rows among threads."""
+    rng = np.random.default_rng(2)
+    s = (rng.standard_normal(shape) * rng.choice([1.0, 5.0, 60.0])).astype(np.float32)
+    s.reshape(-1)[:: 7] = -np.inf
+    s.reshape(-1, shape[-1])[-1] = -np.inf
+    kernels = built.threaded(threads)
+    assert np.array_equal(bits(kernels.softmax_(mx.array(s))), bits(mx.softmax(mx.array(s), axis=-1, precise=True)))
+
+
+def test_the_ops_write_over_their_input_and_refuse_views(built):
+    x = mx.array(np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8))
+    want = nn.gelu(x)
+    mx.eval(want)
+    y = built.gelu_(x)
+    assert y is x and np.array_equal(bits(x), bits(want))
+    with pytest.raises(ValueError, match="view"):
+        built.softmax_(mx.array(np.ones((8, 8), np.float32)).T)
+    with pytest.raises(TypeError, match="float32"):
+        built.exp_(mx.ones((4,), dtype=mx.float16))
+    original = mx.array(np.arange(5, dtype=np.float32))
+    built.exp_(cpu_simd.copy(original))
+    assert np.array_equal(np.asarray(original), np.arange(5, dtype=np.float32))
+
+
+def test_a_second_load_reads_the_cache_and_a_bad_file_is_built_again(tmp_path):
+    if not BUILDS_HERE:
+        pytest.skip("no x86-64 Linux C compiler here")
+    first = cpu_simd.load(tmp_path, write_atomic, threads=1)
+    if first.kernels is None:
+        pytest.skip(first.how)
+    assert first.how == "built" and cpu_simd.status(tmp_path) == "avx2 (built)"
+    (library,) = tmp_path.glob("cpu_simd-*.so")
+    assert cpu_simd.load(tmp_path, write_atomic, threads=1).how == "cached"
+    library.unlink()  # as a replacement would: this process keeps the library it mapped
+    library.write_bytes(b"torn")
+    # in a new process: this one's loader hands back the library it has open under that name
+    code = ("import sys, whisperfast; from pathlib import Path; from whisperfast.files import write_atomic; "
+            "from whisperfast.kernels import cpu_simd; print(cpu_simd.load(Path(sys.argv[1]), write_atomic, 1).how)")
+    again = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "built" and library.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_a_build_that_differs_from_mlx_is_refused_and_not_built_again(tmp_path, monkeypatch):
+    if not BUILDS_HERE:
+        pytest.skip("no x86-64 Linux C compiler here")
+    monkeypatch.setattr(cpu_simd, "verify", lambda kernels: "softmax (9, 77)")
+    refused = cpu_simd.load(tmp_path, write_atomic, threads=1)
+    assert refused.kernels is None and "differ from MLX's (softmax (9, 77))" in refused.how
+    assert not list(tmp_path.glob("*.so"))
+    monkeypatch.setattr(cpu_simd, "_build", lambda *a: pytest.fail("built again"))
+    again = cpu_simd.load(tmp_path, write_atomic, threads=1)
+    assert again.kernels is None and "softmax (9, 77)" in again.how
+    assert cpu_simd.status(tmp_path).startswith("unavailable: its results differ from MLX's")
+
+
+def test_without_a_working_compiler_it_says_why(tmp_path):
+    if not BUILDS_HERE:
+        pytest.skip("no x86-64 Linux here")
+    missing = cpu_simd.load(tmp_path, write_atomic, threads=1, compiler=str(tmp_path / "no-cc"))
+    assert missing.kernels is None and missing.how == "no C compiler (cc) to build it with"
+    failing = cpu_simd.load(tmp_path, write_atomic, threads=1, compiler=shutil.which("false"))
+    assert failing.kernels is None and failing.how.startswith("the C compiler failed")
+    assert failing.describe().startswith("unavailable: ") and not list(tmp_path.glob("*.so"))
+    assert cpu_simd.load(tmp_path, write_atomic, threads=1, compiler=shutil.which("false")).how == failing.how
+
+
+def test_the_knob_and_other_dtypes_keep_mlx_ops(knobs):
+    knobs(WHISPERFAST_CPU_SIMD="0")
+    assert cpu_simd.chosen(mx.float32) is None
+    knobs(WHISPERFAST_CPU_SIMD="1")
+    assert cpu_simd.chosen(mx.float16) is None
+    if BUILDS_HERE:
+        assert cpu_simd.chosen(mx.float32) is not None or "AVX2" in cpu_simd.status(config().cache / "kernels")

@@ -1,0 +1,282 @@
+/* MLX 0.32's CPU float32 exp, softmax and GELU (erf form), vectorized for x86 (AVX2, FMA).
+
+   MLX's CPU backend has no x86 vectors: its math runs one element at a time, each step a call
+   (fmaf, floor), so its exp costs ~17 ns an element (benchmarks/cpu/profile.md). These are the
+   same IEEE operations in the same order as MLX's one-lane code (mlx/backend/cpu/simd/math.h,
+   softmax.cpp), eight lanes at once, so every result is MLX's, bit for bit: each operation is
+   correctly rounded (fma included), and none is fused or reordered that MLX does not fuse or
+   reorder (built without -ffast-math, with -ffp-contract=off). The one-lane versions below are
+   MLX's code as written; the vectors are checked against them (wf_check) and both against MLX
+   itself (kernels/cpu_simd.py, at build time, and the tests). NaN inputs give NaN, whose sign
+   and payload are not promised. */
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+int wf_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+/* ---- one lane: MLX's code as written ---- */
+
+static float exp1(float x_init) {
+    float x = x_init * 1.442695f;
+    float ipart = (float)floor((double)x + 0.5); /* MLX's `x + 0.5` is a double sum */
+    float fpart = x - ipart;
+    float p = 1.535336188319500e-4f;
+    p = fmaf(p, fpart, 1.339887440266574e-3f);
+    p = fmaf(p, fpart, 9.618437357674640e-3f);
+    p = fmaf(p, fpart, 5.550332471162809e-2f);
+    p = fmaf(p, fpart, 2.402264791363012e-1f);
+    p = fmaf(p, fpart, 6.931472028550421e-1f);
+    p = fmaf(p, fpart, 1.000000000000000f);
+    int32_t e = (int32_t)((uint32_t)((int32_t)ipart + 127) << 23);
+    float two;
+    memcpy(&two, &e, 4);
+    float r = isnan(x_init) ? x_init : two * p;
+    r = x_init > 88.0f ? INFINITY : r;
+    return x_init < -88.0f ? 0.0f : r;
+}
+
+static float erf1(float v) {
+    float t = 1.0f / fmaf(0.3275911f, fabsf(v), 1.0f);
+    float r = fmaf(1.061405429f, t, -1.453152027f);
+    r = fmaf(r, t, 1.421413741f);
+    r = fmaf(r, t, -0.284496736f);
+    r = fmaf(r, t, 0.254829592f);
+    float e = -exp1(-v * v);
+    float result = fmaf(e * t, r, 1.0f);
+    return v > 0 ? result : -result;
+}
+
+/* x * (1 + erf(x / sqrt(2))) / 2, mlx.nn.gelu's formula, sqrt(2) rounded to float32 */
+static float gelu1(float x) { return x * (1.0f + erf1(x / 1.41421356237309515f)) / 2.0f; }
+
+/* ---- eight lanes ---- */
+
+static inline __m256 exp8(__m256 x_init) {
+    __m256 x = _mm256_mul_ps(x_init, _mm256_set1_ps(1.442695f));
+    __m256d half = _mm256_set1_pd(0.5);
+    __m256d lo = _mm256_floor_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), half));
+    __m256d hi = _mm256_floor_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), half));
+    __m256 ipart = _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
+    __m256 fpart = _mm256_sub_ps(x, ipart);
+    __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(1.339887440266574e-3f));
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(9.618437357674640e-3f));
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(5.550332471162809e-2f));
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(2.402264791363012e-1f));
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(6.931472028550421e-1f));
+    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(1.000000000000000f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(ipart), _mm256_set1_epi32(127)), 23);
+    __m256 r = _mm256_mul_ps(_mm256_castsi256_ps(e), p);
+    r = _mm256_blendv_ps(r, x_init, _mm256_cmp_ps(x_init, x_init, _CMP_UNORD_Q));
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x_init, _mm256_set1_ps(88.0f), _CMP_GT_OQ));
+    return _mm256_blendv_ps(r, _mm256_setzero_ps(), _mm256_cmp_ps(x_init, _mm256_set1_ps(-88.0f), _CMP_LT_OQ));
+}
+
+static inline __m256 gelu8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v = _mm256_div_ps(x, _mm256_set1_ps(1.41421356237309515f));
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                             _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), _mm256_andnot_ps(sign, v), _mm256_set1_ps(1.0f)));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    __m256 e = _mm256_xor_ps(sign, exp8(_mm256_mul_ps(_mm256_xor_ps(sign, v), v)));
+    __m256 result = _mm256_fmadd_ps(_mm256_mul_ps(e, t), r, _mm256_set1_ps(1.0f));
+    __m256 erf = _mm256_blendv_ps(_mm256_xor_ps(sign, result), result, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ));
+    return _mm256_div_ps(_mm256_mul_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), erf)), _mm256_set1_ps(2.0f));
+}
+
+/* ---- softmax over rows of m ---- */
+
+/* One row as MLX's softmax<float, float> computes it: the maximum (a NaN sticks), exp(x - max)
+   written out while the normalizer sums them in order from 0, then out *= 1 / normalizer. */
+static void softmax_row1(const float* in, float* out, long m) {
+    float maximum = -INFINITY;
+    for (long j = 0; j < m; j++) maximum = isnan(in[j]) ? in[j] : (in[j] > maximum ? in[j] : maximum);
+    float normalizer = 0.0f;
+    for (long j = 0; j < m; j++) {
+        float e = exp1(in[j] - maximum);
+        out[j] = e;
+        normalizer = normalizer + e;
+    }
+    normalizer = 1 / normalizer;
+    for (long j = 0; j < m; j++) out[j] = out[j] * normalizer;
+}
+
+/* A row's maximum, in vectors (any order gives the same maximum); 0 where the row holds a NaN. */
+static int row_max(const float* in, long m, float* result) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+    long j = 0;
+    for (; j + 8 <= m; j += 8) {
+        __m256 a = _mm256_loadu_ps(in + j);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+        vmax = _mm256_max_ps(a, vmax);
+    }
+    if (_mm256_movemask_ps(nan)) return 0;
+    float lanes[8], maximum = -INFINITY;
+    _mm256_storeu_ps(lanes, vmax);
+    for (int k = 0; k < 8; k++) maximum = lanes[k] > maximum ? lanes[k] : maximum;
+    for (; j < m; j++) {
+        if (isnan(in[j])) return 0;
+        maximum = in[j] > maximum ? in[j] : maximum;
+    }
+    *result = maximum;
+    return 1;
+}
+
+#define GROUP 8
+
+/* Rows in groups of eight: each row's exps in vectors, then the eight normalizers summed side by
+   side, each in its own row's order (the one step MLX takes strictly one element at a time, and
+   the one that must not be reordered). A row holding a NaN is left to the one-lane code. */
+static void softmax_rows(const float* in, float* out, long rows, long m) {
+    for (long r0 = 0; r0 < rows; r0 += GROUP) {
+        int g = rows - r0 < GROUP ? (int)(rows - r0) : GROUP;
+        int vector[GROUP];
+        float sum[GROUP];
+        for (int k = 0; k < g; k++) {
+            const float* x = in + (r0 + k) * m;
+            float* y = out + (r0 + k) * m;
+            float maximum;
+            sum[k] = 0.0f;
+            vector[k] = row_max(x, m, &maximum);
+            if (!vector[k]) {
+                softmax_row1(x, y, m);
+                continue;
+            }
+            __m256 vm = _mm256_set1_ps(maximum);
+            long j = 0;
+            for (; j + 8 <= m; j += 8) _mm256_storeu_ps(y + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm)));
+            for (; j < m; j++) y[j] = exp1(x[j] - maximum);
+        }
+        const float* y = out + r0 * m;
+        if (g == GROUP) {
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+            for (long j = 0; j < m; j++) {
+                s0 += y[j]; s1 += y[m + j]; s2 += y[2 * m + j]; s3 += y[3 * m + j];
+                s4 += y[4 * m + j]; s5 += y[5 * m + j]; s6 += y[6 * m + j]; s7 += y[7 * m + j];
+            }
+            sum[0] = s0; sum[1] = s1; sum[2] = s2; sum[3] = s3; sum[4] = s4; sum[5] = s5; sum[6] = s6; sum[7] = s7;
+        } else {
+            for (int k = 0; k < g; k++)
+                for (long j = 0; j < m; j++) sum[k] = sum[k] + y[k * m + j];
+        }
+        for (int k = 0; k < g; k++) {
+            if (!vector[k]) continue;
+            float* o = out + (r0 + k) * m;
+            float normalizer = 1 / sum[k];
+            __m256 vn = _mm256_set1_ps(normalizer);
+            long j = 0;
+            for (; j + 8 <= m; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(o + j), vn));
+            for (; j < m; j++) o[j] = o[j] * normalizer;
+        }
+    }
+}
+
+static void exp_n(const float* in, float* out, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(in + i)));
+    for (; i < n; i++) out[i] = exp1(in[i]);
+}
+
+static void gelu_n(const float* in, float* out, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, gelu8(_mm256_loadu_ps(in + i)));
+    for (; i < n; i++) out[i] = gelu1(in[i]);
+}
+
+#pragma GCC pop_options
+
+/* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
+   each element's arithmetic does not depend on the share it falls in ---- */
+
+enum { EXP, GELU, SOFTMAX };
+
+typedef struct {
+    int op;
+    const float* in;
+    float* out;
+    long first, count, m; /* rows of m (softmax), else elements (m = 1) */
+} Share;
+
+static void run_share(const Share* s) {
+    const float* in = s->in + s->first * s->m;
+    float* out = s->out + s->first * s->m;
+    if (s->op == SOFTMAX) softmax_rows(in, out, s->count, s->m);
+    else if (s->op == GELU) gelu_n(in, out, s->count);
+    else exp_n(in, out, s->count);
+}
+
+static void* run_thread(void* arg) {
+    run_share((const Share*)arg);
+    return NULL;
+}
+
+#define MAX_THREADS 16
+
+/* Returns 0, or -1 where a thread could not be started (nothing was then left undone: the
+   caller's thread ran that share itself). */
+static int run(int op, const float* in, float* out, long rows, long m, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    long align = op == SOFTMAX ? GROUP : 8; /* shares in whole groups (rows) or vectors (elements) */
+    if (rows < threads * align) threads = 1;
+    Share shares[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0}, status = 0;
+    long first = 0;
+    for (int t = 0; t < threads; t++) {
+        long end = t == threads - 1 ? rows : (rows * (t + 1) / threads) / align * align;
+        shares[t] = (Share){op, in, out, first, end - first, m};
+        first = end;
+    }
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_thread, &shares[t]) == 0;
+    run_share(&shares[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(ids[t], NULL);
+        else {
+            run_share(&shares[t]);
+            status = -1;
+        }
+    }
+    return status;
+}
+
+int wf_softmax(const float* in, float* out, long rows, long m, int threads) { return run(SOFTMAX, in, out, rows, m, threads); }
+int wf_gelu(const float* in, float* out, long n, int threads) { return run(GELU, in, out, n, 1, threads); }
+int wf_exp(const float* in, float* out, long n, int threads) { return run(EXP, in, out, n, 1, threads); }
+
+void wf_softmax_reference(const float* in, float* out, long rows, long m) {
+    for (long r = 0; r < rows; r++) softmax_row1(in + r * m, out + r * m, m);
+}
+
+/* The float32 bit patterns first, first + step, ... (count of them) through the vector and the
+   one-lane exp and GELU: how many results differ (two NaNs count as equal). */
+__attribute__((target("avx2,fma"))) long wf_check(uint64_t first, uint64_t step, uint64_t count) {
+    long bad = 0;
+    for (uint64_t i = 0; i < count; i += 8) {
+        uint32_t bits[8];
+        float x[8], ev[8], gv[8];
+        for (int k = 0; k < 8; k++) bits[k] = (uint32_t)(first + (i + k) * step);
+        memcpy(x, bits, sizeof x);
+        __m256 v = _mm256_loadu_ps(x);
+        _mm256_storeu_ps(ev, exp8(v));
+        _mm256_storeu_ps(gv, gelu8(v));
+        for (int k = 0; k < 8 && i + k < count; k++) {
+            float es = exp1(x[k]), gs = gelu1(x[k]);
+            bad += !(isnan(es) ? isnan(ev[k]) : memcmp(&es, &ev[k], 4) == 0);
+            bad += !(isnan(gs) ? isnan(gv[k]) : memcmp(&gs, &gv[k], 4) == 0);
+        }
+    }
+    return bad;
+}

@@ -1,0 +1,271 @@
+"""MLX's CPU float32 softmax and GELU, bit for bit, on x86 vectors (cpu_simd.c).
+
+MLX 0.32's CPU backend computes elementwise math one element at a time on x86 (its vector
+types are Arm's), each `exp` a chain of library calls: ~17 ns an element, 7x numpy's. On
+tiny.en's encoder the softmax and the GELUs were 63-68 % of a window (benchmarks/cpu/profile.md
+§2). cpu_simd.c computes the same IEEE operations in the same order, eight lanes at a time, so
+its results are MLX's own, bit for bit; stock's lane keeps MLX's ops, and the equality tests
+hold the two together.
+
+The library is built once per machine with the C compiler (`cc`; MLX's own `mx.compile` runs
+g++ on the CPU the same way) and kept in the kernel cache, keyed by the source, the flags, the
+compiler and MLX's version. A new build is checked against MLX's own ops before it is kept:
+about a million float32 bit patterns spread over all of them through exp and GELU, and
+softmaxes with -inf among the scores. A build that differs is never used, and a note says so
+(`<key>.rejected`), so that later processes do not build it again. Where the library cannot be
+had (not x86-64 Linux, no AVX2 and FMA, no compiler, the check failed) `load` says why and
+MLX's ops run.
+
+The ops write over their input: they take the caller's own intermediate (the scores of an
+attention, a layer's output before its GELU), evaluated and contiguous, and return it, so
+that nothing is copied or allocated."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlx.core as mx
+
+SOURCE = Path(__file__).with_name("cpu_simd.c")
+FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
+MAX_THREADS = 8
+
+_P, _L = ctypes.c_void_p, ctypes.c_long
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What `load` found: the kernels, or None and why."""
+
+    kernels: Optional["CpuSimd"]
+    how: str  # "cached", "built", or why there are none
+
+    def describe(self) -> str:
+        return f"avx2 ({self.how})" if self.kernels is not None else f"unavailable: {self.how}"
+
+
+class CpuSimd:
+    """The library's ops on MLX arrays. Each writes over x (float32, C-contiguous: the caller's
+    own intermediate, which nothing else holds) and returns it; rows or elements are shared out
+    over `threads` threads of the library's own."""
+
+    def __init__(self, lib: ctypes.CDLL, threads: int):
+        self._lib, self.threads = lib, max(1, min(threads, MAX_THREADS))
+        for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
+                           ("wf_exp", (_P, _P, _L, ctypes.c_int)), ("wf_softmax_reference", (_P, _P, _L, _L)),
+                           ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
+            getattr(lib, name).argtypes = args
+        lib.wf_check.restype = ctypes.c_long
+
+    def threaded(self, threads: int) -> "CpuSimd":
+        """The same library on another number of threads."""
+        return CpuSimd(self._lib, threads)
+
+    def softmax_(self, x: mx.array) -> mx.array:
+        """mx.softmax(x, axis=-1) (precise or not: the same for float32), over x."""
+        a = _buffer(x)
+        self._lib.wf_softmax(a.ctypes.data, a.ctypes.data, a.size // a.shape[-1], a.shape[-1], self.threads)
+        return x
+
+    def gelu_(self, x: mx.array) -> mx.array:
+        """mlx.nn.gelu(x), over x."""
+        a = _buffer(x)
+        self._lib.wf_gelu(a.ctypes.data, a.ctypes.data, a.size, self.threads)
+        return x
+
+    def exp_(self, x: mx.array) -> mx.array:
+        """mx.exp(x), over x."""
+        a = _buffer(x)
+        self._lib.wf_exp(a.ctypes.data, a.ctypes.data, a.size, self.threads)
+        return x
+
+    def check(self, first: int, step: int, count: int) -> int:
+        """How many of `count` bit patterns (first, first + step, ...) the vector exp or GELU
+        computes otherwise than the one-lane code (MLX's, as written)."""
+        return self._lib.wf_check(first, step, count)
+
+
+def _buffer(x: mx.array):
+    """x's own memory as a writable numpy array (no copy), after evaluating x."""
+    import numpy as np  # not at import: `info` reads this module, and numpy costs it 0.15 s
+
+    if x.dtype != mx.float32:
+        raise TypeError(f"cpu_simd takes float32, not {x.dtype}")
+    mx.eval(x)
+    a = np.asarray(x)
+    if not (a.flags.c_contiguous and a.flags.writeable) or a.size != x.size:
+        raise ValueError("cpu_simd writes over a contiguous array of its own; this one is a view")
+    return a
+
+
+def copy(x: mx.array) -> mx.array:
+    """A new array with x's values, for calling an op on x without writing over it."""
+    import numpy as np
+
+    return mx.array(np.array(x, copy=True))
+
+
+# -- building, checking, caching ---------------------------------------------------------------
+
+def load(root: Path, write: Callable[[Path, bytes], None], threads: int,
+         compiler: Optional[str] = None) -> Loaded:
+    """The library from `root` (built there on a miss, with `compiler`, else `cc`), or why not.
+    `write(path, data)` replaces a file atomically."""
+    found = _locate(root, compiler)
+    if isinstance(found, str):
+        return Loaded(None, found)
+    path, rejected, source, cc = found
+    if rejected.exists():
+        return Loaded(None, rejected.read_text(errors="replace").strip() or "rejected")
+    if path.exists():
+        kernels = _open(path, threads)
+        if isinstance(kernels, CpuSimd):
+            return Loaded(kernels, "cached")
+    return _build(source, cc, path, rejected, write, threads)
+
+
+def _locate(root: Path, compiler: Optional[str]):
+    """(library path, rejection note path, source, compiler), or why there can be no library."""
+    machine = platform.machine().lower()
+    if not sys.platform.startswith("linux") or machine not in ("x86_64", "amd64"):
+        return f"for x86-64 Linux only (this is {sys.platform} {machine})"
+    cc = compiler or shutil.which("cc") or shutil.which("gcc")
+    if cc is None or not os.path.isfile(cc):
+        return "no C compiler (cc) to build it with"
+    source = SOURCE.read_bytes()
+    key = _key(source, cc)
+    return root / f"cpu_simd-{key}.so", root / f"cpu_simd-{key}.rejected", source, cc
+
+
+def _key(source: bytes, cc: str) -> str:
+    """What decides the library: the source, the flags, the compiler (its path, size and
+    time), and MLX's version, whose arithmetic the library repeats."""
+    st = os.stat(cc)
+    blob = b"\0".join([source, " ".join(FLAGS).encode(), os.path.realpath(cc).encode(),
+                       f"{st.st_size}:{st.st_mtime_ns}".encode(), mx.__version__.encode()])
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def _open(path: Path, threads: int):
+    """CpuSimd, or why the library at `path` cannot be used."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return f"cannot load the built library: {e}"
+    if not lib.wf_supported():
+        return "this CPU lacks AVX2 or FMA"
+    return CpuSimd(lib, threads)
+
+
+def _build(source: bytes, cc: str, path: Path, rejected: Path, write, threads: int) -> Loaded:
+    with tempfile.TemporaryDirectory(prefix="whisperfast-cpu-simd-") as tmp:
+        built = Path(tmp) / "cpu_simd.so"
+        src = Path(tmp) / "cpu_simd.c"
+        src.write_bytes(source)
+        try:
+            run = subprocess.run([cc, *FLAGS, "-o", str(built), str(src), "-lm"], capture_output=True, text=True,
+                                 timeout=120)
+            failed = run.returncode != 0 and (run.stderr.strip().splitlines() or ["no message"])[-1]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            failed = str(e)
+        kernels = _open(built, threads) if not failed else f"the C compiler failed: {failed}"
+        problem = verify(kernels) if isinstance(kernels, CpuSimd) else kernels
+        if problem:
+            # noted, so that every later process does not pay for the same failed build
+            why = problem if not isinstance(kernels, CpuSimd) else f"its results differ from MLX's ({problem})"
+            _keep(write, rejected, why.encode())
+            return Loaded(None, why)
+        data = built.read_bytes()
+    if not _keep(write, path, data):
+        return Loaded(kernels, "built; the cache could not keep it")
+    return Loaded(kernels, "built")
+
+
+def _keep(write, path: Path, data: bytes) -> bool:
+    try:
+        write(path, data)
+        return True
+    except OSError:
+        return False
+
+
+def verify(kernels: CpuSimd, step: int = 4099) -> str:
+    """What `kernels` computes otherwise than MLX, or an empty string: float32 bit patterns 0,
+    step, 2 * step, ... (all of them at step 1) through exp and GELU, the vectors against the
+    one-lane code and against MLX; softmaxes of random rows (with -inf) against MLX's."""
+    import numpy as np
+
+    count = -(-(1 << 32) // step)
+    if kernels.check(0, step, count):
+        return "the vector exp or GELU against the one-lane code"
+    x = (np.arange(count, dtype=np.uint64) * step).astype(np.uint32).view(np.float32)
+    for name, ours, theirs in (("exp", kernels.exp_, mx.exp), ("GELU", kernels.gelu_, _mlx_gelu)):
+        if not same_bits(ours(mx.array(x)), theirs(mx.array(x))):
+            return name
+    rng = np.random.default_rng(0)
+    for shape, scale in (((37, 1500), 4.0), ((9, 77), 40.0), ((3, 51865), 8.0)):
+        s = (rng.standard_normal(shape) * scale).astype(np.float32)
+        s.reshape(-1)[::11] = -np.inf
+        if not same_bits(kernels.softmax_(mx.array(s)), mx.softmax(mx.array(s), axis=-1, precise=True)):
+            return f"softmax {shape}"
+    return ""
+
+
+def _mlx_gelu(x: mx.array) -> mx.array:
+    import mlx.nn as nn
+
+    return nn.gelu(x)
+
+
+def same_bits(a: mx.array, b: mx.array) -> bool:
+    """Equal bit for bit, any NaN equal to any NaN (the library does not promise NaN's sign)."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    both_nan = np.isnan(a) & np.isnan(b)
+    return bool(np.all((a.view(np.uint32) == b.view(np.uint32)) | both_nan))
+
+
+# -- the process's choice ----------------------------------------------------------------------
+
+def chosen(dtype: mx.Dtype = mx.float32) -> Optional[CpuSimd]:
+    """The kernels the fast engine uses for arrays of `dtype` on the CPU, or None: float32 only,
+    loaded (and on a machine's first use built) once a process and cache folder;
+    WHISPERFAST_CPU_SIMD=0 keeps MLX's ops."""
+    from ..config import config
+
+    c = config()
+    if dtype != mx.float32 or not c.cpu_simd:
+        return None
+    return loaded(c.cache / "kernels").kernels
+
+
+@lru_cache(maxsize=None)
+def loaded(root: Path) -> Loaded:
+    from ..files import write_atomic
+
+    return load(root, write_atomic, threads=min(os.cpu_count() or 1, MAX_THREADS))
+
+
+def status(root: Path) -> str:
+    """What `loaded(root)` finds or would find, without building anything (for `info`)."""
+    found = _locate(root, None)
+    if isinstance(found, str):
+        return f"unavailable: {found}"
+    path, rejected, _, _ = found
+    if rejected.exists():
+        return f"unavailable: {rejected.read_text(errors='replace').strip()}"
+    return "avx2 (built)" if path.exists() else "not built yet (the first fast CPU transcription builds it)"
