@@ -133,3 +133,52 @@ def test_the_knob_and_other_dtypes_keep_mlx_ops(knobs):
     assert cpu_simd.chosen(mx.float16) is None
     if BUILDS_HERE:
         assert cpu_simd.chosen(mx.float32) is not None or "AVX2" in cpu_simd.status(config().cache / "kernels")
+
+
+@pytest.mark.parametrize("shape", [(1, 51864), (5, 51864), (3, 1501), (2, 7), (4, 300)], ids=str)
+def test_logsumexp_is_mlx_bit_for_bit(built, shape):
+    """The vocabulary's rows (greedy, beams), the timestamp slice, short rows; masked entries,
+    and a row of -inf only (-inf, as MLX's)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 8).astype(np.float32)
+    x[:, ::5] = -np.inf
+    x[-1] = -np.inf
+    got = built.logsumexp(mx.array(x))
+    assert got.shape == (shape[0], 1)
+    assert np.array_equal(bits(got), bits(mx.logsumexp(mx.array(x), axis=-1, keepdims=True)))
+    sliced = mx.array(x)[:, 3:]  # a view, as the timestamp rules pass it
+    assert np.array_equal(bits(built.logsumexp(sliced)), bits(mx.logsumexp(sliced, axis=-1, keepdims=True)))
+
+
+def test_chain_matmul_sums_each_output_as_one_fma_chain(built):
+    """Against a float64 replay of the chain (each step rounded to float32 as an fma rounds, the
+    product being exact in float64): tiles of 8 outputs, the tail, k not a multiple of 8, bias,
+    1 to 8 rows; more rows are refused."""
+    rng = np.random.default_rng(4)
+    for n, k, bias, rows in [(45, 64, False, 1), (16, 20, True, 3), (19, 384, True, 8)]:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        x = rng.standard_normal((rows, 1, k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32) if bias else None
+        acc = np.zeros((rows, n))
+        for kk in range(k):
+            acc = (acc + x[:, 0, kk : kk + 1].astype(np.float64) * w[:, kk].astype(np.float64)).astype(np.float32)
+        want = (acc + b).astype(np.float32) if bias else acc.astype(np.float32)
+        got = built.chain_matmul(mx.array(x), mx.array(w), None if b is None else mx.array(b))
+        assert got.shape == (rows, 1, n) and np.array_equal(bits(got).reshape(rows, n), bits(want))
+    with pytest.raises(ValueError, match="at most 8 rows"):
+        built.chain_matmul(mx.zeros((9, 1, 8)), mx.zeros((8, 8)))
+
+
+def test_chain_matmul_stands_in_only_where_it_gives_mlx_bits(built, tiny):
+    """tiny.en's logits and fc1 (large-matrix products: one chain an output, on the BLAS these
+    tests run on) pass the check and match MLX at every row count up to 8; a product the BLAS
+    sums otherwise (k = 4096, which it splits among blocks) fails the check, so MLX's runs."""
+    dec = tiny.whisper.decoder
+    if dec.token_embedding.weight.dtype != mx.float32:
+        pytest.skip("the CPU's float32 model only")
+    emb, fc1 = dec.token_embedding.weight, dec.blocks[0].mlp1
+    if not built.chain_matches(emb):
+        pytest.skip("this BLAS sums the logits otherwise (MLX's product then runs)")
+    assert built.chain_matches(fc1.weight, fc1.bias, rows=(1, 2, 3, 4, 5, 6, 7, 8))
+    assert built.chain_matches(emb, rows=(2, 3, 8))
+    assert not built.chain_matches(mx.random.normal((512, 4096), key=mx.random.key(9)))

@@ -183,6 +183,28 @@ static void softmax_rows(const float* in, float* out, long rows, long m) {
     }
 }
 
+/* A row's logsumexp as MLX's logsumexp<float, float> computes it: the maximum, the exps of
+   x - max summed in order from 0, then max where it is infinite, else logf(sum) + max (the
+   C library's logf, which MLX calls too). The exps are made in vectors, a block at a time,
+   and summed one by one. */
+static float logsumexp_row(const float* in, long m) {
+    float maximum, normalizer = 0.0f, e[256];
+    if (!row_max(in, m, &maximum)) {
+        maximum = -INFINITY;
+        for (long j = 0; j < m; j++) maximum = isnan(in[j]) ? in[j] : (in[j] > maximum ? in[j] : maximum);
+        for (long j = 0; j < m; j++) normalizer = normalizer + exp1(in[j] - maximum);
+    } else {
+        __m256 vm = _mm256_set1_ps(maximum);
+        for (long j0 = 0; j0 < m; j0 += 256) {
+            long b = m - j0 < 256 ? m - j0 : 256, j = 0;
+            for (; j + 8 <= b; j += 8) _mm256_storeu_ps(e + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(in + j0 + j), vm)));
+            for (; j < b; j++) e[j] = exp1(in[j0 + j] - maximum);
+            for (j = 0; j < b; j++) normalizer = normalizer + e[j];
+        }
+    }
+    return isinf(maximum) ? maximum : logf(normalizer) + maximum;
+}
+
 static void exp_n(const float* in, float* out, long n) {
     long i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(in + i)));
@@ -195,23 +217,84 @@ static void gelu_n(const float* in, float* out, long n) {
     for (; i < n; i++) out[i] = gelu1(in[i]);
 }
 
+/* ---- rows times a weight, each output one fma chain ---- */
+
+/* out[m, j] = sum over k of x[m, k] * w[j, k], each sum one fma chain in k order from 0, then
+   + bias[j] where there is a bias: how OpenBLAS's large-matrix sgemm kernels sum x @ w.T
+   with K in one block (the CPU's decode logits, at 51864 outputs). Whether the BLAS at hand
+   sums so is not assumed: kernels/cpu_simd.py compares this with MLX's own matmul on the
+   weight it is for before using it. w (n, k) is read in place, eight outputs at a time: an
+   8 x 8 tile of w turned so that each k's eight outputs are one vector. */
+static inline void transpose8(__m256* r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+#define MAX_ROWS 8
+
+static void chain_rows(const float* x, const float* w, const float* bias, float* out, long m, long first,
+                       long count, long n, long k) {
+    long j = first, end = first + count;
+    for (; j + 8 <= end && k % 8 == 0; j += 8) {
+        __m256 acc[MAX_ROWS];
+        for (long r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
+        for (long kk = 0; kk < k; kk += 8) {
+            __m256 t[8];
+            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(w + (j + i) * k + kk);
+            transpose8(t);
+            for (long r = 0; r < m; r++)
+                for (int i = 0; i < 8; i++) acc[r] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(x[r * k + kk + i]), acc[r]);
+        }
+        for (long r = 0; r < m; r++) {
+            __m256 y = bias ? _mm256_add_ps(acc[r], _mm256_loadu_ps(bias + j)) : acc[r];
+            _mm256_storeu_ps(out + r * n + j, y);
+        }
+    }
+    for (; j < end; j++)
+        for (long r = 0; r < m; r++) {
+            float acc = 0.0f;
+            for (long kk = 0; kk < k; kk++) acc = fmaf(w[j * k + kk], x[r * k + kk], acc);
+            out[r * n + j] = bias ? acc + bias[j] : acc;
+        }
+}
+
 #pragma GCC pop_options
 
 /* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
    each element's arithmetic does not depend on the share it falls in ---- */
 
-enum { EXP, GELU, SOFTMAX };
+enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP };
 
 typedef struct {
     int op;
     const float* in;
     float* out;
-    long first, count, m; /* rows of m (softmax), else elements (m = 1) */
+    long first, count, m; /* rows of m (softmax), else elements (m = 1); CHAIN: outputs */
+    const float *w, *bias; /* CHAIN: w (n, k), n = the outputs, m = the rows of in */
+    long n, k;
 } Share;
 
 static void run_share(const Share* s) {
+    if (s->op == CHAIN) {
+        chain_rows(s->in, s->w, s->bias, s->out, s->m, s->first, s->count, s->n, s->k);
+        return;
+    }
     const float* in = s->in + s->first * s->m;
     float* out = s->out + s->first * s->m;
+    if (s->op == LOGSUMEXP) {
+        for (long r = 0; r < s->count; r++) s->out[s->first + r] = logsumexp_row(in + r * s->m, s->m);
+        return;
+    }
     if (s->op == SOFTMAX) softmax_rows(in, out, s->count, s->m);
     else if (s->op == GELU) gelu_n(in, out, s->count);
     else exp_n(in, out, s->count);
@@ -226,10 +309,11 @@ static void* run_thread(void* arg) {
 
 /* Returns 0, or -1 where a thread could not be started (nothing was then left undone: the
    caller's thread ran that share itself). */
-static int run(int op, const float* in, float* out, long rows, long m, int threads) {
+static int run_with(int op, const float* in, float* out, long rows, long m, int threads, const float* w,
+                    const float* bias, long n, long k) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    long align = op == SOFTMAX ? GROUP : 8; /* shares in whole groups (rows) or vectors (elements) */
+    long align = op == SOFTMAX ? GROUP : op == LOGSUMEXP ? 1 : 8; /* shares in whole groups (rows) or vectors (elements) */
     if (rows < threads * align) threads = 1;
     Share shares[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
@@ -237,7 +321,7 @@ static int run(int op, const float* in, float* out, long rows, long m, int threa
     long first = 0;
     for (int t = 0; t < threads; t++) {
         long end = t == threads - 1 ? rows : (rows * (t + 1) / threads) / align * align;
-        shares[t] = (Share){op, in, out, first, end - first, m};
+        shares[t] = (Share){op, in, out, first, end - first, m, w, bias, n, k};
         first = end;
     }
     for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_thread, &shares[t]) == 0;
@@ -252,7 +336,19 @@ static int run(int op, const float* in, float* out, long rows, long m, int threa
     return status;
 }
 
+static int run(int op, const float* in, float* out, long rows, long m, int threads) {
+    return run_with(op, in, out, rows, m, threads, NULL, NULL, 0, 0);
+}
+
+/* out (m, n) = x (m, k) @ w (n, k).T [+ bias (n)], m <= 8 (else -2): see chain_rows */
+int wf_chain_matmul(const float* x, const float* w, const float* bias, float* out, long m, long n, long k, int threads) {
+    if (m < 1 || m > MAX_ROWS) return -2;
+    return run_with(CHAIN, x, out, n, m, threads, w, bias, n, k);
+}
+
 int wf_softmax(const float* in, float* out, long rows, long m, int threads) { return run(SOFTMAX, in, out, rows, m, threads); }
+/* out (rows) = logsumexp of each row of m */
+int wf_logsumexp(const float* in, float* out, long rows, long m, int threads) { return run(LOGSUMEXP, in, out, rows, m, threads); }
 int wf_gelu(const float* in, float* out, long n, int threads) { return run(GELU, in, out, n, 1, threads); }
 int wf_exp(const float* in, float* out, long n, int threads) { return run(EXP, in, out, n, 1, threads); }
 

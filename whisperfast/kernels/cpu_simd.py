@@ -40,6 +40,7 @@ import mlx.core as mx
 SOURCE = Path(__file__).with_name("cpu_simd.c")
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
+MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
 
 _P, _L = ctypes.c_void_p, ctypes.c_long
 
@@ -63,6 +64,8 @@ class CpuSimd:
     def __init__(self, lib: ctypes.CDLL, threads: int):
         self._lib, self.threads = lib, max(1, min(threads, MAX_THREADS))
         for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
+                           ("wf_chain_matmul", (_P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
+                           ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)), ("wf_softmax_reference", (_P, _P, _L, _L)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
@@ -84,16 +87,77 @@ class CpuSimd:
         self._lib.wf_gelu(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
 
+    def logsumexp(self, x: mx.array) -> mx.array:
+        """mx.logsumexp(x, axis=-1, keepdims=True), a new array."""
+        import numpy as np
+
+        if x.dtype != mx.float32:
+            raise TypeError(f"cpu_simd takes float32, not {x.dtype}")
+        mx.eval(x)
+        a = np.ascontiguousarray(np.asarray(x))
+        out = np.empty(a.shape[:-1] + (1,), np.float32)
+        self._lib.wf_logsumexp(a.ctypes.data, out.ctypes.data, a.size // a.shape[-1], a.shape[-1], self.threads)
+        return mx.array(out)
+
     def exp_(self, x: mx.array) -> mx.array:
         """mx.exp(x), over x."""
         a = _buffer(x)
         self._lib.wf_exp(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
 
+    def chain_matmul(self, x: mx.array, w: mx.array, bias: Optional[mx.array] = None) -> mx.array:
+        """x @ w.T (+ bias), a new array: x (..., k) of at most MAX_ROWS rows, w (n, k), float32.
+        Each output is one fma chain in k order from 0, then + bias: the order of OpenBLAS's
+        large-matrix kernels with k in one block, which `chain_matches` checks for a weight
+        before it stands in for MLX's matmul (the library does not know the BLAS)."""
+        import numpy as np
+
+        mx.eval(x, w, *(() if bias is None else (bias,)))
+        a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        wa = np.asarray(w)
+        ba = None if bias is None else np.ascontiguousarray(np.asarray(bias))
+        n, k = wa.shape
+        rows = a.size // k
+        if w.dtype != mx.float32 or not wa.flags.c_contiguous or rows > MAX_CHAIN_ROWS or a.shape[-1] != k:
+            raise ValueError("chain_matmul takes float32, a contiguous (n, k) weight and at most 8 rows")
+        out = np.empty((rows, n), np.float32)
+        self._lib.wf_chain_matmul(a.ctypes.data, wa.ctypes.data, None if ba is None else ba.ctypes.data,
+                                  out.ctypes.data, rows, n, k, self.threads)
+        return mx.array(out).reshape(*x.shape[:-1], n)
+
+    def chain_matches(self, w: mx.array, bias: Optional[mx.array] = None, rows=(1, 5)) -> bool:
+        """Whether chain_matmul gives MLX's own x @ w.T (+ bias, as addmm) for this weight, bit
+        for bit, at these row counts (random rows): the BLAS's order, checked, not assumed."""
+        if w.dtype != mx.float32 or w.ndim != 2:
+            return False
+        for m in rows:
+            x = mx.random.normal((m, 1, w.shape[1]), key=mx.random.key(m))
+            want = x @ w.T if bias is None else mx.addmm(bias, x, w.T)
+            if not same_bits(self.chain_matmul(x, w, bias), want):
+                return False
+        return True
+
     def check(self, first: int, step: int, count: int) -> int:
         """How many of `count` bit patterns (first, first + step, ...) the vector exp or GELU
         computes otherwise than the one-lane code (MLX's, as written)."""
         return self._lib.wf_check(first, step, count)
+
+
+class CheckedChain:
+    """x -> x @ w.T (+ bias) on `kernels.chain_matmul` at the row counts where that gives MLX's
+    own product bit for bit (checked at a row count's first use, on random rows: ~20 ms for a
+    51864-word vocabulary, once a process), else `fallback(x)`, MLX's."""
+
+    def __init__(self, kernels: CpuSimd, w: mx.array, bias: Optional[mx.array], fallback: Callable):
+        self.kernels, self.w, self.bias, self.fallback = kernels, w, bias, fallback
+        self.same: dict = {}  # row count -> whether chain_matmul gives MLX's bits there
+
+    def __call__(self, x: mx.array) -> mx.array:
+        rows = x.size // self.w.shape[1]
+        same = self.same.get(rows)
+        if same is None:
+            same = self.same[rows] = rows <= MAX_CHAIN_ROWS and self.kernels.chain_matches(self.w, self.bias, (rows,))
+        return self.kernels.chain_matmul(x, self.w, self.bias) if same else self.fallback(x)
 
 
 def _buffer(x: mx.array):
