@@ -47,7 +47,7 @@ SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754942
 def test_elementwise_ops_are_mlx_bit_for_bit(built, op):
     """Special values, the boundaries of MLX's exp (±88, the rounding of x·log2(e) at halves),
     then a million bit patterns spread over all 2^32 (the build's own check, taken again here;
-    all 2^32 were compared once: benchmarks/cpu/simd/), the vector tail included (odd sizes)."""
+    all 2^32 were compared once: benchmarks/cpu/session17/exhaustive.json), the vector tail included (odd sizes)."""
     ours, theirs = {"exp": (built.exp_, mx.exp), "gelu": (built.gelu_, nn.gelu)}[op]
     rng = np.random.default_rng(1)
     for x in (SPECIAL, (rng.standard_normal(1003) * 20).astype(np.float32),
@@ -65,17 +65,19 @@ def test_softmax_is_mlx_bit_for_bit(built, shape, threads):
     s = (rng.standard_normal(shape) * rng.choice([1.0, 5.0, 60.0])).astype(np.float32)
     s.reshape(-1)[:: 7] = -np.inf
     s.reshape(-1, shape[-1])[-1] = -np.inf
+    if s.shape[0] > 2:  # a row holding a NaN goes the one-lane way: NaN, as MLX's
+        s.reshape(-1, shape[-1])[0, -1] = np.nan
     kernels = built.threaded(threads)
     assert np.array_equal(bits(kernels.softmax_(mx.array(s))), bits(mx.softmax(mx.array(s), axis=-1, precise=True)))
 
 
-def test_the_ops_write_over_their_input_and_refuse_views(built):
+def test_the_ops_write_over_their_input_and_refuse_strided_arrays(built):
     x = mx.array(np.linspace(-3, 3, 64, dtype=np.float32).reshape(8, 8))
     want = nn.gelu(x)
     mx.eval(want)
     y = built.gelu_(x)
     assert y is x and np.array_equal(bits(x), bits(want))
-    with pytest.raises(ValueError, match="view"):
+    with pytest.raises(ValueError, match="strided"):
         built.softmax_(mx.array(np.ones((8, 8), np.float32)).T)
     with pytest.raises(TypeError, match="float32"):
         built.exp_(mx.ones((4,), dtype=mx.float16))
@@ -143,6 +145,8 @@ def test_logsumexp_is_mlx_bit_for_bit(built, shape):
     x = (rng.standard_normal(shape) * 8).astype(np.float32)
     x[:, ::5] = -np.inf
     x[-1] = -np.inf
+    if shape[0] > 2:
+        x[0, 1] = np.nan  # the one-lane way
     got = built.logsumexp(mx.array(x))
     assert got.shape == (shape[0], 1)
     assert np.array_equal(bits(got), bits(mx.logsumexp(mx.array(x), axis=-1, keepdims=True)))

@@ -16,9 +16,11 @@ from scipy.signal import resample_poly
 from whisperfast.audio import SAMPLE_RATE, first_window_mel, load_audio
 from whisperfast.decode import rewrite_whisper
 from whisperfast.decode.flat import StaticInference
+from whisperfast.kernels import cpu_simd
+from whisperfast.kernels.cpu_simd import CheckedChain
 from whisperfast.pipeline import TranscribeOptions, seed_generator, transcribe
 
-from .conftest import SAMPLES, cuda_available, needs_base
+from .conftest import SAMPLES, cpu_simd_builds_here, cuda_available, needs_base
 from .contract import assert_same_or_stock_tie
 from .test_equality import pair
 from .test_transcribe import long_clip
@@ -187,6 +189,10 @@ def test_logits_bit_identical(dtype, attention):
         assert mx.array_equal(stock.logits(step, fa), ours.logits(step, fa))
     step = fused.decoder.__dict__["_whisperfast_step"]  # the flat step ran the single tokens
     assert step.exact == (attention == "rounded")
+    if dtype == mx.float32 and cpu_simd_builds_here() and cpu_simd.chosen(dtype) is not None:
+        # the logits went through cpu_simd's chain_matmul where it gives MLX's bits (checked here,
+        # at one row), else through MLX's product: equal above either way
+        assert isinstance(step.logits, CheckedChain) and 1 in step.logits.same
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16], ids=["fp32", "fp16"])

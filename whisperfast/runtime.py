@@ -297,6 +297,8 @@ def parse_dtype(name: str | None) -> mx.Dtype | None:
 def _cpu_kernels() -> str:
     from .kernels import cpu_simd
 
+    if not config().cpu_simd:
+        return "off (WHISPERFAST_CPU_SIMD=0)"
     return cpu_simd.status(config().cache / "kernels")
 
 

@@ -3,7 +3,7 @@ mx.exp, mlx.nn.gelu (compiled) and the composed GELU the fast engine ran before
 (kernels.ops.composed_gelu): how many results differ (two NaNs count as equal; the library does
 not promise a NaN's sign). ~8 min on one core of the 2-core machine.
 
-Usage: python benchmarks/cpu/simd_exhaustive.py > benchmarks/cpu/simd/exhaustive.json"""
+Usage: python benchmarks/cpu/simd_exhaustive.py > benchmarks/cpu/session17/exhaustive.json"""
 
 import json
 import sys

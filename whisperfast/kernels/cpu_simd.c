@@ -36,7 +36,10 @@ static float exp1(float x_init) {
     p = fmaf(p, fpart, 2.402264791363012e-1f);
     p = fmaf(p, fpart, 6.931472028550421e-1f);
     p = fmaf(p, fpart, 1.000000000000000f);
-    int32_t e = (int32_t)((uint32_t)((int32_t)ipart + 127) << 23);
+    /* |ipart| >= 200 only for inputs the selects below replace (NaN, beyond +-88); the guard
+       keeps the conversion defined in C */
+    int32_t i = fabsf(ipart) < 200.0f ? (int32_t)ipart : 0;
+    int32_t e = (int32_t)((uint32_t)(i + 127) << 23);
     float two;
     memcpy(&two, &e, 4);
     float r = isnan(x_init) ? x_init : two * p;
@@ -113,7 +116,9 @@ static void softmax_row1(const float* in, float* out, long m) {
     for (long j = 0; j < m; j++) out[j] = out[j] * normalizer;
 }
 
-/* A row's maximum, in vectors (any order gives the same maximum); 0 where the row holds a NaN. */
+/* A row's maximum, in vectors; 0 where the row holds a NaN. Any order gives the same maximum
+   but for the sign of a zero maximum, which changes nothing after it: x - (+0) and x - (-0)
+   differ only at x = -0, and exp gives 1 for either zero. */
 static int row_max(const float* in, long m, float* result) {
     __m256 vmax = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
     long j = 0;

@@ -9,16 +9,17 @@ hold the two together.
 
 The library is built once per machine with the C compiler (`cc`; MLX's own `mx.compile` runs
 g++ on the CPU the same way) and kept in the kernel cache, keyed by the source, the flags, the
-compiler and MLX's version. A new build is checked against MLX's own ops before it is kept:
-about a million float32 bit patterns spread over all of them through exp and GELU, and
-softmaxes with -inf among the scores. A build that differs is never used, and a note says so
-(`<key>.rejected`), so that later processes do not build it again. Where the library cannot be
-had (not x86-64 Linux, no AVX2 and FMA, no compiler, the check failed) `load` says why and
-MLX's ops run.
+compiler and MLX's version. A new build is checked against MLX's own CPU ops before it is
+kept: about a million float32 bit patterns spread over all of them through exp and GELU, and
+softmaxes and logsumexps with -inf among the scores. A build that differs, or that the compiler
+refuses, is never used, and a note says so (`<key>.rejected`), so that later processes do not
+build it again; a compile cut short is tried again by the next process. Where the library
+cannot be had (not x86-64 Linux, no AVX2 and FMA, no compiler, the check failed, a cache that
+cannot be written) `load` says why and MLX's ops run.
 
-The ops write over their input: they take the caller's own intermediate (the scores of an
-attention, a layer's output before its GELU), evaluated and contiguous, and return it, so
-that nothing is copied or allocated."""
+softmax_, gelu_ and exp_ write over their input: they take the caller's own intermediate (the
+scores of an attention, a layer's output before its GELU), evaluated and contiguous, and
+return it, so that nothing is copied or allocated."""
 
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ class Loaded:
 
 
 class CpuSimd:
-    """The library's ops on MLX arrays. Each writes over x (float32, C-contiguous: the caller's
-    own intermediate, which nothing else holds) and returns it; rows or elements are shared out
-    over `threads` threads of the library's own."""
+    """The library's ops on MLX arrays, float32. softmax_, gelu_ and exp_ write over x (the
+    caller's own intermediate, C-contiguous, which nothing else holds) and return it;
+    logsumexp and chain_matmul return new arrays. Rows or elements are shared out over
+    `threads` threads of the library's own."""
 
     def __init__(self, lib: ctypes.CDLL, threads: int):
         self._lib, self.threads = lib, max(1, min(threads, MAX_THREADS))
@@ -118,8 +120,9 @@ class CpuSimd:
         ba = None if bias is None else np.ascontiguousarray(np.asarray(bias))
         n, k = wa.shape
         rows = a.size // k
-        if w.dtype != mx.float32 or not wa.flags.c_contiguous or rows > MAX_CHAIN_ROWS or a.shape[-1] != k:
-            raise ValueError("chain_matmul takes float32, a contiguous (n, k) weight and at most 8 rows")
+        if w.dtype != mx.float32 or not wa.flags.c_contiguous or rows > MAX_CHAIN_ROWS or a.shape[-1] != k \
+                or (ba is not None and (ba.dtype != np.float32 or ba.shape != (n,))):
+            raise ValueError("chain_matmul takes float32, a contiguous (n, k) weight, an (n,) bias and at most 8 rows")
         out = np.empty((rows, n), np.float32)
         self._lib.wf_chain_matmul(a.ctypes.data, wa.ctypes.data, None if ba is None else ba.ctypes.data,
                                   out.ctypes.data, rows, n, k, self.threads)
@@ -131,10 +134,11 @@ class CpuSimd:
         if w.dtype != mx.float32 or w.ndim != 2:
             return False
         for m in rows:
-            x = mx.random.normal((m, 1, w.shape[1]), key=mx.random.key(m))
-            want = x @ w.T if bias is None else mx.addmm(bias, x, w.T)
-            if not same_bits(self.chain_matmul(x, w, bias), want):
-                return False
+            with mx.stream(mx.cpu):  # MLX's CPU product, whatever the default device
+                x = mx.random.normal((m, 1, w.shape[1]), key=mx.random.key(m))
+                want = x @ w.T if bias is None else mx.addmm(bias, x, w.T)
+                if not same_bits(self.chain_matmul(x, w, bias), want):
+                    return False
         return True
 
     def check(self, first: int, step: int, count: int) -> int:
@@ -169,7 +173,8 @@ def _buffer(x: mx.array):
     mx.eval(x)
     a = np.asarray(x)
     if not (a.flags.c_contiguous and a.flags.writeable) or a.size != x.size:
-        raise ValueError("cpu_simd writes over a contiguous array of its own; this one is a view")
+        # (a contiguous slice of another array passes here: the callers' own outputs only)
+        raise ValueError("cpu_simd writes over a contiguous array of its own; this one is strided")
     return a
 
 
@@ -186,17 +191,22 @@ def load(root: Path, write: Callable[[Path, bytes], None], threads: int,
          compiler: Optional[str] = None) -> Loaded:
     """The library from `root` (built there on a miss, with `compiler`, else `cc`), or why not.
     `write(path, data)` replaces a file atomically."""
-    found = _locate(root, compiler)
-    if isinstance(found, str):
-        return Loaded(None, found)
-    path, rejected, source, cc = found
-    if rejected.exists():
-        return Loaded(None, rejected.read_text(errors="replace").strip() or "rejected")
-    if path.exists():
-        kernels = _open(path, threads)
-        if isinstance(kernels, CpuSimd):
-            return Loaded(kernels, "cached")
-    return _build(source, cc, path, rejected, write, threads)
+    try:
+        found = _locate(root, compiler)
+        if isinstance(found, str):
+            return Loaded(None, found)
+        path, rejected, source, cc = found
+        if path.exists():
+            kernels = _open(path, threads)
+            if isinstance(kernels, CpuSimd):
+                return Loaded(kernels, "cached")
+            if not kernels.startswith("cannot load"):
+                return Loaded(None, kernels)  # this CPU: nothing to build
+        if rejected.exists():
+            return Loaded(None, rejected.read_text(errors="replace").strip() or "rejected")
+        return _build(source, cc, path, rejected, write, threads)
+    except OSError as e:  # a cache or temp folder that cannot be read or written: MLX's ops run
+        return Loaded(None, f"cannot build it here: {e}")
 
 
 def _locate(root: Path, compiler: Optional[str]):
@@ -240,14 +250,20 @@ def _build(source: bytes, cc: str, path: Path, rejected: Path, write, threads: i
         try:
             run = subprocess.run([cc, *FLAGS, "-o", str(built), str(src), "-lm"], capture_output=True, text=True,
                                  timeout=120)
-            failed = run.returncode != 0 and (run.stderr.strip().splitlines() or ["no message"])[-1]
-        except (OSError, subprocess.TimeoutExpired) as e:
-            failed = str(e)
-        kernels = _open(built, threads) if not failed else f"the C compiler failed: {failed}"
-        problem = verify(kernels) if isinstance(kernels, CpuSimd) else kernels
+        except (OSError, subprocess.TimeoutExpired) as e:  # may pass: not noted, the next process tries
+            return Loaded(None, f"the C compiler did not run to its end: {e}")
+        if run.returncode != 0:
+            # noted (as a build that differs from MLX is), so that later processes do not pay
+            # for the same failed build; a new compiler or MLX is a new key
+            why = f"the C compiler failed: {(run.stderr.strip().splitlines() or ['no message'])[-1]}"
+            _keep(write, rejected, why.encode())
+            return Loaded(None, why)
+        kernels = _open(built, threads)
+        if not isinstance(kernels, CpuSimd):  # this CPU, or a temp folder that cannot map code
+            return Loaded(None, kernels)
+        problem = verify(kernels)
         if problem:
-            # noted, so that every later process does not pay for the same failed build
-            why = problem if not isinstance(kernels, CpuSimd) else f"its results differ from MLX's ({problem})"
+            why = f"its results differ from MLX's ({problem})"
             _keep(write, rejected, why.encode())
             return Loaded(None, why)
         data = built.read_bytes()
@@ -274,15 +290,18 @@ def verify(kernels: CpuSimd, step: int = 4099) -> str:
     if kernels.check(0, step, count):
         return "the vector exp or GELU against the one-lane code"
     x = (np.arange(count, dtype=np.uint64) * step).astype(np.uint32).view(np.float32)
-    for name, ours, theirs in (("exp", kernels.exp_, mx.exp), ("GELU", kernels.gelu_, _mlx_gelu)):
-        if not same_bits(ours(mx.array(x)), theirs(mx.array(x))):
-            return name
-    rng = np.random.default_rng(0)
-    for shape, scale in (((37, 1500), 4.0), ((9, 77), 40.0), ((3, 51865), 8.0)):
-        s = (rng.standard_normal(shape) * scale).astype(np.float32)
-        s.reshape(-1)[::11] = -np.inf
-        if not same_bits(kernels.softmax_(mx.array(s)), mx.softmax(mx.array(s), axis=-1, precise=True)):
-            return f"softmax {shape}"
+    with mx.stream(mx.cpu):  # MLX's CPU arithmetic, whatever the default device
+        for name, ours, theirs in (("exp", kernels.exp_, mx.exp), ("GELU", kernels.gelu_, _mlx_gelu)):
+            if not same_bits(ours(mx.array(x)), theirs(mx.array(x))):
+                return name
+        rng = np.random.default_rng(0)
+        for shape, scale in (((37, 1500), 4.0), ((9, 77), 40.0), ((3, 51865), 8.0)):
+            s = (rng.standard_normal(shape) * scale).astype(np.float32)
+            s.reshape(-1)[::11] = -np.inf
+            if not same_bits(kernels.softmax_(mx.array(s)), mx.softmax(mx.array(s), axis=-1, precise=True)):
+                return f"softmax {shape}"
+            if not same_bits(kernels.logsumexp(mx.array(s)), mx.logsumexp(mx.array(s), axis=-1, keepdims=True)):
+                return f"logsumexp {shape}"
     return ""
 
 
@@ -321,7 +340,8 @@ def chosen(dtype: mx.Dtype = mx.float32) -> Optional[CpuSimd]:
 def loaded(root: Path) -> Loaded:
     from ..files import write_atomic
 
-    return load(root, write_atomic, threads=min(os.cpu_count() or 1, MAX_THREADS))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return load(root, write_atomic, threads=min(cores, MAX_THREADS))
 
 
 def status(root: Path) -> str:
