@@ -174,15 +174,21 @@ def test_chain_matmul_sums_each_output_as_one_fma_chain(built):
 
 
 def test_chain_matmul_stands_in_only_where_it_gives_mlx_bits(built, tiny):
-    """tiny.en's logits and fc1 (large-matrix products: one chain an output, on the BLAS these
-    tests run on) pass the check and match MLX at every row count up to 8; a product the BLAS
-    sums otherwise (k = 4096, which it splits among blocks) fails the check, so MLX's runs."""
+    """tiny.en's logits (a large-matrix product: one chain an output, on the BLAS these tests
+    run on) pass the check at every row count up to 8; fc1 through CheckedChain is MLX's own
+    product at every row count, whichever way the check went (the BLAS may send a narrower
+    product to another kernel); a product the BLAS sums otherwise (k = 4096, which it splits
+    among blocks) fails the check, so MLX's runs."""
     dec = tiny.whisper.decoder
     if dec.token_embedding.weight.dtype != mx.float32:
         pytest.skip("the CPU's float32 model only")
     emb, fc1 = dec.token_embedding.weight, dec.blocks[0].mlp1
     if not built.chain_matches(emb):
         pytest.skip("this BLAS sums the logits otherwise (MLX's product then runs)")
-    assert built.chain_matches(fc1.weight, fc1.bias, rows=(1, 2, 3, 4, 5, 6, 7, 8))
     assert built.chain_matches(emb, rows=(2, 3, 8))
+    chained = cpu_simd.CheckedChain(built, fc1.weight, fc1.bias, fc1)
+    for rows in range(1, 10):
+        x = mx.random.normal((rows, 1, fc1.weight.shape[1]), key=mx.random.key(rows))
+        assert np.array_equal(bits(chained(x)), bits(fc1(x)))
+    assert set(chained.same) == set(range(1, 10)) and chained.same[9] is False  # more rows than the library takes
     assert not built.chain_matches(mx.random.normal((512, 4096), key=mx.random.key(9)))
