@@ -308,6 +308,6 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
     if info["device"] == "cpu":  # after the lanes: the first fused run builds cpu_simd
         notes.insert(0, "CPU: every mx.fast op falls back to composed ops, so kernel ratios near 1.0 are expected; "
                         "the fused lane's gain here is MLX's own softmax, GELU, logsumexp and wide products on x86 "
-                        f"vectors (cpu_kernels: {runtime.info()['cpu_kernels']}) and work shared across CPU "
+                        f"vectors (cpu_kernels: {runtime.cpu_kernels()}) and work shared across CPU "
                         "streams, not fusion")
     return replace(report, notes=notes)

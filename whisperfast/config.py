@@ -27,7 +27,7 @@ class Config:
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
-    cpu_simd: bool = True  # False: the fast engine keeps MLX's own CPU softmax and GELU (kernels/cpu_simd.py)
+    cpu_simd: bool = True  # False: the fast engine's CPU math keeps MLX's own ops (kernels/cpu_simd.py)
 
 
 def _int_or_none(name: str, value: str) -> int | None:

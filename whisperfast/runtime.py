@@ -294,7 +294,8 @@ def parse_dtype(name: str | None) -> mx.Dtype | None:
     return table[name]
 
 
-def _cpu_kernels() -> str:
+def cpu_kernels() -> str:
+    """Whether the fast engine's CPU math runs on x86 vectors (kernels/cpu_simd.py), or why not."""
     from .kernels import cpu_simd
 
     if not config().cpu_simd:
@@ -324,5 +325,5 @@ def info() -> dict:
         # On the CPU every mx.fast op falls back to composed ops: fusion pays only on a GPU.
         "fused_kernels_native": mx.default_device() == mx.gpu,
         # The fast engine's CPU softmax and GELU on x86 vectors, MLX's arithmetic (kernels/cpu_simd.py)
-        "cpu_kernels": _cpu_kernels(),
+        "cpu_kernels": cpu_kernels(),
     }

@@ -101,11 +101,17 @@ static inline __m256 gelu8(__m256 x) {
 
 /* ---- softmax over rows of m ---- */
 
-/* One row as MLX's softmax<float, float> computes it: the maximum (a NaN sticks), exp(x - max)
-   written out while the normalizer sums them in order from 0, then out *= 1 / normalizer. */
-static void softmax_row1(const float* in, float* out, long m) {
+/* A row's maximum as MLX's one-lane scan takes it: the first NaN sticks. */
+static float max1(const float* in, long m) {
     float maximum = -INFINITY;
     for (long j = 0; j < m; j++) maximum = isnan(in[j]) ? in[j] : (in[j] > maximum ? in[j] : maximum);
+    return maximum;
+}
+
+/* One row as MLX's softmax<float, float> computes it: the maximum, exp(x - max) written out
+   while the normalizer sums them in order from 0, then out *= 1 / normalizer. */
+static void softmax_row1(const float* in, float* out, long m) {
+    float maximum = max1(in, m);
     float normalizer = 0.0f;
     for (long j = 0; j < m; j++) {
         float e = exp1(in[j] - maximum);
@@ -195,8 +201,7 @@ static void softmax_rows(const float* in, float* out, long rows, long m) {
 static float logsumexp_row(const float* in, long m) {
     float maximum, normalizer = 0.0f, e[256];
     if (!row_max(in, m, &maximum)) {
-        maximum = -INFINITY;
-        for (long j = 0; j < m; j++) maximum = isnan(in[j]) ? in[j] : (in[j] > maximum ? in[j] : maximum);
+        maximum = max1(in, m);
         for (long j = 0; j < m; j++) normalizer = normalizer + exp1(in[j] - maximum);
     } else {
         __m256 vm = _mm256_set1_ps(maximum);
@@ -356,10 +361,6 @@ int wf_softmax(const float* in, float* out, long rows, long m, int threads) { re
 int wf_logsumexp(const float* in, float* out, long rows, long m, int threads) { return run(LOGSUMEXP, in, out, rows, m, threads); }
 int wf_gelu(const float* in, float* out, long n, int threads) { return run(GELU, in, out, n, 1, threads); }
 int wf_exp(const float* in, float* out, long n, int threads) { return run(EXP, in, out, n, 1, threads); }
-
-void wf_softmax_reference(const float* in, float* out, long rows, long m) {
-    for (long r = 0; r < rows; r++) softmax_row1(in + r * m, out + r * m, m);
-}
 
 /* The float32 bit patterns first, first + step, ... (count of them) through the vector and the
    one-lane exp and GELU: how many results differ (two NaNs count as equal). */

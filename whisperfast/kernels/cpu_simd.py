@@ -68,7 +68,7 @@ class CpuSimd:
         for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
                            ("wf_chain_matmul", (_P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
-                           ("wf_exp", (_P, _P, _L, ctypes.c_int)), ("wf_softmax_reference", (_P, _P, _L, _L)),
+                           ("wf_exp", (_P, _P, _L, ctypes.c_int)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = ctypes.c_long
@@ -93,10 +93,7 @@ class CpuSimd:
         """mx.logsumexp(x, axis=-1, keepdims=True), a new array."""
         import numpy as np
 
-        if x.dtype != mx.float32:
-            raise TypeError(f"cpu_simd takes float32, not {x.dtype}")
-        mx.eval(x)
-        a = np.ascontiguousarray(np.asarray(x))
+        a = np.ascontiguousarray(_host(x))
         out = np.empty(a.shape[:-1] + (1,), np.float32)
         self._lib.wf_logsumexp(a.ctypes.data, out.ctypes.data, a.size // a.shape[-1], a.shape[-1], self.threads)
         return mx.array(out)
@@ -164,14 +161,19 @@ class CheckedChain:
         return self.kernels.chain_matmul(x, self.w, self.bias) if same else self.fallback(x)
 
 
-def _buffer(x: mx.array):
-    """x's own memory as a writable numpy array (no copy), after evaluating x."""
+def _host(x: mx.array):
+    """x's memory as a numpy array (no copy), after evaluating x; float32 only."""
     import numpy as np  # not at import: `info` reads this module, and numpy costs it 0.15 s
 
     if x.dtype != mx.float32:
         raise TypeError(f"cpu_simd takes float32, not {x.dtype}")
     mx.eval(x)
-    a = np.asarray(x)
+    return np.asarray(x)
+
+
+def _buffer(x: mx.array):
+    """x's own memory as a writable numpy array (no copy), after evaluating x."""
+    a = _host(x)
     if not (a.flags.c_contiguous and a.flags.writeable) or a.size != x.size:
         # (a contiguous slice of another array passes here: the callers' own outputs only)
         raise ValueError("cpu_simd writes over a contiguous array of its own; this one is strided")
@@ -283,7 +285,7 @@ def _keep(write, path: Path, data: bytes) -> bool:
 def verify(kernels: CpuSimd, step: int = 4099) -> str:
     """What `kernels` computes otherwise than MLX, or an empty string: float32 bit patterns 0,
     step, 2 * step, ... (all of them at step 1) through exp and GELU, the vectors against the
-    one-lane code and against MLX; softmaxes of random rows (with -inf) against MLX's."""
+    one-lane code and against MLX; softmaxes and logsumexps of random rows (with -inf) against MLX's."""
     import numpy as np
 
     count = -(-(1 << 32) // step)
@@ -350,6 +352,8 @@ def status(root: Path) -> str:
     if isinstance(found, str):
         return f"unavailable: {found}"
     path, rejected, _, _ = found
+    if path.exists():  # load's order: a library kept is read before any note
+        return "avx2 (built)"
     if rejected.exists():
         return f"unavailable: {rejected.read_text(errors='replace').strip()}"
-    return "avx2 (built)" if path.exists() else "not built yet (the first fast CPU transcription builds it)"
+    return "not built yet (the first fast CPU transcription builds it)"
