@@ -28,6 +28,7 @@ class Config:
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
     cpu_simd: bool = True  # False: the fast engine's CPU math keeps MLX's own ops (kernels/cpu_simd.py)
+    cpu_step: bool = True  # False: the CPU's one-row decode steps stay MLX's ops (decode/cpu_step.py)
 
 
 def _int_or_none(name: str, value: str) -> int | None:
@@ -49,7 +50,8 @@ def _parse(env) -> Config:
                   gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
                   teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
                   vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",
-                  cpu_simd=env.get("WHISPERFAST_CPU_SIMD", "1") != "0")
+                  cpu_simd=env.get("WHISPERFAST_CPU_SIMD", "1") != "0",
+                  cpu_step=env.get("WHISPERFAST_CPU_STEP", "1") != "0")
 
 
 @lru_cache(maxsize=1)

@@ -13,11 +13,13 @@ import mlx.nn as nn
 from mlx_whisper.decoding import Inference
 from mlx_whisper.whisper import TextDecoder
 
+from ..config import config
 from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
 from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
 from ..kernels.ops import on_cuda
 from .attention import KVCache, WhisperAttention
+from .cpu_step import NativeStep
 from .encoder import fast_gelu
 
 
@@ -157,8 +159,15 @@ class FlatStep:
         self.decoder, self.n_head = decoder, decoder.blocks[0].attn.n_head
         self.n_state = decoder.positional_embedding.shape[-1]
         self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
+        # One row on the CPU: the whole step in one C call where its first step gives these ops' bits
+        self.native = NativeStep(simd, self) if simd is not None and config().cpu_step else None
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
+        """tokens (B, 1) -> logits (B, 1, n_vocab); `_mlx_step`'s, or NativeStep's (the same bits)."""
+        out = self.native(tokens, cache) if self.native is not None else None
+        return out if out is not None else self._mlx_step(tokens, cache)
+
+    def _mlx_step(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); cache as `decoder_forward`'s, prompt already in.
         The cross K/V may hold one row per audio for B = n * G rows (beams, best-of samples):
         each audio's G rows then attend as G queries of its one row, which reads its K/V once

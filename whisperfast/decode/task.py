@@ -31,7 +31,7 @@ from .beam import BeamSearchDecoder
 from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
-from .rules import DeviceTimestampRules, greedy_update, suppress_blank, suppress_tokens
+from .rules import DeviceTimestampRules, greedy_update, native_pick, suppress_blank, suppress_tokens
 
 
 class RowInference(Inference):
@@ -257,8 +257,12 @@ class StaticCacheTask(GroupRun, DecodingTask):
 
         # mlx-whisper's greedy update, the same values without its indexed read (rules.greedy_update)
         greedy = isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
+        # one row on the CPU: the filters and that update in one C call (rules.NativePick)
+        pick = native_pick(self.logit_filters, self.tokenizer.eot) if greedy and cuda is None else None
 
         def update(tokens, logits, sum_logprobs):
+            if pick is not None and tokens.shape[0] == 1 and logits.dtype == mx.float32:
+                return pick(tokens, logits, sum_logprobs)
             for logit_filter in self.logit_filters:
                 logits = logit_filter.apply(logits, tokens)
             if greedy:

@@ -17,11 +17,11 @@
 
 int wf_supported(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 
 /* ---- one lane: MLX's code as written ---- */
 
@@ -215,6 +215,38 @@ static float logsumexp_row(const float* in, long m) {
     return isinf(maximum) ? maximum : logf(normalizer) + maximum;
 }
 
+/* The greedy pick over one row of logits (n), as mlx-whisper's logit filters and greedy update
+   compute it in MLX's ops, the same float32 operations in the same order:
+   - x = logits + masks[0] + masks[1] + ... (additive masks of 0 and -inf, in their order);
+   - where split >= 0, the split rule (mlx-whisper's last timestamp rule): logprobs
+     lp = x - logsumexp(x); the low part [0, split) is banned where logsumexp(lp[split:]) >
+     max(lp[:split]); then x = x + rule, rule being -inf on the banned part and on the
+     half-open `ranges` (pairs), else 0;
+   - the pick is the first index of x's maximum, and *logprob = x[pick] - logsumexp(x).
+   `work` holds n floats. Returns the pick. */
+long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
+             const long* ranges, int n_ranges, long split, float* logprob) {
+    memcpy(x, logits, n * sizeof(float));
+    for (int m = 0; m < n_masks; m++)
+        for (long i = 0; i < n; i++) x[i] = x[i] + masks[m][i];
+    if (split >= 0) {
+        float lse = logsumexp_row(x, n);
+        for (long i = 0; i < n; i++) work[i] = x[i] - lse;
+        float timestamps = logsumexp_row(work + split, n - split);
+        float text = max1(work, split);
+        int ban_low = timestamps > text;
+        for (long i = 0; i < n; i++) work[i] = (ban_low && i < split) ? -INFINITY : 0.0f;
+        for (int r = 0; r < n_ranges; r++)
+            for (long i = ranges[2 * r] < 0 ? 0 : ranges[2 * r]; i < ranges[2 * r + 1] && i < n; i++) work[i] = -INFINITY;
+        for (long i = 0; i < n; i++) x[i] = x[i] + work[i];
+    }
+    long best = 0;
+    for (long i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    *logprob = x[best] - logsumexp_row(x, n);
+    return best;
+}
+
 static void exp_n(const float* in, float* out, long n) {
     long i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_loadu_ps(in + i)));
@@ -233,49 +265,141 @@ static void gelu_n(const float* in, float* out, long n) {
    + bias[j] where there is a bias: how OpenBLAS's large-matrix sgemm kernels sum x @ w.T
    with K in one block (the CPU's decode logits, at 51864 outputs). Whether the BLAS at hand
    sums so is not assumed: kernels/cpu_simd.py compares this with MLX's own matmul on the
-   weight it is for before using it. w (n, k) is read in place, eight outputs at a time: an
-   8 x 8 tile of w turned so that each k's eight outputs are one vector. */
-static inline void transpose8(__m256* r) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
+   weight it is for before using it.
 
+   The weight is read from a copy laid out once (wf_pack): panels of 64 outputs, each panel
+   k rows of its 64 outputs' values, so that one step of k is eight vectors of eight outputs
+   read in order; in float16 where every value of w is a float16 exactly (the checkpoints'
+   weights are), which halves the bytes a step reads and changes no value: each is widened
+   back to the same float32 before it is multiplied. */
+#define PANEL 64
 #define MAX_ROWS 8
 
-static void chain_rows(const float* x, const float* w, const float* bias, float* out, long m, long first,
-                       long count, long n, long k) {
-    long j = first, end = first + count;
-    for (; j + 8 <= end && k % 8 == 0; j += 8) {
-        __m256 acc[MAX_ROWS];
-        for (long r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
-        for (long kk = 0; kk < k; kk += 8) {
-            __m256 t[8];
-            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(w + (j + i) * k + kk);
-            transpose8(t);
-            for (long r = 0; r < m; r++)
-                for (int i = 0; i < 8; i++) acc[r] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(x[r * k + kk + i]), acc[r]);
-        }
-        for (long r = 0; r < m; r++) {
-            __m256 y = bias ? _mm256_add_ps(acc[r], _mm256_loadu_ps(bias + j)) : acc[r];
-            _mm256_storeu_ps(out + r * n + j, y);
+/* w (n, k) float32 -> panels of float16 (half) or float32, the last panel's missing outputs
+   zero. Returns how many values float16 did not hold exactly (then the copy is not to be
+   used); 0 for float32. */
+static long pack_panels(const float* w, void* out, long n, long k, int half, long p0, long p1) {
+    long inexact = 0;
+    for (long p = p0; p < p1; p++)
+        for (long kk = 0; kk < k; kk++)
+            for (long i0 = 0; i0 < PANEL; i0 += 8) {
+                float v[8];
+                for (int i = 0; i < 8; i++) {
+                    long j = p * PANEL + i0 + i;
+                    v[i] = j < n ? w[j * k + kk] : 0.0f;
+                }
+                long at = (p * k + kk) * PANEL + i0;
+                if (half) {
+                    __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(v), _MM_FROUND_TO_NEAREST_INT);
+                    _mm_storeu_si128((__m128i*)((uint16_t*)out + at), h);
+                    float back[8];
+                    _mm256_storeu_ps(back, _mm256_cvtph_ps(h));
+                    inexact += memcmp(back, v, sizeof v) != 0;
+                } else {
+                    memcpy((float*)out + at, v, sizeof v);
+                }
+            }
+    return inexact;
+}
+
+static inline __m256 panel_load(const void* panel, long at, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)panel + at)))
+                : _mm256_loadu_ps((const float*)panel + at);
+}
+
+static void panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m,
+                       long p0, long p1, long n, long k) {
+    for (long p = p0; p < p1; p++) {
+        const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
+                                 : (const void*)((const float*)packed + p * k * PANEL);
+        for (long r = 0; r < m; r++) { /* the panel is re-read from L2 for each row */
+            const float* xr = x + r * k;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (long kk = 0; kk < k; kk++) {
+                __m256 xv = _mm256_set1_ps(xr[kk]);
+                long at = kk * PANEL;
+                a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
+                a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
+                a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
+                a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
+                a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
+                a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
+                a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
+                a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+            }
+            float y[PANEL];
+            _mm256_storeu_ps(y, a0); _mm256_storeu_ps(y + 8, a1); _mm256_storeu_ps(y + 16, a2);
+            _mm256_storeu_ps(y + 24, a3); _mm256_storeu_ps(y + 32, a4); _mm256_storeu_ps(y + 40, a5);
+            _mm256_storeu_ps(y + 48, a6); _mm256_storeu_ps(y + 56, a7);
+            long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
+            for (long i = 0; i < count; i++) out[r * n + j0 + i] = bias ? y[i] + bias[j0 + i] : y[i];
         }
     }
-    for (; j < end; j++)
-        for (long r = 0; r < m; r++) {
-            float acc = 0.0f;
-            for (long kk = 0; kk < k; kk++) acc = fmaf(w[j * k + kk], x[r * k + kk], acc);
-            out[r * n + j] = bias ? acc + bias[j] : acc;
+}
+
+/* ---- rows times a weight, sixteen lanes a sum ---- */
+
+/* y[j] = sum over k of x[k] * w[j, k] (+ bias[j]), as OpenBLAS's small-matrix TN kernel for
+   AVX-512 (sgemm_small_kernel_tn_skylakex.c) sums a one-row product: lane l of a 16-wide
+   accumulator takes k = l, l + 16, ... in order (one fma each), the lanes then add as
+   ((l0 + l1) + (l2 + l3)) within each block of four and the blocks as (b0 + b1) + (b2 + b3),
+   and the bias adds last. MLX's one-row Linear goes there on such a BLAS (checked per
+   weight by kernels/cpu_simd.py before use). w is float16 (exactly the float32 weight) and
+   k a multiple of 16 (cpu_simd.py pads both with zeros, as the kernel's masked loads do). */
+static inline float tn16_reduce(__m256 lo, __m256 hi) {
+    float a[16];
+    _mm256_storeu_ps(a, lo);
+    _mm256_storeu_ps(a + 8, hi);
+    float u[4];
+    for (int b = 0; b < 4; b++) u[b] = (a[4 * b] + a[4 * b + 1]) + (a[4 * b + 2] + a[4 * b + 3]);
+    return (u[0] + u[1]) + (u[2] + u[3]);
+}
+
+static void tn16_rows(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    long j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        const uint16_t *r0 = w + j * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+#define TN16_STEP(r, l, h)                                                                  \
+            l = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(r + kk))), xl, l); \
+            h = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(r + kk + 8))), xh, h);
+            TN16_STEP(r0, l0, h0) TN16_STEP(r1, l1, h1) TN16_STEP(r2, l2, h2) TN16_STEP(r3, l3, h3)
         }
+        y[j] = tn16_reduce(l0, h0);
+        y[j + 1] = tn16_reduce(l1, h1);
+        y[j + 2] = tn16_reduce(l2, h2);
+        y[j + 3] = tn16_reduce(l3, h3);
+    }
+    for (; j < j1; j++) {
+        const uint16_t* r0 = w + j * k;
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+            TN16_STEP(r0, l0, h0)
+        }
+        y[j] = tn16_reduce(l0, h0);
+    }
+#undef TN16_STEP
+    if (bias)
+        for (j = j0; j < j1; j++) y[j] = y[j] + bias[j];
+}
+
+/* out (n) = p (k) @ v (k, n), n a multiple of 8: each output one fma chain in k order from 0,
+   as OpenBLAS's small NN kernel sums an attention's weights times its values. */
+static void chain_vt(const float* p, const float* v, float* out, long k, long n) {
+    for (long j0 = 0; j0 < n; j0 += 64) {
+        long w = n - j0 < 64 ? n - j0 : 64;
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (long kk = 0; kk < k; kk++) {
+            __m256 pv = _mm256_set1_ps(p[kk]);
+            const float* row = v + kk * n + j0;
+            for (int i = 0; i < w / 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8 * i), pv, acc[i]);
+        }
+        for (int i = 0; i < w / 8; i++) _mm256_storeu_ps(out + j0 + 8 * i, acc[i]);
+    }
 }
 
 #pragma GCC pop_options
@@ -283,20 +407,27 @@ static void chain_rows(const float* x, const float* w, const float* bias, float*
 /* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
    each element's arithmetic does not depend on the share it falls in ---- */
 
-enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP };
+enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK };
 
 typedef struct {
     int op;
     const float* in;
     float* out;
-    long first, count, m; /* rows of m (softmax), else elements (m = 1); CHAIN: outputs */
-    const float *w, *bias; /* CHAIN: w (n, k), n = the outputs, m = the rows of in */
+    long first, count, m; /* rows of m (softmax), else elements (m = 1); CHAIN, PACK: panels */
+    const float* bias;    /* CHAIN: m = the rows of in, n the outputs */
+    void* packed;         /* CHAIN: read; PACK: written from `in` (n, k) */
+    int half;
     long n, k;
+    long result;          /* PACK: values float16 did not hold */
 } Share;
 
-static void run_share(const Share* s) {
+static void run_share(Share* s) {
     if (s->op == CHAIN) {
-        chain_rows(s->in, s->w, s->bias, s->out, s->m, s->first, s->count, s->n, s->k);
+        panel_rows(s->in, s->packed, s->half, s->bias, s->out, s->m, s->first, s->first + s->count, s->n, s->k);
+        return;
+    }
+    if (s->op == PACK) {
+        s->result = pack_panels(s->in, s->packed, s->n, s->k, s->half, s->first, s->first + s->count);
         return;
     }
     const float* in = s->in + s->first * s->m;
@@ -311,19 +442,20 @@ static void run_share(const Share* s) {
 }
 
 static void* run_thread(void* arg) {
-    run_share((const Share*)arg);
+    run_share((Share*)arg);
     return NULL;
 }
 
 #define MAX_THREADS 16
 
-/* Returns 0, or -1 where a thread could not be started (nothing was then left undone: the
-   caller's thread ran that share itself). */
-static int run_with(int op, const float* in, float* out, long rows, long m, int threads, const float* w,
-                    const float* bias, long n, long k) {
+/* Shares `rows` (rows, elements or panels) out over the threads, each share of the template
+   `s`; returns 0, or -1 where a thread could not be started (nothing was then left undone:
+   the caller's thread ran that share itself). `result` sums the shares' results. */
+static int run_shares(Share s, long rows, int threads, long* result) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    long align = op == SOFTMAX ? GROUP : op == LOGSUMEXP ? 1 : 8; /* shares in whole groups (rows) or vectors (elements) */
+    /* shares in whole groups (softmax rows) or vectors (elements) */
+    long align = s.op == SOFTMAX ? GROUP : (s.op == LOGSUMEXP || s.op == CHAIN || s.op == PACK) ? 1 : 8;
     if (rows < threads * align) threads = 1;
     Share shares[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
@@ -331,7 +463,9 @@ static int run_with(int op, const float* in, float* out, long rows, long m, int 
     long first = 0;
     for (int t = 0; t < threads; t++) {
         long end = t == threads - 1 ? rows : (rows * (t + 1) / threads) / align * align;
-        shares[t] = (Share){op, in, out, first, end - first, m, w, bias, n, k};
+        shares[t] = s;
+        shares[t].first = first;
+        shares[t].count = end - first;
         first = end;
     }
     for (int t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_thread, &shares[t]) == 0;
@@ -343,17 +477,53 @@ static int run_with(int op, const float* in, float* out, long rows, long m, int 
             status = -1;
         }
     }
+    if (result) {
+        *result = 0;
+        for (int t = 0; t < threads; t++) *result += shares[t].result;
+    }
     return status;
 }
 
 static int run(int op, const float* in, float* out, long rows, long m, int threads) {
-    return run_with(op, in, out, rows, m, threads, NULL, NULL, 0, 0);
+    return run_shares((Share){.op = op, .in = in, .out = out, .m = m}, rows, threads, NULL);
 }
 
-/* out (m, n) = x (m, k) @ w (n, k).T [+ bias (n)], m <= 8 (else -2): see chain_rows */
-int wf_chain_matmul(const float* x, const float* w, const float* bias, float* out, long m, long n, long k, int threads) {
+long wf_panel_size(void) { return PANEL; }
+
+/* w (n, k) -> `packed`, ceil(n / 64) panels of k * 64 values, float16 (half) or float32.
+   Returns how many values float16 did not hold exactly (0 for float32): the copy is usable
+   only at 0. */
+long wf_pack(const float* w, void* packed, long n, long k, int half, int threads) {
+    long inexact = 0;
+    run_shares((Share){.op = PACK, .in = w, .packed = packed, .half = half, .n = n, .k = k},
+               (n + PANEL - 1) / PANEL, threads, &inexact);
+    return inexact;
+}
+
+/* out (m, n) = x (m, k) @ w (n, k).T [+ bias (n)], w as wf_pack laid it out, m <= 8 (else -2):
+   see panel_rows */
+int wf_chain_matmul(const float* x, const void* packed, int half, const float* bias, float* out, long m, long n,
+                    long k, int threads) {
     if (m < 1 || m > MAX_ROWS) return -2;
-    return run_with(CHAIN, x, out, n, m, threads, w, bias, n, k);
+    return run_shares((Share){.op = CHAIN, .in = x, .out = out, .m = m, .bias = bias, .packed = (void*)packed,
+                              .half = half, .n = n, .k = k},
+                      (n + PANEL - 1) / PANEL, threads, NULL);
+}
+
+/* The library's products for a step's own threads (kernels/cpu_decoder.c): outputs j0 .. j1
+   (panels p0 .. p1 for packed weights) of one row. */
+void wf_tn16_part(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    tn16_rows(w, x, bias, y, j0, j1, k);
+}
+void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
+                    long p0, long p1) {
+    panel_rows(x, packed, half, bias, out, 1, p0, p1, n, k);
+}
+void wf_chain_vt(const float* p, const float* v, float* out, long k, long n) { chain_vt(p, v, out, k, n); }
+
+/* y (n) = x (k) @ w (n, k).T [+ bias], w float16 (n, k), k a multiple of 16: see tn16_rows */
+void wf_tn16(const uint16_t* w, const float* x, const float* bias, float* y, long n, long k) {
+    tn16_rows(w, x, bias, y, 0, n, k);
 }
 
 int wf_softmax(const float* in, float* out, long rows, long m, int threads) { return run(SOFTMAX, in, out, rows, m, threads); }

@@ -38,7 +38,8 @@ from typing import Callable, Optional
 
 import mlx.core as mx
 
-SOURCE = Path(__file__).with_name("cpu_simd.c")
+# cpu_decoder.c: a decoder step built on cpu_simd.c's ops (decode/cpu_step.py), in the same library
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_decoder.c"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -66,12 +67,24 @@ class CpuSimd:
     def __init__(self, lib: ctypes.CDLL, threads: int):
         self._lib, self.threads = lib, max(1, min(threads, MAX_THREADS))
         for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
-                           ("wf_chain_matmul", (_P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
+                           ("wf_chain_matmul", (_P, _P, ctypes.c_int, _P, _P, _L, _L, _L, ctypes.c_int)),
+                           ("wf_pack", (_P, _P, _L, _L, ctypes.c_int, ctypes.c_int)),
+                           ("wf_panel_size", ()),
+                           ("wf_decoder_scratch", (_P,)),
+                           ("wf_tn16", (_P, _P, _P, _P, _L, _L)),
+                           ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
+                           ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
-        lib.wf_check.restype = ctypes.c_long
+        lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
+        lib.wf_decoder_scratch.restype = lib.wf_pick.restype = ctypes.c_long
+
+    @property
+    def lib(self) -> ctypes.CDLL:
+        """The library itself, for kernels/cpu_decoder.py's step."""
+        return self._lib
 
     def threaded(self, threads: int) -> "CpuSimd":
         """The same library on another number of threads."""
@@ -104,39 +117,116 @@ class CpuSimd:
         self._lib.wf_exp(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
 
-    def chain_matmul(self, x: mx.array, w: mx.array, bias: Optional[mx.array] = None) -> mx.array:
-        """x @ w.T (+ bias), a new array: x (..., k) of at most MAX_ROWS rows, w (n, k), float32.
-        Each output is one fma chain in k order from 0, then + bias: the order of OpenBLAS's
-        large-matrix kernels with k in one block, which `chain_matches` checks for a weight
-        before it stands in for MLX's matmul (the library does not know the BLAS)."""
+    def pack(self, w: mx.array, half: bool = True) -> "Panels":
+        """w (n, k) float32 laid out once for chain_matmul: panels of 64 outputs, in float16
+        where float16 holds every value of w exactly (then the same values in half the bytes)
+        and `half` allows, else in float32."""
         import numpy as np
 
-        mx.eval(x, w, *(() if bias is None else (bias,)))
-        a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        wa = np.asarray(w)
-        ba = None if bias is None else np.ascontiguousarray(np.asarray(bias))
+        wa = _host(w)
+        if wa.ndim != 2:
+            raise ValueError("pack takes an (n, k) weight")
         n, k = wa.shape
+        wa = np.ascontiguousarray(wa)
+        size = -(-n // self._lib.wf_panel_size()) * self._lib.wf_panel_size() * k
+        data = np.empty(size, np.float16)
+        if half and self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 1, self.threads) == 0:
+            return Panels(w, data, True)
+        data = np.empty(size, np.float32)
+        self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 0, self.threads)
+        return Panels(w, data, False)
+
+    def pack_heads(self, k: mx.array):
+        """k (1, H, n, d) float32: each head's (n, d) laid out as `pack` lays out a weight, in
+        float32, one after the other (the cross-attention's keys, once a window)."""
+        import numpy as np
+
+        ka = np.ascontiguousarray(_host(k))[0]
+        H, n, d = ka.shape
+        panel = self._lib.wf_panel_size()
+        size = -(-n // panel) * panel * d
+        out = np.empty(H * size, np.float32)
+        for e in range(H):
+            self._lib.wf_pack(ka[e].ctypes.data, out[e * size:].ctypes.data, n, d, 0, self.threads)
+        return out
+
+    def chain_matmul(self, x: mx.array, w, bias: Optional[mx.array] = None) -> mx.array:
+        """x @ w.T (+ bias), a new array: x (..., k) of at most MAX_ROWS rows, w (n, k) float32
+        or its `Panels` (packed here when not). Each output is one fma chain in k order from 0,
+        then + bias: the order of OpenBLAS's large-matrix kernels with k in one block, which
+        `chain_matches` checks for a weight before it stands in for MLX's matmul (the library
+        does not know the BLAS)."""
+        import numpy as np
+
+        panels = w if isinstance(w, Panels) else self.pack(w)
+        n, k = panels.w.shape
+        a = np.ascontiguousarray(_host(x))
+        ba = None if bias is None else np.ascontiguousarray(_host(bias))
         rows = a.size // k
-        if w.dtype != mx.float32 or not wa.flags.c_contiguous or rows > MAX_CHAIN_ROWS or a.shape[-1] != k \
-                or (ba is not None and (ba.dtype != np.float32 or ba.shape != (n,))):
-            raise ValueError("chain_matmul takes float32, a contiguous (n, k) weight, an (n,) bias and at most 8 rows")
+        if rows > MAX_CHAIN_ROWS or a.shape[-1] != k or (ba is not None and ba.shape != (n,)):
+            raise ValueError("chain_matmul takes an (n, k) weight, an (n,) bias and at most 8 rows")
         out = np.empty((rows, n), np.float32)
-        self._lib.wf_chain_matmul(a.ctypes.data, wa.ctypes.data, None if ba is None else ba.ctypes.data,
-                                  out.ctypes.data, rows, n, k, self.threads)
+        self._lib.wf_chain_matmul(a.ctypes.data, panels.data.ctypes.data, int(panels.half),
+                                  None if ba is None else ba.ctypes.data, out.ctypes.data, rows, n, k, self.threads)
         return mx.array(out).reshape(*x.shape[:-1], n)
 
-    def chain_matches(self, w: mx.array, bias: Optional[mx.array] = None, rows=(1, 5)) -> bool:
-        """Whether chain_matmul gives MLX's own x @ w.T (+ bias, as addmm) for this weight, bit
-        for bit, at these row counts (random rows): the BLAS's order, checked, not assumed."""
+    def half_rows(self, w: mx.array):
+        """w (n, k) float32 as float16 rows padded with zeros to a multiple of 16 (tn16's
+        layout), or None where float16 does not hold every value of w exactly."""
+        import numpy as np
+
+        wa = _host(w)
+        h = wa.astype(np.float16)
+        if not np.array_equal(h.astype(np.float32).view(np.uint32), wa.view(np.uint32)):
+            return None
+        out = np.zeros((wa.shape[0], -(-wa.shape[1] // 16) * 16), np.float16)
+        out[:, : wa.shape[1]] = h
+        return out
+
+    def tn16(self, rows, x: mx.array, bias: Optional[mx.array] = None) -> mx.array:
+        """x (..., k) one row @ w.T (+ bias), w as `half_rows` made it: the sums of OpenBLAS's
+        AVX-512 small-matrix TN kernel (cpu_simd.c: tn16_rows)."""
+        import numpy as np
+
+        k = x.shape[-1]
+        a = np.zeros(rows.shape[1], np.float32)
+        a[:k] = _host(x).reshape(-1)
+        ba = None if bias is None else np.ascontiguousarray(_host(bias))
+        out = np.empty(rows.shape[0], np.float32)
+        self._lib.wf_tn16(rows.ctypes.data, a.ctypes.data, None if ba is None else ba.ctypes.data, out.ctypes.data,
+                          rows.shape[0], rows.shape[1])
+        return mx.array(out).reshape(*x.shape[:-1], rows.shape[0])
+
+    def chain_matches(self, w, bias: Optional[mx.array] = None, rows=(1, 5)) -> bool:
+        """Whether chain_matmul gives MLX's own x @ w.T (+ bias, as addmm) for this weight (or
+        its Panels), bit for bit, at these row counts (random rows): the BLAS's order, checked,
+        not assumed."""
+        panels, w = (w, w.w) if isinstance(w, Panels) else (None, w)
         if w.dtype != mx.float32 or w.ndim != 2:
             return False
+        panels = panels or self.pack(w)
         for m in rows:
             with mx.stream(mx.cpu):  # MLX's CPU product, whatever the default device
                 x = mx.random.normal((m, 1, w.shape[1]), key=mx.random.key(m))
                 want = x @ w.T if bias is None else mx.addmm(bias, x, w.T)
-                if not same_bits(self.chain_matmul(x, w, bias), want):
+                if not same_bits(self.chain_matmul(x, panels, bias), want):
                     return False
         return True
+
+    def pick(self, logits, masks: list, ranges: list, split: int) -> tuple:
+        """(index, log probability) of the greedy pick over one row of float32 `logits` (numpy,
+        contiguous) after the additive `masks` (numpy, in order) and, where split >= 0, the
+        split rule with the banned [lo, hi) `ranges` (cpu_simd.c: wf_pick)."""
+        import numpy as np
+
+        n = logits.shape[-1]
+        x, work = np.empty(n, np.float32), np.empty(n, np.float32)
+        ptrs = (ctypes.c_void_p * max(1, len(masks)))(*(m.ctypes.data for m in masks))
+        flat = (ctypes.c_long * max(1, 2 * len(ranges)))(*(v for r in ranges for v in r))
+        logprob = ctypes.c_float()
+        best = self._lib.wf_pick(logits.ctypes.data, x.ctypes.data, work.ctypes.data, n, ptrs, len(masks), flat,
+                                 len(ranges), split, ctypes.byref(logprob))
+        return best, logprob.value
 
     def check(self, first: int, step: int, count: int) -> int:
         """How many of `count` bit patterns (first, first + step, ...) the vector exp or GELU
@@ -144,21 +234,37 @@ class CpuSimd:
         return self._lib.wf_check(first, step, count)
 
 
+@dataclass(frozen=True)
+class Panels:
+    """A weight w (n, k) as CpuSimd.pack laid it out: `data`, float16 (`half`) or float32."""
+
+    w: mx.array
+    data: object  # numpy array
+    half: bool
+
+
 class CheckedChain:
     """x -> x @ w.T (+ bias) on `kernels.chain_matmul` at the row counts where that gives MLX's
     own product bit for bit (checked at a row count's first use, on random rows: ~20 ms for a
-    51864-word vocabulary, once a process), else `fallback(x)`, MLX's."""
+    51864-word vocabulary, once a process), else `fallback(x)`, MLX's. The weight is packed
+    at the first check (~40 ms for the vocabulary) and kept (half the weight's bytes where
+    float16 holds it)."""
 
     def __init__(self, kernels: CpuSimd, w: mx.array, bias: Optional[mx.array], fallback: Callable):
         self.kernels, self.w, self.bias, self.fallback = kernels, w, bias, fallback
+        self.panels: Optional[Panels] = None
         self.same: dict = {}  # row count -> whether chain_matmul gives MLX's bits there
 
     def __call__(self, x: mx.array) -> mx.array:
         rows = x.size // self.w.shape[1]
         same = self.same.get(rows)
         if same is None:
-            same = self.same[rows] = rows <= MAX_CHAIN_ROWS and self.kernels.chain_matches(self.w, self.bias, (rows,))
-        return self.kernels.chain_matmul(x, self.w, self.bias) if same else self.fallback(x)
+            same = rows <= MAX_CHAIN_ROWS and self.w.dtype == mx.float32
+            if same:
+                self.panels = self.panels or self.kernels.pack(self.w)
+                same = self.kernels.chain_matches(self.panels, self.bias, (rows,))
+            self.same[rows] = same
+        return self.kernels.chain_matmul(x, self.panels, self.bias) if same else self.fallback(x)
 
 
 def _host(x: mx.array):
@@ -197,7 +303,7 @@ def load(root: Path, write: Callable[[Path, bytes], None], threads: int,
         found = _locate(root, compiler)
         if isinstance(found, str):
             return Loaded(None, found)
-        path, rejected, source, cc = found
+        path, rejected, sources, cc = found
         if path.exists():
             kernels = _open(path, threads)
             if isinstance(kernels, CpuSimd):
@@ -206,7 +312,7 @@ def load(root: Path, write: Callable[[Path, bytes], None], threads: int,
                 return Loaded(None, kernels)  # this CPU: nothing to build
         if rejected.exists():
             return Loaded(None, rejected.read_text(errors="replace").strip() or "rejected")
-        return _build(source, cc, path, rejected, write, threads)
+        return _build(sources, cc, path, rejected, write, threads)
     except OSError as e:  # a cache or temp folder that cannot be read or written: MLX's ops run
         return Loaded(None, f"cannot build it here: {e}")
 
@@ -219,16 +325,16 @@ def _locate(root: Path, compiler: Optional[str]):
     cc = compiler or shutil.which("cc") or shutil.which("gcc")
     if cc is None or not os.path.isfile(cc):
         return "no C compiler (cc) to build it with"
-    source = SOURCE.read_bytes()
-    key = _key(source, cc)
-    return root / f"cpu_simd-{key}.so", root / f"cpu_simd-{key}.rejected", source, cc
+    sources = tuple(path.read_bytes() for path in SOURCES)
+    key = _key(sources, cc)
+    return root / f"cpu_simd-{key}.so", root / f"cpu_simd-{key}.rejected", sources, cc
 
 
-def _key(source: bytes, cc: str) -> str:
-    """What decides the library: the source, the flags, the compiler (its path, size and
+def _key(sources: tuple, cc: str) -> str:
+    """What decides the library: the sources, the flags, the compiler (its path, size and
     time), and MLX's version, whose arithmetic the library repeats."""
     st = os.stat(cc)
-    blob = b"\0".join([source, " ".join(FLAGS).encode(), os.path.realpath(cc).encode(),
+    blob = b"\0".join([*sources, " ".join(FLAGS).encode(), os.path.realpath(cc).encode(),
                        f"{st.st_size}:{st.st_mtime_ns}".encode(), mx.__version__.encode()])
     return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -244,14 +350,15 @@ def _open(path: Path, threads: int):
     return CpuSimd(lib, threads)
 
 
-def _build(source: bytes, cc: str, path: Path, rejected: Path, write, threads: int) -> Loaded:
+def _build(sources: tuple, cc: str, path: Path, rejected: Path, write, threads: int) -> Loaded:
     with tempfile.TemporaryDirectory(prefix="whisperfast-cpu-simd-") as tmp:
         built = Path(tmp) / "cpu_simd.so"
-        src = Path(tmp) / "cpu_simd.c"
-        src.write_bytes(source)
+        srcs = [Path(tmp) / p.name for p in SOURCES]
+        for src, source in zip(srcs, sources):
+            src.write_bytes(source)
         try:
-            run = subprocess.run([cc, *FLAGS, "-o", str(built), str(src), "-lm"], capture_output=True, text=True,
-                                 timeout=120)
+            run = subprocess.run([cc, *FLAGS, "-o", str(built), *map(str, srcs), "-lm"], capture_output=True,
+                                 text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:  # may pass: not noted, the next process tries
             return Loaded(None, f"the C compiler did not run to its end: {e}")
         if run.returncode != 0:

@@ -1,0 +1,181 @@
+"""The CPU's one-row decode in C (decode/cpu_step.py, decode/rules.NativePick): the step's
+logits and the token picks are those of the MLX ops they stand in for, bit for bit, on
+tiny.en's real weights and on the filters' real rules."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from whisperfast.decode.attention import KVCache
+from whisperfast.decode.cpu_step import NativeStep, tn16_rows
+from whisperfast.decode.flat import FlatStep, decoder_forward
+from whisperfast.decode.rules import (DeviceTimestampRules, NativePick, greedy_update, native_pick, suppress_blank,
+                                      suppress_tokens)
+from whisperfast.files import write_atomic
+from whisperfast.kernels import cpu_simd
+
+from .conftest import cpu_simd_builds_here
+from .test_decoding import TOKENIZERS, history
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    found = cpu_simd.load(tmp_path_factory.mktemp("kernels"), write_atomic, threads=2)
+    if found.kernels is None:
+        if cpu_simd_builds_here() and "AVX2" not in found.how:
+            pytest.fail(f"cpu_simd did not build here: {found.how}")
+        pytest.skip(found.how)
+    return found.kernels
+
+
+def bits(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.uint32)  # one NaN for all (their sign is not promised)
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    from whisperfast.pipeline import load
+
+    dec = load("tiny.en", dtype=mx.float32, fast=True).whisper.decoder
+    if cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("no cpu_simd library here")
+    return dec
+
+
+def prompted(dec, n_prompt: int, seed: int):
+    """A FlatStep and its caches after a prompt of n_prompt tokens over random audio features."""
+    D = dec.positional_embedding.shape[-1]
+    xa = mx.random.normal((1, 1500, D), key=mx.random.key(seed))
+    cache = [[KVCache(448), None] for _ in dec.blocks]
+    prompt = [50257, 50362] + [int(t) for t in np.random.default_rng(seed).integers(0, 50000, n_prompt - 2)]
+    mx.eval(decoder_forward(dec, mx.array([prompt]), xa, cache))
+    return FlatStep(dec), cache
+
+
+@pytest.mark.parametrize("n_prompt,threads", [(3, 2), (3, 1), (200, 2)], ids=["short", "one-thread", "long"])
+def test_native_step_is_the_mlx_step_bit_for_bit(decoder, n_prompt, threads):
+    """At every position from the prompt's end on (short: 3 tokens; long: 200, so that the
+    self-attention reaches 260 keys), the C step's logits are FlatStep's MLX step's, bit for
+    bit; each position is stepped by both, the C step writing the keys and values the MLX
+    step then reads, and the reverse. One thread or two: the same bits."""
+    step, cache = prompted(decoder, n_prompt, seed=n_prompt)
+    step.native.kernels = step.native.kernels.threaded(threads)
+    rng = np.random.default_rng(7)
+    tokens = [mx.array([[int(t)]]) for t in rng.integers(0, 50257, 60)]
+    first = step(tokens[0], cache)  # MLX's step, then the check
+    assert step.native.reason == "" and step.native.checked, step.native.reason
+    assert first.shape == (1, 1, decoder.token_embedding.weight.shape[0])
+    for i, tok in enumerate(tokens[1:]):
+        t = cache[0][0].offset
+        ours = step.native(tok, cache)
+        assert ours is not None and cache[0][0].offset == t + 1
+        for kv, _ in cache:
+            kv.offset = t
+        theirs = step._mlx_step(tok, cache)
+        assert np.array_equal(bits(ours), bits(theirs)), f"position {t}"
+        if i % 2:  # the next position read from caches the MLX step wrote
+            for kv, _ in cache:
+                kv.offset = t + 1
+
+
+def test_native_step_stands_aside(decoder, knobs):
+    """Several rows, or a full cache: MLX's step runs (None here); WHISPERFAST_CPU_STEP=0 makes
+    no native step at all."""
+    step, cache = prompted(decoder, 3, seed=1)
+    step(mx.array([[11]]), cache)
+    assert step.native.checked
+    assert step.native(mx.array([[11], [12]]), cache) is None
+    for kv, _ in cache:
+        kv.offset = kv.n_ctx
+    assert step.native(mx.array([[11]]), cache) is None
+    knobs(WHISPERFAST_CPU_STEP="0")
+    assert FlatStep(decoder).native is None
+
+
+def test_native_step_declines_what_it_does_not_cover(decoder):
+    """Quantized layers, or a head width the C step's vectors do not divide: a reason, and
+    MLX's step runs. The 8-bit lane on the CPU dequantizes at load, so it is covered."""
+    import mlx.nn as nn
+
+    from whisperfast.decode import rewrite_whisper
+    from whisperfast.decode.cpu_step import unsupported
+    from whisperfast.pipeline import load
+
+    from .test_rewrite import tiny_whisper
+
+    fused, _ = rewrite_whisper(tiny_whisper(seed=1))  # heads of 8
+    assert unsupported(fused.decoder) == ""
+    nn.quantize(fused.decoder, group_size=32, bits=8)
+    assert unsupported(fused.decoder) == "quantized layers"
+    eight = load("tiny.en", dtype=mx.float32, fast=True, quantize=8).whisper.decoder
+    assert unsupported(eight) == ""
+
+
+def test_tn16_is_the_one_row_linear_or_is_refused(built):
+    """tn16 stands in for a one-row Linear only where it gives the layer's own product: a
+    weight float16 holds (the checkpoints' kind), with and without bias; a weight float16
+    does not hold has no float16 rows."""
+    import mlx.nn as nn
+
+    rng = np.random.default_rng(3)
+    for n, k, bias in ((384, 384, True), (384, 384, False), (512, 2048, True), (64, 40, True)):
+        m = nn.Linear(k, n, bias=bias)
+        m.weight = mx.array(rng.standard_normal((n, k)).astype(np.float16).astype(np.float32))
+        rows = tn16_rows(built, m)
+        if rows is None:  # the BLAS sums this one otherwise: MLX's call then runs
+            continue
+        for seed in range(5):
+            x = mx.random.normal((1, 1, k), key=mx.random.key(100 + seed))
+            assert np.array_equal(bits(built.tn16(rows, x, m.bias if bias else None)), bits(m(x)))
+    m = nn.Linear(384, 384)
+    m.weight = mx.array(rng.standard_normal((384, 384)).astype(np.float32))
+    assert built.half_rows(m.weight) is None and tn16_rows(built, m) is None
+
+
+def filters_for(tok, n_vocab, sample_begin, max_initial, timestamps=True):
+    out = [suppress_blank(tok, sample_begin, n_vocab), suppress_tokens((1, 2, 7, 220, tok.eot - 1), n_vocab)]
+    if timestamps:
+        out.append(DeviceTimestampRules(tok, sample_begin, max_initial))
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=history(), timestamps=st.booleans(), banned_text=st.booleans())
+def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, banned_text):
+    """NativePick against the MLX filters (SuppressBlank, SuppressTokens, the timestamp rules)
+    then greedy_update, on one row: the same next token, completion and logprob sum, bit for
+    bit, at the sample's start, after timestamps, after EOT, with and without the rules, and
+    with the text tokens already at -inf."""
+    tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
+    filters = filters_for(tok, n_vocab, sample_begin, max_initial, timestamps)
+    logits = mx.random.normal((1, n_vocab), key=mx.random.key(seed)) * scale
+    if banned_text:
+        logits = mx.where(mx.arange(n_vocab) < tok.timestamp_begin, -mx.inf, logits)
+    tokens = mx.array(seqs[:1], dtype=mx.int32)
+    sums = mx.random.normal((1,), key=mx.random.key(seed + 1))
+    ours = NativePick(built, filters, tok.eot)(tokens, logits, sums)
+    filtered = logits
+    for f in filters:
+        filtered = f.apply(filtered, tokens)
+    theirs = greedy_update(tokens, filtered, sums, tok.eot)
+    assert ours[0].dtype == tokens.dtype and np.array_equal(np.array(ours[0]), np.array(theirs[0]))
+    assert ours[1].item() == theirs[1].item()
+    assert np.array_equal(bits(ours[2]), bits(theirs[2]))
+
+
+def test_native_pick_only_for_filters_it_knows(built):
+    from mlx_whisper.decoding import ApplyTimestampRules
+
+    tok = TOKENIZERS[False]
+    assert NativePick.for_filters(built, filters_for(tok, 51864, 3, None), tok.eot) is not None
+    assert NativePick.for_filters(built, [ApplyTimestampRules(tok, 3, None)], tok.eot) is None
+    assert NativePick.for_filters(None, filters_for(tok, 51864, 3, None), tok.eot) is None
+
+
+def test_native_pick_knob(knobs):
+    tok = TOKENIZERS[False]
+    knobs(WHISPERFAST_CPU_STEP="0")
+    assert native_pick(filters_for(tok, 51864, 3, None), tok.eot) is None

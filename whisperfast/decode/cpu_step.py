@@ -1,0 +1,221 @@
+"""The CPU's one-row decode step in one C call (kernels/cpu_decoder.c), MLX's bits.
+
+At one row on the CPU, FlatStep's ~250 MLX primitives cost more to dispatch than to compute
+(benchmarks/cpu/profile.md §11). `NativeStep` runs the same step as one call into the
+library that kernels/cpu_simd.py builds, on two threads where there are two cores:
+- each product sums as MLX's BLAS call sums it: the one-row Linear layers as OpenBLAS's
+  AVX-512 small-matrix kernel does (`tn16`, on float16 copies of the weights, which hold
+  them exactly), the logits, fc1 and the cross-attention's scores as one fma chain an output
+  (packed weights and keys), the attention's weighted values as one chain an output, each
+  of these checked against MLX's own product before it stands in; other products call the
+  very cblas_sgemm MLX binds to, with MLX's arguments;
+- the layer norms do MLX's CPU arithmetic (the fallback of mx.fast.layer_norm), the softmax
+  and GELU are cpu_simd's (MLX's bits).
+It writes the self-attention's keys and values into the `KVCache` buffers in place, where
+MLX's step would have put them, so either step can follow the other.
+
+It runs only where its first step gave the logits of FlatStep's own MLX step bit for bit
+(checked once a step object, on the real state: MLX's step runs, the offsets rewind, this
+one runs over the same position). Otherwise, and for what it does not cover (several rows,
+quantized or non-float32 layers, a layer norm or attention op other than the fused one, no
+global cblas_sgemm), FlatStep's MLX ops run and `reason` says why."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..kernels import cpu_simd, ops
+from ..kernels.cpu_simd import CheckedChain, CpuSimd
+
+# cpu_decoder.c's tables, in its order
+MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed")
+LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "ln2_b", "wcq", "bcq", "wco", "bco",
+         "ln3_w", "ln3_b", "w1", "b1", "w2", "b2", "keys", "values", "ckeys", "cvalues", "fc1_packed",
+         "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed")
+SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads")
+HALF = {"wq": "wq16", "wk": "wk16", "wv": "wv16", "wo": "wo16", "wcq": "wcq16", "wco": "wco16", "w2": "w216"}
+
+
+def global_sgemm() -> Optional[int]:
+    """The address of the process's global cblas_sgemm, the one MLX binds to (whisperfast._blas),
+    or None where there is none (MLX then uses the reference BLAS it bundles)."""
+    try:
+        return ctypes.cast(ctypes.CDLL(None).cblas_sgemm, ctypes.c_void_p).value
+    except AttributeError:
+        return None
+
+
+def _modules(block) -> dict:
+    """A residual block's layers by cpu_decoder.c's names."""
+    a, c = block.attn, block.cross_attn
+    return {"ln1": block.attn_ln, "wq": a.query, "wk": a.key, "wv": a.value, "wo": a.out,
+            "ln2": block.cross_attn_ln, "wcq": c.query, "wco": c.out, "ln3": block.mlp_ln,
+            "w1": block.mlp1, "w2": block.mlp2}
+
+
+def unsupported(decoder) -> str:
+    """Why NativeStep cannot run this decoder's step, or an empty string."""
+    layers = [_modules(b) for b in decoder.blocks]
+    norms = [decoder.ln] + [m[n] for m in layers for n in ("ln1", "ln2", "ln3")]
+    linears = [m[n] for m in layers for n in m if n.startswith("w")]
+    if type(decoder.token_embedding) is not nn.Embedding or any(type(m) is not nn.Linear for m in linears):
+        return "quantized layers"
+    if any(getattr(n, "mode", "fused") != "fused" or n.eps != norms[0].eps for n in norms):
+        return "a layer norm other than the fused one"
+    if any(b.cross_attn.sdpa is not ops.fused_scaled_dot_product_attention for b in decoder.blocks):
+        return "a cross-attention other than the fused one"
+    arrays = [decoder.token_embedding.weight, decoder.positional_embedding] + [m.weight for m in linears]
+    if any(a.dtype != mx.float32 for a in arrays):
+        return "not float32"
+    if decoder.positional_embedding.shape[-1] % decoder.blocks[0].attn.n_head or \
+            (decoder.positional_embedding.shape[-1] // decoder.blocks[0].attn.n_head) % 8:
+        return "a head width that is not a multiple of 8"
+    return "" if global_sgemm() is not None else "no global cblas_sgemm (MLX runs its bundled reference BLAS)"
+
+
+def tn16_rows(kernels: CpuSimd, m: nn.Linear):
+    """m's weight as float16 rows for the library's tn16 where that gives m's own one-row
+    product bit for bit (random rows, checked here), else None (MLX's BLAS call runs)."""
+    rows = kernels.half_rows(m.weight) if m.weight.shape[0] % 4 == 0 else None
+    if rows is None:
+        return None
+    bias = m.bias if "bias" in m else None
+    with mx.stream(mx.cpu):
+        for seed in range(3):
+            x = mx.random.normal((1, 1, m.weight.shape[1]), key=mx.random.key(seed))
+            if not cpu_simd.same_bits(kernels.tn16(rows, x, bias), m(x)):
+                return None
+    return rows
+
+
+def cross_chain_matches(kernels: CpuSimd, n_head: int, n_audio: int, head_dim: int) -> bool:
+    """Whether one query's scores over a head's keys (MLX's SDPA fallback, q @ swapaxes(k))
+    sum as one fma chain a score on this BLAS, as the packed keys do (random values)."""
+    with mx.stream(mx.cpu):
+        q = mx.random.normal((1, n_head, 1, head_dim), key=mx.random.key(1))
+        k = mx.random.normal((1, n_head, n_audio, head_dim), key=mx.random.key(2))
+        want = q @ mx.swapaxes(k, -1, -2)
+        return all(cpu_simd.same_bits(kernels.chain_matmul(q[:, e], kernels.pack(k[0, e], half=False)),
+                                      want[:, e]) for e in range(n_head))
+
+
+class NativeStep:
+    """FlatStep's one-row step (B = 1, one audio) in one C call; `flat._mlx_step` is MLX's."""
+
+    def __init__(self, kernels: CpuSimd, flat):
+        self.kernels, self.flat = kernels, flat
+        self.reason = unsupported(flat.decoder)  # why it is off; "" while on
+        self.checked = False
+        self._keep: list = []  # the arrays whose memory the tables point at
+        self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
+
+    def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
+        """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
+        if self.reason or tokens.shape[0] != 1 or cache[0][1][0].shape[0] != 1:
+            return None
+        if cache[0][0].offset + 1 > cache[0][0].n_ctx:
+            return None  # MLX's step says the cache is full
+        if self.checked:
+            return self._run(tokens, cache)
+        want = self.flat._mlx_step(tokens, cache)
+        mx.eval(want)
+        self.reason = self._tables()
+        if not self.reason:
+            for kv, _ in cache:
+                kv.offset -= 1
+            got = self._run(tokens, cache)
+            if got is None:
+                for kv, _ in cache:
+                    kv.offset += 1
+            elif not cpu_simd.same_bits(got, want):
+                self.reason = "its first step's logits differed from MLX's"
+            self.checked = not self.reason
+        return want
+
+    def _tables(self) -> str:
+        """The C tables (MLX's step has run once: the wide products have checked and packed
+        their weights), or why there can be none."""
+        import numpy as np
+
+        f, k = self.flat, self.kernels
+        if not isinstance(f.logits, CheckedChain) or not f.logits.same.get(1):
+            return "the logits' product is not checked to be MLX's"
+        dec = f.decoder
+        host = lambda a: np.ascontiguousarray(cpu_simd._host(a))  # noqa: E731
+        model = [host(dec.token_embedding.weight), host(dec.positional_embedding), host(dec.ln.weight),
+                 host(dec.ln.bias), f.logits.panels.data]
+        layers, fc1_half = [], set()
+        for b, step_layer in zip(dec.blocks, f.layers):
+            mods, fc1 = _modules(b), step_layer[7]
+            row = dict.fromkeys(LAYER)
+            for name in ("ln1", "ln2", "ln3"):
+                row[name + "_w"], row[name + "_b"] = host(mods[name].weight), host(mods[name].bias)
+            for name, bias in (("wq", "bq"), ("wk", None), ("wv", "bv"), ("wo", "bo"), ("wcq", "bcq"), ("wco", "bco"),
+                               ("w1", "b1"), ("w2", "b2")):
+                row[name] = host(mods[name].weight)
+                if bias:
+                    row[bias] = host(mods[name].bias)
+                if name in HALF:
+                    row[HALF[name]] = tn16_rows(k, mods[name])
+            if isinstance(fc1, CheckedChain) and fc1.same.get(1):
+                row["fc1_packed"] = fc1.panels.data
+                fc1_half.add(fc1.panels.half)
+            layers.extend(row[name] for name in LAYER)
+        if len(fc1_half) > 1:
+            return "fc1 packed in two widths"
+        self._keep = model + layers
+        self._model = (ctypes.c_void_p * len(MODEL))(*(a.ctypes.data for a in model))
+        self._layers = (ctypes.c_void_p * len(layers))(*(None if a is None else a.ctypes.data for a in layers))
+        self._sizes = dict(n_layer=len(dec.blocks), n_state=f.n_state, n_head=f.n_head,
+                           n_ctx=dec.positional_embedding.shape[0], n_audio=0,
+                           n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
+                           fc1_half=int(fc1_half.pop()) if fc1_half else 0, logits_half=int(f.logits.panels.half),
+                           threads=k.threads)
+        self._sgemm = global_sgemm()
+        self._eps = dec.ln.eps
+        self._logits = np.empty(self._sizes["n_vocab"], np.float32)
+        return ""
+
+    def _pack_cross(self, cache: list, n_audio: int):
+        """Each layer's cross keys as panels (once a window), where their scores sum as chains."""
+        f = self.flat
+        keys = [cross[0] for _, cross in cache]
+        if self._cross is not None and all(a is b for a, b in zip(self._cross[0], keys)):
+            return self._cross[1]
+        if self._cross is None or self._cross[2] is None or self._cross[3] != n_audio:
+            chains = cross_chain_matches(self.kernels, f.n_head, n_audio, f.n_state // f.n_head)
+        else:
+            chains = self._cross[2]
+        panels = [self.kernels.pack_heads(k) for k in keys] if chains else [None] * len(keys)
+        self._cross = (keys, panels, chains, n_audio)
+        return panels
+
+    def _run(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
+        import numpy as np
+
+        f, first = self.flat, LAYER.index("keys")
+        hd, n_audio = f.n_state // f.n_head, cache[0][1][0].shape[2]
+        panels = self._pack_cross(cache, n_audio)
+        for e, (kv, cross) in enumerate(cache):
+            base = e * len(LAYER)
+            for i, arr in enumerate((kv.keys, kv.values, *cross)):
+                a = cpu_simd._host(arr)
+                want = (1, f.n_head, kv.n_ctx if i < 2 else n_audio, hd)
+                if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
+                    return None
+                self._layers[base + first + i] = a.ctypes.data
+            self._layers[base + LAYER.index("ckeys_packed")] = None if panels[e] is None else panels[e].ctypes.data
+        if self._sizes["n_audio"] != n_audio:
+            self._sizes["n_audio"] = n_audio
+            self._dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
+            self._scratch = np.empty(self.kernels.lib.wf_decoder_scratch(self._dims), np.float32)
+        self.kernels.lib.wf_decoder_step(self._sgemm, self._model, self._layers, self._dims, f.scale, self._eps,
+                                         int(tokens.reshape(-1)[0].item()), cache[0][0].offset,
+                                         self._scratch.ctypes.data, self._logits.ctypes.data)
+        for kv, _ in cache:
+            kv.offset += 1
+        return mx.array(self._logits).reshape(1, 1, -1)

@@ -1,0 +1,356 @@
+/* One token through a pre-norm transformer decoder (self-attention over a cache, cross-
+   attention over an encoder's keys and values, a GELU MLP; one row), as MLX's CPU ops
+   compute it, in one call.
+
+   On the CPU a decode step is ~250 small MLX primitives, and at one row their dispatch, not
+   their arithmetic, is the step (benchmarks/cpu/profile.md §11). Here each primitive is the
+   same arithmetic MLX does, so the step's results are MLX's own, bit for bit:
+   - every product is the very BLAS call MLX makes (the `sgemm` handed in is the cblas_sgemm
+     MLX binds to), with the same shapes, transposes, alpha and beta: a Linear is addmm (its
+     bias in C, beta 1), the self-attention's scores multiply by the scaled keys laid out
+     (head_dim, T) as MLX's `k.swapaxes(-1, -2) * s` lays them out, the cross-attention's by
+     the keys transposed (MLX's SDPA fallback: q @ swapaxes(k));
+   - the layer norm is MLX's CPU fallback: the mean as the sum in order from 0 times
+     (float)(1.0 / n), the centred values' mean of squares the same way, 1 / sqrtf(v + eps),
+     then times the weight and plus the bias, each rounded;
+   - softmax, GELU and the wide products (logits, fc1, as `packed` by wf_pack) are this
+     library's (cpu_simd.c), which are MLX's bit for bit where kernels/cpu_simd.py checked
+     them.
+   Whether the whole step gives MLX's bits on this machine and BLAS is checked by the caller
+   (decode/cpu_step.py) against MLX's own step before it is used. */
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef void (*Sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                      int);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+/* cpu_simd.c */
+int wf_softmax(const float* in, float* out, long rows, long m, int threads);
+int wf_gelu(const float* in, float* out, long n, int threads);
+void wf_tn16_part(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k);
+void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
+                    long p0, long p1);
+void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
+long wf_panel_size(void);
+
+/* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
+   weight in float16, rows padded to a multiple of 16 (tn16, where checked), else NULL: MLX's
+   BLAS call. */
+enum {
+    LN1_W, LN1_B, WQ, BQ, WK, WV, BV, WO, BO,  /* self-attention */
+    LN2_W, LN2_B, WCQ, BCQ, WCO, BCO,          /* cross-attention */
+    LN3_W, LN3_B, W1, B1, W2, B2,              /* MLP */
+    KEYS, VALUES,                              /* self cache (n_head, n_ctx, head_dim), written at pos */
+    CKEYS, CVALUES,                            /* cross (n_head, n_audio, head_dim), keys already scaled */
+    FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
+    WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
+    CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
+    LAYER_ARRAYS
+};
+/* The model's arrays */
+enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, MODEL_ARRAYS };
+/* The sizes */
+enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, SIZES };
+
+/* ---- two threads for one step: the caller's and one spinning beside it while the step runs ----
+
+   Each piece of work has two parts. The caller posts it, does part 0, then takes part 1 too
+   unless the other thread has already claimed it: a helper that is late (descheduled on a
+   busy machine, or still yielding) costs the parallelism, never a wait. The helper spins
+   without PAUSE, which a virtual machine's pause-loop exiting answers by taking the vCPU off
+   its host core (a step of 37 hand-offs took 11 ms instead of 2.3 on the 2-vCPU machine of
+   benchmarks/cpu/profile.md §11), and gives its core away after ~0.1 ms without work. */
+
+typedef void (*Part)(void* ctx, int part, int parts);
+
+typedef struct {
+    pthread_t id;
+    int started;
+    _Atomic long posted, claimed, done; /* piece numbers: the last posted, claimed for part 1, finished */
+    _Atomic int quit;
+    Part fn;
+    void* ctx;
+} Team;
+
+static inline void spin_or_yield(long* spins) {
+    if (++*spins < (1L << 18)) __asm__ volatile("" ::: "memory");
+    else sched_yield();
+}
+
+static void* team_worker(void* arg) {
+    Team* t = arg;
+    long seen = 0;
+    for (;;) {
+        long p, spins = 0;
+        while ((p = atomic_load_explicit(&t->posted, memory_order_acquire)) == seen) {
+            if (atomic_load_explicit(&t->quit, memory_order_acquire)) return NULL;
+            spin_or_yield(&spins);
+        }
+        seen = p;
+        long before = p - 1; /* the caller may have taken this piece, and posted more since */
+        if (atomic_compare_exchange_strong_explicit(&t->claimed, &before, p, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            t->fn(t->ctx, 1, 2);
+            atomic_store_explicit(&t->done, p, memory_order_release);
+        }
+    }
+}
+
+/* fn(ctx, 0, 2) and fn(ctx, 1, 2), the second on the other thread where it claims it first;
+   fn(ctx, 0, 1) alone without one */
+static void team_run(Team* t, Part fn, void* ctx) {
+    if (!t->started) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    t->fn = fn;
+    t->ctx = ctx;
+    long p = atomic_load_explicit(&t->posted, memory_order_relaxed) + 1;
+    atomic_store_explicit(&t->posted, p, memory_order_release);
+    fn(ctx, 0, 2);
+    long before = p - 1;
+    if (atomic_compare_exchange_strong_explicit(&t->claimed, &before, p, memory_order_acq_rel, memory_order_acquire)) {
+        fn(ctx, 1, 2);
+        return;
+    }
+    long spins = 0;
+    while (atomic_load_explicit(&t->done, memory_order_acquire) != p) spin_or_yield(&spins);
+}
+
+static void team_start(Team* t, int threads) {
+    atomic_init(&t->posted, 0);
+    atomic_init(&t->claimed, 0);
+    atomic_init(&t->done, 0);
+    atomic_init(&t->quit, 0);
+    t->started = threads > 1 && pthread_create(&t->id, NULL, team_worker, t) == 0;
+}
+
+static void team_stop(Team* t) {
+    if (!t->started) return;
+    atomic_store_explicit(&t->quit, 1, memory_order_release);
+    pthread_join(t->id, NULL);
+}
+
+/* [lo, hi) of n for this part, cut at multiples of `align` */
+static void share(long n, long align, int part, int parts, long* lo, long* hi) {
+    *lo = part == 0 ? 0 : (n * part / parts) / align * align;
+    *hi = part == parts - 1 ? n : (n * (part + 1) / parts) / align * align;
+}
+
+/* ---- the ops ---- */
+
+static void layer_norm(const float* x, const float* w, const float* b, float eps, float* y, long n) {
+    float sum = 0.0f, inv_n = (float)(1.0 / (double)n);
+    for (long i = 0; i < n; i++) sum = sum + x[i];
+    float mu = sum * inv_n, sq = 0.0f;
+    for (long i = 0; i < n; i++) {
+        float c = x[i] - mu;
+        y[i] = c;
+        sq = sq + c * c;
+    }
+    float r = 1.0f / sqrtf(sq * inv_n + eps);
+    for (long i = 0; i < n; i++) {
+        float v = y[i] * r;
+        v = v * w[i];
+        y[i] = v + b[i];
+    }
+}
+
+/* One row times a weight: tn16 on the float16 copy (outputs shared by the parts), else MLX's
+   own BLAS call, addmm (beta 1 over the bias) or matmul, on part 0. */
+typedef struct {
+    Sgemm sgemm;
+    const float *x, *w, *b;
+    const uint16_t* w16;
+    float* y;
+    long n, k;
+} Linear;
+
+static void linear_part(const Linear* l, int part, int parts) {
+    if (l->w16) {
+        long lo, hi;
+        share(l->n, 4, part, parts, &lo, &hi);
+        wf_tn16_part(l->w16, l->x, l->b, l->y, lo, hi, (l->k + 15) / 16 * 16);
+        return;
+    }
+    if (part != 0) return;
+    if (l->b) memcpy(l->y, l->b, l->n * sizeof(float));
+    l->sgemm(ROW_MAJOR, NO_TRANS, TRANS, 1, (int)l->n, (int)l->k, 1.0f, l->x, (int)l->k, l->w, (int)l->k,
+             l->b ? 1.0f : 0.0f, l->y, (int)l->n);
+}
+
+typedef struct {
+    Linear l[3];
+    int count;
+} Linears;
+
+static void linears_part(void* ctx, int part, int parts) {
+    Linears* ls = ctx;
+    int any16 = 0;
+    for (int i = 0; i < ls->count; i++) any16 |= ls->l[i].w16 != NULL;
+    for (int i = 0; i < ls->count; i++) {
+        /* BLAS calls (not shared) go one to a part, round robin, where none is shared */
+        if (!ls->l[i].w16 && !any16 && parts > 1) {
+            if (i % parts == part) linear_part(&ls->l[i], 0, 1);
+        } else {
+            linear_part(&ls->l[i], part, parts);
+        }
+    }
+}
+
+static void run_linears(Team* t, Sgemm sgemm, int count, const float* x, const float* const* a, const int* w,
+                        const int* w16, const int* b, float* const* y, const long* n, long k) {
+    Linears ls = {.count = count};
+    for (int i = 0; i < count; i++)
+        ls.l[i] = (Linear){sgemm, x, a[w[i]], b[i] < 0 ? NULL : a[b[i]], w16[i] < 0 ? NULL : (const uint16_t*)a[w16[i]],
+                           y[i], n[i], k};
+    team_run(t, linears_part, &ls);
+}
+
+/* Attention of one query over its heads, the heads shared by the parts. */
+typedef struct {
+    Sgemm sgemm;
+    const float* q;   /* (H * hd), unscaled */
+    float scale;
+    float *keys, *values;     /* self: (H, C, hd) caches; cross: (H, S, hd) */
+    const void* keys_packed;  /* cross: each head's keys as panels, or NULL */
+    long H, hd, C, T, pos;    /* self: C = n_ctx, T = pos + 1 keys; cross: C = T = S */
+    int cross;
+    float* scratch;           /* per part: hd + hd * T + T floats */
+    long scratch_part;
+    float* o;                 /* (H * hd) */
+} Attention;
+
+static void attention_part(void* ctx, int part, int parts) {
+    Attention* a = ctx;
+    long lo, hi, hd = a->hd, T = a->T;
+    share(a->H, 1, part, parts, &lo, &hi);
+    float *qs = a->scratch + part * a->scratch_part, *scores = qs + hd, *kt = scores + T;
+    long panel = wf_panel_size(), panels = (T + panel - 1) / panel;
+    for (long e = lo; e < hi; e++) {
+        float *kc = a->keys + e * a->C * hd, *vc = a->values + e * a->C * hd;
+        for (long j = 0; j < hd; j++) qs[j] = a->q[e * hd + j] * a->scale;
+        if (a->cross) {
+            /* MLX's SDPA fallback: q @ swapaxes(k), one fma chain a score */
+            if (a->keys_packed)
+                wf_panels_part(qs, (const float*)a->keys_packed + e * panels * panel * hd, 0, NULL, scores, T, hd, 0,
+                               panels);
+            else
+                a->sgemm(ROW_MAJOR, NO_TRANS, TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, kc, (int)hd, 0.0f,
+                         scores, (int)T);
+        } else {
+            /* mlx-whisper's graph: (q * s) @ (k.swapaxes(-1, -2) * s), the keys laid out (hd, T) */
+            for (long j = 0; j < T; j++)
+                for (long c = 0; c < hd; c++) kt[c * T + j] = kc[j * hd + c] * a->scale;
+            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, kt, (int)T, 0.0f, scores,
+                     (int)T);
+        }
+        wf_softmax(scores, scores, 1, T, 1);
+        wf_chain_vt(scores, vc, a->o + e * hd, T, hd);
+    }
+}
+
+typedef struct {
+    const float* x;
+    const void* packed;
+    int half;
+    const float* b;
+    float* y;
+    long n, k;
+} Panels;
+
+static void panels_part(void* ctx, int part, int parts) {
+    Panels* p = ctx;
+    long panel = wf_panel_size(), lo, hi;
+    share((p->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
+    wf_panels_part(p->x, p->packed, p->half, p->b, p->y, p->n, p->k, lo, hi);
+}
+
+typedef struct {
+    float* f;
+    long n;
+} Gelu;
+
+static void gelu_part(void* ctx, int part, int parts) {
+    Gelu* g = ctx;
+    long lo, hi;
+    share(g->n, 8, part, parts, &lo, &hi);
+    wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
+}
+
+/* Floats of scratch wf_decoder_step needs. */
+long wf_decoder_scratch(const long* d) {
+    long D = d[N_STATE], hd = D / d[N_HEAD];
+    long t = d[N_CTX] > d[N_AUDIO] ? d[N_CTX] : d[N_AUDIO];
+    long F = (d[N_MLP] > D ? d[N_MLP] : D) + 16;
+    return 8 * (D + 16) + F + 2 * (hd + hd * d[N_CTX] + t);
+}
+
+/* logits (n_vocab) for `token` at position `pos` (0 < pos < n_ctx); the layers' self caches
+   hold positions 0 .. pos - 1 and get pos. Returns 0. */
+int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* layers, const long* d, float scale,
+                    float eps, long token, long pos, float* scratch, float* logits) {
+    const long L = d[N_LAYER], D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], S = d[N_AUDIO];
+    const long F = d[N_MLP], Dp = D + 16, Fp = (F > D ? F : D) + 16;
+    /* row vectors padded with zeros to a multiple of 16 (tn16 reads whole blocks) */
+    float *x = scratch, *h = x + Dp, *q = h + Dp, *k = q + Dp, *v = k + Dp, *o = v + Dp, *y = o + Dp;
+    float *f = y + 2 * Dp, *attn = f + Fp;
+    memset(scratch, 0, (8 * Dp + Fp) * sizeof(float));
+    long attn_part = hd + hd * C + (C > S ? C : S);
+    Team team;
+    team_start(&team, (int)d[THREADS]);
+
+    for (long i = 0; i < D; i++) x[i] = model[TOKENS][token * D + i] + model[POSITIONS][pos * D + i];
+    for (long l = 0; l < L; l++) {
+        const float* const* a = layers + l * LAYER_ARRAYS;
+        float *keys = (float*)a[KEYS], *values = (float*)a[VALUES];
+
+        layer_norm(x, a[LN1_W], a[LN1_B], eps, h, D);
+        {
+            float* outs[3] = {q, k, v};
+            long ns[3] = {D, D, D};
+            run_linears(&team, sgemm, 3, h, a, (int[]){WQ, WK, WV}, (int[]){WQ16, WK16, WV16}, (int[]){BQ, -1, BV},
+                        outs, ns, D);
+        }
+        for (long e = 0; e < H; e++) {
+            memcpy(keys + (e * C + pos) * hd, k + e * hd, hd * sizeof(float));
+            memcpy(values + (e * C + pos) * hd, v + e * hd, hd * sizeof(float));
+        }
+        Attention self = {sgemm, q, scale, keys, values, NULL, H, hd, C, pos + 1, pos, 0, attn, attn_part, o};
+        team_run(&team, attention_part, &self);
+        run_linears(&team, sgemm, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
+        for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
+
+        layer_norm(x, a[LN2_W], a[LN2_B], eps, h, D);
+        run_linears(&team, sgemm, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
+        Attention cross = {sgemm, q, scale, (float*)a[CKEYS], (float*)a[CVALUES], a[CKEYS_PACKED], H, hd, S, S, 0,
+                           1, attn, attn_part, o};
+        team_run(&team, attention_part, &cross);
+        run_linears(&team, sgemm, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
+        for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
+
+        layer_norm(x, a[LN3_W], a[LN3_B], eps, h, D);
+        if (a[FC1_PACKED]) {
+            Panels fc1 = {h, a[FC1_PACKED], (int)d[FC1_HALF], a[B1], f, F, D};
+            team_run(&team, panels_part, &fc1);
+        } else {
+            run_linears(&team, sgemm, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
+                        (long[]){F}, D);
+        }
+        Gelu gelu = {f, F};
+        team_run(&team, gelu_part, &gelu);
+        run_linears(&team, sgemm, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
+        for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
+    }
+    layer_norm(x, model[LN_W], model[LN_B], eps, h, D);
+    Panels vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D};
+    team_run(&team, panels_part, &vocab);
+    team_stop(&team);
+    return 0;
+}
