@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisperfast.decode.attention import KVCache
-from whisperfast.decode.cpu_step import NativeStep, tn16_rows
+from whisperfast.decode.cpu_step import tn16_rows
 from whisperfast.decode.flat import FlatStep, decoder_forward
 from whisperfast.decode.rules import (DeviceTimestampRules, NativePick, greedy_update, native_pick, suppress_blank,
                                       suppress_tokens)
@@ -179,3 +179,20 @@ def test_native_pick_knob(knobs):
     tok = TOKENIZERS[False]
     knobs(WHISPERFAST_CPU_STEP="0")
     assert native_pick(filters_for(tok, 51864, 3, None), tok.eot) is None
+
+
+@pytest.mark.parametrize("n_prompt", [3, 50, 224])
+def test_prompt_logits_of_some_rows_are_those_of_all_rows(decoder, n_prompt):
+    """A prompt's logits made for the SOT's and the last position only (StaticInference.logits
+    with rows, through FlatStep's product) are those positions' logits when every position's
+    are made, as stock makes them, bit for bit."""
+    from whisperfast.decode.flat import StaticInference
+    from whisperfast.pipeline import load
+
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    xa = mx.random.normal((1, 1500, 384), key=mx.random.key(n_prompt))
+    tokens = mx.array([[50257] + [int(t) for t in np.random.default_rng(n_prompt).integers(0, 50000, n_prompt - 1)]])
+    full = StaticInference(model).logits(tokens, xa)
+    some = StaticInference(model).logits(tokens, xa, rows=(0, n_prompt - 1))
+    assert some.shape == (1, 2, full.shape[-1])
+    assert np.array_equal(bits(some[:, 0]), bits(full[:, 0])) and np.array_equal(bits(some[:, 1]), bits(full[:, -1]))

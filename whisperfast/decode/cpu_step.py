@@ -32,11 +32,12 @@ from ..kernels import cpu_simd, ops
 from ..kernels.cpu_simd import CheckedChain, CpuSimd
 
 # cpu_decoder.c's tables, in its order
-MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed")
+MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed", "logits_bounds")
 LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "ln2_b", "wcq", "bcq", "wco", "bco",
          "ln3_w", "ln3_b", "w1", "b1", "w2", "b2", "keys", "values", "ckeys", "cvalues", "fc1_packed",
          "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed")
-SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads")
+SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
+         "n_pieces")
 HALF = {"wq": "wq16", "wk": "wk16", "wv": "wv16", "wo": "wo16", "wcq": "wcq16", "wco": "wco16", "w2": "w216"}
 
 
@@ -142,12 +143,15 @@ class NativeStep:
         import numpy as np
 
         f, k = self.flat, self.kernels
-        if not isinstance(f.logits, CheckedChain) or not f.logits.same.get(1):
-            return "the logits' product is not checked to be MLX's"
+        if not isinstance(f.logits, CheckedChain):
+            return "the logits' product is not the CPU's float32 one"
         dec = f.decoder
         host = lambda a: np.ascontiguousarray(cpu_simd._host(a))  # noqa: E731
+        # the logits as FlatStep makes them: the checked chains, else MLX's calls on its pieces
+        chained = bool(f.logits.same.get(1))
+        bounds = np.array(f.logits_pieces, np.int64)
         model = [host(dec.token_embedding.weight), host(dec.positional_embedding), host(dec.ln.weight),
-                 host(dec.ln.bias), f.logits.panels.data]
+                 host(dec.ln.bias), f.logits.panels.data if chained else None, bounds]
         layers, fc1_half = [], set()
         for b, step_layer in zip(dec.blocks, f.layers):
             mods, fc1 = _modules(b), step_layer[7]
@@ -168,13 +172,14 @@ class NativeStep:
         if len(fc1_half) > 1:
             return "fc1 packed in two widths"
         self._keep = model + layers
-        self._model = (ctypes.c_void_p * len(MODEL))(*(a.ctypes.data for a in model))
+        self._model = (ctypes.c_void_p * len(MODEL))(*(None if a is None else a.ctypes.data for a in model))
         self._layers = (ctypes.c_void_p * len(layers))(*(None if a is None else a.ctypes.data for a in layers))
         self._sizes = dict(n_layer=len(dec.blocks), n_state=f.n_state, n_head=f.n_head,
                            n_ctx=dec.positional_embedding.shape[0], n_audio=0,
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
-                           fc1_half=int(fc1_half.pop()) if fc1_half else 0, logits_half=int(f.logits.panels.half),
-                           threads=k.threads)
+                           fc1_half=int(fc1_half.pop()) if fc1_half else 0,
+                           logits_half=int(chained and f.logits.panels.half), threads=k.threads,
+                           n_pieces=len(bounds) - 1)
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)

@@ -16,20 +16,32 @@ from mlx_whisper.whisper import TextDecoder
 from ..config import config
 from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
-from ..kernels.layers import cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op
+from ..kernels.layers import (cpu_streams, heads_across_cpu_streams, matmul_t_across_cpu_streams, mode_op,
+                              piece_bounds)
 from ..kernels.ops import on_cuda
 from .attention import KVCache, WhisperAttention
 from .cpu_step import NativeStep
 from .encoder import fast_gelu
 
 
-def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list) -> mx.array:
+def _blocks(decoder: TextDecoder, x: mx.array, xa: mx.array, cache: list, rows=None, logits=None) -> mx.array:
     """The residual blocks, as TextDecoder.__call__ runs them; cache[e] = [self KV, cross K/V],
-    with the fast engine's GELU (encoder.fast_gelu)."""
-    gelu = fast_gelu()
+    with the fast engine's GELU (prompt_gelu). `rows`: the positions whose logits are made
+    (all where None), by `logits` (the embedding's as_linear where None)."""
+    gelu = prompt_gelu(x.dtype)
     for e, block in enumerate(decoder.blocks):
         x, cache[e] = _block(block, x, xa, decoder._mask, cache[e], gelu)
-    return decoder.token_embedding.as_linear(decoder.ln(x))
+    x = decoder.ln(x)
+    if rows is not None:
+        x = x[:, list(rows)]
+    return (logits or decoder.token_embedding.as_linear)(x)
+
+
+def prompt_gelu(dtype: mx.Dtype):
+    """The GELU of a decoder's prompt: on the CPU at float32, cpu_simd's (MLX's bits, over the
+    layer's own fresh output), else fast_gelu()'s."""
+    simd = cpu_simd.chosen(dtype) if mx.default_device() == mx.cpu else None
+    return simd.gelu_ if simd is not None else fast_gelu()
 
 
 def _block(block, x: mx.array, xa: mx.array, mask, kv_cache, gelu):
@@ -44,12 +56,14 @@ def _block(block, x: mx.array, xa: mx.array, mask, kv_cache, gelu):
     return x, (kv, cross_kv)
 
 
-def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache: list) -> mx.array:
+def decoder_forward(decoder: TextDecoder, tokens: mx.array, xa: mx.array, cache: list, rows=None,
+                    logits=None) -> mx.array:
     """TextDecoder.__call__ with the position offset read from the static cache.
-    tokens (B, L); xa (B, n_audio_ctx, n_audio_state); cache: per block [KVCache, cross K/V]."""
+    tokens (B, L); xa (B, n_audio_ctx, n_audio_state); cache: per block [KVCache, cross K/V];
+    rows, logits: _blocks'. -> logits (B, L or len(rows), n_vocab)"""
     offset = cache[0][0].offset
     x = embed(decoder.token_embedding, tokens, on_cuda()) + decoder.positional_embedding[offset : offset + tokens.shape[-1]]
-    return _blocks(decoder, x, xa, cache)
+    return _blocks(decoder, x, xa, cache, rows, logits)
 
 
 ONE_HOT_MAX = 1 << 26  # elements (128 MB in fp16)
@@ -119,8 +133,10 @@ class FlatStep:
         simd = cpu_simd.chosen(decoder.token_embedding.weight.dtype) if cpu else None
         emb = decoder.token_embedding
         self.logits = emb.as_linear
+        self.logits_pieces = [0, emb.weight.shape[0]]  # the rows of the vocabulary each product takes
         if self.across and type(emb) is nn.Embedding:
             self.logits = lambda x: matmul_t_across_cpu_streams(x, emb.weight)
+            self.logits_pieces = piece_bounds(emb.weight.shape[0])
         if simd is not None and type(emb) is nn.Embedding:
             self.logits = CheckedChain(simd, emb.weight, None, self.logits)
 
@@ -196,7 +212,13 @@ class FlatStep:
 
 
 class StaticInference(Inference):
-    def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
+    def logits(self, tokens: mx.array, audio_features: mx.array, rows=None) -> mx.array:
+        """mlx-whisper's Inference.logits, (B, L, n_vocab); for a prompt (L > 1, offset 0) with
+        `rows`, only those positions' logits (B, len(rows), n_vocab). A position's logits do
+        not depend on how many others are made with it: the vocabulary's product is of the
+        BLAS's large-matrix kind at any row count, each output one chain of sums
+        (kernels/cpu_simd.py; tests/test_cpu_step.py checks against all rows), and a prompt
+        of 224 tokens made them all for two (0.1 s of tiny.en's CPU window)."""
         decoder = self.model.decoder
         if self.kv_cache is None:
             self.kv_cache = [[KVCache(self.model.dims.n_text_ctx), None] for _ in decoder.blocks]
@@ -211,7 +233,8 @@ class StaticInference(Inference):
             shared = step is not None and not step.exact  # cross K/V one per audio (FlatStep.__call__)
             return self._group_prompt(decoder, tokens, audio_features, group, shared_cross=shared)
         if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
-            return decoder_forward(decoder, tokens, audio_features, self.kv_cache).astype(mx.float32)
+            product = step.logits if step is not None and rows is not None else None
+            return decoder_forward(decoder, tokens, audio_features, self.kv_cache, rows, product).astype(mx.float32)
         return step(tokens, self.kv_cache).astype(mx.float32)
 
     def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int,

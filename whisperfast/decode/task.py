@@ -284,8 +284,13 @@ class StaticCacheTask(GroupRun, DecodingTask):
                 sot_logits = pre_logits[:, 0]
                 tokens, completed, sum_logprobs = update(tokens, pre_logits[:, -1], sum_logprobs)
         else:
-            pre_logits = self.inference.logits(tokens, audio_features)
-            sot_logits = pre_logits[:, self.sot_index]
+            if isinstance(self.inference, StaticInference) and self.n_group == 1 and mx.default_device() == mx.cpu:
+                # the SOT's and the last position's logits only (StaticInference.logits)
+                pre_logits = self.inference.logits(tokens, audio_features, rows=(self.sot_index, tokens.shape[1] - 1))
+                sot_logits = pre_logits[:, 0]
+            else:
+                pre_logits = self.inference.logits(tokens, audio_features)
+                sot_logits = pre_logits[:, self.sot_index]
             if cuda is not None and cuda.beams is not None:  # the kernel's caches, then its beam update
                 cuda.resume(audio_features, self.inference.kv_cache, tokens.shape[0])
                 tokens, completed, sum_logprobs = cuda.beam_update(tokens, pre_logits[:, -1:], sum_logprobs, first=True)

@@ -53,10 +53,12 @@ enum {
     CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
     LAYER_ARRAYS
 };
-/* The model's arrays */
-enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, MODEL_ARRAYS };
+/* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
+   the pieces [bounds[i], bounds[i + 1]) of the token embedding's rows (LOGITS_BOUNDS: N_PIECES
+   + 1 longs), as the fast engine cuts it across its CPU streams. */
+enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
 /* The sizes */
-enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, SIZES };
+enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, SIZES };
 
 /* ---- two threads for one step: the caller's and one spinning beside it while the step runs ----
 
@@ -273,6 +275,24 @@ static void panels_part(void* ctx, int part, int parts) {
 }
 
 typedef struct {
+    Sgemm sgemm;
+    const float *x, *w;
+    const long* bounds;
+    long pieces;
+    float* y;
+    long k;
+} Pieces;
+
+static void pieces_part(void* ctx, int part, int parts) {
+    Pieces* p = ctx;
+    for (long i = part; i < p->pieces; i += parts) {
+        long a = p->bounds[i], n = p->bounds[i + 1] - a;
+        p->sgemm(ROW_MAJOR, NO_TRANS, TRANS, 1, (int)n, (int)p->k, 1.0f, p->x, (int)p->k, p->w + a * p->k, (int)p->k,
+                 0.0f, p->y + a, (int)n);
+    }
+}
+
+typedef struct {
     float* f;
     long n;
 } Gelu;
@@ -349,8 +369,13 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
     }
     layer_norm(x, model[LN_W], model[LN_B], eps, h, D);
-    Panels vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D};
-    team_run(&team, panels_part, &vocab);
+    if (model[LOGITS_PACKED]) {
+        Panels vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D};
+        team_run(&team, panels_part, &vocab);
+    } else {
+        Pieces vocab = {sgemm, h, model[TOKENS], (const long*)model[LOGITS_BOUNDS], d[N_PIECES], logits, D};
+        team_run(&team, pieces_part, &vocab);
+    }
     team_stop(&team);
     return 0;
 }

@@ -261,9 +261,9 @@ static void gelu_n(const float* in, float* out, long n) {
 
 /* ---- rows times a weight, each output one fma chain ---- */
 
-/* out[m, j] = sum over k of x[m, k] * w[j, k], each sum one fma chain in k order from 0, then
-   + bias[j] where there is a bias: how OpenBLAS's large-matrix sgemm kernels sum x @ w.T
-   with K in one block (the CPU's decode logits, at 51864 outputs). Whether the BLAS at hand
+/* out[m, j] = sum over k of x[m, k] * w[j, k], each sum one fma chain in k order from 0 for
+   each block of k (k_block), added in turn to 0 or bias[j]: how OpenBLAS's large-matrix sgemm
+   kernels sum x @ w.T (the CPU's decode logits, at 51864 outputs). Whether the BLAS at hand
    sums so is not assumed: kernels/cpu_simd.py compares this with MLX's own matmul on the
    weight it is for before using it.
 
@@ -307,32 +307,51 @@ static inline __m256 panel_load(const void* panel, long at, int half) {
                 : _mm256_loadu_ps((const float*)panel + at);
 }
 
+/* OpenBLAS's level-3 driver takes k in blocks (driver/level3.c): GEMM_Q at a time while
+   twice that is left, then what is left in two halves rounded up to GEMM_UNROLL_M (when more
+   than GEMM_Q), each block's sums made from zero and added to the output in turn (which
+   starts as 0, or the bias for addmm). 384 and 16 are its AVX-512 (SkylakeX) float32 values;
+   whether the BLAS at hand sums so for a weight is checked (kernels/cpu_simd.py), not assumed. */
+#define GEMM_Q 384
+#define GEMM_UNROLL_M 16
+
+static long k_block(long rest) {
+    if (rest >= 2 * GEMM_Q) return GEMM_Q;
+    if (rest > GEMM_Q) return ((rest / 2 + GEMM_UNROLL_M - 1) / GEMM_UNROLL_M) * GEMM_UNROLL_M;
+    return rest;
+}
+
 static void panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m,
                        long p0, long p1, long n, long k) {
     for (long p = p0; p < p1; p++) {
         const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
                                  : (const void*)((const float*)packed + p * k * PANEL);
+        long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
         for (long r = 0; r < m; r++) { /* the panel is re-read from L2 for each row */
             const float* xr = x + r * k;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-            for (long kk = 0; kk < k; kk++) {
-                __m256 xv = _mm256_set1_ps(xr[kk]);
-                long at = kk * PANEL;
-                a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
-                a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
-                a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
-                a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
-                a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
-                a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
-                a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
-                a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+            float y[PANEL], acc[PANEL];
+            for (long i = 0; i < PANEL; i++) y[i] = bias && i < count ? bias[j0 + i] : 0.0f;
+            for (long k0 = 0, kb; k0 < k; k0 += kb) {
+                kb = k_block(k - k0);
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+                for (long kk = k0; kk < k0 + kb; kk++) {
+                    __m256 xv = _mm256_set1_ps(xr[kk]);
+                    long at = kk * PANEL;
+                    a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
+                    a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
+                    a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
+                    a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
+                    a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
+                    a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
+                    a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
+                    a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+                }
+                _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1); _mm256_storeu_ps(acc + 16, a2);
+                _mm256_storeu_ps(acc + 24, a3); _mm256_storeu_ps(acc + 32, a4); _mm256_storeu_ps(acc + 40, a5);
+                _mm256_storeu_ps(acc + 48, a6); _mm256_storeu_ps(acc + 56, a7);
+                for (long i = 0; i < PANEL; i++) y[i] = y[i] + acc[i];
             }
-            float y[PANEL];
-            _mm256_storeu_ps(y, a0); _mm256_storeu_ps(y + 8, a1); _mm256_storeu_ps(y + 16, a2);
-            _mm256_storeu_ps(y + 24, a3); _mm256_storeu_ps(y + 32, a4); _mm256_storeu_ps(y + 40, a5);
-            _mm256_storeu_ps(y + 48, a6); _mm256_storeu_ps(y + 56, a7);
-            long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
-            for (long i = 0; i < count; i++) out[r * n + j0 + i] = bias ? y[i] + bias[j0 + i] : y[i];
+            for (long i = 0; i < count; i++) out[r * n + j0 + i] = y[i];
         }
     }
 }

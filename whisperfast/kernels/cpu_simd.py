@@ -264,6 +264,8 @@ class CheckedChain:
                 self.panels = self.panels or self.kernels.pack(self.w)
                 same = self.kernels.chain_matches(self.panels, self.bias, (rows,))
             self.same[rows] = same
+            if not any(self.same.values()):
+                self.panels = None  # not kept where no row count uses it
         return self.kernels.chain_matmul(x, self.panels, self.bias) if same else self.fallback(x)
 
 

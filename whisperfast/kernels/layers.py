@@ -179,6 +179,12 @@ def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
     return mx.concatenate(outs, axis=axis)
 
 
+def piece_bounds(n: int) -> list:
+    """The bounds [0, ..., n] of the pieces the CPU streams take of [0, n) (_across_cpu_streams)."""
+    pieces = _pieces(n)
+    return [a for _, a, _ in pieces] + [pieces[-1][2]]
+
+
 def _pieces(n: int) -> list:
     """[0, n) cut into one range a CPU stream: (stream, start, end) for each."""
     streams = cpu_streams()[:n]
