@@ -85,12 +85,9 @@ def tn16_rows(kernels: CpuSimd, m: nn.Linear):
     if rows is None:
         return None
     bias = m.bias if "bias" in m else None
-    with mx.stream(mx.cpu):
-        for seed in range(3):
-            x = mx.random.normal((1, 1, m.weight.shape[1]), key=mx.random.key(seed))
-            if not cpu_simd.same_bits(kernels.tn16(rows, x, bias), m(x)):
-                return None
-    return rows
+    with mx.stream(mx.cpu):  # one random row: another order of sums shows in most of the outputs
+        x = mx.random.normal((1, 1, m.weight.shape[1]), key=mx.random.key(0))
+        return rows if cpu_simd.same_bits(kernels.tn16(rows, x, bias), m(x)) else None
 
 
 def cross_chain_matches(kernels: CpuSimd, n_head: int, n_audio: int, head_dim: int) -> bool:
@@ -113,6 +110,7 @@ class NativeStep:
         self.checked = False
         self._keep: list = []  # the arrays whose memory the tables point at
         self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
+        self._bound: list = []  # the cache arrays whose memory the layer table points at
 
     def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
@@ -204,16 +202,21 @@ class NativeStep:
 
         f, first = self.flat, LAYER.index("keys")
         hd, n_audio = f.n_state // f.n_head, cache[0][1][0].shape[2]
-        panels = self._pack_cross(cache, n_audio)
-        for e, (kv, cross) in enumerate(cache):
-            base = e * len(LAYER)
-            for i, arr in enumerate((kv.keys, kv.values, *cross)):
-                a = cpu_simd._host(arr)
-                want = (1, f.n_head, kv.n_ctx if i < 2 else n_audio, hd)
-                if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
-                    return None
-                self._layers[base + first + i] = a.ctypes.data
-            self._layers[base + LAYER.index("ckeys_packed")] = None if panels[e] is None else panels[e].ctypes.data
+        arrays = [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]
+        if len(arrays) != len(self._bound) or any(a is not b for a, b in zip(arrays, self._bound)):
+            # new caches (a window's, or MLX's step wrote new arrays): their memory, checked
+            panels = self._pack_cross(cache, n_audio)
+            for e, (kv, cross) in enumerate(cache):
+                base = e * len(LAYER)
+                for i, arr in enumerate((kv.keys, kv.values, *cross)):
+                    a = cpu_simd._host(arr)
+                    want = (1, f.n_head, kv.n_ctx if i < 2 else n_audio, hd)
+                    if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
+                        self._bound = []
+                        return None
+                    self._layers[base + first + i] = a.ctypes.data
+                self._layers[base + LAYER.index("ckeys_packed")] = None if panels[e] is None else panels[e].ctypes.data
+            self._bound = arrays
         if self._sizes["n_audio"] != n_audio:
             self._sizes["n_audio"] = n_audio
             self._dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))

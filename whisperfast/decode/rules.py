@@ -104,6 +104,7 @@ class NativePick:
 
     def __init__(self, kernels, filters: list, eot: int):
         self.kernels, self.filters, self.eot = kernels, filters, eot
+        self._masks: dict = {}  # filter index -> its mask on the host
 
     @classmethod
     def for_filters(cls, kernels, filters: list, eot: int):
@@ -119,12 +120,12 @@ class NativePick:
 
         history = np.asarray(tokens)[0]
         masks, ranges, split = [], [], -1
-        for f in self.filters:
+        for i, f in enumerate(self.filters):
             if isinstance(f, SuppressBlank):
                 if history.shape[0] == f.sample_begin:
-                    masks.append(np.asarray(f.mask))
+                    masks.append(self._mask(i, f))
             elif isinstance(f, SuppressTokens):
-                masks.append(np.asarray(f.mask))
+                masks.append(self._mask(i, f))
             else:
                 ranges, split = self._rules(f, history, logits.shape[-1]), f.tokenizer.timestamp_begin
         row = np.ascontiguousarray(cpu_simd._host(logits).reshape(-1))
@@ -134,6 +135,14 @@ class NativePick:
         best = self.eot if last == self.eot else best
         tokens = mx.concatenate([tokens, mx.array([[best]], dtype=tokens.dtype)], axis=-1)
         return tokens, mx.array(best == self.eot), mx.array(np.array([total], np.float32))
+
+    def _mask(self, i: int, f):
+        """Filter i's mask on the host, read once."""
+        import numpy as np
+
+        if i not in self._masks:
+            self._masks[i] = np.ascontiguousarray(cpu_simd._host(f.mask))
+        return self._masks[i]
 
     @staticmethod
     def _rules(f: DeviceTimestampRules, history, n_vocab: int) -> list:
