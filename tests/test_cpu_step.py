@@ -196,3 +196,26 @@ def test_prompt_logits_of_some_rows_are_those_of_all_rows(decoder, n_prompt):
     some = StaticInference(model).logits(tokens, xa, rows=(0, n_prompt - 1))
     assert some.shape == (1, 2, full.shape[-1])
     assert np.array_equal(bits(some[:, 0]), bits(full[:, 0])) and np.array_equal(bits(some[:, 1]), bits(full[:, -1]))
+
+
+def test_a_native_step_that_differs_leaves_mlx_state(decoder):
+    """Where the first C step's logits differ from MLX's (here its table points the first
+    layer norm at other weights, so its keys and values differ too), the step is off for
+    good, with its reason, and the caches hold MLX's keys and values: the following steps are
+    those of a decode that never ran it."""
+    from whisperfast.decode.cpu_step import LAYER
+
+    step, cache = prompted(decoder, 3, seed=5)
+    ref_step, ref_cache = prompted(decoder, 3, seed=5)
+    original, other = step.native._tables, np.full(decoder.positional_embedding.shape[-1], 0.5, np.float32)
+
+    def tampered():
+        why = original()
+        step.native._layers[LAYER.index("ln1_w")] = other.ctypes.data
+        return why
+
+    step.native._tables = tampered
+    for tok in (11, 12, 13):
+        ours, theirs = step(mx.array([[tok]]), cache), ref_step._mlx_step(mx.array([[tok]]), ref_cache)
+        assert np.array_equal(bits(ours), bits(theirs))
+    assert step.native.reason == "its first step's logits differed from MLX's" and not step.native.checked

@@ -23,6 +23,7 @@ global cblas_sgemm), FlatStep's MLX ops run and `reason` says why."""
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Optional
 
 import mlx.core as mx
@@ -111,6 +112,7 @@ class NativeStep:
         self._keep: list = []  # the arrays whose memory the tables point at
         self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
         self._bound: list = []  # the cache arrays whose memory the layer table points at
+        self._lock = threading.Lock()  # one step at a time: the tables, scratch and logits are shared
 
     def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
@@ -118,8 +120,11 @@ class NativeStep:
             return None
         if cache[0][0].offset + 1 > cache[0][0].n_ctx:
             return None  # MLX's step says the cache is full
-        if self.checked:
-            return self._run(tokens, cache)
+        with self._lock:
+            return self._run(tokens, cache) if self.checked else self._first(tokens, cache)
+
+    def _first(self, tokens: mx.array, cache: list) -> mx.array:
+        """MLX's step, then the tables and this step over the same position: the check."""
         want = self.flat._mlx_step(tokens, cache)
         mx.eval(want)
         self.reason = self._tables()
@@ -132,6 +137,9 @@ class NativeStep:
                     kv.offset += 1
             elif not cpu_simd.same_bits(got, want):
                 self.reason = "its first step's logits differed from MLX's"
+                for kv, _ in cache:  # its keys and values at this position too, maybe: MLX's again
+                    kv.offset -= 1
+                want = self.flat._mlx_step(tokens, cache)
             self.checked = not self.reason
         return want
 
