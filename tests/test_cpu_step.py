@@ -115,24 +115,33 @@ def test_native_step_declines_what_it_does_not_cover(decoder):
 
 
 def test_tn16_is_the_one_row_linear_or_is_refused(built):
-    """tn16 stands in for a one-row Linear only where it gives the layer's own product: a
-    weight float16 holds (the checkpoints' kind), with and without bias; a weight float16
-    does not hold has no float16 rows."""
+    """tn16 stands in for a one-row Linear only where it gives the layer's own product, with
+    and without bias, from float16 rows (a weight float16 holds, the checkpoints' kind) or
+    float32 rows (any weight; k not a multiple of 16 padded); float16 rows of a weight float16
+    does not hold are refused. On OpenBLAS's AVX-512 (SkylakeX) kernels they must stand in."""
+    from whisperfast import _blas
+
     import mlx.nn as nn
 
     rng = np.random.default_rng(3)
-    for n, k, bias in ((384, 384, True), (384, 384, False), (512, 2048, True), (64, 40, True)):
+    taken = 0
+    for n, k, bias, exact in ((384, 384, True, True), (384, 384, False, True), (512, 512, True, False),
+                              (512, 2048, True, True), (64, 40, True, False)):
         m = nn.Linear(k, n, bias=bias)
-        m.weight = mx.array(rng.standard_normal((n, k)).astype(np.float16).astype(np.float32))
-        rows = tn16_rows(built, m)
-        if rows is None:  # the BLAS sums this one otherwise: MLX's call then runs
-            continue
-        for seed in range(5):
-            x = mx.random.normal((1, 1, k), key=mx.random.key(100 + seed))
-            assert np.array_equal(bits(built.tn16(rows, x, m.bias if bias else None)), bits(m(x)))
-    m = nn.Linear(384, 384)
-    m.weight = mx.array(rng.standard_normal((384, 384)).astype(np.float32))
-    assert built.half_rows(m.weight) is None and tn16_rows(built, m) is None
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        m.weight = mx.array(w.astype(np.float16).astype(np.float32) if exact else w)
+        for half in (True, False):
+            rows = tn16_rows(built, m, half)
+            if half and not exact:
+                assert rows is None and built.tn16_layout(m.weight, True) is None
+            if rows is None:  # the BLAS sums this one otherwise: MLX's call then runs
+                continue
+            taken += 1
+            assert rows.dtype == (np.float16 if half else np.float32) and rows.shape[1] % 16 == 0
+            for seed in range(5):
+                x = mx.random.normal((1, 1, k), key=mx.random.key(100 + seed))
+                assert np.array_equal(bits(built.tn16(rows, x, m.bias if bias else None)), bits(m(x)))
+    assert taken >= 4 or "SkylakeX" not in str(_blas.describe()["note"])
 
 
 def filters_for(tok, n_vocab, sample_begin, max_initial, timestamps=True):

@@ -38,7 +38,7 @@ LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "l
          "ln3_w", "ln3_b", "w1", "b1", "w2", "b2", "keys", "values", "ckeys", "cvalues", "fc1_packed",
          "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed")
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
-         "n_pieces")
+         "n_pieces", "tn16_half")
 HALF = {"wq": "wq16", "wk": "wk16", "wv": "wv16", "wo": "wo16", "wcq": "wcq16", "wco": "wco16", "w2": "w216"}
 
 
@@ -79,14 +79,15 @@ def unsupported(decoder) -> str:
     return "" if global_sgemm() is not None else "no global cblas_sgemm (MLX runs its bundled reference BLAS)"
 
 
-def tn16_rows(kernels: CpuSimd, m: nn.Linear):
-    """m's weight as float16 rows for the library's tn16 where that gives m's own one-row
-    product bit for bit (random rows, checked here), else None (MLX's BLAS call runs)."""
-    rows = kernels.half_rows(m.weight) if m.weight.shape[0] % 4 == 0 else None
+def tn16_rows(kernels: CpuSimd, m: nn.Linear, half: bool = True):
+    """m's weight laid out for the library's tn16 (float16 rows where `half`, else float32)
+    where that gives m's own one-row product bit for bit (one random row, checked here: another
+    order of sums shows in most of the outputs), else None (MLX's BLAS call runs)."""
+    rows = kernels.tn16_layout(m.weight, half) if m.weight.shape[0] % 4 == 0 else None
     if rows is None:
         return None
     bias = m.bias if "bias" in m else None
-    with mx.stream(mx.cpu):  # one random row: another order of sums shows in most of the outputs
+    with mx.stream(mx.cpu):
         x = mx.random.normal((1, 1, m.weight.shape[1]), key=mx.random.key(0))
         return rows if cpu_simd.same_bits(kernels.tn16(rows, x, bias), m(x)) else None
 
@@ -159,6 +160,10 @@ class NativeStep:
         model = [host(dec.token_embedding.weight), host(dec.positional_embedding), host(dec.ln.weight),
                  host(dec.ln.bias), f.logits.panels.data if chained else None, bounds]
         layers, fc1_half = [], set()
+        # tn16 reads float16 copies where every such weight is a float16 value (the
+        # checkpoints'), else the float32 weights (a dequantized model's, say)
+        half = all(k.tn16_layout(_modules(b)[name].weight, True) is not None
+                   for b in dec.blocks for name in HALF)
         for b, step_layer in zip(dec.blocks, f.layers):
             mods, fc1 = _modules(b), step_layer[7]
             row = dict.fromkeys(LAYER)
@@ -170,7 +175,7 @@ class NativeStep:
                 if bias:
                     row[bias] = host(mods[name].bias)
                 if name in HALF:
-                    row[HALF[name]] = tn16_rows(k, mods[name])
+                    row[HALF[name]] = tn16_rows(k, mods[name], half)
             if isinstance(fc1, CheckedChain) and fc1.same.get(1):
                 row["fc1_packed"] = fc1.panels.data
                 fc1_half.add(fc1.panels.half)
@@ -185,7 +190,7 @@ class NativeStep:
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
                            fc1_half=int(fc1_half.pop()) if fc1_half else 0,
                            logits_half=int(chained and f.logits.panels.half), threads=k.threads,
-                           n_pieces=len(bounds) - 1)
+                           n_pieces=len(bounds) - 1, tn16_half=int(half))
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)

@@ -33,15 +33,15 @@ enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 /* cpu_simd.c */
 int wf_softmax(const float* in, float* out, long rows, long m, int threads);
 int wf_gelu(const float* in, float* out, long n, int threads);
-void wf_tn16_part(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k);
+void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
 void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
                     long p0, long p1);
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
 long wf_panel_size(void);
 
 /* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
-   weight in float16, rows padded to a multiple of 16 (tn16, where checked), else NULL: MLX's
-   BLAS call. */
+   weight laid out for tn16 (where checked; rows padded to a multiple of 16, in float16 where
+   TN16_HALF, else float32), or NULL: MLX's BLAS call. */
 enum {
     LN1_W, LN1_B, WQ, BQ, WK, WV, BV, WO, BO,  /* self-attention */
     LN2_W, LN2_B, WCQ, BCQ, WCO, BCO,          /* cross-attention */
@@ -58,7 +58,8 @@ enum {
    + 1 longs), as the fast engine cuts it across its CPU streams. */
 enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
 /* The sizes */
-enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, SIZES };
+enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
+       SIZES };
 
 /* ---- two threads for one step: the caller's and one spinning beside it while the step runs ----
 
@@ -169,7 +170,8 @@ static void layer_norm(const float* x, const float* w, const float* b, float eps
 typedef struct {
     Sgemm sgemm;
     const float *x, *w, *b;
-    const uint16_t* w16;
+    const void* w16;
+    int half;
     float* y;
     long n, k;
 } Linear;
@@ -178,7 +180,7 @@ static void linear_part(const Linear* l, int part, int parts) {
     if (l->w16) {
         long lo, hi;
         share(l->n, 4, part, parts, &lo, &hi);
-        wf_tn16_part(l->w16, l->x, l->b, l->y, lo, hi, (l->k + 15) / 16 * 16);
+        wf_tn16_part(l->w16, l->half, l->x, l->b, l->y, lo, hi, (l->k + 15) / 16 * 16);
         return;
     }
     if (part != 0) return;
@@ -206,12 +208,12 @@ static void linears_part(void* ctx, int part, int parts) {
     }
 }
 
-static void run_linears(Team* t, Sgemm sgemm, int count, const float* x, const float* const* a, const int* w,
-                        const int* w16, const int* b, float* const* y, const long* n, long k) {
+static void run_linears(Team* t, Sgemm sgemm, int half, int count, const float* x, const float* const* a,
+                        const int* w, const int* w16, const int* b, float* const* y, const long* n, long k) {
     Linears ls = {.count = count};
     for (int i = 0; i < count; i++)
-        ls.l[i] = (Linear){sgemm, x, a[w[i]], b[i] < 0 ? NULL : a[b[i]], w16[i] < 0 ? NULL : (const uint16_t*)a[w16[i]],
-                           y[i], n[i], k};
+        ls.l[i] = (Linear){sgemm, x, a[w[i]], b[i] < 0 ? NULL : a[b[i]], w16[i] < 0 ? NULL : (const void*)a[w16[i]],
+                           half, y[i], n[i], k};
     team_run(t, linears_part, &ls);
 }
 
@@ -323,6 +325,7 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
     float *f = y + 2 * Dp, *attn = f + Fp;
     memset(scratch, 0, (8 * Dp + Fp) * sizeof(float));
     long attn_part = hd + hd * C + (C > S ? C : S);
+    const int half = (int)d[TN16_HALF];
     Team team;
     team_start(&team, (int)d[THREADS]);
 
@@ -335,7 +338,7 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
         {
             float* outs[3] = {q, k, v};
             long ns[3] = {D, D, D};
-            run_linears(&team, sgemm, 3, h, a, (int[]){WQ, WK, WV}, (int[]){WQ16, WK16, WV16}, (int[]){BQ, -1, BV},
+            run_linears(&team, sgemm, half, 3, h, a, (int[]){WQ, WK, WV}, (int[]){WQ16, WK16, WV16}, (int[]){BQ, -1, BV},
                         outs, ns, D);
         }
         for (long e = 0; e < H; e++) {
@@ -344,15 +347,15 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
         }
         Attention self = {sgemm, q, scale, keys, values, NULL, H, hd, C, pos + 1, pos, 0, attn, attn_part, o};
         team_run(&team, attention_part, &self);
-        run_linears(&team, sgemm, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
+        run_linears(&team, sgemm, half, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
 
         layer_norm(x, a[LN2_W], a[LN2_B], eps, h, D);
-        run_linears(&team, sgemm, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
+        run_linears(&team, sgemm, half, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
         Attention cross = {sgemm, q, scale, (float*)a[CKEYS], (float*)a[CVALUES], a[CKEYS_PACKED], H, hd, S, S, 0,
                            1, attn, attn_part, o};
         team_run(&team, attention_part, &cross);
-        run_linears(&team, sgemm, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
+        run_linears(&team, sgemm, half, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
 
         layer_norm(x, a[LN3_W], a[LN3_B], eps, h, D);
@@ -360,12 +363,12 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
             Panels fc1 = {h, a[FC1_PACKED], (int)d[FC1_HALF], a[B1], f, F, D};
             team_run(&team, panels_part, &fc1);
         } else {
-            run_linears(&team, sgemm, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
+            run_linears(&team, sgemm, half, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
                         (long[]){F}, D);
         }
         Gelu gelu = {f, F};
         team_run(&team, gelu_part, &gelu);
-        run_linears(&team, sgemm, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
+        run_linears(&team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
     }
     layer_norm(x, model[LN_W], model[LN_B], eps, h, D);

@@ -363,8 +363,9 @@ static void panel_rows(const float* x, const void* packed, int half, const float
    accumulator takes k = l, l + 16, ... in order (one fma each), the lanes then add as
    ((l0 + l1) + (l2 + l3)) within each block of four and the blocks as (b0 + b1) + (b2 + b3),
    and the bias adds last. MLX's one-row Linear goes there on such a BLAS (checked per
-   weight by kernels/cpu_simd.py before use). w is float16 (exactly the float32 weight) and
-   k a multiple of 16 (cpu_simd.py pads both with zeros, as the kernel's masked loads do). */
+   weight by kernels/cpu_simd.py before use). w is float16 where that holds the float32 weight
+   exactly (half the bytes), else float32; k a multiple of 16 (cpu_simd.py pads both with
+   zeros, as the kernel's masked loads do). */
 static inline float tn16_reduce(__m256 lo, __m256 hi) {
     float a[16];
     _mm256_storeu_ps(a, lo);
@@ -374,16 +375,28 @@ static inline float tn16_reduce(__m256 lo, __m256 hi) {
     return (u[0] + u[1]) + (u[2] + u[3]);
 }
 
-static void tn16_rows(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+static inline __m256 row8(const void* row, long kk, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)row + kk)))
+                : _mm256_loadu_ps((const float*)row + kk);
+}
+
+static inline const void* row_at(const void* w, long j, long k, int half) {
+    return half ? (const void*)((const uint16_t*)w + j * k) : (const void*)((const float*)w + j * k);
+}
+
+static inline __attribute__((always_inline)) void tn16_rows_as(const void* w, int half, const float* x,
+                                                               const float* bias, float* y, long j0, long j1,
+                                                               long k) {
     long j = j0;
     for (; j + 4 <= j1; j += 4) {
-        const uint16_t *r0 = w + j * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+        const void *r0 = row_at(w, j, k, half), *r1 = row_at(w, j + 1, k, half), *r2 = row_at(w, j + 2, k, half),
+                   *r3 = row_at(w, j + 3, k, half);
         __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
         for (long kk = 0; kk < k; kk += 16) {
             __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
-#define TN16_STEP(r, l, h)                                                                  \
-            l = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(r + kk))), xl, l); \
-            h = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(r + kk + 8))), xh, h);
+#define TN16_STEP(r, l, h)                                       \
+            l = _mm256_fmadd_ps(row8(r, kk, half), xl, l);       \
+            h = _mm256_fmadd_ps(row8(r, kk + 8, half), xh, h);
             TN16_STEP(r0, l0, h0) TN16_STEP(r1, l1, h1) TN16_STEP(r2, l2, h2) TN16_STEP(r3, l3, h3)
         }
         y[j] = tn16_reduce(l0, h0);
@@ -392,7 +405,7 @@ static void tn16_rows(const uint16_t* w, const float* x, const float* bias, floa
         y[j + 3] = tn16_reduce(l3, h3);
     }
     for (; j < j1; j++) {
-        const uint16_t* r0 = w + j * k;
+        const void* r0 = row_at(w, j, k, half);
         __m256 l0 = _mm256_setzero_ps(), h0 = l0;
         for (long kk = 0; kk < k; kk += 16) {
             __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
@@ -403,6 +416,12 @@ static void tn16_rows(const uint16_t* w, const float* x, const float* bias, floa
 #undef TN16_STEP
     if (bias)
         for (j = j0; j < j1; j++) y[j] = y[j] + bias[j];
+}
+
+/* w float16 (half) or float32 rows of k, k a multiple of 16 */
+static void tn16_rows(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    if (half) tn16_rows_as(w, 1, x, bias, y, j0, j1, k);
+    else tn16_rows_as(w, 0, x, bias, y, j0, j1, k);
 }
 
 /* out (n) = p (k) @ v (k, n), n a multiple of 8: each output one fma chain in k order from 0,
@@ -531,8 +550,8 @@ int wf_chain_matmul(const float* x, const void* packed, int half, const float* b
 
 /* The library's products for a step's own threads (kernels/cpu_decoder.c): outputs j0 .. j1
    (panels p0 .. p1 for packed weights) of one row. */
-void wf_tn16_part(const uint16_t* w, const float* x, const float* bias, float* y, long j0, long j1, long k) {
-    tn16_rows(w, x, bias, y, j0, j1, k);
+void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    tn16_rows(w, half, x, bias, y, j0, j1, k);
 }
 void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
                     long p0, long p1) {
@@ -540,9 +559,10 @@ void wf_panels_part(const float* x, const void* packed, int half, const float* b
 }
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n) { chain_vt(p, v, out, k, n); }
 
-/* y (n) = x (k) @ w (n, k).T [+ bias], w float16 (n, k), k a multiple of 16: see tn16_rows */
-void wf_tn16(const uint16_t* w, const float* x, const float* bias, float* y, long n, long k) {
-    tn16_rows(w, x, bias, y, 0, n, k);
+/* y (n) = x (k) @ w (n, k).T [+ bias], w float16 (half) or float32 (n, k), k a multiple of
+   16: see tn16_rows */
+void wf_tn16(const void* w, int half, const float* x, const float* bias, float* y, long n, long k) {
+    tn16_rows(w, half, x, bias, y, 0, n, k);
 }
 
 int wf_softmax(const float* in, float* out, long rows, long m, int threads) { return run(SOFTMAX, in, out, rows, m, threads); }

@@ -71,7 +71,7 @@ class CpuSimd:
                            ("wf_pack", (_P, _P, _L, _L, ctypes.c_int, ctypes.c_int)),
                            ("wf_panel_size", ()),
                            ("wf_decoder_scratch", (_P,)),
-                           ("wf_tn16", (_P, _P, _P, _P, _L, _L)),
+                           ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
@@ -170,22 +170,27 @@ class CpuSimd:
                                   None if ba is None else ba.ctypes.data, out.ctypes.data, rows, n, k, self.threads)
         return mx.array(out).reshape(*x.shape[:-1], n)
 
-    def half_rows(self, w: mx.array):
-        """w (n, k) float32 as float16 rows padded with zeros to a multiple of 16 (tn16's
-        layout), or None where float16 does not hold every value of w exactly."""
+    def tn16_layout(self, w: mx.array, half: bool):
+        """w (n, k) float32 as tn16 reads it: rows padded with zeros to a multiple of 16, in
+        float16 (`half`; None where float16 does not hold every value exactly) or float32 (w's
+        own memory where no padding is needed)."""
         import numpy as np
 
         wa = _host(w)
-        h = wa.astype(np.float16)
-        if not np.array_equal(h.astype(np.float32).view(np.uint32), wa.view(np.uint32)):
-            return None
-        out = np.zeros((wa.shape[0], -(-wa.shape[1] // 16) * 16), np.float16)
-        out[:, : wa.shape[1]] = h
+        kp = -(-wa.shape[1] // 16) * 16
+        if half:
+            h = wa.astype(np.float16)
+            if not np.array_equal(h.astype(np.float32).view(np.uint32), wa.view(np.uint32)):
+                return None
+        elif kp == wa.shape[1] and wa.flags.c_contiguous:
+            return wa
+        out = np.zeros((wa.shape[0], kp), np.float16 if half else np.float32)
+        out[:, : wa.shape[1]] = h if half else wa
         return out
 
     def tn16(self, rows, x: mx.array, bias: Optional[mx.array] = None) -> mx.array:
-        """x (..., k) one row @ w.T (+ bias), w as `half_rows` made it: the sums of OpenBLAS's
-        AVX-512 small-matrix TN kernel (cpu_simd.c: tn16_rows)."""
+        """x (..., k) one row @ w.T (+ bias), w as `tn16_layout` laid it out: the sums of
+        OpenBLAS's AVX-512 small-matrix TN kernel (cpu_simd.c: tn16_rows)."""
         import numpy as np
 
         k = x.shape[-1]
@@ -193,8 +198,8 @@ class CpuSimd:
         a[:k] = _host(x).reshape(-1)
         ba = None if bias is None else np.ascontiguousarray(_host(bias))
         out = np.empty(rows.shape[0], np.float32)
-        self._lib.wf_tn16(rows.ctypes.data, a.ctypes.data, None if ba is None else ba.ctypes.data, out.ctypes.data,
-                          rows.shape[0], rows.shape[1])
+        self._lib.wf_tn16(rows.ctypes.data, int(rows.dtype == np.float16), a.ctypes.data,
+                          None if ba is None else ba.ctypes.data, out.ctypes.data, rows.shape[0], rows.shape[1])
         return mx.array(out).reshape(*x.shape[:-1], rows.shape[0])
 
     def chain_matches(self, w, bias: Optional[mx.array] = None, rows=(1, 5)) -> bool:
