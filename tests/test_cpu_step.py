@@ -57,28 +57,40 @@ def prompted(dec, n_prompt: int, seed: int):
 
 @pytest.mark.parametrize("n_prompt,threads", [(3, 2), (3, 1), (200, 2)], ids=["short", "one-thread", "long"])
 def test_native_step_is_the_mlx_step_bit_for_bit(decoder, n_prompt, threads):
-    """At every position from the prompt's end on (short: 3 tokens; long: 200, so that the
-    self-attention reaches 260 keys), the C step's logits are FlatStep's MLX step's, bit for
-    bit; each position is stepped by both, the C step writing the keys and values the MLX
-    step then reads, and the reverse. One thread or two: the same bits."""
+    """From the prompt's end on (short: 3 tokens; long: 200, so that the self-attention reaches
+    260 keys), a decode whose positions alternate between the C step and MLX's step gives the
+    logits of a decode by MLX's step alone at every position, bit for bit: each step reads
+    keys and values the other wrote. One thread or two: the same bits."""
     step, cache = prompted(decoder, n_prompt, seed=n_prompt)
+    ref_step, ref_cache = prompted(decoder, n_prompt, seed=n_prompt)
     step.native.kernels = step.native.kernels.threaded(threads)
     rng = np.random.default_rng(7)
-    tokens = [mx.array([[int(t)]]) for t in rng.integers(0, 50257, 60)]
-    first = step(tokens[0], cache)  # MLX's step, then the check
-    assert step.native.reason == "" and step.native.checked, step.native.reason
-    assert first.shape == (1, 1, decoder.token_embedding.weight.shape[0])
-    for i, tok in enumerate(tokens[1:]):
-        t = cache[0][0].offset
-        ours = step.native(tok, cache)
-        assert ours is not None and cache[0][0].offset == t + 1
-        for kv, _ in cache:
-            kv.offset = t
-        theirs = step._mlx_step(tok, cache)
-        assert np.array_equal(bits(ours), bits(theirs)), f"position {t}"
-        if i % 2:  # the next position read from caches the MLX step wrote
-            for kv, _ in cache:
-                kv.offset = t + 1
+    for i, t in enumerate(rng.integers(0, 50257, 60)):
+        tok = mx.array([[int(t)]])
+        if i == 0:
+            ours = step(tok, cache)  # MLX's step, then the check
+            assert step.native.reason == "" and step.native.checked, step.native.reason
+        else:
+            ours = step.native(tok, cache) if i % 2 else step._mlx_step(tok, cache)
+        assert ours is not None and ours.shape == (1, 1, decoder.token_embedding.weight.shape[0])
+        theirs = ref_step._mlx_step(tok, ref_cache)
+        assert cache[0][0].offset == ref_cache[0][0].offset
+        assert np.array_equal(bits(ours), bits(theirs)), f"position {cache[0][0].offset - 1}"
+
+
+def test_native_step_leaves_the_last_position_to_mlx(decoder):
+    """At the cache's last position MLX's scaled keys span the whole buffer and keep its
+    transposed layout, which the BLAS sums otherwise: the C step stands aside there, and the
+    step's logits are MLX's."""
+    step, cache = prompted(decoder, 3, seed=9)
+    ref_step, ref_cache = prompted(decoder, 3, seed=9)
+    step(mx.array([[11]]), cache), ref_step._mlx_step(mx.array([[11]]), ref_cache)
+    assert step.native.checked
+    n_ctx = cache[0][0].n_ctx
+    for tok in range(cache[0][0].offset, n_ctx):
+        ours, theirs = step(mx.array([[tok]]), cache), ref_step._mlx_step(mx.array([[tok]]), ref_cache)
+        assert np.array_equal(bits(ours), bits(theirs)), f"position {tok}"
+    assert step.native(mx.array([[5]]), cache) is None and cache[0][0].offset == n_ctx
 
 
 def test_native_step_stands_aside(decoder, knobs):
@@ -228,3 +240,22 @@ def test_a_native_step_that_differs_leaves_mlx_state(decoder):
         ours, theirs = step(mx.array([[tok]]), cache), ref_step._mlx_step(mx.array([[tok]]), ref_cache)
         assert np.array_equal(bits(ours), bits(theirs))
     assert step.native.reason == "its first step's logits differed from MLX's" and not step.native.checked
+
+
+def test_native_step_follows_caches_mlx_moved(decoder):
+    """MLX's step may write a cache into a new buffer under the same array object (here a view
+    of it is held, so the slice update cannot reuse the old one): the C step after it reads
+    and writes the new buffer, and its logits stay those of MLX's step alone."""
+    step, cache = prompted(decoder, 3, seed=11)
+    ref_step, ref_cache = prompted(decoder, 3, seed=11)
+    for i, tok in enumerate((11, 12, 13, 14, 15, 16)):
+        held = [kv.keys[..., :1, :] for kv, _ in cache] if i % 2 == 0 else []
+        before = np.asarray(cache[0][0].keys).__array_interface__["data"][0]
+        if i % 2:
+            ours = step.native(mx.array([[tok]]), cache)
+        else:
+            ours = step(mx.array([[tok]]), cache) if i == 0 else step._mlx_step(mx.array([[tok]]), cache)
+        if i and i % 2 == 0:  # MLX's step ran with views held: its buffers moved
+            assert np.asarray(cache[0][0].keys).__array_interface__["data"][0] != before
+        mx.eval(held)
+        assert np.array_equal(bits(ours), bits(ref_step._mlx_step(mx.array([[tok]]), ref_cache)))

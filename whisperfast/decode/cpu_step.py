@@ -70,7 +70,8 @@ def unsupported(decoder) -> str:
         return "a layer norm other than the fused one"
     if any(b.cross_attn.sdpa is not ops.fused_scaled_dot_product_attention for b in decoder.blocks):
         return "a cross-attention other than the fused one"
-    arrays = [decoder.token_embedding.weight, decoder.positional_embedding] + [m.weight for m in linears]
+    arrays = [decoder.token_embedding.weight, decoder.positional_embedding] + \
+        [a for m in linears + norms for a in (m.weight, m.get("bias")) if a is not None]
     if any(a.dtype != mx.float32 for a in arrays):
         return "not float32"
     if decoder.positional_embedding.shape[-1] % decoder.blocks[0].attn.n_head or \
@@ -113,14 +114,17 @@ class NativeStep:
         self._keep: list = []  # the arrays whose memory the tables point at
         self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
         self._bound: list = []  # the cache arrays whose memory the layer table points at
+        self._where: list = []  # and that memory's addresses
         self._lock = threading.Lock()  # one step at a time: the tables, scratch and logits are shared
 
     def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
         if self.reason or tokens.shape[0] != 1 or cache[0][1][0].shape[0] != 1:
             return None
-        if cache[0][0].offset + 1 > cache[0][0].n_ctx:
-            return None  # MLX's step says the cache is full
+        if cache[0][0].offset + 1 >= cache[0][0].n_ctx:
+            # full (MLX's step says so), or the last position, where MLX's scaled keys span the
+            # whole buffer and keep its transposed layout, which the BLAS sums otherwise
+            return None
         with self._lock:
             return self._run(tokens, cache) if self.checked else self._first(tokens, cache)
 
@@ -128,7 +132,10 @@ class NativeStep:
         """MLX's step, then the tables and this step over the same position: the check."""
         want = self.flat._mlx_step(tokens, cache)
         mx.eval(want)
-        self.reason = self._tables()
+        try:
+            self.reason = self._tables()
+        except (TypeError, ValueError) as e:  # an array the library does not take
+            self.reason = f"its tables: {e}"
         if not self.reason:
             for kv, _ in cache:
                 kv.offset -= 1
@@ -141,7 +148,7 @@ class NativeStep:
                 for kv, _ in cache:  # its keys and values at this position too, maybe: MLX's again
                     kv.offset -= 1
                 want = self.flat._mlx_step(tokens, cache)
-            self.checked = not self.reason
+            self.checked = got is not None and not self.reason  # else checked on a later step
         return want
 
     def _tables(self) -> str:
@@ -216,8 +223,13 @@ class NativeStep:
         f, first = self.flat, LAYER.index("keys")
         hd, n_audio = f.n_state // f.n_head, cache[0][1][0].shape[2]
         arrays = [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]
-        if len(arrays) != len(self._bound) or any(a is not b for a, b in zip(arrays, self._bound)):
-            # new caches (a window's, or MLX's step wrote new arrays): their memory, checked
+        # an array's memory, which MLX may move under the same array object (a slice update
+        # that cannot reuse its buffer)
+        where = [np.asarray(a).__array_interface__["data"][0] for a in arrays]
+        if where != self._where:
+            # new caches (a window's, or MLX's step wrote new buffers): their memory, checked
+            if any(kv.n_ctx != self._sizes["n_ctx"] for kv, _ in cache):
+                return None  # the C step's caches are n_ctx positions long
             panels = self._pack_cross(cache, n_audio)
             for e, (kv, cross) in enumerate(cache):
                 base = e * len(LAYER)
@@ -225,11 +237,11 @@ class NativeStep:
                     a = cpu_simd._host(arr)
                     want = (1, f.n_head, kv.n_ctx if i < 2 else n_audio, hd)
                     if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
-                        self._bound = []
+                        self._bound, self._where = [], []
                         return None
                     self._layers[base + first + i] = a.ctypes.data
                 self._layers[base + LAYER.index("ckeys_packed")] = None if panels[e] is None else panels[e].ctypes.data
-            self._bound = arrays
+            self._bound, self._where = arrays, where
         if self._sizes["n_audio"] != n_audio:
             self._sizes["n_audio"] = n_audio
             self._dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
