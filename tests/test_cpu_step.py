@@ -78,19 +78,30 @@ def test_native_step_is_the_mlx_step_bit_for_bit(decoder, n_prompt, threads):
         assert np.array_equal(bits(ours), bits(theirs)), f"position {cache[0][0].offset - 1}"
 
 
-def test_native_step_leaves_the_last_position_to_mlx(decoder):
-    """At the cache's last position MLX's scaled keys span the whole buffer and keep its
-    transposed layout, which the BLAS sums otherwise: the C step stands aside there, and the
-    step's logits are MLX's."""
-    step, cache = prompted(decoder, 3, seed=9)
-    ref_step, ref_cache = prompted(decoder, 3, seed=9)
-    step(mx.array([[11]]), cache), ref_step._mlx_step(mx.array([[11]]), ref_cache)
-    assert step.native.checked
-    n_ctx = cache[0][0].n_ctx
-    for tok in range(cache[0][0].offset, n_ctx):
-        ours, theirs = step(mx.array([[tok]]), cache), ref_step._mlx_step(mx.array([[tok]]), ref_cache)
-        assert np.array_equal(bits(ours), bits(theirs)), f"position {tok}"
-    assert step.native(mx.array([[5]]), cache) is None and cache[0][0].offset == n_ctx
+def test_steps_give_stocks_logits_up_to_the_last_position(decoder):
+    """The C step, and FlatStep's MLX step, give the logits of stock's decoder (mlx-whisper's
+    concatenated caches) at every position to the cache's last, where the keys span the whole
+    buffer (MLX's scaled keys there kept the buffer's transposed layout, which the BLAS sums
+    otherwise: FlatStep now lays them out row-major, as stock's graph does)."""
+    from whisperfast.pipeline import load
+
+    stock = load("tiny.en", dtype=mx.float32).whisper.decoder
+    xa = mx.random.normal((1, 1500, decoder.positional_embedding.shape[-1]), key=mx.random.key(9))
+    prompt = mx.array([[50257, 50362, 11]])
+    _, kv, _ = stock(prompt, xa)
+    lanes = []
+    for _ in range(2):
+        cache = [[KVCache(448), None] for _ in decoder.blocks]
+        mx.eval(decoder_forward(decoder, prompt, xa, cache))
+        lanes.append((FlatStep(decoder), cache))
+    (c_step, c_cache), (m_step, m_cache) = lanes
+    n_ctx = c_cache[0][0].n_ctx
+    for tok in range(3, n_ctx):
+        theirs, kv, _ = stock(mx.array([[tok]]), xa, kv_cache=kv)
+        assert np.array_equal(bits(c_step(mx.array([[tok]]), c_cache)), bits(theirs)), f"C step, position {tok}"
+        assert np.array_equal(bits(m_step._mlx_step(mx.array([[tok]]), m_cache)), bits(theirs)), f"MLX step, {tok}"
+    assert c_step.native.checked and c_cache[0][0].offset == n_ctx
+    assert c_step.native(mx.array([[5]]), c_cache) is None  # full
 
 
 def test_native_step_stands_aside(decoder, knobs):

@@ -121,10 +121,8 @@ class NativeStep:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
         if self.reason or tokens.shape[0] != 1 or cache[0][1][0].shape[0] != 1:
             return None
-        if cache[0][0].offset + 1 >= cache[0][0].n_ctx:
-            # full (MLX's step says so), or the last position, where MLX's scaled keys span the
-            # whole buffer and keep its transposed layout, which the BLAS sums otherwise
-            return None
+        if cache[0][0].offset + 1 > cache[0][0].n_ctx:
+            return None  # MLX's step says the cache is full
         with self._lock:
             return self._run(tokens, cache) if self.checked else self._first(tokens, cache)
 

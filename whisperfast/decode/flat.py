@@ -198,7 +198,11 @@ class FlatStep:
             q, k, v = qkv(ln1(x))
             k, v, mask = kv.update(k.reshape(heads), v.reshape(heads), False)
             if self.cpu:  # mlx-whisper's graph, k^T handed to the BLAS as that graph hands it (__init__)
-                o = mx.softmax((q.reshape(heads) * s) @ (k.swapaxes(-1, -2) * s), axis=-1, precise=True) @ v
+                # row-major: at the cache's last position the keys span the buffer and the scaled
+                # product would keep their transposed layout, which the BLAS sums otherwise
+                # (stock's logits differed there)
+                kt = mx.contiguous(k.swapaxes(-1, -2) * s)
+                o = mx.softmax((q.reshape(heads) * s) @ kt, axis=-1, precise=True) @ v
             else:
                 o = sdpa(q.reshape(heads) * s, k * s, v, 1.0, mask)
             x = x + out(o.reshape(B, 1, D))
