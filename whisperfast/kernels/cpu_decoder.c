@@ -1,21 +1,20 @@
 /* One token through a pre-norm transformer decoder (self-attention over a cache, cross-
    attention over an encoder's keys and values, a GELU MLP; one row), as MLX's CPU ops
-   compute it, in one call.
+   compute it, in one call, on two threads.
 
    On the CPU a decode step is ~250 small MLX primitives, and at one row their dispatch, not
    their arithmetic, is the step (benchmarks/cpu/profile.md §11). Here each primitive is the
-   same arithmetic MLX does, so the step's results are MLX's own, bit for bit:
-   - every product is the very BLAS call MLX makes (the `sgemm` handed in is the cblas_sgemm
-     MLX binds to), with the same shapes, transposes, alpha and beta: a Linear is addmm (its
-     bias in C, beta 1), the self-attention's scores multiply by the scaled keys laid out
-     (head_dim, T) as MLX's `k.swapaxes(-1, -2) * s` lays them out, the cross-attention's by
-     the keys transposed (MLX's SDPA fallback: q @ swapaxes(k));
+   same arithmetic MLX does, in MLX's order, so the step's results are MLX's own, bit for bit:
+   - a product is either the very BLAS call MLX makes (the `sgemm` handed in is the
+     cblas_sgemm MLX binds to; the same shapes, transposes, alpha and beta: a Linear is addmm,
+     its bias in C and beta 1; the self-attention's scores multiply the scaled keys laid out
+     (head_dim, T), as FlatStep lays them out), or cpu_products.c's replica of that call's
+     order of sums (tn16 rows, packed panels, the weighted values' chains), each stood in only
+     where the caller checked it on that weight;
    - the layer norm is MLX's CPU fallback: the mean as the sum in order from 0 times
      (float)(1.0 / n), the centred values' mean of squares the same way, 1 / sqrtf(v + eps),
      then times the weight and plus the bias, each rounded;
-   - softmax, GELU and the wide products (logits, fc1, as `packed` by wf_pack) are this
-     library's (cpu_simd.c), which are MLX's bit for bit where kernels/cpu_simd.py checked
-     them.
+   - softmax and GELU are cpu_simd.c's (MLX's bits).
    Whether the whole step gives MLX's bits on this machine and BLAS is checked by the caller
    (decode/cpu_step.py) against MLX's own step before it is used. */
 #include <immintrin.h>

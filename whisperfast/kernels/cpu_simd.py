@@ -7,9 +7,10 @@ tiny.en's encoder the softmax and the GELUs were 63-68 % of a window (benchmarks
 its results are MLX's own, bit for bit; stock's lane keeps MLX's ops, and the equality tests
 hold the two together.
 
-The library is built once per machine with the C compiler (`cc`; MLX's own `mx.compile` runs
-g++ on the CPU the same way) and kept in the kernel cache, keyed by the source, the flags, the
-compiler and MLX's version. A new build is checked against MLX's own CPU ops before it is
+The library (cpu_simd.c, with cpu_products.c's products in the BLAS's orders of sums and
+cpu_decoder.c's decode step, decode/cpu_step.py) is built once per machine with the C compiler
+(`cc`; MLX's own `mx.compile` runs g++ on the CPU the same way) and kept in the kernel cache,
+keyed by the sources, the flags, the compiler and MLX's version. A new build is checked against MLX's own CPU ops before it is
 kept: about a million float32 bit patterns spread over all of them through exp and GELU, and
 softmaxes and logsumexps with -inf among the scores. A build that differs, or that the compiler
 refuses, is never used, and a note says so (`<key>.rejected`), so that later processes do not
@@ -38,8 +39,9 @@ from typing import Callable, Optional
 
 import mlx.core as mx
 
-# cpu_decoder.c: a decoder step built on cpu_simd.c's ops (decode/cpu_step.py), in the same library
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_decoder.c"))
+# cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both
+# (decode/cpu_step.py); one library
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_decoder.c"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -190,7 +192,7 @@ class CpuSimd:
 
     def tn16(self, rows, x: mx.array, bias: Optional[mx.array] = None) -> mx.array:
         """x (..., k) one row @ w.T (+ bias), w as `tn16_layout` laid it out: the sums of
-        OpenBLAS's AVX-512 small-matrix TN kernel (cpu_simd.c: tn16_rows)."""
+        OpenBLAS's AVX-512 small-matrix TN kernel (cpu_products.c: tn16_rows)."""
         import numpy as np
 
         k = x.shape[-1]

@@ -1,0 +1,215 @@
+/* Rows times a weight (float32), each output summed in the order the BLAS that MLX calls sums
+   it (OpenBLAS 0.3.30's x86 kernels, read from its sources), so that the library's products
+   are MLX's own: the large-matrix kernels' fma chains over blocks of k (panels of packed
+   weights), the AVX-512 small-matrix TN kernel's 16 lanes (tn16), the small NN kernel's chains
+   (an attention's weighted values). Whether the BLAS at hand sums so is never assumed:
+   kernels/cpu_simd.py and decode/cpu_step.py check each weight against MLX's product before
+   one of these stands in for it. Built into cpu_simd's library, with its flags (no
+   contraction, no fast math). */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+/* ---- rows times a weight, each output one fma chain ---- */
+
+/* out[m, j] = sum over k of x[m, k] * w[j, k], each sum one fma chain in k order from 0 for
+   each block of k (k_block), added in turn to 0 or bias[j]: how OpenBLAS's large-matrix sgemm
+   kernels sum x @ w.T (the CPU's decode logits, at 51864 outputs). Whether the BLAS at hand
+   sums so is not assumed: kernels/cpu_simd.py compares this with MLX's own matmul on the
+   weight it is for before using it.
+
+   The weight is read from a copy laid out once (wf_pack): panels of 64 outputs, each panel
+   k rows of its 64 outputs' values, so that one step of k is eight vectors of eight outputs
+   read in order; in float16 where every value of w is a float16 exactly (the checkpoints'
+   weights are), which halves the bytes a step reads and changes no value: each is widened
+   back to the same float32 before it is multiplied. */
+#define PANEL 64
+
+/* w (n, k) float32 -> panels of float16 (half) or float32, the last panel's missing outputs
+   zero. Returns how many values float16 did not hold exactly (then the copy is not to be
+   used); 0 for float32. */
+long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, long p1) {
+    long inexact = 0;
+    for (long p = p0; p < p1; p++)
+        for (long kk = 0; kk < k; kk++)
+            for (long i0 = 0; i0 < PANEL; i0 += 8) {
+                float v[8];
+                for (int i = 0; i < 8; i++) {
+                    long j = p * PANEL + i0 + i;
+                    v[i] = j < n ? w[j * k + kk] : 0.0f;
+                }
+                long at = (p * k + kk) * PANEL + i0;
+                if (half) {
+                    __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(v), _MM_FROUND_TO_NEAREST_INT);
+                    _mm_storeu_si128((__m128i*)((uint16_t*)out + at), h);
+                    float back[8];
+                    _mm256_storeu_ps(back, _mm256_cvtph_ps(h));
+                    inexact += memcmp(back, v, sizeof v) != 0;
+                } else {
+                    memcpy((float*)out + at, v, sizeof v);
+                }
+            }
+    return inexact;
+}
+
+static inline __m256 panel_load(const void* panel, long at, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)panel + at)))
+                : _mm256_loadu_ps((const float*)panel + at);
+}
+
+/* OpenBLAS's level-3 driver takes k in blocks (driver/level3.c): GEMM_Q at a time while
+   twice that is left, then what is left in two halves rounded up to GEMM_UNROLL_M (when more
+   than GEMM_Q), each block's sums made from zero and added to the output in turn (which
+   starts as 0, or the bias for addmm). 384 and 16 are its AVX-512 (SkylakeX) float32 values;
+   whether the BLAS at hand sums so for a weight is checked (kernels/cpu_simd.py), not assumed. */
+#define GEMM_Q 384
+#define GEMM_UNROLL_M 16
+
+static long k_block(long rest) {
+    if (rest >= 2 * GEMM_Q) return GEMM_Q;
+    if (rest > GEMM_Q) return ((rest / 2 + GEMM_UNROLL_M - 1) / GEMM_UNROLL_M) * GEMM_UNROLL_M;
+    return rest;
+}
+
+void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
+                   long p1, long n, long k) {
+    for (long p = p0; p < p1; p++) {
+        const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
+                                 : (const void*)((const float*)packed + p * k * PANEL);
+        long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
+        for (long r = 0; r < m; r++) { /* the panel is re-read from L2 for each row */
+            const float* xr = x + r * k;
+            float y[PANEL], acc[PANEL];
+            for (long i = 0; i < PANEL; i++) y[i] = bias && i < count ? bias[j0 + i] : 0.0f;
+            for (long k0 = 0, kb; k0 < k; k0 += kb) {
+                kb = k_block(k - k0);
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+                for (long kk = k0; kk < k0 + kb; kk++) {
+                    __m256 xv = _mm256_set1_ps(xr[kk]);
+                    long at = kk * PANEL;
+                    a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
+                    a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
+                    a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
+                    a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
+                    a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
+                    a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
+                    a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
+                    a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+                }
+                _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1); _mm256_storeu_ps(acc + 16, a2);
+                _mm256_storeu_ps(acc + 24, a3); _mm256_storeu_ps(acc + 32, a4); _mm256_storeu_ps(acc + 40, a5);
+                _mm256_storeu_ps(acc + 48, a6); _mm256_storeu_ps(acc + 56, a7);
+                for (long i = 0; i < PANEL; i++) y[i] = y[i] + acc[i];
+            }
+            for (long i = 0; i < count; i++) out[r * n + j0 + i] = y[i];
+        }
+    }
+}
+
+/* ---- rows times a weight, sixteen lanes a sum ---- */
+
+/* y[j] = sum over k of x[k] * w[j, k] (+ bias[j]), as OpenBLAS's small-matrix TN kernel for
+   AVX-512 (sgemm_small_kernel_tn_skylakex.c) sums a one-row product: lane l of a 16-wide
+   accumulator takes k = l, l + 16, ... in order (one fma each), the lanes then add as
+   ((l0 + l1) + (l2 + l3)) within each block of four and the blocks as (b0 + b1) + (b2 + b3),
+   and the bias adds last. MLX's one-row Linear goes there on such a BLAS (checked per
+   weight by kernels/cpu_simd.py before use). w is float16 where that holds the float32 weight
+   exactly (half the bytes), else float32; k a multiple of 16 (cpu_simd.py pads both with
+   zeros, as the kernel's masked loads do). */
+static inline float tn16_reduce(__m256 lo, __m256 hi) {
+    float a[16];
+    _mm256_storeu_ps(a, lo);
+    _mm256_storeu_ps(a + 8, hi);
+    float u[4];
+    for (int b = 0; b < 4; b++) u[b] = (a[4 * b] + a[4 * b + 1]) + (a[4 * b + 2] + a[4 * b + 3]);
+    return (u[0] + u[1]) + (u[2] + u[3]);
+}
+
+static inline __m256 row8(const void* row, long kk, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)row + kk)))
+                : _mm256_loadu_ps((const float*)row + kk);
+}
+
+static inline const void* row_at(const void* w, long j, long k, int half) {
+    return half ? (const void*)((const uint16_t*)w + j * k) : (const void*)((const float*)w + j * k);
+}
+
+static inline __attribute__((always_inline)) void tn16_rows_as(const void* w, int half, const float* x,
+                                                               const float* bias, float* y, long j0, long j1,
+                                                               long k) {
+    long j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        const void *r0 = row_at(w, j, k, half), *r1 = row_at(w, j + 1, k, half), *r2 = row_at(w, j + 2, k, half),
+                   *r3 = row_at(w, j + 3, k, half);
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+#define TN16_STEP(r, l, h)                                       \
+            l = _mm256_fmadd_ps(row8(r, kk, half), xl, l);       \
+            h = _mm256_fmadd_ps(row8(r, kk + 8, half), xh, h);
+            TN16_STEP(r0, l0, h0) TN16_STEP(r1, l1, h1) TN16_STEP(r2, l2, h2) TN16_STEP(r3, l3, h3)
+        }
+        y[j] = tn16_reduce(l0, h0);
+        y[j + 1] = tn16_reduce(l1, h1);
+        y[j + 2] = tn16_reduce(l2, h2);
+        y[j + 3] = tn16_reduce(l3, h3);
+    }
+    for (; j < j1; j++) {
+        const void* r0 = row_at(w, j, k, half);
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+            TN16_STEP(r0, l0, h0)
+        }
+        y[j] = tn16_reduce(l0, h0);
+    }
+#undef TN16_STEP
+    if (bias)
+        for (j = j0; j < j1; j++) y[j] = y[j] + bias[j];
+}
+
+/* w float16 (half) or float32 rows of k, k a multiple of 16 */
+static void tn16_rows(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    if (half) tn16_rows_as(w, 1, x, bias, y, j0, j1, k);
+    else tn16_rows_as(w, 0, x, bias, y, j0, j1, k);
+}
+
+/* out (n) = p (k) @ v (k, n), n a multiple of 8: each output one fma chain in k order from 0,
+   as OpenBLAS's small NN kernel sums an attention's weights times its values. */
+static void chain_vt(const float* p, const float* v, float* out, long k, long n) {
+    for (long j0 = 0; j0 < n; j0 += 64) {
+        long w = n - j0 < 64 ? n - j0 : 64;
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (long kk = 0; kk < k; kk++) {
+            __m256 pv = _mm256_set1_ps(p[kk]);
+            const float* row = v + kk * n + j0;
+            for (int i = 0; i < w / 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8 * i), pv, acc[i]);
+        }
+        for (int i = 0; i < w / 8; i++) _mm256_storeu_ps(out + j0 + 8 * i, acc[i]);
+    }
+}
+
+#pragma GCC pop_options
+
+long wf_panel_size(void) { return PANEL; }
+
+/* The products for a step's own threads (kernels/cpu_decoder.c): outputs j0 .. j1 (panels
+   p0 .. p1 for packed weights) of one row. */
+void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    tn16_rows(w, half, x, bias, y, j0, j1, k);
+}
+void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
+                    long p0, long p1) {
+    wf_panel_rows(x, packed, half, bias, out, 1, p0, p1, n, k);
+}
+void wf_chain_vt(const float* p, const float* v, float* out, long k, long n) { chain_vt(p, v, out, k, n); }
+
+/* y (n) = x (k) @ w (n, k).T [+ bias], w float16 (half) or float32 (n, k), k a multiple of
+   16: see tn16_rows */
+void wf_tn16(const void* w, int half, const float* x, const float* bias, float* y, long n, long k) {
+    tn16_rows(w, half, x, bias, y, 0, n, k);
+}
