@@ -84,8 +84,12 @@ def tn16_rows(kernels: CpuSimd, m: nn.Linear, half: bool = True):
     """m's weight laid out for the library's tn16 (float16 rows where `half`, else float32)
     where that gives m's own one-row product bit for bit (one random row, checked here: another
     order of sums shows in most of the outputs), else None (MLX's BLAS call runs)."""
-    rows = kernels.tn16_layout(m.weight, half) if m.weight.shape[0] % 4 == 0 else None
-    if rows is None:
+    return checked_tn16(kernels, m, kernels.tn16_layout(m.weight, half))
+
+
+def checked_tn16(kernels: CpuSimd, m: nn.Linear, rows):
+    """`rows` (tn16_layout's, or None) where tn16 on them gives m's one-row product, else None."""
+    if rows is None or m.weight.shape[0] % 4:
         return None
     bias = m.bias if "bias" in m else None
     with mx.stream(mx.cpu):
@@ -113,7 +117,9 @@ class NativeStep:
         self.checked = False
         self._keep: list = []  # the arrays whose memory the tables point at
         self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
-        self._bound: list = []  # the cache arrays whose memory the layer table points at
+        # the cache arrays whose memory the layer table points at, held so that no new array
+        # takes their addresses (an address seen again is not rebound, nor its keys repacked)
+        self._bound: list = []
         self._where: list = []  # and that memory's addresses
         self._lock = threading.Lock()  # one step at a time: the tables, scratch and logits are shared
 
@@ -167,9 +173,9 @@ class NativeStep:
         layers, fc1_half = [], set()
         # tn16 reads float16 copies where every such weight is a float16 value (the
         # checkpoints'), else the float32 weights (a dequantized model's, say)
-        half = all(k.tn16_layout(_modules(b)[name].weight, True) is not None
-                   for b in dec.blocks for name in HALF)
-        for b, step_layer in zip(dec.blocks, f.layers):
+        halves = [{name: k.tn16_layout(_modules(b)[name].weight, True) for name in HALF} for b in dec.blocks]
+        half = all(rows is not None for layer in halves for rows in layer.values())
+        for b, step_layer, layer_halves in zip(dec.blocks, f.layers, halves):
             mods, fc1 = _modules(b), step_layer[7]
             row = dict.fromkeys(LAYER)
             for name in ("ln1", "ln2", "ln3"):
@@ -180,7 +186,8 @@ class NativeStep:
                 if bias:
                     row[bias] = host(mods[name].bias)
                 if name in HALF:
-                    row[HALF[name]] = tn16_rows(k, mods[name], half)
+                    rows = layer_halves[name] if half else k.tn16_layout(mods[name].weight, False)
+                    row[HALF[name]] = checked_tn16(k, mods[name], rows)
             if isinstance(fc1, CheckedChain) and fc1.same.get(1):
                 row["fc1_packed"] = fc1.panels.data
                 fc1_half.add(fc1.panels.half)
@@ -207,7 +214,7 @@ class NativeStep:
         keys = [cross[0] for _, cross in cache]
         if self._cross is not None and all(a is b for a, b in zip(self._cross[0], keys)):
             return self._cross[1]
-        if self._cross is None or self._cross[2] is None or self._cross[3] != n_audio:
+        if self._cross is None or self._cross[3] != n_audio:
             chains = cross_chain_matches(self.kernels, f.n_head, n_audio, f.n_state // f.n_head)
         else:
             chains = self._cross[2]

@@ -29,7 +29,7 @@ typedef void (*Sgemm)(int, int, int, int, int, int, float, const float*, int, co
                       int);
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
-/* cpu_simd.c */
+/* cpu_simd.c, cpu_products.c */
 int wf_softmax(const float* in, float* out, long rows, long m, int threads);
 int wf_gelu(const float* in, float* out, long n, int threads);
 void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
