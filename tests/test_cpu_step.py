@@ -176,18 +176,30 @@ def filters_for(tok, n_vocab, sample_begin, max_initial, timestamps=True):
     return out
 
 
-@settings(max_examples=120, deadline=None)
-@given(case=history(), timestamps=st.booleans(), banned_text=st.booleans())
-def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, banned_text):
+@settings(max_examples=160, deadline=None)
+@given(case=history(), timestamps=st.booleans(), banned_text=st.booleans(),
+       shape=st.sampled_from(["plain", "ties", "timestamps_likely", "top_banned", "zeros"]))
+def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, banned_text, shape):
     """NativePick against the MLX filters (SuppressBlank, SuppressTokens, the timestamp rules)
     then greedy_update, on one row: the same next token, completion and logprob sum, bit for
-    bit, at the sample's start, after timestamps, after EOT, with and without the rules, and
-    with the text tokens already at -inf."""
+    bit, at the sample's start, after timestamps, after EOT, with and without the rules, with
+    the text tokens already at -inf, and on the rows wf_pick's shortcuts single out: ties for
+    the maximum, timestamps likely enough to ban the text, the maximum on a banned token
+    (no-timestamps), maxima of ±0."""
     tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
     filters = filters_for(tok, n_vocab, sample_begin, max_initial, timestamps)
     logits = mx.random.normal((1, n_vocab), key=mx.random.key(seed)) * scale
+    vocab = mx.arange(n_vocab)
+    if shape == "ties":
+        logits = mx.round(logits)
+    elif shape == "timestamps_likely":
+        logits = mx.where(vocab >= tok.timestamp_begin, logits + 6 * scale, logits)
+    elif shape == "top_banned":
+        logits = mx.where(vocab == tok.no_timestamps, logits.max() + 3, logits)
+    elif shape == "zeros":
+        logits = mx.where(logits > 0, -0.0, logits) * mx.where(vocab % 2 == 0, 1, -1)
     if banned_text:
-        logits = mx.where(mx.arange(n_vocab) < tok.timestamp_begin, -mx.inf, logits)
+        logits = mx.where(vocab < tok.timestamp_begin, -mx.inf, logits)
     tokens = mx.array(seqs[:1], dtype=mx.int32)
     sums = mx.random.normal((1,), key=mx.random.key(seed + 1))
     ours = NativePick(built, filters, tok.eot)(tokens, logits, sums)

@@ -231,12 +231,9 @@ static float logsumexp_row(const float* in, long m) {
      max(lp[:split]); then x = x + rule, rule being -inf on the banned part and on the
      half-open `ranges` (pairs), else 0;
    - the pick is the first index of x's maximum, and *logprob = x[pick] - logsumexp(x).
-   `work` holds n floats. Returns the pick. */
-long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
-             const long* ranges, int n_ranges, long split, float* logprob) {
-    memcpy(x, logits, n * sizeof(float));
-    for (int m = 0; m < n_masks; m++)
-        for (long i = 0; i < n; i++) x[i] = x[i] + masks[m][i];
+   `work` holds n floats. Returns the pick. pick_slow does each of these as written; wf_pick
+   takes shortcuts that give the same bits, and leaves to pick_slow the rows they do not cover. */
+static long pick_slow(float* x, float* work, long n, const long* ranges, int n_ranges, long split, float* logprob) {
     if (split >= 0) {
         float lse = logsumexp_row(x, n);
         for (long i = 0; i < n; i++) work[i] = x[i] - lse;
@@ -253,6 +250,105 @@ long wf_pick(const float* logits, float* x, float* work, long n, const float* co
         if (x[i] > x[best]) best = i;
     *logprob = x[best] - logsumexp_row(x, n);
     return best;
+}
+
+/* The first index of in's maximum (±0 equal, as `>` compares), its value in *top; -1 where in
+   holds a NaN. */
+static long first_max(const float* in, long m, float* top) {
+    if (!row_max(in, m, top)) return -1;
+    __m256 vt = _mm256_set1_ps(*top);
+    long j = 0;
+    for (; j + 8 <= m; j += 8) {
+        int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(in + j), vt, _CMP_EQ_OQ));
+        if (hit) return j + __builtin_ctz(hit);
+    }
+    for (; j < m; j++)
+        if (in[j] == *top) return j;
+    return m ? -1 : 0;
+}
+
+/* Whether MLX's exp gives 0 for -inf, in vectors and one lane: a banned logit then adds
+   exactly nothing to a normalizer (which starts at +0 and only grows), so a sum may skip it. */
+static int exp_of_minus_inf_is_zero(void) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, exp8(_mm256_set1_ps(-INFINITY)));
+    return exp1(-INFINITY) == 0.0f && lanes[0] == 0.0f && lanes[7] == 0.0f;
+}
+
+static int in_ranges(long i, const long* lo, const long* hi, int r) {
+    for (int k = 0; k < r; k++)
+        if (i >= lo[k] && i < hi[k]) return 1;
+    return 0;
+}
+
+/* The shortcuts (each the same bits as pick_slow's steps):
+   - one pass of exps, exp(x - max), serves two normalizers summed side by side in order: all of
+     x (the first logsumexp) and x without the `ranges` (the last one, where its maximum is x's:
+     a banned exp adds 0, and x + 0 differs from x only in a zero's sign, which exp ignores);
+   - max(x[:split] - lse) is max(x[:split]) - lse: subtracting a constant rounds monotonically;
+   - where the low part is banned, the last logsumexp's prefix adds only zeros to +0: it sums
+     from `split` on; the timestamps' logprobs are made only there.
+   A NaN, an infinite or wholly banned maximum, a banned first maximum, or more than 8 ranges
+   go to pick_slow. */
+long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
+             const long* ranges, int n_ranges, long split, float* logprob) {
+    static int zero_exp = -1;
+    if (zero_exp < 0) zero_exp = exp_of_minus_inf_is_zero();
+    memcpy(x, logits, n * sizeof(float));
+    for (int m = 0; m < n_masks; m++)
+        for (long i = 0; i < n; i++) x[i] = x[i] + masks[m][i];
+    float top;
+    long first = first_max(x, n, &top);
+    if (first < 0 || !isfinite(top) || !zero_exp || n_ranges > 8 || split > n)
+        return pick_slow(x, work, n, ranges, n_ranges, split, logprob);
+    if (split < 0) {
+        *logprob = x[first] - logsumexp_row(x, n);
+        return first;
+    }
+    /* the ranges clipped to [0, n), sorted, overlaps merged */
+    long lo[8], hi[8];
+    int r = 0;
+    for (int k = 0; k < n_ranges; k++) {
+        long a = ranges[2 * k] < 0 ? 0 : ranges[2 * k], b = ranges[2 * k + 1] < n ? ranges[2 * k + 1] : n;
+        if (a >= b) continue;
+        int at = r++;
+        while (at > 0 && lo[at - 1] > a) { lo[at] = lo[at - 1]; hi[at] = hi[at - 1]; at--; }
+        lo[at] = a; hi[at] = b;
+    }
+    int merged = 0;
+    for (int k = 0; k < r; k++) {
+        if (merged && lo[k] <= hi[merged - 1]) { if (hi[k] > hi[merged - 1]) hi[merged - 1] = hi[k]; continue; }
+        lo[merged] = lo[k]; hi[merged] = hi[k]; merged++;
+    }
+    r = merged;
+    __m256 vt = _mm256_set1_ps(top);
+    long j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(work + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vt)));
+    for (; j < n; j++) work[j] = exp1(x[j] - top);
+    float all = 0.0f, kept = 0.0f;
+    long pos = 0;
+    for (int k = 0; k <= r; k++) {
+        long a = k < r ? lo[k] : n, b = k < r ? hi[k] : n;
+        for (; pos < a; pos++) { all = all + work[pos]; kept = kept + work[pos]; }
+        for (; pos < b; pos++) all = all + work[pos];
+    }
+    float lse = logf(all) + top;
+    float text_top;
+    row_max(x, split, &text_top);
+    float text = text_top - lse;
+    for (long i = split; i < n; i++) work[i] = x[i] - lse;
+    float timestamps = logsumexp_row(work + split, n - split);
+    if (!(timestamps > text)) {  /* the low part stays */
+        if (in_ranges(first, lo, hi, r)) return pick_slow(x, work, n, ranges, n_ranges, split, logprob);
+        *logprob = (x[first] + 0.0f) - (logf(kept) + top);
+        return first;
+    }
+    for (long i = split; i < n; i++) work[i] = in_ranges(i, lo, hi, r) ? -INFINITY : x[i] + 0.0f;
+    float high;
+    long best = first_max(work + split, n - split, &high);
+    if (best < 0 || !isfinite(high)) return pick_slow(x, work, n, ranges, n_ranges, split, logprob);
+    *logprob = work[split + best] - logsumexp_row(work + split, n - split);
+    return split + best;
 }
 
 static void exp_n(const float* in, float* out, long n) {
