@@ -284,3 +284,66 @@ def test_native_step_follows_caches_mlx_moved(decoder):
             assert np.asarray(cache[0][0].keys).__array_interface__["data"][0] != before
         mx.eval(held)
         assert np.array_equal(bits(ours), bits(ref_step._mlx_step(mx.array([[tok]]), ref_cache)))
+
+
+def test_looped_steps_of_two_loops_keep_to_their_own_caches(decoder, monkeypatch):
+    """NativeStep.looped: after its first call (the check and binding) a call is the C call
+    alone; two loops on one step, interleaved, each rebind the tables to their own caches, and
+    every logit is that of MLX's step alone on the same caches."""
+    step, cache_a = prompted(decoder, 3, seed=21)
+    D = decoder.positional_embedding.shape[-1]
+    xa_b = mx.random.normal((1, 1500, D), key=mx.random.key(22))
+    cache_b, ref_b = ([[KVCache(448), None] for _ in decoder.blocks] for _ in range(2))
+    for c in (cache_b, ref_b):
+        mx.eval(decoder_forward(decoder, mx.array([[50257, 50362, 400]]), xa_b, c))
+    refs = [prompted(decoder, 3, seed=21)]
+    refs.append((refs[0][0], ref_b))
+    loops = [step.native.looped(cache_a), step.native.looped(cache_b)]
+    from whisperfast.decode import cpu_step
+
+    c_calls, slow = [], []
+    addresses = cpu_step._addresses
+    monkeypatch.setattr(cpu_step, "_addresses", lambda arrays: (slow.append(1), addresses(arrays))[1])
+    original = step.native._c_step
+    step.native._c_step = lambda token, cache: (c_calls.append(token), original(token, cache))
+    for i, tok in enumerate((11, 12, 13, 14, 15, 16, 17, 18)):
+        which = (i // 2) % 2  # a, a, b, b, a, a, b, b
+        ours = loops[which](tok)
+        ref_step, ref_cache = refs[which]
+        theirs = ref_step._mlx_step(mx.array([[tok]]), ref_cache)
+        assert ours.shape == (decoder.token_embedding.weight.shape[0],)
+        assert np.array_equal(bits(ours), bits(theirs).reshape(-1)), f"call {i}"
+    assert step.native.checked and len(c_calls) == 8  # the first call's check ran the C step too
+    assert len(slow) == 4 * 2  # each loop's first call after the other's: __call__'s binding, then looped's check
+
+
+def test_host_loop_gives_the_queued_loops_results(monkeypatch):
+    """StaticCacheTask's host loop (the C step's logits, NativePick's picks, no MLX array a
+    token) against its queued loop with the same C step and pick (StaticInference.native_step
+    made None): the same tokens, logprob, no-speech probability and text, with timestamps and
+    without, and cut at sample_len before any EOT."""
+    from mlx_whisper.decoding import DecodingOptions
+
+    from whisperfast.audio import first_window_mel
+    from whisperfast.decode.flat import StaticInference
+    from whisperfast.decode.task import StaticCacheTask
+    from whisperfast.pipeline import load
+
+    from .conftest import SAMPLES
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the C step is the CPU's")
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    mel = first_window_mel(SAMPLES / "jfk.wav")
+    hosted, use_host = [], [True]
+    host_loop, native_step = StaticCacheTask._host_loop, StaticInference.native_step
+    monkeypatch.setattr(StaticCacheTask, "_host_loop", lambda *a: (hosted.append(1), host_loop(*a))[1])
+    monkeypatch.setattr(StaticInference, "native_step", lambda self: native_step(self) if use_host[0] else None)
+    for options in (dict(), dict(without_timestamps=True), dict(sample_len=6)):
+        results = []
+        for use_host[0] in (True, False):
+            r = StaticCacheTask(model, DecodingOptions(language="en", fp16=False, **options)).run(mel)[0]
+            results.append((r.tokens, r.avg_logprob, r.no_speech_prob, r.text))
+        assert results[0] == results[1], options
+        assert "Americans" in results[0][3] or options
+    assert len(hosted) == 3

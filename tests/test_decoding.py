@@ -111,7 +111,9 @@ def test_lazy_eot_check_changes_nothing(tiny, monkeypatch, knobs):
 
     from .conftest import SAMPLES
 
-    knobs(WHISPERFAST_CUDA_STEP="0")  # the CUDA kernel's loop reads every step
+    # the CUDA kernel's loop reads every step; the CPU's C step and pick run a host loop that
+    # makes no step past EOT (test_cpu_step.py)
+    knobs(WHISPERFAST_CUDA_STEP="0", WHISPERFAST_CPU_STEP="0")
     calls = count_flat_steps(monkeypatch)
     fused = rewritten(tiny).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")

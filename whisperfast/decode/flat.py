@@ -241,6 +241,13 @@ class StaticInference(Inference):
             return decoder_forward(decoder, tokens, audio_features, self.kv_cache, rows, product).astype(mx.float32)
         return step(tokens, self.kv_cache).astype(mx.float32)
 
+    def native_step(self):
+        """The CPU's C step (cpu_step.NativeStep) of this decoder's FlatStep, where it has one
+        that has not been found to differ (or to be unsupported), else None."""
+        step = self.model.decoder.__dict__.get("_whisperfast_step")
+        native = step.native if step is not None else None
+        return native if native is not None and not native.reason else None
+
     def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int,
                       shared_cross: bool):
         """The prompt for `group` rows per audio (beams, best-of samples), rows i*G .. i*G+G-1

@@ -119,22 +119,26 @@ class NativePick:
         import numpy as np
 
         history = np.asarray(tokens)[0]
-        masks, ranges, split = [], [], -1
-        for i, f in enumerate(self.filters):
-            if isinstance(f, SuppressBlank):
-                if history.shape[0] == f.sample_begin:
-                    masks.append(self._mask(i, f))
-            elif isinstance(f, SuppressTokens):
-                masks.append(self._mask(i, f))
-            else:
-                ranges, split = self._rules(f, history, logits.shape[-1]), f.tokenizer.timestamp_begin
-        row = np.ascontiguousarray(cpu_simd._host(logits).reshape(-1))
-        best, logprob = self.kernels.pick(row, masks, ranges, split)
+        best, logprob = self.host(history, np.ascontiguousarray(cpu_simd._host(logits).reshape(-1)))
         last = int(history[-1])
         total = np.float32(np.asarray(sum_logprobs)[0]) + np.float32(logprob) * np.float32(last != self.eot)
         best = self.eot if last == self.eot else best
         tokens = mx.concatenate([tokens, mx.array([[best]], dtype=tokens.dtype)], axis=-1)
         return tokens, mx.array(best == self.eot), mx.array(np.array([total], np.float32))
+
+    def host(self, history, logits) -> tuple:
+        """(token, log probability) of the filtered greedy pick after `history` (the row's tokens,
+        a sequence of ints), over `logits` (numpy float32 (n_vocab,), contiguous)."""
+        masks, ranges, split = [], [], -1
+        for i, f in enumerate(self.filters):
+            if isinstance(f, SuppressBlank):
+                if len(history) == f.sample_begin:
+                    masks.append(self._mask(i, f))
+            elif isinstance(f, SuppressTokens):
+                masks.append(self._mask(i, f))
+            else:
+                ranges, split = self._rules(f, history, logits.shape[-1]), f.tokenizer.timestamp_begin
+        return self.kernels.pick(logits, masks, ranges, split)
 
     def _mask(self, i: int, f):
         """Filter i's mask on the host, read once."""
@@ -148,7 +152,7 @@ class NativePick:
     def _rules(f: DeviceTimestampRules, history, n_vocab: int) -> list:
         """DeviceTimestampRules.apply's banned tokens before its last rule, as [lo, hi) ranges."""
         ts_begin, eot = f.tokenizer.timestamp_begin, f.tokenizer.eot
-        n_sampled, ranges = history.shape[0] - f.sample_begin, []
+        n_sampled, ranges = len(history) - f.sample_begin, []
         if f.tokenizer.no_timestamps is not None:
             ranges.append((f.tokenizer.no_timestamps, f.tokenizer.no_timestamps + 1))
         if n_sampled >= 1:

@@ -303,6 +303,10 @@ class StaticCacheTask(GroupRun, DecodingTask):
         else:
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
+        native = self.inference.native_step() if pick is not None and tokens.shape[0] == 1 else None
+        if native is not None:
+            tokens, sum_logprobs = self._host_loop(native.looped(self.inference.kv_cache), pick, tokens, sum_logprobs)
+            return tokens, sum_logprobs, no_speech_probs
         eot_check = 1 if cuda is not None else self.eot_check
         rows = _Rows(tokens.shape[0], self.tokenizer.eot) if self._compacts(cuda, tokens.shape[0]) else None
         for i in range(1, self.sample_len):
@@ -324,6 +328,23 @@ class StaticCacheTask(GroupRun, DecodingTask):
         if cuda is not None and cuda.beams is not None:
             self.decoder.finished_sequences = cuda.beams.finished_sequences()
         return tokens, sum_logprobs, no_speech_probs
+
+    def _host_loop(self, step, pick, tokens: mx.array, sum_logprobs: mx.array):
+        """_main_loop's loop for one row on the CPU with its state on the host: the C step's
+        logits (cpu_step.NativeStep.looped) and NativePick's pick, no MLX array a token. The
+        same tokens and sums as that loop, which adds a token's logprob times (last != EOT)
+        and stops at EOT, dropping the one step it queued past it (none is made here)."""
+        import numpy as np
+
+        history, eot = np.asarray(tokens)[0].tolist(), self.tokenizer.eot
+        total = np.float32(np.asarray(sum_logprobs)[0])
+        for _ in range(1, self.sample_len):
+            if len(history) > self.n_ctx or history[-1] == eot:
+                break
+            best, logprob = pick.host(history, step(history[-1]))
+            total = total + np.float32(logprob)
+            history.append(best)
+        return mx.array([history], dtype=tokens.dtype), mx.array(np.array([total], np.float32))
 
     def _compacts(self, cuda, batch: int) -> bool:
         """Whether rows that ended leave the batch (issue 15: they stop costing): greedy at
