@@ -227,7 +227,7 @@ class NativeStep:
 
         f, first = self.flat, LAYER.index("keys")
         hd, n_audio = f.n_state // f.n_head, cache[0][1][0].shape[2]
-        arrays = [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]
+        arrays = _cache_arrays(cache)
         where = _addresses(arrays)
         if where != self._where:
             # new caches (a window's, or MLX's step wrote new buffers): their memory, checked
@@ -269,13 +269,10 @@ class NativeStep:
         none runs here (__call__'s address checks and MLX arrays cost ~0.3 ms a token)."""
         import numpy as np
 
-        def arrays() -> list:  # an MLX step may put new arrays in the caches; a C step never
-            return [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]
-
         def ours() -> bool:
             return len(self._bound) == len(mine) and all(a is b for a, b in zip(self._bound, mine))
 
-        bound, mine = False, arrays()
+        bound, mine = False, _cache_arrays(cache)
 
         def step(token: int):
             nonlocal bound, mine
@@ -286,12 +283,17 @@ class NativeStep:
                     self._c_step(token, cache)
                     return self._logits.copy()
             out = self.flat(mx.array([[token]], mx.int32), cache)
-            mine = arrays()
+            mine = _cache_arrays(cache)  # an MLX step may put new arrays in the caches; a C step never
             with self._lock:
                 bound = self.checked and not self.reason and ours() and self._where == _addresses(mine)
             return np.array(out.astype(mx.float32)).reshape(-1)
 
         return step
+
+
+def _cache_arrays(cache: list) -> list:
+    """Every layer's self-attention keys and values and cross K/V, in the order the tables bind them."""
+    return [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]
 
 
 def _addresses(arrays: list) -> list:
