@@ -1,8 +1,9 @@
 """whisperfast: Whisper on MLX, with fused-kernel rewrites proven transcript-equal."""
 
-from . import _blas
+from . import _blas, _malloc
 
 _blas.preload()  # before anything imports mlx.core: every whisperfast module is imported after this line
+_malloc.keep_freed_blocks()
 
 from . import _mlx_whisper  # noqa: E402
 

@@ -29,6 +29,7 @@ class Config:
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
     cpu_simd: bool = True  # False: the fast engine's CPU math keeps MLX's own ops (kernels/cpu_simd.py)
     cpu_step: bool = True  # False: the CPU's one-row decode steps stay MLX's ops (decode/cpu_step.py)
+    malloc_keep: bool = True  # False: glibc's malloc keeps its default thresholds (_malloc.py)
 
 
 def _int_or_none(name: str, value: str) -> int | None:
@@ -51,7 +52,8 @@ def _parse(env) -> Config:
                   teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
                   vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",
                   cpu_simd=env.get("WHISPERFAST_CPU_SIMD", "1") != "0",
-                  cpu_step=env.get("WHISPERFAST_CPU_STEP", "1") != "0")
+                  cpu_step=env.get("WHISPERFAST_CPU_STEP", "1") != "0",
+                  malloc_keep=env.get("WHISPERFAST_MALLOC", "1") != "0")
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from . import _blas
+from . import _blas, _malloc
 
 from .config import config
 from .errors import WhisperfastError
@@ -322,6 +322,7 @@ def info() -> dict:
         "device": device_name(),
         "gpu_backend": gpu_backend(),
         "blas": _blas.describe(),
+        "malloc": _malloc.describe(),
         # On the CPU every mx.fast op falls back to composed ops: fusion pays only on a GPU.
         "fused_kernels_native": mx.default_device() == mx.gpu,
         # The fast engine's CPU softmax and GELU on x86 vectors, MLX's arithmetic (kernels/cpu_simd.py)
