@@ -154,6 +154,26 @@ def test_logsumexp_is_mlx_bit_for_bit(built, shape):
     assert np.array_equal(bits(built.logsumexp(sliced)), bits(mx.logsumexp(sliced, axis=-1, keepdims=True)))
 
 
+@pytest.mark.parametrize("shape", [(1, 1500, 384), (2, 1500, 512), (3, 7, 384), (1, 1, 384), (9, 5)], ids=str)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_layer_norm_is_mlx_bit_for_bit(built, shape, threads):
+    """The encoder's rows (tiny, base) and a decoder's few, row counts off the 8 rows taken side
+    by side, at any share among threads: mx.fast.layer_norm's CPU fallback, bit for bit. Rows
+    far from zero (the mean's rounding), of one value (variance 0: 1 / sqrt(eps)), and tiny."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    rows = x.reshape(-1, shape[-1])
+    rows[0] += 1e4
+    rows[-1] = 2.5
+    if len(rows) > 2:
+        rows[1] *= 1e-30
+    norm = nn.LayerNorm(shape[-1])
+    norm.weight, norm.bias = (mx.array(rng.standard_normal(shape[-1]).astype(np.float32)) for _ in range(2))
+    got = built.threaded(threads).layer_norm(norm, mx.array(x))
+    assert got.shape == x.shape
+    assert np.array_equal(bits(got), bits(norm(mx.array(x))))
+
+
 def test_chain_matmul_sums_each_output_as_one_fma_chain(built):
     """Against a float64 replay of the chain (each step rounded to float32 as an fma rounds, the
     product being exact in float64): tiles of 8 outputs, the tail, k not a multiple of 8, bias,

@@ -8,8 +8,8 @@ import pytest
 
 from whisperfast.audio import first_window_mel
 from whisperfast.decode.encoder import cpu_forward, encode
-from whisperfast.kernels.layers import (linear_across_cpu_streams, matmul_t_across_cpu_streams,
-                                       rows_across_cpu_streams)
+from whisperfast.kernels.layers import (conv1d_across_cpu_streams, linear_across_cpu_streams,
+                                       matmul_t_across_cpu_streams, rows_across_cpu_streams)
 from whisperfast.pipeline import load, rewritten
 
 from whisperfast.config import config
@@ -52,6 +52,17 @@ def test_linear_across_cpu_streams_at_the_audio_rows(shape):
     x = mx.random.normal((2, 1500, n_in), key=mx.random.key(5))
     with mx.stream(mx.cpu):
         assert same_bits(linear_across_cpu_streams(m, x), m(x))
+
+
+@pytest.mark.parametrize("shape", [(80, 384, 1, 3000), (384, 384, 2, 3000), (128, 512, 1, 3000)], ids=str)
+def test_conv1d_across_cpu_streams_at_the_audio_frames(shape):
+    """An encoder's two convolutions (tiny's; base's first on 128 mels) cut by output channels
+    across the streams: nn.Conv1d's bits."""
+    n_in, n_out, stride, frames = shape
+    m = nn.Conv1d(n_in, n_out, kernel_size=3, stride=stride, padding=1)
+    x = mx.random.normal((1, frames, n_in), key=mx.random.key(6))
+    with mx.stream(mx.cpu):
+        assert same_bits(conv1d_across_cpu_streams(m, x), m(x))
 
 
 @pytest.mark.parametrize("simd", ["1", "0"], ids=["cpu-simd", "mlx-ops"])

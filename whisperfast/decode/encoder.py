@@ -26,7 +26,8 @@ import mlx.nn as nn
 from mlx_whisper.whisper import AudioEncoder, Whisper
 
 from ..kernels import cpu_simd
-from ..kernels.layers import cpu_streams, linear_across_cpu_streams, rows_across_cpu_streams
+from ..kernels.layers import (conv1d_across_cpu_streams, cpu_streams, linear_across_cpu_streams,
+                              rows_across_cpu_streams)
 from ..kernels.ops import composed_gelu
 from .attention import supports_static_cache
 
@@ -38,7 +39,7 @@ def encode(model: Whisper, mel: mx.array) -> mx.array:
             and (cpu_simd.chosen(mel.dtype) is not None or len(cpu_streams()) > 1):
         return cpu_forward(model.encoder, mel)
     if supports_static_cache(model) and fast_gelu() is composed_gelu:
-        return forward(model.encoder, mel, composed_gelu, lambda linear, x: linear(x))
+        return forward(model.encoder, mel, composed_gelu, _call)
     return model.encoder(mel)
 
 
@@ -49,23 +50,31 @@ def fast_gelu():
 
 def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     """The GELUs on x86 vectors (kernels/cpu_simd.py: each writes over the layer output it is
-    given, which nothing else holds) or else by rows across the CPU streams, and the MLP's
-    matmuls by columns across the streams where there are several. (The attention layers make
-    the same choice for their softmax: WhisperAttention._attend.)"""
+    given, which nothing else holds) or else by rows across the CPU streams; the layer norms
+    on the library's threads (MLX's fallback arithmetic, row for row); the MLP's matmuls and
+    the convolutions by output features across the streams where there are several. (The
+    attention layers make the same choice for their softmax: WhisperAttention._attend.)"""
     simd = cpu_simd.chosen(mel.dtype)
     gelu = simd.gelu_ if simd is not None else (lambda x: rows_across_cpu_streams(composed_gelu, x))
-    linear = linear_across_cpu_streams if len(cpu_streams()) > 1 else (lambda m, x: m(x))
-    return forward(encoder, mel, gelu, linear)
+    norm = simd.layer_norm if simd is not None else _call
+    across = len(cpu_streams()) > 1
+    return forward(encoder, mel, gelu, linear_across_cpu_streams if across else _call,
+                   norm, conv1d_across_cpu_streams if across else _call)
 
 
-def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear) -> mx.array:
+def _call(layer: nn.Module, x: mx.array) -> mx.array:
+    return layer(x)
+
+
+def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear, norm=_call, conv=_call) -> mx.array:
     """AudioEncoder.__call__ and its blocks' (mlx-whisper 0.4.3), the same ops in the same
-    order, with gelu(x) for its GELUs and linear(layer, x) for its MLP's layers."""
-    x = gelu(encoder.conv1(mel))
-    x = gelu(encoder.conv2(x))
+    order, with gelu(x) for its GELUs, and linear(layer, x), norm(layer, x) and conv(layer, x)
+    for its MLP's layers, its layer norms and its convolutions."""
+    x = gelu(conv(encoder.conv1, mel))
+    x = gelu(conv(encoder.conv2, x))
     x = x + encoder._positional_embedding
     for block in encoder.blocks:
-        x = x + block.attn(block.attn_ln(x))[0]
-        h = gelu(linear(block.mlp1, block.mlp_ln(x)))
+        x = x + block.attn(norm(block.attn_ln, x))[0]
+        h = gelu(linear(block.mlp1, norm(block.mlp_ln, x)))
         x = x + linear(block.mlp2, h)
-    return encoder.ln_post(x)
+    return norm(encoder.ln_post, x)

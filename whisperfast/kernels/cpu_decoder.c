@@ -11,9 +11,7 @@
      (head_dim, T), as FlatStep lays them out), or cpu_products.c's replica of that call's
      order of sums (tn16 rows, packed panels, the weighted values' chains), each stood in only
      where the caller checked it on that weight;
-   - the layer norm is MLX's CPU fallback: the mean as the sum in order from 0 times
-     (float)(1.0 / n), the centred values' mean of squares the same way, 1 / sqrtf(v + eps),
-     then times the weight and plus the bias, each rounded;
+   - the layer norm is MLX's CPU fallback (cpu_simd.c's wf_layer_norm_rows);
    - softmax and GELU are cpu_simd.c's (MLX's bits).
    Whether the whole step gives MLX's bits on this machine and BLAS is checked by the caller
    (decode/cpu_step.py) against MLX's own step before it is used. */
@@ -32,6 +30,7 @@ enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 /* cpu_simd.c, cpu_products.c */
 int wf_softmax(const float* in, float* out, long rows, long m, int threads);
 int wf_gelu(const float* in, float* out, long n, int threads);
+void wf_layer_norm_rows(const float* x, const float* w, const float* b, float eps, float* y, long rows, long n);
 void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
 void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
                     long p0, long p1);
@@ -148,20 +147,7 @@ static void share(long n, long align, int part, int parts, long* lo, long* hi) {
 /* ---- the ops ---- */
 
 static void layer_norm(const float* x, const float* w, const float* b, float eps, float* y, long n) {
-    float sum = 0.0f, inv_n = (float)(1.0 / (double)n);
-    for (long i = 0; i < n; i++) sum = sum + x[i];
-    float mu = sum * inv_n, sq = 0.0f;
-    for (long i = 0; i < n; i++) {
-        float c = x[i] - mu;
-        y[i] = c;
-        sq = sq + c * c;
-    }
-    float r = 1.0f / sqrtf(sq * inv_n + eps);
-    for (long i = 0; i < n; i++) {
-        float v = y[i] * r;
-        v = v * w[i];
-        y[i] = v + b[i];
-    }
+    wf_layer_norm_rows(x, w, b, eps, y, 1, n);
 }
 
 /* One row times a weight: tn16 on the float16 copy (outputs shared by the parts), else MLX's

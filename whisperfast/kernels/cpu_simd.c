@@ -365,17 +365,53 @@ static void gelu_n(const float* in, float* out, long n) {
 
 #pragma GCC pop_options
 
+/* ---- layer norm: MLX 0.32's CPU fallback of mx.fast.layer_norm (float32), row by row ----
+
+   mean(x) is the sum in order from element 0 times (float)(1.0 / n); the centred values'
+   mean of squares the same way; then 1 / sqrtf(v + eps) (MLX's rsqrt), times the weight, plus
+   the bias, each rounded. Eight rows go side by side, each its own chain of sums in its own
+   order (independent chains, so the adds overlap instead of waiting on each other). */
+#define LN_ROWS 8
+
+void wf_layer_norm_rows(const float* x, const float* w, const float* b, float eps, float* y, long rows, long n) {
+    const float inv_n = (float)(1.0 / (double)n);
+    for (long r0 = 0; r0 < rows; r0 += LN_ROWS) {
+        const int k = rows - r0 < LN_ROWS ? (int)(rows - r0) : LN_ROWS;
+        const float* xr = x + r0 * n;
+        float* yr = y + r0 * n;
+        float sum[LN_ROWS] = {0}, sq[LN_ROWS] = {0}, mu[LN_ROWS], rs[LN_ROWS];
+        for (long i = 0; i < n; i++)
+            for (int j = 0; j < k; j++) sum[j] = sum[j] + xr[j * n + i];
+        for (int j = 0; j < k; j++) mu[j] = sum[j] * inv_n;
+        for (long i = 0; i < n; i++)
+            for (int j = 0; j < k; j++) {
+                float c = xr[j * n + i] - mu[j];
+                yr[j * n + i] = c;
+                sq[j] = sq[j] + c * c;
+            }
+        for (int j = 0; j < k; j++) rs[j] = 1.0f / sqrtf(sq[j] * inv_n + eps);
+        for (int j = 0; j < k; j++)
+            for (long i = 0; i < n; i++) {
+                float v = yr[j * n + i] * rs[j];
+                v = v * w[i];
+                yr[j * n + i] = v + b[i];
+            }
+    }
+}
+
 /* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
    each element's arithmetic does not depend on the share it falls in ---- */
 
-enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK };
+enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK, LAYER_NORM };
 
 typedef struct {
     int op;
     const float* in;
     float* out;
     long first, count, m; /* rows of m (softmax), else elements (m = 1); CHAIN, PACK: panels */
-    const float* bias;    /* CHAIN: m = the rows of in, n the outputs */
+    const float* bias;    /* CHAIN: m = the rows of in, n the outputs; LAYER_NORM: rows of m, the bias */
+    const float* weight;  /* LAYER_NORM */
+    float eps;            /* LAYER_NORM */
     void* packed;         /* CHAIN: read; PACK: written from `in` (n, k) */
     int half;
     long n, k;
@@ -393,6 +429,10 @@ static void run_share(Share* s) {
     }
     const float* in = s->in + s->first * s->m;
     float* out = s->out + s->first * s->m;
+    if (s->op == LAYER_NORM) {
+        wf_layer_norm_rows(in, s->weight, s->bias, s->eps, out, s->count, s->m);
+        return;
+    }
     if (s->op == LOGSUMEXP) {
         for (long r = 0; r < s->count; r++) s->out[s->first + r] = logsumexp_row(in + r * s->m, s->m);
         return;
@@ -416,7 +456,7 @@ static int run_shares(Share s, long rows, int threads, long* result) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     /* shares in whole groups (softmax rows) or vectors (elements) */
-    long align = s.op == SOFTMAX ? GROUP : (s.op == LOGSUMEXP || s.op == CHAIN || s.op == PACK) ? 1 : 8;
+    long align = s.op == SOFTMAX ? GROUP : s.op == LAYER_NORM ? LN_ROWS : (s.op == LOGSUMEXP || s.op == CHAIN || s.op == PACK) ? 1 : 8;
     if (rows < threads * align) threads = 1;
     Share shares[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
@@ -473,6 +513,12 @@ int wf_softmax(const float* in, float* out, long rows, long m, int threads) { re
 /* out (rows) = logsumexp of each row of m */
 int wf_logsumexp(const float* in, float* out, long rows, long m, int threads) { return run(LOGSUMEXP, in, out, rows, m, threads); }
 int wf_gelu(const float* in, float* out, long n, int threads) { return run(GELU, in, out, n, 1, threads); }
+/* out (rows, m) = the layer norm of each row of in (wf_layer_norm_rows) */
+int wf_layer_norm(const float* in, const float* w, const float* b, float eps, float* out, long rows, long m,
+                  int threads) {
+    return run_shares((Share){.op = LAYER_NORM, .in = in, .out = out, .m = m, .weight = w, .bias = b, .eps = eps},
+                      rows, threads, NULL);
+}
 int wf_exp(const float* in, float* out, long n, int threads) { return run(EXP, in, out, n, 1, threads); }
 
 /* The float32 bit patterns first, first + step, ... (count of them) through the vector and the

@@ -1,4 +1,4 @@
-"""MLX's CPU float32 softmax and GELU, bit for bit, on x86 vectors (cpu_simd.c).
+"""MLX's CPU float32 softmax, GELU and layer norm, bit for bit, on x86 vectors and threads (cpu_simd.c).
 
 MLX 0.32's CPU backend computes elementwise math one element at a time on x86 (its vector
 types are Arm's), each `exp` a chain of library calls: ~17 ns an element, 7x numpy's. On
@@ -77,6 +77,7 @@ class CpuSimd:
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
+                           ("wf_layer_norm", (_P, _P, _P, ctypes.c_float, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
@@ -111,6 +112,18 @@ class CpuSimd:
         a = np.ascontiguousarray(_host(x))
         out = np.empty(a.shape[:-1] + (1,), np.float32)
         self._lib.wf_logsumexp(a.ctypes.data, out.ctypes.data, a.size // a.shape[-1], a.shape[-1], self.threads)
+        return mx.array(out)
+
+    def layer_norm(self, norm, x: mx.array) -> mx.array:
+        """norm(x) for an mlx.nn.LayerNorm with weight and bias (mx.fast.layer_norm, whose CPU
+        fallback this is, row for row), a new array; rows shared out over the threads."""
+        import numpy as np
+
+        a = np.ascontiguousarray(_host(x))
+        w, b = (np.ascontiguousarray(_host(p)) for p in (norm.weight, norm.bias))
+        out = np.empty_like(a)
+        self._lib.wf_layer_norm(a.ctypes.data, w.ctypes.data, b.ctypes.data, norm.eps, out.ctypes.data,
+                                a.size // a.shape[-1], a.shape[-1], self.threads)
         return mx.array(out)
 
     def exp_(self, x: mx.array) -> mx.array:
@@ -401,7 +414,8 @@ def _keep(write, path: Path, data: bytes) -> bool:
 def verify(kernels: CpuSimd, step: int = 4099) -> str:
     """What `kernels` computes otherwise than MLX, or an empty string: float32 bit patterns 0,
     step, 2 * step, ... (all of them at step 1) through exp and GELU, the vectors against the
-    one-lane code and against MLX; softmaxes and logsumexps of random rows (with -inf) against MLX's."""
+    one-lane code and against MLX; softmaxes and logsumexps of random rows (with -inf), and
+    layer norms, against MLX's."""
     import numpy as np
 
     count = -(-(1 << 32) // step)
@@ -420,7 +434,20 @@ def verify(kernels: CpuSimd, step: int = 4099) -> str:
                 return f"softmax {shape}"
             if not same_bits(kernels.logsumexp(mx.array(s)), mx.logsumexp(mx.array(s), axis=-1, keepdims=True)):
                 return f"logsumexp {shape}"
+        for shape, scale in (((37, 384), 4.0), ((9, 77), 300.0)):
+            x = mx.array((rng.standard_normal(shape) * scale + scale).astype(np.float32))
+            w, b = (mx.array(rng.standard_normal(shape[-1]).astype(np.float32)) for _ in range(2))
+            norm = _Norm(w, b, 1e-5)
+            if not same_bits(kernels.layer_norm(norm, x), mx.fast.layer_norm(x, w, b, 1e-5)):
+                return f"layer norm {shape}"
     return ""
+
+
+@dataclass(frozen=True)
+class _Norm:  # what layer_norm reads of an nn.LayerNorm
+    weight: mx.array
+    bias: mx.array
+    eps: float
 
 
 def _mlx_gelu(x: mx.array) -> mx.array:

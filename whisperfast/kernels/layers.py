@@ -169,6 +169,20 @@ def linear_across_cpu_streams(m: nn.Linear, x: mx.array) -> mx.array:
     return _across_cpu_streams(w.shape[0], -1, lambda i, j: mx.addmm(b[i:j], x, w[i:j].T))
 
 
+def conv1d_across_cpu_streams(m: nn.Conv1d, x: mx.array) -> mx.array:
+    """m(x) for an nn.Conv1d, its output channels cut into one piece a CPU stream: the same
+    conv1d and bias add on slices of the same weight and bias. MLX's CPU convolution is a
+    product over the unfolded input, and at many rows (the encoder's 3000 and 1500 frames) a
+    channel's sum does not depend on the piece's width (tests/test_streams.py checks the bits)."""
+    w, b = m.weight, m.bias if "bias" in m else None
+
+    def piece(i: int, j: int) -> mx.array:
+        y = mx.conv1d(x, w[i:j], m.stride, m.padding, m.dilation, m.groups)
+        return y if b is None else y + b[i:j]
+
+    return _across_cpu_streams(w.shape[0], -1, piece)
+
+
 def _across_cpu_streams(n: int, axis: int, piece) -> mx.array:
     """piece(a, b) for [0, n) cut into one range a CPU stream, each run on its stream, the
     results concatenated along `axis`."""
