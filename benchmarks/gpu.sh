@@ -788,6 +788,26 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   done
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
+session21-tests)  # what the last GPU runs left out, at this tree: the held-out variants, batched mode, quantized models,
+  # large shapes, the VAD, long form (slow ones included), under one time limit; -v so the log says how far it got
+  $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
+  timeout ${LIMIT:-540} $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_heldout.py tests/test_batched.py \
+    tests/test_quantize.py tests/test_large_shapes.py tests/test_silero.py tests/test_longform.py 2>&1 \
+    | tee "$out/gpu_tests.txt" | grep -E "PASSED|FAILED|ERROR|SKIPPED" | awk '{print $2}' | sort | uniq -c
+  grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests.txt" | tail -12
+  ;;
+session21-cold)  # issue 13 at this tree: the cold bench (fresh processes, caches warm on disk), JFK 5 runs, the 600 s clip 3
+  # (tiny.en, base); then the cold-start and first-run tests and the rest of the GPU tests left out before
+  cold_prep "whisperfast"
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  timeout ${LIMIT:-300} $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_coldstart.py tests/test_first_run.py \
+    tests/test_cuda_knobs.py tests/test_kernels.py tests/test_rewrite.py tests/test_transcribe.py tests/test_beam.py 2>&1 \
+    | tee "$out/gpu_tests_2.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -12
+  ;;
 session16)  # issue 15: Silero VAD on the GPU (silero.py, kernels/lstm.py): its tests, the probe against onnxruntime
   # (600 s and 60 min), the batched 600 s clip with the VAD on either, sequential for the WER, fresh 60-minute processes
   $py -m whisperfast info --json > "$out/info.json"
