@@ -788,6 +788,13 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   done
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
+session21-quick)  # one call: the cold bench (JFK 5 runs, the 600 s clip 3, tiny.en), then session21-tests' files under LIMIT
+  cold_prep "whisperfast"
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  $py -m whisperfast bench /tmp/clip600.wav --cold --runs 3 --json > "$out/cold-600s-tiny.en.json" 2> "$out/cold-600s-tiny.en.txt"
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  bash "$0" session21-tests
+  ;;
 session21-tests)  # what the last GPU runs left out, at this tree: the held-out variants, batched mode, quantized models,
   # large shapes, the VAD, long form (slow ones included), under one time limit; -v so the log says how far it got
   $py -m whisperfast info --json > "$out/info.json"; cat "$out/info.json"
