@@ -43,10 +43,13 @@ def keep_freed_blocks() -> None:
     except AttributeError:  # not glibc (musl has no mallopt)
         _note = "the C library's defaults (no mallopt)"
         return
-    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
-        _note = f"glibc keeps freed blocks (mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB)"
+    refused = [name for name, param, value in (("mmap", M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                                               ("trim", M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+               if mallopt(param, value) != 1]
+    if refused:
+        _note = f"glibc refused the {' and '.join(refused)} threshold: its default there"
     else:
-        _note = "glibc refused the mmap and trim thresholds: its defaults"
+        _note = f"glibc keeps freed blocks (mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB)"
 
 
 def describe() -> str:

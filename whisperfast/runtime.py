@@ -325,6 +325,6 @@ def info() -> dict:
         "malloc": _malloc.describe(),
         # On the CPU every mx.fast op falls back to composed ops: fusion pays only on a GPU.
         "fused_kernels_native": mx.default_device() == mx.gpu,
-        # The fast engine's CPU softmax and GELU on x86 vectors, MLX's arithmetic (kernels/cpu_simd.py)
+        # The fast engine's CPU softmax, GELU and layer norm in C, MLX's arithmetic (kernels/cpu_simd.py)
         "cpu_kernels": cpu_kernels(),
     }
