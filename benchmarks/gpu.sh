@@ -788,6 +788,15 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   done
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
+session22)  # one call at 58c66ac: the cold bench (JFK 5 runs; the 600 s clip 3, tiny.en and base), then session21-tests' files under LIMIT
+  cold_prep "whisperfast"
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  bash "$0" session21-tests
+  ;;
 session21-quick)  # one call: the cold bench (JFK 5 runs, the 600 s clip 3, tiny.en), then session21-tests' files under LIMIT
   cold_prep "whisperfast"
   $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
