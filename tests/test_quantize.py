@@ -130,7 +130,8 @@ def fused_equals_stock(name, dtype, bits):
     elif cuda_available():
         vocabulary = max(bits, models.VOCABULARY_BITS)
         width = f"{bits}-bit" + (f", the vocabulary {vocabulary}-bit" if vocabulary != bits else "")
-        assert f"quantized decoder ({width}, groups of 64) on the CUDA decode kernel" in notes, notes
+        group = models.default_group_size(bits)  # the loader's default: 32 at 4 bits since fb0db20
+        assert f"quantized decoder ({width}, groups of {group}) on the CUDA decode kernel" in notes, notes
         assert fused.whisper.decoder.__dict__["_whisperfast_cuda"].launches >= len(b.tokens)
 
 
