@@ -797,6 +797,18 @@ session22)  # one call at 58c66ac: the cold bench (JFK 5 runs; the 600 s clip 3,
   grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
   bash "$0" session21-tests
   ;;
+session22-tests)  # the second call (VAD packages staged too): what session22's tests left, batched mode first, under LIMIT;
+  # then the batched 600 s clip, tiny.en, 32 a batch (issue 15)
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout ${LIMIT:-420} $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_batched.py tests/test_quantize.py \
+    tests/test_silero.py tests/test_large_shapes.py tests/test_longform.py 2>&1 \
+    | tee "$out/gpu_tests_2.txt" | grep -E "PASSED|FAILED|ERROR|SKIPPED" | awk '{print $2}' | sort | uniq -c
+  grep -E "^(FAILED|ERROR)|passed|failed" "$out/gpu_tests_2.txt" | tail -12
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  ;;
 session21-quick)  # one call: the cold bench (JFK 5 runs, the 600 s clip 3, tiny.en), then session21-tests' files under LIMIT
   cold_prep "whisperfast"
   $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
