@@ -17,7 +17,7 @@ from whisperfast.files import write_atomic
 from whisperfast.kernels import cpu_simd
 
 from .conftest import cpu_simd_builds_here
-from .test_decoding import TOKENIZERS, history
+from .test_decoding import TOKENIZERS, count_flat_steps, history
 
 
 @pytest.fixture(scope="module")
@@ -347,3 +347,71 @@ def test_host_loop_gives_the_queued_loops_results(monkeypatch):
         assert results[0] == results[1], options
         assert "Americans" in results[0][3] or options
     assert len(hosted) == 3
+
+
+@pytest.mark.parametrize("made_before", [False, True], ids=["made-in-the-prompt", "made-with-the-encoding"])
+def test_a_one_token_prompt_is_stocks_prompt_bit_for_bit(decoder, made_before, monkeypatch):
+    """An English-only model's prompt, its SOT alone, runs as one step (the C step once it has
+    checked itself: flat.StaticInference._one_token_prompt) over the cross K/V it makes, or was
+    given (flat.cross_kv): its logits are stock's prompt's, and the steps after it stock's
+    steps, bit for bit; twice, the second prompt on the checked C step."""
+    from whisperfast.decode.flat import StaticInference, cross_kv
+    from whisperfast.pipeline import load
+
+    stock = load("tiny.en", dtype=mx.float32).whisper.decoder
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    xa = mx.random.normal((1, 1500, 384), key=mx.random.key(11))
+    steps = count_flat_steps(monkeypatch)
+    for _ in range(2):
+        inference = StaticInference(model, cross_kv(model.decoder, xa) if made_before else None)
+        theirs, kv, _ = stock(mx.array([[50257]]), xa)
+        before = steps[0]
+        ours = inference.logits(mx.array([[50257]]), xa, rows=(0, 0))
+        assert steps[0] == before + 1  # the prompt was a step
+        assert ours.shape == (1, 2, theirs.shape[-1]) and inference.kv_cache[0][0].offset == 1
+        assert np.array_equal(bits(ours[:, :1]), bits(theirs)) and np.array_equal(bits(ours[:, 1:]), bits(theirs))
+        for tok in (50363, 314, 5):
+            theirs, kv, _ = stock(mx.array([[tok]]), xa, kv_cache=kv)
+            assert np.array_equal(bits(inference.logits(mx.array([[tok]]), xa)), bits(theirs)), tok
+    native = model.decoder.__dict__["_whisperfast_step"].native
+    assert native.checked and not native.reason
+
+
+def test_the_engine_makes_a_windows_cross_kv_once_for_all_its_decodes(monkeypatch):
+    """On the CPU the fast engine makes a window's cross K/V with its encoding (as whisper.cpp
+    does), and each decode of the window (greedy, then the fallback's samples) reads them: no
+    decode makes them again, and each gives the tokens of a decode that makes its own."""
+    from mlx_whisper.decoding import DecodingOptions
+
+    from whisperfast.audio import first_window_mel
+    from whisperfast.decode.attention import WhisperAttention
+    from whisperfast.decode.engine import Engine, decode_with
+    from whisperfast.pipeline import load
+
+    from .conftest import SAMPLES
+
+    if mx.default_device() != mx.cpu:
+        pytest.skip("the CPU's engine")
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    engine = Engine(model)
+    made = [0]
+    original = WhisperAttention.cross_kv
+
+    def counted(self, xa):
+        made[0] += 1
+        return original(self, xa)
+
+    monkeypatch.setattr(WhisperAttention, "cross_kv", counted)
+    features = engine.encode(first_window_mel(SAMPLES / "jfk.wav")[0])
+    assert made[0] == len(model.decoder.blocks)
+    for options in (DecodingOptions(language="en", fp16=False),
+                    DecodingOptions(language="en", fp16=False, temperature=0.6, best_of=3)):
+        mx.random.seed(3)
+        before = made[0]
+        got = engine.decode(features, options)
+        assert made[0] == before, options  # none made again
+        mx.random.seed(3)
+        want = decode_with(model, features, options, fast=True)  # makes its own
+        assert made[0] == before + len(model.decoder.blocks)
+        assert got.tokens == want.tokens and got.avg_logprob == want.avg_logprob, options
+        assert "fellow Americans" in got.text or options.temperature > 0

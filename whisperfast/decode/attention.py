@@ -31,8 +31,7 @@ class KVCache:
         attends on: on the buffer's slices the BLAS (CPU, and cuBLAS) sums in another order
         from 9 positions on."""
         B, H, L, D = k.shape
-        if self.keys is None:
-            self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), k.dtype), mx.zeros((B, H, self.n_ctx, D), v.dtype)
+        self.reserve(B, H, D, k.dtype)
         if self.offset + L > self.n_ctx:
             raise ValueError(f"KV cache full: {self.offset} + {L} > n_ctx {self.n_ctx}")
         self.keys[..., self.offset : self.offset + L, :] = k
@@ -42,6 +41,12 @@ class KVCache:
         if self.offset == L:
             return k, v, mask
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :], mask
+
+    def reserve(self, B: int, H: int, D: int, dtype: mx.Dtype):
+        """The buffers, (B, H, n_ctx, D) zeros, where there are none yet: a step that writes
+        them itself (the CPU's C step) may then start at position 0."""
+        if self.keys is None:
+            self.keys, self.values = mx.zeros((B, H, self.n_ctx, D), dtype), mx.zeros((B, H, self.n_ctx, D), dtype)
 
     def take(self, rows: mx.array):
         """Rows (B', source row indices) become the cache's rows: each takes its source's keys
@@ -82,14 +87,8 @@ class WhisperAttention(nn.Module):
     def __call__(self, x, xa=None, mask=None, kv_cache=None):
         q = self._linear(self.query, x)
         if xa is not None:
-            if kv_cache is None:  # keys scaled once per window
-                kv_cache = (self._heads(self._linear(self.key, xa)) * self.qk_scale,
-                            self._heads(self._linear(self.value, xa)))
-                if mx.default_device() == mx.cpu:
-                    # heads-first views of (B, S, n_state): MLX's CPU matmul copies a strided
-                    # operand at every call, so every decode step copied all the cross K/V
-                    # (2.8 against 1.1 ms a layer for tiny.en); laid out once, the same bits
-                    kv_cache = (mx.contiguous(kv_cache[0]), mx.contiguous(kv_cache[1]))
+            if kv_cache is None:
+                kv_cache = self.cross_kv(xa)
             return self.out(self._attend(q, *kv_cache, None, decoder=True)), kv_cache, None
         if isinstance(kv_cache, KVCache):
             k, v, attn_mask = kv_cache.update(self._heads(self.key(x)), self._heads(self.value(x)), mask is not None)
@@ -100,6 +99,18 @@ class WhisperAttention(nn.Module):
             v = mx.concatenate([kv_cache[1], v], axis=1)
         wv, qk = self.qkv_attention(q, k, v, mask)
         return self._linear(self.out, wv), (k, v), qk
+
+    def cross_kv(self, xa: mx.array):
+        """The cross-attention's keys (scaled by qk_scale) and values, heads-first, from audio
+        features xa (B, S, n_state): once a window, whoever asks (the layer at a prompt, or the
+        fast engine right after the encoder, decode/engine.py)."""
+        k, v = self._heads(self._linear(self.key, xa)) * self.qk_scale, self._heads(self._linear(self.value, xa))
+        if mx.default_device() == mx.cpu:
+            # heads-first views of (B, S, n_state): MLX's CPU matmul copies a strided operand
+            # at every call, so every decode step copied all the cross K/V (2.8 against 1.1 ms
+            # a layer for tiny.en); laid out once, the same bits
+            k, v = mx.contiguous(k), mx.contiguous(v)
+        return k, v
 
     @staticmethod
     def _linear(m: nn.Module, x: mx.array) -> mx.array:

@@ -215,7 +215,25 @@ class FlatStep:
         return self.logits(dec.ln(x))
 
 
+def cross_kv(decoder: TextDecoder, xa: mx.array):
+    """Every block's cross K/V (WhisperAttention.cross_kv) for audio features xa (n_audio,
+    n_audio_ctx, n_audio_state), as a prompt would compute them; None where a block keeps
+    mlx-whisper's own cross-attention (layers kept for word timestamps), whose cache holds
+    another layout."""
+    if not all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks):
+        return None
+    return [b.cross_attn.cross_kv(xa) for b in decoder.blocks]
+
+
 class StaticInference(Inference):
+    """mlx-whisper's Inference on static caches. `cross`: the window's cross K/V (cross_kv's,
+    for the same audio features), already made: the prompt then reads them (issue 16: on the
+    CPU the fast engine makes them with the encoder, once a window for all its decodes)."""
+
+    def __init__(self, model, cross=None):
+        super().__init__(model)
+        self.cross = cross
+
     def logits(self, tokens: mx.array, audio_features: mx.array, rows=None) -> mx.array:
         """mlx-whisper's Inference.logits, (B, L, n_vocab); for a prompt (L > 1, offset 0) with
         `rows`, only those positions' logits (B, len(rows), n_vocab). A position's logits do
@@ -225,7 +243,8 @@ class StaticInference(Inference):
         of 224 tokens made them all for two (0.1 s of tiny.en's CPU window)."""
         decoder = self.model.decoder
         if self.kv_cache is None:
-            self.kv_cache = [[KVCache(self.model.dims.n_text_ctx), None] for _ in decoder.blocks]
+            self.kv_cache = [[KVCache(self.model.dims.n_text_ctx), None if self.cross is None else self.cross[e]]
+                             for e in range(len(decoder.blocks))]
         # One flat step per decoder, built on first use and kept on the decoder module; None
         # where layers kept for word timestamps hold mlx-whisper's own cross-attention.
         if "_whisperfast_step" not in decoder.__dict__:
@@ -236,10 +255,27 @@ class StaticInference(Inference):
         if group > 1 and self.kv_cache[0][0].offset == 0:
             shared = step is not None and not step.exact  # cross K/V one per audio (FlatStep.__call__)
             return self._group_prompt(decoder, tokens, audio_features, group, shared_cross=shared)
+        if step is not None and step.cpu and tokens.shape == (1, 1) and self.kv_cache[0][0].offset == 0:
+            return self._one_token_prompt(step, tokens, audio_features, rows)
         if step is None or tokens.shape[-1] > 1 or self.kv_cache[0][0].offset == 0:
             product = step.logits if step is not None and rows is not None else None
             return decoder_forward(decoder, tokens, audio_features, self.kv_cache, rows, product).astype(mx.float32)
         return step(tokens, self.kv_cache).astype(mx.float32)
+
+    def _one_token_prompt(self, step: "FlatStep", tokens: mx.array, audio_features: mx.array, rows) -> mx.array:
+        """A prompt of one token (an English-only model's SOT, no previous text), one audio, on
+        the CPU: the step's, which is stock's prompt bit for bit at one position (its self-
+        attention over one key gives that key's value exactly, whatever the score; the rest are
+        the same products at one row), after the cross K/V; the C step where it runs (~2 ms,
+        against ~10 ms of the module graph's ops for tiny.en). -> (1, 1 or len(rows), n_vocab)"""
+        if self.kv_cache[0][1] is None:
+            for entry, kv_cross in zip(self.kv_cache, cross_kv(self.model.decoder, audio_features)):
+                entry[1] = kv_cross
+        k = self.kv_cache[0][1][0]
+        for kv, _ in self.kv_cache:
+            kv.reserve(1, k.shape[1], k.shape[3], k.dtype)
+        out = step(tokens, self.kv_cache).astype(mx.float32)
+        return out if rows is None else out[:, list(rows)]
 
     def native_step(self):
         """The CPU's C step (cpu_step.NativeStep) of this decoder's FlatStep, where it has one

@@ -208,7 +208,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
     beam search (openai's) where beam_size is given."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions):
+    def __init__(self, model: Whisper, options: DecodingOptions, cross=None):
+        # `cross`: the window's cross K/V, made already (flat.StaticInference).
         # mlx-whisper 0.4.3's DecodingTask.__init__, the same fields and filters in the same
         # order, but for two things. Its tokenizer is whisperfast's (..tokenizer: the same ids,
         # built without tiktoken's special-token regex, 0.3 s a process). And SuppressBlank's
@@ -226,7 +227,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # So does the CUDA kernel's loop (_main_loop): a step costs the host ~60 µs and the
         # GPU 0.2-0.3 ms (tiny.en, base), and reading every k-th step measured the same for
         # k = 1 to 1000 (benchmarks/cuda_step_profile.py): running past the end gains nothing.
-        self.inference = StaticInference(model)
+        self.inference = StaticInference(model, cross)
         self.decoder = token_decoder(self, options)
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
