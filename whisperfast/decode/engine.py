@@ -16,6 +16,11 @@
   is decoded again on the stock model, and stock's numbers decide: the fast engine's sums
   differ from stock's in the last digits, which could put a window on the other side.
 
+On the CPU the fast engine makes a window's cross-attention K/V with its encoding (whisper.cpp's
+split of the work), and every decode of the window reads them: the fallback's temperatures no
+longer make them again, and an English-only model's first prompt, its SOT alone, is then one
+decode step (flat.StaticInference).
+
 Shapes: mel (N_FRAMES, n_mels) or (n_audio, N_FRAMES, n_mels); features (n_audio_ctx,
 n_audio_state) or (n_audio, n_audio_ctx, n_audio_state)."""
 
