@@ -32,6 +32,16 @@ cold_prep() {
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for m in tiny.en base; do $py -m whisperfast transcribe samples/jfk.wav -m $m -q --fast > /dev/null; done
 }
+# cold_benches: issue 13's record at this tree: the cold bench (fresh processes, caches warm on disk), JFK 5 runs, the
+# 600 s clip 3 (tiny.en, base), each table's rows printed
+cold_benches() {
+  cold_prep "whisperfast"
+  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
+  for m in tiny.en base; do
+    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
+  done
+  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+}
 # fresh_batched: fresh `transcribe --fast --batch-size 16` processes, wall clock around each: the 60-minute clip three
 # times (the first may compile kernels for row counts not seen yet), then the 600 s clip twice; a JSON line each
 fresh_batched() {
@@ -789,12 +799,7 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
 session22)  # one call at 58c66ac: the cold bench (JFK 5 runs; the 600 s clip 3, tiny.en and base), then session21-tests' files under LIMIT
-  cold_prep "whisperfast"
-  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
-  for m in tiny.en base; do
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
-  done
-  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  cold_benches
   bash "$0" session21-tests
   ;;
 session22-tests)  # the second call (VAD packages staged too): what session22's tests left, batched mode first, under LIMIT;
@@ -826,12 +831,7 @@ session21-tests)  # what the last GPU runs left out, at this tree: the held-out 
   ;;
 session21-cold)  # issue 13 at this tree: the cold bench (fresh processes, caches warm on disk), JFK 5 runs, the 600 s clip 3
   # (tiny.en, base); then the cold-start and first-run tests and the rest of the GPU tests left out before
-  cold_prep "whisperfast"
-  $py -m whisperfast bench --cold --runs 5 --json > "$out/cold-jfk.json" 2> "$out/cold-jfk.txt"
-  for m in tiny.en base; do
-    $py -m whisperfast bench /tmp/clip600.wav -m $m --cold --runs 3 --json > "$out/cold-600s-$m.json" 2> "$out/cold-600s-$m.txt"
-  done
-  grep -hE "^│ (stock|fused)|Error" "$out"/cold-*.txt
+  cold_benches
   timeout ${LIMIT:-300} $py -m pytest -v -p no:cacheprovider -rf -m "slow or not slow" tests/test_coldstart.py tests/test_first_run.py \
     tests/test_cuda_knobs.py tests/test_kernels.py tests/test_rewrite.py tests/test_transcribe.py tests/test_beam.py 2>&1 \
     | tee "$out/gpu_tests_2.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -12
