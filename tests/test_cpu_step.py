@@ -415,3 +415,95 @@ def test_the_engine_makes_a_windows_cross_kv_once_for_all_its_decodes(monkeypatc
         assert made[0] == before + len(model.decoder.blocks)
         assert got.tokens == want.tokens and got.avg_logprob == want.avg_logprob, options
         assert "fellow Americans" in got.text or options.temperature > 0
+
+
+@pytest.fixture(scope="module")
+def prompted_model():
+    """tiny.en rewritten, its C step checked (a one-token prompt ran it) and its C prompt
+    checked once (a 40-token prompt ran it and MLX's graph), with stock's decoder beside it."""
+    from whisperfast.decode.flat import StaticInference, cross_kv
+    from whisperfast.pipeline import load
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the C prompt is the CPU's")
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    xa = mx.random.normal((1, 1500, 384), key=mx.random.key(11))
+    StaticInference(model).logits(mx.array([[50257]]), xa, rows=(0, 0))
+    tokens = mx.array([[50361] + list(range(400, 437)) + [50257, 50362]])
+    StaticInference(model, cross_kv(model.decoder, xa)).logits(tokens, xa, rows=(38, 39))
+    native = model.decoder.__dict__["_whisperfast_step"].native
+    assert native.checked and native.prompt_checked and not native.prompt_reason, native.prompt_reason
+    return model, load("tiny.en", dtype=mx.float32).whisper.decoder, xa
+
+
+def previous_text_prompt(n: int, seed: int) -> mx.array:
+    """A window's prompt of n tokens: SOT_PREV, previous text, SOT, no-timestamps (n >= 3), or
+    the SOT and no-timestamps alone (n = 2)."""
+    text = [int(t) for t in np.random.default_rng(seed).integers(0, 50000, max(n - 3, 0))]
+    return mx.array([([50361] + text if n > 2 else []) + [50257, 50362]])
+
+
+@pytest.mark.parametrize("n_prompt", [2, 3, 5, 7, 8, 13, 27, 56, 90, 169, 224])
+def test_c_prompt_is_stocks_prompt_bit_for_bit(prompted_model, n_prompt, monkeypatch):
+    """A window's prompt of previous text runs as one C call (cpu_prompt.c, no MLX graph), its
+    products on two threads: the SOT's and the last position's logits are those of stock's
+    decoder (mlx-whisper's, every position made), and the steps after it stock's steps, bit
+    for bit, so its keys and values are stock's too. The lengths span the Linears run whole
+    (a few rows, where OpenBLAS's small-matrix kernels sum a row otherwise at half the width)
+    and those shared by the threads (SPLIT_MIN)."""
+    from whisperfast.decode import flat
+    from whisperfast.decode.flat import StaticInference, cross_kv
+
+    model, stock, xa = prompted_model
+    graph = [0]
+    forward = flat.decoder_forward
+    monkeypatch.setattr(flat, "decoder_forward", lambda *a, **k: (graph.__setitem__(0, graph[0] + 1), forward(*a, **k))[1])
+    tokens = previous_text_prompt(n_prompt, seed=n_prompt)
+    sot = n_prompt - 2
+    inference = StaticInference(model, cross_kv(model.decoder, xa))
+    ours = inference.logits(tokens, xa, rows=(sot, n_prompt - 1))
+    assert graph[0] == 0 and inference.kv_cache[0][0].offset == n_prompt  # the C prompt, not MLX's graph
+    theirs, kv, _ = stock(tokens, xa)
+    assert ours.shape == (1, 2, theirs.shape[-1])
+    assert np.array_equal(bits(ours[:, 0]), bits(theirs[:, sot])) and np.array_equal(bits(ours[:, 1]), bits(theirs[:, -1]))
+    for tok in (50363, 314, 5):
+        theirs, kv, _ = stock(mx.array([[tok]]), xa, kv_cache=kv)
+        assert np.array_equal(bits(inference.logits(mx.array([[tok]]), xa)), bits(theirs)), tok
+
+
+def test_a_c_prompt_that_differs_leaves_mlx_state(monkeypatch):
+    """Where the first C prompt's logits differ from MLX's graph's (here its table points the
+    final layer norm at other weights), the C prompt is off for good, with its reason: that
+    prompt's logits and the caches' keys and values are MLX's (stock's), and later prompts run
+    MLX's graph."""
+    from whisperfast.decode import flat
+    from whisperfast.decode.cpu_step import MODEL
+    from whisperfast.decode.flat import StaticInference
+    from whisperfast.pipeline import load
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the C prompt is the CPU's")
+    model = load("tiny.en", dtype=mx.float32, fast=True).whisper
+    stock = load("tiny.en", dtype=mx.float32).whisper.decoder
+    xa = mx.random.normal((1, 1500, 384), key=mx.random.key(12))
+    StaticInference(model).logits(mx.array([[50257]]), xa, rows=(0, 0))
+    native = model.decoder.__dict__["_whisperfast_step"].native
+    other = np.full(384, 0.5, np.float32)
+    native._model[MODEL.index("ln_w")] = other.ctypes.data
+    graph = [0]
+    forward = flat.decoder_forward
+    monkeypatch.setattr(flat, "decoder_forward", lambda *a, **k: (graph.__setitem__(0, graph[0] + 1), forward(*a, **k))[1])
+    tokens = previous_text_prompt(30, seed=3)
+    for n in (1, 2):
+        inference = StaticInference(model)
+        ours = inference.logits(tokens, xa, rows=(28, 29))
+        theirs, _, _ = stock(tokens, xa)
+        assert np.array_equal(bits(ours[:, 0]), bits(theirs[:, 28])) and np.array_equal(bits(ours[:, 1]), bits(theirs[:, -1]))
+        assert graph[0] == n  # the check's graph, then the graph alone
+        ref = [[KVCache(448), None] for _ in model.decoder.blocks]
+        mx.eval(forward(model.decoder, tokens, xa, ref))
+        for (kv, _), (want, _) in zip(inference.kv_cache, ref):
+            assert all(np.array_equal(bits(a[:, :, :30]), bits(b[:, :, :30]))
+                       for a, b in ((kv.keys, want.keys), (kv.values, want.values)))
+    assert native.prompt_reason == "its first prompt's logits, keys or values differed from MLX's"
+    assert not native.prompt_checked

@@ -1,4 +1,5 @@
-"""The CPU's one-row decode step in one C call (kernels/cpu_decoder.c), MLX's bits.
+"""The CPU's one-row decode step in one C call (kernels/cpu_decoder.c), and a window's
+prompt in another (kernels/cpu_prompt.c), MLX's bits.
 
 At one row on the CPU, FlatStep's ~250 MLX primitives cost more to dispatch than to compute
 (benchmarks/cpu/profile.md §11). `NativeStep` runs the same step as one call into the
@@ -16,7 +17,8 @@ MLX's step would have put them, so either step can follow the other.
 
 It runs only where its first step gave the logits of FlatStep's own MLX step bit for bit
 (checked once a step object, on the real state: MLX's step runs, the offsets rewind, this
-one runs over the same position). Otherwise, and for what it does not cover (several rows,
+one runs over the same position); its prompt where the first prompt gave the logits, keys and
+values of MLX's graph for it (`prompt`). Otherwise, and for what it does not cover (several rows,
 quantized or non-float32 layers, a layer norm or attention op other than the fused one, no
 global cblas_sgemm), FlatStep's MLX ops run and `reason` says why."""
 
@@ -39,6 +41,11 @@ LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "l
          "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed")
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
          "n_pieces", "tn16_half")
+# A Linear's output features are shared by the prompt's two threads where each half is at
+# least this many multiply-adds (cpu_prompt.c): OpenBLAS's small-matrix kernels, which take a
+# few rows, sum a row otherwise at another width (2 to 7 rows of tiny.en's layers, scipy's
+# OpenBLAS on AVX-512), while its large products sum alike at any width
+SPLIT_MIN = 4_000_000
 HALF = {"wq": "wq16", "wk": "wk16", "wv": "wv16", "wo": "wo16", "wcq": "wcq16", "wco": "wco16", "w2": "w216"}
 
 
@@ -122,6 +129,9 @@ class NativeStep:
         self._bound: list = []
         self._where: list = []  # and that memory's addresses
         self._lock = threading.Lock()  # one step at a time: the tables, scratch and logits are shared
+        self.prompt_checked = False  # a prompt gave MLX's logits, keys and values (prompt())
+        self.prompt_reason = ""  # why prompts run MLX's graph, once found
+        self._prompt_scratch = None
 
     def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""
@@ -208,6 +218,51 @@ class NativeStep:
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)
         return ""
 
+    def prompt(self, tokens: mx.array, cache: list, rows, mlx_prompt) -> Optional[mx.array]:
+        """The logits (1, len(rows), n_vocab) of a prompt `tokens` (1, L) over empty caches (one
+        audio, its cross K/V in place, the buffers reserved), every layer's keys and values
+        written and the offsets moved on: what MLX's graph `mlx_prompt()` makes, in one C call
+        (kernels/cpu_prompt.c). None where that graph is to run: the step is off or not yet
+        checked (its tables come with its first step), or this is another kind of prompt. The
+        first prompt runs both and compares the logits, keys and values; the C prompt stands in
+        only where they were MLX's bits, else `prompt_reason` says why."""
+        import numpy as np
+
+        L, n = tokens.shape[1], len(rows)
+        kv0 = cache[0][0]
+        if self.reason or not self.checked or self.prompt_reason or tokens.shape[0] != 1 or not 1 < L <= kv0.n_ctx \
+                or n > L or kv0.offset != 0 or cache[0][1][0].shape[0] != 1:
+            return None
+        if self.prompt_checked and not self.flat.logits.same.get(n):
+            return None  # at this row count the vocabulary's product is MLX's BLAS call
+        with self._lock:
+            if not self._bind(cache):
+                return None
+            need = self.kernels.lib.wf_prompt_scratch(self._dims, L)
+            if self._prompt_scratch is None or self._prompt_scratch.size < need:
+                self._prompt_scratch = np.empty(need, np.float32)
+            ids = np.ascontiguousarray(np.asarray(tokens).reshape(-1), np.int64)
+            at = np.array(rows, np.int64)
+            logits = np.empty((n, self._sizes["n_vocab"]), np.float32)
+            if self.kernels.lib.wf_decoder_prompt(self._sgemm, self._model, self._layers, self._dims, self.flat.scale,
+                                                  self._eps, ids.ctypes.data, L, at.ctypes.data, n, SPLIT_MIN,
+                                                  self._prompt_scratch.ctypes.data, logits.ctypes.data):
+                self.prompt_reason = "the C prompt declined (no packed logits)"
+                return None
+            if self.prompt_checked:
+                for kv, _ in cache:
+                    kv.offset = L
+                return mx.array(logits)[None]
+            written = [np.array(cpu_simd._host(a)[:, :, :L]) for kv, _ in cache for a in (kv.keys, kv.values)]
+        want = mlx_prompt()  # over the same empty caches: it writes the same positions
+        mx.eval(want)
+        theirs = [cpu_simd._host(a)[:, :, :L] for kv, _ in cache for a in (kv.keys, kv.values)]
+        same = cpu_simd.same_bits(mx.array(logits)[None], want) and \
+            all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(written, theirs))
+        self.prompt_checked = same
+        self.prompt_reason = "" if same else "its first prompt's logits, keys or values differed from MLX's"
+        return want
+
     def _pack_cross(self, cache: list, n_audio: int):
         """Each layer's cross keys as panels (once a window), where their scores sum as chains."""
         f = self.flat
@@ -223,6 +278,14 @@ class NativeStep:
         return panels
 
     def _run(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
+        if not self._bind(cache):
+            return None
+        self._c_step(int(tokens.reshape(-1)[0].item()), cache)
+        return mx.array(self._logits).reshape(1, 1, -1)
+
+    def _bind(self, cache: list) -> bool:
+        """The layer table on these caches' buffers (a window's, or new ones an MLX step wrote),
+        where they are laid out as the C code reads them."""
         import numpy as np
 
         f, first = self.flat, LAYER.index("keys")
@@ -230,9 +293,8 @@ class NativeStep:
         arrays = _cache_arrays(cache)
         where = _addresses(arrays)
         if where != self._where:
-            # new caches (a window's, or MLX's step wrote new buffers): their memory, checked
             if any(kv.n_ctx != self._sizes["n_ctx"] for kv, _ in cache):
-                return None  # the C step's caches are n_ctx positions long
+                return False  # the C code's caches are n_ctx positions long
             panels = self._pack_cross(cache, n_audio)
             for e, (kv, cross) in enumerate(cache):
                 base = e * len(LAYER)
@@ -241,7 +303,7 @@ class NativeStep:
                     want = (1, f.n_head, kv.n_ctx if i < 2 else n_audio, hd)
                     if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
                         self._bound, self._where = [], []
-                        return None
+                        return False
                     self._layers[base + first + i] = a.ctypes.data
                 self._layers[base + LAYER.index("ckeys_packed")] = None if panels[e] is None else panels[e].ctypes.data
             self._bound, self._where = arrays, where
@@ -249,8 +311,7 @@ class NativeStep:
             self._sizes["n_audio"] = n_audio
             self._dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
             self._scratch = np.empty(self.kernels.lib.wf_decoder_scratch(self._dims), np.float32)
-        self._c_step(int(tokens.reshape(-1)[0].item()), cache)
-        return mx.array(self._logits).reshape(1, 1, -1)
+        return True
 
     def _c_step(self, token: int, cache: list) -> None:
         """The C call on bound caches: the logits into self._logits, the position written."""

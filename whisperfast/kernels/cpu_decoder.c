@@ -17,132 +17,10 @@
    (decode/cpu_step.py) against MLX's own step before it is used. */
 #include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
-typedef void (*Sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
-                      int);
-enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
-
-/* cpu_simd.c, cpu_products.c */
-int wf_softmax(const float* in, float* out, long rows, long m, int threads);
-int wf_gelu(const float* in, float* out, long n, int threads);
-void wf_layer_norm_rows(const float* x, const float* w, const float* b, float eps, float* y, long rows, long n);
-void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
-void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
-                    long p0, long p1);
-void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
-long wf_panel_size(void);
-
-/* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
-   weight laid out for tn16 (where checked; rows padded to a multiple of 16, in float16 where
-   TN16_HALF, else float32), or NULL: MLX's BLAS call. */
-enum {
-    LN1_W, LN1_B, WQ, BQ, WK, WV, BV, WO, BO,  /* self-attention */
-    LN2_W, LN2_B, WCQ, BCQ, WCO, BCO,          /* cross-attention */
-    LN3_W, LN3_B, W1, B1, W2, B2,              /* MLP */
-    KEYS, VALUES,                              /* self cache (n_head, n_ctx, head_dim), written at pos */
-    CKEYS, CVALUES,                            /* cross (n_head, n_audio, head_dim), keys already scaled */
-    FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
-    WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
-    CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
-    LAYER_ARRAYS
-};
-/* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
-   the pieces [bounds[i], bounds[i + 1]) of the token embedding's rows (LOGITS_BOUNDS: N_PIECES
-   + 1 longs), as the fast engine cuts it across its CPU streams. */
-enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
-/* The sizes */
-enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
-       SIZES };
-
-/* ---- two threads for one step: the caller's and one spinning beside it while the step runs ----
-
-   Each piece of work has two parts. The caller posts it, does part 0, then takes part 1 too
-   unless the other thread has already claimed it: a helper that is late (descheduled on a
-   busy machine, or still yielding) costs the parallelism, never a wait. The helper spins
-   without PAUSE, which a virtual machine's pause-loop exiting answers by taking the vCPU off
-   its host core (a step of 37 hand-offs took 11 ms instead of 2.3 on the 2-vCPU machine of
-   benchmarks/cpu/profile.md §11), and gives its core away after ~0.1 ms without work. */
-
-typedef void (*Part)(void* ctx, int part, int parts);
-
-typedef struct {
-    pthread_t id;
-    int started;
-    _Atomic long posted, claimed, done; /* piece numbers: the last posted, claimed for part 1, finished */
-    _Atomic int quit;
-    Part fn;
-    void* ctx;
-} Team;
-
-static inline void spin_or_yield(long* spins) {
-    if (++*spins < (1L << 18)) __asm__ volatile("" ::: "memory");
-    else sched_yield();
-}
-
-static void* team_worker(void* arg) {
-    Team* t = arg;
-    long seen = 0;
-    for (;;) {
-        long p, spins = 0;
-        while ((p = atomic_load_explicit(&t->posted, memory_order_acquire)) == seen) {
-            if (atomic_load_explicit(&t->quit, memory_order_acquire)) return NULL;
-            spin_or_yield(&spins);
-        }
-        seen = p;
-        long before = p - 1; /* the caller may have taken this piece, and posted more since */
-        if (atomic_compare_exchange_strong_explicit(&t->claimed, &before, p, memory_order_acq_rel,
-                                                    memory_order_acquire)) {
-            t->fn(t->ctx, 1, 2);
-            atomic_store_explicit(&t->done, p, memory_order_release);
-        }
-    }
-}
-
-/* fn(ctx, 0, 2) and fn(ctx, 1, 2), the second on the other thread where it claims it first;
-   fn(ctx, 0, 1) alone without one */
-static void team_run(Team* t, Part fn, void* ctx) {
-    if (!t->started) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    t->fn = fn;
-    t->ctx = ctx;
-    long p = atomic_load_explicit(&t->posted, memory_order_relaxed) + 1;
-    atomic_store_explicit(&t->posted, p, memory_order_release);
-    fn(ctx, 0, 2);
-    long before = p - 1;
-    if (atomic_compare_exchange_strong_explicit(&t->claimed, &before, p, memory_order_acq_rel, memory_order_acquire)) {
-        fn(ctx, 1, 2);
-        return;
-    }
-    long spins = 0;
-    while (atomic_load_explicit(&t->done, memory_order_acquire) != p) spin_or_yield(&spins);
-}
-
-static void team_start(Team* t, int threads) {
-    atomic_init(&t->posted, 0);
-    atomic_init(&t->claimed, 0);
-    atomic_init(&t->done, 0);
-    atomic_init(&t->quit, 0);
-    t->started = threads > 1 && pthread_create(&t->id, NULL, team_worker, t) == 0;
-}
-
-static void team_stop(Team* t) {
-    if (!t->started) return;
-    atomic_store_explicit(&t->quit, 1, memory_order_release);
-    pthread_join(t->id, NULL);
-}
-
-/* [lo, hi) of n for this part, cut at multiples of `align` */
-static void share(long n, long align, int part, int parts, long* lo, long* hi) {
-    *lo = part == 0 ? 0 : (n * part / parts) / align * align;
-    *hi = part == parts - 1 ? n : (n * (part + 1) / parts) / align * align;
-}
+#include "cpu_decoder.h"
 
 /* ---- the ops ---- */
 
@@ -164,7 +42,7 @@ typedef struct {
 static void linear_part(const Linear* l, int part, int parts) {
     if (l->w16) {
         long lo, hi;
-        share(l->n, 4, part, parts, &lo, &hi);
+        wf_share(l->n, 4, part, parts, &lo, &hi);
         wf_tn16_part(l->w16, l->half, l->x, l->b, l->y, lo, hi, (l->k + 15) / 16 * 16);
         return;
     }
@@ -199,7 +77,7 @@ static void run_linears(Team* t, Sgemm sgemm, int half, int count, const float* 
     for (int i = 0; i < count; i++)
         ls.l[i] = (Linear){sgemm, x, a[w[i]], b[i] < 0 ? NULL : a[b[i]], w16[i] < 0 ? NULL : (const void*)a[w16[i]],
                            half, y[i], n[i], k};
-    team_run(t, linears_part, &ls);
+    wf_team_run(t, linears_part, &ls);
 }
 
 /* Attention of one query over its heads, the heads shared by the parts. */
@@ -219,7 +97,7 @@ typedef struct {
 static void attention_part(void* ctx, int part, int parts) {
     Attention* a = ctx;
     long lo, hi, hd = a->hd, T = a->T;
-    share(a->H, 1, part, parts, &lo, &hi);
+    wf_share(a->H, 1, part, parts, &lo, &hi);
     float *qs = a->scratch + part * a->scratch_part, *scores = qs + hd, *kt = scores + T;
     long panel = wf_panel_size(), panels = (T + panel - 1) / panel;
     for (long e = lo; e < hi; e++) {
@@ -257,7 +135,7 @@ typedef struct {
 static void panels_part(void* ctx, int part, int parts) {
     Panels* p = ctx;
     long panel = wf_panel_size(), lo, hi;
-    share((p->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
+    wf_share((p->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
     wf_panels_part(p->x, p->packed, p->half, p->b, p->y, p->n, p->k, lo, hi);
 }
 
@@ -287,7 +165,7 @@ typedef struct {
 static void gelu_part(void* ctx, int part, int parts) {
     Gelu* g = ctx;
     long lo, hi;
-    share(g->n, 8, part, parts, &lo, &hi);
+    wf_share(g->n, 8, part, parts, &lo, &hi);
     wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
 }
 
@@ -311,8 +189,7 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
     memset(scratch, 0, (8 * Dp + Fp) * sizeof(float));
     long attn_part = hd + hd * C + (C > S ? C : S);
     const int half = (int)d[TN16_HALF];
-    Team team;
-    team_start(&team, (int)d[THREADS]);
+    Team* team = wf_team_start((int)d[THREADS]);
 
     for (long i = 0; i < D; i++) x[i] = model[TOKENS][token * D + i] + model[POSITIONS][pos * D + i];
     for (long l = 0; l < L; l++) {
@@ -323,7 +200,7 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
         {
             float* outs[3] = {q, k, v};
             long ns[3] = {D, D, D};
-            run_linears(&team, sgemm, half, 3, h, a, (int[]){WQ, WK, WV}, (int[]){WQ16, WK16, WV16}, (int[]){BQ, -1, BV},
+            run_linears(team, sgemm, half, 3, h, a, (int[]){WQ, WK, WV}, (int[]){WQ16, WK16, WV16}, (int[]){BQ, -1, BV},
                         outs, ns, D);
         }
         for (long e = 0; e < H; e++) {
@@ -331,39 +208,39 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
             memcpy(values + (e * C + pos) * hd, v + e * hd, hd * sizeof(float));
         }
         Attention self = {sgemm, q, scale, keys, values, NULL, H, hd, C, pos + 1, pos, 0, attn, attn_part, o};
-        team_run(&team, attention_part, &self);
-        run_linears(&team, sgemm, half, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
+        wf_team_run(team, attention_part, &self);
+        run_linears(team, sgemm, half, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
 
         layer_norm(x, a[LN2_W], a[LN2_B], eps, h, D);
-        run_linears(&team, sgemm, half, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
+        run_linears(team, sgemm, half, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
         Attention cross = {sgemm, q, scale, (float*)a[CKEYS], (float*)a[CVALUES], a[CKEYS_PACKED], H, hd, S, S, 0,
                            1, attn, attn_part, o};
-        team_run(&team, attention_part, &cross);
-        run_linears(&team, sgemm, half, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
+        wf_team_run(team, attention_part, &cross);
+        run_linears(team, sgemm, half, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
 
         layer_norm(x, a[LN3_W], a[LN3_B], eps, h, D);
         if (a[FC1_PACKED]) {
             Panels fc1 = {h, a[FC1_PACKED], (int)d[FC1_HALF], a[B1], f, F, D};
-            team_run(&team, panels_part, &fc1);
+            wf_team_run(team, panels_part, &fc1);
         } else {
-            run_linears(&team, sgemm, half, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
+            run_linears(team, sgemm, half, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
                         (long[]){F}, D);
         }
         Gelu gelu = {f, F};
-        team_run(&team, gelu_part, &gelu);
-        run_linears(&team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
+        wf_team_run(team, gelu_part, &gelu);
+        run_linears(team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
     }
     layer_norm(x, model[LN_W], model[LN_B], eps, h, D);
     if (model[LOGITS_PACKED]) {
         Panels vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D};
-        team_run(&team, panels_part, &vocab);
+        wf_team_run(team, panels_part, &vocab);
     } else {
         Pieces vocab = {sgemm, h, model[TOKENS], (const long*)model[LOGITS_BOUNDS], d[N_PIECES], logits, D};
-        team_run(&team, pieces_part, &vocab);
+        wf_team_run(team, pieces_part, &vocab);
     }
-    team_stop(&team);
+    wf_team_stop(team);
     return 0;
 }

@@ -39,9 +39,10 @@ from typing import Callable, Optional
 
 import mlx.core as mx
 
-# cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both
-# (decode/cpu_step.py); one library
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_decoder.c"))
+# cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both,
+# cpu_prompt.c: a prompt's rows (decode/cpu_step.py), both on cpu_team.c's threads; one library
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_team.c", "cpu_decoder.c",
+                                                             "cpu_prompt.c", "cpu_decoder.h"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -76,13 +77,16 @@ class CpuSimd:
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _P)),
+                           ("wf_prompt_scratch", (_P, _L)),
+                           ("wf_decoder_prompt", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _P, _L, _L, _P,
+                                                  _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_layer_norm", (_P, _P, _P, ctypes.c_float, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
-        lib.wf_decoder_scratch.restype = lib.wf_pick.restype = ctypes.c_long
+        lib.wf_decoder_scratch.restype = lib.wf_pick.restype = lib.wf_prompt_scratch.restype = ctypes.c_long
 
     @property
     def lib(self) -> ctypes.CDLL:
@@ -379,7 +383,8 @@ def _build(sources: tuple, cc: str, path: Path, rejected: Path, write, threads: 
         for src, source in zip(srcs, sources):
             src.write_bytes(source)
         try:
-            run = subprocess.run([cc, *FLAGS, "-o", str(built), *map(str, srcs), "-lm"], capture_output=True,
+            units = [str(src) for src in srcs if src.suffix == ".c"]  # the header is included by them
+            run = subprocess.run([cc, *FLAGS, "-o", str(built), *units, "-lm"], capture_output=True,
                                  text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:  # may pass: not noted, the next process tries
             return Loaded(None, f"the C compiler did not run to its end: {e}")

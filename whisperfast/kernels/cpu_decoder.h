@@ -1,0 +1,53 @@
+/* What cpu_decoder.c (one row) and cpu_prompt.c (a prompt's rows) share: the BLAS call they
+   are handed, the library's ops they call, the tables decode/cpu_step.py builds, and
+   cpu_team.c's two threads. */
+#ifndef WF_CPU_DECODER_H
+#define WF_CPU_DECODER_H
+
+typedef void (*Sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                      int);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+/* cpu_simd.c, cpu_products.c */
+int wf_softmax(const float* in, float* out, long rows, long m, int threads);
+int wf_gelu(const float* in, float* out, long n, int threads);
+void wf_layer_norm_rows(const float* x, const float* w, const float* b, float eps, float* y, long rows, long n);
+void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
+void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
+                    long p0, long p1);
+void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
+long wf_panel_size(void);
+
+/* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
+   weight laid out for tn16 (where checked; rows padded to a multiple of 16, in float16 where
+   TN16_HALF, else float32), or NULL: MLX's BLAS call. */
+enum {
+    LN1_W, LN1_B, WQ, BQ, WK, WV, BV, WO, BO,  /* self-attention */
+    LN2_W, LN2_B, WCQ, BCQ, WCO, BCO,          /* cross-attention */
+    LN3_W, LN3_B, W1, B1, W2, B2,              /* MLP */
+    KEYS, VALUES,                              /* self cache (n_head, n_ctx, head_dim), written at pos */
+    CKEYS, CVALUES,                            /* cross (n_head, n_audio, head_dim), keys already scaled */
+    FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
+    WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
+    CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
+    LAYER_ARRAYS
+};
+/* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
+   the pieces [bounds[i], bounds[i + 1]) of the token embedding's rows (LOGITS_BOUNDS: N_PIECES
+   + 1 longs), as the fast engine cuts it across its CPU streams. */
+enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
+/* The sizes */
+enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
+       SIZES };
+
+/* cpu_team.c: a piece of work in `parts` parts, fn(ctx, part, parts), run by the caller and one
+   thread beside it */
+typedef void (*Part)(void* ctx, int part, int parts);
+typedef struct Team Team;
+Team* wf_team_start(int threads); /* NULL (one thread: the caller's) where threads < 2 or none starts */
+void wf_team_run(Team* t, Part fn, void* ctx);
+void wf_team_stop(Team* t);
+/* [lo, hi) of n for this part, cut at multiples of `align` */
+void wf_share(long n, long align, int part, int parts, long* lo, long* hi);
+
+#endif

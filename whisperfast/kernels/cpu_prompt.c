@@ -1,0 +1,218 @@
+/* A prompt's rows through the decoder (cpu_decoder.c's tables), as MLX's CPU ops compute
+   mlx-whisper's graph for them, in one call, on two threads.
+
+   A window's prompt (its previous text, up to 224 tokens) is ~150 MLX primitives on one BLAS
+   thread; this makes every product with the very cblas_sgemm call MLX makes for it, with
+   MLX's shapes, transposes, alpha and beta (mlx/backend/cpu/matmul.cpp copies an operand
+   whose rows are not contiguous, so the heads' queries, the self-attention's scaled k^T and
+   its values are laid out (L, hd), (hd, L) and (L, hd) first), and the elementwise ops with
+   cpu_simd.c's (MLX's bits). The second thread takes:
+   - half of each Linear's output features, where each half is a large product (split_min:
+     M * N * K of a half): OpenBLAS sums a large product's outputs alike whatever their
+     columns, where its small-matrix kernels (a few rows) sum otherwise at other widths;
+     smaller Linears run whole, one to a thread;
+   - half the heads of each attention (MLX's batched matmul is one call a head);
+   - half the rows of each layer norm, half the GELU, half the vocabulary's panels.
+   The caller (decode/cpu_step.py) checks a first prompt against MLX's own before using it. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_decoder.h"
+
+typedef struct {
+    const float* w;
+    const float* b; /* or NULL: a matmul (beta 0) */
+    float* y;
+    long n;
+} Output;
+
+/* x (m, k) times up to three weights (n, k), transposed: MLX's addmm (bias copied in, beta 1) */
+typedef struct {
+    Sgemm sgemm;
+    const float* x;
+    long m, k, split_min;
+    Output out[3];
+    int count;
+} Linears;
+
+static void linears_part(void* ctx, int part, int parts) {
+    const Linears* l = ctx;
+    for (int i = 0; i < l->count; i++) {
+        const Output* o = &l->out[i];
+        long lo = 0, hi = o->n;
+        if (parts > 1 && l->m * (o->n / parts) * l->k >= l->split_min)
+            wf_share(o->n, 16, part, parts, &lo, &hi);
+        else if (i % parts != part)
+            continue;
+        if (hi <= lo) continue;
+        if (o->b)
+            for (long r = 0; r < l->m; r++) memcpy(o->y + r * o->n + lo, o->b + lo, (hi - lo) * sizeof(float));
+        l->sgemm(ROW_MAJOR, NO_TRANS, TRANS, (int)l->m, (int)(hi - lo), (int)l->k, 1.0f, l->x, (int)l->k, o->w + lo * l->k,
+                 (int)l->k, o->b ? 1.0f : 0.0f, o->y + lo, (int)o->n);
+    }
+}
+
+static void linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count, const Output* out) {
+    Linears l = {sgemm, x, m, k, split_min, {{0}}, count};
+    for (int i = 0; i < count; i++) l.out[i] = out[i];
+    wf_team_run(t, linears_part, &l);
+}
+
+/* Attention of L queries, the heads shared by the parts. Self: over the prompt's own keys,
+   causal; cross: over the encoder's S keys (already scaled), none masked. */
+typedef struct {
+    Sgemm sgemm;
+    const float *q, *k, *v; /* self: (L, D) rows, unscaled k; cross: (H, S, hd) */
+    float scale;
+    long L, S, H, hd;
+    int cross;
+    float* scratch; /* per part: scratch_part floats */
+    long scratch_part;
+    float* o; /* (L, D) */
+} Attention;
+
+static void attention_part(void* ctx, int part, int parts) {
+    const Attention* a = ctx;
+    const long L = a->L, S = a->S, hd = a->hd, D = a->H * hd;
+    long lo, hi;
+    wf_share(a->H, 1, part, parts, &lo, &hi);
+    float *qs = a->scratch + part * a->scratch_part, *kt = qs + L * hd, *vs = kt + hd * L, *oh = vs + L * hd;
+    float* scores = oh + L * hd;
+    for (long e = lo; e < hi; e++) {
+        for (long i = 0; i < L; i++)
+            for (long c = 0; c < hd; c++) qs[i * hd + c] = a->q[i * D + e * hd + c] * a->scale;
+        if (a->cross) {
+            /* q @ swapaxes(k): the keys, heads-first and contiguous, are a transposed operand */
+            const float *ke = a->k + e * S * hd, *ve = a->v + e * S * hd;
+            a->sgemm(ROW_MAJOR, NO_TRANS, TRANS, (int)L, (int)S, (int)hd, 1.0f, qs, (int)hd, ke, (int)hd, 0.0f, scores,
+                     (int)S);
+            wf_softmax(scores, scores, L, S, 1);
+            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)hd, (int)S, 1.0f, scores, (int)S, ve, (int)hd, 0.0f, oh,
+                     (int)hd);
+        } else {
+            for (long j = 0; j < L; j++)
+                for (long c = 0; c < hd; c++) {
+                    kt[c * L + j] = a->k[j * D + e * hd + c] * a->scale;
+                    vs[j * hd + c] = a->v[j * D + e * hd + c];
+                }
+            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)L, (int)hd, 1.0f, qs, (int)hd, kt, (int)L, 0.0f, scores,
+                     (int)L);
+            for (long i = 0; i < L; i++)
+                for (long j = i + 1; j < L; j++) scores[i * L + j] = -INFINITY;
+            wf_softmax(scores, scores, L, L, 1);
+            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)hd, (int)L, 1.0f, scores, (int)L, vs, (int)hd, 0.0f, oh,
+                     (int)hd);
+        }
+        for (long i = 0; i < L; i++) memcpy(a->o + i * D + e * hd, oh + i * hd, hd * sizeof(float));
+    }
+}
+
+typedef struct {
+    const float *x, *w, *b;
+    float eps;
+    float* y;
+    long rows, n;
+} Norm;
+
+static void norm_part(void* ctx, int part, int parts) {
+    const Norm* m = ctx;
+    long lo, hi;
+    wf_share(m->rows, 1, part, parts, &lo, &hi);
+    if (hi > lo) wf_layer_norm_rows(m->x + lo * m->n, m->w, m->b, m->eps, m->y + lo * m->n, hi - lo, m->n);
+}
+
+static void norm(Team* t, const float* x, const float* w, const float* b, float eps, float* y, long rows, long n) {
+    Norm m = {x, w, b, eps, y, rows, n};
+    wf_team_run(t, norm_part, &m);
+}
+
+typedef struct {
+    float* f;
+    long n;
+} Gelu;
+
+static void gelu_part(void* ctx, int part, int parts) {
+    const Gelu* g = ctx;
+    long lo, hi;
+    wf_share(g->n, 8, part, parts, &lo, &hi);
+    wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
+}
+
+/* The vocabulary's product of each requested row: the packed logits' chains */
+typedef struct {
+    const float* h; /* (rows, D) */
+    const void* packed;
+    int half;
+    float* logits; /* (rows, n_vocab) */
+    long rows, n_vocab, D;
+} Vocab;
+
+static void vocab_part(void* ctx, int part, int parts) {
+    const Vocab* v = ctx;
+    long panel = wf_panel_size(), lo, hi;
+    wf_share((v->n_vocab + panel - 1) / panel, 1, part, parts, &lo, &hi);
+    for (long r = 0; r < v->rows; r++)
+        wf_panels_part(v->h + r * v->D, v->packed, v->half, NULL, v->logits + r * v->n_vocab, v->n_vocab, v->D, lo, hi);
+}
+
+/* Floats of scratch wf_decoder_prompt needs for L rows. */
+long wf_prompt_scratch(const long* d, long L) {
+    long D = d[N_STATE], hd = D / d[N_HEAD], S = d[N_AUDIO], F = d[N_MLP];
+    long attention = 4 * L * hd + L * (L > S ? L : S);
+    return 7 * L * D + L * F + 2 * attention;
+}
+
+/* The logits (n_rows, n_vocab) of rows[] of the prompt tokens[0 .. L) at positions 0 .. L - 1,
+   and every layer's self keys and values at those positions. Returns 0, or -1 where it cannot
+   (no packed logits, L beyond n_ctx, more rows than L or one out of range). */
+int wf_decoder_prompt(Sgemm sgemm, const float* const* model, const float* const* layers, const long* d, float scale,
+                      float eps, const long* tokens, long L, const long* rows, long n_rows, long split_min,
+                      float* scratch, float* logits) {
+    const long NL = d[N_LAYER], D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], S = d[N_AUDIO], F = d[N_MLP];
+    if (!model[LOGITS_PACKED] || L < 1 || L > C || n_rows > L) return -1;
+    for (long r = 0; r < n_rows; r++)
+        if (rows[r] < 0 || rows[r] >= L) return -1;
+    float *x = scratch, *h = x + L * D, *q = h + L * D, *k = q + L * D, *v = k + L * D, *o = v + L * D, *y = o + L * D;
+    float *f = y + L * D, *attn = f + L * F;
+    const long attn_part = 4 * L * hd + L * (L > S ? L : S);
+    Team* team = wf_team_start((int)d[THREADS]);
+
+    for (long i = 0; i < L; i++)
+        for (long c = 0; c < D; c++) x[i * D + c] = model[TOKENS][tokens[i] * D + c] + model[POSITIONS][i * D + c];
+    for (long l = 0; l < NL; l++) {
+        const float* const* a = layers + l * LAYER_ARRAYS;
+        float *keys = (float*)a[KEYS], *values = (float*)a[VALUES];
+
+        norm(team, x, a[LN1_W], a[LN1_B], eps, h, L, D);
+        linears(team, sgemm, h, L, D, split_min, 3,
+                (Output[]){{a[WQ], a[BQ], q, D}, {a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
+        for (long e = 0; e < H; e++)
+            for (long j = 0; j < L; j++) {
+                memcpy(keys + (e * C + j) * hd, k + j * D + e * hd, hd * sizeof(float));
+                memcpy(values + (e * C + j) * hd, v + j * D + e * hd, hd * sizeof(float));
+            }
+        Attention self = {sgemm, q, k, v, scale, L, L, H, hd, 0, attn, attn_part, o};
+        wf_team_run(team, attention_part, &self);
+        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WO], a[BO], y, D}});
+        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+
+        norm(team, x, a[LN2_W], a[LN2_B], eps, h, L, D);
+        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[WCQ], a[BCQ], q, D}});
+        Attention cross = {sgemm, q, a[CKEYS], a[CVALUES], scale, L, S, H, hd, 1, attn, attn_part, o};
+        wf_team_run(team, attention_part, &cross);
+        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WCO], a[BCO], y, D}});
+        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+
+        norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
+        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
+        Gelu gelu = {f, L * F};
+        wf_team_run(team, gelu_part, &gelu);
+        linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
+        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+    }
+    for (long r = 0; r < n_rows; r++) wf_layer_norm_rows(x + rows[r] * D, model[LN_W], model[LN_B], eps, h + r * D, 1, D);
+    Vocab vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], logits, n_rows, d[N_VOCAB], D};
+    wf_team_run(team, vocab_part, &vocab);
+    wf_team_stop(team);
+    return 0;
+}
