@@ -86,10 +86,12 @@ typedef struct {
     const float* q;   /* (H * hd), unscaled */
     float scale;
     float *keys, *values;     /* self: (H, C, hd) caches; cross: (H, S, hd) */
+    float* kt;                /* self: the scaled keys transposed, (H, hd, C), kept from step to step */
+    long kt_from;             /* self: kt holds positions 0 .. kt_from - 1 already */
     const void* keys_packed;  /* cross: each head's keys as panels, or NULL */
     long H, hd, C, T, pos;    /* self: C = n_ctx, T = pos + 1 keys; cross: C = T = S */
     int cross;
-    float* scratch;           /* per part: hd + hd * T + T floats */
+    float* scratch;           /* per part: hd + T floats */
     long scratch_part;
     float* o;                 /* (H * hd) */
 } Attention;
@@ -98,7 +100,7 @@ static void attention_part(void* ctx, int part, int parts) {
     Attention* a = ctx;
     long lo, hi, hd = a->hd, T = a->T;
     wf_share(a->H, 1, part, parts, &lo, &hi);
-    float *qs = a->scratch + part * a->scratch_part, *scores = qs + hd, *kt = scores + T;
+    float *qs = a->scratch + part * a->scratch_part, *scores = qs + hd;
     long panel = wf_panel_size(), panels = (T + panel - 1) / panel;
     for (long e = lo; e < hi; e++) {
         float *kc = a->keys + e * a->C * hd, *vc = a->values + e * a->C * hd;
@@ -112,10 +114,12 @@ static void attention_part(void* ctx, int part, int parts) {
                 a->sgemm(ROW_MAJOR, NO_TRANS, TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, kc, (int)hd, 0.0f,
                          scores, (int)T);
         } else {
-            /* mlx-whisper's graph: (q * s) @ (k.swapaxes(-1, -2) * s), the keys laid out (hd, T) */
-            for (long j = 0; j < T; j++)
-                for (long c = 0; c < hd; c++) kt[c * T + j] = kc[j * hd + c] * a->scale;
-            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, kt, (int)T, 0.0f, scores,
+            /* mlx-whisper's graph: (q * s) @ (k.swapaxes(-1, -2) * s), the keys laid out (hd, T); here
+               the first T of C columns, each made once (the BLAS's sums do not depend on ldb) */
+            float* kt = a->kt + e * hd * a->C;
+            for (long j = a->kt_from; j < T; j++)
+                for (long c = 0; c < hd; c++) kt[c * a->C + j] = kc[j * hd + c] * a->scale;
+            a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, kt, (int)a->C, 0.0f, scores,
                      (int)T);
         }
         wf_softmax(scores, scores, 1, T, 1);
@@ -174,20 +178,22 @@ long wf_decoder_scratch(const long* d) {
     long D = d[N_STATE], hd = D / d[N_HEAD];
     long t = d[N_CTX] > d[N_AUDIO] ? d[N_CTX] : d[N_AUDIO];
     long F = (d[N_MLP] > D ? d[N_MLP] : D) + 16;
-    return 8 * (D + 16) + F + 2 * (hd + hd * d[N_CTX] + t);
+    return 8 * (D + 16) + F + 2 * (hd + t);
 }
 
-/* logits (n_vocab) for `token` at position `pos` (0 < pos < n_ctx); the layers' self caches
-   hold positions 0 .. pos - 1 and get pos. Returns 0. */
+/* logits (n_vocab) for `token` at position `pos` (0 <= pos < n_ctx); the layers' self caches
+   hold positions 0 .. pos - 1 and get pos. kt (n_layer, n_head, head_dim, n_ctx) keeps each
+   layer's scaled keys transposed from step to step: it holds positions 0 .. kt_from - 1 of
+   these caches (kt_from <= pos), and gets kt_from .. pos. Returns 0. */
 int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* layers, const long* d, float scale,
-                    float eps, long token, long pos, float* scratch, float* logits) {
+                    float eps, long token, long pos, float* kt, long kt_from, float* scratch, float* logits) {
     const long L = d[N_LAYER], D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], S = d[N_AUDIO];
     const long F = d[N_MLP], Dp = D + 16, Fp = (F > D ? F : D) + 16;
     /* row vectors padded with zeros to a multiple of 16 (tn16 reads whole blocks) */
     float *x = scratch, *h = x + Dp, *q = h + Dp, *k = q + Dp, *v = k + Dp, *o = v + Dp, *y = o + Dp;
     float *f = y + 2 * Dp, *attn = f + Fp;
     memset(scratch, 0, (8 * Dp + Fp) * sizeof(float));
-    long attn_part = hd + hd * C + (C > S ? C : S);
+    long attn_part = hd + (C > S ? C : S);
     const int half = (int)d[TN16_HALF];
     Team* team = wf_team_start((int)d[THREADS]);
 
@@ -207,15 +213,16 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
             memcpy(keys + (e * C + pos) * hd, k + e * hd, hd * sizeof(float));
             memcpy(values + (e * C + pos) * hd, v + e * hd, hd * sizeof(float));
         }
-        Attention self = {sgemm, q, scale, keys, values, NULL, H, hd, C, pos + 1, pos, 0, attn, attn_part, o};
+        Attention self = {sgemm, q, scale, keys, values, kt + l * H * hd * C, kt_from, NULL, H, hd, C, pos + 1, pos, 0,
+                          attn, attn_part, o};
         wf_team_run(team, attention_part, &self);
         run_linears(team, sgemm, half, 1, o, a, (int[]){WO}, (int[]){WO16}, (int[]){BO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
 
         layer_norm(x, a[LN2_W], a[LN2_B], eps, h, D);
         run_linears(team, sgemm, half, 1, h, a, (int[]){WCQ}, (int[]){WCQ16}, (int[]){BCQ}, (float*[]){q}, (long[]){D}, D);
-        Attention cross = {sgemm, q, scale, (float*)a[CKEYS], (float*)a[CVALUES], a[CKEYS_PACKED], H, hd, S, S, 0,
-                           1, attn, attn_part, o};
+        Attention cross = {sgemm, q, scale, (float*)a[CKEYS], (float*)a[CVALUES], NULL, 0, a[CKEYS_PACKED], H, hd, S,
+                           S, 0, 1, attn, attn_part, o};
         wf_team_run(team, attention_part, &cross);
         run_linears(team, sgemm, half, 1, o, a, (int[]){WCO}, (int[]){WCO16}, (int[]){BCO}, (float*[]){y}, (long[]){D}, D);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];

@@ -76,7 +76,7 @@ class CpuSimd:
                            ("wf_decoder_scratch", (_P,)),
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
-                           ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _P)),
+                           ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
                            ("wf_decoder_prompt", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _P, _L, _L, _P,
                                                   _P)),
