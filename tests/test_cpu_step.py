@@ -445,7 +445,7 @@ def previous_text_prompt(n: int, seed: int) -> mx.array:
 
 @pytest.mark.parametrize("n_prompt", [2, 3, 5, 7, 8, 13, 27, 56, 90, 169, 224])
 def test_c_prompt_is_stocks_prompt_bit_for_bit(prompted_model, n_prompt, monkeypatch):
-    """A window's prompt of previous text runs as one C call (cpu_prompt.c, no MLX graph), its
+    """A window's prompt of previous text runs as one C call (cpu_rows.c, no MLX graph), its
     products on two threads: the SOT's and the last position's logits are those of stock's
     decoder (mlx-whisper's, every position made), and the steps after it stock's steps, bit
     for bit, so its keys and values are stock's too. The lengths span the Linears run whole

@@ -1,5 +1,5 @@
 """The CPU's one-row decode step in one C call (kernels/cpu_decoder.c), and a window's
-prompt in another (kernels/cpu_prompt.c), MLX's bits.
+prompt in another (kernels/cpu_rows.c), MLX's bits.
 
 At one row on the CPU, FlatStep's ~250 MLX primitives cost more to dispatch than to compute
 (benchmarks/cpu/profile.md §11). `NativeStep` runs the same step as one call into the
@@ -42,7 +42,7 @@ LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "l
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
          "n_pieces", "tn16_half")
 # A Linear's output features are shared by the prompt's two threads where each half is at
-# least this many multiply-adds (cpu_prompt.c): OpenBLAS's small-matrix kernels, which take a
+# least this many multiply-adds (cpu_rows.c): OpenBLAS's small-matrix kernels, which take a
 # few rows, sum a row otherwise at another width (2 to 7 rows of tiny.en's layers, scipy's
 # OpenBLAS on AVX-512), while its large products sum alike at any width
 SPLIT_MIN = 4_000_000
@@ -226,7 +226,7 @@ class NativeStep:
         """The logits (1, len(rows), n_vocab) of a prompt `tokens` (1, L) over empty caches (one
         audio, its cross K/V in place, the buffers reserved), every layer's keys and values
         written and the offsets moved on: what MLX's graph `mlx_prompt()` makes, in one C call
-        (kernels/cpu_prompt.c). None where that graph is to run: the step is off or not yet
+        (kernels/cpu_rows.c). None where that graph is to run: the step is off or not yet
         checked (its tables come with its first step), or this is another kind of prompt. The
         first prompt runs both and compares the logits, keys and values; the C prompt stands in
         only where they were MLX's bits, else `prompt_reason` says why."""

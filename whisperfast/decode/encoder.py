@@ -30,6 +30,7 @@ from ..kernels.layers import (conv1d_across_cpu_streams, cpu_streams, linear_acr
                               rows_across_cpu_streams)
 from ..kernels.ops import composed_gelu
 from .attention import supports_static_cache
+from .cpu_encoder import native_encoder
 
 
 def encode(model: Whisper, mel: mx.array) -> mx.array:
@@ -49,8 +50,9 @@ def fast_gelu():
 
 
 def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
-    """The GELUs on x86 vectors (kernels/cpu_simd.py: each writes over the layer output it is
-    given, which nothing else holds) or else by rows across the CPU streams; the layer norms
+    """The residual blocks in one C call where it runs (decode/cpu_encoder.py); else the GELUs
+    on x86 vectors (kernels/cpu_simd.py: each writes over the layer output it is given, which
+    nothing else holds) or else by rows across the CPU streams; the layer norms
     on the library's threads (MLX's fallback arithmetic, row for row); the MLP's matmuls and
     the convolutions by output features across the streams where there are several. (The
     attention layers make the same choice for their softmax: WhisperAttention._attend.)"""
@@ -59,20 +61,24 @@ def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     norm = simd.layer_norm if simd is not None else _call
     across = len(cpu_streams()) > 1
     return forward(encoder, mel, gelu, linear_across_cpu_streams if across else _call,
-                   norm, conv1d_across_cpu_streams if across else _call)
+                   norm, conv1d_across_cpu_streams if across else _call, native_encoder(encoder))
 
 
 def _call(layer: nn.Module, x: mx.array) -> mx.array:
     return layer(x)
 
 
-def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear, norm=_call, conv=_call) -> mx.array:
+def forward(encoder: AudioEncoder, mel: mx.array, gelu, linear, norm=_call, conv=_call, blocks=None) -> mx.array:
     """AudioEncoder.__call__ and its blocks' (mlx-whisper 0.4.3), the same ops in the same
     order, with gelu(x) for its GELUs, and linear(layer, x), norm(layer, x) and conv(layer, x)
-    for its MLP's layers, its layer norms and its convolutions."""
+    for its MLP's layers, its layer norms and its convolutions; blocks(x), where given, for
+    all its residual blocks (the CPU's C: decode/cpu_encoder.py; None where it declines)."""
     x = gelu(conv(encoder.conv1, mel))
     x = gelu(conv(encoder.conv2, x))
     x = x + encoder._positional_embedding
+    out = blocks(x) if blocks is not None else None
+    if out is not None:
+        return norm(encoder.ln_post, out)
     for block in encoder.blocks:
         x = x + block.attn(norm(block.attn_ln, x))[0]
         h = gelu(linear(block.mlp1, norm(block.mlp_ln, x)))

@@ -1,4 +1,4 @@
-/* What cpu_decoder.c (one row) and cpu_prompt.c (a prompt's rows) share: the BLAS call they
+/* What cpu_decoder.c (one row) and cpu_rows.c (many rows) share: the BLAS call they
    are handed, the library's ops they call, the tables decode/cpu_step.py builds, and
    cpu_team.c's two threads. */
 #ifndef WF_CPU_DECODER_H

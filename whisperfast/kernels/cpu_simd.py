@@ -40,9 +40,9 @@ from typing import Callable, Optional
 import mlx.core as mx
 
 # cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both,
-# cpu_prompt.c: a prompt's rows (decode/cpu_step.py), both on cpu_team.c's threads; one library
+# cpu_rows.c: many rows (a decoder prompt, the encoder's blocks), both on cpu_team.c's threads; one library
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_team.c", "cpu_decoder.c",
-                                                             "cpu_prompt.c", "cpu_decoder.h"))
+                                                             "cpu_rows.c", "cpu_decoder.h"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -78,6 +78,8 @@ class CpuSimd:
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
+                           ("wf_encoder_scratch", (_P, _L)),
+                           ("wf_encoder_blocks", (_P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _L, _P)),
                            ("wf_decoder_prompt", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _P, _L, _L, _P,
                                                   _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
@@ -86,7 +88,8 @@ class CpuSimd:
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
-        lib.wf_decoder_scratch.restype = lib.wf_pick.restype = lib.wf_prompt_scratch.restype = ctypes.c_long
+        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch"):
+            getattr(lib, name).restype = ctypes.c_long
 
     @property
     def lib(self) -> ctypes.CDLL:

@@ -1,4 +1,4 @@
-/* Two threads for one piece of work at a time (cpu_decoder.c, cpu_prompt.c). */
+/* Two threads for one piece of work at a time (cpu_decoder.c, cpu_rows.c). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>

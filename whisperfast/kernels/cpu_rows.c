@@ -1,19 +1,23 @@
-/* A prompt's rows through the decoder (cpu_decoder.c's tables), as MLX's CPU ops compute
-   mlx-whisper's graph for them, in one call, on two threads.
+/* Many rows through residual blocks (cpu_decoder.h's tables), as MLX's CPU ops compute
+   mlx-whisper's graph for them, in one call, on two threads: a decoder's prompt (its previous
+   text, up to 224 tokens: the logits of some rows, every layer's keys and values), and an
+   encoder's blocks (1500 rows, no cross-attention, no mask).
 
-   A window's prompt (its previous text, up to 224 tokens) is ~150 MLX primitives on one BLAS
-   thread; this makes every product with the very cblas_sgemm call MLX makes for it, with
-   MLX's shapes, transposes, alpha and beta (mlx/backend/cpu/matmul.cpp copies an operand
-   whose rows are not contiguous, so the heads' queries, the self-attention's scaled k^T and
-   its values are laid out (L, hd), (hd, L) and (L, hd) first), and the elementwise ops with
-   cpu_simd.c's (MLX's bits). The second thread takes:
+   In MLX that is ~150 primitives a prompt on one BLAS thread, and each attention copies its
+   heads' operands and joins its streams' pieces. Here every product is the very cblas_sgemm
+   call MLX makes for it, with MLX's shapes, transposes, alpha and beta (mlx/backend/cpu/
+   matmul.cpp copies an operand whose rows are not contiguous, so the heads' queries, the
+   self-attention's scaled k^T and its values are laid out (L, hd), (hd, L) and (L, hd) first),
+   and the elementwise ops are cpu_simd.c's (MLX's bits). The second thread takes:
    - half of each Linear's output features, where each half is a large product (split_min:
      M * N * K of a half): OpenBLAS sums a large product's outputs alike whatever their
      columns, where its small-matrix kernels (a few rows) sum otherwise at other widths;
      smaller Linears run whole, one to a thread;
    - half the heads of each attention (MLX's batched matmul is one call a head);
    - half the rows of each layer norm, half the GELU, half the vocabulary's panels.
-   The caller (decode/cpu_step.py) checks a first prompt against MLX's own before using it. */
+   The caller checks a first prompt against MLX's own before using it (decode/cpu_step.py);
+   the encoder's blocks make the calls the fast engine's MLX encoder makes (decode/encoder.py,
+   whose column splits at 1500 rows tests/test_streams.py checks), and the tests check them. */
 #include <math.h>
 #include <string.h>
 
@@ -65,7 +69,7 @@ typedef struct {
     const float *q, *k, *v; /* self: (L, D) rows, unscaled k; cross: (H, S, hd) */
     float scale;
     long L, S, H, hd;
-    int cross;
+    int cross, causal;
     float* scratch; /* per part: scratch_part floats */
     long scratch_part;
     float* o; /* (L, D) */
@@ -97,8 +101,9 @@ static void attention_part(void* ctx, int part, int parts) {
                 }
             a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)L, (int)hd, 1.0f, qs, (int)hd, kt, (int)L, 0.0f, scores,
                      (int)L);
-            for (long i = 0; i < L; i++)
-                for (long j = i + 1; j < L; j++) scores[i * L + j] = -INFINITY;
+            if (a->causal)
+                for (long i = 0; i < L; i++)
+                    for (long j = i + 1; j < L; j++) scores[i * L + j] = -INFINITY;
             wf_softmax(scores, scores, L, L, 1);
             a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)hd, (int)L, 1.0f, scores, (int)L, vs, (int)hd, 0.0f, oh,
                      (int)hd);
@@ -155,12 +160,55 @@ static void vocab_part(void* ctx, int part, int parts) {
         wf_panels_part(v->h + r * v->D, v->packed, v->half, NULL, v->logits + r * v->n_vocab, v->n_vocab, v->D, lo, hi);
 }
 
-/* Floats of scratch wf_decoder_prompt needs for L rows. */
-long wf_prompt_scratch(const long* d, long L) {
-    long D = d[N_STATE], hd = D / d[N_HEAD], S = d[N_AUDIO], F = d[N_MLP];
-    long attention = 4 * L * hd + L * (L > S ? L : S);
-    return 7 * L * D + L * F + 2 * attention;
+/* Floats of a block's work space for L rows (over S audio rows) */
+static long block_scratch(const long* d, long L, long S) {
+    long D = d[N_STATE], hd = D / d[N_HEAD], F = d[N_MLP];
+    return 6 * L * D + L * F + 2 * (4 * L * hd + L * (L > S ? L : S));
 }
+
+/* One residual block (layer table `a`) over the rows x (L, D), in place: self-attention, causal
+   where `causal`, its keys and values also written to the layer's caches where it has them;
+   cross-attention over S audio rows where it has cross keys; the GELU MLP. */
+static void block(Team* team, Sgemm sgemm, const float* const* a, const long* d, long L, long S, float scale,
+                  float eps, long split_min, int causal, float* x, float* work) {
+    const long D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], F = d[N_MLP];
+    float *h = work, *q = h + L * D, *k = q + L * D, *v = k + L * D, *o = v + L * D, *y = o + L * D;
+    float *f = y + L * D, *attn = f + L * F;
+    const long attn_part = 4 * L * hd + L * (L > S ? L : S);
+
+    norm(team, x, a[LN1_W], a[LN1_B], eps, h, L, D);
+    linears(team, sgemm, h, L, D, split_min, 3,
+            (Output[]){{a[WQ], a[BQ], q, D}, {a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
+    if (a[KEYS])
+        for (long e = 0; e < H; e++)
+            for (long j = 0; j < L; j++) {
+                memcpy((float*)a[KEYS] + (e * C + j) * hd, k + j * D + e * hd, hd * sizeof(float));
+                memcpy((float*)a[VALUES] + (e * C + j) * hd, v + j * D + e * hd, hd * sizeof(float));
+            }
+    Attention self = {sgemm, q, k, v, scale, L, L, H, hd, 0, causal, attn, attn_part, o};
+    wf_team_run(team, attention_part, &self);
+    linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WO], a[BO], y, D}});
+    for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+
+    if (a[CKEYS]) {
+        norm(team, x, a[LN2_W], a[LN2_B], eps, h, L, D);
+        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[WCQ], a[BCQ], q, D}});
+        Attention cross = {sgemm, q, a[CKEYS], a[CVALUES], scale, L, S, H, hd, 1, 0, attn, attn_part, o};
+        wf_team_run(team, attention_part, &cross);
+        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WCO], a[BCO], y, D}});
+        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+    }
+
+    norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
+    linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
+    Gelu gelu = {f, L * F};
+    wf_team_run(team, gelu_part, &gelu);
+    linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
+    for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
+}
+
+/* Floats of scratch wf_decoder_prompt needs for L rows. */
+long wf_prompt_scratch(const long* d, long L) { return L * d[N_STATE] + block_scratch(d, L, d[N_AUDIO]); }
 
 /* The logits (n_rows, n_vocab) of rows[] of the prompt tokens[0 .. L) at positions 0 .. L - 1,
    and every layer's self keys and values at those positions. Returns 0, or -1 where it cannot
@@ -168,51 +216,33 @@ long wf_prompt_scratch(const long* d, long L) {
 int wf_decoder_prompt(Sgemm sgemm, const float* const* model, const float* const* layers, const long* d, float scale,
                       float eps, const long* tokens, long L, const long* rows, long n_rows, long split_min,
                       float* scratch, float* logits) {
-    const long NL = d[N_LAYER], D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], S = d[N_AUDIO], F = d[N_MLP];
-    if (!model[LOGITS_PACKED] || L < 1 || L > C || n_rows > L) return -1;
+    const long D = d[N_STATE];
+    if (!model[LOGITS_PACKED] || L < 1 || L > d[N_CTX] || n_rows > L) return -1;
     for (long r = 0; r < n_rows; r++)
         if (rows[r] < 0 || rows[r] >= L) return -1;
-    float *x = scratch, *h = x + L * D, *q = h + L * D, *k = q + L * D, *v = k + L * D, *o = v + L * D, *y = o + L * D;
-    float *f = y + L * D, *attn = f + L * F;
-    const long attn_part = 4 * L * hd + L * (L > S ? L : S);
+    float *x = scratch, *h = x + L * D;
     Team* team = wf_team_start((int)d[THREADS]);
-
     for (long i = 0; i < L; i++)
         for (long c = 0; c < D; c++) x[i * D + c] = model[TOKENS][tokens[i] * D + c] + model[POSITIONS][i * D + c];
-    for (long l = 0; l < NL; l++) {
-        const float* const* a = layers + l * LAYER_ARRAYS;
-        float *keys = (float*)a[KEYS], *values = (float*)a[VALUES];
-
-        norm(team, x, a[LN1_W], a[LN1_B], eps, h, L, D);
-        linears(team, sgemm, h, L, D, split_min, 3,
-                (Output[]){{a[WQ], a[BQ], q, D}, {a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
-        for (long e = 0; e < H; e++)
-            for (long j = 0; j < L; j++) {
-                memcpy(keys + (e * C + j) * hd, k + j * D + e * hd, hd * sizeof(float));
-                memcpy(values + (e * C + j) * hd, v + j * D + e * hd, hd * sizeof(float));
-            }
-        Attention self = {sgemm, q, k, v, scale, L, L, H, hd, 0, attn, attn_part, o};
-        wf_team_run(team, attention_part, &self);
-        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WO], a[BO], y, D}});
-        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
-
-        norm(team, x, a[LN2_W], a[LN2_B], eps, h, L, D);
-        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[WCQ], a[BCQ], q, D}});
-        Attention cross = {sgemm, q, a[CKEYS], a[CVALUES], scale, L, S, H, hd, 1, attn, attn_part, o};
-        wf_team_run(team, attention_part, &cross);
-        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WCO], a[BCO], y, D}});
-        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
-
-        norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
-        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
-        Gelu gelu = {f, L * F};
-        wf_team_run(team, gelu_part, &gelu);
-        linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
-        for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
-    }
+    for (long l = 0; l < d[N_LAYER]; l++)
+        block(team, sgemm, layers + l * LAYER_ARRAYS, d, L, d[N_AUDIO], scale, eps, split_min, 1, x, h);
     for (long r = 0; r < n_rows; r++) wf_layer_norm_rows(x + rows[r] * D, model[LN_W], model[LN_B], eps, h + r * D, 1, D);
     Vocab vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], logits, n_rows, d[N_VOCAB], D};
     wf_team_run(team, vocab_part, &vocab);
+    wf_team_stop(team);
+    return 0;
+}
+
+/* Floats of scratch wf_encoder_blocks needs for L rows. */
+long wf_encoder_scratch(const long* d, long L) { return block_scratch(d, L, 0); }
+
+/* An encoder's residual blocks (tables of cpu_decoder.h's layout, with no cross-attention or
+   caches) over its rows x (L, D), in place. Returns 0. */
+int wf_encoder_blocks(Sgemm sgemm, const float* const* layers, const long* d, float scale, float eps, float* x, long L,
+                      long split_min, float* scratch) {
+    Team* team = wf_team_start((int)d[THREADS]);
+    for (long l = 0; l < d[N_LAYER]; l++)
+        block(team, sgemm, layers + l * LAYER_ARRAYS, d, L, 0, scale, eps, split_min, 0, x, scratch);
     wf_team_stop(team);
     return 0;
 }

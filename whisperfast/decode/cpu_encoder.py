@@ -1,0 +1,107 @@
+"""The fast engine's encoder blocks on the CPU in one C call (kernels/cpu_rows.c), MLX's bits.
+
+decode/encoder.py's `cpu_forward` runs mlx-whisper's encoder blocks as MLX ops shared out
+across the CPU streams; an attention layer there copies its heads' operands, hands them to the
+streams and joins their pieces (~9 ms of tiny.en's ~46 ms attention layer on 2 cores,
+benchmarks/cpu/profile.md §14). `NativeEncoder` makes the same products with the same BLAS
+calls and the same elementwise ops (cpu_simd.c's softmax, GELU and layer norms) over the two
+threads of the library's team, in one call a window: the blocks' output bit for bit
+(tests/test_cpu_encoder.py checks it against stock's encoder)."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_whisper.whisper import AudioEncoder
+
+from ..kernels import cpu_simd, ops
+from ..kernels.cpu_simd import CpuSimd
+from .attention import WhisperAttention
+from .cpu_step import LAYER, SIZES, SPLIT_MIN, global_sgemm
+
+
+def unsupported(encoder: AudioEncoder) -> str:
+    """Why NativeEncoder cannot run this encoder's blocks, or an empty string."""
+    blocks = encoder.blocks
+    if not all(isinstance(b.attn, WhisperAttention) and b.attn.sdpa is ops.fused_scaled_dot_product_attention
+               for b in blocks):
+        return "an attention other than the fused one"
+    linears = [m for b in blocks for m in (b.attn.query, b.attn.key, b.attn.value, b.attn.out, b.mlp1, b.mlp2)]
+    norms = [n for b in blocks for n in (b.attn_ln, b.mlp_ln)]
+    if any(type(m) is not nn.Linear for m in linears):
+        return "quantized layers"
+    if any(getattr(n, "mode", "fused") != "fused" or n.eps != norms[0].eps for n in norms):
+        return "a layer norm other than the fused one"
+    arrays = [a for m in linears + norms for a in (m.weight, m.get("bias")) if a is not None]
+    if any(a.dtype != mx.float32 for a in arrays):
+        return "not float32"
+    return "" if global_sgemm() is not None else "no global cblas_sgemm (MLX runs its bundled reference BLAS)"
+
+
+class NativeEncoder:
+    """An encoder's residual blocks, x (n_audio, n_audio_ctx, n_state) float32 after the
+    positional embedding -> the last block's output, one C call an audio."""
+
+    def __init__(self, kernels: CpuSimd, encoder: AudioEncoder):
+        self.kernels, self.encoder = kernels, encoder
+        self.reason = unsupported(encoder)
+        self._tables = None
+
+    def __call__(self, x: mx.array) -> Optional[mx.array]:
+        """The blocks' output, or None where MLX's ops are to run (`reason`)."""
+        import numpy as np
+
+        if self.reason or x.dtype != mx.float32 or x.ndim != 3:
+            return None
+        if self._tables is None:
+            self._build()
+        lib, n = self.kernels.lib, x.shape[1]
+        sizes = self._sizes | {"n_ctx": n}
+        dims = (ctypes.c_long * len(SIZES))(*(sizes[k] for k in SIZES))
+        scratch = np.empty(lib.wf_encoder_scratch(dims, n), np.float32)
+        out = np.array(x, np.float32)  # a copy of its own: the call works in place
+        for a in out:
+            lib.wf_encoder_blocks(self._sgemm, self._tables, dims, self._scale, self._eps, a.ctypes.data, n, SPLIT_MIN,
+                                  scratch.ctypes.data)
+        return mx.array(out)
+
+    def _build(self):
+        """The blocks' tables (cpu_decoder.h's layer layout; no cross-attention, no caches)."""
+        import numpy as np
+
+        host = cpu_simd._host  # the weights' own memory
+        rows, keep = [], []
+        for b in self.encoder.blocks:
+            a = b.attn
+            named = {"ln1_w": b.attn_ln.weight, "ln1_b": b.attn_ln.bias, "wq": a.query.weight, "bq": a.query.bias,
+                     "wk": a.key.weight, "wv": a.value.weight, "bv": a.value.bias, "wo": a.out.weight,
+                     "bo": a.out.bias, "ln3_w": b.mlp_ln.weight, "ln3_b": b.mlp_ln.bias, "w1": b.mlp1.weight,
+                     "b1": b.mlp1.bias, "w2": b.mlp2.weight, "b2": b.mlp2.bias}
+            arrays = {k: np.ascontiguousarray(host(v)) for k, v in named.items()}
+            keep.extend(arrays.values())
+            rows.extend(arrays[name].ctypes.data if name in arrays else None for name in LAYER)
+        first = self.encoder.blocks[0]
+        self._keep = keep
+        self._tables = (ctypes.c_void_p * len(rows))(*rows)
+        self._sizes = dict.fromkeys(SIZES, 0) | dict(
+            n_layer=len(self.encoder.blocks), n_state=first.attn.query.weight.shape[0], n_head=first.attn.n_head,
+            n_mlp=first.mlp1.weight.shape[0], threads=self.kernels.threads)
+        self._scale, self._eps = first.attn.qk_scale, first.attn_ln.eps
+        self._sgemm = global_sgemm()
+
+
+def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:
+    """The encoder's NativeEncoder (made once, kept on the module), where the CPU's C runs
+    (float32 kernels, WHISPERFAST_CPU_STEP not 0) and it covers the encoder, else None."""
+    from ..config import config
+
+    if mx.default_device() != mx.cpu or not config().cpu_step:
+        return None
+    if "_whisperfast_blocks" not in encoder.__dict__:
+        kernels = cpu_simd.chosen(mx.float32)
+        encoder.__dict__["_whisperfast_blocks"] = NativeEncoder(kernels, encoder) if kernels is not None else None
+    native = encoder.__dict__["_whisperfast_blocks"]
+    return native if native is not None and not native.reason else None
