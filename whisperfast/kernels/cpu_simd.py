@@ -7,8 +7,9 @@ tiny.en's encoder the softmax and the GELUs were 63-68 % of a window (benchmarks
 its results are MLX's own, bit for bit; stock's lane keeps MLX's ops, and the equality tests
 hold the two together.
 
-The library (cpu_simd.c, with cpu_products.c's products in the BLAS's orders of sums and
-cpu_decoder.c's decode step, decode/cpu_step.py) is built once per machine with the C compiler
+The library (cpu_simd.c, with cpu_products.c's products in the BLAS's orders of sums,
+cpu_decoder.c's decode step and cpu_rows.c's prompt and encoder blocks on cpu_team.c's two
+threads: decode/cpu_step.py, decode/cpu_encoder.py) is built once per machine with the C compiler
 (`cc`; MLX's own `mx.compile` runs g++ on the CPU the same way) and kept in the kernel cache,
 keyed by the sources, the flags, the compiler and MLX's version. A new build is checked against MLX's own CPU ops before it is
 kept: about a million float32 bit patterns spread over all of them through exp and GELU, and
