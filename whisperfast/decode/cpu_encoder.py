@@ -14,13 +14,12 @@ import ctypes
 from typing import Optional
 
 import mlx.core as mx
-import mlx.nn as nn
 from mlx_whisper.whisper import AudioEncoder
 
 from ..kernels import cpu_simd, ops
 from ..kernels.cpu_simd import CpuSimd
 from .attention import WhisperAttention
-from .cpu_step import LAYER, SIZES, SPLIT_MIN, global_sgemm
+from .cpu_step import LAYER, SIZES, SPLIT_MIN, global_sgemm, layers_unsupported
 
 
 def unsupported(encoder: AudioEncoder) -> str:
@@ -29,16 +28,9 @@ def unsupported(encoder: AudioEncoder) -> str:
     if not all(isinstance(b.attn, WhisperAttention) and b.attn.sdpa is ops.fused_scaled_dot_product_attention
                for b in blocks):
         return "an attention other than the fused one"
-    linears = [m for b in blocks for m in (b.attn.query, b.attn.key, b.attn.value, b.attn.out, b.mlp1, b.mlp2)]
-    norms = [n for b in blocks for n in (b.attn_ln, b.mlp_ln)]
-    if any(type(m) is not nn.Linear for m in linears):
-        return "quantized layers"
-    if any(getattr(n, "mode", "fused") != "fused" or n.eps != norms[0].eps for n in norms):
-        return "a layer norm other than the fused one"
-    arrays = [a for m in linears + norms for a in (m.weight, m.get("bias")) if a is not None]
-    if any(a.dtype != mx.float32 for a in arrays):
-        return "not float32"
-    return "" if global_sgemm() is not None else "no global cblas_sgemm (MLX runs its bundled reference BLAS)"
+    return layers_unsupported([m for b in blocks for m in (b.attn.query, b.attn.key, b.attn.value, b.attn.out,
+                                                           b.mlp1, b.mlp2)],
+                              [n for b in blocks for n in (b.attn_ln, b.mlp_ln)])
 
 
 class NativeEncoder:
@@ -48,7 +40,7 @@ class NativeEncoder:
     def __init__(self, kernels: CpuSimd, encoder: AudioEncoder):
         self.kernels, self.encoder = kernels, encoder
         self.reason = unsupported(encoder)
-        self._tables = None
+        self._tables = self._scratch = None
 
     def __call__(self, x: mx.array) -> Optional[mx.array]:
         """The blocks' output, or None where MLX's ops are to run (`reason`)."""
@@ -61,11 +53,13 @@ class NativeEncoder:
         lib, n = self.kernels.lib, x.shape[1]
         sizes = self._sizes | {"n_ctx": n}
         dims = (ctypes.c_long * len(SIZES))(*(sizes[k] for k in SIZES))
-        scratch = np.empty(lib.wf_encoder_scratch(dims, n), np.float32)
+        need = lib.wf_encoder_scratch(dims, n)
+        if self._scratch is None or self._scratch.size < need:  # kept: a window's is ~45 MB for tiny.en
+            self._scratch = np.empty(need, np.float32)
         out = np.array(x, np.float32)  # a copy of its own: the call works in place
         for a in out:
             lib.wf_encoder_blocks(self._sgemm, self._tables, dims, self._scale, self._eps, a.ctypes.data, n, SPLIT_MIN,
-                                  scratch.ctypes.data)
+                                  self._scratch.ctypes.data)
         return mx.array(out)
 
     def _build(self):

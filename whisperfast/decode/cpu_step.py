@@ -68,22 +68,33 @@ def _modules(block) -> dict:
 
 def unsupported(decoder) -> str:
     """Why NativeStep cannot run this decoder's step, or an empty string."""
-    layers = [_modules(b) for b in decoder.blocks]
-    norms = [decoder.ln] + [m[n] for m in layers for n in ("ln1", "ln2", "ln3")]
-    linears = [m[n] for m in layers for n in m if n.startswith("w")]
-    if type(decoder.token_embedding) is not nn.Embedding or any(type(m) is not nn.Linear for m in linears):
-        return "quantized layers"
-    if any(getattr(n, "mode", "fused") != "fused" or n.eps != norms[0].eps for n in norms):
-        return "a layer norm other than the fused one"
     if any(b.cross_attn.sdpa is not ops.fused_scaled_dot_product_attention for b in decoder.blocks):
         return "a cross-attention other than the fused one"
-    arrays = [decoder.token_embedding.weight, decoder.positional_embedding] + \
-        [a for m in linears + norms for a in (m.weight, m.get("bias")) if a is not None]
-    if any(a.dtype != mx.float32 for a in arrays):
-        return "not float32"
+    if type(decoder.token_embedding) is not nn.Embedding:
+        return "quantized layers"
+    layers = [_modules(b) for b in decoder.blocks]
+    why = layers_unsupported([m[n] for m in layers for n in m if n.startswith("w")],
+                             [decoder.ln] + [m[n] for m in layers for n in ("ln1", "ln2", "ln3")],
+                             [decoder.token_embedding.weight, decoder.positional_embedding])
+    if why:
+        return why
     if decoder.positional_embedding.shape[-1] % decoder.blocks[0].attn.n_head or \
             (decoder.positional_embedding.shape[-1] // decoder.blocks[0].attn.n_head) % 8:
         return "a head width that is not a multiple of 8"
+    return ""
+
+
+def layers_unsupported(linears: list, norms: list, arrays: list = ()) -> str:
+    """Why the C code cannot read these layers (it takes plain float32 Linear layers, the fused
+    layer norm at one eps, and other float32 `arrays`, with MLX on a global cblas_sgemm), or an
+    empty string: the decoder's step and prompt, and the encoder's blocks (cpu_encoder.py)."""
+    if any(type(m) is not nn.Linear for m in linears):
+        return "quantized layers"
+    if any(getattr(n, "mode", "fused") != "fused" or n.eps != norms[0].eps for n in norms):
+        return "a layer norm other than the fused one"
+    params = [a for m in linears + norms for a in (m.weight, m.get("bias")) if a is not None]
+    if any(a.dtype != mx.float32 for a in list(arrays) + params):
+        return "not float32"
     return "" if global_sgemm() is not None else "no global cblas_sgemm (MLX runs its bundled reference BLAS)"
 
 
@@ -220,6 +231,7 @@ class NativeStep:
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)
+        self._kt = np.empty(len(dec.blocks) * f.n_state * self._sizes["n_ctx"], np.float32)
         return ""
 
     def prompt(self, tokens: mx.array, cache: list, rows, mlx_prompt) -> Optional[mx.array]:
@@ -317,9 +329,6 @@ class NativeStep:
             self._sizes["n_audio"] = n_audio
             self._dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
             self._scratch = np.empty(self.kernels.lib.wf_decoder_scratch(self._dims), np.float32)
-        if self._kt is None:
-            d = self._sizes
-            self._kt = np.empty(d["n_layer"] * d["n_state"] * d["n_ctx"], np.float32)
         return True
 
     def _c_step(self, token: int, cache: list) -> None:

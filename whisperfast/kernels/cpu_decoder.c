@@ -128,11 +128,12 @@ static void attention_part(void* ctx, int part, int parts) {
 }
 
 typedef struct {
-    const float* x;
+    const float* x; /* (rows, k) */
+    long rows;
     const void* packed;
     int half;
     const float* b;
-    float* y;
+    float* y; /* (rows, n) */
     long n, k;
 } Panels;
 
@@ -140,7 +141,14 @@ static void panels_part(void* ctx, int part, int parts) {
     Panels* p = ctx;
     long panel = wf_panel_size(), lo, hi;
     wf_share((p->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
-    wf_panels_part(p->x, p->packed, p->half, p->b, p->y, p->n, p->k, lo, hi);
+    for (long r = 0; r < p->rows; r++)
+        wf_panels_part(p->x + r * p->k, p->packed, p->half, p->b, p->y + r * p->n, p->n, p->k, lo, hi);
+}
+
+void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int half, const float* bias, float* y,
+                    long n, long k) {
+    Panels p = {x, rows, packed, half, bias, y, n, k};
+    wf_team_run(t, panels_part, &p);
 }
 
 typedef struct {
@@ -171,6 +179,11 @@ static void gelu_part(void* ctx, int part, int parts) {
     long lo, hi;
     wf_share(g->n, 8, part, parts, &lo, &hi);
     wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
+}
+
+void wf_team_gelu(Team* t, float* f, long n) {
+    Gelu g = {f, n};
+    wf_team_run(t, gelu_part, &g);
 }
 
 /* Floats of scratch wf_decoder_step needs. */
@@ -229,21 +242,18 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
 
         layer_norm(x, a[LN3_W], a[LN3_B], eps, h, D);
         if (a[FC1_PACKED]) {
-            Panels fc1 = {h, a[FC1_PACKED], (int)d[FC1_HALF], a[B1], f, F, D};
-            wf_team_run(team, panels_part, &fc1);
+            wf_team_panels(team, h, 1, a[FC1_PACKED], (int)d[FC1_HALF], a[B1], f, F, D);
         } else {
             run_linears(team, sgemm, half, 1, h, a, (int[]){W1}, (int[]){-1}, (int[]){B1}, (float*[]){f},
                         (long[]){F}, D);
         }
-        Gelu gelu = {f, F};
-        wf_team_run(team, gelu_part, &gelu);
+        wf_team_gelu(team, f, F);
         run_linears(team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
     }
     layer_norm(x, model[LN_W], model[LN_B], eps, h, D);
     if (model[LOGITS_PACKED]) {
-        Panels vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D};
-        wf_team_run(team, panels_part, &vocab);
+        wf_team_panels(team, h, 1, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D);
     } else {
         Pieces vocab = {sgemm, h, model[TOKENS], (const long*)model[LOGITS_BOUNDS], d[N_PIECES], logits, D};
         wf_team_run(team, pieces_part, &vocab);

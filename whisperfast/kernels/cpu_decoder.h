@@ -50,4 +50,10 @@ void wf_team_stop(Team* t);
 /* [lo, hi) of n for this part, cut at multiples of `align` */
 void wf_share(long n, long align, int part, int parts, long* lo, long* hi);
 
+/* cpu_decoder.c: ops shared out over a team. y (rows, n) = x (rows, k) times a weight packed
+   as panels (wf_pack) [+ bias], the panels shared; the GELU of f (n) in place. */
+void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int half, const float* bias, float* y,
+                    long n, long k);
+void wf_team_gelu(Team* t, float* f, long n);
+
 #endif

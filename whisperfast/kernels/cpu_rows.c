@@ -131,35 +131,6 @@ static void norm(Team* t, const float* x, const float* w, const float* b, float 
     wf_team_run(t, norm_part, &m);
 }
 
-typedef struct {
-    float* f;
-    long n;
-} Gelu;
-
-static void gelu_part(void* ctx, int part, int parts) {
-    const Gelu* g = ctx;
-    long lo, hi;
-    wf_share(g->n, 8, part, parts, &lo, &hi);
-    wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
-}
-
-/* The vocabulary's product of each requested row: the packed logits' chains */
-typedef struct {
-    const float* h; /* (rows, D) */
-    const void* packed;
-    int half;
-    float* logits; /* (rows, n_vocab) */
-    long rows, n_vocab, D;
-} Vocab;
-
-static void vocab_part(void* ctx, int part, int parts) {
-    const Vocab* v = ctx;
-    long panel = wf_panel_size(), lo, hi;
-    wf_share((v->n_vocab + panel - 1) / panel, 1, part, parts, &lo, &hi);
-    for (long r = 0; r < v->rows; r++)
-        wf_panels_part(v->h + r * v->D, v->packed, v->half, NULL, v->logits + r * v->n_vocab, v->n_vocab, v->D, lo, hi);
-}
-
 /* Floats of a block's work space for L rows (over S audio rows) */
 static long block_scratch(const long* d, long L, long S) {
     long D = d[N_STATE], hd = D / d[N_HEAD], F = d[N_MLP];
@@ -201,8 +172,7 @@ static void block(Team* team, Sgemm sgemm, const float* const* a, const long* d,
 
     norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
     linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
-    Gelu gelu = {f, L * F};
-    wf_team_run(team, gelu_part, &gelu);
+    wf_team_gelu(team, f, L * F);
     linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
     for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
 }
@@ -227,8 +197,7 @@ int wf_decoder_prompt(Sgemm sgemm, const float* const* model, const float* const
     for (long l = 0; l < d[N_LAYER]; l++)
         block(team, sgemm, layers + l * LAYER_ARRAYS, d, L, d[N_AUDIO], scale, eps, split_min, 1, x, h);
     for (long r = 0; r < n_rows; r++) wf_layer_norm_rows(x + rows[r] * D, model[LN_W], model[LN_B], eps, h + r * D, 1, D);
-    Vocab vocab = {h, model[LOGITS_PACKED], (int)d[LOGITS_HALF], logits, n_rows, d[N_VOCAB], D};
-    wf_team_run(team, vocab_part, &vocab);
+    wf_team_panels(team, h, n_rows, model[LOGITS_PACKED], (int)d[LOGITS_HALF], NULL, logits, d[N_VOCAB], D);
     wf_team_stop(team);
     return 0;
 }
