@@ -38,7 +38,8 @@ from ..kernels.cpu_simd import CheckedChain, CpuSimd
 MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed", "logits_bounds")
 LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "ln2_b", "wcq", "bcq", "wco", "bco",
          "ln3_w", "ln3_b", "w1", "b1", "w2", "b2", "keys", "values", "ckeys", "cvalues", "fc1_packed",
-         "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed")
+         "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed",
+         "wq_packed", "wk_packed", "wv_packed", "wo_packed", "wcq_packed", "wco_packed", "w2_packed")
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
          "n_pieces", "tn16_half")
 # A Linear's output features are shared by the prompt's two threads where each half is at
@@ -147,6 +148,21 @@ class NativeStep:
         # graph lays k^T out afresh every step (~0.1 ms of tiny.en's step at 150 positions); here
         # each position's column is made once, for the bound caches' positions below _kt_upto
         self._kt, self._kt_upto = None, 0
+        self._model = None  # the C tables (_tables), once made
+
+    def ready(self) -> bool:
+        """Whether the tables are made (by a first step, or here: batched mode's rows may come
+        before any one-row step, decode/cpu_batch.py), else False, `reason` saying why."""
+        if not self.reason and self._model is None:
+            f = self.flat
+            for chain in [f.logits] + [layer[7] for layer in f.layers]:
+                if isinstance(chain, CheckedChain):
+                    chain.chained(1)  # what the tables read: FlatStep's first step checks them so
+            try:
+                self.reason = self._tables()
+            except (TypeError, ValueError) as e:
+                self.reason = f"its tables: {e}"
+        return not self.reason
 
     def __call__(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         """logits (1, 1, n_vocab), or None where FlatStep's MLX ops are to run."""

@@ -22,6 +22,7 @@ from ..kernels.layers import (cpu_streams, heads_across_cpu_streams, matmul_t_ac
                               piece_bounds)
 from ..kernels.ops import on_cuda
 from .attention import KVCache, WhisperAttention
+from .cpu_batch import NativeRows
 from .cpu_step import NativeStep
 from .encoder import fast_gelu
 
@@ -179,6 +180,8 @@ class FlatStep:
         self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
         # One row on the CPU: the whole step in one C call where its first step gives these ops' bits
         self.native = NativeStep(simd, self) if simd is not None and config().cpu_step else None
+        # A batch's rows (batched mode, one audio a row), greedy: their step in one C call
+        self.native_rows = NativeRows(self.native) if self.native is not None else None
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); `_mlx_step`'s, or NativeStep's (the same bits)."""
@@ -306,6 +309,13 @@ class StaticInference(Inference):
         step = self.model.decoder.__dict__.get("_whisperfast_step")
         native = step.native if step is not None else None
         return native if native is not None and not native.reason else None
+
+    def native_rows(self):
+        """The CPU's C step for a batch's rows (cpu_batch.NativeRows) of this decoder's
+        FlatStep, where it has one that has not been found to differ, else None."""
+        step = self.model.decoder.__dict__.get("_whisperfast_step")
+        rows = step.native_rows if step is not None else None
+        return rows if rows is not None and not rows.reason and not rows.native.reason else None
 
     def _group_prompt(self, decoder: TextDecoder, tokens: mx.array, audio_features: mx.array, group: int,
                       shared_cross: bool):

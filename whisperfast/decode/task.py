@@ -308,6 +308,11 @@ class StaticCacheTask(GroupRun, DecodingTask):
         if native is not None:
             tokens, sum_logprobs = self._host_loop(native.looped(self.inference.kv_cache), pick, tokens, sum_logprobs)
             return tokens, sum_logprobs, no_speech_probs
+        batch = self.inference.native_rows() if pick is not None and self._compacts(cuda, tokens.shape[0]) else None
+        step_rows = batch.loop(self.inference.kv_cache) if batch is not None else None
+        if step_rows is not None:
+            tokens, sum_logprobs = self._host_rows(step_rows, pick, tokens, sum_logprobs)
+            return tokens, sum_logprobs, no_speech_probs
         eot_check = 1 if cuda is not None else self.eot_check
         rows = _Rows(tokens.shape[0], self.tokenizer.eot) if self._compacts(cuda, tokens.shape[0]) else None
         for i in range(1, self.sample_len):
@@ -346,6 +351,27 @@ class StaticCacheTask(GroupRun, DecodingTask):
             total = total + np.float32(logprob)
             history.append(best)
         return mx.array([history], dtype=tokens.dtype), mx.array(np.array([total], np.float32))
+
+    def _host_rows(self, step, pick, tokens: mx.array, sum_logprobs: mx.array):
+        """_main_loop's loop for a batch's rows (greedy, one audio a row) on the CPU with their
+        state on the host: the C step of the rows still decoding (cpu_batch.NativeRows) and
+        NativePick's pick for each. The same tokens and sums as that loop, in which a row that
+        ended appends EOT and adds 0, and which stops once every row has ended."""
+        history, eot = np.asarray(tokens).tolist(), self.tokenizer.eot
+        totals = np.array(sum_logprobs, np.float32)
+        for _ in range(1, self.sample_len):
+            live = [r for r, row in enumerate(history) if row[-1] != eot]
+            if len(history[0]) > self.n_ctx or not live:
+                break
+            logits = dict(zip(live, step([history[r][-1] for r in live], live)))
+            for r, row in enumerate(history):
+                if r not in logits:
+                    row.append(eot)
+                    continue
+                best, logprob = pick.host(row, logits[r])
+                totals[r] = totals[r] + np.float32(logprob)
+                row.append(best)
+        return mx.array(history, dtype=tokens.dtype), mx.array(totals)
 
     def _compacts(self, cuda, batch: int) -> bool:
         """Whether rows that ended leave the batch (issue 15: they stop costing): greedy at

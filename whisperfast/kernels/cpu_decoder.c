@@ -141,8 +141,8 @@ static void panels_part(void* ctx, int part, int parts) {
     Panels* p = ctx;
     long panel = wf_panel_size(), lo, hi;
     wf_share((p->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
-    for (long r = 0; r < p->rows; r++)
-        wf_panels_part(p->x + r * p->k, p->packed, p->half, p->b, p->y + r * p->n, p->n, p->k, lo, hi);
+    /* every row a panel at a time: the weight is read from memory once for all rows */
+    wf_panel_rows(p->x, p->packed, p->half, p->b, p->y, p->rows, lo, hi, p->n, p->k);
 }
 
 void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int half, const float* bias, float* y,

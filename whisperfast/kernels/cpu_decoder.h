@@ -15,6 +15,8 @@ void wf_layer_norm_rows(const float* x, const float* w, const float* b, float ep
 void wf_tn16_part(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k);
 void wf_panels_part(const float* x, const void* packed, int half, const float* bias, float* out, long n, long k,
                     long p0, long p1);
+void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
+                   long p1, long n, long k);
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
 long wf_panel_size(void);
 
@@ -30,6 +32,7 @@ enum {
     FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
     WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
     CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
+    WQP, WKP, WVP, WOP, WCQP, WCOP, W2P,       /* cpu_batch.c: the weight as wf_pack laid it out, or NULL */
     LAYER_ARRAYS
 };
 /* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
@@ -55,5 +58,18 @@ void wf_share(long n, long align, int part, int parts, long* lo, long* hi);
 void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int half, const float* bias, float* y,
                     long n, long k);
 void wf_team_gelu(Team* t, float* f, long n);
+
+/* cpu_rows.c: ops over many rows, shared out over a team. y (m, n) = x (m, k) times up to three
+   weights (n, k) transposed [+ bias]: each MLX's addmm (or matmul), the very cblas_sgemm call,
+   its output features shared where each part is at least split_min multiply-adds; the layer
+   norm of x (rows, n), the rows shared. */
+typedef struct {
+    const float* w;
+    const float* b; /* or NULL: a matmul (beta 0) */
+    float* y;
+    long n;
+} Output;
+void wf_linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count, const Output* out);
+void wf_norm(Team* t, const float* x, const float* w, const float* b, float eps, float* y, long rows, long n);
 
 #endif

@@ -23,13 +23,6 @@
 
 #include "cpu_decoder.h"
 
-typedef struct {
-    const float* w;
-    const float* b; /* or NULL: a matmul (beta 0) */
-    float* y;
-    long n;
-} Output;
-
 /* x (m, k) times up to three weights (n, k), transposed: MLX's addmm (bias copied in, beta 1) */
 typedef struct {
     Sgemm sgemm;
@@ -56,7 +49,7 @@ static void linears_part(void* ctx, int part, int parts) {
     }
 }
 
-static void linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count, const Output* out) {
+void wf_linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count, const Output* out) {
     Linears l = {sgemm, x, m, k, split_min, {{0}}, count};
     for (int i = 0; i < count; i++) l.out[i] = out[i];
     wf_team_run(t, linears_part, &l);
@@ -126,7 +119,7 @@ static void norm_part(void* ctx, int part, int parts) {
     if (hi > lo) wf_layer_norm_rows(m->x + lo * m->n, m->w, m->b, m->eps, m->y + lo * m->n, hi - lo, m->n);
 }
 
-static void norm(Team* t, const float* x, const float* w, const float* b, float eps, float* y, long rows, long n) {
+void wf_norm(Team* t, const float* x, const float* w, const float* b, float eps, float* y, long rows, long n) {
     Norm m = {x, w, b, eps, y, rows, n};
     wf_team_run(t, norm_part, &m);
 }
@@ -147,8 +140,8 @@ static void block(Team* team, Sgemm sgemm, const float* const* a, const long* d,
     float *f = y + L * D, *attn = f + L * F;
     const long attn_part = 4 * L * hd + L * (L > S ? L : S);
 
-    norm(team, x, a[LN1_W], a[LN1_B], eps, h, L, D);
-    linears(team, sgemm, h, L, D, split_min, 3,
+    wf_norm(team, x, a[LN1_W], a[LN1_B], eps, h, L, D);
+    wf_linears(team, sgemm, h, L, D, split_min, 3,
             (Output[]){{a[WQ], a[BQ], q, D}, {a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
     if (a[KEYS])
         for (long e = 0; e < H; e++)
@@ -158,22 +151,22 @@ static void block(Team* team, Sgemm sgemm, const float* const* a, const long* d,
             }
     Attention self = {sgemm, q, k, v, scale, L, L, H, hd, 0, causal, attn, attn_part, o};
     wf_team_run(team, attention_part, &self);
-    linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WO], a[BO], y, D}});
+    wf_linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WO], a[BO], y, D}});
     for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
 
     if (a[CKEYS]) {
-        norm(team, x, a[LN2_W], a[LN2_B], eps, h, L, D);
-        linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[WCQ], a[BCQ], q, D}});
+        wf_norm(team, x, a[LN2_W], a[LN2_B], eps, h, L, D);
+        wf_linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[WCQ], a[BCQ], q, D}});
         Attention cross = {sgemm, q, a[CKEYS], a[CVALUES], scale, L, S, H, hd, 1, 0, attn, attn_part, o};
         wf_team_run(team, attention_part, &cross);
-        linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WCO], a[BCO], y, D}});
+        wf_linears(team, sgemm, o, L, D, split_min, 1, (Output[]){{a[WCO], a[BCO], y, D}});
         for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
     }
 
-    norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
-    linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
+    wf_norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
+    wf_linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
     wf_team_gelu(team, f, L * F);
-    linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
+    wf_linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
     for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
 }
 

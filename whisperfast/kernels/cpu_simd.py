@@ -41,9 +41,10 @@ from typing import Callable, Optional
 import mlx.core as mx
 
 # cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both,
-# cpu_rows.c: many rows (a decoder prompt, the encoder's blocks), both on cpu_team.c's threads; one library
+# cpu_rows.c: many rows (a decoder prompt, the encoder's blocks), cpu_batch.c: a step of a batch's rows, all
+# on cpu_team.c's threads; one library
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_team.c", "cpu_decoder.c",
-                                                             "cpu_rows.c", "cpu_decoder.h"))
+                                                             "cpu_rows.c", "cpu_batch.c", "cpu_decoder.h"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -83,13 +84,16 @@ class CpuSimd:
                            ("wf_encoder_blocks", (_P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _L, _P)),
                            ("wf_decoder_prompt", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _L, _P, _L, _L, _P,
                                                   _P)),
+                           ("wf_rows_scratch", (_P, _L)),
+                           ("wf_decoder_rows", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _P, _L, _L, _L, _P,
+                                                _L, _L, _P, ctypes.c_int, _P, _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_layer_norm", (_P, _P, _P, ctypes.c_float, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
-        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch"):
+        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch"):
             getattr(lib, name).restype = ctypes.c_long
 
     @property
@@ -284,7 +288,11 @@ class CheckedChain:
         self.same: dict = {}  # row count -> whether chain_matmul gives MLX's bits there
 
     def __call__(self, x: mx.array) -> mx.array:
-        rows = x.size // self.w.shape[1]
+        same = self.chained(x.size // self.w.shape[1])
+        return self.kernels.chain_matmul(x, self.panels, self.bias) if same else self.fallback(x)
+
+    def chained(self, rows: int) -> bool:
+        """Whether `rows` rows take the chain (self.panels), else MLX's product."""
         same = self.same.get(rows)
         if same is None:
             same = rows <= MAX_CHAIN_ROWS and self.w.dtype == mx.float32
@@ -294,7 +302,7 @@ class CheckedChain:
             self.same[rows] = same
             if not any(self.same.values()):
                 self.panels = None  # not kept where no row count uses it
-        return self.kernels.chain_matmul(x, self.panels, self.bias) if same else self.fallback(x)
+        return same
 
 
 def _host(x: mx.array):

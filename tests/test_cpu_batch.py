@@ -1,0 +1,125 @@
+"""The CPU's step of a batch's rows in C (decode/cpu_batch.py, kernels/cpu_batch.c): on tiny.en's
+real weights and real speech, a greedy batch whose rows leave as they end gets MLX's logits bit
+for bit at every step and row count, and batched mode runs it."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+from whisperfast.batched import BatchOptions, transcribe_batched
+from whisperfast.decode import cpu_batch
+from whisperfast.decode.flat import StaticInference
+from whisperfast.kernels import cpu_simd
+
+from .test_cpu_step import bits
+from .test_transcribe import long_clip
+
+SOT_TIMESTAMPS = [50257]  # tiny.en's start of transcript, timestamps on
+
+
+@pytest.fixture(scope="module")
+def model():
+    from whisperfast.pipeline import load
+
+    if mx.default_device() != mx.cpu:
+        pytest.skip("the C step is the CPU's")
+    if cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("no cpu_simd library here")
+    return load("tiny.en", dtype=mx.float32, fast=True).whisper
+
+
+def windows(model, n: int) -> mx.array:
+    """Audio features of n 30 s windows of real speech (the long clip's first n windows)."""
+    audio, _ = long_clip(30.0 * n)
+    mels = [pad_or_trim(log_mel_spectrogram(audio[i * N_SAMPLES:(i + 1) * N_SAMPLES]), 3000, axis=-2) for i in range(n)]
+    return model.encoder(mx.stack(mels).astype(mx.float32))
+
+
+def prompted(model, xa: mx.array):
+    """A StaticInference over the rows of xa after their prompt (the SOT): its first logits."""
+    inference = StaticInference(model)
+    logits = inference.logits(mx.array([SOT_TIMESTAMPS] * xa.shape[0]), xa)
+    mx.eval(logits)
+    return inference, np.asarray(logits[:, -1])
+
+
+def test_rows_step_is_mlx_step_as_rows_leave(model):
+    """Four windows decode greedily. From the prompt on, the C call for the rows still decoding
+    gives the logits of MLX's step over the same rows (the batch compacted as task._main_loop
+    compacts it) bit for bit, at 4, 3, 2 and 1 rows: rows leave at set steps, and each row
+    count takes other products (tn16 a row at one to three rows, the packed chains at four)."""
+    xa = windows(model, 4)
+    ours, first = prompted(model, xa)
+    theirs, first_theirs = prompted(model, xa)
+    assert np.array_equal(bits(first), bits(first_theirs))
+    rows_step = ours.native_rows()
+    assert rows_step is not None
+    step = rows_step.loop(ours.kv_cache)
+    assert step is not None
+    flat = model.decoder.__dict__["_whisperfast_step"]
+    live, last = [0, 1, 2, 3], first.argmax(-1).tolist()
+    leave = {6: 2, 12: 0, 18: 3}  # step -> the row that leaves there
+    for i in range(24):
+        if i in leave:
+            keep = [j for j, r in enumerate(live) if r != leave[i]]
+            theirs.keep_rows(mx.array(keep))
+            live = [live[j] for j in keep]
+        tokens = [last[r] for r in live]
+        got = step(tokens, live)
+        assert rows_step.checked and rows_step.reason == "", rows_step.reason
+        want = np.asarray(flat._mlx_step(mx.array([[t] for t in tokens], mx.int32), theirs.kv_cache)).reshape(len(live), -1)
+        assert np.array_equal(bits(got), bits(want)), f"step {i}, {len(live)} rows"
+        for j, r in enumerate(live):
+            last[r] = int(want[j].argmax())
+    # every row count ran its own products: tn16 a row below four rows, chains at four
+    how = {n: rows_step._how[n][0] for n in (1, 2, 3, 4)}
+    assert {h & 15 for n in (1, 2, 3) for h in how[n][:6]} == {cpu_batch.BY_TN16}
+    assert {h & 15 for h in how[4][:6]} == {cpu_batch.BY_CHAIN}
+
+
+def test_a_first_step_that_differs_turns_the_rows_step_off(model):
+    """Products that are not MLX's at this row count (tn16 a row at four rows, where OpenBLAS
+    sums otherwise) fail the first step's check: the logits given are MLX's, the C call stands
+    aside from then on and the decode goes on with MLX's step."""
+    xa = windows(model, 4)
+    ours, first = prompted(model, xa)
+    theirs, _ = prompted(model, xa)
+    rows_step = cpu_batch.NativeRows(ours.native_step())
+    step = rows_step.loop(ours.kv_cache)
+    layers = step.layers
+    how, logits = rows_step._products(4, layers)
+    rows_step._how[4] = ([cpu_batch.BY_TN16 | (h & cpu_batch.HALF_COPY) if k < 6 else h for k, h in enumerate(how)],
+                         logits)
+    flat = model.decoder.__dict__["_whisperfast_step"]
+    tokens = first.argmax(-1).tolist()
+    for i in range(3):
+        got = step(tokens, [0, 1, 2, 3])
+        assert rows_step.reason == "its first step's logits differed from MLX's" and not rows_step.checked
+        want = np.asarray(flat._mlx_step(mx.array([[t] for t in tokens], mx.int32), theirs.kv_cache)).reshape(4, -1)
+        assert np.array_equal(bits(got), bits(want)), f"step {i}"
+        tokens = want.argmax(-1).tolist()
+
+
+def flat_step(model):
+    return model.whisper.decoder.__dict__.get("_whisperfast_step")
+
+
+def test_batched_mode_decodes_its_rows_in_c():
+    """A batched transcription of a 95 s clip (its chunks decoded as one batch) runs its greedy
+    batch on the C call, checked, and says word for word what it says with that call off (MLX's
+    step over the rows, compacted as they end)."""
+    from whisperfast.pipeline import load
+
+    audio, _ = long_clip(95.0)
+    on, off = (load("tiny.en", dtype=mx.float32, fast=True) for _ in range(2))
+    assert on.whisper is not off.whisper
+    t_off = transcribe_batched(off, [audio], batch=BatchOptions(8))[0]  # builds off's FlatStep
+    flat_step(off).native_rows = None
+    t_off = transcribe_batched(off, [audio], batch=BatchOptions(8))[0]
+    t_on = transcribe_batched(on, [audio], batch=BatchOptions(8))[0]
+    rows = flat_step(on).native_rows
+    assert rows.checked and rows.reason == "", rows.reason
+    assert len(t_on.segments) > 4
+    assert [(s.start, s.end, s.text) for s in t_on.segments] == [(s.start, s.end, s.text) for s in t_off.segments]
+    assert "fellow americans" in t_on.text.lower()

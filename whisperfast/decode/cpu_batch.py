@@ -1,0 +1,202 @@
+"""A greedy step of a batch's rows on the CPU in one C call (kernels/cpu_batch.c), MLX's bits.
+
+Batched mode decodes one row per audio, without conditioning (issue 15). On the CPU its
+rows stepped through FlatStep's MLX ops, ~250 primitives a step, and each row read its own
+copy of nothing: the weights are read once a step for all rows there too, but the dispatch
+and the filters' ops cost more than the one-row C step's whole step, so a batch of 8 ran
+slower than the same windows one by one. `NativeRows` runs FlatStep's step for the rows
+still decoding as one call that reads the weights once for all of them (cpu_batch.c: the
+same BLAS calls and ops as MLX's step at that row count), and `rows_loop` keeps the rows'
+state on the host, as `task._host_loop` does for one row: the C pick (rules.NativePick) per
+row, a row that ends leaving the call.
+
+Its first call runs MLX's step over every row, rewinds, runs the C step over the same
+position and compares the logits bit for bit; it stands in only where they were equal, else
+`reason` says why and MLX's loop runs."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Callable, Optional
+
+import mlx.core as mx
+
+from ..kernels import cpu_simd
+from ..kernels.cpu_simd import CheckedChain
+from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, cross_chain_matches
+
+# cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows
+KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
+BY_SGEMM, BY_TN16, BY_CHAIN, HALF_COPY = 0, 1, 2, 16
+
+
+class NativeRows:
+    """FlatStep's step for rows of a batch, one audio a row, in one C call."""
+
+    def __init__(self, native: NativeStep):
+        self.native = native
+        self.reason = ""  # why it is off; "" while on
+        self.checked = False
+        self._chains: Optional[list] = None  # per layer, per kind: the weight as chains (CheckedChain)
+        self._how: dict = {}  # row count -> (each kind's product, whether the vocabulary's is chained)
+
+    def _products(self, n: int, layers) -> tuple:
+        """How each kind of Linear multiplies n rows as MLX's own call sums them (cpu_batch.c's
+        `how`), its copies put in the layer table `layers`: tn16 a row where that gives the
+        layer's n-row product bit for bit on every layer's weight (OpenBLAS's small-matrix
+        kernel, which it takes at one to three rows of tiny.en's widths), else the packed
+        chains where they do (its large kernels, from 3-4 rows on), else MLX's BLAS call; and
+        whether the vocabulary's product takes its chains. Checked once a row count, on random
+        rows (FlatStep's CheckedChain checks so too)."""
+        native, flat = self.native, self.native.flat
+        blocks = flat.decoder.blocks
+        if self._chains is None:
+            self._chains = [{kind: (layer[7] if kind == "w1" else CheckedChain(native.kernels, m.weight,
+                                                                              m.get("bias") if "bias" in m else None, m))
+                             for kind, m in _modules(b).items() if kind in KINDS}
+                            for b, layer in zip(blocks, flat.layers)]
+        if n not in self._how:
+            how = []
+            for kind in KINDS:
+                mods = [_modules(b)[kind] for b in blocks]
+                copies = [native._keep[len(MODEL) + e * len(LAYER) + LAYER.index(HALF[kind])] if kind in HALF else None
+                          for e in range(len(blocks))]
+                chains = [c[kind] for c in self._chains]
+                if all(c is not None and _tn16_rows_match(native.kernels, m, c, n) for m, c in zip(mods, copies)):
+                    how.append(BY_TN16 | (HALF_COPY if native._sizes["tn16_half"] else 0))
+                elif all(isinstance(c, CheckedChain) and c.chained(n) for c in chains) and \
+                        len({c.panels.half for c in chains}) == 1:
+                    how.append(BY_CHAIN | (HALF_COPY if chains[0].panels.half else 0))
+                else:
+                    how.append(BY_SGEMM)
+            logits = isinstance(flat.logits, CheckedChain) and flat.logits.chained(n)
+            self._how[n] = (how, logits)
+        how, logits = self._how[n]
+        for e, chains in enumerate(self._chains):
+            for kind, mode in zip(KINDS, how):
+                name = "fc1_packed" if kind == "w1" else kind + "_packed"
+                chain = chains[kind]
+                layers[e * len(LAYER) + LAYER.index(name)] = \
+                    chain.panels.data.ctypes.data if mode & 15 == BY_CHAIN else None
+        return (ctypes.c_long * len(how))(*how), logits
+
+    def loop(self, cache: list) -> Optional[Callable]:
+        """For a loop in which nothing else writes `cache` (B rows, one audio each, the prompt
+        in): (tokens, rows) -> logits (len(rows), n_vocab) float32 on the host, for the next
+        token tokens[i] of batch row rows[i], the caches' offsets moved on. None where the C
+        call cannot take these caches or has been found to differ."""
+        import numpy as np
+
+        native, flat = self.native, self.native.flat
+        if self.reason or not native.ready():
+            return None
+        kv0, cross0 = cache[0]
+        B = kv0.keys.shape[0] if kv0.keys is not None else 0
+        if B < 2 or cross0 is None or cross0[0].shape[0] != B or kv0.n_ctx != native._sizes["n_ctx"]:
+            return None
+        layers = (ctypes.c_void_p * len(native._layers))(*native._layers)
+        first, hd = LAYER.index("keys"), flat.n_state // flat.n_head
+        for e, (kv, cross) in enumerate(cache):
+            for i, arr in enumerate((kv.keys, kv.values, *cross)):
+                a = cpu_simd._host(arr)
+                want = (B, flat.n_head, kv.n_ctx if i < 2 else cross0[0].shape[2], hd)
+                if a.shape != want or not a.flags.c_contiguous or (i < 2 and not a.flags.writeable):
+                    return None
+                layers[e * len(LAYER) + first + i] = a.ctypes.data
+        held = [a for kv, cross in cache for a in (kv.keys, kv.values, *cross)]  # their memory, while the loop runs
+        sizes = dict(native._sizes, n_audio=cross0[0].shape[2])
+        dims = (ctypes.c_long * len(SIZES))(*(sizes[k] for k in SIZES))
+        model = (ctypes.c_void_p * len(MODEL))(*native._model)
+        kt = np.empty(sizes["n_layer"] * B * sizes["n_state"] * sizes["n_ctx"], np.float32)
+        lib, state = native.kernels.lib, {"kt_from": 0, "scratch": None}
+        if cross_chain_matches(native.kernels, flat.n_head, sizes["n_audio"], hd):  # each row's cross keys packed
+            packed = [_pack_rows(native.kernels, cpu_simd._host(cross[0])) for _, cross in cache]
+            held += packed
+            for e, keys in enumerate(packed):
+                layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = keys.ctypes.data
+        else:
+            for e in range(len(cache)):
+                layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = None
+
+        def c_step(tokens, rows) -> np.ndarray:
+            n, pos = len(rows), kv0.offset
+            need = lib.wf_rows_scratch(dims, n)
+            if state["scratch"] is None or state["scratch"].size < need:
+                state["scratch"] = np.empty(need, np.float32)
+            how, logits_chained = self._products(n, layers)
+            model[MODEL.index("logits_packed")] = flat.logits.panels.data.ctypes.data if logits_chained else None
+            dims[SIZES.index("logits_half")] = int(logits_chained and flat.logits.panels.half)
+            ids, at = np.array(tokens, np.int64), np.array(rows, np.int64)
+            out = np.empty((n, sizes["n_vocab"]), np.float32)
+            if lib.wf_decoder_rows(native._sgemm, model, layers, dims, flat.scale, native._eps, ids.ctypes.data,
+                                   at.ctypes.data, n, B, pos, kt.ctypes.data, min(state["kt_from"], pos), SPLIT_MIN,
+                                   how, int(logits_chained), state["scratch"].ctypes.data, out.ctypes.data):
+                raise RuntimeError("wf_decoder_rows declined its tables")
+            state["kt_from"] = pos + 1
+            for kv, _ in cache:
+                kv.offset += 1
+            return out
+
+        def mlx_step(tokens, rows):
+            """MLX's step over every row (a row that ended steps on unread), the rows' logits."""
+            last = np.zeros(B, np.int64)
+            last[list(rows)] = tokens
+            out = flat._mlx_step(mx.array(last.reshape(B, 1), mx.int32), cache)
+            mx.eval(out)
+            return np.asarray(out.reshape(B, -1))[list(rows)]
+
+        def step(tokens, rows):
+            if kv0.offset >= kv0.n_ctx:
+                raise IndexError("the self-attention cache is full")
+            if self.checked:
+                return c_step(tokens, rows)
+            if self.reason:
+                return mlx_step(tokens, rows)
+            # the check, over every row: MLX's step, then the C call over the same position
+            everyone = list(range(B))
+            last = np.zeros(B, np.int64)
+            last[list(rows)] = tokens
+            want = mlx_step(last.tolist(), everyone)
+            for kv, _ in cache:
+                kv.offset -= 1
+            got = c_step(last.tolist(), everyone)
+            if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+                self.reason = "its first step's logits differed from MLX's"
+                for kv, _ in cache:  # its keys and values at this position too, maybe: MLX's again
+                    kv.offset -= 1
+                got = mlx_step(last.tolist(), everyone)
+            self.checked = not self.reason
+            return got[list(rows)]
+
+        step.held, step.layers = held, layers
+        return step
+
+
+def _tn16_rows_match(kernels, m, rows, n: int) -> bool:
+    """Whether tn16 a row on `rows` (m's weight as tn16_layout laid it out) gives m's own product
+    of n rows bit for bit (random rows)."""
+    import numpy as np
+
+    if m.weight.shape[1] % 16:
+        return False
+    bias = m.bias if "bias" in m else None
+    with mx.stream(mx.cpu):
+        x = mx.random.normal((n, 1, m.weight.shape[1]), key=mx.random.key(n))
+        want = np.asarray(m(x)).reshape(n, -1)
+        got = np.stack([np.asarray(kernels.tn16(rows, x[i], bias)).reshape(-1) for i in range(n)])
+    return bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
+
+
+def _pack_rows(kernels, keys):
+    """keys (B, H, S, hd) float32 on the host: each row's heads as CpuSimd.pack_heads lays out
+    one row's, one row after the other."""
+    import numpy as np
+
+    B, H, S, hd = keys.shape
+    panel = kernels.lib.wf_panel_size()
+    size = -(-S // panel) * panel * hd
+    out = np.empty(B * H * size, np.float32)
+    for r in range(B):
+        for e in range(H):
+            kernels.lib.wf_pack(keys[r, e].ctypes.data, out[(r * H + e) * size:].ctypes.data, S, hd, 0, kernels.threads)
+    return out
