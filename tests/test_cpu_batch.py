@@ -36,27 +36,29 @@ def windows(model, n: int) -> mx.array:
     return model.encoder(mx.stack(mels).astype(mx.float32))
 
 
-def prompted(model, xa: mx.array):
-    """A StaticInference over the rows of xa after their prompt (the SOT): its first logits."""
+def prompted(model, xa: mx.array, c_rows: bool = True):
+    """A StaticInference over the rows of xa after their prompt (the SOT): its first logits.
+    The prompt is the C step's at position 0 (`c_rows`) or the module graph's."""
     inference = StaticInference(model)
+    if not c_rows:
+        inference._rows_loop = False
     logits = inference.logits(mx.array([SOT_TIMESTAMPS] * xa.shape[0]), xa)
     mx.eval(logits)
     return inference, np.asarray(logits[:, -1])
 
 
 def test_rows_step_is_mlx_step_as_rows_leave(model):
-    """Four windows decode greedily. From the prompt on, the C call for the rows still decoding
-    gives the logits of MLX's step over the same rows (the batch compacted as task._main_loop
-    compacts it) bit for bit, at 4, 3, 2 and 1 rows: rows leave at set steps, and each row
-    count takes other products (tn16 a row at one to three rows, the packed chains at four)."""
+    """Four windows decode greedily on the C call. Their prompt's logits (the SOT's) are the
+    module graph's, and at every step after it those of the rows still decoding are MLX's step's
+    over the same rows (the batch compacted as task._main_loop compacts it), bit for bit, at 4,
+    3, 2 and 1 rows: rows leave at set steps, and each row count takes other products (tn16 a
+    row at one to three rows, the packed chains at four)."""
     xa = windows(model, 4)
     ours, first = prompted(model, xa)
-    theirs, first_theirs = prompted(model, xa)
-    assert np.array_equal(bits(first), bits(first_theirs))
-    rows_step = ours.native_rows()
-    assert rows_step is not None
-    step = rows_step.loop(ours.kv_cache)
-    assert step is not None
+    theirs, first_theirs = prompted(model, xa, c_rows=False)
+    assert np.array_equal(bits(first), bits(first_theirs))  # the C step's prompt is stock's graph's
+    rows_step, step = ours.native_rows(), ours.rows_loop()
+    assert step is not None and step is ours._rows_loop and rows_step.checked  # the prompt ran on it
     flat = model.decoder.__dict__["_whisperfast_step"]
     live, last = [0, 1, 2, 3], first.argmax(-1).tolist()
     leave = {6: 2, 12: 0, 18: 3}  # step -> the row that leaves there
@@ -83,8 +85,8 @@ def test_a_first_step_that_differs_turns_the_rows_step_off(model):
     sums otherwise) fail the first step's check: the logits given are MLX's, the C call stands
     aside from then on and the decode goes on with MLX's step."""
     xa = windows(model, 4)
-    ours, first = prompted(model, xa)
-    theirs, _ = prompted(model, xa)
+    ours, first = prompted(model, xa, c_rows=False)
+    theirs, _ = prompted(model, xa, c_rows=False)
     rows_step = cpu_batch.NativeRows(ours.native_step())
     step = rows_step.loop(ours.kv_cache)
     layers = step.layers

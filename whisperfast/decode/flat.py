@@ -238,6 +238,7 @@ class StaticInference(Inference):
     def __init__(self, model, cross=None):
         super().__init__(model)
         self.cross = cross
+        self._rows_loop = None  # the C step of a batch's rows over these caches (rows_loop), once made
 
     def logits(self, tokens: mx.array, audio_features: mx.array, rows=None) -> mx.array:
         """mlx-whisper's Inference.logits, (B, L, n_vocab); for a prompt (L > 1, offset 0) with
@@ -262,6 +263,11 @@ class StaticInference(Inference):
             return self._group_prompt(decoder, tokens, audio_features, group, shared_cross=shared)
         if step is not None and step.cpu and tokens.shape == (1, 1) and self.kv_cache[0][0].offset == 0:
             return self._one_token_prompt(step, tokens, audio_features, rows)
+        if step is not None and step.cpu and tokens.shape[0] > 1 and tokens.shape[1] == 1 and \
+                audio_features.shape[0] == tokens.shape[0] and self.kv_cache[0][0].offset == 0:
+            out = self._rows_prompt(tokens, audio_features, rows)
+            if out is not None:
+                return out
         if step is not None and step.cpu and rows is not None and tokens.shape[0] == 1 and self.kv_cache[0][0].offset == 0:
             out = self._native_prompt(step, tokens, audio_features, rows)
             if out is not None:
@@ -280,6 +286,30 @@ class StaticInference(Inference):
         self._ready(audio_features)
         out = step(tokens, self.kv_cache).astype(mx.float32)
         return out if rows is None else out[:, list(rows)]
+
+    def _rows_prompt(self, tokens: mx.array, audio_features: mx.array, rows):
+        """A one-token prompt (an English-only model's SOT) for a batch's rows, one audio each, on
+        the CPU: the C step of the rows (rows_loop) at position 0, which is MLX's step there,
+        itself stock's prompt bit for bit at one position (as _one_token_prompt's, a row at a
+        time; tests/test_cpu_batch.py checks the rows). -> (B, 1 or len(rows), n_vocab); None
+        where the module graph is to run."""
+        if self.native_rows() is None:
+            return None
+        self._ready(audio_features)
+        step = self.rows_loop()
+        if step is None:
+            return None
+        out = mx.array(step(tokens[:, 0].tolist(), list(range(tokens.shape[0]))))[:, None]
+        return out if rows is None else out[:, list(rows)]
+
+    def rows_loop(self):
+        """The C step of a batch's rows over these caches (cpu_batch.NativeRows.loop: tokens,
+        rows -> logits on the host), made once, for the prompt and the loop after it; None
+        where it cannot run or has been found to differ."""
+        if self._rows_loop is None:
+            batch = self.native_rows()
+            self._rows_loop = (batch.loop(self.kv_cache) if batch is not None else None) or False
+        return self._rows_loop if self._rows_loop and self.native_rows() is not None else None
 
     def _native_prompt(self, step: "FlatStep", tokens: mx.array, audio_features: mx.array, rows):
         """A prompt of several tokens (a window's previous text), one audio, on the CPU: the C
@@ -301,7 +331,7 @@ class StaticInference(Inference):
                 entry[1] = kv_cross
         k = self.kv_cache[0][1][0]
         for kv, _ in self.kv_cache:
-            kv.reserve(1, k.shape[1], k.shape[3], k.dtype)
+            kv.reserve(k.shape[0], k.shape[1], k.shape[3], k.dtype)
 
     def native_step(self):
         """The CPU's C step (cpu_step.NativeStep) of this decoder's FlatStep, where it has one

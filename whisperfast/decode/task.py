@@ -308,8 +308,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         if native is not None:
             tokens, sum_logprobs = self._host_loop(native.looped(self.inference.kv_cache), pick, tokens, sum_logprobs)
             return tokens, sum_logprobs, no_speech_probs
-        batch = self.inference.native_rows() if pick is not None and self._compacts(cuda, tokens.shape[0]) else None
-        step_rows = batch.loop(self.inference.kv_cache) if batch is not None else None
+        step_rows = self.inference.rows_loop() if pick is not None and self._compacts(cuda, tokens.shape[0]) else None
         if step_rows is not None:
             tokens, sum_logprobs = self._host_rows(step_rows, pick, tokens, sum_logprobs)
             return tokens, sum_logprobs, no_speech_probs
