@@ -28,7 +28,8 @@ class Config:
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
     cpu_simd: bool = True  # False: the fast engine's CPU math keeps MLX's own ops (kernels/cpu_simd.py)
-    cpu_step: bool = True  # False: the CPU's decode steps, prompts and encoder blocks stay MLX's ops (not C)
+    # False: the CPU's decode steps (one row or a batch's), prompts and encoder blocks stay MLX's ops (not C)
+    cpu_step: bool = True
     malloc_keep: bool = True  # False: glibc's malloc keeps its default thresholds (_malloc.py)
 
 

@@ -63,9 +63,11 @@ static inline __m256 panel_load(const void* panel, long at, int half) {
 /* OpenBLAS's level-3 driver takes k in blocks (driver/level3.c): GEMM_Q at a time while
    twice that is left, then what is left in two halves rounded up to GEMM_UNROLL_M (when more
    than GEMM_Q), each block's sums made from zero and added to the output in turn (which
-   starts as 0, or the bias for addmm). 384 and 16 are its AVX-512 (SkylakeX) float32 values;
+   starts as 0, or the bias for addmm). 448 and 16 are scipy's OpenBLAS 0.3.30's float32 values
+   on AVX-512 (SkylakeX kernels): tiny.en's fc2 (k = 1536) sums in blocks of 448, 448, 320 and
+   320 from two rows on (384, first taken here, gave the same blocks for every k up to 512);
    whether the BLAS at hand sums so for a weight is checked (kernels/cpu_simd.py), not assumed. */
-#define GEMM_Q 384
+#define GEMM_Q 448
 #define GEMM_UNROLL_M 16
 
 static long k_block(long rest) {
