@@ -798,6 +798,26 @@ session16-kernels)  # issue 15 (WORK=/tmp/s16, then tar): the VAD's frame-by-fra
   done
   fresh_batched | tee "$out/fresh_3600s.jsonl"
   ;;
+session24)  # issue 13: the CUDA driver's module loading (never set by whisperfast: lazy by default since CUDA 12.2, unless the
+  # machine sets it) and its JIT cache, fresh JFK processes lane by lane (default, EAGER, LAZY, stock) and the first
+  # calls' probe under each; then issue 13's cold bench at this tree; then, under LIMIT, the tests this session's code
+  # touches (the decoding task, batched mode; the CPU batch step's own tests skip on a GPU)
+  $py -m whisperfast info --json > "$out/info.json"
+  { env | grep -E "^(CUDA|MLX|HOME|XDG)"; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    du -sh ~/.nv/ComputeCache 2>&1; } | tee "$out/env.txt"
+  cold_prep "whisperfast"
+  $py benchmarks/fresh_ab.py 5 ".,.@CUDA_MODULE_LOADING=EAGER,.@CUDA_MODULE_LOADING=LAZY" samples/jfk.wav > "$out/loading-ab.jsonl" 2>&1
+  tail -4 "$out/loading-ab.jsonl"
+  for v in EAGER LAZY; do
+    CUDA_MODULE_LOADING=$v $py benchmarks/cold_gpu_probe.py 2 > "$out/probe-$v.jsonl" 2>&1
+    $py -c "import json, sys; t = open(sys.argv[1]).read(); m = json.loads(t[t.index('{\n \"medians\"'):])['medians']
+print(sys.argv[2], json.dumps({k: {n: v for n, v in r.items() if 'again' not in n} for k, r in m.items()}))" "$out/probe-$v.jsonl" $v \
+      || tail -c 1500 "$out/probe-$v.jsonl"
+  done
+  cold_benches
+  timeout ${LIMIT:-200} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_decoding.py tests/test_batched.py \
+    tests/test_cpu_batch.py 2>&1 | tee "$out/gpu_tests.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -12
+  ;;
 session22)  # one call at 58c66ac: the cold bench (JFK 5 runs; the 600 s clip 3, tiny.en and base), then session21-tests' files under LIMIT
   cold_benches
   bash "$0" session21-tests
