@@ -818,6 +818,17 @@ print(sys.argv[2], json.dumps({k: {n: v for n, v in r.items() if 'again' not in 
   timeout ${LIMIT:-200} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_decoding.py tests/test_batched.py \
     tests/test_cpu_batch.py 2>&1 | tee "$out/gpu_tests.txt" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -12
   ;;
+session24b)  # the second call: the CPU batch test's GPU skip; issue 13's first run after install (caches cleared: the
+  # firstrun mode); the cold bench again; issue 15's batched 600 s clip, tiny.en, 32 a batch (warm)
+  $py -m pytest -q -p no:cacheprovider tests/test_cpu_batch.py 2>&1 | tail -2
+  bash "$0" firstrun > /dev/null 2>&1
+  $py -c "import json, sys
+for l in open(sys.argv[1]): d = json.loads(l); print(d['run'], ' '.join(d['args']) or 'stock', d['wall_s'], d['rc'])" "$out/firstrun_jfk.jsonl"
+  cold_benches
+  $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
+    --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
+  grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+  ;;
 session22)  # one call at 58c66ac: the cold bench (JFK 5 runs; the 600 s clip 3, tiny.en and base), then session21-tests' files under LIMIT
   cold_benches
   bash "$0" session21-tests

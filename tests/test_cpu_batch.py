@@ -107,7 +107,7 @@ def flat_step(model):
     return model.whisper.decoder.__dict__.get("_whisperfast_step")
 
 
-def test_batched_mode_decodes_its_rows_in_c():
+def test_batched_mode_decodes_its_rows_in_c(model):
     """A batched transcription of a 95 s clip (its chunks decoded as one batch) runs its greedy
     batch on the C call, checked, and says word for word what it says with that call off (MLX's
     step over the rows, compacted as they end)."""
