@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mlx_whisper.audio import N_SAMPLES, log_mel_spectrogram, pad_or_trim
 
+from whisperfast import _blas
 from whisperfast.batched import BatchOptions, transcribe_batched
 from whisperfast.decode import cpu_batch
 from whisperfast.decode.flat import StaticInference
@@ -74,10 +75,12 @@ def test_rows_step_is_mlx_step_as_rows_leave(model):
         assert np.array_equal(bits(got), bits(want)), f"step {i}, {len(live)} rows"
         for j, r in enumerate(live):
             last[r] = int(want[j].argmax())
-    # every row count ran its own products: tn16 a row below four rows, chains at four
+    # every row count ran its own products; on the BLAS they were found on (scipy's OpenBLAS,
+    # SkylakeX kernels): tn16 a row below four rows, the chains at four
     how = {n: rows_step._how[n][0] for n in (1, 2, 3, 4)}
-    assert {h & 15 for n in (1, 2, 3) for h in how[n][:6]} == {cpu_batch.BY_TN16}
-    assert {h & 15 for h in how[4][:6]} == {cpu_batch.BY_CHAIN}
+    if "SkylakeX" in str(_blas.describe().get("note")):
+        assert {h & 15 for n in (1, 2, 3) for h in how[n][:6]} == {cpu_batch.BY_TN16}
+        assert {h & 15 for h in how[4][:6]} == {cpu_batch.BY_CHAIN}
 
 
 def test_a_first_step_that_differs_turns_the_rows_step_off(model):

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from whisperfast import _blas
 from whisperfast.decode.attention import KVCache
 from whisperfast.decode.cpu_step import tn16_rows
 from whisperfast.decode.flat import FlatStep, decoder_forward
@@ -16,7 +17,7 @@ from whisperfast.decode.rules import (DeviceTimestampRules, NativePick, greedy_u
 from whisperfast.files import write_atomic
 from whisperfast.kernels import cpu_simd
 
-from .conftest import cpu_simd_builds_here
+from .conftest import cpu_simd_builds_here, needs_base
 from .test_decoding import TOKENIZERS, count_flat_steps, history
 
 
@@ -104,6 +105,35 @@ def test_steps_give_stocks_logits_up_to_the_last_position(decoder):
         assert np.array_equal(bits(m_step._mlx_step(mx.array([[tok]]), m_cache)), bits(theirs)), f"MLX step, {tok}"
     assert c_step.native.checked and c_cache[0][0].offset == n_ctx
     assert c_step.native(mx.array([[5]]), c_cache) is None  # full
+
+
+@needs_base
+def test_base_fc2_runs_on_the_chains_and_gives_stocks_logits(decoder):
+    """base's fc2 (2048 inputs) is a product OpenBLAS takes to its large kernels even at one row
+    (scipy's OpenBLAS on AVX-512), where tn16 is not its order of sums: the C step reads it as
+    the packed chains where they were checked to be its sums (k blocks of 448, 448, 448, 352 and
+    352 there), else MLX's BLAS call, and its logits are stock's decoder's at every position of
+    a 40-token decode, bit for bit."""
+    from whisperfast.decode.cpu_step import LAYER
+    from whisperfast.pipeline import load
+
+    base = load("base", dtype=mx.float32, fast=True).whisper.decoder
+    stock = load("base", dtype=mx.float32).whisper.decoder
+    xa = mx.random.normal((1, 1500, base.positional_embedding.shape[-1]), key=mx.random.key(3))
+    prompt = mx.array([[50258, 50259, 50359]])
+    _, kv, _ = stock(prompt, xa)
+    cache = [[KVCache(448), None] for _ in base.blocks]
+    mx.eval(decoder_forward(base, prompt, xa, cache))
+    step = FlatStep(base)
+    for tok in range(3, 43):
+        theirs, kv, _ = stock(mx.array([[tok * 101]]), xa, kv_cache=kv)
+        assert np.array_equal(bits(step(mx.array([[tok * 101]]), cache)), bits(theirs)), f"position {tok}"
+    assert step.native.checked and step.native.reason == ""
+    read = [[bool(step.native._layers[e * len(LAYER) + LAYER.index(name)]) for name in ("w216", "w2_packed")]
+            for e in range(len(base.blocks))]
+    assert [packed for _, packed in read] == [not tn16 and bool(c.same.get(1)) for (tn16, _), c in zip(read, step.native.fc2)]
+    if "SkylakeX" in str(_blas.describe().get("note")):  # the BLAS whose blocks the chains were found on
+        assert read == [[False, True]] * len(base.blocks)
 
 
 def test_native_step_stands_aside(decoder, knobs):

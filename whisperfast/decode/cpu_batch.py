@@ -51,10 +51,13 @@ class NativeRows:
         native, flat = self.native, self.native.flat
         blocks = flat.decoder.blocks
         if self._chains is None:
-            self._chains = [{kind: (layer[7] if kind == "w1" else CheckedChain(native.kernels, m.weight,
-                                                                              m.get("bias") if "bias" in m else None, m))
-                             for kind, m in _modules(b).items() if kind in KINDS}
-                            for b, layer in zip(blocks, flat.layers)]
+            def chain(kind, m, e):  # FlatStep's fc1 and the one-row step's fc2 as they are, else new ones
+                if kind in ("w1", "w2"):
+                    return flat.layers[e][7] if kind == "w1" else native.fc2[e]
+                return CheckedChain(native.kernels, m.weight, m.get("bias") if "bias" in m else None, m)
+
+            self._chains = [{kind: chain(kind, m, e) for kind, m in _modules(b).items() if kind in KINDS}
+                            for e, b in enumerate(blocks)]
         if n not in self._how:
             how = []
             for kind in KINDS:

@@ -41,7 +41,7 @@ LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "l
          "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed",
          "wq_packed", "wk_packed", "wv_packed", "wo_packed", "wcq_packed", "wco_packed", "w2_packed")
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
-         "n_pieces", "tn16_half")
+         "n_pieces", "tn16_half", "fc2_half")
 # A Linear's output features are shared by the prompt's two threads where each half is at
 # least this many multiply-adds (cpu_rows.c): OpenBLAS's small-matrix kernels, which take a
 # few rows, sum a row otherwise at another width (2 to 7 rows of tiny.en's layers, scipy's
@@ -211,7 +211,8 @@ class NativeStep:
         bounds = np.array(f.logits_pieces, np.int64)
         model = [host(dec.token_embedding.weight), host(dec.positional_embedding), host(dec.ln.weight),
                  host(dec.ln.bias), f.logits.panels.data if chained else None, bounds]
-        layers, fc1_half = [], set()
+        layers, fc1_half, fc2_half = [], set(), set()
+        self.fc2 = []  # each layer's fc2 as chains (CheckedChain), for the one-row step and a batch's
         # tn16 reads float16 copies where every such weight is a float16 value (the
         # checkpoints'), else the float32 weights (a dequantized model's, say)
         halves = [{name: k.tn16_layout(_modules(b)[name].weight, True) for name in HALF} for b in dec.blocks]
@@ -232,9 +233,16 @@ class NativeStep:
             if isinstance(fc1, CheckedChain) and fc1.same.get(1):
                 row["fc1_packed"] = fc1.panels.data
                 fc1_half.add(fc1.panels.half)
+            # fc2 where tn16 is not its one-row sum: the chains where they are (base's fc2, which
+            # OpenBLAS takes to its large kernels even at one row), else MLX's BLAS call
+            fc2 = CheckedChain(k, mods["w2"].weight, mods["w2"].bias, mods["w2"])
+            self.fc2.append(fc2)
+            if row["w216"] is None and fc2.chained(1):
+                row["w2_packed"] = fc2.panels.data
+                fc2_half.add(fc2.panels.half)
             layers.extend(row[name] for name in LAYER)
-        if len(fc1_half) > 1:
-            return "fc1 packed in two widths"
+        if len(fc1_half) > 1 or len(fc2_half) > 1:
+            return "fc1 or fc2 packed in two widths"
         self._keep = model + layers
         self._model = (ctypes.c_void_p * len(MODEL))(*(None if a is None else a.ctypes.data for a in model))
         self._layers = (ctypes.c_void_p * len(layers))(*(None if a is None else a.ctypes.data for a in layers))
@@ -243,7 +251,7 @@ class NativeStep:
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
                            fc1_half=int(fc1_half.pop()) if fc1_half else 0,
                            logits_half=int(chained and f.logits.panels.half), threads=k.threads,
-                           n_pieces=len(bounds) - 1, tn16_half=int(half))
+                           n_pieces=len(bounds) - 1, tn16_half=int(half), fc2_half=int(fc2_half.pop()) if fc2_half else 0)
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)

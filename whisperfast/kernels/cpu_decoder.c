@@ -248,7 +248,11 @@ int wf_decoder_step(Sgemm sgemm, const float* const* model, const float* const* 
                         (long[]){F}, D);
         }
         wf_team_gelu(team, f, F);
-        run_linears(team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D}, F);
+        if (a[W2P] && !a[W216])
+            wf_team_panels(team, f, 1, a[W2P], (int)d[FC2_HALF], a[B2], y, D, F);
+        else
+            run_linears(team, sgemm, half, 1, f, a, (int[]){W2}, (int[]){W216}, (int[]){B2}, (float*[]){y}, (long[]){D},
+                        F);
         for (long i = 0; i < D; i++) x[i] = x[i] + y[i];
     }
     layer_norm(x, model[LN_W], model[LN_B], eps, h, D);

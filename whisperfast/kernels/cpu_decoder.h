@@ -32,7 +32,8 @@ enum {
     FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
     WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
     CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
-    WQP, WKP, WVP, WOP, WCQP, WCOP, W2P,       /* cpu_batch.c: the weight as wf_pack laid it out, or NULL */
+    WQP, WKP, WVP, WOP, WCQP, WCOP,            /* cpu_batch.c: the weight as wf_pack laid it out, or NULL */
+    W2P,                                       /* the same, for cpu_decoder.c's one row too (FC2_HALF wide) */
     LAYER_ARRAYS
 };
 /* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
@@ -41,7 +42,7 @@ enum {
 enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
 /* The sizes */
 enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
-       SIZES };
+       FC2_HALF, SIZES };
 
 /* cpu_team.c: a piece of work in `parts` parts, fn(ctx, part, parts), run by the caller and one
    thread beside it */
