@@ -27,7 +27,7 @@ from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules
 
 # cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows
 KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
-BY_SGEMM, BY_TN16, BY_CHAIN, HALF_COPY = 0, 1, 2, 16
+BY_SGEMM, BY_TN16, BY_CHAIN, BY_HALF = 0, 1, 2, 16
 
 
 class NativeRows:
@@ -66,10 +66,10 @@ class NativeRows:
                           for e in range(len(blocks))]
                 chains = [c[kind] for c in self._chains]
                 if all(c is not None and _tn16_rows_match(native.kernels, m, c, n) for m, c in zip(mods, copies)):
-                    how.append(BY_TN16 | (HALF_COPY if native._sizes["tn16_half"] else 0))
+                    how.append(BY_TN16 | (BY_HALF if native._sizes["tn16_half"] else 0))
                 elif all(isinstance(c, CheckedChain) and c.chained(n) for c in chains) and \
                         len({c.panels.half for c in chains}) == 1:
-                    how.append(BY_CHAIN | (HALF_COPY if chains[0].panels.half else 0))
+                    how.append(BY_CHAIN | (BY_HALF if chains[0].panels.half else 0))
                 else:
                     how.append(BY_SGEMM)
             logits = isinstance(flat.logits, CheckedChain) and flat.logits.chained(n)

@@ -18,68 +18,15 @@
 
 #include "cpu_decoder.h"
 
-/* how[kind] for the kinds q, k, v, out, cross q, cross out, fc1, fc2: a mode, plus HALF where
-   its copy (tn16's or the chains') is float16 */
-enum { BY_SGEMM = 0, BY_TN16 = 1, BY_CHAIN = 2, HALF = 16 };
+/* how[kind] for the kinds q, k, v, out, cross q, cross out, fc1, fc2: an Output's `how` */
 enum { KQ, KK, KV, KO, KCQ, KCO, KFC1, KFC2, KINDS };
 
-typedef struct {
-    const float* w;
-    const void* copy; /* tn16's rows or the chains' panels */
-    const float* b;   /* or NULL */
-    float* y;
-    long n;
-    long how;
-} RowsOutput;
-
-typedef struct {
-    Sgemm sgemm;
-    const float* x;
-    long m, k, split_min;
-    RowsOutput out[3];
-    int count;
-} RowsLinears;
-
-static void linears_part(void* ctx, int part, int parts) {
-    const RowsLinears* l = ctx;
-    for (int i = 0; i < l->count; i++) {
-        const RowsOutput* o = &l->out[i];
-        const int mode = (int)(o->how & 15), half = (o->how & HALF) != 0;
-        long lo = 0, hi = o->n;
-        if (mode == BY_TN16) {
-            wf_share(o->n, 4, part, parts, &lo, &hi);
-            for (long r = 0; r < l->m; r++) wf_tn16_part(o->copy, half, l->x + r * l->k, o->b, o->y + r * o->n, lo, hi, l->k);
-        } else if (mode == BY_CHAIN) {
-            const long panel = wf_panel_size();
-            wf_share((o->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
-            wf_panel_rows(l->x, o->copy, half, o->b, o->y, l->m, lo, hi, o->n, l->k);
-        } else {
-            if (parts > 1 && l->m * (o->n / parts) * l->k >= l->split_min)
-                wf_share(o->n, 16, part, parts, &lo, &hi);
-            else if (i % parts != part)
-                continue;
-            if (hi <= lo) continue;
-            if (o->b)
-                for (long r = 0; r < l->m; r++) memcpy(o->y + r * o->n + lo, o->b + lo, (hi - lo) * sizeof(float));
-            l->sgemm(ROW_MAJOR, NO_TRANS, TRANS, (int)l->m, (int)(hi - lo), (int)l->k, 1.0f, l->x, (int)l->k,
-                     o->w + lo * l->k, (int)l->k, o->b ? 1.0f : 0.0f, o->y + lo, (int)o->n);
-        }
-    }
-}
-
 /* the layer's Linear at table entries (w, its tn16 rows, its panels, its bias) for x (m, k) */
-static RowsOutput output(const float* const* a, const long* how, int kind, int w, int w16, int packed, int b, float* y,
-                         long n) {
+static Output output(const float* const* a, const long* how, int kind, int w, int w16, int packed, int b, float* y,
+                     long n) {
     const int mode = (int)(how[kind] & 15);
     const void* copy = mode == BY_TN16 ? (const void*)a[w16] : mode == BY_CHAIN ? (const void*)a[packed] : NULL;
-    return (RowsOutput){a[w], copy, b < 0 ? NULL : a[b], y, n, copy ? how[kind] : BY_SGEMM};
-}
-
-static void linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count,
-                    const RowsOutput* out) {
-    RowsLinears l = {sgemm, x, m, k, split_min, {{0}}, count};
-    for (int i = 0; i < count; i++) l.out[i] = out[i];
-    wf_team_run(t, linears_part, &l);
+    return (Output){a[w], b < 0 ? NULL : a[b], y, n, copy, copy ? how[kind] : BY_SGEMM};
 }
 
 /* The attention of n rows, one query each, over their own caches: items (row, head) shared by
@@ -192,8 +139,8 @@ int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* 
         float *keys = (float*)a[KEYS], *values = (float*)a[VALUES];
 
         wf_norm(team, x, a[LN1_W], a[LN1_B], eps, h, n, D);
-        linears(team, sgemm, h, n, D, split_min, 3,
-                (RowsOutput[]){output(a, how, KQ, WQ, WQ16, WQP, BQ, q, D), output(a, how, KK, WK, WK16, WKP, -1, k, D),
+        wf_linears(team, sgemm, h, n, D, split_min, 3,
+                (Output[]){output(a, how, KQ, WQ, WQ16, WQP, BQ, q, D), output(a, how, KK, WK, WK16, WKP, -1, k, D),
                                output(a, how, KV, WV, WV16, WVP, BV, v, D)});
         for (long i = 0; i < n; i++)
             for (long e = 0; e < H; e++) {
@@ -204,21 +151,21 @@ int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* 
         RowsAttention self = {sgemm, q, scale, keys, values, NULL, kt + l * B * H * hd * C, kt_from, rows, n, H, hd,
                               C, pos + 1, 0, attn, attn_part, o};
         wf_team_run(team, attention_part, &self);
-        linears(team, sgemm, o, n, D, split_min, 1, (RowsOutput[]){output(a, how, KO, WO, WO16, WOP, BO, y, D)});
+        wf_linears(team, sgemm, o, n, D, split_min, 1, (Output[]){output(a, how, KO, WO, WO16, WOP, BO, y, D)});
         add(x, y, n * D);
 
         wf_norm(team, x, a[LN2_W], a[LN2_B], eps, h, n, D);
-        linears(team, sgemm, h, n, D, split_min, 1, (RowsOutput[]){output(a, how, KCQ, WCQ, WCQ16, WCQP, BCQ, q, D)});
+        wf_linears(team, sgemm, h, n, D, split_min, 1, (Output[]){output(a, how, KCQ, WCQ, WCQ16, WCQP, BCQ, q, D)});
         RowsAttention cross = {sgemm, q, scale, a[CKEYS], a[CVALUES], a[CKEYS_PACKED], NULL, 0, rows, n, H, hd, S, S,
                                1, attn, attn_part, o};
         wf_team_run(team, attention_part, &cross);
-        linears(team, sgemm, o, n, D, split_min, 1, (RowsOutput[]){output(a, how, KCO, WCO, WCO16, WCOP, BCO, y, D)});
+        wf_linears(team, sgemm, o, n, D, split_min, 1, (Output[]){output(a, how, KCO, WCO, WCO16, WCOP, BCO, y, D)});
         add(x, y, n * D);
 
         wf_norm(team, x, a[LN3_W], a[LN3_B], eps, h, n, D);
-        linears(team, sgemm, h, n, D, split_min, 1, (RowsOutput[]){output(a, how, KFC1, W1, -1, FC1_PACKED, B1, f, F)});
+        wf_linears(team, sgemm, h, n, D, split_min, 1, (Output[]){output(a, how, KFC1, W1, -1, FC1_PACKED, B1, f, F)});
         wf_team_gelu(team, f, n * F);
-        linears(team, sgemm, f, n, F, split_min, 1, (RowsOutput[]){output(a, how, KFC2, W2, W216, W2P, B2, y, D)});
+        wf_linears(team, sgemm, f, n, F, split_min, 1, (Output[]){output(a, how, KFC2, W2, W216, W2P, B2, y, D)});
         add(x, y, n * D);
     }
     wf_norm(team, x, model[LN_W], model[LN_B], eps, h, n, D);

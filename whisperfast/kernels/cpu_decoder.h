@@ -61,14 +61,19 @@ void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int 
 void wf_team_gelu(Team* t, float* f, long n);
 
 /* cpu_rows.c: ops over many rows, shared out over a team. y (m, n) = x (m, k) times up to three
-   weights (n, k) transposed [+ bias]: each MLX's addmm (or matmul), the very cblas_sgemm call,
-   its output features shared where each part is at least split_min multiply-adds; the layer
-   norm of x (rows, n), the rows shared. */
+   weights (n, k) transposed [+ bias]: each MLX's addmm (or matmul), by `how`: the very
+   cblas_sgemm call, its output features shared where each part is at least split_min
+   multiply-adds; or a replica of that call's order of sums at m rows on `copy`, the output
+   features shared (cpu_batch.c chooses): tn16 a row, or the packed chains; BY_HALF where the
+   copy is float16. And the layer norm of x (rows, n), the rows shared. */
+enum { BY_SGEMM = 0, BY_TN16 = 1, BY_CHAIN = 2, BY_HALF = 16 };
 typedef struct {
     const float* w;
     const float* b; /* or NULL: a matmul (beta 0) */
     float* y;
     long n;
+    const void* copy; /* tn16's rows or the chains' panels, where `how` is not BY_SGEMM */
+    long how;
 } Output;
 void wf_linears(Team* t, Sgemm sgemm, const float* x, long m, long k, long split_min, int count, const Output* out);
 void wf_norm(Team* t, const float* x, const float* w, const float* b, float eps, float* y, long rows, long n);

@@ -36,7 +36,19 @@ static void linears_part(void* ctx, int part, int parts) {
     const Linears* l = ctx;
     for (int i = 0; i < l->count; i++) {
         const Output* o = &l->out[i];
+        const int mode = (int)(o->how & 15), half = (o->how & BY_HALF) != 0;
         long lo = 0, hi = o->n;
+        if (mode == BY_TN16) {
+            wf_share(o->n, 4, part, parts, &lo, &hi);
+            for (long r = 0; r < l->m; r++) wf_tn16_part(o->copy, half, l->x + r * l->k, o->b, o->y + r * o->n, lo, hi, l->k);
+            continue;
+        }
+        if (mode == BY_CHAIN) {
+            const long panel = wf_panel_size();
+            wf_share((o->n + panel - 1) / panel, 1, part, parts, &lo, &hi);
+            wf_panel_rows(l->x, o->copy, half, o->b, o->y, l->m, lo, hi, o->n, l->k);
+            continue;
+        }
         if (parts > 1 && l->m * (o->n / parts) * l->k >= l->split_min)
             wf_share(o->n, 16, part, parts, &lo, &hi);
         else if (i % parts != part)
