@@ -1,18 +1,18 @@
 """A greedy step of a batch's rows on the CPU in one C call (kernels/cpu_batch.c), MLX's bits.
 
-Batched mode decodes one row per audio, without conditioning (issue 15). On the CPU its
-rows stepped through FlatStep's MLX ops, ~250 primitives a step, and each row read its own
-copy of nothing: the weights are read once a step for all rows there too, but the dispatch
-and the filters' ops cost more than the one-row C step's whole step, so a batch of 8 ran
-slower than the same windows one by one. `NativeRows` runs FlatStep's step for the rows
-still decoding as one call that reads the weights once for all of them (cpu_batch.c: the
-same BLAS calls and ops as MLX's step at that row count), and `rows_loop` keeps the rows'
-state on the host, as `task._host_loop` does for one row: the C pick (rules.NativePick) per
-row, a row that ends leaving the call.
+Batched mode decodes one row per audio, without conditioning (issue 15). On the CPU its rows
+stepped through FlatStep's MLX ops: ~250 primitives a step, and MLX's filters after them. Their
+dispatch, and the BLAS packing each weight again on every call at a few rows, cost more than
+the one-row C step's whole step, so a batch of 8 ran slower than the same windows one after
+another (benchmarks/cpu/session24/). `NativeRows` runs FlatStep's step for the rows still
+decoding as one call that reads the weights once for all of them (cpu_batch.c: MLX's products
+at that row count, and the one-row step's attention a row). `loop` gives the step that
+`task._host_rows` drives with the rows' state on the host, as `task._host_loop` does for one row:
+the C pick (rules.NativePick) a row, a row that ends leaving the call.
 
-Its first call runs MLX's step over every row, rewinds, runs the C step over the same
-position and compares the logits bit for bit; it stands in only where they were equal, else
-`reason` says why and MLX's loop runs."""
+Its first call runs MLX's step over every row, rewinds, runs the C step over the same position
+and compares the logits bit for bit. It stands in only where they were equal; otherwise
+`reason` says why and MLX's step runs."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
 from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, cross_chain_matches
 
-# cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows
+# cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows (cpu_decoder.h's BY_*)
 KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
 BY_SGEMM, BY_TN16, BY_CHAIN, BY_HALF = 0, 1, 2, 16
 
