@@ -7,7 +7,7 @@ the one-row C step's whole step, so a batch of 8 ran slower than the same window
 another (benchmarks/cpu/session24/). `NativeRows` runs FlatStep's step for the rows still
 decoding as one call that reads the weights once for all of them (cpu_batch.c: MLX's products
 at that row count, and the one-row step's attention a row). `loop` gives the step that
-`task._host_rows` drives with the rows' state on the host, as `task._host_loop` does for one row:
+`task._host_loop` drives with the rows' state on the host, as it does the one-row step's:
 the C pick (rules.NativePick) a row, a row that ends leaving the call.
 
 Its first call runs MLX's step over every row, rewinds, runs the C step over the same position
@@ -23,7 +23,7 @@ import mlx.core as mx
 
 from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
-from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, cross_chain_matches
+from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, checked_tn16, cross_chain_matches
 
 # cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows (cpu_decoder.h's BY_*)
 KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
@@ -65,7 +65,7 @@ class NativeRows:
                 copies = [native._keep[len(MODEL) + e * len(LAYER) + LAYER.index(HALF[kind])] if kind in HALF else None
                           for e in range(len(blocks))]
                 chains = [c[kind] for c in self._chains]
-                if all(c is not None and _tn16_rows_match(native.kernels, m, c, n) for m, c in zip(mods, copies)):
+                if all(checked_tn16(native.kernels, m, c, n) is not None for m, c in zip(mods, copies)):
                     how.append(BY_TN16 | (BY_HALF if native._sizes["tn16_half"] else 0))
                 elif all(isinstance(c, CheckedChain) and c.chained(n) for c in chains) and \
                         len({c.panels.half for c in chains}) == 1:
@@ -113,7 +113,7 @@ class NativeRows:
         kt = np.empty(sizes["n_layer"] * B * sizes["n_state"] * sizes["n_ctx"], np.float32)
         lib, state = native.kernels.lib, {"kt_from": 0, "scratch": None}
         if cross_chain_matches(native.kernels, flat.n_head, sizes["n_audio"], hd):  # each row's cross keys packed
-            packed = [_pack_rows(native.kernels, cpu_simd._host(cross[0])) for _, cross in cache]
+            packed = [native.kernels.pack_heads(cross[0]) for _, cross in cache]
             held += packed
             for e, keys in enumerate(packed):
                 layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = keys.ctypes.data
@@ -140,66 +140,40 @@ class NativeRows:
                 kv.offset += 1
             return out
 
-        def mlx_step(tokens, rows):
-            """MLX's step over every row (a row that ended steps on unread), the rows' logits."""
-            last = np.zeros(B, np.int64)
-            last[list(rows)] = tokens
-            out = flat._mlx_step(mx.array(last.reshape(B, 1), mx.int32), cache)
+        def every_row(tokens, rows) -> list:
+            """The next token of every row of the batch: tokens[i] for rows[i], 0 for a row that ended."""
+            last = [0] * B
+            for r, t in zip(rows, tokens):
+                last[r] = t
+            return last
+
+        def mlx_step(last) -> np.ndarray:
+            """MLX's step over every row (a row that ended steps on unread): logits (B, n_vocab)."""
+            out = flat._mlx_step(mx.array([[t] for t in last], mx.int32), cache)
             mx.eval(out)
-            return np.asarray(out.reshape(B, -1))[list(rows)]
+            return np.asarray(out.reshape(B, -1))
 
         def step(tokens, rows):
             if kv0.offset >= kv0.n_ctx:
                 raise IndexError("the self-attention cache is full")
             if self.checked:
                 return c_step(tokens, rows)
+            last = every_row(tokens, rows)
             if self.reason:
-                return mlx_step(tokens, rows)
+                return mlx_step(last)[list(rows)]
             # the check, over every row: MLX's step, then the C call over the same position
-            everyone = list(range(B))
-            last = np.zeros(B, np.int64)
-            last[list(rows)] = tokens
-            want = mlx_step(last.tolist(), everyone)
+            want = mlx_step(last)
             for kv, _ in cache:
                 kv.offset -= 1
-            got = c_step(last.tolist(), everyone)
+            got = c_step(last, list(range(B)))
             if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
                 self.reason = "its first step's logits differed from MLX's"
                 for kv, _ in cache:  # its keys and values at this position too, maybe: MLX's again
                     kv.offset -= 1
-                got = mlx_step(last.tolist(), everyone)
+                got = mlx_step(last)
             self.checked = not self.reason
             return got[list(rows)]
 
         step.held, step.layers = held, layers
         return step
 
-
-def _tn16_rows_match(kernels, m, rows, n: int) -> bool:
-    """Whether tn16 a row on `rows` (m's weight as tn16_layout laid it out) gives m's own product
-    of n rows bit for bit (random rows)."""
-    import numpy as np
-
-    if m.weight.shape[1] % 16:
-        return False
-    bias = m.bias if "bias" in m else None
-    with mx.stream(mx.cpu):
-        x = mx.random.normal((n, 1, m.weight.shape[1]), key=mx.random.key(n))
-        want = np.asarray(m(x)).reshape(n, -1)
-        got = np.stack([np.asarray(kernels.tn16(rows, x[i], bias)).reshape(-1) for i in range(n)])
-    return bool(np.array_equal(got.view(np.uint32), want.view(np.uint32)))
-
-
-def _pack_rows(kernels, keys):
-    """keys (B, H, S, hd) float32 on the host: each row's heads as CpuSimd.pack_heads lays out
-    one row's, one row after the other."""
-    import numpy as np
-
-    B, H, S, hd = keys.shape
-    panel = kernels.lib.wf_panel_size()
-    size = -(-S // panel) * panel * hd
-    out = np.empty(B * H * size, np.float32)
-    for r in range(B):
-        for e in range(H):
-            kernels.lib.wf_pack(keys[r, e].ctypes.data, out[(r * H + e) * size:].ctypes.data, S, hd, 0, kernels.threads)
-    return out

@@ -106,14 +106,18 @@ def tn16_rows(kernels: CpuSimd, m: nn.Linear, half: bool = True):
     return checked_tn16(kernels, m, kernels.tn16_layout(m.weight, half))
 
 
-def checked_tn16(kernels: CpuSimd, m: nn.Linear, rows):
-    """`rows` (tn16_layout's, or None) where tn16 on them gives m's one-row product, else None."""
-    if rows is None or m.weight.shape[0] % 4:
+def checked_tn16(kernels: CpuSimd, m: nn.Linear, rows, n: int = 1):
+    """`rows` (tn16_layout's, or None) where tn16 on them, a row at a time, gives m's own product
+    of n rows, else None. Several rows (cpu_batch.c) are read unpadded: m's inputs must then be
+    a multiple of 16, as tn16 reads them."""
+    if rows is None or m.weight.shape[0] % 4 or (n > 1 and m.weight.shape[1] % 16):
         return None
     bias = m.bias if "bias" in m else None
     with mx.stream(mx.cpu):
-        x = mx.random.normal((1, 1, m.weight.shape[1]), key=mx.random.key(0))
-        return rows if cpu_simd.same_bits(kernels.tn16(rows, x, bias), m(x)) else None
+        x = mx.random.normal((n, 1, m.weight.shape[1]), key=mx.random.key(0))
+        want = m(x)
+        got = mx.concatenate([kernels.tn16(rows, x[i : i + 1], bias) for i in range(n)]).reshape(want.shape)
+        return rows if cpu_simd.same_bits(got, want) else None
 
 
 def cross_chain_matches(kernels: CpuSimd, n_head: int, n_audio: int, head_dim: int) -> bool:
@@ -160,7 +164,7 @@ class NativeStep:
                     chain.chained(1)  # what the tables read: FlatStep's first step checks them so
             try:
                 self.reason = self._tables()
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError) as e:  # an array the library does not take
                 self.reason = f"its tables: {e}"
         return not self.reason
 
@@ -177,11 +181,7 @@ class NativeStep:
         """MLX's step, then the tables and this step over the same position: the check."""
         want = self.flat._mlx_step(tokens, cache)
         mx.eval(want)
-        try:
-            self.reason = self._tables()
-        except (TypeError, ValueError) as e:  # an array the library does not take
-            self.reason = f"its tables: {e}"
-        if not self.reason:
+        if self.ready():  # the tables, made once (here, or by a batch's rows before)
             for kv, _ in cache:
                 kv.offset -= 1
             got = self._run(tokens, cache)

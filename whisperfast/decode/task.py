@@ -305,12 +305,13 @@ class StaticCacheTask(GroupRun, DecodingTask):
             no_speech_probs = mx.full(tokens.shape[0], mx.nan)
         mx.async_eval(completed, tokens, sum_logprobs, no_speech_probs)
         native = self.inference.native_step() if pick is not None and tokens.shape[0] == 1 else None
-        if native is not None:
-            tokens, sum_logprobs = self._host_loop(native.looped(self.inference.kv_cache), pick, tokens, sum_logprobs)
+        if native is not None:  # one row: the C step (cpu_step.NativeStep.looped)
+            one = native.looped(self.inference.kv_cache)
+            tokens, sum_logprobs = self._host_loop(lambda last, rows: one(last[0])[None], pick, tokens, sum_logprobs)
             return tokens, sum_logprobs, no_speech_probs
         step_rows = self.inference.rows_loop() if pick is not None and self._compacts(cuda, tokens.shape[0]) else None
-        if step_rows is not None:
-            tokens, sum_logprobs = self._host_rows(step_rows, pick, tokens, sum_logprobs)
+        if step_rows is not None:  # a batch's rows: their C step (cpu_batch.NativeRows)
+            tokens, sum_logprobs = self._host_loop(step_rows, pick, tokens, sum_logprobs)
             return tokens, sum_logprobs, no_speech_probs
         eot_check = 1 if cuda is not None else self.eot_check
         rows = _Rows(tokens.shape[0], self.tokenizer.eot) if self._compacts(cuda, tokens.shape[0]) else None
@@ -335,27 +336,12 @@ class StaticCacheTask(GroupRun, DecodingTask):
         return tokens, sum_logprobs, no_speech_probs
 
     def _host_loop(self, step, pick, tokens: mx.array, sum_logprobs: mx.array):
-        """_main_loop's loop for one row on the CPU with its state on the host: the C step's
-        logits (cpu_step.NativeStep.looped) and NativePick's pick, no MLX array a token. The
-        same tokens and sums as that loop, which adds a token's logprob times (last != EOT)
-        and stops at EOT, dropping the one step it queued past it (none is made here)."""
-        import numpy as np
-
-        history, eot = np.asarray(tokens)[0].tolist(), self.tokenizer.eot
-        total = np.float32(np.asarray(sum_logprobs)[0])
-        for _ in range(1, self.sample_len):
-            if len(history) > self.n_ctx or history[-1] == eot:
-                break
-            best, logprob = pick.host(history, step(history[-1]))
-            total = total + np.float32(logprob)
-            history.append(best)
-        return mx.array([history], dtype=tokens.dtype), mx.array(np.array([total], np.float32))
-
-    def _host_rows(self, step, pick, tokens: mx.array, sum_logprobs: mx.array):
-        """_main_loop's loop for a batch's rows (greedy, one audio a row) on the CPU with their
-        state on the host: the C step of the rows still decoding (cpu_batch.NativeRows) and
-        NativePick's pick for each. The same tokens and sums as that loop, in which a row that
-        ended appends EOT and adds 0, and which stops once every row has ended."""
+        """_main_loop's greedy loop on the CPU (one audio a row) with the rows' state on the
+        host, no MLX array a token: `step(last tokens, rows)` gives the logits of the rows still
+        decoding (the C step's), NativePick picks for each. The same tokens and sums as that
+        loop, in which a row that ended appends EOT and adds 0 (its logprob times last != EOT),
+        and which stops once every row has ended, dropping the one step it queued past that
+        (none is made here)."""
         history, eot = np.asarray(tokens).tolist(), self.tokenizer.eot
         totals = np.array(sum_logprobs, np.float32)
         for _ in range(1, self.sample_len):

@@ -164,17 +164,18 @@ class CpuSimd:
         return Panels(w, data, False)
 
     def pack_heads(self, k: mx.array):
-        """k (1, H, n, d) float32: each head's (n, d) laid out as `pack` lays out a weight, in
-        float32, one after the other (the cross-attention's keys, once a window)."""
+        """k (B, H, n, d) float32: each row's each head's (n, d) laid out as `pack` lays out a
+        weight, in float32, one after the other (the cross-attention's keys, once a window)."""
         import numpy as np
 
-        ka = np.ascontiguousarray(_host(k))[0]
-        H, n, d = ka.shape
+        ka = np.ascontiguousarray(_host(k))
+        n, d = ka.shape[-2:]
+        heads = ka.reshape(-1, n, d)
         panel = self._lib.wf_panel_size()
         size = -(-n // panel) * panel * d
-        out = np.empty(H * size, np.float32)
-        for e in range(H):
-            self._lib.wf_pack(ka[e].ctypes.data, out[e * size:].ctypes.data, n, d, 0, self.threads)
+        out = np.empty(len(heads) * size, np.float32)
+        for e, head in enumerate(heads):
+            self._lib.wf_pack(head.ctypes.data, out[e * size:].ctypes.data, n, d, 0, self.threads)
         return out
 
     def chain_matmul(self, x: mx.array, w, bias: Optional[mx.array] = None) -> mx.array:
