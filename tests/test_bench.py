@@ -77,9 +77,13 @@ def check_kernel_rows(kernels):
 def test_bench_rejects_unknown_lane_and_missing_peer():
     r = CliRunner().invoke(app, ["bench", "--lanes", "stock,turbo", "--no-kernels"])
     assert r.exit_code == 1 and r.stderr.startswith("Error:") and "unknown lane" in r.stderr
-    if importlib.util.find_spec("faster_whisper") is None:  # an optional peer, never a dependency
-        r = CliRunner().invoke(app, ["bench", "--lanes", "stock,faster-whisper", "--no-kernels", "--runs", "1"])
-        assert r.exit_code == 1 and "needs the faster-whisper package" in r.stderr
+    # optional peers, never dependencies: a lane whose package is missing is one Error line
+    for lane, package in (("faster-whisper", "faster_whisper"), ("whisper.cpp", "pywhispercpp"),
+                          ("openai-whisper", "whisper"), ("transformers", "transformers")):
+        if importlib.util.find_spec(package) is None or importlib.util.find_spec("torch") is None and package in (
+                "whisper", "transformers"):
+            r = CliRunner().invoke(app, ["bench", "--lanes", f"stock,{lane}", "--no-kernels", "--runs", "1"])
+            assert r.exit_code == 1 and r.stderr.startswith("Error:") and f"lane '{lane}' needs" in r.stderr, r.stderr
 
 
 def test_kernels_only_has_no_lanes():

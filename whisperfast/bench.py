@@ -22,9 +22,10 @@ from .batched import BatchOptions, transcribe_batched
 from .errors import WhisperfastError
 from .kernels import ops
 from .models import default_dtype, default_group_size
+from .peers import PEERS
 from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcribe
 
-LANES = ("stock", "fused", "composed", "faster-whisper")
+LANES = ("stock", "fused", "composed") + PEERS
 
 
 def stock_lane(lane: str) -> str:
@@ -55,7 +56,7 @@ class Lane:
     rtf: Stat
     peak_memory_mb: Optional[float]
     transcript: str
-    matches_stock: Optional[bool]  # same tokens as stock (text only, for faster-whisper)
+    matches_stock: Optional[bool]  # same tokens as stock (for a peer: the same text)
     windows: Optional[int] = None  # 30 s windows decoded, per run
     sampled_windows: Optional[int] = None  # of those, decoded again at temperature > 0
     audio_s_per_s: Optional[float] = None  # seconds of audio transcribed per second (median total)
@@ -93,27 +94,6 @@ class BenchReport:
 
 # -- whole pipeline ------------------------------------------------------------------------
 
-def _faster_whisper_runner(model: LoadedModel) -> Callable[[np.ndarray], str]:
-    try:
-        from faster_whisper import WhisperModel
-    except ImportError:
-        raise WhisperfastError("lane 'faster-whisper' needs the faster-whisper package (pip install faster-whisper)") from None
-    from .models import EMBEDDED, _embedded_paths
-
-    if model.name not in EMBEDDED or len(EMBEDDED[model.name].parts) != 1:
-        raise WhisperfastError("lane 'faster-whisper' runs the embedded tiny.en bundle only")
-    # A quantized model races CTranslate2's int8 (its only integer type on the CPU: int8 weights
-    # with one scale per row), whether whisperfast runs 8 or 4 bits.
-    compute_type = "int8" if model.quantization else model.dtype
-    fw = WhisperModel(str(_embedded_paths(EMBEDDED[model.name])[0].parent), device="cpu", compute_type=compute_type)
-
-    def run(audio):
-        segments, _ = fw.transcribe(audio, beam_size=1, language="en" if not model.whisper.is_multilingual else None)
-        return " ".join(s.text.strip() for s in segments)
-
-    return run
-
-
 def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, ...], runs: int, warmup: int,
                  progress: Callable[[str], None] = lambda _: None, seed: int = 0,
                  batch_size: int = 1, beam_size: Optional[int] = None) -> tuple[dict[str, Lane], list[str]]:
@@ -130,20 +110,22 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
     models = {"stock": model, "fused": rewritten(model), "composed": rewritten(model, mode="composed")}
     beams = f" beam{beam_size}" if beam_size else ""
     if beams:  # a beam twin after each whisperfast lane
-        lanes = tuple(x for lane in lanes for x in ((lane,) if lane == "faster-whisper" else (lane, lane + beams)))
+        lanes = tuple(x for lane in lanes for x in ((lane,) if lane in PEERS else (lane, lane + beams)))
         models.update({x + beams: models[x] for x in ("stock", "fused", "composed")})
     options = {x: TranscribeOptions(seed=seed, beam_size=beam_size if x.endswith(beams) and beams else None)
                for x in lanes}
-    fw = _faster_whisper_runner(model) if "faster-whisper" in lanes else None
+    from .peers import peer
+
+    peers = {x: peer(x, model, batch_size) for x in lanes if x in PEERS}
     samples: dict[str, list] = {x: [] for x in lanes}
     peaks = {x: 0 for x in lanes}
     for r in range(warmup + runs):
         for lane in lanes:
             progress(f"{'warm-up' if r < warmup else 'run'} {r + 1 - (warmup if r >= warmup else 0)} · {lane}")
             mx.reset_peak_memory()
-            if lane == "faster-whisper":
+            if lane in peers:
                 t0 = time.perf_counter()
-                texts = [fw(a) for a in audio]
+                texts = peers[lane].run(audio)
                 result = (texts, None, time.perf_counter() - t0)
             else:
                 ts = (transcribe_batched(models[lane], audio, options[lane], BatchOptions(batch_size))
@@ -179,7 +161,9 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
             windows=sum(t.windows for t in ts) if ts else None, sampled_windows=sum(t.sampled_windows for t in ts) if ts else None,
             audio_s_per_s=seconds * 1000 / statistics.median(totals),
             vad_ms=stage(lambda t: t.timings.vad) if ts and any(t.timings.vad for r in rs for t in r[1]) else None)
-    notes = [f"stock tokens differ in lane {x}" for x, lane in out.items() if lane.matches_stock is False]
+    notes = [f"{p.lane}: {p.how}" for p in peers.values()]
+    notes += [f"stock {'text' if x in peers else 'tokens'} differ{'s' if x in peers else ''} in lane {x}"
+              for x, lane in out.items() if lane.matches_stock is False]
     notes += [f"{x}: {out[x].total_ms.median / out[x[: -len(beams)]].total_ms.median:.2f}x the greedy lane's total"
               for x in out if beams and x.endswith(beams)]
     return out, notes
@@ -297,8 +281,6 @@ def run(audio_paths: list[Path], model_name: str, dtype: Optional[mx.Dtype] = No
     if pipeline:
         lane_results, lane_notes = run_pipeline(model, audio, tuple(lanes), runs, warmup, progress, seed, batch_size,
                                                 beam_size)
-        if batch_size > 1 and "faster-whisper" in lanes:
-            lane_notes.append("faster-whisper ran its sequential transcribe (beam 1), not its batched pipeline")
         notes += lane_notes
         speedup = {f"{x} vs {stock_lane(x)}": lane_results[stock_lane(x)].total_ms.median / v.total_ms.median
                    for x, v in lane_results.items() if x != stock_lane(x) and stock_lane(x) in lane_results}

@@ -175,6 +175,37 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
     return dest
 
 
+def ct2_dir(name: str) -> Path:
+    """The CTranslate2 directory of embedded model `name`, as faster-whisper loads it. A bundle
+    split over packages is joined once into the cache (checked against its pinned digest)."""
+    e = EMBEDDED.get(name)
+    parts = _embedded_paths(e) if e else None
+    if parts is None:
+        raise ModelError(f"model '{name}' is not an installed embedded bundle ({', '.join(EMBEDDED)})")
+    if len(parts) == 1:
+        return parts[0].parent
+    dest = cache_dir() / f"ct2-{e.sha256[:16]}"
+    if not (dest / "model.bin").exists():
+        import hashlib
+        import shutil
+
+        def fill(tmp: Path) -> None:
+            digest = hashlib.sha256()
+            with (tmp / "model.bin").open("wb") as out:
+                for p in parts:
+                    data = p.read_bytes()
+                    digest.update(data)
+                    out.write(data)
+            if digest.hexdigest() != e.sha256:
+                raise ModelError(f"model.bin checksum mismatch for '{name}' (reinstall the model package)")
+            for f in parts[0].parent.iterdir():  # config, tokenizer, vocabulary
+                if f.is_file() and not f.name.startswith("model.bin"):
+                    shutil.copyfile(f, tmp / f.name)
+
+        _publish_dir(dest, fill)
+    return dest
+
+
 def _resolve(name: str) -> Path:
     """Name → a local mlx-whisper directory (converting and downloading as needed)."""
     if name in EMBEDDED:

@@ -271,7 +271,8 @@ def bench(
     device: Optional[Device] = typer.Option(None),
     runs: int = typer.Option(5, "--runs", min=1, help="Timed runs per lane."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed rounds first."),
-    lanes: Optional[str] = typer.Option(None, "--lanes", help="Comma-separated: stock, fused, composed, faster-whisper "
+    lanes: Optional[str] = typer.Option(None, "--lanes", help="Comma-separated: stock, fused, composed, and the peers "
+                                        "faster-whisper, openai-whisper, transformers, whisper.cpp where installed "
                                         "(default: stock,fused,composed; with --cold: stock,fused)."),
     cold: bool = typer.Option(False, "--cold", help="Each run of each lane in a fresh process, timed from the shell: "
                               "wall, import, load, kernel compile or cache read, transcription (no warm-up)."),

@@ -1,0 +1,117 @@
+"""bench's peer lanes (whisperfast/peers/): the same weights in other engines. The ggml file is
+checked on any machine; each engine's lane runs where its package is installed (`uv sync
+--extra peers`; the torch peers by hand, README), and must hear JFK as whisperfast does."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tests.conftest import SAMPLES
+from tests.text import error_rate
+
+from whisperfast.audio import load_audio
+from whisperfast.peers import ggml, peer
+from whisperfast.peers.weights import dims, openai_state
+
+
+def installed(*packages):
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+@pytest.fixture(scope="module")
+def jfk():
+    return load_audio(SAMPLES / "jfk.wav")
+
+
+@pytest.fixture(scope="module")
+def stock_jfk(tiny, jfk):
+    from whisperfast.pipeline import transcribe
+
+    return transcribe(tiny, jfk).text
+
+
+def test_openai_state_is_the_models_weights(tiny):
+    """openai-whisper's names and layouts, the values the model computes with."""
+    state, w = openai_state(tiny.whisper), tiny.whisper
+    assert "decoder.blocks.0.mlp.0.weight" in state and not any(".mlp1." in k for k in state)
+    conv = np.array(w.encoder.conv1.weight).astype(np.float32)  # MLX's (out, kernel, in)
+    assert state["encoder.conv1.weight"].shape == (384, 80, 3)  # torch's (out, in, kernel)
+    assert np.array_equal(state["encoder.conv1.weight"], conv.transpose(0, 2, 1))
+    assert np.array_equal(state["encoder.positional_embedding"], np.array(w.encoder._positional_embedding).astype(np.float32))
+    assert np.array_equal(state["decoder.token_embedding.weight"],
+                          np.array(w.decoder.token_embedding.weight).astype(np.float32))
+
+
+def test_openai_state_refuses_a_quantized_model():
+    from whisperfast.errors import WhisperfastError
+    from whisperfast.pipeline import load
+
+    with pytest.raises(WhisperfastError, match="quantized"):
+        openai_state(load("tiny.en", quantize=8).whisper)
+
+
+def test_ggml_file_holds_every_tensor_as_whisper_cpp_reads_it(tiny, tmp_path):
+    out = tmp_path / "ggml-tiny.en.bin"
+    ggml.write(tiny.whisper, out)
+    assert not list(tmp_path.glob("*.partial"))
+    h, tensors = ggml.read_header(out)
+    d = dims(tiny.whisper)
+    assert {k: h[k] for k in d} == d and h["ftype"] == 1
+    assert h["tokens"] == 50256  # gpt2.tiktoken's; whisper.cpp adds the specials up to n_vocab
+    assert list(tensors) == ggml.tensor_order(d)
+    state = openai_state(tiny.whisper)
+    for name, (shape, ftype) in tensors.items():
+        want = state[name].shape if name not in ("encoder.conv1.bias", "encoder.conv2.bias") else (384, 1)
+        assert shape == want, name
+        assert ftype == (0 if len(shape) < 2 or name in ggml.F32_NAMES else 1), name
+
+
+def test_ggml_tensor_data_round_trips(tiny, tmp_path):
+    """The token embedding's bytes as written are its float16 values (the file's layout holds)."""
+    out = tmp_path / "m.bin"
+    ggml.write(tiny.whisper, out)
+    raw = out.read_bytes()
+    key = b"decoder.token_embedding.weight"
+    at = raw.index(key) + len(key)
+    emb = np.frombuffer(raw, dtype="<f2", count=51864 * 384, offset=at).reshape(51864, 384)
+    assert np.array_equal(emb, np.array(tiny.whisper.decoder.token_embedding.weight).astype(np.float16))
+
+
+def _same_words(a: str, b: str) -> bool:
+    return error_rate(a, b) == 0.0
+
+
+@installed("pywhispercpp")
+def test_whisper_cpp_lane_hears_jfk(tiny, jfk, stock_jfk):
+    p = peer("whisper.cpp", tiny, 1)
+    (text,) = p.run([jfk])
+    assert _same_words(stock_jfk, text), text
+    assert "whisper.cpp" in p.how and "threads" in p.how
+
+
+@installed("faster_whisper")
+def test_faster_whisper_lanes_hear_jfk(tiny, jfk, stock_jfk):
+    p = peer("faster-whisper", tiny, 1)
+    assert _same_words(stock_jfk, p.run([jfk])[0])
+    b = peer("faster-whisper", tiny, 4)
+    assert "BatchedInferencePipeline" in b.how
+    assert _same_words(stock_jfk, b.run([jfk])[0])
+
+
+@installed("torch", "whisper")
+def test_openai_whisper_lane_says_what_stock_says(tiny, jfk, stock_jfk):
+    """openai-whisper on the same float32 weights decodes as mlx-whisper does: the same text."""
+    p = peer("openai-whisper", tiny, 1)
+    (text,) = p.run([jfk])
+    assert text.strip() == stock_jfk.strip()
+
+
+@installed("torch", "transformers")
+def test_transformers_pipeline_lane_hears_jfk(tiny, jfk, stock_jfk):
+    p = peer("transformers", tiny, 2)
+    texts = p.run([jfk, jfk[: 16000 * 5]])
+    assert _same_words(stock_jfk, texts[0]), texts[0]
+    assert 0 < len(texts[1].split()) < len(texts[0].split())
+    assert "2 a batch" in p.how
