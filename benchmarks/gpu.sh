@@ -46,10 +46,11 @@ cold_benches() {
 # times (the first may compile kernels for row counts not seen yet), then the 600 s clip twice; a JSON line each
 fresh_batched() {
   $py - <<'PY' 2>&1
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip600.wav"], ["/tmp/clip600.wav"]):
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "--fast", "-q", "--json", "--batch-size", "16"],
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", *args, "--fast", "-q", "--json", "--batch-size",
+                        os.environ.get("FRESH_BATCH", "16")],
                        capture_output=True, text=True)
     wall = time.perf_counter() - t0
     d = json.loads(r.stdout) if r.returncode == 0 else {}
@@ -78,6 +79,12 @@ batched_benches() {
   $py -m whisperfast bench /tmp/clip600.wav --dtype float16 --lanes fused --runs 3 --warmup 1 --json --no-kernels \
     --batch-size 32 > "$out/bench-tiny.en-600s-b32.json" 2> "$out/bench-tiny.en-600s-b32.txt"
   grep -E "^│ fused|audio-seconds" "$out/bench-tiny.en-600s-b32.txt" | sed "s|^|tiny.en b32 |"
+}
+# peers_wheels: the peer lanes' wheels (.stage/part7: openai-whisper, pywhispercpp and what they import) into a folder
+# last on PYTHONPATH, so that the machine's own packages (torch, transformers, numba, tqdm) stay the ones imported
+peers_wheels() {
+  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site7 .stage/part7/*.whl 2>&1 | tail -2
+  export PYTHONPATH=$PYTHONPATH:/tmp/site7
 }
 case "${1:-all}" in
 tests|all)
@@ -1011,5 +1018,31 @@ session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel'
   timeout 300 $py -m pytest -q -p no:cacheprovider -rf tests/test_first_run.py tests/test_cuda_step.py tests/test_cuda_beams.py \
     2>&1 | tee "$out/gpu_tests.txt" | tail -3
   bench_trees "ab-t/a775ed6 ab-t/prev ." "$out/flag-tiny.en.txt" --beam-size 5
+  ;;
+session25)  # issue 15's peers on the H200 (the peers' wheels in .stage/part7, carried): the 600 s clip, 32 a batch, tiny.en
+  # and base, whisperfast batched against transformers' chunked pipeline (32 a batch), openai-whisper (torch fp16, one
+  # file at a time) and whisper.cpp (pywhispercpp's CPU build, 16 threads), WER against the clip's text
+  peers_wheels
+  $py -m whisperfast info --json > "$out/info.json"
+  { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    $py -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+    $py -c "import numba; print('numba', numba.__version__)" 2>&1 | tail -1; } | tee "$out/env.txt"
+  lanes=fused,transformers,openai-whisper,whisper.cpp
+  $py -c "import numba" 2>/dev/null || lanes=fused,transformers,whisper.cpp  # openai-whisper imports numba
+  $py benchmarks/peers.py "$out/peers-tiny.en-600s-b32.json" --seconds 600 -m tiny.en --batch-size 32 --lanes $lanes \
+    2> "$out/peers-tiny.en.log" || tail -5 "$out/peers-tiny.en.log"
+  $py benchmarks/peers.py "$out/peers-base-600s-b32.json" --seconds 600 -m base --batch-size 32 \
+    --lanes ${lanes%,whisper.cpp} 2> "$out/peers-base.log" || tail -5 "$out/peers-base.log"
+  ;;
+session25b)  # the second call: large-v3-turbo's shapes (random weights) batched, 600 s, 32 a batch; the 60-minute clip,
+  # tiny.en, whisperfast batched against transformers' pipeline; fresh 60-minute processes at 32 a batch
+  peers_wheels
+  $py benchmarks/peers.py "$out/turbo-random-600s-b32.json" --seconds 600 --random large-v3-turbo --batch-size 32 \
+    --runs 3 --warmup 1 2> "$out/turbo.log" || tail -5 "$out/turbo.log"
+  $py benchmarks/peers.py "$out/peers-tiny.en-3600s-b32.json" --seconds 3600 -m tiny.en --batch-size 32 \
+    --lanes fused,transformers 2> "$out/peers-3600.log" || tail -5 "$out/peers-3600.log"
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  FRESH_BATCH=32 fresh_batched | tee "$out/fresh_3600s_b32.jsonl" | $py -c "import json, sys
+for l in sys.stdin: d = json.loads(l); print(d['args'], d['rc'], round(d['wall_s'], 3), {k: round(v, 3) for k, v in (d['timings'] or {}).items()}, d['err'][-200:])"
   ;;
 esac
