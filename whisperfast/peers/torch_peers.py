@@ -130,7 +130,8 @@ def transformers(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], l
     device, dtype = _device(torch, model)
     net = net.to(device=device, dtype=dtype).eval()
     pipe = tf.pipeline("automatic-speech-recognition", model=net, tokenizer=tokenizer,
-                       feature_extractor=tf.WhisperFeatureExtractor(feature_size=h["n_mels"]), device=device, dtype=dtype)
+                       feature_extractor=tf.WhisperFeatureExtractor(feature_size=h["n_mels"]), device=device)
+    # (the pipeline casts the features to the model's dtype)
     kwargs = {"task": "transcribe"} if multilingual else {}  # the language detected, as in the other lanes
 
     def run(audio: list[np.ndarray]) -> list[str]:
