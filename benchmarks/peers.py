@@ -35,6 +35,7 @@ from tests.text import error_rate, units  # noqa: E402
 
 from whisperfast import bench, runtime  # noqa: E402
 from whisperfast.batched import BatchOptions, transcribe_batched  # noqa: E402
+from whisperfast.errors import WhisperfastError  # noqa: E402
 from whisperfast.pipeline import TranscribeOptions, load, rewritten  # noqa: E402
 
 
@@ -90,6 +91,12 @@ def main() -> None:
     for note in report.notes:
         print("note:", note, flush=True)
     args.out.write_text(json.dumps({**asdict(report), "clip": desc, "wer": wer, "reference_words": words}, indent=1))
+    try:
+        from whisperfast.plot import plot
+
+        plot(report, args.out.with_suffix(".png"))
+    except WhisperfastError as e:  # matplotlib missing: the JSON holds it all
+        print("no plot:", e, flush=True)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,22 @@ def plot(report: BenchReport, path: Path) -> None:
             vals = [getattr(report.lanes[n], stage).median if getattr(report.lanes[n], stage) else 0.0 for n in names]
             ax.bar(names, vals, bottom=bottom, color=color, label=stage[:-3])
             bottom = [b + v for b, v in zip(bottom, vals)]
+        peers = [b == 0.0 for b in bottom]  # a peer reports its total only
+        if any(peers):
+            ax.bar(names, [report.lanes[n].total_ms.median if p else 0.0 for n, p in zip(names, peers)],
+                   color="#969696", label="total (peer)")
         for i, n in enumerate(names):
             t = report.lanes[n].total_ms
             ax.errorbar(i, t.median, yerr=[[t.median - t.min], [t.max - t.median]], color="black", capsize=4)
             ax.annotate(f"{t.median:.0f} ms", (i, t.max), ha="center", va="bottom", fontsize=9, xytext=(0, 3), textcoords="offset points")
         ax.set_ylabel("ms per run (median; whiskers min-max)")
         ax.set_title(f"pipeline, {report.audio_seconds:.0f} s of audio, {report.runs} runs")
-        ax.set_ylim(top=max(report.lanes[n].total_ms.max for n in names) * 1.18)
+        top, low = max(report.lanes[n].total_ms.max for n in names), min(report.lanes[n].total_ms.median for n in names)
+        if top > 20 * low:  # peers an order of magnitude apart: each bar stays readable
+            ax.set_yscale("log")
+            ax.set_ylim(top=top * 3)
+        else:
+            ax.set_ylim(top=top * 1.18)
         ax.legend(loc="upper center", fontsize=8, ncol=3)
     if report.kernels:
         ax = axes[0][len(panels) - 1]
