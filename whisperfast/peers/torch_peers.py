@@ -104,14 +104,13 @@ def hf_name(name: str) -> str:
     return "model." + name
 
 
-def transformers(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
-    """transformers' automatic-speech-recognition pipeline as insanely-fast-whisper runs it: 30 s
-    chunks (its 5 s strides), `batch_size` chunks a `generate` call, timestamps on, greedy."""
+def hf_model(model):
+    """(transformers' WhisperForConditionalGeneration on `model`'s weights, on the CPU in float32,
+    with Whisper's generation settings; its tokenizer; whisperfast's tokenizer)."""
     torch = _torch("transformers", "transformers")
     import transformers as tf
 
     h = dims(model.whisper)
-    multilingual = model.whisper.is_multilingual
     tokenizer, ours = _hf_tokenizer(model.whisper)
     config = tf.WhisperConfig(
         vocab_size=h["n_vocab"], num_mel_bins=h["n_mels"], encoder_layers=h["n_audio_layer"],
@@ -126,13 +125,24 @@ def transformers(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], l
     if result.missing_keys or result.unexpected_keys:
         raise WhisperfastError(f"transformers' model took other weights: missing {result.missing_keys[:3]}, "
                                f"unexpected {result.unexpected_keys[:3]}")
-    net.generation_config = _hf_generation_config(ours, multilingual)
+    net.generation_config = _hf_generation_config(ours, model.whisper.is_multilingual)
+    return net, tokenizer, ours
+
+
+def transformers(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
+    """transformers' automatic-speech-recognition pipeline as insanely-fast-whisper runs it: 30 s
+    chunks (its 5 s strides), `batch_size` chunks a `generate` call, timestamps on, greedy."""
+    torch = _torch("transformers", "transformers")
+    import transformers as tf
+
+    net, tokenizer, _ = hf_model(model)
     device, dtype = _device(torch, model)
     net = net.to(device=device, dtype=dtype).eval()
     pipe = tf.pipeline("automatic-speech-recognition", model=net, tokenizer=tokenizer,
-                       feature_extractor=tf.WhisperFeatureExtractor(feature_size=h["n_mels"]), device=device)
+                       feature_extractor=tf.WhisperFeatureExtractor(feature_size=dims(model.whisper)["n_mels"]),
+                       device=device)
     # (the pipeline casts the features to the model's dtype)
-    kwargs = {"task": "transcribe"} if multilingual else {}  # the language detected, as in the other lanes
+    kwargs = {"task": "transcribe"} if model.whisper.is_multilingual else {}  # the language detected, as in the other lanes
 
     def run(audio: list[np.ndarray]) -> list[str]:
         with torch.inference_mode():
