@@ -1019,9 +1019,10 @@ session13-flag)  # launch.host_flag (the loop reads a 1-byte copy of the kernel'
     2>&1 | tee "$out/gpu_tests.txt" | tail -3
   bench_trees "ab-t/a775ed6 ab-t/prev ." "$out/flag-tiny.en.txt" --beam-size 5
   ;;
-session25)  # issue 15's peers on the H200 (the peers' wheels in .stage/part7, carried): the 600 s clip, 32 a batch, tiny.en
-  # and base, whisperfast batched against transformers' chunked pipeline (32 a batch), openai-whisper (torch fp16, one
-  # file at a time) and whisper.cpp (pywhispercpp's CPU build, 16 threads), WER against the clip's text
+session25)  # issue 15 on the H200 in one call (the peers' wheels in .stage/part7, carried): the 600 s clip, tiny.en, 32 a
+  # batch, whisperfast batched against transformers' chunked pipeline (32 a batch), openai-whisper (torch fp16, one file
+  # at a time) and whisper.cpp (pywhispercpp's CPU build, 16 threads), WER against the clip's text; large-v3-turbo's
+  # shapes (random weights) batched, 600 s, 32 a batch; fresh 60-minute processes at 32 a batch
   peers_wheels
   $py -m whisperfast info --json > "$out/info.json"
   { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -1031,18 +1032,18 @@ session25)  # issue 15's peers on the H200 (the peers' wheels in .stage/part7, c
   $py -c "import numba" 2>/dev/null || lanes=fused,transformers,whisper.cpp  # openai-whisper imports numba
   $py benchmarks/peers.py "$out/peers-tiny.en-600s-b32.json" --seconds 600 -m tiny.en --batch-size 32 --lanes $lanes \
     2> "$out/peers-tiny.en.log" || tail -5 "$out/peers-tiny.en.log"
-  $py benchmarks/peers.py "$out/peers-base-600s-b32.json" --seconds 600 -m base --batch-size 32 \
-    --lanes ${lanes%,whisper.cpp} 2> "$out/peers-base.log" || tail -5 "$out/peers-base.log"
-  ;;
-session25b)  # the second call: large-v3-turbo's shapes (random weights) batched, 600 s, 32 a batch; the 60-minute clip,
-  # tiny.en, whisperfast batched against transformers' pipeline; fresh 60-minute processes at 32 a batch
-  peers_wheels
   $py benchmarks/peers.py "$out/turbo-random-600s-b32.json" --seconds 600 --random large-v3-turbo --batch-size 32 \
     --runs 3 --warmup 1 2> "$out/turbo.log" || tail -5 "$out/turbo.log"
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  FRESH_BATCH=32 fresh_batched > "$out/fresh_3600s_b32.jsonl"; $py -c "import json, sys
+for l in open(sys.argv[1]): d = json.loads(l); print(d['args'], d['rc'], round(d['wall_s'], 3), {k: round(v, 3) for k, v in (d['timings'] or {}).items()}, d['err'][-200:])" "$out/fresh_3600s_b32.jsonl"
+  ;;
+session25b)  # the second call: base's peers on the 600 s clip, and the 60-minute clip with tiny.en, whisperfast batched
+  # against transformers' pipeline
+  peers_wheels
+  $py benchmarks/peers.py "$out/peers-base-600s-b32.json" --seconds 600 -m base --batch-size 32 \
+    --lanes fused,transformers,openai-whisper 2> "$out/peers-base.log" || tail -5 "$out/peers-base.log"
   $py benchmarks/peers.py "$out/peers-tiny.en-3600s-b32.json" --seconds 3600 -m tiny.en --batch-size 32 \
     --lanes fused,transformers 2> "$out/peers-3600.log" || tail -5 "$out/peers-3600.log"
-  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  FRESH_BATCH=32 fresh_batched | tee "$out/fresh_3600s_b32.jsonl" | $py -c "import json, sys
-for l in sys.stdin: d = json.loads(l); print(d['args'], d['rc'], round(d['wall_s'], 3), {k: round(v, 3) for k, v in (d['timings'] or {}).items()}, d['err'][-200:])"
   ;;
 esac
