@@ -16,6 +16,15 @@ One transcription of the whole clip per model and precision, default options (gr
 temperature fallback, seed 0), `language="en"`, stock lane; WER over the whole text after
 tests/text.py's normalization. `sampled_windows`: windows decoded again at temperature > 0.
 `--simulate`: as benchmarks/quant_wer.py's (dequantized weights, float matmuls).
+
+A window that falls back samples at temperature > 0, and the draw decides its text: one seed's
+WER is one draw. `--seed N` (default 0) seeds the transcription, but only the first one in a
+process: mlx-whisper's compiled `categorical` keeps the noise its first trace drew (one per
+shape and temperature, benchmarks/h200-session8/), so later seeds in the same process draw the
+same numbers. Run one process per seed for several draws. `--temperature 0` turns the fallback off
+(every window greedy: the transcript then follows from the weights alone); `--lane fused`
+runs `--fast` (on the CPU: stock's float tokens, and a quantized model's layers dequantized
+once at load, the values `--simulate` gives; several times faster than the stock lane).
 """
 
 from __future__ import annotations
@@ -33,12 +42,12 @@ import mlx.core as mx  # noqa: E402
 
 from whisperfast import runtime  # noqa: E402
 from whisperfast.audio import SAMPLE_RATE  # noqa: E402
-from whisperfast.pipeline import TranscribeOptions, load, transcribe  # noqa: E402
+from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/: the clip and the WER the tests use
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quant_wer import PRECISIONS, dequantized  # noqa: E402
+from quant_wer import dequantized  # noqa: E402
 from tests.test_transcribe import clip_parts, long_clip  # noqa: E402
 from tests.text import error_rate, units  # noqa: E402
 
@@ -67,7 +76,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--simulate", action="store_true",
                     help="run each quantized model on its dequantized weights (same values, float matmuls)")
+    ap.add_argument("--seed", type=int, default=0, help="the seed (its draws hold for the process's first transcription)")
+    ap.add_argument("--temperature", choices=["fallback", "0"], default="fallback")
+    ap.add_argument("--lane", choices=["stock", "fused"], default="stock")
+    ap.add_argument("--bits", default="float,8,4", help="comma-separated precisions: float, 8, 4")
     args = ap.parse_args()
+    precisions = [None if b == "float" else int(b) for b in args.bits.split(",")]
+    options = {} if args.temperature == "fallback" else {"temperature": (0.0,)}
     if args.out.exists():
         sys.exit(f"{args.out} exists; not overwriting it")
     audio, ref, desc = clip(args.seconds, args.whole_samples)
@@ -76,21 +91,25 @@ def main() -> None:
     results, info = [], runtime.info()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
-        for bits in PRECISIONS:
+        for bits in precisions:
             model = load(name, dtype=getattr(mx, args.dtype), quantize=bits, group_size=args.group_size)
             if bits is not None and args.simulate:
                 dequantized(model.whisper)
+            if args.lane == "fused":
+                model = rewritten(model)
+            seed = args.seed
             t0 = time.perf_counter()
-            t = transcribe(model, audio, TranscribeOptions(language="en"))
+            t = transcribe(model, audio, TranscribeOptions(language="en", seed=seed, **options))
             e = round(error_rate(ref, t.text) * n)  # edits: the rate times the length
             res = {"model": name, "dtype": args.dtype, "bits": bits, "group_size": args.group_size if bits else None,
-                   "matmuls": "dequantized" if bits is not None and args.simulate else "quantized" if bits else "float",
-                   "wer": e / n, "edits": e, "words": n, "hyp_words": len(units(t.text)),
-                   "windows": t.windows, "sampled_windows": t.sampled_windows,
+                   "matmuls": "dequantized" if bits is not None and (args.simulate or args.lane == "fused")
+                   else "quantized" if bits else "float", "lane": args.lane, "seed": seed,
+                   "temperature": args.temperature, "wer": e / n, "edits": e, "words": n,
+                   "hyp_words": len(units(t.text)), "windows": t.windows, "sampled_windows": t.sampled_windows,
                    "seconds": time.perf_counter() - t0, "text": t.text}
             results.append(res)
-            print(f"{name:8} {('float' if bits is None else f'{bits}-bit'):6} WER {100 * res['wer']:5.2f}% ({e}/{n})"
-                  f"  sampled {t.sampled_windows}/{t.windows} windows  {res['seconds']:.0f} s", flush=True)
+            print(f"{name:8} {('float' if bits is None else f'{bits}-bit'):6} seed {seed} WER {100 * res['wer']:5.2f}% "
+                  f"({e}/{n})  sampled {t.sampled_windows}/{t.windows} windows  {res['seconds']:.0f} s", flush=True)
             # after every row, so a run cut short keeps what it measured
             tmp = args.out.with_suffix(".partial")
             tmp.write_text(json.dumps({"device": info["device"], "mlx": info["mlx"], "blas": info["blas"]["blas"],

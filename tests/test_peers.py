@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, needs_base
 from tests.text import error_rate
 
 from whisperfast.audio import load_audio
@@ -115,3 +115,19 @@ def test_transformers_pipeline_lane_hears_jfk(tiny, jfk, stock_jfk):
     assert _same_words(stock_jfk, texts[0]), texts[0]
     assert 0 < len(texts[1].split()) < len(texts[0].split())
     assert "2 a batch" in p.how
+
+
+@needs_base
+def test_ct2_dir_joins_a_split_bundle_once():
+    """base's model.bin comes in two packages; faster-whisper reads one folder: joined, checked
+    against the pinned digest, with the bundle's tokenizer and config beside it."""
+    import hashlib
+
+    from whisperfast.models import EMBEDDED, ct2_dir
+
+    d = ct2_dir("base")
+    assert hashlib.sha256((d / "model.bin").read_bytes()).hexdigest() == EMBEDDED["base"].sha256
+    assert {"config.json", "tokenizer.json", "vocabulary.txt"} <= {p.name for p in d.iterdir()}
+    mtime = (d / "model.bin").stat().st_mtime_ns
+    assert ct2_dir("base") == d and (d / "model.bin").stat().st_mtime_ns == mtime  # not written again
+    assert (ct2_dir("tiny.en") / "model.bin").exists()  # one part: the package's own folder
