@@ -1030,12 +1030,13 @@ session25)  # issue 15 on the H200 in one call (the peers' wheels in .stage/part
     $py -c "import numba; print('numba', numba.__version__)" 2>&1 | tail -1; } | tee "$out/env.txt"
   lanes=fused,transformers,openai-whisper,whisper.cpp
   $py -c "import numba" 2>/dev/null || lanes=fused,transformers,whisper.cpp  # openai-whisper imports numba
-  $py benchmarks/peers.py "$out/peers-tiny.en-600s-b32.json" --seconds 600 -m tiny.en --batch-size 32 --lanes $lanes \
-    2> "$out/peers-tiny.en.log" || tail -5 "$out/peers-tiny.en.log"
-  $py benchmarks/peers.py "$out/turbo-random-600s-b32.json" --seconds 600 --random large-v3-turbo --batch-size 32 \
-    --runs 3 --warmup 1 2> "$out/turbo.log" || tail -5 "$out/turbo.log"
+  timeout ${T1:-240} $py benchmarks/peers.py "$out/peers-tiny.en-600s-b32.json" --seconds 600 -m tiny.en --batch-size 32 \
+    --lanes $lanes 2> "$out/peers-tiny.en.log" || tail -5 "$out/peers-tiny.en.log"
+  timeout ${T2:-150} $py benchmarks/peers.py "$out/turbo-random-600s-b32.json" --seconds 600 --random large-v3-turbo \
+    --batch-size 32 --runs 3 --warmup 1 2> "$out/turbo.log" || tail -5 "$out/turbo.log"
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  FRESH_BATCH=32 fresh_batched > "$out/fresh_3600s_b32.jsonl"; $py -c "import json, sys
+  FRESH_BATCH=32 timeout ${T3:-120} bash -c "$(declare -f fresh_batched); py=$py; fresh_batched" > "$out/fresh_3600s_b32.jsonl"
+  $py -c "import json, sys
 for l in open(sys.argv[1]): d = json.loads(l); print(d['args'], d['rc'], round(d['wall_s'], 3), {k: round(v, 3) for k, v in (d['timings'] or {}).items()}, d['err'][-200:])" "$out/fresh_3600s_b32.jsonl"
   ;;
 session25b)  # the second call: base's peers on the 600 s clip, and the 60-minute clip with tiny.en, whisperfast batched
