@@ -116,7 +116,7 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
                for x in lanes}
     from .peers import peer
 
-    peers = {x: peer(x, model, batch_size) for x in lanes if x in PEERS}
+    peers = {x: peer(x, model, batch_size, gpu=mx.default_device() == mx.gpu) for x in lanes if x in PEERS}
     samples: dict[str, list] = {x: [] for x in lanes}
     peaks = {x: 0 for x in lanes}
     for r in range(warmup + runs):

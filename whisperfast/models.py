@@ -193,7 +193,10 @@ def ct2_dir(name: str) -> Path:
             digest = hashlib.sha256()
             with (tmp / "model.bin").open("wb") as out:
                 for p in parts:
-                    data = p.read_bytes()
+                    try:
+                        data = p.read_bytes()
+                    except OSError as err:
+                        raise ModelError(f"cannot read {p}: {err.strerror or err}") from None
                     digest.update(data)
                     out.write(data)
             if digest.hexdigest() != e.sha256:

@@ -28,25 +28,26 @@ def plot(report: BenchReport, path: Path) -> None:
     if report.lanes:
         ax = axes[0][0]
         names = list(report.lanes)
+        top, low = max(report.lanes[n].total_ms.max for n in names), min(report.lanes[n].total_ms.median for n in names)
+        log = top > 20 * low  # peers an order of magnitude apart: totals only, on a log axis
         bottom = [0.0] * len(names)
         for stage, color in (("vad_ms", "#bcbddc"), ("mel_ms", "#9ecae1"), ("encode_ms", "#3182bd"), ("decode_ms", "#e6550d")):
-            if stage == "vad_ms" and not any(report.lanes[n].vad_ms for n in names):
-                continue
+            if log or stage == "vad_ms" and not any(report.lanes[n].vad_ms for n in names):
+                continue  # (stacked on a log axis, the lower stages would look like nothing)
             vals = [getattr(report.lanes[n], stage).median if getattr(report.lanes[n], stage) else 0.0 for n in names]
             ax.bar(names, vals, bottom=bottom, color=color, label=stage[:-3])
             bottom = [b + v for b, v in zip(bottom, vals)]
         peers = [b == 0.0 for b in bottom]  # a peer reports its total only
         if any(peers):
             ax.bar(names, [report.lanes[n].total_ms.median if p else 0.0 for n, p in zip(names, peers)],
-                   color="#969696", label="total (peer)")
+                   color="#969696", label="total" if log else "total (peer)")
         for i, n in enumerate(names):
             t = report.lanes[n].total_ms
             ax.errorbar(i, t.median, yerr=[[t.median - t.min], [t.max - t.median]], color="black", capsize=4)
             ax.annotate(f"{t.median:.0f} ms", (i, t.max), ha="center", va="bottom", fontsize=9, xytext=(0, 3), textcoords="offset points")
         ax.set_ylabel("ms per run (median; whiskers min-max)")
         ax.set_title(f"pipeline, {report.audio_seconds:.0f} s of audio, {report.runs} runs")
-        top, low = max(report.lanes[n].total_ms.max for n in names), min(report.lanes[n].total_ms.median for n in names)
-        if top > 20 * low:  # peers an order of magnitude apart: each bar stays readable
+        if log:
             ax.set_yscale("log")
             ax.set_ylim(top=top * 3)
         else:

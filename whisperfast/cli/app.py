@@ -273,7 +273,7 @@ def bench(
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed rounds first."),
     lanes: Optional[str] = typer.Option(None, "--lanes", help="Comma-separated: stock, fused, composed, and the peers "
                                         "faster-whisper, openai-whisper, transformers, whisper.cpp where installed "
-                                        "(default: stock,fused,composed; with --cold: stock,fused)."),
+                                        "(default: stock,fused,composed; --cold takes stock,fused)."),
     cold: bool = typer.Option(False, "--cold", help="Each run of each lane in a fresh process, timed from the shell: "
                               "wall, import, load, kernel compile or cache read, transcription (no warm-up)."),
     empty_caches: bool = typer.Option(False, "--empty-caches", help="With --cold: every run from empty caches of its own "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import WhisperfastError
 from .weights import dims, openai_state
 
 MAGIC = 0x67676D6C  # "ggml"
@@ -55,17 +56,30 @@ def tensor_order(h: dict[str, int]) -> list[str]:
 
 
 def write(whisper, out: Path) -> None:
-    """Write `whisper`'s ggml file at `out` (whole or not at all: a sibling, then a rename)."""
+    """Write `whisper`'s ggml file at `out`, a new file (whole or not at all: a sibling, then a rename)."""
+    if out.exists():
+        raise WhisperfastError(f"{out} exists; not replacing it")
     h = dims(whisper)
     state = openai_state(whisper)
     order = tensor_order(h)
     missing, extra = set(order) - set(state), set(state) - set(order)
-    assert not missing and not extra, (sorted(missing)[:3], sorted(extra)[:3])
+    if missing or extra:
+        raise WhisperfastError(f"whisper.cpp's layout has no place for this model: missing {sorted(missing)[:3]}, "
+                               f"extra {sorted(extra)[:3]}")
     with np.load(_assets() / "mel_filters.npz") as f:
         filters = f[f"mel_{h['n_mels']}"].astype("<f4")
     vocab = (_assets() / ("multilingual.tiktoken" if h["n_vocab"] >= 51865 else "gpt2.tiktoken")).read_bytes()
     tokens = [base64.b64decode(line.split()[0]) for line in vocab.splitlines() if line]
     tmp = out.with_name(out.name + ".partial")
+    try:
+        _write(tmp, h, order, state, filters, tokens)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+
+
+def _write(tmp: Path, h: dict, order: list, state: dict, filters: np.ndarray, tokens: list) -> None:
     with tmp.open("wb") as f:
         f.write(struct.pack("i", MAGIC))
         f.write(struct.pack("11i", *(h[k] for k in HPARAMS), 1))
@@ -83,28 +97,3 @@ def write(whisper, out: Path) -> None:
             f.write(struct.pack("iii", data.ndim, len(key), 0 if f32 else 1))
             f.write(struct.pack(f"{data.ndim}i", *data.shape[::-1]) + key)
             f.write(data.tobytes())
-    tmp.replace(out)
-
-
-def read_header(path: Path) -> tuple[dict[str, int], dict[str, tuple[tuple[int, ...], int]]]:
-    """(hyperparameters, {tensor name: (torch-order shape, type)}) of a ggml file: what
-    whisper.cpp's loader reads, for checking a written file."""
-    with path.open("rb") as f:
-        magic, *hp = struct.unpack("12i", f.read(48))
-        assert magic == MAGIC, hex(magic)
-        h = dict(zip(HPARAMS + ("ftype",), hp))
-        n_mel, n_fft = struct.unpack("ii", f.read(8))
-        f.seek(4 * n_mel * n_fft, 1)
-        (n_tokens,) = struct.unpack("i", f.read(4))
-        for _ in range(n_tokens):
-            (n,) = struct.unpack("i", f.read(4))
-            f.seek(n, 1)
-        h["tokens"] = n_tokens
-        tensors = {}
-        while head := f.read(12):
-            n_dims, n_name, ftype = struct.unpack("iii", head)
-            shape = struct.unpack(f"{n_dims}i", f.read(4 * n_dims))[::-1]
-            name = f.read(n_name).decode()
-            tensors[name] = (shape, ftype)
-            f.seek(int(np.prod(shape)) * (2 if ftype == 1 else 4), 1)
-    return h, tensors

@@ -12,35 +12,36 @@ import numpy as np
 
 from ..errors import WhisperfastError
 from ..tokenizer import PATTERN, get_tokenizer
+from . import need
 from .weights import dims, openai_state
 
 
-def _torch(lane: str, *packages: str):
-    missing = [p for p in ("torch", *packages) if importlib.util.find_spec(p) is None]
-    if missing:
-        raise WhisperfastError(f"lane '{lane}' needs {', '.join(missing)} (pip install {' '.join(missing)})")
+def _torch(lane: str, **packages: str):
+    need(lane, torch="torch", **packages)
     import torch
 
     return torch
 
 
-def _device(torch, model) -> tuple[str, object]:
-    if torch.cuda.is_available():
+def _device(torch, model, gpu: bool) -> tuple[str, object]:
+    """CUDA where whisperfast's lanes run on a GPU and torch sees one (float16 where the model is),
+    else the CPU in float32."""
+    if gpu and torch.cuda.is_available():
         return "cuda", torch.float16 if model.dtype == "float16" else torch.float32
     return "cpu", torch.float32
 
 
-def openai_whisper(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
+def openai_whisper(model, batch_size: int, gpu: bool) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
     """openai-whisper's `transcribe` (greedy, the temperature fallback: mlx-whisper's semantics). It
     has no batched mode, so each audio runs on its own whatever `batch_size` says."""
-    torch = _torch("openai-whisper", "whisper")
+    torch = _torch("openai-whisper", openai_whisper="whisper.model")
     import whisper
     from whisper.model import ModelDimensions, Whisper
 
     h = dims(model.whisper)
     net = Whisper(ModelDimensions(**h))
     net.load_state_dict({k: torch.from_numpy(v) for k, v in openai_state(model.whisper).items()}, strict=True)
-    device, dtype = _device(torch, model)
+    device, dtype = _device(torch, model, gpu)
     net = net.to(device).eval()  # float32 weights; fp16=True casts them per layer, as openai-whisper's own load does
     language = None if net.is_multilingual else "en"
 
@@ -48,7 +49,7 @@ def openai_whisper(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]],
         return [whisper.transcribe(net, a, fp16=dtype == torch.float16, language=language, verbose=None)["text"]
                 for a in audio]
 
-    how = f"openai-whisper on {device}, {'float16' if dtype == torch.float16 else 'float32'}"
+    how = f"openai-whisper on {device}, {'float16' if dtype == torch.float16 else 'float32'}, greedy"
     return run, how + ("" if batch_size == 1 else ", one audio at a time (it has no batched mode)")
 
 
@@ -107,7 +108,7 @@ def hf_name(name: str) -> str:
 def hf_model(model):
     """(transformers' WhisperForConditionalGeneration on `model`'s weights, on the CPU in float32,
     with Whisper's generation settings; its tokenizer; whisperfast's tokenizer)."""
-    torch = _torch("transformers", "transformers")
+    torch = _torch("transformers", transformers="transformers")
     import transformers as tf
 
     h = dims(model.whisper)
@@ -129,26 +130,37 @@ def hf_model(model):
     return net, tokenizer, ours
 
 
-def transformers(model, batch_size: int) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
-    """transformers' automatic-speech-recognition pipeline as insanely-fast-whisper runs it: 30 s
-    chunks (its 5 s strides), `batch_size` chunks a `generate` call, timestamps on, greedy."""
-    torch = _torch("transformers", "transformers")
+# transformers' ASR pipeline adds num_beams=5 unless the generation config sets a count other
+# than the library's default 1, so greedy has to be asked for on every call
+GREEDY = {"num_beams": 1, "do_sample": False}
+
+
+def hf_pipeline(model, gpu: bool):
+    """(transformers' automatic-speech-recognition pipeline on `model`'s weights, the keyword
+    arguments of a greedy call with timestamps, a description)."""
+    torch = _torch("transformers", transformers="transformers")
     import transformers as tf
 
     net, tokenizer, _ = hf_model(model)
-    device, dtype = _device(torch, model)
+    device, dtype = _device(torch, model, gpu)
     net = net.to(device=device, dtype=dtype).eval()
     pipe = tf.pipeline("automatic-speech-recognition", model=net, tokenizer=tokenizer,
                        feature_extractor=tf.WhisperFeatureExtractor(feature_size=dims(model.whisper)["n_mels"]),
-                       device=device)
-    # (the pipeline casts the features to the model's dtype)
-    kwargs = {"task": "transcribe"} if model.whisper.is_multilingual else {}  # the language detected, as in the other lanes
+                       device=device)  # it casts the features to the model's dtype
+    task = {"task": "transcribe"} if model.whisper.is_multilingual else {}  # the language detected, as in the other lanes
+    call = dict(chunk_length_s=30, return_timestamps=True, generate_kwargs={**GREEDY, **task}, ignore_warning=True)
+    return pipe, call, f"transformers {tf.__version__} pipeline on {device}, {str(dtype).removeprefix('torch.')}, greedy"
+
+
+def transformers(model, batch_size: int, gpu: bool) -> tuple[Callable[[list[np.ndarray]], list[str]], str]:
+    """transformers' automatic-speech-recognition pipeline as insanely-fast-whisper runs it: 30 s
+    chunks (its 5 s strides), `batch_size` chunks a `generate` call, timestamps on; greedy."""
+    torch = _torch("transformers", transformers="transformers")
+    pipe, call, how = hf_pipeline(model, gpu)
 
     def run(audio: list[np.ndarray]) -> list[str]:
         with torch.inference_mode():
-            out = pipe([a.astype(np.float32) for a in audio], chunk_length_s=30, batch_size=batch_size,
-                       return_timestamps=True, generate_kwargs=kwargs, ignore_warning=True)
+            out = pipe([a.astype(np.float32) for a in audio], batch_size=batch_size, **call)
         return [o["text"] for o in out]
 
-    return run, (f"transformers {tf.__version__} pipeline on {device}, {str(dtype).removeprefix('torch.')}, "
-                 f"30 s chunks, {batch_size} a batch")
+    return run, f"{how}, 30 s chunks, {batch_size} a batch"
