@@ -24,7 +24,6 @@ from pathlib import Path
 
 import whisperfast  # noqa: F401  (BLAS preload before mlx)
 
-import mlx.core as mx  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from .batched import BatchOptions, transcribe_batched
 from .errors import WhisperfastError
 from .kernels import ops
 from .models import default_dtype, default_group_size
-from .peers import PEERS
+from .peers import PEERS, peer
 from .pipeline import LoadedModel, TranscribeOptions, load, rewritten, transcribe
 
 LANES = ("stock", "fused", "composed") + PEERS
@@ -114,8 +114,6 @@ def run_pipeline(model: LoadedModel, audio: list[np.ndarray], lanes: tuple[str, 
         models.update({x + beams: models[x] for x in ("stock", "fused", "composed")})
     options = {x: TranscribeOptions(seed=seed, beam_size=beam_size if x.endswith(beams) and beams else None)
                for x in lanes}
-    from .peers import peer
-
     peers = {x: peer(x, model, batch_size, gpu=mx.default_device() == mx.gpu) for x in lanes if x in PEERS}
     samples: dict[str, list] = {x: [] for x in lanes}
     peaks = {x: 0 for x in lanes}

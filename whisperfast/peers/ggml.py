@@ -6,31 +6,24 @@ n_fft, floats), the text vocabulary (count, then each token's length and bytes, 
 tiktoken file's order; whisper.cpp adds the special tokens itself), then each tensor: n_dims,
 name length, type, its dims reversed (ggml's order), its name, its data. Vectors, the
 convolutions' biases (as (n, 1)) and the positional embeddings are f32, the rest f16. The
-mel filters and vocabularies are mlx-whisper's assets (openai-whisper's files).
+mel filters and the vocabulary are mlx-whisper's (openai-whisper's files), as whisperfast reads them.
 """
 
 from __future__ import annotations
 
-import base64
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import WhisperfastError
+from ..tokenizer import get_encoding
 from .weights import dims, openai_state
 
 MAGIC = 0x67676D6C  # "ggml"
 HPARAMS = ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer",
            "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer", "n_mels")
 F32_NAMES = ("encoder.conv1.bias", "encoder.conv2.bias", "encoder.positional_embedding", "decoder.positional_embedding")
-
-
-def _assets() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlx_whisper")  # locates without importing
-    return Path(list(spec.submodule_search_locations)[0]) / "assets"
 
 
 def tensor_order(h: dict[str, int]) -> list[str]:
@@ -66,10 +59,11 @@ def write(whisper, out: Path) -> None:
     if missing or extra:
         raise WhisperfastError(f"whisper.cpp's layout has no place for this model: missing {sorted(missing)[:3]}, "
                                f"extra {sorted(extra)[:3]}")
-    with np.load(_assets() / "mel_filters.npz") as f:
-        filters = f[f"mel_{h['n_mels']}"].astype("<f4")
-    vocab = (_assets() / ("multilingual.tiktoken" if h["n_vocab"] >= 51865 else "gpt2.tiktoken")).read_bytes()
-    tokens = [base64.b64decode(line.split()[0]) for line in vocab.splitlines() if line]
+    from mlx_whisper.audio import mel_filters
+
+    filters = np.array(mel_filters(h["n_mels"]), dtype="<f4")
+    ranks = get_encoding("multilingual" if h["n_vocab"] >= 51865 else "gpt2")._mergeable_ranks
+    tokens = sorted(ranks, key=ranks.get)  # the file's order
     tmp = out.with_name(out.name + ".partial")
     try:
         _write(tmp, h, order, state, filters, tokens)

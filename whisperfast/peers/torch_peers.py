@@ -4,14 +4,12 @@ chunked batch pipeline (insanely-fast-whisper's way). On a CUDA device when torc
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..errors import WhisperfastError
-from ..tokenizer import PATTERN, get_tokenizer
+from ..tokenizer import PATTERN, get_tokenizer, vocabulary_file
 from . import need
 from .weights import dims, openai_state
 
@@ -61,8 +59,7 @@ def _hf_tokenizer(whisper):
 
     multilingual = whisper.is_multilingual
     ours = get_tokenizer(multilingual, num_languages=whisper.num_languages)
-    assets = Path(list(importlib.util.find_spec("mlx_whisper").submodule_search_locations)[0]) / "assets"
-    tk = TikTokenConverter(vocab_file=str(assets / ("multilingual.tiktoken" if multilingual else "gpt2.tiktoken")),
+    tk = TikTokenConverter(vocab_file=vocabulary_file("multilingual" if multilingual else "gpt2"),
                            pattern=PATTERN).converted()
     specials = sorted(ours.encoding._special_tokens.items(), key=lambda kv: kv[1])
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, _ in specials])
