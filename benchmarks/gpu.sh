@@ -1034,6 +1034,13 @@ session25)  # issue 15 on the H200 in one call (the peers' wheels in .stage/part
     --lanes $lanes 2> "$out/peers-tiny.en.log" || tail -5 "$out/peers-tiny.en.log"
   timeout ${T2:-150} $py benchmarks/peers.py "$out/turbo-random-600s-b32.json" --seconds 600 --random large-v3-turbo \
     --batch-size 32 --runs 3 --warmup 1 2> "$out/turbo.log" || tail -5 "$out/turbo.log"
+  # the batched decode's waves (rows, tokens, seconds per decode call: the chunks, then the rests rows left out)
+  timeout ${T4:-90} $py benchmarks/batched/profile.py --seconds 600 --batch-size 32 --fast --dtype float16 --runs 2 \
+    > "$out/profile-600s-b32.json" 2> "$out/profile.log" || tail -5 "$out/profile.log"
+  $py -c "import json, sys
+d = json.load(open(sys.argv[1])); print('profile', d['median'])
+for c in d['runs']['batched'][-1]['decode_calls']: print(c['rows'], c['temperature'], max(c['tokens']), round(c['s'], 4))" \
+    "$out/profile-600s-b32.json" 2>&1 | tail -12
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   FRESH_BATCH=32 timeout ${T3:-120} bash -c "$(declare -f fresh_batched); py=$py; fresh_batched" > "$out/fresh_3600s_b32.jsonl"
   $py -c "import json, sys

@@ -29,7 +29,7 @@ from tests.text import error_rate  # noqa: E402
 
 
 def setup():
-    """The command line (--seconds, --batch-size, --runs, --model, --fast), the model (warmed
+    """The command line (--seconds, --batch-size, --runs, --model, --fast, --dtype), the model (warmed
     up on JFK) and the clip with its reference: shared with profile.py."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=115.0)
@@ -37,8 +37,9 @@ def setup():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--fast", action="store_true")
+    ap.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     args = ap.parse_args()
-    model = load(args.model, dtype=mx.float32)
+    model = load(args.model, dtype=getattr(mx, args.dtype))
     if args.fast:
         model = rewritten(model)
     audio, reference = long_clip(args.seconds)
