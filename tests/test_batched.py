@@ -101,6 +101,12 @@ def test_chunks_fit_30_s_and_map_back(gapped):
     assert m.to_file_time(0.5) == 1.5 and m.to_file_time(1.5) == 5.5
     assert m.to_file_time(1.0, is_end=True) == 2.0 and m.to_file_time(1.0) == 5.0  # the seam
     assert m.to_file_time(9.0, is_end=True) == 6.0  # clamped to the last piece
+    # a segment that starts less than 1 s before a cut is of the piece after it; pieces that
+    # touch in the file (0-2 s and 2-2.5 s) are one stretch of audio, not a cut to snap to
+    m = vad.SpeechMap(((0, 32000), (32000, 40000), (160000, 208000)))  # 0-2 s, 2-2.5 s, 10-13 s
+    assert m.span_to_file(1.8, 5.0) == (10.0, 12.5)  # was (2.0, 12.5): across the cut's 7.5 s
+    assert m.span_to_file(0.5, 3.2) == (0.5, 2.5)  # ends within 1 s past the cut: of the piece before
+    assert m.span_to_file(1.0, 2.4) == (1.0, 2.4)  # across the touching seam: as it is
 
 
 @pytest.mark.parametrize("block", [1000, 16_000, 777_777])
@@ -167,6 +173,12 @@ def test_chunk_segments_parse_timestamps():
     assert batched.chunk_segments(tok, [ts(0.0), ts(3.0)], m) == []  # no text, no segment
     one = batched.chunk_segments(tok, words, m, without_timestamps=True)
     assert [(s.start, s.end) for s in one] == [(0.0, 30.0)]
+    # what a row left out, as sequential mode seeks: from an unfinished last segment's start
+    # (two timestamps, then end of text), not after a single closing timestamp ("no speech after")
+    rest = batched._left_out(tok, [ts(0.0), *words, ts(4.0), ts(4.0)], m)
+    assert rest == vad.SpeechMap(((4 * SAMPLE_RATE, 5 * SAMPLE_RATE), (20 * SAMPLE_RATE, 30 * SAMPLE_RATE)))
+    assert batched._left_out(tok, [ts(0.0), *words, ts(4.0)], m) is None
+    assert batched._left_out(tok, [ts(0.0), *words, ts(14.5), ts(14.5)], m) is None  # under 1 s left
 
 
 def test_several_files_share_a_batch(tiny, jfk, timit, monkeypatch):
@@ -195,6 +207,17 @@ def test_no_text_in_a_silent_gap_and_times_map_back(tiny, gapped):
         assert "fellow americans" in normalize(t.text) and "greasy wash" in normalize(t.text), t.text
         assert any(s.start >= t0 - 0.5 for s in t.segments)  # TIMIT at its own time, past the gap
         assert t.timings.vad > 0
+
+
+def test_a_chunk_is_read_as_sequential_mode_reads_a_window(tiny, jfk, timit):
+    # a chunk under 30 s is padded as sequential mode pads its last window (the log-mel's
+    # zeros, not the log-mel of silence): without VAD a short file is one window either way,
+    # and the two modes give the same tokens; 5 s of silence gives no text (it gave "you")
+    for audio in (jfk, timit):
+        batch = transcribe_batched(tiny, [audio], TranscribeOptions(vad=False), BatchOptions(2))[0]
+        assert batch.tokens == transcribe(tiny, audio).tokens
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    assert transcribe_batched(tiny, [silence, silence], TranscribeOptions(vad=False), BatchOptions(2))[0].text == ""
 
 
 def test_sequential_vad_off_by_default_keeps_stock_tokens(tiny, jfk):

@@ -17,10 +17,10 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   sequential mode decodes a window again, so a repetition loop in one chunk is retried;
 - a row that reads as silence (no_speech_prob above its threshold and a low log probability)
   gives no segment, as sequential mode skips such a window;
-- what a row left out: Whisper may end a chunk early (its last timestamp, then end of text)
-  with a second or more of speech still after it, where sequential mode would seek there and
-  decode again. That rest becomes a new chunk, decoded in a later batch (sequential mode's
-  seek; a chunk only ever shrinks, so this ends).
+- what a row left out: Whisper may end a chunk early, its last segment unfinished (two
+  timestamps, then end of text), with a second or more of speech after it, where sequential
+  mode would seek there and decode again. That rest becomes a new chunk, decoded in a later
+  batch (a chunk only ever shrinks, so this ends).
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
   cross-attention) on the batch's encoder output, in the chunk's time, then mapped to the
   file's like the segments (`_word_aligner`); a chunk's words cost one decoder pass.
@@ -204,11 +204,15 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
 
 
 def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
-    """A chunk's (N_FRAMES, n_mels) log-mel, zero-padded to 30 s as sequential mode pads its
-    last window. Only 30 s and one FFT window of audio are transformed, not the chunk and 30 s
-    of zeros: the frames past 30 s, which pad_or_trim drops, are silence, never the maximum the
-    log-mel is clipped from, so the frames kept are the same (to float rounding)."""
-    return pad_or_trim(log_mel_spectrogram(audio, n_mels=n_mels, padding=N_SAMPLES - len(audio) + N_FFT), N_FRAMES, axis=-2)
+    """A chunk's (N_FRAMES, n_mels) log-mel as sequential mode makes its last window's (and
+    faster-whisper's batched pipeline its chunks'): the chunk's own frames, then zeros in the
+    log-mel, not the log-mel of silence. Whisper reads a window padded with the log-mel of
+    silence otherwise: on a chunk of silence it heard "you" where sequential mode heard
+    nothing. The chunk's frames are those of the whole file's log-mel (one FFT window of
+    zeros past its end gives every frame its samples; silence is never the maximum the
+    log-mel is clipped from), to float rounding."""
+    frames = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_FFT)[: len(audio) // HOP_LENGTH]
+    return pad_or_trim(frames, N_FRAMES, axis=-2)
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
@@ -273,12 +277,15 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
 
 def _left_out(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMap, time_precision: float = 0.02,
               min_seconds: float = 1.0) -> vad.SpeechMap | None:
-    """The chunk's audio after the row's last timestamp, when the row ended with a timestamp
-    (Whisper's "nothing more here") and left at least `min_seconds` (less is the pieces'
-    0.4 s padding and a breath); None otherwise."""
-    if not tokens or tokens[-1] < tokenizer.timestamp_begin:
+    """The chunk's audio from the row's unfinished last segment on, as sequential mode seeks
+    there (longform.py): the row ended with two timestamps, the last segment's end and an
+    opening one no text followed, and left at least `min_seconds` (less is the pieces' 0.4 s
+    padding and a breath). None otherwise: a single timestamp at the end is Whisper's "no
+    speech after it"."""
+    begin = tokenizer.timestamp_begin
+    if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
         return None
-    end = round((tokens[-1] - tokenizer.timestamp_begin) * time_precision * SAMPLE_RATE)
+    end = round((tokens[-2] - begin) * time_precision * SAMPLE_RATE)
     if speech.samples - end < min_seconds * SAMPLE_RATE or end <= 0:
         return None
     rest, at = [], 0

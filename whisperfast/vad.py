@@ -418,9 +418,11 @@ class SpeechMap:
         """A segment's (start, end) in the laid-out audio -> the file's. A segment that crosses
         a seam between pieces by less than `snap` seconds at either end is taken to be of the
         other piece: Whisper's timestamps are coarse around the cut (pieces carry 0.4 s of
-        padding), and a segment mapped across a seam would span the silence that was cut out."""
-        seams = np.cumsum([e - s for s, e in self.pieces]).tolist()[:-1]
-        seams = [x / SAMPLE_RATE for x in seams]
+        padding), and a segment mapped across a seam would span the silence that was cut out.
+        Only seams where audio was cut out count: pieces that touch in the file are one stretch
+        of it (snapping to such a seam left a segment starting before a real cut, spanning it)."""
+        ends = np.cumsum([e - s for s, e in self.pieces]).tolist()
+        seams = [ends[i] / SAMPLE_RATE for i in range(len(ends) - 1) if self.pieces[i][1] != self.pieces[i + 1][0]]
         inside = [x for x in seams if start < x < end]
         if inside and inside[0] - start < snap and end - inside[0] > snap:
             start = inside[0]
