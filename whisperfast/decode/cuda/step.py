@@ -291,7 +291,8 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     # openai's beam update (beams.py); sampling takes the logits (CudaDecode.logits). Beams with
     # other filters stay off the kernel (the flat step), as their update would need its logits.
     known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
-    greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
+    greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0 \
+        and batch <= config().kernel_pick_rows
     beams = None
     if isinstance(task.decoder, BeamSearchDecoder):
         if not known:

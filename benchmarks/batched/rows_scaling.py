@@ -1,0 +1,63 @@
+"""How a batched decode's step time grows with its rows: JFK's encoder output repeated N times
+(every row the same audio, so every row decodes the same tokens and ends together), decoded
+greedily with timestamps by the engine the model has; ms per step and per row-step for each N.
+One JSON line per N on stdout.
+
+    python benchmarks/batched/rows_scaling.py [-m tiny.en] [--dtype float16] [--rows 1,2,4,8,16,32]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import whisperfast  # noqa: E402,F401  (BLAS before mlx)
+import mlx.core as mx  # noqa: E402
+from mlx_whisper.audio import N_FRAMES, log_mel_spectrogram, pad_or_trim  # noqa: E402
+from mlx_whisper.decoding import DecodingOptions  # noqa: E402
+
+from whisperfast import runtime  # noqa: E402
+from whisperfast.audio import load_audio  # noqa: E402
+from whisperfast.decode import decode_window, encode  # noqa: E402
+from whisperfast.pipeline import load, rewritten  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", default="tiny.en")
+    ap.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    ap.add_argument("--rows", default="1,2,4,8,16,32")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    dtype = getattr(mx, args.dtype)
+    model = rewritten(load(args.model, dtype=dtype))
+    whisper = model.whisper
+    mel = pad_or_trim(log_mel_spectrogram(load_audio(ROOT / "samples" / "jfk.wav"), n_mels=whisper.dims.n_mels),
+                      N_FRAMES, axis=-2).astype(dtype)[None]
+    features = encode(whisper, mel)
+    mx.eval(features)
+    options = DecodingOptions(language="en", fp16=args.dtype == "float16", temperature=0.0)
+    for n in (int(x) for x in args.rows.split(",")):
+        batch = mx.repeat(features, n, axis=0)
+        mx.eval(batch)
+        decode_window(whisper, batch, options)  # warm-up: kernels for this row count
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            out = decode_window(whisper, batch, options)
+            times.append(time.perf_counter() - t0)
+        steps = max(len(r.tokens) for r in out) + 1
+        ms = statistics.median(times) * 1e3
+        print(json.dumps({"model": args.model, "dtype": args.dtype, "device": runtime.device_name(), "rows": n,
+                          "steps": steps, "ms": round(ms, 3), "ms_per_step": round(ms / steps, 4),
+                          "us_per_row_step": round(1e3 * ms / steps / n, 2),
+                          "same_tokens": len({tuple(r.tokens) for r in out}) == 1}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
