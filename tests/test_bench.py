@@ -75,8 +75,9 @@ def check_kernel_rows(kernels):
 
 
 def test_bench_rejects_unknown_lane_and_missing_peer():
+    # an unknown lane is a bad flag value (exit 2); a missing package is not (exit 1)
     r = CliRunner().invoke(app, ["bench", "--lanes", "stock,turbo", "--no-kernels"])
-    assert r.exit_code == 1 and r.stderr.startswith("Error:") and "unknown lane" in r.stderr
+    assert r.exit_code == 2 and r.stderr.startswith("Error:") and "unknown lane" in r.stderr
     # optional peers, never dependencies: a lane whose package is missing is one Error line
     for lane, package in (("faster-whisper", "faster_whisper"), ("whisper.cpp", "pywhispercpp"),
                           ("openai-whisper", "whisper"), ("transformers", "transformers")):

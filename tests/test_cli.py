@@ -114,9 +114,48 @@ def test_bad_model_fails_with_one_line(model, fragment):
     assert_one_line_error(run("transcribe", JFK, "--model", model), fragment)
 
 
+def assert_usage_error(result, fragment):
+    """One `Error:` line and exit 2: a bad flag value."""
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], result.stderr
+
+
 def test_unknown_language_and_gpu_on_cpu_build():
-    assert_one_line_error(run("transcribe", JFK, "--language", "klingon"), "unknown language")
+    assert_usage_error(run("transcribe", JFK, "--language", "klingon"), "unknown language")
+    assert_usage_error(run("transcribe", JFK, "--language", "de"), "English-only")
     assert_one_line_error(run("transcribe", JFK, "--device", "gpu"), "no GPU backend")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lanes", "bogus"], "unknown lane(s) bogus"),
+    (["--lanes", ""], "names no lane"),
+    (["--cold", JFK, JFK], "one audio file"),
+    (["--cold", "--lanes", "fused,whisper.cpp", JFK], "for --cold"),
+])
+def test_bench_bad_flags_are_usage_errors(args, fragment):
+    assert_usage_error(run("bench", *args), fragment)
+
+
+def test_bench_seed_out_of_range_is_a_usage_error():
+    for seed in ("-1", str(2**64)):
+        for command in ("bench", "transcribe"):
+            r = run(command, JFK, "--seed", seed)
+            assert r.exit_code == 2 and "Traceback" not in r.output and "--seed" in r.output, r.output
+
+
+def test_bench_plot_is_checked_before_the_runs(tmp_path):
+    # an existing file is kept unless --overwrite; a folder that is not there fails before any run
+    kept = tmp_path / "plot.png"
+    kept.write_text("keep")
+    args = ("bench", JFK, "--runs", "1", "--warmup", "0", "--no-kernels", "--lanes", "fused", "--plot")
+    assert_one_line_error(run(*args, kept), "exists (pass --overwrite")
+    assert kept.read_text() == "keep"
+    assert_one_line_error(run(*args, tmp_path / "missing" / "plot.png"), "no folder")
+    r = run(*args, kept, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert kept.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name != "plot.png"]  # no probe or temporary file left
 
 
 @pytest.mark.parametrize("args", [["transcribe"], ["transcribe", JFK, "--task", "summarize"], ["frobnicate"]])
@@ -167,7 +206,7 @@ def test_language_by_name_on_an_english_only_model():
     r = run("transcribe", JFK, "--language", "English", "--seed", "7", "-q")
     assert r.exit_code == 0, r.stderr
     assert "fellow Americans" in r.stdout
-    assert_one_line_error(run("transcribe", JFK, "--language", "german"), "English-only")
+    assert_usage_error(run("transcribe", JFK, "--language", "german"), "English-only")
 
 
 def test_fast_with_word_timestamps_keeps_alignment_layers():

@@ -7,11 +7,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from whisperfast.audio import load_audio
 from whisperfast.errors import WhisperfastError
 from whisperfast.pipeline import TranscribeOptions, transcribe
 
 from .test_equality import pair
 from .test_heldout import jfk, noisy_jfk, silence, speech
+from .conftest import SAMPLES
 from .test_transcribe import long_clip, stock_transcribe
 
 
@@ -106,10 +108,29 @@ def test_fp16_casts_like_stock():
     ({"clip_timestamps": [-1.0]}, "clip_timestamps"),
     ({"suppress_tokens": "-1,x"}, "suppress_tokens"),
     ({"task": "summarize"}, "unknown task"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"),
 ])
 def test_invalid_options_are_refused_up_front(kwargs, fragment):
     with pytest.raises(WhisperfastError, match=fragment):
         TranscribeOptions(**kwargs)
+
+
+def test_clips_are_cut_to_the_audio():
+    # in the audio, mlx-whisper's clips; past its end a clip is cut or dropped (mlx-whisper
+    # decoded the padding's silence there, a made-up sentence every 2 s)
+    from whisperfast.longform import seek_clips
+
+    assert seek_clips((1.5, 6.0, 7.5), 1100) == [(150, 600), (750, 1100)]
+    assert seek_clips((1.0, 2.0, 3.0, 30.0, 31.0), 292) == [(100, 200)]
+    assert seek_clips((0.0, 30.0), 292) == [(0, 292)]
+    assert seek_clips((5.0,), 292) == [(292, 292)]  # nothing left to decode
+
+
+def test_a_clip_past_the_end_adds_nothing(tiny):
+    timit = load_audio(SAMPLES / "en_ldc93s1_timit_16k.wav")  # 2.92 s
+    t = transcribe(tiny, timit, TranscribeOptions(clip_timestamps="0,2,3,30,31"))
+    assert t.segments and all(s.end <= 2.0 + 0.02 for s in t.segments), t.segments
 
 
 def test_valid_options_are_normalized():

@@ -46,6 +46,8 @@ class TranscribeOptions:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**64):
+            raise WhisperfastError(f"seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
         if self.task not in ("transcribe", "translate"):
             raise WhisperfastError(f"unknown task '{self.task}' (use transcribe or translate)")
         t = self.temperature

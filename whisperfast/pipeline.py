@@ -229,13 +229,13 @@ def checked_language(model: LoadedModel, language: str | None) -> str | None:
     English-only model unless English."""
     if language is None:
         return None
-    code = _language_code(language)
+    code = language_code(language)
     if not model.whisper.is_multilingual and code != "en":
         raise WhisperfastError(f"model '{model.name}' is English-only; it cannot transcribe '{code}'")
     return code
 
 
-def _language_code(name: str) -> str:
+def language_code(name: str) -> str:
     """'en', 'English' or 'english' -> 'en'."""
     from mlx_whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 

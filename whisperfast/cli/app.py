@@ -77,6 +77,32 @@ def _guard(fn, *args, **kwargs):
     raise typer.Exit(1)
 
 
+def _writable(path: Path, overwrite: bool) -> None:
+    """A file the command will write: refused where it exists (unless `overwrite`) or its
+    folder is missing or read-only."""
+    if path.exists() and not overwrite:
+        raise WhisperfastError(f"{path} exists (pass --overwrite to replace it)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise WhisperfastError(f"cannot write {path}: no folder {folder}")
+    import tempfile
+
+    try:  # root passes os.access anywhere, /proc included: try a file there
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise WhisperfastError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _usage(fn, *args):
+    """A check of the command line that needs the library: its refusal is a usage error (exit 2)."""
+    try:
+        return fn(*args)
+    except WhisperfastError as e:
+        _error(str(e))
+        raise typer.Exit(2) from None
+
+
 def _here(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
@@ -98,7 +124,8 @@ def transcribe(
     compare: bool = typer.Option(False, "--compare", help="Run baseline and fused on each file; show both timings."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No timing table or progress on stderr."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the sampled temperature fallback (each lane of --compare gets the same)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**64 - 1,
+                             help="Seed for the sampled temperature fallback (each lane of --compare gets the same)."),
     temperature: str = typer.Option("0,0.2,0.4,0.6,0.8,1", "--temperature", metavar="T[,T...]",
                                     help="Temperatures tried in turn while a window fails the thresholds below."),
     beam_size: Optional[str] = typer.Option(None, "--beam-size", metavar="N", help="Beams at temperature 0 (default: greedy)."),
@@ -157,6 +184,9 @@ def transcribe(
 
     from .. import batched, output, pipeline
 
+    if language is not None:
+        _usage(pipeline.language_code, language)  # an unknown language, before the model loads
+
     # -o alone writes .txt; neither -f nor -o writes nothing but stdout
     formats = output.expand_formats(output_format.value) if output_format else ("txt",) if output_dir else ()
     # before any work: refuse to clobber, and two inputs that would write one file (exit 1, like "exists")
@@ -169,6 +199,8 @@ def transcribe(
         _guard(pipeline.warm_tokenizer, model, fast=fast and not compare)
     loaded = _guard(gpu, pipeline.load, model, dtype=compute_dtype, fast=fast and not compare,
                     word_timestamps=word_timestamps, quantize=bits, group_size=group)
+    if language is not None:
+        _usage(pipeline.checked_language, loaded, language)  # e.g. German on an English-only model
     fused = _guard(gpu, pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
     if (fast or compare) and not quiet:
         counts = (fused or loaded).rewrites["counts"]
@@ -281,7 +313,9 @@ def bench(
     kernels: Optional[bool] = typer.Option(None, "--kernels/--no-kernels", help="--kernels: only the kernel table; --no-kernels: skip it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", dir_okay=False, help="Write a PNG bar chart here."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the sampled fallback; every lane's every run gets the same."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**64 - 1,
+                             help="Seed for the sampled fallback; every lane's every run gets the same."),
     quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4",
                                            help=QUANTIZE_HELP + " Every lane runs it; faster-whisper runs int8."),
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
@@ -294,7 +328,7 @@ def bench(
     from dataclasses import asdict
 
     from .. import bench as bench_lib
-    from .. import runtime
+    from .. import coldstart, runtime
 
     try:
         bits, group = _quantization(quantize, group_size)
@@ -312,21 +346,27 @@ def bench(
             raise WhisperfastError("--cold does not take --beam-size")
         if empty_caches and not cold:
             raise WhisperfastError("--empty-caches goes with --cold")
+        lane_names = tuple(x.strip() for x in (lanes or "").split(",") if x.strip())
+        known = tuple(coldstart.LANES) if cold else bench_lib.LANES
+        if bad := [x for x in lane_names if x not in known]:
+            raise WhisperfastError(f"unknown lane(s) {', '.join(bad)}{' for --cold' if cold else ''}; "
+                                   f"choose from {', '.join(known)}")
+        if lanes is not None and not lane_names:
+            raise WhisperfastError("--lanes names no lane")
+        if cold and audio and len(audio) != 1:
+            raise WhisperfastError("--cold times one audio file")
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
+    if plot_path is not None:  # before the runs: a plot that cannot be written fails now, not after them
+        _guard(_writable, plot_path, overwrite)
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
     lanes = lanes or ("stock,fused" if cold else "stock,fused,composed")
     wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
     if cold:
-        from .. import coldstart
-
-        if len(paths) != 1:
-            _error("--cold times one audio file")
-            raise typer.Exit(1)
         report = _guard(coldstart.run, paths[0], model, dtype.value if dtype else None, device.value if device else None,
                         lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress,
                         empty_caches=empty_caches)
