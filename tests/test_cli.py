@@ -82,6 +82,9 @@ def _nan_wav(p):
     ("corrupt.wav", lambda p: p.write_bytes(os.urandom(4000)), "unsupported or corrupt"),
     ("notes.mp3", lambda p: p.write_text("not audio at all\n" * 50), "unsupported or corrupt"),
     ("nan.wav", _nan_wav, "NaN"),
+    ("pipe.wav", lambda p: os.mkfifo(p), "not a regular file"),  # was "file is empty"
+    # an MPEG header and nothing after: libsndfile's "does not exist or is not a regular file" was wrong
+    ("hollow.mp3", lambda p: p.write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x10" + bytes(4000)), "could not open it"),
 ])
 def test_bad_audio_fails_with_one_line(tmp_path, name, make, fragment):
     p = tmp_path / name

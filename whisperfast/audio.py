@@ -40,13 +40,18 @@ def _checked_path(path: str | Path) -> Path:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():  # a pipe or a device: libsndfile seeks, and their size reads 0
+        raise AudioError(f"{path}: not a regular file (pipes and devices cannot be read; save the audio to a file)")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
     return path
 
 
 def _unreadable(path: Path, e: Exception) -> AudioError:
-    return AudioError(f"{path}: unsupported or corrupt audio ({str(e).splitlines()[0]})")
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "not a regular file" in detail:  # libsndfile's word for any file it could not open: the path was checked
+        return AudioError(f"{path}: unsupported or corrupt audio (libsndfile could not open it)")
+    return AudioError(f"{path}: unsupported or corrupt audio ({detail})")
 
 
 _SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
