@@ -24,6 +24,20 @@ def _create_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
+def probe_folder(folder: Path) -> None:
+    """Raise OSError now if write_atomic could not write into `folder`: a file is created and
+    removed in it, or in the nearest folder above it that exists (write_atomic makes the rest).
+    os.access is no test: root passes it anywhere, /proc included."""
+    at = folder
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    if not at.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(at))
+    fd, tmp = _create_beside(at / ".whisperfast-probe")
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_atomic(path: Path, data: str | bytes, overwrite: bool = True) -> None:
     """Write `data` to `path` through a temp file: readers see the old file or the whole new one.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from mlx_whisper.writers import WriteSRT, WriteTXT, WriteVTT
 
 from .errors import WhisperfastError
-from .files import write_atomic
+from .files import probe_folder, write_atomic
 from .pipeline import Comparison, Transcript
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -61,6 +61,11 @@ def check_writable(paths: list[Path], overwrite: bool) -> None:
             raise WhisperfastError(f"{p} exists (pass --overwrite to replace it)")
         if p.parent.exists() and not p.parent.is_dir():
             raise WhisperfastError(f"{p.parent} is not a directory")
+    for folder in dict.fromkeys(p.parent for p in paths):
+        try:
+            probe_folder(folder)
+        except OSError as e:
+            raise WhisperfastError(f"cannot write in {folder}: {e.strerror or e}") from None
 
 
 def _same_file_key(p: Path) -> str:

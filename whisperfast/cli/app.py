@@ -77,23 +77,6 @@ def _guard(fn, *args, **kwargs):
     raise typer.Exit(1)
 
 
-def _writable(path: Path, overwrite: bool) -> None:
-    """A file the command will write: refused where it exists (unless `overwrite`) or its
-    folder is missing or read-only."""
-    if path.exists() and not overwrite:
-        raise WhisperfastError(f"{path} exists (pass --overwrite to replace it)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise WhisperfastError(f"cannot write {path}: no folder {folder}")
-    import tempfile
-
-    try:  # root passes os.access anywhere, /proc included: try a file there
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as e:
-        raise WhisperfastError(f"cannot write {path}: {e.strerror or e}") from None
-
-
 def _usage(fn, *args):
     """A check of the command line that needs the library: its refusal is a usage error (exit 2)."""
     try:
@@ -360,7 +343,9 @@ def bench(
         raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
     if plot_path is not None:  # before the runs: a plot that cannot be written fails now, not after them
-        _guard(_writable, plot_path, overwrite)
+        from ..output import check_writable
+
+        _guard(check_writable, [plot_path], overwrite)
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
