@@ -112,6 +112,7 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path):
 @pytest.mark.parametrize("model, fragment", [
     ("no-such-model", "unknown model"),
     ("mlx-community/whisper-no-such-repo", "unreachable"),  # HF_HUB_OFFLINE=1 (conftest)
+    ("", "an empty name"),  # was "": not a model directory (the current folder)
 ])
 def test_bad_model_fails_with_one_line(model, fragment):
     assert_one_line_error(run("transcribe", JFK, "--model", model), fragment)

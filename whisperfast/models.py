@@ -206,6 +206,8 @@ def ct2_dir(name: str) -> Path:
 
 def _resolve(name: str) -> Path:
     """Name → a local mlx-whisper directory (converting and downloading as needed)."""
+    if not name.strip():  # Path("") is the current folder
+        raise ModelError(f"no model named (an empty name); try one of {', '.join(EMBEDDED)}")
     if name in EMBEDDED:
         e = EMBEDDED[name]
         parts = _embedded_paths(e)
