@@ -218,6 +218,11 @@ def test_a_chunk_is_read_as_sequential_mode_reads_a_window(tiny, jfk, timit):
         assert batch.tokens == transcribe(tiny, audio).tokens
     silence = np.zeros(5 * SAMPLE_RATE, np.float32)
     assert transcribe_batched(tiny, [silence, silence], TranscribeOptions(vad=False), BatchOptions(2))[0].text == ""
+    # a last chunk of under one log-mel frame (a file 80 samples past 30 s) is no window of its
+    # own: it was padding alone, heard as ". . ."
+    tail = np.concatenate([np.tile(jfk, 3)[: 30 * SAMPLE_RATE], np.zeros(80, np.float32)])
+    t = transcribe_batched(tiny, [tail], TranscribeOptions(vad=False), BatchOptions(2))[0]
+    assert t.segments and all(s.start < 30.0 for s in t.segments) and t.duration == pytest.approx(30.005)
 
 
 def test_sequential_vad_off_by_default_keeps_stock_tokens(tiny, jfk):

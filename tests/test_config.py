@@ -16,3 +16,22 @@ def test_kernel_pick_rows_is_a_positive_whole_number():
     for bad in ("0", "-1", "x", "2.5"):
         with pytest.raises(WhisperfastError, match="WHISPERFAST_KERNEL_PICK_ROWS"):
             _parse({"WHISPERFAST_KERNEL_PICK_ROWS": bad})
+
+
+def _stub(n_state):
+    """What kernel_picks reads of a model: its dims, and a decoder whose CudaStep was found not
+    to fit (so the kernel's rows are taken as fp16's)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(dims=SimpleNamespace(n_text_state=n_state, n_audio_ctx=1500, n_text_ctx=448),
+                           decoder=SimpleNamespace(_whisperfast_cuda=None))
+
+
+def test_the_kernel_picks_where_a_group_without_them_holds_no_more_rows(knobs):
+    from whisperfast.decode.cuda.step import kernel_picks
+
+    tiny, turbo = _stub(384), _stub(1280)
+    assert kernel_picks(tiny, 3) and not kernel_picks(tiny, 4) and not kernel_picks(tiny, 32)  # groups of 3 vs 8
+    assert kernel_picks(turbo, 32)  # 1280-wide fp16 rows: 3 a group either way, so the picks stay
+    knobs(WHISPERFAST_KERNEL_PICK_ROWS="1000")
+    assert kernel_picks(tiny, 32)

@@ -15,6 +15,7 @@ from .test_equality import pair
 from .test_heldout import jfk, noisy_jfk, silence, speech
 from .conftest import SAMPLES
 from .test_transcribe import long_clip, stock_transcribe
+from .text import normalize
 
 
 def long_65s():
@@ -117,20 +118,23 @@ def test_invalid_options_are_refused_up_front(kwargs, fragment):
 
 
 def test_clips_are_cut_to_the_audio():
-    # in the audio, mlx-whisper's clips; past its end a clip is cut or dropped (mlx-whisper
-    # decoded the padding's silence there, a made-up sentence every 2 s)
+    # in the audio, mlx-whisper's clips; every end cut to the audio (mlx-whisper cut the last
+    # only, and decoded the padding past the end: a made-up sentence every 2 s)
     from whisperfast.longform import seek_clips
 
     assert seek_clips((1.5, 6.0, 7.5), 1100) == [(150, 600), (750, 1100)]
-    assert seek_clips((1.0, 2.0, 3.0, 30.0, 31.0), 292) == [(100, 200)]
+    assert seek_clips((1.0, 2.0, 3.0, 30.0, 31.0), 292) == [(100, 200), (300, 292), (3100, 292)]
     assert seek_clips((0.0, 30.0), 292) == [(0, 292)]
-    assert seek_clips((5.0,), 292) == [(292, 292)]  # nothing left to decode
 
 
 def test_a_clip_past_the_end_adds_nothing(tiny):
     timit = load_audio(SAMPLES / "en_ldc93s1_timit_16k.wav")  # 2.92 s
     t = transcribe(tiny, timit, TranscribeOptions(clip_timestamps="0,2,3,30,31"))
-    assert t.segments and all(s.end <= 2.0 + 0.02 for s in t.segments), t.segments
+    # 0-2 s, then (mlx-whisper's loop) on from where it stopped to the end, TIMIT's sentence
+    # once; it used to go on past the end, "That's what all year." every 2 s up to 30 s
+    assert len(t.segments) == 2 and all(s.start < 2.92 for s in t.segments), t.segments
+    assert normalize(t.text).count("all year") == 1, t.text
+    assert not transcribe(tiny, timit, TranscribeOptions(clip_timestamps="5")).segments  # all past the end
 
 
 def test_valid_options_are_normalized():

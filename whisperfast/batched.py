@@ -17,10 +17,12 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   sequential mode decodes a window again, so a repetition loop in one chunk is retried;
 - a row that reads as silence (no_speech_prob above its threshold and a low log probability)
   gives no segment, as sequential mode skips such a window;
-- what a row left out: Whisper may end a chunk early, its last segment unfinished (two
-  timestamps, then end of text), with a second or more of speech after it, where sequential
-  mode would seek there and decode again. That rest becomes a new chunk, decoded in a later
-  batch (a chunk only ever shrinks, so this ends).
+- what a row left out: Whisper may end a chunk early, opening a last segment it gives no text
+  (two timestamps, then end of text), with a second or more of speech after it, where
+  sequential mode would seek there and decode again. That rest becomes a new chunk, decoded
+  in a later batch (a chunk only ever shrinks, so this ends). Text after the last pair of
+  timestamps, which sequential mode decodes again too, is kept here, running to the chunk's
+  end: a chunk ends where its speech does.
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
   cross-attention) on the batch's encoder output, in the chunk's time, then mapped to the
   file's like the segments (`_word_aligner`); a chunk's words cost one decoder pass.
@@ -181,12 +183,19 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
             t = time.perf_counter()
             found = cutter(block)
             f.vad += time.perf_counter() - t
-            yield from (_Chunk(i, m, samples) for m, samples in found)
+            yield from _decodable(i, found)
         t = time.perf_counter()
         found = cutter.finish()
         f.vad += time.perf_counter() - t
         f.duration = cutter.n / SAMPLE_RATE
-        yield from (_Chunk(i, m, samples) for m, samples in found)
+        yield from _decodable(i, found)
+
+
+def _decodable(file: int, found) -> Iterator[_Chunk]:
+    """The chunks with a log-mel frame or more: a shorter one (a file's last few samples past
+    30 s, without VAD) is a window of padding alone, where Whisper makes up text; sequential
+    mode decodes nothing there."""
+    return (_Chunk(file, m, samples) for m, samples in found if len(samples) >= HOP_LENGTH)
 
 
 def _array_blocks(audio: np.ndarray, size: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
@@ -208,9 +217,9 @@ def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
     faster-whisper's batched pipeline its chunks'): the chunk's own frames, then zeros in the
     log-mel, not the log-mel of silence. Whisper reads a window padded with the log-mel of
     silence otherwise: on a chunk of silence it heard "you" where sequential mode heard
-    nothing. The chunk's frames are those of the whole file's log-mel (one FFT window of
-    zeros past its end gives every frame its samples; silence is never the maximum the
-    log-mel is clipped from), to float rounding."""
+    nothing. The frames are sequential mode's for the same audio alone (one FFT window of
+    zeros past its end gives every frame its samples, as sequential mode's 30 s do; silence
+    is never the maximum the log-mel is clipped from), to float rounding."""
     frames = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_FFT)[: len(audio) // HOP_LENGTH]
     return pad_or_trim(frames, N_FRAMES, axis=-2)
 

@@ -26,7 +26,8 @@ class Config:
     cross_chunks: int | None = None  # the kernel's chunks of keys per cross-attention head
     # Greedy rows up to which the CUDA kernel picks each token itself (its picks' registers keep
     # a group of rows to 3, so more rows make more groups, each reading the weights again); above
-    # it the kernel is the forward pass only (groups of 8) and MLX's filters and update pick
+    # it the kernel is the forward pass only (groups of up to 8) and MLX's filters and update
+    # pick (cuda/step.py's kernel_picks)
     kernel_pick_rows: int = 3
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
@@ -54,7 +55,7 @@ def _parse(env) -> Config:
                   step_blocks=env.get("WHISPERFAST_STEP_BLOCKS", "").strip(),
                   cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
                   kernel_pick_rows=_int_or_none("WHISPERFAST_KERNEL_PICK_ROWS", env.get("WHISPERFAST_KERNEL_PICK_ROWS", ""))
-                  or 3,
+                  or Config.kernel_pick_rows,
                   gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
                   teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
                   vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",

@@ -33,7 +33,7 @@ def probe_folder(folder: Path) -> None:
         at = at.parent
     if not at.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(at))
-    fd, tmp = _create_beside(at / ".whisperfast-probe")
+    fd, tmp = _create_beside(at / "whisperfast-probe")
     os.close(fd)
     os.unlink(tmp)
 

@@ -107,17 +107,16 @@ def _encode(engine: Engine, mel_window: mx.array, stats: Stats) -> mx.array:
 
 def seek_clips(clip_timestamps: Sequence[float], content_frames: int) -> List[Tuple[int, int]]:
     """Seconds start,end,start,end,... -> (start, end) mel frames; a missing last end is the end
-    of the audio. Every clip is cut to the audio: mlx-whisper cuts only the last end, and a
-    clip past the end decoded the padding's silence into made-up text, window after window.
-    No clip left: (content_frames, content_frames), nothing to decode."""
+    of the audio. Every end is cut to the audio: mlx-whisper cuts only the last one, and a
+    clip that ended past the audio decoded the padding into made-up text, window after window.
+    (A clip starting past the end still decodes what is left after the previous one stopped:
+    mlx-whisper's loop, kept.)"""
     seek_points = [round(ts * FRAMES_PER_SECOND) for ts in clip_timestamps]
     if len(seek_points) == 0:
         seek_points.append(0)
     if len(seek_points) % 2 == 1:
         seek_points.append(content_frames)
-    clips = [(start, min(end, content_frames)) for start, end in zip(seek_points[::2], seek_points[1::2])
-             if start < content_frames]
-    return clips or [(content_frames, content_frames)]
+    return [(start, min(end, content_frames)) for start, end in zip(seek_points[::2], seek_points[1::2])]
 
 
 def generate_with_fallback(engine: Engine, mel_window: mx.array, features: mx.array, options: TranscribeOptions,

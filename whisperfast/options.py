@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 from .errors import WhisperfastError
@@ -46,8 +47,14 @@ class TranscribeOptions:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        if self.seed is not None and not (isinstance(self.seed, int) and 0 <= self.seed < 2**64):
-            raise WhisperfastError(f"seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
+        if self.seed is not None:
+            try:  # numpy's integers too (mx.random.seed takes them), not bools
+                seed = None if isinstance(self.seed, bool) else operator.index(self.seed)
+            except TypeError:
+                seed = None
+            if seed is None or not 0 <= seed < 2**64:
+                raise WhisperfastError(f"seed must be a whole number from 0 to 2**64 - 1, not {self.seed!r}")
+            set_("seed", seed)
         if self.task not in ("transcribe", "translate"):
             raise WhisperfastError(f"unknown task '{self.task}' (use transcribe or translate)")
         t = self.temperature

@@ -100,7 +100,7 @@ class OutputPlan:
                 if key in inputs:
                     raise WhisperfastError(f"{p} (an output of {f}) is also an input; refusing to replace it")
                 seen[key] = (f, p)
-            check_writable(paths, overwrite)
+        check_writable([p for paths in self.paths for p in paths], overwrite)
 
     def write(self, index: int, t: Transcript) -> None:
         write_outputs(t, self.paths[index], overwrite=self.overwrite, written=self._written)

@@ -10,7 +10,7 @@ from .errors import WhisperfastError
 from .files import write_atomic
 
 
-def plot(report: BenchReport, path: Path) -> None:
+def plot(report: BenchReport, path: Path, overwrite: bool = True) -> None:
     try:
         import matplotlib
 
@@ -72,4 +72,7 @@ def plot(report: BenchReport, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    try:
+        write_atomic(path, buf.getvalue(), overwrite=overwrite)
+    except FileExistsError:
+        raise WhisperfastError(f"{path} exists: it appeared while benchmarking (pass --overwrite to replace it)") from None

@@ -338,6 +338,8 @@ def bench(
             raise WhisperfastError("--lanes names no lane")
         if cold and audio and len(audio) != 1:
             raise WhisperfastError("--cold times one audio file")
+        if cold and plot_path is not None:
+            raise WhisperfastError("--cold does not take --plot (it draws the warm lanes' stages)")
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -349,18 +351,17 @@ def bench(
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
-    lanes = lanes or ("stock,fused" if cold else "stock,fused,composed")
+    lane_names = lane_names or (("stock", "fused") if cold else ("stock", "fused", "composed"))
     wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
     if cold:
         report = _guard(coldstart.run, paths[0], model, dtype.value if dtype else None, device.value if device else None,
-                        lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, progress=progress,
-                        empty_caches=empty_caches)
+                        lanes=lane_names, runs=runs, progress=progress, empty_caches=empty_caches)
         if as_json:
             print(json.dumps(asdict(report), indent=1))
         render.print_cold(report, render.console(stderr=as_json, width=wide))
         return
     report = _guard(bench_lib.run, paths, model, _guard(runtime.parse_dtype, dtype.value if dtype else None),
-                    lanes=tuple(x.strip() for x in lanes.split(",") if x.strip()), runs=runs, warmup=warmup,
+                    lanes=lane_names, runs=runs, warmup=warmup,
                     pipeline=kernels is not True, kernels=kernels is not False, progress=progress, seed=seed,
                     quantize=bits, group_size=group, batch_size=n_batch, beam_size=n_beams)
     if as_json:
@@ -369,7 +370,7 @@ def bench(
     if plot_path is not None:
         from ..plot import plot
 
-        _guard(plot, report, plot_path)
+        _guard(plot, report, plot_path, overwrite)
         err.print(f"plot: {plot_path}", highlight=False)
 
 

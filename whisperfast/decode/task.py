@@ -247,7 +247,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         """mlx-whisper 0.4.3's _main_loop, the same steps and results, but for when
         `completed` is read. The next step is always queued before the host waits. Where
         the CUDA kernel applies (cuda/step.py) it runs every token, the prompt's too: the
-        whole greedy step; for beams the forward pass and openai's update on the device
+        whole greedy step (for a batch too wide for its picks, cuda/step.kernel_picks, the
+        forward pass); for beams the forward pass and openai's update on the device
         (cuda/beams.py); for samples the forward pass."""
         sum_logprobs = mx.zeros(tokens.shape[0])
         cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)

@@ -5,9 +5,10 @@ Why: on an H100 a step of the module graph is ~230 MLX nodes and MLX spends ~8 Â
 time on each, while the step's math is ~20 Âµs (benchmarks/overhead.py). A chain of custom
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
-The whole step at temperature 0 with mlx-whisper's own filters; for beams the forward pass,
-then openai's update on the device (beams.py); for samples the forward pass only (their
-filters and update run in MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
+The whole step at temperature 0 with mlx-whisper's own filters (for a batch of more rows
+than the picks take, `kernel_picks`, the forward pass); for beams the forward pass, then
+openai's update on the device (beams.py); for samples the forward pass only (their filters
+and update run in MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
 bits, the vocabulary 8-bit under 4-bit layers too, dequantized in registers: `quantization`),
 batch <= MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the
 flat step. Launches, the kernel cache and the grid: launch.py."""
@@ -209,9 +210,9 @@ class CudaDecode:
     With `greedy` the kernel runs mlx-whisper's greedy update itself; with `beams` (CudaBeams)
     a second launch runs openai's beam update, and the next forward pass reads each beam's
     history where its source row's lies (the state's `path`; the caches do not move).
-    With neither (sampling: a decoder the kernel does not run) the kernel is the decoder's
-    forward pass only: `logits` gives each launch's logits, and the task applies the filters
-    and the decoder's update."""
+    With neither (sampling, or a greedy batch too wide for the picks: `kernel_picks`) the
+    kernel is the decoder's forward pass only: `logits` gives each launch's logits, and the
+    task applies the filters and the decoder's update."""
 
     # A prompt position costs the kernel about a step (0.17 ms for tiny.en, 0.27 for base on
     # an H100), the module pass a few ms of host time whatever the length: the SOT sequence
@@ -292,7 +293,7 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     # other filters stay off the kernel (the flat step), as their update would need its logits.
     known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
     greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0 \
-        and batch <= config().kernel_pick_rows
+        and kernel_picks(task.model, batch)
     beams = None
     if isinstance(task.decoder, BeamSearchDecoder):
         if not known:
@@ -325,7 +326,8 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array, tokenizer) 
     """Whisper.logits for a one-token prompt from empty caches (language detection's SOT) on
     the kernel: (B, 1, n_vocab), or None where it does not apply. The kernel's logits are the
     decoder's, before any filter, and its pick goes unused; so it runs the kernel compiled for
-    a transcription's filters (`tokenizer`'s ids, the timestamp rules on), which a machine's
+    a transcription's filters (`tokenizer`'s ids, the timestamp rules on), with or without the
+    picks as the transcription's greedy decode of these rows (`kernel_picks`), which a machine's
     first run then compiles once for both (1.4 s for base on the H200 before the compile got
     lean, benchmarks/h200-session10/)."""
     step = _step_for(model, tokens.shape[0], audio_features.dtype)
@@ -333,7 +335,8 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array, tokenizer) 
         return None
     none = mx.zeros((step.n_vocab,), mx.float32)
     rules = timestamp_rules(tokenizer, tokens.shape[1], True)
-    return CudaDecode(step, none, none, rules).prompt(tokens, audio_features)[3][:, None]
+    greedy = kernel_picks(model, tokens.shape[0])  # the kernel the transcription's decode runs
+    return CudaDecode(step, none, none, rules, greedy).prompt(tokens, audio_features)[3][:, None]
 
 
 def quantized_note(model) -> Optional[str]:
@@ -352,6 +355,21 @@ def quantized_note(model) -> Optional[str]:
                 "32, 64 or 128, every layer alike, the vocabulary at their width or 8-bit) only, so decoding runs the "
                 "flat step")
     return None
+
+
+def kernel_picks(model, batch: int) -> bool:
+    """Whether a greedy decode of `batch` rows picks its tokens in the kernel. Its picks'
+    registers keep a group of rows to 3, and each group is a pass over the weights, the
+    vocabulary included; without them a group takes up to 8 rows (5 packed), as many as its
+    shared memory holds, and MLX's filters and greedy update pick from the logits it writes.
+    So the picks stay up to config().kernel_pick_rows rows, and wherever a group without them
+    would hold no more rows (wide rows: large models in fp16, small ones in fp32)."""
+    if batch <= config().kernel_pick_rows:
+        return True
+    dims, step = model.dims, _decoder_step(model)
+    shape = (batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), step.dtype.size if step else 2)
+    packed = step is not None and step.bits > 0
+    return group_rows(*shape, pick=False, packed=packed) <= group_rows(*shape, pick=True, packed=packed)
 
 
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
