@@ -108,3 +108,24 @@ def test_resampler_in_blocks_equals_resample_poly(rate):
     out += [r(x[at:]), r.finish()]
     ref = resample_poly(x, *(np.array([SAMPLE_RATE, rate]) // np.gcd(SAMPLE_RATE, rate)))
     assert np.array_equal(np.concatenate(out), ref.astype(np.float32))
+
+
+def test_a_wav_cut_short_warns_and_gives_what_it_holds(tmp_path):
+    # libsndfile reads a WAV whose data stops before its header's size says without a word
+    import warnings
+
+    from whisperfast.audio import TruncatedAudio
+
+    whole = (SAMPLES / "jfk.wav").read_bytes()
+    cut = tmp_path / "half.wav"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(TruncatedAudio, match=r"header says 11\.00 s, it holds 5\.50 s"):
+        audio = load_audio(cut)
+    assert abs(len(audio) - 5.5 * SAMPLE_RATE) < SAMPLE_RATE // 100
+    with pytest.warns(TruncatedAudio):
+        assert sum(len(b) for b in AudioReader(cut).blocks()) == len(audio)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole file: no warning
+        load_audio(SAMPLES / "jfk.wav")
+        sf.write(tmp_path / "ok.wav", np.zeros(1600, np.float32), SAMPLE_RATE)
+        load_audio(tmp_path / "ok.wav")

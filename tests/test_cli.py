@@ -125,6 +125,16 @@ def assert_usage_error(result, fragment):
     assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], result.stderr
 
 
+def test_a_warning_is_one_line_on_stderr(tmp_path):
+    whole = JFK.read_bytes()
+    (tmp_path / "half.wav").write_bytes(whole[: len(whole) // 2])
+    r = run("transcribe", tmp_path / "half.wav", "-q", "--json")
+    assert r.exit_code == 0, r.output
+    assert "fellow Americans" in json.loads(r.stdout)["text"]  # stdout: the JSON alone
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "ends early" in lines[0], r.stderr
+
+
 def test_unknown_language_and_gpu_on_cpu_build():
     assert_usage_error(run("transcribe", JFK, "--language", "klingon"), "unknown language")
     assert_usage_error(run("transcribe", JFK, "--language", "de"), "English-only")

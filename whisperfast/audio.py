@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
 from math import gcd
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +49,35 @@ def _checked_path(path: str | Path) -> Path:
     return path
 
 
+class TruncatedAudio(UserWarning):
+    """A file that holds less audio than its header says: what it holds is transcribed."""
+
+
+def _warn_if_truncated(path: Path, f: sf.SoundFile) -> None:
+    """A WAV whose data chunk is shorter than its header's size (a copy cut off, a recording
+    that stopped): libsndfile reads what is there and says nothing, so the transcript would
+    silently miss the rest."""
+    if f.format != "WAV":
+        return
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(1 << 16)
+        at = 12
+        while at + 8 <= len(head):
+            name, size = head[at : at + 4], struct.unpack("<I", head[at + 4 : at + 8])[0]
+            if name == b"data":
+                held = path.stat().st_size - (at + 8)
+                if size != 0xFFFFFFFF and size > held + 4 * f.channels:  # 0xFFFFFFFF: a stream's "unknown"
+                    bytes_per_frame = size / max(f.frames, 1) if held <= 0 else held / max(f.frames, 1)
+                    said = size / bytes_per_frame / f.samplerate
+                    warnings.warn(f"{path}: the file ends early: its header says {said:.2f} s, it holds "
+                                  f"{f.frames / f.samplerate:.2f} s (transcribing what it holds)", TruncatedAudio)
+                return
+            at += 8 + size + (size & 1)
+    except (OSError, struct.error, ZeroDivisionError):  # the check never stops a file libsndfile read
+        return
+
+
 def _unreadable(path: Path, e: Exception) -> AudioError:
     detail = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "not a regular file" in detail:  # libsndfile's word for any file it could not open: the path was checked
@@ -61,7 +92,9 @@ def load_audio(path: str | Path) -> np.ndarray:
     """Read, downmix, resample and validate one file."""
     path = _checked_path(path)
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            _warn_if_truncated(path, f)
+            data, sample_rate = f.read(dtype="float32", always_2d=True), f.samplerate
     except _SF_ERRORS as e:
         raise _unreadable(path, e) from None
     return to_mono_16k(check_samples(data, str(path)), sample_rate)
@@ -125,6 +158,7 @@ class AudioReader:
             self.file = sf.SoundFile(str(self.path))
         except _SF_ERRORS as e:
             raise _unreadable(self.path, e) from None
+        _warn_if_truncated(self.path, self.file)
         self.sample_rate = self.file.samplerate
         self.block_frames = max(1, int(block_seconds * self.sample_rate))
 

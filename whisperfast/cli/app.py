@@ -31,6 +31,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = render.Stderr()
 
 
+@app.callback()
+def _warnings_as_lines() -> None:
+    """The library's warnings (a file that ends early, word timestamps on a translation) as one
+    `warning:` line each on stderr, not Python's two lines naming its source file."""
+    import warnings
+
+    warnings.showwarning = lambda message, *_: err.print(f"[yellow]warning:[/yellow] {message}", highlight=False,
+                                                         markup=True, soft_wrap=True)
+
+
 class Task(str, Enum):
     transcribe = "transcribe"
     translate = "translate"
