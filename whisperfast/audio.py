@@ -57,7 +57,7 @@ def _warn_if_truncated(path: Path, f: sf.SoundFile) -> None:
     """A WAV whose data chunk is shorter than its header's size (a copy cut off, a recording
     that stopped): libsndfile reads what is there and says nothing, so the transcript would
     silently miss the rest."""
-    if f.format != "WAV":
+    if f.format != "WAV" or f.frames == 0:  # no frames: refused later as holding no audio
         return
     try:
         with open(path, "rb") as raw:
@@ -68,13 +68,12 @@ def _warn_if_truncated(path: Path, f: sf.SoundFile) -> None:
             if name == b"data":
                 held = path.stat().st_size - (at + 8)
                 if size != 0xFFFFFFFF and size > held + 4 * f.channels:  # 0xFFFFFFFF: a stream's "unknown"
-                    bytes_per_frame = size / max(f.frames, 1) if held <= 0 else held / max(f.frames, 1)
-                    said = size / bytes_per_frame / f.samplerate
+                    said = f.frames * size / held / f.samplerate  # the frames read are the bytes held
                     warnings.warn(f"{path}: the file ends early: its header says {said:.2f} s, it holds "
                                   f"{f.frames / f.samplerate:.2f} s (transcribing what it holds)", TruncatedAudio)
                 return
             at += 8 + size + (size & 1)
-    except (OSError, struct.error, ZeroDivisionError):  # the check never stops a file libsndfile read
+    except (OSError, struct.error):  # the check never stops a file libsndfile read
         return
 
 
