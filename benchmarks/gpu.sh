@@ -1054,4 +1054,15 @@ session25b)  # the second call: base's peers on the 600 s clip, and the 60-minut
   $py benchmarks/peers.py "$out/peers-tiny.en-3600s-b32.json" --seconds 3600 -m tiny.en --batch-size 32 \
     --lanes fused,transformers 2> "$out/peers-3600.log" || tail -5 "$out/peers-3600.log"
   ;;
+session27)  # HEAD on the GPU after session 26's last CUDA changes (cuda/step.kernel_picks by group size, language
+  # detection's prompt on the decode's kernel), none of which had run on one: the CUDA and batched tests; where a
+  # fresh 60-minute processes, knob 1000 against 3 (batched/fresh_pick_probe.sh); where a batched step's time goes
+  # (rows_phases.py batched: 8, 16, 32 rows of separate audio)
+  $py -m whisperfast info --json > "$out/info.json"
+  timeout ${T1:-300} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_rows.py \
+    tests/test_cuda_cache.py tests/test_cuda_step.py tests/test_cuda_knobs.py tests/test_batched.py tests/test_decoding.py \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -8
+  timeout ${T2:-150} bash benchmarks/batched/fresh_pick_probe.sh 2>&1 | tee "$out/fresh_pick.txt"
+  for m in tiny.en base; do timeout ${T3:-80} $py benchmarks/rows_phases.py $m float16 batched; done 2>&1 | tee "$out/rows_phases.txt"
+  ;;
 esac

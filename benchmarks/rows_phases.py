@@ -2,9 +2,11 @@
 barrier of the decode-step kernel (decode_step.cu's Scratch::stamps), summed per phase over
 the layers, for B = 1, 3, 5 rows (tiny.en JFK's first window repeated). Medians of 20 steps, µs.
 With `forward`: the forward pass of beams and samples instead (no picks; B = 1, 5, 8 rows of
-one audio, each step fed the rows' argmax), whose last phase is the logits alone.
+one audio, each step fed the rows' argmax), whose last phase is the logits alone. With `batched`:
+that forward pass on rows of separate audio (batched mode's greedy batches past
+config().kernel_pick_rows), B = 8, 16, 32.
 
-    python benchmarks/rows_phases.py [MODEL] [DTYPE] [forward]   (a CUDA machine; one JSON line per B)"""
+    python benchmarks/rows_phases.py [MODEL] [DTYPE] [forward|batched]   (a CUDA machine; one JSON line per B)"""
 
 import json
 import sys
@@ -23,15 +25,16 @@ from step_driver import advance, start  # (beside this script)
 
 args = sys.argv[1:]
 name, dtype = args[0] if args else "tiny.en", args[1] if len(args) > 1 else "float16"
-forward = args[2:] == ["forward"]
+separate = args[2:] == ["batched"]
+forward = separate or args[2:] == ["forward"]
 dt = parse_dtype(dtype)
 model = load(name, dtype=dt, fast=True).whisper
 options = DecodingOptions(language="en", fp16=dt == mx.float16)
 n_layer = model.dims.n_text_layer
 names = ["self_attention", "out", "cross_attention", "cross_out", "mlp1", "mlp2"]
 features = model.encoder(first_window_mel("samples/jfk.wav", dt))
-for rows in (1, 5, 8) if forward else (1, 3, 5):
-    run, tokens, sums = start(model, features, options, rows, forward)
+for rows in (8, 16, 32) if separate else (1, 5, 8) if forward else (1, 3, 5):
+    run, tokens, sums = start(model, features, options, rows, forward, separate)
     phases = []
     for _ in range(22):
         _, tokens, sums = advance(run, tokens, sums, forward)
@@ -41,4 +44,5 @@ for rows in (1, 5, 8) if forward else (1, 3, 5):
     report = {n: round(float(np.median(phases[:, k:6 * n_layer:6].sum(axis=1))), 1) for k, n in enumerate(names)}
     report["logits" if forward else "logits_filters_update"] = round(float(np.median(phases[:, -1])), 1)
     report["kernel"] = round(float(np.median(phases.sum(axis=1))), 1)
-    print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "forward": forward, "phase_us": report}), flush=True)
+    print(json.dumps({"model": name, "dtype": dtype, "rows": rows, "forward": forward, "separate": separate, "phase_us": report}),
+          flush=True)

@@ -9,11 +9,12 @@ from whisperfast.decode.cuda import step as cs
 from whisperfast.decode.task import StaticCacheTask
 
 
-def start(model, features: mx.array, options, rows: int, forward: bool):
+def start(model, features: mx.array, options, rows: int, forward: bool, separate: bool = False):
     """The prompt through the kernel -> (run, tokens, sums): run is cs.cuda_step's CudaDecode,
-    sums None for `forward`."""
+    sums None for `forward`. `separate`: the forward pass's rows each an audio of their own
+    (batched mode's), not rows of one audio."""
     task = StaticCacheTask(model, options)
-    feats = features if forward else mx.repeat(features, rows, axis=0)
+    feats = features if forward and not separate else mx.repeat(features, rows, axis=0)
     run = cs.cuda_step(task, rows, feats.dtype)
     run.greedy = not forward
     prompt = mx.array([list(task.initial_tokens)] * rows)
