@@ -9,12 +9,14 @@ parent spawned it:
   before it hands the GPU thread its work, or joins the warm-up in trees before 4637b0d),
   `read` (the converted weights), `tokenizer`, `rewrite`, `audio` (the file decoded), `mel`,
   `encode` (the first window's);
+- `batched`, `batch`: batched mode's transcription and its first batch (TIMELINE_ARGS="--batch-size N");
 - `atexit`: the CLI's exit handlers, after the transcript is printed;
 and the parent stamping `exit`, when it reaped the child. A tree without a stamped function
 just lacks that stamp. The stamps wrap functions as their modules are imported (an import
 hook of this probe's), so the order of the imports is the CLI's own.
 
 Usage: python benchmarks/fresh_timeline.py RUNS TREE[@VAR=VALUE...][,TREE...] AUDIO[:MODEL] [--stock]
+(TIMELINE_ARGS: more arguments for every child's `transcribe`, e.g. "--batch-size 32")
 Prints one JSON line per run, then each lane's median stamps."""
 
 import json
@@ -40,7 +42,8 @@ WRAP = {"whisperfast.runtime": {"_first_calls": "warm-up", "hand_off_teardown": 
         "whisperfast.output": {"plan_outputs": "plan"},
         "whisperfast.models": {"_read_flat": "read"},
         "whisperfast.audio": {"load_audio": "audio"},
-        "whisperfast.longform": {"log_mel_spectrogram": "mel", "_encode": "encode"}}
+        "whisperfast.longform": {"log_mel_spectrogram": "mel", "_encode": "encode"},
+        "whisperfast.batched": {"transcribe_batched": "batched", "_run_batch": "batch"}}
 def wrapped(fn, name):
     def inner(*a, **k):
         stamp(name + " start")
@@ -84,7 +87,8 @@ main()
 def run(lane_tree, args):
     t0 = time.time()
     tree, env = tree_env(lane_tree, TIMELINE_T0=repr(t0))
-    r = subprocess.run([sys.executable, "-c", CHILD, "transcribe", *args, "-q", "--json"], capture_output=True,
+    extra = os.environ.get("TIMELINE_ARGS", "").split()
+    r = subprocess.run([sys.executable, "-c", CHILD, "transcribe", *args, *extra, "-q", "--json"], capture_output=True,
                        text=True, env=env, cwd=tree)
     end = time.time() - t0
     said = [x for x in r.stderr.splitlines() if x.startswith("STAMPS ")]

@@ -1065,4 +1065,31 @@ session27)  # HEAD on the GPU after session 26's last CUDA changes (cuda/step.ke
   timeout ${T2:-150} bash benchmarks/batched/fresh_pick_probe.sh 2>&1 | tee "$out/fresh_pick.txt"
   for m in tiny.en base; do timeout ${T3:-80} $py benchmarks/rows_phases.py $m float16 batched; done 2>&1 | tee "$out/rows_phases.txt"
   ;;
+session27b)  # cuda/step.greedy_rows (a greedy batch past the picks padded to whole groups: few row counts compiled): on a
+  # machine's empty kernel caches, the first process over the 60-minute clip at 32 a batch, then three more; where a
+  # fresh batched process's time goes (fresh_timeline.py, 3 runs); then the tests it touches, and the register check
+  # with its ptxas report shown where it finds no count
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  # the VAD's kernels and the one-row step compiled first, as session27's first batched process found them
+  $py -m whisperfast transcribe samples/jfk.wav --fast --vad -q > /dev/null
+  FRESH_BATCH=32 timeout ${T1:-150} $py - <<'PY' 2>&1 | tee "$out/fresh_first.jsonl"
+import json, os, subprocess, sys, time
+for i in range(4):
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
+                        "--batch-size", "32"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    d = d[0] if isinstance(d, list) else d
+    print(json.dumps(dict(run=i, rc=r.returncode, wall_s=round(wall, 3), timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()},
+                          words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
+PY
+  TIMELINE_ARGS="--batch-size 32" timeout ${T2:-90} $py benchmarks/fresh_timeline.py 3 . /tmp/clip3600.wav 2>&1 \
+    | tee "$out/timeline-3600s-b32.jsonl" | tail -1
+  timeout ${T3:-240} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_rows.py tests/test_batched.py \
+    tests/test_decoding.py 2>&1 | tee "$out/gpu_tests.txt" | tail -5
+  timeout ${T4:-60} $py -m pytest -q -p no:cacheprovider -rf -x -m "slow or not slow" tests/test_cuda_cache.py -k "fits and tiny-float" \
+    2>&1 | tee "$out/register_test.txt" | tail -30
+  ;;
 esac

@@ -283,8 +283,9 @@ def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
         source = cuda_cache.build_source(func, header, call, inputs, outputs, list(shape.items()))
         nv.compile(source, (*options, "--ptxas-options=-v"), cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
         report = nv.last_log
-        registers = int(re.search(r"Used (\d+) registers", report).group(1))
-        spilled = int(re.search(r"(\d+) bytes spill stores", report).group(1))
+        used, spills = re.search(r"Used (\d+) registers", report), re.search(r"(\d+) bytes spill stores", report)
+        assert used and spills, (rows, pick, share, report[-3000:])
+        registers, spilled = int(used.group(1)), int(spills.group(1))
         assert registers <= 128 and spilled <= 64, (rows, pick, share, report)
 
 
