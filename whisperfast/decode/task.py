@@ -28,7 +28,7 @@ from mlx_whisper.whisper import Whisper
 
 from ..tokenizer import get_tokenizer
 from .beam import BeamSearchDecoder
-from .cuda.step import cuda_step, greedy_rows
+from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
 from .rules import DeviceTimestampRules, greedy_update, native_pick, suppress_blank, suppress_tokens
@@ -232,18 +232,6 @@ class StaticCacheTask(GroupRun, DecodingTask):
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
         self.logit_filters = _logit_filters(self, suppress_blank, suppress_tokens, DeviceTimestampRules)
-
-    def run(self, mel: mx.array) -> List[DecodingResult]:
-        """GroupRun.run. A greedy batch that the CUDA kernel decodes without its picks runs as
-        whole groups of rows (cuda/step.greedy_rows: few row counts, so few compiles), the last
-        audio repeated into the rows added; their results are dropped."""
-        features = self._get_audio_features(mel)
-        n = features.shape[0]
-        greedy = isinstance(self.decoder, GreedyDecoder) and self.options.temperature == 0 and self.n_group == 1
-        rows = greedy_rows(self.model, n, features.dtype) if greedy else n
-        if rows == n:
-            return super().run(features)
-        return super().run(mx.concatenate([features, mx.repeat(features[-1:], rows - n, axis=0)]))[:n]
 
     def _detect_language(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""

@@ -372,24 +372,6 @@ def kernel_picks(model, batch: int) -> bool:
     return group_rows(*shape, pick=False, packed=packed) <= group_rows(*shape, pick=True, packed=packed)
 
 
-def greedy_rows(model, batch: int, features: mx.Dtype) -> int:
-    """Rows a greedy decode of `batch` audio runs on the kernel: past the picks
-    (kernel_picks), up to a whole number of the forward pass's full groups (8 rows for tiny.en
-    and base in fp16), so that the kernel is compiled for a few row counts (8, 16, 24, 32),
-    not for every batch a transcription ends on or its fallback leaves: each is a template,
-    about 5 s of NVRTC at its first use on a machine (benchmarks/h100-session27/). The task
-    fills the added rows with its last audio and drops them (task.StaticCacheTask.run): a
-    row's math is its own, so the real rows' tokens are what they would be without them.
-    `batch` where the kernel does not take the decode or picks its tokens."""
-    if _step_for(model, batch, features) is None or kernel_picks(model, batch):
-        return batch
-    dims, step = model.dims, _decoder_step(model)
-    group = group_rows(MAX_BATCH, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), features.size,
-                       pick=False, packed=step.bits > 0)
-    padded = -(-batch // group) * group
-    return padded if padded <= MAX_BATCH else batch
-
-
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
     if not config().cuda_step or not on_cuda() or batch > MAX_BATCH:
         return None
