@@ -129,3 +129,54 @@ def test_a_wav_cut_short_warns_and_gives_what_it_holds(tmp_path):
         load_audio(SAMPLES / "jfk.wav")
         sf.write(tmp_path / "ok.wav", np.zeros(1600, np.float32), SAMPLE_RATE)
         load_audio(tmp_path / "ok.wav")
+
+
+def damaged_mp3(tmp_path):
+    """(JFK as an MP3, the same MP3 with one byte in ~1000 overwritten), or a skip where this
+    libsndfile writes no MP3."""
+    mp3 = tmp_path / "jfk.mp3"
+    try:
+        sf.write(mp3, load_audio(SAMPLES / "jfk.wav"), SAMPLE_RATE, format="MP3")
+    except (sf.LibsndfileError, ValueError, TypeError, RuntimeError):
+        pytest.skip("this libsndfile writes no MP3")
+    data, rng = bytearray(mp3.read_bytes()), np.random.default_rng(1)
+    for i in range(2000, len(data), 997):
+        data[i] = int(rng.integers(256))
+    bad = tmp_path / "damaged.mp3"
+    bad.write_bytes(bytes(data))
+    return mp3, bad
+
+
+def test_a_damaged_mp3_is_one_warning_not_the_decoders_lines(tmp_path, capfd):
+    # libmpg123 writes a line to the process's stderr for every damaged frame it conceals
+    import warnings
+
+    from whisperfast.audio import DamagedAudio
+
+    whole, bad = damaged_mp3(tmp_path)
+    capfd.readouterr()
+    with pytest.warns(DamagedAudio, match=r"damaged\.mp3: the MP3 decoder met damaged data \d+ time\(s\) \(first: "):
+        audio = load_audio(bad)
+    assert len(audio) > 10 * SAMPLE_RATE  # decoded all the same: 11 s
+    with pytest.warns(DamagedAudio):
+        assert sum(len(b) for b in AudioReader(bad, block_seconds=2.0).blocks()) == len(audio)
+    assert capfd.readouterr().err == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an MP3 whole: no warning
+        load_audio(whole)
+
+
+def test_an_intact_mp3_read_in_blocks_warns_of_nothing(tmp_path, capfd):
+    # libmpg123, fed by libsndfile a block at a time, reports "part2_3_length too large for
+    # available bit count" at some reads of an intact file: not damage (the same samples as
+    # the whole read), so neither a warning nor a line on stderr
+    import warnings
+
+    whole, _ = damaged_mp3(tmp_path)
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seconds in (0.37, 1.0, 10.0):
+            blocks = list(AudioReader(whole, block_seconds=seconds).blocks())
+            assert np.allclose(np.concatenate(blocks), load_audio(whole), rtol=0, atol=1e-6)
+    assert capfd.readouterr().err == ""

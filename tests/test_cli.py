@@ -135,6 +135,19 @@ def test_a_warning_is_one_line_on_stderr(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("warning:") and "ends early" in lines[0], r.stderr
 
 
+def test_a_damaged_mp3_is_one_warning_line(tmp_path, capfd):
+    from .test_audio import damaged_mp3
+
+    _, bad = damaged_mp3(tmp_path)
+    capfd.readouterr()
+    r = run("transcribe", bad, "-q", "--json")
+    assert r.exit_code == 0, r.output
+    assert "fellow Americans" in json.loads(r.stdout)["text"]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "MP3 decoder met damaged data" in lines[0], r.stderr
+    assert "libmpg123" not in capfd.readouterr().err  # nothing past the CLI's own stderr either
+
+
 def test_unknown_language_and_gpu_on_cpu_build():
     assert_usage_error(run("transcribe", JFK, "--language", "klingon"), "unknown language")
     assert_usage_error(run("transcribe", JFK, "--language", "de"), "English-only")
