@@ -98,6 +98,16 @@ def test_a_transcription_without_word_timestamps_imports_neither_numba_nor_scipy
     assert not modules & {"mlx_whisper.transcribe", "mlx_whisper.timing", "scipy.signal", "numba", "huggingface_hub"}
 
 
+def test_word_timestamps_import_neither_numba_nor_scipy_signal():
+    # mlx_whisper.timing imports both (~3 s on 2 cores) and numba compiles its DTW in every
+    # process (~2 s): decode/words.py is its alignment on numpy
+    for mode in ([], ["--batch-size", "2"]):
+        modules, out = cli_modules("transcribe", str(SAMPLES / "jfk.wav"), "--word-timestamps", "--json", "-q", *mode)
+        words = [w for s in json.loads(out)["segments"] for w in s["words"]]
+        assert [w["word"].strip() for w in words[:3]] == ["And", "so", "my"], words[:3]
+        assert not modules & {"mlx_whisper.timing", "scipy.signal", "numba"}, mode
+
+
 def test_a_quiet_fast_transcription_prints_without_rich():
     modules, out = cli_modules("transcribe", str(SAMPLES / "jfk.wav"), "--fast", "--json", "-q")
     assert "fellow Americans" in json.loads(out)["text"]

@@ -56,6 +56,7 @@ from mlx_whisper.tokenizer import Tokenizer
 from . import chunker, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
 from .decode import decode_window, encode, tokenizer_for
+from .decode.words import add_word_timestamps
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
@@ -392,8 +393,6 @@ def _word_aligner(whisper, features: mx.array, samples: int, tokenizer: Tokenize
     """Word timestamps for one chunk's segments: mlx-whisper's add_word_timestamps (DTW over the
     alignment heads' cross-attention), in the chunk's time, over its `samples` of audio, with
     the chunk's own language in the prompt; each chunk on its own, as it was decoded."""
-    from mlx_whisper.timing import add_word_timestamps  # numba and scipy: only when asked for
-
     if language and language != tokenizer.language:
         tokenizer = tokenizer_for(whisper)(whisper.is_multilingual, num_languages=whisper.num_languages,
                                            language=language, task=tokenizer.task)

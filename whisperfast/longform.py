@@ -10,7 +10,8 @@ oracle: with the same options and seed this loop must produce its tokens exactly
   skips its encoder when handed an array shaped (n_audio_ctx, n_audio_state));
 - every window is encoded and decoded through a `whisperfast.decode.Engine`, the one seam to
   the decoding engines;
-- word timestamps (mlx_whisper.timing: numba, scipy) are imported only when asked for.
+- word timestamps: mlx-whisper's add_word_timestamps (decode/words.py: its DTW and median filter
+  in numpy, not numba's and scipy's, which cost seconds a process).
 
 Shapes: audio (n_samples,) float32 at 16 kHz; mel (n_frames + N_FRAMES, n_mels), the audio
 followed by 30 s of padding; a window's mel (N_FRAMES, n_mels) = (3000, n_mels), in the
@@ -169,7 +170,7 @@ def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, optio
     input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
     time_precision = input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token: 0.02
     if options.word_timestamps:
-        from mlx_whisper.timing import add_word_timestamps  # numba and scipy: only when asked for
+        from .decode.words import add_word_timestamps
 
     decode_options = dict(task=options.task, language=language, fp16=dtype == mx.float16,
                           beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,

@@ -1,0 +1,47 @@
+"""decode/words.py's DTW and median filter against mlx-whisper 0.4.3's (numba's dtw_cpu and
+backtrace, scipy's medfilt), which word timestamps used until they cost seconds a process:
+the same paths and values, on random matrices, on integer ones (ties everywhere: the
+recurrence's order of preference decides) and on float64 ones; the words themselves are
+checked against stock mlx_whisper.transcribe's in tests/test_longform.py."""
+
+import numpy as np
+import pytest
+
+from whisperfast.decode.words import dtw, median_filter
+
+
+@pytest.fixture(scope="module")
+def stock():
+    timing = pytest.importorskip("mlx_whisper.timing")  # numba, scipy.signal
+    return timing
+
+
+def matrices():
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 9), (9, 1), (2, 2), (3, 40)] + [(int(rng.integers(1, 80)), int(rng.integers(1, 300)))
+                                                         for _ in range(60)] + [(60, 1500)]
+    for k, (n, m) in enumerate(shapes):
+        if k % 3 == 0:
+            yield rng.integers(-2, 3, (n, m)).astype(np.float32)  # ties
+        elif k % 3 == 1:
+            yield rng.standard_normal((n, m)).astype(np.float32)
+        else:
+            yield rng.standard_normal((n, m))
+
+
+def test_dtw_takes_stocks_path(stock):
+    for x in matrices():
+        ours, theirs = dtw(x.copy()), stock.dtw(x.copy())
+        assert ours.shape == theirs.shape and np.array_equal(ours, theirs), x.shape
+        assert ours.shape[0] == 2 and tuple(ours[:, -1]) == (x.shape[0] - 1, x.shape[1] - 1)
+
+
+@pytest.mark.parametrize("width", [3, 7])
+def test_median_filter_gives_medfilts_values(stock, width):
+    rng = np.random.default_rng(width)
+    for shape in [(50,), (6, 30, 750), (4, 12, width // 2 + 1), (2, 3, width)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        ours, theirs = median_filter(x, width), stock.median_filter(x, width)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), shape
+    short = rng.standard_normal((2, 3, width // 2)).astype(np.float32)
+    assert median_filter(short, width) is short  # too short to filter: as it was
