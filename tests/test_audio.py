@@ -180,3 +180,48 @@ def test_an_intact_mp3_read_in_blocks_warns_of_nothing(tmp_path, capfd):
             blocks = list(AudioReader(whole, block_seconds=seconds).blocks())
             assert np.allclose(np.concatenate(blocks), load_audio(whole), rtol=0, atol=1e-6)
     assert capfd.readouterr().err == ""
+
+
+def test_an_mp3_cut_short_or_without_its_name_warns_once(tmp_path, capfd):
+    # libmpg123 stops at a cut (or at damage it cannot pass), so the warning says how much of
+    # the header's length it decoded; and an MP3 is known by its bytes, not only its name
+    from whisperfast.audio import DamagedAudio
+
+    whole, bad = damaged_mp3(tmp_path)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    unnamed = tmp_path / "recording"
+    unnamed.write_bytes(bad.read_bytes())
+    capfd.readouterr()
+    with pytest.warns(DamagedAudio, match=r"cut\.mp3: .*it decoded \d\.\d\d s of the 11\.00 s its header gives"):
+        load_audio(cut)
+    with pytest.warns(DamagedAudio, match=r"it decoded \d\.\d\d s of the 11\.00 s"):
+        list(AudioReader(cut).blocks())
+    with pytest.warns(DamagedAudio, match=r"recording: the MP3 decoder met damaged data"):
+        load_audio(unnamed)
+    assert capfd.readouterr().err == ""
+
+
+def test_mp3_reads_in_threads_leave_stderr_where_it_was(tmp_path, capfd):
+    # fd 2 is the process's: captures one at a time, each putting back what it found, and
+    # what another writer put on stderr meanwhile goes back byte for byte
+    import os
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whisperfast.audio import _DecoderLog
+
+    _, bad = damaged_mp3(tmp_path)
+    before = os.fstat(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ThreadPoolExecutor(4) as pool:
+            assert all(len(a) for a in pool.map(load_audio, [bad] * 8))
+    after = os.fstat(2)
+    assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+    log = _DecoderLog(bad)
+    capfd.readouterr()
+    with log.capture():
+        os.write(2, b"50%\r75%\ncaf\xe9 done\n[src/libmpg123/layer3.c:1] error: dequantization failed!\n")
+    assert capfd.readouterr().err == "50%\r75%\ncaf\ufffd done\n"  # the others' bytes back, the decoder's line kept
+    assert log.count == 1 and log.first == "error: dequantization failed!"

@@ -6,6 +6,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from math import gcd
@@ -89,10 +90,13 @@ class _DecoderLog:
     """libmpg123 (libsndfile's MP3 decoder) writes what it meets in damaged data to the
     process's stderr itself, a line per frame ("[src/libmpg123/layer3.c:...] error:
     dequantization failed!"), where a transcription's stderr should hold one line at most.
-    So while an MP3 is opened and read, file descriptor 2 goes to a temporary file; its lines
-    become one DamagedAudio warning for the file (`report`), and any line not the decoder's
-    (another thread's) is written back to stderr. Other formats' decoders print nothing, and
-    are read as they are.
+    So while an MP3 (by its name or its first bytes) is opened and read, file descriptor 2
+    goes to a temporary file, one capture at a time in the process (fd 2 is the process's).
+    The decoder's lines are counted; anything else written meanwhile (another thread's) goes
+    back to stderr byte for byte. `report` makes them one DamagedAudio warning for the file,
+    which also says where the decoder gave up before the length the file's header gives (it
+    may stop at damage and decode nothing after it). Other formats' decoders print nothing,
+    and are read as they are.
 
     One message is no sign of damage: "part2_3_length (N) too large for available bit count
     (M)". Read in blocks (AudioReader), an intact MP3 gives it at some reads (892 times over
@@ -101,46 +105,88 @@ class _DecoderLog:
     Audio-MPEG-Header", a cut file's "Xing stream size off")."""
 
     def __init__(self, path: Path):
-        self.path, self.active, self.lines = path, path.suffix.lower() in (".mp3", ".mp2", ".mpga"), []
+        self.path, self.active = path, _is_mpeg(path)
+        self.count, self.first = 0, ""
 
     @contextmanager
     def capture(self):
         if not self.active:
             yield
             return
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):  # no stderr to move (an embedding host's)
-            yield
-            return
-        with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), 2)
+        with _CAPTURE:
+            log = saved = None
+            moved = False
             try:
+                try:
+                    sys.stderr.flush()
+                    log = tempfile.TemporaryFile()
+                    saved = os.dup(2)
+                    os.dup2(log.fileno(), 2)
+                    moved = True
+                except (OSError, ValueError, AttributeError):  # no temporary file, no stderr: lines go where they go
+                    pass
                 yield
             finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                log.seek(0)
-                said = log.read().decode(errors="replace").splitlines()
-        other = [line for line in said if not _is_decoders(line)]
-        self.lines += [line for line in said if _is_decoders(line) and _BENIGN not in line]
-        if other:
-            sys.stderr.write("\n".join(other) + "\n")
+                if moved:
+                    os.dup2(saved, 2)
+                if saved is not None:
+                    os.close(saved)
+                if log is not None:
+                    if moved:
+                        self._sort(log)
+                    log.close()
 
-    def report(self) -> None:
-        if self.lines:
-            first = self.lines[0].split("] ", 1)[-1].strip()
-            warnings.warn(f"{self.path}: the MP3 decoder met damaged data {len(self.lines)} time(s) (first: {first}); "
-                          "those parts may be missing or wrong in the transcript", DamagedAudio, stacklevel=3)
-            self.lines = []
+    def _sort(self, log) -> None:
+        log.seek(0)
+        other = []
+        for line in log.read().split(b"\n"):  # \n only: another thread's \r progress stays as it was
+            text = line.decode(errors="replace")
+            if not _is_decoders(text):
+                other.append(line)
+            elif _BENIGN not in text:
+                self.count += 1
+                self.first = self.first or text.split("] ", 1)[-1].strip()
+        if any(other):
+            os.write(2, b"\n".join(other))
+
+    def report(self, frames: int | None = None, expected: int = 0, rate: int = SAMPLE_RATE) -> None:
+        """One warning for what was captured, and where `frames` (all the file gave; None if it
+        was not read to its end) fall short of the `expected` frames of its header."""
+        short = (self.active and frames is not None and 0 < expected < 1 << 62
+                 and expected - frames > max(rate, expected // 100))
+        said = []
+        if self.count:
+            said.append(f"the MP3 decoder met damaged data {self.count} time(s) (first: {self.first})")
+        if short:
+            said.append(f"it decoded {frames / rate:.2f} s of the {expected / rate:.2f} s its header gives")
+        if said:
+            warnings.warn(f"{self.path}: {'; '.join(said)}; those parts may be missing or wrong in the transcript",
+                          DamagedAudio, stacklevel=3)
+        self.count, self.first = 0, ""
 
 
+_CAPTURE = threading.Lock()  # fd 2 is the process's: one capture at a time
 _BENIGN = "too large for available bit count"
+# libmpg123's own lines: its "[src/libmpg123/...]" messages, and those it prints bare
+_DECODERS = ("[src/libmpg123", "Note: Illegal Audio-MPEG-Header", "Note: Trying to resync", "Note: Skipped",
+             "Warning: Xing stream size", "Warning: Encountered more data", "Warning: Big change",
+             "Warning: Real sample count", "Giving up searching valid MPEG header")
 
 
 def _is_decoders(line: str) -> bool:
-    return line.startswith(("[src/libmpg123", "Note: ", "Warning: ")) or "libmpg123" in line
+    return line.startswith(_DECODERS) or "libmpg123" in line
+
+
+def _is_mpeg(path: Path) -> bool:
+    """An MP3 or MP2 by its name, or by its first bytes (an ID3 tag, or a frame's sync word)."""
+    if path.suffix.lower() in (".mp3", ".mp2", ".mpga"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
 
 
 def _unreadable(path: Path, e: Exception) -> AudioError:
@@ -160,10 +206,10 @@ def load_audio(path: str | Path) -> np.ndarray:
     try:
         with log.capture(), sf.SoundFile(str(path)) as f:
             _warn_if_truncated(path, f)
-            data, sample_rate = f.read(dtype="float32", always_2d=True), f.samplerate
+            data, sample_rate, frames = f.read(dtype="float32", always_2d=True), f.samplerate, f.frames
     except _SF_ERRORS as e:
         raise _unreadable(path, e) from None
-    log.report()
+    log.report(len(data), frames, sample_rate)
     return to_mono_16k(check_samples(data, str(path)), sample_rate)
 
 
@@ -228,31 +274,34 @@ class AudioReader:
         except _SF_ERRORS as e:
             raise _unreadable(self.path, e) from None
         _warn_if_truncated(self.path, self.file)
-        self.sample_rate = self.file.samplerate
+        self.sample_rate, self.frames = self.file.samplerate, self.file.frames
         self.block_frames = max(1, int(block_seconds * self.sample_rate))
 
     def blocks(self) -> Iterator[np.ndarray]:
         """The file's samples, in order, at 16 kHz; AudioError if it holds none, or a NaN."""
         resample = Resampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
-        n = 0
-        with self.file:
-            while True:
-                try:
-                    with self.log.capture():
-                        data = self.file.read(self.block_frames, dtype="float32", always_2d=True)
-                except _SF_ERRORS as e:
-                    raise _unreadable(self.path, e) from None
-                if not len(data):
-                    break
-                n += len(data)
-                if not np.isfinite(data).all():
-                    raise AudioError(f"{self.path}: contains NaN or infinite samples")
-                mono = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
-                if resample:
-                    mono = resample(mono)
-                if len(mono):
-                    yield mono
-        self.log.report()
+        n, whole = 0, False
+        try:
+            with self.file:
+                while True:
+                    try:
+                        with self.log.capture():
+                            data = self.file.read(self.block_frames, dtype="float32", always_2d=True)
+                    except _SF_ERRORS as e:
+                        raise _unreadable(self.path, e) from None
+                    if not len(data):
+                        break
+                    n += len(data)
+                    if not np.isfinite(data).all():
+                        raise AudioError(f"{self.path}: contains NaN or infinite samples")
+                    mono = np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+                    if resample:
+                        mono = resample(mono)
+                    if len(mono):
+                        yield mono
+            whole = True
+        finally:  # a reader left early (its generator closed) still says what it met
+            self.log.report(n if whole else None, self.frames, self.sample_rate)
         if n == 0:
             raise AudioError(f"{self.path}: contains no audio samples")
         if resample and len(rest := resample.finish()):
