@@ -53,7 +53,7 @@ def flac_44k_stereo_24bit(tmp_path):
 
 def same_tokens(name, dtype, audio, options=TranscribeOptions()):
     """Both lanes on one input, each seeded the same (options.seed); their tokens and text equal."""
-    base, fused = pair(name, dtype, options.word_timestamps)
+    base, fused = pair(name, dtype)
     a, b = transcribe(base, audio, options), transcribe(fused, audio, options)
     assert_same_or_stock_tie(base, fused, audio, options, a, b)
     return a, b

@@ -46,7 +46,7 @@ def stock_result(case: str) -> dict:
     """Stock's transcript of a case, once per session."""
     if case not in _stock:
         make, options = CASES[case]
-        base, _ = pair("tiny.en", mx.float32, options.word_timestamps)
+        base, _ = pair("tiny.en", mx.float32)
         _stock[case] = stock_transcribe(base, make(), options)
     return _stock[case]
 
@@ -71,7 +71,7 @@ LONG = {"no-condition-65s", "words-hallucination-silence"}
     for case in CASES for lane in ("fast", "stock")])
 def test_loop_gives_stock_tokens(case, lane):
     make, options = CASES[case]
-    base, fused = pair("tiny.en", mx.float32, options.word_timestamps)
+    base, fused = pair("tiny.en", mx.float32)
     ours = transcribe(base if lane == "stock" else fused, make(), options)
     assert_same_as_stock(ours, stock_result(case))
     assert ours.text  # speech was heard

@@ -24,8 +24,9 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   timestamps, which sequential mode decodes again too, is kept here, running to the chunk's
   end: a chunk ends where its speech does.
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
-  cross-attention) on the batch's encoder output, in the chunk's time, then mapped to the
-  file's like the segments (`_word_aligner`); a chunk's words cost one decoder pass.
+  cross-attention, decode/words.py) on the batch's encoder output and the decoder as built,
+  in the chunk's time, then mapped to the file's like the segments (`_word_aligner`); a
+  chunk's words cost one decoder pass.
 Not (yet) in batched mode: clip_timestamps, hallucination_silence_threshold (refused with an
 error); condition_on_previous_text does not apply.
 
@@ -56,7 +57,7 @@ from mlx_whisper.tokenizer import Tokenizer
 from . import chunker, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
 from .decode import decode_window, encode, tokenizer_for
-from .decode.words import add_word_timestamps
+from .decode.words import Aligner, add_word_timestamps
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
@@ -141,13 +142,14 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
                           without_timestamps=batch.without_timestamps,
                           prompt=tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else None)
     files: List[_File] = []
+    aligner = Aligner(model.stock or whisper)  # words on the decoder as built: fused attention returns no weights
     seed_generator(options.seed)
     chunks = _chunks(audios, files, options.vad is not False, batch.vad_options)
     left: List[_Chunk] = []  # pieces rows left out, decoded again first
     while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
         del left[: batch.batch_size]
         left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                           batch.rows_per_encode())
+                           batch.rows_per_encode(), aligner)
 
     out = []
     for f in files:
@@ -226,7 +228,8 @@ def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
-               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int) -> List[_Chunk]:
+               decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
+               aligner: Aligner) -> List[_Chunk]:
     """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time;
     returns the chunks of the speech pieces rows left out."""
     mel_s = encode_s = 0.0
@@ -276,7 +279,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         if _is_silence(r, options):
             continue
         t = time.perf_counter()
-        align = _word_aligner(whisper, features[i], len(c.audio), tokenizer, r.language, options) \
+        align = _word_aligner(whisper, aligner, features[i], len(c.audio), tokenizer, r.language, options) \
             if options.word_timestamps else None
         f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps, align=align))
         f.decode += time.perf_counter() - t  # sequential mode counts the words' alignment as decoding too
@@ -374,31 +377,18 @@ def _file_word(w: dict, speech: vad.SpeechMap, start: float, end: float) -> Word
                 w["word"], w["probability"])
 
 
-class _Encoded:
-    """The model as mlx-whisper's find_alignment uses it, on the batch's encoder output: its
-    "mel" is the chunk's features, passed straight to the decoder, so a chunk's words cost one
-    decoder pass over its tokens rather than a second encoder pass."""
-
-    def __init__(self, whisper):
-        self.whisper = whisper
-        self.alignment_heads = whisper.alignment_heads
-
-    def forward_with_cross_qk(self, features: mx.array, tokens: mx.array):
-        logits, _, cross_qk = self.whisper.decoder(tokens, features)
-        return logits, cross_qk
-
-
-def _word_aligner(whisper, features: mx.array, samples: int, tokenizer: Tokenizer, language: str | None,
-                  options: TranscribeOptions) -> Callable[[List[dict]], None]:
+def _word_aligner(whisper, aligner: Aligner, features: mx.array, samples: int, tokenizer: Tokenizer,
+                  language: str | None, options: TranscribeOptions) -> Callable[[List[dict]], None]:
     """Word timestamps for one chunk's segments: mlx-whisper's add_word_timestamps (DTW over the
-    alignment heads' cross-attention), in the chunk's time, over its `samples` of audio, with
-    the chunk's own language in the prompt; each chunk on its own, as it was decoded."""
+    alignment heads' cross-attention; `aligner`: the decoder as built, on the batch's
+    features), in the chunk's time, over its `samples` of audio, with the chunk's own language
+    in the prompt; each chunk on its own, as it was decoded."""
     if language and language != tokenizer.language:
         tokenizer = tokenizer_for(whisper)(whisper.is_multilingual, num_languages=whisper.num_languages,
                                            language=language, task=tokenizer.task)
 
     def align(segments: List[dict]) -> None:
-        add_word_timestamps(segments=segments, model=_Encoded(whisper), tokenizer=tokenizer, mel=features,
+        add_word_timestamps(segments=segments, model=aligner, tokenizer=tokenizer, mel=features,
                             num_frames=samples // HOP_LENGTH, prepend_punctuations=options.prepend_punctuations,
                             append_punctuations=options.append_punctuations, last_speech_timestamp=0.0)
     return align

@@ -11,7 +11,9 @@ oracle: with the same options and seed this loop must produce its tokens exactly
 - every window is encoded and decoded through a `whisperfast.decode.Engine`, the one seam to
   the decoding engines;
 - word timestamps: mlx-whisper's add_word_timestamps (decode/words.py: its DTW and median filter
-  in numpy, not numba's and scipy's, which cost seconds a process).
+  in numpy, not numba's and scipy's, which cost seconds a process), on the window's features
+  as decoded (no second encoder pass) and the decoder as built (engine.aligner: the decode
+  itself runs on the rewritten model whole).
 
 Shapes: audio (n_samples,) float32 at 16 kHz; mel (n_frames + N_FRAMES, n_mels), the audio
 followed by 30 s of padding; a window's mel (N_FRAMES, n_mels) = (3000, n_mels), in the
@@ -243,8 +245,9 @@ def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, optio
                 seek += segment_size
 
             if options.word_timestamps:
-                add_word_timestamps(segments=current_segments, model=model, tokenizer=tokenizer, mel=mel_window,
-                                    num_frames=segment_size, prepend_punctuations=options.prepend_punctuations,
+                # on the window's features as decoded, the decoder's layers as built (engine.aligner)
+                add_word_timestamps(segments=current_segments, model=engine.aligner, tokenizer=tokenizer,
+                                    mel=result.audio_features, num_frames=segment_size, prepend_punctuations=options.prepend_punctuations,
                                     append_punctuations=options.append_punctuations,
                                     last_speech_timestamp=last_speech_timestamp)
                 if not single_timestamp_ending:

@@ -94,8 +94,7 @@ class LoadedModel:
 
 
 def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
-         word_timestamps: bool = False, quantize: int | None = None,
-         group_size: int | None = None) -> LoadedModel:
+         quantize: int | None = None, group_size: int | None = None) -> LoadedModel:
     """Load `name`; with `quantize` (8 or 4), its affine-quantized variant in groups of
     `group_size` (default `models.default_group_size`; cached, see `models.load_model`); with
     `fast`, rewrite it onto fused kernels (see `rewritten`)."""
@@ -110,12 +109,13 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
     mx.eval(whisper.parameters())  # the read belongs to load_seconds, whatever was cached before
     loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
-    return rewritten(loaded, word_timestamps=word_timestamps) if fast else loaded
+    return rewritten(loaded) if fast else loaded
 
 
-def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool = False, exact: bool = False) -> LoadedModel:
-    """The same weights on a rewritten graph; `model` is left as it was. With word
-    timestamps, the alignment layers stay composed: they must return attention weights.
+def rewritten(model: LoadedModel, *, mode: str = "fused", exact: bool = False) -> LoadedModel:
+    """The same weights on a rewritten graph; `model` is left as it was, and kept as the
+    result's `stock`: word timestamps read their attention weights from its decoder (fused
+    attention returns none), and the rewritten model decodes whole.
 
     exact: on a GPU in fp16/bf16, attention rounds its scores and softmax weights to the
     compute dtype as mlx-whisper's graph does, where MLX's fused SDPA keeps them in fp32 (on
@@ -129,8 +129,7 @@ def rewritten(model: LoadedModel, *, mode: str = "fused", word_timestamps: bool 
 
     t0 = time.perf_counter()
     rounded = exact and mode == "fused" and mx.default_device() == mx.gpu and model.dtype in ("float16", "bfloat16")
-    whisper, report = rewrite_whisper(model.whisper, word_timestamps=word_timestamps, mode=mode,
-                                      attention="rounded" if rounded else None)
+    whisper, report = rewrite_whisper(model.whisper, mode=mode, attention="rounded" if rounded else None)
     notes = []
     if mx.default_device() == mx.cpu:
         whisper, n = dequantized(whisper)

@@ -190,11 +190,11 @@ def transcribe(
     gpu = warm_up.run if warm_up is not None else _here
     if warm_up is not None:
         _guard(pipeline.warm_tokenizer, model, fast=fast and not compare)
-    loaded = _guard(gpu, pipeline.load, model, dtype=compute_dtype, fast=fast and not compare,
-                    word_timestamps=word_timestamps, quantize=bits, group_size=group)
+    loaded = _guard(gpu, pipeline.load, model, dtype=compute_dtype, fast=fast and not compare, quantize=bits,
+                    group_size=group)
     if language is not None:
         _usage(pipeline.checked_language, loaded, language)  # e.g. German on an English-only model
-    fused = _guard(gpu, pipeline.rewritten, loaded, word_timestamps=word_timestamps) if compare else None
+    fused = _guard(gpu, pipeline.rewritten, loaded) if compare else None
     if (fast or compare) and not quiet:
         counts = (fused or loaded).rewrites["counts"]
         err.print("rewrites: " + "; ".join(f"{k} {c['rewritten']}/{c['sites']} rewritten" + (f", {c['skipped']} kept" if c["skipped"] else "")

@@ -42,6 +42,7 @@ from .encoder import encode
 from .flat import cross_kv
 from .language import detect_language
 from .task import StaticCacheTask, StockBeamTask, StockTask
+from .words import Aligner
 
 Result = Union[DecodingResult, List[DecodingResult]]
 
@@ -55,10 +56,12 @@ MARGIN = 0.05
 class Engine:
     """How one model decodes. `model` runs every window; `stock` (the model as built, sharing
     its weights), where given, runs the sampled windows of a fast model on a GPU in a narrow
-    dtype. `sampled_on_stock` overrides that choice (tests force it on the CPU)."""
+    dtype (`sampled_on_stock` overrides that choice: tests force it on the CPU), and aligns
+    words everywhere (`aligner`: its attention returns the weights that alignment reads)."""
 
     def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None):
         self.model, self.fast = model, supports_static_cache(model)
+        self.aligner = Aligner(stock if stock is not None else model)
         if sampled_on_stock is None:
             narrow = float_dtype(model) in (mx.float16, mx.bfloat16)
             sampled_on_stock = narrow and mx.default_device() == mx.gpu

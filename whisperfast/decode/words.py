@@ -102,6 +102,23 @@ def _backtrace(skewed: np.ndarray, n: int, m: int) -> np.ndarray:
     return np.array(result)[::-1, :].T
 
 
+class Aligner:
+    """A model as find_alignment uses it, on a window's audio features already made: its
+    "mel" is those features, handed straight to the decoder, so a window's words cost one
+    decoder pass over its tokens, not a second encoder pass. `whisper` must return its
+    cross-attention weights: a model as mlx-whisper builds it (a rewritten model's `stock`,
+    which shares its weights), since fused attention returns none. So the decode runs on the
+    rewritten model whole, and only the alignment's one pass on the layers as built
+    (openai/whisper's `disable_sdpa` for that pass)."""
+
+    def __init__(self, whisper):
+        self.whisper, self.alignment_heads = whisper, whisper.alignment_heads
+
+    def forward_with_cross_qk(self, features: mx.array, tokens: mx.array):
+        logits, _, cross_qk = self.whisper.decoder(tokens, features)
+        return logits, cross_qk
+
+
 @dataclass
 class WordTiming:
     word: str
