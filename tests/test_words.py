@@ -45,3 +45,19 @@ def test_median_filter_gives_medfilts_values(stock, width):
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), shape
     short = rng.standard_normal((2, 3, width // 2)).astype(np.float32)
     assert median_filter(short, width) is short  # too short to filter: as it was
+
+
+def test_quantized_fused_words_are_stocks():
+    # 8-bit: on the CPU the rewritten model runs its layers dequantized, and the alignment's
+    # view keeps them (only the alignment layers' attention as built); stock's lane aligns on
+    # the quantized layers themselves
+    from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe
+
+    from .conftest import SAMPLES
+
+    stock = load("tiny.en", quantize=8)
+    fused = rewritten(stock)
+    options = TranscribeOptions(word_timestamps=True)
+    a, b = (transcribe(m, SAMPLES / "jfk.wav", options) for m in (stock, fused))
+    words = lambda t: [(w.word, w.start, w.end) for s in t.segments for w in s.words]  # noqa: E731
+    assert a.tokens == b.tokens and words(a) == words(b) and len(words(a)) == 22

@@ -24,7 +24,7 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   timestamps, which sequential mode decodes again too, is kept here, running to the chunk's
   end: a chunk ends where its speech does.
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
-  cross-attention, decode/words.py) on the batch's encoder output and the decoder as built,
+  cross-attention, decode/words.py) on the batch's encoder output, its alignment layers as built,
   in the chunk's time, then mapped to the file's like the segments (`_word_aligner`); a
   chunk's words cost one decoder pass.
 Not (yet) in batched mode: clip_timestamps, hallucination_silence_threshold (refused with an
@@ -142,7 +142,7 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
                           without_timestamps=batch.without_timestamps,
                           prompt=tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else None)
     files: List[_File] = []
-    aligner = Aligner(model.stock or whisper)  # words on the decoder as built: fused attention returns no weights
+    aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
     chunks = _chunks(audios, files, options.vad is not False, batch.vad_options)
     left: List[_Chunk] = []  # pieces rows left out, decoded again first
@@ -229,7 +229,7 @@ def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
-               aligner: Aligner) -> List[_Chunk]:
+               aligner: Aligner | None) -> List[_Chunk]:
     """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time;
     returns the chunks of the speech pieces rows left out."""
     mel_s = encode_s = 0.0
@@ -380,8 +380,8 @@ def _file_word(w: dict, speech: vad.SpeechMap, start: float, end: float) -> Word
 def _word_aligner(whisper, aligner: Aligner, features: mx.array, samples: int, tokenizer: Tokenizer,
                   language: str | None, options: TranscribeOptions) -> Callable[[List[dict]], None]:
     """Word timestamps for one chunk's segments: mlx-whisper's add_word_timestamps (DTW over the
-    alignment heads' cross-attention; `aligner`: the decoder as built, on the batch's
-    features), in the chunk's time, over its `samples` of audio, with the chunk's own language
+    alignment heads' cross-attention; `aligner`: the decoder with those layers as built, on
+    the batch's features), in the chunk's time, over its `samples` of audio, with the chunk's own language
     in the prompt; each chunk on its own, as it was decoded."""
     if language and language != tokenizer.language:
         tokenizer = tokenizer_for(whisper)(whisper.is_multilingual, num_languages=whisper.num_languages,

@@ -12,8 +12,8 @@ oracle: with the same options and seed this loop must produce its tokens exactly
   the decoding engines;
 - word timestamps: mlx-whisper's add_word_timestamps (decode/words.py: its DTW and median filter
   in numpy, not numba's and scipy's, which cost seconds a process), on the window's features
-  as decoded (no second encoder pass) and the decoder as built (engine.aligner: the decode
-  itself runs on the rewritten model whole).
+  as decoded (no second encoder pass), its alignment layers as built (engine.aligner: the
+  decode itself runs on the rewritten model whole).
 
 Shapes: audio (n_samples,) float32 at 16 kHz; mel (n_frames + N_FRAMES, n_mels), the audio
 followed by 30 s of padding; a window's mel (N_FRAMES, n_mels) = (3000, n_mels), in the
@@ -245,7 +245,7 @@ def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, optio
                 seek += segment_size
 
             if options.word_timestamps:
-                # on the window's features as decoded, the decoder's layers as built (engine.aligner)
+                # on the window's features as decoded, the alignment layers as built (engine.aligner)
                 add_word_timestamps(segments=current_segments, model=engine.aligner, tokenizer=tokenizer,
                                     mel=result.audio_features, num_frames=segment_size, prepend_punctuations=options.prepend_punctuations,
                                     append_punctuations=options.append_punctuations,

@@ -113,9 +113,9 @@ def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fas
 
 
 def rewritten(model: LoadedModel, *, mode: str = "fused", exact: bool = False) -> LoadedModel:
-    """The same weights on a rewritten graph; `model` is left as it was, and kept as the
-    result's `stock`: word timestamps read their attention weights from its decoder (fused
-    attention returns none), and the rewritten model decodes whole.
+    """The same weights on a rewritten graph; `model` is left as it was. With word
+    timestamps too the rewritten model decodes whole: their alignment pass makes its own view
+    of it (decode/words.alignment_view).
 
     exact: on a GPU in fp16/bf16, attention rounds its scores and softmax weights to the
     compute dtype as mlx-whisper's graph does, where MLX's fused SDPA keeps them in fp32 (on

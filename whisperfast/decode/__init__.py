@@ -9,8 +9,8 @@
     beam.py       openai/whisper's beam search
     rules.py      the logit filters as device ops
     rewrite.py    the rewrite table row for mlx-whisper's attention
-    attention.py  WhisperAttention and the static KV cache
     words.py      word timestamps: mlx-whisper's alignment, its DTW and median filter in numpy
+    attention.py  WhisperAttention and the static KV cache
 
 Imports run down that list, never back up."""
 

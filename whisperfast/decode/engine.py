@@ -56,12 +56,12 @@ MARGIN = 0.05
 class Engine:
     """How one model decodes. `model` runs every window; `stock` (the model as built, sharing
     its weights), where given, runs the sampled windows of a fast model on a GPU in a narrow
-    dtype (`sampled_on_stock` overrides that choice: tests force it on the CPU), and aligns
-    words everywhere (`aligner`: its attention returns the weights that alignment reads)."""
+    dtype. `sampled_on_stock` overrides that choice (tests force it on the CPU). `aligner`:
+    the word timestamps' pass over a window (words.Aligner), made at its first use."""
 
     def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None):
         self.model, self.fast = model, supports_static_cache(model)
-        self.aligner = Aligner(stock if stock is not None else model)
+        self._aligner: Optional[Aligner] = None
         if sampled_on_stock is None:
             narrow = float_dtype(model) in (mx.float16, mx.bfloat16)
             sampled_on_stock = narrow and mx.default_device() == mx.gpu
@@ -74,6 +74,12 @@ class Engine:
         self._cross = None  # (features, their cross K/V): the last window's
         # decodes by where they ran: "fast", "stock", "stock (sampled)", "stock (near a threshold)"
         self.decodes = Counter()
+
+    @property
+    def aligner(self) -> Aligner:
+        if self._aligner is None:
+            self._aligner = Aligner(self.model)
+        return self._aligner
 
     @property
     def name(self) -> str:

@@ -27,6 +27,10 @@ import mlx.core as mx
 import numpy as np
 from mlx_whisper.audio import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
 from mlx_whisper.tokenizer import Tokenizer
+from mlx_whisper.whisper import MultiHeadAttention
+
+from ..kernels.rewrite import Replacement, rewrite, swap_to
+from .attention import WhisperAttention
 
 
 def median_filter(x: np.ndarray, filter_width: int) -> np.ndarray:
@@ -102,17 +106,32 @@ def _backtrace(skewed: np.ndarray, n: int, m: int) -> np.ndarray:
     return np.array(result)[::-1, :].T
 
 
+def alignment_view(model):
+    """`model` with the cross-attention layers that hold alignment heads as mlx-whisper builds
+    them, on the same parameter arrays, so that they return their attention weights, which
+    fused attention does not; every other layer is `model`'s own (fused, or dequantized on the
+    CPU). A model without fused attention there is returned as it is."""
+    wanted = {f"decoder.blocks.{int(layer)}.cross_attn" for layer, _ in model.alignment_heads.tolist()}
+    fused = {path for path, m in model.named_modules() if isinstance(m, WhisperAttention)}
+    if not fused & wanted:
+        return model
+    view, _ = rewrite(model, only=["attention"], mode="composed",
+                      keep={path: "not an alignment layer" for path in fused - wanted},
+                      table=(Replacement(WhisperAttention, "attention", swap_to(MultiHeadAttention)),))
+    return view
+
+
 class Aligner:
     """A model as find_alignment uses it, on a window's audio features already made: its
     "mel" is those features, handed straight to the decoder, so a window's words cost one
-    decoder pass over its tokens, not a second encoder pass. `whisper` must return its
-    cross-attention weights: a model as mlx-whisper builds it (a rewritten model's `stock`,
-    which shares its weights), since fused attention returns none. So the decode runs on the
-    rewritten model whole, and only the alignment's one pass on the layers as built
-    (openai/whisper's `disable_sdpa` for that pass)."""
+    decoder pass over its tokens, not a second encoder pass; and on `alignment_view(whisper)`,
+    whose alignment layers return their weights. So the decode runs on the rewritten model
+    whole, and only the alignment's one pass on those layers as built (openai/whisper's
+    `disable_sdpa` for that pass)."""
 
     def __init__(self, whisper):
-        self.whisper, self.alignment_heads = whisper, whisper.alignment_heads
+        self.whisper = alignment_view(whisper)
+        self.alignment_heads = whisper.alignment_heads
 
     def forward_with_cross_qk(self, features: mx.array, tokens: mx.array):
         logits, _, cross_qk = self.whisper.decoder(tokens, features)
