@@ -50,7 +50,7 @@ def test_median_filter_gives_medfilts_values(stock, width):
 def test_quantized_fused_words_are_stocks():
     # 8-bit: on the CPU the rewritten model runs its layers dequantized, and the alignment's
     # view keeps them (only the alignment layers' attention as built); stock's lane aligns on
-    # the quantized layers themselves
+    # the quantized layers themselves: the same words and times, probabilities to rounding
     from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe
 
     from .conftest import SAMPLES
@@ -61,3 +61,20 @@ def test_quantized_fused_words_are_stocks():
     a, b = (transcribe(m, SAMPLES / "jfk.wav", options) for m in (stock, fused))
     words = lambda t: [(w.word, w.start, w.end) for s in t.segments for w in s.words]  # noqa: E731
     assert a.tokens == b.tokens and words(a) == words(b) and len(words(a)) == 22
+    probs = lambda t: [w.probability for s in t.segments for w in s.words]  # noqa: E731
+    assert np.allclose(probs(a), probs(b), rtol=0, atol=1e-5)
+
+
+def test_words_on_a_model_rewritten_twice():
+    # a fused model rewritten composed: its attention layers are WhisperAttention in mode
+    # "composed", which the view must still swap for layers that return their weights
+    from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe
+
+    from .conftest import SAMPLES
+
+    stock = load("tiny.en")
+    twice = rewritten(rewritten(stock), mode="composed")
+    options = TranscribeOptions(word_timestamps=True)
+    a, b = (transcribe(m, SAMPLES / "jfk.wav", options) for m in (stock, twice))
+    words = lambda t: [(w.word, w.start, w.end) for s in t.segments for w in s.words]  # noqa: E731
+    assert words(a) == words(b) and len(words(a)) == 22

@@ -65,8 +65,8 @@ class KVCache:
 class WhisperAttention(nn.Module):
     """mlx-whisper's MultiHeadAttention (same parameters, same call and return shape) on one
     SDPA op (on CUDA a decoder prompt's on mlx-whisper's own graph: `_attend`). It returns
-    `qk = None`: no attention weights are materialized; layers whose weights word timestamps
-    need are left as mlx-whisper built them.
+    `qk = None`: no attention weights are materialized; word timestamps read theirs from a view
+    with the alignment layers as mlx-whisper builds them (words.alignment_view).
 
     Caches: cross-attention keeps its K/V heads-first, computed once per window; a `KVCache`
     given for self-attention is written in place; a tuple cache keeps mlx-whisper's

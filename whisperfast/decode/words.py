@@ -112,12 +112,19 @@ def alignment_view(model):
     fused attention does not; every other layer is `model`'s own (fused, or dequantized on the
     CPU). A model without fused attention there is returned as it is."""
     wanted = {f"decoder.blocks.{int(layer)}.cross_attn" for layer, _ in model.alignment_heads.tolist()}
-    fused = {path for path, m in model.named_modules() if isinstance(m, WhisperAttention)}
-    if not fused & wanted:
-        return model
-    view, _ = rewrite(model, only=["attention"], mode="composed",
-                      keep={path: "not an alignment layer" for path in fused - wanted},
-                      table=(Replacement(WhisperAttention, "attention", swap_to(MultiHeadAttention)),))
+    view = model
+    # the rewrite leaves a layer already in the mode it is asked for, so each pass asks for the
+    # mode its layers are not in (one pass: a rewrite gives all its layers one mode)
+    for _ in range(2):
+        layers = {path: m for path, m in view.named_modules() if isinstance(m, WhisperAttention)}
+        left = sorted(set(layers) & wanted)
+        if not left:
+            break
+        mode = "fused" if layers[left[0]].mode == "composed" else "composed"
+        swap = {path for path in left if layers[path].mode != mode}
+        view, _ = rewrite(view, only=["attention"], mode=mode,
+                          keep={path: "not an alignment layer" for path in set(layers) - swap},
+                          table=(Replacement(WhisperAttention, "attention", swap_to(MultiHeadAttention)),))
     return view
 
 
