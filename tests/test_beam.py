@@ -23,9 +23,9 @@ JFK = next(r["reference_transcript"] for r in manifest() if r["file"] == "jfk.wa
 
 @pytest.fixture(scope="module")
 def lanes():
-    """tiny.en float32: the stock model, the fused rewrite, and the rewrite that keeps the
-    alignment heads' cross-attention composed (word timestamps: no flat step, the module
-    path runs every token)."""
+    """tiny.en float32: the stock model, the fused rewrite, and its word-timestamp view, whose
+    alignment heads' cross-attention is as built (no flat step: the module path runs every
+    token)."""
     from whisperfast.pipeline import load, rewritten
 
     stock = load("tiny.en", dtype=mx.float32)
@@ -34,9 +34,10 @@ def lanes():
     from whisperfast.decode import rewrite_whisper
 
     rounded, _ = rewrite_whisper(stock.whisper, attention="rounded")  # as rewritten(exact=True) builds it on a GPU in fp16
-    # the alignment layers' cross-attention left as built (the module path: no flat step)
-    kept, _ = rewrite_whisper(stock.whisper, word_timestamps=True)
-    return {"stock": stock.whisper, "fused": fused.whisper, "fused-wt": kept, "fused-rounded": rounded}
+    from whisperfast.decode.words import alignment_view
+
+    return {"stock": stock.whisper, "fused": fused.whisper, "fused-wt": alignment_view(fused.whisper),
+            "fused-rounded": rounded}
 
 
 _loaded = {}  # the LoadedModels behind lanes' "stock" and "fused"

@@ -10,6 +10,7 @@ from mlx_whisper import whisper as mw
 
 from whisperfast.decode import attention, rewrite_whisper
 from whisperfast.decode.rewrite import TABLE as WHISPER_TABLE
+from whisperfast.decode.words import alignment_view
 from whisperfast.kernels import layers, rewrite
 
 
@@ -47,14 +48,15 @@ def test_whisper_report_counts_every_site():
     assert report.to_dict()["mode"] == "fused"
 
 
-def test_word_timestamps_keep_alignment_layers_composed():
+def test_word_timestamps_view_has_the_alignment_layers_as_built():
     m = tiny_whisper()
     m.set_alignment_heads(np.array([[1, 0], [1, 3]]))
-    fused, report = rewrite_whisper(m, word_timestamps=True)
-    assert type(fused.decoder.blocks[1].cross_attn) is mw.MultiHeadAttention
-    assert type(fused.decoder.blocks[0].cross_attn) is attention.WhisperAttention
-    kept = [s for s in report.sites if s.action == "skipped"]
-    assert [s.path for s in kept] == ["decoder.blocks.1.cross_attn"] and "word timestamps" in kept[0].reason
+    fused, _ = rewrite_whisper(m)
+    view = alignment_view(fused)
+    assert type(view.decoder.blocks[1].cross_attn) is mw.MultiHeadAttention  # returns its weights
+    assert type(view.decoder.blocks[0].cross_attn) is attention.WhisperAttention
+    assert type(fused.decoder.blocks[1].cross_attn) is attention.WhisperAttention  # the decode model untouched
+    assert view.decoder.blocks[1].cross_attn.query.weight is fused.decoder.blocks[1].cross_attn.query.weight
 
 
 def test_composed_mode_and_only():

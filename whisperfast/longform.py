@@ -34,6 +34,7 @@ from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
 from .decode import Engine
+from .decode.words import add_word_timestamps
 from .options import TranscribeOptions
 
 
@@ -171,9 +172,6 @@ def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, optio
     clips = seek_clips(options.clip_timestamps, content_frames)
     input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
     time_precision = input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token: 0.02
-    if options.word_timestamps:
-        from .decode.words import add_word_timestamps
-
     decode_options = dict(task=options.task, language=language, fp16=dtype == mx.float16,
                           beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
                           length_penalty=options.length_penalty, suppress_tokens=options.suppress_tokens,
@@ -247,7 +245,8 @@ def generate_segments(engine: Engine, mel: mx.array, tokenizer: Tokenizer, optio
             if options.word_timestamps:
                 # on the window's features as decoded, the alignment layers as built (engine.aligner)
                 add_word_timestamps(segments=current_segments, model=engine.aligner, tokenizer=tokenizer,
-                                    mel=result.audio_features, num_frames=segment_size, prepend_punctuations=options.prepend_punctuations,
+                                    mel=result.audio_features, num_frames=segment_size,
+                                    prepend_punctuations=options.prepend_punctuations,
                                     append_punctuations=options.append_punctuations,
                                     last_speech_timestamp=last_speech_timestamp)
                 if not single_timestamp_ending:

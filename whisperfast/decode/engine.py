@@ -27,6 +27,7 @@ n_audio_state) or (n_audio, n_audio_ctx, n_audio_state)."""
 from __future__ import annotations
 
 from collections import Counter
+from functools import cached_property
 from typing import List, Optional, Union
 
 import mlx.core as mx
@@ -61,7 +62,6 @@ class Engine:
 
     def __init__(self, model: Whisper, stock: Optional[Whisper] = None, sampled_on_stock: Optional[bool] = None):
         self.model, self.fast = model, supports_static_cache(model)
-        self._aligner: Optional[Aligner] = None
         if sampled_on_stock is None:
             narrow = float_dtype(model) in (mx.float16, mx.bfloat16)
             sampled_on_stock = narrow and mx.default_device() == mx.gpu
@@ -75,11 +75,9 @@ class Engine:
         # decodes by where they ran: "fast", "stock", "stock (sampled)", "stock (near a threshold)"
         self.decodes = Counter()
 
-    @property
+    @cached_property
     def aligner(self) -> Aligner:
-        if self._aligner is None:
-            self._aligner = Aligner(self.model)
-        return self._aligner
+        return Aligner(self.model)
 
     @property
     def name(self) -> str:

@@ -17,20 +17,16 @@ TABLE = (
 )
 
 
-def rewrite_whisper(model: mw.Whisper, word_timestamps: bool = False, mode: str = "fused",
-                    only: Optional[Iterable[str]] = None, attention: Optional[str] = None) -> tuple[mw.Whisper, RewriteReport]:
+def rewrite_whisper(model: mw.Whisper, mode: str = "fused", only: Optional[Iterable[str]] = None,
+                    attention: Optional[str] = None) -> tuple[mw.Whisper, RewriteReport]:
     """`rewrite` for mlx-whisper models: a new Whisper (its class unchanged) and the report.
-    With word timestamps, the cross-attention layers that hold alignment heads stay as built,
-    since they must return their attention weights. attention: the SDPA op of every rewritten
-    attention layer where it differs from `mode`'s ("rounded": as mlx-whisper's graph rounds).
-    Which engine decodes the result is chosen per decode (whisperfast.decode.engine)."""
-    keep = {}
-    if word_timestamps:
-        for layer in sorted({int(l) for l, _ in model.alignment_heads.tolist()}):
-            keep[f"decoder.blocks.{layer}.cross_attn"] = "returns attention weights (qk) for word timestamps (alignment heads)"
+    attention: the SDPA op of every rewritten attention layer where it differs from `mode`'s
+    ("rounded": as mlx-whisper's graph rounds). Which engine decodes the result is chosen per
+    decode (whisperfast.decode.engine); word timestamps read their attention weights from a
+    view of it (words.alignment_view)."""
     if attention is not None and not hasattr(ops, f"{attention}_scaled_dot_product_attention"):
         raise ValueError(f"unknown attention op {attention!r}")
-    new, report = rewrite(model, only=only, mode=mode, keep=keep, table=TABLE)
+    new, report = rewrite(model, only=only, mode=mode, table=TABLE)
     if attention is not None:
         for _, m in new.named_modules():
             if isinstance(m, WhisperAttention):
