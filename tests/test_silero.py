@@ -81,12 +81,21 @@ def test_the_port_gives_onnxruntimes_probabilities_and_pieces(speech, onnx_probs
 
 def test_the_port_carries_its_state_across_groups(speech, onnx_probs, tmp_path, knobs):
     """Groups of any size give the same probabilities: the LSTM state and the last frame's
-    samples go from group to group."""
+    samples go from group to group. The port reads a group's probabilities with the next
+    group's call: a call may complete several groups, or none, and what each call gives is
+    every frame up to the last group it started, but that one."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
     model = vad.SileroVAD(net=True)
     stream = model.stream(300)
     got = np.concatenate([stream(speech[: 7 * SAMPLE_RATE]), stream(speech[7 * SAMPLE_RATE :]), stream.finish()])
     assert np.abs(got - onnx_probs).max() < TOLERANCE
+    stream, cuts, got = model.stream(64), [1000, 70000, 70500, 200000, len(speech)], []
+    for a, b in zip([0] + cuts, cuts):
+        got.append(stream(speech[a:b]))
+        started = b // (64 * vad.FRAME)  # whole groups so far
+        assert sum(map(len, got)) == 64 * max(started - 1, 0)
+    got = np.concatenate(got + [stream.finish()])
+    assert got.shape == onnx_probs.shape and np.abs(got - onnx_probs).max() < TOLERANCE
 
 
 def _weights():

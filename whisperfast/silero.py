@@ -34,6 +34,7 @@ from .files import write_atomic
 from .kernels import lstm as lstm_kernels
 
 HOP, WINDOW = 128, 256  # the STFT's
+FRAME = 4 * HOP  # samples a probability covers: the STFT's four columns kept
 BINS = WINDOW // 2 + 1
 
 # ONNX initializer -> its shape: the network this port knows; another export is declined
@@ -128,6 +129,22 @@ class SileroNet:
         # a sum, not a matrix product: MLX's float32 products may run in TF32 on a CUDA GPU
         probs = mx.sigmoid((mx.maximum(hs, 0) * self.w_out).sum(-1) + self.b_out)
         return probs, (hs[-1] if hs.shape[0] else h), c
+
+    def start(self, audio: np.ndarray, context, h, c):
+        """A group's audio (n,) float32 after the previous group's (its last frame's CONTEXT
+        samples `context`; zeros before the first) and the LSTM state -> (probabilities, h, c,
+        context), lazy, and queued on the device (mx.async_eval): the caller reads them later,
+        so that the host's next work overlaps the device's. The frames are made on the device
+        (vad.model_frames' layout: each frame after the previous one's last CONTEXT samples,
+        the last one zero-padded). State and context are as this returns them, or numpy to begin."""
+        frame, ctx = FRAME, len(context)
+        samples = mx.array(np.pad(np.asarray(audio, np.float32), (0, -len(audio) % frame)))
+        padded = mx.concatenate([mx.array(context).reshape(ctx).astype(mx.float32), samples])
+        frames = mx.as_strided(padded, (samples.shape[0] // frame, ctx + frame), (frame, 1))
+        probs, h, c = self.probabilities(frames, mx.array(h).reshape(self.hidden), mx.array(c).reshape(self.hidden))
+        context = samples[-ctx:]
+        mx.async_eval(probs, h, c, context)
+        return probs, h, c, context
 
     def run(self, frames: np.ndarray, h, c):
         h = mx.array(np.asarray(h, np.float32).reshape(self.hidden))

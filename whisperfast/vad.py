@@ -218,8 +218,12 @@ class ProbStream:
     """Speech probabilities of audio that arrives in blocks of any size. The model runs on
     groups of `frames_per_call` frames (its `group`: ~8 s, 65 s on a GPU) counted from the
     start, whatever the blocks, with the LSTM state and the last frame's context carried from
-    group to group: so the probabilities are the same however the audio is cut, and at most
-    one group waits."""
+    group to group: so the probabilities are the same however the audio is cut.
+
+    The GPU's port (silero.SileroNet.start) runs a group on the device while the host goes
+    on: its probabilities come out with the next group's call, or with `finish` (the host had
+    waited for each group, and the device for the host's copies and the chunker between
+    groups). So up to two groups wait; onnxruntime's come out at once, at most one waiting."""
 
     def __init__(self, model: SileroVAD, frames_per_call: int):
         self.model, self.size = model, FRAME * frames_per_call
@@ -227,9 +231,10 @@ class ProbStream:
         self.context = np.zeros(CONTEXT, np.float32)
         self.parts: List[np.ndarray] = []  # audio not yet run, as it came: joined once a group is whole
         self.waiting = 0  # their samples
+        self.running = None  # the port's probabilities of the last group started, not yet read
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """The probabilities of the frames of every group now complete."""
+        """The probabilities of the frames of every group now complete (the port's: but the last one's)."""
         if len(audio):
             self.parts.append(np.array(audio, np.float32))  # a copy: the caller may reuse its buffer
             self.waiting += len(audio)
@@ -246,12 +251,23 @@ class ProbStream:
         """The last frames' probabilities (the last frame zero-padded)."""
         rest = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
         self.parts, self.waiting = [], 0
-        return self._run(rest) if len(rest) else np.zeros(0, np.float32)
+        out = self._run(rest) if len(rest) else np.zeros(0, np.float32)
+        return np.concatenate([out, self._read()])
 
     def _run(self, audio: np.ndarray) -> np.ndarray:
-        frames, self.context = model_frames(audio, self.context)
-        probs, self.h, self.c = self.model.run(frames, self.h, self.c)
-        return np.asarray(probs, np.float32).reshape(-1)
+        """Run a group; the probabilities now known (the port's: the group before's)."""
+        net = self.model.net
+        if net is None:
+            frames, self.context = model_frames(audio, self.context)
+            probs, self.h, self.c = self.model.run(frames, self.h, self.c)
+            return np.asarray(probs, np.float32).reshape(-1)
+        previous = self.running  # read after this group is queued behind it, so that the device never waits
+        self.running, self.h, self.c, self.context = net.start(audio, self.context, self.h, self.c)
+        return np.zeros(0, np.float32) if previous is None else np.asarray(previous, np.float32).reshape(-1)
+
+    def _read(self) -> np.ndarray:
+        done, self.running = self.running, None
+        return np.zeros(0, np.float32) if done is None else np.asarray(done, np.float32).reshape(-1)
 
 
 def model_frames(audio: np.ndarray, context: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
