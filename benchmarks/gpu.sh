@@ -1092,4 +1092,43 @@ PY
   timeout ${T4:-60} $py -m pytest -q -p no:cacheprovider -rf -x -m "slow or not slow" tests/test_cuda_cache.py -k "fits and tiny-float" \
     2>&1 | tee "$out/register_test.txt" | tail -30
   ;;
+session28)  # the VAD's groups queued on the device (74833c4) against the tree before (ab-t/main: git archive of 79d4930):
+  # the VAD's and batched mode's tests; the VAD alone over 600 s and 60 min (vad_gpu_probe.py) in each tree; the warm
+  # batched 600 s bench (tiny.en, base; 32 a batch) in each tree, two rounds, the second in reverse order; fresh
+  # 60-minute processes (32 a batch), the trees alternated
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  $py -m compileall -q ab-t/main > /dev/null 2>&1 || true
+  timeout ${T1:-200} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_silero.py tests/test_batched.py \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -4
+  for t in ab-t/main .; do
+    PYTHONPATH=$t:$PYTHONPATH timeout ${T2:-60} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav --runs 3 \
+      2>&1 | sed "s|^|$t |"
+  done | tee "$out/vad_probe.txt" | cut -c1-400
+  trees="ab-t/main ."
+  for round in 1 2; do
+    for t in $trees; do
+      for m in tiny.en base; do
+        (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
+          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-${t//\//_}.json" 2> "$out/bench-$m-r$round-${t//\//_}.txt")
+        grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
+      done
+    done
+    trees=". ab-t/main"
+  done 2>&1 | tee "$out/bench_ab.txt"
+  timeout ${T3:-120} $py - <<'PY' 2>&1 | tee "$out/fresh_ab.jsonl"
+import json, subprocess, sys, time
+for i in range(4):
+    for tree in ("ab-t/main", "."):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
+                            "--batch-size", "32"], capture_output=True, text=True, cwd=tree)
+        wall = time.perf_counter() - t0
+        d = json.loads(r.stdout) if r.returncode == 0 else {}
+        d = d[0] if isinstance(d, list) else d
+        print(json.dumps(dict(run=i, tree=tree, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
+                              timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])), flush=True)
+PY
+  ;;
 esac

@@ -35,3 +35,42 @@ def test_the_kernel_picks_where_a_group_without_them_holds_no_more_rows(knobs):
     assert kernel_picks(turbo, 32)  # 1280-wide fp16 rows: 3 a group either way, so the picks stay
     knobs(WHISPERFAST_KERNEL_PICK_ROWS="1000")
     assert kernel_picks(tiny, 32)
+
+
+def test_kernel_layer_bytes_is_a_positive_whole_number():
+    assert _parse({}).kernel_layer_bytes == Config.kernel_layer_bytes
+    assert _parse({"WHISPERFAST_KERNEL_LAYER_BYTES": "1000"}).kernel_layer_bytes == 1000
+    with pytest.raises(WhisperfastError, match="WHISPERFAST_KERNEL_LAYER_BYTES"):
+        _parse({"WHISPERFAST_KERNEL_LAYER_BYTES": "0"})
+
+
+# Whisper's decoder sizes: width, layers (the vocabulary 51,866 tokens)
+SIZES = {"tiny": (384, 4), "base": (512, 6), "small": (768, 12), "medium": (1024, 24), "large-v3": (1280, 32),
+         "large-v3-turbo": (1280, 4)}
+
+
+def _pays(name, rows):
+    """kernel_pays for a float16 decoder of `name`'s size, its weights' bytes as CudaStep counts them."""
+    from types import SimpleNamespace
+
+    import mlx.core as mx
+
+    from whisperfast.decode.cuda.step import kernel_pays
+
+    d, layers = SIZES[name]
+    model = _stub(d)
+    model.dims.n_text_layer = layers
+    step = SimpleNamespace(dtype=mx.float16, bits=0, weight_bytes=2 * (layers * 12 * d * d + 51866 * d))
+    return kernel_pays(model, step, rows)
+
+
+def test_wide_models_leave_the_kernel_at_many_rows_only(knobs):
+    """The kernel reads the weights once a group of rows (3 where rows are 1280 wide): past
+    kernel_layer_bytes a layer a step, the flat step runs the batch. One row and beams of 5 stay
+    on the kernel at every size, and so do tiny's and base's batches of 32 (faster there,
+    benchmarks/h100-session28/); large-v3-turbo's shapes leave it past 12 rows."""
+    assert all(_pays(name, rows) for name in SIZES for rows in (1, 5))
+    assert _pays("tiny", 32) and _pays("base", 32)
+    assert _pays("large-v3-turbo", 12) and not _pays("large-v3-turbo", 16) and not _pays("large-v3-turbo", 32)
+    knobs(WHISPERFAST_KERNEL_LAYER_BYTES=str(10**12))
+    assert _pays("large-v3-turbo", 32)

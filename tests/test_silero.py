@@ -4,6 +4,7 @@ rounding, the same speech pieces; the weights read once per machine; the fused L
 the composed one on a CUDA GPU."""
 
 import sys
+import uuid
 
 import mlx.core as mx
 import numpy as np
@@ -110,12 +111,14 @@ def test_the_weights_are_read_once_then_from_the_cache(tmp_path, knobs, monkeypa
     first = _weights()
     cached = list(tmp_path.glob(f"vad/*/{silero.WEIGHTS_FILE}"))
     assert first is not None and len(cached) == 1
-    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
-    again = _weights()
-    assert again.keys() == first.keys() and all(np.array_equal(again[k], first[k]) for k in first)
-    cached[0].write_bytes(cached[0].read_bytes()[:100])
-    assert _weights() is None  # torn, and no onnx to read the model again
-    monkeypatch.delitem(sys.modules, "onnx")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+        again = _weights()
+        assert again.keys() == first.keys() and all(np.array_equal(again[k], first[k]) for k in first)
+        cached[0].write_bytes(cached[0].read_bytes()[:100])
+        assert _weights() is None  # torn, and no onnx to read the model again
+    # onnx back as it was (the module itself: a fresh import beside its submodules, still
+    # loaded, fails in some onnx versions)
     assert all(np.array_equal(_weights()[k], first[k]) for k in first)
 
 
@@ -163,6 +166,7 @@ def test_the_kernels_sources_compile_for_sm_90a(kernel):
     func = cuda_cache.kernel_name(name, template)
     source = cuda_cache.build_source(func, "", body, [(n, _F32, d) for n, d in inputs], [(n, _F32) for n in outputs],
                                      template)
+    source += f"\n__device__ int wf_probe_{uuid.uuid4().hex} = 1;\n"  # new code: NVRTC reports only on code it has not seen
     binary, _ = nv.compile(source, list(options) + ["--ptxas-options=-v"], cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
     report = nv.last_log
     registers = int(report.split(" registers")[0].rsplit(" ", 1)[1])

@@ -29,6 +29,10 @@ class Config:
     # it the kernel is the forward pass only (groups of up to 8) and MLX's filters and update
     # pick (cuda/step.py's kernel_picks)
     kernel_pick_rows: int = 3
+    # Bytes a decoder layer that a step of the CUDA kernel may read (its weights once a group of
+    # rows, each row's cross K/V); a batch whose step would read more runs the flat step
+    # (cuda/step.py's kernel_pays: large models at many rows)
+    kernel_layer_bytes: int = 400_000_000
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)
@@ -56,6 +60,8 @@ def _parse(env) -> Config:
                   cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
                   kernel_pick_rows=_int_or_none("WHISPERFAST_KERNEL_PICK_ROWS", env.get("WHISPERFAST_KERNEL_PICK_ROWS", ""))
                   or Config.kernel_pick_rows,
+                  kernel_layer_bytes=_int_or_none("WHISPERFAST_KERNEL_LAYER_BYTES", env.get("WHISPERFAST_KERNEL_LAYER_BYTES", ""))
+                  or Config.kernel_layer_bytes,
                   gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
                   teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
                   vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",

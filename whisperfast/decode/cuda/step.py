@@ -120,6 +120,9 @@ class CudaStep:
             self.w_cross = mx.concatenate([w for a in cross for w in (a.key.weight, a.value.weight)]).T
             self.b_cross = mx.concatenate([b for a in cross for b in (mx.zeros_like(a.value.bias), a.value.bias)])
         mx.eval([v for v in vars(self).values() if isinstance(v, mx.array)])
+        # what a group of rows reads of the weights each step (the positional embedding: a row)
+        self.weight_bytes = sum(v.nbytes for k, v in vars(self).items() if isinstance(v, mx.array)
+                                and k not in ("pos", "w_cross", "b_cross"))
         self.n_head = decoder.blocks[0].attn.n_head
         self.launches = 0  # kernel launches through __call__ (tests check that the kernel ran)
         self.beam_launches = 0  # beam_update launches (CudaDecode.beam_update)
@@ -372,12 +375,41 @@ def kernel_picks(model, batch: int) -> bool:
     return group_rows(*shape, pick=False, packed=packed) <= group_rows(*shape, pick=True, packed=packed)
 
 
+def step_reads(batch: int, n_layer: int, n_state: int, n_audio_ctx: int, itemsize: int, weight_bytes: int,
+               group: int) -> int:
+    """Bytes a step of the kernel reads for `batch` rows: the weights once a group of `group`
+    rows (decode_step.cu's for_groups), and every row's cross K/V (each row its own audio: beams
+    and samples read theirs once an audio, so this overstates them)."""
+    return -(-batch // group) * weight_bytes + batch * n_layer * 2 * n_audio_ctx * n_state * itemsize
+
+
+def kernel_pays(model, step: CudaStep, batch: int) -> bool:
+    """Whether the kernel is the faster step for `batch` rows, rather than the flat step (MLX's
+    graph, its matrix products on cuBLAS: the weights read once for every row). The kernel's
+    step is one launch that reads the weights again for each group of rows, and a group holds
+    3 rows where the rows are wide (large-v3-turbo in fp16); the flat step costs the host ~0.6
+    ms a layer, whatever the rows. So the kernel's step time follows its bytes, the flat
+    step's its layers: on an H100 (benchmarks/h100-session28/) large-v3-turbo's shapes tie at
+    12 rows, 382 MB a layer (1,528 MB a step, 2.3 ms either way), and at 32 rows the flat step
+    is 2.0x faster; base and tiny.en stay on the kernel at 32 rows (159 and 128 MB a layer,
+    1.7x faster than flat). Flat where a step would read more than config().kernel_layer_bytes
+    (400 MB) a decoder layer: large-v3-turbo past 12 rows. One row, or beams of 5, of every
+    Whisper size read far less."""
+    dims = model.dims
+    group = group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), step.dtype.size,
+                       pick=kernel_picks(model, batch), packed=step.bits > 0)
+    reads = step_reads(batch, dims.n_text_layer, dims.n_text_state, dims.n_audio_ctx, step.dtype.size,
+                       step.weight_bytes, group)
+    return reads <= config().kernel_layer_bytes * dims.n_text_layer
+
+
 def _step_for(model, batch: int, features: mx.Dtype) -> Optional[CudaStep]:
     if not config().cuda_step or not on_cuda() or batch > MAX_BATCH:
         return None
     step, dims = _decoder_step(model), model.dims
     if (step is None or features != step.dtype
-            or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), features.size) < 1):
+            or group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), features.size) < 1
+            or not kernel_pays(model, step, batch)):
         return None
     return step
 
