@@ -14,7 +14,7 @@ from mlx_whisper.decoding import DecodingOptions, DecodingTask
 
 from whisperfast.audio import load_audio
 from whisperfast.decode.task import StaticCacheTask
-from whisperfast.decode.cuda.step import CudaStep, grid_blocks
+from whisperfast.decode.cuda.step import CROSS_CHUNKS, CudaStep, cross_chunks, grid_blocks
 
 from .conftest import SAMPLES, needs_cuda
 from .test_decoding import count_flat_steps
@@ -54,7 +54,9 @@ def lanes(request):
 @pytest.mark.parametrize("n", [5, 16])
 def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypatch, knobs):
     dtype, stock, fused = lanes
-    knobs(WHISPERFAST_CUDA_STEP="1", WHISPERFAST_STEP_BLOCKS="")
+    # each row's cross-attention in the chunks a window alone takes (rows of several audio
+    # take fewer by default: test_several_audio_take_fewer_cross_chunks)
+    knobs(WHISPERFAST_CUDA_STEP="1", WHISPERFAST_STEP_BLOCKS="", WHISPERFAST_CROSS_CHUNKS=str(CROSS_CHUNKS))
     grid_blocks.cache_clear()
     options = DecodingOptions(language="en", fp16=dtype == mx.float16)
     feats = [stock.embed_audio(mel(a)[None].astype(dtype)) for a in windows(n)]
@@ -83,3 +85,27 @@ def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypa
         assert got[i].avg_logprob == pytest.approx(ref.avg_logprob, rel=1e-2, abs=1e-2), (i, got[i].avg_logprob, ref.avg_logprob)
         texts.add(ref.text)
     assert len(texts) > n // 2  # the rows differ (a row mixed up with another would show)
+
+
+def test_several_audio_take_fewer_cross_chunks(lanes, knobs):
+    """Rows of 16 different windows (batched mode's) attend to their audio in fewer, longer
+    chunks than a window alone (cross_chunks). The rows stay independent: each gets what it
+    gets alone in the same chunks; and in float32 stock's tokens (in float16 another split
+    may turn a near-tie, as 4 chunks turn one of JFK's timestamps in tiny.en)."""
+    dtype, stock, fused = lanes
+    knobs(WHISPERFAST_CUDA_STEP="1", WHISPERFAST_STEP_BLOCKS="", WHISPERFAST_CROSS_CHUNKS="")
+    grid_blocks.cache_clear()
+    options = DecodingOptions(language="en", fp16=dtype == mx.float16)
+    feats = [stock.embed_audio(mel(a)[None].astype(dtype)) for a in windows(16)]
+    mx.eval(feats)
+    chunks = cross_chunks(16, 16, fused.dims.n_text_head, grid_blocks())
+    assert chunks < CROSS_CHUNKS
+    got = StaticCacheTask(fused, options).run(mx.concatenate(feats))
+    step = fused.decoder.__dict__["_whisperfast_cuda"]
+    assert any(dict(k)["B"] == 16 and dict(k)["CC"] == chunks for k in step.kernels), step.kernels
+    knobs(WHISPERFAST_CROSS_CHUNKS=str(chunks))
+    for i, f in enumerate(feats):
+        alone = StaticCacheTask(fused, options).run(f)[0]
+        assert got[i].tokens == alone.tokens and abs(got[i].avg_logprob - alone.avg_logprob) < 1e-6, i
+        if dtype == mx.float32:
+            assert got[i].tokens == DecodingTask(stock, options).run(f)[0].tokens, i

@@ -41,6 +41,24 @@ _SHARED_FLOATS = 10240  # decode_step.cu's kSharedFloats: xs (a group's rows) an
 CROSS_CHUNKS = 8
 
 
+def cross_chunks(n_audio: int, batch: int, n_head: int, blocks: int) -> int:
+    """Chunks of keys per cross-attention head for a decode of `batch` rows over `n_audio`
+    audio. One audio (a window, its beams or samples): CROSS_CHUNKS, the split whose tokens
+    were checked against stock's. Rows of several audio (batched mode, which promises no
+    stock tokens: each row its own chunk): each (row, head, chunk) item also makes its row's
+    layer norm and its head's query, and the chunks of a head wait for each other, so once
+    the items fill the grid fewer, longer ones are faster: the largest power of two up to
+    CROSS_CHUNKS that keeps batch * n_head * chunks within about half the blocks. On an H100
+    (benchmarks/h100-session28/) a step of 32 rows took 1.71 -> 1.37 ms for tiny.en and
+    2.82 -> 1.99 ms for base (8 chunks -> 1), of 16 rows 1.50 -> 1.13 ms for base."""
+    if n_audio == 1:
+        return CROSS_CHUNKS
+    chunks = 1
+    while chunks < CROSS_CHUNKS and 2 * batch * n_head * chunks <= blocks:
+        chunks *= 2
+    return chunks
+
+
 def shares_cross_items(batch: int, per_audio: int, n_head: int, chunks: int, blocks: int) -> bool:
     """Whether a cross-attention item takes the rows of one audio together (decode_step.cu's
     SHARE: the keys and values read once for them all, each row's sums in the same order).
@@ -139,7 +157,7 @@ class CudaStep:
         n_layer = self.packed.shape[0]
         S = audio_features.shape[1]
         n = scratch_floats(batch, D, H, n_layer, G, dtype.size, max(S, n_ctx), packed=self.bits > 0)
-        chunks = max(1, min(G // H, S // 64, config().cross_chunks or CROSS_CHUNKS))
+        chunks = max(1, min(G // H, S // 64, config().cross_chunks or cross_chunks(audio_features.shape[0], batch, H, G)))
         if self.cross_layers is not None:
             cross = mx.concatenate([m(audio_features) for a in self.cross_layers for m in (a.key, a.value)], axis=-1)
         else:
