@@ -60,7 +60,7 @@ def main():
             walls[name].append(time.perf_counter() - t0)
             texts[name] = t
             print(name, round(walls[name][-1], 2), file=sys.stderr)
-    out = {"model": args.model, "dtype": "float32", "lane": "fused" if args.fast else "stock",
+    out = {"model": args.model, "dtype": args.dtype, "lane": "fused" if args.fast else "stock",
            "device": runtime.device_name(), "machine": platform.processor() or platform.machine(),
            "audio_seconds": args.seconds, "batch_size": args.batch_size, "runs": args.runs, "lanes": {}}
     for name, ws in walls.items():
