@@ -59,6 +59,38 @@ for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"]
                           words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
 PY
 }
+# batched_trees: the warm batched 600 s bench (tiny.en, base; fp16, fused, 32 a batch, 5 runs after a warm-up) in
+# ab-t/main and this tree, two rounds, the second in reverse order; JSON and table into $out, the lanes' rows printed
+batched_trees() {
+  local trees="ab-t/main ."
+  for round in 1 2; do
+    for t in $trees; do
+      for m in tiny.en base; do
+        (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
+          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-${t//\//_}.json" 2> "$out/bench-$m-r$round-${t//\//_}.txt")
+        grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
+      done
+    done
+    trees=". ab-t/main"
+  done 2>&1 | tee "$out/bench_ab.txt"
+}
+# fresh_trees: fresh `transcribe --fast --batch-size 32` processes over the 60-minute clip, ab-t/main and this tree
+# alternated, four each (each tree's first compiles its kernels); a JSON line each
+fresh_trees() {
+  timeout ${T3:-120} $py - <<'PY' 2>&1 | tee "$out/fresh_ab.jsonl"
+import json, subprocess, sys, time
+for i in range(4):
+    for tree in ("ab-t/main", "."):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
+                            "--batch-size", "32"], capture_output=True, text=True, cwd=tree)
+        wall = time.perf_counter() - t0
+        d = json.loads(r.stdout) if r.returncode == 0 else {}
+        d = d[0] if isinstance(d, list) else d
+        print(json.dumps(dict(run=i, tree=tree, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
+                              timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])), flush=True)
+PY
+}
 # both_vads MODEL: the batched 600 s clip at 16 a batch with the VAD on onnxruntime (WHISPERFAST_VAD_GPU=0), then on the GPU
 both_vads() {
   local m=$1
@@ -1106,30 +1138,8 @@ session28)  # the VAD's groups queued on the device (74833c4) against the tree b
     PYTHONPATH=$t:$PYTHONPATH timeout ${T2:-60} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav --runs 3 \
       2>&1 | sed "s|^|$t |"
   done | tee "$out/vad_probe.txt" | cut -c1-400
-  trees="ab-t/main ."
-  for round in 1 2; do
-    for t in $trees; do
-      for m in tiny.en base; do
-        (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
-          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-${t//\//_}.json" 2> "$out/bench-$m-r$round-${t//\//_}.txt")
-        grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
-      done
-    done
-    trees=". ab-t/main"
-  done 2>&1 | tee "$out/bench_ab.txt"
-  timeout ${T3:-120} $py - <<'PY' 2>&1 | tee "$out/fresh_ab.jsonl"
-import json, subprocess, sys, time
-for i in range(4):
-    for tree in ("ab-t/main", "."):
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
-                            "--batch-size", "32"], capture_output=True, text=True, cwd=tree)
-        wall = time.perf_counter() - t0
-        d = json.loads(r.stdout) if r.returncode == 0 else {}
-        d = d[0] if isinstance(d, list) else d
-        print(json.dumps(dict(run=i, tree=tree, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
-                              timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])), flush=True)
-PY
+  batched_trees
+  fresh_trees
   ;;
 session28b)  # HEAD (the VAD's queued groups, kernel_pays, cross_chunks) against the session's start (ab-t/main: git
   # archive of 79d4930): the tests these touch; the warm batched 600 s bench (tiny.en, base; 32 a batch), two rounds,
@@ -1141,34 +1151,12 @@ session28b)  # HEAD (the VAD's queued groups, kernel_pays, cross_chunks) against
   $py -m compileall -q ab-t/main > /dev/null 2>&1 || true
   timeout ${T1:-240} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_config.py tests/test_cuda_rows.py \
     tests/test_batched.py tests/test_cuda_knobs.py 2>&1 | tee "$out/gpu_tests.txt" | tail -4
-  trees="ab-t/main ."
-  for round in 1 2; do
-    for t in $trees; do
-      for m in tiny.en base; do
-        (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
-          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-${t//\//_}.json" 2> "$out/bench-$m-r$round-${t//\//_}.txt")
-        grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
-      done
-    done
-    trees=". ab-t/main"
-  done 2>&1 | tee "$out/bench_ab.txt"
+  batched_trees
   # (peers.py imports this tree's whisperfast: the kernel at every row count and 8 chunks by the knobs stand for the start)
   for knobs in "WHISPERFAST_KERNEL_LAYER_BYTES=1000000000000 WHISPERFAST_CROSS_CHUNKS=8" "WHISPERFAST_DEBUG="; do
     env $knobs timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${knobs%%=*}.json" --seconds 600 \
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$knobs |"
   done 2>&1 | tee "$out/turbo_ab.txt"
-  timeout ${T3:-120} $py - <<'PY' 2>&1 | tee "$out/fresh_ab.jsonl"
-import json, subprocess, sys, time
-for i in range(4):
-    for tree in ("ab-t/main", "."):
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
-                            "--batch-size", "32"], capture_output=True, text=True, cwd=tree)
-        wall = time.perf_counter() - t0
-        d = json.loads(r.stdout) if r.returncode == 0 else {}
-        d = d[0] if isinstance(d, list) else d
-        print(json.dumps(dict(run=i, tree=tree, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
-                              timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])), flush=True)
-PY
+  fresh_trees
   ;;
 esac
