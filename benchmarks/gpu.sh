@@ -1159,4 +1159,14 @@ session28b)  # HEAD (the VAD's queued groups, kernel_pays, cross_chunks) against
   done 2>&1 | tee "$out/turbo_ab.txt"
   fresh_trees
   ;;
+session28peers)  # faster-whisper's batched pipeline on the GPU against whisperfast, the 600 s clip at 32 a batch. CTranslate2's
+  # wheel loads libcublas.so.12, which this CUDA 13 image lacks: stage ctranslate2, faster-whisper, av and
+  # nvidia-cublas-cu12 (pip download, as stage-wheels.sh does), install them with --target $FW_SITE first
+  site=${FW_SITE:-/tmp/site2}
+  for m in tiny.en base; do
+    PYTHONPATH=$site:$PYTHONPATH LD_LIBRARY_PATH=$site/nvidia/cublas/lib:${LD_LIBRARY_PATH:-} timeout ${T1:-120} \
+      $py benchmarks/peers.py "$out/peers-fw-$m.json" -m $m --seconds 600 --batch-size 32 --lanes fused,faster-whisper \
+      --runs 2 --warmup 1 2>&1 | grep -v Warn | tail -6
+  done
+  ;;
 esac
