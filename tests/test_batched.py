@@ -436,3 +436,15 @@ def test_peak_memory_of_an_hour_within_1_3x_of_a_minute(tmp_path):
     if small["transcribe_peak_mb"] is not None:
         assert large["transcribe_peak_mb"] <= 1.3 * small["transcribe_peak_mb"], (small, large)
 
+
+
+def test_a_progress_bar_over_every_files_audio(tiny, jfk, timit, capsys):
+    """With progress on (the CLI's on a terminal), batched mode draws tqdm's bar on stderr over
+    the seconds of every file, its total growing as each opens, full at their sum once the last
+    batch is done; without, nothing."""
+    transcribe_batched(tiny, [jfk, timit], TranscribeOptions(progress=True), BatchOptions(batch_size=2))
+    err = capsys.readouterr().err
+    total = (len(jfk) + len(timit)) / SAMPLE_RATE
+    assert "100%" in err and f"{total:.0f}/{total:.0f} s of audio" in err, err
+    transcribe_batched(tiny, [jfk], batch=BatchOptions(batch_size=2))
+    assert "s of audio" not in capsys.readouterr().err

@@ -113,6 +113,7 @@ class _File:
     sampled_windows: int = 0
     segments: List[Segment] = field(default_factory=list)
     languages: Counter = field(default_factory=Counter)
+    covered: float = 0.0  # seconds of the file its decoded chunks reach (the progress bar's)
 
 
 def check_options(options: TranscribeOptions) -> None:
@@ -144,12 +145,15 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     files: List[_File] = []
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
-    chunks = _chunks(audios, files, options.vad is not False, batch.vad_options)
-    left: List[_Chunk] = []  # pieces rows left out, decoded again first
-    while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
-        del left[: batch.batch_size]
-        left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                           batch.rows_per_encode(), aligner)
+    with _Progress(options.progress) as progress:
+        chunks = _chunks(audios, files, options.vad is not False, batch.vad_options, progress)
+        left: List[_Chunk] = []  # pieces rows left out, decoded again first
+        while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
+            del left[: batch.batch_size]
+            left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype,
+                               batch.without_timestamps, batch.rows_per_encode(), aligner)
+            progress.decoded(rows, files)
+        progress.finished(files)
 
     out = []
     for f in files:
@@ -171,16 +175,23 @@ def _language(f: _File, language: str | None) -> str:
 
 
 def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_vad: bool,
-            vad_options: vad.VadOptions) -> Iterator[_Chunk]:
+            vad_options: vad.VadOptions, progress: "_Progress") -> Iterator[_Chunk]:
     """Each file's chunks in order, as the VAD closes them while the file is read block by
     block, only when the batches reach them: a file's audio is never whole in memory (an
     array given whole is only sliced). Appends each file's `_File` to `files` when its
-    reading begins; its duration is set when it ends."""
+    reading begins; its duration is set when it ends (the progress bar's total grows by what
+    its header says at its opening)."""
     for i, a in enumerate(audios):
         f = _File(duration=0.0)
         files.append(f)
-        blocks = _array_blocks(check_samples(np.asarray(a, dtype=np.float32))) if isinstance(a, np.ndarray) \
-            else AudioReader(a).blocks()
+        if isinstance(a, np.ndarray):
+            samples = check_samples(np.asarray(a, dtype=np.float32))
+            progress.expect(len(samples) / SAMPLE_RATE)
+            blocks = _array_blocks(samples)
+        else:
+            reader = AudioReader(a)
+            progress.expect(reader.frames / reader.sample_rate)
+            blocks = reader.blocks()
         cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
         for block in blocks:
             t = time.perf_counter()
@@ -192,6 +203,50 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
         f.vad += time.perf_counter() - t
         f.duration = cutter.n / SAMPLE_RATE
         yield from _decodable(i, found)
+
+
+class _Progress:
+    """Batched mode's progress bar on stderr (TranscribeOptions.progress; tqdm's, as sequential
+    mode's): seconds of audio, out of the files' durations as each is opened. A file counts up
+    to where its decoded chunks reach (silence between them too), and whole once its last batch
+    is done; nothing is shown (or imported) without `show`."""
+
+    def __init__(self, show: bool):
+        self.bar = None
+        if show:
+            import tqdm
+
+            self.bar = tqdm.tqdm(total=0.0, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio "
+                                                                  "[{elapsed}<{remaining}]")
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def expect(self, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.total += seconds
+            self.bar.refresh()
+
+    def decoded(self, rows: List[_Chunk], files: List[_File]) -> None:
+        for c in rows:
+            f = files[c.file]
+            self._advance(f, max(f.covered, c.speech.pieces[-1][1] / SAMPLE_RATE))
+
+    def finished(self, files: List[_File]) -> None:
+        for f in files:
+            self._advance(f, max(f.covered, f.duration))
+        if self.bar is not None:  # the files as read, where a header said otherwise (a truncated MP3)
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+
+    def _advance(self, f: _File, to: float) -> None:
+        if self.bar is not None and to > f.covered:
+            self.bar.update(to - f.covered)
+        f.covered = to
 
 
 def _decodable(file: int, found) -> Iterator[_Chunk]:

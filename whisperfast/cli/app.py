@@ -154,6 +154,9 @@ def transcribe(
 
     # a bad option is a usage error (exit 2), found before any work
     try:
+        n_batch = _number("--batch-size", batch_size, int)
+        # a bar over the audio: sequential mode's for one file, batched mode's for all of them at once
+        bar_wanted = sys.stderr.isatty() and not quiet and (len(files) == 1 or (n_batch or 1) > 1)
         options = TranscribeOptions(
             language=language, task=task.value, word_timestamps=word_timestamps, seed=seed,
             temperature=_numbers("--temperature", temperature), beam_size=_number("--beam-size", beam_size, int),
@@ -164,9 +167,9 @@ def transcribe(
             logprob_threshold=_number("--logprob-threshold", logprob_threshold),
             no_speech_threshold=_number("--no-speech-threshold", no_speech_threshold),
             hallucination_silence_threshold=_number("--hallucination-silence-threshold", hallucination_silence_threshold),
-            clip_timestamps=clip_timestamps, progress=sys.stderr.isatty() and not quiet and len(files) == 1, vad=vad)
+            clip_timestamps=clip_timestamps, progress=bar_wanted, vad=vad)
         bits, group = _quantization(quantize, group_size)
-        batch = _batch_options(_number("--batch-size", batch_size, int), options, compare)
+        batch = _batch_options(n_batch, options, compare)
     except WhisperfastError as e:
         _error(str(e))
         raise typer.Exit(2) from None
@@ -202,7 +205,8 @@ def transcribe(
         for note in (fused or loaded).rewrites["notes"]:
             err.print(f"note: {note}", highlight=False)
     failed = 0
-    bar = render.file_bar(err, len(files) > 1 and not quiet and sys.stderr.isatty())
+    # (batched mode has transcribed every file before the first is written: its bar was the audio's)
+    bar = render.file_bar(err, len(files) > 1 and not quiet and sys.stderr.isatty() and not batch)
     done = _guard(gpu, batched.transcribe_batched, loaded, files, options, batch) if batch else None
     with bar:
         job = bar.add_task("transcribing", total=len(files))
