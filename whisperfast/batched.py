@@ -190,7 +190,8 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
             blocks = _array_blocks(samples)
         else:
             reader = AudioReader(a)
-            progress.expect(reader.frames / reader.sample_rate)
+            if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
+                progress.expect(reader.frames / reader.sample_rate)
             blocks = reader.blocks()
         cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
         for block in blocks:
@@ -207,9 +208,9 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
 
 class _Progress:
     """Batched mode's progress bar on stderr (TranscribeOptions.progress; tqdm's, as sequential
-    mode's): seconds of audio, out of the files' durations as each is opened. A file counts up
-    to where its decoded chunks reach (silence between them too), and whole once its last batch
-    is done; nothing is shown (or imported) without `show`."""
+    mode's): seconds of audio, out of the files' durations as their headers give them when each
+    is opened. A file counts up to where its decoded chunks reach (silence between them too),
+    and whole at the end; nothing is shown (or imported) without `show`."""
 
     def __init__(self, show: bool):
         self.bar = None
@@ -232,6 +233,7 @@ class _Progress:
             self.bar.refresh()
 
     def decoded(self, rows: List[_Chunk], files: List[_File]) -> None:
+        # a row's rest (decoded again later) lies before its end: the bar may run a rest ahead
         for c in rows:
             f = files[c.file]
             self._advance(f, max(f.covered, c.speech.pieces[-1][1] / SAMPLE_RATE))
@@ -245,6 +247,9 @@ class _Progress:
 
     def _advance(self, f: _File, to: float) -> None:
         if self.bar is not None and to > f.covered:
+            # a file may run past what its header said (a VBR MP3's estimate), and tqdm drops a
+            # total its count has passed
+            self.bar.total = max(self.bar.total, self.bar.n + to - f.covered)
             self.bar.update(to - f.covered)
         f.covered = to
 

@@ -63,7 +63,8 @@ class Chunker:
     samples, as soon as the VAD has closed them: the chunks of collect_chunks and
     get_speech_timestamps (or, with `options` None, no VAD, fixed_chunks) on the whole audio,
     exactly. Kept meanwhile: the audio from where a piece to come may start (its padding
-    included; up to one group of frames the model has not run on lies there too), and the
+    included; up to one group of frames the model has not run on lies there too, two on a GPU,
+    whose groups run while the host goes on: vad.ProbStream), and the
     samples of the pieces found but not yet in a closed chunk, not the silence between them.
     With max_speech_duration_s finite (batched mode's 30 s) that is a few chunks' worth, so an
     hour costs no more memory than a minute."""

@@ -32,7 +32,7 @@ class Config:
     # Bytes a decoder layer that a step of the CUDA kernel may read (its weights once a group of
     # rows, each row's cross K/V); a batch whose step would read more runs the flat step
     # (cuda/step.py's kernel_pays: large models at many rows)
-    kernel_layer_bytes: int = 400_000_000
+    kernel_layer_bytes: int = 420_000_000
     gpu_warmup: bool = True  # False: the CLI starts no warm-up thread on a CUDA GPU (runtime.warm_up_gpu)
     teardown_handoff: bool = True  # False: the CLI's process waits out the CUDA context's teardown itself
     vad_gpu: bool = True  # False: Silero VAD runs on onnxruntime even on a CUDA GPU (vad.SileroVAD)

@@ -45,7 +45,9 @@ def cross_chunks(n_audio: int, batch: int, n_head: int, blocks: int) -> int:
     """Chunks of keys per cross-attention head for a decode of `batch` rows over `n_audio`
     audio. One audio (a window, its beams or samples): CROSS_CHUNKS, the split whose tokens
     were checked against stock's. Rows of several audio (batched mode, which promises no
-    stock tokens: each row its own chunk): each (row, head, chunk) item also makes its row's
+    stock tokens: each row its own chunk) take fewer: so in float16 a chunk's near-ties (a
+    timestamp a rounding turns) may go otherwise in a batch of many audio than alone or in a
+    batch of two, as the batch's size picks the split. Each (row, head, chunk) item also makes its row's
     layer norm and its head's query, and the chunks of a head wait for each other, so once
     the items fill the grid fewer, longer ones are faster: the largest power of two up to
     CROSS_CHUNKS that keeps batch * n_head * chunks within about half the blocks. On an H100
@@ -408,11 +410,13 @@ def kernel_pays(model, step: CudaStep, batch: int) -> bool:
     3 rows where the rows are wide (large-v3-turbo in fp16); the flat step costs the host ~0.6
     ms a layer, whatever the rows. So the kernel's step time follows its bytes, the flat
     step's its layers: on an H100 (benchmarks/h100-session28/) large-v3-turbo's shapes tie at
-    12 rows, 382 MB a layer (1,528 MB a step, 2.3 ms either way), and at 32 rows the flat step
-    is 2.0x faster; base and tiny.en stay on the kernel at 32 rows (159 and 128 MB a layer,
+    12 rows, 409 MB a layer (1,633 MB a step, 2.3 ms either way), and at 32 rows the flat step
+    is 2.0x faster; base and tiny.en stay on the kernel at 32 rows (163 and 130 MB a layer,
     1.7x faster than flat). Flat where a step would read more than config().kernel_layer_bytes
-    (400 MB) a decoder layer: large-v3-turbo past 12 rows. One row, or beams of 5, of every
-    Whisper size read far less."""
+    (420 MB) a decoder layer: large-v3-turbo past 12 rows. Only those three were measured, in
+    float16; other sizes follow their bytes (medium leaves the kernel from 29 rows, large-v3
+    from 16, base in float32 from 29). One row, or beams of 5, of every Whisper size read far
+    less."""
     dims = model.dims
     group = group_rows(batch, dims.n_text_state, max(dims.n_audio_ctx, dims.n_text_ctx), step.dtype.size,
                        pick=kernel_picks(model, batch), packed=step.bits > 0)
