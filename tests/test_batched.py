@@ -442,7 +442,8 @@ def test_a_progress_bar_over_every_files_audio(tiny, jfk, timit, capsys):
     """With progress on (the CLI's on a terminal), batched mode draws tqdm's bar on stderr over
     the seconds of every file, its total growing as each opens, full at their sum once the last
     batch is done; without, nothing."""
-    transcribe_batched(tiny, [jfk, timit], TranscribeOptions(progress=True), BatchOptions(batch_size=2))
+    # a file (its length from its header) and an array
+    transcribe_batched(tiny, [SAMPLES / "jfk.wav", timit], TranscribeOptions(progress=True), BatchOptions(batch_size=2))
     err = capsys.readouterr().err
     total = (len(jfk) + len(timit)) / SAMPLE_RATE
     assert "100%" in err and f"{total:.0f}/{total:.0f} s of audio" in err, err
