@@ -54,9 +54,10 @@ for path in args.audio:
                           max_abs_diff=float(np.abs(got - want).max()), same_pieces=same,
                           threads=host.threads, group_frames=gpu.group)), flush=True)
 
-# one group's parts: the frames' kernel, the probabilities on the device, run() with its copies
+# one group's parts: the frames' kernel, the probabilities on the device, start() with its copies
 net = gpu.net
-frames, _ = vad.model_frames(load_audio(args.audio[0])[: 2048 * vad.FRAME], np.zeros(vad.CONTEXT, np.float32))
+group = load_audio(args.audio[0])[: 2048 * vad.FRAME]
+frames, _ = vad.model_frames(group, np.zeros(vad.CONTEXT, np.float32))
 h0 = c0 = mx.zeros((lstm.HIDDEN,))
 for label, fn in (("input_projection", lambda f: silero_cuda.input_projection(f, net.cuda_weights)),
                   ("probabilities", lambda f: net.probabilities(f, h0, c0)[0])):
@@ -71,9 +72,9 @@ for label, fn in (("input_projection", lambda f: silero_cuda.input_projection(f,
 times = []
 for _ in range(5):
     t = time.perf_counter()
-    net.run(frames, np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
+    np.asarray(net.start(group, np.zeros(vad.CONTEXT, np.float32), h0, c0)[0])
     times.append(time.perf_counter() - t)
-print(json.dumps(dict(part="run (numpy in and out)", frames=2048, best_s=min(times))), flush=True)
+print(json.dumps(dict(part="start (numpy in and out)", frames=2048, best_s=min(times))), flush=True)
 
 rng = np.random.default_rng(0)
 for steps, reg in ((2048, lstm.REG), (18750, lstm.REG), (18750, 64)):

@@ -80,9 +80,9 @@ def read_weights(model: bytes, folder: Path) -> Optional[Dict[str, np.ndarray]]:
 
 
 class SileroNet:
-    """The network on MLX's default device; `run` is SileroVAD.run's: frames (n, 576: a frame's
-    512 samples after the previous frame's last 64) float32 and the LSTM state ->
-    (probabilities (n,), h, c)."""
+    """The network on MLX's default device; `start` runs a group of vad.ProbStream's audio:
+    its frames (n, 576: a frame's 512 samples after the previous frame's last 64) and the LSTM
+    state -> (probabilities (n,), h, c), queued on the device."""
 
     def __init__(self, weights: Dict[str, np.ndarray]):
         w = {n: mx.array(a) for n, a in weights.items()}
@@ -145,10 +145,3 @@ class SileroNet:
         context = samples[-ctx:]
         mx.async_eval(probs, h, c, context)
         return probs, h, c, context
-
-    def run(self, frames: np.ndarray, h, c):
-        h = mx.array(np.asarray(h, np.float32).reshape(self.hidden))
-        c = mx.array(np.asarray(c, np.float32).reshape(self.hidden))
-        probs, h, c = self.probabilities(mx.array(np.asarray(frames, np.float32)), h, c)
-        mx.eval(probs, h, c)
-        return np.array(probs), np.array(h)[None, None], np.array(c)[None, None]

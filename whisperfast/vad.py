@@ -180,9 +180,8 @@ class SileroVAD:
         return ProbStream(self, frames_per_call or self.group)
 
     def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray):
-        """frames (n, CONTEXT + FRAME), the LSTM's state (h, c) -> (probabilities, h, c)."""
-        if self.net is not None:
-            return self.net.run(frames, h, c)
+        """frames (n, CONTEXT + FRAME), the LSTM's state (h, c) -> (probabilities, h, c), by
+        onnxruntime (the port runs its groups through silero.SileroNet.start: ProbStream)."""
         if self.lstm is None:
             return self.session.run(None, {"input": frames, "h": h, "c": c})
         def convolutions(part):
@@ -260,14 +259,19 @@ class ProbStream:
         if net is None:
             frames, self.context = model_frames(audio, self.context)
             probs, self.h, self.c = self.model.run(frames, self.h, self.c)
-            return np.asarray(probs, np.float32).reshape(-1)
+            return _on_host(probs)
         previous = self.running  # read after this group is queued behind it, so that the device never waits
         self.running, self.h, self.c, self.context = net.start(audio, self.context, self.h, self.c)
-        return np.zeros(0, np.float32) if previous is None else np.asarray(previous, np.float32).reshape(-1)
+        return _on_host(previous)
 
     def _read(self) -> np.ndarray:
         done, self.running = self.running, None
-        return np.zeros(0, np.float32) if done is None else np.asarray(done, np.float32).reshape(-1)
+        return _on_host(done)
+
+
+def _on_host(probs) -> np.ndarray:
+    """A group's probabilities as a flat float32 array (none for no group)."""
+    return np.zeros(0, np.float32) if probs is None else np.asarray(probs, np.float32).reshape(-1)
 
 
 def model_frames(audio: np.ndarray, context: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
