@@ -1169,4 +1169,24 @@ session28peers)  # faster-whisper's batched pipeline on the GPU against whisperf
       --runs 2 --warmup 1 2>&1 | grep -v Warn | tail -6
   done
   ;;
+session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) against the tree before (ab-t/main: git
+  # archive of bea949c: whisperfast/, benchmarks/, tests/, samples/): the tests it touches (the kernel's filters, its beams and
+  # registers, batched mode's); the warm batched 600 s bench (tiny.en, base; 32 a batch) in each tree, two rounds, the
+  # second in reverse order; large-v3-turbo's random shapes (peers.py --random, 32 a batch) in each tree
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py -m compileall -q ab-t/main > /dev/null 2>&1 || true
+  timeout ${T1:-300} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py \
+    tests/test_batched.py tests/test_cuda_beams.py tests/test_cuda_cache.py 2>&1 | tee "$out/gpu_tests.txt" | tail -6
+  batched_trees
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${t//\//_}.json" --seconds 600 \
+      --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
+  done 2>&1 | tee "$out/turbo_ab.txt"
+  ;;
+session29b)  # fresh 60-minute processes (32 a batch), ab-t/main and this tree alternated
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  $py -m compileall -q ab-t/main > /dev/null 2>&1 || true
+  fresh_trees
+  ;;
 esac

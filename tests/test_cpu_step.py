@@ -12,8 +12,8 @@ from whisperfast import _blas
 from whisperfast.decode.attention import KVCache
 from whisperfast.decode.cpu_step import tn16_rows
 from whisperfast.decode.flat import FlatStep, decoder_forward
-from whisperfast.decode.rules import (DeviceTimestampRules, NativePick, greedy_update, native_pick, suppress_blank,
-                                      suppress_tokens)
+from whisperfast.decode.rules import (DeviceTimestampRules, HeldEnd, NativePick, greedy_update, native_pick,
+                                      suppress_blank, suppress_tokens)
 from whisperfast.files import write_atomic
 from whisperfast.kernels import cpu_simd
 
@@ -199,25 +199,28 @@ def test_tn16_is_the_one_row_linear_or_is_refused(built):
     assert taken >= 4 or "SkylakeX" not in str(_blas.describe()["note"])
 
 
-def filters_for(tok, n_vocab, sample_begin, max_initial, timestamps=True):
+def filters_for(tok, n_vocab, sample_begin, max_initial, timestamps=True, reach=None):
     out = [suppress_blank(tok, sample_begin, n_vocab), suppress_tokens((1, 2, 7, 220, tok.eot - 1), n_vocab)]
     if timestamps:
         out.append(DeviceTimestampRules(tok, sample_begin, max_initial))
+        if reach is not None:  # batched mode's bound on where a row may end
+            out.append(HeldEnd(tok, sample_begin, [reach]))
     return out
 
 
 @settings(max_examples=160, deadline=None)
 @given(case=history(), timestamps=st.booleans(), banned_text=st.booleans(),
-       shape=st.sampled_from(["plain", "ties", "timestamps_likely", "top_banned", "zeros"]))
-def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, banned_text, shape):
+       shape=st.sampled_from(["plain", "ties", "timestamps_likely", "top_banned", "zeros", "eot_top"]),
+       reach=st.one_of(st.none(), st.integers(0, 1502)))
+def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, banned_text, shape, reach):
     """NativePick against the MLX filters (SuppressBlank, SuppressTokens, the timestamp rules)
     then greedy_update, on one row: the same next token, completion and logprob sum, bit for
     bit, at the sample's start, after timestamps, after EOT, with and without the rules, with
     the text tokens already at -inf, and on the rows wf_pick's shortcuts single out: ties for
     the maximum, timestamps likely enough to ban the text, the maximum on a banned token
-    (no-timestamps), maxima of ±0."""
+    (no-timestamps), maxima of ±0; and with batched mode's HeldEnd, EOT the maximum among them."""
     tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
-    filters = filters_for(tok, n_vocab, sample_begin, max_initial, timestamps)
+    filters = filters_for(tok, n_vocab, sample_begin, max_initial, timestamps, reach)
     logits = mx.random.normal((1, n_vocab), key=mx.random.key(seed)) * scale
     vocab = mx.arange(n_vocab)
     if shape == "ties":
@@ -228,6 +231,8 @@ def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, b
         logits = mx.where(vocab == tok.no_timestamps, logits.max() + 3, logits)
     elif shape == "zeros":
         logits = mx.where(logits > 0, -0.0, logits) * mx.where(vocab % 2 == 0, 1, -1)
+    elif shape == "eot_top":
+        logits = mx.where(vocab == tok.eot, logits.max() + 3, logits)
     if banned_text:
         logits = mx.where(vocab < tok.timestamp_begin, -mx.inf, logits)
     tokens = mx.array(seqs[:1], dtype=mx.int32)
@@ -247,6 +252,8 @@ def test_native_pick_only_for_filters_it_knows(built):
 
     tok = TOKENIZERS[False]
     assert NativePick.for_filters(built, filters_for(tok, 51864, 3, None), tok.eot) is not None
+    assert NativePick.for_filters(built, filters_for(tok, 51864, 3, None, reach=10), tok.eot) is not None
+    assert NativePick.for_filters(built, filters_for(tok, 51864, 3, None, reach=10)[::-1], tok.eot) is None
     assert NativePick.for_filters(built, [ApplyTimestampRules(tok, 3, None)], tok.eot) is None
     assert NativePick.for_filters(None, filters_for(tok, 51864, 3, None), tok.eot) is None
 

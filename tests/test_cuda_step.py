@@ -7,11 +7,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, SuppressTokens
 
-from whisperfast.decode.rules import DeviceTimestampRules
+from whisperfast.decode.rules import DeviceTimestampRules, HeldEnd
 from whisperfast.decode.flat import StaticInference
-from whisperfast.decode.cuda.launch import THREADS
+from whisperfast.decode.cuda.launch import THREADS, row_reach
 from whisperfast.decode.cuda.step import CudaDecode, CudaStep, _ints, _run, _template, grid_blocks, timestamp_rules
 
 from .conftest import needs_cuda
@@ -165,7 +166,8 @@ def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, su
         "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
         "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
         "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
-        [logits, tokens, _ints(0, -1, rules["sample_begin"], rules["max_init"]), sum_logprobs, suppress], template, 1,
+        [logits, tokens, _ints(0, -1, rules["sample_begin"], rules["max_init"], *row_reach(rules, B)), sum_logprobs,
+         suppress], template, 1,
         THREADS,  # (the source's kernels are bounded to it: decode_step.cu's launch bound)
         [(B, L + 1), (B,), ()],
         [tokens.dtype, mx.float32, mx.bool_])
@@ -173,21 +175,30 @@ def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, su
 
 
 @settings(max_examples=30, deadline=None)
-@given(case=history())
-def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case):
-    """The first sample (SuppressBlank, the initial timestamp rules) and the ones after."""
+@given(case=history(), reach=st.one_of(st.none(), st.lists(st.integers(0, 1502), min_size=3, max_size=3)),
+       eot_top=st.booleans())
+def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case, reach, eot_top):
+    """The first sample (SuppressBlank, the initial timestamp rules) and the ones after; with
+    batched mode's HeldEnd (each row's must_reach), EOT the top logit or not."""
     tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
     logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(seed)) * scale
+    if eot_top:
+        logits = mx.where(mx.arange(n_vocab) == tok.eot, logits.max() + 3, logits)
+    reach = None if reach is None else reach[: len(seqs)]
     tokens, sums = mx.array(seqs).astype(mx.int64), mx.random.normal((len(seqs),), key=mx.random.key(seed + 1))
     suppress = SuppressTokens([220, 50256 - 1, tok.no_speech or 0], n_vocab)
     blank = SuppressBlank(tok, sample_begin, n_vocab)
     mask = suppress.mask + (blank.mask if tokens.shape[1] == sample_begin else 0)
     for rules_on in (True, False):
         filtered = suppress.apply(blank.apply(logits, tokens), tokens)
+        rules = timestamp_rules(tok, sample_begin, rules_on, max_initial)
         if rules_on:
             filtered = DeviceTimestampRules(tok, sample_begin, max_initial).apply(filtered, tokens)
+            if reach is not None:
+                filtered = HeldEnd(tok, sample_begin, reach).apply(filtered, tokens)
+                rules["must_reach"] = tuple(reach)
         ref = GreedyDecoder(0.0, tok.eot).update(tokens, filtered, sums + 0)  # it adds to its sums in place
-        got = greedy_update(logits, tokens, sums, mask, timestamp_rules(tok, sample_begin, rules_on, max_initial))
+        got = greedy_update(logits, tokens, sums, mask, rules)
         assert np.array_equal(np.array(got[0]), np.array(ref[0]))
         assert bool(got[1]) == bool(ref[1])
         np.testing.assert_allclose(np.array(got[2]), np.array(ref[2]), rtol=1e-5, atol=1e-5)

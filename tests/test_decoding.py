@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mlx_whisper.decoding import ApplyTimestampRules, GreedyDecoder
 from mlx_whisper.tokenizer import get_tokenizer
 
-from whisperfast.decode.rules import DeviceTimestampRules, greedy_update
+from whisperfast.decode.rules import DeviceTimestampRules, HeldEnd, greedy_update
 
 TOKENIZERS = {m: get_tokenizer(m, num_languages=99 if m else None, language="en") for m in (False, True)}
 
@@ -40,6 +40,35 @@ def test_device_timestamp_rules_equal_mlx_whispers(case):
     ours = DeviceTimestampRules(tok, sample_begin, max_initial).apply(logits, tokens)
     theirs = ApplyTimestampRules(tok, sample_begin, max_initial).apply(logits, tokens)
     assert np.array_equal(np.array(ours), np.array(theirs))
+
+
+def held(seq, sample_begin, tok, reach) -> bool:
+    """Batched mode's rule, as batched.py states it: the row's last two sampled tokens are
+    timestamps, the first below `reach`."""
+    sampled, ts = seq[sample_begin:], tok.timestamp_begin
+    return len(sampled) >= 2 and sampled[-1] >= ts and sampled[-2] >= ts and sampled[-2] - ts < reach
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=history(), reach=st.lists(st.integers(0, 1502), min_size=3, max_size=3))
+def test_held_end_bans_eot_after_a_pair_below_its_bound(case, reach):
+    """HeldEnd after either lane's timestamp rules: their logits, EOT at -inf on the rows the
+    rule holds, and nowhere else; keep_rows keeps the bounds with their rows."""
+    tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
+    reach = reach[: len(seqs)]
+    logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(seed)) * scale
+    tokens = mx.array(seqs)
+    theirs = np.array(ApplyTimestampRules(tok, sample_begin, max_initial).apply(logits, tokens))
+    for row, seq in enumerate(seqs):
+        if held(seq, sample_begin, tok, reach[row]):
+            theirs[row, tok.eot] = -np.inf
+    rule = HeldEnd(tok, sample_begin, reach)
+    for rules in (ApplyTimestampRules, DeviceTimestampRules):
+        ours = rule.apply(rules(tok, sample_begin, max_initial).apply(logits, tokens), tokens)
+        assert np.array_equal(np.array(ours), theirs)
+    assert [rule.held(s, r) for r, s in enumerate(seqs)] == [held(s, sample_begin, tok, b) for s, b in zip(seqs, reach)]
+    rule.keep_rows(mx.array([len(seqs) - 1]))
+    assert rule.must_reach.tolist() == reach[-1:]
 
 
 @settings(max_examples=60, deadline=None)

@@ -17,12 +17,15 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   sequential mode decodes a window again, so a repetition loop in one chunk is retried;
 - a row that reads as silence (no_speech_prob above its threshold and a low log probability)
   gives no segment, as sequential mode skips such a window;
-- what a row left out: Whisper may end a chunk early, opening a last segment it gives no text
-  (two timestamps, then end of text), with a second or more of speech after it, where
-  sequential mode would seek there and decode again. That rest becomes a new chunk, decoded
-  in a later batch (a chunk only ever shrinks, so this ends). Text after the last pair of
+- where a row may end: Whisper ends a window early where it hears a segment run on past it,
+  opening that segment and giving it no text (two timestamps, then end of text); sequential
+  mode seeks there and decodes it again in the next window. A chunk ends where its speech
+  does, so where a second or more of it follows, a row may not end there (rules.HeldEnd, its
+  bound `must_reach`): it goes on and transcribes it, in the same decode. (Decoding that rest
+  in a window of its own, as sequential mode does, cost an encoder pass a rest: 12 of 20
+  chunks of the 600 s clip left one, benchmarks/cpu/session29/.) Text after the last pair of
   timestamps, which sequential mode decodes again too, is kept here, running to the chunk's
-  end: a chunk ends where its speech does.
+  end.
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
   cross-attention, decode/words.py) on the batch's encoder output, its alignment layers as built,
   in the chunk's time, then mapped to the file's like the segments (`_word_aligner`); a
@@ -147,11 +150,9 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
         chunks = _chunks(audios, files, options.vad is not False, batch.vad_options, progress)
-        left: List[_Chunk] = []  # pieces rows left out, decoded again first
-        while rows := left[: batch.batch_size] + [c for _, c in zip(range(batch.batch_size - len(left)), chunks)]:
-            del left[: batch.batch_size]
-            left += _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype,
-                               batch.without_timestamps, batch.rows_per_encode(), aligner)
+        while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
+            _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
+                       batch.rows_per_encode(), aligner)
             progress.decoded(rows, files)
         progress.finished(files)
 
@@ -233,7 +234,6 @@ class _Progress:
             self.bar.refresh()
 
     def decoded(self, rows: List[_Chunk], files: List[_File]) -> None:
-        # a row's rest (decoded again later) lies before its end: the bar may run a rest ahead
         for c in rows:
             f = files[c.file]
             self._advance(f, max(f.covered, c.speech.pieces[-1][1] / SAMPLE_RATE))
@@ -289,9 +289,8 @@ def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
-               aligner: Aligner | None) -> List[_Chunk]:
-    """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time;
-    returns the chunks of the speech pieces rows left out."""
+               aligner: Aligner | None) -> None:
+    """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time."""
     mel_s = encode_s = 0.0
     parts = []
     for at in range(0, len(rows), encoder_rows):
@@ -312,9 +311,11 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     sampled = [False] * len(rows)
     pending = list(range(len(rows)))
     tokens = [0] * len(rows)
+    reach = [must_reach(c.speech) for c in rows]
     for temperature in options.temperature:
         batch = features if len(pending) == len(rows) else features[mx.array(pending)]
-        decoded = decode_window(whisper, batch, DecodingOptions(**_decode_kwargs(decode_options, temperature)))
+        decoded = decode_window(whisper, batch, DecodingOptions(**_decode_kwargs(decode_options, temperature)),
+                                must_reach=[reach[i] for i in pending])
         retry = []
         for i, r in zip(pending, decoded):
             results[i], sampled[i] = r, temperature > 0
@@ -326,7 +327,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
             break
     t3 = time.perf_counter()
 
-    n, left = len(rows), []
+    n = len(rows)
     for i, (c, r) in enumerate(zip(rows, results)):
         f = files[c.file]
         f.mel += mel_s / n
@@ -343,30 +344,14 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
             if options.word_timestamps else None
         f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps, align=align))
         f.decode += time.perf_counter() - t  # sequential mode counts the words' alignment as decoding too
-        if not without_timestamps and (rest := _left_out(tokenizer, r.tokens, c.speech)) is not None:
-            left.append(_Chunk(c.file, rest, rest.audio_from(c.speech, c.audio)))
-    return left
 
 
-def _left_out(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMap, time_precision: float = 0.02,
-              min_seconds: float = 1.0) -> vad.SpeechMap | None:
-    """The chunk's audio from the row's unfinished last segment on, as sequential mode seeks
-    there (longform.py): the row ended with two timestamps, the last segment's end and an
-    opening one no text followed, and left at least `min_seconds` (less is the pieces' 0.4 s
-    padding and a breath). None otherwise: a single timestamp at the end is Whisper's "no
-    speech after it"."""
-    begin = tokenizer.timestamp_begin
-    if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
-        return None
-    end = round((tokens[-2] - begin) * time_precision * SAMPLE_RATE)
-    if speech.samples - end < min_seconds * SAMPLE_RATE or end <= 0:
-        return None
-    rest, at = [], 0
-    for start, stop in speech.pieces:
-        if at + stop - start > end:
-            rest.append((start + max(end - at, 0), stop))
-        at += stop - start
-    return vad.SpeechMap(tuple(rest))
+def must_reach(speech: vad.SpeechMap, time_precision: float = 0.02, min_seconds: float = 1.0) -> int:
+    """rules.HeldEnd's bound for a chunk's row, in timestamp steps: a row may not end after a
+    pair of timestamps whose first leaves at least `min_seconds` of the chunk's speech after it
+    (less is the pieces' 0.4 s padding and a breath)."""
+    step = round(time_precision * SAMPLE_RATE)
+    return max(0, (speech.samples - round(min_seconds * SAMPLE_RATE)) // step + 1)
 
 
 def _needs_fallback(r: DecodingResult, options: TranscribeOptions) -> bool:

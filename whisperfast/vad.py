@@ -410,15 +410,6 @@ class SpeechMap:
         return np.concatenate([audio[s - offset : e - offset] for s, e in self.pieces]) if self.pieces \
             else np.zeros(0, np.float32)
 
-    def audio_from(self, whole: "SpeechMap", samples: np.ndarray) -> np.ndarray:
-        """These pieces' samples, cut from `samples`, the laid-out audio of `whole` (each of
-        these pieces lies within one of its pieces)."""
-        out, at = [], 0
-        for start, stop in whole.pieces:
-            out += [samples[at + s - start : at + e - start] for s, e in self.pieces if start <= s and e <= stop]
-            at += stop - start
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
-
     def to_file_time(self, t: float, is_end: bool = False) -> float:
         """Seconds in the laid-out audio -> seconds in the file. A time on the seam of two
         pieces is the earlier piece's end when `is_end`, else the later piece's start: a

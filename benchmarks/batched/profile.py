@@ -33,9 +33,9 @@ def batched_run(model, audio, batch_size):
     calls = []
     real = batched.decode_window
 
-    def traced(whisper, features, options):
+    def traced(whisper, features, options, **kwargs):
         t0 = time.perf_counter()
-        out = real(whisper, features, options)
+        out = real(whisper, features, options, **kwargs)
         lengths = [len(r.tokens) + 1 for r in out]
         calls.append({"rows": len(out), "temperature": options.temperature, "s": time.perf_counter() - t0,
                       "tokens": lengths, "wasted_row_steps": sum(max(lengths) - n for n in lengths)})

@@ -143,13 +143,19 @@ def _near(result: DecodingResult, logprob_threshold: Optional[float], no_speech_
                for x, t in ((result.avg_logprob, logprob_threshold), (result.no_speech_prob, no_speech_threshold)))
 
 
-def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fast: bool, cross=None) -> Result:
-    """`cross`: the fast engine's cross K/V of these features, made already (flat.cross_kv)."""
-    if not fast and options.beam_size is None:
+def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fast: bool, cross=None,
+                must_reach=None) -> Result:
+    """`cross`: the fast engine's cross K/V of these features, made already (flat.cross_kv);
+    `must_reach`: batched mode's rule on where a row may end (rules.HeldEnd), an int an audio."""
+    if not fast and options.beam_size is None and must_reach is None:
         return stock_decode(model, features, options)
     if single := features.ndim == 2:
         features = features[None]
-    result = (StaticCacheTask(model, options, cross) if fast else StockBeamTask(model, options)).run(features)
+    if fast:
+        task = StaticCacheTask(model, options, cross, must_reach)
+    else:
+        task = (StockBeamTask if options.beam_size is not None else StockTask)(model, options, must_reach)
+    result = task.run(features)
     return result[0] if single else result
 
 
@@ -160,7 +166,8 @@ def tokenizer_for(model: Whisper):
     return fast_tokenizer.get_tokenizer if supports_static_cache(model) else stock_tokenizer
 
 
-def decode_window(model: Whisper, features: mx.array, options: DecodingOptions) -> Result:
+def decode_window(model: Whisper, features: mx.array, options: DecodingOptions, must_reach=None) -> Result:
     """Decode one window's features (n_audio_ctx, n_audio_state), or a batch's, on the engine
-    the model has (fast where it is rewritten, else stock), every window alike."""
-    return decode_with(model, features, options, supports_static_cache(model))
+    the model has (fast where it is rewritten, else stock), every window alike. `must_reach`:
+    rules.HeldEnd's, an int an audio (batched mode)."""
+    return decode_with(model, features, options, supports_static_cache(model), must_reach=must_reach)

@@ -7,6 +7,7 @@ import copy
 from functools import lru_cache
 
 import mlx.core as mx
+import numpy as np
 from mlx_whisper.decoding import ApplyTimestampRules, SuppressBlank, SuppressTokens
 
 from ..kernels import cpu_simd
@@ -45,6 +46,39 @@ class DeviceTimestampRules(ApplyTimestampRules):
         max_text_token_logprob = logprobs[:, :ts_begin].max(axis=-1, keepdims=True)
         text = (vocab < ts_begin) & (timestamp_logprob > max_text_token_logprob)
         return logits + mx.where(text, -mx.inf, mask)
+
+
+class HeldEnd:
+    """Batched mode's one rule beyond mlx-whisper's filters (batched.py): a row may not end
+    right after a pair of timestamps (a segment's end, the next one's start) whose first lies
+    below the row's `must_reach`, in timestamp steps. Whisper ends so where it hears a
+    segment run on past the window: sequential mode seeks to it and decodes it again in the
+    next window, while a batched chunk ends where its speech does, so with a second or more of
+    speech left the row goes on and transcribes it. It follows the timestamp rules, as an EOT
+    banned in their mask would (their last rule reads the logits before either).
+    must_reach: one int a row of the tokens (numpy int32 on the host)."""
+
+    def __init__(self, tokenizer, sample_begin: int, must_reach):
+        self.ts_begin, self.eot, self.sample_begin = tokenizer.timestamp_begin, tokenizer.eot, sample_begin
+        self.must_reach = np.asarray(must_reach, np.int32).reshape(-1)
+
+    def held(self, history, row: int) -> bool:
+        """Whether EOT is banned after one row's `history` (ints)."""
+        if len(history) - self.sample_begin < 2:
+            return False
+        first, last = history[-2], history[-1]
+        return first >= self.ts_begin and last >= self.ts_begin and first - self.ts_begin < self.must_reach[row]
+
+    def apply(self, logits: mx.array, tokens: mx.array) -> mx.array:
+        if tokens.shape[1] - self.sample_begin < 2:
+            return logits
+        first, last = tokens[:, -2], tokens[:, -1]
+        held = (first >= self.ts_begin) & (last >= self.ts_begin) & (first - self.ts_begin < mx.array(self.must_reach))
+        return mx.where(held[:, None] & (mx.arange(logits.shape[-1]) == self.eot), -mx.inf, logits)
+
+    def keep_rows(self, keep) -> None:
+        """The rows at `keep` (positions, as the tokens' rows are kept) stay."""
+        self.must_reach = self.must_reach[np.asarray(keep)]
 
 
 def greedy_update(tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, eot: int):
@@ -108,27 +142,27 @@ class NativePick:
 
     @classmethod
     def for_filters(cls, kernels, filters: list, eot: int):
-        known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
-        rules = [f for f in filters if isinstance(f, DeviceTimestampRules)]
-        if kernels is None or not known or (rules and filters[-1] is not rules[0]):
+        known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules, HeldEnd) for f in filters)
+        rules = [f for f in filters if type(f) in (DeviceTimestampRules, HeldEnd)]
+        # the timestamp rules last, or followed by HeldEnd: a range banned in their mask
+        if kernels is None or not known or filters[len(filters) - len(rules):] != rules or \
+                [type(f) for f in rules] not in ([], [DeviceTimestampRules], [DeviceTimestampRules, HeldEnd]):
             return None
         return cls(kernels, filters, eot)
 
     def __call__(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array):
         """greedy_update(tokens, filtered logits, sum_logprobs) for tokens (1, L), logits (1, n_vocab)."""
-        import numpy as np
-
         history = np.asarray(tokens)[0]
-        best, logprob = self.host(history, np.ascontiguousarray(cpu_simd._host(logits).reshape(-1)))
+        best, logprob = self.host(history, np.ascontiguousarray(cpu_simd._host(logits).reshape(-1)), 0)
         last = int(history[-1])
         total = np.float32(np.asarray(sum_logprobs)[0]) + np.float32(logprob) * np.float32(last != self.eot)
         best = self.eot if last == self.eot else best
         tokens = mx.concatenate([tokens, mx.array([[best]], dtype=tokens.dtype)], axis=-1)
         return tokens, mx.array(best == self.eot), mx.array(np.array([total], np.float32))
 
-    def host(self, history, logits) -> tuple:
-        """(token, log probability) of the filtered greedy pick after `history` (the row's tokens,
-        a sequence of ints), over `logits` (numpy float32 (n_vocab,), contiguous)."""
+    def host(self, history, logits, row: int) -> tuple:
+        """(token, log probability) of the filtered greedy pick after `history` (the tokens of
+        batch row `row`, a sequence of ints), over `logits` (numpy float32 (n_vocab,), contiguous)."""
         masks, ranges, split = [], [], -1
         for i, f in enumerate(self.filters):
             if isinstance(f, SuppressBlank):
@@ -136,14 +170,14 @@ class NativePick:
                     masks.append(self._mask(i, f))
             elif isinstance(f, SuppressTokens):
                 masks.append(self._mask(i, f))
-            else:
+            elif isinstance(f, DeviceTimestampRules):
                 ranges, split = self._rules(f, history, logits.shape[-1]), f.tokenizer.timestamp_begin
+            elif f.held(history, row):
+                ranges.append((f.eot, f.eot + 1))
         return self.kernels.pick(logits, masks, ranges, split)
 
     def _mask(self, i: int, f):
         """Filter i's mask on the host, read once."""
-        import numpy as np
-
         if i not in self._masks:
             self._masks[i] = np.ascontiguousarray(cpu_simd._host(f.mask))
         return self._masks[i]

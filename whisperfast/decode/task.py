@@ -31,7 +31,7 @@ from .beam import BeamSearchDecoder
 from .cuda.step import cuda_step
 from .flat import StaticInference
 from .language import detect_language
-from .rules import DeviceTimestampRules, greedy_update, native_pick, suppress_blank, suppress_tokens
+from .rules import DeviceTimestampRules, HeldEnd, greedy_update, native_pick, suppress_blank, suppress_tokens
 
 
 class RowInference(Inference):
@@ -109,11 +109,12 @@ class StockBeamTask(GroupRun, DecodingTask):
     openai's BeamSearchDecoder and a rearrangement that gathers rows (`RowInference`). The
     reference the fused lane's beams are checked against."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions):
+    def __init__(self, model: Whisper, options: DecodingOptions, must_reach=None):
         super().__init__(model, replace(options, beam_size=None, patience=None))
         self.options = self._verify_options(options)
         self.inference = RowInference(model)
         self.decoder = token_decoder(self, options)
+        _hold_ends(self, must_reach)
 
     def _row_features(self, audio_features: mx.array) -> mx.array:
         # its attention broadcasts one audio's K/V over a group's rows, and no more audio
@@ -155,6 +156,13 @@ def _logit_filters(task: DecodingTask, blank, suppress, rules) -> list:
     return filters
 
 
+def _hold_ends(task: DecodingTask, must_reach) -> None:
+    """Batched mode's HeldEnd after the timestamp rules, where `must_reach` (one int an audio)
+    is given and timestamps are predicted; each audio's value for each of its rows."""
+    if must_reach is not None and not task.options.without_timestamps:
+        task.logit_filters.append(HeldEnd(task.tokenizer, task.sample_begin, np.repeat(must_reach, task.n_group)))
+
+
 class _Rows:
     """The rows still decoding, as indices into the batch the loop began with, and the tokens
     and logprob sums of those that ended. After its EOT, mlx-whisper's greedy update only
@@ -190,26 +198,29 @@ class _Rows:
 
 class StockTask(DecodingTask):
     """mlx-whisper 0.4.3's DecodingTask as it is (its Inference, GreedyDecoder, filters and
-    run: the same steps and the same draws in the same order), on whisperfast's tokenizer.
-    The fast engine runs its windows on the stock model with it (engine.py), where
+    run: the same steps and the same draws in the same order), on whisperfast's tokenizer;
+    with `must_reach`, batched mode's HeldEnd after its filters. The fast engine runs its
+    windows on the stock model with it (engine.py), and the stock lane its batches, where
     mlx-whisper's `decode` would build mlx-whisper's own tokenizer for the same ids: 0.6 s of
     a fresh process on the H200 (benchmarks/h200-coldstart/)."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions):
+    def __init__(self, model: Whisper, options: DecodingOptions, must_reach=None):
         _task_fields(self, model, options)
         self.inference = Inference(model)
         if options.beam_size is not None:
             raise NotImplementedError("Beam search decoder is not yet implemented")  # as mlx-whisper's
         self.decoder = GreedyDecoder(options.temperature, self.tokenizer.eot)
         self.logit_filters = _logit_filters(self, SuppressBlank, SuppressTokens, ApplyTimestampRules)
+        _hold_ends(self, must_reach)
 
 
 class StaticCacheTask(GroupRun, DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
     beam search (openai's) where beam_size is given."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions, cross=None):
-        # `cross`: the window's cross K/V, made already (flat.StaticInference).
+    def __init__(self, model: Whisper, options: DecodingOptions, cross=None, must_reach=None):
+        # `cross`: the window's cross K/V, made already (flat.StaticInference); `must_reach`:
+        # batched mode's HeldEnd (rules.py), one int an audio.
         # mlx-whisper 0.4.3's DecodingTask.__init__, the same fields and filters in the same
         # order, but for two things. Its tokenizer is whisperfast's (..tokenizer: the same ids,
         # built without tiktoken's special-token regex, 0.3 s a process). And SuppressBlank's
@@ -232,6 +243,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1
         self.logit_filters = _logit_filters(self, suppress_blank, suppress_tokens, DeviceTimestampRules)
+        _hold_ends(self, must_reach)
 
     def _detect_language(self, audio_features: mx.array, tokens: mx.array):
         """mlx-whisper's, with the SOT's logits from this engine (language.detect_language)."""
@@ -328,6 +340,9 @@ class StaticCacheTask(GroupRun, DecodingTask):
                 if keep is not None:
                     audio_features = audio_features[keep]
                     self.inference.keep_rows(keep)
+                    for f in self.logit_filters:
+                        if isinstance(f, HeldEnd):
+                            f.keep_rows(keep)
                     queued = (queued[0][keep], queued[1], queued[2][keep])
             tokens, completed, sum_logprobs = queued
         if rows is not None:
@@ -354,7 +369,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
                 if r not in logits:
                     row.append(eot)
                     continue
-                best, logprob = pick.host(row, logits[r])
+                best, logprob = pick.host(row, logits[r], r)
                 totals[r] = totals[r] + np.float32(logprob)
                 row.append(best)
         return mx.array(history, dtype=tokens.dtype), mx.array(totals)

@@ -81,7 +81,8 @@ __device__ void follow(const int* path_in, int ctx, int L, const int* src) {
 }
 
 // logits (B, R, NV) float32: row R-1 the last position's; tokens (B, L); meta: sample_begin,
-// max_init (the filters'), max_candidates, the store's slot length (>= L + 1); sum_in (>= B);
+// max_init (the filters'), max_candidates, the store's slot length (>= L + 1), then each row's
+// must_reach (filters.cuh's History); sum_in (>= B);
 // suppress: the additive mask; work (float32, in place): [0] the arrival counter (0 between
 // launches), from 4 each (row, chunk)'s picks and two lists of K + 1 (logit, id). The store,
 // in place: fin_tokens (A * MC slots), fin_meta (A counts, then A * MC lengths), fin_score
@@ -105,7 +106,7 @@ __device__ void beam_update(const float* logits, int R, const Tok* tokens, int L
   {
     const int b = blockIdx.x / SC, s = blockIdx.x % SC, v0 = s * NV / SC, v1 = (s + 1) * NV / SC;
     const float* row = logits + (size_t(b) * R + R - 1) * NV;
-    const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1]);
+    const History r = timestamp_history<TS>(tokens + size_t(b) * L, L, meta[0], meta[1], meta[4 + b]);
     float* mine = work + 4 + size_t(blockIdx.x) * PER;
     // one pass: the filter statistics, and each thread's K + 1 best (filtered) logits of every
     // token the rules leave and of their timestamps; then each warp's, then the block's

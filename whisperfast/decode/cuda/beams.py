@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template
+from .launch import FLAG_SHAPE, PICKS, THREADS, _ints, _run, _template, row_reach
 
 BEAM_CHUNKS = 16  # beam_update.cuh's kBeamChunks: beam_update's blocks a row
 _INPUTS = ("logits", "tokens", "meta", "sum_in", "suppress", "work", "fin_tokens", "fin_meta", "fin_score", "path")
@@ -55,7 +55,8 @@ class CudaBeams:
             raise ValueError(f"a path of {path.shape} {path.dtype} for {B} rows of {L} tokens")
         template = [("B", B), ("K", self.K), ("NV", NV)] + _template(rules)
         st = self.store
-        args = [logits.astype(mx.float32), tokens, _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot),
+        meta = _ints(rules["sample_begin"], rules["max_init"], self.mc, self.slot, *row_reach(rules, B))
+        args = [logits.astype(mx.float32), tokens, meta,
                 sum_logprobs, mask, st["work"], st["fin_tokens"], st["fin_meta"], st["fin_score"], path]
         tokens, sums, source, completed = _run(
             "beam_update", _INPUTS, _OUTPUTS, _CALL, args, template, B * BEAM_CHUNKS, THREADS,

@@ -166,7 +166,8 @@ struct Scratch {
 // tokens (B, L): the last meta[0] tokens are new, the caches hold the positions before them;
 // the new positions run one after another through every layer (a prompt in one launch).
 // meta[1]: a position whose logits are wanted as well (the SOT, for no_speech_prob), or -1;
-// meta[2], meta[3]: the filters' sample_begin and max_init.
+// meta[2], meta[3]: the filters' sample_begin and max_init; meta[4 + b]: row b's must_reach
+// (filters.cuh's History).
 // kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
 // (B / PA, S, 2 * NL * D): each audio's cross K/V, layer l's keys at column 2lD, its values at
 // (2l+1)D, attended in CC chunks per head (cuda_step.py); rows [a * PA, (a + 1) * PA) are audio
@@ -485,7 +486,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     History r[RB];
     Pick f[RB][kPicks];
     for (int b = 0; b < RB; ++b) {
-      r[b] = timestamp_history<TS>(tokens + real(g0 + b) * L, L, meta[2], meta[3]);
+      r[b] = timestamp_history<TS>(tokens + real(g0 + b) * L, L, meta[2], meta[3], meta[4 + real(g0 + b)]);
       for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
     }
     logits_pass(R - 1, g0, [&](int n, int b, float z, float sup) {

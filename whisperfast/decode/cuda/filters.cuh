@@ -29,16 +29,21 @@ enum { kAll, kText, kTs, kKeep, kLate, kPicks };
 
 // The row's timestamp history: the first sample (no token sampled yet) must be a timestamp
 // up to TS + max_init; after a lone timestamp no text may follow; after a pair, no
-// timestamp. sample_begin and max_init change with the prompt, so they are launch arguments
-// (meta[2], meta[3]), not template constants: one compiled kernel serves every prompt length.
+// timestamp, and (`held`, batched mode's rules.HeldEnd) no EOT where the pair's first lies
+// below the row's must_reach (0: never). sample_begin, max_init and must_reach change with
+// the prompt and the rows, so they are launch arguments (meta), not template constants: one
+// compiled kernel serves every prompt length.
 struct History {
-  bool first, last_ts, penult_ts;
+  bool first, last_ts, penult_ts, held;
   int max_init;
 };
 
 template <int TS, typename Tok>
-__device__ __forceinline__ History timestamp_history(const Tok* row, int L, int sample_begin, int max_init) {
-  return {L == sample_begin, L > sample_begin && row[L - 1] >= TS, L - sample_begin < 2 || row[L - 2] >= TS, max_init};
+__device__ __forceinline__ History timestamp_history(const Tok* row, int L, int sample_begin, int max_init,
+                                                     int must_reach) {
+  const bool last_ts = L > sample_begin && row[L - 1] >= TS, penult_ts = L - sample_begin < 2 || row[L - 2] >= TS;
+  const bool held = L - sample_begin >= 2 && last_ts && penult_ts && static_cast<int>(row[L - 2]) - TS < must_reach;
+  return {L == sample_begin, last_ts, penult_ts, held, max_init};
 }
 
 // Whether the timestamp rules ban token v outright (the ban on text that depends on the
@@ -46,7 +51,8 @@ __device__ __forceinline__ History timestamp_history(const Tok* row, int L, int 
 template <int TS, int EOT, int NO_TS, bool RULES>
 __device__ __forceinline__ bool rule_banned(int v, History r) {
   return RULES && (v == NO_TS || (r.first && (v < TS || v > TS + r.max_init)) ||
-                   (r.last_ts && r.penult_ts && v >= TS) || (r.last_ts && !r.penult_ts && v < EOT));
+                   (r.last_ts && r.penult_ts && (v >= TS || (r.held && v == EOT))) ||
+                   (r.last_ts && !r.penult_ts && v < EOT));
 }
 
 // FOLD: text or timestamp picked by a branch, which keeps f in registers (one row's picks);
@@ -118,14 +124,14 @@ __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, T
 }
 
 // The filters + update alone, in one block, for logits (B, NV): tokens (B, L) -> (B, L+1);
-// meta[2], meta[3]: sample_begin, max_init (as decode_step's).
+// meta[2], meta[3]: sample_begin, max_init; meta[4 + b]: row b's must_reach (as decode_step's).
 template <int B, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
 __device__ void greedy(const float* logits, const Tok* tokens, int L, const int* meta, const float* sum_in,
                        const float* suppress, Tok* tokens_out, float* sum_out, bool* completed) {
   __shared__ Pick sh[32 * kPicks];
   bool done = true;
   for (int b = 0; b < B; ++b) {
-    const History r = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3]);
+    const History r = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3], meta[4 + b]);
     Pick f[kPicks];
     for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
     for (int v = threadIdx.x; v < NV; v += blockDim.x)

@@ -130,3 +130,12 @@ _TEMPLATE = ("TS", "EOT", "NO_TS", "RULES")  # fixed per tokenizer and task; the
 
 def _template(rules: dict) -> list:
     return [(k, rules[k]) for k in _TEMPLATE]
+
+
+def row_reach(rules: dict, rows: int) -> tuple:
+    """Each row's must_reach (rules.HeldEnd's; 0 where there is none), the launch's meta after
+    its four values."""
+    reach = rules["must_reach"] or (0,) * rows
+    if len(reach) != rows:
+        raise ValueError(f"must_reach for {len(reach)} rows, {rows} decoding")
+    return reach

@@ -26,9 +26,9 @@ from ...config import config
 from ...kernels.ops import on_cuda
 from ..attention import WhisperAttention, supports_static_cache
 from ..beam import BeamSearchDecoder
-from ..rules import DeviceTimestampRules
+from ..rules import DeviceTimestampRules, HeldEnd
 from .beams import CudaBeams
-from .launch import FLAG_SHAPE, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks
+from .launch import FLAG_SHAPE, NONE, PICKS, THREADS, _ints, _run, _template, grid_blocks, row_reach
 
 # Rows a launch: the kernel runs them in groups (group_rows, decode_step.cu's for_groups), so
 # any batch fits; this bounds the templates compiled and the batches tested (5, 16, 32)
@@ -195,7 +195,7 @@ class CudaStep:
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
             + [("PICK", pick), ("PA", per_audio),
                ("SHARE", shares_cross_items(B, per_audio, self.n_head, state["chunks"], G))]
-        meta = _ints(new, sot, rules["sample_begin"], rules["max_init"])
+        meta = _ints(new, sot, rules["sample_begin"], rules["max_init"], *row_reach(rules, B))
         rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["path"], state["cross"], sum_logprobs, suppress,
                 state["scratch"]]
         if self.bits:
@@ -301,7 +301,8 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Op
     and max_init go in at each launch, so prompts of any length share one compiled kernel."""
     no_ts = tokenizer.no_timestamps if tokenizer.no_timestamps is not None else NONE
     return dict(TS=tokenizer.timestamp_begin, EOT=tokenizer.eot, NO_TS=no_ts, RULES=enabled, sample_begin=sample_begin,
-                max_init=NONE if max_initial is None else max_initial)
+                max_init=NONE if max_initial is None else max_initial, must_reach=())
+
 
 
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
@@ -314,7 +315,7 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     # the kernels run these filters with mlx-whisper's greedy update at temperature 0, or with
     # openai's beam update (beams.py); sampling takes the logits (CudaDecode.logits). Beams with
     # other filters stay off the kernel (the flat step), as their update would need its logits.
-    known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules) for f in filters)
+    known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules, HeldEnd) for f in filters)
     greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0 \
         and kernel_picks(task.model, batch)
     beams = None
@@ -328,6 +329,9 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     first = _mask_sum(tuple(f.mask for f in filters if type(f) in (SuppressTokens, SuppressBlank)), n_vocab)
     ts = [f for f in filters if type(f) is DeviceTimestampRules]
     rules = timestamp_rules(task.tokenizer, task.sample_begin, bool(ts), ts[0].max_initial_timestamp_index if ts else None)
+    held = [f for f in filters if type(f) is HeldEnd]
+    if held:
+        rules["must_reach"] = tuple(int(x) for x in held[0].must_reach)
     return CudaDecode(step, suppress, first, rules, greedy, beams)
 
 
