@@ -18,7 +18,7 @@ from whisperfast.files import write_atomic
 from whisperfast.kernels import cpu_simd
 
 from .conftest import cpu_simd_builds_here, needs_base
-from .test_decoding import TOKENIZERS, count_flat_steps, history
+from .test_decoding import TOKENIZERS, count_flat_steps, held_batch, history
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +245,22 @@ def test_native_pick_is_the_filters_and_greedy_update(built, case, timestamps, b
     assert ours[0].dtype == tokens.dtype and np.array_equal(np.array(ours[0]), np.array(theirs[0]))
     assert ours[1].item() == theirs[1].item()
     assert np.array_equal(bits(ours[2]), bits(theirs[2]))
+
+
+def test_native_pick_holds_each_rows_end(built):
+    """The C pick of each row of a batch, by its row's bound (NativePick.host's `row`), at the
+    rule's edge: MLX's filters' picks, EOT gone exactly where the rule holds."""
+    tok = TOKENIZERS[False]
+    tokens, logits, reach, want = held_batch(tok, 51864)
+    filters = filters_for(tok, 51864, 1, None) + [HeldEnd(tok, 1, reach)]
+    pick = NativePick.for_filters(built, filters, tok.eot)
+    filtered = logits
+    for f in filters:
+        filtered = f.apply(filtered, tokens)
+    rows = np.array(logits)
+    got = [pick.host(row, np.ascontiguousarray(rows[r]), r)[0] for r, row in enumerate(tokens.tolist())]
+    assert got == np.array(filtered.argmax(axis=-1)).tolist()
+    assert [g != tok.eot for g in got] == want, got
 
 
 def test_native_pick_only_for_filters_it_knows(built):

@@ -56,12 +56,14 @@ def synthetic_logits(rng, tokens: np.ndarray, tokenizer, step: int, n_vocab: int
     return x[:, None]
 
 
-@pytest.mark.parametrize("n_audio,beam_size,patience,without_timestamps",
-                         [(1, 5, None, False), (2, 3, 2.0, False), (1, 4, 1.0, True), (2, 5, 0.6, False)])
-def test_device_beam_update_is_the_hosts(model, n_audio, beam_size, patience, without_timestamps):
+@pytest.mark.parametrize("n_audio,beam_size,patience,without_timestamps,reach",
+                         [(1, 5, None, False, None), (2, 3, 2.0, False, None), (1, 4, 1.0, True, None),
+                          (2, 5, 0.6, False, None), (2, 3, 2.0, False, (20, 1500))])
+def test_device_beam_update_is_the_hosts(model, n_audio, beam_size, patience, without_timestamps, reach):
+    """`reach`: batched mode's HeldEnd, a bound an audio (its beams' rows read it from meta)."""
     opts = DecodingOptions(language="en", fp16=False, beam_size=beam_size, patience=patience,
                            without_timestamps=without_timestamps)
-    host = StaticCacheTask(model, opts)
+    host = StaticCacheTask(model, opts, must_reach=reach)
     B = n_audio * beam_size
     decode = cuda_step(host, B, mx.float32)
     assert decode is not None and decode.beams is not None and not decode.greedy

@@ -131,6 +131,29 @@ def test_cuda_quantized_logits_match_the_flat_step(dtype, bits, vocabulary_bits,
         np.testing.assert_allclose(np.array(state["kc"][layer, ..., :8, :]), np.array(a.keys[..., :8, :]), atol=tol, rtol=tol)
 
 
+def test_cuda_step_holds_each_rows_end():
+    """The step's own picks (decode_step.cu) by each row's bound in its launch's meta: three
+    rows at HeldEnd's edge (test_decoding.held_batch), EOT their top logit by the first
+    sample's mask; EOT goes exactly where the rule holds."""
+    from mlx_whisper.tokenizer import get_tokenizer
+
+    from whisperfast.decode import rewrite_whisper
+
+    from .test_decoding import held_batch
+    from .test_rewrite import tiny_whisper
+
+    tok = get_tokenizer(False, language="en")
+    tokens, _, reach, want = held_batch(tok, 51864)
+    rows = [0, 1, 4]  # held, not held (at the bound), held (a pair at 0.00)
+    tokens = tokens[mx.array(rows)]
+    fused, _ = rewrite_whisper(tiny_whisper(seed=5))
+    rules = dict(timestamp_rules(tok, 1, True), must_reach=tuple(reach[r] for r in rows))
+    eot_first = mx.zeros((51864,)).at[tok.eot].add(1e4)
+    run = CudaDecode(CudaStep(fused.decoder), eot_first, eot_first, rules)
+    out = run.prompt(tokens, mx.random.normal((3, 12, 32)))[0]
+    assert [t != tok.eot for t in out[:, -1].tolist()] == [want[r] for r in rows], out[:, -1].tolist()
+
+
 def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     """CudaDecode.prompt: the first sample's filters (SuppressBlank) apply, the SOT's logits come back."""
     from mlx_whisper.tokenizer import get_tokenizer

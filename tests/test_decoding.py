@@ -71,6 +71,32 @@ def test_held_end_bans_eot_after_a_pair_below_its_bound(case, reach):
     assert rule.must_reach.tolist() == reach[-1:]
 
 
+def held_batch(tok, n_vocab: int):
+    """Rows a batched decode may meet (sample_begin 1), EOT their top logit: a pair of
+    timestamps whose first (2.00 s, 100 steps) lies one step under its row's bound, at it, with
+    no bound; a lone timestamp under a bound; a pair whose first is 0.00.
+    -> (tokens (5, 5) int32, logits (5, n_vocab), bounds, whether each is held)."""
+    ts, text, sot = tok.timestamp_begin, 400, tok.sot
+    pair, lone, at_zero = [sot, ts, text, ts + 100, ts + 100], [sot, ts, text, text, ts + 100], [sot, ts, text, ts, ts + 3]
+    seqs, reach, held = [pair, pair, pair, lone, at_zero], [101, 100, 0, 1500, 1], [True, False, False, False, True]
+    logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(7))
+    # EOT far above the rest: the timestamps' summed mass stays under it, so the rules' last
+    # rule (timestamps over the best text, EOT counted as text) leaves it
+    logits = mx.where(mx.arange(n_vocab) == tok.eot, logits.max() + 15, logits)
+    return mx.array(seqs, dtype=mx.int32), logits, reach, held
+
+
+def test_held_end_at_its_bound():
+    """The rule's edge, several bounds in one batch: held exactly where the pair's first lies
+    under the row's bound; there EOT goes, elsewhere it stays the pick."""
+    tok = TOKENIZERS[False]
+    tokens, logits, reach, want = held_batch(tok, 51864)
+    assert [held(s, 1, tok, r) for s, r in zip(tokens.tolist(), reach)] == want
+    out = HeldEnd(tok, 1, reach).apply(DeviceTimestampRules(tok, 1, None).apply(logits, tokens), tokens)
+    picks = np.array(out.argmax(axis=-1)).tolist()
+    assert [p != tok.eot for p in picks] == want, picks
+
+
 @settings(max_examples=60, deadline=None)
 @given(case=history(), inf_rows=st.integers(0, 3))
 def test_greedy_update_equals_mlx_whispers(case, inf_rows):

@@ -349,7 +349,8 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
 def must_reach(speech: vad.SpeechMap, time_precision: float = 0.02, min_seconds: float = 1.0) -> int:
     """rules.HeldEnd's bound for a chunk's row, in timestamp steps: a row may not end after a
     pair of timestamps whose first leaves at least `min_seconds` of the chunk's speech after it
-    (less is the pieces' 0.4 s padding and a breath)."""
+    (less is the pieces' 0.4 s padding and a breath). A pair at 0.00 counts too, where decoding
+    the rest again in a window of its own had to skip it (that rest was the whole chunk)."""
     step = round(time_precision * SAMPLE_RATE)
     return max(0, (speech.samples - round(min_seconds * SAMPLE_RATE)) // step + 1)
 

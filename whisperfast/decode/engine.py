@@ -1,7 +1,8 @@
 """The engine that decodes a window, chosen once per decode from the model and the options:
 
 - **stock**: a model as mlx-whisper built it decodes with mlx-whisper's own `decode`
-  (beam search, which that lacks, with `StockBeamTask`);
+  (beam search, which that lacks, with `StockBeamTask`; batched mode's HeldEnd, which it
+  lacks too, with `StockTask`);
 - **fast**: a rewritten model decodes with `StaticCacheTask`, which runs the CUDA step where
   it applies and the flat step elsewhere (chosen once, in its `_main_loop`);
 - **stock for sampled windows**: where the fast engine cannot round as stock does (a GPU in
@@ -147,6 +148,8 @@ def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fa
                 must_reach=None) -> Result:
     """`cross`: the fast engine's cross K/V of these features, made already (flat.cross_kv);
     `must_reach`: batched mode's rule on where a row may end (rules.HeldEnd), an int an audio."""
+    if options.without_timestamps:
+        must_reach = None  # the rule is on timestamps
     if not fast and options.beam_size is None and must_reach is None:
         return stock_decode(model, features, options)
     if single := features.ndim == 2:

@@ -5,7 +5,8 @@ sampling: all reused) run by whisperfast, generalized to beams and to groups of 
   the CUDA step (cuda/step.py), chosen once per decode in `_main_loop`; the end of text read
   back lazily; beams and best-of samples as rows of one batch.
 - `StockTask`, mlx-whisper's own DecodingTask on whisperfast's tokenizer: the windows the
-  fast engine runs on the stock model.
+  fast engine runs on the stock model, and the stock lane's batches in batched mode (with
+  its HeldEnd, rules.py).
 - `StockBeamTask`, the stock lane with beam search (which mlx-whisper 0.4.3 declines): its
   own DecodingTask and Inference, with openai's BeamSearchDecoder (beam.py); the reference
   the fast lane's beams are checked against.
