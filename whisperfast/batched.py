@@ -22,10 +22,10 @@ sharing batches. faster-whisper's BatchedInferencePipeline semantics:
   mode seeks there and decodes it again in the next window. A chunk ends where its speech
   does, so where a second or more of it follows, a row may not end there (rules.HeldEnd, its
   bound `must_reach`): it goes on and transcribes it, in the same decode. (Decoding that rest
-  in a window of its own, as sequential mode does, cost an encoder pass a rest: 12 of 20
-  chunks of the 600 s clip left one, benchmarks/cpu/session29/.) Text after the last pair of
-  timestamps, which sequential mode decodes again too, is kept here, running to the chunk's
-  end.
+  in a window of its own, as sequential mode does, cost an encoder pass a rest: with tiny.en,
+  12 of the 600 s clip's 20 chunks left one, benchmarks/cpu/session29/.) Text after the last
+  pair of timestamps, which sequential mode decodes again too, is kept here, running to the
+  chunk's end.
 - word timestamps: per chunk, mlx-whisper's add_word_timestamps (DTW over the alignment heads'
   cross-attention, decode/words.py) on the batch's encoder output, its alignment layers as built,
   in the chunk's time, then mapped to the file's like the segments (`_word_aligner`); a
