@@ -148,10 +148,8 @@ def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fa
                 must_reach=None) -> Result:
     """`cross`: the fast engine's cross K/V of these features, made already (flat.cross_kv);
     `must_reach`: batched mode's rule on where a row may end (rules.HeldEnd), an int an audio."""
-    if options.without_timestamps:
-        must_reach = None  # the rule is on timestamps
-    if not fast and options.beam_size is None and must_reach is None:
-        return stock_decode(model, features, options)
+    if not fast and options.beam_size is None and (must_reach is None or options.without_timestamps):
+        return stock_decode(model, features, options)  # (HeldEnd is a rule on timestamps: task._hold_ends)
     if single := features.ndim == 2:
         features = features[None]
     if fast:

@@ -304,7 +304,6 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Op
                 max_init=NONE if max_initial is None else max_initial, must_reach=())
 
 
-
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     """The task's decode on the kernel, or None where it does not apply (`features`: the
     audio features' dtype, which must be the decoder's)."""
