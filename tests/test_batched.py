@@ -62,7 +62,7 @@ def test_the_cut_model_gives_the_whole_models_probabilities(gapped, threads, tmp
     speech, faint noise and a last group cut short."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
     audio = gapped[0][: len(gapped[0]) - 1000]
-    whole, cut = vad.SileroVAD(split=False, net=False), vad.SileroVAD(threads=threads, net=False)
+    whole, cut = vad.SileroVAD(split=False, net=False), vad.SileroVAD(threads=threads, net=False, host=False)
     assert whole.lstm is None and cut.lstm is not None and cut.threads == threads
     assert sorted(p.name for p in tmp_path.glob("vad/*/*.onnx")) == ["convolutions.onnx", "lstm.onnx"]
     want = whole(audio)

@@ -64,13 +64,19 @@ def test_the_composed_lstm_is_onnxs():
         assert empty.shape == (0, lstm.HIDDEN) and np.array_equal(np.array(c0), c)
 
 
-def test_the_port_gives_onnxruntimes_probabilities_and_pieces(speech, onnx_probs, tmp_path, knobs):
-    """On MLX's default device (here the CPU, its LSTM composed), over speech, noise and a
-    last group cut short: within TOLERANCE of onnxruntime's, so the same speech pieces under
-    both of faster-whisper's settings."""
+@pytest.mark.parametrize("port", ["net", "host"])
+def test_the_port_gives_onnxruntimes_probabilities_and_pieces(speech, onnx_probs, tmp_path, knobs, port):
+    """The MLX port on MLX's default device (here the CPU, its LSTM composed), and the CPU's
+    default (the convolutions in numpy, silero.HostFrames, then onnxruntime's LSTM), over
+    speech, noise and a last group cut short: within TOLERANCE of onnxruntime's whole model,
+    so the same speech pieces under both of faster-whisper's settings."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
-    model = vad.SileroVAD(net=True)
-    assert model.net is not None and model.session is None and model.lstm is None
+    if port == "net":
+        model = vad.SileroVAD(net=True)
+        assert model.net is not None and model.session is None and model.lstm is None
+    else:
+        model = vad.SileroVAD(net=False)
+        assert model.frames is not None and model.lstm is not None and model._pool is None
     got = model(speech)
     assert got.shape == onnx_probs.shape == (-(-len(speech) // vad.FRAME),)
     assert onnx_probs.max() > 0.9 and onnx_probs.min() < 0.1
@@ -97,6 +103,21 @@ def test_the_port_carries_its_state_across_groups(speech, onnx_probs, tmp_path, 
         assert sum(map(len, got)) == 64 * max(started - 1, 0)
     got = np.concatenate(got + [stream.finish()])
     assert got.shape == onnx_probs.shape and np.abs(got - onnx_probs).max() < TOLERANCE
+
+
+def test_host_frames_are_the_cut_models_convolutions(speech, tmp_path, knobs):
+    """silero.HostFrames (the STFT's windows and each convolution's taps as one product over
+    the frames) against onnxruntime's run of the cut model's convolutions, on real speech and
+    noise: the same features to float rounding (sums in other orders)."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    cut = vad.SileroVAD(net=False, host=False)
+    assert cut.frames is None and cut.convolutions is not None
+    frames, _ = vad.model_frames(speech, np.zeros(vad.CONTEXT, np.float32))
+    want = cut.convolutions.run(None, {"input": frames})[0]
+    got = silero.HostFrames(_weights())(frames)
+    assert got.shape == want.shape == (len(frames), 1, 128) and got.dtype == np.float32
+    assert want.max() > 1 and (want == 0).any()  # the ReLUs' both sides
+    assert np.abs(got - want).max() < 1e-5 * float(np.abs(want).max()) * 387  # a product's terms, at most 3 * 129
 
 
 def _weights():

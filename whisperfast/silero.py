@@ -79,6 +79,54 @@ def read_weights(model: bytes, folder: Path) -> Optional[Dict[str, np.ndarray]]:
     return weights
 
 
+class HostFrames:
+    """The network's frame-by-frame part on the host: frames (n, 576) float32 -> the LSTM's input
+    (n, 1, 128), vad.FEATURES, as the cut model's convolutions give it, for onnxruntime's LSTM.
+
+    onnxruntime runs each of those convolutions a frame at a time: small products, 215 ms a
+    thread for the 115 s clip's 3,594 frames (benchmarks/cpu/session30/). Here every one is
+    one float32 product over a group's frames (the STFT's windows, and each convolution's
+    taps laid side by side: `_taps`), 32 ms. Their sums run in other orders than
+    onnxruntime's, so the features agree to float rounding, and the probabilities as the
+    GPU port's do (tests/test_silero.py bounds both)."""
+
+    def __init__(self, weights: Dict[str, np.ndarray]):
+        self.basis = np.ascontiguousarray(weights["stft.forward_basis_buffer"][:, 0, :].T)  # (WINDOW, 2 * BINS)
+        # a convolution of kernel 3 over steps t-1, t, t+1 is one product of those steps side by
+        # side; stride 2 on 2 steps reads taps 1 and 2 only (tap 0 is padding), and the last
+        # convolution, on one step, its middle tap only
+        taps = (slice(None), slice(None), slice(1, 3), slice(1, 2))
+        self.w = [self._taps(weights[f"encoder.{i}.weight"][:, :, t]) for i, t in enumerate(taps)]
+        self.b = [weights[f"encoder.{i}.bias"] for i in range(4)]
+
+    @staticmethod
+    def _taps(w: np.ndarray) -> np.ndarray:
+        """(out, in, taps) -> (taps * in, out): row j * in + i is input channel i at tap j."""
+        return np.ascontiguousarray(w.transpose(2, 1, 0).reshape(-1, w.shape[0]))
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        from numpy.lib.stride_tricks import as_strided
+
+        n, f = frames.shape[0], frames.itemsize
+        padded = np.empty((n, frames.shape[1] + HOP), np.float32)  # reflect padding on the right
+        padded[:, : frames.shape[1]], padded[:, frames.shape[1] :] = frames, frames[:, -2 : -2 - HOP : -1]
+        windows = as_strided(padded, (n, 4, WINDOW), (padded.shape[1] * f, HOP * f, f)).reshape(4 * n, WINDOW)
+        spectrum = windows @ self.basis
+        x = np.zeros((n, 6, BINS), np.float32)  # the magnitudes, a zero step either side
+        x[:, 1:5] = np.sqrt(np.square(spectrum[:, :BINS]) + np.square(spectrum[:, BINS:])).reshape(n, 4, BINS)
+        y = self._relu(as_strided(x, (n, 4, 3 * BINS), (6 * BINS * f, BINS * f, f)).reshape(4 * n, 3 * BINS)
+                       @ self.w[0], 0)
+        z = np.zeros((n, 5, 128), np.float32)  # stride 2: steps -1..1 and 1..3
+        z[:, 1:] = y.reshape(n, 4, 128)
+        y = self._relu(as_strided(z, (n, 2, 3 * 128), (5 * 128 * f, 2 * 128 * f, f)).reshape(2 * n, 3 * 128) @ self.w[1], 1)
+        y = self._relu(y.reshape(n, 2 * 64) @ self.w[2], 2)
+        return self._relu(y @ self.w[3], 3).reshape(n, 1, 128)
+
+    def _relu(self, y: np.ndarray, i: int) -> np.ndarray:
+        y += self.b[i]
+        return np.maximum(y, 0, out=y)
+
+
 class SileroNet:
     """The network on MLX's default device; `start` runs a group of vad.ProbStream's audio:
     its frames (n, 576: a frame's 512 samples after the previous frame's last 64) and the LSTM

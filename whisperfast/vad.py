@@ -12,8 +12,12 @@ only its data folder is read (`importlib.util.find_spec` locates a package witho
 Most of the model's time is its convolutions (the STFT's and the encoder's), which see one
 frame at a time; only its LSTM carries state from frame to frame. So the graph is cut once in
 two (`split_model`, with the onnx package; kept in the cache) and a group's frames go through
-the convolutions in slices on several threads, then through the LSTM in order: the
-probabilities are the whole model's, bit for bit (tests/test_batched.py).
+the convolutions, then through onnxruntime's LSTM in order. The convolutions run as numpy's
+products over all the group's frames at once (silero.HostFrames, with the weights the GPU
+port reads): onnxruntime's go a frame at a time, 6x slower. Their sums run in other orders,
+so the probabilities agree with the whole model's to float rounding, as the GPU port's do
+(tests/test_silero.py). Where the weights cannot be read, onnxruntime's convolutions run, in
+slices on several threads: the whole model's probabilities bit for bit (tests/test_batched.py).
 
 Both also run on audio that arrives in blocks (`Segmenter`, `Collector`, the model's
 `ProbStream`), with the same results: chunker.py puts them together for batched mode, which
@@ -145,16 +149,20 @@ class SileroVAD:
     frames (65 s). Elsewhere, or where the port cannot read the model (no onnx package, another
     export), by onnxruntime on groups of 256, each session on one thread (faster-whisper's
     settings: onnxruntime's own threads do not pay on a model this small, benchmarks/batched/).
-    With the model cut in two (split_model), a group's frames go through the convolutions in
-    `threads` slices side by side (default: vad_threads()), then through the LSTM; else the
-    whole model runs on one thread. `net`: True or False to choose (tests), None: as above."""
+    With the model cut in two (split_model), a group's frames go through the convolutions,
+    then through onnxruntime's LSTM: the convolutions as numpy's products over the group
+    (silero.HostFrames: 6x faster than onnxruntime's, the probabilities to float rounding of
+    the whole model's, as the GPU port's) where the weights can be read, else onnxruntime's
+    in `threads` slices side by side (default: vad_threads(); the whole model's probabilities
+    bit for bit); without the cut the whole model runs on one thread. `net` and `host`: True
+    or False to choose (tests), None: as above."""
 
     def __init__(self, path: Path | None = None, threads: int | None = None, split: bool = True,
-                 net: bool | None = None):
+                 net: bool | None = None, host: bool | None = None):
         path = path or model_path()
         self.net = _net(path) if (net if net is not None else _net_wanted()) else None
         self.group = 2048 if self.net is not None else 256
-        self.session = self.convolutions = self.lstm = self._pool = None
+        self.session = self.convolutions = self.lstm = self._pool = self.frames = None
         self.threads = threads or vad_threads()
         if self.net is not None:
             return
@@ -167,7 +175,9 @@ class SileroVAD:
             self.session = _session(path)
         else:
             self.convolutions, self.lstm = (_session(p) for p in parts)
-        self._pool = ThreadPoolExecutor(self.threads) if parts is not None and self.threads > 1 else None
+            self.frames = _host_frames(path) if host is not False else None
+        if parts is not None and self.frames is None and self.threads > 1:
+            self._pool = ThreadPoolExecutor(self.threads)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """audio (n,) float32 16 kHz -> (ceil(n / 512),) probabilities; the last frame is
@@ -187,7 +197,9 @@ class SileroVAD:
         def convolutions(part):
             return self.convolutions.run(None, {"input": part})[0]
 
-        if self._pool is not None and len(frames) >= 2 * self.threads:
+        if self.frames is not None:
+            features = self.frames(frames)
+        elif self._pool is not None and len(frames) >= 2 * self.threads:
             features = np.concatenate(list(self._pool.map(convolutions, np.array_split(frames, self.threads))))
         else:
             features = convolutions(frames)
@@ -208,9 +220,23 @@ def _net(path: Path):
     """The MLX port of the model at `path`, or None where its weights cannot be read."""
     from . import silero
 
-    data = path.read_bytes()
-    weights = silero.read_weights(data, cache_folder(data))
+    weights = _weights(path)
     return silero.SileroNet(weights) if weights is not None else None
+
+
+def _host_frames(path: Path):
+    """silero.HostFrames for the model at `path`, or None where its weights cannot be read."""
+    from . import silero
+
+    weights = _weights(path)
+    return silero.HostFrames(weights) if weights is not None else None
+
+
+def _weights(path: Path):
+    from . import silero
+
+    data = path.read_bytes()
+    return silero.read_weights(data, cache_folder(data))
 
 
 class ProbStream:
