@@ -258,9 +258,40 @@ def test_native_pick_holds_each_rows_end(built):
     for f in filters:
         filtered = f.apply(filtered, tokens)
     rows = np.array(logits)
-    got = [pick.host(row, np.ascontiguousarray(rows[r]), r)[0] for r, row in enumerate(tokens.tolist())]
-    assert got == np.array(filtered.argmax(axis=-1)).tolist()
-    assert [g != tok.eot for g in got] == want, got
+    got = [pick.host(row, np.ascontiguousarray(rows[r]), r) for r, row in enumerate(tokens.tolist())]
+    assert [g for g, _ in got] == np.array(filtered.argmax(axis=-1)).tolist()
+    assert [g != tok.eot for g, _ in got] == want, got
+    assert pick.rows(tokens.tolist(), rows, list(range(len(rows)))) == got  # the rows in one call
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=history(), timestamps=st.booleans(), reach=st.one_of(st.none(), st.integers(0, 1502)),
+       shape=st.sampled_from(["plain", "ties", "timestamps_likely"]))
+def test_native_pick_of_rows_is_the_filters_and_greedy_update(built, case, timestamps, reach, shape):
+    """NativePick.rows (a batch's rows in one C call, shared over the library's threads)
+    against the MLX filters then greedy_update over the whole batch: each row still decoding
+    gets the same token and logprob, whatever the others' histories and rules."""
+    tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
+    filters = filters_for(tok, n_vocab, sample_begin, max_initial, timestamps)
+    if timestamps and reach is not None:
+        filters.append(HeldEnd(tok, sample_begin, [reach + 7 * r for r in range(len(seqs))]))
+    logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(seed)) * scale
+    if shape == "ties":
+        logits = mx.round(logits)
+    elif shape == "timestamps_likely":
+        logits = mx.where(mx.arange(n_vocab) >= tok.timestamp_begin, logits + 6 * scale, logits)
+    tokens = mx.array(seqs, dtype=mx.int32)
+    filtered = logits
+    for f in filters:
+        filtered = f.apply(filtered, tokens)
+    want_tokens, _, want_sums = greedy_update(tokens, filtered, mx.zeros((len(seqs),)), tok.eot)
+    live = [r for r, row in enumerate(seqs) if row[-1] != tok.eot]
+    got = NativePick(built, filters, tok.eot).rows([seqs[r] for r in live], np.array(logits)[live], live)
+    assert [g for g, _ in got] == np.array(want_tokens)[live, -1].tolist()
+    sums = np.zeros(len(live), np.float32) + np.array([lp for _, lp in got], np.float32)  # as the host loop adds
+    want, nan = np.array(want_sums)[live], np.isnan(sums)
+    # bit for bit, but for a NaN's sign (a row whose every token is banned: wf_pick's as one row's)
+    assert np.array_equal(nan, np.isnan(want)) and np.array_equal(sums[~nan].view(np.uint32), want[~nan].view(np.uint32))
 
 
 def test_native_pick_only_for_filters_it_knows(built):

@@ -121,7 +121,7 @@ class NativeRows:
             for e in range(len(cache)):
                 layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = None
 
-        def c_step(tokens, rows) -> np.ndarray:
+        def c_step(tokens, rows, picks=None) -> np.ndarray:
             n, pos = len(rows), kv0.offset
             need = lib.wf_rows_scratch(dims, n)
             if state["scratch"] is None or state["scratch"].size < need:
@@ -133,7 +133,8 @@ class NativeRows:
             out = np.empty((n, sizes["n_vocab"]), np.float32)
             if lib.wf_decoder_rows(native._sgemm, model, layers, dims, flat.scale, native._eps, ids.ctypes.data,
                                    at.ctypes.data, n, B, pos, kt.ctypes.data, min(state["kt_from"], pos), SPLIT_MIN,
-                                   how, int(logits_chained), state["scratch"].ctypes.data, out.ctypes.data):
+                                   how, int(logits_chained), state["scratch"].ctypes.data, out.ctypes.data,
+                                   None if picks is None else ctypes.byref(picks.table)):
                 raise RuntimeError("wf_decoder_rows declined its tables")
             state["kt_from"] = pos + 1
             for kv, _ in cache:
@@ -174,6 +175,14 @@ class NativeRows:
             self.checked = not self.reason
             return got[list(rows)]
 
-        step.held, step.layers = held, layers
+        def picking(tokens, rows, picks) -> list:
+            """step's, and the rows' picks (rules.NativePick.picks) in the same C call once the
+            check is past: [(token, log probability)] a row."""
+            if not self.checked:
+                return native.kernels.pick_rows(step(tokens, rows), picks)
+            c_step(tokens, rows, picks)
+            return picks.result()
+
+        step.held, step.layers, step.picking = held, layers, picking
         return step
 

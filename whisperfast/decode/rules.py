@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from functools import lru_cache
+from typing import Optional
 
 import mlx.core as mx
 import numpy as np
@@ -139,6 +140,7 @@ class NativePick:
     def __init__(self, kernels, filters: list, eot: int):
         self.kernels, self.filters, self.eot = kernels, filters, eot
         self._masks: dict = {}  # filter index -> its mask on the host
+        self._work = None  # the C picks' scratch (numpy), kept for the task's steps
 
     @classmethod
     def for_filters(cls, kernels, filters: list, eot: int):
@@ -163,6 +165,31 @@ class NativePick:
     def host(self, history, logits, row: int) -> tuple:
         """(token, log probability) of the filtered greedy pick after `history` (the tokens of
         batch row `row`, a sequence of ints), over `logits` (numpy float32 (n_vocab,), contiguous)."""
+        return self.kernels.pick(logits, *self._row(history, row, logits.shape[-1]))
+
+    def rows(self, histories: list, logits, rows: list) -> list:
+        """`host` for several rows of one batch at once (histories of one length; logits numpy
+        float32 (len(rows), n_vocab), contiguous), the rows shared over the library's threads:
+        [(token, log probability)] in their order."""
+        picks = self.picks(histories, rows, logits.shape[-1])
+        if picks is None:
+            return [self.host(h, x, r) for h, x, r in zip(histories, logits, rows)]
+        return self.kernels.pick_rows(logits, picks)
+
+    def picks(self, histories: list, rows: list, n_vocab: int) -> Optional[cpu_simd.Picks]:
+        """The picks of several rows of one batch as one C call takes them (`rows`, or the C
+        step of the rows, cpu_batch.NativeRows), or None where it cannot: fewer than two rows,
+        histories of different lengths (every row's masks are the first's), too many ranges."""
+        each = [self._row(h, r, n_vocab) for h, r in zip(histories, rows)]
+        if len(each) < 2 or len({len(h) for h in histories}) > 1 or \
+                any(len(ranges) > cpu_simd.MAX_RANGES for _, ranges, _ in each):
+            return None
+        if self._work is None or self._work.size < 4 * n_vocab:
+            self._work = np.empty(4 * n_vocab, np.float32)
+        return cpu_simd.Picks(each[0][0], [e[1] for e in each], [e[2] for e in each], self._work)
+
+    def _row(self, history, row: int, n_vocab: int) -> tuple:
+        """(masks, ranges, split) for the pick after `history`, the tokens of batch row `row`."""
         masks, ranges, split = [], [], -1
         for i, f in enumerate(self.filters):
             if isinstance(f, SuppressBlank):
@@ -171,10 +198,10 @@ class NativePick:
             elif isinstance(f, SuppressTokens):
                 masks.append(self._mask(i, f))
             elif isinstance(f, DeviceTimestampRules):
-                ranges, split = self._rules(f, history, logits.shape[-1]), f.tokenizer.timestamp_begin
+                ranges, split = self._rules(f, history, n_vocab), f.tokenizer.timestamp_begin
             elif f.held(history, row):
                 ranges.append((f.eot, f.eot + 1))
-        return self.kernels.pick(logits, masks, ranges, split)
+        return masks, ranges, split
 
     def _mask(self, i: int, f):
         """Filter i's mask on the host, read once."""

@@ -361,16 +361,24 @@ class StaticCacheTask(GroupRun, DecodingTask):
         (none is made here)."""
         history, eot = np.asarray(tokens).tolist(), self.tokenizer.eot
         totals = np.array(sum_logprobs, np.float32)
+        picking = getattr(step, "picking", None)  # the rows' C step, which picks too (cpu_batch.py)
         for _ in range(1, self.sample_len):
             live = [r for r, row in enumerate(history) if row[-1] != eot]
             if len(history[0]) > self.n_ctx or not live:
                 break
-            logits = dict(zip(live, step([history[r][-1] for r in live], live)))
+            last, rows = [history[r][-1] for r in live], [history[r] for r in live]
+            both = pick.picks(rows, live, self.model.dims.n_vocab) if picking is not None else None
+            if both is not None:
+                picks = dict(zip(live, picking(last, live, both)))
+            else:
+                logits = step(last, live)
+                picks = dict(zip(live, pick.rows(rows, logits, live) if len(live) > 1
+                                   else [pick.host(rows[0], logits[0], live[0])]))
             for r, row in enumerate(history):
-                if r not in logits:
+                if r not in picks:
                     row.append(eot)
                     continue
-                best, logprob = pick.host(row, logits[r], r)
+                best, logprob = picks[r]
                 totals[r] = totals[r] + np.float32(logprob)
                 row.append(best)
         return mx.array(history, dtype=tokens.dtype), mx.array(totals)

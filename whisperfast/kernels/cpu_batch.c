@@ -100,6 +100,32 @@ static void add(float* x, const float* y, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] + y[i];
 }
 
+/* The greedy picks of n rows of logits (n, V), wf_pick a row, the rows shared over the parts */
+typedef struct {
+    const float* logits;
+    const Picks* p;
+    long V, rows;
+} PickRows;
+
+static void pick_rows_part(void* ctx, int part, int parts) {
+    const PickRows* a = ctx;
+    const Picks* p = a->p;
+    long lo, hi;
+    wf_share(a->rows, 1, part, parts, &lo, &hi);
+    float *x = p->work + 2 * part * a->V, *work = x + a->V;
+    for (long r = lo; r < hi; r++)
+        p->best[r] = wf_pick(a->logits + r * a->V, x, work, a->V, p->masks, (int)p->n_masks,
+                             p->ranges + 2 * MAX_RANGES * r, (int)p->n_ranges[r], p->splits[r], p->logprob + r);
+}
+
+/* wf_pick for each of `rows` rows of logits (rows, V) by `p`, on up to two threads */
+void wf_pick_rows(const float* logits, long rows, long V, const Picks* p, int threads) {
+    PickRows a = {logits, p, V, rows};
+    Team* team = rows > 1 ? wf_team_start(threads) : NULL;
+    wf_team_run(team, pick_rows_part, &a);
+    wf_team_stop(team);
+}
+
 /* Floats of scratch wf_decoder_rows needs for n rows. */
 long wf_rows_scratch(const long* d, long n) {
     long D = d[N_STATE], hd = D / d[N_HEAD], t = d[N_CTX] > d[N_AUDIO] ? d[N_CTX] : d[N_AUDIO];
@@ -112,10 +138,12 @@ long wf_rows_scratch(const long* d, long n) {
    head_dim). kt (n_layer, B, n_head, head_dim, n_ctx) keeps the scaled keys transposed: it
    holds positions 0 .. kt_from - 1 of these rows and gets kt_from .. pos. how: each kind of
    Linear's product at n rows (above); logits_chained: the vocabulary's (LOGITS_PACKED), else
-   MLX's calls on its pieces. Returns 0, or -1 where a copy asked for is not in the tables. */
+   MLX's calls on its pieces. With `picks` (else NULL), each row's greedy pick too, on the
+   same threads (wf_pick_rows). Returns 0, or -1 where a copy asked for is not in the tables. */
 int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* layers, const long* d, float scale,
                     float eps, const long* tokens, const long* rows, long n, long B, long pos, float* kt, long kt_from,
-                    long split_min, const long* how, int logits_chained, float* scratch, float* logits) {
+                    long split_min, const long* how, int logits_chained, float* scratch, float* logits,
+                    const Picks* picks) {
     const long NL = d[N_LAYER], D = d[N_STATE], H = d[N_HEAD], hd = D / H, C = d[N_CTX], S = d[N_AUDIO];
     const long F = d[N_MLP], V = d[N_VOCAB];
     static const int entries[KINDS][3] = {{WQ, WQ16, WQP}, {WK, WK16, WKP}, {WV, WV16, WVP}, {WO, WO16, WOP},
@@ -174,6 +202,10 @@ int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* 
     } else {
         Pieces vocab = {sgemm, h, model[TOKENS], (const long*)model[LOGITS_BOUNDS], d[N_PIECES], n, D, V, logits};
         wf_team_run(team, pieces_part, &vocab);
+    }
+    if (picks) {
+        PickRows rows_picks = {logits, picks, V, n};
+        wf_team_run(team, pick_rows_part, &rows_picks);
     }
     wf_team_stop(team);
     return 0;

@@ -18,6 +18,20 @@ void wf_panels_part(const float* x, const void* packed, int half, const float* b
 void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
                    long p1, long n, long k);
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
+long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
+             const long* ranges, int n_ranges, long split, float* logprob);
+#define MAX_RANGES 8 /* banned ranges a row for wf_pick_rows (cpu_batch.c) */
+/* What wf_pick needs for each of several rows (cpu_simd.Picks): the masks every row's; row r's
+   ranges the first n_ranges[r] pairs at ranges + 2 * MAX_RANGES * r, its split splits[r]; its
+   pick and log probability written to best[r], logprob[r]; work: 4 * V floats. */
+typedef struct {
+    const float* const* masks;
+    long n_masks;
+    const long *ranges, *n_ranges, *splits;
+    long* best;
+    float* logprob;
+    float* work;
+} Picks;
 long wf_panel_size(void);
 
 /* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the

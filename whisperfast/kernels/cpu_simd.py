@@ -48,6 +48,7 @@ SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_p
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
+MAX_RANGES = 8  # cpu_decoder.h's: banned ranges a row for pick_rows
 
 _P, _L = ctypes.c_void_p, ctypes.c_long
 
@@ -78,6 +79,7 @@ class CpuSimd:
                            ("wf_decoder_scratch", (_P,)),
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
+                           ("wf_pick_rows", (_P, _L, _L, _P, ctypes.c_int)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
                            ("wf_encoder_scratch", (_P, _L)),
@@ -86,7 +88,7 @@ class CpuSimd:
                                                   _P)),
                            ("wf_rows_scratch", (_P, _L)),
                            ("wf_decoder_rows", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _P, _L, _L, _L, _P,
-                                                _L, _L, _P, ctypes.c_int, _P, _P)),
+                                                _L, _L, _P, ctypes.c_int, _P, _P, _P)),
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_layer_norm", (_P, _P, _P, ctypes.c_float, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
@@ -261,10 +263,50 @@ class CpuSimd:
                                  len(ranges), split, ctypes.byref(logprob))
         return best, logprob.value
 
+    def pick_rows(self, logits, picks: "Picks") -> list:
+        """`pick` for each row of float32 `logits` (numpy (n, n_vocab), contiguous) by `picks`
+        (its rows'), on up to two threads of the library's: [(index, log probability)]."""
+        self._lib.wf_pick_rows(logits.ctypes.data, logits.shape[0], logits.shape[1], ctypes.byref(picks.table),
+                               min(self.threads, 2))
+        return picks.result()
+
     def check(self, first: int, step: int, count: int) -> int:
         """How many of `count` bit patterns (first, first + step, ...) the vector exp or GELU
         computes otherwise than the one-lane code (MLX's, as written)."""
         return self._lib.wf_check(first, step, count)
+
+
+class _PicksTable(ctypes.Structure):
+    """cpu_decoder.h's Picks"""
+    _fields_ = [("masks", _P), ("n_masks", _L), ("ranges", _P), ("n_ranges", _P), ("splits", _P), ("best", _P),
+                ("logprob", _P), ("work", _P)]
+
+
+class Picks:
+    """What `pick` takes, for n rows at once (CpuSimd.pick_rows, or the C step of a batch's
+    rows, cpu_batch.c): the `masks` every row's, row i's `ranges[i]` (at most MAX_RANGES
+    pairs) and `splits[i]`; `work` (numpy float32, 4 * n_vocab at least) the C pick's scratch.
+    The call writes each row's pick and log probability here (`result`)."""
+
+    def __init__(self, masks: list, ranges: list, splits: list, work):
+        import numpy as np
+
+        n = len(ranges)
+        if any(len(r) > MAX_RANGES for r in ranges):
+            raise ValueError(f"more than {MAX_RANGES} ranges for a row")
+        flat = np.zeros((n, 2 * MAX_RANGES), np.int64)
+        for i, r in enumerate(ranges):
+            flat[i, : 2 * len(r)] = [v for pair in r for v in pair]
+        self._arrays = (flat, np.array([len(r) for r in ranges], np.int64), np.array(splits, np.int64),
+                        (ctypes.c_void_p * max(1, len(masks)))(*(m.ctypes.data for m in masks)), masks, work)
+        self.best, self.logprob = np.empty(n, np.int64), np.empty(n, np.float32)
+        self.table = _PicksTable(ctypes.addressof(self._arrays[3]), len(masks), flat.ctypes.data,
+                                 self._arrays[1].ctypes.data, self._arrays[2].ctypes.data, self.best.ctypes.data,
+                                 self.logprob.ctypes.data, work.ctypes.data)
+
+    def result(self) -> list:
+        """[(index, log probability)] a row, as `pick` returns them."""
+        return list(zip(self.best.tolist(), self.logprob.tolist()))
 
 
 @dataclass(frozen=True)
