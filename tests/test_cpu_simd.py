@@ -194,6 +194,19 @@ def test_chain_matmul_sums_each_output_as_one_fma_chain(built):
         built.chain_matmul(mx.zeros((9, 1, 8)), mx.zeros((8, 8)))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 1500, 64), (1, 1, 70, 8), (3, 2, 64, 16)])
+def test_pack_heads_lays_out_each_head_as_pack_does(built, shape):
+    """pack_heads (every row's and head's keys in one call, the heads shared over two threads)
+    against `pack` a head at a time in float32: the same panels one after the other, the last
+    panel of a head zero-padded (1500 and 70 keys: not whole panels of 64)."""
+    k = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    heads = [built.pack(mx.array(h), half=False) for h in k.reshape(-1, *shape[2:])]
+    assert not any(p.half for p in heads)
+    want = np.concatenate([p.data for p in heads])
+    got = built.pack_heads(mx.array(k))
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_chain_matmul_stands_in_only_where_it_gives_mlx_bits(built, tiny):
     """tiny.en's logits (a large-matrix product: one chain an output, on the BLAS these tests
     run on) pass the check at every row count up to 8; fc1 through CheckedChain is MLX's own

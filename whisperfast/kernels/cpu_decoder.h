@@ -33,6 +33,7 @@ typedef struct {
     float* work;
 } Picks;
 long wf_panel_size(void);
+long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, long p1);
 
 /* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
    weight laid out for tn16 (where checked; rows padded to a multiple of 16, in float16 where

@@ -220,3 +220,27 @@ int wf_encoder_blocks(Sgemm sgemm, const float* const* layers, const long* d, fl
     wf_team_stop(team);
     return 0;
 }
+
+/* Each of `heads` matrices (n, k) float32, one after the other at w, packed as wf_pack packs a
+   weight in float32, one after the other at out (ceil(n / 64) * 64 * k floats each): the
+   cross-attention's keys of every row and head, once a window. The heads shared over the team. */
+typedef struct {
+    const float* w;
+    float* out;
+    long heads, n, k;
+} Heads;
+
+static void heads_part(void* ctx, int part, int parts) {
+    const Heads* a = ctx;
+    const long panels = (a->n + wf_panel_size() - 1) / wf_panel_size(), size = panels * wf_panel_size() * a->k;
+    long lo, hi;
+    wf_share(a->heads, 1, part, parts, &lo, &hi);
+    for (long h = lo; h < hi; h++) wf_pack_part(a->w + h * a->n * a->k, a->out + h * size, a->n, a->k, 0, 0, panels);
+}
+
+void wf_pack_heads(const float* w, float* out, long heads, long n, long k, int threads) {
+    Heads a = {w, out, heads, n, k};
+    Team* team = heads > 1 ? wf_team_start(threads) : NULL;
+    wf_team_run(team, heads_part, &a);
+    wf_team_stop(team);
+}

@@ -80,6 +80,7 @@ class CpuSimd:
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_pick_rows", (_P, _L, _L, _P, ctypes.c_int)),
+                           ("wf_pack_heads", (_P, _P, _L, _L, _L, ctypes.c_int)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
                            ("wf_encoder_scratch", (_P, _L)),
@@ -172,12 +173,9 @@ class CpuSimd:
 
         ka = np.ascontiguousarray(_host(k))
         n, d = ka.shape[-2:]
-        heads = ka.reshape(-1, n, d)
-        panel = self._lib.wf_panel_size()
-        size = -(-n // panel) * panel * d
-        out = np.empty(len(heads) * size, np.float32)
-        for e, head in enumerate(heads):
-            self._lib.wf_pack(head.ctypes.data, out[e * size:].ctypes.data, n, d, 0, self.threads)
+        heads, panel = ka.size // (n * d), self._lib.wf_panel_size()
+        out = np.empty(heads * -(-n // panel) * panel * d, np.float32)
+        self._lib.wf_pack_heads(ka.ctypes.data, out.ctypes.data, heads, n, d, min(self.threads, 2))
         return out
 
     def chain_matmul(self, x: mx.array, w, bias: Optional[mx.array] = None) -> mx.array:
