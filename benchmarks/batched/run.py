@@ -1,7 +1,9 @@
 """Batched (--batch-size N, VAD on) against sequential on the ~115 s clip of real speech
 (tests/test_transcribe.py::long_clip(115)): wall seconds per transcription, audio-seconds per
 second, and WER against the clip's reference text. Lanes alternate run by run; one warm-up
-transcription of JFK first. Writes JSON to stdout.
+transcription of JFK first, then --warmup untimed runs of each lane on the clip (default 1:
+batched mode's first decode in a process checks its C step against MLX's and each row count's
+products, as sequential mode's first window does on JFK). Writes JSON to stdout.
 
     WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \\
         .venv/bin/python benchmarks/batched/run.py --runs 3 [--fast] > benchmarks/batched/cpu.json
@@ -35,6 +37,7 @@ def setup():
     ap.add_argument("--seconds", type=float, default=115.0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each lane on the clip first")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--fast", action="store_true")
     ap.add_argument("--dtype", choices=("float32", "float16"), default="float32")
@@ -53,6 +56,9 @@ def main():
              f"batched-{args.batch_size}": lambda: transcribe_batched(model, [audio], batch=BatchOptions(args.batch_size))[0]}
     walls = {k: [] for k in lanes}
     texts = {}
+    for _ in range(args.warmup):
+        for run in lanes.values():
+            run()
     for _ in range(args.runs):
         for name, run in lanes.items():
             t0 = time.perf_counter()
@@ -62,7 +68,8 @@ def main():
             print(name, round(walls[name][-1], 2), file=sys.stderr)
     out = {"model": args.model, "dtype": args.dtype, "lane": "fused" if args.fast else "stock",
            "device": runtime.device_name(), "machine": platform.processor() or platform.machine(),
-           "audio_seconds": args.seconds, "batch_size": args.batch_size, "runs": args.runs, "lanes": {}}
+           "audio_seconds": args.seconds, "batch_size": args.batch_size, "runs": args.runs, "warmup": args.warmup,
+           "lanes": {}}
     for name, ws in walls.items():
         t = texts[name]
         out["lanes"][name] = {"wall_s": ws, "median_s": statistics.median(ws),
