@@ -83,6 +83,41 @@ def test_rows_step_is_mlx_step_as_rows_leave(model):
         assert {h & 15 for h in how[4][:6]} == {cpu_batch.BY_CHAIN}
 
 
+def test_the_rows_step_picks_in_its_call_as_the_host_pick_does(model):
+    """The rows' C step with their greedy picks in the same call (step.picking, rules.NativePick
+    .picks) against the same step's logits then NativePick.host a row, two decodes of four
+    windows side by side: the same token and log probability at every step, bit for bit, each
+    row under its own timestamp rules and HeldEnd bound, rows leaving as they end."""
+    from whisperfast.decode.rules import HeldEnd, NativePick
+
+    from .test_cpu_step import filters_for
+    from .test_decoding import TOKENIZERS
+
+    tok, n_vocab = TOKENIZERS[False], model.dims.n_vocab
+    xa = windows(model, 4)
+    (ours, first), (theirs, _) = prompted(model, xa), prompted(model, xa)
+    step, plain = ours.rows_loop(), theirs.rows_loop()
+    assert step is not None and plain is not None and ours.native_rows().checked
+    filters = filters_for(tok, n_vocab, len(SOT_TIMESTAMPS), None) + [HeldEnd(tok, 1, [0, 300, 1000, 1500])]
+    pick = NativePick.for_filters(cpu_simd.chosen(mx.float32), filters, tok.eot)
+    history = [SOT_TIMESTAMPS + [pick.host(SOT_TIMESTAMPS, np.ascontiguousarray(first[r]), r)[0]] for r in range(4)]
+    in_call = 0
+    for _ in range(40):
+        live = [r for r in range(4) if history[r][-1] != tok.eot]
+        if not live:
+            break
+        last, rows = [history[r][-1] for r in live], [history[r] for r in live]
+        logits = plain(last, live)
+        want = [pick.host(h, logits[j], r) for j, (h, r) in enumerate(zip(rows, live))]
+        picks = pick.picks(rows, live, n_vocab)
+        got = step.picking(last, live, picks) if picks is not None else [pick.host(rows[0], step(last, live)[0], live[0])]
+        in_call += picks is not None
+        assert got == want
+        for r, (token, _) in zip(live, want):
+            history[r].append(token)
+    assert in_call >= 10 and any(h[-1] == tok.eot for h in history)  # the call picked, and rows left
+
+
 def test_a_first_step_that_differs_turns_the_rows_step_off(model):
     """Products that are not MLX's at this row count (tn16 a row at four rows, where OpenBLAS
     sums otherwise) fail the first step's check: the logits given are MLX's, the C call stands

@@ -30,7 +30,8 @@ def speech():
 
 @pytest.fixture(scope="module")
 def onnx_probs(speech):
-    return vad.SileroVAD(net=False)(speech)
+    """onnxruntime's run of the whole model: the reference every port is held to."""
+    return vad.SileroVAD(net=False, split=False)(speech)
 
 
 def _onnx_lstm(xw, r, h, c):
@@ -76,7 +77,7 @@ def test_the_port_gives_onnxruntimes_probabilities_and_pieces(speech, onnx_probs
         assert model.net is not None and model.session is None and model.lstm is None
     else:
         model = vad.SileroVAD(net=False)
-        assert model.frames is not None and model.lstm is not None and model._pool is None
+        assert model.host_frames is not None and model.lstm is not None and model._pool is None
     got = model(speech)
     assert got.shape == onnx_probs.shape == (-(-len(speech) // vad.FRAME),)
     assert onnx_probs.max() > 0.9 and onnx_probs.min() < 0.1
@@ -111,13 +112,15 @@ def test_host_frames_are_the_cut_models_convolutions(speech, tmp_path, knobs):
     noise: the same features to float rounding (sums in other orders)."""
     knobs(WHISPERFAST_CACHE=str(tmp_path))
     cut = vad.SileroVAD(net=False, host=False)
-    assert cut.frames is None and cut.convolutions is not None
+    assert cut.host_frames is None and cut.convolutions is not None
     frames, _ = vad.model_frames(speech, np.zeros(vad.CONTEXT, np.float32))
     want = cut.convolutions.run(None, {"input": frames})[0]
     got = silero.HostFrames(_weights())(frames)
     assert got.shape == want.shape == (len(frames), 1, 128) and got.dtype == np.float32
     assert want.max() > 1 and (want == 0).any()  # the ReLUs' both sides
-    assert np.abs(got - want).max() < 1e-5 * float(np.abs(want).max()) * 387  # a product's terms, at most 3 * 129
+    # float32 sums of up to 387 terms in other orders, through five products: far under 1e-4 of
+    # the largest feature; a wrong tap, padding, bias or ReLU moves features by whole units
+    assert np.abs(got - want).max() < 1e-4 * float(np.abs(want).max())
 
 
 def _weights():

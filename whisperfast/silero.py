@@ -107,22 +107,24 @@ class HostFrames:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         from numpy.lib.stride_tricks import as_strided
 
-        n, f = frames.shape[0], frames.itemsize
-        padded = np.empty((n, frames.shape[1] + HOP), np.float32)  # reflect padding on the right
+        frames = np.asarray(frames, np.float32)
+        n, f = frames.shape[0], np.dtype(np.float32).itemsize  # every buffer below is float32
+        # the STFT's reflect padding: the right's only (the left's lies in its dropped first column)
+        padded = np.empty((n, frames.shape[1] + HOP), np.float32)
         padded[:, : frames.shape[1]], padded[:, frames.shape[1] :] = frames, frames[:, -2 : -2 - HOP : -1]
         windows = as_strided(padded, (n, 4, WINDOW), (padded.shape[1] * f, HOP * f, f)).reshape(4 * n, WINDOW)
         spectrum = windows @ self.basis
         x = np.zeros((n, 6, BINS), np.float32)  # the magnitudes, a zero step either side
         x[:, 1:5] = np.sqrt(np.square(spectrum[:, :BINS]) + np.square(spectrum[:, BINS:])).reshape(n, 4, BINS)
-        y = self._relu(as_strided(x, (n, 4, 3 * BINS), (6 * BINS * f, BINS * f, f)).reshape(4 * n, 3 * BINS)
+        y = self._bias_relu(as_strided(x, (n, 4, 3 * BINS), (6 * BINS * f, BINS * f, f)).reshape(4 * n, 3 * BINS)
                        @ self.w[0], 0)
         z = np.zeros((n, 5, 128), np.float32)  # stride 2: steps -1..1 and 1..3
         z[:, 1:] = y.reshape(n, 4, 128)
-        y = self._relu(as_strided(z, (n, 2, 3 * 128), (5 * 128 * f, 2 * 128 * f, f)).reshape(2 * n, 3 * 128) @ self.w[1], 1)
-        y = self._relu(y.reshape(n, 2 * 64) @ self.w[2], 2)
-        return self._relu(y @ self.w[3], 3).reshape(n, 1, 128)
+        y = self._bias_relu(as_strided(z, (n, 2, 3 * 128), (5 * 128 * f, 2 * 128 * f, f)).reshape(2 * n, 3 * 128) @ self.w[1], 1)
+        y = self._bias_relu(y.reshape(n, 2 * 64) @ self.w[2], 2)
+        return self._bias_relu(y @ self.w[3], 3).reshape(n, 1, 128)
 
-    def _relu(self, y: np.ndarray, i: int) -> np.ndarray:
+    def _bias_relu(self, y: np.ndarray, i: int) -> np.ndarray:
         y += self.b[i]
         return np.maximum(y, 0, out=y)
 

@@ -154,15 +154,15 @@ class SileroVAD:
     (silero.HostFrames: 6x faster than onnxruntime's, the probabilities to float rounding of
     the whole model's, as the GPU port's) where the weights can be read, else onnxruntime's
     in `threads` slices side by side (default: vad_threads(); the whole model's probabilities
-    bit for bit); without the cut the whole model runs on one thread. `net` and `host`: True
-    or False to choose (tests), None: as above."""
+    bit for bit); without the cut the whole model runs on one thread. `net`: True or False to
+    choose the port (tests), None: as above; `host=False`: onnxruntime's convolutions (tests)."""
 
     def __init__(self, path: Path | None = None, threads: int | None = None, split: bool = True,
-                 net: bool | None = None, host: bool | None = None):
+                 net: bool | None = None, host: bool = True):
         path = path or model_path()
         self.net = _net(path) if (net if net is not None else _net_wanted()) else None
         self.group = 2048 if self.net is not None else 256
-        self.session = self.convolutions = self.lstm = self._pool = self.frames = None
+        self.session = self.convolutions = self.lstm = self._pool = self.host_frames = None
         self.threads = threads or vad_threads()
         if self.net is not None:
             return
@@ -175,8 +175,8 @@ class SileroVAD:
             self.session = _session(path)
         else:
             self.convolutions, self.lstm = (_session(p) for p in parts)
-            self.frames = _host_frames(path) if host is not False else None
-        if parts is not None and self.frames is None and self.threads > 1:
+            self.host_frames = _host_frames(path) if host else None
+        if parts is not None and self.host_frames is None and self.threads > 1:
             self._pool = ThreadPoolExecutor(self.threads)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
@@ -197,8 +197,8 @@ class SileroVAD:
         def convolutions(part):
             return self.convolutions.run(None, {"input": part})[0]
 
-        if self.frames is not None:
-            features = self.frames(frames)
+        if self.host_frames is not None:
+            features = self.host_frames(frames)
         elif self._pool is not None and len(frames) >= 2 * self.threads:
             features = np.concatenate(list(self._pool.map(convolutions, np.array_split(frames, self.threads))))
         else:
@@ -233,6 +233,7 @@ def _host_frames(path: Path):
 
 
 def _weights(path: Path):
+    """The ONNX model's weights (silero.read_weights: from the cache, else read once), or None."""
     from . import silero
 
     data = path.read_bytes()

@@ -32,7 +32,7 @@ ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--rounds", type=int, default=10)
 args = ap.parse_args()
 models = {"onnxruntime": vad.SileroVAD(net=False, host=False), "host": vad.SileroVAD(net=False)}
-assert models["host"].frames is not None and models["onnxruntime"].frames is None
+assert models["host"].host_frames is not None and models["onnxruntime"].host_frames is None
 whole = vad.SileroVAD(net=False, split=False)
 for seconds in (115.0, 600.0):
     audio = np.asarray(long_clip(seconds)[0], np.float32)

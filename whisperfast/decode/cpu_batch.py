@@ -123,6 +123,10 @@ class NativeRows:
 
         def c_step(tokens, rows, picks=None) -> np.ndarray:
             n, pos = len(rows), kv0.offset
+            if pos >= kv0.n_ctx:  # the call writes position pos of every cache without a bound of its own
+                raise IndexError("the self-attention cache is full")
+            if picks is not None:
+                picks.fits((n, sizes["n_vocab"]))
             need = lib.wf_rows_scratch(dims, n)
             if state["scratch"] is None or state["scratch"].size < need:
                 state["scratch"] = np.empty(need, np.float32)
@@ -155,7 +159,7 @@ class NativeRows:
             return np.asarray(out.reshape(B, -1))
 
         def step(tokens, rows):
-            if kv0.offset >= kv0.n_ctx:
+            if kv0.offset >= kv0.n_ctx:  # the check's MLX step writes the caches too
                 raise IndexError("the self-attention cache is full")
             if self.checked:
                 return c_step(tokens, rows)

@@ -367,9 +367,9 @@ class StaticCacheTask(GroupRun, DecodingTask):
             if len(history[0]) > self.n_ctx or not live:
                 break
             last, rows = [history[r][-1] for r in live], [history[r] for r in live]
-            both = pick.picks(rows, live, self.model.dims.n_vocab) if picking is not None else None
-            if both is not None:
-                picks = dict(zip(live, picking(last, live, both)))
+            row_picks = pick.picks(rows, live, self.model.dims.n_vocab) if picking is not None else None
+            if row_picks is not None:
+                picks = dict(zip(live, picking(last, live, row_picks)))
             else:
                 logits = step(last, live)
                 picks = dict(zip(live, pick.rows(rows, logits, live) if len(live) > 1

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cpu_decoder.h"
+
 /* cpu_products.c: rows times a weight, in the BLAS's orders of sums */
 long wf_panel_size(void);
 long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, long p1);
@@ -288,25 +290,24 @@ static int in_ranges(long i, const long* lo, const long* hi, int r) {
    - max(x[:split] - lse) is max(x[:split]) - lse: subtracting a constant rounds monotonically;
    - where the low part is banned, the last logsumexp's prefix adds only zeros to +0: it sums
      from `split` on; the timestamps' logprobs are made only there.
-   A NaN, an infinite or wholly banned maximum, a banned first maximum, or more than 8 ranges
+   A NaN, an infinite or wholly banned maximum, a banned first maximum, or more than MAX_RANGES ranges
    go to pick_slow. */
 long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
              const long* ranges, int n_ranges, long split, float* logprob) {
-    static int zero_exp = -1;
-    if (zero_exp < 0) zero_exp = exp_of_minus_inf_is_zero();
+    const int zero_exp = exp_of_minus_inf_is_zero(); /* two exps: asked each call, as rows pick on two threads */
     memcpy(x, logits, n * sizeof(float));
     for (int m = 0; m < n_masks; m++)
         for (long i = 0; i < n; i++) x[i] = x[i] + masks[m][i];
     float top;
     long first = first_max(x, n, &top);
-    if (first < 0 || !isfinite(top) || !zero_exp || n_ranges > 8 || split > n)
+    if (first < 0 || !isfinite(top) || !zero_exp || n_ranges > MAX_RANGES || split > n)
         return pick_slow(x, work, n, ranges, n_ranges, split, logprob);
     if (split < 0) {
         *logprob = x[first] - logsumexp_row(x, n);
         return first;
     }
     /* the ranges clipped to [0, n), sorted, overlaps merged */
-    long lo[8], hi[8];
+    long lo[MAX_RANGES], hi[MAX_RANGES];
     int r = 0;
     for (int k = 0; k < n_ranges; k++) {
         long a = ranges[2 * k] < 0 ? 0 : ranges[2 * k], b = ranges[2 * k + 1] < n ? ranges[2 * k + 1] : n;

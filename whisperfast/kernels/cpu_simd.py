@@ -264,6 +264,11 @@ class CpuSimd:
     def pick_rows(self, logits, picks: "Picks") -> list:
         """`pick` for each row of float32 `logits` (numpy (n, n_vocab), contiguous) by `picks`
         (its rows'), on up to two threads of the library's: [(index, log probability)]."""
+        import numpy as np
+
+        picks.fits(logits.shape)
+        if logits.dtype != np.float32 or not logits.flags.c_contiguous:
+            raise ValueError("pick_rows takes contiguous float32 logits")
         self._lib.wf_pick_rows(logits.ctypes.data, logits.shape[0], logits.shape[1], ctypes.byref(picks.table),
                                min(self.threads, 2))
         return picks.result()
@@ -301,6 +306,13 @@ class Picks:
         self.table = _PicksTable(ctypes.addressof(self._arrays[3]), len(masks), flat.ctypes.data,
                                  self._arrays[1].ctypes.data, self._arrays[2].ctypes.data, self.best.ctypes.data,
                                  self.logprob.ctypes.data, work.ctypes.data)
+
+    def fits(self, logits_shape: tuple) -> None:
+        """Raises unless logits of this shape (rows, n_vocab) are what these picks and their
+        scratch were made for: the C call trusts both."""
+        rows, vocab = logits_shape
+        if rows != len(self.best) or 4 * vocab > self._arrays[5].size:
+            raise ValueError(f"picks for {len(self.best)} rows and {self._arrays[5].size // 4} words, not {logits_shape}")
 
     def result(self) -> list:
         """[(index, log probability)] a row, as `pick` returns them."""
