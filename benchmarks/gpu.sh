@@ -1187,14 +1187,13 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
 session30)  # HEAD on the GPU: 3bfd658 (decode_with keeps mlx-whisper's decode for the stock lane without timestamps) had
   # not run on one; this session's changes are the CPU's (Silero's convolutions in numpy, the batch's picks and packed
   # keys in C), which the GPU does not take. The batched, decoding, VAD and kernel-rows tests, the equality tests
-  # (not slow), then the warm batched 600 s bench at HEAD (tiny.en, base; 32 a batch; gpu_bench_600s.txt)
+  # (not slow), then (BENCH=1) the warm batched 600 s bench at HEAD (tiny.en, base; 32 a batch; gpu_bench_600s.txt)
   $py -m whisperfast info --json > "$out/info.json"
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  timeout ${T1:-420} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_batched.py \
+  timeout ${T1:-330} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_batched.py \
     tests/test_decoding.py tests/test_silero.py tests/test_cuda_rows.py 2>&1 | tee "$out/gpu_tests.txt" | tail -6
-  timeout ${T2:-240} $py -m pytest -q -p no:cacheprovider -rf tests/test_equality.py tests/test_contract.py 2>&1 \
+  timeout ${T2:-200} $py -m pytest -q -p no:cacheprovider -rf tests/test_equality.py tests/test_contract.py 2>&1 \
     | tee "$out/gpu_equality.txt" | tail -6
-  for m in tiny.en base; do
+  [ "${BENCH:-0}" = 1 ] && $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null && for m in tiny.en base; do
     timeout ${T3:-60} $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 \
       --json --no-kernels --batch-size 32 > "$out/bench-$m.json" 2> "$out/bench-$m.txt"
     grep -E "^│ fused" "$out/bench-$m.txt" | sed "s|^|$m |"
