@@ -14,7 +14,7 @@ frame at a time; only its LSTM carries state from frame to frame. So the graph i
 two (`split_model`, with the onnx package; kept in the cache) and a group's frames go through
 the convolutions, then through onnxruntime's LSTM in order. The convolutions run as numpy's
 products over all the group's frames at once (silero.HostFrames, with the weights the GPU
-port reads): onnxruntime's go a frame at a time, 6x slower. Their sums run in other orders,
+port reads): onnxruntime's go a frame at a time, ~4x slower on 2 cores. Their sums run in other orders,
 so the probabilities agree with the whole model's to float rounding, as the GPU port's do
 (tests/test_silero.py). Where the weights cannot be read, onnxruntime's convolutions run, in
 slices on several threads: the whole model's probabilities bit for bit (tests/test_batched.py).
@@ -151,7 +151,7 @@ class SileroVAD:
     settings: onnxruntime's own threads do not pay on a model this small, benchmarks/batched/).
     With the model cut in two (split_model), a group's frames go through the convolutions,
     then through onnxruntime's LSTM: the convolutions as numpy's products over the group
-    (silero.HostFrames: 6x faster than onnxruntime's, the probabilities to float rounding of
+    (silero.HostFrames: ~4x faster than onnxruntime's, the probabilities to float rounding of
     the whole model's, as the GPU port's) where the weights can be read, else onnxruntime's
     in `threads` slices side by side (default: vad_threads(); the whole model's probabilities
     bit for bit); without the cut the whole model runs on one thread. `net`: True or False to
