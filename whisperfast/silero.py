@@ -116,11 +116,12 @@ class HostFrames:
         spectrum = windows @ self.basis
         x = np.zeros((n, 6, BINS), np.float32)  # the magnitudes, a zero step either side
         x[:, 1:5] = np.sqrt(np.square(spectrum[:, :BINS]) + np.square(spectrum[:, BINS:])).reshape(n, 4, BINS)
-        y = self._bias_relu(as_strided(x, (n, 4, 3 * BINS), (6 * BINS * f, BINS * f, f)).reshape(4 * n, 3 * BINS)
-                       @ self.w[0], 0)
+        taps = as_strided(x, (n, 4, 3 * BINS), (6 * BINS * f, BINS * f, f)).reshape(4 * n, 3 * BINS)
+        y = self._bias_relu(taps @ self.w[0], 0)
         z = np.zeros((n, 5, 128), np.float32)  # stride 2: steps -1..1 and 1..3
         z[:, 1:] = y.reshape(n, 4, 128)
-        y = self._bias_relu(as_strided(z, (n, 2, 3 * 128), (5 * 128 * f, 2 * 128 * f, f)).reshape(2 * n, 3 * 128) @ self.w[1], 1)
+        taps = as_strided(z, (n, 2, 3 * 128), (5 * 128 * f, 2 * 128 * f, f)).reshape(2 * n, 3 * 128)
+        y = self._bias_relu(taps @ self.w[1], 1)
         y = self._bias_relu(y.reshape(n, 2 * 64) @ self.w[2], 2)
         return self._bias_relu(y @ self.w[3], 3).reshape(n, 1, 128)
 

@@ -371,9 +371,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
             if row_picks is not None:
                 picks = dict(zip(live, picking(last, live, row_picks)))
             else:
-                logits = step(last, live)
-                picks = dict(zip(live, pick.rows(rows, logits, live) if len(live) > 1
-                                   else [pick.host(rows[0], logits[0], live[0])]))
+                picks = dict(zip(live, pick.rows(rows, step(last, live), live)))
             for r, row in enumerate(history):
                 if r not in picks:
                     row.append(eot)

@@ -15,13 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cpu_decoder.h"
-
-/* cpu_products.c: rows times a weight, in the BLAS's orders of sums */
-long wf_panel_size(void);
-long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, long p1);
-void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
-                   long p1, long n, long k);
+#include "cpu_decoder.h" /* cpu_products.c's products, MAX_RANGES */
 
 #define MAX_ROWS 8
 

@@ -300,19 +300,19 @@ class Picks:
         flat = np.zeros((n, 2 * MAX_RANGES), np.int64)
         for i, r in enumerate(ranges):
             flat[i, : 2 * len(r)] = [v for pair in r for v in pair]
-        self._arrays = (flat, np.array([len(r) for r in ranges], np.int64), np.array(splits, np.int64),
-                        (ctypes.c_void_p * max(1, len(masks)))(*(m.ctypes.data for m in masks)), masks, work)
-        self.best, self.logprob = np.empty(n, np.int64), np.empty(n, np.float32)
-        self.table = _PicksTable(ctypes.addressof(self._arrays[3]), len(masks), flat.ctypes.data,
-                                 self._arrays[1].ctypes.data, self._arrays[2].ctypes.data, self.best.ctypes.data,
-                                 self.logprob.ctypes.data, work.ctypes.data)
+        counts, split = np.array([len(r) for r in ranges], np.int64), np.array(splits, np.int64)
+        pointers = (ctypes.c_void_p * max(1, len(masks)))(*(m.ctypes.data for m in masks))
+        self.work, self.best, self.logprob = work, np.empty(n, np.int64), np.empty(n, np.float32)
+        self._held = (flat, counts, split, pointers, masks)  # what the table points to, alive with it
+        self.table = _PicksTable(ctypes.addressof(pointers), len(masks), flat.ctypes.data, counts.ctypes.data,
+                                 split.ctypes.data, self.best.ctypes.data, self.logprob.ctypes.data, work.ctypes.data)
 
     def fits(self, logits_shape: tuple) -> None:
         """Raises unless logits of this shape (rows, n_vocab) are what these picks and their
         scratch were made for: the C call trusts both."""
         rows, vocab = logits_shape
-        if rows != len(self.best) or 4 * vocab > self._arrays[5].size:
-            raise ValueError(f"picks for {len(self.best)} rows and {self._arrays[5].size // 4} words, not {logits_shape}")
+        if rows != len(self.best) or 4 * vocab > self.work.size:
+            raise ValueError(f"picks for {len(self.best)} rows and {self.work.size // 4} words, not {logits_shape}")
 
     def result(self) -> list:
         """[(index, log probability)] a row, as `pick` returns them."""
