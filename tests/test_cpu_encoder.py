@@ -69,3 +69,56 @@ def test_c_encoder_stands_aside(on_cpu, knobs, monkeypatch):
     fused = rewritten(stock).whisper
     assert native_encoder(fused.encoder) is None
     assert np.array_equal(bits(encode(fused, mel)), want) and calls == []
+
+
+@pytest.mark.parametrize("name,files", [
+    ("tiny.en", ("jfk.wav", "en_ljspeech_LJ050-0131.wav")),
+    pytest.param("base", ("jfk.wav", "zh_aishell1_BAC009S0724W0121.wav"), marks=needs_base),
+])
+def test_c_cross_kv_is_mlx_cross_kv_bit_for_bit(on_cpu, monkeypatch, name, files):
+    """Every decoder layer's cross keys and values of real windows' features, made in one C
+    call (NativeCross), are the MLX ops' (WhisperAttention.cross_kv) bit for bit: for one
+    audio, for two (one product over both audios' rows), and for three (one audio twice)."""
+    from whisperfast.decode.cpu_encoder import NativeCross, native_cross
+    from whisperfast.decode.flat import cross_kv
+
+    fused = rewritten(load(name, dtype=mx.float32)).whisper
+    native = native_cross(fused.decoder)
+    assert isinstance(native, NativeCross) and native.reason == ""
+    mels = mx.concatenate([first_window_mel(SAMPLES / f, mx.float32) for f in files])
+    feats = encode(fused, mels)
+    for xa in (feats[:1], feats, mx.concatenate([feats, feats[1:]])):
+        got, want = native(xa), [b.cross_attn.cross_kv(xa) for b in fused.decoder.blocks]
+        assert len(got) == len(want) == len(fused.decoder.blocks)
+        for (gk, gv), (wk, wv) in zip(got, want):
+            assert gk.shape == wk.shape == (xa.shape[0], fused.dims.n_text_head, xa.shape[1], wk.shape[-1])
+            assert np.array_equal(bits(gk), bits(wk)) and np.array_equal(bits(gv), bits(wv))
+        # the keys packed with them, for the decode step's chains where its scores sum so
+        packed = native.packed([k for k, _ in got])
+        assert (packed is not None) == native._chains[xa.shape[1]]
+        for k, p in zip(got, packed or []):
+            assert np.array_equal(p.view(np.uint32), native.kernels.pack_heads(k[0]).view(np.uint32))
+        assert native.packed([k for k, _ in want]) is None  # not the keys it made
+    calls, original = [], NativeCross.__call__
+    monkeypatch.setattr(NativeCross, "__call__", lambda self, xa: calls.append(1) or original(self, xa))
+    made = cross_kv(fused.decoder, feats)  # the engine's way in: the C call
+    want = [b.cross_attn.cross_kv(feats) for b in fused.decoder.blocks]
+    assert calls == [1] and all(np.array_equal(bits(a), bits(b)) for pair in zip(made, want) for a, b in zip(*pair))
+
+
+def test_c_cross_kv_stands_aside(on_cpu, knobs):
+    """A float16 decoder and WHISPERFAST_CPU_STEP=0 keep MLX's ops for the cross K/V, which
+    flat.cross_kv then makes: the same values as the C call's."""
+    from whisperfast.decode.cpu_encoder import native_cross
+    from whisperfast.decode.flat import cross_kv
+
+    stock = load("tiny.en", dtype=mx.float32)
+    feats = encode(rewritten(stock).whisper, first_window_mel(SAMPLES / "jfk.wav", mx.float32))
+    want = cross_kv(rewritten(stock).whisper.decoder, feats)
+    half = rewritten(load("tiny.en", dtype=mx.float16)).whisper.decoder
+    assert native_cross(half) is None and half.__dict__["_whisperfast_cross"].reason == "not float32"
+    knobs(WHISPERFAST_CPU_STEP="0")
+    fused = rewritten(stock).whisper
+    assert native_cross(fused.decoder) is None
+    got = cross_kv(fused.decoder, feats)
+    assert all(np.array_equal(bits(a), bits(b)) for g, w in zip(got, want) for a, b in zip(g, w))

@@ -23,7 +23,7 @@ import mlx.core as mx
 
 from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
-from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, checked_tn16, cross_chain_matches
+from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, checked_tn16
 
 # cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows (cpu_decoder.h's BY_*)
 KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
@@ -112,14 +112,10 @@ class NativeRows:
         model = (ctypes.c_void_p * len(MODEL))(*native._model)
         kt = np.empty(sizes["n_layer"] * B * sizes["n_state"] * sizes["n_ctx"], np.float32)
         lib, state = native.kernels.lib, {"kt_from": 0, "scratch": None}
-        if cross_chain_matches(native.kernels, flat.n_head, sizes["n_audio"], hd):  # each row's cross keys packed
-            packed = [native.kernels.pack_heads(cross[0]) for _, cross in cache]
-            held += packed
-            for e, keys in enumerate(packed):
-                layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = keys.ctypes.data
-        else:
-            for e in range(len(cache)):
-                layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = None
+        packed = native.packed_keys([cross[0] for _, cross in cache], sizes["n_audio"])  # each row's cross keys
+        held += [keys for keys in packed if keys is not None]
+        for e, keys in enumerate(packed):
+            layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = None if keys is None else keys.ctypes.data
 
         def c_step(tokens, rows, picks=None) -> np.ndarray:
             n, pos = len(rows), kv0.offset

@@ -11,15 +11,16 @@ threads of the library's team, in one call a window: the blocks' output bit for 
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Optional
 
 import mlx.core as mx
-from mlx_whisper.whisper import AudioEncoder
+from mlx_whisper.whisper import AudioEncoder, TextDecoder
 
 from ..kernels import cpu_simd, ops
 from ..kernels.cpu_simd import CpuSimd
 from .attention import WhisperAttention
-from .cpu_step import LAYER, SIZES, SPLIT_MIN, global_sgemm, layers_unsupported
+from .cpu_step import LAYER, SIZES, SPLIT_MIN, cross_chain_matches, global_sgemm, layers_unsupported
 
 
 def unsupported(encoder: AudioEncoder) -> str:
@@ -98,4 +99,100 @@ def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:
         kernels = cpu_simd.chosen(mx.float32)
         encoder.__dict__["_whisperfast_blocks"] = NativeEncoder(kernels, encoder) if kernels is not None else None
     native = encoder.__dict__["_whisperfast_blocks"]
+    return native if native is not None and not native.reason else None
+
+
+class NativeCross:
+    """Every decoder layer's cross-attention keys and values for audio features xa (n_audio,
+    n_audio_ctx, n_state) float32 in one C call (cpu_rows.c: wf_cross_kv): the BLAS calls of
+    WhisperAttention.cross_kv (its products shared out as the CPU streams share them), its
+    scale and its heads-first layout, bit for bit (tests/test_cpu_encoder.py). In MLX ops each
+    product is written, joined from its streams' pieces and laid out heads-first again: ~21 ms
+    of the ~13 ms product a layer's keys took for 4 audios of tiny.en (benchmarks/cpu/session31/)."""
+
+    def __init__(self, kernels: CpuSimd, decoder: TextDecoder):
+        self.kernels, self.decoder = kernels, decoder
+        blocks = decoder.blocks
+        self.reason = "a cross-attention other than whisperfast's" \
+            if not all(isinstance(b.cross_attn, WhisperAttention) for b in blocks) else \
+            layers_unsupported([m for b in blocks for m in (b.cross_attn.key, b.cross_attn.value)], [])
+        self._tables = self._scratch = None
+        self._chains: dict = {}  # n_audio -> whether the decode step reads the keys packed (cross_chain_matches)
+        self._packed = None  # (the keys it made last, each layer's keys as wf_pack_heads lays them out)
+        self._lock = threading.Lock()
+
+    def packed(self, keys: list) -> Optional[list]:
+        """Each layer's cross keys as wf_pack_heads lays them out (for the decode step's chains),
+        where `keys` are the keys the last call made and packed, else None."""
+        made = self._packed
+        if made is None or len(keys) != len(made[0]) or not all(a is b for a, b in zip(keys, made[0])):
+            return None
+        return made[1]
+
+    def __call__(self, xa: mx.array) -> Optional[list]:
+        """[(keys, values)] a layer, each (n_audio, n_head, n_audio_ctx, head_dim), or None where
+        MLX's ops are to run (`reason`, or features other than float32 rows)."""
+        import numpy as np
+
+        if self.reason or xa.dtype != mx.float32 or xa.ndim != 3:
+            return None
+        if self._tables is None:
+            self._build()
+        B, S, D = xa.shape
+        if D != self._sizes["n_state"]:
+            return None
+        x = np.ascontiguousarray(cpu_simd._host(xa))
+        H, n = self._sizes["n_head"], self._sizes["n_layer"]
+        hd = D // H
+        out = [mx.zeros((B, H, S, hd), mx.float32) for _ in range(2 * n)]
+        mx.eval(out)  # their own memory, which the call fills (nothing else holds these arrays yet)
+        ptrs = [cpu_simd._buffer(a).ctypes.data for a in out]
+        keys, values = (ctypes.c_void_p * n)(*ptrs[0::2]), (ctypes.c_void_p * n)(*ptrs[1::2])
+        dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
+        made = list(zip(out[0::2], out[1::2]))
+        with self._lock:  # one call at a time: the scratch and the packed keys are shared
+            if S not in self._chains:
+                self._chains[S] = cross_chain_matches(self.kernels, H, S, hd)
+            panel = self.kernels.lib.wf_panel_size()
+            panels = [np.empty(B * H * -(-S // panel) * panel * hd, np.float32) for _ in range(n)] \
+                if self._chains[S] else None
+            if self._scratch is None or self._scratch.size < 2 * B * S * D:  # kept: 2 products of every audio's rows
+                self._scratch = np.empty(2 * B * S * D, np.float32)
+            self.kernels.lib.wf_cross_kv(self._sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S, SPLIT_MIN,
+                                         self._scratch.ctypes.data, keys, values,
+                                         None if panels is None else (ctypes.c_void_p * n)(*(p.ctypes.data for p in panels)))
+            self._packed = None if panels is None else ([k for k, _ in made], panels)
+        return made
+
+    def _build(self):
+        """The layers' tables (cpu_decoder.h's layout: the cross-attention's key, value and its
+        bias; nothing else is read)."""
+        import numpy as np
+
+        rows, keep = [], []
+        for b in self.decoder.blocks:
+            c = b.cross_attn
+            named = {"wk": c.key.weight, "wv": c.value.weight, "bv": c.value.bias}
+            arrays = {k: np.ascontiguousarray(cpu_simd._host(v)) for k, v in named.items()}
+            keep.extend(arrays.values())
+            rows.extend(arrays[name].ctypes.data if name in arrays else None for name in LAYER)
+        first = self.decoder.blocks[0].cross_attn
+        self._keep = keep
+        self._tables = (ctypes.c_void_p * len(rows))(*rows)
+        self._sizes = dict.fromkeys(SIZES, 0) | dict(n_layer=len(self.decoder.blocks), n_state=first.key.weight.shape[0],
+                                                     n_head=first.n_head, threads=self.kernels.threads)
+        self._scale, self._sgemm = first.qk_scale, global_sgemm()
+
+
+def native_cross(decoder: TextDecoder) -> Optional[NativeCross]:
+    """The decoder's NativeCross (made once, kept on the module) where the CPU's C runs and it
+    covers the decoder's cross-attention, else None (native_encoder's rule)."""
+    from ..config import config
+
+    if mx.default_device() != mx.cpu or not config().cpu_step:
+        return None
+    if "_whisperfast_cross" not in decoder.__dict__:
+        kernels = cpu_simd.chosen(mx.float32)
+        decoder.__dict__["_whisperfast_cross"] = NativeCross(kernels, decoder) if kernels is not None else None
+    native = decoder.__dict__["_whisperfast_cross"]
     return native if native is not None and not native.reason else None

@@ -134,12 +134,14 @@ def cross_chain_matches(kernels: CpuSimd, n_head: int, n_audio: int, head_dim: i
 class NativeStep:
     """FlatStep's one-row step (B = 1, one audio) in one C call; `flat._mlx_step` is MLX's."""
 
-    def __init__(self, kernels: CpuSimd, flat):
-        self.kernels, self.flat = kernels, flat
+    def __init__(self, kernels: CpuSimd, flat, cross=None):
+        # cross: the decoder's NativeCross (cpu_encoder.py), which packs the keys it makes
+        self.kernels, self.flat, self.cross = kernels, flat, cross
         self.reason = unsupported(flat.decoder)  # why it is off; "" while on
         self.checked = False
         self._keep: list = []  # the arrays whose memory the tables point at
-        self._cross = None  # (the cross K arrays it packed, their panels, whether chains match)
+        self._cross = None  # (the cross K arrays it packed, their panels)
+        self._chains: dict = {}  # n_audio -> whether one query's cross scores sum as chains (cross_chains)
         # the cache arrays whose memory the layer table points at, held so that no new array
         # takes their addresses (an address seen again is not rebound, nor its keys repacked)
         self._bound: list = []
@@ -306,17 +308,29 @@ class NativeStep:
 
     def _pack_cross(self, cache: list, n_audio: int):
         """Each layer's cross keys as panels (once a window), where their scores sum as chains."""
-        f = self.flat
         keys = [cross[0] for _, cross in cache]
         if self._cross is not None and all(a is b for a, b in zip(self._cross[0], keys)):
             return self._cross[1]
-        if self._cross is None or self._cross[3] != n_audio:
-            chains = cross_chain_matches(self.kernels, f.n_head, n_audio, f.n_state // f.n_head)
-        else:
-            chains = self._cross[2]
-        panels = [self.kernels.pack_heads(k) for k in keys] if chains else [None] * len(keys)
-        self._cross = (keys, panels, chains, n_audio)
+        panels = self.packed_keys(keys, n_audio)
+        self._cross = (keys, panels)
         return panels
+
+    def packed_keys(self, keys: list, n_audio: int) -> list:
+        """Each layer's cross keys (a layer's (B, n_head, n_audio, head_dim)) as wf_pack_heads
+        lays them out, where the step reads them so (its scores sum as chains), else Nones:
+        NativeCross's, made with the keys, or packed here."""
+        made = self.cross.packed(keys) if self.cross is not None else None
+        if made is not None:
+            return made
+        return [self.kernels.pack_heads(k) for k in keys] if self.cross_chains(n_audio) else [None] * len(keys)
+
+    def cross_chains(self, n_audio: int) -> bool:
+        """cross_chain_matches for this decoder over n_audio keys, found once (~18 ms: a batch's
+        rows and every window ask)."""
+        f = self.flat
+        if n_audio not in self._chains:
+            self._chains[n_audio] = cross_chain_matches(self.kernels, f.n_head, n_audio, f.n_state // f.n_head)
+        return self._chains[n_audio]
 
     def _run(self, tokens: mx.array, cache: list) -> Optional[mx.array]:
         if not self._bind(cache):

@@ -23,6 +23,7 @@ from ..kernels.layers import (cpu_streams, heads_across_cpu_streams, matmul_t_ac
 from ..kernels.ops import on_cuda
 from .attention import KVCache, WhisperAttention
 from .cpu_batch import NativeRows
+from .cpu_encoder import native_cross
 from .cpu_step import NativeStep
 from .encoder import fast_gelu
 
@@ -179,7 +180,7 @@ class FlatStep:
         self.n_state = decoder.positional_embedding.shape[-1]
         self.scale = decoder.blocks[0].attn.qk_scale  # q and k each, as mlx-whisper scales them
         # One row on the CPU: the whole step in one C call where its first step gives these ops' bits
-        self.native = NativeStep(simd, self) if simd is not None and config().cpu_step else None
+        self.native = NativeStep(simd, self, native_cross(decoder)) if simd is not None and config().cpu_step else None
         # A batch's rows (batched mode, one audio a row), greedy: their step in one C call
         self.native_rows = NativeRows(self.native) if self.native is not None else None
 
@@ -227,7 +228,9 @@ def cross_kv(decoder: TextDecoder, xa: mx.array):
     another layout."""
     if not all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks):
         return None
-    return [b.cross_attn.cross_kv(xa) for b in decoder.blocks]
+    native = native_cross(decoder)
+    made = native(xa) if native is not None else None
+    return made if made is not None else [b.cross_attn.cross_kv(xa) for b in decoder.blocks]
 
 
 class StaticInference(Inference):

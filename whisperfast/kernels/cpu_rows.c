@@ -244,3 +244,49 @@ void wf_pack_heads(const float* w, float* out, long heads, long n, long k, int t
     wf_team_run(team, heads_part, &a);
     wf_team_stop(team);
 }
+
+/* Every layer's cross-attention keys and values (mlx-whisper's cross_kv: the keys scaled by
+   `scale`) for n_audio audios of S rows each, x (n_audio * S, D): each the very cblas_sgemm
+   call MLX makes for it (one product over every audio's rows, its output features shared as
+   its CPU streams share them: wf_linears), then MLX's scale and its heads-first layout,
+   keys[l] and values[l] (n_audio, H, S, hd). Where packed[l] is given, the layer's keys are
+   also laid out there as wf_pack_heads lays them out, while they are in cache. scratch:
+   2 * n_audio * S * D floats. */
+typedef struct {
+    const float *k, *v; /* (n_audio * S, D): the products */
+    float *keys, *values, *packed;
+    float scale;
+    long n_audio, S, H, hd;
+} Cross;
+
+static void cross_part(void* ctx, int part, int parts) {
+    const Cross* c = ctx;
+    const long S = c->S, hd = c->hd, D = c->H * hd, panels = (S + wf_panel_size() - 1) / wf_panel_size();
+    long lo, hi;
+    wf_share(c->n_audio * c->H, 1, part, parts, &lo, &hi);
+    for (long u = lo; u < hi; u++) { /* u: audio a = u / H, head e = u % H */
+        const long a = u / c->H, e = u % c->H;
+        float *ko = c->keys + u * S * hd, *vo = c->values + u * S * hd;
+        for (long s = 0; s < S; s++) {
+            const float *kr = c->k + (a * S + s) * D + e * hd, *vr = c->v + (a * S + s) * D + e * hd;
+            for (long j = 0; j < hd; j++) ko[s * hd + j] = kr[j] * c->scale;
+            memcpy(vo + s * hd, vr, hd * sizeof(float));
+        }
+        if (c->packed) wf_pack_part(ko, c->packed + u * panels * wf_panel_size() * hd, S, hd, 0, 0, panels);
+    }
+}
+
+int wf_cross_kv(Sgemm sgemm, const float* const* layers, const long* d, float scale, const float* x, long n_audio,
+                long S, long split_min, float* scratch, float* const* keys, float* const* values, float* const* packed) {
+    const long D = d[N_STATE], H = d[N_HEAD], m = n_audio * S;
+    float *k = scratch, *v = k + m * D;
+    Team* team = wf_team_start((int)d[THREADS]);
+    for (long l = 0; l < d[N_LAYER]; l++) {
+        const float* const* a = layers + l * LAYER_ARRAYS;
+        wf_linears(team, sgemm, x, m, D, split_min, 2, (Output[]){{a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
+        Cross c = {k, v, keys[l], values[l], packed ? packed[l] : NULL, scale, n_audio, S, H, D / H};
+        wf_team_run(team, cross_part, &c);
+    }
+    wf_team_stop(team);
+    return 0;
+}
