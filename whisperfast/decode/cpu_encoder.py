@@ -89,16 +89,22 @@ class NativeEncoder:
 
 
 def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:
-    """The encoder's NativeEncoder (made once, kept on the module), where the CPU's C runs
-    (float32 kernels, WHISPERFAST_CPU_STEP not 0) and it covers the encoder, else None."""
+    """The encoder's NativeEncoder where the CPU's C runs and it covers the encoder, else None."""
+    return _kept(encoder, "_whisperfast_blocks", NativeEncoder)
+
+
+def _kept(module, key: str, make):
+    """make(kernels, module), made once and kept on the module under `key`, where the CPU's C
+    runs (float32 kernels, WHISPERFAST_CPU_STEP not 0) and it has no `reason` to stand aside,
+    else None."""
     from ..config import config
 
     if mx.default_device() != mx.cpu or not config().cpu_step:
         return None
-    if "_whisperfast_blocks" not in encoder.__dict__:
+    if key not in module.__dict__:
         kernels = cpu_simd.chosen(mx.float32)
-        encoder.__dict__["_whisperfast_blocks"] = NativeEncoder(kernels, encoder) if kernels is not None else None
-    native = encoder.__dict__["_whisperfast_blocks"]
+        module.__dict__[key] = make(kernels, module) if kernels is not None else None
+    native = module.__dict__[key]
     return native if native is not None and not native.reason else None
 
 
@@ -185,14 +191,6 @@ class NativeCross:
 
 
 def native_cross(decoder: TextDecoder) -> Optional[NativeCross]:
-    """The decoder's NativeCross (made once, kept on the module) where the CPU's C runs and it
-    covers the decoder's cross-attention, else None (native_encoder's rule)."""
-    from ..config import config
-
-    if mx.default_device() != mx.cpu or not config().cpu_step:
-        return None
-    if "_whisperfast_cross" not in decoder.__dict__:
-        kernels = cpu_simd.chosen(mx.float32)
-        decoder.__dict__["_whisperfast_cross"] = NativeCross(kernels, decoder) if kernels is not None else None
-    native = decoder.__dict__["_whisperfast_cross"]
-    return native if native is not None and not native.reason else None
+    """The decoder's NativeCross where the CPU's C runs and it covers the decoder's
+    cross-attention, else None."""
+    return _kept(decoder, "_whisperfast_cross", NativeCross)
