@@ -94,11 +94,12 @@ def test_c_cross_kv_is_mlx_cross_kv_bit_for_bit(on_cpu, monkeypatch, name, files
             assert gk.shape == wk.shape == (xa.shape[0], fused.dims.n_text_head, xa.shape[1], wk.shape[-1])
             assert np.array_equal(bits(gk), bits(wk)) and np.array_equal(bits(gv), bits(wv))
         # the keys packed with them, for the decode step's chains where its scores sum so
-        packed = native.packed([k for k, _ in got])
+        assert native.take_packed([k for k, _ in want]) is None  # not the keys it made
+        packed = native.take_packed([k for k, _ in got])
         assert (packed is not None) == native._chains[xa.shape[1]]
         for k, p in zip(got, packed or []):
             assert np.array_equal(p.view(np.uint32), native.kernels.pack_heads(k[0]).view(np.uint32))
-        assert native.packed([k for k, _ in want]) is None  # not the keys it made
+        assert native.take_packed([k for k, _ in got]) is None  # handed over once
     calls, original = [], NativeCross.__call__
     monkeypatch.setattr(NativeCross, "__call__", lambda self, xa: calls.append(1) or original(self, xa))
     made = cross_kv(fused.decoder, feats)  # the engine's way in: the C call

@@ -44,7 +44,7 @@ def main():
 
     def c_call(xa):
         made = native(xa)
-        return made, native.packed([k for k, _ in made])
+        return made, native.take_packed([k for k, _ in made])
 
     for rows in args.rows:
         xa = mx.concatenate([feats] * rows)

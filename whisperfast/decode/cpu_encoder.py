@@ -127,13 +127,17 @@ class NativeCross:
         self._packed = None  # (the keys it made last, each layer's keys as wf_pack_heads lays them out)
         self._lock = threading.Lock()
 
-    def packed(self, keys: list) -> Optional[list]:
+    def take_packed(self, keys: list) -> Optional[list]:
         """Each layer's cross keys as wf_pack_heads lays them out (for the decode step's chains),
-        where `keys` are the keys the last call made and packed, else None."""
-        made = self._packed
-        if made is None or len(keys) != len(made[0]) or not all(a is b for a, b in zip(keys, made[0])):
-            return None
-        return made[1]
+        where `keys` are the keys the last call made and packed, else None. Handed over, not
+        kept here: the caller holds them as long as it reads them, and their memory goes back to
+        the heap with the caller's (kept, each batch's ~9 MB a layer came from fresh pages)."""
+        with self._lock:
+            made = self._packed
+            if made is None or len(keys) != len(made[0]) or not all(a is b for a, b in zip(keys, made[0])):
+                return None
+            self._packed = None
+            return made[1]
 
     def __call__(self, xa: mx.array) -> Optional[list]:
         """[(keys, values)] a layer, each (n_audio, n_head, n_audio_ctx, head_dim), or None where
@@ -157,6 +161,7 @@ class NativeCross:
         dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
         made = list(zip(out[0::2], out[1::2]))
         with self._lock:  # one call at a time: the scratch and the packed keys are shared
+            self._packed = None  # keys packed and never taken (their decode ran MLX's step) go first
             if S not in self._chains:
                 self._chains[S] = cross_chain_matches(self.kernels, H, S, hd)
             panel = self.kernels.lib.wf_panel_size()

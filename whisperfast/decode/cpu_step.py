@@ -319,7 +319,7 @@ class NativeStep:
         """Each layer's cross keys (a layer's (B, n_head, n_audio, head_dim)) as wf_pack_heads
         lays them out, where the step reads them so (its scores sum as chains), else Nones:
         NativeCross's, made with the keys, or packed here."""
-        made = self.cross.packed(keys) if self.cross is not None else None
+        made = self.cross.take_packed(keys) if self.cross is not None else None
         if made is not None:
             return made
         return [self.kernels.pack_heads(k) for k in keys] if self.cross_chains(n_audio) else [None] * len(keys)
