@@ -1184,6 +1184,22 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
+session31)  # the GPU VAD by group size (vad_group_probe.py, the 600 s and 60-minute clips), then the warm batched 600 s
+  # bench at HEAD (tiny.en, 32 a batch), and (TESTS=1) the batched, VAD and equality tests: this session's changes are
+  # the CPU's (the cross K/V in C), which the GPU does not take
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  timeout ${T0:-150} $py benchmarks/batched/vad_group_probe.py /tmp/clip600.wav /tmp/clip3600.wav --runs 5 2>&1 \
+    | tee "$out/vad_groups.jsonl"
+  for m in tiny.en; do
+    timeout ${T3:-60} $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 \
+      --json --no-kernels --batch-size 32 > "$out/bench-$m.json" 2> "$out/bench-$m.txt"
+    grep -E "^│ fused|vad|Error" "$out/bench-$m.txt" | sed "s|^|$m |"
+  done 2>&1 | tee "$out/gpu_bench_600s.txt"
+  [ "${TESTS:-0}" = 1 ] && timeout ${T1:-300} $py -m pytest -q -p no:cacheprovider -rf tests/test_batched.py \
+    tests/test_silero.py tests/test_equality.py 2>&1 | tee "$out/gpu_tests.txt" | tail -6
+  ;;
 session30)  # HEAD on the GPU: 3bfd658 (decode_with keeps mlx-whisper's decode for the stock lane without timestamps) had
   # not run on one; this session's changes are the CPU's (Silero's convolutions in numpy, the batch's picks and packed
   # keys in C), which the GPU does not take. The batched, decoding, VAD and kernel-rows tests, the equality tests
