@@ -78,7 +78,8 @@ def test_c_encoder_stands_aside(on_cpu, knobs, monkeypatch):
 def test_c_cross_kv_is_mlx_cross_kv_bit_for_bit(on_cpu, monkeypatch, name, files):
     """Every decoder layer's cross keys and values of real windows' features, made in one C
     call (NativeCross), are the MLX ops' (WhisperAttention.cross_kv) bit for bit: for one
-    audio, for two (one product over both audios' rows), and for three (one audio twice)."""
+    audio, for two (one product over both audios' rows), and for three (one audio twice); with
+    the keys packed for the decode step as wf_pack_heads packs them, handed over once."""
     from whisperfast.decode.cpu_encoder import NativeCross, native_cross
     from whisperfast.decode.flat import cross_kv
 
@@ -93,18 +94,55 @@ def test_c_cross_kv_is_mlx_cross_kv_bit_for_bit(on_cpu, monkeypatch, name, files
         for (gk, gv), (wk, wv) in zip(got, want):
             assert gk.shape == wk.shape == (xa.shape[0], fused.dims.n_text_head, xa.shape[1], wk.shape[-1])
             assert np.array_equal(bits(gk), bits(wk)) and np.array_equal(bits(gv), bits(wv))
-        # the keys packed with them, for the decode step's chains where its scores sum so
         assert native.take_packed([k for k, _ in want]) is None  # not the keys it made
         packed = native.take_packed([k for k, _ in got])
-        assert (packed is not None) == native._chains[xa.shape[1]]
-        for k, p in zip(got, packed or []):
-            assert np.array_equal(p.view(np.uint32), native.kernels.pack_heads(k[0]).view(np.uint32))
+        assert (packed is not None) == native.chains(xa.shape[1])
+        for (keys, _), p in zip(got, packed or []):
+            assert np.array_equal(p.view(np.uint32), native.kernels.pack_heads(keys).view(np.uint32))
         assert native.take_packed([k for k, _ in got]) is None  # handed over once
-    calls, original = [], NativeCross.__call__
-    monkeypatch.setattr(NativeCross, "__call__", lambda self, xa: calls.append(1) or original(self, xa))
-    made = cross_kv(fused.decoder, feats)  # the engine's way in: the C call
+    made = []
+    original = NativeCross.__call__
+    monkeypatch.setattr(NativeCross, "__call__", lambda self, xa: made.append(original(self, xa)) or made[-1])
+    got = cross_kv(fused.decoder, feats)  # the engine's way in: the C call
     want = [b.cross_attn.cross_kv(feats) for b in fused.decoder.blocks]
-    assert calls == [1] and all(np.array_equal(bits(a), bits(b)) for pair in zip(made, want) for a, b in zip(*pair))
+    assert len(made) == 1 and made[0] is got
+    assert all(np.array_equal(bits(a), bits(b)) for pair in zip(got, want) for a, b in zip(*pair))
+
+
+@pytest.mark.parametrize("streams,threads", [(1, 2), (3, 2), (2, 1), (8, 2)])
+def test_c_cross_kv_cuts_its_products_as_the_cpu_streams_do(on_cpu, monkeypatch, streams, threads):
+    """However many CPU streams MLX's ops cut the products into, and however many threads the
+    C call has, the keys and values are the MLX ops' bit for bit: the call makes the same BLAS
+    call for each of the streams' pieces."""
+    from whisperfast.decode.cpu_encoder import NativeCross
+    from whisperfast.kernels import layers
+
+    fused = rewritten(load("tiny.en", dtype=mx.float32)).whisper
+    feats = encode(fused, first_window_mel(SAMPLES / "jfk.wav", mx.float32))
+    xa = mx.concatenate([feats, feats])
+    monkeypatch.setattr(layers._THIS_THREAD, "cpu_streams", tuple(mx.new_stream(mx.cpu) for _ in range(streams)),
+                        raising=False)
+    native = NativeCross(cpu_simd.chosen(mx.float32).threaded(threads), fused.decoder)
+    got, want = native(xa), [b.cross_attn.cross_kv(xa) for b in fused.decoder.blocks]
+    assert all(np.array_equal(bits(a), bits(b)) for pair in zip(got, want) for a, b in zip(*pair))
+
+
+def test_c_cross_kv_packs_while_a_step_takes_the_keys(on_cpu):
+    """Keys packed and never taken (a decode that reads them as made) turn the packing off for
+    the next call; a step asking for packed keys turns it on again."""
+    from whisperfast.decode.cpu_encoder import NativeCross
+
+    fused = rewritten(load("tiny.en", dtype=mx.float32)).whisper
+    feats = encode(fused, first_window_mel(SAMPLES / "jfk.wav", mx.float32))
+    native = NativeCross(cpu_simd.chosen(mx.float32), fused.decoder)
+    if not native.chains(feats.shape[1]):
+        pytest.skip("this BLAS's cross scores are not the chains': nothing is packed")
+    native(feats)  # packed, never taken
+    second = native(feats)
+    assert not native.packs and native.take_packed([k for k, _ in second]) is None
+    assert native.packs  # asked for: the next keys come packed
+    third = native(feats)
+    assert native.take_packed([k for k, _ in third]) is not None
 
 
 def test_c_cross_kv_stands_aside(on_cpu, knobs):
@@ -123,3 +161,18 @@ def test_c_cross_kv_stands_aside(on_cpu, knobs):
     assert native_cross(fused.decoder) is None
     got = cross_kv(fused.decoder, feats)
     assert all(np.array_equal(bits(a), bits(b)) for g, w in zip(got, want) for a, b in zip(g, w))
+
+
+def test_a_copied_module_gets_a_c_helper_of_its_own(on_cpu):
+    """A decoder or encoder copied with its __dict__ (as a rewrite copies a module) carries the
+    original's helper; it is made again for the copy, which reads the copy's own layers."""
+    import copy
+
+    from whisperfast.decode.cpu_encoder import native_cross
+
+    fused = rewritten(load("tiny.en", dtype=mx.float32)).whisper
+    for module, helper in ((fused.decoder, native_cross), (fused.encoder, native_encoder)):
+        first = helper(module)
+        twin = copy.copy(module)
+        assert twin.__dict__ is not module.__dict__ and helper(twin) is not first
+        assert helper(twin).owner is twin and helper(module) is first

@@ -18,6 +18,7 @@ import mlx.core as mx
 from mlx_whisper.whisper import AudioEncoder, TextDecoder
 
 from ..kernels import cpu_simd, ops
+from ..kernels.layers import cpu_streams, piece_bounds
 from ..kernels.cpu_simd import CpuSimd
 from .attention import WhisperAttention
 from .cpu_step import LAYER, SIZES, SPLIT_MIN, cross_chain_matches, global_sgemm, layers_unsupported
@@ -40,6 +41,7 @@ class NativeEncoder:
 
     def __init__(self, kernels: CpuSimd, encoder: AudioEncoder):
         self.kernels, self.encoder = kernels, encoder
+        self.owner = encoder  # the module it reads (_kept)
         self.reason = unsupported(encoder)
         self._tables = self._scratch = None
 
@@ -101,40 +103,59 @@ def _kept(module, key: str, make):
 
     if mx.default_device() != mx.cpu or not config().cpu_step:
         return None
-    if key not in module.__dict__:
+    native = module.__dict__.get(key, False)
+    # a module copied with its __dict__ (a rewrite's copy) carries the original's: made again
+    if native is False or (native is not None and native.owner is not module):
         kernels = cpu_simd.chosen(mx.float32)
-        module.__dict__[key] = make(kernels, module) if kernels is not None else None
-    native = module.__dict__[key]
+        native = module.__dict__[key] = make(kernels, module) if kernels is not None else None
     return native if native is not None and not native.reason else None
 
 
 class NativeCross:
     """Every decoder layer's cross-attention keys and values for audio features xa (n_audio,
     n_audio_ctx, n_state) float32 in one C call (cpu_rows.c: wf_cross_kv): the BLAS calls of
-    WhisperAttention.cross_kv (its products shared out as the CPU streams share them), its
-    scale and its heads-first layout, bit for bit (tests/test_cpu_encoder.py). In MLX ops each
-    product is written, joined from its streams' pieces and laid out heads-first again: ~21 ms
-    of the ~13 ms product a layer's keys took for 4 audios of tiny.en (benchmarks/cpu/session31/)."""
+    WhisperAttention.cross_kv, its products cut where its CPU streams cut them, then its scale
+    and its heads-first layout, bit for bit (tests/test_cpu_encoder.py). MLX's ops wrote each
+    product in its streams' pieces, joined them and laid them out heads-first again (4 audios
+    of tiny.en: 123 ms against the call's 104, benchmarks/cpu/session31/)."""
 
     def __init__(self, kernels: CpuSimd, decoder: TextDecoder):
         self.kernels, self.decoder = kernels, decoder
+        self.owner = decoder  # the module it reads (_kept)
         blocks = decoder.blocks
         self.reason = "a cross-attention other than whisperfast's" \
             if not all(isinstance(b.cross_attn, WhisperAttention) for b in blocks) else \
             layers_unsupported([m for b in blocks for m in (b.cross_attn.key, b.cross_attn.value)], [])
         self._tables = self._scratch = None
-        self._chains: dict = {}  # n_audio -> whether the decode step reads the keys packed (cross_chain_matches)
+        self._chains: dict = {}  # n_audio -> whether the decode step's scores sum as chains (cross_chain_matches)
         self._packed = None  # (the keys it made last, each layer's keys as wf_pack_heads lays them out)
+        # Whether to pack the keys it makes: on while a decode step takes them (take_packed), off
+        # once some went untaken (beams, best-of samples and MLX's step read the keys as made)
+        self.packs = True
         self._lock = threading.Lock()
+
+    def chains(self, n_audio: int) -> bool:
+        """cross_chain_matches for this decoder over n_audio keys, found once (~18 ms)."""
+        with self._lock:
+            return self._chains_locked(n_audio)
+
+    def _chains_locked(self, n_audio: int) -> bool:
+        if n_audio not in self._chains:
+            first = self.decoder.blocks[0].cross_attn
+            self._chains[n_audio] = cross_chain_matches(self.kernels, first.n_head, n_audio,
+                                                        first.key.weight.shape[0] // first.n_head)
+        return self._chains[n_audio]
 
     def take_packed(self, keys: list) -> Optional[list]:
         """Each layer's cross keys as wf_pack_heads lays them out (for the decode step's chains),
-        where `keys` are the keys the last call made and packed, else None. Handed over, not
-        kept here: the caller holds them as long as it reads them, and their memory goes back to
-        the heap with the caller's (kept, each batch's ~9 MB a layer came from fresh pages)."""
+        where `keys` are the keys the last call made and packed, else None (and the next call
+        packs). Handed over, not kept here: the caller holds them as long as it reads them, and
+        their memory goes back to the heap with the caller's (kept, each batch's ~9 MB a layer
+        came from fresh pages)."""
         with self._lock:
             made = self._packed
             if made is None or len(keys) != len(made[0]) or not all(a is b for a, b in zip(keys, made[0])):
+                self.packs = True
                 return None
             self._packed = None
             return made[1]
@@ -146,32 +167,36 @@ class NativeCross:
 
         if self.reason or xa.dtype != mx.float32 or xa.ndim != 3:
             return None
-        if self._tables is None:
-            self._build()
         B, S, D = xa.shape
-        if D != self._sizes["n_state"]:
-            return None
         x = np.ascontiguousarray(cpu_simd._host(xa))
-        H, n = self._sizes["n_head"], self._sizes["n_layer"]
-        hd = D // H
-        out = [mx.zeros((B, H, S, hd), mx.float32) for _ in range(2 * n)]
-        mx.eval(out)  # their own memory, which the call fills (nothing else holds these arrays yet)
-        ptrs = [cpu_simd._buffer(a).ctypes.data for a in out]
-        keys, values = (ctypes.c_void_p * n)(*ptrs[0::2]), (ctypes.c_void_p * n)(*ptrs[1::2])
-        dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
-        made = list(zip(out[0::2], out[1::2]))
-        with self._lock:  # one call at a time: the scratch and the packed keys are shared
-            self._packed = None  # keys packed and never taken (their decode ran MLX's step) go first
-            if S not in self._chains:
-                self._chains[S] = cross_chain_matches(self.kernels, H, S, hd)
+        with self._lock:  # one call at a time: the tables, the scratch and the packed keys are shared
+            if self._tables is None:
+                self._build()
+            if D != self._sizes["n_state"]:
+                return None
+            H, n = self._sizes["n_head"], self._sizes["n_layer"]
+            hd = D // H
+            out = [mx.zeros((B, H, S, hd), mx.float32) for _ in range(2 * n)]
+            mx.eval(out)  # their own memory, which the call fills (nothing else holds these arrays yet)
+            ptrs = [cpu_simd._buffer(a).ctypes.data for a in out]
+            if self._packed is not None:  # the last keys packed went untaken
+                self.packs, self._packed = False, None
             panel = self.kernels.lib.wf_panel_size()
             panels = [np.empty(B * H * -(-S // panel) * panel * hd, np.float32) for _ in range(n)] \
-                if self._chains[S] else None
-            if self._scratch is None or self._scratch.size < 2 * B * S * D:  # kept: 2 products of every audio's rows
+                if self.packs and self._chains_locked(S) else None
+            if self._scratch is None or self._scratch.size < 2 * B * S * D:  # kept: the largest batch's two products
                 self._scratch = np.empty(2 * B * S * D, np.float32)
-            self.kernels.lib.wf_cross_kv(self._sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S, SPLIT_MIN,
-                                         self._scratch.ctypes.data, keys, values,
-                                         None if panels is None else (ctypes.c_void_p * n)(*(p.ctypes.data for p in panels)))
+            # the products cut as WhisperAttention._linear cuts them on the CPU streams
+            cut = piece_bounds(D) if S >= 1500 and len(cpu_streams()) > 1 else [0, D]
+            bounds = np.array(cut, np.int64)
+            dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
+            if self.kernels.lib.wf_cross_kv(self._sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S,
+                                            bounds.ctypes.data, len(cut) - 1, self._scratch.ctypes.data,
+                                            (ctypes.c_void_p * n)(*ptrs[0::2]), (ctypes.c_void_p * n)(*ptrs[1::2]),
+                                            None if panels is None else
+                                            (ctypes.c_void_p * n)(*(p.ctypes.data for p in panels))):
+                raise RuntimeError("wf_cross_kv declined its bounds")
+            made = list(zip(out[0::2], out[1::2]))
             self._packed = None if panels is None else ([k for k, _ in made], panels)
         return made
 
@@ -189,10 +214,10 @@ class NativeCross:
             rows.extend(arrays[name].ctypes.data if name in arrays else None for name in LAYER)
         first = self.decoder.blocks[0].cross_attn
         self._keep = keep
-        self._tables = (ctypes.c_void_p * len(rows))(*rows)
         self._sizes = dict.fromkeys(SIZES, 0) | dict(n_layer=len(self.decoder.blocks), n_state=first.key.weight.shape[0],
                                                      n_head=first.n_head, threads=self.kernels.threads)
         self._scale, self._sgemm = first.qk_scale, global_sgemm()
+        self._tables = (ctypes.c_void_p * len(rows))(*rows)
 
 
 def native_cross(decoder: TextDecoder) -> Optional[NativeCross]:

@@ -326,7 +326,9 @@ class NativeStep:
 
     def cross_chains(self, n_audio: int) -> bool:
         """cross_chain_matches for this decoder over n_audio keys, found once (~18 ms: a batch's
-        rows and every window ask)."""
+        rows and every window ask): NativeCross's finding where there is one."""
+        if self.cross is not None:
+            return self.cross.chains(n_audio)
         f = self.flat
         if n_audio not in self._chains:
             self._chains[n_audio] = cross_chain_matches(self.kernels, f.n_head, n_audio, f.n_state // f.n_head)

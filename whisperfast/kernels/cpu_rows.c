@@ -1,7 +1,8 @@
 /* Many rows through residual blocks (cpu_decoder.h's tables), as MLX's CPU ops compute
    mlx-whisper's graph for them, in one call, on two threads: a decoder's prompt (its previous
-   text, up to 224 tokens: the logits of some rows, every layer's keys and values), and an
-   encoder's blocks (1500 rows, no cross-attention, no mask).
+   text, up to 224 tokens: the logits of some rows, every layer's keys and values), an
+   encoder's blocks (1500 rows, no cross-attention, no mask), and a decoder's cross-attention
+   keys and values for a batch's audio (its products cut as MLX's CPU streams cut them).
 
    In MLX that is ~150 primitives a prompt on one BLAS thread, and each attention copies its
    heads' operands and joins its streams' pieces. Here every product is the very cblas_sgemm
@@ -245,13 +246,37 @@ void wf_pack_heads(const float* w, float* out, long heads, long n, long k, int t
     wf_team_stop(team);
 }
 
-/* Every layer's cross-attention keys and values (mlx-whisper's cross_kv: the keys scaled by
-   `scale`) for n_audio audios of S rows each, x (n_audio * S, D): each the very cblas_sgemm
-   call MLX makes for it (one product over every audio's rows, its output features shared as
-   its CPU streams share them: wf_linears), then MLX's scale and its heads-first layout,
-   keys[l] and values[l] (n_audio, H, S, hd). Where packed[l] is given, the layer's keys are
+/* Every layer's cross-attention keys and values (WhisperAttention.cross_kv: the keys scaled by
+   `scale`) for n_audio audios of S rows each, x (n_audio * S, D), into keys[l] and values[l]
+   (n_audio, H, S, hd): each piece [bounds[i], bounds[i + 1]) of the output features the very
+   cblas_sgemm call MLX makes for it on its CPU stream (one product over every audio's rows, as
+   MLX folds the batch into them; the values' bias copied in, beta 1), the pieces shared by the
+   team; then MLX's scale and heads-first layout. Where packed[l] is given, the layer's keys are
    also laid out there as wf_pack_heads lays them out, while they are in cache. scratch:
    2 * n_audio * S * D floats. */
+typedef struct {
+    Sgemm sgemm;
+    const float *x, *wk, *wv, *bv;
+    float *k, *v;
+    long m, D;
+    const long* bounds;
+    long pieces;
+} CrossProducts;
+
+static void cross_products_part(void* ctx, int part, int parts) {
+    const CrossProducts* c = ctx;
+    const long D = c->D;
+    for (long i = part; i < c->pieces; i += parts) {
+        const long a = c->bounds[i], w = c->bounds[i + 1] - a;
+        if (w <= 0) continue;
+        c->sgemm(ROW_MAJOR, NO_TRANS, TRANS, (int)c->m, (int)w, (int)D, 1.0f, c->x, (int)D, c->wk + a * D, (int)D, 0.0f,
+                 c->k + a, (int)D);
+        for (long r = 0; r < c->m; r++) memcpy(c->v + r * D + a, c->bv + a, w * sizeof(float));
+        c->sgemm(ROW_MAJOR, NO_TRANS, TRANS, (int)c->m, (int)w, (int)D, 1.0f, c->x, (int)D, c->wv + a * D, (int)D, 1.0f,
+                 c->v + a, (int)D);
+    }
+}
+
 typedef struct {
     const float *k, *v; /* (n_audio * S, D): the products */
     float *keys, *values, *packed;
@@ -277,13 +302,16 @@ static void cross_part(void* ctx, int part, int parts) {
 }
 
 int wf_cross_kv(Sgemm sgemm, const float* const* layers, const long* d, float scale, const float* x, long n_audio,
-                long S, long split_min, float* scratch, float* const* keys, float* const* values, float* const* packed) {
+                long S, const long* bounds, long pieces, float* scratch, float* const* keys, float* const* values,
+                float* const* packed) {
     const long D = d[N_STATE], H = d[N_HEAD], m = n_audio * S;
+    if (pieces < 1 || bounds[0] != 0 || bounds[pieces] != D) return -1;
     float *k = scratch, *v = k + m * D;
     Team* team = wf_team_start((int)d[THREADS]);
     for (long l = 0; l < d[N_LAYER]; l++) {
         const float* const* a = layers + l * LAYER_ARRAYS;
-        wf_linears(team, sgemm, x, m, D, split_min, 2, (Output[]){{a[WK], NULL, k, D}, {a[WV], a[BV], v, D}});
+        CrossProducts p = {sgemm, x, a[WK], a[WV], a[BV], k, v, m, D, bounds, pieces};
+        wf_team_run(team, cross_products_part, &p);
         Cross c = {k, v, keys[l], values[l], packed ? packed[l] : NULL, scale, n_audio, S, H, D / H};
         wf_team_run(team, cross_part, &c);
     }

@@ -81,7 +81,7 @@ class CpuSimd:
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_pick_rows", (_P, _L, _L, _P, ctypes.c_int)),
                            ("wf_pack_heads", (_P, _P, _L, _L, _L, ctypes.c_int)),
-                           ("wf_cross_kv", (_P, _P, _P, ctypes.c_float, _P, _L, _L, _L, _P, _P, _P, _P)),
+                           ("wf_cross_kv", (_P, _P, _P, ctypes.c_float, _P, _L, _L, _P, _L, _P, _P, _P, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
                            ("wf_encoder_scratch", (_P, _L)),
