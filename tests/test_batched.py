@@ -246,13 +246,25 @@ def test_fused_and_stock_lanes_give_the_same_tokens(tiny, jfk, timit):
 
 
 def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
-    # on the CPU chunks are encoded one at a time by default (less memory, same time); the
-    # whole batch in one encoder call gives the same words
+    # on the CPU chunks are encoded one at a time through MLX's ops by default (less memory,
+    # same time), two at a time where the C encoder runs them one a thread; the whole batch in
+    # one encoder call gives the same words
     import mlx.core as mx
+    from whisperfast.decode.cpu_encoder import native_encoder
 
-    assert BatchOptions(batch_size=4).rows_per_encode() == (4 if mx.default_device() == mx.gpu else 1)
+    fast = rewritten(tiny)
+    on_cpu = mx.default_device() == mx.cpu
+    native = native_encoder(fast.whisper.encoder) if on_cpu else None
+    pairs = native is not None and native.kernels.threads > 1
+    assert BatchOptions(batch_size=4).rows_per_encode(tiny.whisper) == (1 if on_cpu else 4)
+    assert BatchOptions(batch_size=4).rows_per_encode(fast.whisper) == (2 if pairs else 1 if on_cpu else 4)
+    assert BatchOptions(batch_size=4, encoder_rows=3).rows_per_encode(fast.whisper) == 3
     one, whole = (transcribe_batched(tiny, [jfk, timit], batch=BatchOptions(2, encoder_rows=k)) for k in (None, 2))
     assert [normalize(t.text) for t in one] == [normalize(t.text) for t in whole]
+    # the fast lane's default (pairs on two threads) against one window a call: the same tokens
+    paired, single = (transcribe_batched(fast, [jfk, timit, jfk], batch=BatchOptions(3, encoder_rows=k))
+                      for k in (None, 1))
+    assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
 def test_no_vad_cuts_every_30_s(tiny, jfk):

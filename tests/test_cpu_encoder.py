@@ -38,21 +38,28 @@ def counted(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("name,files", [
-    ("tiny.en", ("jfk.wav", "en_ljspeech_LJ050-0131.wav")),
-    pytest.param("base", ("jfk.wav", "zh_aishell1_BAC009S0724W0121.wav"), marks=needs_base),
+    ("tiny.en", ("jfk.wav", "en_ljspeech_LJ050-0131.wav", "en_ldc93s1_timit_16k.wav")),
+    pytest.param("base", ("jfk.wav", "zh_aishell1_BAC009S0724W0121.wav", "en_ljspeech_LJ050-0131.wav"),
+                 marks=needs_base),
 ])
 def test_c_encoder_blocks_are_stocks_encoder_bit_for_bit(on_cpu, monkeypatch, name, files):
-    """Two windows of real speech through the fast engine's encoder (tiny.en: 4 blocks of 6
-    heads; base: 6 of 8, 512 wide) run as one C call an audio, and give stock's features,
-    every element bit for bit, batched or one at a time."""
+    """Three windows of real speech through the fast engine's encoder (tiny.en: 4 blocks of 6
+    heads; base: 6 of 8, 512 wide) in one C call give stock's features, every element bit for
+    bit: three (a pair, one a thread, then one on both threads), two (a pair), one, and all
+    three on one thread."""
     calls = counted(monkeypatch)
     stock = load(name, dtype=mx.float32)
     fused = rewritten(stock)
     mels = mx.concatenate([first_window_mel(SAMPLES / f, mx.float32) for f in files])
     want = stock.whisper.encoder(mels)
+    for at in range(3):
+        assert np.array_equal(bits(encode(fused.whisper, mels[at:])), bits(want[at:])), at
+    assert calls == [True] * 3
+    encoder = fused.whisper.encoder
+    one_thread = NativeEncoder(cpu_simd.chosen(mx.float32).threaded(1), encoder)
+    monkeypatch.setitem(encoder.__dict__, "_whisperfast_blocks", one_thread)  # where native_encoder keeps it
     assert np.array_equal(bits(encode(fused.whisper, mels)), bits(want))
-    assert np.array_equal(bits(encode(fused.whisper, mels[1:])), bits(want[1:]))
-    assert calls == [True, True]
+    assert calls == [True] * 4
 
 
 def test_c_encoder_stands_aside(on_cpu, knobs, monkeypatch):

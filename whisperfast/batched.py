@@ -59,7 +59,7 @@ from mlx_whisper.tokenizer import Tokenizer
 
 from . import chunker, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, check_samples
-from .decode import decode_window, encode, tokenizer_for
+from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
 from .errors import WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
@@ -72,11 +72,12 @@ CHUNK_SAMPLES = N_SAMPLES  # 30 s: one encoder window
 class BatchOptions:
     """batch_size: chunks per decode; vad_options: how speech is found (TranscribeOptions.vad
     says whether); without_timestamps: one segment per chunk (faster-whisper's batched default)
-    instead of Whisper's own segments; encoder_rows: chunks per encoder call, None: one on the
-    CPU, the whole batch on a GPU. On the CPU an encoder call of N windows takes as long as N
-    calls of one (benchmarks/batched/README.md), while its activations (the attention weights
-    of every window at once) are most of the process's peak memory: one at a time keeps the
-    encoder's share of the peak that of one window, whatever batch_size."""
+    instead of Whisper's own segments; encoder_rows: chunks per encoder call, None: the whole
+    batch on a GPU, `decode.windows_per_call` on the CPU (one, or two where the C encoder runs
+    them one a thread). On the CPU an encoder call of N windows through MLX's ops takes as long
+    as N calls of one (benchmarks/batched/README.md), while its activations (the attention
+    weights of every window at once) are most of the process's peak memory: one or two at a
+    time keeps the encoder's share of the peak that of one or two windows, whatever batch_size."""
 
     batch_size: int = 8
     vad_options: vad.VadOptions = vad.BATCHED_VAD
@@ -89,10 +90,10 @@ class BatchOptions:
         if self.encoder_rows is not None and (not isinstance(self.encoder_rows, int) or self.encoder_rows < 1):
             raise WhisperfastError(f"encoder rows must be a whole number >= 1, not {self.encoder_rows!r}")
 
-    def rows_per_encode(self) -> int:
+    def rows_per_encode(self, whisper) -> int:
         if self.encoder_rows is not None:
             return self.encoder_rows
-        return self.batch_size if mx.default_device() == mx.gpu else 1
+        return self.batch_size if mx.default_device() == mx.gpu else windows_per_call(whisper)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
         chunks = _chunks(audios, files, options.vad is not False, batch.vad_options, progress)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                       batch.rows_per_encode(), aligner)
+                       batch.rows_per_encode(whisper), aligner)
             progress.decoded(rows, files)
         progress.finished(files)
 

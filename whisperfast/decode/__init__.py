@@ -14,8 +14,8 @@
 
 Imports run down that list, never back up."""
 
-from .encoder import encode
+from .encoder import encode, windows_per_call
 from .engine import Engine, decode_window, tokenizer_for
 from .rewrite import rewrite_whisper
 
-__all__ = ["Engine", "decode_window", "encode", "rewrite_whisper", "tokenizer_for"]
+__all__ = ["Engine", "decode_window", "encode", "rewrite_whisper", "tokenizer_for", "windows_per_call"]

@@ -44,6 +44,17 @@ def encode(model: Whisper, mel: mx.array) -> mx.array:
     return model.encoder(mel)
 
 
+def windows_per_call(model: Whisper) -> int:
+    """How many windows a CPU encoder call takes best: two where the C blocks run on two
+    threads (NativeEncoder runs them one a thread, ~5-7 % sooner than each on both), else one:
+    MLX's ops take as long for N windows as for N calls of one, while holding N windows'
+    activations (benchmarks/batched/README.md)."""
+    if not (supports_static_cache(model) and mx.default_device() == mx.cpu):
+        return 1
+    native = native_encoder(model.encoder)
+    return 2 if native is not None and native.kernels.threads > 1 else 1
+
+
 def fast_gelu():
     """The fast engine's GELU (the module's docstring says why): composed but on Metal."""
     return nn.gelu if mx.default_device() == mx.gpu and mx.metal.is_available() else composed_gelu
