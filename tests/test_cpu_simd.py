@@ -194,6 +194,24 @@ def test_chain_matmul_sums_each_output_as_one_fma_chain(built):
         built.chain_matmul(mx.zeros((9, 1, 8)), mx.zeros((8, 8)))
 
 
+@pytest.mark.parametrize("k", [384, 1536])
+@pytest.mark.parametrize("half", [True, False])
+def test_chain_matmul_of_several_rows_is_each_rows_own(built, k, half):
+    """Several rows at once (on an AVX-512 CPU, up to four a panel's pass, its float16 widened
+    once for them all: cpu_products.c's panel_group_512) against each row alone (the AVX2 loop),
+    bit for bit: 2 to 8 rows, a tail panel (200 outputs), float16 and float32 panels, k in one
+    block (384) and in OpenBLAS's four (1536: 448, 448, 320, 320), with a bias."""
+    rng = np.random.default_rng(7)
+    w = mx.array(rng.standard_normal((200, k)).astype(np.float16).astype(np.float32))
+    panels = built.pack(w, half=half)
+    assert panels.half == half
+    b = mx.array(rng.standard_normal(200).astype(np.float32))
+    for rows in range(2, 9):
+        x = mx.array(rng.standard_normal((rows, k)).astype(np.float32))
+        alone = np.concatenate([bits(built.chain_matmul(x[r : r + 1], panels, b)) for r in range(rows)])
+        assert np.array_equal(bits(built.chain_matmul(x, panels, b)), alone), rows
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 1500, 64), (1, 1, 70, 8), (3, 2, 64, 16)])
 def test_pack_heads_lays_out_each_head_as_pack_does(built, shape):
     """pack_heads (every row's and head's keys in one call, the heads shared over two threads)

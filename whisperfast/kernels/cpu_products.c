@@ -76,8 +76,8 @@ static long k_block(long rest) {
     return rest;
 }
 
-void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
-                   long p1, long n, long k) {
+static void panel_rows_avx2(const float* x, const void* packed, int half, const float* bias, float* out, long m,
+                            long p0, long p1, long n, long k) {
     for (long p = p0; p < p1; p++) {
         const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
                                  : (const void*)((const float*)packed + p * k * PANEL);
@@ -109,6 +109,81 @@ void wf_panel_rows(const float* x, const void* packed, int half, const float* bi
             for (long i = 0; i < count; i++) out[r * n + j0 + i] = y[i];
         }
     }
+}
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma,f16c")
+
+/* The same sums for R rows at once (R <= 4) on AVX-512's 32 registers: each step of k widens
+   the panel's 64 values once (four 16-wide vectors) for all R rows, where the AVX2 loop above
+   widens them again for every row (the float16 conversions, not the fmas, bound that loop).
+   Each lane is the same fma chain as there, in the same order: the same bits. */
+static inline __attribute__((always_inline)) void panel_group_512(const float* x, const void* panel, int half,
+                                                                  const float* bias, float* out, const int R,
+                                                                  long j0, long count, long n, long k) {
+    float y[4][PANEL];
+    for (int r = 0; r < R; r++)
+        for (long i = 0; i < PANEL; i++) y[r][i] = bias && i < count ? bias[j0 + i] : 0.0f;
+    for (long k0 = 0, kb; k0 < k; k0 += kb) {
+        kb = k_block(k - k0);
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (long kk = k0; kk < k0 + kb; kk++) {
+            const long at = kk * PANEL;
+            __m512 w[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                w[c] = half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)panel + at + 16 * c)))
+                            : _mm512_loadu_ps((const float*)panel + at + 16 * c);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                const __m512 xv = _mm512_set1_ps(x[r * k + kk]);
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(w[c], xv, acc[r][c]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            float a[PANEL];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(a + 16 * c, acc[r][c]);
+            for (long i = 0; i < PANEL; i++) y[r][i] = y[r][i] + a[i];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (long i = 0; i < count; i++) out[r * n + j0 + i] = y[r][i];
+}
+
+static void panel_rows_512(const float* x, const void* packed, int half, const float* bias, float* out, long m,
+                           long p0, long p1, long n, long k) {
+    for (long p = p0; p < p1; p++) {
+        const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
+                                 : (const void*)((const float*)packed + p * k * PANEL);
+        const long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
+        long r = 0;
+        for (; r + 4 <= m; r += 4) panel_group_512(x + r * k, panel, half, bias, out + r * n, 4, j0, count, n, k);
+        if (m - r == 3) panel_group_512(x + r * k, panel, half, bias, out + r * n, 3, j0, count, n, k);
+        else if (m - r == 2) panel_group_512(x + r * k, panel, half, bias, out + r * n, 2, j0, count, n, k);
+        else if (m - r == 1) panel_group_512(x + r * k, panel, half, bias, out + r * n, 1, j0, count, n, k);
+    }
+}
+
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+/* out (m, n) = x (m, k) @ w.T [+ bias] on panels p0 .. p1 (above): several rows at once on
+   AVX-512 where the CPU has it, else a row at a time (one row: the AVX2 loop either way) */
+void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
+                   long p1, long n, long k) {
+    static int avx512 = -1;
+    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (m > 1 && avx512) panel_rows_512(x, packed, half, bias, out, m, p0, p1, n, k);
+    else panel_rows_avx2(x, packed, half, bias, out, m, p0, p1, n, k);
 }
 
 /* ---- rows times a weight, sixteen lanes a sum ---- */
