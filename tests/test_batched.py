@@ -261,10 +261,10 @@ def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
     assert BatchOptions(batch_size=4, encoder_rows=3).rows_per_encode(fast.whisper) == 3
     one, whole = (transcribe_batched(tiny, [jfk, timit], batch=BatchOptions(2, encoder_rows=k)) for k in (None, 2))
     assert [normalize(t.text) for t in one] == [normalize(t.text) for t in whole]
-    # the fast lane's default (pairs on two threads) against one window a call: the same tokens
-    paired, single = (transcribe_batched(fast, [jfk, timit, jfk], batch=BatchOptions(3, encoder_rows=k))
-                      for k in (None, 1))
-    assert [t.tokens for t in paired] == [t.tokens for t in single]
+    if pairs:  # the fast lane's default (a pair, one window a thread, then one) against one a call: the same tokens
+        paired, single = (transcribe_batched(fast, [jfk, timit, jfk], batch=BatchOptions(3, encoder_rows=k))
+                          for k in (None, 1))
+        assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
 def test_no_vad_cuts_every_30_s(tiny, jfk):
