@@ -1197,6 +1197,20 @@ session32)  # batched mode's chunks' log-mel in one graph (batched._mels) agains
     grep -E "^│ fused|Error" "$out/bench-$m.txt" | sed "s|^|$m |"
   done 2>&1 | tee "$out/gpu_bench_600s.txt"
   timeout ${T1:-240} $py -m pytest -q -p no:cacheprovider -rf tests/test_batched.py 2>&1 | tee "$out/gpu_tests.txt" | tail -6
+  [ "${FRESH:-0}" = 1 ] && $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null && \
+    $py -m compileall -q whisperfast > /dev/null 2>&1 && timeout ${T4:-150} $py - <<'PY' 2>&1 | tee "$out/fresh_3600.jsonl"
+import json, subprocess, sys, time
+for i in range(5):  # run 0 meets empty kernel caches
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
+                        "--batch-size", "32"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    d = d[0] if isinstance(d, list) else d
+    print(json.dumps(dict(run=i, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
+                          timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])),
+          flush=True)
+PY
   ;;
 session31)  # the GPU VAD by group size (vad_group_probe.py, the 600 s and 60-minute clips), then the warm batched 600 s
   # bench at HEAD (tiny.en, 32 a batch), and (TESTS=1) the batched, VAD and equality tests: this session's changes are
