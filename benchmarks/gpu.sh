@@ -1184,13 +1184,12 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
-session32)  # batched mode's chunks' log-mel in one graph (batched._mels) against one graph a chunk, and a profile of a
-  # warm batched 600 s transcription (pipeline_probe.py); the warm batched 600 s bench at HEAD (tiny.en, base; 32 a
-  # batch); the batched tests (the CPU's changes, the encoder's pairs and the four-row chains, are not the GPU's)
+session32)  # the warm batched 600 s bench (tiny.en, base; 32 a batch); the batched tests (the CPU's changes, the
+  # encoder's pairs and the four-row chains, are not the GPU's); FRESH=1: fresh 60-minute processes. As run (ea8412f) it
+  # first timed the chunks' log-mel in one graph (batched._mels, benchmarks/batched/pipeline_probe.py) against one graph
+  # a chunk: slower on the GPU too, both reverted (benchmarks/h100-session32/)
   $py -m whisperfast info --json > "$out/info.json"
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  timeout ${T0:-120} $py benchmarks/batched/pipeline_probe.py /tmp/clip600.wav --runs 10 > "$out/pipeline.txt" 2>&1
-  head -2 "$out/pipeline.txt"
   for m in tiny.en base; do
     timeout ${T3:-60} $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 \
       --json --no-kernels --batch-size 32 > "$out/bench-$m.json" 2> "$out/bench-$m.txt"

@@ -267,24 +267,6 @@ def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
         assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
-def test_chunks_log_mel_in_one_graph_is_each_chunks_own(timit):
-    """batched._mels (the batch's chunks in one graph) against batched._mel a chunk: real speech
-    of several lengths (30 s, a few seconds, a one-frame chunk, 190 and 201 samples, where
-    stft's reflected padding runs into the chunk's zeros) and silence, 80 and 128 mels: the
-    same values to the FFT's rounding, and zeros past each chunk's own frames."""
-    import mlx.core as mx
-
-    speech = np.concatenate([timit] * 12)[: batched.CHUNK_SAMPLES]
-    chunks = [speech, timit, speech[:160], speech[4000:4190], speech[8000:8201], np.zeros(3000, np.float32)]
-    for n_mels in (80, 128):
-        one = np.array(mx.stack([batched._mel(c, n_mels) for c in chunks]))
-        together = np.array(batched._mels(chunks, n_mels))
-        assert together.shape == one.shape == (len(chunks), 3000, n_mels)
-        assert np.abs(together - one).max() <= 1e-5
-        for c, rows in zip(chunks, together):
-            assert not rows[len(c) // 160 :].any() and rows[: len(c) // 160].all()
-
-
 def test_no_vad_cuts_every_30_s(tiny, jfk):
     t = transcribe_batched(tiny, [np.concatenate([jfk, jfk, jfk])], TranscribeOptions(vad=False), BatchOptions(4))[0]
     # 30 s and 3 s, each JFK heard

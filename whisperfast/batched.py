@@ -53,8 +53,7 @@ from typing import Callable, Iterator, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import (HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, hanning, log_mel_spectrogram, mel_filters,
-                               pad_or_trim)
+from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
@@ -289,39 +288,6 @@ def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
     return pad_or_trim(frames, N_FRAMES, axis=-2)
 
 
-def _mels(audios: Sequence[np.ndarray], n_mels: int) -> mx.array:
-    """_mel of each chunk, (len(audios), N_FRAMES, n_mels), as one graph over a batch of rows
-    instead of one a chunk (~15 small ops each: on a GPU, a 600 s clip's 20 chunks took ~25 ms
-    of its ~217, benchmarks/h100-session31/). Row i is chunk i as log_mel_spectrogram pads it
-    (its reflected first samples, the chunk, its N_FFT zeros and the zeros stft reflects from
-    them), then zeros to the longest row. So each of a chunk's frames holds the same samples as
-    there, and the maximum the log-mel is clipped from is taken over the chunk's own frames.
-    The values are _mel's to the FFT's rounding: an FFT over more frames at once may round a
-    frame otherwise (MLX's CPU FFT did so for the first frame of a 201-sample chunk, by one
-    ulp), as _mel's own frames are sequential mode's to float rounding."""
-    pad = N_FFT // 2
-    longest = max(len(a) for a in audios)
-    rows = np.zeros((len(audios), longest + N_FFT + 2 * pad), np.float32)
-    own = []  # each chunk's frames in log_mel_spectrogram (stft's, less the last)
-    for row, a in zip(rows, audios):
-        head = np.concatenate([a[1 : pad + 1], np.zeros(max(0, pad + 1 - len(a)), np.float32)])
-        row[:pad] = head[::-1]
-        row[pad : pad + len(a)] = a
-        own.append((len(a) + N_FFT + 2 * pad - N_FFT + HOP_LENGTH) // HOP_LENGTH - 1)
-    x = mx.array(rows)
-    count = (rows.shape[1] - N_FFT + HOP_LENGTH) // HOP_LENGTH - 1
-    frames = mx.as_strided(x, shape=(len(audios), count, N_FFT), strides=(rows.shape[1], HOP_LENGTH, 1))
-    magnitudes = mx.fft.rfft(frames * hanning(N_FFT)).abs().square()
-    log_spec = mx.maximum(magnitudes @ mel_filters(n_mels).T, 1e-10).log10()
-    index = mx.arange(count)[None, :, None]
-    mine = index < mx.array(own)[:, None, None]
-    top = mx.where(mine, log_spec, -mx.inf).max(axis=(1, 2), keepdims=True)
-    log_spec = (mx.maximum(log_spec, top - 8.0) + 4.0) / 4.0
-    kept = index < mx.array([len(a) // HOP_LENGTH for a in audios])[:, None, None]
-    log_spec = mx.where(kept, log_spec, 0.0)
-    return pad_or_trim(log_spec, N_FRAMES, axis=-2)
-
-
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
                aligner: Aligner | None) -> None:
@@ -330,7 +296,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     parts = []
     for at in range(0, len(rows), encoder_rows):
         t = time.perf_counter()
-        mel = _mels([c.audio for c in rows[at : at + encoder_rows]], whisper.dims.n_mels).astype(dtype)
+        mel = mx.stack([_mel(c.audio, whisper.dims.n_mels) for c in rows[at : at + encoder_rows]]).astype(dtype)
         mx.eval(mel)
         mel_s += time.perf_counter() - t
         t = time.perf_counter()
