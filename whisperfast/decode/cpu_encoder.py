@@ -5,7 +5,7 @@ across the CPU streams; an attention layer there copies its heads' operands, han
 streams and joins their pieces (~9 ms of tiny.en's ~46 ms attention layer on 2 cores,
 benchmarks/cpu/profile.md §14). `NativeEncoder` makes the same products with the same BLAS
 calls and the same elementwise ops (cpu_simd.c's softmax, GELU and layer norms) over the two
-threads of the library's team, in one call a window: the blocks' output bit for bit
+threads of the library's team, in one call (several windows two at a time, one a thread): the blocks' output bit for bit
 (tests/test_cpu_encoder.py checks it against stock's encoder).
 
 `NativeCross` makes the decoder's cross-attention keys and values from the encoder's output in
@@ -50,13 +50,18 @@ class NativeEncoder:
         self.owner = encoder  # the module it reads (_kept)
         self.reason = unsupported(encoder)
         self._tables = self._scratch = None
+        self._lock = threading.Lock()  # the scratch is shared: a second thread's call would grow it under the first
 
     def __call__(self, x: mx.array) -> Optional[mx.array]:
         """The blocks' output, or None where MLX's ops are to run (`reason`)."""
-        import numpy as np
-
         if self.reason or x.dtype != mx.float32 or x.ndim != 3:
             return None
+        with self._lock:
+            return self._blocks(x)
+
+    def _blocks(self, x: mx.array) -> mx.array:
+        import numpy as np
+
         if self._tables is None:
             self._build()
         lib, (n_audio, n) = self.kernels.lib, x.shape[:2]

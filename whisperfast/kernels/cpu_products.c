@@ -180,9 +180,8 @@ static void panel_rows_512(const float* x, const void* packed, int half, const f
    AVX-512 where the CPU has it, else a row at a time (one row: the AVX2 loop either way) */
 void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
                    long p1, long n, long k) {
-    static int avx512 = -1;
-    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    if (m > 1 && avx512) panel_rows_512(x, packed, half, bias, out, m, p0, p1, n, k);
+    if (m > 1 && __builtin_cpu_supports("avx512f")) /* libgcc's flags, read at load (XCR0 checked too) */
+        panel_rows_512(x, packed, half, bias, out, m, p0, p1, n, k);
     else panel_rows_avx2(x, packed, half, bias, out, m, p0, p1, n, k);
 }
 
