@@ -91,6 +91,23 @@ for i in range(4):
                               timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])), flush=True)
 PY
 }
+# fresh_hour RUNS OUT SECONDS: RUNS fresh processes on the 60-minute clip (--fast, 32 a batch), one after another, a JSON
+# line each (wall, the transcription's timings, words) into OUT, within SECONDS
+fresh_hour() {
+  timeout $3 $py - "$1" <<'PY' 2>&1 | tee "$2"
+import json, subprocess, sys, time
+for i in range(int(sys.argv[1])):
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
+                        "--batch-size", "32"], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    d = json.loads(r.stdout) if r.returncode == 0 else {}
+    d = d[0] if isinstance(d, list) else d
+    print(json.dumps(dict(run=i, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
+                          timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-300:])),
+          flush=True)
+PY
+}
 # both_vads MODEL: the batched 600 s clip at 16 a batch with the VAD on onnxruntime (WHISPERFAST_VAD_GPU=0), then on the GPU
 both_vads() {
   local m=$1
@@ -1105,18 +1122,7 @@ session27b)  # cuda/step.greedy_rows (a greedy batch past the picks padded to wh
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   # the VAD's kernels and the one-row step compiled first, as session27's first batched process found them
   $py -m whisperfast transcribe samples/jfk.wav --fast --vad -q > /dev/null
-  FRESH_BATCH=32 timeout ${T1:-150} $py - <<'PY' 2>&1 | tee "$out/fresh_first.jsonl"
-import json, os, subprocess, sys, time
-for i in range(4):
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
-                        "--batch-size", "32"], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    d = json.loads(r.stdout) if r.returncode == 0 else {}
-    d = d[0] if isinstance(d, list) else d
-    print(json.dumps(dict(run=i, rc=r.returncode, wall_s=round(wall, 3), timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()},
-                          words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
-PY
+  fresh_hour 4 "$out/fresh_first.jsonl" ${T1:-150}
   TIMELINE_ARGS="--batch-size 32" timeout ${T2:-90} $py benchmarks/fresh_timeline.py 3 . /tmp/clip3600.wav 2>&1 \
     | tee "$out/timeline-3600s-b32.jsonl" | tail -1
   timeout ${T3:-240} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_rows.py tests/test_batched.py \
@@ -1197,19 +1203,7 @@ session32)  # the warm batched 600 s bench (tiny.en, base; 32 a batch); the batc
   done 2>&1 | tee "$out/gpu_bench_600s.txt"
   timeout ${T1:-240} $py -m pytest -q -p no:cacheprovider -rf tests/test_batched.py 2>&1 | tee "$out/gpu_tests.txt" | tail -6
   [ "${FRESH:-0}" = 1 ] && $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null && \
-    $py -m compileall -q whisperfast > /dev/null 2>&1 && timeout ${T4:-150} $py - <<'PY' 2>&1 | tee "$out/fresh_3600.jsonl"
-import json, subprocess, sys, time
-for i in range(5):  # run 0 meets empty kernel caches
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "/tmp/clip3600.wav", "--fast", "-q", "--json",
-                        "--batch-size", "32"], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    d = json.loads(r.stdout) if r.returncode == 0 else {}
-    d = d[0] if isinstance(d, list) else d
-    print(json.dumps(dict(run=i, rc=r.returncode, wall_s=round(wall, 3), words=len(d.get("text", "").split()),
-                          timings={k: round(v, 3) for k, v in (d.get("timings") or {}).items()}, err=r.stderr[-200:])),
-          flush=True)
-PY
+    $py -m compileall -q whisperfast > /dev/null 2>&1 && fresh_hour 5 "$out/fresh_3600.jsonl" ${T4:-150}  # run 0: empty kernel caches
   ;;
 session31)  # the GPU VAD by group size (vad_group_probe.py, the 600 s and 60-minute clips), then the warm batched 600 s
   # bench at HEAD (tiny.en, 32 a batch), and (TESTS=1) the batched, VAD and equality tests: this session's changes are
