@@ -49,7 +49,8 @@ def windows_per_call(model: Whisper) -> int:
     threads (NativeEncoder runs them one a thread, ~5-7 % sooner than each on both), else one:
     MLX's ops take as long for N windows as for N calls of one, while holding N windows'
     activations (benchmarks/batched/README.md)."""
-    if not (supports_static_cache(model) and mx.default_device() == mx.cpu):
+    if not (supports_static_cache(model) and mx.default_device() == mx.cpu
+            and model.encoder.conv1.weight.dtype == mx.float32):  # NativeEncoder's dtype
         return 1
     native = native_encoder(model.encoder)
     return 2 if native is not None and native.kernels.threads > 1 else 1
