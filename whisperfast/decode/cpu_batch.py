@@ -17,6 +17,7 @@ and compares the logits bit for bit. It stands in only where they were equal; ot
 from __future__ import annotations
 
 import ctypes
+import weakref
 from typing import Callable, Optional
 
 import mlx.core as mx
@@ -179,10 +180,15 @@ class NativeRows:
             """step's, and the rows' picks (rules.NativePick.picks) in the same C call once the
             check is past: [(token, log probability)] a row."""
             if not self.checked:
-                return native.kernels.pick_rows(step(tokens, rows), picks)
+                return native.kernels.pick_rows(stepping()(tokens, rows), picks)
             c_step(tokens, rows, picks)
             return picks.result()
 
+        # picking reaches step through a weak reference: step holds picking, and a cycle would
+        # keep the batch's caches, keys and scratch (~70 MB a batch of 2 rows of tiny.en) until
+        # Python's collector ran, which large arrays do not prompt (a 60-minute file's peak
+        # memory grew by them batch after batch)
+        stepping = weakref.ref(step)
         step.held, step.layers, step.picking = held, layers, picking
         return step
 
