@@ -5,8 +5,8 @@ across the CPU streams; an attention layer there copies its heads' operands, han
 streams and joins their pieces (~9 ms of tiny.en's ~46 ms attention layer on 2 cores,
 benchmarks/cpu/profile.md §14). `NativeEncoder` makes the same products with the same BLAS
 calls and the same elementwise ops (cpu_simd.c's softmax, GELU and layer norms) over the two
-threads of the library's team, in one call (several windows two at a time, one a thread): the blocks' output bit for bit
-(tests/test_cpu_encoder.py checks it against stock's encoder).
+threads of the library's team, in one call (several windows two at a time, one a thread):
+the blocks' output bit for bit (tests/test_cpu_encoder.py checks it against stock's encoder).
 
 `NativeCross` makes the decoder's cross-attention keys and values from the encoder's output in
 the same way, once a window, as the engine's encoding does (decode/engine.py): they live here,
