@@ -2,6 +2,8 @@
 // common.cuh): flash-decoding partials of one row or of an audio's rows, and their merge.
 
 // ---- attention ------------------------------------------------------------------------
+enum { kInFlight = 16 };  // attend_part's value loads out at once
+
 // A (head, chunk of keys) pair gives a flash-decoding partial: out = (m, l, acc[HD]) with m
 // the chunk's maximum score, l = sum_j exp(s_j - m), acc = sum_j exp(s_j - m) v_j, for q
 // (HD floats in shared memory, already scaled). key(j) and value(j) point at rows of HD.
@@ -72,8 +74,18 @@ __device__ void attend_part(const float* q, int j0, int j1, KF key, VF value, fl
   for (int u = 0; u < U; ++u) {
     const int t = tid + u * Team::kSize, d = t % HD;
     acc[u] = 0.f;
-#pragma unroll 8
-    for (int j = j0 + t / HD; j < j1; j += groups) acc[u] += p[j - j0] * ld(value(j) + d);
+    int j = j0 + t / HD;
+    // kInFlight keys' values loaded before any is summed: a value is 2 or 4 bytes a thread, and
+    // a chunk of 1500 keys (batched mode's) is ~190 a thread, whose loads the plain loop kept
+    // few at a time (benchmarks/h100-session33/); the sum's order is the plain loop's
+    for (; j + (kInFlight - 1) * groups < j1; j += kInFlight * groups) {
+      float v[kInFlight];
+#pragma unroll
+      for (int k = 0; k < kInFlight; ++k) v[k] = ld(value(j + k * groups) + d);
+#pragma unroll
+      for (int k = 0; k < kInFlight; ++k) acc[u] += p[j + k * groups - j0] * v[k];
+    }
+    for (; j < j1; j += groups) acc[u] += p[j - j0] * ld(value(j) + d);
     part[t] = acc[u];
   }
   team.sync();

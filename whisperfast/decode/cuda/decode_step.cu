@@ -270,12 +270,13 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // self-attention's keys (or values) of row b and head hd, position j: in the cache's row b
   // where this launch wrote it (j >= t0), else in row b + path's offset. Without PICK rows may
   // trade histories (beam search: beams.py's beam_update writes path, (2, B, CTX), the table
-  // for L tokens at path[L % 2]; zeros where every row's history is its own); with PICK every
-  // row's history is its own.
+  // for L tokens at path[L % 2]; zeros where every row's history is its own); with PICK, or
+  // one row an audio (PA = 1: beams trade only within an audio; batched mode's rows), every
+  // row's history is its own, and the table is not read.
   const int* hist = path + size_t(L % 2) * B * CTX;
   auto self_row = [&](T* cache, int b, int hd) {
     return [=](int j) {
-      const int r = PICK || j >= t0 ? b : b + hist[b * CTX + j];
+      const int r = PICK || PA == 1 || j >= t0 ? b : b + hist[b * CTX + j];
       return cache + (size_t(r * H + hd) * CTX + j) * HD;
     };
   };
