@@ -16,7 +16,7 @@ def start(model, features: mx.array, options, rows: int, forward: bool, separate
     task = StaticCacheTask(model, options)
     feats = features if forward and not separate else mx.repeat(features, rows, axis=0)
     run = cs.cuda_step(task, rows, feats.dtype)
-    run.greedy = not forward
+    run.greedy = run.picks = not forward  # greedy: the kernel's own picks, at any row count
     prompt = mx.array([list(task.initial_tokens)] * rows)
     if forward:  # (rows of one audio part at the first step's ties)
         logits = run.logits(prompt, feats, task.sot_index)

@@ -18,7 +18,7 @@ from whisperfast.decode.cuda.beams import _CALL as _BEAM_CALL
 from whisperfast.decode.cuda.beams import _INPUTS as _BEAM_INPUTS
 from whisperfast.decode.cuda.beams import _OUTPUTS as _BEAM_OUTPUTS
 from whisperfast.decode.cuda.launch import source as kernel_source
-from whisperfast.decode.cuda.step import _CALL, _QUANT_CALL
+from whisperfast.decode.cuda.step import _CALL, _GREEDY_CALL, _QUANT_CALL
 from whisperfast.kernels import cuda_cache
 from whisperfast.kernels.cuda_cache import COUNTERS, CachedCudaKernel, Compiled, KernelCache
 from whisperfast.output import write_atomic
@@ -233,6 +233,11 @@ _KERNELS = {
         + _TINY + [("PICK", True), ("PA", 1), ("SHARE", False), ("QB", bits), ("GS", 64), ("EB", vocabulary)])
         for bits, vocabulary in
         ((8, 8), (4, 8), (4, 4))},
+    "greedy": (
+        [("logits", _F32, 3), ("tokens", _I32, 2), ("meta", _I32, 1), ("sum_in", _F32, 1), ("suppress", _F32, 1)],
+        [("tokens_out", _I32), ("sum_out", _F32), ("done", mx.bool_)],
+        _GREEDY_CALL,
+        [("NV", 51864)] + _TINY),
     "beam_update": (
         list(zip(_BEAM_INPUTS, (_F32, _I32, _I32, _F32, _F32, _F32, _I32, _I32, _F32, _I32), (3, 2, 1, 1, 1, 1, 1, 1, 1, 3))),
         list(zip(_BEAM_OUTPUTS, (_I32, _F32, _I32, mx.bool_))),

@@ -1,10 +1,10 @@
 """The decode-step kernel with more rows than one group (decode_step.cu's for_groups: groups
 of 3, the last one padded): a batch of 5 and of 16 different windows decoded greedily in one
-batch through the kernel gives each row what the kernel gives that row alone (B = 1: the
-grouping changes no row) and the tokens stock mlx-whisper's DecodingTask gives it. Every
-lane decodes the same audio features (the stock encoder's, a row at a time), so only the
-decoders differ. These need MLX's CUDA backend: elsewhere they are reported as skipped;
-benchmarks/gpu.sh rows runs them."""
+batch through the kernel (its forward pass, then the greedy launch's picks) gives each row
+what the kernel gives that row alone (B = 1: the grouping changes no row) and the tokens
+stock mlx-whisper's DecodingTask gives it. Every lane decodes the same audio features (the
+stock encoder's, a row at a time), so only the decoders differ. These need MLX's CUDA
+backend: elsewhere they are reported as skipped; benchmarks/gpu.sh rows runs them."""
 
 import mlx.core as mx
 import numpy as np
@@ -14,7 +14,7 @@ from mlx_whisper.decoding import DecodingOptions, DecodingTask
 
 from whisperfast.audio import load_audio
 from whisperfast.decode.task import StaticCacheTask
-from whisperfast.decode.cuda.step import CROSS_CHUNKS, CudaStep, cross_chunks, grid_blocks
+from whisperfast.decode.cuda.step import CROSS_CHUNKS, CudaStep, cross_chunks, grid_blocks, kernel_picks
 
 from .conftest import SAMPLES, needs_cuda
 from .test_decoding import count_flat_steps
@@ -62,12 +62,15 @@ def test_rows_decode_in_one_batch_as_stock_decodes_each_alone(lanes, n, monkeypa
     feats = [stock.embed_audio(mel(a)[None].astype(dtype)) for a in windows(n)]
     mx.eval(feats)
     flat = count_flat_steps(monkeypatch)
-    before = getattr(fused.decoder.__dict__.get("_whisperfast_cuda"), "launches", 0)
+    before, picks = (getattr(fused.decoder.__dict__.get("_whisperfast_cuda"), k, 0) for k in ("launches", "pick_launches"))
     got = StaticCacheTask(fused, options).run(mx.concatenate(feats))
     step = fused.decoder.__dict__.get("_whisperfast_cuda")
-    # the kernel ran every token of the batch, B = n rows in each launch, and no flat step
+    # the kernel ran every token of the batch, B = n rows in each launch, and no flat step;
+    # past the step's own picks, a greedy launch of their own picked every token
     assert isinstance(step, CudaStep)
-    assert step.launches - before >= max(len(r.tokens) for r in got) and flat[0] == 0, (step.launches, flat)
+    tokens = max(len(r.tokens) for r in got)
+    assert step.launches - before >= tokens and flat[0] == 0, (step.launches, flat)
+    assert not kernel_picks(fused, n) and step.pick_launches - picks >= tokens, (step.pick_launches, picks)
     assert any(dict(k)["B"] == n for k in step.kernels), step.kernels
     assert len(got) == n
     texts = set()

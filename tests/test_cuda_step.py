@@ -12,8 +12,7 @@ from mlx_whisper.decoding import DecodingOptions, GreedyDecoder, SuppressBlank, 
 
 from whisperfast.decode.rules import DeviceTimestampRules, HeldEnd
 from whisperfast.decode.flat import StaticInference
-from whisperfast.decode.cuda.launch import THREADS, row_reach
-from whisperfast.decode.cuda.step import CudaDecode, CudaStep, _ints, _run, _template, grid_blocks, timestamp_rules
+from whisperfast.decode.cuda.step import CudaDecode, CudaStep, greedy_picks, grid_blocks, timestamp_rules
 
 from .conftest import needs_cuda
 from .test_decoding import count_flat_steps, history
@@ -178,31 +177,14 @@ def test_cuda_prompt_samples_the_first_token_and_returns_the_sots_logits():
     assert int(tokens[0, 3]) != banned
 
 
-def greedy_update(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
-    """The step's filters and update alone, in one block (the kernel's `greedy`, a test entry): SuppressTokens (and
-    SuppressBlank at the first sample: `suppress` is their summed mask), the timestamp rules
-    (when rules["RULES"]) and GreedyDecoder.update at temperature 0: logits (B, n_vocab)
-    float32, tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
-    B, L = tokens.shape
-    template = [("B", B), ("NV", logits.shape[-1])] + _template(rules)
-    tokens, sum_logprobs, completed = _run(
-        "greedy", ["logits", "tokens", "meta", "sum_in", "suppress"], ["tokens_out", "sum_out", "completed"],
-        "wf::greedy<B, NV, TS, EOT, NO_TS, RULES>"
-        "(logits, tokens, tokens_shape[1], meta, sum_in, suppress, tokens_out, sum_out, completed);",
-        [logits, tokens, _ints(0, -1, rules["sample_begin"], rules["max_init"], *row_reach(rules, B)), sum_logprobs,
-         suppress], template, 1,
-        THREADS,  # (the source's kernels are bounded to it: decode_step.cu's launch bound)
-        [(B, L + 1), (B,), ()],
-        [tokens.dtype, mx.float32, mx.bool_])
-    return tokens, completed, sum_logprobs
-
-
 @settings(max_examples=30, deadline=None)
 @given(case=history(), reach=st.one_of(st.none(), st.lists(st.integers(0, 1502), min_size=3, max_size=3)),
        eot_top=st.booleans())
 def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case, reach, eot_top):
-    """The first sample (SuppressBlank, the initial timestamp rules) and the ones after; with
-    batched mode's HeldEnd (each row's must_reach), EOT the top logit or not."""
+    """The greedy launch (greedy_picks: the picks of a greedy batch wider than the step's own)
+    against mlx-whisper's filters and update: the first sample (SuppressBlank, the initial
+    timestamp rules) and the ones after; with batched mode's HeldEnd (each row's must_reach),
+    EOT the top logit or not."""
     tok, n_vocab, sample_begin, seqs, seed, scale, max_initial = case
     logits = mx.random.normal((len(seqs), n_vocab), key=mx.random.key(seed)) * scale
     if eot_top:
@@ -221,7 +203,7 @@ def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case, reach, eot_
                 filtered = HeldEnd(tok, sample_begin, reach).apply(filtered, tokens)
                 rules["must_reach"] = tuple(reach)
         ref = GreedyDecoder(0.0, tok.eot).update(tokens, filtered, sums + 0)  # it adds to its sums in place
-        got = greedy_update(logits, tokens, sums, mask, rules)
+        got = greedy_picks(logits[:, None], tokens, sums, mask, rules)
         assert np.array_equal(np.array(got[0]), np.array(ref[0]))
         assert bool(got[1]) == bool(ref[1])
         np.testing.assert_allclose(np.array(got[2]), np.array(ref[2]), rtol=1e-5, atol=1e-5)

@@ -123,24 +123,27 @@ __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, T
   return next == EOT;
 }
 
-// The filters + update alone, in one block, for logits (B, NV): tokens (B, L) -> (B, L+1);
-// meta[2], meta[3]: sample_begin, max_init; meta[4 + b]: row b's must_reach (as decode_step's).
-template <int B, int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
-__device__ void greedy(const float* logits, const Tok* tokens, int L, const int* meta, const float* sum_in,
-                       const float* suppress, Tok* tokens_out, float* sum_out, bool* completed) {
+// The filters + update alone, a block a row (grid: B blocks), for the forward pass's logits
+// (B, R, NV), row R-1 the last position's: a greedy batch of more rows than the step's own
+// picks take (cuda/step.py's kernel_picks) gets its tokens here, a second launch a step, in
+// place of MLX's ops (tens of them a step, ~0.4 ms). tokens (B, L) -> (B, L+1); meta[2],
+// meta[3]: sample_begin, max_init; meta[4 + b]: row b's must_reach (as decode_step's);
+// done[b]: whether row b's new token is EOT. No row count in the template: one kernel serves
+// every batch.
+template <int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
+__device__ void greedy(const float* logits, int R, const Tok* tokens, int L, const int* meta, const float* sum_in,
+                       const float* suppress, Tok* tokens_out, float* sum_out, bool* done) {
   __shared__ Pick sh[32 * kPicks];
-  bool done = true;
-  for (int b = 0; b < B; ++b) {
-    const History r = timestamp_history<TS>(tokens + b * L, L, meta[2], meta[3], meta[4 + b]);
-    Pick f[kPicks];
-    for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
-    for (int v = threadIdx.x; v < NV; v += blockDim.x)
-      filter_add<TS, EOT, NO_TS, RULES>(f, v, logits[size_t(b) * NV + v] + suppress[v], r);
-    block_merge(f, sh);
-    for (int i = threadIdx.x; i < L; i += blockDim.x) tokens_out[b * (L + 1) + i] = tokens[b * L + i];
-    if (threadIdx.x == 0)
-      done = finish<TS, EOT, RULES>(f, tokens + b * L, L, sum_in[b], tokens_out + b * (L + 1), sum_out + b) && done;
-  }
-  if (threadIdx.x == 0) *completed = done;
+  const int b = blockIdx.x;
+  const Tok* row = tokens + size_t(b) * L;
+  const float* z = logits + (size_t(b) * R + R - 1) * NV;
+  const History r = timestamp_history<TS>(row, L, meta[2], meta[3], meta[4 + b]);
+  Pick f[kPicks];
+  for (int k = 0; k < kPicks; ++k) f[k] = no_pick();
+  for (int v = threadIdx.x; v < NV; v += blockDim.x) filter_add<TS, EOT, NO_TS, RULES>(f, v, z[v] + suppress[v], r);
+  block_merge(f, sh);
+  Tok* out = tokens_out + size_t(b) * (L + 1);
+  for (int i = threadIdx.x; i < L; i += blockDim.x) out[i] = row[i];
+  if (threadIdx.x == 0) done[b] = finish<TS, EOT, RULES>(f, row, L, sum_in[b], out, sum_out + b);
 }
 

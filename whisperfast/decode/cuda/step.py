@@ -6,9 +6,10 @@ time on each, while the step's math is ~20 µs (benchmarks/overhead.py). A chain
 kernels (35 launches a step) still cost 1.0 ms/token. Here a step is one launch whose phases
 meet at grid-wide barriers, and the decode's caches and scratch stay in place across steps.
 The whole step at temperature 0 with mlx-whisper's own filters (for a batch of more rows
-than the picks take, `kernel_picks`, the forward pass); for beams the forward pass, then
-openai's update on the device (beams.py); for samples the forward pass only (their filters
-and update run in MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
+than the picks take, `kernel_picks`, the forward pass, then the filters and update in a
+launch of their own, `greedy_picks`); for beams the forward pass, then openai's update on
+the device (beams.py); for samples the forward pass only (their filters and update run in
+MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
 bits, the vocabulary 8-bit under 4-bit layers too, dequantized in registers: `quantization`),
 batch <= MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the
 flat step. Launches, the kernel cache and the grid: launch.py."""
@@ -146,6 +147,7 @@ class CudaStep:
         self.n_head = decoder.blocks[0].attn.n_head
         self.launches = 0  # kernel launches through __call__ (tests check that the kernel ran)
         self.beam_launches = 0  # beam_update launches (CudaDecode.beam_update)
+        self.pick_launches = 0  # greedy launches (CudaDecode.pick)
         self.kernels: set = set()  # distinct template tuples launched: MLX compiles each once a process
 
     def start(self, audio_features: mx.array, batch: int, cache: Optional[list] = None) -> dict:
@@ -230,12 +232,13 @@ class CudaDecode:
     filters; for a longer prompt the module path runs it and `resume` takes over its caches.
     Then each call is a step: (tokens, sum_logprobs) -> (tokens, completed, sum_logprobs).
 
-    With `greedy` the kernel runs mlx-whisper's greedy update itself; with `beams` (CudaBeams)
-    a second launch runs openai's beam update, and the next forward pass reads each beam's
-    history where its source row's lies (the state's `path`; the caches do not move).
-    With neither (sampling, or a greedy batch too wide for the picks: `kernel_picks`) the
-    kernel is the decoder's forward pass only: `logits` gives each launch's logits, and the
-    task applies the filters and the decoder's update."""
+    With `greedy`, mlx-whisper's filters and greedy update run on the device: in the step's
+    launch (`picks`), or, for a batch too wide for its picks (`kernel_picks`), in a second
+    launch after the forward pass (`greedy_picks`). With `beams` (CudaBeams) a second launch
+    runs openai's beam update, and the next forward pass reads each beam's history where its
+    source row's lies (the state's `path`; the caches do not move). With neither (sampling)
+    the kernel is the decoder's forward pass only: `logits` gives each launch's logits, and
+    the task applies the filters and the decoder's update."""
 
     # A prompt position costs the kernel about a step (0.17 ms for tiny.en, 0.27 for base on
     # an H100), the module pass a few ms of host time whatever the length: the SOT sequence
@@ -245,9 +248,11 @@ class CudaDecode:
     MAX_PROMPT = 8
 
     def __init__(self, step: CudaStep, suppress: mx.array, first: mx.array, rules: dict, greedy: bool = True,
-                 beams: Optional[CudaBeams] = None):
+                 beams: Optional[CudaBeams] = None, picks: bool = True):
+        # picks: whether the step's launch picks the tokens (the kernel compiled with PICK);
+        # False for beams and samples, and for greedy batches too wide for its picks
         self.step, self.suppress, self.first, self.rules, self.state = step, suppress, first, rules, None
-        self.greedy, self.beams = greedy, beams
+        self.greedy, self.beams, self.picks = greedy, beams, picks and beams is None
 
     def prompt(self, tokens: mx.array, audio_features: mx.array, sot: int = -1):
         """tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs, logits (B, n_vocab) of
@@ -255,6 +260,8 @@ class CudaDecode:
         out, completed, sums, logits = self._launch_prompt(tokens, audio_features, sot)
         if self.beams is not None:
             out, completed, sums = self.beam_update(tokens, logits, mx.zeros((tokens.shape[0],)), first=True)
+        elif self.greedy and not self.picks:
+            out, completed, sums = self.pick(tokens, logits, mx.zeros((tokens.shape[0],)), self.first)
         return out, completed, sums, logits[:, 0]
 
     def _launch_prompt(self, tokens: mx.array, audio_features: mx.array, sot: int):
@@ -263,7 +270,7 @@ class CudaDecode:
         if L > self.MAX_PROMPT:
             raise ValueError(f"a prompt of {L} tokens; the kernel takes {self.MAX_PROMPT}")
         self.state = self.step.start(audio_features, B)
-        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot, pick=self.greedy)
+        return self.step(tokens, mx.zeros((B,)), self.state, self.first, self.rules, L, sot, pick=self.picks)
 
     def resume(self, audio_features: mx.array, cache: list, batch: int):
         self.state = self.step.start(audio_features, batch, cache)
@@ -272,7 +279,15 @@ class CudaDecode:
         if self.beams is not None:
             logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
             return self.beam_update(tokens, logits, sum_logprobs)
+        if not self.picks:
+            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
+            return self.pick(tokens, logits, sum_logprobs, self.suppress)
         return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
+
+    def pick(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, suppress: mx.array):
+        """greedy_picks after a forward pass: -> (tokens, completed, sum_logprobs)."""
+        self.step.pick_launches += 1
+        return greedy_picks(logits, tokens, sum_logprobs, suppress, self.rules)
 
     def beam_update(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, first: bool = False):
         """openai's beam update on the device (`beams`), which also records where each beam's
@@ -304,6 +319,25 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Op
                 max_init=NONE if max_initial is None else max_initial, must_reach=())
 
 
+_GREEDY_CALL = ("wf::greedy<NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, sum_in, "
+                "suppress, tokens_out, sum_out, done);")
+
+
+def greedy_picks(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, suppress: mx.array, rules: dict):
+    """mlx-whisper's filters and greedy update at temperature 0 in one launch, a block a row
+    (filters.cuh's greedy): SuppressTokens (and SuppressBlank at the first sample: `suppress`
+    is their summed mask), the timestamp rules (when rules["RULES"]) and batched mode's
+    HeldEnd (rules["must_reach"]), then GreedyDecoder.update. logits (B, R, n_vocab) float32,
+    the picks from row R-1; tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
+    (B, L), n_vocab = tokens.shape, logits.shape[-1]
+    meta = _ints(0, -1, rules["sample_begin"], rules["max_init"], *row_reach(rules, B))
+    tokens, sums, done = _run("greedy", ["logits", "tokens", "meta", "sum_in", "suppress"],
+                              ["tokens_out", "sum_out", "done"], _GREEDY_CALL,
+                              [logits, tokens, meta, sum_logprobs, suppress], [("NV", n_vocab)] + _template(rules),
+                              B, THREADS, [(B, L + 1), (B,), (B,)], [tokens.dtype, mx.float32, mx.bool_])
+    return tokens, mx.all(done), sums
+
+
 def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     """The task's decode on the kernel, or None where it does not apply (`features`: the
     audio features' dtype, which must be the decoder's)."""
@@ -311,12 +345,12 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     step = _step_for(task.model, batch, features)
     if step is None:
         return None
-    # the kernels run these filters with mlx-whisper's greedy update at temperature 0, or with
+    # the kernels run these filters with mlx-whisper's greedy update at temperature 0 (in the
+    # step's launch where its picks take the batch, else in a launch of their own), or with
     # openai's beam update (beams.py); sampling takes the logits (CudaDecode.logits). Beams with
     # other filters stay off the kernel (the flat step), as their update would need its logits.
     known = all(type(f) in (SuppressBlank, SuppressTokens, DeviceTimestampRules, HeldEnd) for f in filters)
-    greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0 \
-        and kernel_picks(task.model, batch)
+    greedy = known and isinstance(task.decoder, GreedyDecoder) and task.decoder.temperature == 0
     beams = None
     if isinstance(task.decoder, BeamSearchDecoder):
         if not known:
@@ -331,7 +365,7 @@ def cuda_step(task, batch: int, features: mx.Dtype) -> Optional[CudaDecode]:
     held = [f for f in filters if type(f) is HeldEnd]
     if held:
         rules["must_reach"] = tuple(int(x) for x in held[0].must_reach)
-    return CudaDecode(step, suppress, first, rules, greedy, beams)
+    return CudaDecode(step, suppress, first, rules, greedy, beams, picks=greedy and kernel_picks(task.model, batch))
 
 
 _MASKS: dict = {}
@@ -361,8 +395,8 @@ def prompt_logits(model, tokens: mx.array, audio_features: mx.array, tokenizer) 
         return None
     none = mx.zeros((step.n_vocab,), mx.float32)
     rules = timestamp_rules(tokenizer, tokens.shape[1], True)
-    greedy = kernel_picks(model, tokens.shape[0])  # the kernel the transcription's decode runs
-    return CudaDecode(step, none, none, rules, greedy).prompt(tokens, audio_features)[3][:, None]
+    picks = kernel_picks(model, tokens.shape[0])  # the kernel the transcription's decode runs
+    return CudaDecode(step, none, none, rules, greedy=False, picks=picks).prompt(tokens, audio_features)[3][:, None]
 
 
 def quantized_note(model) -> Optional[str]:
@@ -387,7 +421,7 @@ def kernel_picks(model, batch: int) -> bool:
     """Whether a greedy decode of `batch` rows picks its tokens in the kernel. Its picks'
     registers keep a group of rows to 3, and each group is a pass over the weights, the
     vocabulary included; without them a group takes up to 8 rows (5 packed), as many as its
-    shared memory holds, and MLX's filters and greedy update pick from the logits it writes.
+    shared memory holds, and a second launch (greedy_picks) picks from the logits it writes.
     So the picks stay up to config().kernel_pick_rows rows, and wherever a group without them
     would hold no more rows (wide rows: large models in fp16, small ones in fp32)."""
     if batch <= config().kernel_pick_rows:
