@@ -1190,6 +1190,46 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
+session33a)  # the attention's value loads out sixteen at once and no history table read for rows of separate audio
+  # (attention.cuh's kInFlight, decode_step.cu's self_row at PA = 1), against the tree before (ab-t/main: git archive of
+  # 6da470e): the kernel's outputs bit for bit in both (step_bits.py), then batched mode's step by phase (rows_phases.py
+  # batched: tiny.en, base) in both and in two probes of this tree, a long chunk's values (ab-t/noval) or keys
+  # (ab-t/noscore) left unread, which price those loops
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-150} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
+  done
+  diff "$out/bits-ab-t_main.jsonl" "$out/bits-..jsonl" > "$out/bits.diff" && echo "bits: the same" || head -c 1500 "$out/bits.diff"
+  for t in ab-t/main . ab-t/noval ab-t/noscore; do
+    for m in tiny.en base; do
+      (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-60} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
+    done
+  done 2>&1 | tee "$out/phases.txt" | cut -c1-330
+  ;;
+session33d)  # a greedy batch wider than the step's picks takes its tokens from a launch of its own (filters.cuh's greedy,
+  # step.py's greedy_picks) where MLX's ops picked them, with session33a's value loads, against the tree before (ab-t/main:
+  # 6da470e): the warm batched 600 s bench (tiny.en, base; 32 a batch) in each tree, two rounds, the second in reverse
+  # order; then the tests the change touches most (session33c runs them all)
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  batched_trees
+  timeout ${T1:-200} $py -m pytest -q -p no:cacheprovider -rf tests/test_cuda_rows.py tests/test_cuda_step.py \
+    tests/test_batched.py -k "rows or greedy or jfk or fused_and_stock or share_a_batch or silent_gap or word_timestamps" \
+    2>&1 | tee "$out/gpu_tests.txt" | tail -8
+  ;;
+session33c)  # the same change's tests: the kernel's step (the greedy launch against mlx-whisper's filters and update), rows,
+  # beams, batched mode's (the cache's compile and register tests run on NVRTC without a GPU)
+  timeout ${T1:-560} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py \
+    tests/test_cuda_rows.py tests/test_batched.py tests/test_cuda_beams.py 2>&1 \
+    | tee "$out/gpu_tests.txt" | tail -8
+  ;;
+session33e)  # fresh 60-minute processes (32 a batch): five at this tree (run 0 after session33c: kernels compiled by the
+  # tests, not this row count's), then ab-t/main (6da470e) and this tree alternated, four each (ab-t/main's run 0 compiles)
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  fresh_hour 5 "$out/fresh_3600.jsonl" 140 | cut -c1-260
+  $py -m compileall -q ab-t/main > /dev/null 2>&1
+  T3=130 fresh_trees | cut -c1-230
+  ;;
 session32)  # the warm batched 600 s bench (tiny.en, base; 32 a batch); the batched tests (the CPU's changes, the
   # encoder's pairs and the four-row chains, are not the GPU's); FRESH=1: fresh 60-minute processes. As run (ea8412f) it
   # first timed the chunks' log-mel in one graph (batched._mels, benchmarks/batched/pipeline_probe.py) against one graph

@@ -126,10 +126,10 @@ __device__ bool finish(const Pick* f, const Tok* tok_row, int L, float sum_in, T
 // The filters + update alone, a block a row (grid: B blocks), for the forward pass's logits
 // (B, R, NV), row R-1 the last position's: a greedy batch of more rows than the step's own
 // picks take (cuda/step.py's kernel_picks) gets its tokens here, a second launch a step, in
-// place of MLX's ops (tens of them a step, ~0.4 ms). tokens (B, L) -> (B, L+1); meta[2],
-// meta[3]: sample_begin, max_init; meta[4 + b]: row b's must_reach (as decode_step's);
-// done[b]: whether row b's new token is EOT. No row count in the template: one kernel serves
-// every batch.
+// place of tens of MLX ops a step (benchmarks/h100-session33/). tokens (B, L) -> (B, L+1);
+// meta[2], meta[3]: sample_begin, max_init; meta[4 + b]: row b's must_reach (as
+// decode_step's); done[b]: whether row b's new token is EOT. No row count in the template:
+// one kernel serves every batch.
 template <int NV, int TS, int EOT, int NO_TS, bool RULES, typename Tok>
 __device__ void greedy(const float* logits, int R, const Tok* tokens, int L, const int* meta, const float* sum_in,
                        const float* suppress, Tok* tokens_out, float* sum_out, bool* done) {
