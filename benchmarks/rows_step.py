@@ -1,9 +1,11 @@
 """What a row costs the CUDA decode step (decode/cuda/decode_step.cu): per-step time for B = 1, 3,
-5, 16, 32 rows (rows past 3 go in groups of 3, each group reading the weights again), warm,
-medians over 40 steps after 8 (the first compiles). Every row decodes JFK's first window.
-Per B: step_ms, the host's wall time to build and evaluate one step (evaluated one at a time);
-kernel_us, block 0's %globaltimer from the launch's start to its end (decode_step.cu's
-stamps); and both per row.
+5, 16, 32 rows, as a greedy decode steps them, warm, medians over 40 steps after 8 (the first
+compiles). Every row decodes JFK's first window. Up to 3 rows the kernel picks the tokens
+itself (groups of 3, each reading the weights again); past that it is the forward pass (groups
+of up to 8), then the greedy launch (step.py's greedy_picks; before 210646e this script ran
+the kernel's own picks at every B). Per B: step_ms, the host's wall time to build and evaluate
+one step, both launches (evaluated one at a time); kernel_us, block 0's %globaltimer from the
+step's launch's start to its end (decode_step.cu's stamps); and both per row.
 Usage: python benchmarks/rows_step.py [model] [dtype]   (prints one JSON object)"""
 
 import json

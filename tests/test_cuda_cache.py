@@ -264,7 +264,7 @@ def test_the_kernels_mlx_sources_compile_for_sm_90a(name):
 _DIMS = {"tiny": [("D", 384), ("H", 6), ("NL", 4)], "base": [("D", 512), ("H", 8), ("NL", 6)]}
 
 
-@pytest.mark.slow  # 36 NVRTC compiles with ptxas's report, ~2-20 s each
+@pytest.mark.slow  # 42 NVRTC compiles with ptxas's report, ~2-20 s each
 @pytest.mark.parametrize("packing", ["float", "q8v8", "q4v8"])
 @pytest.mark.parametrize("model", sorted(_DIMS))
 def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
@@ -272,7 +272,8 @@ def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
     thread fails to launch ("too many resources requested"), and local memory would slow
     every step: for the row counts the decode launches (greedy 1 to 16 with the picks; beams
     and samples, 5 and 8 rows of one audio, without, their cross-attention items a row or an
-    audio's rows each: SHARE), float and packed, ptxas reports at most 128 registers, which
+    audio's rows each: SHARE; batched mode's 32 rows of one audio each, without), float and
+    packed, ptxas reports at most 128 registers, which
     decode_step.cu's launch bound asks of it (without it the half-block cross-attention items
     took 138-144), and at most a few values a thread in local memory where it kept the rest
     there (64 bytes; it had kept none before the bound, and a kernel that needs many more
@@ -281,9 +282,10 @@ def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
     header = kernel_source()
     name = "decode_step" if packing == "float" else f"decode_step_{packing}"
     inputs, outputs, call, template = _KERNELS[name]
-    for rows, pick, share in ((1, True, False), (3, True, False), (16, True, False), (5, False, False),
-                              (5, False, True), (8, False, True)):
-        shape = dict(template, B=rows, PICK=pick, PA=1 if pick else rows, SHARE=share, **dict(_DIMS[model]))
+    for rows, pick, per_audio, share in ((1, True, 1, False), (3, True, 1, False), (16, True, 1, False),
+                                         (5, False, 5, False), (5, False, 5, True), (8, False, 8, True),
+                                         (32, False, 1, False)):
+        shape = dict(template, B=rows, PICK=pick, PA=per_audio, SHARE=share, **dict(_DIMS[model]))
         func = cuda_cache.kernel_name(f"wf_{name}", list(shape.items()))
         source = cuda_cache.build_source(func, header, call, inputs, outputs, list(shape.items()))
         # code of its own each time (a global, so it reaches the PTX): NVRTC keeps what it

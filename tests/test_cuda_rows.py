@@ -1,10 +1,11 @@
-"""The decode-step kernel with more rows than one group (decode_step.cu's for_groups: groups
-of 3, the last one padded): a batch of 5 and of 16 different windows decoded greedily in one
-batch through the kernel (its forward pass, then the greedy launch's picks) gives each row
-what the kernel gives that row alone (B = 1: the grouping changes no row) and the tokens
-stock mlx-whisper's DecodingTask gives it. Every lane decodes the same audio features (the
-stock encoder's, a row at a time), so only the decoders differ. These need MLX's CUDA
-backend: elsewhere they are reported as skipped; benchmarks/gpu.sh rows runs them."""
+"""The decode-step kernel with rows in groups (decode_step.cu's for_groups; past 3 rows its
+forward pass, then the greedy launch's picks: tiny.en's groups hold up to 8 rows in float16,
+5 in float32, the last one padded): a batch of 5 and of 16 different windows decoded greedily
+in one batch through the kernel gives each row what the kernel gives that row alone (B = 1:
+the grouping changes no row) and the tokens stock mlx-whisper's DecodingTask gives it. Every
+lane decodes the same audio features (the stock encoder's, a row at a time), so only the
+decoders differ. These need MLX's CUDA backend: elsewhere they are reported as skipped;
+benchmarks/gpu.sh rows runs them."""
 
 import mlx.core as mx
 import numpy as np

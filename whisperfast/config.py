@@ -26,8 +26,8 @@ class Config:
     cross_chunks: int | None = None  # the kernel's chunks of keys per cross-attention head
     # Greedy rows up to which the CUDA kernel picks each token itself (its picks' registers keep
     # a group of rows to 3, so more rows make more groups, each reading the weights again); above
-    # it the kernel is the forward pass only (groups of up to 8) and MLX's filters and update
-    # pick (cuda/step.py's kernel_picks)
+    # it the kernel is the forward pass only (groups of up to 8) and a launch of their own runs
+    # the filters and update (cuda/step.py's kernel_picks, greedy_picks)
     kernel_pick_rows: int = 3
     # Bytes a decoder layer that a step of the CUDA kernel may read (its weights once a group of
     # rows, each row's cross K/V); a batch whose step would read more runs the flat step

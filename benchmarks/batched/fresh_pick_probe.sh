@@ -1,5 +1,6 @@
 # Fresh processes over the 60-minute clip, 32 a batch, the kernel picking greedy tokens at any row count
-# (knob 1000) against the forward pass only above 3 rows (knob 3: MLX's filters and update pick), alternated;
+# (knob 1000) against the forward pass only above 3 rows (knob 3: MLX's filters and update picked as run, before
+# 210646e; since, a launch of their own), alternated;
 # each knob's first process compiles its kernels (dropped from the medians). On the GPU machine, staged (gpu.sh).
 source .stage/part6/install.sh > /dev/null
 python3 benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null

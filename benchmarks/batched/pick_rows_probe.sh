@@ -1,5 +1,6 @@
 # The CUDA kernel picking greedy tokens itself at any row count (knob 1000: groups of 3 rows) against the
-# forward pass only above 3 rows (knob 3: groups of 8, MLX's filters and update): step time by rows, the
+# forward pass only above 3 rows (knob 3: groups of 8, MLX's filters and update as run, before 210646e; since, a
+# launch of their own): step time by rows, the
 # 600 s clip batched 32 a batch, and the batched and decoding tests. On the GPU machine, staged (gpu.sh).
 source .stage/part6/install.sh
 python3 benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null

@@ -261,8 +261,9 @@ class StaticCacheTask(GroupRun, DecodingTask):
         `completed` is read. The next step is always queued before the host waits. Where
         the CUDA kernel applies (cuda/step.py) it runs every token, the prompt's too: the
         whole greedy step (for a batch too wide for its picks, cuda/step.kernel_picks, the
-        forward pass); for beams the forward pass and openai's update on the device
-        (cuda/beams.py); for samples the forward pass."""
+        forward pass, then the filters and update in a launch of their own); for beams the
+        forward pass and openai's update on the device (cuda/beams.py); for samples the
+        forward pass."""
         sum_logprobs = mx.zeros(tokens.shape[0])
         cuda = cuda_step(self, tokens.shape[0], audio_features.dtype)
 

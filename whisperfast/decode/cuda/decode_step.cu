@@ -82,8 +82,8 @@ __device__ __forceinline__ void for_groups(F&& f) {
 }
 
 // The group size. With PICK, at most 3 rows: the filters' picks of every row of the group stay
-// in registers (4 rows take over 128 a thread at kThreads). Without (the forward pass of beams
-// and samples), at most 8, 5 for packed weights (their dequantizing takes registers too), the
+// in registers (4 rows take over 128 a thread at kThreads). Without (the forward pass of beams,
+// samples and wide greedy batches), at most 8, 5 for packed weights (their dequantizing takes registers too), the
 // logits' rows_dot taking fewer weight rows a turn (logit_rows).
 // And no more than a chunk's P scores and xs fit in kSharedFloats of static shared memory
 // (cuda_step.py's _SHARED_FLOATS: 40 KiB of the 48): xs holds a group's rows of D floats,
@@ -476,8 +476,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     }
   }
   // the last position's logits through the filters as they come out: each block merges its
-  // picks, the last block to arrive the grid's. Without PICK (the forward pass of beams and
-  // samples, whose updates take the logits) the logits only.
+  // picks, the last block to arrive the grid's. Without PICK (the forward pass of beams,
+  // samples and wide greedy batches, whose updates take the logits) the logits only.
   for_groups<B, RB>([&](int g0) {
     if (g0 > 0) __syncthreads();
     if constexpr (!PICK) {

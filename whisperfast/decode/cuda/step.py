@@ -185,8 +185,8 @@ class CudaStep:
         after SuppressTokens (`suppress`, its additive mask), the timestamp rules and the greedy
         update (`rules`, timestamp_rules). logits[:, -1] are the last position's; where `sot`
         is another of the new positions, logits[:, 0] are its (R = 2). Without `pick` (the
-        forward pass of beams and samples) the kernel leaves the filters and the update out, and
-        only the logits are meaningful."""
+        forward pass of beams, samples and greedy batches too wide for the picks) the kernel
+        leaves the filters and the update out, and only the logits are meaningful."""
         (B, L), n_vocab, D, kc = tokens.shape, self.n_vocab, self.n_state, state["kc"]
         if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
