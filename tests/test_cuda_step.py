@@ -207,6 +207,10 @@ def test_greedy_kernel_matches_mlx_whispers_filters_and_update(case, reach, eot_
         assert np.array_equal(np.array(got[0]), np.array(ref[0]))
         assert bool(got[1]) == bool(ref[1])
         np.testing.assert_allclose(np.array(got[2]), np.array(ref[2]), rtol=1e-5, atol=1e-5)
+        # a prompt's launch writes the SOT's logits first (R = 2): the picks read the last row only
+        decoy = mx.random.normal(logits.shape, key=mx.random.key(seed + 2)) * scale + 50
+        two = greedy_picks(mx.stack([decoy, logits], axis=1), tokens, sums, mask, rules)
+        assert np.array_equal(np.array(two[0]), np.array(got[0])) and np.array_equal(np.array(two[2]), np.array(got[2]))
 
 
 # The kernel's tokens are stock mlx-whisper's (the oracle): in fp16 it rounds scores and softmax
