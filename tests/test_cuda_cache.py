@@ -273,11 +273,10 @@ def test_the_decode_step_fits_one_block_of_512_threads_per_sm(model, packing):
     every step: for the row counts the decode launches (greedy 1 to 16 with the picks; beams
     and samples, 5 and 8 rows of one audio, without, their cross-attention items a row or an
     audio's rows each: SHARE; batched mode's 32 rows of one audio each, without), float and
-    packed, ptxas reports at most 128 registers, which
-    decode_step.cu's launch bound asks of it (without it the half-block cross-attention items
-    took 138-144), and at most a few values a thread in local memory where it kept the rest
-    there (64 bytes; it had kept none before the bound, and a kernel that needs many more
-    than 128 would spill far more). (A packed base decoder at 3 rows took 136 before logit_rows.)"""
+    packed, ptxas reports at most 128 registers, which decode_step.cu's launch bound asks of it
+    (without it the half-block cross-attention items took 138-144), and at most a few values a
+    thread in local memory where it kept the rest there (64 bytes; it had kept none before the
+    bound, and a kernel that needs many more than 128 would spill far more). (A packed base decoder at 3 rows took 136 before logit_rows.)"""
     _, nv, options = _toolchain()
     header = kernel_source()
     name = "decode_step" if packing == "float" else f"decode_step_{packing}"

@@ -90,13 +90,11 @@ class BatchOptions:
         if self.encoder_rows is not None and (not isinstance(self.encoder_rows, int) or self.encoder_rows < 1):
             raise WhisperfastError(f"encoder rows must be a whole number >= 1, not {self.encoder_rows!r}")
 
-    def rows_per_encode(self, whisper=None) -> int:
-        """Chunks per encoder call for `whisper` (the model batched mode runs; None: one on the CPU)."""
+    def rows_per_encode(self, whisper) -> int:
+        """Chunks per encoder call for `whisper` (the model batched mode runs)."""
         if self.encoder_rows is not None:
             return self.encoder_rows
-        if mx.default_device() == mx.gpu:
-            return self.batch_size
-        return windows_per_call(whisper) if whisper is not None else 1
+        return self.batch_size if mx.default_device() == mx.gpu else windows_per_call(whisper)
 
 
 @dataclass

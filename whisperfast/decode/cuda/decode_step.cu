@@ -83,8 +83,8 @@ __device__ __forceinline__ void for_groups(F&& f) {
 
 // The group size. With PICK, at most 3 rows: the filters' picks of every row of the group stay
 // in registers (4 rows take over 128 a thread at kThreads). Without (the forward pass of beams,
-// samples and wide greedy batches), at most 8, 5 for packed weights (their dequantizing takes registers too), the
-// logits' rows_dot taking fewer weight rows a turn (logit_rows).
+// samples and wide greedy batches), at most 8, 5 for packed weights (their dequantizing takes
+// registers too), the logits' rows_dot taking fewer weight rows a turn (logit_rows).
 // And no more than a chunk's P scores and xs fit in kSharedFloats of static shared memory
 // (cuda_step.py's _SHARED_FLOATS: 40 KiB of the 48): xs holds a group's rows of D floats,
 // or of 4D values of T (mlp2's h, kept in T), sizeof(T) * D floats a row either way.

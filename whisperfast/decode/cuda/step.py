@@ -9,10 +9,10 @@ The whole step at temperature 0 with mlx-whisper's own filters (for a batch of m
 than the picks take, `kernel_picks`, the forward pass, then the filters and update in a
 launch of their own, `greedy_picks`); for beams the forward pass, then openai's update on
 the device (beams.py); for samples the forward pass only (their filters and update run in
-MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4
-bits, the vocabulary 8-bit under 4-bit layers too, dequantized in registers: `quantization`),
-batch <= MAX_BATCH; everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the
-flat step. Launches, the kernel cache and the grid: launch.py."""
+MLX ops). On CUDA, float weights or affine-quantized ones (8 or 4 bits, the vocabulary 8-bit
+under 4-bit layers too, dequantized in registers: `quantization`), batch <= MAX_BATCH;
+everything else, and WHISPERFAST_CUDA_STEP=0 (config.cuda_step), runs the flat step.
+Launches, the kernel cache and the grid: launch.py."""
 
 from __future__ import annotations
 
