@@ -4,7 +4,7 @@ the layers, for B = 1, 3, 5 rows (tiny.en JFK's first window repeated). Medians 
 With `forward`: the forward pass of beams and samples instead (no picks; B = 1, 5, 8 rows of
 one audio, each step fed the rows' argmax), whose last phase is the logits alone. With `batched`:
 that forward pass on rows of separate audio (batched mode's greedy batches past
-config().kernel_pick_rows), B = 8, 16, 32.
+config().kernel_pick_rows), B = 8, 16, 20 (the 600 s clip's chunks), 32.
 
     python benchmarks/rows_phases.py [MODEL] [DTYPE] [forward|batched]   (a CUDA machine; one JSON line per B)"""
 
@@ -33,7 +33,7 @@ options = DecodingOptions(language="en", fp16=dt == mx.float16)
 n_layer = model.dims.n_text_layer
 names = ["self_attention", "out", "cross_attention", "cross_out", "mlp1", "mlp2"]
 features = model.encoder(first_window_mel("samples/jfk.wav", dt))
-for rows in (8, 16, 32) if separate else (1, 5, 8) if forward else (1, 3, 5):
+for rows in (8, 16, 20, 32) if separate else (1, 5, 8) if forward else (1, 3, 5):
     run, tokens, sums = start(model, features, options, rows, forward, separate)
     phases = []
     for _ in range(22):

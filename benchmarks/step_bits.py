@@ -27,7 +27,8 @@ CASES = [("tiny.en", "float16", 1, False), ("tiny.en", "float16", 3, False), ("t
          ("tiny.en", "float16", 8, True), ("tiny.en", "float32", 5, True), ("base", "float16", 1, False),
          ("base", "float16", 5, True), ("base", "float16", 16, False)]
 # the forward pass on rows of separate audio (batched mode's): each row its own history and cross K/V
-SEPARATE = [("tiny.en", "float16", 20, True), ("tiny.en", "float32", 8, True), ("base", "float16", 20, True)]
+SEPARATE = [("tiny.en", "float16", 20, True), ("tiny.en", "float32", 8, True), ("base", "float16", 20, True),
+            ("tiny.en", "float16", 32, True)]
 
 
 def digest(*arrays) -> str:

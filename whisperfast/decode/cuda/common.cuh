@@ -236,6 +236,13 @@ struct Dense {
   __device__ __forceinline__ float at(size_t n, int k) const {
     return static_cast<float>(w[n * K + k]);
   }
+  // row n's 128-byte lines (kLines of them), one line at a time into L2
+  template <int K>
+  static constexpr int kLines = (K * int(sizeof(T)) + 127) / 128;
+  template <int K>
+  __device__ __forceinline__ void prefetch(size_t n, int line) const {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(w + n * K) + 128 * line));
+  }
 };
 
 template <typename T, int QB, int GS>
@@ -253,7 +260,20 @@ struct Packed {
     const size_t g = (n * K + k) / GS;
     return round_to<T>(static_cast<float>(s[g]) * unpack<QB>(q + n * K * QB / 32, k) + static_cast<float>(z[g]));
   }
+  // row n's packed words' 128-byte lines, into L2 (its scales and biases are 1 / 16 as many bytes or fewer)
+  template <int K>
+  static constexpr int kLines = (K * QB / 8 + 127) / 128;
+  template <int K>
+  __device__ __forceinline__ void prefetch(size_t n, int line) const {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(q + n * K * QB / 32) + 128 * line));
+  }
 };
+
+// STREAM rows (the logits' vocabulary) come from HBM, one or a few rows a warp a turn: too few
+// loads in flight to keep it busy, so each turn waited on HBM's latency. A warp now also sends
+// into L2 the rows it takes kAhead turns later (a prefetch holds no registers), and its turn
+// finds its own rows there. (8 turns ahead measured no faster than 3: benchmarks/h200-session34/)
+constexpr int kAhead = 3;
 
 // Rows [n0, n1) of w (N, K; Dense or Packed) against the B rows of xs (B, K) in shared memory: `warp` of
 // `warps` taking part, R rows per warp per turn (their loads in flight together; R = 1
@@ -267,6 +287,12 @@ __device__ void rows_dot(M w, const X* xs, int n0, int n1, int warp, int warps, 
   static_assert(R * B <= 32, "one lane per (row, batch row)");
   const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
+    if constexpr (STREAM) {  // the rows of this warp's turn kAhead turns on, on their way into L2 meanwhile
+      constexpr int lines = M::template kLines<K>;
+      const int ahead = n + kAhead * warps * R;
+      for (int i = lane; i < R * lines; i += 32)
+        if (ahead + i / lines < n1) w.template prefetch<K>(ahead + i / lines, i % lines);
+    }
     const bool mine = lane < R * B && n + mr < n1;
     float2 e = make_float2(0.f, 0.f);
     if (mine) e = pre(n + mr, mb);

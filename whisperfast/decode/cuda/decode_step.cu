@@ -57,12 +57,20 @@ __device__ void group_sync_rows(const Team& team, unsigned* counter, int cstride
 // ---- rows in groups --------------------------------------------------------------------
 // The attention phases take each row as items of their own (row, head, chunk), spread over the
 // grid. The matrix phases take a launch's B rows in groups of RB rows (group_rows): a group's
-// dot products stay in registers, and each group reads the phase's weight rows once (groups
-// after the first mostly from L2). B <= RB is one group, the whole batch: g0 is 0.
-// f(g0) runs rows [g0, g0 + RB). Where RB does not divide B, the last group's rows past B are
-// padding: x and h have rows for them in the scratch (zeros, or whatever the padding wrote),
-// nothing is read for them outside it, and they write nothing else (no cache, logits,
-// attention partial or pick): every row's math is its own, so they change no real row.
+// dot products stay in registers, and each group reads the phase's weight rows once. B <= RB
+// is one group, the whole batch: g0 is 0.
+// f(g0, gw, gws) runs rows [g0, g0 + RB) on the grid's warps that take that group: warp gw of
+// gws. Where the grid has a block for each group and SPREAD, the groups run side by side, each
+// on its own slice of the blocks: a phase then waits once on its loads, merges and norms,
+// where groups one after another waited on each group's in turn, with most warps idle in a
+// D-row phase (D rows against the grid's ~1,000 warps). Else every block takes every group,
+// one after another (groups after the first read the weights mostly from L2): so with PICK,
+// whose last phase merges every block's picks of every row. Each row's sums are the same
+// either way (rows_dot: they do not depend on the warp).
+// Where RB does not divide B, the last group's rows past B are padding: x and h have rows
+// for them in the scratch (zeros, or whatever the padding wrote), nothing is read for them
+// outside it, and they write nothing else (no cache, logits, attention partial or pick):
+// every row's math is its own, so they change no real row.
 // (One group size, not a smaller last group, the loop not unrolled and g0 opaque to the
 // compiler: else it keeps pointers and addresses of every group live through the layer loop,
 // 128-138 registers a thread at B = 5.)
@@ -71,13 +79,23 @@ __device__ __forceinline__ int opaque(int v) {
   return v;
 }
 
-template <int B, int RB, typename F>
+template <int B, int RB, bool SPREAD, typename F>
 __device__ __forceinline__ void for_groups(F&& f) {
+  // (the grid's warps read here each time, opaque: else the compiler keeps them and the
+  // slice's in registers through the layer loop, and the kernel spills more)
+  constexpr int kWarps = kThreads / 32;
+  const int G = opaque(gridDim.x), block = opaque(blockIdx.x), warp = threadIdx.x >> 5;
   if constexpr (B <= RB) {
-    f(0);
+    f(0, block * kWarps + warp, G * kWarps);
   } else {
+    constexpr int NG = (B + RB - 1) / RB;
+    int g0 = 0, stride = RB, first = 0, last = G;
+    if (SPREAD && G >= NG) {  // group g: blocks [ceil(g G / NG), ceil((g + 1) G / NG))
+      const int g = block * NG / G;
+      g0 = g * RB, stride = B, first = (g * G + NG - 1) / NG, last = ((g + 1) * G + NG - 1) / NG;
+    }
 #pragma unroll 1
-    for (int g0 = 0; g0 < B; g0 += RB) f(opaque(g0));
+    for (g0 = opaque(g0); g0 < B; g0 += stride) f(opaque(g0), (block - first) * kWarps + warp, (last - first) * kWarps);
   }
 }
 
@@ -218,7 +236,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   __shared__ Pick sh[32 * kPicks];
   __shared__ unsigned arrived, met;  // met: group_sync_rows' running target, the same in every block
   constexpr int kWarps = kThreads / 32;
-  const int G = gridDim.x, warp = threadIdx.x >> 5, gwarp = blockIdx.x * kWarps + warp, gwarps = G * kWarps;
+  const int G = gridDim.x, warp = threadIdx.x >> 5;
   if (blockDim.x != kThreads || size_t(scratch_size) < Sc::size(G)) __trap();
   float* scratch = const_cast<float*>(scratch_in);  // persistent across launches, like the caches
   unsigned* count = reinterpret_cast<unsigned*>(scratch);
@@ -293,7 +311,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // logits row r = LN(x) @ token_embedding.T, in float32 as the decoder returns them, for
   // the group's rows; each is passed to emit(n, b, logit, suppress[n]) (b: the group's) as it
   // comes out
-  auto logits_pass = [&](int r, int g0, auto&& emit) {
+  auto logits_pass = [&](int r, int g0, int gw, int gws, auto&& emit) {
     load<T, RB * D>(x + g0 * D, xs);
     layer_norm<T, RB, D>(xs, lnf, lnf + D, red);
     // kNarrow, from 5 rows: the normed rows are values of T, so they are read as T (a copy
@@ -311,7 +329,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     }();
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, RB, D, logit_rows<RB, QB>(), true>(embedding(), xr, 0, NV, gwarp, gwarps, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, RB, D, logit_rows<RB, QB>(), true>(embedding(), xr, 0, NV, gw, gws, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         if (g0 + b < B) logits[(size_t(g0 + b) * R + r) * NV + n] = z;
@@ -371,11 +389,11 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
           prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
                         HD * sizeof(T));
       }
-      for_groups<B, RB>([&](int g0) {
+      for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
         if (g0 > 0) __syncthreads();
         merge_heads<T, B, RB, H, HD>(att, cs, xs, g0);
         __syncthreads();
-        rows_dot<T, RB, D, 1>(mat(l, W::out, Q::out, Q::s_out, D, D), xs, 0, D, gwarp, gwarps, bias_x(w + W::bout, g0),
+        rows_dot<T, RB, D, 1>(mat(l, W::out, Q::out, Q::s_out, D, D), xs, 0, D, gw, gws, bias_x(w + W::bout, g0),
                               residual(g0));
       });
       grid_sync(count, target, stamp++);
@@ -429,21 +447,21 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       met_all(CC);
       grid_sync(count, target, stamp++);
       // 4. x += cross_out(attention) + bias
-      for_groups<B, RB>([&](int g0) {
+      for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
         if (g0 > 0) __syncthreads();
         merge_heads<T, B, RB, H, HD>(att, CC, xs, g0);
         __syncthreads();
-        rows_dot<T, RB, D, 1>(mat(l, W::co, Q::co, Q::s_co, D, D), xs, 0, D, gwarp, gwarps, bias_x(w + W::bco, g0),
+        rows_dot<T, RB, D, 1>(mat(l, W::co, Q::co, Q::s_co, D, D), xs, 0, D, gw, gws, bias_x(w + W::bco, g0),
                               residual(g0));
       });
       grid_sync(count, target, stamp++);
       // 5. h = GELU(mlp1(LN(x)) + bias), GELU in erf form (nn.gelu); kNarrow: as MLX compiles
       //    nn.gelu, x * (1 + erf(x / sqrt(2))) / 2 with each op in T (__hdiv as MLX's Divide)
-      for_groups<B, RB>([&](int g0) {
+      for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
         if (g0 > 0) __syncthreads();
         load<T, RB * D>(x + g0 * D, xs);
         layer_norm<T, RB, D>(xs, w + W::ln3, w + W::ln3 + D, red);
-        rows_dot<T, RB, D, 1>(mat(l, W::fc1, Q::fc1, Q::s_fc1, 4 * D, D), xs, 0, 4 * D, gwarp, gwarps, bias(w + W::bfc1),
+        rows_dot<T, RB, D, 1>(mat(l, W::fc1, Q::fc1, Q::s_fc1, 4 * D, D), xs, 0, 4 * D, gw, gws, bias(w + W::bfc1),
                           [&](int n, int b, float a, float2 e) {
                             const float v = round_to<T>(a + e.x);
                             if constexpr (kNarrow<T>) {
@@ -457,20 +475,20 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       });
       grid_sync(count, target, stamp++);
       // 6. x += mlp2(h) + bias
-      for_groups<B, RB>([&](int g0) {
+      for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
         if (g0 > 0) __syncthreads();
         T* hs = reinterpret_cast<T*>(xs);  // h's rows as they are: T takes half a float's room, or all of it
         load<T, RB * 4 * D>(h + g0 * 4 * D, hs);
         __syncthreads();
-        rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), hs, 0, D, gwarp, gwarps,
+        rows_dot<T, RB, 4 * D, 1>(mat(l, W::fc2, Q::fc2, Q::s_fc2, D, 4 * D), hs, 0, D, gw, gws,
                                   bias_x(w + W::bfc2, g0), residual(g0));
       });
       grid_sync(count, target, stamp++);
     }
     if (t == sot && R == 2) {  // the next position's embedding overwrites x: wait for every block
-      for_groups<B, RB>([&](int g0) {
+      for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
         if (g0 > 0) __syncthreads();
-        logits_pass(0, g0, [](int, int, float, float) {});
+        logits_pass(0, g0, gw, gws, [](int, int, float, float) {});
       });
       grid_sync(count, target, stamp);
     }
@@ -478,10 +496,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // the last position's logits through the filters as they come out: each block merges its
   // picks, the last block to arrive the grid's. Without PICK (the forward pass of beams,
   // samples and wide greedy batches, whose updates take the logits) the logits only.
-  for_groups<B, RB>([&](int g0) {
+  for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
     if (g0 > 0) __syncthreads();
     if constexpr (!PICK) {
-      logits_pass(R - 1, g0, [](int, int, float, float) {});
+      logits_pass(R - 1, g0, gw, gws, [](int, int, float, float) {});
       return;
     }
     History r[RB];
@@ -490,7 +508,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
       r[b] = timestamp_history<TS>(tokens + real(g0 + b) * L, L, meta[2], meta[3], meta[4 + real(g0 + b)]);
       for (int k = 0; k < kPicks; ++k) f[b][k] = no_pick();
     }
-    logits_pass(R - 1, g0, [&](int n, int b, float z, float sup) {
+    logits_pass(R - 1, g0, gw, gws, [&](int n, int b, float z, float sup) {
 #pragma unroll
       for (int i = 0; i < RB; ++i)  // f, r indexed by constants: they stay in registers
         if (i == b) filter_add<TS, EOT, NO_TS, RULES, RB == 1>(f[i], n, z + sup, r[i]);
