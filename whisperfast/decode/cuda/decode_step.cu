@@ -187,10 +187,10 @@ struct Scratch {
 // meta[2], meta[3]: the filters' sample_begin and max_init; meta[4 + b]: row b's must_reach
 // (filters.cuh's History).
 // kc, vc (NL, B, H, CTX, HD): the self-attention caches, the new rows written in place. cross
-// (B / PA, NL, 2, H, S, HD): each audio's cross K/V, a layer's keys then its values, each
-// head's S rows one run of memory, attended in CC chunks per head (step.py); rows
-// [a * PA, (a + 1) * PA) are audio a's (beams and samples share their audio's: it stays in L2,
-// and a cross-attention item takes several of its rows at once, item_rows). Out:
+// (B / PA, S, 2 * NL * D): each audio's cross K/V, layer l's keys at column 2lD, its values at
+// (2l+1)D, attended in CC chunks per head (cuda_step.py); rows [a * PA, (a + 1) * PA) are audio
+// a's (beams and samples share their audio's: it stays in L2, and a cross-attention item
+// takes several of its rows at once, item_rows). Out:
 // tokens_out (B, L+1), sum_out (>= B), completed, logits (B, R, NV): row R-1 the last
 // position's, row 0 meta[1]'s when that is another new position (R = 2).
 template <typename T, int B, int D, int H, int NL, int CTX, int S, int CC, int NV, int TS, int EOT, int NO_TS,
@@ -229,7 +229,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   // cross-attention items of a row, two a block (phase 3): the halves' scores side by side in
   // p, the second's part after them
   constexpr bool kHalves = XR == 1 && 2 * CH + kThreads <= (S > CTX ? S : CTX);
-  constexpr size_t KV = size_t(B) * H * CTX * HD;
+  constexpr size_t KV = size_t(B) * H * CTX * HD, XS = 2 * NL * D;
   __shared__ __align__(16) float xs[RB * sizeof(T) * D];  // read 16 bytes at a time (read_xs)
   constexpr int QR = kHalves && RB < 2 ? 2 : RB;  // q's rows: a group's, or two halves'
   __shared__ float q[QR * HD], p[S > CTX ? S : CTX], part[kThreads], red[kHalves ? 64 : 32];
@@ -300,12 +300,10 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
   };
   // cross-attention item (head hd, chunk c): its keys [first(c), first(c + 1)) of the window,
   // and the rows that batch row b reads (its audio's), layer l, keys (kv = 0) or values (1)
-  // for that head: S rows of HD in a run, so that a chunk streams from HBM (with every
-  // layer's keys and values of a position side by side, a head's rows lay 2 NL D apart and
-  // batched mode's chunks read at under half HBM's rate: benchmarks/h100-session33/)
+  // for that head
   auto first = [](int c) { return c * S / CC; };
   auto cross_rows = [&](int b, int l, int kv, int hd) {
-    return cross + ((size_t(b / PA) * NL + l) * 2 * H + kv * H + hd) * S * HD;
+    return cross + size_t(b / PA) * S * XS + (2 * l + kv) * D + hd * HD;
   };
 
   // a row to read the inputs of: the padding's are the last real row's
@@ -388,7 +386,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         else
           prefetch_rows(lq + l * Q::size + Q::cq + size_t(hd) * HD * D * QB / 32, D * QB / 8, HD, D * QB / 8);
         for (int kv = 0; kv < 2; ++kv)
-          prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * HD, HD * sizeof(T), first(c + 1) - first(c),
+          prefetch_rows(cross_rows(b, l, kv, hd) + first(c) * XS, XS * sizeof(T), first(c + 1) - first(c),
                         HD * sizeof(T));
       }
       for_groups<B, RB, !PICK>([&](int g0, int gw, int gws) {
@@ -414,8 +412,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
         head_q1(mat(l, W::cq, Q::cq, Q::s_cq, D, D), w + W::bcq, hd, xt, qt, wp, warps);
         team.sync();
         const T *kb = cross_rows(b, l, 0, hd), *vb = cross_rows(b, l, 1, hd);
-        partial(hd * CC + c, b, first(c), first(c + 1), [&](int j) { return kb + j * HD; },
-                [&](int j) { return vb + j * HD; }, CC, team, qt, pt, partt, redt);
+        partial(hd * CC + c, b, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                [&](int j) { return vb + j * XS; }, CC, team, qt, pt, partt, redt);
       };
       if (kHalves && B * H * CC > G) {
         const Half team{int(threadIdx.x) / Half::kSize};
@@ -439,8 +437,8 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
                                 });
           __syncthreads();
           const T *kb = cross_rows(b0, l, 0, hd), *vb = cross_rows(b0, l, 1, hd);
-          attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * HD; },
-                                 [&](int j) { return vb + j * HD; }, p, part, red,
+          attend_rows<T, HD, XR>(q, first(c), first(c + 1), [&](int j) { return kb + j * XS; },
+                                 [&](int j) { return vb + j * XS; }, p, part, red,
                                  att + (size_t(hd * CC + c) * B + b0) * (HD + 2),
                                  att + (size_t(hd) * CC * B + b0) * (HD + 2), size_t(B) * (HD + 2), CC,
                                  heads + b0 * H + hd, H, met + CC);

@@ -154,7 +154,7 @@ class CudaStep:
         """A decode's state: every layer's self-attention cache in one array each, written in
         place by the steps, empty or else stacked from `cache` (`decoder_forward`'s, the
         prompt in it: those KVCache objects are not updated after this); the window's cross
-        K/V, (n_audio, n_layer, 2, H, S, D / H): a layer's keys, then its values, by head;
+        K/V, (n_audio, S, 2 * n_layer * D): layer l's keys at columns 2lD, its values at (2l+1)D;
         the kernel's scratch; `path`, where each row's history lies in the caches (beam search
         trades them: decode_step.cu's self_row), every row its own to begin with."""
         (n_ctx, D), H, dtype, G = self.pos.shape, self.n_head, self.dtype, grid_blocks()
@@ -168,9 +168,6 @@ class CudaStep:
             cross = mx.addmm(self.b_cross, audio_features, self.w_cross)
         if batch % cross.shape[0]:
             raise ValueError(f"{batch} rows for {cross.shape[0]} audio")
-        # (n_audio, S, 2 * n_layer * D) -> by layer, keys or values, and head: each head's S rows
-        # one run of memory, which the kernel's cross-attention streams (decode_step.cu)
-        cross = mx.contiguous(cross.reshape(cross.shape[0], S, n_layer, 2, H, D // H).transpose(0, 2, 3, 4, 1, 5))
         # offsets to the row holding a position: zeros, every row its own. (Made as the scratch
         # is: made from a numpy array with mx.array, the beam update's writes into it were lost.)
         path = mx.zeros((2, batch, n_ctx), mx.int32)
@@ -194,7 +191,7 @@ class CudaStep:
         if B != kc.shape[1] or L > kc.shape[3] or not 1 <= new <= L:
             raise ValueError(f"{B} rows of {L} tokens ({new} new) for caches of {kc.shape[1]} rows of {kc.shape[3]}")
         rows = 2 if L - new <= sot < L - 1 else 1
-        S, G = state["cross"].shape[4], state["blocks"]
+        S, G = state["cross"].shape[1], state["blocks"]
         per_audio = B // state["cross"].shape[0]  # rows an audio: they share its cross K/V
         template = [("T", self.dtype), ("B", B), ("D", D), ("H", self.n_head), ("NL", self.packed.shape[0]),
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
