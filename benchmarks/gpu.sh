@@ -60,9 +60,9 @@ for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"]
 PY
 }
 # batched_trees: the warm batched 600 s bench (tiny.en, base; fp16, fused, 32 a batch, 5 runs after a warm-up) in
-# ab-t/main and this tree, two rounds, the second in reverse order; JSON and table into $out, the lanes' rows printed
+# each of $TREES (default: ab-t/main and this tree), two rounds, the second in reverse order; JSON and table into $out, the lanes' rows printed
 batched_trees() {
-  local trees="ab-t/main ."
+  local trees="${TREES:-ab-t/main .}"
   for round in 1 2; do
     for t in $trees; do
       for m in tiny.en base; do
@@ -71,7 +71,7 @@ batched_trees() {
         grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
       done
     done
-    trees=". ab-t/main"
+    trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
   done 2>&1 | tee "$out/bench_ab.txt"
 }
 # fresh_trees: fresh `transcribe --fast --batch-size 32` processes over the 60-minute clip, ab-t/main and this tree
@@ -1188,6 +1188,79 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
   for t in ab-t/main .; do
     (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${t//\//_}.json" --seconds 600 \
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
+  done 2>&1 | tee "$out/turbo_ab.txt"
+  ;;
+session34a)  # a wide batch's groups of rows side by side in the matrix phases, each on its own slice of the grid's blocks
+  # (decode_step.cu's for_groups), and the logits' vocabulary rows on their way into L2 kAhead turns early
+  # (common.cuh's rows_dot), against the tree before (ab-t/main: git archive of 4d1be80): the kernel's outputs bit for
+  # bit in both (step_bits.py); batched mode's step by phase (rows_phases.py batched) in both, tiny.en and base, and
+  # tiny.en in each change alone (ab-t/part, ab-t/pref) and with kAhead = 8 (ab-t/ahead8); the warm batched 600 s bench
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-100} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
+  done
+  cmp -s "$out/bits-ab-t_main.jsonl" "$out/bits-..jsonl" && echo "bits: the same ($(wc -l < "$out/bits-..jsonl") cases)" \
+    || { echo "bits: DIFFER"; diff "$out/bits-ab-t_main.jsonl" "$out/bits-..jsonl" | head -c 600; }
+  for tm in ab-t/main:tiny.en .:tiny.en ab-t/main:base .:base ab-t/part:tiny.en ab-t/pref:tiny.en ab-t/ahead8:tiny.en; do
+    t=${tm%%:*} m=${tm#*:}
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-50} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
+  done 2>&1 | tee "$out/phases.txt" | $py -c '
+import json, sys
+for line in sys.stdin:
+    tree, _, rest = line.partition(" ")
+    try:
+        d = json.loads(rest)
+    except ValueError:
+        print(line.rstrip()[:200]); continue
+    print(tree, d["model"], d["rows"], " ".join(f"{k[:5]}={v:.0f}" for k, v in d["phase_us"].items()))'
+  batched_trees
+  ;;
+session34b)  # the change's tests on the device: the kernel's step, rows, beams, batched mode's (slow ones too); then
+  # fresh 60-minute processes (32 a batch), ab-t/main and this tree alternated
+  timeout ${T1:-420} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_cuda_step.py \
+    tests/test_cuda_rows.py tests/test_batched.py tests/test_cuda_beams.py 2>&1 | tee "$out/gpu_tests.txt" | tail -8
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  T3=150 fresh_trees | cut -c1-230
+  ;;
+session34d)  # the cross K/V by layer, keys or values, and head (each head's rows one run of memory: decode_step.cu's
+  # cross_rows, step.py's start) against the tree before it (ab-t/spread: git archive of c2d13ec): the kernel's outputs
+  # bit for bit in both (step_bits.py); batched mode's step by phase (rows_phases.py batched: tiny.en, base); the warm
+  # batched 600 s bench; the kernel's tests that read the cross K/V (rows, beams, batched mode's)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for t in ab-t/spread .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-100} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
+  done
+  cmp -s "$out/bits-ab-t_spread.jsonl" "$out/bits-..jsonl" && echo "bits: the same ($(wc -l < "$out/bits-..jsonl") cases)" \
+    || { echo "bits: DIFFER"; diff "$out/bits-ab-t_spread.jsonl" "$out/bits-..jsonl" | head -c 600; }
+  for tm in ab-t/spread:tiny.en .:tiny.en ab-t/spread:base .:base; do
+    t=${tm%%:*} m=${tm#*:}
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-50} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
+  done 2>&1 | tee "$out/phases.txt" | $py -c '
+import json, sys
+for line in sys.stdin:
+    tree, _, rest = line.partition(" ")
+    try:
+        d = json.loads(rest)
+    except ValueError:
+        print(line.rstrip()[:200]); continue
+    print(tree, d["model"], d["rows"], " ".join(f"{k[:5]}={v:.0f}" for k, v in d["phase_us"].items()))'
+  TREES="ab-t/spread ." batched_trees
+  timeout ${T2:-150} $py -m pytest -q -p no:cacheprovider -rf tests/test_cuda_rows.py tests/test_cuda_beams.py \
+    tests/test_batched.py -k "rows or beam or jfk or fused_and_stock or share_a_batch or silent_gap" 2>&1 | tail -4
+  ;;
+session34c)  # the greedy launch's test again (its R = 2 check compared nan sums with array_equal: fixed), then
+  # large-v3-turbo's random shapes (peers.py --random, 32 a batch) in ab-t/main and this tree, as chosen (the flat step
+  # past the kernel's bytes a layer) and on the kernel at every row count (WHISPERFAST_KERNEL_LAYER_BYTES)
+  timeout ${T1:-120} $py -m pytest -q -p no:cacheprovider -rf tests/test_cuda_step.py -k greedy 2>&1 | tail -3
+  for t in ab-t/main .; do
+    for knobs in "WHISPERFAST_DEBUG=" "WHISPERFAST_KERNEL_LAYER_BYTES=1000000000000"; do
+      (cd $t && env $knobs PYTHONPATH=.:$PYTHONPATH timeout ${T2:-100} $py benchmarks/peers.py "$out/turbo-${t//\//_}-${knobs%%=*}.json" \
+        --seconds 600 --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t $knobs |")
+    done
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
 session33a)  # the attention's value loads out sixteen at once and no history table read for rows of separate audio
