@@ -108,6 +108,36 @@ for i in range(int(sys.argv[1])):
           flush=True)
 PY
 }
+# phase_rows: rows_phases.py's JSON lines, each prefixed by its tree, as one short line each (tree, model, rows, µs by phase)
+phase_rows() {
+  $py -c '
+import json, sys
+for line in sys.stdin:
+    tree, _, rest = line.partition(" ")
+    try:
+        d = json.loads(rest)
+    except ValueError:
+        print(line.rstrip()[:200]); continue
+    print(tree, d["model"], d["rows"], " ".join(f"{k[:5]}={v:.0f}" for k, v in d["phase_us"].items()))'
+}
+# bits_phases BASE "TREE:MODEL ...": the device line, the 600 s clip; the kernel's outputs bit for bit (step_bits.py) in
+# the tree BASE and this one, compared; then batched mode's step by phase (rows_phases.py MODEL float16 batched) in each
+# TREE:MODEL, into $out/phases.txt, a short line each printed
+bits_phases() {
+  local base=$1 pairs=$2
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for t in $base .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-100} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
+  done
+  cmp -s "$out/bits-${base//\//_}.jsonl" "$out/bits-..jsonl" && echo "bits: the same ($(wc -l < "$out/bits-..jsonl") cases)" \
+    || { echo "bits: DIFFER"; diff "$out/bits-${base//\//_}.jsonl" "$out/bits-..jsonl" | head -c 600; }
+  for tm in $pairs; do
+    local t=${tm%%:*} m=${tm#*:}
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-50} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
+  done 2>&1 | tee "$out/phases.txt" | phase_rows
+}
 # both_vads MODEL: the batched 600 s clip at 16 a batch with the VAD on onnxruntime (WHISPERFAST_VAD_GPU=0), then on the GPU
 both_vads() {
   local m=$1
@@ -1195,26 +1225,7 @@ session34a)  # a wide batch's groups of rows side by side in the matrix phases, 
   # (common.cuh's rows_dot), against the tree before (ab-t/main: git archive of 4d1be80): the kernel's outputs bit for
   # bit in both (step_bits.py); batched mode's step by phase (rows_phases.py batched) in both, tiny.en and base, and
   # tiny.en in each change alone (ab-t/part, ab-t/pref) and with kAhead = 8 (ab-t/ahead8); the warm batched 600 s bench
-  $py -m whisperfast info --json > "$out/info.json"
-  $py -m compileall -q ab-t > /dev/null 2>&1 || true
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for t in ab-t/main .; do
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-100} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
-  done
-  cmp -s "$out/bits-ab-t_main.jsonl" "$out/bits-..jsonl" && echo "bits: the same ($(wc -l < "$out/bits-..jsonl") cases)" \
-    || { echo "bits: DIFFER"; diff "$out/bits-ab-t_main.jsonl" "$out/bits-..jsonl" | head -c 600; }
-  for tm in ab-t/main:tiny.en .:tiny.en ab-t/main:base .:base ab-t/part:tiny.en ab-t/pref:tiny.en ab-t/ahead8:tiny.en; do
-    t=${tm%%:*} m=${tm#*:}
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-50} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
-  done 2>&1 | tee "$out/phases.txt" | $py -c '
-import json, sys
-for line in sys.stdin:
-    tree, _, rest = line.partition(" ")
-    try:
-        d = json.loads(rest)
-    except ValueError:
-        print(line.rstrip()[:200]); continue
-    print(tree, d["model"], d["rows"], " ".join(f"{k[:5]}={v:.0f}" for k, v in d["phase_us"].items()))'
+  bits_phases ab-t/main "ab-t/main:tiny.en .:tiny.en ab-t/main:base .:base ab-t/part:tiny.en ab-t/pref:tiny.en ab-t/ahead8:tiny.en"
   batched_trees
   ;;
 session34b)  # the change's tests on the device: the kernel's step, rows, beams, batched mode's (slow ones too); then
@@ -1228,26 +1239,7 @@ session34d)  # the cross K/V by layer, keys or values, and head (each head's row
   # cross_rows, step.py's start) against the tree before it (ab-t/spread: git archive of c2d13ec): the kernel's outputs
   # bit for bit in both (step_bits.py); batched mode's step by phase (rows_phases.py batched: tiny.en, base); the warm
   # batched 600 s bench; the kernel's tests that read the cross K/V (rows, beams, batched mode's)
-  $py -m whisperfast info --json > "$out/info.json"
-  $py -m compileall -q ab-t > /dev/null 2>&1 || true
-  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
-  for t in ab-t/spread .; do
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T0:-100} $py "$OLDPWD/benchmarks/step_bits.py" > "$out/bits-${t//\//_}.jsonl" 2>&1)
-  done
-  cmp -s "$out/bits-ab-t_spread.jsonl" "$out/bits-..jsonl" && echo "bits: the same ($(wc -l < "$out/bits-..jsonl") cases)" \
-    || { echo "bits: DIFFER"; diff "$out/bits-ab-t_spread.jsonl" "$out/bits-..jsonl" | head -c 600; }
-  for tm in ab-t/spread:tiny.en .:tiny.en ab-t/spread:base .:base; do
-    t=${tm%%:*} m=${tm#*:}
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-50} $py benchmarks/rows_phases.py $m float16 batched 2>&1 | sed "s|^|$t |")
-  done 2>&1 | tee "$out/phases.txt" | $py -c '
-import json, sys
-for line in sys.stdin:
-    tree, _, rest = line.partition(" ")
-    try:
-        d = json.loads(rest)
-    except ValueError:
-        print(line.rstrip()[:200]); continue
-    print(tree, d["model"], d["rows"], " ".join(f"{k[:5]}={v:.0f}" for k, v in d["phase_us"].items()))'
+  bits_phases ab-t/spread "ab-t/spread:tiny.en .:tiny.en ab-t/spread:base .:base"
   TREES="ab-t/spread ." batched_trees
   timeout ${T2:-150} $py -m pytest -q -p no:cacheprovider -rf tests/test_cuda_rows.py tests/test_cuda_beams.py \
     tests/test_batched.py -k "rows or beam or jfk or fused_and_stock or share_a_batch or silent_gap" 2>&1 | tail -4
