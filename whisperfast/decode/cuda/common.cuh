@@ -260,7 +260,8 @@ struct Packed {
     const size_t g = (n * K + k) / GS;
     return round_to<T>(static_cast<float>(s[g]) * unpack<QB>(q + n * K * QB / 32, k) + static_cast<float>(z[g]));
   }
-  // row n's packed words' 128-byte lines, into L2 (its scales and biases are 1 / 16 as many bytes or fewer)
+  // row n's packed words' 128-byte lines, into L2 (its scales and biases, an eighth as many
+  // bytes or fewer at groups of 64, are read as before)
   template <int K>
   static constexpr int kLines = (K * QB / 8 + 127) / 128;
   template <int K>
@@ -270,9 +271,12 @@ struct Packed {
 };
 
 // STREAM rows (the logits' vocabulary) come from HBM, one or a few rows a warp a turn: too few
-// loads in flight to keep it busy, so each turn waited on HBM's latency. A warp now also sends
-// into L2 the rows it takes kAhead turns later (a prefetch holds no registers), and its turn
-// finds its own rows there. (8 turns ahead measured no faster than 3: benchmarks/h200-session34/)
+// loads in flight to keep it busy, so a turn would wait on HBM's latency. With PREFETCH a warp
+// also sends into L2 the rows it takes kAhead turns later (a prefetch holds no registers), and
+// its turn finds its own rows there. STREAM loads mark their lines first to leave L2, so that
+// they do not push out the layers' weights; a prefetch has no such form, and its lines enter
+// L2 as any line does. So only the forward pass prefetches: there it was measured faster
+// (8 turns ahead no faster than 3: benchmarks/h200-session34/), the step's own picks were not.
 constexpr int kAhead = 3;
 
 // Rows [n0, n1) of w (N, K; Dense or Packed) against the B rows of xs (B, K) in shared memory: `warp` of
@@ -282,12 +286,13 @@ constexpr int kAhead = 3;
 // every lane holds every sum, so the R * B emits run side by side); pre (a bias, a residual:
 // a float2) is loaded in that lane before the row, so its latency hides. The sums do not
 // depend on R or on which lane emits.
-template <typename T, int B, int K, int R = 4, bool STREAM = false, typename M, typename X, typename P, typename F>
+template <typename T, int B, int K, int R = 4, bool STREAM = false, bool PREFETCH = false, typename M, typename X,
+          typename P, typename F>
 __device__ void rows_dot(M w, const X* xs, int n0, int n1, int warp, int warps, P&& pre, F&& emit) {
   static_assert(R * B <= 32, "one lane per (row, batch row)");
   const int lane = threadIdx.x & 31, mr = lane / B, mb = lane % B;  // this lane's emit: row n + mr, batch row mb
   for (int n = n0 + warp * R; n < n1; n += warps * R) {
-    if constexpr (STREAM) {  // the rows of this warp's turn kAhead turns on, on their way into L2 meanwhile
+    if constexpr (PREFETCH) {  // the rows of this warp's turn kAhead turns on, on their way into L2 meanwhile
       constexpr int lines = M::template kLines<K>;
       const int ahead = n + kAhead * warps * R;
       for (int i = lane; i < R * lines; i += 32)

@@ -63,10 +63,11 @@ __device__ void group_sync_rows(const Team& team, unsigned* counter, int cstride
 // gws. Where the grid has a block for each group and SPREAD, the groups run side by side, each
 // on its own slice of the blocks: a phase then waits once on its loads, merges and norms,
 // where groups one after another waited on each group's in turn, with most warps idle in a
-// D-row phase (D rows against the grid's ~1,000 warps). Else every block takes every group,
+// D-row phase (D rows against the grid's ~2,000 warps). Else every block takes every group,
 // one after another (groups after the first read the weights mostly from L2): so with PICK,
-// whose last phase merges every block's picks of every row. Each row's sums are the same
-// either way (rows_dot: they do not depend on the warp).
+// whose last phase merges every block's picks of every row, and whose other phases were not
+// measured side by side (its groups of 3 rows: large-v3-turbo's kernel batches). Each row's
+// sums are the same either way (rows_dot: they do not depend on the warp).
 // Where RB does not divide B, the last group's rows past B are padding: x and h have rows
 // for them in the scratch (zeros, or whatever the padding wrote), nothing is read for them
 // outside it, and they write nothing else (no cache, logits, attention partial or pick):
@@ -329,7 +330,7 @@ __device__ void decode_step(const Tok* tokens, int L, const int* meta, const T* 
     }();
     // the embedding (40 MB for tiny, 53 MB for base) would push the layers' weights and the
     // cross K/V out of the H100's 50 MB L2 at every step
-    rows_dot<T, RB, D, logit_rows<RB, QB>(), true>(embedding(), xr, 0, NV, gw, gws, [&](int n, int) { return make_float2(suppress[n], 0.f); },
+    rows_dot<T, RB, D, logit_rows<RB, QB>(), true, !PICK>(embedding(), xr, 0, NV, gw, gws, [&](int n, int) { return make_float2(suppress[n], 0.f); },
                       [&](int n, int b, float a, float2 e) {
                         const float z = round_to<T>(a);
                         if (g0 + b < B) logits[(size_t(g0 + b) * R + r) * NV + n] = z;
