@@ -29,9 +29,11 @@ def _grid_read_afresh():
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.float16])
-# with the picks (greedy), 5 and 8 rows are groups of 3, the last one padded (for_groups);
-# without (the forward pass of beams and samples), one group of 5 or 8
-@pytest.mark.parametrize("batch", [1, 3, 5, 8])
+# with the picks (greedy), 5, 8 and 20 rows are groups of 3, the last one padded (for_groups);
+# without (the forward pass of beams and samples), one group of 5 or 8, and 20 rows three
+# groups of 8 side by side, each on its slice of the grid (one block each on 3 blocks, the
+# groups in turn on 1)
+@pytest.mark.parametrize("batch", [1, 3, 5, 8, 20])
 # the grid the SMs give; fewer blocks than heads; 30: 5 chunks a head, so that the cross-attention
 # items of 5 beams take their audio's rows together (step.shares_cross_items), and items of one
 # row, more than the blocks, run two a block (decode_step.cu's half-block items: 3 and 8 rows)
