@@ -197,7 +197,7 @@ class CudaStep:
                     ("CTX", kc.shape[3]), ("S", S), ("CC", state["chunks"]), ("NV", n_vocab)] + _template(rules) \
             + [("PICK", pick), ("PA", per_audio),
                ("SHARE", shares_cross_items(B, per_audio, self.n_head, state["chunks"], G))]
-        meta = _ints(new, sot, rules["sample_begin"], rules["max_init"], *row_reach(rules, B))
+        meta = _meta(rules, B, new, sot)
         rest = [self.pos, self.lnf, self.packed, kc, state["vc"], state["path"], state["cross"], sum_logprobs, suppress,
                 state["scratch"]]
         if self.bits:
@@ -276,13 +276,12 @@ class CudaDecode:
         self.state = self.step.start(audio_features, batch, cache)
 
     def __call__(self, tokens: mx.array, sum_logprobs: mx.array):
+        if self.picks:
+            return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
+        logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
         if self.beams is not None:
-            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
             return self.beam_update(tokens, logits, sum_logprobs)
-        if not self.picks:
-            logits = self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules, pick=False)[3]
-            return self.pick(tokens, logits, sum_logprobs, self.suppress)
-        return self.step(tokens, sum_logprobs, self.state, self.suppress, self.rules)[:3]
+        return self.pick(tokens, logits, sum_logprobs, self.suppress)
 
     def pick(self, tokens: mx.array, logits: mx.array, sum_logprobs: mx.array, suppress: mx.array):
         """greedy_picks after a forward pass: -> (tokens, completed, sum_logprobs)."""
@@ -319,6 +318,12 @@ def timestamp_rules(tokenizer, sample_begin: int, enabled: bool, max_initial: Op
                 max_init=NONE if max_initial is None else max_initial, must_reach=())
 
 
+def _meta(rules: dict, rows: int, new: int = 0, sot: int = -1) -> mx.array:
+    """A launch's meta, as decode_step.cu and filters.cuh's greedy read it: the new positions,
+    the SOT's, the filters' sample_begin and max_init, then each row's must_reach."""
+    return _ints(new, sot, rules["sample_begin"], rules["max_init"], *row_reach(rules, rows))
+
+
 _GREEDY_CALL = ("wf::greedy<NV, TS, EOT, NO_TS, RULES>(logits, logits_shape[1], tokens, tokens_shape[1], meta, sum_in, "
                 "suppress, tokens_out, sum_out, done);")
 
@@ -330,7 +335,7 @@ def greedy_picks(logits: mx.array, tokens: mx.array, sum_logprobs: mx.array, sup
     HeldEnd (rules["must_reach"]), then GreedyDecoder.update. logits (B, R, n_vocab) float32,
     the picks from row R-1; tokens (B, L) -> (tokens (B, L+1), completed, sum_logprobs)."""
     (B, L), n_vocab = tokens.shape, logits.shape[-1]
-    meta = _ints(0, -1, rules["sample_begin"], rules["max_init"], *row_reach(rules, B))
+    meta = _meta(rules, B)
     tokens, sums, done = _run("greedy", ["logits", "tokens", "meta", "sum_in", "suppress"],
                               ["tokens_out", "sum_out", "done"], _GREEDY_CALL,
                               [logits, tokens, meta, sum_logprobs, suppress], [("NV", n_vocab)] + _template(rules),
