@@ -77,16 +77,20 @@ for _ in range(5):
 print(json.dumps(dict(part="start (numpy in and out)", frames=2048, best_s=min(times))), flush=True)
 
 rng = np.random.default_rng(0)
-for steps, reg in ((2048, lstm.REG), (18750, lstm.REG), (18750, 64)):
+cases = [(2048, 1, lstm.REG), (18750, 1, lstm.REG), (18750, 1, 64)] + [(18750, cl, None) for cl in (2, 4, 8)]
+for steps, cluster, reg in cases:
     xw = mx.array(rng.normal(0, 1, (steps, 4 * lstm.HIDDEN)).astype(np.float32))
     r = mx.array(rng.normal(0, 0.15, (4 * lstm.HIDDEN, lstm.HIDDEN)).astype(np.float32))
     h = c = mx.zeros((lstm.HIDDEN,))
     ri = lstm.interleaved(r)
-    mx.eval(xw, r, ri, *lstm.lstm_fused(xw, r, h, c, ri, reg))
+    one = lstm.lstm_fused(xw, r, h, c, ri, cluster=1)
+    mx.eval(xw, r, ri, *one, *lstm.lstm_fused(xw, r, h, c, ri, reg, cluster))
     times = []
     for _ in range(5):
         t = time.perf_counter()
-        mx.eval(*lstm.lstm_fused(xw, r, h, c, ri, reg))
+        got = lstm.lstm_fused(xw, r, h, c, ri, reg, cluster)
+        mx.eval(*got)
         times.append(time.perf_counter() - t)
-    print(json.dumps(dict(kernel="lstm_fused", steps=steps, reg=reg, best_s=min(times), us_per_step=min(times) / steps * 1e6)),
-          flush=True)
+    same = all(np.array_equal(np.array(a), np.array(b)) for a, b in zip(got, one))
+    print(json.dumps(dict(kernel="lstm_fused", steps=steps, cluster=cluster, reg=reg, best_s=min(times),
+                          us_per_step=min(times) / steps * 1e6, bits_of_one_block=same)), flush=True)

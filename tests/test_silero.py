@@ -171,11 +171,13 @@ def test_the_port_is_wanted_on_cuda_unless_switched_off(knobs, monkeypatch):
 
 
 _F32 = mx.float32
-# the CUDA kernels as they are launched: (name, body, inputs (name, ndim), outputs, template, threads a block)
+_LSTM_INPUTS = [(n, 2 if n in ("xw", "r", "ri") else 1) for n in lstm.INPUTS]
+# the CUDA kernels as they are launched: (name, header, body, inputs (name, ndim), outputs, template, threads a block)
 _CUDA_KERNELS = {
-    "lstm": ("wf_lstm_sequence", lstm._SOURCE, [(n, 2 if n in ("xw", "r", "ri") else 1) for n in lstm.INPUTS],
-             lstm.OUTPUTS, [("H", lstm.HIDDEN), ("REG", lstm.REG)], 4 * lstm.HIDDEN),
-    "features": ("wf_silero_features", silero_cuda._SOURCE,
+    **{f"lstm-cluster{cl}": ("wf_lstm_sequence", lstm.header(cl), lstm._SOURCE, _LSTM_INPUTS, lstm.OUTPUTS,
+                             [("H", lstm.HIDDEN), ("REG", lstm.REG if cl == 1 else lstm.HIDDEN), ("CL", cl)],
+                             4 * lstm.HIDDEN // cl) for cl in (1, 2, 4, 8)},
+    "features": ("wf_silero_features", "", silero_cuda._SOURCE,
                  [(n, 1 if n.startswith("b") else 3 if n[1:].isdigit() else 2) for n in silero_cuda.INPUTS],
                  ("xw",), [], silero_cuda.THREADS),
 }
@@ -186,15 +188,15 @@ def test_the_kernels_sources_compile_for_sm_90a(kernel):
     """The source MLX builds for each kernel compiles with NVRTC (where it and MLX's headers
     are at hand), within its block's share of the registers, without spills."""
     _, nv, options = _toolchain()
-    name, body, inputs, outputs, template, threads = _CUDA_KERNELS[kernel]
+    name, header, body, inputs, outputs, template, threads = _CUDA_KERNELS[kernel]
     func = cuda_cache.kernel_name(name, template)
-    source = cuda_cache.build_source(func, "", body, [(n, _F32, d) for n, d in inputs], [(n, _F32) for n in outputs],
+    source = cuda_cache.build_source(func, header, body, [(n, _F32, d) for n, d in inputs], [(n, _F32) for n in outputs],
                                      template)
     source += f"\n__device__ int wf_probe_{uuid.uuid4().hex} = 1;\n"  # new code: NVRTC reports only on code it has not seen
     binary, _ = nv.compile(source, list(options) + ["--ptxas-options=-v"], cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
     report = nv.last_log
     registers = int(report.split(" registers")[0].rsplit(" ", 1)[1])
-    assert binary[:4] == b"\x7fELF" and registers <= 65536 // threads
+    assert binary[:4] == b"\x7fELF" and registers <= min(255, 65536 // threads)
     assert "0 bytes spill stores" in report
 
 
@@ -208,6 +210,29 @@ def test_the_fused_lstm_is_the_composed_one(steps):
     if steps:
         assert mx.abs(hs - want_h).max().item() < 1e-5
     assert mx.abs(c_last - want_c).max().item() < 1e-5
+
+
+@needs_cuda
+@pytest.mark.parametrize("cluster, reg", [(1, 64), (2, None), (4, None), (4, 64), (8, None)])
+def test_the_fused_lstm_gives_one_blocks_bits_however_it_is_shared(cluster, reg):
+    """A step's rows shared over a cluster's blocks (h handed between their shared memories),
+    or some of R read through L1: every row's sum is still one thread's, in one order, so
+    the bits are one block's with REG columns in registers."""
+    if cluster > 1 and lstm.cluster_blocks() == 1:
+        pytest.skip("this GPU has no thread block clusters (compute capability under 9)")
+    xw, r, h, c = (mx.array(a) for a in _random_lstm(2085, seed=7))
+    want = lstm.lstm_fused(xw, r, h, c, cluster=1, reg=lstm.REG)
+    got = lstm.lstm_fused(xw, r, h, c, cluster=cluster, reg=reg)
+    assert all(np.array_equal(np.array(a), np.array(b)) for a, b in zip(got, want))
+    assert float(mx.abs(want[0]).max()) > 0.1  # the recurrence ran: h is not the zeros it started from
+
+
+def test_the_fused_lstms_arguments_are_checked():
+    xw, r, h, c = (mx.array(a) for a in _random_lstm(3))
+    with pytest.raises(ValueError, match="cluster"):
+        lstm.lstm_fused(xw, r, h, c, cluster=3)
+    with pytest.raises(ValueError, match="reg"):
+        lstm.lstm_fused(xw, r, h, c, cluster=1, reg=128)
 
 
 @needs_cuda
