@@ -48,6 +48,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, List, Sequence
 
@@ -102,6 +103,8 @@ class _Chunk:
     file: int
     speech: vad.SpeechMap  # where the chunk's samples are in the file
     audio: np.ndarray  # (n <= CHUNK_SAMPLES,) the pieces end to end
+    mel: mx.array | None = None  # its log-mel, queued on the mel stream as the chunk was cut (_with_mels)
+    mel_s: float = 0.0  # the host's time queueing it
 
 
 @dataclass
@@ -151,7 +154,8 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
-        chunks = _chunks(audios, files, options.vad is not False, batch.vad_options, progress)
+        chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress),
+                            whisper.dims.n_mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
                        batch.rows_per_encode(whisper), aligner)
@@ -277,6 +281,25 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
+@lru_cache(maxsize=None)
+def _mel_stream(device: mx.Device) -> mx.Stream:
+    return mx.new_stream(device)
+
+
+def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
+    """Each chunk with its log-mel queued as the VAD cuts it, on a stream of its own: the
+    device makes it while the host reads and cuts on, beside the VAD's own work (on a GPU its
+    LSTM holds a few SMs), and a batch waits only for its last chunks' mels."""
+    stream = _mel_stream(mx.default_device())
+    for c in chunks:
+        t = time.perf_counter()
+        with mx.stream(stream):
+            c.mel = _mel(c.audio, n_mels)
+        mx.async_eval(c.mel)
+        c.mel_s = time.perf_counter() - t
+        yield c
+
+
 def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
     """A chunk's (N_FRAMES, n_mels) log-mel as sequential mode makes its last window's (and
     faster-whisper's batched pipeline its chunks'): the chunk's own frames, then zeros in the
@@ -297,9 +320,12 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     parts = []
     for at in range(0, len(rows), encoder_rows):
         t = time.perf_counter()
-        mel = mx.stack([_mel(c.audio, whisper.dims.n_mels) for c in rows[at : at + encoder_rows]]).astype(dtype)
+        part = rows[at : at + encoder_rows]
+        mel = mx.stack([c.mel for c in part]).astype(dtype)
         mx.eval(mel)
-        mel_s += time.perf_counter() - t
+        mel_s += time.perf_counter() - t + sum(c.mel_s for c in part)
+        for c in part:
+            c.mel = None
         t = time.perf_counter()
         parts.append(encode(whisper, mel))
         mx.eval(parts[-1])
