@@ -1223,7 +1223,9 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
 session35a)  # the VAD's LSTM shared over a cluster of 4 blocks, h handed between their shared memories (kernels/lstm.py),
   # against the tree before (ab-t/main: git archive of cab881a, its own benchmarks/): the VAD's and batched mode's tests
   # (slow ones too); the VAD alone over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each
-  # tree; where the log-mel's time goes (batched/mel_probe.py); the warm batched 600 s bench; fresh 60-minute processes
+  # tree; where the log-mel's time goes (batched/mel_probe.py); the warm batched 600 s bench in ab-t/main, ab-t/cluster
+  # (git archive of 9b89433: the cluster alone) and this tree (the chunks' mels queued as they are cut, too); fresh 60-minute
+  # processes
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-t > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
@@ -1235,7 +1237,7 @@ session35a)  # the VAD's LSTM shared over a cluster of 4 blocks, h handed betwee
       --runs 5 2>&1 | sed "s|^|$t |")
   done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
   timeout ${T2:-60} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
-  batched_trees
+  TREES="ab-t/main ab-t/cluster ." batched_trees
   T3=150 fresh_trees | cut -c1-230
   ;;
 session34a)  # a wide batch's groups of rows side by side in the matrix phases, each on its own slice of the grid's blocks
