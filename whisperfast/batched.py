@@ -36,9 +36,10 @@ error); condition_on_previous_text does not apply.
 Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
 block) and the VAD runs on the blocks as they come (chunker.Chunker); a chunk is handed on as soon
 as the VAD closes it, and the file is read no further than the batches need. So only a few
-chunks' audio is live on the host however long the file, and a batch's mel and features are
-built per batch: the device never holds more than N windows. Mel, encode and decode times are
-measured per batch and shared among its files by rows; reading is in none of them.
+chunks' audio is live on the host however long the file; a chunk's log-mel is queued on the
+device as it is cut (`_with_mels`), and a batch's features are built per batch: the device never
+holds more than N windows. Mel, encode and decode times are measured per batch and shared among
+its files by rows; reading is in none of them.
 
 Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_state).
 """
