@@ -1221,23 +1221,24 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
 session35a)  # the VAD's LSTM shared over a cluster of 4 blocks, h handed between their shared memories (kernels/lstm.py),
-  # against the tree before (ab-t/main: git archive of cab881a, its own benchmarks/): the VAD's tests; the VAD alone over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each
-  # tree; where the log-mel's time goes (batched/mel_probe.py); the warm batched 600 s bench in ab-t/main, ab-t/cluster
-  # (git archive of 9b89433: the cluster alone) and this tree (the chunks' mels queued as they are cut, too); fresh 60-minute
-  # processes; batched mode's tests (slow ones too)
+  # against the tree before (ab-t/main: git archive of cab881a, with its own benchmarks/): the VAD's tests; the VAD alone
+  # over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each tree; where the log-mel's time
+  # goes (batched/mel_probe.py); the warm batched 600 s bench (MODELS, default tiny.en and base) in ab-t/main,
+  # ab-t/cluster (git archive of 9b89433: the cluster alone) and this tree (the chunks' mels queued as they are cut, too);
+  # fresh 60-minute processes; batched mode's tests where time is left (T4)
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-t > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
-  timeout ${T0:-90} $py -m pytest -q -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  timeout ${T0:-60} $py -m pytest -q -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
   for t in ab-t/main .; do
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-100} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav \
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-60} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav \
       --runs 5 2>&1 | sed "s|^|$t |")
   done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
-  timeout ${T2:-60} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
+  timeout ${T2:-40} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
   TREES="ab-t/main ab-t/cluster ." MODELS=${MODELS:-tiny.en base} batched_trees
-  T3=150 fresh_trees | cut -c1-230
-  timeout ${T4:-150} $py -m pytest -q -p no:cacheprovider -rf -m "slow or not slow" tests/test_batched.py 2>&1 \
+  T3=${T3:-100} fresh_trees | cut -c1-230
+  [ "${T4:-0}" -gt 0 ] && timeout $T4 $py -m pytest -q -p no:cacheprovider -rf tests/test_batched.py 2>&1 \
     | tee "$out/gpu_tests_batched.txt" | tail -3
   ;;
 session34a)  # a wide batch's groups of rows side by side in the matrix phases, each on its own slice of the grid's blocks
