@@ -1220,6 +1220,22 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
+session35b)  # session35a cut to what a short lease allows: the VAD's tests, the probe in both trees (600 s only), the
+  # log-mel's split, the warm batched 600 s bench (tiny.en, one round) in ab-t/main, ab-t/cluster and this tree
+  $py -m whisperfast info --json > "$out/info.json"
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  timeout ${T0:-50} $py -m pytest -q -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-40} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav --runs 5 2>&1 \
+      | sed "s|^|$t |")
+  done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
+  timeout ${T2:-30} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
+  for t in ab-t/main ab-t/cluster .; do
+    (cd $t && timeout ${T3:-40} $py -m whisperfast bench /tmp/clip600.wav -m tiny.en --dtype float16 --lanes fused --runs 5 \
+      --warmup 1 --json --no-kernels --batch-size 32 > "$out/bench-tiny.en-${t//\//_}.json" 2> "$out/bench-tiny.en-${t//\//_}.txt")
+    grep -E "^│ fused" "$out/bench-tiny.en-${t//\//_}.txt" | sed "s|^|$t |"
+  done 2>&1 | tee "$out/bench_ab.txt"
+  ;;
 session35a)  # the VAD's LSTM shared over a cluster of 4 blocks, h handed between their shared memories (kernels/lstm.py),
   # against the tree before (ab-t/main: git archive of cab881a, with its own benchmarks/): the VAD's tests; the VAD alone
   # over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each tree; where the log-mel's time
