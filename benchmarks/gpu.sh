@@ -1236,12 +1236,13 @@ session35b)  # session35a cut to what a short lease allows: the VAD's tests, the
     grep -E "^│ fused" "$out/bench-tiny.en-${t//\//_}.txt" | sed "s|^|$t |"
   done 2>&1 | tee "$out/bench_ab.txt"
   ;;
-session35a)  # the VAD's LSTM shared over a cluster of 4 blocks, h handed between their shared memories (kernels/lstm.py),
-  # against the tree before (ab-t/main: git archive of cab881a, with its own benchmarks/): the VAD's tests; the VAD alone
-  # over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each tree; where the log-mel's time
-  # goes (batched/mel_probe.py); the warm batched 600 s bench (MODELS, default tiny.en and base) in ab-t/main,
-  # ab-t/cluster (git archive of 9b89433: the cluster alone) and this tree (the chunks' mels queued as they are cut, too);
-  # fresh 60-minute processes; batched mode's tests where time is left (T4)
+session35a)  # the VAD's LSTM shared over a cluster of blocks, h handed between their shared memories (kernels/lstm.py),
+  # against the tree before (ab-t/main: git archive of cab881a, with its own benchmarks/): the VAD's tests (the cluster's
+  # bits); the VAD alone over 600 s and 60 min and the LSTM kernel by cluster size (vad_gpu_probe.py) in each tree; where
+  # the log-mel's time goes (batched/mel_probe.py); the warm batched 600 s bench (MODELS, default tiny.en and base) in
+  # ab-t/main, ab-t/cluster (git archive of 9b89433: a cluster of 4 by default, the mels as before) and this tree (the
+  # chunks' mels queued as they are cut; lstm.CLUSTER, 1 until measured); fresh 60-minute processes; batched mode's
+  # tests where time is left (T4)
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-t > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null

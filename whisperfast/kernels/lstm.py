@@ -15,7 +15,7 @@ a warp, which combine them by shuffles, so a step needs one barrier.
   warp's loads stay one run of words (in ONNX's order they were four, and a step took 3.3 µs
   against 1.5 µs with the gate rows in ONNX's order and two barriers: benchmarks/h200-session16/).
   The 4H * H FMAs of a step all wait on one SM's issue.
-- A cluster of CL blocks (compute capability 9 on: `cluster_blocks`): each block takes 4H / CL
+- A cluster of CL blocks (compute capability 9 on: `has_clusters`): each block takes 4H / CL
   of the rows with all of R's columns in registers, and writes each h it makes into every
   block's shared memory (PTX's shared::cluster window); the cluster's barrier ends the step.
 Every row's sum is one thread's, in the same order, in either form: the bits are the same.
@@ -40,7 +40,11 @@ INPUTS, OUTPUTS = ("xw", "r", "ri", "h0", "c0"), ("out", "c_out")  # the fused k
 # may: 128 registers a thread, no spills (128 columns took 164); in a cluster's blocks of 4H /
 # CL threads every column fits
 REG = 96
-CLUSTER = 4  # blocks a cluster on compute capability 9 on: a step's 4H dot products on 4 SMs, not 1
+# blocks lstm_fused shares a step over by default. One, until a GPU run shows the cluster's
+# launch through MLX (a kernel with compile-time cluster dimensions, in MLX's CUDA graphs) runs
+# and is faster: written in session 35, whose device time ran out before any call got a GPU;
+# benchmarks/gpu.sh session35a times 1, 2, 4 and 8 and runs the tests that hold them to one bits
+CLUSTER = 1
 
 
 def lstm_composed(xw: mx.array, r: mx.array, h: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
@@ -154,10 +158,9 @@ def _kernel(cluster: int) -> CachedCudaKernel:
 
 
 @lru_cache(maxsize=1)
-def cluster_blocks() -> int:
-    """The blocks lstm_fused shares a step over: CLUSTER where the GPU has thread block
-    clusters (compute capability 9 on), else 1."""
-    return CLUSTER if int(mx.device_info().get("compute_capability_major", 0)) >= 9 else 1
+def has_clusters() -> bool:
+    """Whether the GPU has thread block clusters (compute capability 9 on)."""
+    return int(mx.device_info().get("compute_capability_major", 0)) >= 9
 
 
 def interleaved(r: mx.array) -> mx.array:
@@ -173,10 +176,10 @@ def lstm_fused(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array
     """The recurrence in one CUDA launch (H = HIDDEN, float32). ri: interleaved(r), when the
     caller keeps one; reg: R's columns to keep in registers, a multiple of 4 (default: REG
     in one block, all of them in a cluster); cluster: the blocks a step is shared over (1, 2,
-    4 or 8; default cluster_blocks()). Every row's sum is one thread's, in one order, so the
-    bits do not depend on reg or cluster."""
+    4 or 8; default CLUSTER where the GPU has clusters, else 1). Every row's sum is one
+    thread's, in one order, so the bits do not depend on reg or cluster."""
     n = h.shape[-1]
-    cluster = cluster_blocks() if cluster is None else cluster
+    cluster = (CLUSTER if has_clusters() else 1) if cluster is None else cluster
     most = REG if cluster == 1 else n
     reg = most if reg is None else reg
     if cluster not in (1, 2, 4, 8):
