@@ -5,6 +5,7 @@ stock and fused lanes alike, the CLI's flags; the WER bound on the ~115 s clip i
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -514,3 +515,17 @@ def test_a_progress_bar_over_every_files_audio(tiny, jfk, timit, capsys):
     assert "100%" in err and f"{total:.0f}/{total:.0f} s of audio" in err, err
     transcribe_batched(tiny, [jfk], batch=BatchOptions(batch_size=2))
     assert "s of audio" not in capsys.readouterr().err
+
+
+def test_the_mels_stream_is_made_once_per_thread():
+    """Each transcription queues its chunks' mels on the same stream of its thread (an MLX stream
+    is never freed: on the CPU each is a thread), and another thread gets one of its own."""
+    import mlx.core as mx
+
+    first = batched._mel_stream()
+    assert batched._mel_stream() is first and first.device == mx.default_device()
+    other = []
+    worker = threading.Thread(target=lambda: other.append(batched._mel_stream()))
+    worker.start()
+    worker.join()
+    assert other and other[0] is not first and other[0] != first

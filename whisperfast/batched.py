@@ -46,10 +46,10 @@ Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, List, Sequence
 
@@ -282,16 +282,26 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
-@lru_cache(maxsize=None)
-def _mel_stream(device: mx.Device) -> mx.Stream:
-    return mx.new_stream(device)
+_THIS_THREAD = threading.local()
+
+
+def _mel_stream() -> mx.Stream:
+    """A stream of its own for the chunks' mels on the default device, made once per thread
+    and device: an MLX stream belongs to the thread that made it (the CLI runs MLX on a thread
+    of its own), and each one made is kept for good (on the CPU, a thread)."""
+    streams = _THIS_THREAD.__dict__.setdefault("mel_streams", {})
+    device = mx.default_device()
+    key = str(device)  # mx.Device compares equal but hashes as an object, and each call gives a new one
+    if key not in streams:
+        streams[key] = mx.new_stream(device)
+    return streams[key]
 
 
 def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
     """Each chunk with its log-mel queued as the VAD cuts it, on a stream of its own: the
     device makes it while the host reads and cuts on, beside the VAD's own work (on a GPU its
     LSTM holds a few SMs), and a batch waits only for its last chunks' mels."""
-    stream = _mel_stream(mx.default_device())
+    stream = _mel_stream()
     for c in chunks:
         t = time.perf_counter()
         with mx.stream(stream):

@@ -146,7 +146,8 @@ template <int CL> __device__ __forceinline__ void wf_sync() {
 def header(cluster: int) -> str:
     """The kernel's helpers, and with cluster > 1 its blocks' cluster size, fixed at compile
     time (MLX launches it as any kernel)."""
-    dims = f"#define __global__ __attribute__((global)) __cluster_dims__({cluster}, 1, 1)\n" if cluster > 1 else ""
+    dims = f"#undef __global__\n#define __global__ __attribute__((global)) __cluster_dims__({cluster}, 1, 1)\n" \
+        if cluster > 1 else ""
     return _HELPERS + dims
 
 
@@ -184,6 +185,8 @@ def lstm_fused(xw: mx.array, r: mx.array, h: mx.array, c: mx.array, ri: mx.array
     reg = most if reg is None else reg
     if cluster not in (1, 2, 4, 8):
         raise ValueError(f"cluster must be 1, 2, 4 or 8 blocks, not {cluster}")
+    if cluster > 1 and not has_clusters():
+        raise ValueError(f"a cluster of {cluster} blocks needs thread block clusters (compute capability 9 on)")
     if reg % 4 or not 0 < reg <= most:
         raise ValueError(f"reg must be a multiple of 4 from 4 to {most}, not {reg}")
     ri = interleaved(r) if ri is None else ri
