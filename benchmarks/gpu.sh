@@ -59,11 +59,12 @@ for args in (["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"], ["/tmp/clip3600.wav"]
                           words=len(d.get("text", "").split()), err=r.stderr[-300:])), flush=True)
 PY
 }
-# batched_trees: the warm batched 600 s bench (tiny.en, base; fp16, fused, 32 a batch, 5 runs after a warm-up) in
-# each of $TREES (default: ab-t/main and this tree), two rounds, the second in reverse order; JSON and table into $out, the lanes' rows printed
+# batched_trees: the warm batched 600 s bench ($MODELS, default tiny.en and base; fp16, fused, 32 a batch, 5 runs after a
+# warm-up) in each of $TREES (default: ab-t/main and this tree), $ROUNDS rounds (default 2), each in reverse order of the
+# one before; JSON and table into $out, the lanes' rows printed
 batched_trees() {
   local trees="${TREES:-ab-t/main .}"
-  for round in 1 2; do
+  for round in $(seq ${ROUNDS:-2}); do
     for t in $trees; do
       for m in ${MODELS:-tiny.en base}; do
         (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
@@ -73,6 +74,13 @@ batched_trees() {
     done
     trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
   done 2>&1 | tee "$out/bench_ab.txt"
+}
+# vad_trees "CLIP ...": vad_gpu_probe.py (the VAD alone over each clip, then the LSTM kernel by cluster size) inside
+# ab-t/main and this tree, each line prefixed with its tree, into $out/vad_probe.txt
+vad_trees() {
+  for t in ab-t/main .; do
+    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-60} $py benchmarks/vad_gpu_probe.py $1 --runs 5 2>&1 | sed "s|^|$t |")
+  done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
 }
 # fresh_trees: fresh `transcribe --fast --batch-size 32` processes over the 60-minute clip, ab-t/main and this tree
 # alternated, four each (each tree's first compiles its kernels); a JSON line each
@@ -1225,16 +1233,9 @@ session35b)  # session35a cut to what a short lease allows: the VAD's tests, the
   $py -m whisperfast info --json > "$out/info.json"
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   timeout ${T0:-50} $py -m pytest -q -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
-  for t in ab-t/main .; do
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-40} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav --runs 5 2>&1 \
-      | sed "s|^|$t |")
-  done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
+  T1=${T1:-40} vad_trees /tmp/clip600.wav
   timeout ${T2:-30} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
-  for t in ab-t/main ab-t/cluster .; do
-    (cd $t && timeout ${T3:-40} $py -m whisperfast bench /tmp/clip600.wav -m tiny.en --dtype float16 --lanes fused --runs 5 \
-      --warmup 1 --json --no-kernels --batch-size 32 > "$out/bench-tiny.en-${t//\//_}.json" 2> "$out/bench-tiny.en-${t//\//_}.txt")
-    grep -E "^│ fused" "$out/bench-tiny.en-${t//\//_}.txt" | sed "s|^|$t |"
-  done 2>&1 | tee "$out/bench_ab.txt"
+  TREES="ab-t/main ab-t/cluster ." MODELS=tiny.en ROUNDS=1 batched_trees
   ;;
 session35a)  # the VAD's LSTM shared over a cluster of blocks, h handed between their shared memories (kernels/lstm.py),
   # against the tree before (ab-t/main: git archive of cab881a, with its own benchmarks/): the VAD's tests (the cluster's
@@ -1248,10 +1249,7 @@ session35a)  # the VAD's LSTM shared over a cluster of blocks, h handed between 
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   timeout ${T0:-60} $py -m pytest -q -p no:cacheprovider -rf tests/test_silero.py 2>&1 | tee "$out/gpu_tests.txt" | tail -3
-  for t in ab-t/main .; do
-    (cd $t && PYTHONPATH=.:$PYTHONPATH timeout ${T1:-60} $py benchmarks/vad_gpu_probe.py /tmp/clip600.wav /tmp/clip3600.wav \
-      --runs 5 2>&1 | sed "s|^|$t |")
-  done 2>&1 | tee "$out/vad_probe.txt" | cut -c1-300
+  vad_trees "/tmp/clip600.wav /tmp/clip3600.wav"
   timeout ${T2:-40} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
   TREES="ab-t/main ab-t/cluster ." MODELS=${MODELS:-tiny.en base} batched_trees
   T3=${T3:-100} fresh_trees | cut -c1-230
