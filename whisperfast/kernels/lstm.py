@@ -40,11 +40,10 @@ INPUTS, OUTPUTS = ("xw", "r", "ri", "h0", "c0"), ("out", "c_out")  # the fused k
 # may: 128 registers a thread, no spills (128 columns took 164); in a cluster's blocks of 4H /
 # CL threads every column fits
 REG = 96
-# blocks lstm_fused shares a step over by default. One, until a GPU run shows the cluster's
-# launch through MLX (a kernel with compile-time cluster dimensions, in MLX's CUDA graphs) runs
-# and is faster: written in session 35, whose device time ran out before any call got a GPU;
-# benchmarks/gpu.sh session35a times 1, 2, 4 and 8 and runs the tests that hold them to one bits
-CLUSTER = 1
+# blocks lstm_fused shares a step over by default where the GPU has clusters: 4 ran the 600 s
+# clip's 18,750 steps fastest of 1, 2, 4 and 8 on an H100, with one block's bits
+# (benchmarks/h100-session36/)
+CLUSTER = 4
 
 
 def lstm_composed(xw: mx.array, r: mx.array, h: mx.array, c: mx.array) -> tuple[mx.array, mx.array]:
