@@ -212,6 +212,40 @@ def test_chain_matmul_of_several_rows_is_each_rows_own(built, k, half):
         assert np.array_equal(bits(built.chain_matmul(x, panels, b)), alone), rows
 
 
+@pytest.mark.parametrize("n, k, group", [(200, 384, 64), (70, 1536, 32), (64, 128, 128)])
+def test_8bit_panels_give_the_dequantized_weights_chains_bit_for_bit(built, n, k, group):
+    """An affine 8-bit layer's weight packed from its own values (a quarter of float32's bytes,
+    widened in registers) against the dequantized float32 weight's panels: the same outputs bit
+    for bit at 1 to 8 rows (AVX-512's groups of rows and the one-row loop), with a bias, a tail
+    panel (200 and 70 outputs), k in one block and in OpenBLAS's four (1536)."""
+    from whisperfast.kernels.dequantize import Quantized
+
+    rng = np.random.default_rng(n + k)
+    wq, scales, biases = mx.quantize(mx.array(rng.standard_normal((n, k)).astype(np.float32)), group_size=group, bits=8)
+    w = mx.dequantize(wq, scales, biases, group_size=group, bits=8)
+    q8, f32 = built.pack(w, source=Quantized(wq, scales, biases, group, 8)), built.pack(w, half=False)
+    assert q8.q8 and q8.form == 2 and f32.form == 0
+    assert q8.data.nbytes == 64 + f32.data.nbytes // 4 * (group + 8) // group  # a byte a value, two floats a group
+    b = mx.array(rng.standard_normal(n).astype(np.float32))
+    for rows in range(1, 9):
+        x = mx.array(rng.standard_normal((rows, k)).astype(np.float32))
+        assert np.array_equal(bits(built.chain_matmul(x, q8, b)), bits(built.chain_matmul(x, f32, b))), rows
+
+
+def test_8bit_panels_are_refused_where_the_source_is_not_the_weights(built):
+    """pack falls back to float panels where the 8-bit values do not give the weight (another
+    weight's source), or are not 8-bit affine ones (4 bits)."""
+    from whisperfast.kernels.dequantize import Quantized
+
+    rng = np.random.default_rng(11)
+    w = mx.array(rng.standard_normal((100, 256)).astype(np.float32))
+    wq, scales, biases = mx.quantize(w, group_size=64, bits=8)
+    assert not built.pack(w, source=Quantized(wq, scales, biases, 64, 8)).q8  # w itself is not the dequantized one
+    wq4, s4, b4 = mx.quantize(w, group_size=64, bits=4)
+    w4 = mx.dequantize(wq4, s4, b4, group_size=64, bits=4)
+    assert not built.pack(w4, source=Quantized(wq4, s4, b4, 64, 4)).q8
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 1500, 64), (1, 1, 70, 8), (3, 2, 64, 16)])
 def test_pack_heads_lays_out_each_head_as_pack_does(built, shape):
     """pack_heads (every row's and head's keys in one call, the heads shared over two threads)

@@ -154,6 +154,9 @@ def test_dequantized_copies_quantized_layers_as_float_ones_and_leaves_the_model(
     for q, f in zip(layers, new.layers):
         assert mx.array_equal(f.weight, mx.dequantize(q.weight, q.scales, q.biases, group_size=64, bits=4))
     assert new.layers[1].bias is layers[1].bias and "bias" not in new.layers[2]
+    for q, f in zip(layers, new.layers):  # its source, for the CPU's 8-bit panels: not one of its arrays
+        assert f.quantized.weight is q.weight and f.quantized.scales is q.scales and f.quantized.bits == 4
+        assert "quantized" not in f and set(dict(f.parameters())) <= {"weight", "bias"}
     x = mx.random.normal((3, 64))
     with mx.stream(mx.cpu):  # the CPU's helper; on the H200 MLX's two float32 products differed by more
         assert mx.allclose(new.layers[1](x), layers[1](x), atol=1e-4)
@@ -163,6 +166,29 @@ def test_dequantized_copies_quantized_layers_as_float_ones_and_leaves_the_model(
 
 def test_quantized_fused_equals_stock_tiny_fp32_8bit():
     fused_equals_stock("tiny.en", mx.float32, 8)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
+    """On the CPU the fused lane's logits (the chains over the dequantized vocabulary) read its
+    8-bit values (a 4-bit model keeps its vocabulary at 8 bits), a quarter of float32's bytes,
+    and give MLX's product of the dequantized weight bit for bit at 1 to 4 rows."""
+    from whisperfast.decode.flat import FlatStep
+    from whisperfast.kernels import cpu_simd
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the CPU's chains (cpu_simd) only")
+    dec = rewritten(load("tiny.en", dtype=mx.float32, quantize=bits)).whisper.decoder
+    step = FlatStep(dec)
+    emb = dec.token_embedding
+    if not step.logits.chained(1):
+        pytest.skip("this BLAS sums the logits otherwise (MLX's product then runs)")
+    assert step.logits.panels.q8 and step.logits.panels.data.nbytes < 0.33 * emb.weight.nbytes  # groups of 32 or 64
+    for rows in range(1, 5):
+        x = mx.random.normal((rows, 1, emb.weight.shape[1]), key=mx.random.key(rows))
+        with mx.stream(mx.cpu):
+            want = x @ emb.weight.T
+        assert mx.array_equal(step.logits(x), want), rows
 
 
 @pytest.mark.slow

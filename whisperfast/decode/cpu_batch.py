@@ -129,7 +129,7 @@ class NativeRows:
                 state["scratch"] = np.empty(need, np.float32)
             how, logits_chained = self._products(n, layers)
             model[MODEL.index("logits_packed")] = flat.logits.panels.data.ctypes.data if logits_chained else None
-            dims[SIZES.index("logits_half")] = int(logits_chained and flat.logits.panels.half)
+            dims[SIZES.index("logits_half")] = flat.logits.panels.form if logits_chained else 0
             ids, at = np.array(tokens, np.int64), np.array(rows, np.int64)
             out = np.empty((n, sizes["n_vocab"]), np.float32)
             if lib.wf_decoder_rows(native._sgemm, model, layers, dims, flat.scale, native._eps, ids.ctypes.data,

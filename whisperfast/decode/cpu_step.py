@@ -252,7 +252,7 @@ class NativeStep:
                            n_ctx=dec.positional_embedding.shape[0], n_audio=0,
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
                            fc1_half=int(fc1_half.pop()) if fc1_half else 0,
-                           logits_half=int(chained and f.logits.panels.half), threads=k.threads,
+                           logits_half=f.logits.panels.form if chained else 0, threads=k.threads,
                            n_pieces=len(bounds) - 1, tn16_half=int(half), fc2_half=int(fc2_half.pop()) if fc2_half else 0)
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps

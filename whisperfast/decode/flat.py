@@ -142,7 +142,8 @@ class FlatStep:
             self.logits = lambda x: matmul_t_across_cpu_streams(x, emb.weight)
             self.logits_pieces = piece_bounds(emb.weight.shape[0])
         if simd is not None and type(emb) is nn.Embedding:
-            self.logits = CheckedChain(simd, emb.weight, None, self.logits)
+            # a quantized model's vocabulary (dequantized on the CPU) packs its 8-bit values
+            self.logits = CheckedChain(simd, emb.weight, None, self.logits, source=getattr(emb, "quantized", None))
 
         def linear(m):
             """x -> m(x): addmm on the weight, its bias shaped up front; quantized layers and

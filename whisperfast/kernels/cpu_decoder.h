@@ -34,6 +34,11 @@ typedef struct {
 } Picks;
 long wf_panel_size(void);
 long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, long p1);
+/* A packed weight's form, the `half` of the panel functions: float32, float16, or affine 8-bit
+   values with their groups' scales and biases (cpu_products.c: PANELS_Q8) */
+enum { PANELS_F32 = 0, PANELS_F16 = 1, PANELS_Q8 = 2 };
+long wf_pack_q8_part(const unsigned char* q, const float* scales, const float* biases, const float* w, void* packed,
+                     long n, long k, long group, long p0, long p1);
 
 /* A layer's arrays, in this order (decode/cpu_step.py builds the table). A *16 entry is the
    weight laid out for tn16 (where checked; rows padded to a multiple of 16, in float16 where
@@ -55,7 +60,7 @@ enum {
    the pieces [bounds[i], bounds[i + 1]) of the token embedding's rows (LOGITS_BOUNDS: N_PIECES
    + 1 longs), as the fast engine cuts it across its CPU streams. */
 enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
-/* The sizes */
+/* The sizes; FC1_HALF, LOGITS_HALF and FC2_HALF hold their panels' form (PANELS_*) */
 enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
        FC2_HALF, SIZES };
 

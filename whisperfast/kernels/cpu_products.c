@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cpu_decoder.h"
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -60,6 +62,80 @@ static inline __m256 panel_load(const void* panel, long at, int half) {
                 : _mm256_loadu_ps((const float*)panel + at);
 }
 
+/* Panels of an affine 8-bit weight (PANELS_Q8), where the layer came quantized: MLX's
+   dequantized value of output j at input kk is scale * q + bias, scale and bias those of j's
+   group of `group` inputs. The packed copy is a header of Q8_HEADER bytes (the group size),
+   then each panel's k x 64 values q (bytes, laid out as the float panels are), its
+   (k / group) x 64 scales and as many biases (float32); the last panel's missing outputs are
+   0 * 0 + 0. A value is widened in registers with the same product and sum as
+   mx.dequantize (this file is built without contraction), so each fma chain reads the very
+   float32 the dequantized weight holds, from a quarter of its bytes: wf_pack_q8 compares
+   every value with that weight before the copy is used. */
+#define Q8_HEADER 64
+
+static inline long q8_panel_bytes(long k, long group) { return k * PANEL + 2 * (k / group) * PANEL * (long)sizeof(float); }
+
+/* panel p of a packed copy of any form */
+static inline const void* panel_at(const void* packed, int form, long p, long k) {
+    if (form == PANELS_Q8)
+        return (const uint8_t*)packed + Q8_HEADER + p * q8_panel_bytes(k, *(const long*)packed);
+    return form == PANELS_F16 ? (const void*)((const uint16_t*)packed + p * k * PANEL)
+                              : (const void*)((const float*)packed + p * k * PANEL);
+}
+
+typedef struct {
+    const uint8_t* q;
+    const float *scales, *biases;
+    long group;
+} Q8Panel;
+
+static inline Q8Panel q8_panel(const void* panel, const void* packed, long k) {
+    const long group = *(const long*)packed;
+    const float* scales = (const float*)((const uint8_t*)panel + k * PANEL);
+    return (Q8Panel){panel, scales, scales + (k / group) * PANEL, group};
+}
+
+/* the values of outputs i .. i + 7 of a q8 panel at input kk */
+static inline __m256 q8_load(const Q8Panel* w, long kk, long i) {
+    const long g = (kk / w->group) * PANEL + i;
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w->q + kk * PANEL + i))));
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(w->scales + g), q), _mm256_loadu_ps(w->biases + g));
+}
+
+/* w (n, k) of an affine 8-bit layer: q (n, k) bytes, scales and biases (n, k / group) ->
+   panels p0 .. p1 of `packed` (above; the header is the caller's). Returns how many values
+   scale * q + bias gave otherwise than w, the dequantized weight (then the copy is not to be
+   used). */
+long wf_pack_q8_part(const unsigned char* q, const float* scales, const float* biases, const float* w, void* packed, long n,
+                     long k, long group, long p0, long p1) {
+    long inexact = 0, groups = k / group;
+    for (long p = p0; p < p1; p++) {
+        uint8_t* out = (uint8_t*)panel_at(packed, PANELS_Q8, p, k);
+        float *sc = (float*)(out + k * PANEL), *bi = sc + groups * PANEL;
+        for (long i = 0; i < PANEL; i++) {
+            const long j = p * PANEL + i;
+            for (long g = 0; g < groups; g++) {
+                sc[g * PANEL + i] = j < n ? scales[j * groups + g] : 0.0f;
+                bi[g * PANEL + i] = j < n ? biases[j * groups + g] : 0.0f;
+            }
+            for (long kk = 0; kk < k; kk++) {
+                out[kk * PANEL + i] = j < n ? q[j * k + kk] : 0;
+                if (j < n) {
+                    const long g = (kk / group) * PANEL + i;
+                    float v = sc[g] * (float)out[kk * PANEL + i] + bi[g];
+                    inexact += memcmp(&v, &w[j * k + kk], sizeof v) != 0;
+                }
+            }
+        }
+    }
+    return inexact;
+}
+
+long wf_q8_packed_bytes(long n, long k, long group) {
+    if (group < 1 || k % group) return -1;
+    return Q8_HEADER + (n + PANEL - 1) / PANEL * q8_panel_bytes(k, group);
+}
+
 /* OpenBLAS's level-3 driver takes k in blocks (driver/level3.c): GEMM_Q at a time while
    twice that is left, then what is left in two halves rounded up to GEMM_UNROLL_M (when more
    than GEMM_Q), each block's sums made from zero and added to the output in turn (which
@@ -79,8 +155,8 @@ static long k_block(long rest) {
 static void panel_rows_avx2(const float* x, const void* packed, int half, const float* bias, float* out, long m,
                             long p0, long p1, long n, long k) {
     for (long p = p0; p < p1; p++) {
-        const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
-                                 : (const void*)((const float*)packed + p * k * PANEL);
+        const void* panel = panel_at(packed, half, p, k);
+        const Q8Panel q8 = half == PANELS_Q8 ? q8_panel(panel, packed, k) : (Q8Panel){0};
         long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
         for (long r = 0; r < m; r++) { /* the panel is re-read from L2 for each row */
             const float* xr = x + r * k;
@@ -89,17 +165,31 @@ static void panel_rows_avx2(const float* x, const void* packed, int half, const 
             for (long k0 = 0, kb; k0 < k; k0 += kb) {
                 kb = k_block(k - k0);
                 __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-                for (long kk = k0; kk < k0 + kb; kk++) {
-                    __m256 xv = _mm256_set1_ps(xr[kk]);
-                    long at = kk * PANEL;
-                    a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
-                    a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
-                    a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
-                    a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
-                    a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
-                    a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
-                    a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
-                    a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+                if (half == PANELS_Q8) {
+                    for (long kk = k0; kk < k0 + kb; kk++) {
+                        __m256 xv = _mm256_set1_ps(xr[kk]);
+                        a0 = _mm256_fmadd_ps(q8_load(&q8, kk, 0), xv, a0);
+                        a1 = _mm256_fmadd_ps(q8_load(&q8, kk, 8), xv, a1);
+                        a2 = _mm256_fmadd_ps(q8_load(&q8, kk, 16), xv, a2);
+                        a3 = _mm256_fmadd_ps(q8_load(&q8, kk, 24), xv, a3);
+                        a4 = _mm256_fmadd_ps(q8_load(&q8, kk, 32), xv, a4);
+                        a5 = _mm256_fmadd_ps(q8_load(&q8, kk, 40), xv, a5);
+                        a6 = _mm256_fmadd_ps(q8_load(&q8, kk, 48), xv, a6);
+                        a7 = _mm256_fmadd_ps(q8_load(&q8, kk, 56), xv, a7);
+                    }
+                } else {
+                    for (long kk = k0; kk < k0 + kb; kk++) {
+                        __m256 xv = _mm256_set1_ps(xr[kk]);
+                        long at = kk * PANEL;
+                        a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
+                        a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
+                        a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
+                        a3 = _mm256_fmadd_ps(panel_load(panel, at + 24, half), xv, a3);
+                        a4 = _mm256_fmadd_ps(panel_load(panel, at + 32, half), xv, a4);
+                        a5 = _mm256_fmadd_ps(panel_load(panel, at + 40, half), xv, a5);
+                        a6 = _mm256_fmadd_ps(panel_load(panel, at + 48, half), xv, a6);
+                        a7 = _mm256_fmadd_ps(panel_load(panel, at + 56, half), xv, a7);
+                    }
                 }
                 _mm256_storeu_ps(acc, a0); _mm256_storeu_ps(acc + 8, a1); _mm256_storeu_ps(acc + 16, a2);
                 _mm256_storeu_ps(acc + 24, a3); _mm256_storeu_ps(acc + 32, a4); _mm256_storeu_ps(acc + 40, a5);
@@ -119,9 +209,16 @@ static void panel_rows_avx2(const float* x, const void* packed, int half, const 
    the panel's 64 values once (four 16-wide vectors) for all R rows, where the AVX2 loop above
    widens them again for every row (the float16 conversions, not the fmas, bound that loop).
    Each lane is the same fma chain as there, in the same order: the same bits. */
-static inline __attribute__((always_inline)) void panel_group_512(const float* x, const void* panel, int half,
-                                                                  const float* bias, float* out, const int R,
-                                                                  long j0, long count, long n, long k) {
+/* the values of outputs i .. i + 15 of a q8 panel at input kk (q8_load's, sixteen wide) */
+static inline __m512 q8_load_512(const Q8Panel* w, long kk, long i) {
+    const long g = (kk / w->group) * PANEL + i;
+    const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(w->q + kk * PANEL + i))));
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->scales + g), q), _mm512_loadu_ps(w->biases + g));
+}
+
+static inline __attribute__((always_inline)) void panel_group_512(const float* x, const void* panel, const int half,
+                                                                  const Q8Panel* q8, const float* bias, float* out,
+                                                                  const int R, long j0, long count, long n, long k) {
     float y[4][PANEL];
     for (int r = 0; r < R; r++)
         for (long i = 0; i < PANEL; i++) y[r][i] = bias && i < count ? bias[j0 + i] : 0.0f;
@@ -137,8 +234,9 @@ static inline __attribute__((always_inline)) void panel_group_512(const float* x
             __m512 w[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
-                w[c] = half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)panel + at + 16 * c)))
-                            : _mm512_loadu_ps((const float*)panel + at + 16 * c);
+                w[c] = half == PANELS_Q8 ? q8_load_512(q8, kk, 16 * c)
+                       : half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)panel + at + 16 * c)))
+                              : _mm512_loadu_ps((const float*)panel + at + 16 * c);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 const __m512 xv = _mm512_set1_ps(x[r * k + kk]);
@@ -158,17 +256,25 @@ static inline __attribute__((always_inline)) void panel_group_512(const float* x
         for (long i = 0; i < count; i++) out[r * n + j0 + i] = y[r][i];
 }
 
+/* R rows of panel p, the form a constant in each call so that panel_group_512's loads are chosen once */
+#define PANEL_GROUPS(FORM)                                                                                           \
+    do {                                                                                                             \
+        long r = 0;                                                                                                  \
+        for (; r + 4 <= m; r += 4) panel_group_512(x + r * k, panel, FORM, &q8, bias, out + r * n, 4, j0, count, n, k); \
+        if (m - r == 3) panel_group_512(x + r * k, panel, FORM, &q8, bias, out + r * n, 3, j0, count, n, k);        \
+        else if (m - r == 2) panel_group_512(x + r * k, panel, FORM, &q8, bias, out + r * n, 2, j0, count, n, k);   \
+        else if (m - r == 1) panel_group_512(x + r * k, panel, FORM, &q8, bias, out + r * n, 1, j0, count, n, k);   \
+    } while (0)
+
 static void panel_rows_512(const float* x, const void* packed, int half, const float* bias, float* out, long m,
                            long p0, long p1, long n, long k) {
     for (long p = p0; p < p1; p++) {
-        const void* panel = half ? (const void*)((const uint16_t*)packed + p * k * PANEL)
-                                 : (const void*)((const float*)packed + p * k * PANEL);
+        const void* panel = panel_at(packed, half, p, k);
+        const Q8Panel q8 = half == PANELS_Q8 ? q8_panel(panel, packed, k) : (Q8Panel){0};
         const long j0 = p * PANEL, count = n - j0 < PANEL ? n - j0 : PANEL;
-        long r = 0;
-        for (; r + 4 <= m; r += 4) panel_group_512(x + r * k, panel, half, bias, out + r * n, 4, j0, count, n, k);
-        if (m - r == 3) panel_group_512(x + r * k, panel, half, bias, out + r * n, 3, j0, count, n, k);
-        else if (m - r == 2) panel_group_512(x + r * k, panel, half, bias, out + r * n, 2, j0, count, n, k);
-        else if (m - r == 1) panel_group_512(x + r * k, panel, half, bias, out + r * n, 1, j0, count, n, k);
+        if (half == PANELS_Q8) PANEL_GROUPS(PANELS_Q8);
+        else if (half == PANELS_F16) PANEL_GROUPS(PANELS_F16);
+        else PANEL_GROUPS(PANELS_F32);
     }
 }
 
@@ -180,7 +286,9 @@ static void panel_rows_512(const float* x, const void* packed, int half, const f
    AVX-512 where the CPU has it, else a row at a time (one row: the AVX2 loop either way) */
 void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
                    long p1, long n, long k) {
-    if (m > 1 && __builtin_cpu_supports("avx512f")) /* libgcc's flags, read at load (XCR0 checked too) */
+    /* libgcc's flags, read at load (XCR0 checked too); 8-bit panels take the sixteen-wide loop at one
+       row too, where widening their values, not reading them, bounds the loop */
+    if ((m > 1 || half == PANELS_Q8) && __builtin_cpu_supports("avx512f"))
         panel_rows_512(x, packed, half, bias, out, m, p0, p1, n, k);
     else panel_rows_avx2(x, packed, half, bias, out, m, p0, p1, n, k);
 }

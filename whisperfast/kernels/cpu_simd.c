@@ -397,7 +397,7 @@ void wf_layer_norm_rows(const float* x, const float* w, const float* b, float ep
 /* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
    each element's arithmetic does not depend on the share it falls in ---- */
 
-enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK, LAYER_NORM };
+enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK, LAYER_NORM, PACK_Q8 };
 
 typedef struct {
     int op;
@@ -410,7 +410,10 @@ typedef struct {
     void* packed;         /* CHAIN: read; PACK: written from `in` (n, k) */
     int half;
     long n, k;
-    long result;          /* PACK: values float16 did not hold */
+    long result;          /* PACK: values float16 did not hold; PACK_Q8: values not the dequantized weight's */
+    const unsigned char* q; /* PACK_Q8: the 8-bit values (n, k), their groups' scales and biases (n, k / group) */
+    const float *scales, *biases;
+    long group;
 } Share;
 
 static void run_share(Share* s) {
@@ -420,6 +423,11 @@ static void run_share(Share* s) {
     }
     if (s->op == PACK) {
         s->result = wf_pack_part(s->in, s->packed, s->n, s->k, s->half, s->first, s->first + s->count);
+        return;
+    }
+    if (s->op == PACK_Q8) {
+        s->result = wf_pack_q8_part(s->q, s->scales, s->biases, s->in, s->packed, s->n, s->k, s->group, s->first,
+                                    s->first + s->count);
         return;
     }
     const float* in = s->in + s->first * s->m;
@@ -451,7 +459,7 @@ static int run_shares(Share s, long rows, int threads, long* result) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     /* shares in whole groups (softmax rows) or vectors (elements) */
-    long align = s.op == SOFTMAX ? GROUP : s.op == LAYER_NORM ? LN_ROWS : (s.op == LOGSUMEXP || s.op == CHAIN || s.op == PACK) ? 1 : 8;
+    long align = s.op == SOFTMAX ? GROUP : s.op == LAYER_NORM ? LN_ROWS : (s.op == LOGSUMEXP || s.op == CHAIN || s.op == PACK || s.op == PACK_Q8) ? 1 : 8;
     if (rows < threads * align) threads = 1;
     Share shares[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
@@ -490,6 +498,21 @@ static int run(int op, const float* in, float* out, long rows, long m, int threa
 long wf_pack(const float* w, void* packed, long n, long k, int half, int threads) {
     long inexact = 0;
     run_shares((Share){.op = PACK, .in = w, .packed = packed, .half = half, .n = n, .k = k},
+               (n + wf_panel_size() - 1) / wf_panel_size(), threads, &inexact);
+    return inexact;
+}
+
+/* An affine 8-bit layer's weight -> `packed` (wf_q8_packed_bytes of them): q (n, k) its
+   values, scales and biases (n, k / group) float32, w (n, k) the float32 weight mx.dequantize
+   made of them. Returns how many values the panels' widening gives otherwise than w (the copy
+   is usable only at 0), or -1 where k is not whole groups. */
+long wf_pack_q8(const unsigned char* q, const float* scales, const float* biases, const float* w, void* packed, long n,
+                long k, long group, int threads) {
+    if (group < 1 || k % group) return -1;
+    *(long*)packed = group;
+    long inexact = 0;
+    run_shares((Share){.op = PACK_Q8, .in = w, .packed = packed, .n = n, .k = k, .q = q, .scales = scales,
+                       .biases = biases, .group = group},
                (n + wf_panel_size() - 1) / wf_panel_size(), threads, &inexact);
     return inexact;
 }

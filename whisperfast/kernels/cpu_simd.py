@@ -36,9 +36,12 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import mlx.core as mx
+
+if TYPE_CHECKING:
+    from .dequantize import Quantized
 
 # cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both,
 # cpu_rows.c: many rows (a decoder prompt, the encoder's blocks), cpu_batch.c: a step of a batch's rows, all
@@ -75,6 +78,8 @@ class CpuSimd:
         for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
                            ("wf_chain_matmul", (_P, _P, ctypes.c_int, _P, _P, _L, _L, _L, ctypes.c_int)),
                            ("wf_pack", (_P, _P, _L, _L, ctypes.c_int, ctypes.c_int)),
+                           ("wf_pack_q8", (_P, _P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
+                           ("wf_q8_packed_bytes", (_L, _L, _L)),
                            ("wf_panel_size", ()),
                            ("wf_decoder_scratch", (_P,)),
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
@@ -97,7 +102,8 @@ class CpuSimd:
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
-        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch"):
+        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch",
+                     "wf_pack_q8", "wf_q8_packed_bytes"):
             getattr(lib, name).restype = ctypes.c_long
 
     @property
@@ -148,10 +154,12 @@ class CpuSimd:
         self._lib.wf_exp(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
 
-    def pack(self, w: mx.array, half: bool = True) -> "Panels":
+    def pack(self, w: mx.array, half: bool = True, source: Optional["Quantized"] = None) -> "Panels":
         """w (n, k) float32 laid out once for chain_matmul: panels of 64 outputs, in float16
         where float16 holds every value of w exactly (then the same values in half the bytes)
-        and `half` allows, else in float32."""
+        and `half` allows, else in float32. Where w is an affine 8-bit layer's dequantized
+        weight and `source` that layer's values, scales and biases, its 8-bit values instead
+        (a quarter of the bytes, widened in registers), where they give every value of w."""
         import numpy as np
 
         wa = _host(w)
@@ -159,6 +167,9 @@ class CpuSimd:
             raise ValueError("pack takes an (n, k) weight")
         n, k = wa.shape
         wa = np.ascontiguousarray(wa)
+        q8 = self._pack_q8(wa, source) if source is not None else None
+        if q8 is not None:
+            return Panels(w, q8, False, q8=True)
         size = -(-n // self._lib.wf_panel_size()) * self._lib.wf_panel_size() * k
         data = np.empty(size, np.float16)
         if half and self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 1, self.threads) == 0:
@@ -166,6 +177,29 @@ class CpuSimd:
         data = np.empty(size, np.float32)
         self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 0, self.threads)
         return Panels(w, data, False)
+
+    def _pack_q8(self, wa, source: "Quantized"):
+        """wa's panels from its 8-bit source (cpu_products.c: PANELS_Q8), or None where the
+        source is not such a layer of this weight or its widened values are not wa's."""
+        import numpy as np
+
+        n, k = wa.shape
+        if source.bits != 8 or source.mode != "affine" or source.biases is None:
+            return None
+        q = np.asarray(source.weight)
+        scales, biases = (np.ascontiguousarray(np.asarray(a.astype(mx.float32))) for a in (source.scales, source.biases))
+        if q.dtype != np.uint32 or q.shape != (n, k // 4) or scales.shape != (n, k // source.group_size) or \
+                biases.shape != scales.shape:
+            return None
+        size = self._lib.wf_q8_packed_bytes(n, k, source.group_size)
+        if size < 0:
+            return None
+        data = np.empty(size, np.uint8)
+        q = np.ascontiguousarray(q).view(np.uint8)  # MLX packs four 8-bit values a word, the first lowest
+        if self._lib.wf_pack_q8(q.ctypes.data, scales.ctypes.data, biases.ctypes.data, wa.ctypes.data, data.ctypes.data,
+                                n, k, source.group_size, self.threads) != 0:
+            return None
+        return data
 
     def pack_heads(self, k: mx.array):
         """k (B, H, n, d) float32: each row's each head's (n, d) laid out as `pack` lays out a
@@ -195,7 +229,7 @@ class CpuSimd:
         if rows > MAX_CHAIN_ROWS or a.shape[-1] != k or (ba is not None and ba.shape != (n,)):
             raise ValueError("chain_matmul takes an (n, k) weight, an (n,) bias and at most 8 rows")
         out = np.empty((rows, n), np.float32)
-        self._lib.wf_chain_matmul(a.ctypes.data, panels.data.ctypes.data, int(panels.half),
+        self._lib.wf_chain_matmul(a.ctypes.data, panels.data.ctypes.data, panels.form,
                                   None if ba is None else ba.ctypes.data, out.ctypes.data, rows, n, k, self.threads)
         return mx.array(out).reshape(*x.shape[:-1], n)
 
@@ -322,11 +356,18 @@ class Picks:
 
 @dataclass(frozen=True)
 class Panels:
-    """A weight w (n, k) as CpuSimd.pack laid it out: `data`, float16 (`half`) or float32."""
+    """A weight w (n, k) as CpuSimd.pack laid it out: `data`, float16 (`half`), 8-bit values
+    with their groups' scales and biases (`q8`) or float32."""
 
     w: mx.array
     data: object  # numpy array
     half: bool
+    q8: bool = False
+
+    @property
+    def form(self) -> int:
+        """The library's code for the layout (cpu_decoder.h: PANELS_F32, PANELS_F16, PANELS_Q8)."""
+        return 2 if self.q8 else int(self.half)
 
 
 class CheckedChain:
@@ -334,10 +375,12 @@ class CheckedChain:
     own product bit for bit (checked at a row count's first use, on random rows: ~20 ms for a
     51864-word vocabulary, once a process), else `fallback(x)`, MLX's. The weight is packed
     at the first check (~40 ms for the vocabulary) and kept (half the weight's bytes where
-    float16 holds it)."""
+    float16 holds it, a quarter where it came from an 8-bit layer, `source`)."""
 
-    def __init__(self, kernels: CpuSimd, w: mx.array, bias: Optional[mx.array], fallback: Callable):
-        self.kernels, self.w, self.bias, self.fallback = kernels, w, bias, fallback
+    def __init__(self, kernels: CpuSimd, w: mx.array, bias: Optional[mx.array], fallback: Callable,
+                 source: Optional["Quantized"] = None):
+        # source: the 8-bit layer w was dequantized from, whose values `pack` reads instead where they give w's
+        self.kernels, self.w, self.bias, self.fallback, self.source = kernels, w, bias, fallback, source
         self.panels: Optional[Panels] = None
         self.same: dict = {}  # row count -> whether chain_matmul gives MLX's bits there
 
@@ -351,7 +394,7 @@ class CheckedChain:
         if same is None:
             same = rows <= MAX_CHAIN_ROWS and self.w.dtype == mx.float32
             if same:
-                self.panels = self.panels or self.kernels.pack(self.w)
+                self.panels = self.panels or self.kernels.pack(self.w, source=self.source)
                 same = self.kernels.chain_matches(self.panels, self.bias, (rows,))
             self.same[rows] = same
             if not any(self.same.values()):

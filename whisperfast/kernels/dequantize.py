@@ -9,10 +9,26 @@ agree to rounding, not bit for bit. Memory is the float model's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import mlx.core as mx
 import mlx.nn as nn
 
 from .rewrite import map_modules
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """The affine quantized layer a float weight was dequantized from (dequantized, below):
+    its packed values (uint32 words), scales, biases, group size and bits, as MLX holds them."""
+
+    weight: mx.array
+    scales: mx.array
+    biases: Optional[mx.array]
+    group_size: int
+    bits: int
+    mode: str = "affine"
 
 
 def dequantized(model: nn.Module) -> tuple[nn.Module, int]:
@@ -31,6 +47,9 @@ def dequantized(model: nn.Module) -> tuple[nn.Module, int]:
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.weight = w
+        # where it came from, for the CPU's chains (kernels/cpu_simd.py: pack), which can read
+        # its 8-bit values instead of w's float32 ones; an attribute, not one of the module's arrays
+        new.quantized = Quantized(m.weight, m.scales, m.get("biases"), m.group_size, m.bits, getattr(m, "mode", "affine"))
         if "bias" in m:
             new.bias = m.bias
         made.append(w)
