@@ -129,8 +129,8 @@ def test_a_first_step_that_differs_turns_the_rows_step_off(model):
     step = rows_step.loop(ours.kv_cache)
     layers = step.layers
     how, logits = rows_step._products(4, layers)
-    rows_step._how[4] = ([cpu_batch.BY_TN16 | (h & cpu_batch.BY_HALF) if k < 6 else h for k, h in enumerate(how)],
-                         logits)
+    tn16 = cpu_batch.BY_TN16 | rows_step.native._sizes["tn16_half"] << cpu_batch.FORM_SHIFT
+    rows_step._how[4] = ([tn16 if k < 6 else h for k, h in enumerate(how)], logits)
     flat = model.decoder.__dict__["_whisperfast_step"]
     tokens = first.argmax(-1).tolist()
     for i in range(3):

@@ -232,6 +232,25 @@ def test_8bit_panels_give_the_dequantized_weights_chains_bit_for_bit(built, n, k
         assert np.array_equal(bits(built.chain_matmul(x, q8, b)), bits(built.chain_matmul(x, f32, b))), rows
 
 
+@pytest.mark.parametrize("n, k, group", [(384, 384, 64), (70, 1536, 32), (6, 128, 128)])
+def test_tn16_on_8bit_rows_gives_the_dequantized_weights_sums(built, n, k, group):
+    """tn16 (OpenBLAS's small-matrix kernel's order of sums) on an 8-bit layer's own values
+    against tn16 on the dequantized float32 weight: the same outputs bit for bit, with a bias,
+    four rows at a time and the rest (70 and 6 outputs)."""
+    from whisperfast.kernels.dequantize import Quantized
+
+    rng = np.random.default_rng(n * k)
+    wq, scales, biases = mx.quantize(mx.array(rng.standard_normal((n, k)).astype(np.float32)), group_size=group, bits=8)
+    w = mx.dequantize(wq, scales, biases, group_size=group, bits=8)
+    rows = built.tn16_layout(w, False, source=Quantized(wq, scales, biases, group, 8))
+    assert rows is not None and rows.dtype == np.uint8 and rows.nbytes < 0.33 * n * k * 4 + 64
+    b = mx.array(rng.standard_normal(n).astype(np.float32))
+    for seed in range(3):
+        x = mx.array(rng.standard_normal((1, k)).astype(np.float32))
+        assert np.array_equal(bits(built.tn16(rows, x, b)), bits(built.tn16(built.tn16_layout(w, False), x, b))), seed
+    assert built.tn16_layout(mx.array(np.asarray(w) + 1), False, source=Quantized(wq, scales, biases, group, 8)) is None
+
+
 def test_8bit_panels_are_refused_where_the_source_is_not_the_weights(built):
     """pack falls back to float panels where the 8-bit values do not give the weight (another
     weight's source), or are not 8-bit affine ones (4 bits)."""

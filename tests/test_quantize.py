@@ -191,6 +191,26 @@ def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
         assert mx.array_equal(step.logits(x), want), rows
 
 
+def test_the_cpus_one_row_step_reads_an_8bit_models_8bit_values():
+    """On the CPU the fused lane's one-row C step of an 8-bit model reads every layer's 8-bit
+    values (tn16's rows, fc1's chains, the vocabulary's) where it read float32 dequantized ones:
+    its first step passed the check against MLX's step bit for bit, and JFK's tokens are the
+    stock lane's."""
+    from whisperfast.kernels import cpu_simd
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the CPU's C step only")
+    stock = load("tiny.en", dtype=mx.float32, quantize=8)
+    fused = rewritten(stock)
+    got = transcribe(fused, JFK).tokens
+    native = fused.whisper.decoder.__dict__["_whisperfast_step"].native
+    if native is None or native.reason:
+        pytest.skip(f"no C step here: {native and native.reason}")
+    assert native.checked and native._sizes["tn16_half"] == cpu_simd.PANELS_Q8
+    assert native._sizes["logits_half"] == cpu_simd.PANELS_Q8
+    assert got == transcribe(stock, JFK).tokens
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype, bits", [(mx.float32, 4), (mx.float16, 8), (mx.float16, 4)], ids=["fp32-4", "fp16-8", "fp16-4"])
 def test_quantized_fused_equals_stock_tiny(dtype, bits):

@@ -26,9 +26,10 @@ from ..kernels import cpu_simd
 from ..kernels.cpu_simd import CheckedChain
 from .cpu_step import HALF, LAYER, MODEL, SIZES, SPLIT_MIN, NativeStep, _modules, checked_tn16
 
-# cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows (cpu_decoder.h's BY_*)
+# cpu_batch.c's kinds of Linear, in its order, and how each multiplies its rows (cpu_decoder.h's BY_*),
+# its copy's form (PANELS_*) shifted in above
 KINDS = ("wq", "wk", "wv", "wo", "wcq", "wco", "w1", "w2")
-BY_SGEMM, BY_TN16, BY_CHAIN, BY_HALF = 0, 1, 2, 16
+BY_SGEMM, BY_TN16, BY_CHAIN, FORM_SHIFT = 0, 1, 2, 4
 
 
 class NativeRows:
@@ -55,7 +56,8 @@ class NativeRows:
             def chain(kind, m, e):  # FlatStep's fc1 and the one-row step's fc2 as they are, else new ones
                 if kind in ("w1", "w2"):
                     return flat.layers[e][7] if kind == "w1" else native.fc2[e]
-                return CheckedChain(native.kernels, m.weight, m.get("bias") if "bias" in m else None, m)
+                return CheckedChain(native.kernels, m.weight, m.get("bias") if "bias" in m else None, m,
+                                    source=getattr(m, "quantized", None))
 
             self._chains = [{kind: chain(kind, m, e) for kind, m in _modules(b).items() if kind in KINDS}
                             for e, b in enumerate(blocks)]
@@ -67,10 +69,10 @@ class NativeRows:
                           for e in range(len(blocks))]
                 chains = [c[kind] for c in self._chains]
                 if all(checked_tn16(native.kernels, m, c, n) is not None for m, c in zip(mods, copies)):
-                    how.append(BY_TN16 | (BY_HALF if native._sizes["tn16_half"] else 0))
+                    how.append(BY_TN16 | native._sizes["tn16_half"] << FORM_SHIFT)
                 elif all(isinstance(c, CheckedChain) and c.chained(n) for c in chains) and \
-                        len({c.panels.half for c in chains}) == 1:
-                    how.append(BY_CHAIN | (BY_HALF if chains[0].panels.half else 0))
+                        len({c.panels.form for c in chains}) == 1:
+                    how.append(BY_CHAIN | chains[0].panels.form << FORM_SHIFT)
                 else:
                     how.append(BY_SGEMM)
             logits = isinstance(flat.logits, CheckedChain) and flat.logits.chained(n)

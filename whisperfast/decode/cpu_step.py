@@ -32,7 +32,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..kernels import cpu_simd, ops
-from ..kernels.cpu_simd import CheckedChain, CpuSimd
+from ..kernels.cpu_simd import PANELS_F16, PANELS_F32, PANELS_Q8, CheckedChain, CpuSimd
 
 # cpu_decoder.c's tables, in its order
 MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed", "logits_bounds")
@@ -216,10 +216,18 @@ class NativeStep:
         layers, fc1_half, fc2_half = [], set(), set()
         self.fc2 = []  # each layer's fc2 as chains (CheckedChain), for the one-row step and a batch's
         # tn16 reads float16 copies where every such weight is a float16 value (the
-        # checkpoints'), else the float32 weights (a dequantized model's, say)
-        halves = [{name: k.tn16_layout(_modules(b)[name].weight, True) for name in HALF} for b in dec.blocks]
-        half = all(rows is not None for layer in halves for rows in layer.values())
-        for b, step_layer, layer_halves in zip(dec.blocks, f.layers, halves):
+        # checkpoints'), the 8-bit values where every one was dequantized from an 8-bit layer
+        # that gives it (a quantized model's), else the float32 weights
+        def copies(half: bool, quantized: bool) -> Optional[list]:
+            made = [{name: k.tn16_layout(m.weight, half, getattr(m, "quantized", None) if quantized else None)
+                     for name, m in _modules(b).items() if name in HALF} for b in dec.blocks]
+            return made if all(rows is not None for layer in made for rows in layer.values()) else None
+
+        q8 = copies(False, True) if all(hasattr(_modules(b)[name], "quantized") for b in dec.blocks for name in HALF) \
+            else None
+        halves = q8 or copies(True, False)
+        half = PANELS_Q8 if q8 else PANELS_F16 if halves else PANELS_F32
+        for b, step_layer, layer_halves in zip(dec.blocks, f.layers, halves or [None] * len(dec.blocks)):
             mods, fc1 = _modules(b), step_layer[7]
             row = dict.fromkeys(LAYER)
             for name in ("ln1", "ln2", "ln3"):
@@ -230,18 +238,18 @@ class NativeStep:
                 if bias:
                     row[bias] = host(mods[name].bias)
                 if name in HALF:
-                    rows = layer_halves[name] if half else k.tn16_layout(mods[name].weight, False)
+                    rows = layer_halves[name] if halves else k.tn16_layout(mods[name].weight, False)
                     row[HALF[name]] = checked_tn16(k, mods[name], rows)
             if isinstance(fc1, CheckedChain) and fc1.same.get(1):
                 row["fc1_packed"] = fc1.panels.data
-                fc1_half.add(fc1.panels.half)
+                fc1_half.add(fc1.panels.form)
             # fc2 where tn16 is not its one-row sum: the chains where they are (base's fc2, which
             # OpenBLAS takes to its large kernels even at one row), else MLX's BLAS call
-            fc2 = CheckedChain(k, mods["w2"].weight, mods["w2"].bias, mods["w2"])
+            fc2 = CheckedChain(k, mods["w2"].weight, mods["w2"].bias, mods["w2"], source=getattr(mods["w2"], "quantized", None))
             self.fc2.append(fc2)
             if row["w216"] is None and fc2.chained(1):
                 row["w2_packed"] = fc2.panels.data
-                fc2_half.add(fc2.panels.half)
+                fc2_half.add(fc2.panels.form)
             layers.extend(row[name] for name in LAYER)
         if len(fc1_half) > 1 or len(fc2_half) > 1:
             return "fc1 or fc2 packed in two widths"
@@ -251,9 +259,9 @@ class NativeStep:
         self._sizes = dict(n_layer=len(dec.blocks), n_state=f.n_state, n_head=f.n_head,
                            n_ctx=dec.positional_embedding.shape[0], n_audio=0,
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
-                           fc1_half=int(fc1_half.pop()) if fc1_half else 0,
+                           fc1_half=fc1_half.pop() if fc1_half else 0,
                            logits_half=f.logits.panels.form if chained else 0, threads=k.threads,
-                           n_pieces=len(bounds) - 1, tn16_half=int(half), fc2_half=int(fc2_half.pop()) if fc2_half else 0)
+                           n_pieces=len(bounds) - 1, tn16_half=half, fc2_half=fc2_half.pop() if fc2_half else 0)
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)

@@ -149,7 +149,8 @@ class FlatStep:
             """x -> m(x): addmm on the weight, its bias shaped up front; quantized layers and
             the CPU's call the layer itself (or chain_matmul, above, for the wider ones)."""
             if cpu and simd is not None and isinstance(m, nn.Linear) and m.weight.shape[0] > m.weight.shape[1]:
-                return CheckedChain(simd, m.weight, m.get("bias") if "bias" in m else None, m)
+                return CheckedChain(simd, m.weight, m.get("bias") if "bias" in m else None, m,
+                                    source=getattr(m, "quantized", None))
             if cpu or not isinstance(m, nn.Linear):
                 return m
             w, b = m.weight.T, m.bias.reshape(1, 1, -1) if "bias" in m else None

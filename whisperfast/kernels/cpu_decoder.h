@@ -84,9 +84,9 @@ void wf_team_gelu(Team* t, float* f, long n);
    weights (n, k) transposed [+ bias]: each MLX's addmm (or matmul), by `how`: the very
    cblas_sgemm call, its output features shared where each part is at least split_min
    multiply-adds; or a replica of that call's order of sums at m rows on `copy`, the output
-   features shared (cpu_batch.c chooses): tn16 a row, or the packed chains; BY_HALF where the
-   copy is float16. And the layer norm of x (rows, n), the rows shared. */
-enum { BY_SGEMM = 0, BY_TN16 = 1, BY_CHAIN = 2, BY_HALF = 16 };
+   features shared (cpu_batch.c chooses): tn16 a row, or the packed chains; the copy's form
+   (PANELS_*) shifted left by FORM_SHIFT. And the layer norm of x (rows, n), the rows shared. */
+enum { BY_SGEMM = 0, BY_TN16 = 1, BY_CHAIN = 2, FORM_SHIFT = 4 };
 typedef struct {
     const float* w;
     const float* b; /* or NULL: a matmul (beta 0) */

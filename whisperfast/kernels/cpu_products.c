@@ -355,9 +355,94 @@ static inline __attribute__((always_inline)) void tn16_rows_as(const void* w, in
         for (j = j0; j < j1; j++) y[j] = y[j] + bias[j];
 }
 
-/* w float16 (half) or float32 rows of k, k a multiple of 16 */
+/* tn16's rows of an affine 8-bit layer (PANELS_Q8): a header of Q8_HEADER bytes (the group
+   size, then n), the values q (n, k) a byte each, then the groups' scales (n, k / group) and
+   biases (float32); k a multiple of 16 and of the group, the group of 16 or more, so that
+   each load of 8 values lies in one group. Each value widens to scale * q + bias as
+   mx.dequantize makes it (wf_tn16_q8 checks every value against the dequantized weight),
+   then the sums are tn16_rows_as's. */
+typedef struct {
+    const uint8_t* q;
+    const float *scales, *biases;
+    long group, groups;
+} Q8Rows;
+
+static inline Q8Rows q8_rows(const void* w, long k) {
+    const long group = ((const long*)w)[0], n = ((const long*)w)[1];
+    const uint8_t* q = (const uint8_t*)w + Q8_HEADER;
+    const float* scales = (const float*)(q + n * k);
+    return (Q8Rows){q, scales, scales + n * (k / group), group, k / group};
+}
+
+static inline __m256 q8_row8(const Q8Rows* w, long j, long kk, long k) {
+    const long g = j * w->groups + kk / w->group;
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w->q + j * k + kk))));
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(w->scales[g]), q), _mm256_set1_ps(w->biases[g]));
+}
+
+static void tn16_rows_q8(const void* packed, const float* x, const float* bias, float* y, long j0, long j1, long k) {
+    const Q8Rows w = q8_rows(packed, k);
+    long j = j0;
+#define TN16_Q8_STEP(r, l, h)                                     \
+    l = _mm256_fmadd_ps(q8_row8(&w, j + r, kk, k), xl, l);        \
+    h = _mm256_fmadd_ps(q8_row8(&w, j + r, kk + 8, k), xh, h);
+    for (; j + 4 <= j1; j += 4) {
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+            TN16_Q8_STEP(0, l0, h0) TN16_Q8_STEP(1, l1, h1) TN16_Q8_STEP(2, l2, h2) TN16_Q8_STEP(3, l3, h3)
+        }
+        y[j] = tn16_reduce(l0, h0);
+        y[j + 1] = tn16_reduce(l1, h1);
+        y[j + 2] = tn16_reduce(l2, h2);
+        y[j + 3] = tn16_reduce(l3, h3);
+    }
+    for (; j < j1; j++) {
+        __m256 l0 = _mm256_setzero_ps(), h0 = l0;
+        for (long kk = 0; kk < k; kk += 16) {
+            __m256 xl = _mm256_loadu_ps(x + kk), xh = _mm256_loadu_ps(x + kk + 8);
+            TN16_Q8_STEP(0, l0, h0)
+        }
+        y[j] = tn16_reduce(l0, h0);
+    }
+#undef TN16_Q8_STEP
+    if (bias)
+        for (j = j0; j < j1; j++) y[j] = y[j] + bias[j];
+}
+
+/* w's 8-bit values, scales and biases (as wf_pack_q8 takes them) -> `out` (wf_tn16_q8_bytes),
+   laid out for tn16_rows_q8. Returns how many values widen otherwise than the dequantized
+   weight w (n, k) (the copy is usable only at 0), or -1 where the shape does not fit. */
+long wf_tn16_q8(const uint8_t* q, const float* scales, const float* biases, const float* w, void* out, long n, long k,
+                long group) {
+    if (group < 16 || group % 16 || k % group) return -1;
+    ((long*)out)[0] = group;
+    ((long*)out)[1] = n;
+    const Q8Rows r = q8_rows(out, k);
+    uint8_t* values = (uint8_t*)r.q;
+    float *sc = (float*)r.scales, *bi = (float*)r.biases;
+    memcpy(values, q, (size_t)(n * k));
+    memcpy(sc, scales, (size_t)(n * r.groups) * sizeof(float));
+    memcpy(bi, biases, (size_t)(n * r.groups) * sizeof(float));
+    long inexact = 0;
+    for (long j = 0; j < n; j++)
+        for (long kk = 0; kk < k; kk++) {
+            const long g = j * r.groups + kk / group;
+            float v = sc[g] * (float)values[j * k + kk] + bi[g];
+            inexact += memcmp(&v, &w[j * k + kk], sizeof v) != 0;
+        }
+    return inexact;
+}
+
+long wf_tn16_q8_bytes(long n, long k, long group) {
+    if (group < 16 || group % 16 || k % group) return -1;
+    return Q8_HEADER + n * k + 2 * n * (k / group) * (long)sizeof(float);
+}
+
+/* w float16 (half: PANELS_F16), float32 rows of k, or 8-bit ones (PANELS_Q8), k a multiple of 16 */
 static void tn16_rows(const void* w, int half, const float* x, const float* bias, float* y, long j0, long j1, long k) {
-    if (half) tn16_rows_as(w, 1, x, bias, y, j0, j1, k);
+    if (half == PANELS_Q8) tn16_rows_q8(w, x, bias, y, j0, j1, k);
+    else if (half) tn16_rows_as(w, 1, x, bias, y, j0, j1, k);
     else tn16_rows_as(w, 0, x, bias, y, j0, j1, k);
 }
 

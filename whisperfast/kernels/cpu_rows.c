@@ -37,7 +37,7 @@ static void linears_part(void* ctx, int part, int parts) {
     const Linears* l = ctx;
     for (int i = 0; i < l->count; i++) {
         const Output* o = &l->out[i];
-        const int mode = (int)(o->how & 15), half = (o->how & BY_HALF) != 0;
+        const int mode = (int)(o->how & 15), half = (int)(o->how >> FORM_SHIFT & 3);
         long lo = 0, hi = o->n;
         if (mode == BY_TN16) {
             wf_share(o->n, 4, part, parts, &lo, &hi);

@@ -52,6 +52,7 @@ FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
 MAX_RANGES = 8  # cpu_decoder.h's: banned ranges a row for pick_rows
+PANELS_F32, PANELS_F16, PANELS_Q8 = 0, 1, 2  # cpu_decoder.h's: the forms of a packed copy
 
 _P, _L = ctypes.c_void_p, ctypes.c_long
 
@@ -80,6 +81,8 @@ class CpuSimd:
                            ("wf_pack", (_P, _P, _L, _L, ctypes.c_int, ctypes.c_int)),
                            ("wf_pack_q8", (_P, _P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
                            ("wf_q8_packed_bytes", (_L, _L, _L)),
+                           ("wf_tn16_q8", (_P, _P, _P, _P, _P, _L, _L, _L)),
+                           ("wf_tn16_q8_bytes", (_L, _L, _L)),
                            ("wf_panel_size", ()),
                            ("wf_decoder_scratch", (_P,)),
                            ("wf_tn16", (_P, ctypes.c_int, _P, _P, _P, _L, _L)),
@@ -103,7 +106,7 @@ class CpuSimd:
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
         for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch",
-                     "wf_pack_q8", "wf_q8_packed_bytes"):
+                     "wf_pack_q8", "wf_q8_packed_bytes", "wf_tn16_q8", "wf_tn16_q8_bytes"):
             getattr(lib, name).restype = ctypes.c_long
 
     @property
@@ -184,22 +187,31 @@ class CpuSimd:
         import numpy as np
 
         n, k = wa.shape
-        if source.bits != 8 or source.mode != "affine" or source.biases is None:
+        q8, size = self._q8_parts(wa, source), self._lib.wf_q8_packed_bytes(n, k, source.group_size)
+        if q8 is None or size < 0:
+            return None
+        data = np.empty(size, np.uint8)
+        q, scales, biases = q8
+        if self._lib.wf_pack_q8(q.ctypes.data, scales.ctypes.data, biases.ctypes.data, wa.ctypes.data, data.ctypes.data,
+                                n, k, source.group_size, self.threads) != 0:
+            return None
+        return data
+
+    @staticmethod
+    def _q8_parts(wa, source: "Quantized"):
+        """(values (n, k) uint8, scales, biases (n, k / group) float32), numpy and contiguous,
+        where `source` is an affine 8-bit layer of wa's shape, else None."""
+        import numpy as np
+
+        n, k = wa.shape
+        if source.bits != 8 or source.mode != "affine" or source.biases is None or k % source.group_size:
             return None
         q = np.asarray(source.weight)
         scales, biases = (np.ascontiguousarray(np.asarray(a.astype(mx.float32))) for a in (source.scales, source.biases))
         if q.dtype != np.uint32 or q.shape != (n, k // 4) or scales.shape != (n, k // source.group_size) or \
                 biases.shape != scales.shape:
             return None
-        size = self._lib.wf_q8_packed_bytes(n, k, source.group_size)
-        if size < 0:
-            return None
-        data = np.empty(size, np.uint8)
-        q = np.ascontiguousarray(q).view(np.uint8)  # MLX packs four 8-bit values a word, the first lowest
-        if self._lib.wf_pack_q8(q.ctypes.data, scales.ctypes.data, biases.ctypes.data, wa.ctypes.data, data.ctypes.data,
-                                n, k, source.group_size, self.threads) != 0:
-            return None
-        return data
+        return np.ascontiguousarray(q).view(np.uint8), scales, biases  # four 8-bit values a word, the first lowest
 
     def pack_heads(self, k: mx.array):
         """k (B, H, n, d) float32: each row's each head's (n, d) laid out as `pack` lays out a
@@ -233,13 +245,17 @@ class CpuSimd:
                                   None if ba is None else ba.ctypes.data, out.ctypes.data, rows, n, k, self.threads)
         return mx.array(out).reshape(*x.shape[:-1], n)
 
-    def tn16_layout(self, w: mx.array, half: bool):
+    def tn16_layout(self, w: mx.array, half: bool, source: Optional["Quantized"] = None):
         """w (n, k) float32 as tn16 reads it: rows padded with zeros to a multiple of 16, in
         float16 (`half`; None where float16 does not hold every value exactly) or float32 (w's
-        own memory where no padding is needed)."""
+        own memory where no padding is needed). With `source`, the affine 8-bit layer w was
+        dequantized from: its values, scales and biases as tn16_rows_q8 reads them (a flat
+        uint8 array), or None where they do not give every value of w."""
         import numpy as np
 
         wa = _host(w)
+        if source is not None:
+            return self._tn16_q8(np.ascontiguousarray(wa), source)
         kp = -(-wa.shape[1] // 16) * 16
         if half:
             h = wa.astype(np.float16)
@@ -251,19 +267,39 @@ class CpuSimd:
         out[:, : wa.shape[1]] = h if half else wa
         return out
 
+    def _tn16_q8(self, wa, source: "Quantized"):
+        import numpy as np
+
+        q8 = self._q8_parts(wa, source)
+        if q8 is None:
+            return None
+        (n, k), size = wa.shape, self._lib.wf_tn16_q8_bytes(*wa.shape, source.group_size)
+        if size < 0:
+            return None
+        out = np.empty(size, np.uint8)
+        q, scales, biases = q8
+        if self._lib.wf_tn16_q8(q.ctypes.data, scales.ctypes.data, biases.ctypes.data, wa.ctypes.data, out.ctypes.data,
+                                n, k, source.group_size) != 0:
+            return None
+        return out
+
     def tn16(self, rows, x: mx.array, bias: Optional[mx.array] = None) -> mx.array:
         """x (..., k) one row @ w.T (+ bias), w as `tn16_layout` laid it out: the sums of
         OpenBLAS's AVX-512 small-matrix TN kernel (cpu_products.c: tn16_rows)."""
         import numpy as np
 
         k = x.shape[-1]
-        a = np.zeros(rows.shape[1], np.float32)
+        if rows.dtype == np.uint8:  # 8-bit rows (tn16_layout's with a source): n in their header, k whole
+            form, (n, kp) = PANELS_Q8, (int(rows[8:16].view(np.int64)[0]), k)
+        else:
+            form, (n, kp) = int(rows.dtype == np.float16), rows.shape
+        a = np.zeros(kp, np.float32)
         a[:k] = _host(x).reshape(-1)
         ba = None if bias is None else np.ascontiguousarray(_host(bias))
-        out = np.empty(rows.shape[0], np.float32)
-        self._lib.wf_tn16(rows.ctypes.data, int(rows.dtype == np.float16), a.ctypes.data,
-                          None if ba is None else ba.ctypes.data, out.ctypes.data, rows.shape[0], rows.shape[1])
-        return mx.array(out).reshape(*x.shape[:-1], rows.shape[0])
+        out = np.empty(n, np.float32)
+        self._lib.wf_tn16(rows.ctypes.data, form, a.ctypes.data, None if ba is None else ba.ctypes.data, out.ctypes.data,
+                          n, kp)
+        return mx.array(out).reshape(*x.shape[:-1], n)
 
     def chain_matches(self, w, bias: Optional[mx.array] = None, rows=(1, 5)) -> bool:
         """Whether chain_matmul gives MLX's own x @ w.T (+ bias, as addmm) for this weight (or
@@ -367,7 +403,7 @@ class Panels:
     @property
     def form(self) -> int:
         """The library's code for the layout (cpu_decoder.h: PANELS_F32, PANELS_F16, PANELS_Q8)."""
-        return 2 if self.q8 else int(self.half)
+        return PANELS_Q8 if self.q8 else PANELS_F16 if self.half else PANELS_F32
 
 
 class CheckedChain:
