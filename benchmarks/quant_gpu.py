@@ -5,9 +5,10 @@ temperature 0 without conditioning (the random model's text would fall back to s
 windows run on the stock model in fp16), JFK, fp16. In one process: per (model, bits) the stock
 and fused lanes alternate run by run after a warm-up; medians.
 
-    python benchmarks/quant_gpu.py OUT_DIR [RUNS]   (a CUDA machine; prints a JSON line per
-                                                     (model, bits) and a summary line per model;
-                                                     writes OUT_DIR/quant_gpu.json)"""
+    python benchmarks/quant_gpu.py OUT_DIR [RUNS] [MODELS]   (a CUDA machine; MODELS a comma-separated
+                                                     subset of tiny.en,base,large-v3-turbo-random;
+                                                     prints a JSON line per (model, bits) and a
+                                                     summary line per model; writes OUT_DIR/quant_gpu.json)"""
 
 import json
 import statistics
@@ -26,13 +27,16 @@ from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe 
 
 out = Path(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+wanted = sys.argv[3].split(",") if len(sys.argv) > 3 else ["tiny.en", "base", "large-v3-turbo-random"]
 out.mkdir(parents=True, exist_ok=True)
 options = TranscribeOptions(language="en", temperature=(0.0,), condition_on_previous_text=False)
 audio = "samples/jfk.wav"
 rows = []
 with tempfile.TemporaryDirectory() as tmp:
-    turbo = random_model(Path(tmp), "large-v3-turbo")
+    turbo = random_model(Path(tmp), "large-v3-turbo") if "large-v3-turbo-random" in wanted else None
     for name, model in (("tiny.en", "tiny.en"), ("base", "base"), ("large-v3-turbo-random", str(turbo))):
+        if name not in wanted:
+            continue
         per_token = {}
         for bits in (None, 8, 4):
             stock = load(model, dtype=mx.float16, quantize=bits)
