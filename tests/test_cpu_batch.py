@@ -54,6 +54,22 @@ def test_rows_step_is_mlx_step_as_rows_leave(model):
     over the same rows (the batch compacted as task._main_loop compacts it), bit for bit, at 4,
     3, 2 and 1 rows: rows leave at set steps, and each row count takes other products (tn16 a
     row at one to three rows, the packed chains at four)."""
+    rows_leave(model, cpu_simd.PANELS_F16)
+
+
+def test_an_8bit_models_rows_step_is_mlx_step_as_rows_leave():
+    """The same on tiny.en quantized to 8 bits (its layers dequantized on the CPU): tn16 and the
+    chains read the layers' 8-bit values (PANELS_Q8), MLX's step's bits at every row count."""
+    from whisperfast.pipeline import load
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the C step is the CPU's")
+    rows_leave(load("tiny.en", dtype=mx.float32, quantize=8, fast=True).whisper, cpu_simd.PANELS_Q8)
+
+
+def rows_leave(model, form: int):
+    """test_rows_step_is_mlx_step_as_rows_leave on `model`, whose copies for tn16 and the
+    chains are of `form` (on the BLAS these tests were written on)."""
     xa = windows(model, 4)
     ours, first = prompted(model, xa)
     theirs, first_theirs = prompted(model, xa, c_rows=False)
@@ -79,8 +95,8 @@ def test_rows_step_is_mlx_step_as_rows_leave(model):
     # SkylakeX kernels): tn16 a row below four rows, the chains at four
     how = {n: rows_step._how[n][0] for n in (1, 2, 3, 4)}
     if "SkylakeX" in str(_blas.describe().get("note")):
-        assert {h & 15 for n in (1, 2, 3) for h in how[n][:6]} == {cpu_batch.BY_TN16}
-        assert {h & 15 for h in how[4][:6]} == {cpu_batch.BY_CHAIN}
+        assert {h for n in (1, 2, 3) for h in how[n][:6]} == {cpu_batch.BY_TN16 | form << cpu_batch.FORM_SHIFT}
+        assert {h for h in how[4][:6]} == {cpu_batch.BY_CHAIN | form << cpu_batch.FORM_SHIFT}
 
 
 def test_the_rows_step_picks_in_its_call_as_the_host_pick_does(model):

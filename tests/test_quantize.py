@@ -171,24 +171,41 @@ def test_quantized_fused_equals_stock_tiny_fp32_8bit():
 @pytest.mark.parametrize("bits", [8, 4])
 def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
     """On the CPU the fused lane's logits (the chains over the dequantized vocabulary) read its
-    8-bit values (a 4-bit model keeps its vocabulary at 8 bits), a quarter of float32's bytes,
-    and give MLX's product of the dequantized weight bit for bit at 1 to 4 rows."""
+    8-bit values (a 4-bit model keeps its vocabulary at 8 bits), under a third of float32's
+    bytes, and give MLX's product of the dequantized weight bit for bit at 1 to 4 rows."""
     from whisperfast.decode.flat import FlatStep
     from whisperfast.kernels import cpu_simd
 
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+    simd = cpu_simd.chosen(mx.float32)
+    if mx.default_device() != mx.cpu or simd is None:
         pytest.skip("the CPU's chains (cpu_simd) only")
     dec = rewritten(load("tiny.en", dtype=mx.float32, quantize=bits)).whisper.decoder
-    step = FlatStep(dec)
     emb = dec.token_embedding
-    if not step.logits.chained(1):
+    if not simd.chain_matches(simd.pack(emb.weight, half=False)):
         pytest.skip("this BLAS sums the logits otherwise (MLX's product then runs)")
-    assert step.logits.panels.q8 and step.logits.panels.data.nbytes < 0.33 * emb.weight.nbytes  # groups of 32 or 64
+    step = FlatStep(dec)
     for rows in range(1, 5):
         x = mx.random.normal((rows, 1, emb.weight.shape[1]), key=mx.random.key(rows))
         with mx.stream(mx.cpu):
             want = x @ emb.weight.T
         assert mx.array_equal(step.logits(x), want), rows
+        assert step.logits.same[rows], rows  # the chains gave it, not MLX's product
+    assert step.logits.panels.q8 and step.logits.panels.data.nbytes < 0.33 * emb.weight.nbytes  # groups of 32 or 64
+
+
+def _one_row_step(fused):
+    """JFK through the fused lane, then its one-row C step (NativeStep): skips where this
+    machine has none, else asserts it ran, checked against MLX's step."""
+    from whisperfast.kernels import cpu_simd
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip("the CPU's C step only")
+    tokens = transcribe(fused, JFK).tokens
+    native = fused.whisper.decoder.__dict__["_whisperfast_step"].native
+    if native is None or "cblas_sgemm" in native.reason:
+        pytest.skip(f"no C step here: {native and native.reason}")
+    assert native.reason == "" and native.checked
+    return native, tokens
 
 
 def test_the_cpus_one_row_step_reads_an_8bit_models_8bit_values():
@@ -196,19 +213,35 @@ def test_the_cpus_one_row_step_reads_an_8bit_models_8bit_values():
     values (tn16's rows, fc1's chains, the vocabulary's) where it read float32 dequantized ones:
     its first step passed the check against MLX's step bit for bit, and JFK's tokens are the
     stock lane's."""
+    import numpy as np
+
+    from whisperfast.decode.cpu_step import HALF, LAYER, MODEL
     from whisperfast.kernels import cpu_simd
 
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("the CPU's C step only")
+    stock = load("tiny.en", dtype=mx.float32, quantize=8)
+    native, tokens = _one_row_step(rewritten(stock))
+    assert native._sizes["tn16_half"] == native._sizes["logits_half"] == cpu_simd.PANELS_Q8
+    copies = [native._keep[len(MODEL) + e * len(LAYER) + LAYER.index(name)] for e in range(native._sizes["n_layer"])
+              for name in HALF.values()]
+    assert all(isinstance(c, np.ndarray) and c.dtype == np.uint8 for c in copies)  # each passed checked_tn16
+    assert tokens == transcribe(stock, JFK).tokens
+
+
+def test_a_layer_at_another_width_keeps_the_cpus_step_on():
+    """One block's fc1 that cannot be read as 8-bit (its source said 4 bits) among 8-bit ones:
+    the C step still runs, every layer's fc1 chains read float32 (the table has one form a
+    kind), and JFK's tokens are the stock lane's."""
+    from dataclasses import replace as replaced
+
+    from whisperfast.kernels import cpu_simd
+
     stock = load("tiny.en", dtype=mx.float32, quantize=8)
     fused = rewritten(stock)
-    got = transcribe(fused, JFK).tokens
-    native = fused.whisper.decoder.__dict__["_whisperfast_step"].native
-    if native is None or native.reason:
-        pytest.skip(f"no C step here: {native and native.reason}")
-    assert native.checked and native._sizes["tn16_half"] == cpu_simd.PANELS_Q8
-    assert native._sizes["logits_half"] == cpu_simd.PANELS_Q8
-    assert got == transcribe(stock, JFK).tokens
+    fc1 = fused.whisper.decoder.blocks[0].mlp1
+    fc1.quantized = replaced(fc1.quantized, bits=4)
+    native, tokens = _one_row_step(fused)
+    assert native._sizes["fc1_half"] == cpu_simd.PANELS_F32 and native._sizes["tn16_half"] == cpu_simd.PANELS_Q8
+    assert tokens == transcribe(stock, JFK).tokens
 
 
 @pytest.mark.slow

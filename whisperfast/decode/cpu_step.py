@@ -213,7 +213,7 @@ class NativeStep:
         bounds = np.array(f.logits_pieces, np.int64)
         model = [host(dec.token_embedding.weight), host(dec.positional_embedding), host(dec.ln.weight),
                  host(dec.ln.bias), f.logits.panels.data if chained else None, bounds]
-        layers, fc1_half, fc2_half = [], set(), set()
+        layers, rows_made, fc1_half, fc2_half = [], [], set(), set()
         self.fc2 = []  # each layer's fc2 as chains (CheckedChain), for the one-row step and a batch's
         # tn16 reads float16 copies where every such weight is a float16 value (the
         # checkpoints'), the 8-bit values where every one was dequantized from an 8-bit layer
@@ -241,18 +241,29 @@ class NativeStep:
                     rows = layer_halves[name] if halves else k.tn16_layout(mods[name].weight, False)
                     row[HALF[name]] = checked_tn16(k, mods[name], rows)
             if isinstance(fc1, CheckedChain) and fc1.same.get(1):
-                row["fc1_packed"] = fc1.panels.data
+                row["fc1_packed"] = fc1.panels
                 fc1_half.add(fc1.panels.form)
             # fc2 where tn16 is not its one-row sum: the chains where they are (base's fc2, which
             # OpenBLAS takes to its large kernels even at one row), else MLX's BLAS call
             fc2 = CheckedChain(k, mods["w2"].weight, mods["w2"].bias, mods["w2"], source=getattr(mods["w2"], "quantized", None))
             self.fc2.append(fc2)
             if row["w216"] is None and fc2.chained(1):
-                row["w2_packed"] = fc2.panels.data
+                row["w2_packed"] = fc2.panels
                 fc2_half.add(fc2.panels.form)
+            rows_made.append(row)
+        # one form a kind for every layer (the table has one): where they differ (a model
+        # quantized at two widths, say), every layer's copy in float32, the same values
+        for name, forms in (("fc1_packed", fc1_half), ("w2_packed", fc2_half)):
+            if len(forms) > 1:
+                for row in rows_made:
+                    if row[name] is not None:
+                        row[name] = k.pack(row[name].w, half=False)
+                forms.clear()
+                forms.add(PANELS_F32)
+            for row in rows_made:
+                row[name] = None if row[name] is None else row[name].data
+        for row in rows_made:
             layers.extend(row[name] for name in LAYER)
-        if len(fc1_half) > 1 or len(fc2_half) > 1:
-            return "fc1 or fc2 packed in two widths"
         self._keep = model + layers
         self._model = (ctypes.c_void_p * len(MODEL))(*(None if a is None else a.ctypes.data for a in model))
         self._layers = (ctypes.c_void_p * len(layers))(*(None if a is None else a.ctypes.data for a in layers))
