@@ -95,11 +95,23 @@ static inline Q8Panel q8_panel(const void* panel, const void* packed, long k) {
     return (Q8Panel){panel, scales, scales + (k / group) * PANEL, group};
 }
 
+/* The widening, mx.dequantize's scale * q + bias: eight values at q (q8_widen), and one, to
+   check a copy against the dequantized weight (q8_differs). Every 8-bit load goes through
+   these, so the copies and their checks cannot drift apart. */
+static inline __m256 q8_widen(const uint8_t* q, __m256 scale, __m256 bias) {
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)q)));
+    return _mm256_add_ps(_mm256_mul_ps(scale, v), bias);
+}
+
+static inline int q8_differs(float scale, uint8_t q, float bias, const float* w) {
+    const float v = scale * (float)q + bias;
+    return memcmp(&v, w, sizeof v) != 0;
+}
+
 /* the values of outputs i .. i + 7 of a q8 panel at input kk */
 static inline __m256 q8_load(const Q8Panel* w, long kk, long i) {
     const long g = (kk / w->group) * PANEL + i;
-    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w->q + kk * PANEL + i))));
-    return _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(w->scales + g), q), _mm256_loadu_ps(w->biases + g));
+    return q8_widen(w->q + kk * PANEL + i, _mm256_loadu_ps(w->scales + g), _mm256_loadu_ps(w->biases + g));
 }
 
 /* w (n, k) of an affine 8-bit layer: q (n, k) bytes, scales and biases (n, k / group) ->
@@ -122,8 +134,7 @@ long wf_pack_q8_part(const unsigned char* q, const float* scales, const float* b
                 out[kk * PANEL + i] = j < n ? q[j * k + kk] : 0;
                 if (j < n) {
                     const long g = (kk / group) * PANEL + i;
-                    float v = sc[g] * (float)out[kk * PANEL + i] + bi[g];
-                    inexact += memcmp(&v, &w[j * k + kk], sizeof v) != 0;
+                    inexact += q8_differs(sc[g], out[kk * PANEL + i], bi[g], &w[j * k + kk]);
                 }
             }
         }
@@ -209,7 +220,8 @@ static void panel_rows_avx2(const float* x, const void* packed, int half, const 
    the panel's 64 values once (four 16-wide vectors) for all R rows, where the AVX2 loop above
    widens them again for every row (the float16 conversions, not the fmas, bound that loop).
    Each lane is the same fma chain as there, in the same order: the same bits. */
-/* the values of outputs i .. i + 15 of a q8 panel at input kk (q8_load's, sixteen wide) */
+/* the values of outputs i .. i + 15 of a q8 panel at input kk (q8_widen's product and sum,
+   sixteen wide) */
 static inline __m512 q8_load_512(const Q8Panel* w, long kk, long i) {
     const long g = (kk / w->group) * PANEL + i;
     const __m512 q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(w->q + kk * PANEL + i))));
@@ -376,8 +388,7 @@ static inline Q8Rows q8_rows(const void* w, long k) {
 
 static inline __m256 q8_row8(const Q8Rows* w, long j, long kk, long k) {
     const long g = j * w->groups + kk / w->group;
-    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w->q + j * k + kk))));
-    return _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(w->scales[g]), q), _mm256_set1_ps(w->biases[g]));
+    return q8_widen(w->q + j * k + kk, _mm256_set1_ps(w->scales[g]), _mm256_set1_ps(w->biases[g]));
 }
 
 static void tn16_rows_q8(const void* packed, const float* x, const float* bias, float* y, long j0, long j1, long k) {
@@ -428,8 +439,7 @@ long wf_tn16_q8(const uint8_t* q, const float* scales, const float* biases, cons
     for (long j = 0; j < n; j++)
         for (long kk = 0; kk < k; kk++) {
             const long g = j * r.groups + kk / group;
-            float v = sc[g] * (float)values[j * k + kk] + bi[g];
-            inexact += memcmp(&v, &w[j * k + kk], sizeof v) != 0;
+            inexact += q8_differs(sc[g], values[j * k + kk], bi[g], &w[j * k + kk]);
         }
     return inexact;
 }

@@ -172,14 +172,14 @@ class CpuSimd:
         wa = np.ascontiguousarray(wa)
         q8 = self._pack_q8(wa, source) if source is not None else None
         if q8 is not None:
-            return Panels(w, q8, False, q8=True)
+            return Panels(w, q8, PANELS_Q8)
         size = -(-n // self._lib.wf_panel_size()) * self._lib.wf_panel_size() * k
         data = np.empty(size, np.float16)
         if half and self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 1, self.threads) == 0:
-            return Panels(w, data, True)
+            return Panels(w, data, PANELS_F16)
         data = np.empty(size, np.float32)
         self._lib.wf_pack(wa.ctypes.data, data.ctypes.data, n, k, 0, self.threads)
-        return Panels(w, data, False)
+        return Panels(w, data, PANELS_F32)
 
     def _pack_q8(self, wa, source: "Quantized"):
         """wa's panels from its 8-bit source (cpu_products.c: PANELS_Q8), or None where the
@@ -392,18 +392,20 @@ class Picks:
 
 @dataclass(frozen=True)
 class Panels:
-    """A weight w (n, k) as CpuSimd.pack laid it out: `data`, float16 (`half`), 8-bit values
-    with their groups' scales and biases (`q8`) or float32."""
+    """A weight w (n, k) as CpuSimd.pack laid it out: `data` in `form`, the library's code
+    (cpu_decoder.h): float32, float16, or 8-bit values with their groups' scales and biases."""
 
     w: mx.array
     data: object  # numpy array
-    half: bool
-    q8: bool = False
+    form: int  # PANELS_F32, PANELS_F16 or PANELS_Q8
 
     @property
-    def form(self) -> int:
-        """The library's code for the layout (cpu_decoder.h: PANELS_F32, PANELS_F16, PANELS_Q8)."""
-        return PANELS_Q8 if self.q8 else PANELS_F16 if self.half else PANELS_F32
+    def half(self) -> bool:
+        return self.form == PANELS_F16
+
+    @property
+    def q8(self) -> bool:
+        return self.form == PANELS_Q8
 
 
 class CheckedChain:
