@@ -127,21 +127,32 @@ __device__ __forceinline__ float qk_scale() {
 template <typename Team>
 __device__ void group_sync_rows(const Team& team, unsigned* counter, int cstride, int rows, unsigned target);
 
-// f(i, raw) for each 16-byte load i of one weight row of K / V loads (V values each), spread
-// over the warp's lanes (lane, lane + 32, ...). R rows at a time (rows_dot) keep two loads per
-// lane and row in flight (registers stay under 128 a thread at kThreads); a row alone (R = 1)
-// has all its loads in flight. STREAM rows are read once a step and marked first to leave L2
-// (ld.global.cs), so that they do not push out what the next step reads again.
-template <int K, int V, int R, bool STREAM, typename F>
+// f(i, raw) for each load i (L: 16 bytes, or 8) of one weight row of K / V loads (V values
+// each), spread over the warp's lanes (lane, lane + 32, ...). R rows at a time (rows_dot) keep
+// two loads per lane and row in flight (registers stay under 128 a thread at kThreads); a row
+// alone (R = 1) has all its loads in flight. STREAM rows are read once a step and marked first
+// to leave L2 (ld.global.cs), so that they do not push out what the next step reads again.
+template <int K, int V, int R, bool STREAM, typename L = uint4, typename F>
 __device__ __forceinline__ void for_loads(const void* row, int lane, F&& f) {
-  constexpr int N = (K / V + 31) / 32;
-  static_assert(K % V == 0, "rows must be whole 16-byte vectors");
-  const uint4* w4 = reinterpret_cast<const uint4*>(row);
-#pragma unroll(R == 1 ? N : 2)
-  for (int k = 0; k < N; ++k) {
-    const int i = lane + 32 * k;
-    if (K / V % 32 != 0 && i >= K / V) break;
-    f(i, STREAM ? __ldcs(w4 + i) : w4[i]);
+  constexpr int M = K / V, N = (M + 31) / 32, P = R == 1 ? N : 2;  // P: loads in flight a lane and row
+  static_assert(K % V == 0, "rows must be whole vectors");
+  const L* w = reinterpret_cast<const L*>(row);
+#pragma unroll 1
+  for (int k0 = 0; k0 < N; k0 += P) {
+    // A batch's loads are issued before any of its sums, and a lane past the row's end loads
+    // the row's last vector and drops it, so no load waits behind a branch or a packed row's
+    // dequantizing (this alone measured level: benchmarks/h100-session37/)
+    L raw[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int at = M % 32 ? min(lane + 32 * (k0 + p), M - 1) : lane + 32 * (k0 + p);
+      if (N % P == 0 || k0 + p < N) raw[p] = STREAM ? __ldcs(w + at) : w[at];
+    }
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int i = lane + 32 * (k0 + p);
+      if ((N % P == 0 || k0 + p < N) && (M % 32 == 0 || i < M)) f(i, raw[p]);
+    }
   }
 }
 
@@ -192,15 +203,36 @@ __device__ __forceinline__ float unpack(const unsigned* words, int j) {
   return static_cast<float>((words[j / (32 / QB)] >> (QB * (j % (32 / QB)))) & ((1u << QB) - 1u));
 }
 
+template <bool HALF>
+struct Load {
+  using type = uint4;
+};
+template <>
+struct Load<true> {
+  using type = uint2;
+};
+
+// Values a lane dequantizes in a row of K at QB bits with loads of `bytes`: the row's chain
+// that finishes last.
+template <int K, int QB>
+constexpr int lane_values(int bytes) {
+  return (K / (bytes * 8 / QB) + 31) / 32 * (bytes * 8 / QB);
+}
+
 template <typename T, int B, int K, int R, bool STREAM, int QB, int GS, typename X>
 __device__ __forceinline__ void dot_qrow(const unsigned* q, const T* s, const T* z, const X* xs, int lane,
                                          float (&acc)[B]) {
-  constexpr int V = 128 / QB;
-  static_assert(GS % V == 0, "a 16-byte load must hold values of one group");
+  // 16-byte loads, or 8 where that leaves a lane fewer values to dequantize: a 4-bit row of
+  // 384 or 512 filled 12 or 16 of the warp's 32 lanes with 32 values each (base's 4-bit step
+  // 22-25 % faster with 8: benchmarks/h100-session37/)
+  constexpr bool kHalfLoads = lane_values<K, QB>(8) < lane_values<K, QB>(16) && GS % (64 / QB) == 0;
+  using L = typename Load<kHalfLoads>::type;
+  constexpr int V = int(sizeof(L)) * 8 / QB;
+  static_assert(GS % V == 0, "a load must hold values of one group");
 #pragma unroll
   for (int b = 0; b < B; ++b) acc[b] = 0.f;
-  for_loads<K, V, R, STREAM>(q, lane, [&](int i, const uint4 raw) {
-    const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+  for_loads<K, V, R, STREAM, L>(q, lane, [&](int i, const L raw) {
+    const unsigned* words = reinterpret_cast<const unsigned*>(&raw);
     const int g = i * V / GS;
     const float sc = static_cast<float>(s[g]), bz = static_cast<float>(z[g]);
 #pragma unroll
