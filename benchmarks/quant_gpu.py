@@ -5,10 +5,11 @@ temperature 0 without conditioning (the random model's text would fall back to s
 windows run on the stock model in fp16), JFK, fp16. In one process: per (model, bits) the stock
 and fused lanes alternate run by run after a warm-up; medians.
 
-    python benchmarks/quant_gpu.py OUT_DIR [RUNS] [MODELS]   (a CUDA machine; MODELS a comma-separated
-                                                     subset of tiny.en,base,large-v3-turbo-random;
-                                                     prints a JSON line per (model, bits) and a
-                                                     summary line per model; writes OUT_DIR/quant_gpu.json)"""
+    python benchmarks/quant_gpu.py OUT_DIR [RUNS] [MODELS] [LANES]
+        (a CUDA machine; MODELS a comma-separated subset of tiny.en,base,large-v3-turbo-random;
+        LANES stock,fused (the default) or fused alone, for A/B rounds of two trees' kernels;
+        prints a JSON line per (model, bits) and a summary line per model; writes
+        OUT_DIR/quant_gpu.json)"""
 
 import json
 import statistics
@@ -28,6 +29,7 @@ from whisperfast.pipeline import TranscribeOptions, load, rewritten, transcribe 
 out = Path(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 wanted = sys.argv[3].split(",") if len(sys.argv) > 3 else ["tiny.en", "base", "large-v3-turbo-random"]
+lane_names = sys.argv[4].split(",") if len(sys.argv) > 4 else ["stock", "fused"]
 out.mkdir(parents=True, exist_ok=True)
 options = TranscribeOptions(language="en", temperature=(0.0,), condition_on_previous_text=False)
 audio = "samples/jfk.wav"
@@ -40,7 +42,7 @@ with tempfile.TemporaryDirectory() as tmp:
         per_token = {}
         for bits in (None, 8, 4):
             stock = load(model, dtype=mx.float16, quantize=bits)
-            lanes = {"stock": stock, "fused": rewritten(stock)}
+            lanes = {lane: stock if lane == "stock" else rewritten(stock) for lane in lane_names}
             times = {lane: [] for lane in lanes}
             tokens = {}
             for lane, m in lanes.items():  # warm-up
@@ -50,7 +52,8 @@ with tempfile.TemporaryDirectory() as tmp:
                     t = transcribe(m, audio, options).timings
                     times[lane].append((t.decode / max(t.tokens, 1) * 1e3, t.total * 1e3))
             row = {"model": name, "bits": bits or "float", "runs": runs,
-                   "same_tokens": tokens["fused"] == tokens["stock"], "tokens": len(tokens["stock"]),
+                   "same_tokens": tokens["fused"] == tokens["stock"] if "stock" in tokens else None,
+                   "tokens": len(tokens["fused"]),
                    "kernel_notes": [n for n in lanes["fused"].rewrites["notes"] if "quantized" in n]}
             for lane in lanes:
                 row[lane] = {"decode_ms_per_token": round(statistics.median(x for x, _ in times[lane]), 4),
