@@ -3,26 +3,26 @@
 sm_90a without a GPU (WHISPERFAST_TEST_CUDA_SITE as in tests/test_cuda_cache.py).
 
     WHISPERFAST_TEST_CUDA_SITE=SITE python benchmarks/h100-session37/ptxas_quant.py"""
-import os, re, sys
+
+import os
+import re
+import sys
+
 sys.path.insert(0, os.getcwd())
-from pathlib import Path
-import mlx.core as mx
-import tests.test_cuda_cache as t
-from whisperfast.kernels import cuda_cache
-from whisperfast.decode.cuda.launch import source as kernel_source
+import tests.test_cuda_cache as t  # noqa: E402
+from whisperfast.decode.cuda.launch import source as kernel_source  # noqa: E402
+from whisperfast.kernels import cuda_cache  # noqa: E402
+
 _, nv, options = t._toolchain()
 options = (*options, "--ptxas-options=-v")
 for name in ("decode_step", "decode_step_q8v8", "decode_step_q4v8"):
     inputs, outputs, call, template = t._KERNELS[name]
-    for dims in ((384, 6, 4), (512, 8, 6), (1280, 20, 4)):
-        tpl = [(k, {"D": dims[0], "H": dims[1], "NL": dims[2]}.get(k, v)) for k, v in template]
-        if dims[0] != 384:
-            tpl = [(k, 51865 if k == "NV" else v) for k, v in tpl]
-        if name.endswith("q4v8"):
-            tpl = [(k, 32 if k == "GS" else v) for k, v in tpl]
+    for D, H, NL in ((384, 6, 4), (512, 8, 6), (1280, 20, 4)):
+        sizes = {"D": D, "H": H, "NL": NL, **({"NV": 51865} if D != 384 else {}),
+                 **({"GS": 32} if name.endswith("q4v8") else {})}
+        tpl = [(k, sizes.get(k, v)) for k, v in template]
         func = cuda_cache.kernel_name(f"wf_{name}", tpl)
         src = cuda_cache.build_source(func, kernel_source(), call, inputs, outputs, tpl)
         nv.compile(src, options, cuda_cache.HEADERS, [f"mlx::core::cu::{func}"])
-        log = nv.last_log
-        m = re.findall(r"Used (\d+) registers|(\d+) bytes spill stores", log)
-        print(name, dims, re.findall(r"Used \d+ registers", log), re.findall(r"\d+ bytes spill stores, \d+ bytes spill loads", log), flush=True)
+        print(name, D, re.findall(r"Used \d+ registers", nv.last_log),
+              re.findall(r"\d+ bytes spill stores, \d+ bytes spill loads", nv.last_log), flush=True)
