@@ -176,9 +176,8 @@ def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
     from whisperfast.decode.flat import FlatStep
     from whisperfast.kernels import cpu_simd
 
+    _cpu_vector_code_only()
     simd = cpu_simd.chosen(mx.float32)
-    if mx.default_device() != mx.cpu or simd is None:
-        pytest.skip("the CPU's chains (cpu_simd) only")
     dec = rewritten(load("tiny.en", dtype=mx.float32, quantize=bits)).whisper.decoder
     emb = dec.token_embedding
     if not simd.chain_matches(simd.pack(emb.weight, half=False)):
@@ -193,8 +192,9 @@ def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
     assert step.logits.panels.q8 and step.logits.panels.data.nbytes < 0.33 * emb.weight.nbytes  # groups of 32 or 64
 
 
-def _cpu_step_only():
-    """Skips where the fused lane has no CPU C step (a GPU, or no vector code here)."""
+def _cpu_vector_code_only():
+    """Skips where the fused lane has no CPU vector code (cpu_simd: the chains, the C step):
+    on a GPU, or where it was not built here."""
     from whisperfast.kernels import cpu_simd
 
     if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
@@ -204,7 +204,7 @@ def _cpu_step_only():
 def _one_row_step(fused):
     """JFK through the fused lane, then its one-row C step (NativeStep): skips where this
     machine has none, else asserts it ran, checked against MLX's step."""
-    _cpu_step_only()
+    _cpu_vector_code_only()
     tokens = transcribe(fused, JFK).tokens
     native = fused.whisper.decoder.__dict__["_whisperfast_step"].native
     if native is None or "cblas_sgemm" in native.reason:
@@ -240,7 +240,7 @@ def test_a_layer_at_another_width_keeps_the_cpus_step_on():
 
     from whisperfast.kernels import cpu_simd
 
-    _cpu_step_only()  # before the edit below: on a GPU the layers stay quantized, with no source to edit
+    _cpu_vector_code_only()  # before the edit below: on a GPU the layers stay quantized, with no source to edit
     stock = load("tiny.en", dtype=mx.float32, quantize=8)
     fused = rewritten(stock)
     fc1 = fused.whisper.decoder.blocks[0].mlp1

@@ -96,8 +96,9 @@ static inline Q8Panel q8_panel(const void* panel, const void* packed, long k) {
 }
 
 /* The widening, mx.dequantize's scale * q + bias: eight values at q (q8_widen), and one, to
-   check a copy against the dequantized weight (q8_differs). Every 8-bit load goes through
-   these, so the copies and their checks cannot drift apart. */
+   check a copy against the dequantized weight (q8_differs). The AVX2 code's 8-bit loads go
+   through these, and the AVX-512 loop's q8_load_512 makes the same product and sum sixteen
+   wide, so the copies and their checks cannot drift apart. */
 static inline __m256 q8_widen(const uint8_t* q, __m256 scale, __m256 bias) {
     const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)q)));
     return _mm256_add_ps(_mm256_mul_ps(scale, v), bias);
