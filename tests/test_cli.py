@@ -94,6 +94,19 @@ def test_bad_audio_fails_with_one_line(tmp_path, name, make, fragment):
     assert not (tmp_path / (p.stem + ".txt")).exists()  # no half-written output
 
 
+def test_names_with_brackets_are_printed_as_they_are(tmp_path):
+    """rich read a message's brackets as markup: '[/x]' in a file name raised a traceback, and
+    '[2]' or the install hint's "whisperfast[vad]" could lose them."""
+    missing = tmp_path / "take[/red][2].wav"
+    assert_one_line_error(run("transcribe", missing), f"{missing}: no such file")
+    real = tmp_path / "jfk[bold].wav"
+    real.write_bytes(JFK.read_bytes())
+    r = run("transcribe", real, "-f", "txt", "-o", tmp_path)
+    assert r.exit_code == 0 and "fellow Americans" in r.stdout, r.stderr
+    assert r.stderr.startswith("jfk[bold].wav ·"), r.stderr  # its header line, name intact
+    assert (tmp_path / "jfk[bold].txt").exists()
+
+
 def test_silence_is_an_empty_transcript(tmp_path):
     p = tmp_path / "silence.wav"
     sf.write(p, np.zeros(3 * 16000, np.float32), 16000)

@@ -37,8 +37,8 @@ def _warnings_as_lines() -> None:
     `warning:` line each on stderr, not Python's two lines naming its source file."""
     import warnings
 
-    warnings.showwarning = lambda message, *_: err.print(f"[yellow]warning:[/yellow] {message}", highlight=False,
-                                                         markup=True, soft_wrap=True)
+    warnings.showwarning = lambda message, *_: err.print(render.styled("warning:", "yellow", str(message)),
+                                                         highlight=False, soft_wrap=True)
 
 
 class Task(str, Enum):
@@ -71,7 +71,7 @@ GROUP_SIZE_HELP = (f"Weights per scale with --quantize: {', '.join(map(str, mode
 
 
 def _error(msg: str) -> None:
-    err.print(f"[red]Error:[/red] {msg}", highlight=False, markup=True, soft_wrap=True)
+    err.print(render.styled("Error:", "red", msg), highlight=False, soft_wrap=True)
 
 
 def _guard(fn, *args, **kwargs):
@@ -364,7 +364,7 @@ def bench(
         _guard(check_writable, [plot_path], overwrite)
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
-    progress = (lambda msg: err.print(f"[dim]{msg}[/dim]", highlight=False)) if show else (lambda _: None)
+    progress = (lambda msg: err.print(render.styled(msg, "dim"), highlight=False)) if show else (lambda _: None)
     lane_names = lane_names or (("stock", "fused") if cold else ("stock", "fused", "composed"))
     wide = None if (sys.stderr if as_json else sys.stdout).isatty() else 150  # records stay readable
     if cold:

@@ -20,9 +20,19 @@ def table(*columns, **kwargs) -> Table:
 
 
 def console(*, stderr: bool = False, width=None) -> Console:
+    """Without markup: what is printed carries file names, model names and the library's
+    messages, whose brackets rich would read as tags ('[/x]' raised an error, "whisperfast[vad]"
+    lost its extra). The few styled words come through `styled`."""
     from rich.console import Console as RichConsole
 
-    return RichConsole(stderr=stderr, width=width)
+    return RichConsole(stderr=stderr, width=width, markup=False)
+
+
+def styled(label: str, style: str, text: str = ""):
+    """`label` in `style`, then `text` as it is (a space between where both are given)."""
+    from rich.text import Text
+
+    return Text.assemble((label, style), " " if label and text else "", text)
 
 
 class Stderr:
