@@ -29,6 +29,18 @@ def cpu_simd_builds_here() -> bool:
         and shutil.which("cc") is not None
 
 
+def skip_without_c_step(reason: str = "the C step is the CPU's") -> None:
+    """Skips a test of the CPU's vector code (kernels/cpu_simd: the chains, the C step and
+    encoder): on a GPU, where the fused lane runs none of it, or where its library did not
+    build here."""
+    import mlx.core as mx
+
+    from whisperfast.kernels import cpu_simd
+
+    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
+        pytest.skip(reason)
+
+
 def manifest() -> list[dict]:
     with open(SAMPLES / "manifest.tsv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))

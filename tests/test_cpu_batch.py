@@ -13,6 +13,7 @@ from whisperfast.decode import cpu_batch
 from whisperfast.decode.flat import StaticInference
 from whisperfast.kernels import cpu_simd
 
+from .conftest import skip_without_c_step
 from .test_cpu_step import bits
 from .test_transcribe import long_clip
 
@@ -23,10 +24,7 @@ SOT_TIMESTAMPS = [50257]  # tiny.en's start of transcript, timestamps on
 def model():
     from whisperfast.pipeline import load
 
-    if mx.default_device() != mx.cpu:
-        pytest.skip("the C step is the CPU's")
-    if cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("no cpu_simd library here")
+    skip_without_c_step()
     return load("tiny.en", dtype=mx.float32, fast=True).whisper
 
 
@@ -62,8 +60,7 @@ def test_an_8bit_models_rows_step_is_mlx_step_as_rows_leave():
     chains read the layers' 8-bit values (PANELS_Q8), MLX's step's bits at every row count."""
     from whisperfast.pipeline import load
 
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("the C step is the CPU's")
+    skip_without_c_step()
     rows_leave(load("tiny.en", dtype=mx.float32, quantize=8, fast=True).whisper, cpu_simd.PANELS_Q8)
 
 

@@ -11,7 +11,7 @@ from whisperfast.decode.encoder import encode
 from whisperfast.kernels import cpu_simd
 from whisperfast.pipeline import load, rewritten
 
-from .conftest import SAMPLES, needs_base
+from .conftest import SAMPLES, needs_base, skip_without_c_step
 
 
 def bits(a: mx.array) -> np.ndarray:
@@ -20,8 +20,7 @@ def bits(a: mx.array) -> np.ndarray:
 
 @pytest.fixture
 def on_cpu():
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("the C encoder is the CPU's, float32, where the library builds")
+    skip_without_c_step("the C encoder is the CPU's, float32, where the library builds")
 
 
 def counted(monkeypatch) -> list:

@@ -17,7 +17,7 @@ from whisperfast.decode.rules import (DeviceTimestampRules, HeldEnd, NativePick,
 from whisperfast.files import write_atomic
 from whisperfast.kernels import cpu_simd
 
-from .conftest import cpu_simd_builds_here, needs_base
+from .conftest import cpu_simd_builds_here, needs_base, skip_without_c_step
 from .test_decoding import TOKENIZERS, count_flat_steps, held_batch, history
 
 
@@ -40,12 +40,8 @@ def bits(a) -> np.ndarray:
 def decoder():
     from whisperfast.pipeline import load
 
-    if mx.default_device() != mx.cpu:
-        pytest.skip("the C step is the CPU's")
-    dec = load("tiny.en", dtype=mx.float32, fast=True).whisper.decoder
-    if cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("no cpu_simd library here")
-    return dec
+    skip_without_c_step()
+    return load("tiny.en", dtype=mx.float32, fast=True).whisper.decoder
 
 
 def prompted(dec, n_prompt: int, seed: int):
@@ -416,8 +412,7 @@ def test_host_loop_gives_the_queued_loops_results(monkeypatch):
 
     from .conftest import SAMPLES
 
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("the C step is the CPU's")
+    skip_without_c_step()
     model = load("tiny.en", dtype=mx.float32, fast=True).whisper
     mel = first_window_mel(SAMPLES / "jfk.wav")
     hosted, use_host = [], [True]

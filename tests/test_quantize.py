@@ -16,7 +16,7 @@ from whisperfast.cli import app
 from whisperfast.errors import ModelError
 from whisperfast.pipeline import load, rewritten, transcribe
 
-from .conftest import SAMPLES, cuda_available, manifest, needs_base
+from .conftest import SAMPLES, cuda_available, manifest, needs_base, skip_without_c_step
 
 JFK = SAMPLES / "jfk.wav"
 
@@ -176,7 +176,7 @@ def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
     from whisperfast.decode.flat import FlatStep
     from whisperfast.kernels import cpu_simd
 
-    _cpu_vector_code_only()
+    skip_without_c_step()
     simd = cpu_simd.chosen(mx.float32)
     dec = rewritten(load("tiny.en", dtype=mx.float32, quantize=bits)).whisper.decoder
     emb = dec.token_embedding
@@ -192,19 +192,10 @@ def test_the_cpus_logits_read_a_quantized_vocabularys_8bit_values(bits):
     assert step.logits.panels.q8 and step.logits.panels.data.nbytes < 0.33 * emb.weight.nbytes  # groups of 32 or 64
 
 
-def _cpu_vector_code_only():
-    """Skips where the fused lane has no CPU vector code (cpu_simd: the chains, the C step):
-    on a GPU, or where it was not built here."""
-    from whisperfast.kernels import cpu_simd
-
-    if mx.default_device() != mx.cpu or cpu_simd.chosen(mx.float32) is None:
-        pytest.skip("the CPU's C step only")
-
-
 def _one_row_step(fused):
     """JFK through the fused lane, then its one-row C step (NativeStep): skips where this
     machine has none, else asserts it ran, checked against MLX's step."""
-    _cpu_vector_code_only()
+    skip_without_c_step()
     tokens = transcribe(fused, JFK).tokens
     native = fused.whisper.decoder.__dict__["_whisperfast_step"].native
     if native is None or "cblas_sgemm" in native.reason:
@@ -240,7 +231,7 @@ def test_a_layer_at_another_width_keeps_the_cpus_step_on():
 
     from whisperfast.kernels import cpu_simd
 
-    _cpu_vector_code_only()  # before the edit below: on a GPU the layers stay quantized, with no source to edit
+    skip_without_c_step()  # before the edit below: on a GPU the layers stay quantized, with no source to edit
     stock = load("tiny.en", dtype=mx.float32, quantize=8)
     fused = rewritten(stock)
     fc1 = fused.whisper.decoder.blocks[0].mlp1
