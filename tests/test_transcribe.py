@@ -102,6 +102,26 @@ def test_silence_gives_empty_transcript(tiny):
     assert t.text == "" and t.segments == []
 
 
+def test_arrays_that_are_not_mono_float_samples_are_refused(tiny):
+    """A (1, n) or (n, 2) array made MLX's STFT abort the process (or overflow its shape), and an
+    int16 array was cast as it was, 32,768 times too loud; compare and batched mode share it."""
+    from whisperfast.batched import BatchOptions, transcribe_batched
+    from whisperfast.errors import AudioError
+    from whisperfast.pipeline import compare
+
+    jfk = load_audio(SAMPLES / "jfk.wav")
+    for bad, message in [(jfk[None], r"shape \(n,\), got shape \(1, 176000\)"),
+                         (np.stack([jfk, jfk], axis=1), r"got shape \(176000, 2\)"),
+                         ((jfk * 32767).astype(np.int16), "float samples in \\[-1, 1\\], got int16")]:
+        with pytest.raises(AudioError, match=message):
+            transcribe(tiny, bad)
+        with pytest.raises(AudioError, match=message):
+            compare(tiny, tiny, bad)
+        with pytest.raises(AudioError, match=message):
+            transcribe_batched(tiny, [bad], batch=BatchOptions())
+    assert error_rate(JFK, transcribe(tiny, jfk.astype(np.float64)).text) == 0  # float64 is cast
+
+
 def test_stereo_44k_file_matches_mono(tiny, tmp_path):
     mono = load_audio(SAMPLES / "jfk.wav")
     from scipy.signal import resample_poly

@@ -41,6 +41,20 @@ def check_samples(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     return audio
 
 
+def waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:
+    """An array handed to the library as audio -> (n,) float32, checked: mono samples at 16 kHz
+    in [-1, 1], as a file's are once read. Other shapes are refused, not flattened (a (1, n)
+    or (n, 2) array made MLX's STFT abort the process), and so are integer samples (an int16
+    array cast as it is reads 32,768 times too loud: hallucinated text)."""
+    if audio.ndim != 1:
+        raise AudioError(f"{name}: expected mono samples of shape (n,), got shape {audio.shape} "
+                         "(average the channels, or pass a file)")
+    if audio.dtype.kind != "f":
+        raise AudioError(f"{name}: expected float samples in [-1, 1], got {audio.dtype} "
+                         "(scale integer samples by their type's largest value)")
+    return check_samples(np.ascontiguousarray(audio, dtype=np.float32), name)
+
+
 def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():

@@ -60,7 +60,7 @@ from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
 from . import chunker, runtime, vad
-from .audio import SAMPLE_RATE, AudioReader, check_samples
+from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
 from .errors import WhisperfastError
@@ -193,7 +193,7 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
         f = _File(duration=0.0)
         files.append(f)
         if isinstance(a, np.ndarray):
-            samples = check_samples(np.asarray(a, dtype=np.float32))
+            samples = waveform(a)
             progress.expect(len(samples) / SAMPLE_RATE)
             blocks = _array_blocks(samples)
         else:

@@ -20,7 +20,7 @@ from mlx_whisper.whisper import Whisper
 from . import longform, models, runtime, tokenizer
 from .decode import Engine
 from .kernels.dequantize import dequantized
-from .audio import SAMPLE_RATE, check_samples, load_audio
+from .audio import SAMPLE_RATE, load_audio, waveform
 from .errors import WhisperfastError
 from .options import TranscribeOptions
 
@@ -184,7 +184,7 @@ def _warm_tokenizer(multilingual: bool, num_languages: int, get_tokenizer) -> No
 
 def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
     """Transcribe a file path, or a float32 mono 16 kHz waveform, of any length."""
-    audio = check_samples(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray) else load_audio(audio)
+    audio = waveform(audio) if isinstance(audio, np.ndarray) else load_audio(audio)
     options = replace(options, language=checked_language(model, options.language))
     duration = len(audio) / SAMPLE_RATE
 
@@ -264,7 +264,6 @@ class Comparison:
 def compare(baseline: LoadedModel, fused: LoadedModel, audio: str | Path | np.ndarray,
             options: TranscribeOptions = TranscribeOptions()) -> Comparison:
     """Both models on the same input, in one process; the audio is decoded once."""
-    if not isinstance(audio, np.ndarray):
-        audio = load_audio(audio)
+    audio = waveform(audio) if isinstance(audio, np.ndarray) else load_audio(audio)
     a, b = transcribe(baseline, audio, options), transcribe(fused, audio, options)
     return Comparison(a, b, a.tokens == b.tokens, a.text == b.text)
