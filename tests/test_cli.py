@@ -363,6 +363,7 @@ def test_decoding_flags_reach_the_loop(monkeypatch):
     (["--beam-size", "0"], "beam_size"),
     (["--beam-size", "two"], "--beam-size takes an integer"),
     (["--best-of", "0"], "best_of"),
+    (["--beam-size", "3000000000"], "beam_size must be a whole number from 1 to 256"),  # was a TypeError from MLX
     (["--patience", "1.0"], "patience needs beam_size"),
     (["--length-penalty", "2"], "length_penalty"),
     (["--temperature", "0,hot"], "--temperature takes comma-separated numbers"),
@@ -377,3 +378,17 @@ def test_bad_decoding_flags_are_one_line_usage_errors(args, fragment, no_model_l
     assert r.exit_code == 2 and r.stdout == "", r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+
+
+def test_options_refuse_what_the_decode_cannot_take():
+    """TranscribeOptions checks once what failed deep in a decode: beam_size 2.5 or True (an
+    MLX argument error, a slice error), a temperature given as one string (read character by
+    character)."""
+    from whisperfast.errors import WhisperfastError
+    from whisperfast.options import TranscribeOptions
+
+    for bad in (dict(beam_size=2.5), dict(beam_size=True), dict(best_of=1.5), dict(beam_size=257),
+                dict(temperature="0.5")):
+        with pytest.raises(WhisperfastError):
+            TranscribeOptions(**bad)
+    assert TranscribeOptions(beam_size=np.int64(5), best_of=256).beam_size == 5

@@ -13,9 +13,42 @@ def test_defaults_without_the_environment():
 
 def test_kernel_pick_rows_is_a_positive_whole_number():
     assert _parse({"WHISPERFAST_KERNEL_PICK_ROWS": "1000"}).kernel_pick_rows == 1000
-    for bad in ("0", "-1", "x", "2.5"):
+    for bad in ("0", "-1", "x", "2.5", "\u00b2"):  # "²" passed str.isdigit, then int() raised ValueError
         with pytest.raises(WhisperfastError, match="WHISPERFAST_KERNEL_PICK_ROWS"):
             _parse({"WHISPERFAST_KERNEL_PICK_ROWS": bad})
+
+
+def test_switches_take_words_and_refuse_the_rest():
+    """Only "0" turned a switch off ("false" left it on), and WHISPERFAST_DEBUG=0 turned debugging on."""
+    for off in ("0", "false", "No", " off "):
+        c = _parse({"WHISPERFAST_CPU_SIMD": off, "WHISPERFAST_CUDA_STEP": off, "WHISPERFAST_DEBUG": off})
+        assert not c.cpu_simd and not c.cuda_step and not c.debug, off
+    for on in ("1", "true", "YES", "on"):
+        c = _parse({"WHISPERFAST_CPU_SIMD": on, "WHISPERFAST_DEBUG": on})
+        assert c.cpu_simd and c.debug, on
+    assert _parse({"WHISPERFAST_CPU_SIMD": ""}).cpu_simd and not _parse({"WHISPERFAST_DEBUG": ""}).debug
+    for bad in ("2", "maybe", "nope"):
+        with pytest.raises(WhisperfastError, match="WHISPERFAST_MALLOC"):
+            _parse({"WHISPERFAST_MALLOC": bad})
+
+
+def test_the_cache_knob_expands_the_home_folder():
+    from pathlib import Path
+
+    assert _parse({"WHISPERFAST_CACHE": "~/wf"}).cache == Path.home() / "wf"  # was a folder named "~" here
+
+
+def test_a_bad_knob_is_one_error_line_before_any_command():
+    """It raised a traceback at `import whisperfast` (the BLAS preload reads the settings), for every command."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WHISPERFAST_CROSS_CHUNKS="abc")
+    r = subprocess.run([sys.executable, "-c", "from whisperfast.cli import main; main()", "info"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr.splitlines() == ["Error: WHISPERFAST_CROSS_CHUNKS='abc': expected a positive integer"], r.stderr
 
 
 def _stub(n_state):

@@ -25,7 +25,7 @@ import ctypes
 import os
 import sys
 
-from .config import config
+from .config import at_import
 
 # System libraries exporting the unprefixed CBLAS interface (the 64-bit-int builds do not).
 CANDIDATES = ("libopenblas.so.0", "libopenblas.so", "libmkl_rt.so.2", "libmkl_rt.so", "libblis.so.4", "libblis.so")
@@ -199,7 +199,7 @@ def preload() -> None:
     global _note
     if sys.platform != "linux":
         return
-    choice = config().blas
+    choice = at_import().blas
     if choice == "reference":
         _note = "WHISPERFAST_BLAS=reference"
         return

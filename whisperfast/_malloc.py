@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import sys
 
-from .config import config
+from .config import at_import
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 MMAP_THRESHOLD = 64 << 20
@@ -32,7 +32,7 @@ _note = "not set"
 
 def keep_freed_blocks() -> None:
     global _note
-    if not config().malloc_keep:
+    if not at_import().malloc_keep:
         _note = "glibc's defaults (WHISPERFAST_MALLOC=0)"
         return
     if sys.platform != "linux":

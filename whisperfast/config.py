@@ -42,38 +42,71 @@ class Config:
     malloc_keep: bool = True  # False: glibc's malloc keeps its default thresholds (_malloc.py)
 
 
-def _int_or_none(name: str, value: str) -> int | None:
+def _bad(name: str, value: str, expected: str):
+    from .errors import WhisperfastError
+
+    return WhisperfastError(f"{name}={value!r}: expected {expected}")
+
+
+def _int_or_none(env, name: str) -> int | None:
+    value = env.get(name, "")
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        from .errors import WhisperfastError
-
-        raise WhisperfastError(f"{name}={value!r}: expected a positive integer")
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise _bad(name, value, "a positive integer")
     return int(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(env, name: str, default: bool) -> bool:
+    """A switch: 1/true/yes/on or 0/false/no/off (unset or empty: the default). Other values
+    are refused: "false" once left a feature on, as only "0" turned it off."""
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _TRUE + _FALSE:
+        raise _bad(name, env[name], "1 or 0 (true/false, yes/no, on/off)")
+    return value in _TRUE
 
 
 def _parse(env) -> Config:
     cache = env.get("WHISPERFAST_CACHE") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisperfast"
-    return Config(blas=env.get("WHISPERFAST_BLAS", ""), cache=Path(cache), debug=bool(env.get("WHISPERFAST_DEBUG")),
-                  cuda_step=env.get("WHISPERFAST_CUDA_STEP", "1") != "0",
+    return Config(blas=env.get("WHISPERFAST_BLAS", ""), cache=Path(cache).expanduser(),
+                  debug=_flag(env, "WHISPERFAST_DEBUG", False),
+                  cuda_step=_flag(env, "WHISPERFAST_CUDA_STEP", True),
                   step_blocks=env.get("WHISPERFAST_STEP_BLOCKS", "").strip(),
-                  cross_chunks=_int_or_none("WHISPERFAST_CROSS_CHUNKS", env.get("WHISPERFAST_CROSS_CHUNKS", "")),
-                  kernel_pick_rows=_int_or_none("WHISPERFAST_KERNEL_PICK_ROWS", env.get("WHISPERFAST_KERNEL_PICK_ROWS", ""))
-                  or Config.kernel_pick_rows,
-                  kernel_layer_bytes=_int_or_none("WHISPERFAST_KERNEL_LAYER_BYTES", env.get("WHISPERFAST_KERNEL_LAYER_BYTES", ""))
-                  or Config.kernel_layer_bytes,
-                  gpu_warmup=env.get("WHISPERFAST_GPU_WARMUP", "1") != "0",
-                  teardown_handoff=env.get("WHISPERFAST_GPU_TEARDOWN_HANDOFF", "1") != "0",
-                  vad_gpu=env.get("WHISPERFAST_VAD_GPU", "1") != "0",
-                  cpu_simd=env.get("WHISPERFAST_CPU_SIMD", "1") != "0",
-                  cpu_step=env.get("WHISPERFAST_CPU_STEP", "1") != "0",
-                  malloc_keep=env.get("WHISPERFAST_MALLOC", "1") != "0")
+                  cross_chunks=_int_or_none(env, "WHISPERFAST_CROSS_CHUNKS"),
+                  kernel_pick_rows=_int_or_none(env, "WHISPERFAST_KERNEL_PICK_ROWS") or Config.kernel_pick_rows,
+                  kernel_layer_bytes=_int_or_none(env, "WHISPERFAST_KERNEL_LAYER_BYTES") or Config.kernel_layer_bytes,
+                  gpu_warmup=_flag(env, "WHISPERFAST_GPU_WARMUP", True),
+                  teardown_handoff=_flag(env, "WHISPERFAST_GPU_TEARDOWN_HANDOFF", True),
+                  vad_gpu=_flag(env, "WHISPERFAST_VAD_GPU", True),
+                  cpu_simd=_flag(env, "WHISPERFAST_CPU_SIMD", True),
+                  cpu_step=_flag(env, "WHISPERFAST_CPU_STEP", True),
+                  malloc_keep=_flag(env, "WHISPERFAST_MALLOC", True))
 
 
 @lru_cache(maxsize=1)
 def config() -> Config:
-    """The process's settings, parsed from the environment on first use."""
+    """The process's settings, parsed from the environment on first use. A knob set to a value
+    it does not take raises WhisperfastError (naming it) at every call until it is fixed; the
+    import-time readers (_blas, _malloc) then keep their defaults, and the CLI says so in one
+    line before any command runs."""
     return _parse(os.environ)
+
+
+def at_import() -> Config:
+    """config() for what `import whisperfast` does (_blas, _malloc): the defaults where a knob
+    is bad, so that the import never raises; the CLI reports the knob before any command, the
+    library at its first call."""
+    from .errors import WhisperfastError
+
+    try:
+        return config()
+    except WhisperfastError:
+        return Config()
 
 
 def reload() -> Config:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from .errors import WhisperfastError
 
+# beam_size and best_of at most: each is a row of the decode
+MAX_CANDIDATES = 256
+
 
 @dataclass(frozen=True)
 class TranscribeOptions:
@@ -58,12 +61,23 @@ class TranscribeOptions:
         if self.task not in ("transcribe", "translate"):
             raise WhisperfastError(f"unknown task '{self.task}' (use transcribe or translate)")
         t = self.temperature
+        if isinstance(t, str):  # "0.5" was read as the temperatures 0, ., 5
+            raise WhisperfastError(f"temperature must be one or more numbers >= 0, not the string {t!r}")
         set_("temperature", (float(t),) if isinstance(t, (int, float)) else tuple(float(x) for x in t))
         if not self.temperature or not all(math.isfinite(x) and x >= 0 for x in self.temperature):
             raise WhisperfastError(f"temperature must be one or more numbers >= 0, not {t!r}")
         for name in ("beam_size", "best_of"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise WhisperfastError(f"{name} must be at least 1, not {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:  # a whole number, not a bool: 2.5 or True failed deep in the decode
+                n = None if isinstance(value, bool) else operator.index(value)
+            except TypeError:
+                n = None
+            # a row each: thousands are no search but a hang, and 3e9 overflowed MLX's int32 shapes
+            if n is None or not 1 <= n <= MAX_CANDIDATES:
+                raise WhisperfastError(f"{name} must be a whole number from 1 to {MAX_CANDIDATES}, not {value!r}")
+            set_(name, n)
         if self.patience is not None and self.beam_size is None:
             raise WhisperfastError("patience needs beam_size")
         if self.patience is not None and not self.patience > 0:

@@ -13,6 +13,14 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    from ..config import config
+    from ..errors import WhisperfastError
+
+    try:  # a test knob set to a value it does not take: one line, before any command
+        config()
+    except WhisperfastError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
     warm_up = _early_warm_up(sys.argv[1:])
     from .app import main as run
 

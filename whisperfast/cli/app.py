@@ -20,6 +20,7 @@ import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 from .. import models  # light: its mlx, numpy and mlx-whisper imports are inside its functions
 from ..config import config
 from ..errors import WhisperfastError
+from ..options import MAX_CANDIDATES
 from . import render
 
 # A fresh process pays only for what its command needs: `pipeline`, `output`, `runtime` and
@@ -71,7 +72,10 @@ GROUP_SIZE_HELP = (f"Weights per scale with --quantize: {', '.join(map(str, mode
 
 
 def _error(msg: str) -> None:
-    err.print(render.styled("Error:", "red", msg), highlight=False, soft_wrap=True)
+    """One line: an exception's text may run on (MLX's argument errors list every signature)."""
+    lines = msg.strip().splitlines() or [""]
+    line = lines[0] + (" [...]" if len(lines) > 1 else "")
+    err.print(render.styled("Error:", "red", line), highlight=False, soft_wrap=True)
 
 
 def _guard(fn, *args, **kwargs):
@@ -83,7 +87,8 @@ def _guard(fn, *args, **kwargs):
     except Exception as e:  # noqa: BLE001 (a traceback is for WHISPERFAST_DEBUG=1)
         if config().debug:
             raise
-        _error(f"internal error: {type(e).__name__}: {e} (set WHISPERFAST_DEBUG=1 for a traceback)")
+        first = (str(e).strip().splitlines() or [""])[0]
+        _error(f"internal error: {type(e).__name__}: {first} (set WHISPERFAST_DEBUG=1 for a traceback)")
     raise typer.Exit(1)
 
 
@@ -337,8 +342,8 @@ def bench(
         if n_batch > 1 and cold:
             raise WhisperfastError("--cold does not take --batch-size")
         n_beams = _number("--beam-size", beam_size, int)
-        if n_beams is not None and n_beams < 1:
-            raise WhisperfastError(f"--beam-size must be at least 1, not {n_beams}")
+        if n_beams is not None and not 1 <= n_beams <= MAX_CANDIDATES:
+            raise WhisperfastError(f"--beam-size must be from 1 to {MAX_CANDIDATES}, not {n_beams}")
         if n_beams is not None and cold:
             raise WhisperfastError("--cold does not take --beam-size")
         if empty_caches and not cold:

@@ -105,7 +105,7 @@ def grid_blocks() -> int:
     sms, knob = _sm_count(), config().step_blocks
     if not knob:
         return sms
-    if not knob.isdigit() or not 1 <= int(knob) <= sms:
+    if not (knob.isascii() and knob.isdigit()) or not 1 <= int(knob) <= sms:
         raise WhisperfastError(f"WHISPERFAST_STEP_BLOCKS={knob!r}: the decode step's blocks must all be resident at once, "
                          f"so it takes 1 to {sms} (this GPU's SMs)")
     return int(knob)
