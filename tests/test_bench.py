@@ -38,6 +38,19 @@ def test_bench_end_to_end_json_and_plot(tmp_path):
     assert "speed-up fused vs stock" in r.stderr  # the table goes to stderr with --json
 
 
+def test_a_plot_never_replaces_the_audio_nor_names_a_folder(tmp_path):
+    """--plot named as the benchmarked audio replaced it with a PNG (--overwrite or not); an
+    empty --plot passed typer's folder check and failed after the runs."""
+    audio = tmp_path / "mine.wav"
+    audio.write_bytes((SAMPLES / "jfk.wav").read_bytes())
+    for plot, fragment in [(audio, "is also an input"), ("", "is a directory")]:  # (typer refuses a named folder)
+        r = CliRunner().invoke(app, ["bench", str(audio), "--lanes", "stock", "--runs", "1", "--warmup", "0",
+                                     "--no-kernels", "--plot", str(plot), "--overwrite"])
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+    assert audio.read_bytes() == (SAMPLES / "jfk.wav").read_bytes()
+
+
 def test_bench_beam_lanes_beside_greedy():
     """--beam-size: each lane's beam twin, checked against stock's beam lane, with its cost
     against its own greedy lane said in the notes (issue 14: beam 5 on the CPU)."""

@@ -36,6 +36,8 @@ def test_the_child_is_the_whisperfast_command_with_the_lanes_flag():
     cmd = coldstart.child_command(SAMPLES / "jfk.wav", "tiny.en", "float16", None, "python")
     assert cmd[:5] == ["python", "-X", "importtime", "-m", "whisperfast.cli.cold_child"]
     assert cmd[5:] == ["transcribe", str(SAMPLES / "jfk.wav"), "-q", "--json", "--model", "tiny.en", "--dtype", "float16"]
+    # a relative name is made absolute, so that one beginning with "-" is not read as an option
+    assert coldstart.child_command(Path("-take.wav"), "tiny.en", None, None, "python")[6] == str(Path.cwd() / "-take.wav")
     assert coldstart.LANES == {"stock": [], "fused": ["--fast"]}
 
 

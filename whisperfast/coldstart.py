@@ -90,7 +90,9 @@ def import_seconds(stderr: str) -> float:
 
 
 def child_command(audio: Path, model: str, dtype: Optional[str], device: Optional[str], python: str) -> list[str]:
-    cmd = [python, "-X", "importtime", "-m", "whisperfast.cli.cold_child", "transcribe", str(audio), "-q", "--json", "--model", model]
+    # the file's absolute path: a name that begins with "-" would read as an option
+    cmd = [python, "-X", "importtime", "-m", "whisperfast.cli.cold_child", "transcribe", str(Path(audio).absolute()),
+           "-q", "--json", "--model", model]
     return cmd + (["--dtype", dtype] if dtype else []) + (["--device", device] if device else [])
 
 

@@ -54,9 +54,16 @@ def output_paths(source: Path, formats: tuple[str, ...], output_dir: Path | None
     return [folder / f"{source.stem}.{fmt}" for fmt in formats]
 
 
-def check_writable(paths: list[Path], overwrite: bool) -> None:
-    """Fail before any work is done rather than after, and never clobber by surprise."""
+def check_writable(paths: list[Path], overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Fail before any work is done rather than after, and never clobber by surprise: not an
+    existing file without `overwrite`, never a folder, never one of `inputs` (bench's plot
+    named as its audio replaced the audio, even with --overwrite)."""
+    reads = {_same_file_key(p) for p in inputs}
     for p in paths:
+        if p.is_dir():  # an empty name is the current folder
+            raise WhisperfastError(f"{str(p) or repr(str(p))} is a directory, not a file")
+        if _same_file_key(p) in reads:
+            raise WhisperfastError(f"{p} is also an input; refusing to replace it")
         if p.exists() and not overwrite:
             raise WhisperfastError(f"{p} exists (pass --overwrite to replace it)")
         if p.parent.exists() and not p.parent.is_dir():

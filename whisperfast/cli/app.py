@@ -366,7 +366,7 @@ def bench(
     if plot_path is not None:  # before the runs: a plot that cannot be written fails now, not after them
         from ..output import check_writable
 
-        _guard(check_writable, [plot_path], overwrite)
+        _guard(check_writable, [plot_path], overwrite, tuple(audio or ()))
     paths = audio or [Path("samples/jfk.wav")]
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(render.styled(msg, "dim"), highlight=False)) if show else (lambda _: None)
