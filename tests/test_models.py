@@ -94,6 +94,44 @@ def test_unreadable_weights_and_config_are_model_errors(tmp_path, tiny_dir, tiny
         models.load_model(str(d), mx.float32)
 
 
+def test_quantizing_damaged_weights_is_a_model_error(tmp_path, tiny_dir, tiny_weights, knobs):
+    """--quantize read the float weights with a bare mx.load: an "internal error" from MLX's parser."""
+    knobs(WHISPERFAST_CACHE=str(tmp_path / "cache"))
+    d = write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))
+    data = (d / "weights.safetensors").read_bytes()
+    (d / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="cannot read .*weights.safetensors"):
+        models.load_model(str(d), mx.float32, quantize=8)
+
+
+def test_load_takes_a_path_and_refuses_what_is_not_a_model_or_a_float_dtype(tmp_path, tiny_dir, tiny_weights, knobs):
+    from pathlib import Path
+
+    from whisperfast.errors import WhisperfastError
+
+    knobs(WHISPERFAST_CACHE=str(tmp_path / "cache"))
+    d = write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))
+    assert pipeline.load(Path(d), dtype="float32").whisper.dims.n_text_state == 384  # Path: AttributeError (.strip)
+    for bad in (123, None):
+        with pytest.raises(ModelError, match="a name or a directory"):
+            pipeline.load(bad)
+    entry = tmp_path / "cache" / ("0" * 64)  # a cache entry, where a load may keep a converted copy
+    shutil.copytree(d, entry)
+    with pytest.raises(WhisperfastError, match="float16, float32 or bfloat16"):
+        pipeline.load(str(entry), dtype=mx.int32)  # was a KeyError, after a 148 MB int32 copy was kept
+    assert sorted(p.name for p in entry.iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def test_models_skips_a_cache_entry_whose_record_is_not_an_object(tmp_path, knobs):
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    for i, record in enumerate(["[]", "null", '"x"', "{bad"]):
+        entry = tmp_path / f"{i:064d}-q8g64"
+        entry.mkdir()
+        (entry / "weights.safetensors").write_bytes(b"")
+        (entry / "whisperfast.json").write_text(record)
+    assert not [m for m in models.list_models() if m.kind == "quantized"]  # was AttributeError: no .get
+
+
 def test_a_directory_without_a_layer_fails_through_the_cli(tmp_path, tiny_dir, tiny_weights):
     from typer.testing import CliRunner
 

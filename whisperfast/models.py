@@ -204,8 +204,12 @@ def ct2_dir(name: str) -> Path:
     return dest
 
 
-def _resolve(name: str) -> Path:
+def _resolve(name: str | os.PathLike) -> Path:
     """Name → a local mlx-whisper directory (converting and downloading as needed)."""
+    if isinstance(name, os.PathLike):  # a directory as a Path
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise ModelError(f"a model is a name or a directory, not {type(name).__name__} {name!r}")
     if not name.strip():  # Path("") is the current folder
         raise ModelError(f"no model named (an empty name); try one of {', '.join(EMBEDDED)}")
     if name in EMBEDDED:
@@ -529,8 +533,8 @@ def _quantized(src: Path, name: str, bits: int, group_size: int) -> Path:
     if (dest / "weights.safetensors").exists():  # complete: a directory appears only by rename
         return dest
     weights_file = next((src / f for f in ("weights.safetensors", "weights.npz") if (src / f).exists()), None)
-    stored = mx.load(str(weights_file)) if weights_file else {}
-    floats = {v.dtype for v in (stored.values() if isinstance(stored, dict) else ()) if mx.issubdtype(v.dtype, mx.floating)}
+    stored = _read_weights(weights_file) if weights_file else {}  # a damaged file: ModelError naming it
+    floats = {v.dtype for v in stored.values() if mx.issubdtype(v.dtype, mx.floating)}
     # Quantized in the dtype the weights are stored in (fp16 for the embedded bundles), so the
     # scales written are the scales the packed integers were rounded with.
     source_dtype = floats.pop() if len(floats) == 1 else mx.float32
@@ -590,8 +594,8 @@ def quantized_variants() -> list[ModelInfo]:
             label = (f"{meta['source']} ({meta['bits']}-bit, group {meta['group_size']}"
                      + (f", vocabulary {meta['vocabulary_bits']}-bit)" if wider else ")"))
             note = f"quantized from {meta['source_sha256'][:12]}"
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not one of ours, or unreadable: nothing to offer
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not one of ours, or unreadable (JSON but not an object: no .get): nothing to offer
         out.append(ModelInfo(label, "quantized", str(d), True, note))
     return out
 

@@ -8,6 +8,7 @@ transcription then decodes on the engine `whisperfast.decode.Engine` picks for t
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,13 +94,16 @@ class LoadedModel:
         return Engine(self.whisper, stock=self.stock)
 
 
-def load(name: str = models.DEFAULT_MODEL, *, dtype: mx.Dtype | None = None, fast: bool = False,
+def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | str | None = None, fast: bool = False,
          quantize: int | None = None, group_size: int | None = None) -> LoadedModel:
-    """Load `name`; with `quantize` (8 or 4), its affine-quantized variant in groups of
-    `group_size` (default `models.default_group_size`; cached, see `models.load_model`); with
-    `fast`, rewrite it onto fused kernels (see `rewritten`)."""
+    """Load `name` (a model's name, or its directory); with `quantize` (8 or 4), its
+    affine-quantized variant in groups of `group_size` (default `models.default_group_size`;
+    cached, see `models.load_model`); with `fast`, rewrite it onto fused kernels (see
+    `rewritten`). `dtype`: float16, float32 or bfloat16 (or their names)."""
     t0 = time.perf_counter()
-    dtype = dtype or models.default_dtype()
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name  # a directory given as a Path
+    dtype = runtime.parse_dtype(dtype) if isinstance(dtype, str) else dtype or models.default_dtype()
+    runtime.dtype_name(dtype)  # float16, float32 or bfloat16: checked before anything is read or cached
     if quantize is not None:
         group_size = group_size or models.default_group_size(quantize)
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)

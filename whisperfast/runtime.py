@@ -281,7 +281,10 @@ def device_name() -> str:
 
 
 def dtype_name(dtype: mx.Dtype) -> str:
-    return {mx.float16: "float16", mx.float32: "float32", mx.bfloat16: "bfloat16"}[dtype]
+    names = {mx.float16: "float16", mx.float32: "float32", mx.bfloat16: "bfloat16"}
+    if dtype not in names:  # an int32 model was converted and cached, then failed here
+        raise WhisperfastError(f"a model computes in float16, float32 or bfloat16, not {dtype}")
+    return names[dtype]
 
 
 def parse_dtype(name: str | None) -> mx.Dtype | None:
