@@ -37,7 +37,7 @@ def encode(model: Whisper, mel: mx.array) -> mx.array:
     """The model's encoder on `mel`: for a fast model on the CPU, `cpu_forward`; elsewhere with
     `fast_gelu()` for a fast model."""
     if supports_static_cache(model) and mx.default_device() == mx.cpu \
-            and (cpu_simd.chosen(mel.dtype) is not None or len(cpu_streams()) > 1):
+            and (_simd(model.encoder, mel) is not None or len(cpu_streams()) > 1):
         return cpu_forward(model.encoder, mel)
     if supports_static_cache(model) and fast_gelu() is composed_gelu:
         return forward(model.encoder, mel, composed_gelu, _call)
@@ -68,12 +68,18 @@ def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
     on the library's threads (MLX's fallback arithmetic, row for row); the MLP's matmuls and
     the convolutions by output features across the streams where there are several. (The
     attention layers make the same choice for their softmax: WhisperAttention._attend.)"""
-    simd = cpu_simd.chosen(mel.dtype)
+    simd = _simd(encoder, mel)
     gelu = simd.gelu_ if simd is not None else (lambda x: rows_across_cpu_streams(composed_gelu, x))
     norm = simd.layer_norm if simd is not None else _call
     across = len(cpu_streams()) > 1
     return forward(encoder, mel, gelu, linear_across_cpu_streams if across else _call,
                    norm, conv1d_across_cpu_streams if across else _call, native_encoder(encoder))
+
+
+def _simd(encoder: AudioEncoder, mel: mx.array):
+    """The CPU vector code for this encoder, or None: its layer norms take float32 weights too
+    (a bfloat16 model's encoder computes in float32, from the float32 mel, with bfloat16 weights)."""
+    return cpu_simd.chosen(mel.dtype) if encoder.conv1.weight.dtype == mx.float32 else None
 
 
 def _call(layer: nn.Module, x: mx.array) -> mx.array:
