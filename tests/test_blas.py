@@ -57,6 +57,19 @@ def test_reference_env_keeps_the_bundled_blas():
     assert all(err < 1e-4 for err in d["errs"].values()), d
 
 
+@linux
+def test_info_warns_of_a_slow_blas_without_an_error_line():
+    """It printed an `Error:` line and exited 0; a finding is a warning."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "info"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, WHISPERFAST_BLAS="reference"))
+    assert r.returncode == 0 and "Error" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("warning: MLX's CPU matmuls use a slow reference BLAS"), r.stderr
+
+
 def _undefined_dynamic_symbols(path: str) -> set[str]:
     """Names that a 64-bit little-endian ELF file imports (undefined entries of .dynsym)."""
     data = Path(path).read_bytes()
