@@ -215,6 +215,13 @@ def damaged_copies(tiny_weights) -> list:
     ]
 
 
+def test_a_damaged_cache_entry_says_how_to_make_it_again(cache_entry):
+    data = (cache_entry / "weights.safetensors").read_bytes()
+    (cache_entry / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=f"cannot read .*; remove {cache_entry} and it is made again"):
+        models.load_model(str(cache_entry), mx.float32)
+
+
 def test_a_damaged_float32_copy_is_made_again(cache_entry, tiny_weights):
     copy = cache_entry / "weights-float32.flat.safetensors"
     for damaged in damaged_copies(tiny_weights):

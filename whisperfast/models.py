@@ -416,13 +416,23 @@ def _load_dir(path: Path, dtype: mx.Dtype, name: str) -> Whisper:
     return model
 
 
+def _in_cache(path: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(cache_dir().resolve())
+    except OSError:
+        return False
+
+
 def _read_weights(weights_file: Path) -> dict:
     import mlx.core as mx
 
     try:
         weights = mx.load(str(weights_file))
     except Exception as e:  # mlx raises RuntimeError/ValueError with the parser's message
-        raise ModelError(f"cannot read {weights_file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # a damaged cache entry is never read again as good: removing it makes it again
+        fix = f"; remove {weights_file.parent} and it is made again" if _in_cache(weights_file) else ""
+        raise ModelError(f"cannot read {weights_file}: {why}{fix}") from None
     if not isinstance(weights, dict):
         raise ModelError(f"{weights_file} holds one array, not named weights")
     return weights
