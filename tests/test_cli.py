@@ -99,6 +99,8 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path):
     '[2]' or the install hint's "whisperfast[vad]" could lose them."""
     missing = tmp_path / "take[/red][2].wav"
     assert_one_line_error(run("transcribe", missing), f"{missing}: no such file")
+    broken = tmp_path / "gar\nbage.wav"  # its line break written as \n: the line keeps the name and the reason
+    assert_one_line_error(run("transcribe", broken), f"{tmp_path}/gar\\nbage.wav: no such file")
     real = tmp_path / "jfk[bold].wav"
     real.write_bytes(JFK.read_bytes())
     r = run("transcribe", real, "-f", "txt", "-o", tmp_path)
@@ -392,3 +394,36 @@ def test_options_refuse_what_the_decode_cannot_take():
         with pytest.raises(WhisperfastError):
             TranscribeOptions(**bad)
     assert TranscribeOptions(beam_size=np.int64(5), best_of=256).beam_size == 5
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "whisperfast", *map(str, args)], text=True, timeout=300, **kwargs)
+
+
+def test_transcripts_reach_stdout_while_the_files_bar_shows():
+    """With stderr a terminal, rich's bar took sys.stdout while it showed: the transcripts of
+    several files went to the terminal, and `> out.txt` stayed empty."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        r = _cli("transcribe", JFK, SAMPLES / "en_ldc93s1_timit_16k.wav", stdout=subprocess.PIPE, stderr=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert r.returncode == 0 and "fellow Americans" in r.stdout and "greasy wash water" in r.stdout, r.stdout
+
+
+def test_a_stdout_that_fails_loses_no_file(tmp_path):
+    """The transcript was printed before the files were written: a full disk on stdout gave a
+    traceback and no file, and a reader that left (`| true`) ended the run, the files unwritten."""
+    with open("/dev/full", "w") as full:
+        r = _cli("transcribe", "-q", "-f", "txt", "-o", tmp_path / "a", JFK, stdout=full, stderr=subprocess.PIPE)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: cannot write the transcript to stdout"), r.stderr
+    assert "fellow Americans" in (tmp_path / "a" / "jfk.txt").read_text()
+    timit = SAMPLES / "en_ldc93s1_timit_16k.wav"
+    r = subprocess.run(f"{sys.executable} -m whisperfast transcribe -q -f txt -o {tmp_path / 'b'} {JFK} {timit} | true",
+                       shell=True, text=True, capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["en_ldc93s1_timit_16k.txt", "jfk.txt"]

@@ -72,9 +72,9 @@ GROUP_SIZE_HELP = (f"Weights per scale with --quantize: {', '.join(map(str, mode
 
 
 def _error(msg: str) -> None:
-    """One line: an exception's text may run on (MLX's argument errors list every signature)."""
-    lines = msg.strip().splitlines() or [""]
-    line = lines[0] + (" [...]" if len(lines) > 1 else "")
+    """One line: a file name's line breaks are written as \\n (an internal error keeps its
+    first line: _guard)."""
+    line = msg.strip().replace("\r", "\\r").replace("\n", "\\n")
     err.print(render.styled("Error:", "red", line), highlight=False, soft_wrap=True)
 
 
@@ -279,7 +279,12 @@ def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_j
         else:
             t = done or _guard(gpu, pipeline.transcribe, loaded, f, options)
             columns, record = {"time": t.timings}, output.to_json(t)
-        print(json.dumps(record, ensure_ascii=False) if as_json else t.text, flush=True)
+        try:  # the files first: a stdout that fails (a full disk, `| head`) loses none
+            _guard(plan.write, index, t)
+            unwritten = False
+        except typer.Exit:  # said in one line; the transcript still reaches stdout
+            unwritten = True
+        _stdout(json.dumps(record, ensure_ascii=False) if as_json else t.text)
         if not quiet:
             bits = f" · {loaded.quantization['bits']}-bit" if loaded.quantization else ""
             err.print(f"{f.name} · {t.model} · {t.device} · {t.dtype}{bits}{' · fused' if fast and fused is None else ''}",
@@ -291,10 +296,28 @@ def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_j
                           f" {c.baseline.windows} and {c.fused.windows}" + ("" if t.device != "cpu" else
                           " (on the CPU mx.fast ops fall back to composed ops, so fusion itself gives a ratio near 1.0;"
                           " the fused lane's CPU gain is attention heads spread across CPU streams)"), highlight=False)
-        _guard(plan.write, index, t)
     except typer.Exit:
         return 1
-    return 0
+    return 1 if unwritten else 0
+
+
+def _stdout(text: str) -> None:
+    """A transcript on stdout. A reader that left (`| head`) ends the printing, not the run:
+    the other files are still transcribed and written. A stdout that cannot take the text (a
+    full disk, an encoding without its characters) is one Error line and exit 1."""
+    if _stdout.closed or sys.stdout is None:
+        return
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout.closed = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush stays quiet
+    except (OSError, UnicodeEncodeError) as e:
+        _error(f"cannot write the transcript to stdout: {e}")
+        raise typer.Exit(1) from None
+
+
+_stdout.closed = False
 
 
 @app.command()
@@ -442,8 +465,9 @@ def main(warm_up=None) -> None:
     atexit._run_exitfuncs()  # noqa: SLF001  (what a normal exit runs; the public atexit has no "run now")
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # a reader that left (`| head`), or a closed stream
+            if stream is not None:  # None: started with the stream closed (`>&-`)
+                stream.flush()
+        except (OSError, ValueError):  # a reader that left (`| head`), a full disk, or a closed stream
             pass
     if "mlx.core" in sys.modules:  # a command that computed: on a CUDA GPU, the context's teardown goes to a child
         from .. import runtime

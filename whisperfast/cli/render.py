@@ -70,7 +70,9 @@ def file_bar(err: Stderr, show: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err.console, transient=True)
+                    console=err.console, transient=True,
+                    # rich otherwise takes sys.stdout while the bar shows: the transcripts went to the terminal's stderr
+                    redirect_stdout=False, redirect_stderr=False)
 
 
 def timing_table(columns: dict) -> Table:
