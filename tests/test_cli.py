@@ -427,3 +427,27 @@ def test_a_stdout_that_fails_loses_no_file(tmp_path):
                        shell=True, text=True, capture_output=True, timeout=300)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["en_ldc93s1_timit_16k.txt", "jfk.txt"]
+
+
+def test_outputs_a_dangling_link_or_an_overlong_name_would_fail_are_refused_first(tmp_path, no_model_load):
+    """Both passed the up-front checks and failed after the transcription: a dangling link at
+    the output's name ("it appeared while transcribing") or as -o (File exists), and a name
+    over 255 bytes."""
+    (tmp_path / "jfk.srt").symlink_to(tmp_path / "nowhere" / "x")
+    _copy(JFK, tmp_path / "jfk.wav")
+    assert_one_line_error(run("transcribe", tmp_path / "jfk.wav", "-f", "srt"), "jfk.srt exists (pass --overwrite")
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    assert_one_line_error(run("transcribe", JFK, "-o", tmp_path / "out"), "not a directory")
+    long = tmp_path / ("S" * 251 + ".m4a")  # its .json (251 + 5 bytes) cannot be
+    long.write_bytes(b"x")
+    assert_one_line_error(run("transcribe", long, "-f", "json"), "its name is over 255 bytes")
+
+
+def test_a_long_legal_name_gets_every_format(tmp_path):
+    """A 233-byte stem: its files' names are legal, but the temporary names beside them were
+    not (18 bytes more), so .json failed after .txt, .srt and .vtt were written."""
+    audio = tmp_path / ("S" * 233 + ".wav")
+    _copy(JFK, audio)
+    r = run("transcribe", audio, "-f", "all", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".srt", ".txt", ".vtt", ".wav"]

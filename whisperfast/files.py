@@ -16,7 +16,9 @@ def _create_beside(path: Path) -> tuple[int, Path]:
     """A new temp file next to `path`, created with mode 0o666 so that the kernel applies the
     user's umask (mkstemp would give 0600 to the final file)."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        # the name's start only: a whole long name (233 bytes, legal) went past the folder's
+        # 255-byte limit with the 18 added here
+        tmp = path.parent / f".{path.name[:32]}.{secrets.token_hex(6)}.tmp"
         try:
             return os.open(tmp, _NEW_FILE, 0o666), tmp
         except FileExistsError:
@@ -29,7 +31,7 @@ def probe_folder(folder: Path) -> None:
     removed in it, or in the nearest folder above it that exists (write_atomic makes the rest).
     os.access is no test: root passes it anywhere, /proc included."""
     at = folder
-    while not at.exists() and at != at.parent:
+    while not os.path.lexists(at) and at != at.parent:  # (a dangling link is there: not a folder)
         at = at.parent
     if not at.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(at))

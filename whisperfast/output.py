@@ -54,20 +54,32 @@ def output_paths(source: Path, formats: tuple[str, ...], output_dir: Path | None
     return [folder / f"{source.stem}.{fmt}" for fmt in formats]
 
 
+def _check_one(p: Path, overwrite: bool, reads: set) -> None:
+    if len(os.fsencode(p.name)) > NAME_MAX:
+        raise WhisperfastError(f"cannot write {p}: its name is over {NAME_MAX} bytes")
+    if p.is_dir():  # an empty name is the current folder
+        raise WhisperfastError(f"{str(p) or repr(str(p))} is a directory, not a file")
+    if _same_file_key(p) in reads:
+        raise WhisperfastError(f"{p} is also an input; refusing to replace it")
+    if os.path.lexists(p) and not overwrite:  # a dangling link too: the write would fail after the work
+        raise WhisperfastError(f"{p} exists (pass --overwrite to replace it)")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise WhisperfastError(f"{p.parent} is not a directory")
+
+
+NAME_MAX = 255  # bytes in a file's name on Linux's and macOS's file systems
+
+
 def check_writable(paths: list[Path], overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
     """Fail before any work is done rather than after, and never clobber by surprise: not an
     existing file without `overwrite`, never a folder, never one of `inputs` (bench's plot
     named as its audio replaced the audio, even with --overwrite)."""
     reads = {_same_file_key(p) for p in inputs}
     for p in paths:
-        if p.is_dir():  # an empty name is the current folder
-            raise WhisperfastError(f"{str(p) or repr(str(p))} is a directory, not a file")
-        if _same_file_key(p) in reads:
-            raise WhisperfastError(f"{p} is also an input; refusing to replace it")
-        if p.exists() and not overwrite:
-            raise WhisperfastError(f"{p} exists (pass --overwrite to replace it)")
-        if p.parent.exists() and not p.parent.is_dir():
-            raise WhisperfastError(f"{p.parent} is not a directory")
+        try:
+            _check_one(p, overwrite, reads)
+        except OSError as e:  # a folder it may not look into, a name over the system's limit
+            raise WhisperfastError(f"cannot write {p}: {e.strerror or e}") from None
     for folder in dict.fromkeys(p.parent for p in paths):
         try:
             probe_folder(folder)
