@@ -451,3 +451,22 @@ def test_a_long_legal_name_gets_every_format(tmp_path):
     r = run("transcribe", audio, "-f", "all", "-q")
     assert r.exit_code == 0, r.stderr
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".srt", ".txt", ".vtt", ".wav"]
+
+
+def test_odd_files_are_one_line_or_transcribed(tmp_path):
+    """A damaged MP3 whose decoder printed a "Note: Hit end of ..." line of its own beside the
+    Error line; a header claiming 1 Hz (its resampling grew to gigabytes); a file whose name is
+    not UTF-8 (refused as corrupt: soundfile encoded the name as UTF-8)."""
+    mp3 = tmp_path / "damaged.mp3"
+    mp3.write_bytes(b"ID3" + np.random.default_rng(0).bytes(100))
+    rate1 = tmp_path / "rate1.wav"
+    sf.write(rate1, np.zeros(16000, np.float32), 1)
+    for path, fragment in [(mp3, "unsupported or corrupt audio"), (rate1, "sample rate of 1 Hz, under 1000")]:
+        r = _cli("transcribe", "-q", path, capture_output=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error:") and fragment in lines[0], r.stderr
+    odd = os.path.join(os.fsencode(tmp_path), b"bad\xff\xfe.wav")
+    with open(odd, "wb") as f:
+        f.write(JFK.read_bytes())
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", "-q", odd], capture_output=True, timeout=300)
+    assert r.returncode == 0 and b"fellow Americans" in r.stdout, r.stderr

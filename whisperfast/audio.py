@@ -57,6 +57,13 @@ def waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:
 
 def _checked_path(path: str | Path) -> Path:
     path = Path(path)
+    try:
+        return _checked(path)
+    except OSError as e:  # a folder it may not look into, a name over the system's limit
+        raise AudioError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _checked(path: Path) -> Path:
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -184,7 +191,7 @@ _BENIGN = "too large for available bit count"
 # libmpg123's own lines: its "[src/libmpg123/...]" messages, and those it prints bare
 _DECODERS = ("[src/libmpg123", "Note: Illegal Audio-MPEG-Header", "Note: Trying to resync", "Note: Skipped",
              "Warning: Xing stream size", "Warning: Encountered more data", "Warning: Big change",
-             "Warning: Real sample count", "Giving up searching valid MPEG header")
+             "Warning: Real sample count", "Giving up searching valid MPEG header", "Note: Hit end of")
 
 
 def _is_decoders(line: str) -> bool:
@@ -211,6 +218,25 @@ def _unreadable(path: Path, e: Exception) -> AudioError:
 
 
 _SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+# below this a file's rate is no recording's (a damaged header): its resampling to 16 kHz
+# grew without bound (a 352 KB file claiming 1 Hz: 8 GB and rising)
+MIN_RATE = 1000
+
+
+def _open(path: Path):
+    """soundfile's SoundFile for `path`: by its name's bytes where the name is not UTF-8 (a file
+    named so was refused as corrupt: soundfile encodes str names as UTF-8)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = os.fsencode(path)
+    f = sf.SoundFile(name)
+    if f.samplerate < MIN_RATE:
+        f.close()
+        raise AudioError(f"{path}: its header gives a sample rate of {f.samplerate} Hz, under {MIN_RATE}: "
+                         "not a recording's (a damaged header?)")
+    return f
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -218,7 +244,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     path = _checked_path(path)
     log = _DecoderLog(path)
     try:
-        with log.capture(), sf.SoundFile(str(path)) as f:
+        with log.capture(), _open(path) as f:
             _warn_if_truncated(path, f)
             data, sample_rate, frames = f.read(dtype="float32", always_2d=True), f.samplerate, f.frames
     except _SF_ERRORS as e:
@@ -284,7 +310,7 @@ class AudioReader:
         self.log = _DecoderLog(self.path)
         try:
             with self.log.capture():
-                self.file = sf.SoundFile(str(self.path))
+                self.file = _open(self.path)
         except _SF_ERRORS as e:
             raise _unreadable(self.path, e) from None
         _warn_if_truncated(self.path, self.file)

@@ -108,7 +108,8 @@ def _here(fn, *args, **kwargs):
 @app.command()
 def transcribe(
     ctx: typer.Context,
-    files: List[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, OGG, MP3; any rate and channel count)."),
+    # readable=False: click's check made an unreadable file a usage error that stopped every file
+    files: List[Path] = typer.Argument(..., readable=False, help="Audio files (WAV, FLAC, OGG, MP3; any rate and channel count)."),
     model: str = typer.Option(models.DEFAULT_MODEL, "--model", "-m", help="tiny.en, base, a model directory, or a Hugging Face repo id."),
     language: Optional[str] = typer.Option(None, help="Spoken language (default: detect, or en for .en models)."),
     task: Task = typer.Option(Task.transcribe, help="transcribe, or translate to English."),
