@@ -529,3 +529,26 @@ def test_the_mels_stream_is_made_once_per_thread():
     worker.start()
     worker.join()
     assert other and other[0] is not first and other[0] != first
+
+
+def test_a_file_that_fails_among_many_loses_no_others_transcript(tiny, tmp_path):
+    """A NaN near a file's end raised out of the whole batch: every other file's transcript
+    and output files were lost, where sequential mode wrote them and reported the one."""
+    import soundfile as sf
+
+    jfk = SAMPLES / "jfk.wav"
+    bad = tmp_path / "nan_end.wav"
+    audio = load_audio(jfk)
+    audio[-100] = np.nan
+    sf.write(bad, audio, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(WhisperfastError, match="NaN"):  # the library's default: at once
+        transcribe_batched(tiny, [jfk, bad], batch=BatchOptions(batch_size=2))
+    out = transcribe_batched(tiny, [jfk, bad, tmp_path / "missing.wav", jfk], batch=BatchOptions(batch_size=2),
+                             errors="return")
+    assert "fellow Americans" in out[0].text and out[3].text == out[0].text
+    assert "NaN" in str(out[1]) and "no such file" in str(out[2])
+    r = CliRunner().invoke(app, ["transcribe", "-q", "--batch-size", "2", "-f", "txt", "-o", str(tmp_path / "o"),
+                                 str(jfk), str(bad)])
+    assert r.exit_code == 1 and "fellow Americans" in r.stdout
+    assert r.stderr.strip().splitlines() == [f"Error: {bad}: contains NaN or infinite samples"], r.stderr
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["jfk.txt"]

@@ -366,6 +366,7 @@ def test_decoding_flags_reach_the_loop(monkeypatch):
     (["--beam-size", "two"], "--beam-size takes an integer"),
     (["--best-of", "0"], "best_of"),
     (["--beam-size", "3000000000"], "beam_size must be a whole number from 1 to 256"),  # was a TypeError from MLX
+    (["--initial-prompt", "Hi <|endoftext|>"], "special token such as <|endoftext|>"),  # an internal error, after the load
     (["--patience", "1.0"], "patience needs beam_size"),
     (["--length-penalty", "2"], "length_penalty"),
     (["--temperature", "0,hot"], "--temperature takes comma-separated numbers"),

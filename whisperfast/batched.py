@@ -63,7 +63,7 @@ from . import chunker, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
-from .errors import WhisperfastError
+from .errors import AudioError, WhisperfastError
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
 
@@ -123,6 +123,7 @@ class _File:
     segments: List[Segment] = field(default_factory=list)
     languages: Counter = field(default_factory=Counter)
     covered: float = 0.0  # seconds of the file its decoded chunks reach (the progress bar's)
+    error: AudioError | None = None  # its audio could not be read whole (errors="return")
 
 
 def check_options(options: TranscribeOptions) -> None:
@@ -135,9 +136,14 @@ def check_options(options: TranscribeOptions) -> None:
 
 def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndarray],
                        options: TranscribeOptions = TranscribeOptions(),
-                       batch: BatchOptions = BatchOptions()) -> List[Transcript]:
+                       batch: BatchOptions = BatchOptions(), errors: str = "raise") -> List[Transcript | AudioError]:
     """Transcribe files (paths, or float32 mono 16 kHz waveforms) in batches of chunks; one
-    Transcript per input, in input order, with segments in time order."""
+    Transcript per input, in input order, with segments in time order. An input whose audio
+    cannot be read (AudioError: missing, corrupt, a NaN) raises at once, or with
+    errors="return" takes the error's place in the list while the others are transcribed (the
+    CLI's: one bad file among many lost every transcript)."""
+    if errors not in ("raise", "return"):
+        raise ValueError(f"errors is 'raise' or 'return', not {errors!r}")
     check_options(options)
     options = replace(options, language=checked_language(model, options.language))
     whisper = model.whisper
@@ -155,8 +161,8 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
-        chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress),
-                            whisper.dims.n_mels)
+        chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress,
+                                    errors == "return"), whisper.dims.n_mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
                        batch.rows_per_encode(whisper), aligner)
@@ -165,6 +171,9 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
 
     out = []
     for f in files:
+        if f.error is not None:  # (its chunks read before the error were decoded, and are dropped)
+            out.append(f.error)
+            continue
         segments = sorted(f.segments, key=lambda s: (s.start, s.end))
         tokens = [t for s in segments for t in s.tokens]
         total = f.vad + f.mel + f.encode + f.decode
@@ -183,35 +192,47 @@ def _language(f: _File, language: str | None) -> str:
 
 
 def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_vad: bool,
-            vad_options: vad.VadOptions, progress: "_Progress") -> Iterator[_Chunk]:
+            vad_options: vad.VadOptions, progress: "_Progress", keep_going: bool = False) -> Iterator[_Chunk]:
     """Each file's chunks in order, as the VAD closes them while the file is read block by
     block, only when the batches reach them: a file's audio is never whole in memory (an
     array given whole is only sliced). Appends each file's `_File` to `files` when its
     reading begins; its duration is set when it ends (the progress bar's total grows by what
-    its header says at its opening)."""
+    its header says at its opening). With `keep_going`, a file whose audio fails keeps its
+    AudioError in its `_File` and the next file is read."""
     for i, a in enumerate(audios):
         f = _File(duration=0.0)
         files.append(f)
-        if isinstance(a, np.ndarray):
-            samples = waveform(a)
-            progress.expect(len(samples) / SAMPLE_RATE)
-            blocks = _array_blocks(samples)
-        else:
-            reader = AudioReader(a)
-            if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
-                progress.expect(reader.frames / reader.sample_rate)
-            blocks = reader.blocks()
-        cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
-        for block in blocks:
-            t = time.perf_counter()
-            found = cutter(block)
-            f.vad += time.perf_counter() - t
-            yield from _decodable(i, found)
+        try:
+            yield from _file_chunks(i, a, f, use_vad, vad_options, progress)
+        except AudioError as e:
+            if not keep_going:
+                raise
+            f.error = e
+
+
+def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, vad_options: vad.VadOptions,
+                 progress: "_Progress") -> Iterator[_Chunk]:
+    """File i's chunks, its totals into `f`."""
+    if isinstance(a, np.ndarray):
+        samples = waveform(a)
+        progress.expect(len(samples) / SAMPLE_RATE)
+        blocks = _array_blocks(samples)
+    else:
+        reader = AudioReader(a)
+        if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
+            progress.expect(reader.frames / reader.sample_rate)
+        blocks = reader.blocks()
+    cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
+    for block in blocks:
         t = time.perf_counter()
-        found = cutter.finish()
+        found = cutter(block)
         f.vad += time.perf_counter() - t
-        f.duration = cutter.n / SAMPLE_RATE
         yield from _decodable(i, found)
+    t = time.perf_counter()
+    found = cutter.finish()
+    f.vad += time.perf_counter() - t
+    f.duration = cutter.n / SAMPLE_RATE
+    yield from _decodable(i, found)
 
 
 class _Progress:

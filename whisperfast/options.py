@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from dataclasses import dataclass
 
 from .errors import WhisperfastError
@@ -95,6 +96,9 @@ class TranscribeOptions:
                 raise WhisperfastError("hallucination_silence_threshold needs word_timestamps")
             if not self.hallucination_silence_threshold >= 0:
                 raise WhisperfastError(f"hallucination_silence_threshold must be >= 0 seconds, not {self.hallucination_silence_threshold}")
+        if isinstance(self.initial_prompt, str) and (token := re.search(r"<\|[^|<>]*\|>", self.initial_prompt)):
+            # the tokenizer refuses it mid-run (an internal error, after the model's load)
+            raise WhisperfastError(f"initial_prompt is text: it may not hold a special token such as {token.group()}")
         set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
         if self.vad and self.clip_timestamps != (0.0,):
             raise WhisperfastError("clip_timestamps and VAD both choose what to decode: use one of them")

@@ -213,7 +213,7 @@ def transcribe(
     failed = 0
     # (batched mode has transcribed every file before the first is written: its bar was the audio's)
     bar = render.file_bar(err, len(files) > 1 and not quiet and sys.stderr.isatty() and not batch)
-    done = _guard(gpu, batched.transcribe_batched, loaded, files, options, batch) if batch else None
+    done = _guard(gpu, batched.transcribe_batched, loaded, files, options, batch, errors="return") if batch else None
     with bar:
         job = bar.add_task("transcribing", total=len(files))
         for i, f in enumerate(files):
@@ -273,6 +273,9 @@ def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_j
     failure, else 0."""
     from .. import output, pipeline
 
+    if isinstance(done, Exception):  # batched mode: this file's audio could not be read; the others were transcribed
+        _error(str(done))
+        return 1
     try:
         if fused is not None:
             c = _guard(gpu, pipeline.compare, loaded, fused, f, options)
