@@ -112,6 +112,7 @@ def test_load_takes_a_path_and_refuses_what_is_not_a_model_or_a_float_dtype(tmp_
     knobs(WHISPERFAST_CACHE=str(tmp_path / "cache"))
     d = write_dir(tmp_path / "m", dict(tiny_weights), tiny_config(tiny_dir))
     assert pipeline.load(Path(d), dtype="float32").whisper.dims.n_text_state == 384  # Path: AttributeError (.strip)
+    assert pipeline.load(Path(d), dtype="float32", quantize=8).quantization["bits"] == 8  # its record names the source
     for bad in (123, None):
         with pytest.raises(ModelError, match="a name or a directory"):
             pipeline.load(bad)

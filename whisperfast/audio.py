@@ -42,8 +42,8 @@ def check_samples(audio: np.ndarray, name: str = "audio") -> np.ndarray:
 
 
 def waveform(audio: np.ndarray, name: str = "audio") -> np.ndarray:
-    """An array handed to the library as audio -> (n,) float32, checked: mono samples at 16 kHz
-    in [-1, 1], as a file's are once read. Other shapes are refused, not flattened (a (1, n)
+    """An array handed to the library as audio -> (n,) float32: mono float samples at 16 kHz
+    (in [-1, 1], as a file's are once read; not checked). Other shapes are refused, not flattened (a (1, n)
     or (n, 2) array made MLX's STFT abort the process), and so are integer samples (an int16
     array cast as it is reads 32,768 times too loud: hallucinated text)."""
     if audio.ndim != 1:

@@ -214,7 +214,7 @@ def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, va
                  progress: "_Progress") -> Iterator[_Chunk]:
     """File i's chunks, its totals into `f`."""
     if isinstance(a, np.ndarray):
-        samples = waveform(a)
+        samples = waveform(a, f"audio[{i}]")  # which of the inputs
         progress.expect(len(samples) / SAMPLE_RATE)
         blocks = _array_blocks(samples)
     else:

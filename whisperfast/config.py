@@ -49,7 +49,7 @@ def _bad(name: str, value: str, expected: str):
 
 
 def _int_or_none(env, name: str) -> int | None:
-    value = env.get(name, "")
+    value = env.get(name, "").strip()
     if not value:
         return None
     if not (value.isascii() and value.isdigit()) or int(value) < 1:
@@ -105,8 +105,12 @@ def at_import() -> Config:
 
     try:
         return config()
-    except WhisperfastError:
-        return Config()
+    except WhisperfastError:  # the import's own knobs as they are set, where they parse
+        try:
+            malloc_keep = _flag(os.environ, "WHISPERFAST_MALLOC", True)
+        except WhisperfastError:
+            malloc_keep = True
+        return Config(blas=os.environ.get("WHISPERFAST_BLAS", ""), malloc_keep=malloc_keep)
 
 
 def reload() -> Config:

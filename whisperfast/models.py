@@ -204,10 +204,13 @@ def ct2_dir(name: str) -> Path:
     return dest
 
 
-def _resolve(name: str | os.PathLike) -> Path:
+def as_name(name):
+    """A model given as a Path (a directory) -> its name as a str; anything else as it is."""
+    return os.fspath(name) if isinstance(name, os.PathLike) else name
+
+
+def _resolve(name: str) -> Path:
     """Name → a local mlx-whisper directory (converting and downloading as needed)."""
-    if isinstance(name, os.PathLike):  # a directory as a Path
-        name = os.fspath(name)
     if not isinstance(name, str):
         raise ModelError(f"a model is a name or a directory, not {type(name).__name__} {name!r}")
     if not name.strip():  # Path("") is the current folder
@@ -350,6 +353,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: mx.Dtype | None = None, quantiz
     with `quantize` (8 or 4 bits), its quantized variant from the cache, made there on a miss,
     in groups of `group_size` weights (default: `default_group_size(quantize)`)."""
     dtype = dtype or default_dtype()
+    name = as_name(name)
     path = _resolve(name)
     if quantize is not None:
         group_size = group_size or default_group_size(quantize)

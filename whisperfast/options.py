@@ -11,6 +11,21 @@ from .errors import WhisperfastError
 
 # beam_size and best_of at most: each is a row of the decode
 MAX_CANDIDATES = 256
+# Whisper's special tokens, which its tokenizer refuses in a prompt's text (other <|...|> is text)
+_SPECIAL = re.compile(r"<\|(endoftext|startof(transcript|lm|prev)|translate|transcribe|nospeech|nocaptions"
+                      r"|notimestamps|[a-z]{2,3}|haw|yue|\d+\.\d\d)\|>")
+
+
+def whole_count(name: str, value) -> int:
+    """beam_size's and best_of's check: a whole number (numpy's too, not a bool) from 1 to
+    MAX_CANDIDATES (2.5 or True failed deep in a decode, 3e9 overflowed MLX's int32 shapes)."""
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or not 1 <= n <= MAX_CANDIDATES:
+        raise WhisperfastError(f"{name} must be a whole number from 1 to {MAX_CANDIDATES}, not {value!r}")
+    return n
 
 
 @dataclass(frozen=True)
@@ -68,17 +83,8 @@ class TranscribeOptions:
         if not self.temperature or not all(math.isfinite(x) and x >= 0 for x in self.temperature):
             raise WhisperfastError(f"temperature must be one or more numbers >= 0, not {t!r}")
         for name in ("beam_size", "best_of"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:  # a whole number, not a bool: 2.5 or True failed deep in the decode
-                n = None if isinstance(value, bool) else operator.index(value)
-            except TypeError:
-                n = None
-            # a row each: thousands are no search but a hang, and 3e9 overflowed MLX's int32 shapes
-            if n is None or not 1 <= n <= MAX_CANDIDATES:
-                raise WhisperfastError(f"{name} must be a whole number from 1 to {MAX_CANDIDATES}, not {value!r}")
-            set_(name, n)
+            if getattr(self, name) is not None:
+                set_(name, whole_count(name, getattr(self, name)))
         if self.patience is not None and self.beam_size is None:
             raise WhisperfastError("patience needs beam_size")
         if self.patience is not None and not self.patience > 0:
@@ -96,7 +102,7 @@ class TranscribeOptions:
                 raise WhisperfastError("hallucination_silence_threshold needs word_timestamps")
             if not self.hallucination_silence_threshold >= 0:
                 raise WhisperfastError(f"hallucination_silence_threshold must be >= 0 seconds, not {self.hallucination_silence_threshold}")
-        if isinstance(self.initial_prompt, str) and (token := re.search(r"<\|[^|<>]*\|>", self.initial_prompt)):
+        if isinstance(self.initial_prompt, str) and (token := _SPECIAL.search(self.initial_prompt)):
             # the tokenizer refuses it mid-run (an internal error, after the model's load)
             raise WhisperfastError(f"initial_prompt is text: it may not hold a special token such as {token.group()}")
         set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))

@@ -55,10 +55,10 @@ def output_paths(source: Path, formats: tuple[str, ...], output_dir: Path | None
 
 
 def _check_one(p: Path, overwrite: bool, reads: set) -> None:
-    if len(os.fsencode(p.name)) > NAME_MAX:
-        raise WhisperfastError(f"cannot write {p}: its name is over {NAME_MAX} bytes")
-    if p.is_dir():  # an empty name is the current folder
-        raise WhisperfastError(f"{str(p) or repr(str(p))} is a directory, not a file")
+    if len(os.fsencode(p.name)) > (most := _name_max(p.parent)):
+        raise WhisperfastError(f"cannot write {p}: its name is over {most} bytes")
+    if p.is_dir() and not p.is_symlink():  # (an empty name is the current folder; a link is replaced)
+        raise WhisperfastError(f"{p} is a directory, not a file")
     if _same_file_key(p) in reads:
         raise WhisperfastError(f"{p} is also an input; refusing to replace it")
     if os.path.lexists(p) and not overwrite:  # a dangling link too: the write would fail after the work
@@ -67,7 +67,16 @@ def _check_one(p: Path, overwrite: bool, reads: set) -> None:
         raise WhisperfastError(f"{p.parent} is not a directory")
 
 
-NAME_MAX = 255  # bytes in a file's name on Linux's and macOS's file systems
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of `folder` (or of the nearest folder
+    above it that exists) takes: 255 on most, fewer on some (eCryptfs 143)."""
+    at = folder
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    try:
+        return os.pathconf(at, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
+        return 255
 
 
 def check_writable(paths: list[Path], overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:

@@ -101,7 +101,7 @@ def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | st
     cached, see `models.load_model`); with `fast`, rewrite it onto fused kernels (see
     `rewritten`). `dtype`: float16, float32 or bfloat16 (or their names)."""
     t0 = time.perf_counter()
-    name = os.fspath(name) if isinstance(name, os.PathLike) else name  # a directory given as a Path
+    name = models.as_name(name)
     dtype = runtime.parse_dtype(dtype) if isinstance(dtype, str) else dtype or models.default_dtype()
     runtime.dtype_name(dtype)  # float16, float32 or bfloat16: checked before anything is read or cached
     if quantize is not None:

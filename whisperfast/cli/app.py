@@ -20,7 +20,7 @@ import whisperfast  # noqa: F401  (BLAS preload, before mlx)
 from .. import models  # light: its mlx, numpy and mlx-whisper imports are inside its functions
 from ..config import config
 from ..errors import WhisperfastError
-from ..options import MAX_CANDIDATES
+from ..options import whole_count
 from . import render
 
 # A fresh process pays only for what its command needs: `pipeline`, `output`, `runtime` and
@@ -308,20 +308,27 @@ def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_j
 def _stdout(text: str) -> None:
     """A transcript on stdout. A reader that left (`| head`) ends the printing, not the run:
     the other files are still transcribed and written. A stdout that cannot take the text (a
-    full disk, an encoding without its characters) is one Error line and exit 1."""
-    if _stdout.closed or sys.stdout is None:
+    full disk, an encoding without its characters) is one Error line and exit 1. Either way
+    stdout then leads nowhere, so later files print nothing more and say nothing more."""
+    if sys.stdout is None:  # started with it closed (`>&-`)
         return
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        _stdout.closed = True
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush stays quiet
+        _to_nowhere()
     except (OSError, UnicodeEncodeError) as e:
         _error(f"cannot write the transcript to stdout: {e}")
+        _to_nowhere()
         raise typer.Exit(1) from None
 
 
-_stdout.closed = False
+def _to_nowhere() -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, AttributeError, ValueError):  # a stdout without a descriptor (tests' captures)
+        pass
 
 
 @app.command()
@@ -369,8 +376,8 @@ def bench(
         if n_batch > 1 and cold:
             raise WhisperfastError("--cold does not take --batch-size")
         n_beams = _number("--beam-size", beam_size, int)
-        if n_beams is not None and not 1 <= n_beams <= MAX_CANDIDATES:
-            raise WhisperfastError(f"--beam-size must be from 1 to {MAX_CANDIDATES}, not {n_beams}")
+        if n_beams is not None:
+            whole_count("--beam-size", n_beams)
         if n_beams is not None and cold:
             raise WhisperfastError("--cold does not take --beam-size")
         if empty_caches and not cold:
@@ -390,11 +397,11 @@ def bench(
         _error(str(e))
         raise typer.Exit(2) from None
     _guard(runtime.use_device, device.value if device else None)
+    paths = audio or [Path("samples/jfk.wav")]
     if plot_path is not None:  # before the runs: a plot that cannot be written fails now, not after them
         from ..output import check_writable
 
-        _guard(check_writable, [plot_path], overwrite, tuple(audio or ()))
-    paths = audio or [Path("samples/jfk.wav")]
+        _guard(check_writable, [plot_path], overwrite, tuple(paths))
     show = sys.stderr.isatty()
     progress = (lambda msg: err.print(render.styled(msg, "dim"), highlight=False)) if show else (lambda _: None)
     lane_names = lane_names or (("stock", "fused") if cold else ("stock", "fused", "composed"))

@@ -5,6 +5,7 @@ and never pays for it (~0.06 s of a fresh process on a slow core)."""
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -71,8 +72,9 @@ def file_bar(err: Stderr, show: bool):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err.console, transient=True,
-                    # rich otherwise takes sys.stdout while the bar shows: the transcripts went to the terminal's stderr
-                    redirect_stdout=False, redirect_stderr=False)
+                    # rich takes sys.stdout while the bar shows, to print above it: on a terminal, else
+                    # the transcripts went to stderr (`> out.txt` stayed empty)
+                    redirect_stdout=sys.stdout is not None and sys.stdout.isatty(), redirect_stderr=False)
 
 
 def timing_table(columns: dict) -> Table:
