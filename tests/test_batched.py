@@ -552,3 +552,20 @@ def test_a_file_that_fails_among_many_loses_no_others_transcript(tiny, tmp_path)
     assert r.exit_code == 1 and "fellow Americans" in r.stdout
     assert r.stderr.strip().splitlines() == [f"Error: {bad}: contains NaN or infinite samples"], r.stderr
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["jfk.txt"]
+
+
+def test_sequential_vad_keeps_each_word_in_its_segment(tiny, jfk, timit):
+    """A word the alignment put across a seam mapped to both sides of the silence cut out:
+    TIMIT's "year." ran from 18.6 s to 31.3 s over 12 s of silence, and its subtitle cue with it."""
+    home = load_audio(SAMPLES / "en_new_home_in_the_stars_deepspeech.wav")
+    z = lambda s: np.zeros(int(s * SAMPLE_RATE), np.float32)  # noqa: E731
+    parts = [z(2), jfk, z(3), timit, z(12), home, z(2)]
+    audio = np.concatenate(parts)
+    edges = np.cumsum([0] + [len(p) for p in parts]) / SAMPLE_RATE
+    speech = [(edges[i], edges[i + 1]) for i in (1, 3, 5)]
+    t = transcribe(tiny, audio, TranscribeOptions(vad=True, word_timestamps=True))
+    words = [(w, s) for s in t.segments for w in s.words]
+    assert len(words) > 30
+    for w, s in words:
+        assert s.start <= w.start <= w.end <= s.end, (w, s)
+        assert any(a - 0.5 <= w.start and w.end <= b + 0.5 for a, b in speech), w

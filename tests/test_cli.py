@@ -34,7 +34,8 @@ def test_json_output_has_the_documented_keys():
     r = run("transcribe", JFK, "--json")
     assert r.exit_code == 0, r.stderr
     d = json.loads(r.stdout)  # stdout is only JSON
-    assert {"text", "language", "segments", "model", "device", "dtype", "timings"} <= set(d)
+    assert {"file", "text", "language", "segments", "model", "device", "dtype", "timings"} <= set(d)
+    assert d["file"] == str(JFK)  # which input it is: with one failed among several, the order no longer tells
     assert set(d["timings"]) >= {"load", "mel", "encode", "decode", "total", "tokens", "rtf"}
     assert d["model"] == "tiny.en" and "fellow Americans" in d["text"]
     assert {"start", "end", "text"} <= set(d["segments"][0])

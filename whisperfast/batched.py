@@ -469,18 +469,10 @@ def chunk_segments(tokenizer: Tokenizer, tokens: List[int], speech: vad.SpeechMa
     segments = []
     for s in found:
         start, end = speech.span_to_file(min(s["start"], length), min(max(s["end"], s["start"]), length))
-        words = None if "words" not in s else [_file_word(w, speech, start, end) for w in s["words"]]
+        words = None if "words" not in s else [Word(*speech.word_to_file(w["start"], w["end"], (start, end)), w["word"],
+                                                    w["probability"]) for w in s["words"]]
         segments.append(Segment(start, end, s["text"], s["tokens"], words))
     return segments
-
-
-def _file_word(w: dict, speech: vad.SpeechMap, start: float, end: float) -> Word:
-    """A word in the chunk's time -> the file's, kept within its segment's span there: a word
-    that the alignment put across a seam between pieces, or on padding the segment's span
-    snapped past, would otherwise stick out of the segment (span_to_file)."""
-    clamp = lambda t: min(max(t, start), end)  # noqa: E731
-    return Word(clamp(speech.to_file_time(w["start"])), clamp(speech.to_file_time(w["end"], is_end=True)),
-                w["word"], w["probability"])
 
 
 def _word_aligner(whisper, aligner: Aligner, features: mx.array, samples: int, tokenizer: Tokenizer,

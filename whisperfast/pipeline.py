@@ -209,15 +209,16 @@ def transcribe(model: LoadedModel, audio: str | Path | np.ndarray, options: Tran
         result = longform.transcribe(model.engine(), audio, options, fp16=model.dtype == "float16")
     total = time.perf_counter() - t0
 
-    at = (lambda t, is_end=False: t) if speech is None else speech.to_file_time
     span = (lambda a, b: (a, b)) if speech is None else speech.span_to_file
+    # with VAD a word is kept within its segment, as batched mode keeps it (vad.SpeechMap.word_to_file)
+    word = (lambda a, b, _: (a, b)) if speech is None else speech.word_to_file
     stats = result.stats
-    segments = [
-        Segment(*span(s["start"], s["end"]), s["text"], list(s["tokens"]),
-                [Word(at(w["start"]), at(w["end"], True), w["word"], w["probability"]) for w in s["words"]]
-                if "words" in s else None)
-        for s in result.segments
-    ]
+    segments = []
+    for s in result.segments:
+        within = span(s["start"], s["end"])
+        words = [Word(*word(w["start"], w["end"], within), w["word"], w["probability"]) for w in s["words"]] \
+            if "words" in s else None
+        segments.append(Segment(*within, s["text"], list(s["tokens"]), words))
     timings = Timings(load=model.load_seconds, mel=stats.mel, encode=stats.encode,
                       decode=max(total - t_vad - stats.mel - stats.encode, 0.0), total=total,
                       tokens=stats.tokens, rtf=total / duration, vad=t_vad)

@@ -469,6 +469,14 @@ class SpeechMap:
             end = inside[-1]
         return self.to_file_time(start), self.to_file_time(end, is_end=True)
 
+    def word_to_file(self, start: float, end: float, within: Tuple[float, float]) -> Tuple[float, float]:
+        """A word's (start, end) in the laid-out audio -> the file's, kept within its segment's
+        span there (`within`, span_to_file's): a word that the alignment put across a seam, or
+        on padding the segment's span snapped past, would otherwise stick out of its segment,
+        across the silence cut out (a 26 s word, its subtitle cue showing through the silence)."""
+        clamp = lambda t: min(max(t, within[0]), within[1])  # noqa: E731
+        return clamp(self.to_file_time(start)), clamp(self.to_file_time(end, is_end=True))
+
 
 def collect_chunks(speeches: Sequence[dict], max_samples: int | None = None) -> List[SpeechMap]:
     """Speech pieces, in order, merged into chunks of at most `max_samples` (None: one chunk

@@ -145,7 +145,8 @@ def transcribe(
         None, "--hallucination-silence-threshold", metavar="SECONDS",
         help="With --word-timestamps: skip silences longer than this around a likely hallucination."),
     clip_timestamps: str = typer.Option("0", "--clip-timestamps", metavar="START,END,...",
-                                        help="Only these clips, in seconds; a last END may be left out."),
+                                        help="Clips to decode, in seconds; a last END may be left out. As mlx-whisper "
+                                             "0.4.3: a clip's last window may run on past its END into the next."),
     quantize: Optional[str] = typer.Option(None, "--quantize", metavar="8|4", help=QUANTIZE_HELP),
     group_size: Optional[str] = typer.Option(None, "--group-size", metavar="N", help=GROUP_SIZE_HELP),
     batch_size: str = typer.Option("1", "--batch-size", metavar="N",
@@ -283,6 +284,7 @@ def _transcribe_one(gpu, f: Path, index: int, plan, loaded, fused, options, as_j
         else:
             t = done or _guard(gpu, pipeline.transcribe, loaded, f, options)
             columns, record = {"time": t.timings}, output.to_json(t)
+        record = {"file": str(f), **record}  # which input: with one failed among several, the records' order no longer tells
         try:  # the files first: a stdout that fails (a full disk, `| head`) loses none
             _guard(plan.write, index, t)
             unwritten = False
