@@ -26,13 +26,20 @@ def _create_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
 
 
+def nearest(folder: Path) -> Path:
+    """`folder`, or the nearest folder above it that is there (a dangling link counts as there,
+    and is no folder): where write_atomic's mkdir would begin."""
+    at = folder
+    while not os.path.lexists(at) and at != at.parent:
+        at = at.parent
+    return at
+
+
 def probe_folder(folder: Path) -> None:
     """Raise OSError now if write_atomic could not write into `folder`: a file is created and
     removed in it, or in the nearest folder above it that exists (write_atomic makes the rest).
     os.access is no test: root passes it anywhere, /proc included."""
-    at = folder
-    while not os.path.lexists(at) and at != at.parent:  # (a dangling link is there: not a folder)
-        at = at.parent
+    at = nearest(folder)
     if not at.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(at))
     fd, tmp = _create_beside(at / "whisperfast-probe")

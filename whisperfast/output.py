@@ -12,7 +12,7 @@ from pathlib import Path
 from mlx_whisper.writers import WriteSRT, WriteTXT, WriteVTT
 
 from .errors import WhisperfastError
-from .files import probe_folder, write_atomic
+from .files import nearest, probe_folder, write_atomic
 from .pipeline import Comparison, Transcript
 
 FORMATS = ("txt", "srt", "vtt", "json")
@@ -70,11 +70,8 @@ def _check_one(p: Path, overwrite: bool, reads: set) -> None:
 def _name_max(folder: Path) -> int:
     """The longest file name, in bytes, the file system of `folder` (or of the nearest folder
     above it that exists) takes: 255 on most, fewer on some (eCryptfs 143)."""
-    at = folder
-    while not at.exists() and at != at.parent:
-        at = at.parent
     try:
-        return os.pathconf(at, "PC_NAME_MAX")
+        return os.pathconf(nearest(folder), "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or no answer
         return 255
 

@@ -103,7 +103,7 @@ def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | st
     t0 = time.perf_counter()
     name = models.as_name(name)
     dtype = runtime.parse_dtype(dtype) if isinstance(dtype, str) else dtype or models.default_dtype()
-    runtime.dtype_name(dtype)  # float16, float32 or bfloat16: checked before anything is read or cached
+    dtype_name = runtime.dtype_name(dtype)  # float16, float32 or bfloat16: checked before anything is read or cached
     if quantize is not None:
         group_size = group_size or models.default_group_size(quantize)
     whisper = models.load_model(name, dtype, quantize=quantize, group_size=group_size)
@@ -111,7 +111,7 @@ def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | st
     # build it: the fast engine's (decode.tokenizer_for), or stock's
     _warm_tokenizer(whisper.is_multilingual, whisper.num_languages, tokenizer.get_tokenizer if fast else stock_tokenizer)
     mx.eval(whisper.parameters())  # the read belongs to load_seconds, whatever was cached before
-    loaded = LoadedModel(name, whisper, runtime.dtype_name(dtype), time.perf_counter() - t0,
+    loaded = LoadedModel(name, whisper, dtype_name, time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
     return rewritten(loaded) if fast else loaded
 
@@ -269,6 +269,7 @@ class Comparison:
 def compare(baseline: LoadedModel, fused: LoadedModel, audio: str | Path | np.ndarray,
             options: TranscribeOptions = TranscribeOptions()) -> Comparison:
     """Both models on the same input, in one process; the audio is decoded once."""
-    audio = waveform(audio) if isinstance(audio, np.ndarray) else load_audio(audio)
+    if not isinstance(audio, np.ndarray):  # (an array is checked by transcribe)
+        audio = load_audio(audio)
     a, b = transcribe(baseline, audio, options), transcribe(fused, audio, options)
     return Comparison(a, b, a.tokens == b.tokens, a.text == b.text)
