@@ -1228,6 +1228,20 @@ session29)  # batched mode's rows go on where speech remains (rules.HeldEnd) aga
       --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t |")
   done 2>&1 | tee "$out/turbo_ab.txt"
   ;;
+session39)  # a batch's log-mels in one graph on a GPU (mels.py: each chunk's row queued as it is cut), 16-bit PCM read as
+  # its integers, fewer host copies of the audio on the VAD's way, against ab-t/main (git archive of cf52158): the
+  # log-mel both ways (mel_probe.py); the tests of batched mode, the VAD and audio (T4); the warm batched 600 s bench
+  # (MODELS, default tiny.en and base; 32 a batch) in both trees, ROUNDS rounds; fresh 60-minute processes
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  timeout ${T2:-40} $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
+  [ "${T4:-0}" -gt 0 ] && timeout $T4 $py -m pytest -q -p no:cacheprovider -rf tests/test_batched.py tests/test_silero.py \
+    tests/test_audio.py 2>&1 | tee "$out/gpu_tests.txt" | tail -5
+  ROUNDS=${ROUNDS:-2} batched_trees
+  T3=${T3:-100} fresh_trees | cut -c1-230
+  ;;
 session35b)  # session35a cut to what a short lease allows: the VAD's tests, the probe in both trees (600 s only), the
   # log-mel's split, the warm batched 600 s bench (tiny.en, one round) in ab-t/main, ab-t/cluster and this tree
   $py -m whisperfast info --json > "$out/info.json"

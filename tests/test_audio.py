@@ -43,6 +43,30 @@ def test_flac_and_float_wav_read(tmp_path):
     assert np.allclose(load_audio(p), 0.25)
 
 
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "AIFF"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_16_bit_pcm_reads_as_libsndfiles_float_samples(tmp_path, monkeypatch, fmt, channels):
+    """16-bit PCM is read as its integers and scaled by 2^-15 (audio._read): the values of
+    libsndfile's own float read, whole and in blocks, every integer from -32768 to 32767
+    included, mono and stereo."""
+    audio, sr = sf.read(SAMPLES / "jfk.wav", dtype="int16")
+    ramp = np.arange(-32768, 32768, dtype=np.int16)
+    samples = np.concatenate([audio, ramp])
+    data = samples[:, None] if channels == 1 else np.stack([samples, samples[::-1]], axis=1)
+    p = tmp_path / f"x.{fmt.lower()}"
+    sf.write(p, data, sr, format=fmt, subtype="PCM_16")
+    floats = sf.read(p, dtype="float32", always_2d=True)[0]
+    assert sf.info(p).subtype == "PCM_16" and floats.min() == -1.0 and len(floats) == len(samples)
+    expected = to_mono_16k(floats, sr)
+    asked, read = [], sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda f, *a, **k: asked.append(k.get("dtype")) or read(f, *a, **k))
+    whole = load_audio(p)
+    _, streamed = read_blocks(p, 0.37)
+    assert asked and set(asked) == {"int16"}  # the integers were read, by both readers
+    assert whole.dtype == streamed.dtype == np.float32
+    assert np.array_equal(whole, expected) and np.array_equal(streamed, expected)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "no such file"),
     (lambda p: p.write_bytes(b""), "file is empty"),

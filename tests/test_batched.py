@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from whisperfast import batched, chunker, vad
+from whisperfast import batched, chunker, mels, vad
 from whisperfast.audio import SAMPLE_RATE, load_audio
 from whisperfast.batched import BatchOptions, transcribe_batched
 from whisperfast.cli import app
@@ -272,6 +272,31 @@ def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
         assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
+def test_a_batchs_log_mels_in_one_graph_are_each_chunks_own(timit):
+    """mels.batch_mels (the GPU's way: the batch's chunks in one graph) against mels.chunk_mel
+    a chunk (the CPU's): real speech of several lengths (30 s, a few seconds, a one-frame chunk,
+    190 and 201 samples, where stft's reflected padding runs into the chunk's zeros) and
+    silence, 80 and 128 mels: the same values to the FFT's rounding, and zeros past each
+    chunk's own frames. Through Mels' queue and batch too, as batched mode calls them."""
+    import mlx.core as mx
+
+    speech = np.concatenate([timit] * 12)[: batched.CHUNK_SAMPLES]
+    assert len(speech) == batched.CHUNK_SAMPLES
+    chunks = [speech, timit, speech[:160], speech[4000:4190], speech[8000:8201], np.zeros(3000, np.float32)]
+    lengths = [len(c) for c in chunks]
+    for n_mels in (80, 128):
+        one = np.array(mx.stack([mels.chunk_mel(c, n_mels) for c in chunks]))
+        together = np.array(mels.batch_mels(mx.stack([mels.row(c) for c in chunks]), lengths, n_mels))
+        assert together.shape == one.shape == (len(chunks), 3000, n_mels)
+        assert np.abs(together - one).max() <= 1e-5
+        for c, rows in zip(chunks, together):
+            assert not rows[len(c) // 160 :].any() and rows[: len(c) // 160].all()
+        for whole in (True, False):
+            way = mels.Mels(n_mels, whole=whole)
+            queued = [way.queue(c)[0] for c in chunks]
+            assert np.abs(np.array(way.batch(queued, lengths)) - one).max() <= 1e-5
+
+
 def test_no_vad_cuts_every_30_s(tiny, jfk):
     t = transcribe_batched(tiny, [np.concatenate([jfk, jfk, jfk])], TranscribeOptions(vad=False), BatchOptions(4))[0]
     # 30 s and 3 s, each JFK heard
@@ -391,7 +416,7 @@ def test_rows_go_on_where_speech_remains(tiny, knobs):
     chunks = cut(audio) + cut.finish()
     fused = rewritten(tiny)
     dtype = mx.float16 if tiny.dtype == "float16" else mx.float32
-    mel = mx.stack([batched._mel(x, tiny.whisper.dims.n_mels) for _, x in chunks]).astype(dtype)
+    mel = mx.stack([mels.chunk_mel(x, tiny.whisper.dims.n_mels) for _, x in chunks]).astype(dtype)
     features = encode(fused.whisper, mel)
     reach = [batched.must_reach(m) for m, _ in chunks]
     options = DecodingOptions(language="en", fp16=tiny.dtype == "float16")
@@ -522,10 +547,10 @@ def test_the_mels_stream_is_made_once_per_thread():
     is never freed: on the CPU each is a thread), and another thread gets one of its own."""
     import mlx.core as mx
 
-    first = batched._mel_stream()
-    assert batched._mel_stream() is first and first.device == mx.default_device()
+    first = mels.stream()
+    assert mels.stream() is first and first.device == mx.default_device()
     other = []
-    worker = threading.Thread(target=lambda: other.append(batched._mel_stream()))
+    worker = threading.Thread(target=lambda: other.append(mels.stream()))
     worker.start()
     worker.join()
     assert other and other[0] is not first and other[0] != first

@@ -36,8 +36,9 @@ error); condition_on_previous_text does not apply.
 Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
 block) and the VAD runs on the blocks as they come (chunker.Chunker); a chunk is handed on as soon
 as the VAD closes it, and the file is read no further than the batches need. So only a few
-chunks' audio is live on the host however long the file; a chunk's log-mel is queued on the
-device as it is cut (`_with_mels`), and a batch's features are built per batch: the device never
+chunks' audio is live on the host however long the file; a chunk's log-mel (on a GPU, its
+samples: mels.py) is queued on the device as it is cut (`_with_mels`), and a batch's log-mels and
+features are built per batch: the device never
 holds more than N windows. Mel, encode and decode times are measured per batch and shared among
 its files by rows; reading is in none of them.
 
@@ -46,7 +47,6 @@ Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -55,7 +55,7 @@ from typing import Callable, Iterator, List, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from mlx_whisper.audio import HOP_LENGTH, N_SAMPLES
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
@@ -64,6 +64,7 @@ from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
 from .errors import AudioError, WhisperfastError
+from .mels import Mels
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
 
@@ -104,7 +105,7 @@ class _Chunk:
     file: int
     speech: vad.SpeechMap  # where the chunk's samples are in the file
     audio: np.ndarray  # (n <= CHUNK_SAMPLES,) the pieces end to end
-    mel: mx.array | None = None  # its log-mel, queued on the mel stream as the chunk was cut (_with_mels)
+    mel: mx.array | None = None  # its log-mel, or on a GPU its samples' row (mels.Mels.queue), queued as it was cut
     mel_s: float = 0.0  # the host's time queueing it
 
 
@@ -161,11 +162,12 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
+        mels = Mels(whisper.dims.n_mels)
         chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress,
-                                    errors == "return"), whisper.dims.n_mels)
+                                    errors == "return"), mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                       batch.rows_per_encode(whisper), aligner)
+                       batch.rows_per_encode(whisper), aligner, mels)
             progress.decoded(rows, files)
         progress.finished(files)
 
@@ -303,57 +305,26 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
-_THIS_THREAD = threading.local()
-
-
-def _mel_stream() -> mx.Stream:
-    """A stream of its own for the chunks' mels on the default device, made once per thread
-    and device: an MLX stream belongs to the thread that made it (the CLI runs MLX on a thread
-    of its own), and each one made is kept for good (on the CPU, a thread)."""
-    streams = _THIS_THREAD.__dict__.setdefault("mel_streams", {})
-    device = mx.default_device()
-    key = str(device)  # mx.Device compares equal but hashes as an object, and each call gives a new one
-    if key not in streams:
-        streams[key] = mx.new_stream(device)
-    return streams[key]
-
-
-def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
-    """Each chunk with its log-mel queued as the VAD cuts it, on a stream of its own: the
-    device makes it while the host reads and cuts on, beside the VAD's own work (on a GPU its
-    LSTM holds a few SMs), and a batch waits only for its last chunks' mels."""
-    stream = _mel_stream()
+def _with_mels(chunks: Iterator[_Chunk], mels: Mels) -> Iterator[_Chunk]:
+    """Each chunk with its log-mel (or what a batch's is made from) queued as the VAD cuts it,
+    on a stream of its own: the device works while the host reads and cuts on, beside the
+    VAD's own work (on a GPU its LSTM holds a few SMs), and a batch waits only for its last
+    chunks'."""
     for c in chunks:
-        t = time.perf_counter()
-        with mx.stream(stream):
-            c.mel = _mel(c.audio, n_mels)
-        mx.async_eval(c.mel)
-        c.mel_s = time.perf_counter() - t
+        c.mel, c.mel_s = mels.queue(c.audio)
         yield c
-
-
-def _mel(audio: np.ndarray, n_mels: int) -> mx.array:
-    """A chunk's (N_FRAMES, n_mels) log-mel as sequential mode makes its last window's (and
-    faster-whisper's batched pipeline its chunks'): the chunk's own frames, then zeros in the
-    log-mel, not the log-mel of silence. Whisper reads a window padded with the log-mel of
-    silence otherwise: on a chunk of silence it heard "you" where sequential mode heard
-    nothing. The frames are sequential mode's for the same audio alone (one FFT window of
-    zeros past its end gives every frame its samples, as sequential mode's 30 s do; silence
-    is never the maximum the log-mel is clipped from), to float rounding."""
-    frames = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_FFT)[: len(audio) // HOP_LENGTH]
-    return pad_or_trim(frames, N_FRAMES, axis=-2)
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
-               aligner: Aligner | None) -> None:
+               aligner: Aligner | None, mels: Mels) -> None:
     """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time."""
     mel_s = encode_s = 0.0
     parts = []
     for at in range(0, len(rows), encoder_rows):
         t = time.perf_counter()
         part = rows[at : at + encoder_rows]
-        mel = mx.stack([c.mel for c in part]).astype(dtype)
+        mel = mels.batch([c.mel for c in part], [len(c.audio) for c in part]).astype(dtype)
         mx.eval(mel)
         mel_s += time.perf_counter() - t + sum(c.mel_s for c in part)
         for c in part:

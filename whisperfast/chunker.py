@@ -15,9 +15,10 @@ from .vad import Collector, Segmenter, SpeechMap, VadOptions, vad_model
 
 
 class Samples:
-    """Audio kept from sample `start` on, as its blocks came: appending copies a block once, and
-    only what is taken is joined (the Chunker used to join its whole buffer with every block:
-    an hour read in 10 s blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes)."""
+    """Audio kept from sample `start` on, as its blocks came: a block is kept as it is (the
+    reader's are never written again; an array's are views of it), and only what is taken is
+    joined (the Chunker used to join its whole buffer with every block: an hour read in 10 s
+    blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes)."""
 
     def __init__(self):
         self.parts: deque = deque()
@@ -29,7 +30,7 @@ class Samples:
 
     def append(self, block: np.ndarray) -> None:
         if len(block):
-            self.parts.append(np.array(block, np.float32))
+            self.parts.append(np.asarray(block, np.float32))
             self.size += len(block)
 
     def take(self, a: int, b: int) -> np.ndarray:

@@ -262,7 +262,7 @@ class ProbStream:
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """The probabilities of the frames of every group now complete (the port's: but the last one's)."""
         if len(audio):
-            self.parts.append(np.array(audio, np.float32))  # a copy: the caller may reuse its buffer
+            self.parts.append(np.asarray(audio, np.float32))  # (batched mode's blocks: never written again)
             self.waiting += len(audio)
         if self.waiting < self.size:
             return np.zeros(0, np.float32)
