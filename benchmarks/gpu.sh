@@ -1242,6 +1242,28 @@ session39)  # a batch's log-mels in one graph on a GPU (mels.py: each chunk's ro
   ROUNDS=${ROUNDS:-2} batched_trees
   T3=${T3:-100} fresh_trees | cut -c1-230
   ;;
+session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py), the log-mel mlx-whisper's way and
+  # mels.chunk_mel's (mel_probe.py, and its bits test); a profile of batched mode's warm 600 s (pipeline_profile.py, 32
+  # a batch); the warm batched 600 s bench (tiny.en, base) in ab-t/main (cf52158) and this tree; large-v3-turbo's random
+  # shapes (peers.py, 32 a batch) as chosen and on the kernel at every row count (WHISPERFAST_KERNEL_LAYER_BYTES), in
+  # this tree and ab-t/nopick (this tree with kernel_picks false past its pick rows: wide rows' groups side by side)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
+  timeout 60 $py benchmarks/batched/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.jsonl"
+  timeout ${T4:-120} $py -m pytest -q -p no:cacheprovider -rf tests/test_audio.py tests/test_batched.py \
+    -k "16_bit or bit_for_bit or mels_stream or block_reader" 2>&1 | tee "$out/gpu_tests.txt" | tail -3
+  timeout 90 $py benchmarks/pipeline_profile.py tiny.en float16 /tmp/clip600.wav 5 32 > "$out/profile600.txt" 2>&1
+  head -40 "$out/profile600.txt" | cut -c1-150
+  ROUNDS=${ROUNDS:-2} batched_trees
+  for t in ab-t/nopick .; do
+    for knobs in "WHISPERFAST_KERNEL_LAYER_BYTES=1000000000000" "WHISPERFAST_DEBUG="; do
+      env PYTHONPATH=$t:$PYTHONPATH $knobs timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${t//\//_}-${knobs%%=*}.json" \
+        --seconds 600 --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t $knobs |"
+    done
+  done 2>&1 | tee "$out/turbo.txt"
+  ;;
 session35b)  # session35a cut to what a short lease allows: the VAD's tests, the probe in both trees (600 s only), the
   # log-mel's split, the warm batched 600 s bench (tiny.en, one round) in ab-t/main, ab-t/cluster and this tree
   $py -m whisperfast info --json > "$out/info.json"

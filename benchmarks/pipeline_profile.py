@@ -1,6 +1,8 @@
 """Where a whole fused transcription's host time goes, by Python function (cProfile): the
 time in the kernel shows up where the host waits for it (`__bool__`, `tolist`, `mx.eval`).
-Usage: python benchmarks/pipeline_profile.py [model] [dtype] [audio] [runs]"""
+With a batch size over 1, batched mode's transcription of the file (VAD on, its path: the
+reading is in it too).
+Usage: python benchmarks/pipeline_profile.py [model] [dtype] [audio] [runs] [batch size]"""
 
 import cProfile
 import pstats
@@ -10,13 +12,18 @@ import time
 import whisperfast  # noqa: F401  (before mlx: the CPU BLAS preload)
 
 from whisperfast.audio import load_audio
+from whisperfast.batched import BatchOptions, transcribe_batched
 from whisperfast.pipeline import load, transcribe
 from whisperfast.runtime import parse_dtype
 
-name, dtype, path, runs = (sys.argv[1:] + ["tiny.en", "float16", "samples/jfk.wav", "10"][len(sys.argv) - 1:])[:4]
-runs = int(runs)
+name, dtype, path, runs, batch = (sys.argv[1:] + ["tiny.en", "float16", "samples/jfk.wav", "10", "1"][len(sys.argv) - 1:])[:5]
+runs, batch = int(runs), int(batch)
 model = load(name, dtype=parse_dtype(dtype), fast=True)
-audio = load_audio(path)
+if batch > 1:
+    transcribe = lambda m, a: transcribe_batched(m, [a], batch=BatchOptions(batch_size=batch))[0]  # noqa: E731
+    audio = path
+else:
+    audio = load_audio(path)
 for _ in range(3):
     transcribe(model, audio)
 t0 = time.perf_counter()

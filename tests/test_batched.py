@@ -272,29 +272,27 @@ def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
         assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
-def test_a_batchs_log_mels_in_one_graph_are_each_chunks_own(timit):
-    """mels.batch_mels (the GPU's way: the batch's chunks in one graph) against mels.chunk_mel
-    a chunk (the CPU's): real speech of several lengths (30 s, a few seconds, a one-frame chunk,
-    190 and 201 samples, where stft's reflected padding runs into the chunk's zeros) and
-    silence, 80 and 128 mels: the same values to the FFT's rounding, and zeros past each
-    chunk's own frames. Through Mels' queue and batch too, as batched mode calls them."""
+def test_a_chunks_log_mel_is_mlx_whispers_bit_for_bit(timit):
+    """mels.chunk_mel lays out on the host the signal mlx-whisper's stft takes: its values are
+    log_mel_spectrogram(chunk, padding=N_FFT)'s frames up to the chunk's end, bit for bit, then
+    zeros, for real speech of several lengths (30 s, a few seconds, a one-frame chunk, 190 and
+    201 samples, where stft's reflected padding runs into the chunk's zeros) and silence, 80 and
+    128 mels; and mels.queue gives the same on its stream."""
     import mlx.core as mx
+    from mlx_whisper.audio import N_FFT, log_mel_spectrogram
 
     speech = np.concatenate([timit] * 12)[: batched.CHUNK_SAMPLES]
     assert len(speech) == batched.CHUNK_SAMPLES
     chunks = [speech, timit, speech[:160], speech[4000:4190], speech[8000:8201], np.zeros(3000, np.float32)]
-    lengths = [len(c) for c in chunks]
     for n_mels in (80, 128):
-        one = np.array(mx.stack([mels.chunk_mel(c, n_mels) for c in chunks]))
-        together = np.array(mels.batch_mels(mx.stack([mels.row(c) for c in chunks]), lengths, n_mels))
-        assert together.shape == one.shape == (len(chunks), 3000, n_mels)
-        assert np.abs(together - one).max() <= 1e-5
-        for c, rows in zip(chunks, together):
-            assert not rows[len(c) // 160 :].any() and rows[: len(c) // 160].all()
-        for whole in (True, False):
-            way = mels.Mels(n_mels, whole=whole)
-            queued = [way.queue(c)[0] for c in chunks]
-            assert np.abs(np.array(way.batch(queued, lengths)) - one).max() <= 1e-5
+        for c in chunks:
+            mine = np.array(mels.chunk_mel(c, n_mels))
+            theirs = np.array(log_mel_spectrogram(c, n_mels=n_mels, padding=N_FFT))[: len(c) // 160]
+            assert mine.shape == (3000, n_mels) and len(theirs) == len(c) // 160
+            assert np.array_equal(mine[: len(theirs)], theirs) and not mine[len(theirs) :].any()
+            queued, seconds = mels.queue(c, n_mels)
+            assert np.array_equal(np.array(queued), mine) and seconds > 0
+    assert mx.default_device() == mels.stream().device
 
 
 def test_no_vad_cuts_every_30_s(tiny, jfk):

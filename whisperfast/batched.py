@@ -36,10 +36,9 @@ error); condition_on_previous_text does not apply.
 Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
 block) and the VAD runs on the blocks as they come (chunker.Chunker); a chunk is handed on as soon
 as the VAD closes it, and the file is read no further than the batches need. So only a few
-chunks' audio is live on the host however long the file; a chunk's log-mel (on a GPU, its
-samples: mels.py) is queued on the device as it is cut (`_with_mels`), and a batch's log-mels and
-features are built per batch: the device never
-holds more than N windows. Mel, encode and decode times are measured per batch and shared among
+chunks' audio is live on the host however long the file; a chunk's log-mel is queued on the
+device as it is cut (`_with_mels`, mels.py), and a batch's features are built per batch: the
+device never holds more than N windows. Mel, encode and decode times are measured per batch and shared among
 its files by rows; reading is in none of them.
 
 Shapes: a batch's mel (N, 3000, n_mels); its features (N, n_audio_ctx, n_audio_state).
@@ -59,12 +58,11 @@ from mlx_whisper.audio import HOP_LENGTH, N_SAMPLES
 from mlx_whisper.decoding import DecodingOptions, DecodingResult
 from mlx_whisper.tokenizer import Tokenizer
 
-from . import chunker, runtime, vad
+from . import chunker, mels, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
 from .errors import AudioError, WhisperfastError
-from .mels import Mels
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
 
@@ -105,7 +103,7 @@ class _Chunk:
     file: int
     speech: vad.SpeechMap  # where the chunk's samples are in the file
     audio: np.ndarray  # (n <= CHUNK_SAMPLES,) the pieces end to end
-    mel: mx.array | None = None  # its log-mel, or on a GPU its samples' row (mels.Mels.queue), queued as it was cut
+    mel: mx.array | None = None  # its log-mel, queued on the mel stream as the chunk was cut (_with_mels)
     mel_s: float = 0.0  # the host's time queueing it
 
 
@@ -162,12 +160,11 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
-        mels = Mels(whisper.dims.n_mels)
         chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress,
-                                    errors == "return"), mels)
+                                    errors == "return"), whisper.dims.n_mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                       batch.rows_per_encode(whisper), aligner, mels)
+                       batch.rows_per_encode(whisper), aligner)
             progress.decoded(rows, files)
         progress.finished(files)
 
@@ -305,26 +302,25 @@ def _decode_kwargs(decode_options: dict, temperature: float) -> dict:
     return kwargs
 
 
-def _with_mels(chunks: Iterator[_Chunk], mels: Mels) -> Iterator[_Chunk]:
-    """Each chunk with its log-mel (or what a batch's is made from) queued as the VAD cuts it,
-    on a stream of its own: the device works while the host reads and cuts on, beside the
-    VAD's own work (on a GPU its LSTM holds a few SMs), and a batch waits only for its last
-    chunks'."""
+def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
+    """Each chunk with its log-mel queued as the VAD cuts it, on a stream of its own: the device
+    makes it while the host reads and cuts on, beside the VAD's own work (on a GPU its LSTM
+    holds a few SMs), and a batch waits only for its last chunks' mels."""
     for c in chunks:
-        c.mel, c.mel_s = mels.queue(c.audio)
+        c.mel, c.mel_s = mels.queue(c.audio, n_mels)
         yield c
 
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
-               aligner: Aligner | None, mels: Mels) -> None:
+               aligner: Aligner | None) -> None:
     """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time."""
     mel_s = encode_s = 0.0
     parts = []
     for at in range(0, len(rows), encoder_rows):
         t = time.perf_counter()
         part = rows[at : at + encoder_rows]
-        mel = mels.batch([c.mel for c in part], [len(c.audio) for c in part]).astype(dtype)
+        mel = mx.stack([c.mel for c in part]).astype(dtype)
         mx.eval(mel)
         mel_s += time.perf_counter() - t + sum(c.mel_s for c in part)
         for c in part:
