@@ -87,6 +87,7 @@ class Chunker:
                 + (self.probs.waiting if self.probs else 0))
 
     def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, np.ndarray]]:
+        """The chunks `block` closes. The block is kept as it is (Samples): never write into it again."""
         self.buffer.append(block)
         self.n += len(block)
         if self.segmenter is None:

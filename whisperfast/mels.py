@@ -6,7 +6,7 @@ The frames are sequential mode's for the same audio alone (one FFT window of zer
 end gives every frame its samples, as sequential mode's 30 s do; silence is never the maximum
 the log-mel is clipped from), to float rounding.
 
-Each chunk's log-mel is queued on a stream of its own as the VAD cuts it (`Mels.queue`), so the
+Each chunk's log-mel is queued on a stream of its own as the VAD cuts it (`queue`), so the
 device makes it while the host reads and cuts on (benchmarks/cpu/session35/). A batch's
 log-mels in one graph were no faster on a GPU, the chunks' samples laid out on the host
 (benchmarks/h100-session32/) or on the device (benchmarks/h100-session39/)."""

@@ -260,7 +260,9 @@ class ProbStream:
         self.running = None  # the port's probabilities of the last group started, not yet read
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """The probabilities of the frames of every group now complete (the port's: but the last one's)."""
+        """The probabilities of the frames of every group now complete (the port's: but the last
+        one's). `audio` is kept as it is until its group runs: a caller must not write into it
+        again (a reused read buffer would give wrong probabilities)."""
         if len(audio):
             self.parts.append(np.asarray(audio, np.float32))  # (batched mode's blocks: never written again)
             self.waiting += len(audio)
