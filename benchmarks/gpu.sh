@@ -1245,8 +1245,8 @@ session39)  # a batch's log-mels in one graph on a GPU (mels.py: each chunk's ro
 session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py), the log-mel mlx-whisper's way and
   # mels.chunk_mel's (mel_probe.py, and its bits test); a profile of batched mode's warm 600 s (pipeline_profile.py, 32
   # a batch); the warm batched 600 s bench (tiny.en, base) in ab-t/main (cf52158) and this tree; large-v3-turbo's random
-  # shapes (peers.py, 32 a batch) as chosen and on the kernel at every row count (WHISPERFAST_KERNEL_LAYER_BYTES), in
-  # this tree and ab-t/nopick (this tree with kernel_picks false past its pick rows: wide rows' groups side by side)
+  # shapes (peers.py, 32 a batch) as chosen in this tree, and on the kernel at every row count in ab-t/nopick (this tree
+  # with kernel_picks false past its pick rows: wide rows' groups side by side; TURBO=0 leaves them out)
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-t > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
@@ -1257,11 +1257,11 @@ session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py
   timeout 90 $py benchmarks/pipeline_profile.py tiny.en float16 /tmp/clip600.wav 5 32 > "$out/profile600.txt" 2>&1
   head -40 "$out/profile600.txt" | cut -c1-150
   ROUNDS=${ROUNDS:-2} batched_trees
-  for t in ab-t/nopick .; do
-    for knobs in "WHISPERFAST_KERNEL_LAYER_BYTES=1000000000000" "WHISPERFAST_DEBUG="; do
-      env PYTHONPATH=$t:$PYTHONPATH $knobs timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${t//\//_}-${knobs%%=*}.json" \
-        --seconds 600 --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$t $knobs |"
-    done
+  # (the kernel at every row count in ab-t/nopick, against this tree as chosen: the flat step past 12 rows)
+  [ "${TURBO:-1}" = 1 ] && for run in "ab-t/nopick WHISPERFAST_KERNEL_LAYER_BYTES=1000000000000" ". WHISPERFAST_DEBUG="; do
+    set -- $run
+    env PYTHONPATH=$1:$PYTHONPATH $2 timeout ${T2:-90} $py benchmarks/peers.py "$out/turbo-${1//\//_}.json" \
+      --seconds 600 --random large-v3-turbo --batch-size 32 2>&1 | grep "real time" | sed "s|^|$run |"
   done 2>&1 | tee "$out/turbo.txt"
   ;;
 session35b)  # session35a cut to what a short lease allows: the VAD's tests, the probe in both trees (600 s only), the
