@@ -272,12 +272,12 @@ def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):
         assert [t.tokens for t in paired] == [t.tokens for t in single]
 
 
-def test_a_chunks_log_mel_is_mlx_whispers_bit_for_bit(timit):
-    """mels.chunk_mel lays out on the host the signal mlx-whisper's stft takes: its values are
-    log_mel_spectrogram(chunk, padding=N_FFT)'s frames up to the chunk's end, bit for bit, then
-    zeros, for real speech of several lengths (30 s, a few seconds, a one-frame chunk, 190 and
-    201 samples, where stft's reflected padding runs into the chunk's zeros) and silence, 80 and
-    128 mels; and mels.queue gives the same on its stream."""
+def test_a_chunks_log_mel_is_its_own_frames_then_zeros(timit):
+    """mels.chunk_mel is log_mel_spectrogram(chunk, padding=N_FFT)'s frames up to the chunk's
+    end, then zeros (not the log-mel of silence) to 3000 frames, for real speech of several
+    lengths (30 s, a few seconds, a one-frame chunk, 190 and 201 samples, where stft's
+    reflected padding runs into the chunk's zeros) and silence, 80 and 128 mels; and mels.queue
+    gives the same on its stream."""
     import mlx.core as mx
     from mlx_whisper.audio import N_FFT, log_mel_spectrogram
 

@@ -7,9 +7,11 @@ end gives every frame its samples, as sequential mode's 30 s do; silence is neve
 the log-mel is clipped from), to float rounding.
 
 Each chunk's log-mel is queued on a stream of its own as the VAD cuts it (`queue`), so the
-device makes it while the host reads and cuts on (benchmarks/cpu/session35/). A batch's
-log-mels in one graph were no faster on a GPU, the chunks' samples laid out on the host
-(benchmarks/h100-session32/) or on the device (benchmarks/h100-session39/)."""
+device makes it while the host reads and cuts on (benchmarks/cpu/session35/). On a GPU a
+chunk's log-mel costs its host ~0.7 ms, nearly all of it the chunk's samples going to the
+device (benchmarks/h100-session39/): a batch's log-mels in one graph (the samples laid out on
+the host, benchmarks/h100-session32/, or on the device) and stft's signal laid out on the host
+were no faster."""
 
 from __future__ import annotations
 
@@ -18,27 +20,14 @@ import time
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, hanning, mel_filters, pad_or_trim
-
-_REFLECT = N_FFT // 2  # stft's reflected padding on each side
+from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, log_mel_spectrogram, pad_or_trim
 
 
 def chunk_mel(audio: np.ndarray, n_mels: int) -> mx.array:
-    """One chunk's (N_FRAMES, n_mels) log-mel, lazily: mlx-whisper's
-    log_mel_spectrogram(audio, padding=N_FFT), its ops and values, but for the signal its stft
-    takes, laid out on the host (the chunk's first samples reflected, the chunk, the N_FFT zeros
-    it pads and the zeros stft reflects from them) where MLX made it in five ops; then its
-    frames up to the chunk's end, and zeros to N_FRAMES."""
-    audio = np.asarray(audio, np.float32)
-    head = audio[1 : _REFLECT + 1]  # a chunk shorter than the reflection reflects its padding's zeros
-    signal = np.concatenate([np.zeros(_REFLECT - len(head), np.float32), head[::-1], audio,
-                             np.zeros(N_FFT + _REFLECT, np.float32)])
-    count = (len(signal) - N_FFT + HOP_LENGTH) // HOP_LENGTH  # stft's frames
-    frames = mx.as_strided(mx.array(signal), shape=(count, N_FFT), strides=(HOP_LENGTH, 1))
-    magnitudes = mx.fft.rfft(frames * hanning(N_FFT))[:-1, :].abs().square()
-    log_spec = mx.maximum(magnitudes @ mel_filters(n_mels).T, 1e-10).log10()
-    log_spec = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
-    return pad_or_trim(log_spec[: len(audio) // HOP_LENGTH], N_FRAMES, axis=-2)
+    """One chunk's (N_FRAMES, n_mels) log-mel, lazily: mlx-whisper's log_mel_spectrogram with
+    an FFT window of zeros past the chunk, its frames up to the chunk's end, then zeros."""
+    frames = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_FFT)[: len(audio) // HOP_LENGTH]
+    return pad_or_trim(frames, N_FRAMES, axis=-2)
 
 
 _THIS_THREAD = threading.local()

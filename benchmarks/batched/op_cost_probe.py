@@ -1,7 +1,7 @@
 """The host's cost of recording each op of a chunk's log-mel on MLX's default device (a
 chunk of 25 s of noise): each op alone on arrays already evaluated, medians of 30 calls, µs,
-then the whole of mels.chunk_mel and of mlx-whisper's log_mel_spectrogram for a chunk as
-batched mode made it before session 39; one JSON line. Where one op costs far more than the others
+then the whole of mels.chunk_mel; one JSON line. (At 51ce68a it also timed chunk_mel with
+stft's signal laid out on the host against mlx-whisper's ops: benchmarks/h100-session39/.) Where one op costs far more than the others
 (mx.pad on CUDA: benchmarks/h100-session39/), a chunk's log-mel can do without it."""
 
 import json
@@ -12,7 +12,7 @@ import whisperfast  # noqa: F401
 
 import mlx.core as mx
 import numpy as np
-from mlx_whisper.audio import N_FFT, N_FRAMES, hanning, log_mel_spectrogram, mel_filters, pad_or_trim
+from mlx_whisper.audio import hanning, mel_filters
 
 from whisperfast import mels
 
@@ -44,7 +44,6 @@ cases = {
     "max": lambda: mel.max(),
     "slice rows": lambda: mel[:2000],
     "chunk_mel": lambda: mels.chunk_mel(x_np, 80),
-    "mlx-whisper's chunk mel": lambda: pad_or_trim(log_mel_spectrogram(x_np, padding=N_FFT)[:2500], N_FRAMES, axis=-2),
 }
 out = {}
 for name, f in cases.items():
