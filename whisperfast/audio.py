@@ -239,12 +239,17 @@ def _open(path: Path):
     return f
 
 
+def _integers(f) -> bool:
+    """Whether `_read` takes the open file `f`'s samples as 16-bit integers (none is a NaN)."""
+    return f.subtype == "PCM_16"
+
+
 def _read(f, frames: int = -1) -> np.ndarray:
     """Up to `frames` (all: -1) of the open file `f`'s samples, (n, channels) float32 as
     libsndfile's float read gives them. 16-bit PCM (most WAV files, and FLAC's) is read as its
     integers and scaled here by 2^-15: libsndfile's own normalisation, exact in float32, so the
     same values (tests/test_audio.py), in a third of the time (benchmarks/h100-session39/)."""
-    if f.subtype != "PCM_16":
+    if not _integers(f):
         return f.read(frames, dtype="float32", always_2d=True)
     data = f.read(frames, dtype="int16", always_2d=True).astype(np.float32)
     data *= np.float32(1 / 32768)
@@ -332,7 +337,7 @@ class AudioReader:
     def blocks(self) -> Iterator[np.ndarray]:
         """The file's samples, in order, at 16 kHz; AudioError if it holds none, or a NaN."""
         resample = Resampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
-        n, whole, integer = 0, False, self.file.subtype == "PCM_16"
+        n, whole, integer = 0, False, _integers(self.file)
         try:
             with self.file:
                 while True:
