@@ -1242,9 +1242,8 @@ session39)  # a batch's log-mels in one graph on a GPU (mels.py: each chunk's ro
   ROUNDS=${ROUNDS:-2} batched_trees
   T3=${T3:-100} fresh_trees | cut -c1-230
   ;;
-uploads)  # for the next step of benchmarks/h100-session39/: what putting 30 s of samples on the device costs the host,
-  # float32 or int16 (batched/upload_probe.py), and each op of a chunk's log-mel (op_cost_probe.py)
-  timeout 60 $py benchmarks/batched/upload_probe.py 2>&1 | tee "$out/upload_probe.jsonl"
+uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk's log-mel, and what putting 30 s of
+  # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
 session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py), the log-mel mlx-whisper's way and
