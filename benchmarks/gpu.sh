@@ -1246,6 +1246,21 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session40)  # the audio put on the device once (chunker.Chunker's `device`: each block as it is read; the VAD's groups and the
+  # chunks cut there) against ab-t/main (git archive of bea9ef6): the tests of batched mode, the VAD and audio (T4); the
+  # warm batched 600 s bench (MODELS, default tiny.en and base; 32 a batch) in both trees, ROUNDS rounds; a profile of
+  # this tree's warm 600 s (pipeline_profile.py); fresh 60-minute processes in both trees (T3)
+  $py -m whisperfast info --json > "$out/info.json"
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
+  [ "${T4:-0}" -gt 0 ] && timeout $T4 $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_batched.py \
+    tests/test_silero.py tests/test_audio.py 2>&1 | tee "$out/gpu_tests.txt" | tail -5
+  ROUNDS=${ROUNDS:-2} batched_trees
+  timeout 90 $py benchmarks/pipeline_profile.py tiny.en float16 /tmp/clip600.wav 5 32 > "$out/profile600.txt" 2>&1
+  head -40 "$out/profile600.txt" | cut -c1-200
+  T3=${T3:-100} fresh_trees | cut -c1-230
+  ;;
 session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py), the log-mel mlx-whisper's way and
   # mels.chunk_mel's (mel_probe.py, and its bits test); a profile of batched mode's warm 600 s (pipeline_profile.py, 32
   # a batch); the warm batched 600 s bench (tiny.en, base) in ab-t/main (cf52158) and this tree; large-v3-turbo's random

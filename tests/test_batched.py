@@ -136,6 +136,33 @@ def test_streamed_chunks_are_the_whole_files(gapped, block, options):
 
 
 
+@pytest.mark.parametrize("block", [16_000, 777_777])
+@pytest.mark.parametrize("port", [False, True], ids=["onnxruntime", "port"])
+def test_chunks_cut_on_the_device_are_the_hosts(gapped, block, port, tmp_path, knobs):
+    """chunker.Chunker's `device` (a CUDA GPU's way: each block put on the device once, the
+    VAD's groups and the chunks cut from those arrays) against the host's cuts, with the VAD's
+    MLX port (its groups joined on the device) and with onnxruntime (which reads them back):
+    the same chunks, each's samples the same bits, as MLX arrays; the same bound on what is kept."""
+    import mlx.core as mx
+
+    knobs(WHISPERFAST_CACHE=str(tmp_path))
+    model = vad.SileroVAD(net=port)
+    assert (model.net is not None) == port
+    audio = np.concatenate([gapped[0], gapped[0][: 25 * SAMPLE_RATE], gapped[0], gapped[0], gapped[0]])
+    got = {}
+    for device in (False, True):
+        cutter, chunks, kept = chunker.Chunker(vad.BATCHED_VAD, batched.CHUNK_SAMPLES, device, model), [], 0
+        for start in range(0, len(audio), block):
+            chunks += cutter(audio[start : start + block])
+            kept = max(kept, cutter.kept)
+        got[device] = chunks + cutter.finish(), kept
+    (host, host_kept), (dev, dev_kept) = got[False], got[True]
+    assert len(host) >= 3 and [m for m, _ in dev] == [m for m, _ in host]
+    assert all(isinstance(x, mx.array) and np.array_equal(np.asarray(x), y) for (_, x), (_, y) in zip(dev, host))
+    assert all(np.array_equal(y, m.audio(audio)) for m, y in host)
+    assert dev_kept == host_kept
+
+
 def test_samples_keep_what_a_flat_buffer_kept():
     """chunker.Samples (blocks kept as they came) against the flat array the Chunker used to
     join at every block: the same samples taken, the same start and length, over random
@@ -244,6 +271,21 @@ def test_fused_and_stock_lanes_give_the_same_tokens(tiny, jfk, timit):
     stock = transcribe_batched(tiny, audios, batch=opts)
     fused = transcribe_batched(rewritten(tiny), audios, batch=opts)
     assert [t.tokens for t in stock] == [t.tokens for t in fused]
+
+
+def test_audio_on_the_device_gives_the_same_transcript(tiny):
+    """BatchOptions.device_audio (a CUDA GPU's default: the audio put on the device once, the
+    chunks cut there) against the host's cuts: the same tokens and segments; the default is
+    the device on CUDA only."""
+    from whisperfast.kernels.ops import on_cuda
+
+    assert BatchOptions().audio_on_device() == on_cuda()
+    audio, reference = long_clip(115.0)
+    fast = rewritten(tiny)
+    host, dev = (transcribe_batched(fast, [audio], batch=BatchOptions(batch_size=4, device_audio=d))[0]
+                 for d in (False, True))
+    assert host.windows >= 3 and error_rate(reference, host.text) < 0.15
+    assert dev.tokens == host.tokens and dev.segments == host.segments
 
 
 def test_encoder_rows_do_not_change_the_transcript(tiny, jfk, timit):

@@ -34,7 +34,8 @@ Not (yet) in batched mode: clip_timestamps, hallucination_silence_threshold (ref
 error); condition_on_previous_text does not apply.
 
 Memory: a file is read in blocks (audio.AudioReader: decoded, downmixed and resampled block by
-block) and the VAD runs on the blocks as they come (chunker.Chunker); a chunk is handed on as soon
+block) and the VAD runs on the blocks as they come (chunker.Chunker; on a CUDA GPU each block is
+put on the device once, and the VAD's groups and the chunks are cut there); a chunk is handed on as soon
 as the VAD closes it, and the file is read no further than the batches need. So only a few
 chunks' audio is live on the host however long the file; a chunk's log-mel is queued on the
 device as it is cut (`_with_mels`, mels.py), and a batch's features are built per batch: the
@@ -78,12 +79,16 @@ class BatchOptions:
     them one a thread). On the CPU an encoder call of N windows through MLX's ops takes as long
     as N calls of one (benchmarks/batched/README.md), while its activations (the attention
     weights of every window at once) are most of the process's peak memory: one or two at a
-    time keeps the encoder's share of the peak that of one or two windows, whatever batch_size."""
+    time keeps the encoder's share of the peak that of one or two windows, whatever batch_size.
+    device_audio: each block of audio put on the device as it is read, the VAD's groups and the
+    chunks cut there (chunker.Chunker's `device`); None: on a CUDA GPU only, where putting
+    samples there costs far more than cutting them (elsewhere the host's cuts are as cheap)."""
 
     batch_size: int = 8
     vad_options: vad.VadOptions = vad.BATCHED_VAD
     without_timestamps: bool = False
     encoder_rows: int | None = None
+    device_audio: bool | None = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -97,12 +102,19 @@ class BatchOptions:
             return self.encoder_rows
         return self.batch_size if mx.default_device() == mx.gpu else windows_per_call(whisper)
 
+    def audio_on_device(self) -> bool:
+        if self.device_audio is not None:
+            return self.device_audio
+        from .kernels.ops import on_cuda
+
+        return on_cuda()
+
 
 @dataclass
 class _Chunk:
     file: int
     speech: vad.SpeechMap  # where the chunk's samples are in the file
-    audio: np.ndarray  # (n <= CHUNK_SAMPLES,) the pieces end to end
+    audio: np.ndarray | mx.array  # (n <= CHUNK_SAMPLES,) the pieces end to end (on the device: BatchOptions.device_audio)
     mel: mx.array | None = None  # its log-mel, queued on the mel stream as the chunk was cut (_with_mels)
     mel_s: float = 0.0  # the host's time queueing it
 
@@ -161,7 +173,7 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     seed_generator(options.seed)
     with _Progress(options.progress) as progress:
         chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress,
-                                    errors == "return"), whisper.dims.n_mels)
+                                    errors == "return", batch.audio_on_device()), whisper.dims.n_mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
                        batch.rows_per_encode(whisper), aligner)
@@ -191,18 +203,19 @@ def _language(f: _File, language: str | None) -> str:
 
 
 def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_vad: bool,
-            vad_options: vad.VadOptions, progress: "_Progress", keep_going: bool = False) -> Iterator[_Chunk]:
+            vad_options: vad.VadOptions, progress: "_Progress", keep_going: bool = False,
+            device: bool = False) -> Iterator[_Chunk]:
     """Each file's chunks in order, as the VAD closes them while the file is read block by
     block, only when the batches reach them: a file's audio is never whole in memory (an
     array given whole is only sliced). Appends each file's `_File` to `files` when its
     reading begins; its duration is set when it ends (the progress bar's total grows by what
     its header says at its opening). With `keep_going`, a file whose audio fails keeps its
-    AudioError in its `_File` and the next file is read."""
+    AudioError in its `_File` and the next file is read. `device`: chunker.Chunker's."""
     for i, a in enumerate(audios):
         f = _File(duration=0.0)
         files.append(f)
         try:
-            yield from _file_chunks(i, a, f, use_vad, vad_options, progress)
+            yield from _file_chunks(i, a, f, use_vad, vad_options, progress, device)
         except AudioError as e:
             if not keep_going:
                 raise
@@ -210,7 +223,7 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
 
 
 def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, vad_options: vad.VadOptions,
-                 progress: "_Progress") -> Iterator[_Chunk]:
+                 progress: "_Progress", device: bool = False) -> Iterator[_Chunk]:
     """File i's chunks, its totals into `f`."""
     if isinstance(a, np.ndarray):
         samples = waveform(a, f"audio[{i}]")  # which of the inputs
@@ -221,7 +234,7 @@ def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, va
         if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
             progress.expect(reader.frames / reader.sample_rate)
         blocks = reader.blocks()
-    cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES)
+    cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES, device)
     for block in blocks:
         t = time.perf_counter()
         found = cutter(block)

@@ -2,6 +2,12 @@
 30 s, each with its samples, handed on as soon as the VAD has closed them (vad.py's Segmenter,
 Collector and ProbStream put together), never the whole file in memory.
 
+On a CUDA GPU (`device`), each block goes to the device once, as it is read: the VAD's groups
+and the chunks' samples are cut from those arrays there. Putting samples on the device costs
+the host and the device far more than any op on them (CUDA's managed memory: pages the GPU
+touched move back when the host writes them, benchmarks/h100-session40/); the VAD's groups and
+then each chunk for its log-mel had each been put there, the audio twice.
+
 Positions are samples at 16 kHz, counted from the file's start."""
 
 from __future__ import annotations
@@ -9,18 +15,28 @@ from __future__ import annotations
 from collections import deque
 from typing import List, Tuple
 
+import mlx.core as mx
 import numpy as np
 
 from .vad import Collector, Segmenter, SpeechMap, VadOptions, vad_model
+
+
+def join(parts: list, device: bool = False):
+    """Samples end to end: numpy's, or (`device`) MLX's, lazily (one part: itself)."""
+    if not device:
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return mx.zeros(0, mx.float32) if not parts else parts[0] if len(parts) == 1 else mx.concatenate(parts)
 
 
 class Samples:
     """Audio kept from sample `start` on, as its blocks came: a block is kept as it is (the
     reader's are never written again; an array's are views of it), and only what is taken is
     joined (the Chunker used to join its whole buffer with every block: an hour read in 10 s
-    blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes)."""
+    blocks, with a GPU's 65 s VAD groups waiting, copied gigabytes). With `device`, the blocks
+    are MLX arrays, and what is taken is cut from them lazily."""
 
-    def __init__(self):
+    def __init__(self, device: bool = False):
+        self.device = device
         self.parts: deque = deque()
         self.start = 0  # the first kept sample's position in the audio
         self.size = 0
@@ -28,13 +44,14 @@ class Samples:
     def __len__(self) -> int:
         return self.size
 
-    def append(self, block: np.ndarray) -> None:
+    def append(self, block) -> None:
         if len(block):
-            self.parts.append(np.asarray(block, np.float32))
+            self.parts.append(block if self.device else np.asarray(block, np.float32))
             self.size += len(block)
 
-    def take(self, a: int, b: int) -> np.ndarray:
-        """A copy of the audio's samples [a, b) (those kept: b may lie past them)."""
+    def take(self, a: int, b: int):
+        """The audio's samples [a, b) (those kept: b may lie past them): a copy, or on the
+        device a lazy slice of a block or join of slices."""
         if not self.start <= a <= b:  # samples let go, or a backwards span: never silently short
             raise ValueError(f"samples [{a}, {b}) asked of a buffer kept from {self.start}")
         out, at = [], self.start
@@ -45,7 +62,7 @@ class Samples:
             if lo < hi:
                 out.append(p[lo - at : hi - at])
             at += len(p)
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return join(out, self.device)
 
     def drop_before(self, position: int) -> None:
         """Let go of the samples before `position`."""
@@ -68,17 +85,23 @@ class Chunker:
     whose groups run while the host goes on: vad.ProbStream), and the
     samples of the pieces found but not yet in a closed chunk, not the silence between them.
     With max_speech_duration_s finite (batched mode's 30 s) that is a few chunks' worth, so an
-    hour costs no more memory than a minute."""
+    hour costs no more memory than a minute.
 
-    def __init__(self, options: VadOptions | None, max_samples: int):
+    device: each block is put on MLX's default device as it comes, once; the VAD's groups (the
+    MLX port's, vad.ProbStream) and the chunks' samples are cut from those arrays (MLX arrays,
+    lazy; a piece's keeps its blocks until it is evaluated). `model`: the VAD (default:
+    vad.vad_model())."""
+
+    def __init__(self, options: VadOptions | None, max_samples: int, device: bool = False, model=None):
         self.max_samples = max_samples
-        self.probs = vad_model().stream() if options is not None else None
+        self.device = device
+        self.probs = (model or vad_model()).stream() if options is not None else None
         self.segmenter = Segmenter(options) if options is not None else None
         self.collector = Collector(max_samples)
-        self.buffer = Samples()  # from its `start`, the audio a chunk may still need
+        self.buffer = Samples(device)  # from its `start`, the audio a chunk may still need
         self.n = 0  # samples so far
-        self.found: List[Tuple[int, int, np.ndarray]] = []  # pieces (start, end, samples) not yet all chunked
-        self.held: Tuple[int, np.ndarray] | None = None  # (start, samples) of the segmenter's held piece, padding included
+        self.found: List[Tuple[int, int, object]] = []  # pieces (start, end, samples) not yet all chunked
+        self.held: Tuple[int, object] | None = None  # (start, samples) of the segmenter's held piece, padding included
 
     @property
     def kept(self) -> int:
@@ -86,8 +109,11 @@ class Chunker:
         return (len(self.buffer) + sum(len(x) for *_, x in self.found) + (len(self.held[1]) if self.held else 0)
                 + (self.probs.waiting if self.probs else 0))
 
-    def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, np.ndarray]]:
-        """The chunks `block` closes. The block is kept as it is (Samples): never write into it again."""
+    def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, object]]:
+        """The chunks `block` closes, each with its samples (numpy's, or MLX's with `device`).
+        The block is kept as it is (Samples): never write into it again."""
+        if self.device:
+            block = mx.array(block, mx.float32)
         self.buffer.append(block)
         self.n += len(block)
         if self.segmenter is None:
@@ -96,14 +122,14 @@ class Chunker:
             return self._cut([SpeechMap(((s, s + self.max_samples),)) for s in range(start, whole, self.max_samples)])
         return self._chunk(self.segmenter(self.probs(block)))
 
-    def finish(self) -> List[Tuple[SpeechMap, np.ndarray]]:
+    def finish(self) -> List[Tuple[SpeechMap, object]]:
         """The chunks left once the audio has ended."""
         if self.segmenter is None:
             return self._cut(fixed_chunks(self.n - self.buffer.start, self.max_samples, self.buffer.start))
         out = self._chunk(self.segmenter(self.probs.finish()) + self.segmenter.finish(self.n))
         return out + self._cut(self.collector.finish())
 
-    def _chunk(self, speeches: List[dict]) -> List[Tuple[SpeechMap, np.ndarray]]:
+    def _chunk(self, speeches: List[dict]) -> List[Tuple[SpeechMap, object]]:
         for s in speeches:
             start, end = s["start"], s["end"]
             if self.held and self.held[0] <= start and end <= self.held[0] + len(self.held[1]):
@@ -113,13 +139,13 @@ class Chunker:
             self.found.append((start, end, samples))
         return self._cut(self.collector(speeches))
 
-    def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, np.ndarray]]:
+    def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, object]]:
         if self.segmenter is None:
             out = [(c, self.buffer.take(*c.pieces[0])) for c in chunks]  # fixed chunks: one piece each
             keep = chunks[-1].pieces[-1][1] if chunks else self.buffer.start
         else:
-            out = [(c, np.concatenate([x[s - a : e - a] for s, e in c.pieces for a, b, x in self.found if a <= s and e <= b]))
-                   for c in chunks]
+            out = [(c, join([x[s - a : e - a] for s, e in c.pieces for a, b, x in self.found if a <= s and e <= b],
+                            self.device)) for c in chunks]
             if chunks:
                 self.found = [p for p in self.found if p[1] > chunks[-1].pieces[-1][1]]
             keep = self._keep_held(self.segmenter.earliest())

@@ -7,11 +7,12 @@ end gives every frame its samples, as sequential mode's 30 s do; silence is neve
 the log-mel is clipped from), to float rounding.
 
 Each chunk's log-mel is queued on a stream of its own as the VAD cuts it (`queue`), so the
-device makes it while the host reads and cuts on (benchmarks/cpu/session35/). On a GPU a
-chunk's log-mel costs its host ~0.7 ms, nearly all of it the chunk's samples going to the
-device (benchmarks/h100-session39/): a batch's log-mels in one graph (the samples laid out on
-the host, benchmarks/h100-session32/, or on the device) and stft's signal laid out on the host
-were no faster."""
+device makes it while the host reads and cuts on (benchmarks/cpu/session35/). On a CUDA GPU a
+chunk's samples are already there (cut from the blocks chunker.Chunker put there as they were
+read): its samples going to the device had been nearly all of the ~0.7 ms a chunk's log-mel
+cost the host (benchmarks/h100-session39/); a batch's log-mels in one graph (the samples laid
+out on the host, benchmarks/h100-session32/, or on the device) and stft's signal laid out on
+the host were no faster."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 from mlx_whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, log_mel_spectrogram, pad_or_trim
 
 
-def chunk_mel(audio: np.ndarray, n_mels: int) -> mx.array:
+def chunk_mel(audio: np.ndarray | mx.array, n_mels: int) -> mx.array:
     """One chunk's (N_FRAMES, n_mels) log-mel, lazily: mlx-whisper's log_mel_spectrogram with
     an FFT window of zeros past the chunk, its frames up to the chunk's end, then zeros."""
     frames = log_mel_spectrogram(audio, n_mels=n_mels, padding=N_FFT)[: len(audio) // HOP_LENGTH]
@@ -45,7 +46,7 @@ def stream() -> mx.Stream:
     return streams[key]
 
 
-def queue(audio: np.ndarray, n_mels: int) -> tuple[mx.array, float]:
+def queue(audio: np.ndarray | mx.array, n_mels: int) -> tuple[mx.array, float]:
     """A chunk's log-mel queued on `stream()` (mx.async_eval), and the host's seconds doing so."""
     t = time.perf_counter()
     with mx.stream(stream()):

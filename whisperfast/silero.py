@@ -181,16 +181,20 @@ class SileroNet:
         probs = mx.sigmoid((mx.maximum(hs, 0) * self.w_out).sum(-1) + self.b_out)
         return probs, (hs[-1] if hs.shape[0] else h), c
 
-    def start(self, audio: np.ndarray, context, h, c):
-        """A group's audio (n,) float32 after the previous group's (its last frame's CONTEXT
-        samples `context`; zeros before the first) and the LSTM state -> (probabilities, h, c,
+    def start(self, audio, context, h, c):
+        """A group's audio (n,) float32 (numpy's, or MLX's already on the device) after the
+        previous group's (its last frame's CONTEXT samples `context`; zeros before the first)
+        and the LSTM state -> (probabilities, h, c,
         context), lazy, and queued on the device (mx.async_eval): the caller reads them later,
         so that the host's next work overlaps the device's. The frames are made on the device
         (vad.model_frames' layout: each frame after the previous one's last CONTEXT samples,
         the last one zero-padded). State and context are as this returns them, or numpy to begin."""
         frame, ctx = FRAME, len(context)
-        audio = np.asarray(audio, np.float32)
-        samples = mx.array(np.pad(audio, (0, -len(audio) % frame)) if len(audio) % frame else audio)
+        if isinstance(audio, mx.array):
+            samples = mx.pad(audio, (0, -len(audio) % frame)) if len(audio) % frame else audio
+        else:
+            audio = np.asarray(audio, np.float32)
+            samples = mx.array(np.pad(audio, (0, -len(audio) % frame)) if len(audio) % frame else audio)
         padded = mx.concatenate([mx.array(context).reshape(ctx).astype(mx.float32), samples])
         frames = mx.as_strided(padded, (samples.shape[0] // frame, ctx + frame), (frame, 1))
         probs, h, c = self.probabilities(frames, mx.array(h).reshape(self.hidden), mx.array(c).reshape(self.hidden))

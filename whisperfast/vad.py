@@ -249,44 +249,49 @@ class ProbStream:
     The GPU's port (silero.SileroNet.start) runs a group on the device while the host goes
     on: its probabilities come out with the next group's call, or with `finish` (the host had
     waited for each group, and the device for the host's copies and the chunker between
-    groups). So up to two groups wait; onnxruntime's come out at once, at most one waiting."""
+    groups). So up to two groups wait; onnxruntime's come out at once, at most one waiting.
+
+    The audio may come as MLX arrays (chunker.Chunker on a GPU puts each block there once): the
+    port's groups are then joined on the device; onnxruntime reads them back."""
 
     def __init__(self, model: SileroVAD, frames_per_call: int):
         self.model, self.size = model, FRAME * frames_per_call
         self.h = self.c = np.zeros((1, 1, 128), np.float32)
         self.context = np.zeros(CONTEXT, np.float32)
-        self.parts: List[np.ndarray] = []  # audio not yet run, as it came: joined once a group is whole
+        self.parts: list = []  # audio not yet run, as it came (numpy's or MLX's): joined once a group is whole
         self.waiting = 0  # their samples
         self.running = None  # the port's probabilities of the last group started, not yet read
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
+    def __call__(self, audio) -> np.ndarray:
         """The probabilities of the frames of every group now complete (the port's: but the last
         one's). `audio` is kept as it is until its group runs: a caller must not write into it
         again (a reused read buffer would give wrong probabilities)."""
         if len(audio):
-            self.parts.append(np.asarray(audio, np.float32))  # (batched mode's blocks: never written again)
+            # (batched mode's blocks: never written again)
+            self.parts.append(audio if not isinstance(audio, np.ndarray) else np.asarray(audio, np.float32))
             self.waiting += len(audio)
         if self.waiting < self.size:
             return np.zeros(0, np.float32)
-        pending = np.concatenate(self.parts)
+        pending = _join(self.parts)
         whole = len(pending) - len(pending) % self.size
         out = [self._run(pending[i : i + self.size]) for i in range(0, whole, self.size)]
-        rest = pending[whole:].copy()
+        rest = pending[whole:]
+        rest = rest.copy() if isinstance(rest, np.ndarray) else rest  # (MLX's slices are views already)
         self.parts, self.waiting = [rest] if len(rest) else [], len(rest)
         return np.concatenate(out)
 
     def finish(self) -> np.ndarray:
         """The last frames' probabilities (the last frame zero-padded)."""
-        rest = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        rest = _join(self.parts) if self.parts else np.zeros(0, np.float32)
         self.parts, self.waiting = [], 0
         out = self._run(rest) if len(rest) else np.zeros(0, np.float32)
         return np.concatenate([out, self._read()])
 
-    def _run(self, audio: np.ndarray) -> np.ndarray:
+    def _run(self, audio) -> np.ndarray:
         """Run a group; the probabilities now known (the port's: the group before's)."""
         net = self.model.net
         if net is None:
-            frames, self.context = model_frames(audio, self.context)
+            frames, self.context = model_frames(np.asarray(audio, np.float32), self.context)
             probs, self.h, self.c = self.model.run(frames, self.h, self.c)
             return _on_host(probs)
         previous = self.running  # read after this group is queued behind it, so that the device never waits
@@ -296,6 +301,15 @@ class ProbStream:
     def _read(self) -> np.ndarray:
         done, self.running = self.running, None
         return _on_host(done)
+
+
+def _join(parts: list):
+    """Audio parts end to end: numpy's, or MLX's on its device (lazily)."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import mlx.core as mx
+
+    return parts[0] if len(parts) == 1 else mx.concatenate(parts)
 
 
 def _on_host(probs) -> np.ndarray:
