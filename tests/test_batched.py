@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from whisperfast import batched, chunker, mels, vad
@@ -142,25 +143,31 @@ def test_chunks_cut_on_the_device_are_the_hosts(gapped, block, port, tmp_path, k
     """chunker.Chunker's `device` (a CUDA GPU's way: each block put on the device once, the
     VAD's groups and the chunks cut from those arrays) against the host's cuts, with the VAD's
     MLX port (its groups joined on the device) and with onnxruntime (which reads them back):
-    the same chunks, each's samples the same bits, as MLX arrays; the same bound on what is kept."""
+    the same chunks, each's samples the same bits, as MLX arrays; the same bound on what is kept.
+    Blocks of a 16-bit file's integers (scaled on the device, or on the host) give them too."""
     import mlx.core as mx
+
+    from whisperfast.audio import scaled
 
     knobs(WHISPERFAST_CACHE=str(tmp_path))
     model = vad.SileroVAD(net=port)
     assert (model.net is not None) == port
-    audio = np.concatenate([gapped[0], gapped[0][: 25 * SAMPLE_RATE], gapped[0], gapped[0], gapped[0]])
+    joined = np.concatenate([gapped[0], gapped[0][: 25 * SAMPLE_RATE], gapped[0], gapped[0], gapped[0]])
+    integers = np.clip(np.round(joined * 32768), -32768, 32767).astype(np.int16)  # as a 16-bit file holds it
+    audio = scaled(integers)
     got = {}
-    for device in (False, True):
+    for device, samples in ((False, audio), (True, audio), (True, integers), (False, integers)):
         cutter, chunks, kept = chunker.Chunker(vad.BATCHED_VAD, batched.CHUNK_SAMPLES, device, model), [], 0
         for start in range(0, len(audio), block):
-            chunks += cutter(audio[start : start + block])
+            chunks += cutter(samples[start : start + block])
             kept = max(kept, cutter.kept)
-        got[device] = chunks + cutter.finish(), kept
-    (host, host_kept), (dev, dev_kept) = got[False], got[True]
-    assert len(host) >= 3 and [m for m, _ in dev] == [m for m, _ in host]
-    assert all(isinstance(x, mx.array) and np.array_equal(np.asarray(x), y) for (_, x), (_, y) in zip(dev, host))
-    assert all(np.array_equal(y, m.audio(audio)) for m, y in host)
-    assert dev_kept == host_kept
+        got[device, samples.dtype == np.int16] = chunks + cutter.finish(), kept
+    host, host_kept = got[False, False]
+    assert len(host) >= 3 and all(np.array_equal(y, m.audio(audio)) for m, y in host)
+    for (device, _), (chunks, kept) in got.items():
+        assert [m for m, _ in chunks] == [m for m, _ in host] and kept == host_kept
+        assert all(isinstance(x, mx.array if device else np.ndarray) and np.array_equal(np.asarray(x), y)
+                   for (_, x), (_, y) in zip(chunks, host))
 
 
 def test_samples_keep_what_a_flat_buffer_kept():
@@ -273,16 +280,18 @@ def test_fused_and_stock_lanes_give_the_same_tokens(tiny, jfk, timit):
     assert [t.tokens for t in stock] == [t.tokens for t in fused]
 
 
-def test_audio_on_the_device_gives_the_same_transcript(tiny):
-    """BatchOptions.device_audio (a CUDA GPU's default: the audio put on the device once, the
-    chunks cut there) against the host's cuts: the same tokens and segments; the default is
-    the device on CUDA only."""
+def test_audio_on_the_device_gives_the_same_transcript(tiny, tmp_path):
+    """BatchOptions.device_audio (a CUDA GPU's default: a 16-bit file's integers put on the
+    device once, scaled there, the chunks cut there) against the host's reading and cuts: the
+    same tokens and segments; the default is the device on CUDA only."""
     from whisperfast.kernels.ops import on_cuda
 
     assert BatchOptions().audio_on_device() == on_cuda()
     audio, reference = long_clip(115.0)
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
     fast = rewritten(tiny)
-    host, dev = (transcribe_batched(fast, [audio], batch=BatchOptions(batch_size=4, device_audio=d))[0]
+    host, dev = (transcribe_batched(fast, [path], batch=BatchOptions(batch_size=4, device_audio=d))[0]
                  for d in (False, True))
     assert host.windows >= 3 and error_rate(reference, host.text) < 0.15
     assert dev.tokens == host.tokens and dev.segments == host.segments
@@ -499,7 +508,6 @@ def write_long_file(path, minutes: int, rate: int = 22050, speech_every: int = 1
     """A FLAC file of `minutes` at `rate` Hz, written a block at a time: every `speech_every`
     minutes the ~60 s clip of real speech (long_clip(60)), faint noise (not digital zeros)
     between; a 1-minute file is the clip alone. Returns how many times the clip is in it."""
-    import soundfile as sf
     from scipy.signal import resample_poly
 
     clip, _ = long_clip(60.0)
@@ -599,7 +607,6 @@ def test_the_mels_stream_is_made_once_per_thread():
 def test_a_file_that_fails_among_many_loses_no_others_transcript(tiny, tmp_path):
     """A NaN near a file's end raised out of the whole batch: every other file's transcript
     and output files were lost, where sequential mode wrote them and reported the one."""
-    import soundfile as sf
 
     jfk = SAMPLES / "jfk.wav"
     bad = tmp_path / "nan_end.wav"

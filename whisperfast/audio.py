@@ -244,6 +244,16 @@ def _integers(f) -> bool:
     return f.subtype == "PCM_16"
 
 
+INT16_SCALE = 1 / 32768  # a 16-bit sample's float value is its integer times this (libsndfile's)
+
+
+def scaled(samples: np.ndarray) -> np.ndarray:
+    """int16 samples -> their float32 values (exact: a power of two)."""
+    data = samples.astype(np.float32)
+    data *= np.float32(INT16_SCALE)
+    return data
+
+
 def _read(f, frames: int = -1) -> np.ndarray:
     """Up to `frames` (all: -1) of the open file `f`'s samples, (n, channels) float32 as
     libsndfile's float read gives them. 16-bit PCM (most WAV files, and FLAC's) is read as its
@@ -251,9 +261,7 @@ def _read(f, frames: int = -1) -> np.ndarray:
     same values (tests/test_audio.py), in a third of the time (benchmarks/h100-session39/)."""
     if not _integers(f):
         return f.read(frames, dtype="float32", always_2d=True)
-    data = f.read(frames, dtype="int16", always_2d=True).astype(np.float32)
-    data *= np.float32(1 / 32768)
-    return data
+    return scaled(f.read(frames, dtype="int16", always_2d=True))
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -334,16 +342,21 @@ class AudioReader:
         self.sample_rate, self.frames = self.file.samplerate, self.file.frames
         self.block_frames = max(1, int(block_seconds * self.sample_rate))
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        """The file's samples, in order, at 16 kHz; AudioError if it holds none, or a NaN."""
+    def blocks(self, integers: bool = False) -> Iterator[np.ndarray]:
+        """The file's samples, in order, at 16 kHz; AudioError if it holds none, or a NaN.
+        With `integers`, a 16-bit mono 16 kHz file's blocks are its int16 samples as they are
+        read: `_read`'s float32 values are theirs scaled by 2^-15 (`scaled`). Batched mode on a
+        GPU puts those on the device, half the bytes, and scales them there."""
         resample = Resampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
         n, whole, integer = 0, False, _integers(self.file)
+        raw = integers and integer and resample is None and self.file.channels == 1
         try:
             with self.file:
                 while True:
                     try:
                         with self.log.capture():
-                            data = _read(self.file, self.block_frames)
+                            data = self.file.read(self.block_frames, dtype="int16", always_2d=True) if raw \
+                                else _read(self.file, self.block_frames)
                     except _SF_ERRORS as e:
                         raise _unreadable(self.path, e) from None
                     if not len(data):

@@ -114,7 +114,9 @@ class BatchOptions:
 class _Chunk:
     file: int
     speech: vad.SpeechMap  # where the chunk's samples are in the file
-    audio: np.ndarray | mx.array  # (n <= CHUNK_SAMPLES,) the pieces end to end (on the device: BatchOptions.device_audio)
+    audio: np.ndarray | mx.array | None  # (n <= CHUNK_SAMPLES,) the pieces end to end (on the device:
+    # BatchOptions.device_audio); let go once its log-mel is queued
+    samples: int  # n
     mel: mx.array | None = None  # its log-mel, queued on the mel stream as the chunk was cut (_with_mels)
     mel_s: float = 0.0  # the host's time queueing it
 
@@ -233,7 +235,7 @@ def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, va
         reader = AudioReader(a)
         if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
             progress.expect(reader.frames / reader.sample_rate)
-        blocks = reader.blocks()
+        blocks = reader.blocks(integers=device)  # a 16-bit file's int16 samples to the device: half the bytes
     cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES, device)
     for block in blocks:
         t = time.perf_counter()
@@ -298,7 +300,7 @@ def _decodable(file: int, found) -> Iterator[_Chunk]:
     """The chunks with a log-mel frame or more: a shorter one (a file's last few samples past
     30 s, without VAD) is a window of padding alone, where Whisper makes up text; sequential
     mode decodes nothing there."""
-    return (_Chunk(file, m, samples) for m, samples in found if len(samples) >= HOP_LENGTH)
+    return (_Chunk(file, m, samples, len(samples)) for m, samples in found if len(samples) >= HOP_LENGTH)
 
 
 def _array_blocks(audio: np.ndarray, size: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
@@ -321,6 +323,7 @@ def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
     holds a few SMs), and a batch waits only for its last chunks' mels."""
     for c in chunks:
         c.mel, c.mel_s = mels.queue(c.audio, n_mels)
+        c.audio = None  # the batch's chunks' samples are not kept while it waits and decodes
         yield c
 
 
@@ -380,7 +383,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         if _is_silence(r, options):
             continue
         t = time.perf_counter()
-        align = _word_aligner(whisper, aligner, features[i], len(c.audio), tokenizer, r.language, options) \
+        align = _word_aligner(whisper, aligner, features[i], c.samples, tokenizer, r.language, options) \
             if options.word_timestamps else None
         f.segments.extend(chunk_segments(tokenizer, r.tokens, c.speech, without_timestamps, align=align))
         f.decode += time.perf_counter() - t  # sequential mode counts the words' alignment as decoding too

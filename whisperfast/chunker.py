@@ -18,6 +18,7 @@ from typing import List, Tuple
 import mlx.core as mx
 import numpy as np
 
+from .audio import INT16_SCALE, scaled
 from .vad import Collector, Segmenter, SpeechMap, VadOptions, vad_model
 
 
@@ -111,9 +112,13 @@ class Chunker:
 
     def __call__(self, block: np.ndarray) -> List[Tuple[SpeechMap, object]]:
         """The chunks `block` closes, each with its samples (numpy's, or MLX's with `device`).
-        The block is kept as it is (Samples): never write into it again."""
+        `block`: float32 samples, or a 16-bit file's int16 ones (audio.AudioReader.blocks'
+        `integers`: scaled by 2^-15, on the device with `device`). The block is kept as it is
+        (Samples): never write into it again."""
         if self.device:
-            block = mx.array(block, mx.float32)
+            block = mx.array(block) * INT16_SCALE if block.dtype == np.int16 else mx.array(block, mx.float32)
+        elif block.dtype == np.int16:
+            block = scaled(block)
         self.buffer.append(block)
         self.n += len(block)
         if self.segmenter is None:

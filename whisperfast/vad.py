@@ -34,6 +34,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -447,6 +448,12 @@ class SpeechMap:
     def samples(self) -> int:
         return sum(e - s for s, e in self.pieces)
 
+    @functools.cached_property
+    def _ends(self) -> List[int]:
+        """Where each piece ends in the laid-out audio (a chunk's every segment and word is
+        mapped: numpy's cumsum at each call was ~10 µs)."""
+        return list(itertools.accumulate(e - s for s, e in self.pieces))
+
     def audio(self, audio: np.ndarray, offset: int = 0) -> np.ndarray:
         """The pieces' samples, end to end (a copy: the file's array can be let go); `audio`
         begins at sample `offset` of the file."""
@@ -459,7 +466,7 @@ class SpeechMap:
         segment that ends there ends with its speech, and one that starts there starts with it."""
         if not self.pieces:
             return t
-        ends = np.cumsum([e - s for s, e in self.pieces]).tolist()
+        ends = self._ends
         sample = round(t * SAMPLE_RATE)
         i = bisect.bisect_left(ends, sample) if is_end else bisect.bisect_right(ends, sample)
         i = min(i, len(ends) - 1)
@@ -475,7 +482,7 @@ class SpeechMap:
         padding), and a segment mapped across a seam would span the silence that was cut out.
         Only seams where audio was cut out count: pieces that touch in the file are one stretch
         of it (snapping to such a seam left a segment starting before a real cut, spanning it)."""
-        ends = np.cumsum([e - s for s, e in self.pieces]).tolist()
+        ends = self._ends
         seams = [ends[i] / SAMPLE_RATE for i in range(len(ends) - 1) if self.pieces[i][1] != self.pieces[i + 1][0]]
         inside = [x for x in seams if start < x < end]
         if inside and inside[0] - start < snap and end - inside[0] > snap:
