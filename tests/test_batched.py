@@ -143,7 +143,8 @@ def test_chunks_cut_on_the_device_are_the_hosts(gapped, block, port, tmp_path, k
     """chunker.Chunker's `device` (a CUDA GPU's way: each block put on the device once, the
     VAD's groups and the chunks cut from those arrays) against the host's cuts, with the VAD's
     MLX port (its groups joined on the device) and with onnxruntime (which reads them back):
-    the same chunks, each's samples the same bits, as MLX arrays; the same bound on what is kept.
+    the same chunks, each's samples the same bits, as MLX arrays; as many samples counted kept
+    (what the device then holds: test_pieces_cut_on_the_device_let_go_of_their_blocks).
     Blocks of a 16-bit file's integers (scaled on the device, or on the host) give them too."""
     import mlx.core as mx
 
@@ -168,6 +169,29 @@ def test_chunks_cut_on_the_device_are_the_hosts(gapped, block, port, tmp_path, k
         assert [m for m, _ in chunks] == [m for m, _ in host] and kept == host_kept
         assert all(isinstance(x, mx.array if device else np.ndarray) and np.array_equal(np.asarray(x), y)
                    for (_, x), (_, y) in zip(chunks, host))
+
+
+def test_pieces_cut_on_the_device_let_go_of_their_blocks(jfk):
+    """On the device, a piece waiting for its chunk to close is a copy of its own samples, not
+    a view of the 10 s blocks it came from (an MLX slice keeps its whole array, even once
+    evaluated): words 20 s apart, 20 of them to a chunk, kept ~15x the words' own samples in
+    silence. The device holds about what the Chunker counts as kept."""
+    import mlx.core as mx
+
+    word = jfk[int(0.3 * SAMPLE_RATE) : SAMPLE_RATE]
+    noise = np.random.default_rng(0).normal(0, 1e-3, 20 * SAMPLE_RATE).astype(np.float32)
+    audio = np.tile(np.concatenate([word, noise]), 24)  # 8 minutes
+    block = 10 * SAMPLE_RATE
+    cutter = chunker.Chunker(vad.BATCHED_VAD, batched.CHUNK_SAMPLES, True, vad.SileroVAD(net=False))
+    mx.synchronize()
+    base, most, kept, chunks = mx.get_active_memory(), 0, 0, []
+    for start in range(0, len(audio), block):
+        chunks += [(m, mx.array(x)) for m, x in cutter(audio[start : start + block])]
+        mx.synchronize()
+        most, kept = max(most, mx.get_active_memory() - base - sum(x.nbytes for _, x in chunks)), max(kept, cutter.kept)
+    assert chunks and max(len(m.pieces) for m, _ in chunks) >= 15
+    assert kept < 60 * SAMPLE_RATE  # words, the VAD's group and a block or two: not the silence
+    assert most <= 4 * (kept + 2 * block), (most / 2**20, kept / SAMPLE_RATE)
 
 
 def test_samples_keep_what_a_flat_buffer_kept():

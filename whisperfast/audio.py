@@ -327,7 +327,8 @@ class Resampler:
 
 
 class AudioReader:
-    """One file read in blocks as 16 kHz mono float32: never the whole file in memory.
+    """One file read in blocks as 16 kHz mono float32 (or a 16-bit file's integers: `blocks`):
+    never the whole file in memory.
     Opening checks the file (AudioError); `blocks` reads it, each block validated."""
 
     def __init__(self, path: str | Path, block_seconds: float = 10.0):

@@ -23,10 +23,11 @@ from .vad import Collector, Segmenter, SpeechMap, VadOptions, vad_model
 
 
 def join(parts: list, device: bool = False):
-    """Samples end to end: numpy's, or (`device`) MLX's, lazily (one part: itself)."""
+    """Samples end to end, a copy: numpy's, or (`device`) MLX's, lazily. (An MLX slice is a view
+    of its whole array even once evaluated: a piece kept as one would keep its block's silence.)"""
     if not device:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return mx.zeros(0, mx.float32) if not parts else parts[0] if len(parts) == 1 else mx.concatenate(parts)
+    return mx.zeros(0, mx.float32) if not parts else mx.contiguous(parts[0]) if len(parts) == 1 else mx.concatenate(parts)
 
 
 class Samples:
@@ -51,8 +52,8 @@ class Samples:
             self.size += len(block)
 
     def take(self, a: int, b: int):
-        """The audio's samples [a, b) (those kept: b may lie past them): a copy, or on the
-        device a lazy slice of a block or join of slices."""
+        """A copy of the audio's samples [a, b) (those kept: b may lie past them); on the
+        device, lazy."""
         if not self.start <= a <= b:  # samples let go, or a backwards span: never silently short
             raise ValueError(f"samples [{a}, {b}) asked of a buffer kept from {self.start}")
         out, at = [], self.start
@@ -90,8 +91,8 @@ class Chunker:
 
     device: each block is put on MLX's default device as it comes, once; the VAD's groups (the
     MLX port's, vad.ProbStream) and the chunks' samples are cut from those arrays (MLX arrays,
-    lazy; a piece's keeps its blocks until it is evaluated). `model`: the VAD (default:
-    vad.vad_model())."""
+    lazy: a piece's copy keeps its blocks until it is evaluated, then only itself). `model`:
+    the VAD (default: vad.vad_model())."""
 
     def __init__(self, options: VadOptions | None, max_samples: int, device: bool = False, model=None):
         self.max_samples = max_samples
@@ -115,6 +116,7 @@ class Chunker:
         `block`: float32 samples, or a 16-bit file's int16 ones (audio.AudioReader.blocks'
         `integers`: scaled by 2^-15, on the device with `device`). The block is kept as it is
         (Samples): never write into it again."""
+        block = np.asarray(block)
         if self.device:
             block = mx.array(block) * INT16_SCALE if block.dtype == np.int16 else mx.array(block, mx.float32)
         elif block.dtype == np.int16:
@@ -142,6 +144,8 @@ class Chunker:
             else:
                 samples = self.buffer.take(start, end)
             self.found.append((start, end, samples))
+        if self.device and speeches:  # each piece's copy made now: it lets go of its blocks (a chunk may close minutes on)
+            mx.async_eval([x for *_, x in self.found[-len(speeches):]])
         return self._cut(self.collector(speeches))
 
     def _cut(self, chunks: List[SpeechMap]) -> List[Tuple[SpeechMap, object]]:
@@ -170,6 +174,8 @@ class Chunker:
             return min(keep, held["start"])
         if self.held is None or self.held[0] != held["start"]:
             self.held = (held["start"], self.buffer.take(held["start"], end))
+            if self.device:
+                mx.async_eval(self.held[1])
         return keep
 
 

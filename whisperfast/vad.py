@@ -276,8 +276,8 @@ class ProbStream:
         pending = _join(self.parts)
         whole = len(pending) - len(pending) % self.size
         out = [self._run(pending[i : i + self.size]) for i in range(0, whole, self.size)]
-        rest = pending[whole:]
-        rest = rest.copy() if isinstance(rest, np.ndarray) else rest  # (MLX's slices are views already)
+        # a copy: the rest alone, not the whole join it is a view of (MLX's views keep it even once evaluated)
+        rest = pending[whole:].copy() if isinstance(pending, np.ndarray) else _copy(pending[whole:])
         self.parts, self.waiting = [rest] if len(rest) else [], len(rest)
         return np.concatenate(out)
 
@@ -311,6 +311,13 @@ def _join(parts: list):
     import mlx.core as mx
 
     return parts[0] if len(parts) == 1 else mx.concatenate(parts)
+
+
+def _copy(samples):
+    """An MLX array's own copy (lazily)."""
+    import mlx.core as mx
+
+    return mx.contiguous(samples)
 
 
 def _on_host(probs) -> np.ndarray:
