@@ -66,10 +66,11 @@ batched_trees() {
   local trees="${TREES:-ab-t/main .}"
   for round in $(seq ${ROUNDS:-2}); do
     for t in $trees; do
+      local name=${t//\//_}; [ "$t" = . ] && name=tree
       for m in ${MODELS:-tiny.en base}; do
         (cd $t && $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
-          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-${t//\//_}.json" 2> "$out/bench-$m-r$round-${t//\//_}.txt")
-        grep -E "^│ fused" "$out/bench-$m-r$round-${t//\//_}.txt" | sed "s|^|$round $t $m |"
+          --no-kernels --batch-size 32 > "$out/bench-$m-r$round-$name.json" 2> "$out/bench-$m-r$round-$name.txt")
+        grep -E "^│ fused" "$out/bench-$m-r$round-$name.txt" | sed "s|^|$round $t $m |"
       done
     done
     trees=$(echo $trees | tr ' ' '\n' | tac | tr '\n' ' ')
@@ -1248,15 +1249,21 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   ;;
 session40)  # the audio put on the device once (chunker.Chunker's `device`: each block as it is read; the VAD's groups and the
   # chunks cut there) against ab-t/main (git archive of bea9ef6): the tests of batched mode, the VAD and audio (T4); the
-  # warm batched 600 s bench (MODELS, default tiny.en and base; 32 a batch) in both trees, ROUNDS rounds; a profile of
-  # this tree's warm 600 s (pipeline_profile.py); fresh 60-minute processes in both trees (T3)
+  # warm batched 600 s bench (MODELS, default tiny.en and base; 32 a batch) in TREES (default ab-t/main and this one),
+  # ROUNDS rounds; with PCM16 set, one more round on the clip as a 16-bit file (into pcm16/), which the profile of this
+  # tree's warm 600 s (pipeline_profile.py) and the fresh 60-minute processes in both trees (T3) then read
   $py -m whisperfast info --json > "$out/info.json"
   $py -m compileall -q ab-t > /dev/null 2>&1 || true
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null
   [ "${T4:-0}" -gt 0 ] && timeout $T4 $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_batched.py \
     tests/test_silero.py tests/test_audio.py 2>&1 | tee "$out/gpu_tests.txt" | tail -5
-  ROUNDS=${ROUNDS:-2} batched_trees
+  TREES=${TREES:-ab-t/main .} ROUNDS=${ROUNDS:-2} batched_trees
+  if [ -n "${PCM16:-}" ]; then  # the same clip as a 16-bit file (its integers to the device), 600 s and 60 minutes
+    $py benchmarks/make_clip.py /tmp/clip600.wav 600 PCM_16 > /dev/null
+    $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 PCM_16 > /dev/null
+    (out=$out/pcm16; mkdir -p $out; TREES=${TREES:-ab-t/main .} ROUNDS=1 batched_trees)
+  fi
   timeout 90 $py benchmarks/pipeline_profile.py tiny.en float16 /tmp/clip600.wav 5 32 > "$out/profile600.txt" 2>&1
   head -40 "$out/profile600.txt" | cut -c1-200
   T3=${T3:-100} fresh_trees | cut -c1-230

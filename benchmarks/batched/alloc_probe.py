@@ -1,15 +1,18 @@
 """Why putting samples on a CUDA device costs the host ~0.43 ms per 1.6 MB after a device op
-(benchmarks/h100-session39/), where `mx.array` alone costs 0.14 ms. The suspicion, from MLX's
-CUDA allocator (mlx/backend/cuda/allocator.cpp): an array made from the host asks for unified
-memory; the buffer cache hands back a freed buffer of the same size class (+8 KB), and if that
-one is device memory (a kernel's output), `move_to_unified_memory` allocates managed memory
-afresh and copies the old contents with a synchronous cudaMemcpy before the host's copy.
+(benchmarks/h100-session39/), where `mx.array` alone costs 0.14 ms. The first suspicion, from
+MLX's CUDA allocator (mlx/backend/cuda/allocator.cpp): an array made from the host asks for
+unified memory; the buffer cache may hand back a freed device buffer of the same size class,
+which `move_to_unified_memory` replaces with fresh managed memory and a synchronous copy.
+The H100 said otherwise (benchmarks/h100-session40/): a device op's freed output costs the
+next host array nothing; what costs is managed memory's pages moving, ~0.3 ms a MB where the
+host writes fresh memory (after mx.clear_cache) and ~0.45 ms a MB where the GPU reads what the
+host wrote (`use`). So batched mode puts the audio there once, not less often per byte.
 
 Cases, each for 10 s, 30 s and 65 s of float32 samples (the reader's blocks, a chunk, a GPU
 VAD group), medians of 30 of the host's time to make the array and evaluate it, µs, one JSON
 line each:
-- `after_host`: the last buffer freed was the previous host array (the cache holds unified memory);
-- `after_device`: a device op's output of the same size was freed just before (the suspected trap);
+- `after_host`: the last buffer freed was the previous host array;
+- `after_device`: a device op's output of the same size was freed just before;
 - `after_device_cleared`: as after_device, then mx.clear_cache() (untimed): a fresh cudaMallocManaged;
 - `after_device_other_size`: as after_device, but the host array 64 KB longer (another size class);
 - `int16_after_device`: the samples as int16 (half the bytes, another class), scaled on the device;
