@@ -1268,6 +1268,12 @@ session40)  # the audio put on the device once (chunker.Chunker's `device`: each
   head -40 "$out/profile600.txt" | cut -c1-200
   T3=${T3:-100} fresh_trees | cut -c1-230
   ;;
+pcm16ab)  # the 600 s clip as a 16-bit WAV: its integers to the device (this tree) against ab-t/noint (this tree reading
+  # float32 blocks, batched.py's one line), MODELS, ROUNDS rounds (default 3), each in reverse order of the one before
+  $py -m compileall -q ab-t > /dev/null 2>&1 || true
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 PCM_16 > /dev/null
+  TREES=${TREES:-ab-t/noint .} ROUNDS=${ROUNDS:-3} batched_trees
+  ;;
 session39b)  # the host's cost of each op of a chunk's log-mel (op_cost_probe.py), the log-mel mlx-whisper's way and
   # mels.chunk_mel's (mel_probe.py, and its bits test); a profile of batched mode's warm 600 s (pipeline_profile.py, 32
   # a batch); the warm batched 600 s bench (tiny.en, base) in ab-t/main (cf52158) and this tree; large-v3-turbo's random
