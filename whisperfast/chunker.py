@@ -4,9 +4,9 @@ Collector and ProbStream put together), never the whole file in memory.
 
 On a CUDA GPU (`device`), each block goes to the device once, as it is read: the VAD's groups
 and the chunks' samples are cut from those arrays there. Putting samples on the device costs
-the host and the device far more than any op on them (CUDA's managed memory: pages the GPU
-touched move back when the host writes them, benchmarks/h100-session40/); the VAD's groups and
-then each chunk for its log-mel had each been put there, the audio twice.
+far more than any op on them (CUDA's managed memory: its pages move between host and device,
+~0.3-0.45 ms a MB, benchmarks/h100-session40/); the VAD's groups and then each chunk for its
+log-mel had each been put there, the audio twice.
 
 Positions are samples at 16 kHz, counted from the file's start."""
 
@@ -27,7 +27,9 @@ def join(parts: list, device: bool = False):
     of its whole array even once evaluated: a piece kept as one would keep its block's silence.)"""
     if not device:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return mx.zeros(0, mx.float32) if not parts else mx.contiguous(parts[0]) if len(parts) == 1 else mx.concatenate(parts)
+    if not parts:
+        return mx.zeros(0, mx.float32)
+    return mx.contiguous(parts[0]) if len(parts) == 1 else mx.concatenate(parts)
 
 
 class Samples:
@@ -144,7 +146,7 @@ class Chunker:
             else:
                 samples = self.buffer.take(start, end)
             self.found.append((start, end, samples))
-        if self.device and speeches:  # each piece's copy made now: it lets go of its blocks (a chunk may close minutes on)
+        if self.device and speeches:  # copied now, letting go of their blocks: a chunk may close minutes on
             mx.async_eval([x for *_, x in self.found[-len(speeches):]])
         return self._cut(self.collector(speeches))
 
