@@ -254,14 +254,16 @@ def scaled(samples: np.ndarray) -> np.ndarray:
     return data
 
 
-def _read(f, frames: int = -1) -> np.ndarray:
+def _read(f, frames: int = -1, raw: bool = False) -> np.ndarray:
     """Up to `frames` (all: -1) of the open file `f`'s samples, (n, channels) float32 as
     libsndfile's float read gives them. 16-bit PCM (most WAV files, and FLAC's) is read as its
     integers and scaled here by 2^-15: libsndfile's own normalisation, exact in float32, so the
-    same values (tests/test_audio.py), in a third of the time (benchmarks/h100-session39/)."""
+    same values (tests/test_audio.py), in a third of the time (benchmarks/h100-session39/).
+    `raw`: a 16-bit file's integers as read, unscaled."""
     if not _integers(f):
         return f.read(frames, dtype="float32", always_2d=True)
-    return scaled(f.read(frames, dtype="int16", always_2d=True))
+    data = f.read(frames, dtype="int16", always_2d=True)
+    return data if raw else scaled(data)
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -356,8 +358,7 @@ class AudioReader:
                 while True:
                     try:
                         with self.log.capture():
-                            data = self.file.read(self.block_frames, dtype="int16", always_2d=True) if raw \
-                                else _read(self.file, self.block_frames)
+                            data = _read(self.file, self.block_frames, raw)
                     except _SF_ERRORS as e:
                         raise _unreadable(self.path, e) from None
                     if not len(data):

@@ -19,17 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import INT16_SCALE, scaled
-from .vad import Collector, Segmenter, SpeechMap, VadOptions, vad_model
-
-
-def join(parts: list, device: bool = False):
-    """Samples end to end, a copy: numpy's, or (`device`) MLX's, lazily. (An MLX slice is a view
-    of its whole array even once evaluated: a piece kept as one would keep its block's silence.)"""
-    if not device:
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    if not parts:
-        return mx.zeros(0, mx.float32)
-    return mx.contiguous(parts[0]) if len(parts) == 1 else mx.concatenate(parts)
+from .vad import Collector, Segmenter, SpeechMap, VadOptions, join, vad_model
 
 
 class Samples:

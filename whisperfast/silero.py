@@ -190,11 +190,9 @@ class SileroNet:
         (vad.model_frames' layout: each frame after the previous one's last CONTEXT samples,
         the last one zero-padded). State and context are as this returns them, or numpy to begin."""
         frame, ctx = FRAME, len(context)
-        if isinstance(audio, mx.array):
-            samples = mx.pad(audio, (0, -len(audio) % frame)) if len(audio) % frame else audio
-        else:
-            audio = np.asarray(audio, np.float32)
-            samples = mx.array(np.pad(audio, (0, -len(audio) % frame)) if len(audio) % frame else audio)
+        samples = audio if isinstance(audio, mx.array) else mx.array(np.asarray(audio, np.float32))
+        if len(audio) % frame:  # only a group cut short (the audio's last)
+            samples = mx.pad(samples, (0, -len(audio) % frame))
         padded = mx.concatenate([mx.array(context).reshape(ctx).astype(mx.float32), samples])
         frames = mx.as_strided(padded, (samples.shape[0] // frame, ctx + frame), (frame, 1))
         probs, h, c = self.probabilities(frames, mx.array(h).reshape(self.hidden), mx.array(c).reshape(self.hidden))

@@ -273,17 +273,17 @@ class ProbStream:
             self.waiting += len(audio)
         if self.waiting < self.size:
             return np.zeros(0, np.float32)
-        pending = _join(self.parts)
+        device = not isinstance(self.parts[0], np.ndarray)
+        pending = join(self.parts, device)
         whole = len(pending) - len(pending) % self.size
         out = [self._run(pending[i : i + self.size]) for i in range(0, whole, self.size)]
-        # a copy: the rest alone, not the whole join it is a view of (MLX's views keep it even once evaluated)
-        rest = pending[whole:].copy() if isinstance(pending, np.ndarray) else _copy(pending[whole:])
+        rest = join([pending[whole:]], device)  # the rest alone, not the whole join it is a view of
         self.parts, self.waiting = [rest] if len(rest) else [], len(rest)
         return np.concatenate(out)
 
     def finish(self) -> np.ndarray:
         """The last frames' probabilities (the last frame zero-padded)."""
-        rest = _join(self.parts) if self.parts else np.zeros(0, np.float32)
+        rest = join(self.parts, not isinstance(self.parts[0], np.ndarray)) if self.parts else np.zeros(0, np.float32)
         self.parts, self.waiting = [], 0
         out = self._run(rest) if len(rest) else np.zeros(0, np.float32)
         return np.concatenate([out, self._read()])
@@ -304,20 +304,16 @@ class ProbStream:
         return _on_host(done)
 
 
-def _join(parts: list):
-    """Audio parts end to end: numpy's, or MLX's on its device (lazily)."""
-    if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts)
+def join(parts: list, device: bool = False):
+    """Samples end to end, a copy: numpy's, or (`device`) MLX's, lazily. (An MLX slice is a view
+    of its whole array even once evaluated: a piece kept as one would keep its block's silence.)"""
+    if not device:
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
     import mlx.core as mx
 
-    return parts[0] if len(parts) == 1 else mx.concatenate(parts)
-
-
-def _copy(samples):
-    """An MLX array's own copy (lazily)."""
-    import mlx.core as mx
-
-    return mx.contiguous(samples)
+    if not parts:
+        return mx.zeros(0, mx.float32)
+    return mx.contiguous(parts[0]) if len(parts) == 1 else mx.concatenate(parts)
 
 
 def _on_host(probs) -> np.ndarray:
