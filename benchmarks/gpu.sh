@@ -1247,6 +1247,14 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session41)  # blocks to the device through pinned memory (kernels/pinned.py) against ab-t/main (git archive of 585d8e1):
+  # the probe (MLX's copy against the pinned buffer, 600 s of 10 s blocks), its tests and batched mode's (T5), then session40's
+  # case without its tests (its TREES, ROUNDS, PCM16, T3 knobs)
+  timeout 60 $py benchmarks/batched/pinned_probe.py 2>&1 | tee "$out/pinned_probe.jsonl"
+  timeout ${T5:-150} $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_pinned.py tests/test_batched.py 2>&1 \
+    | tee "$out/pinned_tests.txt" | tail -3
+  T4=0 bash "$0" session40
+  ;;
 session40)  # the audio put on the device once (chunker.Chunker's `device`: each block as it is read; the VAD's groups and the
   # chunks cut there) against ab-t/main (git archive of bea9ef6): the tests of batched mode, the VAD and audio (T4); the
   # warm batched 600 s bench (MODELS, default tiny.en and base; 32 a batch) in TREES (default ab-t/main and this one),

@@ -64,10 +64,13 @@ from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
 from .errors import AudioError, WhisperfastError
+from .kernels.ops import on_cuda
+from .kernels import pinned
 from .pipeline import (LoadedModel, Segment, Timings, Transcript, TranscribeOptions, Word, checked_language,
                        seed_generator)
 
 CHUNK_SAMPLES = N_SAMPLES  # 30 s: one encoder window
+PINNED_BYTES = 11 * SAMPLE_RATE * 4  # a reader's 10 s block, resampled, as float32 (a longer block goes in pieces)
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,6 @@ class BatchOptions:
     def audio_on_device(self) -> bool:
         if self.device_audio is not None:
             return self.device_audio
-        from .kernels.ops import on_cuda
-
         return on_cuda()
 
 
@@ -212,12 +213,14 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
     array given whole is only sliced). Appends each file's `_File` to `files` when its
     reading begins; its duration is set when it ends (the progress bar's total grows by what
     its header says at its opening). With `keep_going`, a file whose audio fails keeps its
-    AudioError in its `_File` and the next file is read. `device`: chunker.Chunker's."""
+    AudioError in its `_File` and the next file is read. `device`: chunker.Chunker's; on a
+    CUDA GPU the blocks go there through pinned memory (kernels/pinned.py)."""
+    upload = pinned.shared(PINNED_BYTES) if device and on_cuda() else None
     for i, a in enumerate(audios):
         f = _File(duration=0.0)
         files.append(f)
         try:
-            yield from _file_chunks(i, a, f, use_vad, vad_options, progress, device)
+            yield from _file_chunks(i, a, f, use_vad, vad_options, progress, device, upload)
         except AudioError as e:
             if not keep_going:
                 raise
@@ -225,8 +228,8 @@ def _chunks(audios: Sequence[str | Path | np.ndarray], files: List[_File], use_v
 
 
 def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, vad_options: vad.VadOptions,
-                 progress: "_Progress", device: bool = False) -> Iterator[_Chunk]:
-    """File i's chunks, its totals into `f`."""
+                 progress: "_Progress", device: bool = False, upload=None) -> Iterator[_Chunk]:
+    """File i's chunks, its totals into `f`; `device`, `upload`: chunker.Chunker's."""
     if isinstance(a, np.ndarray):
         samples = waveform(a, f"audio[{i}]")  # which of the inputs
         progress.expect(len(samples) / SAMPLE_RATE)
@@ -236,7 +239,7 @@ def _file_chunks(i: int, a: str | Path | np.ndarray, f: _File, use_vad: bool, va
         if 0 < reader.frames < 1 << 62:  # libsndfile's SF_COUNT_MAX: a length it does not know
             progress.expect(reader.frames / reader.sample_rate)
         blocks = reader.blocks(integers=device)  # a 16-bit file's int16 samples to the device: half the bytes
-    cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES, device)
+    cutter = chunker.Chunker(vad_options if use_vad else None, CHUNK_SAMPLES, device, upload=upload)
     for block in blocks:
         t = time.perf_counter()
         found = cutter(block)

@@ -4,9 +4,10 @@ Collector and ProbStream put together), never the whole file in memory.
 
 On a CUDA GPU (`device`), each block goes to the device once, as it is read: the VAD's groups
 and the chunks' samples are cut from those arrays there. Putting samples on the device costs
-far more than any op on them (CUDA's managed memory: its pages move between host and device,
-~0.3-0.45 ms a MB, benchmarks/h100-session40/); the VAD's groups and then each chunk for its
-log-mel had each been put there, the audio twice.
+far more than any op on them (an MLX array made from the host is CUDA managed memory, whose
+pages move, ~0.3-0.45 ms a MB, benchmarks/h100-session40/; batched mode's `upload` copies
+through pinned memory instead, kernels/pinned.py); the VAD's groups and then each chunk for
+its log-mel had each been put there, the audio twice.
 
 Positions are samples at 16 kHz, counted from the file's start."""
 
@@ -83,12 +84,15 @@ class Chunker:
 
     device: each block is put on MLX's default device as it comes, once; the VAD's groups (the
     MLX port's, vad.ProbStream) and the chunks' samples are cut from those arrays (MLX arrays,
-    lazy: a piece's copy keeps its blocks until it is evaluated, then only itself). `model`:
-    the VAD (default: vad.vad_model())."""
+    lazy: a piece's copy keeps its blocks until it is evaluated, then only itself). `upload`
+    puts a block there (float32, or int16 it scales; default `to_device`, MLX's own copy;
+    batched mode gives kernels.pinned.PinnedUpload on CUDA). `model`: the VAD (default:
+    vad.vad_model())."""
 
-    def __init__(self, options: VadOptions | None, max_samples: int, device: bool = False, model=None):
+    def __init__(self, options: VadOptions | None, max_samples: int, device: bool = False, model=None, upload=None):
         self.max_samples = max_samples
         self.device = device
+        self.upload = upload or to_device
         self.probs = (model or vad_model()).stream() if options is not None else None
         self.segmenter = Segmenter(options) if options is not None else None
         self.collector = Collector(max_samples)
@@ -110,7 +114,7 @@ class Chunker:
         (Samples): never write into it again."""
         block = np.asarray(block)
         if self.device:
-            block = mx.array(block) * INT16_SCALE if block.dtype == np.int16 else mx.array(block, mx.float32)
+            block = self.upload(block)
         elif block.dtype == np.int16:
             block = scaled(block)
         self.buffer.append(block)
@@ -169,6 +173,11 @@ class Chunker:
             if self.device:
                 mx.async_eval(self.held[1])
         return keep
+
+
+def to_device(block: np.ndarray) -> mx.array:
+    """A block's float32 samples on MLX's default device (int16 ones scaled by 2^-15)."""
+    return mx.array(block) * INT16_SCALE if block.dtype == np.int16 else mx.array(block, mx.float32)
 
 
 def fixed_chunks(n_samples: int, max_samples: int, offset: int = 0) -> List[SpeechMap]:

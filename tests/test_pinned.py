@@ -1,0 +1,64 @@
+"""kernels/pinned.py: blocks through pinned host memory give MLX's own copies' values, bit for
+bit, and a buffer is never written while a kernel may still read it (CUDA only)."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from whisperfast.chunker import to_device
+from whisperfast.kernels.pinned import PinnedUpload
+
+from .conftest import needs_cuda
+
+pytestmark = needs_cuda
+
+
+@pytest.fixture
+def upload():
+    stage = PinnedUpload.make(64 * 1024, slots=2)
+    assert stage is not None, "the driver gave no pinned memory"
+    yield stage
+    stage.close()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("n", [1, 7, 8, 4096, 16001])  # tails shorter than a thread's 16 bytes, and none
+def test_a_block_is_mlxs_copy_bit_for_bit(upload, dtype, n):
+    rng = np.random.default_rng(n)
+    block = (rng.integers(-32768, 32768, n).astype(np.int16) if dtype == np.int16
+             else rng.standard_normal(n).astype(np.float32))
+    out = upload(block)
+    assert out.dtype == mx.float32 and out.shape == (n,)
+    np.testing.assert_array_equal(np.array(out).view(np.uint32), np.array(to_device(block)).view(np.uint32))
+
+
+def test_more_blocks_than_buffers_each_keep_their_own_values(upload):
+    """Ten blocks through two buffers, none evaluated by the caller before the last is
+    written: each must still hold its own samples (a buffer reused under a pending read
+    would give a later block's)."""
+    blocks = [np.full(16000, k * 100, np.int16) for k in range(10)]
+    outs = [upload(b) for b in blocks]
+    for k, out in enumerate(outs):
+        assert (np.array(out) == np.float32(k * 100 * 2.0 ** -15)).all(), k
+
+
+def test_blocks_longer_than_a_buffer_or_of_other_types_are_mlxs_copies(upload):
+    """A block of 256 KiB goes through the 64 KiB buffers in pieces (more pieces than
+    buffers), joined on the device; a float64 block is MLX's own copy."""
+    big = np.arange(64 * 1024, dtype=np.float32)
+    other = np.arange(10, dtype=np.float64)
+    for block in (big, big.astype(np.int16), other):
+        np.testing.assert_array_equal(np.array(upload(block)), np.array(to_device(block)))
+
+
+def test_the_shared_one_is_made_once():
+    from whisperfast.kernels import pinned
+
+    assert pinned.shared(1 << 16) is pinned.shared(1 << 16) is not None
+
+
+def test_close_waits_and_frees_once(upload):
+    out = upload(np.ones(1000, np.float32))
+    upload.close()
+    upload.close()  # a second close is nothing
+    assert float(mx.sum(out)) == 1000.0
