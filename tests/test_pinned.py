@@ -55,6 +55,7 @@ def test_the_shared_one_is_made_once():
     from whisperfast.kernels import pinned
 
     assert pinned.shared(1 << 16) is pinned.shared(1 << 16) is not None
+    assert pinned.shared(1 << 16).for_process  # never closed, not even by the collector at exit
 
 
 def test_close_waits_and_frees_once(upload):

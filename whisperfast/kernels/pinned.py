@@ -108,6 +108,7 @@ class PinnedUpload:
         self.turn = 0
         self.lock = threading.Lock()  # a shared one's buffers, taken in turn by any thread
         self.waited = 0.0  # seconds the host waited for a buffer's last kernel (too few buffers)
+        self.for_process = False  # `shared`'s: never closed
 
     @classmethod
     def make(cls, capacity: int, slots: int = 8) -> Optional["PinnedUpload"]:
@@ -176,6 +177,8 @@ class PinnedUpload:
             self.context.release()
 
     def __del__(self):
+        if getattr(self, "for_process", True):  # freed with the process: at its exit MLX and the driver may be gone
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001 (interpreter shutdown: the process frees it)
@@ -187,4 +190,7 @@ def shared(capacity: int) -> Optional[PinnedUpload]:
     """One PinnedUpload of `capacity`-byte buffers for the process, made at its first use and
     kept: making one costs the host ~0.6 ms a MB of pinned memory (benchmarks/h100-session41/),
     more than what it saves a transcription of a few minutes."""
-    return PinnedUpload.make(capacity)
+    stage = PinnedUpload.make(capacity)
+    if stage is not None:
+        stage.for_process = True
+    return stage
