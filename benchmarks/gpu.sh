@@ -1247,6 +1247,15 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session42)  # what session 41 could not run: the committed pinned uploads (7cec98d) through their tests and batched
+  # mode's (T5); the warm batched 600 s bench against ab-t/main (git archive of 585d8e1) on the float32 clip (ROUNDS,
+  # default 2) and the 16-bit one (a round), fresh 60-minute processes (T3 s); then where a wide greedy step's time goes
+  # beyond the kernel's (rows_step.py: step_ms, both launches and the host, against kernel_us), tiny.en and base
+  timeout ${T5:-150} $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_pinned.py tests/test_batched.py 2>&1 \
+    | tee "$out/pinned_tests.txt" | tail -3
+  T4=0 T3=${T3:-70} ROUNDS=${ROUNDS:-2} PCM16=1 bash "$0" session40
+  for m in tiny.en base; do timeout ${T6:-90} $py benchmarks/rows_step.py $m float16 2>&1 | tee "$out/rows_step-$m.json"; done
+  ;;
 session41)  # blocks to the device through pinned memory (kernels/pinned.py) against ab-t/main (git archive of 585d8e1):
   # the probe (MLX's copy against the pinned buffer, 600 s of 10 s blocks), its tests and batched mode's (T5), then session40's
   # case without its tests (its TREES, ROUNDS, PCM16, T3 knobs)
