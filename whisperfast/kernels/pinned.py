@@ -103,11 +103,14 @@ class PinnedUpload:
     def __init__(self, cuda: ctypes.CDLL, context: _Context, pointers: List[int], devices: List[int], capacity: int):
         self.cuda, self.context, self.capacity = cuda, context, capacity
         self.pointers, self.devices = pointers, devices
-        self.last: List[Optional[mx.array]] = [None] * len(pointers)  # the array each buffer last gave
-        self.metas: List[dict] = [{} for _ in pointers]  # each buffer's kernel arguments by count
+        # the array each buffer last gave (kept until the buffer's next block: up to `slots`
+        # blocks on the device after their reader let go of them)
+        self.last: List[Optional[mx.array]] = [None] * len(pointers)
+        self.metas: List[tuple] = [(0, None)] * len(pointers)  # each buffer's last (count, kernel arguments)
         self.turn = 0
         self.lock = threading.Lock()  # a shared one's buffers, taken in turn by any thread
         self.waited = 0.0  # seconds the host waited for a buffer's last kernel (too few buffers)
+        self.closed = False
         self.for_process = False  # `shared`'s: never closed
 
     @classmethod
@@ -119,20 +122,23 @@ class PinnedUpload:
             context = _Context(cuda)
         except OSError:
             return None
-        pointers, devices = [], []
-        with context:
-            for _ in range(slots):
-                p, d = ctypes.c_void_p(), ctypes.c_uint64()
-                if cuda.cuMemHostAlloc(ctypes.byref(p), capacity, _PORTABLE | _DEVICEMAP) or not p.value:
-                    break
-                pointers.append(p.value)
-                if cuda.cuMemHostGetDevicePointer_v2(ctypes.byref(d), p, 0):
-                    break
-                devices.append(d.value)
-        stage = cls(cuda, context, pointers, devices, capacity)
-        if len(devices) < slots:
+        stage = cls(cuda, context, [], [], capacity)
+        try:
+            with context:
+                for _ in range(slots):
+                    p, d = ctypes.c_void_p(), ctypes.c_uint64()
+                    if cuda.cuMemHostAlloc(ctypes.byref(p), capacity, _PORTABLE | _DEVICEMAP) or not p.value:
+                        break
+                    stage.pointers.append(p.value)
+                    if cuda.cuMemHostGetDevicePointer_v2(ctypes.byref(d), p, 0):
+                        break
+                    stage.devices.append(d.value)
+        except OSError:  # the context could not be made current
+            pass
+        if len(stage.devices) < slots:
             stage.close()
             return None
+        stage.last, stage.metas = [None] * slots, [(0, None)] * slots
         return stage
 
     def __call__(self, block: np.ndarray) -> mx.array:
@@ -141,40 +147,50 @@ class PinnedUpload:
         block = np.ascontiguousarray(block)
         if block.dtype not in (np.int16, np.float32) or block.ndim != 1:
             return mx.array(block) * 2.0 ** -15 if block.dtype == np.int16 else mx.array(block, mx.float32)
+        if not len(block):
+            return mx.zeros((0,), mx.float32)  # (a launch of no threads is an error)
         per = self.capacity // block.itemsize
         if len(block) > per:
             return mx.concatenate([self(block[a : a + per]) for a in range(0, len(block), per)])
         with self.lock:
+            if self.closed:
+                raise RuntimeError("PinnedUpload used after close()")
             k, self.turn = self.turn, (self.turn + 1) % len(self.pointers)
             if self.last[k] is not None:
                 t = time.perf_counter()
                 mx.eval(self.last[k])  # the kernel that read this buffer last has ended
                 self.waited += time.perf_counter() - t
+                self.last[k] = None
             ctypes.memmove(self.pointers[k], block.ctypes.data, block.nbytes)
-            n = len(block)
-            meta = self.metas[k].get(n)
-            if meta is None:
-                meta = self.metas[k][n] = mx.array([self.devices[k], n], mx.int64)
+            n, meta = len(block), self.metas[k][1]
+            if self.metas[k][0] != n:  # (a file's blocks but its last are one length)
+                meta = mx.array([self.devices[k], n], mx.int64)
+                self.metas[k] = (n, meta)
             lanes = _VECTOR // block.itemsize
             out = _kernel()(inputs=[meta], template=[("T", mx.int16 if block.dtype == np.int16 else mx.float32),
                                                      ("SCALED", block.dtype == np.int16)],
                             grid=(-(-n // (lanes * THREADS)) * THREADS, 1, 1), threadgroup=(THREADS, 1, 1),
                             output_shapes=[(n,)], output_dtypes=[mx.float32])[0]
+            self.last[k] = out  # before it is queued: were queueing to fail, the next turn still waits
             mx.async_eval(out)
-            self.last[k] = out
         return out
 
     def close(self) -> None:
-        """Wait for the kernels still reading, then free the buffers."""
+        """Wait for the kernels still reading, then free the buffers; a second close is nothing."""
         with self.lock:
-            if not self.pointers:
+            if self.closed:
                 return
+            self.closed = True
             mx.eval([a for a in self.last if a is not None])
-            with self.context:
-                for p in self.pointers:
-                    self.cuda.cuMemFreeHost(ctypes.c_void_p(p))
-            self.pointers, self.last, self.metas = [], [], []
-            self.context.release()
+            try:
+                with self.context:
+                    for p in self.pointers:
+                        self.cuda.cuMemFreeHost(ctypes.c_void_p(p))
+            except OSError:  # no context to free them in: the process frees them at its exit
+                pass
+            finally:
+                self.pointers, self.last, self.metas = [], [], []
+                self.context.release()
 
     def __del__(self):
         if getattr(self, "for_process", True):  # freed with the process: at its exit MLX and the driver may be gone
@@ -185,12 +201,17 @@ class PinnedUpload:
             pass
 
 
-@lru_cache(maxsize=None)
+_SHARED: dict = {}
+_SHARED_LOCK = threading.Lock()
+
+
 def shared(capacity: int) -> Optional[PinnedUpload]:
-    """One PinnedUpload of `capacity`-byte buffers for the process, made at its first use and
-    kept: making one costs the host ~0.6 ms a MB of pinned memory (benchmarks/h100-session41/),
-    more than what it saves a transcription of a few minutes."""
-    stage = PinnedUpload.make(capacity)
-    if stage is not None:
-        stage.for_process = True
-    return stage
+    """One PinnedUpload of `capacity`-byte buffers for the process, made at its first use (by
+    one thread) and kept: making one costs the host ~0.6 ms a MB of pinned memory
+    (benchmarks/h100-session41/), more than what it saves a transcription of a few minutes."""
+    with _SHARED_LOCK:
+        if capacity not in _SHARED:
+            stage = _SHARED[capacity] = PinnedUpload.make(capacity)
+            if stage is not None:
+                stage.for_process = True
+        return _SHARED[capacity]
