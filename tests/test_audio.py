@@ -67,16 +67,15 @@ def test_16_bit_pcm_reads_as_libsndfiles_float_samples(tmp_path, monkeypatch, fm
     assert np.array_equal(whole, expected) and np.array_equal(streamed, expected)
     # blocks of the integers themselves (batched mode on a GPU scales them on the device),
     # mono only (stereo is downmixed in float32): scaled on the host or by MLX, the same values
-    import mlx.core as mx
-
-    from whisperfast.audio import INT16_SCALE, scaled
+    from whisperfast.audio import scaled
+    from whisperfast.kernels.pinned import to_device
 
     raw = list(AudioReader(p, 0.37).blocks(integers=True))
     assert {b.dtype for b in raw} == {np.dtype(np.int16) if channels == 1 else np.dtype(np.float32)}
     if channels == 1:
         assert np.array_equal(np.concatenate(raw), samples)
         assert np.array_equal(np.concatenate([scaled(b) for b in raw]), expected)
-        on_device = np.concatenate([np.asarray(mx.array(b) * INT16_SCALE) for b in raw])
+        on_device = np.concatenate([np.asarray(to_device(b)) for b in raw])
         assert on_device.dtype == np.float32 and np.array_equal(on_device, expected)
     else:
         assert np.array_equal(np.concatenate(raw), expected)

@@ -6,9 +6,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from whisperfast.chunker import to_device
 from whisperfast.kernels import pinned
-from whisperfast.kernels.pinned import PinnedUpload
+from whisperfast.kernels.pinned import PinnedUpload, to_device
 
 from .conftest import needs_cuda
 

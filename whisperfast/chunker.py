@@ -19,7 +19,8 @@ from typing import List, Tuple
 import mlx.core as mx
 import numpy as np
 
-from .audio import INT16_SCALE, scaled
+from .audio import scaled
+from .kernels.pinned import to_device
 from .vad import Collector, Segmenter, SpeechMap, VadOptions, join, vad_model
 
 
@@ -85,7 +86,7 @@ class Chunker:
     device: each block is put on MLX's default device as it comes, once; the VAD's groups (the
     MLX port's, vad.ProbStream) and the chunks' samples are cut from those arrays (MLX arrays,
     lazy: a piece's copy keeps its blocks until it is evaluated, then only itself). `upload`
-    puts a block there (float32, or int16 it scales; default `to_device`, MLX's own copy;
+    puts a block there (float32, or int16 it scales; default kernels.pinned.to_device, MLX's own copy;
     batched mode gives kernels.pinned.PinnedUpload on CUDA). `model`: the VAD (default:
     vad.vad_model())."""
 
@@ -173,11 +174,6 @@ class Chunker:
             if self.device:
                 mx.async_eval(self.held[1])
         return keep
-
-
-def to_device(block: np.ndarray) -> mx.array:
-    """A block's float32 samples on MLX's default device (int16 ones scaled by 2^-15)."""
-    return mx.array(block) * INT16_SCALE if block.dtype == np.int16 else mx.array(block, mx.float32)
 
 
 def fixed_chunks(n_samples: int, max_samples: int, offset: int = 0) -> List[SpeechMap]:

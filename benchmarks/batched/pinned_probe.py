@@ -1,5 +1,5 @@
 """What a block of samples costs on its way to a CUDA device: MLX's own copy (managed memory,
-chunker.to_device) against kernels/pinned.py (a pinned buffer a kernel reads in place).
+pinned.to_device) against kernels/pinned.py (a pinned buffer a kernel reads in place).
 
 600 s of audio as batched mode reads it, 60 blocks of 10 s, each put on the device and one op
 run on it (its sum, as the VAD's group join reads a block), queued as the Chunker queues them,
@@ -22,8 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from whisperfast.batched import PINNED_BYTES
-from whisperfast.chunker import to_device
-from whisperfast.kernels.pinned import PinnedUpload
+from whisperfast.kernels.pinned import PinnedUpload, to_device
 
 BLOCK, BLOCKS = 160_000, 60
 

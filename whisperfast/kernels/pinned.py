@@ -94,19 +94,26 @@ class _Context:
         self.cuda.cuDevicePrimaryCtxRelease_v2(self.device)
 
 
+def to_device(block: np.ndarray) -> mx.array:
+    """A block's float32 samples on MLX's default device (int16 ones times 2^-15): MLX's own
+    copy, through managed memory on CUDA."""
+    return mx.array(block) * 2.0 ** -15 if block.dtype == np.int16 else mx.array(block, mx.float32)
+
+
 class PinnedUpload:
     """Blocks (numpy int16 or float32, 1-D) -> float32 MLX arrays on a CUDA device, through
     `slots` pinned buffers of `capacity` bytes used in turn; a longer block goes in pieces,
     joined on the device. `make` is None where the driver will not give pinned memory; `shared`
     keeps one for the process. `close()` frees it once every kernel reading it has ended."""
 
-    def __init__(self, cuda: ctypes.CDLL, context: _Context, pointers: List[int], devices: List[int], capacity: int):
+    def __init__(self, cuda: ctypes.CDLL, context: _Context, capacity: int, slots: int):
         self.cuda, self.context, self.capacity = cuda, context, capacity
-        self.pointers, self.devices = pointers, devices
+        self.pointers: List[int] = []  # the buffers, as `make` allocates them
+        self.devices: List[int] = []  # where the device maps each
         # the array each buffer last gave (kept until the buffer's next block: up to `slots`
         # blocks on the device after their reader let go of them)
-        self.last: List[Optional[mx.array]] = [None] * len(pointers)
-        self.metas: List[tuple] = [(0, None)] * len(pointers)  # each buffer's last (count, kernel arguments)
+        self.last: List[Optional[mx.array]] = [None] * slots
+        self.metas: List[tuple] = [(0, None)] * slots  # each buffer's last (count, kernel arguments)
         self.turn = 0
         self.lock = threading.Lock()  # a shared one's buffers, taken in turn by any thread
         self.waited = 0.0  # seconds the host waited for a buffer's last kernel (too few buffers)
@@ -122,7 +129,7 @@ class PinnedUpload:
             context = _Context(cuda)
         except OSError:
             return None
-        stage = cls(cuda, context, [], [], capacity)
+        stage = cls(cuda, context, capacity, slots)
         try:
             with context:
                 for _ in range(slots):
@@ -138,15 +145,14 @@ class PinnedUpload:
         if len(stage.devices) < slots:
             stage.close()
             return None
-        stage.last, stage.metas = [None] * slots, [(0, None)] * slots
         return stage
 
     def __call__(self, block: np.ndarray) -> mx.array:
-        """`block`'s float32 values on the device (int16 ones times 2^-15), queued. Other
-        dtypes or shapes are MLX's own copies."""
+        """`block`'s float32 values on the device (int16 ones times 2^-15), queued, as
+        `to_device` gives them. Other dtypes or shapes are its copies."""
         block = np.ascontiguousarray(block)
         if block.dtype not in (np.int16, np.float32) or block.ndim != 1:
-            return mx.array(block) * 2.0 ** -15 if block.dtype == np.int16 else mx.array(block, mx.float32)
+            return to_device(block)
         if not len(block):
             return mx.zeros((0,), mx.float32)  # (a launch of no threads is an error)
         per = self.capacity // block.itemsize
