@@ -1,8 +1,7 @@
 """Issue 17's accuracy check: WER against the human references in samples/manifest.tsv for
 float and `--quantize 8|4` models, on the CPU, over the English samples.
 
-    WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \
-        .venv/bin/python benchmarks/quant_wer.py --out benchmarks/quant/wer.json [--models tiny.en,base]
+    .venv/bin/python benchmarks/quant_wer.py --out benchmarks/quant/wer.json [--models tiny.en,base]
 
 WER is pooled: word edits over all samples / reference words over all samples
 (tests/text.py's error_rate normalization, per sample, then summed), so a 9-word sample

@@ -101,3 +101,18 @@ def test_missing_scipy_openblas_is_reported(monkeypatch):
     monkeypatch.setattr(_blas, "_scipy_openblas", lambda: None)
     with pytest.raises(OSError, match="not found"):
         _blas._load_scipy_openblas()
+
+
+@linux
+def test_transcribe_on_the_cpu_warns_of_a_blas_that_did_not_load():
+    """A WHISPERFAST_BLAS naming a library that does not load left MLX on its reference BLAS
+    (JFK 6 s, not 0.6 s) without a word: the transcript comes, and one warning line says why."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "whisperfast", "transcribe", str(root / "samples" / "jfk.wav"), "--fast",
+                        "-q", "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, WHISPERFAST_BLAS="/nonexistent/libnot-a-blas.so"))
+    assert r.returncode == 0, r.stderr
+    assert "ask not what your country can do for you" in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: MLX's CPU matmuls use a slow reference BLAS"), r.stderr
+    assert "/nonexistent/libnot-a-blas.so: not loadable" in lines[0], r.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from mlx_whisper.tokenizer import get_tokenizer as stock_tokenizer
 from mlx_whisper.whisper import Whisper
 
-from . import longform, models, runtime, tokenizer
+from . import _blas, longform, models, runtime, tokenizer
 from .decode import Engine
 from .kernels.dequantize import dequantized
 from .audio import SAMPLE_RATE, load_audio, waveform
@@ -101,6 +102,7 @@ def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | st
     cached, see `models.load_model`); with `fast`, rewrite it onto fused kernels (see
     `rewritten`). `dtype`: float16, float32 or bfloat16 (or their names)."""
     t0 = time.perf_counter()
+    _warn_if_slow_blas()
     name = models.as_name(name)
     dtype = runtime.parse_dtype(dtype) if isinstance(dtype, str) else dtype or models.default_dtype()
     dtype_name = runtime.dtype_name(dtype)  # float16, float32 or bfloat16: checked before anything is read or cached
@@ -114,6 +116,16 @@ def load(name: str | os.PathLike = models.DEFAULT_MODEL, *, dtype: mx.Dtype | st
     loaded = LoadedModel(name, whisper, dtype_name, time.perf_counter() - t0,
                          quantization=None if quantize is None else {"bits": quantize, "group_size": group_size})
     return rewritten(loaded) if fast else loaded
+
+
+def _warn_if_slow_blas() -> None:
+    """On the CPU, say when MLX's matmuls fell back to the reference BLAS bundled with mlx-cpu
+    (a WHISPERFAST_BLAS that does not load, no scipy): JFK then takes 6 s, not 0.6 s."""
+    if mx.default_device() != mx.cpu:
+        return
+    blas = _blas.describe()
+    if not blas["optimized"]:
+        warnings.warn(f"MLX's CPU matmuls use a slow reference BLAS, about 10x slower: {blas['note']}", stacklevel=3)
 
 
 def rewritten(model: LoadedModel, *, mode: str = "fused", exact: bool = False) -> LoadedModel:

@@ -5,8 +5,7 @@ tests/test_transcribe.py::long_clip(60); the hour holds it every 10 minutes, fai
 between). Each transcription runs in a fresh process (test_batched.peak_rss): ru_maxrss, the
 process's peak, loading included, and VmHWM reset after loading, the transcription's own.
 
-    WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \\
-        .venv/bin/python benchmarks/batched/memory.py --batch-size 2 [--checkout DIR] > out.json
+    .venv/bin/python benchmarks/batched/memory.py --batch-size 2 [--checkout DIR] > out.json
 
 --checkout: the whisperfast checkout the child processes import (a git worktree of an older
 commit, to measure it before a change); the repository's own by default.

@@ -5,8 +5,7 @@ sum over rows of (longest - own) tokens); the VAD's seconds; and what a mel of 3
 FFT window per chunk (instead of the chunk plus 30 s of zeros) would save. Sequential mode's
 stage times alongside. One warm-up transcription of JFK first; lanes alternate.
 
-    WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \\
-        .venv/bin/python benchmarks/batched/profile.py --runs 3 > benchmarks/batched/profile-cpu.json
+    .venv/bin/python benchmarks/batched/profile.py --runs 3 > benchmarks/batched/profile-cpu.json
 """
 
 import json

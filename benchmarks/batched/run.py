@@ -5,8 +5,7 @@ transcription of JFK first, then --warmup untimed runs of each lane on the clip 
 batched mode's first decode in a process checks its C step against MLX's and each row count's
 products, as sequential mode's first window does on JFK). Writes JSON to stdout.
 
-    WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \\
-        .venv/bin/python benchmarks/batched/run.py --runs 3 [--fast] > benchmarks/batched/cpu.json
+    .venv/bin/python benchmarks/batched/run.py --runs 3 [--fast] > benchmarks/batched/cpu.json
 """
 
 import argparse

@@ -9,8 +9,7 @@ lane (`rewritten(...)`), MLX's CPU backend with the BLAS whisperfast preloads.
      dispatch cost of a tiny op, the logits matmul alone, bytes the step must read;
   4. mel front end (11 s) and tokenizer warm-up (fresh process);
   5. probes for the fixes: elementwise ops split over CPU streams, mx.compile on the CPU.
-Usage: OPENBLAS_NUM_THREADS=1 WHISPERFAST_BLAS=/lib/x86_64-linux-gnu/libopenblas.so.0 \
-       .venv/bin/python benchmarks/cpu/profile_ops.py > benchmarks/cpu/profile_ops.json"""
+Usage: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/cpu/profile_ops.py > benchmarks/cpu/profile_ops.json"""
 
 import io
 import json
