@@ -1247,6 +1247,27 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session42b)  # loop_probe.py (a wide greedy decode's step beyond the kernel's: evaluated one by one, the loop's way,
+  # `completed` read every 4th step, all queued) for tiny.en and base at 20 rows and tiny.en at 32, with MLX's CUDA graphs
+  # (the default) and without (MLX_USE_CUDA_GRAPHS=0); then the warm batched 600 s bench (32 a batch) in this tree, graphs
+  # on and off alternated, ROUNDS rounds (default 2)
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for g in 1 0; do
+    for spec in "tiny.en 20" "base 20" "tiny.en 32"; do
+      set -- $spec
+      MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-90} $py benchmarks/loop_probe.py $1 float16 $2
+    done
+  done 2>&1 | tee "$out/loop_probe.jsonl" | cut -c1-500
+  for round in $(seq ${ROUNDS:-2}); do
+    for g in 1 0; do
+      for m in tiny.en base; do
+        MLX_USE_CUDA_GRAPHS=$g $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 \
+          --warmup 1 --json --no-kernels --batch-size 32 > "$out/graphs$g-$m-r$round.json" 2> "$out/graphs$g-$m-r$round.txt"
+        grep -E "^│ fused" "$out/graphs$g-$m-r$round.txt" | sed "s|^|$round graphs=$g $m |"
+      done
+    done
+  done 2>&1 | tee "$out/graphs_ab.txt"
+  ;;
 session42)  # what session 41 could not run: the committed pinned uploads (7cec98d) through their tests and batched
   # mode's (T5); the warm batched 600 s bench against ab-t/main (git archive of 585d8e1) on the float32 clip (ROUNDS,
   # default 2) and the 16-bit one (a round), fresh 60-minute processes (T3 s); then where a wide greedy step's time goes
