@@ -1250,15 +1250,15 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
 session42b)  # loop_probe.py (a wide greedy decode's step beyond the kernel's: evaluated one by one, the loop's way,
   # `completed` read every 4th step, all queued) for tiny.en and base at 20 rows and tiny.en at 32, with MLX's CUDA graphs
   # (the default) and without (MLX_USE_CUDA_GRAPHS=0); then the warm batched 600 s bench (32 a batch) in this tree, graphs
-  # on and off alternated, ROUNDS rounds (default 2)
+  # on and off alternated, ROUNDS rounds (default 1)
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for g in 1 0; do
     for spec in "tiny.en 20" "base 20" "tiny.en 32"; do
       set -- $spec
-      MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-90} $py benchmarks/loop_probe.py $1 float16 $2
+      MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-60} $py benchmarks/loop_probe.py $1 float16 $2
     done
   done 2>&1 | tee "$out/loop_probe.jsonl" | cut -c1-500
-  for round in $(seq ${ROUNDS:-2}); do
+  for round in $(seq ${ROUNDS:-1}); do
     for g in 1 0; do
       for m in tiny.en base; do
         MLX_USE_CUDA_GRAPHS=$g $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 \
