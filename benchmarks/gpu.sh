@@ -1253,12 +1253,12 @@ session42b)  # loop_probe.py (a wide greedy decode's step beyond the kernel's: e
   # on and off alternated, ROUNDS rounds (default 1)
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
   for g in 1 0; do
-    for spec in "tiny.en 20" "base 20" "tiny.en 32"; do
-      set -- $spec
+    for spec in ${SPECS:-"tiny.en:20" "base:20" "tiny.en:32"}; do
+      set -- ${spec/:/ }
       MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-60} $py benchmarks/loop_probe.py $1 float16 $2
     done
   done 2>&1 | tee "$out/loop_probe.jsonl" | cut -c1-500
-  for round in $(seq ${ROUNDS:-1}); do
+  [ "${ROUNDS:-1}" -gt 0 ] && for round in $(seq ${ROUNDS:-1}); do
     for g in 1 0; do
       for m in tiny.en base; do
         MLX_USE_CUDA_GRAPHS=$g $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 \
