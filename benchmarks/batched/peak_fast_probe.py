@@ -8,7 +8,7 @@ are written once under /tmp/peakfast.
 """
 import sys, json, subprocess
 sys.path.insert(0, ".")
-import whisperfast
+import whisperfast  # noqa: F401,E402  (BLAS before mlx)
 from pathlib import Path
 from tests import test_batched as tb
 d = Path("/tmp/peakfast"); d.mkdir(exist_ok=True)

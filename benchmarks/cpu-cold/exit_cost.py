@@ -2,7 +2,7 @@
 the usual way and with os._exit after flushing stdout and stderr (which skips the interpreter's
 teardown and the atexit handlers). Usage: python benchmarks/cpu-cold/exit_cost.py, from the
 repository root; one warm-up round, then 6, alternated."""
-import json, os, statistics, subprocess, sys, time
+import json, statistics, subprocess, time
 CODE = {
  "normal": "import sys\nfrom whisperfast.cli import app\nsys.argv=['whisperfast','transcribe','samples/jfk.wav','--fast','--json','-q']\napp(prog_name='whisperfast')",
  "os_exit": "import os, sys\nfrom whisperfast.cli import app\nsys.argv=['whisperfast','transcribe','samples/jfk.wav','--fast','--json','-q']\ntry:\n    app(prog_name='whisperfast')\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\nsys.stdout.flush(); sys.stderr.flush()\nos._exit(code or 0)",
