@@ -237,3 +237,10 @@ def describe() -> dict:
     if owner is None:
         return {"blas": "reference BLAS bundled with mlx-cpu", "optimized": False, "note": _note}
     return {"blas": owner, "optimized": "mlx_cpu.libs" not in owner, "note": _note}
+
+
+def slow_warning(described: dict | None = None) -> str | None:
+    """The warning to give where MLX's CPU matmuls are on the reference BLAS (`describe()`'s
+    finding, or `described`), else None: `info` and a CPU model's load both say it."""
+    d = described or describe()
+    return None if d["optimized"] else f"MLX's CPU matmuls use a slow reference BLAS (about 10x slower): {d['note']}"

@@ -123,9 +123,9 @@ def _warn_if_slow_blas() -> None:
     (a WHISPERFAST_BLAS that does not load, no scipy): JFK then takes 6 s, not 0.6 s."""
     if mx.default_device() != mx.cpu:
         return
-    blas = _blas.describe()
-    if not blas["optimized"]:
-        warnings.warn(f"MLX's CPU matmuls use a slow reference BLAS, about 10x slower: {blas['note']}", stacklevel=3)
+    slow = _blas.slow_warning()
+    if slow:
+        warnings.warn(slow, stacklevel=3)
 
 
 def rewritten(model: LoadedModel, *, mode: str = "fused", exact: bool = False) -> LoadedModel:

@@ -447,7 +447,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON o
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout.")):
     """Versions, device, and the BLAS that MLX's CPU backend uses."""
-    from .. import runtime
+    from .. import _blas, runtime
 
     data = runtime.info()
     if as_json:
@@ -457,9 +457,9 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdou
     for k, v in data.items():
         table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
     render.console().print(table)
-    if not data["blas"]["optimized"]:
-        err.print(render.styled("warning:", "yellow", f"MLX's CPU matmuls use a slow reference BLAS: {data['blas']['note']}"),
-                  highlight=False, soft_wrap=True)  # a finding, not a failure: `info` exits 0
+    slow = _blas.slow_warning(data["blas"])
+    if slow:
+        err.print(render.styled("warning:", "yellow", slow), highlight=False, soft_wrap=True)  # a finding: `info` exits 0
 
 
 def main(warm_up=None) -> None:
