@@ -39,6 +39,9 @@ class Config:
     cpu_simd: bool = True  # False: the fast engine's CPU math keeps MLX's own ops (kernels/cpu_simd.py)
     # False: the CPU's decode steps (one row or a batch's), prompts and encoder blocks stay MLX's ops (not C)
     cpu_step: bool = True
+    # False: a batch's C step on the CPU keeps its rows' cross keys and values in float32
+    # (decode/cpu_batch.py's cross_half)
+    cpu_cross_half: bool = True
     malloc_keep: bool = True  # False: glibc's malloc keeps its default thresholds (_malloc.py)
 
 
@@ -85,6 +88,7 @@ def _parse(env) -> Config:
                   vad_gpu=_flag(env, "WHISPERFAST_VAD_GPU", True),
                   cpu_simd=_flag(env, "WHISPERFAST_CPU_SIMD", True),
                   cpu_step=_flag(env, "WHISPERFAST_CPU_STEP", True),
+                  cpu_cross_half=_flag(env, "WHISPERFAST_CPU_CROSS_HALF", True),
                   malloc_keep=_flag(env, "WHISPERFAST_MALLOC", True))
 
 

@@ -10,6 +10,13 @@ at that row count, and the one-row step's attention a row). `loop` gives the ste
 `task._host_loop` drives with the rows' state on the host, as it does the one-row step's:
 the C pick (rules.NativePick) a row, a row that ends leaving the call.
 
+Where it can, it rounds the rows' cross-attention keys and values to float16 and reads them so
+(`cross_half`, on unless WHISPERFAST_CPU_CROSS_HALF=0): a row's cross keys and values are most of
+what its step reads, and the C step read them at ~10 GB/s a core. The caches' float32 arrays hold
+the rounded values too, so MLX's step (the check below, a fallback) computes on the same numbers.
+Batched mode does not keep stock's semantics anyway (no conditioning across chunks); its words on
+real speech stay the same (tests/test_cpu_batch.py).
+
 Its first call runs MLX's step over every row, rewinds, runs the C step over the same position
 and compares the logits bit for bit. It stands in only where they were equal; otherwise
 `reason` says why and MLX's step runs."""
@@ -35,8 +42,13 @@ BY_SGEMM, BY_TN16, BY_CHAIN, FORM_SHIFT = 0, 1, 2, 4
 class NativeRows:
     """FlatStep's step for rows of a batch, one audio a row, in one C call."""
 
-    def __init__(self, native: NativeStep):
+    def __init__(self, native: NativeStep, cross_half: bool = True):
         self.native = native
+        # the rows' cross keys and values rounded to float16 and read so (half the bytes a step
+        # reads, most of a row's cost): batched mode's semantics are not stock's, and a float16
+        # model's keys and values are so rounded
+        self.cross_half = cross_half
+        self.halved = 0  # batches whose cross keys and values went float16
         self.reason = ""  # why it is off; "" while on
         self.checked = False
         self._chains: Optional[list] = None  # per layer, per kind: the weight as chains (CheckedChain)
@@ -86,6 +98,32 @@ class NativeRows:
                     chain.panels.data.ctypes.data if mode & 15 == BY_CHAIN else None
         return (ctypes.c_long * len(how))(*how), logits
 
+    def _halve(self, cache: list, packed: list) -> Optional[list]:
+        """Each layer's cross keys (packed) and values in float16 ([keys, values] a layer), the
+        caches' float32 keys and values rounded to the same values in place, so that MLX's step
+        (the check, a fallback) reads what the C step reads. None, and nothing rounded, where
+        a layer's keys are not packed, a cache is not this batch's own memory, or a value is
+        beyond float16's range."""
+        import numpy as np
+
+        lib, threads = self.native.kernels.lib, self.native.kernels.threads
+        if any(keys is None for keys in packed):
+            return None
+        try:
+            arrays = [cpu_simd._buffer(a) for _, cross in cache for a in cross]
+        except ValueError:
+            return None
+        halves = []
+        for e, (keys, values) in enumerate(zip(packed, arrays[1::2])):
+            k16, v16 = np.empty(keys.size, np.float16), np.empty(values.shape, np.float16)
+            if lib.wf_half(keys.ctypes.data, k16.ctypes.data, None, keys.size, threads) or \
+                    lib.wf_half(values.ctypes.data, v16.ctypes.data, None, values.size, threads):
+                return None
+            halves += [k16, v16]
+        for a in arrays:
+            lib.wf_half(a.ctypes.data, None, a.ctypes.data, a.size, threads)
+        return halves
+
     def loop(self, cache: list) -> Optional[Callable]:
         """For a loop in which nothing else writes `cache` (B rows, one audio each, the prompt
         in): (tokens, rows) -> logits (len(rows), n_vocab) float32 on the host, for the next
@@ -116,7 +154,14 @@ class NativeRows:
         kt = np.empty(sizes["n_layer"] * B * sizes["n_state"] * sizes["n_ctx"], np.float32)
         lib, state = native.kernels.lib, {"kt_from": 0, "scratch": None}
         packed = native.packed_keys([cross[0] for _, cross in cache], sizes["n_audio"])  # each row's cross keys
-        held += [keys for keys in packed if keys is not None]
+        halves = self._halve(cache, packed) if self.cross_half else None
+        if halves is not None:  # [keys, values] a layer, float16
+            packed = halves[0::2]
+            for e, values in enumerate(halves[1::2]):
+                layers[e * len(LAYER) + LAYER.index("cvalues16")] = values.ctypes.data
+            dims[SIZES.index("cross_half")] = 1
+            self.halved += 1
+        held += [a for a in (halves or packed) if a is not None]
         for e, keys in enumerate(packed):
             layers[e * len(LAYER) + LAYER.index("ckeys_packed")] = None if keys is None else keys.ctypes.data
 
@@ -192,5 +237,6 @@ class NativeRows:
         # memory grew by them batch after batch)
         stepping = weakref.ref(step)
         step.held, step.layers, step.picking = held, layers, picking
+        step.cross_half = halves is not None
         return step
 

@@ -39,9 +39,9 @@ MODEL = ("tokens", "positions", "ln_w", "ln_b", "logits_packed", "logits_bounds"
 LAYER = ("ln1_w", "ln1_b", "wq", "bq", "wk", "wv", "bv", "wo", "bo", "ln2_w", "ln2_b", "wcq", "bcq", "wco", "bco",
          "ln3_w", "ln3_b", "w1", "b1", "w2", "b2", "keys", "values", "ckeys", "cvalues", "fc1_packed",
          "wq16", "wk16", "wv16", "wo16", "wcq16", "wco16", "w216", "ckeys_packed",
-         "wq_packed", "wk_packed", "wv_packed", "wo_packed", "wcq_packed", "wco_packed", "w2_packed")
+         "wq_packed", "wk_packed", "wv_packed", "wo_packed", "wcq_packed", "wco_packed", "w2_packed", "cvalues16")
 SIZES = ("n_layer", "n_state", "n_head", "n_ctx", "n_audio", "n_vocab", "n_mlp", "fc1_half", "logits_half", "threads",
-         "n_pieces", "tn16_half", "fc2_half")
+         "n_pieces", "tn16_half", "fc2_half", "cross_half")
 # A Linear's output features are shared by the prompt's two threads where each half is at
 # least this many multiply-adds (cpu_rows.c): OpenBLAS's small-matrix kernels, which take a
 # few rows, sum a row otherwise at another width (2 to 7 rows of tiny.en's layers, scipy's
@@ -272,7 +272,8 @@ class NativeStep:
                            n_vocab=dec.token_embedding.weight.shape[0], n_mlp=dec.blocks[0].mlp1.weight.shape[0],
                            fc1_half=fc1_half.pop() if fc1_half else 0,
                            logits_half=f.logits.panels.form if chained else 0, threads=k.threads,
-                           n_pieces=len(bounds) - 1, tn16_half=half, fc2_half=fc2_half.pop() if fc2_half else 0)
+                           n_pieces=len(bounds) - 1, tn16_half=half, fc2_half=fc2_half.pop() if fc2_half else 0,
+                           cross_half=0)
         self._sgemm = global_sgemm()
         self._eps = dec.ln.eps
         self._logits = np.empty(self._sizes["n_vocab"], np.float32)

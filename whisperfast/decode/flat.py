@@ -184,7 +184,7 @@ class FlatStep:
         # One row on the CPU: the whole step in one C call where its first step gives these ops' bits
         self.native = NativeStep(simd, self, native_cross(decoder)) if simd is not None and config().cpu_step else None
         # A batch's rows (batched mode, one audio a row), greedy: their step in one C call
-        self.native_rows = NativeRows(self.native) if self.native is not None else None
+        self.native_rows = NativeRows(self.native, config().cpu_cross_half) if self.native is not None else None
 
     def __call__(self, tokens: mx.array, cache: list) -> mx.array:
         """tokens (B, 1) -> logits (B, 1, n_vocab); `_mlx_step`'s, or NativeStep's (the same bits)."""

@@ -11,6 +11,9 @@
      scaled keys laid out (hd, T) (kept from step to step), or on the cross keys (packed where
      the caller packed them, else the BLAS call q @ swapaxes(k)), the softmax, the weighted
      values' chain;
+   - where CROSS_HALF, the rows' cross keys (packed) and values are read in float16: the caller
+     rounded its float32 caches to those values, each widened back before it is multiplied, so
+     the sums are those over the caches' values and half the bytes are read;
    - the layer norms, softmax and GELU are cpu_simd.c's (MLX's bits).
    The caller checks the first call against MLX's step (decode/cpu_batch.py). */
 #include <math.h>
@@ -38,7 +41,9 @@ typedef struct {
     const float* q; /* (n, D), unscaled */
     float scale;
     const float *keys, *values; /* (B, H, C or S, hd) */
-    const float* packed;        /* cross: each row's heads' keys as panels, or NULL */
+    const void* packed;         /* cross: each row's heads' keys as panels (float16 where half), or NULL */
+    const void* values16;       /* cross where half: the values in float16 */
+    int half;
     float* kt;
     long kt_from;
     const long* rows;
@@ -60,8 +65,10 @@ static void attention_part(void* ctx, int part, int parts) {
         const float *keys = a->keys + head * C * hd, *values = a->values + head * C * hd;
         for (long c = 0; c < hd; c++) qs[c] = a->q[i * D + e * hd + c] * a->scale;
         if (a->cross && a->packed) {
-            const long panel = wf_panel_size(), panels = (T + panel - 1) / panel;
-            wf_panels_part(qs, a->packed + head * panels * panel * hd, 0, NULL, scores, T, hd, 0, panels);
+            const long panel = wf_panel_size(), panels = (T + panel - 1) / panel, at = head * panels * panel * hd;
+            const void* keys_at = a->half ? (const void*)((const unsigned short*)a->packed + at)
+                                          : (const void*)((const float*)a->packed + at);
+            wf_panels_part(qs, keys_at, a->half ? PANELS_F16 : PANELS_F32, NULL, scores, T, hd, 0, panels);
         } else if (a->cross) {
             a->sgemm(ROW_MAJOR, NO_TRANS, TRANS, 1, (int)T, (int)hd, 1.0f, qs, (int)hd, keys, (int)hd, 0.0f, scores,
                      (int)T);
@@ -73,7 +80,8 @@ static void attention_part(void* ctx, int part, int parts) {
                      (int)T);
         }
         wf_softmax(scores, scores, 1, T, 1);
-        wf_chain_vt(scores, values, a->o + i * D + e * hd, T, hd);
+        if (a->half) wf_chain_vt_half(scores, (const unsigned short*)a->values16 + head * C * hd, a->o + i * D + e * hd, T, hd);
+        else wf_chain_vt(scores, values, a->o + i * D + e * hd, T, hd);
     }
 }
 
@@ -149,7 +157,10 @@ int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* 
     static const int entries[KINDS][3] = {{WQ, WQ16, WQP}, {WK, WK16, WKP}, {WV, WV16, WVP}, {WO, WO16, WOP},
                                           {WCQ, WCQ16, WCQP}, {WCO, WCO16, WCOP}, {W1, -1, FC1_PACKED},
                                           {W2, W216, W2P}};
+    const int cross_half = (int)d[CROSS_HALF];
     if (logits_chained && !model[LOGITS_PACKED]) return -1;
+    for (long l = 0; l < NL && cross_half; l++)
+        if (!layers[l * LAYER_ARRAYS + CKEYS_PACKED] || !layers[l * LAYER_ARRAYS + CVALUES16]) return -1;
     for (long l = 0; l < NL; l++)
         for (int kind = 0; kind < KINDS; kind++) {
             const int mode = (int)(how[kind] & 15), e = mode == BY_TN16 ? entries[kind][1] : entries[kind][2];
@@ -176,16 +187,16 @@ int wf_decoder_rows(Sgemm sgemm, const float* const* model, const float* const* 
                 memcpy(keys + at, k + i * D + e * hd, hd * sizeof(float));
                 memcpy(values + at, v + i * D + e * hd, hd * sizeof(float));
             }
-        RowsAttention self = {sgemm, q, scale, keys, values, NULL, kt + l * B * H * hd * C, kt_from, rows, n, H, hd,
-                              C, pos + 1, 0, attn, attn_part, o};
+        RowsAttention self = {sgemm, q, scale, keys, values, NULL, NULL, 0, kt + l * B * H * hd * C, kt_from, rows, n,
+                              H, hd, C, pos + 1, 0, attn, attn_part, o};
         wf_team_run(team, attention_part, &self);
         wf_linears(team, sgemm, o, n, D, split_min, 1, (Output[]){output(a, how, KO, WO, WO16, WOP, BO, y, D)});
         add(x, y, n * D);
 
         wf_norm(team, x, a[LN2_W], a[LN2_B], eps, h, n, D);
         wf_linears(team, sgemm, h, n, D, split_min, 1, (Output[]){output(a, how, KCQ, WCQ, WCQ16, WCQP, BCQ, q, D)});
-        RowsAttention cross = {sgemm, q, scale, a[CKEYS], a[CVALUES], a[CKEYS_PACKED], NULL, 0, rows, n, H, hd, S, S,
-                               1, attn, attn_part, o};
+        RowsAttention cross = {sgemm, q, scale, a[CKEYS], a[CVALUES], a[CKEYS_PACKED], a[CVALUES16], cross_half, NULL,
+                               0, rows, n, H, hd, S, S, 1, attn, attn_part, o};
         wf_team_run(team, attention_part, &cross);
         wf_linears(team, sgemm, o, n, D, split_min, 1, (Output[]){output(a, how, KCO, WCO, WCO16, WCOP, BCO, y, D)});
         add(x, y, n * D);

@@ -18,6 +18,8 @@ void wf_panels_part(const float* x, const void* packed, int half, const float* b
 void wf_panel_rows(const float* x, const void* packed, int half, const float* bias, float* out, long m, long p0,
                    long p1, long n, long k);
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
+void wf_chain_vt_half(const float* p, const void* v, float* out, long k, long n); /* v float16 */
+long wf_half_part(const float* x, unsigned short* half, float* back, long i0, long i1);
 long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
              const long* ranges, int n_ranges, long split, float* logprob);
 #define MAX_RANGES 8 /* banned ranges a row for wf_pick_rows (cpu_batch.c) */
@@ -54,15 +56,18 @@ enum {
     CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
     WQP, WKP, WVP, WOP, WCQP, WCOP,            /* cpu_batch.c: the weight as wf_pack laid it out, or NULL */
     W2P,                                       /* the same, for cpu_decoder.c's one row too (FC2_HALF wide) */
+    CVALUES16,                                 /* cpu_batch.c where CROSS_HALF: CVALUES in float16 */
     LAYER_ARRAYS
 };
 /* The model's arrays. Without packed logits, the vocabulary's product is MLX's BLAS calls on
    the pieces [bounds[i], bounds[i + 1]) of the token embedding's rows (LOGITS_BOUNDS: N_PIECES
    + 1 longs), as the fast engine cuts it across its CPU streams. */
 enum { TOKENS, POSITIONS, LN_W, LN_B, LOGITS_PACKED, LOGITS_BOUNDS, MODEL_ARRAYS };
-/* The sizes; FC1_HALF, LOGITS_HALF and FC2_HALF hold their panels' form (PANELS_*) */
+/* The sizes; FC1_HALF, LOGITS_HALF and FC2_HALF hold their panels' form (PANELS_*). CROSS_HALF
+   (cpu_batch.c): the cross keys and values hold float16 values, CKEYS_PACKED's panels are
+   float16 and the values are read from CVALUES16 */
 enum { N_LAYER, N_STATE, N_HEAD, N_CTX, N_AUDIO, N_VOCAB, N_MLP, FC1_HALF, LOGITS_HALF, THREADS, N_PIECES, TN16_HALF,
-       FC2_HALF, SIZES };
+       FC2_HALF, CROSS_HALF, SIZES };
 
 /* cpu_team.c: a piece of work in `parts` parts, fn(ctx, part, parts), run by the caller and one
    thread beside it */

@@ -473,6 +473,51 @@ static void chain_vt(const float* p, const float* v, float* out, long k, long n)
     }
 }
 
+/* chain_vt on values v (k, n) held in float16: each widened to its float32 before it is
+   multiplied, so the sums are chain_vt's on those float32 values, bit for bit */
+static void chain_vt_half(const float* p, const uint16_t* v, float* out, long k, long n) {
+    for (long j0 = 0; j0 < n; j0 += 64) {
+        long w = n - j0 < 64 ? n - j0 : 64;
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (long kk = 0; kk < k; kk++) {
+            __m256 pv = _mm256_set1_ps(p[kk]);
+            const uint16_t* row = v + kk * n + j0;
+            for (int i = 0; i < w / 8; i++)
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + 8 * i))), pv, acc[i]);
+        }
+        for (int i = 0; i < w / 8; i++) _mm256_storeu_ps(out + j0 + 8 * i, acc[i]);
+    }
+}
+
+/* x[i0 .. i1) rounded to float16 (to nearest even): each written to half[i] where half is
+   given, and widened back to float32 into back[i] where back is given (back may be x).
+   Returns how many finite values float16 could not hold (rounded to infinity). */
+long wf_half_part(const float* x, uint16_t* half, float* back, long i0, long i1) {
+    long overflow = 0;
+    long i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+        const __m256 b = _mm256_cvtph_ps(h);
+        const __m256 inf = _mm256_set1_ps(__builtin_inff()), mag = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), b);
+        const __m256 was = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+        overflow += __builtin_popcount(_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(mag, inf, _CMP_EQ_OQ),
+                                                                         _mm256_cmp_ps(was, inf, _CMP_LT_OQ))));
+        if (half) _mm_storeu_si128((__m128i*)(half + i), h);
+        if (back) _mm256_storeu_ps(back + i, b);
+    }
+    for (; i < i1; i++) {
+        float v[8] = {x[i]}, b[8];
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(v), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_ps(b, _mm256_cvtph_ps(h));
+        overflow += __builtin_isinf(b[0]) && !__builtin_isinf(v[0]);
+        if (half) half[i] = (uint16_t)_mm_extract_epi16(h, 0);
+        if (back) back[i] = b[0];
+    }
+    return overflow;
+}
+
 #pragma GCC pop_options
 
 long wf_panel_size(void) { return PANEL; }
@@ -487,6 +532,7 @@ void wf_panels_part(const float* x, const void* packed, int half, const float* b
     wf_panel_rows(x, packed, half, bias, out, 1, p0, p1, n, k);
 }
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n) { chain_vt(p, v, out, k, n); }
+void wf_chain_vt_half(const float* p, const void* v, float* out, long k, long n) { chain_vt_half(p, v, out, k, n); }
 
 /* y (n) = x (k) @ w (n, k).T [+ bias], w float16 (half) or float32 (n, k), k a multiple of
    16: see tn16_rows */

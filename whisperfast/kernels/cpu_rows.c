@@ -280,6 +280,31 @@ void wf_pack_heads(const float* w, float* out, long heads, long n, long k, int t
     wf_team_stop(team);
 }
 
+/* wf_half_part over n values, shared over the team (cut at multiples of 64): the total of
+   values float16 could not hold */
+typedef struct {
+    const float* x;
+    unsigned short* half;
+    float* back;
+    long n;
+    long overflow[2];
+} Halves;
+
+static void halves_part(void* ctx, int part, int parts) {
+    Halves* a = ctx;
+    long lo, hi;
+    wf_share(a->n, 64, part, parts, &lo, &hi);
+    a->overflow[part] = wf_half_part(a->x, a->half, a->back, lo, hi);
+}
+
+long wf_half(const float* x, unsigned short* half, float* back, long n, int threads) {
+    Halves a = {x, half, back, n, {0, 0}};
+    Team* team = n >= 65536 ? wf_team_start(threads < 2 ? threads : 2) : NULL;
+    wf_team_run(team, halves_part, &a);
+    wf_team_stop(team);
+    return a.overflow[0] + a.overflow[1];
+}
+
 /* Every layer's cross-attention keys and values (WhisperAttention.cross_kv: the keys scaled by
    `scale`) for n_audio audios of S rows each, x (n_audio * S, D), into keys[l] and values[l]
    (n_audio, H, S, hd): each piece [bounds[i], bounds[i + 1]) of the output features the very

@@ -89,6 +89,7 @@ class CpuSimd:
                            ("wf_pick", (_P, _P, _P, _L, _P, ctypes.c_int, _P, ctypes.c_int, _L, _P)),
                            ("wf_pick_rows", (_P, _L, _L, _P, ctypes.c_int)),
                            ("wf_pack_heads", (_P, _P, _L, _L, _L, ctypes.c_int)),
+                           ("wf_half", (_P, _P, _P, _L, ctypes.c_int)),
                            ("wf_cross_kv", (_P, _P, _P, ctypes.c_float, _P, _L, _L, _P, _L, _P, _P, _P, _P)),
                            ("wf_decoder_step", (_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _L, _L, _P, _L, _P, _P)),
                            ("wf_prompt_scratch", (_P, _L)),
@@ -105,7 +106,7 @@ class CpuSimd:
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
-        for name in ("wf_decoder_scratch", "wf_pick", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch",
+        for name in ("wf_decoder_scratch", "wf_pick", "wf_half", "wf_prompt_scratch", "wf_encoder_scratch", "wf_rows_scratch",
                      "wf_pack_q8", "wf_q8_packed_bytes", "wf_tn16_q8", "wf_tn16_q8_bytes"):
             getattr(lib, name).restype = ctypes.c_long
 
