@@ -29,6 +29,9 @@
    weights are), which halves the bytes a step reads and changes no value: each is widened
    back to the same float32 before it is multiplied. */
 #define PANEL 64
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD (PANEL * 32)
+#endif
 
 /* w (n, k) float32 -> panels of float16 (half) or float32, the last panel's missing outputs
    zero. Returns how many values float16 did not hold exactly (then the copy is not to be
@@ -55,6 +58,20 @@ long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, 
                 }
             }
     return inexact;
+}
+
+/* The panel's values PREFETCH_AHEAD ahead of `at` (float16 or float32 panels) asked into L1:
+   the loops below compute while those lines come (the hardware's own prefetch left a step of
+   a few rows at ~9 GB/s a core, a third under what a plain read of the same bytes gets). No
+   value changes. */
+static inline __attribute__((always_inline)) void prefetch_ahead(const void* panel, long at, int half) {
+    const char* ahead = (const char*)panel + (at + PREFETCH_AHEAD) * (half ? 2 : 4);
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    _mm_prefetch(ahead + 64, _MM_HINT_T0);
+    if (!half) {
+        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+        _mm_prefetch(ahead + 192, _MM_HINT_T0);
+    }
 }
 
 static inline __m256 panel_load(const void* panel, long at, int half) {
@@ -193,6 +210,7 @@ static void panel_rows_avx2(const float* x, const void* packed, int half, const 
                     for (long kk = k0; kk < k0 + kb; kk++) {
                         __m256 xv = _mm256_set1_ps(xr[kk]);
                         long at = kk * PANEL;
+                        prefetch_ahead(panel, at, half);
                         a0 = _mm256_fmadd_ps(panel_load(panel, at, half), xv, a0);
                         a1 = _mm256_fmadd_ps(panel_load(panel, at + 8, half), xv, a1);
                         a2 = _mm256_fmadd_ps(panel_load(panel, at + 16, half), xv, a2);
@@ -244,6 +262,7 @@ static inline __attribute__((always_inline)) void panel_group_512(const float* x
             for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
         for (long kk = k0; kk < k0 + kb; kk++) {
             const long at = kk * PANEL;
+            if (half != PANELS_Q8) prefetch_ahead(panel, at, half);
             __m512 w[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
@@ -483,6 +502,8 @@ static void chain_vt_half(const float* p, const uint16_t* v, float* out, long k,
         for (long kk = 0; kk < k; kk++) {
             __m256 pv = _mm256_set1_ps(p[kk]);
             const uint16_t* row = v + kk * n + j0;
+            _mm_prefetch((const char*)(row + 32 * n), _MM_HINT_T0);
+            _mm_prefetch((const char*)(row + 32 * n) + 64, _MM_HINT_T0);
             for (int i = 0; i < w / 8; i++)
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + 8 * i))), pv, acc[i]);
         }
