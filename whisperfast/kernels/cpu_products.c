@@ -477,38 +477,27 @@ static void tn16_rows(const void* w, int half, const float* x, const float* bias
 }
 
 /* out (n) = p (k) @ v (k, n), n a multiple of 8: each output one fma chain in k order from 0,
-   as OpenBLAS's small NN kernel sums an attention's weights times its values. */
-static void chain_vt(const float* p, const float* v, float* out, long k, long n) {
+   as OpenBLAS's small NN kernel sums an attention's weights times its values. v float32, or
+   float16 (half) widened to its float32 values before they are multiplied: the same sums. (Asking
+   for rows ahead, as the panel loops do, made no difference here or was slower.) */
+static inline __attribute__((always_inline)) void chain_vt_as(const float* p, const void* v, const int half,
+                                                              float* out, long k, long n) {
     for (long j0 = 0; j0 < n; j0 += 64) {
         long w = n - j0 < 64 ? n - j0 : 64;
         __m256 acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
         for (long kk = 0; kk < k; kk++) {
             __m256 pv = _mm256_set1_ps(p[kk]);
-            const float* row = v + kk * n + j0;
-            for (int i = 0; i < w / 8; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8 * i), pv, acc[i]);
+            const long at = kk * n + j0;
+            for (int i = 0; i < w / 8; i++) acc[i] = _mm256_fmadd_ps(panel_load(v, at + 8 * i, half), pv, acc[i]);
         }
         for (int i = 0; i < w / 8; i++) _mm256_storeu_ps(out + j0 + 8 * i, acc[i]);
     }
 }
 
-/* chain_vt on values v (k, n) held in float16: each widened to its float32 before it is
-   multiplied, so the sums are chain_vt's on those float32 values, bit for bit */
-static void chain_vt_half(const float* p, const uint16_t* v, float* out, long k, long n) {
-    for (long j0 = 0; j0 < n; j0 += 64) {
-        long w = n - j0 < 64 ? n - j0 : 64;
-        __m256 acc[8];
-        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
-        for (long kk = 0; kk < k; kk++) {
-            __m256 pv = _mm256_set1_ps(p[kk]);
-            const uint16_t* row = v + kk * n + j0;
-            _mm_prefetch((const char*)(row + 32 * n), _MM_HINT_T0);
-            _mm_prefetch((const char*)(row + 32 * n) + 64, _MM_HINT_T0);
-            for (int i = 0; i < w / 8; i++)
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(row + 8 * i))), pv, acc[i]);
-        }
-        for (int i = 0; i < w / 8; i++) _mm256_storeu_ps(out + j0 + 8 * i, acc[i]);
-    }
+static void chain_vt(const float* p, const float* v, float* out, long k, long n) { chain_vt_as(p, v, 0, out, k, n); }
+static void chain_vt_half(const float* p, const void* v, float* out, long k, long n) {
+    chain_vt_as(p, v, 1, out, k, n);
 }
 
 /* x[i0 .. i1) rounded to float16 (to nearest even): each written to half[i] where half is
