@@ -37,10 +37,12 @@ def windows(model, n: int) -> mx.array:
     return model.encoder(mx.stack(mels).astype(mx.float32))
 
 
-def prompted(model, xa: mx.array, c_rows: bool = True):
+def prompted(model, xa: mx.array, c_rows: bool = True, greedy: bool = True):
     """A StaticInference over the rows of xa after their prompt (the SOT): its first logits.
-    The prompt is the C step's at position 0 (`c_rows`) or the module graph's."""
+    The prompt is the C step's at position 0 (`c_rows`) or the module graph's; `greedy`: the
+    rows are a greedy batch the C step drives, as task._main_loop marks one."""
     inference = StaticInference(model)
+    inference.greedy_rows = greedy
     if not c_rows:
         inference._rows_loop = False
     logits = inference.logits(mx.array([SOT_TIMESTAMPS] * xa.shape[0]), xa)
@@ -104,7 +106,7 @@ def rows_leave(model, form: int, half: bool = False):
     theirs, first_theirs = prompted(model, xa, c_rows=False)
     rows_step, step = ours.native_rows(), ours.rows_loop()
     assert step is not None and step is ours._rows_loop and rows_step.checked  # the prompt ran on it
-    assert step.cross_half == half
+    assert step.cross_half == half and half in rows_step.checked_forms
     flat = model.decoder.__dict__["_whisperfast_step"]
     if half:  # theirs rounded too, and their prompt made again on those values by MLX's step
         assert 0 < np.abs(first - first_theirs).max() < 0.01
@@ -238,9 +240,25 @@ def test_float16_cross_kv_keep_batched_modes_words():
         full = transcribe_batched(model, [audio], batch=BatchOptions(8))[0]
     with cross_half(model.whisper, True):
         half = transcribe_batched(model, [audio], batch=BatchOptions(8))[0]
-    assert flat_step(model).native_rows.halved == 1
+    rows = flat_step(model).native_rows
+    assert rows.halved == 1 and rows.checked and rows.reason == "", rows.reason
     wer_full, wer_half = error_rate(reference, full.text), error_rate(reference, half.text)
     assert wer_full < 0.15 and abs(wer_half - wer_full) <= 0.005, (wer_full, wer_half)
+
+
+def test_a_sampled_batch_keeps_its_cross_kv_as_made(model):
+    """A batch that is not greedy (the temperature fallback's, sampled by MLX's step) takes the
+    C prompt but keeps its cross keys and values in float32, as made: its prompt's logits are
+    the module graph's bit for bit, and nothing was rounded."""
+    xa = windows(model, 2)
+    with cross_half(model, True):
+        ours, first = prompted(model, xa, greedy=False)
+        theirs, first_theirs = prompted(model, xa, c_rows=False)
+    step = ours.rows_loop()
+    assert step is not None and not step.cross_half
+    assert np.array_equal(bits(first), bits(first_theirs))
+    k = np.asarray(ours.kv_cache[0][1][0])
+    assert not np.array_equal(k, k.astype(np.float16).astype(np.float32))
 
 
 def test_a_rows_step_goes_with_its_last_reference(model):

@@ -11,11 +11,13 @@ at that row count, and the one-row step's attention a row). `loop` gives the ste
 the C pick (rules.NativePick) a row, a row that ends leaving the call.
 
 Where it can, it rounds the rows' cross-attention keys and values to float16 and reads them so
-(`cross_half`, on unless WHISPERFAST_CPU_CROSS_HALF=0): a row's cross keys and values are most of
-what its step reads, and the C step read them at ~10 GB/s a core. The caches' float32 arrays hold
-the rounded values too, so MLX's step (the check below, a fallback) computes on the same numbers.
-Batched mode does not keep stock's semantics anyway (no conditioning across chunks); its words on
-real speech stay the same (tests/test_cpu_batch.py).
+(`cross_half`, on unless WHISPERFAST_CPU_CROSS_HALF=0 when the model's step is built), for a
+greedy batch it drives: a row's cross keys and values are most of what its step reads, and the C
+step read them at ~10 GB/s a core. The caches' float32 arrays hold the rounded values too, so
+MLX's step (the check below, a fallback) computes on the same numbers. Batched mode does not keep
+stock's semantics anyway (no conditioning across chunks); the logits move by thousandths, the
+words on real speech by little or nothing (tests/test_cpu_batch.py). A sampled batch (the
+temperature fallback) keeps its keys and values as made.
 
 Its first call runs MLX's step over every row, rewinds, runs the C step over the same position
 and compares the logits bit for bit. It stands in only where they were equal; otherwise
@@ -50,7 +52,8 @@ class NativeRows:
         self.cross_half = cross_half
         self.halved = 0  # batches whose cross keys and values went float16
         self.reason = ""  # why it is off; "" while on
-        self.checked = False
+        # the forms of cross keys and values (float16: True) whose first step was found MLX's
+        self.checked_forms: set = set()
         self._chains: Optional[list] = None  # per layer, per kind: the weight as chains (CheckedChain)
         self._how: dict = {}  # row count -> (each kind's product, whether the vocabulary's is chained)
 
@@ -98,12 +101,17 @@ class NativeRows:
                     chain.panels.data.ctypes.data if mode & 15 == BY_CHAIN else None
         return (ctypes.c_long * len(how))(*how), logits
 
+    @property
+    def checked(self) -> bool:
+        """Whether a first step has been found MLX's (for either form of the cross keys)."""
+        return bool(self.checked_forms)
+
     def _halve(self, cache: list, packed: list) -> Optional[list]:
         """Each layer's cross keys (packed) and values in float16 ([keys, values] a layer), the
         caches' float32 keys and values rounded to the same values in place, so that MLX's step
         (the check, a fallback) reads what the C step reads. None, and nothing rounded, where
-        a layer's keys are not packed, a cache is not this batch's own memory, or a value is
-        beyond float16's range."""
+        a layer's keys are not packed, a cache is not a whole contiguous array of its own, or
+        a value is beyond float16's range."""
         import numpy as np
 
         lib, threads = self.native.kernels.lib, self.native.kernels.threads
@@ -113,6 +121,7 @@ class NativeRows:
             arrays = [cpu_simd._buffer(a) for _, cross in cache for a in cross]
         except ValueError:
             return None
+        mx.synchronize()  # nothing queued (a prompt's graph) still reads them as they are rounded
         halves = []
         for e, (keys, values) in enumerate(zip(packed, arrays[1::2])):
             k16, v16 = np.empty(keys.size, np.float16), np.empty(values.shape, np.float16)
@@ -124,11 +133,13 @@ class NativeRows:
             lib.wf_half(a.ctypes.data, None, a.ctypes.data, a.size, threads)
         return halves
 
-    def loop(self, cache: list) -> Optional[Callable]:
+    def loop(self, cache: list, half: bool = False) -> Optional[Callable]:
         """For a loop in which nothing else writes `cache` (B rows, one audio each, the prompt
         in): (tokens, rows) -> logits (len(rows), n_vocab) float32 on the host, for the next
         token tokens[i] of batch row rows[i], the caches' offsets moved on. None where the C
-        call cannot take these caches or has been found to differ."""
+        call cannot take these caches or has been found to differ. `half`: the caller's rows
+        are a greedy batch that this step drives (task._main_loop), whose cross keys and values
+        may then go float16 (`cross_half`); a sampled batch's stay as made."""
         import numpy as np
 
         native, flat = self.native, self.native.flat
@@ -154,7 +165,8 @@ class NativeRows:
         kt = np.empty(sizes["n_layer"] * B * sizes["n_state"] * sizes["n_ctx"], np.float32)
         lib, state = native.kernels.lib, {"kt_from": 0, "scratch": None}
         packed = native.packed_keys([cross[0] for _, cross in cache], sizes["n_audio"])  # each row's cross keys
-        halves = self._halve(cache, packed) if self.cross_half else None
+        halves = self._halve(cache, packed) if half and self.cross_half else None
+        form = halves is not None
         if halves is not None:  # [keys, values] a layer, float16
             packed = halves[0::2]
             for e, values in enumerate(halves[1::2]):
@@ -205,7 +217,7 @@ class NativeRows:
         def step(tokens, rows):
             if kv0.offset >= kv0.n_ctx:  # the check's MLX step writes the caches too
                 raise IndexError("the self-attention cache is full")
-            if self.checked:
+            if form in self.checked_forms:
                 return c_step(tokens, rows)
             last = every_row(tokens, rows)
             if self.reason:
@@ -220,13 +232,14 @@ class NativeRows:
                 for kv, _ in cache:  # its keys and values at this position too, maybe: MLX's again
                     kv.offset -= 1
                 got = mlx_step(last)
-            self.checked = not self.reason
+            if not self.reason:
+                self.checked_forms.add(form)
             return got[list(rows)]
 
         def picking(tokens, rows, picks) -> list:
             """step's, and the rows' picks (rules.NativePick.picks) in the same C call once the
             check is past: [(token, log probability)] a row."""
-            if not self.checked:
+            if form not in self.checked_forms:
                 return native.kernels.pick_rows(stepping()(tokens, rows), picks)
             c_step(tokens, rows, picks)
             return picks.result()
@@ -237,6 +250,6 @@ class NativeRows:
         # memory grew by them batch after batch)
         stepping = weakref.ref(step)
         step.held, step.layers, step.picking = held, layers, picking
-        step.cross_half = halves is not None
+        step.cross_half = form
         return step
 

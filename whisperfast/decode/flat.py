@@ -244,6 +244,9 @@ class StaticInference(Inference):
         super().__init__(model)
         self.cross = cross
         self._rows_loop = None  # the C step of a batch's rows over these caches (rows_loop), once made
+        # set by the task: a greedy batch whose rows the C step drives (their cross K/V may go
+        # float16: cpu_batch.NativeRows.loop's `half`)
+        self.greedy_rows = False
 
     def logits(self, tokens: mx.array, audio_features: mx.array, rows=None) -> mx.array:
         """mlx-whisper's Inference.logits, (B, L, n_vocab); for a prompt (L > 1, offset 0) with
@@ -313,7 +316,7 @@ class StaticInference(Inference):
         where it cannot run or has been found to differ."""
         if self._rows_loop is None:
             batch = self.native_rows()
-            self._rows_loop = (batch.loop(self.kv_cache) if batch is not None else None) or False
+            self._rows_loop = (batch.loop(self.kv_cache, self.greedy_rows) if batch is not None else None) or False
         return self._rows_loop if self._rows_loop and self.native_rows() is not None else None
 
     def _native_prompt(self, step: "FlatStep", tokens: mx.array, audio_features: mx.array, rows):

@@ -275,6 +275,8 @@ class StaticCacheTask(GroupRun, DecodingTask):
         greedy = isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
         # one row on the CPU: the filters and that update in one C call (rules.NativePick)
         pick = native_pick(self.logit_filters, self.tokenizer.eot) if greedy and cuda is None else None
+        if isinstance(self.inference, StaticInference):  # a batch's C step drives these rows (below)
+            self.inference.greedy_rows = pick is not None and self._compacts(cuda, tokens.shape[0])
 
         def update(tokens, logits, sum_logprobs):
             if pick is not None and tokens.shape[0] == 1 and logits.dtype == mx.float32:

@@ -53,7 +53,8 @@ enum {
     CKEYS, CVALUES,                            /* cross (n_head, n_audio, head_dim), keys already scaled */
     FC1_PACKED,                                /* W1 as wf_pack laid it out, or NULL */
     WQ16, WK16, WV16, WO16, WCQ16, WCO16, W216,
-    CKEYS_PACKED,                              /* each head's cross keys as wf_pack (float32) laid them out, or NULL */
+    CKEYS_PACKED,                              /* each head's cross keys as wf_pack laid them out (float32; float16
+                                                  where CROSS_HALF), or NULL */
     WQP, WKP, WVP, WOP, WCQP, WCOP,            /* cpu_batch.c: the weight as wf_pack laid it out, or NULL */
     W2P,                                       /* the same, for cpu_decoder.c's one row too (FC2_HALF wide) */
     CVALUES16,                                 /* cpu_batch.c where CROSS_HALF: CVALUES in float16 */

@@ -65,7 +65,8 @@ long wf_pack_part(const float* w, void* out, long n, long k, int half, long p0, 
    a few rows at ~9 GB/s a core, a third under what a plain read of the same bytes gets). No
    value changes. */
 static inline __attribute__((always_inline)) void prefetch_ahead(const void* panel, long at, int half) {
-    const char* ahead = (const char*)panel + (at + PREFETCH_AHEAD) * (half ? 2 : 4);
+    /* an address, not a pointer into the panel: it may lie past the weight's end (a prefetch does not fault) */
+    const char* ahead = (const char*)((uintptr_t)panel + (uintptr_t)(at + PREFETCH_AHEAD) * (half ? 2 : 4));
     _mm_prefetch(ahead, _MM_HINT_T0);
     _mm_prefetch(ahead + 64, _MM_HINT_T0);
     if (!half) {
