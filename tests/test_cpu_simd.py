@@ -300,3 +300,27 @@ def test_chain_matmul_stands_in_only_where_it_gives_mlx_bits(built, tiny):
     q = dec.blocks[0].attn.query
     if tn16_rows(built, q) is not None:  # the small-matrix kernel's order (elsewhere the BLAS may chain it too)
         assert not built.chain_matches(q.weight, q.bias, rows=(1,))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 65_543])  # a tail short of eight lanes; both threads at 65,536 and over
+def test_half_rounds_as_numpy_and_counts_what_float16_cannot_hold(built, n):
+    """wf_half (the float16 copies of a batch's cross keys and values, decode/cpu_batch.py): each
+    value rounded to nearest even as numpy's float16 rounds it, the copy and the widened values
+    both written, in place too; finite values past float16's range counted, infinities not."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 30).astype(np.float32)
+    x[n // 2] = 70_000.0  # past float16's largest finite value: rounds to infinity
+    if n > 1:
+        x[0] = np.inf  # already infinite: not counted
+    h = np.empty(n, np.float16)
+    back = np.empty(n, np.float32)
+    lib = built.lib
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    assert lib.wf_half(x.ctypes.data, h.ctypes.data, back.ctypes.data, n, 2) == 1
+    assert np.array_equal(h.view(np.uint16), want.view(np.uint16))
+    assert np.array_equal(back, want.astype(np.float32))
+    y = x.copy()
+    assert lib.wf_half(y.ctypes.data, None, y.ctypes.data, n, 2) == 1
+    assert np.array_equal(y, back)
+    assert lib.wf_half(x.ctypes.data, None, None, n, 1) == 1  # only counted, on one thread

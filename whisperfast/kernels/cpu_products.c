@@ -29,9 +29,7 @@
    weights are), which halves the bytes a step reads and changes no value: each is widened
    back to the same float32 before it is multiplied. */
 #define PANEL 64
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD (PANEL * 32)
-#endif
+#define PREFETCH_AHEAD (PANEL * 32) /* values: 4 KB of float16 panels, 8 KB of float32 */
 
 /* w (n, k) float32 -> panels of float16 (half) or float32, the last panel's missing outputs
    zero. Returns how many values float16 did not hold exactly (then the copy is not to be
@@ -501,30 +499,40 @@ static void chain_vt_half(const float* p, const void* v, float* out, long k, lon
     chain_vt_as(p, v, 1, out, k, n);
 }
 
+/* Eight values v rounded to float16 (to nearest even) into h, widened back into b; returns how
+   many finite values float16 could not hold (rounded to infinity) */
+static inline long half8(const float* v, __m128i* h, __m256* b) {
+    const __m256 x = _mm256_loadu_ps(v), sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(__builtin_inff());
+    *h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT);
+    *b = _mm256_cvtph_ps(*h);
+    const __m256 lost = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, *b), inf, _CMP_EQ_OQ),
+                                      _mm256_cmp_ps(_mm256_andnot_ps(sign, x), inf, _CMP_LT_OQ));
+    return __builtin_popcount(_mm256_movemask_ps(lost));
+}
+
 /* x[i0 .. i1) rounded to float16 (to nearest even): each written to half[i] where half is
    given, and widened back to float32 into back[i] where back is given (back may be x).
-   Returns how many finite values float16 could not hold (rounded to infinity). */
+   Returns how many finite values float16 could not hold (rounded to infinity). The last
+   values short of eight go through the same eight lanes, zeros beside them. */
 long wf_half_part(const float* x, uint16_t* half, float* back, long i0, long i1) {
-    long overflow = 0;
-    long i = i0;
+    long overflow = 0, i = i0;
+    __m128i h;
+    __m256 b;
     for (; i + 8 <= i1; i += 8) {
-        const __m256 v = _mm256_loadu_ps(x + i);
-        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
-        const __m256 b = _mm256_cvtph_ps(h);
-        const __m256 inf = _mm256_set1_ps(__builtin_inff()), mag = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), b);
-        const __m256 was = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-        overflow += __builtin_popcount(_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(mag, inf, _CMP_EQ_OQ),
-                                                                         _mm256_cmp_ps(was, inf, _CMP_LT_OQ))));
+        overflow += half8(x + i, &h, &b);
         if (half) _mm_storeu_si128((__m128i*)(half + i), h);
         if (back) _mm256_storeu_ps(back + i, b);
     }
-    for (; i < i1; i++) {
-        float v[8] = {x[i]}, b[8];
-        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(v), _MM_FROUND_TO_NEAREST_INT);
-        _mm256_storeu_ps(b, _mm256_cvtph_ps(h));
-        overflow += __builtin_isinf(b[0]) && !__builtin_isinf(v[0]);
-        if (half) half[i] = (uint16_t)_mm_extract_epi16(h, 0);
-        if (back) back[i] = b[0];
+    if (i < i1) {
+        const long r = i1 - i;
+        float v[8] = {0}, b8[8];
+        uint16_t h8[8];
+        memcpy(v, x + i, r * sizeof(float));
+        overflow += half8(v, &h, &b);
+        _mm_storeu_si128((__m128i*)h8, h);
+        _mm256_storeu_ps(b8, b);
+        if (half) memcpy(half + i, h8, r * sizeof(uint16_t));
+        if (back) memcpy(back + i, b8, r * sizeof(float));
     }
     return overflow;
 }
