@@ -1247,6 +1247,27 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session44)  # the host's share of a warm batched 600 s transcription: loop_probe.py (tiny.en at 20 rows, MLX's CUDA graphs
+  # on and off), source_probe.py (a custom kernel's launch against its source's length), mel_probe.py (a chunk's log-mel:
+  # mels.queue against one compiled graph of a fixed shape), pipeline_profile.py (tiny.en, 32 a batch), the warm batched
+  # bench with graphs on and off (tiny.en and base), then loop_probe.py for base at 20 rows
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for g in 1 0; do MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-75} $py benchmarks/loop_probe.py tiny.en float16 20; done 2>&1 \
+    | tee "$out/loop_probe.jsonl" | cut -c1-600
+  timeout 60 $py benchmarks/source_probe.py 2>&1 | tee "$out/source_probe.json"
+  timeout 60 $py benchmarks/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.json"
+  timeout 90 $py benchmarks/pipeline_profile.py tiny.en float16 /tmp/clip600.wav 5 32 > "$out/profile600.txt" 2>&1
+  head -1 "$out/profile600.txt"
+  for g in 1 0; do
+    for m in tiny.en base; do
+      MLX_USE_CUDA_GRAPHS=$g timeout 90 $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 \
+        --warmup 1 --json --no-kernels --batch-size 32 > "$out/graphs$g-$m.json" 2> "$out/graphs$g-$m.txt"
+      grep -E "^│ fused" "$out/graphs$g-$m.txt" | sed "s|^|graphs=$g $m |"
+    done
+  done 2>&1 | tee "$out/graphs_ab.txt"
+  for g in 1 0; do MLX_USE_CUDA_GRAPHS=$g timeout ${T1:-75} $py benchmarks/loop_probe.py base float16 20; done 2>&1 \
+    | tee -a "$out/loop_probe.jsonl" | cut -c1-600
+  ;;
 session42b)  # loop_probe.py (a wide greedy decode's step beyond the kernel's: evaluated one by one, the loop's way,
   # `completed` read every 4th step, all queued) for tiny.en and base at 20 rows and tiny.en at 32, with MLX's CUDA graphs
   # (the default) and without (MLX_USE_CUDA_GRAPHS=0); then the warm batched 600 s bench (32 a batch) in this tree, graphs
