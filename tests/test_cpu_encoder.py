@@ -27,8 +27,8 @@ def counted(monkeypatch) -> list:
     """NativeEncoder.__call__ wrapped for the test: the calls that gave the blocks' output."""
     calls, original = [], NativeEncoder.__call__
 
-    def call(self, x):
-        out = original(self, x)
+    def call(self, x, bf16=False):
+        out = original(self, x, bf16)
         calls.append(out is not None)
         return out
 
@@ -109,7 +109,8 @@ def test_c_cross_kv_is_mlx_cross_kv_bit_for_bit(on_cpu, monkeypatch, name, files
         assert native.take_packed([k for k, _ in got]) is None  # handed over once
     made = []
     original = NativeCross.__call__
-    monkeypatch.setattr(NativeCross, "__call__", lambda self, xa: made.append(original(self, xa)) or made[-1])
+    monkeypatch.setattr(NativeCross, "__call__",
+                        lambda self, xa, bf16=False: made.append(original(self, xa, bf16)) or made[-1])
     got = cross_kv(fused.decoder, feats)  # the engine's way in: the C call
     want = [b.cross_attn.cross_kv(feats) for b in fused.decoder.blocks]
     assert len(made) == 1 and made[0] is got

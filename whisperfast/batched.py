@@ -63,6 +63,7 @@ from . import chunker, mels, runtime, vad
 from .audio import SAMPLE_RATE, AudioReader, waveform
 from .decode import decode_window, encode, tokenizer_for, windows_per_call
 from .decode.words import Aligner, add_word_timestamps
+from .config import config
 from .errors import AudioError, WhisperfastError
 from .kernels.ops import on_cuda
 from .kernels import pinned
@@ -174,12 +175,13 @@ def transcribe_batched(model: LoadedModel, audios: Sequence[str | Path | np.ndar
     files: List[_File] = []
     aligner = Aligner(whisper) if options.word_timestamps else None
     seed_generator(options.seed)
+    bf16 = config().cpu_amx
     with _Progress(options.progress) as progress:
         chunks = _with_mels(_chunks(audios, files, options.vad is not False, batch.vad_options, progress,
                                     errors == "return", batch.audio_on_device()), whisper.dims.n_mels)
         while rows := [c for _, c in zip(range(batch.batch_size), chunks)]:
             _run_batch(whisper, rows, files, tokenizer, options, decode_options, dtype, batch.without_timestamps,
-                       batch.rows_per_encode(whisper), aligner)
+                       batch.rows_per_encode(whisper), aligner, bf16)
             progress.decoded(rows, files)
         progress.finished(files)
 
@@ -332,8 +334,9 @@ def _with_mels(chunks: Iterator[_Chunk], n_mels: int) -> Iterator[_Chunk]:
 
 def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Tokenizer, options: TranscribeOptions,
                decode_options: dict, dtype: mx.Dtype, without_timestamps: bool, encoder_rows: int,
-               aligner: Aligner | None) -> None:
-    """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time."""
+               aligner: Aligner | None, bf16: bool) -> None:
+    """Decode `rows` as one batch into their files' segments, encoded `encoder_rows` at a time
+    (on the CPU, with `bf16`, the encoder's products in bfloat16 where it has AMX tiles)."""
     mel_s = encode_s = 0.0
     parts = []
     for at in range(0, len(rows), encoder_rows):
@@ -345,7 +348,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
         for c in part:
             c.mel = None
         t = time.perf_counter()
-        parts.append(encode(whisper, mel))
+        parts.append(encode(whisper, mel, bf16))
         mx.eval(parts[-1])
         del mel
         encode_s += time.perf_counter() - t

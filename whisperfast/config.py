@@ -42,6 +42,9 @@ class Config:
     # False: a batch's C step on the CPU keeps its rows' cross keys and values in float32
     # (decode/cpu_batch.py's cross_half)
     cpu_cross_half: bool = True
+    # False: batched mode's encoder on the CPU keeps float32 products (else bfloat16 on AMX tiles,
+    # where the CPU has them: kernels/cpu_amx.c)
+    cpu_amx: bool = True
     malloc_keep: bool = True  # False: glibc's malloc keeps its default thresholds (_malloc.py)
 
 
@@ -89,6 +92,7 @@ def _parse(env) -> Config:
                   cpu_simd=_flag(env, "WHISPERFAST_CPU_SIMD", True),
                   cpu_step=_flag(env, "WHISPERFAST_CPU_STEP", True),
                   cpu_cross_half=_flag(env, "WHISPERFAST_CPU_CROSS_HALF", True),
+                  cpu_amx=_flag(env, "WHISPERFAST_CPU_AMX", True),
                   malloc_keep=_flag(env, "WHISPERFAST_MALLOC", True))
 
 

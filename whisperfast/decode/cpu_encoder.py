@@ -50,16 +50,28 @@ class NativeEncoder:
         self.owner = encoder  # the module it reads (_kept)
         self.reason = unsupported(encoder)
         self._tables = self._scratch = None
+        self.bf16_calls = 0
         self._lock = threading.Lock()  # the scratch is shared: a second thread's call would grow it under the first
 
-    def __call__(self, x: mx.array) -> Optional[mx.array]:
-        """The blocks' output, or None where MLX's ops are to run (`reason`)."""
+    def __call__(self, x: mx.array, bf16: bool = False) -> Optional[mx.array]:
+        """The blocks' output, or None where MLX's ops are to run (`reason`). bf16: their products
+        in bfloat16 on AMX tiles (kernels/cpu_amx.c) where the CPU has them, not stock's bits
+        (batched mode's, which does not keep them anyway); `bf16_calls` counts the calls that did."""
         if self.reason or x.dtype != mx.float32 or x.ndim != 3:
             return None
         with self._lock:
-            return self._blocks(x)
+            return self._blocks(x, bf16)
 
-    def _blocks(self, x: mx.array) -> mx.array:
+    @property
+    def bf16_ready(self) -> bool:
+        """Whether a bf16 call would run on AMX tiles (the CPU and OS have them)."""
+        if self._tables is None:
+            with self._lock:
+                if self._tables is None:
+                    self._build()
+        return self._sgemm_bf16 is not None
+
+    def _blocks(self, x: mx.array, bf16: bool) -> mx.array:
         import numpy as np
 
         if self._tables is None:
@@ -71,7 +83,11 @@ class NativeEncoder:
         if self._scratch is None or self._scratch.size < need:  # kept: a window's is ~45 MB for tiny.en
             self._scratch = np.empty(need, np.float32)
         out = np.array(x, np.float32)  # a copy of its own: the call works in place
-        lib.wf_encoder_blocks(self._sgemm, self._tables, dims, self._scale, self._eps, out.ctypes.data, n_audio, n,
+        sgemm = self._sgemm
+        if bf16 and self._sgemm_bf16 is not None:
+            sgemm = self._sgemm_bf16
+            self.bf16_calls += 1
+        lib.wf_encoder_blocks(sgemm, self._tables, dims, self._scale, self._eps, out.ctypes.data, n_audio, n,
                               SPLIT_MIN, self._scratch.ctypes.data)
         return mx.array(out)
 
@@ -97,7 +113,7 @@ class NativeEncoder:
             n_layer=len(self.encoder.blocks), n_state=first.attn.query.weight.shape[0], n_head=first.attn.n_head,
             n_mlp=first.mlp1.weight.shape[0], threads=self.kernels.threads)
         self._scale, self._eps = first.attn.qk_scale, first.attn_ln.eps
-        self._sgemm = global_sgemm()
+        self._sgemm, self._sgemm_bf16 = global_sgemm(), self.kernels.bf16_sgemm()
 
 
 def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:
@@ -142,6 +158,7 @@ class NativeCross:
         # Whether to pack the keys it makes: on while a decode step takes them (take_packed), off
         # once some went untaken (beams, best-of samples and MLX's step read the keys as made)
         self.packs = True
+        self.bf16_calls = 0
         self._lock = threading.Lock()
 
     def chains(self, n_audio: int) -> bool:
@@ -170,9 +187,11 @@ class NativeCross:
             self._packed = None
             return made[1]
 
-    def __call__(self, xa: mx.array) -> Optional[list]:
+    def __call__(self, xa: mx.array, bf16: bool = False) -> Optional[list]:
         """[(keys, values)] a layer, each (n_audio, n_head, n_audio_ctx, head_dim), or None where
-        MLX's ops are to run (`reason`, or features other than float32 rows)."""
+        MLX's ops are to run (`reason`, or features other than float32 rows). bf16: the products
+        in bfloat16 on AMX tiles where the CPU has them (a greedy batch's: decode/flat.py's
+        _ready), not stock's bits; `bf16_calls` counts the calls that did."""
         import numpy as np
 
         if self.reason or xa.dtype != mx.float32 or xa.ndim != 3:
@@ -200,7 +219,11 @@ class NativeCross:
             cut = piece_bounds(D) if S >= 1500 and len(cpu_streams()) > 1 else [0, D]
             bounds = np.array(cut, np.int64)
             dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
-            if self.kernels.lib.wf_cross_kv(self._sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S,
+            sgemm = self._sgemm
+            if bf16 and self._sgemm_bf16 is not None:
+                sgemm = self._sgemm_bf16
+                self.bf16_calls += 1
+            if self.kernels.lib.wf_cross_kv(sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S,
                                             bounds.ctypes.data, len(cut) - 1, self._scratch.ctypes.data,
                                             (ctypes.c_void_p * n)(*ptrs[0::2]), (ctypes.c_void_p * n)(*ptrs[1::2]),
                                             None if panels is None else
@@ -226,7 +249,7 @@ class NativeCross:
         self._keep = keep
         self._sizes = dict.fromkeys(SIZES, 0) | dict(n_layer=len(self.decoder.blocks), n_state=first.key.weight.shape[0],
                                                      n_head=first.n_head, threads=self.kernels.threads)
-        self._scale, self._sgemm = first.qk_scale, global_sgemm()
+        self._scale, self._sgemm, self._sgemm_bf16 = first.qk_scale, global_sgemm(), self.kernels.bf16_sgemm()
         self._tables = (ctypes.c_void_p * len(rows))(*rows)
 
 

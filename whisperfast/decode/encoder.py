@@ -33,12 +33,13 @@ from .attention import supports_static_cache
 from .cpu_encoder import native_encoder
 
 
-def encode(model: Whisper, mel: mx.array) -> mx.array:
-    """The model's encoder on `mel`: for a fast model on the CPU, `cpu_forward`; elsewhere with
-    `fast_gelu()` for a fast model."""
+def encode(model: Whisper, mel: mx.array, bf16: bool = False) -> mx.array:
+    """The model's encoder on `mel`: for a fast model on the CPU, `cpu_forward` (`bf16`: its
+    blocks' products in bfloat16 where the CPU has AMX tiles, not stock's bits: batched mode's);
+    elsewhere with `fast_gelu()` for a fast model."""
     if supports_static_cache(model) and mx.default_device() == mx.cpu \
             and (_simd(model.encoder, mel) is not None or len(cpu_streams()) > 1):
-        return cpu_forward(model.encoder, mel)
+        return cpu_forward(model.encoder, mel, bf16)
     if supports_static_cache(model) and fast_gelu() is composed_gelu:
         return forward(model.encoder, mel, composed_gelu, _call)
     return model.encoder(mel)
@@ -61,19 +62,22 @@ def fast_gelu():
     return nn.gelu if mx.default_device() == mx.gpu and mx.metal.is_available() else composed_gelu
 
 
-def cpu_forward(encoder: AudioEncoder, mel: mx.array) -> mx.array:
+def cpu_forward(encoder: AudioEncoder, mel: mx.array, bf16: bool = False) -> mx.array:
     """The residual blocks in one C call where it runs (decode/cpu_encoder.py); else the GELUs
     on x86 vectors (kernels/cpu_simd.py: each writes over the layer output it is given, which
     nothing else holds) or else by rows across the CPU streams; the layer norms
     on the library's threads (MLX's fallback arithmetic, row for row); the MLP's matmuls and
     the convolutions by output features across the streams where there are several. (The
     attention layers make the same choice for their softmax: WhisperAttention._attend.)"""
-    simd = _simd(encoder, mel)
-    gelu = simd.gelu_ if simd is not None else (lambda x: rows_across_cpu_streams(composed_gelu, x))
+    simd, native = _simd(encoder, mel), native_encoder(encoder)
+    bf16 = bf16 and native is not None and native.bf16_ready  # the convolutions' GELUs then 16 lanes too
+    gelu = (simd.gelu16_ if bf16 else simd.gelu_) if simd is not None \
+        else (lambda x: rows_across_cpu_streams(composed_gelu, x))
     norm = simd.layer_norm if simd is not None else _call
     across = len(cpu_streams()) > 1
     return forward(encoder, mel, gelu, linear_across_cpu_streams if across else _call,
-                   norm, conv1d_across_cpu_streams if across else _call, native_encoder(encoder))
+                   norm, conv1d_across_cpu_streams if across else _call,
+                   None if native is None else (lambda x: native(x, bf16)))
 
 
 def _simd(encoder: AudioEncoder, mel: mx.array):

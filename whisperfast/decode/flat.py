@@ -223,15 +223,16 @@ class FlatStep:
         return self.logits(dec.ln(x))
 
 
-def cross_kv(decoder: TextDecoder, xa: mx.array):
+def cross_kv(decoder: TextDecoder, xa: mx.array, bf16: bool = False):
     """Every block's cross K/V (WhisperAttention.cross_kv) for audio features xa (n_audio,
-    n_audio_ctx, n_audio_state), as a prompt would compute them; None where a block keeps
+    n_audio_ctx, n_audio_state), as a prompt would compute them (`bf16`: on the CPU, their
+    products in bfloat16 where it has AMX tiles, NativeCross); None where a block keeps
     mlx-whisper's own cross-attention (layers kept for word timestamps), whose cache holds
     another layout."""
     if not all(isinstance(b.cross_attn, WhisperAttention) for b in decoder.blocks):
         return None
     native = native_cross(decoder)
-    made = native(xa) if native is not None else None
+    made = native(xa, bf16) if native is not None else None
     return made if made is not None else [b.cross_attn.cross_kv(xa) for b in decoder.blocks]
 
 
@@ -335,7 +336,9 @@ class StaticInference(Inference):
         """Every layer's cross K/V (made here where the engine gave none) and its self-attention
         buffers, for a step that writes them itself (the CPU's C step or prompt)."""
         if self.kv_cache[0][1] is None:
-            for entry, kv_cross in zip(self.kv_cache, cross_kv(self.model.decoder, audio_features)):
+            # a greedy batch's made in bfloat16 as its encoder's were (batched mode's; WHISPERFAST_CPU_AMX)
+            bf16 = self.greedy_rows and config().cpu_amx
+            for entry, kv_cross in zip(self.kv_cache, cross_kv(self.model.decoder, audio_features, bf16)):
                 entry[1] = kv_cross
         k = self.kv_cache[0][1][0]
         for kv, _ in self.kv_cache:

@@ -172,17 +172,26 @@ static void pieces_part(void* ctx, int part, int parts) {
 typedef struct {
     float* f;
     long n;
+    int fast; /* wf_gelu16's, not MLX's */
 } Gelu;
 
 static void gelu_part(void* ctx, int part, int parts) {
     Gelu* g = ctx;
     long lo, hi;
-    wf_share(g->n, 8, part, parts, &lo, &hi);
-    wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
+    wf_share(g->n, g->fast ? 16 : 8, part, parts, &lo, &hi);
+    if (g->fast)
+        wf_gelu16(g->f + lo, g->f + lo, hi - lo);
+    else
+        wf_gelu(g->f + lo, g->f + lo, hi - lo, 1);
 }
 
 void wf_team_gelu(Team* t, float* f, long n) {
-    Gelu g = {f, n};
+    Gelu g = {f, n, 0};
+    wf_team_run(t, gelu_part, &g);
+}
+
+void wf_team_gelu16(Team* t, float* f, long n) {
+    Gelu g = {f, n, 1};
     wf_team_run(t, gelu_part, &g);
 }
 

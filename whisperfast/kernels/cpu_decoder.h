@@ -20,6 +20,11 @@ void wf_panel_rows(const float* x, const void* packed, int half, const float* bi
 void wf_chain_vt(const float* p, const float* v, float* out, long k, long n);
 void wf_chain_vt_half(const float* p, const void* v, float* out, long k, long n); /* v float16 */
 long wf_half_part(const float* x, unsigned short* half, float* back, long i0, long i1);
+/* cpu_amx.c: cblas_sgemm's interface in bfloat16 on AMX tiles, and one head's attention on them */
+void wf_sgemm_bf16(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                   const float* b, int ldb, float beta, float* c, int ldc);
+int wf_attend_bf16(const float* qs, const float* kt, const float* vs, long L, long S, long hd, float* oh);
+void wf_gelu16(const float* in, float* out, long n); /* GELU for bfloat16 products, not MLX's bits */
 long wf_pick(const float* logits, float* x, float* work, long n, const float* const* masks, int n_masks,
              const long* ranges, int n_ranges, long split, float* logprob);
 #define MAX_RANGES 8 /* banned ranges a row for wf_pick_rows (cpu_batch.c) */
@@ -85,6 +90,7 @@ void wf_share(long n, long align, int part, int parts, long* lo, long* hi);
 void wf_team_panels(Team* t, const float* x, long rows, const void* packed, int half, const float* bias, float* y,
                     long n, long k);
 void wf_team_gelu(Team* t, float* f, long n);
+void wf_team_gelu16(Team* t, float* f, long n); /* wf_gelu16 */
 
 /* cpu_rows.c: ops over many rows, shared out over a team. y (m, n) = x (m, k) times up to three
    weights (n, k) transposed [+ bias]: each MLX's addmm (or matmul), by `how`: the very

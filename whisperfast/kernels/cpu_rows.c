@@ -105,6 +105,11 @@ static void attention_part(void* ctx, int part, int parts) {
                     kt[c * L + j] = a->k[j * D + e * hd + c] * a->scale;
                     vs[j * hd + c] = a->v[j * D + e * hd + c];
                 }
+            /* in bfloat16 (batched mode's encoder), 32 queries at a time, their scores kept in cache */
+            if (a->sgemm == wf_sgemm_bf16 && !a->causal && wf_attend_bf16(qs, kt, vs, L, L, hd, oh)) {
+                for (long i = 0; i < L; i++) memcpy(a->o + i * D + e * hd, oh + i * hd, hd * sizeof(float));
+                continue;
+            }
             a->sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)L, (int)L, (int)hd, 1.0f, qs, (int)hd, kt, (int)L, 0.0f, scores,
                      (int)L);
             if (a->causal)
@@ -178,7 +183,10 @@ static void block(Team* team, Sgemm sgemm, const float* const* a, const long* d,
 
     wf_norm(team, x, a[LN3_W], a[LN3_B], eps, h, L, D);
     wf_linears(team, sgemm, h, L, D, split_min, 1, (Output[]){{a[W1], a[B1], f, F}});
-    wf_team_gelu(team, f, L * F);
+    if (sgemm == wf_sgemm_bf16) /* its products' operand next: GELU in 16 lanes, not MLX's bits */
+        wf_team_gelu16(team, f, L * F);
+    else
+        wf_team_gelu(team, f, L * F);
     wf_linears(team, sgemm, f, L, F, split_min, 1, (Output[]){{a[W2], a[B2], y, D}});
     for (long i = 0; i < L * D; i++) x[i] = x[i] + y[i];
 }

@@ -397,7 +397,7 @@ void wf_layer_norm_rows(const float* x, const float* w, const float* b, float ep
 /* ---- entry points: rows (or elements) shared out over `threads`, the caller's one of them;
    each element's arithmetic does not depend on the share it falls in ---- */
 
-enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK, LAYER_NORM, PACK_Q8 };
+enum { EXP, GELU, SOFTMAX, CHAIN, LOGSUMEXP, PACK, LAYER_NORM, PACK_Q8, GELU16 };
 
 typedef struct {
     int op;
@@ -442,6 +442,7 @@ static void run_share(Share* s) {
     }
     if (s->op == SOFTMAX) softmax_rows(in, out, s->count, s->m);
     else if (s->op == GELU) gelu_n(in, out, s->count);
+    else if (s->op == GELU16) wf_gelu16(in, out, s->count);
     else exp_n(in, out, s->count);
 }
 
@@ -531,6 +532,8 @@ int wf_softmax(const float* in, float* out, long rows, long m, int threads) { re
 /* out (rows) = logsumexp of each row of m */
 int wf_logsumexp(const float* in, float* out, long rows, long m, int threads) { return run(LOGSUMEXP, in, out, rows, m, threads); }
 int wf_gelu(const float* in, float* out, long n, int threads) { return run(GELU, in, out, n, 1, threads); }
+/* cpu_amx.c's GELU for bfloat16 products (AVX-512: only where wf_amx_ready() said 1) */
+int wf_gelu_fast(const float* in, float* out, long n, int threads) { return run(GELU16, in, out, n, 1, threads); }
 /* out (rows, m) = the layer norm of each row of in (wf_layer_norm_rows) */
 int wf_layer_norm(const float* in, const float* w, const float* b, float eps, float* out, long rows, long m,
                   int threads) {

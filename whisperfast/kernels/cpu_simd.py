@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 
 # cpu_products.c: its products in the BLAS's orders; cpu_decoder.c: a decoder step built on both,
 # cpu_rows.c: many rows (a decoder prompt, the encoder's blocks), cpu_batch.c: a step of a batch's rows, all
-# on cpu_team.c's threads; one library
+# on cpu_team.c's threads; cpu_amx.c: a cblas_sgemm in bfloat16 on AMX tiles; one library
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_simd.c", "cpu_products.c", "cpu_team.c", "cpu_decoder.c",
-                                                             "cpu_rows.c", "cpu_batch.c", "cpu_decoder.h"))
+                                                             "cpu_rows.c", "cpu_batch.c", "cpu_amx.c", "cpu_decoder.h"))
 FLAGS = ("-O2", "-std=gnu11", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-fno-fast-math")
 MAX_THREADS = 8
 MAX_CHAIN_ROWS = 8  # cpu_simd.c's MAX_ROWS
@@ -77,6 +77,7 @@ class CpuSimd:
     def __init__(self, lib: ctypes.CDLL, threads: int):
         self._lib, self.threads = lib, max(1, min(threads, MAX_THREADS))
         for name, args in (("wf_softmax", (_P, _P, _L, _L, ctypes.c_int)), ("wf_gelu", (_P, _P, _L, ctypes.c_int)),
+                           ("wf_gelu_fast", (_P, _P, _L, ctypes.c_int)),
                            ("wf_chain_matmul", (_P, _P, ctypes.c_int, _P, _P, _L, _L, _L, ctypes.c_int)),
                            ("wf_pack", (_P, _P, _L, _L, ctypes.c_int, ctypes.c_int)),
                            ("wf_pack_q8", (_P, _P, _P, _P, _P, _L, _L, _L, ctypes.c_int)),
@@ -103,6 +104,7 @@ class CpuSimd:
                            ("wf_logsumexp", (_P, _P, _L, _L, ctypes.c_int)),
                            ("wf_layer_norm", (_P, _P, _P, ctypes.c_float, _P, _L, _L, ctypes.c_int)),
                            ("wf_exp", (_P, _P, _L, ctypes.c_int)),
+                           ("wf_amx_ready", ()),
                            ("wf_check", (ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64))):
             getattr(lib, name).argtypes = args
         lib.wf_check.restype = lib.wf_pack.restype = lib.wf_panel_size.restype = ctypes.c_long
@@ -114,6 +116,11 @@ class CpuSimd:
     def lib(self) -> ctypes.CDLL:
         """The library itself, for kernels/cpu_decoder.py's step."""
         return self._lib
+
+    def bf16_sgemm(self) -> Optional[int]:
+        """The address of cpu_amx.c's wf_sgemm_bf16 (cblas_sgemm's interface, its operands rounded
+        to bfloat16, on AMX tiles) where this CPU and the OS let the process use the tiles, else None."""
+        return ctypes.cast(self._lib.wf_sgemm_bf16, ctypes.c_void_p).value if self._lib.wf_amx_ready() else None
 
     def threaded(self, threads: int) -> "CpuSimd":
         """The same library on another number of threads."""
@@ -129,6 +136,13 @@ class CpuSimd:
         """mlx.nn.gelu(x), over x."""
         a = _buffer(x)
         self._lib.wf_gelu(a.ctypes.data, a.ctypes.data, a.size, self.threads)
+        return x
+
+    def gelu16_(self, x: mx.array) -> mx.array:
+        """GELU over x in 16 lanes (cpu_amx.c's wf_gelu16: not mlx.nn.gelu's bits, within 2e-7 of
+        them and more), for bfloat16 products; only where bf16_sgemm() is not None."""
+        a = _buffer(x)
+        self._lib.wf_gelu_fast(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
 
     def logsumexp(self, x: mx.array) -> mx.array:
