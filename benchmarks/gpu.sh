@@ -1247,6 +1247,14 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session44b)  # the probes call 1 could not run (source_probe.py, mel_probe.py, fixed), then batched mode's GPU tests
+  # (test_batched.py, test_pinned.py, not slow: T5 s) after d152dca's CPU change touched encode's and the prompt's paths
+  $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  timeout 60 $py benchmarks/source_probe.py 2>&1 | tee "$out/source_probe.json"
+  timeout 90 $py benchmarks/mel_probe.py /tmp/clip600.wav 2>&1 | tee "$out/mel_probe.json"
+  timeout ${T5:-240} $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_batched.py tests/test_pinned.py 2>&1 \
+    | tee "$out/batched_tests.txt" | tail -4
+  ;;
 session44)  # the host's share of a warm batched 600 s transcription: loop_probe.py (tiny.en at 20 rows, MLX's CUDA graphs
   # on and off), source_probe.py (a custom kernel's launch against its source's length), mel_probe.py (a chunk's log-mel:
   # mels.queue against one compiled graph of a fixed shape), pipeline_profile.py (tiny.en, 32 a batch), the warm batched

@@ -37,8 +37,13 @@ def bf16(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("m, n, k, trans", [(1500, 1152, 384, True), (1500, 384, 1536, True), (1500, 1500, 64, True),
                                             (1500, 64, 1500, False), (1, 1, 1, False), (7, 5, 3, True),
-                                            (33, 17, 40, False), (48, 50, 97, True), (16, 32, 32, False)])
+                                            (33, 17, 40, False), (48, 50, 97, True), (16, 32, 32, False),
+                                            (20, 48, 64, True), (5, 16, 0, True), (5, 32, 0, False)])
 def test_products_are_the_bfloat16_operands_summed_in_float32(sgemm, m, n, k, trans):
+    # (k = 0 after a call that leaves NaNs in the thread's packing memory: none may leak in)
+    junk, junk_out = np.full((64, 64), np.nan, np.float32), np.empty((64, 64), np.float32)
+    sgemm(ROW_MAJOR, NO_TRANS, TRANS, 64, 64, 64, 1.0, junk.ctypes.data, 64, junk.ctypes.data, 64, 0.0,
+          junk_out.ctypes.data, 64)
     rng = np.random.default_rng(m * 7 + n * 3 + k)
     a = rng.standard_normal((m, k + 3)).astype(np.float32)[:, :k]  # lda > k
     b = rng.standard_normal((n, k) if trans else (k, n)).astype(np.float32)
@@ -67,6 +72,29 @@ def test_beta_zero_never_reads_c(sgemm):
     c = np.full((40, 33), np.nan, np.float32)
     sgemm(ROW_MAJOR, NO_TRANS, TRANS, 40, 33, 64, 1.0, a.ctypes.data, 64, b.ctypes.data, 64, 0.0, c.ctypes.data, 33)
     assert np.isfinite(c).all()
+
+
+@pytest.mark.parametrize("L, hd", [(1, 64), (31, 64), (33, 40), (1500, 64)])
+def test_one_heads_attention_is_its_bfloat16_products_and_softmax(sgemm, L, hd):
+    """wf_attend_bf16 (the encoder's self-attention in bfloat16, 32 queries at a time) against
+    float64 on the same roundings: scores of the bfloat16 q and k, their softmax's weights
+    rounded to bfloat16, times the bfloat16 values. A weight may round to the other side of a
+    bfloat16 step where float32's sums or the 16-lane exp put it: one step (2^-7 of it) at most."""
+    lib = cpu_simd.chosen(mx.float32).lib
+    lib.wf_attend_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3 + [ctypes.c_void_p]
+    rng = np.random.default_rng(L + hd)
+    q, k, v = (rng.standard_normal((L, hd)).astype(np.float32) * 1.5 for _ in range(3))
+    kt = np.ascontiguousarray(k.T)
+    out = np.full((L, hd), np.nan, np.float32)
+    assert lib.wf_attend_bf16(q.ctypes.data, kt.ctypes.data, v.ctypes.data, L, L, hd, out.ctypes.data) == 1
+    scores = bf16(q) @ bf16(kt)
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    want, weighted = bf16(p) @ bf16(v), p @ np.abs(bf16(v))
+    assert np.all(np.abs(out - want) <= weighted * 2.0**-7 + 1e-5)
+    if L > 1:  # and not float32's attention
+        exact = p @ v.astype(np.float64)
+        assert np.abs(out - exact).max() > 1e-4
 
 
 def test_gelu16_is_gelu_to_float32_rounding(sgemm):
@@ -116,10 +144,37 @@ def test_the_encoder_in_bfloat16_runs_on_the_tiles_and_stays_near_float32(sgemm,
     assert 1e-5 < rel < 0.02, rel
 
 
+def test_only_batched_modes_greedy_batch_makes_its_cross_kv_in_bfloat16(sgemm, fast_tiny):
+    """A greedy decode of two windows' rows makes its cross keys and values with float32
+    products unless batched mode asks (decode_window's bf16), and then in bfloat16."""
+    from mlx_whisper.audio import N_SAMPLES
+    from mlx_whisper.decoding import DecodingOptions
+
+    from whisperfast.decode import decode_window
+    from whisperfast.decode.cpu_encoder import native_cross
+    from whisperfast.decode.encoder import encode
+    from whisperfast.mels import chunk_mel
+
+    from .test_transcribe import long_clip
+
+    audio, _ = long_clip(60.0)
+    mel = mx.stack([chunk_mel(audio[i * N_SAMPLES:(i + 1) * N_SAMPLES], 80) for i in range(2)])
+    features = encode(fast_tiny.whisper, mel)
+    options = DecodingOptions(language="en", fp16=False)
+    plain = decode_window(fast_tiny.whisper, features, options)
+    cross = native_cross(fast_tiny.whisper.decoder)
+    calls = cross.bf16_calls
+    assert decode_window(fast_tiny.whisper, features, options)[0].text == plain[0].text
+    assert cross.bf16_calls == calls
+    batched = decode_window(fast_tiny.whisper, features, options, bf16=True)
+    assert cross.bf16_calls == calls + 1
+    assert all(len(r.text) > 100 for r in batched)
+
+
 def test_batched_modes_words_with_the_encoder_in_bfloat16(sgemm, fast_tiny, knobs):
     """Batched mode's default on the CPU (the encoder's products, and the greedy batch's cross
     keys' and values', in bfloat16) against float32 products (WHISPERFAST_CPU_AMX=0), on a 95 s clip of real speech: the same chunks' words are as
-    close to the clip's reference (WER within half a point)."""
+    close to the clip's reference (WER within a point, issue 15's bound)."""
     from whisperfast.batched import BatchOptions, transcribe_batched
     from whisperfast.decode.cpu_encoder import native_cross, native_encoder
 
@@ -137,5 +192,6 @@ def test_batched_modes_words_with_the_encoder_in_bfloat16(sgemm, fast_tiny, knob
     half = transcribe_batched(fast_tiny, [audio], batch=BatchOptions(8))[0]
     # the encoder's calls and the greedy batch's cross keys and values
     assert native.bf16_calls > calls[0] and cross.bf16_calls > calls[1]
+    # issue 15's accuracy bound for batched mode: within one point
     wer_full, wer_half = error_rate(reference, full.text), error_rate(reference, half.text)
-    assert wer_full < 0.15 and abs(wer_half - wer_full) <= 0.005, (wer_full, wer_half)
+    assert wer_full < 0.15 and abs(wer_half - wer_full) <= 0.01, (wer_full, wer_half)

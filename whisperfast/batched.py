@@ -364,7 +364,7 @@ def _run_batch(whisper, rows: List[_Chunk], files: List[_File], tokenizer: Token
     for temperature in options.temperature:
         batch = features if len(pending) == len(rows) else features[mx.array(pending)]
         decoded = decode_window(whisper, batch, DecodingOptions(**_decode_kwargs(decode_options, temperature)),
-                                must_reach=[reach[i] for i in pending])
+                                must_reach=[reach[i] for i in pending], bf16=bf16)
         retry = []
         for i, r in zip(pending, decoded):
             results[i], sampled[i] = r, temperature > 0

@@ -49,7 +49,7 @@ class NativeEncoder:
         self.kernels, self.encoder = kernels, encoder
         self.owner = encoder  # the module it reads (_kept)
         self.reason = unsupported(encoder)
-        self._tables = self._scratch = None
+        self._tables = self._scratch = self._sgemm = self._sgemm_bf16 = None
         self.bf16_calls = 0
         self._lock = threading.Lock()  # the scratch is shared: a second thread's call would grow it under the first
 
@@ -65,11 +65,10 @@ class NativeEncoder:
     @property
     def bf16_ready(self) -> bool:
         """Whether a bf16 call would run on AMX tiles (the CPU and OS have them)."""
-        if self._tables is None:
-            with self._lock:
-                if self._tables is None:
-                    self._build()
-        return self._sgemm_bf16 is not None
+        with self._lock:
+            if self._tables is None:
+                self._build()
+            return self._sgemm_bf16 is not None
 
     def _blocks(self, x: mx.array, bf16: bool) -> mx.array:
         import numpy as np
@@ -108,12 +107,12 @@ class NativeEncoder:
             rows.extend(arrays[name].ctypes.data if name in arrays else None for name in LAYER)
         first = self.encoder.blocks[0]
         self._keep = keep
-        self._tables = (ctypes.c_void_p * len(rows))(*rows)
         self._sizes = dict.fromkeys(SIZES, 0) | dict(
             n_layer=len(self.encoder.blocks), n_state=first.attn.query.weight.shape[0], n_head=first.attn.n_head,
             n_mlp=first.mlp1.weight.shape[0], threads=self.kernels.threads)
         self._scale, self._eps = first.attn.qk_scale, first.attn_ln.eps
         self._sgemm, self._sgemm_bf16 = global_sgemm(), self.kernels.bf16_sgemm()
+        self._tables = (ctypes.c_void_p * len(rows))(*rows)  # last: it marks the build done
 
 
 def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:

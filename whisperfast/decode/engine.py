@@ -145,15 +145,17 @@ def _near(result: DecodingResult, logprob_threshold: Optional[float], no_speech_
 
 
 def decode_with(model: Whisper, features: mx.array, options: DecodingOptions, fast: bool, cross=None,
-                must_reach=None) -> Result:
+                must_reach=None, bf16: bool = False) -> Result:
     """`cross`: the fast engine's cross K/V of these features, made already (flat.cross_kv);
-    `must_reach`: batched mode's rule on where a row may end (rules.HeldEnd), an int an audio."""
+    `must_reach`: batched mode's rule on where a row may end (rules.HeldEnd), an int an audio;
+    `bf16`: batched mode's, a greedy batch's cross K/V in bfloat16 products on the CPU where it
+    has AMX tiles (flat.StaticInference)."""
     if not fast and options.beam_size is None and (must_reach is None or options.without_timestamps):
         return stock_decode(model, features, options)  # (HeldEnd is a rule on timestamps: task._hold_ends)
     if single := features.ndim == 2:
         features = features[None]
     if fast:
-        task = StaticCacheTask(model, options, cross, must_reach)
+        task = StaticCacheTask(model, options, cross, must_reach, bf16)
     else:
         task = (StockBeamTask if options.beam_size is not None else StockTask)(model, options, must_reach)
     result = task.run(features)
@@ -167,8 +169,10 @@ def tokenizer_for(model: Whisper):
     return fast_tokenizer.get_tokenizer if supports_static_cache(model) else stock_tokenizer
 
 
-def decode_window(model: Whisper, features: mx.array, options: DecodingOptions, must_reach=None) -> Result:
+def decode_window(model: Whisper, features: mx.array, options: DecodingOptions, must_reach=None,
+                  bf16: bool = False) -> Result:
     """Decode one window's features (n_audio_ctx, n_audio_state), or a batch's, on the engine
-    the model has (fast where it is rewritten, else stock), every window alike. `must_reach`:
-    rules.HeldEnd's, an int an audio (batched mode)."""
-    return decode_with(model, features, options, supports_static_cache(model), must_reach=must_reach)
+    the model has (fast where it is rewritten, else stock), every window alike. `must_reach`
+    and `bf16`: batched mode's (rules.HeldEnd's, an int an audio; a greedy batch's cross K/V in
+    bfloat16 on the CPU's AMX tiles)."""
+    return decode_with(model, features, options, supports_static_cache(model), must_reach=must_reach, bf16=bf16)

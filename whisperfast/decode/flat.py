@@ -239,11 +239,13 @@ def cross_kv(decoder: TextDecoder, xa: mx.array, bf16: bool = False):
 class StaticInference(Inference):
     """mlx-whisper's Inference on static caches. `cross`: the window's cross K/V (cross_kv's,
     for the same audio features), already made: the prompt then reads them (issue 16: on the
-    CPU the fast engine makes them with the encoder, once a window for all its decodes)."""
+    CPU the fast engine makes them with the encoder, once a window for all its decodes).
+    `bf16`: batched mode's; where it makes them for a greedy batch the C step drives, their
+    products in bfloat16 (NativeCross, on AMX tiles where the CPU has them)."""
 
-    def __init__(self, model, cross=None):
+    def __init__(self, model, cross=None, bf16: bool = False):
         super().__init__(model)
-        self.cross = cross
+        self.cross, self.bf16 = cross, bf16
         self._rows_loop = None  # the C step of a batch's rows over these caches (rows_loop), once made
         # set by the task: a greedy batch whose rows the C step drives (their cross K/V may go
         # float16: cpu_batch.NativeRows.loop's `half`)
@@ -336,8 +338,8 @@ class StaticInference(Inference):
         """Every layer's cross K/V (made here where the engine gave none) and its self-attention
         buffers, for a step that writes them itself (the CPU's C step or prompt)."""
         if self.kv_cache[0][1] is None:
-            # a greedy batch's made in bfloat16 as its encoder's were (batched mode's; WHISPERFAST_CPU_AMX)
-            bf16 = self.greedy_rows and config().cpu_amx
+            # batched mode's greedy batch: made in bfloat16 as its encoder's were (a sampled one keeps float32)
+            bf16 = self.bf16 and self.greedy_rows
             for entry, kv_cross in zip(self.kv_cache, cross_kv(self.model.decoder, audio_features, bf16)):
                 entry[1] = kv_cross
         k = self.kv_cache[0][1][0]

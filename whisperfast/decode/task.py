@@ -219,9 +219,10 @@ class StaticCacheTask(GroupRun, DecodingTask):
     """mlx-whisper's DecodingTask on static caches, with the end of text checked lazily, and
     beam search (openai's) where beam_size is given."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions, cross=None, must_reach=None):
+    def __init__(self, model: Whisper, options: DecodingOptions, cross=None, must_reach=None, bf16: bool = False):
         # `cross`: the window's cross K/V, made already (flat.StaticInference); `must_reach`:
-        # batched mode's HeldEnd (rules.py), one int an audio.
+        # batched mode's HeldEnd (rules.py), one int an audio; `bf16`: batched mode's, a greedy
+        # batch's cross K/V made in bfloat16 on the CPU's AMX tiles (flat.StaticInference).
         # mlx-whisper 0.4.3's DecodingTask.__init__, the same fields and filters in the same
         # order, but for two things. Its tokenizer is whisperfast's (..tokenizer: the same ids,
         # built without tiktoken's special-token regex, 0.3 s a process). And SuppressBlank's
@@ -239,7 +240,7 @@ class StaticCacheTask(GroupRun, DecodingTask):
         # So does the CUDA kernel's loop (_main_loop): a step costs the host ~60 µs and the
         # GPU 0.2-0.3 ms (tiny.en, base), and reading every k-th step measured the same for
         # k = 1 to 1000 (benchmarks/cuda_step_profile.py): running past the end gains nothing.
-        self.inference = StaticInference(model, cross)
+        self.inference = StaticInference(model, cross, bf16)
         self.decoder = token_decoder(self, options)
         greedy = isinstance(self.decoder, GreedyDecoder) and options.temperature == 0
         self.eot_check = 4 if mx.default_device() == mx.gpu and greedy else 1

@@ -22,7 +22,8 @@
 
 #include "cpu_decoder.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 11 || defined(__clang__))
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -103,7 +104,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void pack_b(const float* b, long ldb, int trans, long k, long n, uint16_t* bp, long kp, long np) {
     const long kb = kp / BLK;
     uint32_t* words = (uint32_t*)bp;
-    if (k % BLK || n % 16) memset(bp, 0, (size_t)kp * np * 2);
+    if (k != kp || n != np) memset(bp, 0, (size_t)kp * np * 2);  /* padding read by the tiles */
     if (trans) {  /* column `col` is a row of b: 32 values of k, converted, are one k-block's 16 pairs */
         const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                                 _mm512_set1_epi32(16));
@@ -204,7 +205,8 @@ static void products(const uint16_t* ap, const uint16_t* bp, long mp, long kp, l
 
 void wf_sgemm_bf16(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a, int lda,
                    const float* b, int ldb, float beta, float* c, int ldc) {
-    if (order != ROW_MAJOR || trans_a != NO_TRANS || m <= 0 || n <= 0) return;
+    if (order != ROW_MAJOR || trans_a != NO_TRANS) abort();  /* no caller asks: never a silent wrong C */
+    if (m <= 0 || n <= 0) return;
     const long mp = up(m), kp = up(k > 0 ? k : 1), np = up(n);
     uint16_t* ap = scratch(((size_t)mp * kp + (size_t)kp * np) * 2);
     if (!ap) abort();  /* as a BLAS would: there is no error to return */
