@@ -303,7 +303,10 @@ def cpu_kernels() -> str:
 
     if not config().cpu_simd:
         return "off (WHISPERFAST_CPU_SIMD=0)"
-    return cpu_simd.status(config().cache / "kernels")
+    found = cpu_simd.status(config().cache / "kernels")
+    if found.endswith("AMX bfloat16 tiles"):
+        found += " for batched mode's encoder" if config().cpu_amx else " (off: WHISPERFAST_CPU_AMX=0)"
+    return found
 
 
 def info() -> dict:
@@ -328,6 +331,7 @@ def info() -> dict:
         "malloc": _malloc.describe(),
         # On the CPU every mx.fast op falls back to composed ops: fusion pays only on a GPU.
         "fused_kernels_native": mx.default_device() == mx.gpu,
-        # The fast engine's CPU softmax, GELU and layer norm in C, MLX's arithmetic (kernels/cpu_simd.py)
+        # The fast engine's CPU softmax, GELU and layer norm in C, MLX's arithmetic (kernels/cpu_simd.py);
+        # where the CPU has AMX tiles, batched mode's encoder products in bfloat16 (kernels/cpu_amx.c)
         "cpu_kernels": cpu_kernels(),
     }

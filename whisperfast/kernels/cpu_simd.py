@@ -662,7 +662,8 @@ def status(root: Path) -> str:
         return f"unavailable: {found}"
     path, rejected, _, _ = found
     if path.exists():  # load's order: a library kept is read before any note
-        return "avx2 (built)"
+        amx = ctypes.CDLL(str(path)).wf_amx_ready()
+        return "avx2 (built)" + ("; AMX bfloat16 tiles" if amx else "")
     if rejected.exists():
         return f"unavailable: {rejected.read_text(errors='replace').strip()}"
     return "not built yet (the first fast CPU transcription builds it)"
