@@ -1,6 +1,7 @@
 """What a batched chunk's log-mel costs the host (mels.queue) against one compiled graph of a
 fixed shape: every chunk padded with zeros to 30 s and an FFT window, mx.compile'd once, the
-frames past the chunk's end zeroed by a mask (so one traced graph serves every chunk length).
+frames past the chunk's end zeroed by a mask (so one traced graph serves every chunk length;
+the FFT and its power outside the compiled part).
 Chunks: 20 cuts of the 600 s clip, lengths 8-30 s. Per way: the host's µs a chunk (median),
 the wall ms for all 20 queued then evaluated (median of 5 passes after 2), and the largest
 difference from mels.chunk_mel's values.
@@ -33,23 +34,26 @@ mx.eval(on_device)
 WIDTH = N_SAMPLES + N_FFT  # the longest chunk and its window of zeros
 
 
-def _fixed(padded: mx.array, n_frames: mx.array) -> mx.array:
-    """mlx-whisper's log_mel_spectrogram on a (WIDTH,) signal, its frames past n_frames zeroed"""
-    window, filters, pad = hanning(N_FFT), mel_filters(n_mels), N_FFT // 2
-    x = mx.concatenate([padded[1:pad + 1][::-1], padded, padded[-(pad + 1):-1][::-1]])
-    t = (x.size - N_FFT + HOP_LENGTH) // HOP_LENGTH
-    freqs = mx.fft.rfft(mx.as_strided(x, shape=[t, N_FFT], strides=[HOP_LENGTH, 1]) * window)
-    log_spec = mx.maximum(freqs[:-1, :].abs().square() @ filters.T, 1e-10).log10()
+def _log_mel(magnitudes: mx.array, n_frames: mx.array) -> mx.array:
+    """mlx-whisper's log-mel from the power spectrum on, its frames past n_frames zeroed"""
+    log_spec = mx.maximum(magnitudes @ mel_filters(n_mels).T, 1e-10).log10()
     log_spec = (mx.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0
     keep = mx.arange(N_FRAMES)[:, None] < n_frames
     return mx.where(keep, log_spec[:N_FRAMES], 0.0)
 
 
-compiled = mx.compile(_fixed)
+# (MLX 0.32.4's CUDA backend does not compile a fused graph with the complex abs in it:
+# benchmarks/h100-session44/, so the FFT and its power stay outside the compiled part)
+compiled = mx.compile(_log_mel)
 
 
 def fixed(c: mx.array) -> mx.array:
-    return compiled(mx.pad(c, (0, WIDTH - c.shape[0])), mx.array(c.shape[0] // HOP_LENGTH))
+    """The chunk padded with zeros to WIDTH: stft as mlx-whisper's, then the compiled rest"""
+    padded, pad = mx.pad(c, (0, WIDTH - c.shape[0])), N_FFT // 2
+    x = mx.concatenate([padded[1:pad + 1][::-1], padded, padded[-(pad + 1):-1][::-1]])
+    t = (x.size - N_FFT + HOP_LENGTH) // HOP_LENGTH
+    freqs = mx.fft.rfft(mx.as_strided(x, shape=[t, N_FFT], strides=[HOP_LENGTH, 1]) * hanning(N_FFT))
+    return compiled(freqs[:-1, :].abs().square(), mx.array(c.shape[0] // HOP_LENGTH))
 
 
 def plain_way(c):

@@ -18,7 +18,7 @@ import mlx.core as mx
 cuda = getattr(mx, "cuda", None)
 if cuda is None or not cuda.is_available():
     sys.exit("source_probe.py: needs MLX's CUDA backend")
-SOURCE = "uint i = threadIdx.x; out[i] = inp[i] + 1.0f;"
+SOURCE = "unsigned int i = threadIdx.x; out[i] = inp[i] + 1.0f;"
 x = mx.zeros((256,))
 mx.eval(x)
 report = {"device": str(mx.default_device())}
