@@ -8,6 +8,11 @@ typedef void (*Sgemm)(int, int, int, int, int, int, float, const float*, int, co
                       int);
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
+/* MLX's polynomial for 2^f, f in [-1/2, 1/2], highest power first (its exp's: cpu_simd.c's
+   exp1 and exp8 in MLX's bits, cpu_amx.c's exp16) */
+static const float WF_EXP2_POLY[7] = {1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
+                                      5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f};
+
 /* cpu_simd.c, cpu_products.c */
 int wf_softmax(const float* in, float* out, long rows, long m, int threads);
 int wf_gelu(const float* in, float* out, long n, int threads);

@@ -33,13 +33,8 @@ static float exp1(float x_init) {
     float x = x_init * 1.442695f;
     float ipart = (float)floor((double)x + 0.5); /* MLX's `x + 0.5` is a double sum */
     float fpart = x - ipart;
-    float p = 1.535336188319500e-4f;
-    p = fmaf(p, fpart, 1.339887440266574e-3f);
-    p = fmaf(p, fpart, 9.618437357674640e-3f);
-    p = fmaf(p, fpart, 5.550332471162809e-2f);
-    p = fmaf(p, fpart, 2.402264791363012e-1f);
-    p = fmaf(p, fpart, 6.931472028550421e-1f);
-    p = fmaf(p, fpart, 1.000000000000000f);
+    float p = WF_EXP2_POLY[0];
+    for (int c = 1; c < 7; c++) p = fmaf(p, fpart, WF_EXP2_POLY[c]);
     /* |ipart| >= 200 only for inputs the selects below replace (NaN, beyond +-88); the guard
        keeps the conversion defined in C */
     int32_t i = fabsf(ipart) < 200.0f ? (int32_t)ipart : 0;
@@ -74,13 +69,8 @@ static inline __m256 exp8(__m256 x_init) {
     __m256d hi = _mm256_floor_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), half));
     __m256 ipart = _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
     __m256 fpart = _mm256_sub_ps(x, ipart);
-    __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(1.339887440266574e-3f));
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(9.618437357674640e-3f));
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(5.550332471162809e-2f));
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(2.402264791363012e-1f));
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(6.931472028550421e-1f));
-    p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(1.000000000000000f));
+    __m256 p = _mm256_set1_ps(WF_EXP2_POLY[0]);
+    for (int c = 1; c < 7; c++) p = _mm256_fmadd_ps(p, fpart, _mm256_set1_ps(WF_EXP2_POLY[c]));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(ipart), _mm256_set1_epi32(127)), 23);
     __m256 r = _mm256_mul_ps(_mm256_castsi256_ps(e), p);
     r = _mm256_blendv_ps(r, x_init, _mm256_cmp_ps(x_init, x_init, _CMP_UNORD_Q));
