@@ -49,6 +49,32 @@ def test_fresh_process_gets_scipys_openblas():
     assert all(err < 1e-4 for err in d["errs"].values()), d
 
 
+THREADS_PROBE = """
+import ctypes, glob, os, whisperfast, numpy as np
+np.ones((64, 64)) @ np.ones((64, 64))
+lib = ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "libscipy_openblas64_*.so"))[0])
+print(lib.scipy_openblas_get_num_threads64_(), len(os.sched_getaffinity(0)))
+"""
+
+
+@linux
+@pytest.mark.parametrize("env, want", [({}, "cpus - 1"), ({"OPENBLAS_NUM_THREADS": "1"}, "1")])
+def test_numpys_openblas_leaves_a_cpu_free_too(env, want):
+    """numpy's own OpenBLAS (the VAD's products) runs on CPUs - 1 threads after `import
+    whisperfast`, as MLX's does, unless a thread variable says otherwise."""
+    import glob
+
+    import numpy as np
+
+    if not glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "libscipy_openblas64_*.so")):
+        pytest.skip("this numpy has no bundled OpenBLAS")
+    e = {k: v for k, v in os.environ.items() if k not in _blas.THREAD_VARS} | env
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=e, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    threads, cpus = map(int, out.stdout.split())
+    assert threads == (max(1, cpus - 1) if want == "cpus - 1" else 1), (threads, cpus)
+
+
 @linux
 def test_reference_env_keeps_the_bundled_blas():
     d = probe(WHISPERFAST_BLAS="reference")

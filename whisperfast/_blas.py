@@ -195,10 +195,41 @@ def _load_scipy_openblas() -> str:
     return f"scipy's bundled OpenBLAS ({config().decode(errors='replace')}{threads}) under the cblas names MLX links"
 
 
+def _numpy_openblas() -> str | None:
+    """numpy's bundled ILP64 OpenBLAS (numpy.libs/libscipy_openblas64_-*.so), found without importing numpy."""
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(os.path.join(entry or ".", "numpy.libs")))
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("libscipy_openblas64_") and ".so" in name:
+                return os.path.join(entry or ".", "numpy.libs", name)
+    return None
+
+
+def _limit_numpy_threads() -> None:
+    """numpy's own OpenBLAS (the VAD's products on the CPU) to CPUs - 1 threads, as MLX's, unless
+    a thread variable is set: its idle threads spin as MLX's would (THREAD_VARS' note), and took
+    ~6 % of a batched transcription's CPU on 2 cores (benchmarks/cpu/session44/)."""
+    path = _numpy_openblas()
+    if path is None or any(os.environ.get(v) for v in THREAD_VARS):
+        return
+    try:
+        lib = ctypes.CDLL(path)  # the library numpy's import binds to, loaded once for the process
+    except OSError:
+        return
+    set_threads = getattr(lib, SCIPY_PREFIX + "openblas_set_num_threads64_", None)
+    if set_threads is not None:
+        _handles.append(lib)
+        set_threads(max(1, len(os.sched_getaffinity(0)) - 1))
+
+
 def preload() -> None:
     global _note
     if sys.platform != "linux":
         return
+    _limit_numpy_threads()
     choice = at_import().blas
     if choice == "reference":
         _note = "WHISPERFAST_BLAS=reference"
