@@ -208,15 +208,21 @@ def _numpy_openblas() -> str | None:
     return None
 
 
-def _limit_numpy_threads() -> None:
-    """numpy's own OpenBLAS (the VAD's products on the CPU) to CPUs - 1 threads, as MLX's, unless
-    a thread variable is set: its idle threads spin as MLX's would (THREAD_VARS' note), and took
-    ~6 % of a batched transcription's CPU on 2 cores (benchmarks/cpu/session44/)."""
+def limit_numpy_threads() -> None:
+    """numpy's own OpenBLAS (the VAD's products on the CPU: silero.HostFrames) to CPUs - 1
+    threads, as MLX's, unless a thread variable is set: its idle threads spin as MLX's would
+    (THREAD_VARS' note), ~6 % of a batched transcription's CPU on 2 cores
+    (benchmarks/cpu/session44/). Called where those products are set up, after numpy has loaded
+    the library (loading it here at import cost every command ~45 ms); once a process."""
+    global _numpy_limited
+    if _numpy_limited or sys.platform != "linux":
+        return
+    _numpy_limited = True
     path = _numpy_openblas()
     if path is None or any(os.environ.get(v) for v in THREAD_VARS):
         return
     try:
-        lib = ctypes.CDLL(path)  # the library numpy's import binds to, loaded once for the process
+        lib = ctypes.CDLL(path)  # the library numpy's import bound to: the same handle
     except OSError:
         return
     set_threads = getattr(lib, SCIPY_PREFIX + "openblas_set_num_threads64_", None)
@@ -225,11 +231,13 @@ def _limit_numpy_threads() -> None:
         set_threads(max(1, len(os.sched_getaffinity(0)) - 1))
 
 
+_numpy_limited = False
+
+
 def preload() -> None:
     global _note
     if sys.platform != "linux":
         return
-    _limit_numpy_threads()
     choice = at_import().blas
     if choice == "reference":
         _note = "WHISPERFAST_BLAS=reference"

@@ -29,7 +29,7 @@ from typing import Dict, Optional
 import mlx.core as mx
 import numpy as np
 
-from . import silero_cuda
+from . import _blas, silero_cuda
 from .files import write_atomic
 from .kernels import lstm as lstm_kernels
 
@@ -91,6 +91,7 @@ class HostFrames:
     GPU port's do (tests/test_silero.py bounds both)."""
 
     def __init__(self, weights: Dict[str, np.ndarray]):
+        _blas.limit_numpy_threads()  # its products' BLAS: its idle threads would spin beside MLX's
         self.basis = np.ascontiguousarray(weights["stft.forward_basis_buffer"][:, 0, :].T)  # (WINDOW, 2 * BINS)
         # a convolution of kernel 3 over steps t-1, t, t+1 is one product of those steps side by
         # side; stride 2 on 2 steps reads taps 1 and 2 only (tap 0 is padding), and the last
