@@ -1247,6 +1247,21 @@ uploads)  # for the next step of benchmarks/h100-session39/: each op of a chunk'
   # samples on the device costs the host, float32 or int16 (batched/op_cost_probe.py)
   timeout 60 $py benchmarks/batched/op_cost_probe.py 2>&1 | tee "$out/op_cost.jsonl"
   ;;
+session44c)  # the session's final tree on a GPU: decoding and batched tests (not slow: T5 s; engine.py's and
+  # task.py's signatures changed for batched mode's bf16 flag), the warm batched 600 s bench (tiny.en, base, 32 a batch),
+  # then fresh 60-minute processes (32 a batch, T3 s)
+  timeout ${T5:-240} $py -m pytest -q -p no:cacheprovider -rf -m "not slow" tests/test_decoding.py tests/test_batched.py 2>&1 \
+    | tee "$out/tests.txt" | tail -4
+  $py benchmarks/make_clip.py /tmp/clip3600.wav 3600 > /dev/null; $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
+  for m in tiny.en base; do
+    timeout 90 $py -m whisperfast bench /tmp/clip600.wav -m $m --dtype float16 --lanes fused --runs 5 --warmup 1 --json \
+      --no-kernels --batch-size 32 > "$out/bench-$m.json" 2> "$out/bench-$m.txt"
+    grep -E "^│ fused" "$out/bench-$m.txt" | sed "s|^|$m |"
+  done
+  FRESH_BATCH=32 timeout ${T3:-120} bash -c "$(declare -f fresh_batched); py=$py; fresh_batched" > "$out/fresh_3600s_b32.jsonl"
+  $py -c "import json, sys
+for l in open(sys.argv[1]): d = json.loads(l); print(d['args'], d['rc'], round(d['wall_s'], 3), d['words'], d['err'][-200:])" "$out/fresh_3600s_b32.jsonl"
+  ;;
 session44b)  # the probes call 1 could not run (source_probe.py, mel_probe.py, fixed), then batched mode's GPU tests
   # (test_batched.py, test_pinned.py, not slow: T5 s) after d152dca's CPU change touched encode's and the prompt's paths
   $py benchmarks/make_clip.py /tmp/clip600.wav 600 > /dev/null
