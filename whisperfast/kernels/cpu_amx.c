@@ -9,6 +9,11 @@
    mode, which does not keep stock's bits anyway, takes it; tests/test_cpu_amx.py bounds its
    error against float64 and batched mode's WER against float32's.
 
+   Beside it, for the same calls: one head's self-attention 32 queries at a time on the tiles
+   (wf_attend_bf16, which cpu_rows.c's attention takes when handed this sgemm), and a 16-lane
+   GELU (wf_gelu16) for the products' next operand. A greedy batch's cross keys and values are
+   made with it too (cpu_rows.c's wf_cross_kv).
+
    Row-major only, A as it is (the encoder's calls: cpu_rows.c); B as it is or transposed.
    Each call packs both operands into bfloat16 in the tiles' layouts, in memory kept per thread:
    A by rows (16 rows of 32 values a tile), B in column panels of 16, each pair of B's rows
