@@ -182,7 +182,7 @@ def test_batched_modes_words_with_the_encoder_in_bfloat16(sgemm, fast_tiny, knob
     from .text import error_rate
 
     audio, reference = long_clip(95.0)
-    full = transcribe_batched(fast_tiny, [audio], batch=BatchOptions(8))[0]  # the cross products built
+    transcribe_batched(fast_tiny, [audio], batch=BatchOptions(8))  # the cross products built
     native, cross = native_encoder(fast_tiny.whisper.encoder), native_cross(fast_tiny.whisper.decoder)
     knobs(WHISPERFAST_CPU_AMX="0")
     calls = native.bf16_calls, cross.bf16_calls

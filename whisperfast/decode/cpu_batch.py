@@ -123,7 +123,7 @@ class NativeRows:
             return None
         mx.synchronize()  # nothing queued (a prompt's graph) still reads them as they are rounded
         halves = []
-        for e, (keys, values) in enumerate(zip(packed, arrays[1::2])):
+        for keys, values in zip(packed, arrays[1::2]):
             k16, v16 = np.empty(keys.size, np.float16), np.empty(values.shape, np.float16)
             if lib.wf_half(keys.ctypes.data, k16.ctypes.data, None, keys.size, threads) or \
                     lib.wf_half(values.ctypes.data, v16.ctypes.data, None, values.size, threads):

@@ -82,11 +82,7 @@ class NativeEncoder:
         if self._scratch is None or self._scratch.size < need:  # kept: a window's is ~45 MB for tiny.en
             self._scratch = np.empty(need, np.float32)
         out = np.array(x, np.float32)  # a copy of its own: the call works in place
-        sgemm = self._sgemm
-        if bf16 and self._sgemm_bf16 is not None:
-            sgemm = self._sgemm_bf16
-            self.bf16_calls += 1
-        lib.wf_encoder_blocks(sgemm, self._tables, dims, self._scale, self._eps, out.ctypes.data, n_audio, n,
+        lib.wf_encoder_blocks(_products(self, bf16), self._tables, dims, self._scale, self._eps, out.ctypes.data, n_audio, n,
                               SPLIT_MIN, self._scratch.ctypes.data)
         return mx.array(out)
 
@@ -113,6 +109,15 @@ class NativeEncoder:
         self._scale, self._eps = first.attn.qk_scale, first.attn_ln.eps
         self._sgemm, self._sgemm_bf16 = global_sgemm(), self.kernels.bf16_sgemm()
         self._tables = (ctypes.c_void_p * len(rows))(*rows)  # last: it marks the build done
+
+
+def _products(native, bf16: bool) -> Optional[int]:
+    """The sgemm a NativeEncoder's or NativeCross's call hands its C: the bfloat16 one where
+    `bf16` and the CPU has AMX tiles (counted in its bf16_calls), else the global cblas_sgemm."""
+    if bf16 and native._sgemm_bf16 is not None:
+        native.bf16_calls += 1
+        return native._sgemm_bf16
+    return native._sgemm
 
 
 def native_encoder(encoder: AudioEncoder) -> Optional[NativeEncoder]:
@@ -218,11 +223,7 @@ class NativeCross:
             cut = piece_bounds(D) if S >= 1500 and len(cpu_streams()) > 1 else [0, D]
             bounds = np.array(cut, np.int64)
             dims = (ctypes.c_long * len(SIZES))(*(self._sizes[k] for k in SIZES))
-            sgemm = self._sgemm
-            if bf16 and self._sgemm_bf16 is not None:
-                sgemm = self._sgemm_bf16
-                self.bf16_calls += 1
-            if self.kernels.lib.wf_cross_kv(sgemm, self._tables, dims, self._scale, x.ctypes.data, B, S,
+            if self.kernels.lib.wf_cross_kv(_products(self, bf16), self._tables, dims, self._scale, x.ctypes.data, B, S,
                                             bounds.ctypes.data, len(cut) - 1, self._scratch.ctypes.data,
                                             (ctypes.c_void_p * n)(*ptrs[0::2]), (ctypes.c_void_p * n)(*ptrs[1::2]),
                                             None if panels is None else

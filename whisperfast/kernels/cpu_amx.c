@@ -77,6 +77,9 @@ static void* scratch(size_t bytes) {
 
 static long up(long v) { return (v + BLK - 1) / BLK * BLK; }
 
+/* The first n of 16 lanes (none for n <= 0, all for n >= 16): a tail's mask */
+static inline __mmask16 lanes(long n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u); }
+
 static inline uint16_t bf16(float f) {  /* to nearest, ties to even (NaN is not met here) */
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -118,8 +121,7 @@ static void pack_b(const float* b, long ldb, int trans, long k, long n, uint16_t
             uint32_t* panel = words + (col / 16) * kb * 256 + col % 16;
             for (long q = 0; q * BLK < k; ++q) {
                 const long left = k - q * BLK;
-                const __mmask16 lo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1u);
-                const __mmask16 hi = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
+                const __mmask16 lo = lanes(left), hi = lanes(left - 16);
                 const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + q * BLK + 16),
                                                        _mm512_maskz_loadu_ps(lo, src + q * BLK));
                 _mm512_i32scatter_epi32(panel + q * 256, rows, (__m512i)v, 4);
@@ -129,7 +131,7 @@ static void pack_b(const float* b, long ldb, int trans, long k, long n, uint16_t
         const __m512i zip = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
         for (long col = 0; col < n; col += 16) {
-            const __mmask16 cols = n - col >= 16 ? 0xffff : (__mmask16)((1u << (n - col)) - 1u);
+            const __mmask16 cols = lanes(n - col);
             uint32_t* panel = words + (col / 16) * kb * 256;
             for (long kk = 0; kk < k; kk += 2) {
                 const __m512 r0 = _mm512_maskz_loadu_ps(cols, b + kk * ldb + col);
@@ -145,8 +147,7 @@ static void pack_b(const float* b, long ldb, int trans, long k, long n, uint16_t
 __attribute__((target("avx512f")))
 static void put(const float* sums, float* c, long ldc, long i, long j, long m, long n, float alpha, float beta) {
     const long rows = m - i < BLK ? m - i : BLK, cols = n - j < BLK ? n - j : BLK;
-    const __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1u);
-    const __mmask16 m1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1u);
+    const __mmask16 m0 = lanes(cols), m1 = lanes(cols - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     for (long r = 0; r < rows; ++r) {
         float* out = c + (i + r) * ldc + j;
@@ -241,7 +242,7 @@ __attribute__((target("avx512f,avx512dq")))
 void wf_gelu16(const float* in, float* out, long n) {
     const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
     for (long i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        const __mmask16 m = lanes(n - i);
         const __m512 x = _mm512_maskz_loadu_ps(m, in + i);
         const __m512 v = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
         const __m512 av = _mm512_andnot_ps(sign, v);
@@ -268,7 +269,7 @@ static void softmax_bf16(float* row, long n, uint16_t* out, long sp) {
     __m512 top = _mm512_set1_ps(-INFINITY);
     long j = 0;
     for (; j + 16 <= n; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(row + j));
-    const __mmask16 tail = (__mmask16)((1u << (n - j)) - 1u);
+    const __mmask16 tail = lanes(n - j);
     top = _mm512_mask_max_ps(top, tail, top, _mm512_maskz_loadu_ps(tail, row + j));
     const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(top));
     __m512 sum = _mm512_setzero_ps();
@@ -285,8 +286,7 @@ static void softmax_bf16(float* row, long n, uint16_t* out, long sp) {
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
     for (j = 0; j < sp; j += 32) {
         const long left = n - j;
-        const __mmask16 lo = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
-        const __mmask16 hi = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1u);
+        const __mmask16 lo = lanes(left), hi = lanes(left - 16);
         const __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(lo, row + j), inv);
         const __m512 b = _mm512_mul_ps(_mm512_maskz_loadu_ps(hi, row + j + 16), inv);
         _mm512_storeu_si512(out + j, (__m512i)_mm512_cvtne2ps_pbh(b, a));
