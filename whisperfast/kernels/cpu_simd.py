@@ -139,8 +139,9 @@ class CpuSimd:
         return x
 
     def gelu16_(self, x: mx.array) -> mx.array:
-        """GELU over x in 16 lanes (cpu_amx.c's wf_gelu16: not mlx.nn.gelu's bits, within 2e-7 of
-        them and more), for bfloat16 products; only where bf16_sgemm() is not None."""
+        """GELU over x in 16 lanes (cpu_amx.c's wf_gelu16: not mlx.nn.gelu's bits; within a few
+        float32 roundings of the exact GELU, tests/test_cpu_amx.py), for bfloat16 products; only
+        where bf16_sgemm() is not None."""
         a = _buffer(x)
         self._lib.wf_gelu_fast(a.ctypes.data, a.ctypes.data, a.size, self.threads)
         return x
